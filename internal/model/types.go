@@ -1,0 +1,89 @@
+// Package model is Butterfly's desired state: vNICs, security groups, their
+// rules and members. It validates every request, implements the idempotent
+// semantics of the API and drives the dataplane through the Dataplane
+// interface. It does no I/O of its own.
+package model
+
+import "net/netip"
+
+// NICType is the kind of port behind a vNIC; the values are the wire
+// protocol's MessageV0.Nic.Type.
+type NICType int32
+
+// vNIC types.
+const (
+	NICVhostUser NICType = 0
+	NICTap       NICType = 1
+	NICBench     NICType = 2
+)
+
+// String names the type as the wire protocol does.
+func (t NICType) String() string {
+	switch t {
+	case NICVhostUser:
+		return "VHOST_USER_SERVER"
+	case NICTap:
+		return "TAP"
+	case NICBench:
+		return "BENCH"
+	}
+	return "UNKNOWN"
+}
+
+// NIC is one vNIC as the dataplane needs it.
+type NIC struct {
+	ID string `json:"id"`
+	// MACText is the MAC as the client wrote it (the API echoes it back).
+	MACText string `json:"mac"`
+	// MAC is MACText parsed.
+	MAC [6]byte `json:"-"`
+	VNI uint32  `json:"vni"`
+	// IPs are unique, in the order given.
+	IPs            []netip.Addr `json:"ips,omitempty"`
+	SecurityGroups []string     `json:"security_groups,omitempty"`
+	IPAntiSpoof    bool         `json:"ip_anti_spoof,omitempty"`
+	SniffTarget    string       `json:"sniff_target,omitempty"`
+	Bypass         bool         `json:"bypass_filtering,omitempty"`
+	Type           NICType      `json:"type"`
+	PacketTrace    bool         `json:"packet_trace,omitempty"`
+	TracePath      string       `json:"packet_trace_path,omitempty"`
+	BType          string       `json:"btype,omitempty"`
+	DIP            string       `json:"dip,omitempty"`
+	DMAC           string       `json:"dmac,omitempty"`
+	// Path is the socket path or interface name the dataplane returned.
+	Path string `json:"path,omitempty"`
+}
+
+// NICStats are a vNIC's byte counters: In counts bytes received from the
+// VM, Out bytes delivered to the VM.
+type NICStats struct {
+	In, Out uint64
+}
+
+// NICCounters are a vNIC's packet counters and drops by reason.
+type NICCounters struct {
+	RxPackets, RxBytes uint64 // from the VM
+	TxPackets, TxBytes uint64 // to the VM
+	Drops              map[string]uint64
+}
+
+// Dataplane is what the model drives. Each call is made after validation
+// and before the model commits the change: an error leaves the model
+// unchanged. Implementations must be safe for use from one goroutine at a
+// time (the model serializes calls).
+type Dataplane interface {
+	// AddNIC creates the vNIC's port and attaches it to its VNI. It returns
+	// the path to report (socket path or interface name).
+	AddNIC(n NIC) (path string, err error)
+	// UpdateNIC applies a changed vNIC (IPs, anti-spoofing, trace). The
+	// ID, MAC, VNI and type never change through an update.
+	UpdateNIC(n NIC) error
+	// DeleteNIC removes the vNIC's port. Unknown ids are not an error.
+	DeleteNIC(id string) error
+	// Stats returns the vNIC's byte counters.
+	Stats(id string) (NICStats, error)
+	// Counters returns the vNIC's packet counters.
+	Counters(id string) (NICCounters, error)
+	// DOT returns the dataplane graph in the DOT language.
+	DOT() string
+}
