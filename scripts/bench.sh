@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# bench.sh: Butterfly against the Linux kernel, measured side by side in one run.
+#
+#   k-bridge   vmA --veth-- [Linux bridge] --veth-- vmB                 (one host)
+#   bf-local   vmA --TAP-- [butterflyd] --TAP-- vmB                      (one host)
+#   k-vxlan    vmA --veth-- [bridge+vxlan] ==veth underlay== [bridge+vxlan] --veth-- vmB
+#   bf-vxlan   vmA --TAP-- [butterflyd] ==veth underlay, VXLAN== [butterflyd] --TAP-- vmB
+#
+# For each: ping min/avg (BENCH_PINGS x 20 ms), iperf3 TCP one stream (BENCH_SECONDS, default
+# 10 s) and iperf3 UDP 64-byte datagrams at full speed (-b 0, BENCH_UDP_SECONDS, default 5 s).
+# Then: butterflyd's idle CPU with 100 idle TAP vNICs, the dataplane's Go benchmarks (ns per
+# packet), the API server's Go benchmark and the time to create 1,000 vNICs and 100 security
+# groups of 100 rules. Load average and hypervisor steal are recorded with every figure:
+# compare only figures of the same run.
+#
+# Every "host" and "VM" is a network namespace this script creates (prefix bfb<pid>); all
+# addresses are private and stay inside them. Everything is removed on exit, even on failure.
+# Run as root on Debian 12: ./scripts/bench.sh   Results: stdout and $BENCH_OUT/results.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export PATH=/usr/local/go/bin:$PATH
+SECS=${BENCH_SECONDS:-10}
+UDP_SECS=${BENCH_UDP_SECONDS:-5}
+PINGS=${BENCH_PINGS:-50}
+IDLE_SECS=${BENCH_IDLE_SECONDS:-10}
+OUT=${BENCH_OUT:-$(mktemp -d /tmp/butterfly-bench.XXXXXX)}
+P=bfb$$
+WORK=$(mktemp -d /tmp/bfb.XXXXXX)
+mkdir -p "$OUT"
+
+[ "$(id -u)" = 0 ] || { echo "bench.sh: run as root (namespaces, TAP devices)" >&2; exit 1; }
+
+need_pkgs=()
+for c in iperf3:iperf3 jq:jq ping:iputils-ping ip:iproute2 pkg-config:pkg-config gcc:gcc; do
+	command -v "${c%%:*}" >/dev/null 2>&1 || need_pkgs+=("${c#*:}")
+done
+dpkg-query -W -f='${Status}' libzmq3-dev 2>/dev/null | grep -q "install ok installed" || need_pkgs+=(libzmq3-dev)
+if ((${#need_pkgs[@]})); then
+	echo "bench: installing ${need_pkgs[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+command -v go >/dev/null || { echo "bench.sh: Go 1.26 is required (expected at /usr/local/go/bin/go)" >&2; exit 1; }
+
+# ---- bookkeeping ------------------------------------------------------------------------------
+PIDS=()       # processes this script started (daemons, iperf3 servers)
+NSS=()        # namespaces this script created
+cleanup() {
+	local p n
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	PIDS=()
+	for n in "${NSS[@]}"; do ip netns del "$n" 2>/dev/null; done
+	NSS=()
+}
+trap 'cleanup; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+
+mkns() { ip netns add "$P-$1" && ip -n "$P-$1" link set lo up && NSS+=("$P-$1"); }
+nsx() { local n=$1; shift; ip netns exec "$P-$n" "$@"; }
+
+steal_snap() { awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t, $9}' /proc/stat; }
+steal_since() { echo "$1 $(steal_snap)" | awk '{dt=$3-$1; printf "%.1f", (dt>0 ? 100*($4-$2)/dt : 0)}'; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+declare -A R   # R[label.metric] = value
+MD="$OUT/results.md"
+: >"$MD"
+say() { echo "$*"; }
+
+# measure LABEL CLIENT_NS SERVER_NS SERVER_IP: ping, TCP, UDP 64 B.
+measure() {
+	local L=$1 c=$2 s=$3 ip=$4 s0 ping pmin pavg tcp retr udp_s udp_r
+	s0=$(steal_snap)
+	nsx "$s" iperf3 -s -D -1 --pidfile "$WORK/iperf3.pid" >/dev/null 2>&1
+	wait_listen "$s"
+	ping=$(nsx "$c" ping -n -q -c "$PINGS" -i 0.02 "$ip" | tail -1)
+	pmin=$(echo "$ping" | awk -F'[/ ]+' '/min\/avg/{print $7}')
+	pavg=$(echo "$ping" | awk -F'[/ ]+' '/min\/avg/{print $8}')
+	nsx "$c" iperf3 -c "$ip" -t "$SECS" -J >"$OUT/$L-tcp.json" 2>&1
+	tcp=$(jq -r '.end.sum_received.bits_per_second/1e9*1000|floor/1000' "$OUT/$L-tcp.json" 2>/dev/null || echo 0)
+	retr=$(jq -r '.end.sum_sent.retransmits' "$OUT/$L-tcp.json" 2>/dev/null || echo "?")
+	nsx "$s" iperf3 -s -D -1 --pidfile "$WORK/iperf3.pid" >/dev/null 2>&1
+	wait_listen "$s"
+	nsx "$c" iperf3 -c "$ip" -u -b 0 -l 64 -t "$UDP_SECS" -J >"$OUT/$L-udp64.json" 2>&1
+	udp_s=$(jq -r '.end.sum | (.packets/.seconds)|floor' "$OUT/$L-udp64.json" 2>/dev/null || echo 0)
+	udp_r=$(jq -r '.end.sum | ((.packets-.lost_packets)/.seconds)|floor' "$OUT/$L-udp64.json" 2>/dev/null || echo 0)
+	R[$L.pmin]=${pmin:-0} R[$L.pavg]=${pavg:-0} R[$L.tcp]=${tcp:-0} R[$L.retr]=$retr
+	R[$L.udps]=$udp_s R[$L.udpr]=$udp_r R[$L.steal]=$(steal_since "$s0") R[$L.load]=$(load1)
+	say "RESULT $L | ping min/avg ${pmin:-?}/${pavg:-?} ms | tcp ${tcp} Gbit/s (retr $retr) | udp64 sent ${udp_s}/s rcvd ${udp_r}/s | steal ${R[$L.steal]}% load ${R[$L.load]}"
+}
+
+# wait_listen NS: until an iperf3 server listens on 5201 there (5 s).
+wait_listen() {
+	local i
+	for i in $(seq 100); do
+		nsx "$1" ss -Hltn 'sport = :5201' 2>/dev/null | grep -q . && return 0
+		sleep 0.05
+	done
+	echo "bench: iperf3 server did not start in $1" >&2
+}
+
+# ---- kernel topologies --------------------------------------------------------------------------
+setup_k_bridge() {
+	mkns vmA && mkns vmB && mkns sw || return 1
+	ip -n "$P-sw" link add br0 type bridge && ip -n "$P-sw" link set br0 up
+	for x in A B; do
+		ip -n "$P-sw" link add sw$x type veth peer name eth0 netns "$P-vm$x"
+		ip -n "$P-sw" link set sw$x master br0 up
+	done
+	ip -n "$P-vmA" addr add 10.77.0.1/24 dev eth0 && ip -n "$P-vmA" link set eth0 up
+	ip -n "$P-vmB" addr add 10.77.0.2/24 dev eth0 && ip -n "$P-vmB" link set eth0 up
+}
+
+# underlay H1 H2: veth "ul" between two host namespaces, 10.78.0.1/.2, MTU 1500.
+underlay() {
+	ip -n "$P-$1" link add ul type veth peer name ul netns "$P-$2" || return 1
+	ip -n "$P-$1" addr add 10.78.0.1/24 dev ul && ip -n "$P-$1" link set ul up
+	ip -n "$P-$2" addr add 10.78.0.2/24 dev ul && ip -n "$P-$2" link set ul up
+	ip -n "$P-$1" route add 224.0.0.0/4 dev ul && ip -n "$P-$2" route add 224.0.0.0/4 dev ul
+}
+
+setup_k_vxlan() {
+	mkns vmA && mkns vmB && mkns h1 && mkns h2 || return 1
+	underlay h1 h2 || return 1
+	local i h vm
+	for i in 1 2; do
+		h=$P-h$i
+		[ $i = 1 ] && vm=$P-vmA || vm=$P-vmB
+		ip -n "$h" link add br0 type bridge && ip -n "$h" link set br0 up
+		ip -n "$h" link add vx42 type vxlan id 42 local 10.78.0.$i remote 10.78.0.$((3 - i)) dstport 4789 dev ul
+		ip -n "$h" link set vx42 master br0 up
+		ip -n "$h" link add port0 type veth peer name eth0 netns "$vm"
+		ip -n "$h" link set port0 master br0 up
+	done
+	# tenant MTU = 1500 - 50 bytes of VXLAN/UDP/IPv4/Ethernet
+	ip -n "$P-vmA" link set eth0 mtu 1450 && ip -n "$P-vmB" link set eth0 mtu 1450
+	ip -n "$P-vmA" addr add 10.77.0.1/24 dev eth0 && ip -n "$P-vmA" link set eth0 up
+	ip -n "$P-vmB" addr add 10.77.0.2/24 dev eth0 && ip -n "$P-vmB" link set eth0 up
+}
+
+# ---- run ------------------------------------------------------------------------------------------
+run_topo() {  # run_topo LABEL SETUP
+	cleanup
+	if "$2"; then
+		measure "$1" vmA vmB 10.77.0.2
+	else
+		say "RESULT $1 | setup failed"
+	fi
+	cleanup
+}
+
+say "bench: $(date -u +%FT%TZ) kernel $(uname -r), $(nproc) CPUs, TCP ${SECS}s, UDP ${UDP_SECS}s, results in $OUT"
+run_topo k-bridge setup_k_bridge
+run_topo k-vxlan setup_k_vxlan
