@@ -1,0 +1,403 @@
+// Package config parses butterflyd's command line and INI file into a
+// validated Config.
+//
+// As in the original, the INI file (-c) is read after the command line and
+// every key it sets overrides the matching option. Unlike the original, a
+// missing mandatory option is an error (the caller exits non-zero).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/ini.v1"
+
+	"github.com/butterfly-go/butterfly/internal/logging"
+)
+
+// Defaults.
+const (
+	DefaultEndpoint  = "tcp://127.0.0.1:9999"
+	DefaultLogLevel  = "info"
+	DefaultStateFile = "/var/lib/butterfly/state.json"
+	DefaultWorkers   = 1
+	// MaxWorkers bounds --workers.
+	MaxWorkers = 256
+)
+
+// Config is the daemon's validated configuration.
+type Config struct {
+	// ConfigFile is the INI file read, "" if none.
+	ConfigFile string
+	// VTEP is the outer source address for VXLAN (-i); its family picks
+	// IPv4 or IPv6 outer headers.
+	VTEP netip.Addr
+	// Endpoint is the ZeroMQ endpoint the API binds (-e).
+	Endpoint string
+	// LogLevel is one of none, error, warning, info, debug (-l).
+	LogLevel string
+	// SocketDir is the existing directory for vhost-user sockets (-s),
+	// absolute with symlinks resolved.
+	SocketDir string
+	// CPUs are the CPUs to pin the packet workers to (-u); empty = none.
+	CPUs []int
+	// PacketTrace is the global trace mode (-t): underlay capture and the
+	// default of the per-vNIC packet_trace flag.
+	PacketTrace bool
+	// Syslog is false with --no-syslog.
+	Syslog bool
+	// UnderlayMTU is the underlay MTU (-m); 0 = take it from the VTEP's
+	// link ("max" means the same).
+	UnderlayMTU int
+	// NoOffload disables TAP/vhost offloads (--no-offload).
+	NoOffload bool
+	// KeyFile is the API encryption key file (-k), "" = no encryption.
+	KeyFile string
+	// StateFile is where the desired state is persisted; "" = not at all.
+	StateFile string
+	// Metrics is the Prometheus listen address, "" = off.
+	Metrics string
+	// VXLANPeers are the head-end replication VTEPs; empty = multicast.
+	VXLANPeers []netip.Addr
+	// Workers is the number of packet workers.
+	Workers int
+	// ShowVersion is set by -V: print the version and exit.
+	ShowVersion bool
+	// Help is set by -h/--help: print Usage() and exit.
+	Help bool
+	// Warnings are things the operator should know but that do not stop
+	// the daemon (options without effect, unknown INI keys); the daemon
+	// logs them once logging is up.
+	Warnings []string
+}
+
+// raw holds option values as text, before the INI overlay and validation.
+type raw struct {
+	configFile, ip, endpoint, logLevel, socketDir, cpus string
+	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics   string
+	peers, workers                                        string
+	trace, noSyslog, noOffload, dpdkHelp, version         bool
+}
+
+func newFlagSet(r *raw) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("butterflyd", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	fs.StringVarP(&r.configFile, "config", "c", "", "INI configuration `file`; its keys override command-line options")
+	fs.StringVarP(&r.ip, "ip", "i", "", "VTEP source `address` for VXLAN (IPv4 or IPv6 outer); mandatory")
+	fs.StringVarP(&r.endpoint, "endpoint", "e", DefaultEndpoint, "ZeroMQ `endpoint` the API binds (tcp://, ipc://...)")
+	fs.StringVarP(&r.logLevel, "log-level", "l", DefaultLogLevel, "log `level`: none, error, warning, info, debug")
+	fs.BoolVarP(&r.version, "version", "V", false, "print the version and exit")
+	fs.StringVarP(&r.socketDir, "socket-dir", "s", "", "existing `dir`ectory for vhost-user sockets; mandatory")
+	fs.StringVarP(&r.cpus, "graph-cpu-core", "u", "", "pin packet workers to these `cpus` (comma-separated; default: no pinning)")
+	fs.BoolVarP(&r.trace, "packet-trace", "t", false, "trace packets: underlay pcap and default per-vNIC packet_trace")
+	fs.StringVarP(&r.key, "key", "k", "", "API encryption key `file` (base64 of 32 bytes); clear-text requests are then refused")
+	fs.BoolVar(&r.noSyslog, "no-syslog", false, "log to stderr only, not to syslog")
+	fs.StringVarP(&r.nicMTU, "nic-mtu", "m", "", "underlay `mtu` (or \"max\"); default: the MTU of the VTEP address's link")
+	fs.BoolVar(&r.noOffload, "no-offload", false, "disable checksum/TSO offloads on vNICs")
+	fs.StringVar(&r.stateFile, "state-file", DefaultStateFile, "persist the configuration in this `file` and restore it at start (\"\" = off)")
+	fs.StringVar(&r.metrics, "metrics", "", "serve Prometheus metrics on this `address` (host:port; default off)")
+	fs.StringVar(&r.peers, "vxlan-peers", "", "head-end replication: comma-separated remote VTEP `addresses` (default: multicast)")
+	fs.StringVar(&r.workers, "workers", strconv.Itoa(DefaultWorkers), "number of packet `workers`")
+	fs.StringVar(&r.dpdkArgs, "dpdk-args", "", "accepted for compatibility; no effect (no DPDK)")
+	fs.BoolVar(&r.dpdkHelp, "dpdk-help", false, "accepted for compatibility; no effect (no DPDK)")
+	fs.StringVar(&r.dpdkPort, "dpdk-port", "", "accepted for compatibility; no effect (no DPDK)")
+	return fs
+}
+
+// Usage returns the --help text.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString("Usage: butterflyd [options]\n\nButterfly userspace virtual switch daemon.\n\nOptions:\n")
+	b.WriteString(newFlagSet(&raw{}).FlagUsages())
+	b.WriteString(`  -h, --help                      show this help
+
+Configuration file (-c): read after the command line; every key it sets
+overrides the matching option.
+  [general]  log-level, ip, endpoint, socket-dir, graph-core-id (or
+             graph-cpu-core), nic-mtu, state-file, metrics, vxlan-peers,
+             workers; dpdk-args and dpdk-port are accepted without effect
+  [security] encryption_key_path
+`)
+	return b.String()
+}
+
+// iniKeys maps "section.key" to the raw field it sets.
+func iniKeys(r *raw) map[string]*string {
+	return map[string]*string{
+		"general.log-level":            &r.logLevel,
+		"general.ip":                   &r.ip,
+		"general.endpoint":             &r.endpoint,
+		"general.socket-dir":           &r.socketDir,
+		"general.graph-core-id":        &r.cpus,
+		"general.graph-cpu-core":       &r.cpus,
+		"general.dpdk-args":            &r.dpdkArgs,
+		"general.nic-mtu":              &r.nicMTU,
+		"general.dpdk-port":            &r.dpdkPort,
+		"general.state-file":           &r.stateFile,
+		"general.metrics":              &r.metrics,
+		"general.vxlan-peers":          &r.peers,
+		"general.workers":              &r.workers,
+		"security.encryption_key_path": &r.key,
+	}
+}
+
+// Parse parses the daemon's arguments (without the program name), reads
+// the INI file if -c is given and validates the result. With -h or -V it
+// returns at once with Help or ShowVersion set.
+func Parse(args []string) (Config, error) {
+	var r raw
+	fs := newFlagSet(&r)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return Config{Help: true}, nil
+		}
+		return Config{}, fmt.Errorf("%w (see --help)", err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if r.version {
+		return Config{ShowVersion: true}, nil
+	}
+	var cfg Config
+	if fs.Changed("dpdk-args") {
+		cfg.Warnings = append(cfg.Warnings, "--dpdk-args has no effect: this implementation does not use DPDK")
+	}
+	if r.dpdkHelp {
+		cfg.Warnings = append(cfg.Warnings, "--dpdk-help has no effect: this implementation does not use DPDK")
+	}
+	if fs.Changed("dpdk-port") {
+		cfg.Warnings = append(cfg.Warnings, "--dpdk-port has no effect: this implementation does not use DPDK")
+	}
+	if r.configFile != "" {
+		w, err := applyINI(&r, r.configFile)
+		if err != nil {
+			return Config{}, err
+		}
+		cfg.Warnings = append(cfg.Warnings, w...)
+		cfg.ConfigFile = r.configFile
+	}
+	if err := cfg.fill(&r); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// applyINI overlays the keys of the INI file at path on r.
+func applyINI(r *raw, path string) (warnings []string, err error) {
+	f, err := ini.LoadSources(ini.LoadOptions{Insensitive: false}, path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open configuration file %s: %w", path, err)
+	}
+	keys := iniKeys(r)
+	for _, sec := range f.Sections() {
+		name := sec.Name()
+		if name == ini.DefaultSection && len(sec.Keys()) == 0 {
+			continue
+		}
+		if name != "general" && name != "security" {
+			warnings = append(warnings, fmt.Sprintf("%s: unknown section [%s] ignored", path, name))
+			continue
+		}
+		for _, k := range sec.Keys() {
+			dst, ok := keys[name+"."+k.Name()]
+			if !ok {
+				warnings = append(warnings, fmt.Sprintf("%s: unknown key %q in [%s] ignored", path, k.Name(), name))
+				continue
+			}
+			*dst = strings.TrimSpace(k.Value())
+			switch k.Name() {
+			case "dpdk-args", "dpdk-port":
+				warnings = append(warnings, fmt.Sprintf("%s: %s has no effect: this implementation does not use DPDK", path, k.Name()))
+			}
+		}
+	}
+	return warnings, nil
+}
+
+// fill validates r into cfg, reporting every problem at once.
+func (cfg *Config) fill(r *raw) error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	var missing bool
+	if r.ip == "" {
+		bad("IP to use is not set (-i/--ip or [general] ip)")
+		missing = true
+	} else if a, err := netip.ParseAddr(r.ip); err != nil || a.Zone() != "" {
+		bad("invalid VTEP address %q (-i/--ip): want an IPv4 or IPv6 address", r.ip)
+	} else if a = a.Unmap(); !a.IsGlobalUnicast() && !a.IsLoopback() {
+		bad("invalid VTEP address %s (-i/--ip): must be a unicast address", a)
+	} else {
+		cfg.VTEP = a
+	}
+
+	if r.socketDir == "" {
+		bad("socket folder is not set (-s/--socket-dir or [general] socket-dir)")
+		missing = true
+	} else if dir, err := resolveDir(r.socketDir); err != nil {
+		bad("socket folder (-s/--socket-dir): %w", err)
+	} else {
+		cfg.SocketDir = dir
+	}
+
+	cfg.Endpoint = r.endpoint
+	if !strings.Contains(r.endpoint, "://") {
+		bad("invalid API endpoint %q (-e/--endpoint): want transport://address, e.g. %s", r.endpoint, DefaultEndpoint)
+	}
+
+	if _, err := logging.ParseLevel(r.logLevel); err != nil {
+		bad("-l/--log-level: %w", err)
+	} else {
+		cfg.LogLevel = strings.ToLower(strings.TrimSpace(r.logLevel))
+	}
+
+	if cpus, err := parseCPUs(r.cpus); err != nil {
+		bad("-u/--graph-cpu-core: %w", err)
+	} else {
+		cfg.CPUs = cpus
+	}
+
+	if mtu, err := parseMTU(r.nicMTU, cfg.VTEP); err != nil {
+		bad("-m/--nic-mtu: %w", err)
+	} else {
+		cfg.UnderlayMTU = mtu
+	}
+
+	if n, err := strconv.Atoi(r.workers); err != nil || n < 1 || n > MaxWorkers {
+		bad("--workers: %q is not a number between 1 and %d", r.workers, MaxWorkers)
+	} else {
+		cfg.Workers = n
+	}
+
+	if peers, err := parsePeers(r.peers, cfg.VTEP); err != nil {
+		bad("--vxlan-peers: %w", err)
+	} else {
+		cfg.VXLANPeers = peers
+	}
+
+	if r.metrics != "" {
+		if _, port, err := net.SplitHostPort(r.metrics); err != nil || port == "" {
+			bad("--metrics: %q is not a host:port listen address", r.metrics)
+		}
+	}
+	cfg.Metrics = r.metrics
+
+	cfg.StateFile = r.stateFile
+	if cfg.StateFile != "" {
+		abs, err := filepath.Abs(cfg.StateFile)
+		if err != nil {
+			bad("--state-file: %w", err)
+		}
+		cfg.StateFile = abs
+	}
+
+	cfg.KeyFile = r.key
+	cfg.PacketTrace = r.trace
+	cfg.Syslog = !r.noSyslog
+	cfg.NoOffload = r.noOffload
+
+	if missing {
+		errs = append(errs, errors.New("some arguments are missing, see --help"))
+	}
+	return errors.Join(errs...)
+}
+
+// resolveDir checks that dir is an existing directory and returns its
+// absolute path with symlinks resolved.
+func resolveDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", dir, err)
+	}
+	resolved, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", dir, err)
+	}
+	st, err := os.Stat(resolved)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", dir)
+	}
+	return resolved, nil
+}
+
+// parseCPUs parses "", "3" or "0,2,3" into sorted unique CPU numbers.
+func parseCPUs(s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	seen := map[int]bool{}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q is not a CPU number", strings.TrimSpace(f))
+		}
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+// parseMTU parses the underlay MTU: "" or "max" = 0 (from the link).
+// An IPv6 underlay needs at least 1280, IPv4 at least 576.
+func parseMTU(s string, vtep netip.Addr) (int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || strings.EqualFold(s, "max") {
+		return 0, nil
+	}
+	lo := 576
+	if vtep.Is6() {
+		lo = 1280
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > 65535 {
+		return 0, fmt.Errorf("%q is not \"max\" or an MTU between %d and 65535", s, lo)
+	}
+	return n, nil
+}
+
+// parsePeers parses comma- or space-separated unicast addresses of the
+// VTEP's family, dropping duplicates.
+func parsePeers(s string, vtep netip.Addr) ([]netip.Addr, error) {
+	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	for _, f := range fields {
+		a, err := netip.ParseAddr(f)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is not an IP address", f)
+		}
+		a = a.Unmap()
+		if a.IsMulticast() || a.IsUnspecified() {
+			return nil, fmt.Errorf("%s is not a unicast address", a)
+		}
+		if vtep.IsValid() && a.Is4() != vtep.Is4() {
+			return nil, fmt.Errorf("%s is not of the VTEP address's family (%s)", a, vtep)
+		}
+		if a == vtep {
+			return nil, fmt.Errorf("%s is this host's own VTEP address", a)
+		}
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,259 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func writeINI(t *testing.T, dir, text string) string {
+	t.Helper()
+	p := filepath.Join(dir, "butterflyd.ini")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaults(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := Parse([]string{"-i", "10.0.0.1", "-s", dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		VTEP:      netip.MustParseAddr("10.0.0.1"),
+		Endpoint:  DefaultEndpoint,
+		LogLevel:  DefaultLogLevel,
+		SocketDir: mustReal(t, dir),
+		Syslog:    true,
+		StateFile: DefaultStateFile,
+		Workers:   1,
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("Parse defaults:\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+func mustReal(t *testing.T, dir string) string {
+	t.Helper()
+	r, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestFlags(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(t.TempDir(), "sock-link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "plain-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		check   func(Config) bool
+		wantErr string // substring; "" = success
+	}{
+		{"long forms", []string{"--ip", "::101", "--socket-dir", dir, "--endpoint", "ipc:///tmp/x", "--log-level", "debug",
+			"--graph-cpu-core", "1", "--packet-trace", "--no-syslog", "--nic-mtu", "9000", "--no-offload", "--key", "/k",
+			"--state-file", "", "--metrics", "127.0.0.1:9100", "--vxlan-peers", "::102,::103", "--workers", "2"},
+			func(c Config) bool {
+				return c.VTEP == netip.MustParseAddr("::101") && c.Endpoint == "ipc:///tmp/x" && c.LogLevel == "debug" &&
+					reflect.DeepEqual(c.CPUs, []int{1}) && c.PacketTrace && !c.Syslog && c.UnderlayMTU == 9000 &&
+					c.NoOffload && c.KeyFile == "/k" && c.StateFile == "" && c.Metrics == "127.0.0.1:9100" &&
+					reflect.DeepEqual(c.VXLANPeers, []netip.Addr{netip.MustParseAddr("::102"), netip.MustParseAddr("::103")}) &&
+					c.Workers == 2
+			}, ""},
+		{"short forms", []string{"-i", "10.0.0.1", "-s", dir, "-e", "tcp://0.0.0.0:1", "-l", "none", "-u", "3,1,3", "-t", "-m", "max", "-k", "key"},
+			func(c Config) bool {
+				return c.Endpoint == "tcp://0.0.0.0:1" && c.LogLevel == "none" && reflect.DeepEqual(c.CPUs, []int{1, 3}) &&
+					c.PacketTrace && c.UnderlayMTU == 0 && c.KeyFile == "key"
+			}, ""},
+		{"equals form", []string{"--ip=10.0.0.1", "-s" + dir, "--nic-mtu=1500"},
+			func(c Config) bool { return c.UnderlayMTU == 1500 }, ""},
+		{"socket dir symlink resolved", []string{"-i", "10.0.0.1", "-s", link},
+			func(c Config) bool { return c.SocketDir == mustReal(t, dir) }, ""},
+		{"relative state file made absolute", []string{"-i", "10.0.0.1", "-s", dir, "--state-file", "st.json"},
+			func(c Config) bool { return filepath.IsAbs(c.StateFile) && filepath.Base(c.StateFile) == "st.json" }, ""},
+		{"dpdk options warn", []string{"-i", "10.0.0.1", "-s", dir, "--dpdk-args", "-c1", "--dpdk-help", "--dpdk-port", "3"},
+			func(c Config) bool { return len(c.Warnings) == 3 && strings.Contains(c.Warnings[0], "no effect") }, ""},
+		{"version", []string{"-V"}, func(c Config) bool { return c.ShowVersion }, ""},
+		{"version long, no mandatory options needed", []string{"--version", "-l", "bogus"}, func(c Config) bool { return c.ShowVersion }, ""},
+		{"help", []string{"--help"}, func(c Config) bool { return c.Help }, ""},
+		{"help short", []string{"-h"}, func(c Config) bool { return c.Help }, ""},
+
+		{"missing ip", []string{"-s", dir}, nil, "IP to use is not set"},
+		{"missing socket dir", []string{"-i", "10.0.0.1"}, nil, "socket folder is not set"},
+		{"missing both", nil, nil, "some arguments are missing"},
+		{"socket dir absent", []string{"-i", "10.0.0.1", "-s", filepath.Join(dir, "nope")}, nil, "no such file"},
+		{"socket dir is a file", []string{"-i", "10.0.0.1", "-s", file}, nil, "not a directory"},
+		{"bad ip", []string{"-i", "10.0.0", "-s", dir}, nil, "invalid VTEP address"},
+		{"multicast ip", []string{"-i", "239.1.1.1", "-s", dir}, nil, "unicast"},
+		{"unspecified ip", []string{"-i", "::", "-s", dir}, nil, "unicast"},
+		{"bad level", []string{"-i", "10.0.0.1", "-s", dir, "-l", "loud"}, nil, "unknown log level"},
+		{"bad endpoint", []string{"-i", "10.0.0.1", "-s", dir, "-e", "127.0.0.1:9999"}, nil, "invalid API endpoint"},
+		{"bad cpu", []string{"-i", "10.0.0.1", "-s", dir, "-u", "x"}, nil, "not a CPU number"},
+		{"negative cpu", []string{"-i", "10.0.0.1", "-s", dir, "-u", "-1"}, nil, "not a CPU number"},
+		{"mtu too small v6", []string{"-i", "::1", "-s", dir, "-m", "1000"}, nil, "between 1280 and 65535"},
+		{"mtu too big", []string{"-i", "10.0.0.1", "-s", dir, "-m", "70000"}, nil, "between 576 and 65535"},
+		{"workers zero", []string{"-i", "10.0.0.1", "-s", dir, "--workers", "0"}, nil, "--workers"},
+		{"workers text", []string{"-i", "10.0.0.1", "-s", dir, "--workers", "two"}, nil, "--workers"},
+		{"peer family", []string{"-i", "10.0.0.1", "-s", dir, "--vxlan-peers", "::1"}, nil, "family"},
+		{"peer self", []string{"-i", "10.0.0.1", "-s", dir, "--vxlan-peers", "10.0.0.2,10.0.0.1"}, nil, "own VTEP"},
+		{"peer multicast", []string{"-i", "10.0.0.1", "-s", dir, "--vxlan-peers", "230.0.0.1"}, nil, "unicast"},
+		{"peer garbage", []string{"-i", "10.0.0.1", "-s", dir, "--vxlan-peers", "host"}, nil, "not an IP"},
+		{"metrics bad", []string{"-i", "10.0.0.1", "-s", dir, "--metrics", "9100"}, nil, "--metrics"},
+		{"unknown flag", []string{"-i", "10.0.0.1", "-s", dir, "--pid", "x"}, nil, "unknown flag"},
+		{"positional", []string{"-i", "10.0.0.1", "-s", dir, "extra"}, nil, "unexpected argument"},
+		{"missing config file", []string{"-c", filepath.Join(dir, "none.ini")}, nil, "failed to open configuration file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse(tt.args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse(%q) error = %v, want it to contain %q", tt.args, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tt.args, err)
+			}
+			if !tt.check(cfg) {
+				t.Errorf("Parse(%q) = %+v", tt.args, cfg)
+			}
+		})
+	}
+}
+
+// TestMissingBothReportsBoth checks that every problem is reported at once.
+func TestMissingBothReportsBoth(t *testing.T) {
+	_, err := Parse([]string{"-l", "loud"})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"IP to use is not set", "socket folder is not set", "unknown log level", "see --help"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+func TestINI(t *testing.T) {
+	dir := t.TempDir()
+	sockINI := t.TempDir()
+	tests := []struct {
+		name    string
+		ini     string
+		args    []string
+		check   func(Config) bool
+		wantErr string
+	}{
+		{"ini alone", `
+[general]
+log-level=debug
+ip=42.0.0.1
+endpoint=ipc:///run/b.sock
+socket-dir=` + sockINI + `
+graph-core-id=1
+nic-mtu=2000
+state-file=/tmp/s.json
+metrics=:9100
+vxlan-peers=42.0.0.2, 42.0.0.3
+workers=2
+[security]
+encryption_key_path=/etc/butterfly/key
+`, nil, func(c Config) bool {
+			return c.VTEP == netip.MustParseAddr("42.0.0.1") && c.LogLevel == "debug" && c.Endpoint == "ipc:///run/b.sock" &&
+				c.SocketDir == mustReal(t, sockINI) && reflect.DeepEqual(c.CPUs, []int{1}) && c.UnderlayMTU == 2000 &&
+				c.StateFile == "/tmp/s.json" && c.Metrics == ":9100" && len(c.VXLANPeers) == 2 && c.Workers == 2 &&
+				c.KeyFile == "/etc/butterfly/key" && len(c.Warnings) == 0
+		}, ""},
+		{"ini overrides command line", "[general]\nip=42.0.0.1\nlog-level=warning\nsocket-dir=" + sockINI + "\n",
+			[]string{"-i", "10.0.0.1", "-l", "debug", "-s", dir, "-e", "tcp://127.0.0.1:1"},
+			func(c Config) bool {
+				return c.VTEP == netip.MustParseAddr("42.0.0.1") && c.LogLevel == "warning" &&
+					c.SocketDir == mustReal(t, sockINI) && c.Endpoint == "tcp://127.0.0.1:1"
+			}, ""},
+		{"documented graph-cpu-core spelling", "[general]\ngraph-cpu-core=2\n", []string{"-i", "10.0.0.1", "-s", dir},
+			func(c Config) bool { return reflect.DeepEqual(c.CPUs, []int{2}) }, ""},
+		{"quoted value and comments", "; comment\n[general]\n# other\ndpdk-args=\"-c1 -n1\"\nip = 10.0.0.9\n",
+			[]string{"-s", dir}, func(c Config) bool {
+				return c.VTEP == netip.MustParseAddr("10.0.0.9") && len(c.Warnings) == 1 && strings.Contains(c.Warnings[0], "dpdk-args")
+			}, ""},
+		{"unknown key and section warn", "[general]\nip=10.0.0.1\ncolour=blue\n[extra]\na=b\n", []string{"-s", dir},
+			func(c Config) bool {
+				return len(c.Warnings) == 2 && strings.Contains(c.Warnings[0], `"colour"`) && strings.Contains(c.Warnings[1], "[extra]")
+			}, ""},
+		{"ini empty state-file disables persistence", "[general]\nstate-file=\n", []string{"-i", "10.0.0.1", "-s", dir},
+			func(c Config) bool { return c.StateFile == "" }, ""},
+		{"ini invalid value", "[general]\nnic-mtu=huge\n", []string{"-i", "10.0.0.1", "-s", dir}, nil, "--nic-mtu"},
+		{"ini missing mandatory", "[general]\nlog-level=info\n", nil, nil, "IP to use is not set"},
+		{"not an ini file", "[general\nip", []string{"-i", "10.0.0.1", "-s", dir}, nil, "failed to open configuration file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := writeINI(t, t.TempDir(), tt.ini)
+			cfg, err := Parse(append([]string{"-c", p}, tt.args...))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.ConfigFile != p {
+				t.Errorf("ConfigFile = %q, want %q", cfg.ConfigFile, p)
+			}
+			if !tt.check(cfg) {
+				t.Errorf("got %+v", cfg)
+			}
+		})
+	}
+}
+
+// TestShippedINI checks that dist/butterflyd.ini uses only known keys and
+// validates once its socket directory exists.
+func TestShippedINI(t *testing.T) {
+	p := filepath.Join("..", "..", "dist", "butterflyd.ini")
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("no shipped INI: %v", err)
+	}
+	r := raw{endpoint: DefaultEndpoint, logLevel: DefaultLogLevel, workers: "1"}
+	warnings, err := applyINI(&r, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 0 {
+		t.Errorf("shipped INI gives warnings: %q", warnings)
+	}
+	if r.ip == "" || r.socketDir == "" {
+		t.Errorf("shipped INI lacks ip or socket-dir: %+v", r)
+	}
+	r.socketDir = t.TempDir()
+	var cfg Config
+	if err := cfg.fill(&r); err != nil {
+		t.Errorf("shipped INI does not validate: %v", err)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	u := Usage()
+	for _, want := range []string{"--ip", "-i,", "--socket-dir", "--state-file", "--metrics", "--vxlan-peers", "--workers",
+		"--no-syslog", "--nic-mtu", "--dpdk-args", "override", "encryption_key_path", "graph-core-id", "--help"} {
+		if !strings.Contains(u, want) {
+			t.Errorf("usage lacks %q", want)
+		}
+	}
+}
