@@ -83,9 +83,9 @@ type Config struct {
 // raw holds option values as text, before the INI overlay and validation.
 type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
-	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics   string
-	peers, workers                                        string
-	trace, noSyslog, noOffload, dpdkHelp, version         bool
+	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
+	peers, workers                                      string
+	trace, noSyslog, noOffload, dpdkHelp, version       bool
 }
 
 func newFlagSet(r *raw) *pflag.FlagSet {
