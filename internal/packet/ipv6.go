@@ -1,0 +1,133 @@
+package packet
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// IPv6 header constants.
+const (
+	IPv6Len     = 40
+	IPv6MinMTU  = 1280
+	IPv6Version = 6
+	ipv6FragLen = 8
+	// MaxIPv6ExtHeaders bounds the extension headers walked to find the
+	// upper-layer header.
+	MaxIPv6ExtHeaders = 8
+)
+
+// IPv6 is a view of an IPv6 fixed header and what follows. Accessors need
+// len >= IPv6Len; check with IsValid.
+type IPv6 []byte
+
+// IsValid reports whether b holds a version 6 header whose payload
+// length fits in b.
+func (b IPv6) IsValid() bool {
+	return len(b) >= IPv6Len && b[0]>>4 == IPv6Version && IPv6Len+int(b.PayloadLen()) <= len(b)
+}
+
+// TrafficClass returns the traffic class.
+func (b IPv6) TrafficClass() uint8 { return b[0]<<4 | b[1]>>4 }
+
+// FlowLabel returns the 20-bit flow label.
+func (b IPv6) FlowLabel() uint32 { return binary.BigEndian.Uint32(b[0:4]) & 0xfffff }
+
+// PayloadLen returns the payload length field.
+func (b IPv6) PayloadLen() uint16 { return binary.BigEndian.Uint16(b[4:6]) }
+
+// NextHeader returns the next header field of the fixed header.
+func (b IPv6) NextHeader() uint8 { return b[6] }
+
+// HopLimit returns the hop limit.
+func (b IPv6) HopLimit() uint8 { return b[7] }
+
+// Src returns the source address.
+func (b IPv6) Src() netip.Addr { return netip.AddrFrom16([16]byte(b[8:24])) }
+
+// Dst returns the destination address.
+func (b IPv6) Dst() netip.Addr { return netip.AddrFrom16([16]byte(b[24:40])) }
+
+// SrcBytes returns the source address bytes (a view).
+func (b IPv6) SrcBytes() []byte { return b[8:24] }
+
+// DstBytes returns the destination address bytes (a view).
+func (b IPv6) DstBytes() []byte { return b[24:40] }
+
+// SetPayloadLen sets the payload length.
+func (b IPv6) SetPayloadLen(v uint16) { binary.BigEndian.PutUint16(b[4:6], v) }
+
+// SetNextHeader sets the next header field of the fixed header.
+func (b IPv6) SetNextHeader(v uint8) { b[6] = v }
+
+// SetHopLimit sets the hop limit.
+func (b IPv6) SetHopLimit(v uint8) { b[7] = v }
+
+// SetSrc sets the source address.
+func (b IPv6) SetSrc(a netip.Addr) { s := a.As16(); copy(b[8:24], s[:]) }
+
+// SetDst sets the destination address.
+func (b IPv6) SetDst(a netip.Addr) { d := a.As16(); copy(b[24:40], d[:]) }
+
+// Encode writes the fixed header.
+func (b IPv6) Encode(tc uint8, flow uint32, payloadLen uint16, next, hopLimit uint8, src, dst netip.Addr) {
+	binary.BigEndian.PutUint32(b[0:4], 6<<28|uint32(tc)<<20|flow&0xfffff)
+	b.SetPayloadLen(payloadLen)
+	b[6] = next
+	b[7] = hopLimit
+	b.SetSrc(src)
+	b.SetDst(dst)
+}
+
+// IsIPv6ExtHeader reports whether proto is an extension header that
+// L4 walks through.
+func IsIPv6ExtHeader(proto uint8) bool {
+	switch proto {
+	case ProtoHopByHop, ProtoRouting, ProtoFragment, ProtoDstOpts, ProtoAH:
+		return true
+	}
+	return false
+}
+
+// L4 walks at most MaxIPv6ExtHeaders extension headers (hop-by-hop,
+// routing, fragment, destination options, AH) within the payload length
+// and returns the upper-layer protocol and its offset from the start of
+// b. For a non-first fragment it returns ProtoFragment and the offset of
+// the fragment header, since no upper-layer header follows; frag reports
+// any fragment header. ok is false if the headers are truncated, the
+// chain is too long, or b is not a valid IPv6 packet. ESP and "no next
+// header" are returned as is.
+func (b IPv6) L4() (proto uint8, off int, frag bool, ok bool) {
+	if !b.IsValid() {
+		return 0, 0, false, false
+	}
+	end := IPv6Len + int(b.PayloadLen())
+	proto = b[6]
+	off = IPv6Len
+	for i := 0; i <= MaxIPv6ExtHeaders; i++ {
+		if !IsIPv6ExtHeader(proto) {
+			return proto, off, frag, true
+		}
+		if i == MaxIPv6ExtHeaders || off+8 > end {
+			return 0, 0, frag, false
+		}
+		var hl int
+		switch proto {
+		case ProtoFragment:
+			frag = true
+			if binary.BigEndian.Uint16(b[off+2:off+4])&0xfff8 != 0 {
+				return ProtoFragment, off, true, true
+			}
+			hl = ipv6FragLen
+		case ProtoAH:
+			hl = (int(b[off+1]) + 2) * 4
+		default:
+			hl = (int(b[off+1]) + 1) * 8
+		}
+		if off+hl > end {
+			return 0, 0, frag, false
+		}
+		proto = b[off]
+		off += hl
+	}
+	return 0, 0, frag, false
+}
