@@ -87,3 +87,91 @@ type Dataplane interface {
 	// DOT returns the dataplane graph in the DOT language.
 	DOT() string
 }
+
+// RuleDirection is the direction of a security group rule; the values are
+// the wire protocol's MessageV0.Rule.Direction.
+type RuleDirection int32
+
+// Rule directions.
+const (
+	Inbound  RuleDirection = 0
+	Outbound RuleDirection = 1
+)
+
+// String names the direction as the wire protocol does.
+func (d RuleDirection) String() string {
+	switch d {
+	case Inbound:
+		return "INBOUND"
+	case Outbound:
+		return "OUTBOUND"
+	}
+	return "UNKNOWN"
+}
+
+// Rule is one security group rule. It allows traffic of Protocol (-1 = any)
+// whose peer is either in CIDR or a member of the security group SG; exactly
+// one of CIDR and SG is set.
+//
+// PortStart and PortEnd are meaningful for TCP (6) and UDP (17) only. For
+// other protocols they are kept as given (they are part of the rule's
+// identity, as in the original) but not reported by the API. An absent port
+// is 0, as in the original's identity.
+type Rule struct {
+	Direction RuleDirection `json:"direction"`
+	Protocol  int32         `json:"protocol"`
+	PortStart uint32        `json:"port_start,omitempty"`
+	PortEnd   uint32        `json:"port_end,omitempty"`
+	// CIDR keeps the address as given (host bits are not cleared) and the
+	// mask length; the zero Prefix means "no CIDR".
+	CIDR netip.Prefix `json:"cidr,omitzero"`
+	// SG is the id of the security group whose members are the peers.
+	SG string `json:"security_group,omitempty"`
+}
+
+// SG is a security group: a set of member addresses, which other groups'
+// rules can refer to, and a set of rules.
+type SG struct {
+	ID string `json:"id"`
+	// Members are unique addresses, in insertion order.
+	Members []netip.Addr `json:"members,omitempty"`
+	// Rules are unique (by Rule.Key), ordered by Rule.Hash.
+	Rules []Rule `json:"rules,omitempty"`
+}
+
+// NICUpdate is a partial update of a vNIC. Nil fields are left unchanged.
+type NICUpdate struct {
+	ID string
+	// IPs, when it has at least one element, replaces the vNIC's address
+	// list. Empty strings are skipped, so []string{""} clears the list;
+	// duplicates are dropped and order is kept.
+	IPs []string
+	// SecurityGroups works like IPs.
+	SecurityGroups []string
+	IPAntiSpoof    *bool
+	PacketTrace    *bool
+	// TracePath, when non-nil and non-empty, changes the pcap file. An
+	// update without it keeps the current path.
+	TracePath *string
+}
+
+// StateVersion is the version of State written by this package.
+const StateVersion = 1
+
+// State is a serializable snapshot of the whole model.
+type State struct {
+	Version int   `json:"version"`
+	NICs    []NIC `json:"nics"`
+	SGs     []SG  `json:"sgs"`
+}
+
+// Options configure a Store.
+type Options struct {
+	// DefaultPacketTrace is the packet_trace value of a nic_add that does
+	// not set it (the daemon's -t flag). The Store itself does not apply it:
+	// AddNIC takes NIC.PacketTrace as given; see Store.DefaultPacketTrace.
+	DefaultPacketTrace bool
+	// DefaultTracePath returns the pcap path of a vNIC added without one.
+	// Nil means no default ("").
+	DefaultTracePath func(nicID string) string
+}

@@ -1,0 +1,225 @@
+// Package modeltest provides an in-memory model.Dataplane for tests: it
+// records every call, keeps the vNICs it was given, reports settable
+// counters and can be told to fail.
+package modeltest
+
+import (
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+)
+
+// Operation names, as used in Call.Op and FailOn.
+const (
+	OpAddNIC    = "AddNIC"
+	OpUpdateNIC = "UpdateNIC"
+	OpDeleteNIC = "DeleteNIC"
+	OpStats     = "Stats"
+	OpCounters  = "Counters"
+)
+
+// Call is one recorded Dataplane call.
+type Call struct {
+	Op string
+	ID string
+	// NIC is the argument of AddNIC and UpdateNIC.
+	NIC model.NIC
+}
+
+// Dataplane is a fake model.Dataplane. The zero value is not usable; call
+// NewDataplane. It is safe for concurrent use.
+type Dataplane struct {
+	mu       sync.Mutex
+	dir      string
+	calls    []Call
+	nics     map[string]model.NIC
+	stats    map[string]model.NICStats
+	counters map[string]model.NICCounters
+	fail     map[[2]string]error
+	dot      string
+}
+
+var _ model.Dataplane = (*Dataplane)(nil)
+
+// NewDataplane returns an empty fake whose vhost-user sockets live in /tmp.
+func NewDataplane() *Dataplane {
+	return &Dataplane{
+		dir:      "/tmp",
+		nics:     make(map[string]model.NIC),
+		stats:    make(map[string]model.NICStats),
+		counters: make(map[string]model.NICCounters),
+		fail:     make(map[[2]string]error),
+		dot:      "strict graph G {\n}\n",
+	}
+}
+
+// SetSocketDir sets the directory of the vhost-user socket paths returned.
+func (d *Dataplane) SetSocketDir(dir string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dir = dir
+}
+
+// FailOn makes every call of op (OpAddNIC...) for vNIC id fail with err;
+// id "" matches any vNIC. A nil err removes the failure.
+func (d *Dataplane) FailOn(op, id string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		delete(d.fail, [2]string{op, id})
+		return
+	}
+	d.fail[[2]string{op, id}] = err
+}
+
+func (d *Dataplane) failure(op, id string) error {
+	if err := d.fail[[2]string{op, id}]; err != nil {
+		return err
+	}
+	return d.fail[[2]string{op, ""}]
+}
+
+// SetStats sets the byte counters Stats reports for id.
+func (d *Dataplane) SetStats(id string, s model.NICStats) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stats[id] = s
+}
+
+// SetCounters sets the packet counters Counters reports for id.
+func (d *Dataplane) SetCounters(id string, c model.NICCounters) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.counters[id] = c
+}
+
+// SetDOT sets the text DOT returns.
+func (d *Dataplane) SetDOT(s string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dot = s
+}
+
+// Calls returns the calls recorded so far, in order (DOT is not recorded).
+func (d *Dataplane) Calls() []Call {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.calls)
+}
+
+// ResetCalls forgets the recorded calls.
+func (d *Dataplane) ResetCalls() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = nil
+}
+
+// NIC returns the vNIC as last added or updated, if it exists.
+func (d *Dataplane) NIC(id string) (model.NIC, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.nics[id]
+	return n, ok
+}
+
+// NICIDs returns the ids of the vNICs that exist, sorted.
+func (d *Dataplane) NICIDs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Sorted(maps.Keys(d.nics))
+}
+
+// AddNIC records the vNIC and returns "<socket dir>/qemu-vhost-<id>" for
+// vhost-user, the id for TAP and "" for BENCH. Adding an existing id is an
+// error, as in a real dataplane.
+func (d *Dataplane) AddNIC(n model.NIC) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, Call{Op: OpAddNIC, ID: n.ID, NIC: n})
+	if err := d.failure(OpAddNIC, n.ID); err != nil {
+		return "", err
+	}
+	if _, ok := d.nics[n.ID]; ok {
+		return "", fmt.Errorf("modeltest: nic %q already exists", n.ID)
+	}
+	var path string
+	switch n.Type {
+	case model.NICVhostUser:
+		path = filepath.Join(d.dir, "qemu-vhost-"+n.ID)
+	case model.NICTap:
+		path = n.ID
+	}
+	n.Path = path
+	d.nics[n.ID] = n
+	return path, nil
+}
+
+// UpdateNIC records the new vNIC. Updating an unknown id is an error.
+func (d *Dataplane) UpdateNIC(n model.NIC) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, Call{Op: OpUpdateNIC, ID: n.ID, NIC: n})
+	if err := d.failure(OpUpdateNIC, n.ID); err != nil {
+		return err
+	}
+	old, ok := d.nics[n.ID]
+	if !ok {
+		return fmt.Errorf("modeltest: nic %q does not exist", n.ID)
+	}
+	n.Path = old.Path
+	d.nics[n.ID] = n
+	return nil
+}
+
+// DeleteNIC forgets the vNIC; unknown ids are not an error.
+func (d *Dataplane) DeleteNIC(id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, Call{Op: OpDeleteNIC, ID: id})
+	if err := d.failure(OpDeleteNIC, id); err != nil {
+		return err
+	}
+	delete(d.nics, id)
+	return nil
+}
+
+// Stats returns the counters set with SetStats (zero by default).
+func (d *Dataplane) Stats(id string) (model.NICStats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, Call{Op: OpStats, ID: id})
+	if err := d.failure(OpStats, id); err != nil {
+		return model.NICStats{}, err
+	}
+	if _, ok := d.nics[id]; !ok {
+		return model.NICStats{}, fmt.Errorf("modeltest: nic %q does not exist", id)
+	}
+	return d.stats[id], nil
+}
+
+// Counters returns the counters set with SetCounters (zero by default).
+func (d *Dataplane) Counters(id string) (model.NICCounters, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, Call{Op: OpCounters, ID: id})
+	if err := d.failure(OpCounters, id); err != nil {
+		return model.NICCounters{}, err
+	}
+	if _, ok := d.nics[id]; !ok {
+		return model.NICCounters{}, fmt.Errorf("modeltest: nic %q does not exist", id)
+	}
+	c := d.counters[id]
+	c.Drops = maps.Clone(c.Drops)
+	return c, nil
+}
+
+// DOT returns the text set with SetDOT.
+func (d *Dataplane) DOT() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dot
+}

@@ -1,0 +1,616 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sort"
+	"sync"
+)
+
+// Store is the desired state of the switch: vNICs and security groups. It
+// validates every change, applies the original's idempotent semantics and
+// drives the dataplane. A request that fails leaves the Store unchanged.
+// Store is safe for concurrent use.
+type Store struct {
+	mu   sync.Mutex
+	dp   Dataplane
+	opts Options
+	nics map[string]*NIC
+	sgs  map[string]*SG
+	gen  uint64
+}
+
+// New returns an empty Store that drives dp.
+func New(dp Dataplane, opts Options) *Store {
+	return &Store{
+		dp:   dp,
+		opts: opts,
+		nics: make(map[string]*NIC),
+		sgs:  make(map[string]*SG),
+	}
+}
+
+// DefaultPacketTrace is Options.DefaultPacketTrace: the packet_trace value
+// the API uses for a nic_add that does not set it.
+func (s *Store) DefaultPacketTrace() bool { return s.opts.DefaultPacketTrace }
+
+// Generation counts the changes applied so far. It grows by at least one
+// on every operation that changed the state, and does not change
+// otherwise; callers use it to skip saving an unchanged state.
+func (s *Store) Generation() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
+}
+
+// checkNIC validates n and returns its normalized form: MAC parsed, IPs
+// unique in order, security groups unique in order without empty ids,
+// default trace path applied, BENCH fields cleared for other types.
+func (s *Store) checkNIC(n NIC) (NIC, error) {
+	bad := func(format string, args ...any) (NIC, error) {
+		return NIC{}, Errorf(CodeInvalid, TextBadNIC, format, args...)
+	}
+	if err := checkID("id", n.ID); err != nil {
+		return bad("%v", err)
+	}
+	mac, err := ParseMAC(n.MACText)
+	if err != nil {
+		return bad("mac %v", err)
+	}
+	n.MAC = mac
+	if n.VNI > 1<<24-1 {
+		return bad("vni %d is larger than 16777215", n.VNI)
+	}
+	ips := make([]netip.Addr, 0, len(n.IPs))
+	for _, a := range n.IPs {
+		if !a.IsValid() || a.Zone() != "" {
+			return bad("ip %q is not an IPv4 or IPv6 address", a)
+		}
+		if !slices.Contains(ips, a) {
+			ips = append(ips, a)
+		}
+	}
+	n.IPs = ips
+	if len(n.IPs) == 0 {
+		n.IPs = nil
+	}
+	n.SecurityGroups = uniqueIDs(n.SecurityGroups)
+	switch n.Type {
+	case NICVhostUser, NICTap:
+		n.BType, n.DIP, n.DMAC = "", "", ""
+	case NICBench:
+		switch n.BType {
+		case "ICMP_SND_LIKE", "ICMP_RCV_LIKE":
+		case "":
+			return bad("a BENCH nic needs a btype (ICMP_SND_LIKE or ICMP_RCV_LIKE)")
+		default:
+			return bad("btype %q is not ICMP_SND_LIKE or ICMP_RCV_LIKE", n.BType)
+		}
+		if len(n.IPs) == 0 {
+			return bad("a BENCH nic needs an ip")
+		}
+		if n.BType == "ICMP_SND_LIKE" && (n.DIP == "" || n.DMAC == "") {
+			return bad("an ICMP_SND_LIKE BENCH nic needs dip and dmac")
+		}
+		if n.DIP != "" {
+			if _, err := ParseIP(n.DIP); err != nil {
+				return bad("dip %v", err)
+			}
+		}
+		if n.DMAC != "" {
+			if _, err := ParseMAC(n.DMAC); err != nil {
+				return bad("dmac %v", err)
+			}
+		}
+	default:
+		return bad("unknown type %d", int32(n.Type))
+	}
+	if n.TracePath == "" && s.opts.DefaultTracePath != nil {
+		n.TracePath = s.opts.DefaultTracePath(n.ID)
+	}
+	n.Path = ""
+	return n, nil
+}
+
+// uniqueIDs drops empty and repeated ids, keeping order; nil if none left.
+func uniqueIDs(ids []string) []string {
+	var out []string
+	for _, id := range ids {
+		if id != "" && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// AddNIC creates a vNIC and returns the path the dataplane reports (socket
+// path or interface name). If a vNIC with the same id exists, it is
+// replaced, as in the original: the old one is removed from the dataplane
+// and the new one created. If creating the new one fails, the old one is
+// recreated and kept (the error says whether that worked).
+func (s *Store) AddNIC(n NIC) (string, error) {
+	n, err := s.checkNIC(n)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addNIC(n)
+}
+
+func (s *Store) addNIC(n NIC) (string, error) {
+	old, exists := s.nics[n.ID]
+	if exists {
+		if err := s.dp.DeleteNIC(old.ID); err != nil {
+			return "", dataplaneErr("NIC deletion failed", fmt.Errorf("replacing nic %q: %w", old.ID, err))
+		}
+	}
+	path, err := s.dp.AddNIC(cloneNIC(n))
+	if err != nil {
+		e := dataplaneErr("NIC creation failed", fmt.Errorf("nic %q: %w", n.ID, err))
+		if exists {
+			s.gen++
+			oldPath, rerr := s.dp.AddNIC(cloneNIC(*old))
+			if rerr != nil {
+				delete(s.nics, old.ID)
+				e.Err = errors.Join(e.Err, fmt.Errorf("restoring the previous nic %q failed, it is removed: %w", old.ID, rerr))
+			} else {
+				old.Path = oldPath
+				e.Err = errors.Join(e.Err, fmt.Errorf("previous nic %q restored", old.ID))
+			}
+		}
+		return "", e
+	}
+	n.Path = path
+	s.nics[n.ID] = &n
+	s.gen++
+	return path, nil
+}
+
+// UpdateNIC applies a partial update. An unknown id is an error
+// ("NIC does not exist with id X"). An update that changes nothing does not
+// reach the dataplane.
+func (s *Store) UpdateNIC(u NICUpdate) error {
+	var ips []netip.Addr
+	if len(u.IPs) > 0 {
+		for _, t := range u.IPs {
+			if t == "" {
+				continue
+			}
+			a, err := ParseIP(t)
+			if err != nil {
+				return Errorf(CodeInvalid, TextBadNICUpdate, "ip %v", err)
+			}
+			if !slices.Contains(ips, a) {
+				ips = append(ips, a)
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.nics[u.ID]
+	if !ok {
+		return notFoundNIC(u.ID)
+	}
+	n := cloneNIC(*old)
+	if len(u.IPs) > 0 {
+		n.IPs = ips
+	}
+	if len(u.SecurityGroups) > 0 {
+		n.SecurityGroups = uniqueIDs(u.SecurityGroups)
+	}
+	if u.IPAntiSpoof != nil {
+		n.IPAntiSpoof = *u.IPAntiSpoof
+	}
+	if u.PacketTrace != nil {
+		n.PacketTrace = *u.PacketTrace
+	}
+	if u.TracePath != nil && *u.TracePath != "" {
+		n.TracePath = *u.TracePath
+	}
+	if equalNIC(n, *old) {
+		return nil
+	}
+	if err := s.dp.UpdateNIC(cloneNIC(n)); err != nil {
+		return dataplaneErr("NIC update failed", fmt.Errorf("nic %q: %w", n.ID, err))
+	}
+	s.nics[n.ID] = &n
+	s.gen++
+	return nil
+}
+
+// DeleteNIC removes a vNIC. An unknown id is not an error.
+func (s *Store) DeleteNIC(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.nics[id]; !ok {
+		return nil
+	}
+	if err := s.dp.DeleteNIC(id); err != nil {
+		return dataplaneErr("NIC deletion failed", fmt.Errorf("nic %q: %w", id, err))
+	}
+	delete(s.nics, id)
+	s.gen++
+	return nil
+}
+
+// NICList returns the vNIC ids, sorted.
+func (s *Store) NICList() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sortedKeys(s.nics)
+}
+
+// NICDetails returns the vNIC with that id, or every vNIC sorted by id when
+// id is "". An unknown id gives the error "NIC: <id> not found".
+func (s *Store) NICDetails(id string) ([]NIC, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id != "" {
+		n, ok := s.nics[id]
+		if !ok {
+			return nil, &Error{Code: CodeNotFound, Text: "NIC: " + id + " not found"}
+		}
+		return []NIC{cloneNIC(*n)}, nil
+	}
+	out := make([]NIC, 0, len(s.nics))
+	for _, k := range sortedKeys(s.nics) {
+		out = append(out, cloneNIC(*s.nics[k]))
+	}
+	return out, nil
+}
+
+// NICStats returns a vNIC's byte counters.
+func (s *Store) NICStats(id string) (NICStats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.nics[id]; !ok {
+		return NICStats{}, notFoundNIC(id)
+	}
+	st, err := s.dp.Stats(id)
+	if err != nil {
+		return NICStats{}, dataplaneErr("NIC stats failed", fmt.Errorf("nic %q: %w", id, err))
+	}
+	return st, nil
+}
+
+// NICCounters returns a vNIC's packet counters.
+func (s *Store) NICCounters(id string) (NICCounters, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.nics[id]; !ok {
+		return NICCounters{}, notFoundNIC(id)
+	}
+	c, err := s.dp.Counters(id)
+	if err != nil {
+		return NICCounters{}, dataplaneErr("NIC counters failed", fmt.Errorf("nic %q: %w", id, err))
+	}
+	return c, nil
+}
+
+// checkSG validates sg and returns it normalized: members unique in order,
+// rules unique and ordered by hash.
+func checkSG(sg SG) (SG, error) {
+	if err := checkID("id", sg.ID); err != nil {
+		return SG{}, Errorf(CodeInvalid, TextBadSG, "%v", err)
+	}
+	var members []netip.Addr
+	for _, a := range sg.Members {
+		if !a.IsValid() || a.Zone() != "" {
+			return SG{}, Errorf(CodeInvalid, TextBadSG, "member %q is not an IPv4 or IPv6 address", a)
+		}
+		if !slices.Contains(members, a) {
+			members = append(members, a)
+		}
+	}
+	for i, r := range sg.Rules {
+		if err := validateRule(r); err != nil {
+			return SG{}, Errorf(CodeInvalid, TextBadSG, "rule %d: %v", i+1, err)
+		}
+	}
+	sg.Members = members
+	sg.Rules = normalizeRules(sg.Rules)
+	if len(sg.Rules) == 0 {
+		sg.Rules = nil
+	}
+	return sg, nil
+}
+
+// AddSG creates a security group or replaces an existing one (members and
+// rules). Replacing it with identical content changes nothing.
+func (s *Store) AddSG(sg SG) error {
+	sg, err := checkSG(sg)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.sgs[sg.ID]; ok && equalSG(*old, sg) {
+		return nil
+	}
+	s.sgs[sg.ID] = &sg
+	s.gen++
+	return nil
+}
+
+// DeleteSG removes a security group. An unknown id is not an error. vNICs
+// keep the id in their lists.
+func (s *Store) DeleteSG(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sgs[id]; ok {
+		delete(s.sgs, id)
+		s.gen++
+	}
+	return nil
+}
+
+// SGList returns the security group ids, sorted.
+func (s *Store) SGList() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return sortedKeys(s.sgs)
+}
+
+// SGDetails returns the security group with that id, or every group sorted
+// by id when id is "". An unknown id gives "Sg not found".
+func (s *Store) SGDetails(id string) ([]SG, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id != "" {
+		sg, ok := s.sgs[id]
+		if !ok {
+			return nil, &Error{Code: CodeNotFound, Text: TextSGDetails + ": " + id}
+		}
+		return []SG{cloneSG(*sg)}, nil
+	}
+	out := make([]SG, 0, len(s.sgs))
+	for _, k := range sortedKeys(s.sgs) {
+		out = append(out, cloneSG(*s.sgs[k]))
+	}
+	return out, nil
+}
+
+func sgNotFound(id string) *Error {
+	return &Error{Code: CodeNotFound, Text: TextSGNotFound + ": " + id}
+}
+
+// AddRule adds a rule to a security group, creating the group if needed.
+// A rule already there (same Key) changes nothing.
+func (s *Store) AddRule(sgID string, r Rule) error {
+	if err := checkID("sg_id", sgID); err != nil {
+		return Errorf(CodeInvalid, TextBadRule, "%v", err)
+	}
+	if err := validateRule(r); err != nil {
+		return Errorf(CodeInvalid, TextBadRule, "%v", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sg, ok := s.sgs[sgID]
+	if !ok {
+		sg = &SG{ID: sgID}
+		s.sgs[sgID] = sg
+		s.gen++
+	}
+	k := r.Key()
+	if slices.ContainsFunc(sg.Rules, func(x Rule) bool { return x.Key() == k }) {
+		return nil
+	}
+	sg.Rules = normalizeRules(append(slices.Clip(sg.Rules), r))
+	s.gen++
+	return nil
+}
+
+// DeleteRule removes a rule (matched by Key) from a security group. An
+// unknown group or rule is not an error. The rule is still validated.
+func (s *Store) DeleteRule(sgID string, r Rule) error {
+	if err := validateRule(r); err != nil {
+		return Errorf(CodeInvalid, TextBadRule, "%v", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sg, ok := s.sgs[sgID]
+	if !ok {
+		return nil
+	}
+	k := r.Key()
+	i := slices.IndexFunc(sg.Rules, func(x Rule) bool { return x.Key() == k })
+	if i < 0 {
+		return nil
+	}
+	sg.Rules = slices.Delete(slices.Clone(sg.Rules), i, i+1)
+	if len(sg.Rules) == 0 {
+		sg.Rules = nil
+	}
+	s.gen++
+	return nil
+}
+
+// Rules returns a security group's rules in hash order. An unknown group
+// gives "Security Group not found".
+func (s *Store) Rules(sgID string) ([]Rule, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sg, ok := s.sgs[sgID]
+	if !ok {
+		return nil, sgNotFound(sgID)
+	}
+	return slices.Clone(sg.Rules), nil
+}
+
+// AddMember adds an address to a security group, creating the group if
+// needed. An address already there (whatever its spelling) changes
+// nothing.
+func (s *Store) AddMember(sgID, ip string) error {
+	a, err := ParseIP(ip)
+	if err != nil {
+		return Errorf(CodeInvalid, TextBadIP, "member %v", err)
+	}
+	if err := checkID("sg_id", sgID); err != nil {
+		return Errorf(CodeInvalid, TextBadSG, "%v", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sg, ok := s.sgs[sgID]
+	if !ok {
+		sg = &SG{ID: sgID}
+		s.sgs[sgID] = sg
+		s.gen++
+	}
+	if slices.Contains(sg.Members, a) {
+		return nil
+	}
+	sg.Members = append(slices.Clip(sg.Members), a)
+	s.gen++
+	return nil
+}
+
+// DeleteMember removes an address (whatever its spelling) from a security
+// group. An unknown group or address is not an error.
+func (s *Store) DeleteMember(sgID, ip string) error {
+	a, err := ParseIP(ip)
+	if err != nil {
+		return Errorf(CodeInvalid, TextBadIP, "member %v", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sg, ok := s.sgs[sgID]
+	if !ok {
+		return nil
+	}
+	i := slices.Index(sg.Members, a)
+	if i < 0 {
+		return nil
+	}
+	sg.Members = slices.Delete(slices.Clone(sg.Members), i, i+1)
+	if len(sg.Members) == 0 {
+		sg.Members = nil
+	}
+	s.gen++
+	return nil
+}
+
+// Members returns a security group's members in insertion order, written
+// as inet_ntop does. An unknown group gives "Security Group not found".
+func (s *Store) Members(sgID string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sg, ok := s.sgs[sgID]
+	if !ok {
+		return nil, sgNotFound(sgID)
+	}
+	out := make([]string, len(sg.Members))
+	for i, a := range sg.Members {
+		out[i] = IPString(a)
+	}
+	return out, nil
+}
+
+// DOT returns the dataplane graph in the DOT language.
+func (s *Store) DOT() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dp.DOT()
+}
+
+// State returns a deep copy of the whole state: vNICs sorted by id, then
+// security groups sorted by id.
+func (s *Store) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := State{Version: StateVersion, NICs: []NIC{}, SGs: []SG{}}
+	for _, k := range sortedKeys(s.nics) {
+		st.NICs = append(st.NICs, cloneNIC(*s.nics[k]))
+	}
+	for _, k := range sortedKeys(s.sgs) {
+		st.SGs = append(st.SGs, cloneSG(*s.sgs[k]))
+	}
+	return st
+}
+
+// Restore replaces the Store's content with st: existing vNICs are removed
+// from the dataplane, then st's security groups are installed, then its
+// vNICs are created in the dataplane. Invalid entries and vNICs the
+// dataplane refuses are skipped; the returned error joins their errors.
+func (s *Store) Restore(st State) error {
+	if st.Version != StateVersion && !(st.Version == 0 && len(st.NICs) == 0 && len(st.SGs) == 0) {
+		return fmt.Errorf("restore: state version %d is not supported (want %d)", st.Version, StateVersion)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, id := range sortedKeys(s.nics) {
+		if err := s.dp.DeleteNIC(id); err != nil {
+			errs = append(errs, fmt.Errorf("restore: removing nic %q: %w", id, err))
+		}
+		delete(s.nics, id)
+	}
+	clear(s.sgs)
+	s.gen++
+	for _, sg := range st.SGs {
+		sg, err := checkSG(cloneSG(sg))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restore: security group %q: %w", sg.ID, err))
+			continue
+		}
+		if _, dup := s.sgs[sg.ID]; dup {
+			errs = append(errs, fmt.Errorf("restore: security group %q appears twice", sg.ID))
+			continue
+		}
+		s.sgs[sg.ID] = &sg
+	}
+	for _, n := range st.NICs {
+		id := n.ID
+		n, err := s.checkNIC(cloneNIC(n))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restore: nic %q: %w", id, err))
+			continue
+		}
+		if _, dup := s.nics[n.ID]; dup {
+			errs = append(errs, fmt.Errorf("restore: nic %q appears twice", n.ID))
+			continue
+		}
+		if _, err := s.addNIC(n); err != nil {
+			errs = append(errs, fmt.Errorf("restore: nic %q: %w", n.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func cloneNIC(n NIC) NIC {
+	n.IPs = slices.Clone(n.IPs)
+	n.SecurityGroups = slices.Clone(n.SecurityGroups)
+	return n
+}
+
+func cloneSG(sg SG) SG {
+	sg.Members = slices.Clone(sg.Members)
+	sg.Rules = slices.Clone(sg.Rules)
+	return sg
+}
+
+// equalNIC compares every field; nil and empty lists are equal.
+func equalNIC(a, b NIC) bool {
+	if !slices.Equal(a.IPs, b.IPs) || !slices.Equal(a.SecurityGroups, b.SecurityGroups) {
+		return false
+	}
+	a.IPs, b.IPs = nil, nil
+	a.SecurityGroups, b.SecurityGroups = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+func equalSG(a, b SG) bool {
+	return a.ID == b.ID && slices.Equal(a.Members, b.Members) && slices.Equal(a.Rules, b.Rules)
+}
