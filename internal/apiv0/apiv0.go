@@ -1,0 +1,297 @@
+// Package apiv0 serves MessageV0 requests (the original Butterfly API,
+// protocol revision 6, plus this implementation's extensions) on a
+// model.Store: it converts messages to model calls and model results and
+// errors back to messages.
+package apiv0
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/model"
+	"google.golang.org/protobuf/proto"
+)
+
+// LogLevels are the values app_config.log_level accepts.
+var LogLevels = []string{"none", "error", "warning", "info", "debug"}
+
+// Options configure a Handler. Every field is optional.
+type Options struct {
+	// Persist saves the state. It is called after every request that
+	// changed the state, before the reply; an error turns the reply into
+	// an error (the change stays applied in memory).
+	Persist func(model.State) error
+	// Quit is called by app_quit before the OK reply is returned; the
+	// server sends the reply, then stops.
+	Quit func()
+	// SetLogLevel applies a log level from app_config (one of LogLevels,
+	// already checked).
+	SetLogLevel func(level string) error
+	// Requests returns the number of requests served (app_status).
+	Requests func() uint64
+	// StartTime is the daemon's start time (app_status).
+	StartTime time.Time
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// Logger logs failed requests at debug level; nil means slog.Default.
+	Logger *slog.Logger
+}
+
+// Handler answers MessageV0 requests. It is safe for concurrent use;
+// requests that change the state are serialized so that states are
+// persisted in order.
+type Handler struct {
+	store *model.Store
+	opts  Options
+	log   *slog.Logger
+	// mu serializes mutations with their Persist call.
+	mu sync.Mutex
+}
+
+// New returns a Handler serving store.
+func New(store *model.Store, opts Options) *Handler {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	l := opts.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	return &Handler{store: store, opts: opts, log: l}
+}
+
+// Handle answers one MessageV0. The reply is never nil: it carries the
+// request's message_id and a response with its status set. Only the first
+// request field set (in field-number order) is served.
+func (h *Handler) Handle(req *protocol.MessageV0) *protocol.MessageV0 {
+	res := &protocol.MessageV0_Response{}
+	reply := &protocol.MessageV0{Response: res}
+	if req != nil && req.MessageId != nil {
+		reply.MessageId = proto.String(req.GetMessageId())
+	}
+	var err error
+	if req.GetRequest() == nil {
+		err = replyError("MessageV0 appears to not have any request inside")
+	} else {
+		err = h.dispatch(req.GetRequest(), res)
+	}
+	if err != nil {
+		h.log.Debug("api request failed", "message_id", req.GetMessageId(), "error", err)
+		desc := err.Error()
+		*res = protocol.MessageV0_Response{
+			Status: &protocol.MessageV0_Status{
+				Status: proto.Bool(false),
+				Error:  &protocol.MessageV0_Error{Description: proto.String(desc)},
+			},
+		}
+		return reply
+	}
+	res.Status = &protocol.MessageV0_Status{Status: proto.Bool(true)}
+	return reply
+}
+
+func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV0_Response) error {
+	s := h.store
+	switch {
+	case r.NicAdd != nil:
+		n, err := nicFromProto(r.NicAdd, s.DefaultPacketTrace())
+		if err != nil {
+			return err
+		}
+		var path string
+		err = h.mutate(func() (err error) {
+			path, err = s.AddNIC(n)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		res.NicAdd = &protocol.MessageV0_NicAddRes{Path: proto.String(path)}
+	case r.NicUpdate != nil:
+		u := nicUpdateFromProto(r.NicUpdate)
+		return h.mutate(func() error { return s.UpdateNIC(u) })
+	case r.NicDel != nil:
+		return h.mutate(func() error { return s.DeleteNIC(r.GetNicDel()) })
+	case r.NicList != nil:
+		res.NicList = s.NICList()
+	case r.NicDetails != nil:
+		nics, err := s.NICDetails(r.GetNicDetails())
+		if err != nil {
+			return err
+		}
+		for _, n := range nics {
+			res.NicDetails = append(res.NicDetails, nicToProto(n))
+		}
+	case r.NicExport != nil:
+		id := r.GetNicExport()
+		if id == "" || !slices.Contains(s.NICList(), id) {
+			return replyError("NIC does not exist with id " + id)
+		}
+		// Export of the firewall state is not implemented, as in the
+		// original: the data is empty.
+		res.NicExport = &protocol.MessageV0_NicExportRes{
+			FwData: &protocol.MessageV0_FwData{Data: []byte{}},
+		}
+	case r.NicStats != nil:
+		st, err := s.NICStats(r.GetNicStats())
+		if err != nil {
+			return err
+		}
+		res.NicStats = &protocol.MessageV0_NicStats{In: proto.Uint64(st.In), Out: proto.Uint64(st.Out)}
+	case r.SgAdd != nil:
+		sg, err := sgFromProto(r.SgAdd)
+		if err != nil {
+			return err
+		}
+		return h.mutate(func() error { return s.AddSG(sg) })
+	case r.SgDel != nil:
+		return h.mutate(func() error { return s.DeleteSG(r.GetSgDel()) })
+	case r.SgList != nil:
+		res.SgList = s.SGList()
+	case r.SgRuleAdd != nil:
+		rule, err := ruleFromProto(r.SgRuleAdd.GetRule())
+		if err != nil {
+			return model.Errorf(model.CodeInvalid, model.TextBadRule, "%v", err)
+		}
+		return h.mutate(func() error { return s.AddRule(r.SgRuleAdd.GetSgId(), rule) })
+	case r.SgRuleDel != nil:
+		rule, err := ruleFromProto(r.SgRuleDel.GetRule())
+		if err != nil {
+			return model.Errorf(model.CodeInvalid, model.TextBadRule, "%v", err)
+		}
+		return h.mutate(func() error { return s.DeleteRule(r.SgRuleDel.GetSgId(), rule) })
+	case r.SgRuleList != nil:
+		rules, err := s.Rules(r.GetSgRuleList())
+		if err != nil {
+			return err
+		}
+		for _, rule := range rules {
+			res.SgRuleList = append(res.SgRuleList, ruleToProto(rule))
+		}
+	case r.SgMemberAdd != nil:
+		m := r.SgMemberAdd
+		return h.mutate(func() error { return s.AddMember(m.GetSgId(), m.GetMember()) })
+	case r.SgMemberDel != nil:
+		m := r.SgMemberDel
+		return h.mutate(func() error { return s.DeleteMember(m.GetSgId(), m.GetMember()) })
+	case r.SgMemberList != nil:
+		members, err := s.Members(r.GetSgMemberList())
+		if err != nil {
+			return err
+		}
+		res.SgMemberList = members
+	case r.AppStatus != nil:
+		st := &protocol.MessageV0_AppStatusRes{
+			StartDate:   proto.Uint64(unixSeconds(h.opts.StartTime)),
+			CurrentDate: proto.Uint64(unixSeconds(h.opts.Now())),
+			GraphDot:    proto.String(s.DOT()),
+		}
+		if h.opts.Requests != nil {
+			st.RequestCounter = proto.Uint64(h.opts.Requests())
+		} else {
+			st.RequestCounter = proto.Uint64(0)
+		}
+		res.AppStatus = st
+	case r.AppQuit != nil:
+		if h.opts.Quit != nil {
+			h.opts.Quit()
+		}
+	case r.AppConfig != nil:
+		return h.appConfig(r.AppConfig)
+	case r.SgDetails != nil:
+		sgs, err := s.SGDetails(r.GetSgDetails())
+		if err != nil {
+			return err
+		}
+		for _, sg := range sgs {
+			res.SgDetails = append(res.SgDetails, sgToProto(sg))
+		}
+	case r.NicCounters != nil:
+		c, err := s.NICCounters(r.GetNicCounters())
+		if err != nil {
+			return err
+		}
+		res.NicCounters = countersToProto(c)
+	default:
+		return replyError("MessageV0 appears to not have any request")
+	}
+	return nil
+}
+
+// mutate runs op and, if the state changed, persists it.
+func (h *Handler) mutate(op func() error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	before := h.store.Generation()
+	if err := op(); err != nil {
+		return err
+	}
+	if h.opts.Persist == nil || h.store.Generation() == before {
+		return nil
+	}
+	if err := h.opts.Persist(h.store.State()); err != nil {
+		return &wrapError{"Internal error: the change is applied but the state could not be saved", err}
+	}
+	return nil
+}
+
+func (h *Handler) appConfig(c *protocol.MessageV0_AppConfigReq) error {
+	if c.LogLevel == nil {
+		return nil
+	}
+	level := c.GetLogLevel()
+	if !slices.Contains(LogLevels, level) {
+		return replyError(fmt.Sprintf("Application configuration failed: log level: failed: unknown level %q (want one of %s)",
+			level, strings.Join(LogLevels, ", ")))
+	}
+	if h.opts.SetLogLevel != nil {
+		if err := h.opts.SetLogLevel(level); err != nil {
+			return &wrapError{"Application configuration failed: log level: failed", err}
+		}
+	}
+	return nil
+}
+
+func countersToProto(c model.NICCounters) *protocol.MessageV0_NicCounters {
+	m := &protocol.MessageV0_NicCounters{
+		RxPackets: proto.Uint64(c.RxPackets),
+		RxBytes:   proto.Uint64(c.RxBytes),
+		TxPackets: proto.Uint64(c.TxPackets),
+		TxBytes:   proto.Uint64(c.TxBytes),
+	}
+	names := make([]string, 0, len(c.Drops))
+	for k := range c.Drops {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		m.Drops = append(m.Drops, &protocol.MessageV0_Counter{Name: proto.String(k), Value: proto.Uint64(c.Drops[k])})
+	}
+	return m
+}
+
+func unixSeconds(t time.Time) uint64 {
+	if t.IsZero() || t.Unix() < 0 {
+		return 0
+	}
+	return uint64(t.Unix())
+}
+
+// replyError is an error whose text is the reply's description as is.
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+
+// wrapError is a reply description followed by its cause.
+type wrapError struct {
+	text string
+	err  error
+}
+
+func (e *wrapError) Error() string { return e.text + ": " + e.err.Error() }
+func (e *wrapError) Unwrap() error { return e.err }
