@@ -76,19 +76,24 @@ func must(t testing.TB, name string, args ...string) string {
 	return out
 }
 
-// eventually polls f every 50 ms until it returns nil or the timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
-	t.Helper()
+// poll calls f every 50 ms until it returns nil or the timeout passes,
+// then returns f's last error.
+func poll(timeout time.Duration, f func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %v: %v", what, timeout, err)
+		if err == nil || time.Now().After(deadline) {
+			return err
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// eventually fails the test unless f returns nil before the timeout.
+func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	if err := poll(timeout, f); err != nil {
+		t.Fatalf("%s: still failing after %v: %v", what, timeout, err)
 	}
 }
 
@@ -456,12 +461,29 @@ func (v *vm) pingOnce(dst string, flags ...string) error {
 	return err
 }
 
-// reaches asserts that dst answers a ping within the settle timeout.
+// reach returns nil once dst answers a ping, an error if it does not
+// within the settle timeout.
+func (v *vm) reach(dst string, flags ...string) error {
+	if err := poll(settleTimeout, func() error { return v.pingOnce(dst, flags...) }); err != nil {
+		return fmt.Errorf("%s cannot reach %s %v: %w", v.spec.id, dst, flags, err)
+	}
+	return nil
+}
+
+// reaches fails the test unless dst answers a ping within the settle timeout.
 func (v *vm) reaches(t testing.TB, dst string, flags ...string) {
 	t.Helper()
-	eventually(t, settleTimeout, fmt.Sprintf("%s ping %s %v", v.spec.id, dst, flags), func() error {
-		return v.pingOnce(dst, flags...)
-	})
+	if err := v.reach(dst, flags...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blocked fails the test if dst answers any of three pings.
+func (v *vm) blocked(t testing.TB, dst string, flags ...string) {
+	t.Helper()
+	if err := v.blockedFrom(dst, flags...); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // blockedFrom reports an error if dst answers any of three pings.

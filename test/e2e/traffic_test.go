@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// iperfReport is the part of iperf3's JSON output the tests read.
+type iperfReport struct {
+	Error string `json:"error"`
+	End   struct {
+		SumReceived struct {
+			Bytes         int64   `json:"bytes"`
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+		Sum struct { // UDP
+			Bytes       int64   `json:"bytes"`
+			Packets     int64   `json:"packets"`
+			LostPackets int64   `json:"lost_packets"`
+			LostPercent float64 `json:"lost_percent"`
+		} `json:"sum"`
+	} `json:"end"`
+}
+
+// iperf runs a one-shot iperf3 server in srv and a client in cli towards
+// dst for secs seconds. extra are client flags (-u -b 50M for UDP).
+func iperf(t *testing.T, srv, cli *vm, dst string, secs int, extra ...string) iperfReport {
+	t.Helper()
+	server := exec.Command("ip", "netns", "exec", srv.ns, "iperf3", "-s", "-1", "-p", "5201")
+	if err := server.Start(); err != nil {
+		t.Fatalf("iperf3 server: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { server.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			server.Process.Kill()
+			<-done
+		}
+	})
+	eventually(t, 5*time.Second, "iperf3 server listening", func() error {
+		out, err := srv.exec("ss", "-Hltn", "sport = :5201")
+		if err == nil && strings.TrimSpace(out) == "" {
+			return fmt.Errorf("no listener yet")
+		}
+		return err
+	})
+	args := append([]string{"iperf3", "-c", dst, "-p", "5201", "-t", fmt.Sprint(secs), "-J", "--connect-timeout", "5000"}, extra...)
+	out, err := cli.exec(args...)
+	var r iperfReport
+	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
+		t.Fatalf("iperf3 %v: %v; output: %s", args, err, out)
+	}
+	if r.Error != "" || err != nil {
+		t.Fatalf("iperf3 %v: %v %s", args, err, r.Error)
+	}
+	return r
+}
+
+// TestIperf: TCP and UDP streams between two VMs on one host and across
+// two hosts (IPv4 underlay, VXLAN).
+func TestIperf(t *testing.T) {
+	l := newLab(t)
+	h1, h2 := l.hostPair(ipv4)
+	for _, h := range []*host{h1, h2} {
+		h.start(daemonOpts{})
+		h.openSG("sg-open")
+	}
+	spec := func(n int) nicSpec {
+		return nicSpec{id: fmt.Sprintf("nic-%d", n), mac: macFor(n), vni: 42,
+			addrs: []string{fmt.Sprintf("42.0.0.%d/24", n)}, sgs: []string{"sg-open"}}
+	}
+	a, b, c := h1.addVM(spec(1)), h1.addVM(spec(2)), h2.addVM(spec(3))
+	a.reaches(t, b.ip(0))
+	a.reaches(t, c.ip(0))
+	for _, tc := range []struct {
+		name string
+		dst  *vm
+	}{{"same-host", b}, {"across-hosts", c}} {
+		t.Run(tc.name+"/tcp", func(t *testing.T) {
+			r := iperf(t, tc.dst, a, tc.dst.ip(0), 2)
+			t.Logf("TCP %s: %.2f Gbit/s", tc.name, r.End.SumReceived.BitsPerSecond/1e9)
+			// 2 s at even 10 Mbit/s is 2.5 MB: anything less is broken.
+			if r.End.SumReceived.Bytes < 2_500_000 {
+				t.Errorf("TCP %s: only %d bytes received", tc.name, r.End.SumReceived.Bytes)
+			}
+		})
+		t.Run(tc.name+"/udp", func(t *testing.T) {
+			r := iperf(t, tc.dst, a, tc.dst.ip(0), 2, "-u", "-b", "20M", "-l", "1200")
+			s := r.End.Sum
+			t.Logf("UDP %s: %d datagrams sent, %d lost (%.1f%%)", tc.name, s.Packets, s.LostPackets, s.LostPercent)
+			if s.Packets < 1000 || s.LostPercent > 10 {
+				t.Errorf("UDP %s: %d datagrams, %.1f%% lost; want >= 1000 and <= 10%%", tc.name, s.Packets, s.LostPercent)
+			}
+		})
+	}
+}
