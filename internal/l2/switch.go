@@ -1,0 +1,225 @@
+// Package l2 is the per-VNI learning switch of the dataplane: a MAC table
+// with aging shared lock-free by the workers, and the forwarding decision
+// for a batch of frames (forward to one port, flood, or drop).
+package l2
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/butterfly-go/butterfly/internal/packet"
+)
+
+// Config is the immutable set of ports of a VNI. Workers read it through
+// Switch.Config; the control plane replaces it with Switch.SetPorts.
+type Config struct {
+	// VNI is the VXLAN network identifier.
+	VNI   uint32
+	ports []uint32
+}
+
+// Ports returns the ports, sorted. The slice is shared: do not modify it.
+func (c *Config) Ports() []uint32 { return c.ports }
+
+// Has reports whether port p belongs to the VNI.
+func (c *Config) Has(p uint32) bool {
+	if len(c.ports) <= 16 {
+		for _, q := range c.ports {
+			if q == p {
+				return true
+			}
+		}
+		return false
+	}
+	_, ok := slices.BinarySearch(c.ports, p)
+	return ok
+}
+
+// AppendFlood appends to dst the ports a frame from port in is flooded
+// to (every port but in) and returns the extended slice; it does not
+// allocate when dst has room.
+func (c *Config) AppendFlood(dst []uint32, in uint32) []uint32 {
+	for _, p := range c.ports {
+		if p != in {
+			dst = append(dst, p)
+		}
+	}
+	return dst
+}
+
+// Action is what to do with a frame.
+type Action uint8
+
+// Actions.
+const (
+	// Drop the frame; Decision.Reason says why.
+	Drop Action = iota
+	// Forward the frame to Decision.Port.
+	Forward
+	// Flood the frame to every port of the VNI but its ingress port
+	// (Config.AppendFlood).
+	Flood
+)
+
+// Reason is why a frame is dropped.
+type Reason uint8
+
+// Drop reasons.
+const (
+	ReasonNone Reason = iota
+	// ReasonRunt: shorter than an Ethernet header.
+	ReasonRunt
+	// ReasonReserved: destination in 01:80:c2:00:00:00-0f.
+	ReasonReserved
+	// ReasonHairpin: the destination was learned on the ingress port.
+	ReasonHairpin
+	// ReasonNotMember: the ingress port is not in the VNI.
+	ReasonNotMember
+	// ReasonBadSource: multicast source MAC.
+	ReasonBadSource
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"none", "runt", "ieee_reserved_dst", "hairpin", "not_member", "multicast_src"}
+
+// String returns a short name usable as a counter label.
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// Decision is the switch's verdict for one frame.
+type Decision struct {
+	Action Action
+	Reason Reason
+	// Port is the destination of Forward.
+	Port uint32
+}
+
+// Options tune a Switch.
+type Options struct {
+	// TableSize is the number of MAC table slots (default 1024).
+	TableSize int
+	// MaxAge is how long a learned MAC stays valid without traffic
+	// (default 300 s, as IEEE 802.1D).
+	MaxAge time.Duration
+}
+
+// Switch is the learning switch of one VNI. Any number of workers may
+// call Decide concurrently (the MAC table is lock-free, see Table); the
+// control plane calls SetPorts and RemovePort.
+type Switch struct {
+	vni   uint32
+	cfg   atomic.Pointer[Config]
+	table *Table
+}
+
+// New returns a switch for vni with no ports.
+func New(vni uint32, o Options) *Switch {
+	if o.TableSize <= 0 {
+		o.TableSize = 1024
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = 300 * time.Second
+	}
+	s := &Switch{vni: vni, table: NewTable(o.TableSize, o.MaxAge)}
+	s.cfg.Store(&Config{VNI: vni})
+	return s
+}
+
+// VNI returns the switch's VNI.
+func (s *Switch) VNI() uint32 { return s.vni }
+
+// Config returns the current port set.
+func (s *Switch) Config() *Config { return s.cfg.Load() }
+
+// Table returns the MAC table (for inspection and tests).
+func (s *Switch) Table() *Table { return s.table }
+
+// SetPorts replaces the port set and forgets the MACs learned on ports
+// that left it. Control plane only; calls must not run concurrently.
+func (s *Switch) SetPorts(ports []uint32) {
+	c := &Config{VNI: s.vni, ports: slices.Clone(ports)}
+	slices.Sort(c.ports)
+	c.ports = slices.Compact(c.ports)
+	old := s.cfg.Swap(c)
+	for _, p := range old.ports {
+		if !c.Has(p) {
+			s.forget(p)
+		}
+	}
+}
+
+// AddPort adds port p. Control plane only.
+func (s *Switch) AddPort(p uint32) {
+	s.SetPorts(append(slices.Clone(s.cfg.Load().ports), p))
+}
+
+// RemovePort removes port p and its learned MACs. Control plane only.
+func (s *Switch) RemovePort(p uint32) {
+	old := s.cfg.Load()
+	s.SetPorts(slices.DeleteFunc(slices.Clone(old.ports), func(q uint32) bool { return q == p }))
+	// A worker still using the old config may have learned on p since:
+	// lookups ignore ports outside the config, and this sweep clears
+	// what it can.
+	s.forget(p)
+}
+
+func (s *Switch) forget(p uint32) {
+	s.table.RemoveIf(func(_ packet.MAC, v0, _ uint64, _ uint8) bool { return v0 == uint64(p) })
+}
+
+// Decide learns the source MAC of each frame in bufs (on its InPort) and
+// fills out[i] with the forwarding decision of bufs[i]; out must be at
+// least as long as bufs. now is a monotonic time in nanoseconds. It
+// returns the Config the decisions were made with: flood with its
+// AppendFlood so that a concurrent port change cannot split a batch.
+// Nothing is allocated.
+func (s *Switch) Decide(bufs []*packet.Buf, now int64, out []Decision) *Config {
+	c := s.cfg.Load()
+	out = out[:len(bufs)]
+	for i, b := range bufs {
+		out[i] = s.decide(c, b.Bytes(), b.InPort, now)
+	}
+	return c
+}
+
+// DecideOne is Decide for a single frame received on port in.
+func (s *Switch) DecideOne(c *Config, frame []byte, in uint32, now int64) Decision {
+	return s.decide(c, frame, in, now)
+}
+
+func (s *Switch) decide(c *Config, frame []byte, in uint32, now int64) Decision {
+	if len(frame) < packet.EthernetLen {
+		return Decision{Action: Drop, Reason: ReasonRunt}
+	}
+	if !c.Has(in) {
+		return Decision{Action: Drop, Reason: ReasonNotMember}
+	}
+	e := packet.Ethernet(frame)
+	src := e.Src()
+	if src.IsMulticast() {
+		return Decision{Action: Drop, Reason: ReasonBadSource}
+	}
+	if !src.IsZero() {
+		s.table.Learn(src, uint64(in), 0, 0, now)
+	}
+	dst := e.Dst()
+	if dst.IsMulticast() {
+		if dst.IsIEEEReserved() {
+			return Decision{Action: Drop, Reason: ReasonReserved}
+		}
+		return Decision{Action: Flood}
+	}
+	v0, _, _, ok := s.table.Lookup(dst, now)
+	if !ok || !c.Has(uint32(v0)) {
+		return Decision{Action: Flood}
+	}
+	if uint32(v0) == in {
+		return Decision{Action: Drop, Reason: ReasonHairpin}
+	}
+	return Decision{Action: Forward, Port: uint32(v0)}
+}

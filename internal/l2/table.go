@@ -1,0 +1,248 @@
+package l2
+
+import (
+	"math/bits"
+	"sync/atomic"
+	"time"
+
+	"github.com/butterfly-go/butterfly/internal/packet"
+)
+
+// probe is the number of consecutive slots a MAC may occupy.
+const probe = 8
+
+const (
+	keyUsed = 1 << 48
+	tagBits = 56
+)
+
+// Table is a fixed-size MAC address table with aging, shared by the
+// workers of a VNI without locks.
+//
+// Concurrency: each slot is guarded by a sequence counter (a seqlock).
+// A writer claims a slot with one compare-and-swap from an even to an odd
+// count and releases it by storing the next even count; a writer that
+// loses the race does not wait, it skips the update (learning is
+// best-effort and the next frame from the same MAC learns again). Readers
+// never write: they read the count, the fields, and the count again, and
+// retry a few times before reporting a miss (which floods, a safe
+// fallback). So any number of workers may learn and look up at once, and
+// the control plane may purge entries, with no lock and no allocation.
+// A MAC learned concurrently by two workers may briefly occupy two
+// slots; the stale one ages out.
+//
+// A MAC lives in one of probe slots from its hash; when they are all
+// live the least recently refreshed entry is evicted. Each entry holds
+// two 64-bit values and an 8-bit tag chosen by the user (a port index,
+// a VTEP address).
+type Table struct {
+	slots   []slot
+	mask    uint64
+	maxAge  int64
+	refresh int64
+}
+
+type slot struct {
+	seq  atomic.Uint64
+	key  atomic.Uint64 // MAC | keyUsed | tag<<tagBits; 0 = empty
+	seen atomic.Int64
+	v0   atomic.Uint64
+	v1   atomic.Uint64
+	_    [24]byte
+}
+
+// NewTable returns a table of at least size slots (rounded up to a power
+// of two, at least probe). Entries not refreshed for maxAge are ignored
+// and reused; maxAge <= 0 disables aging.
+func NewTable(size int, maxAge time.Duration) *Table {
+	n := probe
+	for n < size {
+		n <<= 1
+	}
+	t := &Table{slots: make([]slot, n), mask: uint64(n - 1), maxAge: int64(maxAge)}
+	// A live entry with unchanged values is rewritten at most this
+	// often, so that steady traffic does not bounce the cache line
+	// between workers.
+	t.refresh = int64(maxAge) / 8
+	if t.refresh <= 0 || t.refresh > int64(time.Second) {
+		t.refresh = int64(time.Second)
+	}
+	return t
+}
+
+// Size returns the number of slots.
+func (t *Table) Size() int { return len(t.slots) }
+
+func hashMAC(m uint64) uint64 {
+	hi, lo := bits.Mul64(m^0x9e3779b97f4a7c15, 0xbf58476d1ce4e5b9)
+	return hi ^ lo
+}
+
+func (t *Table) live(seen, now int64) bool {
+	return t.maxAge <= 0 || now-seen <= t.maxAge
+}
+
+// Learn records mac -> (v0, v1, tag) at time now (monotonic
+// nanoseconds). It returns false if the update was skipped because
+// another writer held the slot.
+func (t *Table) Learn(mac packet.MAC, v0, v1 uint64, tag uint8, now int64) bool {
+	m := mac.Uint64()
+	key := m | keyUsed | uint64(tag)<<tagBits
+	h := hashMAC(m)
+	var empty, oldest *slot
+	var oldestSeen int64
+	var oldestKey uint64
+	for i := uint64(0); i < probe; i++ {
+		s := &t.slots[(h+i)&t.mask]
+		k := s.key.Load()
+		if k == 0 {
+			if empty == nil {
+				empty = s
+			}
+			continue
+		}
+		if k&(keyUsed-1) == m {
+			if k == key && s.v0.Load() == v0 && s.v1.Load() == v1 && now-s.seen.Load() < t.refresh {
+				return true
+			}
+			return t.write(s, k, key, v0, v1, now)
+		}
+		if seen := s.seen.Load(); oldest == nil || seen < oldestSeen {
+			oldest, oldestSeen, oldestKey = s, seen, k
+		}
+	}
+	if empty != nil {
+		return t.write(empty, 0, key, v0, v1, now)
+	}
+	return t.write(oldest, oldestKey, key, v0, v1, now)
+}
+
+// write updates s if its key is still expect.
+func (t *Table) write(s *slot, expect, key, v0, v1 uint64, now int64) bool {
+	q := s.seq.Load()
+	if q&1 != 0 || !s.seq.CompareAndSwap(q, q+1) {
+		return false
+	}
+	ok := s.key.Load() == expect
+	if ok {
+		s.v0.Store(v0)
+		s.v1.Store(v1)
+		s.seen.Store(now)
+		s.key.Store(key)
+	}
+	s.seq.Store(q + 2)
+	return ok
+}
+
+// Lookup returns the live entry of mac at time now.
+func (t *Table) Lookup(mac packet.MAC, now int64) (v0, v1 uint64, tag uint8, ok bool) {
+	m := mac.Uint64()
+	h := hashMAC(m)
+	for i := uint64(0); i < probe; i++ {
+		s := &t.slots[(h+i)&t.mask]
+		if k := s.key.Load(); k == 0 || k&(keyUsed-1) != m {
+			continue
+		}
+		for try := 0; try < 4; try++ {
+			q := s.seq.Load()
+			if q&1 != 0 {
+				continue
+			}
+			k := s.key.Load()
+			a, b, seen := s.v0.Load(), s.v1.Load(), s.seen.Load()
+			if s.seq.Load() != q {
+				continue
+			}
+			if k&(keyUsed-1) == m && k != 0 && t.live(seen, now) {
+				return a, b, uint8(k >> tagBits), true
+			}
+			break
+		}
+	}
+	return 0, 0, 0, false
+}
+
+// claim takes s for a control-plane update, waiting for writers (they
+// hold a slot for a few stores).
+func (s *slot) claim() uint64 {
+	for {
+		q := s.seq.Load()
+		if q&1 == 0 && s.seq.CompareAndSwap(q, q+1) {
+			return q
+		}
+	}
+}
+
+// RemoveIf deletes the entries for which match returns true and returns
+// how many it deleted. It is meant for the control plane (a removed port
+// or VTEP); it is safe to call while workers learn and look up.
+func (t *Table) RemoveIf(match func(mac packet.MAC, v0, v1 uint64, tag uint8) bool) int {
+	n := 0
+	for i := range t.slots {
+		s := &t.slots[i]
+		if s.key.Load() == 0 {
+			continue
+		}
+		q := s.claim()
+		if k := s.key.Load(); k != 0 && match(packet.MACFromUint64(k&(keyUsed-1)), s.v0.Load(), s.v1.Load(), uint8(k>>tagBits)) {
+			s.key.Store(0)
+			n++
+		}
+		s.seq.Store(q + 2)
+	}
+	return n
+}
+
+// Remove deletes mac's entries and reports whether there was one.
+func (t *Table) Remove(mac packet.MAC) bool {
+	m := mac.Uint64()
+	h := hashMAC(m)
+	found := false
+	for i := uint64(0); i < probe; i++ {
+		s := &t.slots[(h+i)&t.mask]
+		if k := s.key.Load(); k == 0 || k&(keyUsed-1) != m {
+			continue
+		}
+		q := s.claim()
+		if k := s.key.Load(); k != 0 && k&(keyUsed-1) == m {
+			s.key.Store(0)
+			found = true
+		}
+		s.seq.Store(q + 2)
+	}
+	return found
+}
+
+// Flush deletes every entry.
+func (t *Table) Flush() {
+	t.RemoveIf(func(packet.MAC, uint64, uint64, uint8) bool { return true })
+}
+
+// Len returns the number of live entries at time now.
+func (t *Table) Len(now int64) int {
+	n := 0
+	for i := range t.slots {
+		s := &t.slots[i]
+		if s.key.Load() != 0 && t.live(s.seen.Load(), now) {
+			n++
+		}
+	}
+	return n
+}
+
+// Range calls fn for each live entry at time now, until fn returns false.
+// Entries changed during the walk may be seen in either state.
+func (t *Table) Range(now int64, fn func(mac packet.MAC, v0, v1 uint64, tag uint8, seen int64) bool) {
+	for i := range t.slots {
+		s := &t.slots[i]
+		q := s.seq.Load()
+		k := s.key.Load()
+		a, b, seen := s.v0.Load(), s.v1.Load(), s.seen.Load()
+		if q&1 != 0 || s.seq.Load() != q || k == 0 || !t.live(seen, now) {
+			continue
+		}
+		if !fn(packet.MACFromUint64(k&(keyUsed-1)), a, b, uint8(k>>tagBits), seen) {
+			return
+		}
+	}
+}
