@@ -1,0 +1,127 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+)
+
+// Config configures an Engine.
+type Config struct {
+	// VTEP is the outer source address; its family picks IPv4 or IPv6
+	// outer headers. The underlay socket is bound to VTEP:4789.
+	VTEP netip.Addr
+	// Workers is the number of worker goroutines (default 1).
+	Workers int
+	// CPUs pins worker i to CPUs[i % len(CPUs)]; empty = no pinning.
+	CPUs []int
+	// UnderlayMTU is the MTU of the underlay; 0 = the MTU of the link
+	// holding VTEP, else 1500.
+	UnderlayMTU int
+	// HeadEnd, when non-empty, replaces the per-VNI multicast group:
+	// broadcast and unknown unicast are replicated to each of these VTEPs.
+	HeadEnd []netip.Addr
+	// TraceUnderlay is the pcap path of the underlay trace ("" = off).
+	TraceUnderlay string
+	// SocketDir is the directory of vhost-user sockets.
+	SocketDir string
+	// NoOffload opens TAP vNICs without offloads (no vnet header).
+	NoOffload bool
+	// Logger receives the engine's log lines (default slog.Default()).
+	Logger *slog.Logger
+}
+
+const (
+	// vxlanPort is the IANA VXLAN UDP port (RFC 7348).
+	vxlanPort = 4789
+	// vxlanHdrLen is the length of the VXLAN header.
+	vxlanHdrLen = 8
+	// batchSize is the number of frames a worker reads per poll.
+	batchSize = 64
+	// defaultPoolSize is the number of buffers per worker.
+	defaultPoolSize = 1024
+	// maxWorkers bounds Config.Workers.
+	maxWorkers = 64
+)
+
+// normalize checks cfg and fills its defaults.
+func (cfg *Config) normalize() error {
+	if !cfg.VTEP.IsValid() {
+		return errors.New("dataplane: VTEP address is not set")
+	}
+	cfg.VTEP = cfg.VTEP.Unmap()
+	if cfg.Workers == 0 {
+		cfg.Workers = 1
+	}
+	if cfg.Workers < 0 || cfg.Workers > maxWorkers {
+		return fmt.Errorf("dataplane: %d workers: want 1 to %d", cfg.Workers, maxWorkers)
+	}
+	for _, c := range cfg.CPUs {
+		if c < 0 || c >= 1024 {
+			return fmt.Errorf("dataplane: CPU %d out of range", c)
+		}
+	}
+	for i, h := range cfg.HeadEnd {
+		h = h.Unmap()
+		if !h.IsValid() || h.Is4() != cfg.VTEP.Is4() {
+			return fmt.Errorf("dataplane: head-end %v: not an address of the VTEP's family", h)
+		}
+		cfg.HeadEnd[i] = h
+	}
+	if cfg.UnderlayMTU == 0 {
+		cfg.UnderlayMTU = linkMTU(cfg.VTEP)
+	}
+	if cfg.UnderlayMTU < 576 || cfg.UnderlayMTU > 65535 {
+		return fmt.Errorf("dataplane: underlay MTU %d out of range", cfg.UnderlayMTU)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return nil
+}
+
+// outerOverhead is the bytes VXLAN adds in front of an inner frame on the
+// underlay link: outer IP, UDP and VXLAN headers (the outer Ethernet
+// header is not part of the MTU).
+func outerOverhead(vtep netip.Addr) int {
+	if vtep.Is4() {
+		return 20 + 8 + vxlanHdrLen
+	}
+	return 40 + 8 + vxlanHdrLen
+}
+
+// linkMTU returns the MTU of the interface that holds addr, 1500 if none.
+func linkMTU(addr netip.Addr) int {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return 1500
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == addr {
+					return ifc.MTU
+				}
+			}
+		}
+	}
+	return 1500
+}
+
+// multicastGroup returns the VNI's multicast group as the original
+// builds it: 230.<vni bytes> for IPv4, ff00::<vni> for IPv6.
+func multicastGroup(vtep netip.Addr, vni uint32) netip.Addr {
+	if vtep.Is4() {
+		return netip.AddrFrom4([4]byte{230, byte(vni >> 16), byte(vni >> 8), byte(vni)})
+	}
+	var a [16]byte
+	a[0] = 0xff
+	a[12], a[13], a[14], a[15] = byte(vni>>24), byte(vni>>16), byte(vni>>8), byte(vni)
+	return netip.AddrFrom16(a)
+}

@@ -1,0 +1,532 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/port"
+)
+
+// underlay is what the engine needs of the VXLAN underlay socket.
+type underlay interface {
+	port.Port
+	JoinGroup(group netip.Addr) error
+	LeaveGroup(group netip.Addr) error
+}
+
+// traceWriter is what the engine needs of a pcap writer.
+type traceWriter interface {
+	Capture(frame []byte, ts int64) bool
+	Dropped() uint64
+	Close() error
+}
+
+// hooks replace the engine's I/O in tests.
+type hooks struct {
+	openUnderlay func(cfg *Config) (underlay, error)
+	openTAP      func(name string, offload bool) (port.Port, string, error)
+	openTrace    func(path string) (traceWriter, error)
+	// manual: no worker goroutines; tests call worker.iterate.
+	manual   bool
+	poolSize int
+	// idle is how long a worker busy-polls without traffic before it
+	// sleeps in epoll.
+	idle time.Duration
+}
+
+// Engine is the packet engine. It implements model.Dataplane; its methods
+// are safe for concurrent use.
+type Engine struct {
+	cfg   Config
+	log   *slog.Logger
+	hooks hooks
+
+	snap atomic.Pointer[snapshot]
+
+	mu      sync.Mutex // serializes the control plane
+	gen     uint64
+	closed  bool
+	nics    map[string]*nicEntry
+	vnis    map[uint32]*vniLong
+	slots   []*nicEntry
+	nextW   int
+	under   underlay
+	utrace  traceWriter
+	remotes remoteTable
+
+	workers []*worker
+	wg      sync.WaitGroup
+	stop    atomic.Bool
+
+	urx, decap, encap, utx, utraceEl *element
+}
+
+// nicEntry is the control plane's record of a vNIC.
+type nicEntry struct {
+	nic    model.NIC
+	p      *nicPort
+	tracer traceWriter
+	// tracePath is the path tracer writes.
+	tracePath string
+}
+
+var _ model.Dataplane = (*Engine)(nil)
+
+// New starts an engine: it opens the underlay socket (VTEP:4789) and
+// starts the workers.
+func New(cfg Config) (*Engine, error) {
+	return newEngine(cfg, hooks{})
+}
+
+func newEngine(cfg Config, h hooks) (*Engine, error) {
+	cfg.HeadEnd = append([]netip.Addr(nil), cfg.HeadEnd...)
+	cfg.CPUs = append([]int(nil), cfg.CPUs...)
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	if h.openUnderlay == nil {
+		h.openUnderlay = openUDPUnderlay
+	}
+	if h.openTAP == nil {
+		h.openTAP = openTAP
+	}
+	if h.openTrace == nil {
+		h.openTrace = openPcap
+	}
+	if h.poolSize == 0 {
+		h.poolSize = defaultPoolSize
+	}
+	if h.idle == 0 {
+		h.idle = 100 * time.Microsecond
+	}
+	e := &Engine{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		hooks: h,
+		nics:  make(map[string]*nicEntry),
+		vnis:  make(map[uint32]*vniLong),
+	}
+	vt := "vtep4"
+	if cfg.VTEP.Is6() {
+		vt = "vtep6"
+	}
+	e.urx = newElement("underlay-rx", "underlay", cfg.Workers)
+	e.decap = newElement("vxlan-decap", vt, cfg.Workers)
+	e.encap = newElement("vxlan-encap", vt, cfg.Workers)
+	e.utx = newElement("underlay-tx", "underlay", cfg.Workers)
+	e.utraceEl = newElement("trace", "underlay", cfg.Workers)
+
+	u, err := h.openUnderlay(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: underlay on %v:%d: %w", cfg.VTEP, vxlanPort, err)
+	}
+	e.under = u
+	if cfg.TraceUnderlay != "" {
+		t, err := h.openTrace(cfg.TraceUnderlay)
+		if err != nil {
+			u.Close()
+			return nil, fmt.Errorf("dataplane: underlay trace %s: %w", cfg.TraceUnderlay, err)
+		}
+		e.utrace = t
+	}
+	for i := 0; i < cfg.Workers; i++ {
+		cpu := -1
+		if len(cfg.CPUs) > 0 {
+			cpu = cfg.CPUs[i%len(cfg.CPUs)]
+		}
+		w, err := newWorker(e, i, cpu)
+		if err != nil {
+			e.closeAll()
+			return nil, err
+		}
+		e.workers = append(e.workers, w)
+	}
+	e.publishLocked()
+	if !h.manual {
+		for _, w := range e.workers {
+			e.wg.Add(1)
+			go w.run()
+		}
+	}
+	e.log.Info("dataplane started", "vtep", cfg.VTEP, "workers", cfg.Workers,
+		"underlay_mtu", cfg.UnderlayMTU, "head_end", len(cfg.HeadEnd) > 0)
+	return e, nil
+}
+
+// Close stops the workers and releases every port.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	e.stop.Store(true)
+	for _, w := range e.workers {
+		w.wake()
+	}
+	e.wg.Wait()
+	return e.closeAll()
+}
+
+func (e *Engine) closeAll() error {
+	var errs []error
+	for id, n := range e.nics {
+		if err := n.p.port.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close vNIC %s: %w", id, err))
+		}
+		if n.tracer != nil {
+			if err := n.tracer.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close trace of vNIC %s: %w", id, err))
+			}
+		}
+	}
+	e.nics = map[string]*nicEntry{}
+	if e.under != nil {
+		if err := e.under.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close underlay: %w", err))
+		}
+	}
+	if e.utrace != nil {
+		if err := e.utrace.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close underlay trace: %w", err))
+		}
+	}
+	for _, w := range e.workers {
+		w.close()
+	}
+	return errors.Join(errs...)
+}
+
+// AddNIC creates the vNIC's port and attaches it to its VNI.
+func (e *Engine) AddNIC(n model.NIC) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return "", errors.New("dataplane: engine closed")
+	}
+	if _, ok := e.nics[n.ID]; ok {
+		return "", fmt.Errorf("dataplane: vNIC %q already exists", n.ID)
+	}
+	switch n.Type {
+	case model.NICTap:
+	case model.NICVhostUser:
+		return "", errors.New("vhost-user vNICs are not supported yet")
+	case model.NICBench:
+		return "", errors.New("BENCH vNICs are not supported")
+	default:
+		return "", fmt.Errorf("dataplane: unknown vNIC type %d", n.Type)
+	}
+	if n.VNI >= 1<<24 {
+		return "", fmt.Errorf("dataplane: VNI %d does not fit 24 bits", n.VNI)
+	}
+	slot := -1
+	for i, s := range e.slots {
+		if s == nil {
+			slot = i
+			break
+		}
+	}
+	if slot < 0 {
+		if len(e.slots) >= maxSlots {
+			return "", fmt.Errorf("dataplane: too many vNICs (%d)", len(e.slots))
+		}
+		slot = len(e.slots)
+		e.slots = append(e.slots, nil)
+	}
+	name, err := e.tapName(n.ID)
+	if err != nil {
+		return "", err
+	}
+	p, path, err := e.hooks.openTAP(name, !e.cfg.NoOffload)
+	if err != nil {
+		return "", fmt.Errorf("dataplane: vNIC %s: open TAP %s: %w", n.ID, name, err)
+	}
+	ent := &nicEntry{nic: n, p: &nicPort{
+		id:     n.ID,
+		slot:   slot,
+		worker: e.nextW % e.cfg.Workers,
+		port:   p,
+		path:   path,
+		rx:     newElement("port-rx", n.ID, e.cfg.Workers),
+		anti:   newElement("antispoof", "antispoof-"+n.ID, e.cfg.Workers),
+		trace:  newElement("trace", "trace-"+n.ID, e.cfg.Workers),
+		tx:     newElement("port-tx", n.ID, e.cfg.Workers),
+	}}
+	if n.PacketTrace {
+		if err := e.openNICTrace(ent, n); err != nil {
+			p.Close()
+			return "", err
+		}
+	}
+	v, err := e.attachVNI(n.VNI)
+	if err != nil {
+		p.Close()
+		if ent.tracer != nil {
+			ent.tracer.Close()
+		}
+		return "", err
+	}
+	_ = v
+	e.nextW++
+	ent.nic.Path = path
+	e.nics[n.ID] = ent
+	e.slots[slot] = ent
+	e.publishLocked()
+	e.log.Info("vNIC added", "id", n.ID, "path", path, "vni", n.VNI, "worker", ent.p.worker)
+	return path, nil
+}
+
+// UpdateNIC applies a vNIC's new IPs, anti-spoofing, bypass and trace
+// settings.
+func (e *Engine) UpdateNIC(n model.NIC) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.nics[n.ID]
+	if !ok {
+		return fmt.Errorf("dataplane: vNIC %q does not exist", n.ID)
+	}
+	old := ent.nic
+	var oldTracer traceWriter
+	switch {
+	case n.PacketTrace && (ent.tracer == nil || e.tracePath(n) != ent.tracePath):
+		prev := ent.tracer
+		if err := e.openNICTrace(ent, n); err != nil {
+			return err
+		}
+		oldTracer = prev
+	case !n.PacketTrace && ent.tracer != nil:
+		oldTracer = ent.tracer
+		ent.tracer = nil
+		ent.tracePath = ""
+	}
+	// ID, MAC, VNI and type never change through an update.
+	n.MAC, n.VNI, n.Type, n.Path = old.MAC, old.VNI, old.Type, old.Path
+	ent.nic = n
+	gen := e.publishLocked()
+	if oldTracer != nil {
+		e.quiesce(gen)
+		if err := oldTracer.Close(); err != nil {
+			e.log.Warn("closing packet trace", "id", n.ID, "err", err)
+		}
+	}
+	return nil
+}
+
+// DeleteNIC removes the vNIC; its port is closed once no worker uses it.
+func (e *Engine) DeleteNIC(id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.nics[id]
+	if !ok {
+		return nil
+	}
+	delete(e.nics, id)
+	e.slots[ent.p.slot] = nil
+	gen := e.publishLocked()
+	e.quiesce(gen)
+	var errs []error
+	if err := ent.p.port.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("dataplane: close vNIC %s: %w", id, err))
+	}
+	if ent.tracer != nil {
+		if err := ent.tracer.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("dataplane: close trace of vNIC %s: %w", id, err))
+		}
+	}
+	if v := e.vnis[ent.nic.VNI]; v != nil {
+		v.fdb.forget(uint16(ent.p.slot + 1))
+		e.detachVNI(v)
+	}
+	e.log.Info("vNIC deleted", "id", id)
+	return errors.Join(errs...)
+}
+
+// Stats returns the vNIC's byte counters: In from the VM, Out to it.
+func (e *Engine) Stats(id string) (model.NICStats, error) {
+	c, err := e.Counters(id)
+	if err != nil {
+		return model.NICStats{}, err
+	}
+	return model.NICStats{In: c.RxBytes, Out: c.TxBytes}, nil
+}
+
+// Counters returns the vNIC's packet and byte counters and its drops by
+// reason (drops at its port-rx, antispoof, trace and port-tx elements;
+// port-rx also counts the drops of its frames further down the graph).
+func (e *Engine) Counters(id string) (model.NICCounters, error) {
+	e.mu.Lock()
+	ent, ok := e.nics[id]
+	e.mu.Unlock()
+	if !ok {
+		return model.NICCounters{}, fmt.Errorf("dataplane: vNIC %q does not exist", id)
+	}
+	p := ent.p
+	var c model.NICCounters
+	var drops [numDrops]uint64
+	c.RxPackets, c.RxBytes, drops = p.rx.totals()
+	for _, el := range []*element{p.anti, p.trace} {
+		_, _, d := el.totals()
+		for r := range d {
+			drops[r] += d[r]
+		}
+	}
+	var d [numDrops]uint64
+	c.TxPackets, c.TxBytes, d = p.tx.totals()
+	for r := range d {
+		drops[r] += d[r]
+	}
+	c.Drops = map[string]uint64{}
+	for r, v := range drops {
+		if v != 0 {
+			c.Drops[dropName(dropReason(r))] = v
+		}
+	}
+	return c, nil
+}
+
+func (e *Engine) tracePath(n model.NIC) string {
+	if n.TracePath != "" {
+		return n.TracePath
+	}
+	return fmt.Sprintf("/tmp/butterfly-%d-%s.pcap", os.Getpid(), n.ID)
+}
+
+func (e *Engine) openNICTrace(ent *nicEntry, n model.NIC) error {
+	path := e.tracePath(n)
+	t, err := e.hooks.openTrace(path)
+	if err != nil {
+		return fmt.Errorf("dataplane: vNIC %s: packet trace %s: %w", n.ID, path, err)
+	}
+	ent.tracer = t
+	ent.tracePath = path
+	return nil
+}
+
+// attachVNI returns the VNI's long-lived state, creating it (and joining
+// its multicast group) for its first vNIC.
+func (e *Engine) attachVNI(vni uint32) (*vniLong, error) {
+	if v, ok := e.vnis[vni]; ok {
+		return v, nil
+	}
+	v := &vniLong{
+		vni: vni,
+		sw:  newElement("switch", fmt.Sprintf("switch-%d", vni), e.cfg.Workers),
+		fdb: &macTable{},
+	}
+	if len(e.cfg.HeadEnd) == 0 {
+		g := multicastGroup(e.cfg.VTEP, vni)
+		if err := e.under.JoinGroup(g); err != nil {
+			return nil, fmt.Errorf("dataplane: VNI %d: join %v: %w", vni, g, err)
+		}
+		v.group = g
+	}
+	e.vnis[vni] = v
+	return v, nil
+}
+
+// detachVNI forgets the VNI (and leaves its group) when it has no vNIC.
+func (e *Engine) detachVNI(v *vniLong) {
+	for _, n := range e.nics {
+		if n.nic.VNI == v.vni {
+			return
+		}
+	}
+	delete(e.vnis, v.vni)
+	if v.group.IsValid() {
+		if err := e.under.LeaveGroup(v.group); err != nil {
+			e.log.Warn("leaving multicast group", "vni", v.vni, "group", v.group, "err", err)
+		}
+	}
+}
+
+// publishLocked builds and publishes a snapshot of the current
+// configuration and wakes the workers; it returns its generation.
+func (e *Engine) publishLocked() uint64 {
+	e.gen++
+	s := &snapshot{
+		gen:     e.gen,
+		nics:    make([]*nicConf, len(e.slots)),
+		vnis:    make(map[uint32]*vniConf, len(e.vnis)),
+		polls:   make([][]int, e.cfg.Workers),
+		under:   e.under,
+		underFd: -1,
+		utrace:  e.utrace,
+		vtep:    e.cfg.VTEP,
+	}
+	if e.under != nil {
+		s.underFd = e.under.Fd()
+	}
+	s.mtu = e.cfg.UnderlayMTU - outerOverhead(e.cfg.VTEP)
+	s.mtuInner4 = uint16(s.mtu - 14)
+	s.mtuInner6 = uint32(s.mtu - 14)
+	for vni, l := range e.vnis {
+		v := &vniConf{vniLong: l, static: map[uint64]int{}}
+		v.hdr = [vxlanHdrLen]byte{0x08, 0, 0, 0, byte(vni >> 16), byte(vni >> 8), byte(vni), 0}
+		if l.group.IsValid() {
+			v.flood = []netip.AddrPort{netip.AddrPortFrom(l.group, vxlanPort)}
+		}
+		for _, h := range e.cfg.HeadEnd {
+			v.flood = append(v.flood, netip.AddrPortFrom(h, vxlanPort))
+		}
+		s.vnis[vni] = v
+	}
+	for slot, ent := range e.slots {
+		if ent == nil {
+			continue
+		}
+		v := s.vnis[ent.nic.VNI]
+		c := &nicConf{
+			nicPort:     ent.p,
+			mac:         ent.nic.MAC,
+			vni:         v,
+			bypass:      ent.nic.Bypass,
+			ipAntiSpoof: ent.nic.IPAntiSpoof,
+			tracer:      ent.tracer,
+		}
+		for _, ip := range ent.nic.IPs {
+			if ip = ip.Unmap(); ip.Is4() {
+				c.ipv4 = append(c.ipv4, ip.As4())
+			}
+		}
+		s.nics[slot] = c
+		v.local = append(v.local, slot)
+		v.static[mac48(c.mac[:])] = slot
+		s.polls[ent.p.worker] = append(s.polls[ent.p.worker], slot)
+	}
+	for _, v := range s.vnis {
+		sort.Ints(v.local)
+	}
+	e.snap.Store(s)
+	for _, w := range e.workers {
+		w.wake()
+	}
+	return s.gen
+}
+
+// quiesce waits until every running worker has moved to generation gen
+// or later, so that resources only older snapshots referenced can be
+// released.
+func (e *Engine) quiesce(gen uint64) {
+	if e.hooks.manual {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, w := range e.workers {
+		for w.ack.Load() < gen && !w.exited.Load() {
+			if time.Now().After(deadline) {
+				e.log.Error("worker did not reach the new configuration", "worker", w.id, "gen", gen)
+				break
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}
+}

@@ -1,0 +1,104 @@
+package dataplane
+
+import (
+	"sort"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exposes the engine's counters to Prometheus; it reads them at
+// scrape time.
+type collector struct {
+	e                                  *Engine
+	elPackets, elBytes, elDrops        *prometheus.Desc
+	nicRxP, nicRxB, nicTxP, nicTxB     *prometheus.Desc
+	nicDrops, fdbEntries, traceDropped *prometheus.Desc
+}
+
+// Collector returns a prometheus.Collector of the per-element and
+// per-vNIC counters.
+func (e *Engine) Collector() prometheus.Collector {
+	return &collector{
+		e:            e,
+		elPackets:    prometheus.NewDesc("butterfly_element_packets_total", "Frames processed by a dataplane element.", []string{"type", "name"}, nil),
+		elBytes:      prometheus.NewDesc("butterfly_element_bytes_total", "Bytes processed by a dataplane element (elements that count bytes).", []string{"type", "name"}, nil),
+		elDrops:      prometheus.NewDesc("butterfly_element_drops_total", "Frames dropped by a dataplane element, by reason.", []string{"type", "name", "reason"}, nil),
+		nicRxP:       prometheus.NewDesc("butterfly_nic_rx_packets_total", "Frames received from the VM.", []string{"nic"}, nil),
+		nicRxB:       prometheus.NewDesc("butterfly_nic_rx_bytes_total", "Bytes received from the VM.", []string{"nic"}, nil),
+		nicTxP:       prometheus.NewDesc("butterfly_nic_tx_packets_total", "Frames delivered to the VM.", []string{"nic"}, nil),
+		nicTxB:       prometheus.NewDesc("butterfly_nic_tx_bytes_total", "Bytes delivered to the VM.", []string{"nic"}, nil),
+		nicDrops:     prometheus.NewDesc("butterfly_nic_drops_total", "Frames of a vNIC dropped, by reason.", []string{"nic", "reason"}, nil),
+		fdbEntries:   prometheus.NewDesc("butterfly_vni_mac_entries", "Learned MAC entries of a VNI.", []string{"vni"}, nil),
+		traceDropped: prometheus.NewDesc("butterfly_trace_dropped_total", "Frames a packet trace writer could not keep up with.", []string{"name"}, nil),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.elPackets, c.elBytes, c.elDrops, c.nicRxP, c.nicRxB, c.nicTxP, c.nicTxB, c.nicDrops, c.fdbEntries, c.traceDropped} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	e := c.e
+	e.mu.Lock()
+	els := []*element{e.urx, e.decap, e.encap, e.utx}
+	if e.utrace != nil {
+		els = append(els, e.utraceEl)
+	}
+	type vniRow struct {
+		vni string
+		n   int
+	}
+	var vnis []vniRow
+	for _, v := range e.vnis {
+		els = append(els, v.sw)
+		vnis = append(vnis, vniRow{vni: strconv.FormatUint(uint64(v.vni), 10), n: v.fdb.count()})
+	}
+	var ids []string
+	traces := map[string]traceWriter{}
+	for id, n := range e.nics {
+		els = append(els, n.p.rx, n.p.anti, n.p.trace, n.p.tx)
+		ids = append(ids, id)
+		if n.tracer != nil {
+			traces[id] = n.tracer
+		}
+	}
+	utrace := e.utrace
+	e.mu.Unlock()
+	sort.Strings(ids)
+
+	for _, el := range els {
+		p, b, d := el.totals()
+		ch <- prometheus.MustNewConstMetric(c.elPackets, prometheus.CounterValue, float64(p), el.kind, el.name)
+		ch <- prometheus.MustNewConstMetric(c.elBytes, prometheus.CounterValue, float64(b), el.kind, el.name)
+		for r, v := range d {
+			if v != 0 {
+				ch <- prometheus.MustNewConstMetric(c.elDrops, prometheus.CounterValue, float64(v), el.kind, el.name, dropName(dropReason(r)))
+			}
+		}
+	}
+	for _, id := range ids {
+		n, err := e.Counters(id)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		ch <- prometheus.MustNewConstMetric(c.nicRxP, prometheus.CounterValue, float64(n.RxPackets), id)
+		ch <- prometheus.MustNewConstMetric(c.nicRxB, prometheus.CounterValue, float64(n.RxBytes), id)
+		ch <- prometheus.MustNewConstMetric(c.nicTxP, prometheus.CounterValue, float64(n.TxPackets), id)
+		ch <- prometheus.MustNewConstMetric(c.nicTxB, prometheus.CounterValue, float64(n.TxBytes), id)
+		for r, v := range n.Drops {
+			ch <- prometheus.MustNewConstMetric(c.nicDrops, prometheus.CounterValue, float64(v), id, r)
+		}
+	}
+	for _, v := range vnis {
+		ch <- prometheus.MustNewConstMetric(c.fdbEntries, prometheus.GaugeValue, float64(v.n), v.vni)
+	}
+	for id, t := range traces {
+		ch <- prometheus.MustNewConstMetric(c.traceDropped, prometheus.CounterValue, float64(t.Dropped()), id)
+	}
+	if utrace != nil {
+		ch <- prometheus.MustNewConstMetric(c.traceDropped, prometheus.CounterValue, float64(utrace.Dropped()), "underlay")
+	}
+}

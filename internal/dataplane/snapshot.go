@@ -1,0 +1,73 @@
+package dataplane
+
+import (
+	"net/netip"
+
+	"github.com/butterfly-go/butterfly/internal/port"
+)
+
+// snapshot is the configuration workers read. It is never modified after
+// it is published; the control plane builds a new one for every change.
+type snapshot struct {
+	gen uint64
+	// nics is indexed by port slot; nil entries are free slots.
+	nics []*nicConf
+	vnis map[uint32]*vniConf
+	// polls lists, per worker, the slots whose port it reads.
+	polls [][]int
+	// under is the underlay (nil when none); worker 0 reads it.
+	under     underlay
+	underFd   int
+	utrace    traceWriter
+	vtep      netip.Addr
+	mtu       int // largest inner frame that fits the underlay
+	mtuInner4 uint16
+	mtuInner6 uint32
+}
+
+// nicPort is the long-lived part of a vNIC: its port and counters.
+type nicPort struct {
+	id     string
+	slot   int
+	worker int
+	port   port.Port
+	path   string
+	rx     *element // port-rx: frames from the VM
+	anti   *element // antispoof
+	trace  *element // trace
+	tx     *element // port-tx: frames to the VM
+}
+
+// nicConf is one version of a vNIC's settings.
+type nicConf struct {
+	*nicPort
+	mac    [6]byte
+	vni    *vniConf
+	bypass bool
+	// ipAntiSpoof enables the ARP check against ipv4.
+	ipAntiSpoof bool
+	ipv4        [][4]byte
+	tracer      traceWriter
+}
+
+// vniLong is the long-lived part of a VNI: its switch counters and MAC
+// table survive configuration changes.
+type vniLong struct {
+	vni   uint32
+	sw    *element
+	fdb   *macTable
+	group netip.Addr // joined multicast group (invalid with head-end)
+}
+
+// vniConf is one version of a VNI.
+type vniConf struct {
+	*vniLong
+	// local lists the slots of the VNI's vNICs.
+	local []int
+	// static maps the vNICs' configured MACs to their slots.
+	static map[uint64]int
+	// flood are the underlay destinations of broadcast and unknown
+	// unicast: the multicast group or the head-end list.
+	flood []netip.AddrPort
+	hdr   [vxlanHdrLen]byte
+}

@@ -1,0 +1,256 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/butterfly-go/butterfly/internal/packet"
+)
+
+// worker is one packet-processing goroutine with its own buffer pool,
+// transmit queues and epoll instance.
+type worker struct {
+	e    *Engine
+	id   int
+	cpu  int
+	pool *packet.Pool
+
+	// rx holds the buffers handed to ReadBatch; rxn of them are set.
+	rx  []*packet.Buf
+	rxn int
+	// txq holds, per port slot, the frames to write; dirty lists the
+	// slots with frames.
+	txq   [][]*packet.Buf
+	dirty []int
+	// utx is the underlay transmit queue.
+	utx  []*packet.Buf
+	segs []*packet.Buf
+
+	snap *snapshot
+	ack  atomic.Uint64
+	// exited is set when run returns.
+	exited atomic.Bool
+
+	epfd, evfd int
+	fds        map[int]bool
+	events     []unix.EpollEvent
+	sleepMs    int
+	now        int64
+	scratch    []byte
+	ipID       uint16
+}
+
+func newWorker(e *Engine, id, cpu int) (*worker, error) {
+	w := &worker{
+		e:       e,
+		id:      id,
+		cpu:     cpu,
+		pool:    packet.NewPool(e.hooks.poolSize),
+		rx:      make([]*packet.Buf, batchSize),
+		utx:     make([]*packet.Buf, 0, batchSize),
+		segs:    make([]*packet.Buf, 0, 64),
+		fds:     map[int]bool{},
+		events:  make([]unix.EpollEvent, 16),
+		scratch: make([]byte, packet.BufSize+64),
+		epfd:    -1,
+		evfd:    -1,
+	}
+	var err error
+	w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: worker %d: epoll_create: %w", id, err)
+	}
+	w.evfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(w.epfd)
+		return nil, fmt.Errorf("dataplane: worker %d: eventfd: %w", id, err)
+	}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, w.evfd,
+		&unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(w.evfd)}); err != nil {
+		w.close()
+		return nil, fmt.Errorf("dataplane: worker %d: epoll_ctl: %w", id, err)
+	}
+	w.refillRx()
+	return w, nil
+}
+
+func (w *worker) close() {
+	if w.epfd >= 0 {
+		unix.Close(w.epfd)
+		w.epfd = -1
+	}
+	if w.evfd >= 0 {
+		unix.Close(w.evfd)
+		w.evfd = -1
+	}
+}
+
+// wake interrupts the worker's epoll sleep.
+func (w *worker) wake() {
+	if w.evfd < 0 {
+		return
+	}
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	unix.Write(w.evfd, one[:])
+}
+
+// run is the worker's loop: it busy-polls while there is traffic and
+// sleeps in epoll after an idle spell.
+func (w *worker) run() {
+	defer w.e.wg.Done()
+	defer w.exited.Store(true)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if w.cpu >= 0 {
+		var set unix.CPUSet
+		set.Set(w.cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			w.e.log.Warn("pinning worker", "worker", w.id, "cpu", w.cpu, "err", err)
+		}
+	}
+	idle := w.e.hooks.idle
+	last := time.Now()
+	for !w.e.stop.Load() {
+		if w.iterate() > 0 {
+			last = time.Now()
+			continue
+		}
+		if time.Since(last) < idle {
+			continue
+		}
+		w.sleep()
+		last = time.Now()
+	}
+	w.drop()
+}
+
+// sleep waits in epoll until a port is readable or the control plane
+// wakes the worker.
+func (w *worker) sleep() {
+	n, err := unix.EpollWait(w.epfd, w.events, w.sleepMs)
+	if err != nil && err != unix.EINTR {
+		w.e.log.Error("epoll_wait", "worker", w.id, "err", err)
+		time.Sleep(time.Millisecond)
+		return
+	}
+	for i := 0; i < n; i++ {
+		if int(w.events[i].Fd) == w.evfd {
+			var b [8]byte
+			unix.Read(w.evfd, b[:])
+		}
+	}
+}
+
+// iterate moves to the newest configuration if needed, polls every port
+// once and returns the number of frames received.
+func (w *worker) iterate() int {
+	if s := w.e.snap.Load(); s != w.snap {
+		w.apply(s)
+	}
+	s := w.snap
+	w.now = time.Now().UnixNano()
+	total := 0
+	for _, slot := range s.polls[w.id] {
+		total += w.rxNIC(s, s.nics[slot])
+	}
+	if w.id == 0 && s.under != nil {
+		total += w.rxUnderlay(s)
+	}
+	return total
+}
+
+// apply switches to snapshot s: it drops frames queued for ports that
+// left, sizes the queues and updates the epoll set. It then acknowledges
+// the generation: from now on the worker holds no reference to older
+// snapshots.
+func (w *worker) apply(s *snapshot) {
+	w.flushAll()
+	for len(w.txq) < len(s.nics) {
+		w.txq = append(w.txq, make([]*packet.Buf, 0, batchSize))
+	}
+	want := map[int]bool{}
+	w.sleepMs = 1000
+	for _, slot := range s.polls[w.id] {
+		fd := s.nics[slot].port.Fd()
+		if fd < 0 {
+			w.sleepMs = 1
+			continue
+		}
+		want[fd] = true
+	}
+	if w.id == 0 && s.under != nil {
+		if s.underFd < 0 {
+			w.sleepMs = 1
+		} else {
+			want[s.underFd] = true
+		}
+	}
+	for fd := range w.fds {
+		if !want[fd] {
+			unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+			delete(w.fds, fd)
+		}
+	}
+	for fd := range want {
+		if !w.fds[fd] {
+			if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd,
+				&unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+				w.e.log.Error("epoll_ctl add", "worker", w.id, "fd", fd, "err", err)
+				w.sleepMs = 1
+				continue
+			}
+			w.fds[fd] = true
+		}
+	}
+	w.snap = s
+	w.ack.Store(s.gen)
+}
+
+// drop releases the worker's references before it exits.
+func (w *worker) drop() {
+	w.flushAll()
+	for fd := range w.fds {
+		unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		delete(w.fds, fd)
+	}
+	w.snap = nil
+}
+
+// refillRx fills rx with buffers from the pool.
+func (w *worker) refillRx() {
+	for w.rxn < len(w.rx) {
+		b := w.get()
+		if b == nil {
+			return
+		}
+		w.rx[w.rxn] = b
+		w.rxn++
+	}
+}
+
+// get takes a buffer from the pool; when it is empty it first flushes the
+// queues, which returns their buffers.
+func (w *worker) get() *packet.Buf {
+	if b := w.pool.Get(); b != nil {
+		return b
+	}
+	w.flushAll()
+	return w.pool.Get()
+}
+
+// take removes the first n received buffers from rx, keeping the rest
+// for the next read, and refills it.
+func (w *worker) take(n int) {
+	copy(w.rx, w.rx[n:w.rxn])
+	for i := w.rxn - n; i < w.rxn; i++ {
+		w.rx[i] = nil
+	}
+	w.rxn -= n
+	w.refillRx()
+}
