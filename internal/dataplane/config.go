@@ -34,10 +34,8 @@ type Config struct {
 }
 
 const (
-	// vxlanPort is the IANA VXLAN UDP port (RFC 7348).
-	vxlanPort = 4789
-	// vxlanHdrLen is the length of the VXLAN header.
-	vxlanHdrLen = 8
+	// maxSlots bounds the number of vNICs.
+	maxSlots = 1 << 16
 	// batchSize is the number of frames a worker reads per poll.
 	batchSize = 64
 	// defaultPoolSize is the number of buffers per worker.
@@ -82,16 +80,6 @@ func (cfg *Config) normalize() error {
 	return nil
 }
 
-// outerOverhead is the bytes VXLAN adds in front of an inner frame on the
-// underlay link: outer IP, UDP and VXLAN headers (the outer Ethernet
-// header is not part of the MTU).
-func outerOverhead(vtep netip.Addr) int {
-	if vtep.Is4() {
-		return 20 + 8 + vxlanHdrLen
-	}
-	return 40 + 8 + vxlanHdrLen
-}
-
 // linkMTU returns the MTU of the interface that holds addr, 1500 if none.
 func linkMTU(addr netip.Addr) int {
 	ifs, err := net.Interfaces()
@@ -112,16 +100,4 @@ func linkMTU(addr netip.Addr) int {
 		}
 	}
 	return 1500
-}
-
-// multicastGroup returns the VNI's multicast group as the original
-// builds it: 230.<vni bytes> for IPv4, ff00::<vni> for IPv6.
-func multicastGroup(vtep netip.Addr, vni uint32) netip.Addr {
-	if vtep.Is4() {
-		return netip.AddrFrom4([4]byte{230, byte(vni >> 16), byte(vni >> 8), byte(vni)})
-	}
-	var a [16]byte
-	a[0] = 0xff
-	a[12], a[13], a[14], a[15] = byte(vni>>24), byte(vni>>16), byte(vni>>8), byte(vni)
-	return netip.AddrFrom16(a)
 }

@@ -1,21 +1,22 @@
 package dataplane
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/butterfly-go/butterfly/internal/antispoof"
+	"github.com/butterfly-go/butterfly/internal/l2"
+	"github.com/butterfly-go/butterfly/internal/vxlan"
+)
 
 // dropReason says why an element dropped a frame.
 type dropReason uint8
 
-// Drop reasons. Their names are in dropNames.
+// Drop reasons of the engine itself, then ranges for the reasons of the
+// switch (l2), anti-spoofing and VXLAN decapsulation packages.
 const (
-	dropNoBuffer dropReason = iota
+	dropNone dropReason = iota
+	dropNoBuffer
 	dropMalformed
-	dropAntispoofMAC
-	dropAntispoofRARP
-	dropAntispoofARP
-	dropReservedMAC
-	dropHairpin
-	dropUnknownVNI
-	dropBadVXLAN
 	dropNoRoute
 	dropTooBig
 	dropSegmentation
@@ -24,46 +25,74 @@ const (
 	dropTxError
 	dropRxError
 	dropCaptureFull
-	numDrops
+	numEngineDrops
+
+	dropSwitchBase = numEngineDrops
+	dropSpoofBase  = dropSwitchBase + 8
+	dropDecapBase  = dropSpoofBase + 16
+	numDrops       = dropDecapBase + 8
 )
 
-// dropName names a drop reason as Counters and the metrics report it.
-func dropName(r dropReason) string {
+func switchDrop(r l2.Reason) dropReason {
+	if r >= 8 {
+		r = 0
+	}
+	return dropSwitchBase + dropReason(r)
+}
+
+func spoofDrop(r antispoof.Reason) dropReason {
+	if r >= 16 {
+		r = 0
+	}
+	return dropSpoofBase + dropReason(r)
+}
+
+func decapDrop(r vxlan.DropReason) dropReason {
+	if r >= 8 {
+		r = 0
+	}
+	return dropDecapBase + dropReason(r)
+}
+
+func engineDropName(r dropReason) string {
 	switch r {
+	case dropNone:
+		return "none"
 	case dropNoBuffer:
-		return "no-buffer"
+		return "no_buffer"
 	case dropMalformed:
 		return "malformed"
-	case dropAntispoofMAC:
-		return "antispoof-mac"
-	case dropAntispoofRARP:
-		return "antispoof-rarp"
-	case dropAntispoofARP:
-		return "antispoof-arp"
-	case dropReservedMAC:
-		return "reserved-mac"
-	case dropHairpin:
-		return "hairpin"
-	case dropUnknownVNI:
-		return "unknown-vni"
-	case dropBadVXLAN:
-		return "bad-vxlan"
 	case dropNoRoute:
-		return "no-route"
+		return "no_route"
 	case dropTooBig:
-		return "too-big"
+		return "too_big"
 	case dropSegmentation:
 		return "segmentation"
 	case dropNoUnderlay:
-		return "no-underlay"
+		return "no_underlay"
 	case dropTxFull:
-		return "tx-full"
+		return "tx_full"
 	case dropTxError:
-		return "tx-error"
+		return "tx_error"
 	case dropRxError:
-		return "rx-error"
+		return "rx_error"
 	case dropCaptureFull:
-		return "capture-full"
+		return "capture_full"
+	}
+	return "unknown"
+}
+
+// dropName names a drop reason as Counters and the metrics report it.
+func dropName(r dropReason) string {
+	switch {
+	case r < numEngineDrops:
+		return engineDropName(r)
+	case r < dropSpoofBase:
+		return "switch_" + l2.Reason(r-dropSwitchBase).String()
+	case r < dropDecapBase:
+		return "antispoof_" + antispoof.Reason(r-dropSpoofBase).String()
+	case r < numDrops:
+		return "vxlan_" + vxlan.DropReason(r-dropDecapBase).String()
 	}
 	return "unknown"
 }

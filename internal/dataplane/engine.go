@@ -6,13 +6,24 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/butterfly-go/butterfly/internal/antispoof"
+	"github.com/butterfly-go/butterfly/internal/l2"
 	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/port"
+	"github.com/butterfly-go/butterfly/internal/vxlan"
+)
+
+const (
+	// underPort is the switch port of the underlay in every VNI.
+	underPort = ^uint32(0)
+	// fdbSize and fdbMaxAge size each VNI's table of remote MACs.
+	fdbSize   = 4096
+	fdbMaxAge = 300 * time.Second
 )
 
 // underlay is what the engine needs of the VXLAN underlay socket.
@@ -51,22 +62,23 @@ type Engine struct {
 
 	snap atomic.Pointer[snapshot]
 
-	mu      sync.Mutex // serializes the control plane
-	gen     uint64
-	closed  bool
-	nics    map[string]*nicEntry
-	vnis    map[uint32]*vniLong
-	slots   []*nicEntry
-	nextW   int
-	under   underlay
-	utrace  traceWriter
-	remotes remoteTable
+	mu     sync.Mutex // serializes the control plane
+	gen    uint64
+	closed bool
+	nics   map[string]*nicEntry
+	vnis   map[uint32]*vniLong
+	slots  []*nicEntry
+	nextW  int
+	under  underlay
+	utrace traceWriter
 
 	workers []*worker
 	wg      sync.WaitGroup
 	stop    atomic.Bool
 
 	urx, decap, encap, utx, utraceEl *element
+	// start is the origin of the workers' monotonic clock.
+	start time.Time
 }
 
 // nicEntry is the control plane's record of a vNIC.
@@ -111,6 +123,7 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		hooks: h,
+		start: time.Now(),
 		nics:  make(map[string]*nicEntry),
 		vnis:  make(map[uint32]*vniLong),
 	}
@@ -126,7 +139,7 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 
 	u, err := h.openUnderlay(&cfg)
 	if err != nil {
-		return nil, fmt.Errorf("dataplane: underlay on %v:%d: %w", cfg.VTEP, vxlanPort, err)
+		return nil, fmt.Errorf("dataplane: underlay on %v:%d: %w", cfg.VTEP, vxlan.Port, err)
 	}
 	e.under = u
 	if cfg.TraceUnderlay != "" {
@@ -343,7 +356,6 @@ func (e *Engine) DeleteNIC(id string) error {
 		}
 	}
 	if v := e.vnis[ent.nic.VNI]; v != nil {
-		v.fdb.forget(uint16(ent.p.slot + 1))
 		e.detachVNI(v)
 	}
 	e.log.Info("vNIC deleted", "id", id)
@@ -420,10 +432,11 @@ func (e *Engine) attachVNI(vni uint32) (*vniLong, error) {
 	v := &vniLong{
 		vni: vni,
 		sw:  newElement("switch", fmt.Sprintf("switch-%d", vni), e.cfg.Workers),
-		fdb: &macTable{},
+		l2:  l2.New(vni, l2.Options{}),
+		fdb: vxlan.NewFDB(fdbSize, fdbMaxAge),
 	}
 	if len(e.cfg.HeadEnd) == 0 {
-		g := multicastGroup(e.cfg.VTEP, vni)
+		g := vxlan.MulticastGroup(vni, e.cfg.VTEP.Is6())
 		if err := e.under.JoinGroup(g); err != nil {
 			return nil, fmt.Errorf("dataplane: VNI %d: join %v: %w", vni, g, err)
 		}
@@ -465,46 +478,45 @@ func (e *Engine) publishLocked() uint64 {
 	if e.under != nil {
 		s.underFd = e.under.Fd()
 	}
-	s.mtu = e.cfg.UnderlayMTU - outerOverhead(e.cfg.VTEP)
+	s.mtu = vxlan.InnerMTU(e.cfg.UnderlayMTU, e.cfg.VTEP.Is6()) + packet.EthernetLen
 	s.mtuInner4 = uint16(s.mtu - 14)
 	s.mtuInner6 = uint32(s.mtu - 14)
 	for vni, l := range e.vnis {
-		v := &vniConf{vniLong: l, static: map[uint64]int{}}
-		v.hdr = [vxlanHdrLen]byte{0x08, 0, 0, 0, byte(vni >> 16), byte(vni >> 8), byte(vni), 0}
+		v := &vniConf{vniLong: l}
 		if l.group.IsValid() {
-			v.flood = []netip.AddrPort{netip.AddrPortFrom(l.group, vxlanPort)}
+			v.flood = []netip.AddrPort{netip.AddrPortFrom(l.group, vxlan.Port)}
 		}
 		for _, h := range e.cfg.HeadEnd {
-			v.flood = append(v.flood, netip.AddrPortFrom(h, vxlanPort))
+			v.flood = append(v.flood, netip.AddrPortFrom(h, vxlan.Port))
 		}
 		s.vnis[vni] = v
 	}
+	members := map[uint32][]uint32{}
 	for slot, ent := range e.slots {
 		if ent == nil {
 			continue
 		}
-		v := s.vnis[ent.nic.VNI]
 		c := &nicConf{
-			nicPort:     ent.p,
-			mac:         ent.nic.MAC,
-			vni:         v,
-			bypass:      ent.nic.Bypass,
-			ipAntiSpoof: ent.nic.IPAntiSpoof,
-			tracer:      ent.tracer,
-		}
-		for _, ip := range ent.nic.IPs {
-			if ip = ip.Unmap(); ip.Is4() {
-				c.ipv4 = append(c.ipv4, ip.As4())
-			}
+			nicPort: ent.p,
+			mac:     ent.nic.MAC,
+			vni:     s.vnis[ent.nic.VNI],
+			bypass:  ent.nic.Bypass,
+			spoof:   antispoof.NewConfig(packet.MAC(ent.nic.MAC), ent.nic.IPs, ent.nic.IPAntiSpoof),
+			tracer:  ent.tracer,
 		}
 		s.nics[slot] = c
-		v.local = append(v.local, slot)
-		v.static[mac48(c.mac[:])] = slot
+		members[ent.nic.VNI] = append(members[ent.nic.VNI], uint32(slot))
 		s.polls[ent.p.worker] = append(s.polls[ent.p.worker], slot)
 	}
-	for _, v := range s.vnis {
-		sort.Ints(v.local)
+	for vni, v := range s.vnis {
+		ports := members[vni]
+		if s.under != nil {
+			ports = append(ports, underPort)
+		}
+		v.l2.SetPorts(ports)
 	}
+	vnis := s.vnis
+	s.known = func(vni uint32) bool { return vnis[vni] != nil }
 	e.snap.Store(s)
 	for _, w := range e.workers {
 		w.wake()

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -29,7 +30,7 @@ func (e *Engine) Collector() prometheus.Collector {
 		nicTxP:       prometheus.NewDesc("butterfly_nic_tx_packets_total", "Frames delivered to the VM.", []string{"nic"}, nil),
 		nicTxB:       prometheus.NewDesc("butterfly_nic_tx_bytes_total", "Bytes delivered to the VM.", []string{"nic"}, nil),
 		nicDrops:     prometheus.NewDesc("butterfly_nic_drops_total", "Frames of a vNIC dropped, by reason.", []string{"nic", "reason"}, nil),
-		fdbEntries:   prometheus.NewDesc("butterfly_vni_mac_entries", "Learned MAC entries of a VNI.", []string{"vni"}, nil),
+		fdbEntries:   prometheus.NewDesc("butterfly_vni_mac_entries", "Remote MACs learned in a VNI (live entries of its FDB).", []string{"vni"}, nil),
 		traceDropped: prometheus.NewDesc("butterfly_trace_dropped_total", "Frames a packet trace writer could not keep up with.", []string{"name"}, nil),
 	}
 }
@@ -54,7 +55,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	var vnis []vniRow
 	for _, v := range e.vnis {
 		els = append(els, v.sw)
-		vnis = append(vnis, vniRow{vni: strconv.FormatUint(uint64(v.vni), 10), n: v.fdb.count()})
+		vnis = append(vnis, vniRow{vni: strconv.FormatUint(uint64(v.vni), 10), n: v.fdb.Len(int64(time.Since(e.start)))})
 	}
 	var ids []string
 	traces := map[string]traceWriter{}

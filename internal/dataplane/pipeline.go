@@ -1,10 +1,12 @@
 package dataplane
 
 import (
-	"encoding/binary"
 	"net/netip"
 
+	"github.com/butterfly-go/butterfly/internal/antispoof"
+	"github.com/butterfly-go/butterfly/internal/l2"
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/vxlan"
 )
 
 // rxNIC reads one batch from a vNIC and pushes it through port-rx, trace,
@@ -28,6 +30,7 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 		n = w.rxn
 	}
 	var bytes, passed uint64
+	cfg := nic.vni.l2.Config()
 	for i := 0; i < n; i++ {
 		b := w.rx[i]
 		bytes += uint64(b.Len())
@@ -36,14 +39,14 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 			w.capture(nic.tracer, nic.trace, b.Bytes())
 		}
 		if !nic.bypass {
-			if r := checkSpoof(nic, b.Bytes()); r != 0 {
-				nic.anti.drop(w.id, r)
+			if r := nic.spoof.Check(b.Bytes()); r != antispoof.OK {
+				nic.anti.drop(w.id, spoofDrop(r))
 				w.pool.Put(b)
 				continue
 			}
 			passed++
 		}
-		w.switchFromVM(s, nic, b)
+		w.switchFromVM(s, nic, cfg, b)
 	}
 	nic.rx.add(w.id, uint64(n), bytes)
 	if passed > 0 {
@@ -64,82 +67,58 @@ func (w *worker) capture(t traceWriter, el *element, frame []byte) {
 	}
 }
 
-// isReserved reports IEEE 802.1D reserved destinations 01:80:c2:00:00:0x,
-// which a bridge must not forward.
-func isReserved(f []byte) bool {
-	return f[0] == 0x01 && f[1] == 0x80 && f[2] == 0xc2 && f[3] == 0 && f[4] == 0 && f[5]&0xf0 == 0
-}
-
-// switchFromVM forwards a frame from a local vNIC within its VNI: to a
-// local vNIC, to a remote VTEP, or flooded to both.
-func (w *worker) switchFromVM(s *snapshot, nic *nicConf, b *packet.Buf) {
-	f := b.Bytes()
+// switchFromVM forwards a frame from a local vNIC within its VNI, as the
+// VNI's learning switch decides: to a local vNIC, to the remote VTEP
+// behind the destination, or flooded to both.
+func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.Buf) {
 	v := nic.vni
-	if len(f) < packet.EthernetLen {
-		w.dropFrom(nic, v.sw, dropMalformed, b)
-		return
-	}
-	if isReserved(f) {
-		w.dropFrom(nic, v.sw, dropReservedMAC, b)
-		return
-	}
-	if nic.bypass && f[6]&1 == 0 {
-		// A bypass vNIC may use other MACs: learn them.
-		src := mac48(f[6:12])
-		if _, ok := v.static[src]; !ok {
-			v.fdb.learn(src, uint16(nic.slot+1))
-		}
-	}
-	if f[0]&1 != 0 {
-		w.flood(s, nic, v, b)
-		return
-	}
-	dst := mac48(f[0:6])
-	if slot, ok := v.static[dst]; ok {
-		if slot == nic.slot {
-			w.dropFrom(nic, v.sw, dropHairpin, b)
+	d := v.l2.DecideOne(cfg, b.Bytes(), b.InPort, w.mono)
+	switch d.Action {
+	case l2.Forward:
+		if d.Port != underPort {
+			w.toLocal(s, nic, v, d.Port, b)
 			return
 		}
-		w.toPort(s, slot, b)
-		return
-	}
-	if val := v.fdb.lookup(dst); val != 0 {
-		if val&remoteBit != 0 {
-			if ap, ok := w.e.remotes.get(val &^ remoteBit); ok {
-				w.encapsulate(s, nic, v, b, ap, nil)
-				return
-			}
-		} else if slot := int(val - 1); slot < len(s.nics) && s.nics[slot] != nil && s.nics[slot].vni == v {
-			if slot == nic.slot {
-				w.dropFrom(nic, v.sw, dropHairpin, b)
-				return
-			}
-			w.toPort(s, slot, b)
+		if vtep, ok := v.fdb.Lookup(packet.Ethernet(b.Bytes()).Dst(), w.mono); ok {
+			w.encapsulate(s, nic, v, b, netip.AddrPortFrom(vtep, vxlan.Port), nil)
 			return
 		}
+		// The FDB aged out before the switch: flood.
+	case l2.Flood:
+	default:
+		w.dropFrom(nic, v.sw, switchDrop(d.Reason), b)
+		return
 	}
-	w.flood(s, nic, v, b)
-}
-
-// flood sends a frame from a local vNIC to every other local vNIC of the
-// VNI and to the VNI's flood destinations on the underlay.
-func (w *worker) flood(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf) {
-	for _, slot := range v.local {
-		if slot == nic.slot {
-			continue
-		}
-		c := w.clone(b)
-		if c == nil {
-			w.dropFrom(nic, v.sw, dropNoBuffer, nil)
-			continue
-		}
-		w.toPort(s, slot, c)
-	}
-	if len(v.flood) == 0 || s.under == nil {
+	w.fl = cfg.AppendFlood(w.fl[:0], b.InPort)
+	if len(w.fl) == 0 {
 		w.pool.Put(b)
 		return
 	}
-	w.encapsulate(s, nic, v, b, netip.AddrPort{}, v.flood)
+	last := len(w.fl) - 1
+	for i, p := range w.fl {
+		c := b
+		if i < last {
+			if c = w.clone(b); c == nil {
+				w.dropFrom(nic, v.sw, dropNoBuffer, nil)
+				continue
+			}
+		}
+		if p == underPort {
+			w.encapsulate(s, nic, v, c, netip.AddrPort{}, v.flood)
+		} else {
+			w.toLocal(s, nic, v, p, c)
+		}
+	}
+}
+
+// toLocal queues a frame for local port p of VNI v if the snapshot agrees
+// that p is in v (the switch's port set may be newer).
+func (w *worker) toLocal(s *snapshot, src *nicConf, v *vniConf, p uint32, b *packet.Buf) {
+	if int(p) >= len(s.nics) || s.nics[p] == nil || s.nics[p].vni.vniLong != v.vniLong {
+		w.dropFrom(src, v.sw, dropNoRoute, b)
+		return
+	}
+	w.toPort(s, int(p), b)
 }
 
 // clone copies a frame and its metadata into a new buffer.
@@ -238,7 +217,7 @@ func (w *worker) flushPort(s *snapshot, slot int) {
 // completed first; frames that do not fit the underlay MTU are answered
 // with an ICMP error to the sending vNIC.
 func (w *worker) encapsulate(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf, dst netip.AddrPort, dsts []netip.AddrPort) {
-	if s.under == nil {
+	if s.under == nil || (dsts == nil && !dst.IsValid()) || (dsts != nil && len(dsts) == 0) {
 		w.dropFrom(nic, w.e.encap, dropNoUnderlay, b)
 		return
 	}
@@ -325,12 +304,10 @@ func (w *worker) segPayload(s *snapshot, b *packet.Buf) (int, bool) {
 // encapOne prepends the VXLAN header and queues the datagram for each
 // destination.
 func (w *worker) encapOne(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf, dst netip.AddrPort, dsts []netip.AddrPort) {
-	h := b.Prepend(vxlanHdrLen)
-	if h == nil {
+	if !vxlan.Encap(b, v.vni) {
 		w.dropFrom(nic, w.e.encap, dropMalformed, b)
 		return
 	}
-	copy(h, v.hdr[:])
 	b.VNet = packet.VNetHdr{}
 	w.e.encap.add(w.id, 1, uint64(b.Len()))
 	if dsts == nil {
@@ -467,7 +444,7 @@ func (w *worker) rxUnderlay(s *snapshot) int {
 			w.captureOuter(s, b, true)
 		}
 		v, r := w.decapOne(s, b)
-		if r != 0 {
+		if r != dropNone {
 			w.e.decap.drop(w.id, r)
 			w.pool.Put(b)
 			continue
@@ -482,123 +459,82 @@ func (w *worker) rxUnderlay(s *snapshot) int {
 	return n
 }
 
-// decapOne checks and strips the VXLAN header and learns the inner
-// source MAC.
+// decapOne checks and strips the VXLAN header and learns the remote
+// VTEP of the inner source MAC.
 func (w *worker) decapOne(s *snapshot, b *packet.Buf) (*vniConf, dropReason) {
-	p := b.Bytes()
-	if len(p) < vxlanHdrLen+packet.EthernetLen {
-		return nil, dropMalformed
+	vni, r := vxlan.Decap(b, s.known)
+	if r != vxlan.DropNone {
+		return nil, decapDrop(r)
 	}
-	if p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 {
-		return nil, dropBadVXLAN
-	}
-	vni := uint32(p[4])<<16 | uint32(p[5])<<8 | uint32(p[6])
 	v := s.vnis[vni]
-	if v == nil {
-		return nil, dropUnknownVNI
-	}
-	b.TrimFront(vxlanHdrLen)
 	b.VNet = packet.VNetHdr{}
-	f := b.Bytes()
-	if f[6]&1 == 0 {
-		src := mac48(f[6:12])
-		if _, local := v.static[src]; !local {
-			if idx, ok := w.e.remotes.intern(b.Peer.Addr().Unmap()); ok {
-				v.fdb.learn(src, remoteBit|idx)
-			}
-		}
-	}
-	return v, 0
+	b.InPort = underPort
+	v.fdb.Learn(packet.Ethernet(b.Bytes()).Src(), b.Peer.Addr().Unmap(), w.mono)
+	return v, dropNone
 }
 
-// switchFromNet delivers a decapsulated frame to the VNI's local vNICs.
+// switchFromNet delivers a decapsulated frame to the VNI's local vNICs as
+// the switch decides (frames for remote MACs are hairpins and dropped).
 func (w *worker) switchFromNet(s *snapshot, v *vniConf, b *packet.Buf) {
-	f := b.Bytes()
 	v.sw.add(w.id, 1, 0)
-	if isReserved(f) {
-		w.dropFrom(nil, v.sw, dropReservedMAC, b)
+	cfg := v.l2.Config()
+	d := v.l2.DecideOne(cfg, b.Bytes(), underPort, w.mono)
+	switch d.Action {
+	case l2.Forward:
+		w.toLocal(s, nil, v, d.Port, b)
+		return
+	case l2.Flood:
+	default:
+		w.dropFrom(nil, v.sw, switchDrop(d.Reason), b)
 		return
 	}
-	if f[0]&1 == 0 {
-		dst := mac48(f[0:6])
-		if slot, ok := v.static[dst]; ok {
-			w.toPort(s, slot, b)
-			return
-		}
-		if val := v.fdb.lookup(dst); val != 0 {
-			if val&remoteBit != 0 {
-				w.dropFrom(nil, v.sw, dropNoRoute, b)
-				return
-			}
-			if slot := int(val - 1); slot < len(s.nics) && s.nics[slot] != nil && s.nics[slot].vni == v {
-				w.toPort(s, slot, b)
-				return
-			}
-		}
-	}
-	if len(v.local) == 0 {
+	w.fl = cfg.AppendFlood(w.fl[:0], underPort)
+	if len(w.fl) == 0 {
 		w.dropFrom(nil, v.sw, dropNoRoute, b)
 		return
 	}
-	for i, slot := range v.local {
+	last := len(w.fl) - 1
+	for i, p := range w.fl {
 		c := b
-		if i < len(v.local)-1 {
-			c = w.clone(b)
-			if c == nil {
+		if i < last {
+			if c = w.clone(b); c == nil {
 				w.dropFrom(nil, v.sw, dropNoBuffer, nil)
 				continue
 			}
 		}
-		w.toPort(s, slot, c)
+		w.toLocal(s, nil, v, p, c)
 	}
 }
 
 // captureOuter records a VXLAN datagram in the underlay trace as the
-// full outer frame (Ethernet, IP, UDP) the kernel sends or received.
+// full outer frame (Ethernet, IP, UDP) that the kernel sends or received.
+// The outer MACs are placeholders: the kernel owns the underlay's link
+// layer.
 func (w *worker) captureOuter(s *snapshot, b *packet.Buf, rx bool) {
 	payload := b.Bytes()
-	local := netip.AddrPortFrom(s.vtep, vxlanPort)
-	src, dst := local, b.Peer
+	o := vxlan.Outer{
+		SrcMAC: packet.MAC{0x02, 0, 0, 0, 0, 1},
+		Src:    netip.AddrPortFrom(s.vtep, vxlan.Port),
+		Dst:    netip.AddrPortFrom(b.Peer.Addr().Unmap(), b.Peer.Port()),
+		TTL:    64,
+	}
 	if rx {
-		src, dst = b.Peer, local
+		o.Src, o.Dst = o.Dst, o.Src
+		o.SrcMAC, o.DstMAC = packet.MAC{0x02, 0, 0, 0, 0, 2}, packet.MAC{0x02, 0, 0, 0, 0, 1}
+	} else if !o.Dst.Addr().IsMulticast() {
+		o.DstMAC = packet.MAC{0x02, 0, 0, 0, 0, 2}
 	}
-	sa, da := src.Addr().Unmap(), dst.Addr().Unmap()
-	f := w.scratch
-	ip := 14
-	var l4 int
-	udpLen := 8 + len(payload)
-	if sa.Is4() && da.Is4() {
-		if 20+udpLen > 65535 {
-			return
-		}
-		binary.BigEndian.PutUint16(f[12:], 0x0800)
-		w.ipID++
-		packet.IPv4(f[ip:]).Encode(0, uint16(20+udpLen), w.ipID, 0, 64, packet.ProtoUDP, sa, da)
-		l4 = ip + 20
-	} else {
-		if udpLen > 65535 {
-			return
-		}
-		binary.BigEndian.PutUint16(f[12:], 0x86dd)
-		h := f[ip : ip+40]
-		binary.BigEndian.PutUint32(h[0:], 6<<28)
-		binary.BigEndian.PutUint16(h[4:], uint16(udpLen))
-		h[6], h[7] = packet.ProtoUDP, 255
-		s16, d16 := sa.As16(), da.As16()
-		copy(h[8:24], s16[:])
-		copy(h[24:40], d16[:])
-		l4 = ip + 40
+	w.ipID++
+	o.ID = w.ipID
+	hl := vxlan.OuterLen(s.vtep.Is6())
+	if hl+len(payload) > len(w.scratch) {
+		w.e.utraceEl.drop(w.id, dropCaptureFull)
+		return
 	}
-	// Placeholder MACs: the kernel owns the underlay's link layer.
-	copy(f[0:12], []byte{0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1}[:12])
-	if rx {
-		copy(f[0:12], []byte{0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2}[:12])
+	copy(w.scratch[hl:], payload)
+	if vxlan.PutOuter(w.scratch, &o, len(payload)) == 0 {
+		w.e.utraceEl.drop(w.id, dropMalformed)
+		return
 	}
-	u := f[l4 : l4+8]
-	binary.BigEndian.PutUint16(u[0:], src.Port())
-	binary.BigEndian.PutUint16(u[2:], dst.Port())
-	binary.BigEndian.PutUint16(u[4:], uint16(udpLen))
-	binary.BigEndian.PutUint16(u[6:], 0)
-	n := copy(f[l4+8:], payload)
-	w.capture(s.utrace, w.e.utraceEl, f[:l4+8+n])
+	w.capture(s.utrace, w.e.utraceEl, w.scratch[:hl+len(payload)])
 }

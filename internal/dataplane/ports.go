@@ -1,27 +1,39 @@
 package dataplane
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"strings"
 
+	"github.com/butterfly-go/butterfly/internal/pcap"
 	"github.com/butterfly-go/butterfly/internal/port"
+	"github.com/butterfly-go/butterfly/internal/port/tap"
+	"github.com/butterfly-go/butterfly/internal/port/udp"
+	"github.com/butterfly-go/butterfly/internal/vxlan"
 )
 
-// errNoPorts is returned until the TAP, UDP and pcap packages are wired.
-var errNoPorts = errors.New("not available in this build")
+// traceMaxBytes bounds each packet trace file.
+const traceMaxBytes = 1 << 30
 
+// openUDPUnderlay binds the underlay socket to VTEP:4789. One socket
+// sends everything, so the UDP source port is always 4789: the underlay
+// gets no ECMP entropy from it.
 func openUDPUnderlay(cfg *Config) (underlay, error) {
-	return nil, errNoPorts
+	return udp.Listen(cfg.VTEP, vxlan.Port, udp.Options{})
 }
 
+// openTAP creates the TAP device name and returns its interface name as
+// the vNIC's path.
 func openTAP(name string, offload bool) (port.Port, string, error) {
-	return nil, "", errNoPorts
+	p, err := tap.Open(name, tap.Options{Offload: offload})
+	if err != nil {
+		return nil, "", err
+	}
+	return p, p.Name(), nil
 }
 
 func openPcap(path string) (traceWriter, error) {
-	return nil, errNoPorts
+	return pcap.NewWriter(path, traceMaxBytes)
 }
 
 // tapName derives a free interface name (at most 15 bytes) from a vNIC

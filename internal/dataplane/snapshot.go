@@ -3,7 +3,10 @@ package dataplane
 import (
 	"net/netip"
 
+	"github.com/butterfly-go/butterfly/internal/antispoof"
+	"github.com/butterfly-go/butterfly/internal/l2"
 	"github.com/butterfly-go/butterfly/internal/port"
+	"github.com/butterfly-go/butterfly/internal/vxlan"
 )
 
 // snapshot is the configuration workers read. It is never modified after
@@ -23,6 +26,8 @@ type snapshot struct {
 	mtu       int // largest inner frame that fits the underlay
 	mtuInner4 uint16
 	mtuInner6 uint32
+	// known reports whether a VNI exists (for vxlan.Decap).
+	known func(vni uint32) bool
 }
 
 // nicPort is the long-lived part of a vNIC: its port and counters.
@@ -44,10 +49,8 @@ type nicConf struct {
 	mac    [6]byte
 	vni    *vniConf
 	bypass bool
-	// ipAntiSpoof enables the ARP check against ipv4.
-	ipAntiSpoof bool
-	ipv4        [][4]byte
-	tracer      traceWriter
+	spoof  *antispoof.Config
+	tracer traceWriter
 }
 
 // vniLong is the long-lived part of a VNI: its switch counters and MAC
@@ -55,19 +58,15 @@ type nicConf struct {
 type vniLong struct {
 	vni   uint32
 	sw    *element
-	fdb   *macTable
+	l2    *l2.Switch
+	fdb   *vxlan.FDB
 	group netip.Addr // joined multicast group (invalid with head-end)
 }
 
 // vniConf is one version of a VNI.
 type vniConf struct {
 	*vniLong
-	// local lists the slots of the VNI's vNICs.
-	local []int
-	// static maps the vNICs' configured MACs to their slots.
-	static map[uint64]int
 	// flood are the underlay destinations of broadcast and unknown
 	// unicast: the multicast group or the head-end list.
 	flood []netip.AddrPort
-	hdr   [vxlanHdrLen]byte
 }

@@ -30,6 +30,8 @@ type worker struct {
 	// utx is the underlay transmit queue.
 	utx  []*packet.Buf
 	segs []*packet.Buf
+	// fl is scratch for the ports a frame is flooded to.
+	fl []uint32
 
 	snap *snapshot
 	ack  atomic.Uint64
@@ -40,7 +42,8 @@ type worker struct {
 	fds        map[int]bool
 	events     []unix.EpollEvent
 	sleepMs    int
-	now        int64
+	now        int64 // wall clock, for traces
+	mono       int64 // monotonic, for MAC ageing
 	scratch    []byte
 	ipID       uint16
 }
@@ -54,6 +57,7 @@ func newWorker(e *Engine, id, cpu int) (*worker, error) {
 		rx:      make([]*packet.Buf, batchSize),
 		utx:     make([]*packet.Buf, 0, batchSize),
 		segs:    make([]*packet.Buf, 0, 64),
+		fl:      make([]uint32, 0, 1024),
 		fds:     map[int]bool{},
 		events:  make([]unix.EpollEvent, 16),
 		scratch: make([]byte, packet.BufSize+64),
@@ -154,7 +158,9 @@ func (w *worker) iterate() int {
 		w.apply(s)
 	}
 	s := w.snap
-	w.now = time.Now().UnixNano()
+	t := time.Now()
+	w.now = t.UnixNano()
+	w.mono = int64(t.Sub(w.e.start))
 	total := 0
 	for _, slot := range s.polls[w.id] {
 		total += w.rxNIC(s, s.nics[slot])
