@@ -16,12 +16,11 @@ func hmix(h, v uint64) uint64 {
 }
 
 // FlowHash returns a hash of the frame's flow for spreading flows over
-// underlay paths (the VXLAN UDP source port, RFC 7348 section 5): the
-// IP addresses, protocol and, for TCP/UDP/SCTP first fragments, the
-// ports; all fragments of a packet hash alike only when unfragmented
-// packets of the flow carry no ports, so fragments hash on addresses and
-// protocol. Non-IP frames hash on the MACs and EtherType. It never
-// allocates.
+// underlay paths (the VXLAN UDP source port, RFC 7348 section 5). IP
+// frames hash on addresses and protocol, plus the ports for unfragmented
+// TCP, UDP and SCTP (fragments carry no ports, so they hash on addresses
+// and protocol only); other frames hash on the MACs and EtherType. It
+// never allocates.
 func FlowHash(frame []byte) uint32 {
 	var l Layers
 	h := uint64(hashK1)
