@@ -39,7 +39,7 @@ type Dataplane struct {
 	nics     map[string]model.NIC
 	stats    map[string]model.NICStats
 	counters map[string]model.NICCounters
-	fail     map[[2]string]error
+	fail     map[[2]string]*failure
 	dot      string
 }
 
@@ -52,7 +52,7 @@ func NewDataplane() *Dataplane {
 		nics:     make(map[string]model.NIC),
 		stats:    make(map[string]model.NICStats),
 		counters: make(map[string]model.NICCounters),
-		fail:     make(map[[2]string]error),
+		fail:     make(map[[2]string]*failure),
 		dot:      "strict graph G {\n}\n",
 	}
 }
@@ -64,23 +64,49 @@ func (d *Dataplane) SetSocketDir(dir string) {
 	d.dir = dir
 }
 
+type failure struct {
+	err  error
+	left int // calls left to fail; < 0 = forever
+}
+
 // FailOn makes every call of op (OpAddNIC...) for vNIC id fail with err;
 // id "" matches any vNIC. A nil err removes the failure.
 func (d *Dataplane) FailOn(op, id string, err error) {
+	d.failN(op, id, err, -1)
+}
+
+// FailOnce makes the next call of op for vNIC id ("" = any) fail with err.
+func (d *Dataplane) FailOnce(op, id string, err error) {
+	d.failN(op, id, err, 1)
+}
+
+func (d *Dataplane) failN(op, id string, err error, n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err == nil {
 		delete(d.fail, [2]string{op, id})
 		return
 	}
-	d.fail[[2]string{op, id}] = err
+	d.fail[[2]string{op, id}] = &failure{err: err, left: n}
 }
 
+// failure returns the error the call of op on id must fail with, if any,
+// and consumes one-shot failures.
 func (d *Dataplane) failure(op, id string) error {
-	if err := d.fail[[2]string{op, id}]; err != nil {
-		return err
+	for _, k := range [][2]string{{op, id}, {op, ""}} {
+		f := d.fail[k]
+		if f == nil {
+			continue
+		}
+		if f.left > 0 {
+			f.left--
+			if f.left == 0 {
+				delete(d.fail, k)
+			}
+		}
+		return f.err
 	}
-	return d.fail[[2]string{op, ""}]
+	return nil
 }
 
 // SetStats sets the byte counters Stats reports for id.

@@ -1,0 +1,366 @@
+package model_test
+
+import (
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+)
+
+func cidr(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func TestRuleKey(t *testing.T) {
+	tests := []struct {
+		r    model.Rule
+		want string
+	}{
+		{model.Rule{Protocol: 6, PortStart: 22, PortEnd: 22, CIDR: cidr("10.0.0.0/24")}, "0-6-22-22-10.0.0.0/24-"},
+		{model.Rule{Protocol: 17, PortStart: 8000, PortEnd: 8000, SG: "sg-1"}, "0-17-8000-8000-/0-sg-1"},
+		{model.Rule{Direction: model.Outbound, Protocol: -1, CIDR: cidr("::/0")}, "1--1-0-0-::/0-"},
+		// Host bits kept, IPv6 written as inet_ntop does.
+		{model.Rule{Protocol: -1, PortEnd: 1024, CIDR: netip.PrefixFrom(netip.MustParseAddr("2001:0db8:0000:85a3:0000:0000:ac1f:8001"), 8)},
+			"0--1-0-1024-2001:db8:0:85a3::ac1f:8001/8-"},
+		{model.Rule{Protocol: 1, CIDR: cidr("10.0.0.1/32")}, "0-1-0-0-10.0.0.1/32-"},
+	}
+	for _, tc := range tests {
+		if got := tc.r.Key(); got != tc.want {
+			t.Errorf("Key(%+v) = %q, want %q", tc.r, got, tc.want)
+		}
+	}
+}
+
+func TestRuleValidation(t *testing.T) {
+	tests := []struct {
+		name   string
+		r      model.Rule
+		detail string
+	}{
+		{"direction", model.Rule{Direction: 2, Protocol: -1, SG: "x"}, "unknown direction 2"},
+		{"protocol -2", model.Rule{Protocol: -2, SG: "x"}, "protocol -2 is not in [-1, 255]"},
+		{"protocol 256", model.Rule{Protocol: 256, SG: "x"}, "protocol 256"},
+		{"tcp port above 65535", model.Rule{Protocol: 6, PortStart: 1, PortEnd: 65536, SG: "x"}, "port range 1-65536: port above 65535"},
+		{"udp start above 65535", model.Rule{Protocol: 17, PortStart: 70000, PortEnd: 70000, SG: "x"}, "port range 70000-70000: port above 65535"},
+		{"start after end", model.Rule{Protocol: 6, PortStart: 23, PortEnd: 22, SG: "x"}, "port range 23-22: start after end"},
+		{"cidr and sg", model.Rule{Protocol: -1, CIDR: cidr("10.0.0.0/8"), SG: "x"}, "cidr and security_group are mutually exclusive"},
+		{"neither cidr nor sg", model.Rule{Protocol: -1}, "a rule needs a cidr or a security_group"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, dp := newStore(t)
+			if err := s.AddSG(model.SG{ID: "sg-1", Rules: []model.Rule{{Protocol: 1, SG: "sg-1"}}}); err != nil {
+				t.Fatal(err)
+			}
+			unchanged(t, s, dp, func() {
+				err := s.AddRule("sg-1", tc.r)
+				wantErr(t, err, model.CodeInvalid, "Bad Security Group rule format: "+tc.detail)
+				err = s.AddRule("sg-new", tc.r)
+				wantErr(t, err, model.CodeInvalid, "Bad Security Group rule format: "+tc.detail)
+				err = s.DeleteRule("sg-1", tc.r)
+				wantErr(t, err, model.CodeInvalid, "Bad Security Group rule format: "+tc.detail)
+				err = s.AddSG(model.SG{ID: "sg-1", Rules: []model.Rule{{Protocol: 1, SG: "y"}, tc.r}})
+				wantErr(t, err, model.CodeInvalid, "Bad Security Group format: rule 2: "+tc.detail)
+			})
+		})
+	}
+	// Ports of other protocols are not checked (as in the original) but
+	// are part of the identity.
+	s, _ := newStore(t)
+	for _, r := range []model.Rule{
+		{Protocol: 1, PortStart: 70000, PortEnd: 1, SG: "x"},
+		{Protocol: 1, SG: "x"},
+		{Protocol: 6, PortStart: 0, PortEnd: 65535, SG: "x"},
+		{Protocol: 255, CIDR: cidr("::/128")},
+	} {
+		if err := s.AddRule("sg-1", r); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
+	}
+	if rules, _ := s.Rules("sg-1"); len(rules) != 4 {
+		t.Errorf("got %d rules, want 4", len(rules))
+	}
+}
+
+func TestRulesOrderAndIdempotence(t *testing.T) {
+	// The rules of the original's test_sg_rule_00, whose golden output
+	// lists them in this order (libstdc++ hash order).
+	sg42 := model.Rule{Protocol: 6, PortStart: 0, PortEnd: 65535, SG: "sg-42"}
+	any6 := model.Rule{Protocol: -1, PortStart: 0, PortEnd: 1024,
+		CIDR: netip.PrefixFrom(netip.MustParseAddr("2001:0db8:0000:85a3:0000:0000:ac1f:8001"), 8)}
+	udp := model.Rule{Protocol: 17, PortStart: 0, PortEnd: 65535, CIDR: cidr("1.2.3.0/24")}
+	some := model.Rule{Protocol: 6, PortStart: 1000, PortEnd: 65535, SG: "some-sg"}
+	want := []model.Rule{sg42, any6, udp, some}
+
+	for _, order := range [][]model.Rule{{udp, sg42, any6, some}, {some, any6, udp, sg42}} {
+		s, dp := newStore(t)
+		if err := s.AddSG(model.SG{ID: "sg-1", Rules: order[:2]}); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range order[2:] {
+			if err := s.AddRule("sg-1", r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.Rules("sg-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("order\n got %+v\nwant %+v", got, want)
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i-1].Hash() >= got[i].Hash() {
+				t.Errorf("rules not in hash order at %d", i)
+			}
+		}
+		// Adding an existing rule changes nothing, even written differently.
+		dup := any6
+		dup.CIDR = netip.PrefixFrom(netip.MustParseAddr("2001:db8:0:85a3::ac1f:8001"), 8)
+		unchanged(t, s, dp, func() {
+			if err := s.AddRule("sg-1", dup); err != nil {
+				t.Fatal(err)
+			}
+		})
+		// Host bits matter: 1.2.3.1/24 is another rule than 1.2.3.0/24.
+		other := udp
+		other.CIDR = cidr("1.2.3.1/24")
+		if err := s.DeleteRule("sg-1", other); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Rules("sg-1"); len(got) != 4 {
+			t.Errorf("deleting a different rule removed one")
+		}
+		for range 2 {
+			if err := s.DeleteRule("sg-1", some); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, _ := s.Rules("sg-1"); !reflect.DeepEqual(got, want[:3]) {
+			t.Errorf("after delete: %+v", got)
+		}
+	}
+}
+
+func TestRuleAddCreatesSG(t *testing.T) {
+	s, dp := newStore(t)
+	r := model.Rule{Protocol: -1, CIDR: cidr("0.0.0.0/0")}
+	// Deleting on an unknown SG succeeds and creates nothing.
+	unchanged(t, s, dp, func() {
+		if err := s.DeleteRule("sg-1", r); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if _, err := s.Rules("sg-1"); err == nil {
+		t.Fatal("Rules of unknown SG succeeded")
+	} else {
+		wantErr(t, err, model.CodeNotFound, "Security Group not found")
+	}
+	if err := s.AddRule("sg-1", r); err != nil {
+		t.Fatal(err)
+	}
+	if l := s.SGList(); !slices.Equal(l, []string{"sg-1"}) {
+		t.Errorf("list %q", l)
+	}
+	if err := s.DeleteRule("sg-1", r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Rules("sg-1")
+	if err != nil || len(got) != 0 {
+		t.Errorf("rules after delete: %+v %v (the SG stays, empty)", got, err)
+	}
+	wantErr(t, s.AddRule("", r), model.CodeInvalid, "Bad Security Group rule format: sg_id is empty")
+}
+
+func TestAddSG(t *testing.T) {
+	s, dp := newStore(t)
+	sg := model.SG{
+		ID:      "sg-1",
+		Members: ips(t, "1.2.3.4", "2001:db8::1", "1.2.3.4", "2001:0db8::0001"),
+		Rules: []model.Rule{
+			{Protocol: 6, PortStart: 22, PortEnd: 22, CIDR: cidr("10.0.0.0/8")},
+			{Protocol: 6, PortStart: 22, PortEnd: 22, CIDR: cidr("10.0.0.0/8")},
+		},
+	}
+	if err := s.AddSG(sg); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.SGDetails("sg-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := model.SG{ID: "sg-1", Members: ips(t, "1.2.3.4", "2001:db8::1"), Rules: sg.Rules[:1]}
+	if !reflect.DeepEqual(got, []model.SG{want}) {
+		t.Errorf("\n got %+v\nwant %+v", got, want)
+	}
+	// Same content again: nothing changes.
+	unchanged(t, s, dp, func() {
+		if err := s.AddSG(sg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// sg_add replaces members and rules.
+	if err := s.AddSG(model.SG{ID: "sg-1"}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.SGDetails("sg-1")
+	if len(got[0].Members) != 0 || len(got[0].Rules) != 0 {
+		t.Errorf("not replaced: %+v", got)
+	}
+	// Invalid ones change nothing.
+	for _, bad := range []struct {
+		sg     model.SG
+		detail string
+	}{
+		{model.SG{ID: ""}, "id is empty"},
+		{model.SG{ID: "a/b"}, "contains '/'"},
+		{model.SG{ID: "sg-1", Members: []netip.Addr{{}}}, "member"},
+		{model.SG{ID: "sg-1", Rules: []model.Rule{{Protocol: 6}}}, "rule 1: a rule needs a cidr"},
+	} {
+		unchanged(t, s, dp, func() {
+			err := s.AddSG(bad.sg)
+			wantErr(t, err, model.CodeInvalid, "Bad Security Group format: ")
+			if err != nil && !strings.Contains(err.Error(), bad.detail) {
+				t.Errorf("error %q lacks %q", err, bad.detail)
+			}
+		})
+	}
+}
+
+func TestSGListDetailsDelete(t *testing.T) {
+	s, dp := newStore(t)
+	for _, id := range []string{"sg-b", "sg-a", "sg-c"} {
+		if err := s.AddSG(model.SG{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := s.SGList(); !slices.Equal(l, []string{"sg-a", "sg-b", "sg-c"}) {
+		t.Errorf("list %q", l)
+	}
+	all, err := s.SGDetails("")
+	if err != nil || len(all) != 3 || all[0].ID != "sg-a" || all[2].ID != "sg-c" {
+		t.Errorf("details all: %+v %v", all, err)
+	}
+	_, err = s.SGDetails("nope")
+	wantErr(t, err, model.CodeNotFound, "Sg not found")
+
+	n := baseNIC()
+	n.SecurityGroups = []string{"sg-b"}
+	if _, err := s.AddNIC(n); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := s.DeleteSG("sg-b"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unchanged(t, s, dp, func() {
+		if err := s.DeleteSG("never"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if l := s.SGList(); !slices.Equal(l, []string{"sg-a", "sg-c"}) {
+		t.Errorf("list %q", l)
+	}
+	// NICs keep the id of a deleted SG.
+	d, _ := s.NICDetails("nic-1")
+	if !slices.Equal(d[0].SecurityGroups, []string{"sg-b"}) {
+		t.Errorf("nic sgs %q", d[0].SecurityGroups)
+	}
+}
+
+func TestMembers(t *testing.T) {
+	s, dp := newStore(t)
+	// Delete on a missing SG succeeds and does not create it.
+	unchanged(t, s, dp, func() {
+		if err := s.DeleteMember("sg-1", "2001:0db8:0000:85a3::0000:ac1f:8002"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if len(s.SGList()) != 0 {
+		t.Fatal("member delete created the SG")
+	}
+	_, err := s.Members("sg-1")
+	wantErr(t, err, model.CodeNotFound, "Security Group not found")
+
+	for _, m := range []string{"1.2.3.4", "1.2.3.5", "2001:0db8:0000:85a3:0000:0000:ac1f:8001", "2001:0db8:0000:85a3:0000:0000:ac1f:8002"} {
+		if err := s.AddMember("sg-1", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Duplicates, whatever the spelling, are ignored.
+	unchanged(t, s, dp, func() {
+		if err := s.AddMember("sg-1", "2001:db8:0:85a3::ac1f:8001"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	got, _ := s.Members("sg-1")
+	want := []string{"1.2.3.4", "1.2.3.5", "2001:db8:0:85a3::ac1f:8001", "2001:db8:0:85a3::ac1f:8002"}
+	if !slices.Equal(got, want) {
+		t.Errorf("members %q, want %q", got, want)
+	}
+	// Delete matches any spelling (test_sg_member_00).
+	if err := s.DeleteMember("sg-1", "2001:0db8:0000:85a3::0000:ac1f:8001"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMember("sg-1", "2001:0db8::85a3:0000:0000:ac1f:8002"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.Members("sg-1")
+	if !slices.Equal(got, want[:2]) {
+		t.Errorf("after delete %q", got)
+	}
+	for _, bad := range []string{"", "1.2.3", "1.2.3.4/32", "fe80::1%eth0", "::g"} {
+		unchanged(t, s, dp, func() {
+			wantErr(t, s.AddMember("sg-1", bad), model.CodeInvalid, "Bad IP format: ")
+			wantErr(t, s.AddMember("sg-new", bad), model.CodeInvalid, "Bad IP format: ")
+			wantErr(t, s.DeleteMember("sg-1", bad), model.CodeInvalid, "Bad IP format: ")
+		})
+	}
+}
+
+func TestParseAndFormat(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"2001:0db8:0000:85a3:0000:0000:ac1f:8001", "2001:db8:0:85a3::ac1f:8001"},
+		{"::1.2.3.4", "::1.2.3.4"}, // IPv4-compatible, as glibc writes it
+		{"::0.0.1.2", "::102"},
+		{"::ffff:0:1", "::ffff:0.0.0.1"},
+		{"1:0:0:1:0:0:0:1", "1:0:0:1::1"},
+		{"1:0:1:0:1:0:1:0", "1:0:1:0:1:0:1:0"},
+		{"::", "::"},
+		{"::1", "::1"},
+		{"010.1.1.1", ""}, // inet_pton rejects leading zeros
+		{"1.2.3.4", "1.2.3.4"},
+	} {
+		a, err := model.ParseIP(tc.in)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("ParseIP(%q) accepted", tc.in)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseIP(%q): %v", tc.in, err)
+			continue
+		}
+		if got := model.IPString(a); got != tc.want {
+			t.Errorf("IPString(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	if _, err := model.ParseCIDR("10.0.0.0", 33); err == nil {
+		t.Error("ParseCIDR /33 accepted")
+	}
+	if _, err := model.ParseCIDR("::", 129); err == nil {
+		t.Error("ParseCIDR ::/129 accepted")
+	}
+	if p, err := model.ParseCIDR("::", 128); err != nil || p.Bits() != 128 {
+		t.Errorf("ParseCIDR ::/128: %v %v", p, err)
+	}
+	if p, err := model.ParseCIDR("10.1.2.3", 8); err != nil || model.CIDRString(p) != "10.1.2.3/8" {
+		t.Errorf("ParseCIDR keeps host bits: %v %v", p, err)
+	}
+	if m, err := model.ParseMAC("aB:cD:eF:01:23:45"); err != nil || m != [6]byte{0xab, 0xcd, 0xef, 1, 0x23, 0x45} {
+		t.Errorf("ParseMAC: %x %v", m, err)
+	}
+}
