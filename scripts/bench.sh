@@ -140,6 +140,108 @@ setup_k_vxlan() {
 	ip -n "$P-vmB" addr add 10.77.0.2/24 dev eth0 && ip -n "$P-vmB" link set eth0 up
 }
 
+# ---- butterfly topologies -----------------------------------------------------------------------
+BIN=$WORK/bin
+build_bf() {
+	mkdir -p "$BIN"
+	go build -o "$BIN/butterflyd" ./cmd/butterflyd && go build -o "$BIN/butterfly" ./cmd/butterfly &&
+		go build -o "$BIN/apibench" ./scripts/apibench
+}
+declare -A EP DPID
+# start_bf HOST VTEP [flags...]: butterflyd in namespace HOST, API on an ipc socket.
+start_bf() {
+	local h=$1 ip=$2 i
+	shift 2
+	mkdir -p "$WORK/$h/sock"
+	EP[$h]="ipc://$WORK/$h/api"
+	ip netns exec "$P-$h" "$BIN/butterflyd" --ip "$ip" --endpoint "${EP[$h]}" --socket-dir "$WORK/$h/sock" \
+		--state-file "$WORK/$h/state.json" --no-syslog --log-level error "$@" >>"$OUT/butterflyd-$h.log" 2>&1 &
+	DPID[$h]=$!
+	PIDS+=($!)
+	for i in $(seq 100); do
+		bf "$h" status >/dev/null 2>&1 && return 0
+		kill -0 "${DPID[$h]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "bench: butterflyd on $h did not start (see $OUT/butterflyd-$h.log)" >&2
+	return 1
+}
+bf() { local h=$1; shift; "$BIN/butterfly" -e "${EP[$h]}" --timeout 30000 "$@"; }
+open_sg() {
+	bf "$1" sg rule add sg-open --ip-proto all --cidr 0.0.0.0/0 >/dev/null &&
+		bf "$1" sg rule add sg-open --ip-proto all --cidr ::/0 >/dev/null
+}
+# plug HOST VM ID MAC IP MTU: TAP vNIC ID (VNI 42) moved into namespace VM as eth0.
+plug() {
+	local h=$1 vm=$P-$2 id=$3 mac=$4 ip=$5 mtu=$6 tap
+	tap=$(bf "$h" nic add --id "$id" --mac "$mac" --vni 42 --ip "$ip" --sg sg-open --type TAP | tail -n1) || return 1
+	ip -n "$P-$h" link set "$tap" netns "$vm" &&
+		ip -n "$vm" link set "$tap" name eth0 &&
+		ip -n "$vm" link set eth0 address "$mac" mtu "$mtu" &&
+		ip -n "$vm" addr add "$ip/24" dev eth0 &&
+		ip -n "$vm" link set eth0 up
+}
+# lone_underlay HOST: give HOST a 10.78.0.1 underlay link whose peer is in an empty namespace.
+lone_underlay() {
+	mkns void || return 1
+	ip -n "$P-$1" link add ul type veth peer name ul netns "$P-void" &&
+		ip -n "$P-void" link set ul up &&
+		ip -n "$P-$1" addr add 10.78.0.1/24 dev ul && ip -n "$P-$1" link set ul up
+}
+setup_bf_local() {
+	mkns vmA && mkns vmB && mkns h1 && lone_underlay h1 || return 1
+	start_bf h1 10.78.0.1 && open_sg h1 || return 1
+	plug h1 vmA nic-a 52:54:00:00:00:0a 10.77.0.1 1500 && plug h1 vmB nic-b 52:54:00:00:00:0b 10.77.0.2 1500
+}
+setup_bf_vxlan() {
+	mkns vmA && mkns vmB && mkns h1 && mkns h2 && underlay h1 h2 || return 1
+	start_bf h1 10.78.0.1 && start_bf h2 10.78.0.2 && open_sg h1 && open_sg h2 || return 1
+	# same tenant MTU as the kernel VXLAN: 1500 - 50
+	plug h1 vmA nic-a 52:54:00:00:00:0a 10.77.0.1 1450 && plug h2 vmB nic-b 52:54:00:00:00:0b 10.77.0.2 1450
+}
+
+# idle_cpu: butterflyd with 100 idle TAP vNICs; its CPU use over IDLE_SECS from /proc/PID/stat.
+idle_cpu() {
+	cleanup
+	mkns h1 && lone_underlay h1 && start_bf h1 10.78.0.1 && open_sg h1 || { say "RESULT idle-cpu | setup failed"; return; }
+	local i pid=${DPID[h1]} t0 t1 s0 hz
+	for i in $(seq 100); do
+		bf h1 nic add --id "idle-$i" --mac "$(printf '52:54:00:00:01:%02x' "$i")" --vni $((1000 + i % 10)) \
+			--ip "10.79.0.$i" --sg sg-open --type TAP >/dev/null || { say "RESULT idle-cpu | nic add failed"; return; }
+	done
+	sleep 2 # let the daemon settle after the adds before sampling
+	hz=$(getconf CLK_TCK)
+	s0=$(steal_snap)
+	t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+	sleep "$IDLE_SECS"
+	t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+	R[idle.cpu]=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$IDLE_SECS" 'BEGIN{printf "%.2f", 100*(b-a)/hz/s}')
+	R[idle.steal]=$(steal_since "$s0") R[idle.load]=$(load1)
+	say "RESULT idle-cpu | butterflyd with 100 idle TAP vNICs: ${R[idle.cpu]}% of one CPU over ${IDLE_SECS}s | steal ${R[idle.steal]}% load ${R[idle.load]}"
+	cleanup
+}
+
+# api: 1,000 vNICs then 100 groups of 100 rules through the API (scripts/apibench).
+api_bench() {
+	cleanup
+	mkns h1 && lone_underlay h1 && start_bf h1 10.78.0.1 || { say "RESULT api | setup failed"; return; }
+	local s0
+	s0=$(steal_snap)
+	"$BIN/apibench" -e "${EP[h1]}" -nics "${BENCH_API_NICS:-1000}" -groups 100 -rules 100 \
+		-type "${BENCH_API_NIC_TYPE:-TAP}" 2>&1 | tee "$OUT/apibench.txt"
+	say "     (steal $(steal_since "$s0")% load $(load1))"
+	cleanup
+}
+
+# gobench LABEL PKGS...: go test benchmarks, raw lines kept.
+gobench() {
+	local L=$1 s0
+	shift
+	s0=$(steal_snap)
+	go test -run '^$' -bench . -benchmem "$@" 2>&1 | tee "$OUT/$L.txt" | grep -E '^(Benchmark|ok|FAIL|---)' || true
+	say "     ($L: steal $(steal_since "$s0")% load $(load1))"
+}
+
 # ---- run ------------------------------------------------------------------------------------------
 run_topo() {  # run_topo LABEL SETUP
 	cleanup
@@ -152,5 +254,49 @@ run_topo() {  # run_topo LABEL SETUP
 }
 
 say "bench: $(date -u +%FT%TZ) kernel $(uname -r), $(nproc) CPUs, TCP ${SECS}s, UDP ${UDP_SECS}s, results in $OUT"
+build_bf || { echo "bench: build failed" >&2; exit 1; }
 run_topo k-bridge setup_k_bridge
+run_topo bf-local setup_bf_local
 run_topo k-vxlan setup_k_vxlan
+run_topo bf-vxlan setup_bf_vxlan
+idle_cpu
+api_bench
+say "== dataplane Go benchmarks (ns per packet)"
+gobench dataplane-bench ./internal/dataplane/...
+say "== API server Go benchmarks"
+gobench apiserver-bench ./internal/apiserver/
+
+# ---- markdown --------------------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 > 0) printf "%.2f", a/b; else printf "n/a" }'; }
+row() {
+	local L=$1
+	printf '| %s | %s / %s | %s | %s | %s | %s | %s |\n' "$2" "${R[$L.pmin]:-?}" "${R[$L.pavg]:-?}" \
+		"${R[$L.tcp]:-?}" "${R[$L.udps]:-?}" "${R[$L.udpr]:-?}" "${R[$L.steal]:-?}" "${R[$L.load]:-?}"
+}
+{
+	echo "Run: $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) CPUs; TCP ${SECS} s, UDP ${UDP_SECS} s, ${PINGS} pings."
+	echo
+	echo "| path | ping min / avg (ms) | TCP (Gbit/s) | UDP 64 B sent (pps) | UDP 64 B received (pps) | steal % | load |"
+	echo "|---|---|---|---|---|---|---|"
+	row k-bridge "kernel: Linux bridge + veth (one host)"
+	row bf-local "butterfly: two TAP vNICs, one daemon"
+	row k-vxlan "kernel: bridge + vxlan, two hosts"
+	row bf-vxlan "butterfly: two daemons, VXLAN"
+	echo
+	echo "| ratio butterfly / kernel | avg latency | TCP | UDP 64 B received |"
+	echo "|---|---|---|---|"
+	for pair in "bf-local k-bridge one host" "bf-vxlan k-vxlan VXLAN"; do
+		read -r b k what <<<"$pair"
+		echo "| $what | $(ratio "${R[$b.pavg]:-0}" "${R[$k.pavg]:-0}") | $(ratio "${R[$b.tcp]:-0}" "${R[$k.tcp]:-0}") | $(ratio "${R[$b.udpr]:-0}" "${R[$k.udpr]:-0}") |"
+	done
+	echo
+	echo "Idle butterflyd with 100 TAP vNICs: ${R[idle.cpu]:-?} % of one CPU over ${IDLE_SECS} s (steal ${R[idle.steal]:-?} %, load ${R[idle.load]:-?})."
+	echo
+	echo '```'
+	grep -h '^RESULT api' "$OUT/apibench.txt" 2>/dev/null
+	grep -h '^Benchmark' "$OUT/dataplane-bench.txt" "$OUT/apiserver-bench.txt" 2>/dev/null
+	echo '```'
+} >"$MD"
+echo
+echo "==== markdown ($MD)"
+cat "$MD"

@@ -312,7 +312,7 @@ func (h *host) dumpLog() {
 
 // cli runs the butterfly CLI against this host's daemon.
 func (h *host) cli(args ...string) (string, error) {
-	return runCmd(bin.cli, append([]string{"-e", h.endpoint}, args...)...)
+	return runCmd(bin.cli, append([]string{"-e", h.endpoint, "--timeout", "10000"}, args...)...)
 }
 
 // mustCLI runs the CLI and fails the test on error.
