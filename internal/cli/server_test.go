@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,12 +55,13 @@ func startServer(t *testing.T, o serverOpts) *testServer {
 		cancel:   cancel,
 	}
 	h := apiv0.New(store, apiv0.Options{
+		Logger:    slog.New(slog.DiscardHandler),
 		Quit:      cancel,
 		Requests:  func() uint64 { return ts.srv.Requests() },
 		StartTime: testStart,
 		Now:       func() time.Time { return testNow },
 	})
-	srv, err := apiserver.New(apiserver.Config{Endpoint: ts.endpoint, Key: o.key}, h)
+	srv, err := apiserver.New(apiserver.Config{Endpoint: ts.endpoint, Key: o.key, Logger: slog.New(slog.DiscardHandler)}, h)
 	if err != nil {
 		t.Fatalf("apiserver.New: %v", err)
 	}
