@@ -84,6 +84,15 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
+	if isCompletionRequest(args) {
+		args = completionArgs(args)
+		seg := newSegment(args)
+		if err := parse(seg, stdout, stderr); err != nil {
+			return 1
+		}
+		return 0
+	}
+
 	segs, err := split(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)

@@ -261,3 +261,38 @@ func TestEncryption(t *testing.T) {
 		t.Errorf("bad key: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+func TestDynamicCompletion(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	ts.mustRun(t, "nic", "add", "--id", "vm-1", "--mac", "52:54:00:00:00:01", "--vni", "1",
+		"+", "nic", "add", "--id", "vm-2", "--mac", "52:54:00:00:00:02", "--vni", "1",
+		"+", "nic", "add", "--id", "other", "--mac", "52:54:00:00:00:03", "--vni", "1",
+		"+", "sg", "add", "web", "db")
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"nic", "details", "vm"}, []string{"vm-1", "vm-2"}},
+		{[]string{"nic", "sg", "add", "vm-1", ""}, []string{"db", "web"}},
+		{[]string{"nic", "del", "vm-1", "o"}, []string{"other"}},
+		{[]string{"sg", "rule", "list", "w"}, []string{"web"}},
+		{[]string{"sg", "add", "web", "+", "sg", "rule", "add", "web", "--sg-members", "d"}, []string{"db"}},
+		{[]string{"nic", "update", "--id", ""}, []string{"other", "vm-1", "vm-2"}},
+		{[]string{"sg", "rule", "add", "web", "--dir", ""}, []string{"in", "out"}},
+		{[]string{"sg", "member", "add", "web", ""}, nil},
+	}
+	for _, tt := range tests {
+		args := append([]string{"__complete", "-e", ts.endpoint}, tt.args...)
+		var out, errb bytes.Buffer
+		if code := Run(args, &out, &errb); code != 0 {
+			t.Errorf("%v: exit %d, stderr %q", tt.args, code, errb.String())
+			continue
+		}
+		// The completions, then ":<directive>" on the last line.
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		got := lines[:len(lines)-1]
+		if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("%v: completions %q, want %q", tt.args, got, tt.want)
+		}
+	}
+}

@@ -80,6 +80,10 @@ the vNIC (0 to 16777215). --ip and --sg may be repeated.`,
 			f.StringVar(&dmac, "dmac", "", "destination MAC of a sending BENCH vNIC")
 			f.StringVar(&trace, "packet-trace", "", "true or false: record the vNIC's traffic in a pcap file (default: the daemon's setting)")
 			f.StringVar(&tracePath, "trace-path", "", "pcap file of the trace (needs --packet-trace true)")
+			completeFlag(c, "sg", sgArg)
+			completeFlag(c, "type", anyArg, "VHOST_USER_SERVER", "TAP", "BENCH")
+			completeFlag(c, "btype", anyArg, "ICMP_SND_LIKE", "ICMP_RCV_LIKE")
+			completeFlag(c, "packet-trace", anyArg, "true", "false")
 		},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			if id == "" || mac == "" || vni == "" {
@@ -183,6 +187,9 @@ Security groups are changed with "butterfly nic sg".`,
 			f.StringVar(&antispoof, "enable-antispoof", "", "true or false: IP anti-spoofing")
 			f.StringVar(&trace, "packet-trace", "", "true or false: record the vNIC's traffic in a pcap file")
 			f.StringVar(&tracePath, "trace-path", "", "pcap file of the trace (needs --packet-trace true)")
+			completeFlag(c, "id", nicArg)
+			completeFlag(c, "enable-antispoof", anyArg, "true", "false")
+			completeFlag(c, "packet-trace", anyArg, "true", "false")
 		},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			if id == "" {
@@ -228,6 +235,7 @@ func nicDelCommand(seg *segment) *cobra.Command {
 		minArgs:  1,
 		maxArgs:  -1,
 		argNames: []string{"NIC id"},
+		complete: []argKind{nicArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			reqs := make([]*protocol.MessageV0_Request, len(args))
 			for i, a := range args {
@@ -251,6 +259,7 @@ packet trace when the daemon reports them.`,
 		minArgs:  1,
 		maxArgs:  1,
 		argNames: []string{"NIC id"},
+		complete: []argKind{nicArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			return func(s *session) error {
 				r, err := s.exec1(&protocol.MessageV0_Request{NicDetails: proto.String(args[0])})
@@ -297,6 +306,7 @@ func nicStatsCommand(seg *segment) *cobra.Command {
 		minArgs:  1,
 		maxArgs:  1,
 		argNames: []string{"NIC id"},
+		complete: []argKind{nicArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			return func(s *session) error {
 				r, err := s.exec1(&protocol.MessageV0_Request{NicStats: proto.String(args[0])})
@@ -324,6 +334,7 @@ This command is an extension of this implementation.`,
 		minArgs:  1,
 		maxArgs:  1,
 		argNames: []string{"NIC id"},
+		complete: []argKind{nicArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			return func(s *session) error {
 				r, err := s.exec1(&protocol.MessageV0_Request{NicCounters: proto.String(args[0])})
@@ -389,6 +400,7 @@ func nicSGListCommand(seg *segment) *cobra.Command {
 		minArgs:  1,
 		maxArgs:  1,
 		argNames: []string{"NIC id"},
+		complete: []argKind{nicArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			return func(s *session) error {
 				sgs, err := nicSGs(s, args[0])
@@ -412,6 +424,7 @@ already there.`,
 		minArgs:  2,
 		maxArgs:  -1,
 		argNames: []string{"NIC id", "security group"},
+		complete: []argKind{nicArg, sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			nic, add := args[0], args[1:]
 			return func(s *session) error {
@@ -438,6 +451,7 @@ ignored; removing the last group leaves the vNIC with none.`,
 		minArgs:  2,
 		maxArgs:  -1,
 		argNames: []string{"NIC id", "security group"},
+		complete: []argKind{nicArg, sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			nic, del := args[0], args[1:]
 			return func(s *session) error {
@@ -467,6 +481,7 @@ func nicSGSetCommand(seg *segment) *cobra.Command {
 		minArgs:  1,
 		maxArgs:  -1,
 		argNames: []string{"NIC id"},
+		complete: []argKind{nicArg, sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			nic, sgs := args[0], args[1:]
 			return func(s *session) error {

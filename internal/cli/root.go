@@ -88,6 +88,9 @@ type leafSpec struct {
 	minArgs, maxArgs int
 	// argNames name the positional arguments in error messages.
 	argNames []string
+	// complete says what the positional arguments name, for shell
+	// completion; the last kind repeats when maxArgs < 0.
+	complete []argKind
 	flags    func(c *cobra.Command)
 	// build checks the arguments and flags and returns the action.
 	build func(c *cobra.Command, args []string) (func(*session) error, error)
@@ -140,6 +143,7 @@ func leaf(seg *segment, spec leafSpec) *cobra.Command {
 	if spec.flags != nil {
 		spec.flags(c)
 	}
+	c.ValidArgsFunction = completeArgs(spec.complete, spec.maxArgs < 0)
 	return c
 }
 

@@ -63,6 +63,7 @@ Beware: adding a group that exists replaces it with an empty one.`,
 		minArgs:  1,
 		maxArgs:  -1,
 		argNames: []string{"security group"},
+		complete: []argKind{sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			reqs := make([]*protocol.MessageV0_Request, len(args))
 			for i, a := range args {
@@ -83,6 +84,7 @@ func sgDelCommand(seg *segment) *cobra.Command {
 		minArgs:  1,
 		maxArgs:  -1,
 		argNames: []string{"security group"},
+		complete: []argKind{sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			reqs := make([]*protocol.MessageV0_Request, len(args))
 			for i, a := range args {
@@ -138,6 +140,7 @@ func sgRuleListCommand(seg *segment) *cobra.Command {
 		minArgs:  1,
 		maxArgs:  1,
 		argNames: []string{"security group"},
+		complete: []argKind{sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			return func(s *session) error {
 				r, err := s.exec1(&protocol.MessageV0_Request{SgRuleList: proto.String(args[0])})
@@ -178,6 +181,9 @@ func (rf *ruleFlags) register(c *cobra.Command) {
 	f.StringVar(&rf.portEnd, "port-end", "", "last port of a range")
 	f.StringVar(&rf.cidr, "cidr", "", "allowed prefix, as 10.0.0.0/24 or 2001:db8::/32")
 	f.StringVar(&rf.members, "sg-members", "", "security group whose members are allowed")
+	completeFlag(c, "dir", anyArg, "in", "out")
+	completeFlag(c, "ip-proto", anyArg, "tcp", "udp", "icmp", "all")
+	completeFlag(c, "sg-members", sgArg)
 }
 
 // any reports whether a rule option was given.
@@ -305,6 +311,7 @@ exist, and adding a rule that exists changes nothing.
 		minArgs:  1,
 		maxArgs:  1,
 		argNames: []string{"security group"},
+		complete: []argKind{sgArg},
 		flags:    rf.register,
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			r, err := rf.rule(c)
@@ -338,6 +345,7 @@ does not exist succeeds.
 		minArgs:  1,
 		maxArgs:  2,
 		argNames: []string{"security group", "rule hash or rule options"},
+		complete: []argKind{sgArg},
 		flags:    rf.register,
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			sg := args[0]
@@ -407,6 +415,7 @@ func sgMemberListCommand(seg *segment) *cobra.Command {
 		minArgs:  1,
 		maxArgs:  1,
 		argNames: []string{"security group"},
+		complete: []argKind{sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			return func(s *session) error {
 				r, err := s.exec1(&protocol.MessageV0_Request{SgMemberList: proto.String(args[0])})
@@ -427,6 +436,7 @@ func sgMemberAddCommand(seg *segment) *cobra.Command {
 		minArgs:  2,
 		maxArgs:  2,
 		argNames: []string{"security group", "IP address"},
+		complete: []argKind{sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			req := &protocol.MessageV0_Request{SgMemberAdd: &protocol.MessageV0_SgMemberAddReq{
 				SgId: proto.String(args[0]), Member: proto.String(args[1]),
@@ -446,6 +456,7 @@ func sgMemberDelCommand(seg *segment) *cobra.Command {
 		minArgs:  2,
 		maxArgs:  2,
 		argNames: []string{"security group", "IP address"},
+		complete: []argKind{sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			req := &protocol.MessageV0_Request{SgMemberDel: &protocol.MessageV0_SgMemberDelReq{
 				SgId: proto.String(args[0]), Member: proto.String(args[1]),
