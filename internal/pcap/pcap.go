@@ -89,6 +89,16 @@ func NewWriter(path string, maxBytes int64) (*Writer, error) {
 // NewWriterRing is NewWriter with a ring of ringBytes (rounded up to a
 // power of two, at least MinRingBytes).
 func NewWriterRing(path string, maxBytes int64, ringBytes int) (*Writer, error) {
+	w, err := newWriter(path, maxBytes, ringBytes)
+	if err != nil {
+		return nil, err
+	}
+	go w.run()
+	return w, nil
+}
+
+// newWriter creates the file and the ring; the caller starts run.
+func newWriter(path string, maxBytes int64, ringBytes int) (*Writer, error) {
 	size := uint64(MinRingBytes)
 	for size < uint64(ringBytes) {
 		size <<= 1
@@ -109,7 +119,8 @@ func NewWriterRing(path string, maxBytes int64, ringBytes int) (*Writer, error) 
 	}
 	w.ring = unsafe.Slice((*byte)(unsafe.Pointer(&w.words[0])), size)
 	w.pw = pcapgo.NewWriter(w.bw)
-	if err := w.pw.WriteFileHeader(Snaplen, layers.LinkTypeEthernet); err == nil {
+	err = w.pw.WriteFileHeader(Snaplen, layers.LinkTypeEthernet)
+	if err == nil {
 		err = w.bw.Flush()
 	}
 	if err != nil {
@@ -117,7 +128,6 @@ func NewWriterRing(path string, maxBytes int64, ringBytes int) (*Writer, error) 
 		return nil, fmt.Errorf("pcap: write header %s: %w", path, err)
 	}
 	w.size = fileHeaderLen
-	go w.run()
 	return w, nil
 }
 
