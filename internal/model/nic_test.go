@@ -596,12 +596,14 @@ func TestRestore(t *testing.T) {
 	err := s.Restore(model.State{
 		Version: 1,
 		NICs:    []model.NIC{good, bad, failing},
-		SGs:     []model.SG{{ID: "sg-1", Members: ips(t, "1.1.1.1")}, {ID: ""}},
+		SGs: []model.SG{{ID: "sg-1", Members: ips(t, "1.1.1.1")}, {ID: ""},
+			{ID: "sg-bad", Rules: []model.Rule{{Protocol: 6}}}, {ID: "sg-1"}},
 	})
 	if err == nil {
 		t.Fatal("no error for the bad entries")
 	}
-	for _, want := range []string{`nic "bad"`, `nic "failing"`, "no socket", `security group ""`} {
+	for _, want := range []string{`nic "bad"`, `nic "failing"`, "no socket", `security group ""`,
+		`security group "sg-bad"`, `security group "sg-1" appears twice`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

@@ -550,10 +550,10 @@ func (s *Store) Restore(st State) error {
 	}
 	clear(s.sgs)
 	s.gen++
-	for _, sg := range st.SGs {
-		sg, err := checkSG(cloneSG(sg))
+	for _, in := range st.SGs {
+		sg, err := checkSG(cloneSG(in))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("restore: security group %q: %w", sg.ID, err))
+			errs = append(errs, fmt.Errorf("restore: security group %q: %w", in.ID, err))
 			continue
 		}
 		if _, dup := s.sgs[sg.ID]; dup {
