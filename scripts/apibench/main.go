@@ -1,0 +1,110 @@
+// Command apibench measures how fast a running butterflyd applies a large
+// configuration through its API: it creates N vNICs (one request each),
+// then G security groups of R rules (one sg_rule_add request per rule; every
+// group is used by N/G of the vNICs, so each rule recompiles their
+// policies), and prints the times as "RESULT" lines. scripts/bench.sh runs
+// it against a daemon in a namespace of its own.
+//
+//	apibench -e ipc:///tmp/x/api [-nics 1000] [-groups 100] [-rules 100] [-type VHOST_USER_SERVER]
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/apiclient"
+)
+
+func main() {
+	endpoint := flag.String("e", "", "API endpoint of the daemon")
+	nics := flag.Int("nics", 1000, "vNICs to create")
+	groups := flag.Int("groups", 100, "security groups to create")
+	rules := flag.Int("rules", 100, "rules per security group")
+	typ := flag.String("type", "VHOST_USER_SERVER", "vNIC type: VHOST_USER_SERVER or TAP")
+	flag.Parse()
+	if err := run(*endpoint, *nics, *groups, *rules, *typ); err != nil {
+		fmt.Fprintln(os.Stderr, "apibench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(endpoint string, nics, groups, rules int, typ string) error {
+	t, ok := protocol.MessageV0_Nic_Type_value[typ]
+	if !ok {
+		return fmt.Errorf("unknown vNIC type %q", typ)
+	}
+	if groups < 1 || rules < 1 || rules > 65535 || nics < 0 || nics > 1<<24 {
+		return errors.New("need 1 <= groups, 1 <= rules <= 65535, 0 <= nics <= 2^24")
+	}
+	c, err := apiclient.Dial(endpoint, apiclient.Options{Timeout: 60 * time.Second})
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", endpoint, err)
+	}
+	defer c.Close()
+
+	start := time.Now()
+	for i := range nics {
+		n := &protocol.MessageV0_Nic{
+			Id:            proto.String(fmt.Sprintf("bench-%d", i)),
+			Mac:           proto.String(fmt.Sprintf("52:54:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff)),
+			Vni:           proto.Uint32(uint32(1000 + i%100)),
+			Ip:            []string{fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff+1)},
+			SecurityGroup: []string{fmt.Sprintf("sg-%d", i%groups)},
+			Type:          protocol.MessageV0_Nic_Type(t).Enum(),
+		}
+		if err := call(c, &protocol.MessageV0_Request{NicAdd: n}); err != nil {
+			return fmt.Errorf("nic_add %d: %w", i, err)
+		}
+	}
+	nicTime := time.Since(start)
+	fmt.Printf("RESULT api-nic-add | %d vNICs (%s), one request each | %.2f s | %.0f requests/s\n",
+		nics, typ, nicTime.Seconds(), float64(nics)/nicTime.Seconds())
+
+	start = time.Now()
+	for g := range groups {
+		for r := range rules {
+			req := &protocol.MessageV0_Request{SgRuleAdd: &protocol.MessageV0_SgRuleAddReq{
+				SgId: proto.String(fmt.Sprintf("sg-%d", g)),
+				Rule: &protocol.MessageV0_Rule{
+					Direction: protocol.MessageV0_Rule_INBOUND.Enum(),
+					Protocol:  proto.Int32(6),
+					PortStart: proto.Uint32(uint32(1000 + r)),
+					PortEnd:   proto.Uint32(uint32(1000 + r)),
+					Cidr:      &protocol.MessageV0_Cidr{Address: proto.String(fmt.Sprintf("10.%d.0.0", g%256)), MaskSize: proto.Uint32(16)},
+				},
+			}}
+			if err := call(c, req); err != nil {
+				return fmt.Errorf("sg_rule_add %d/%d: %w", g, r, err)
+			}
+		}
+	}
+	ruleTime := time.Since(start)
+	fmt.Printf("RESULT api-sg-rules | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s\n",
+		groups, rules, nics/groups, ruleTime.Seconds(), float64(groups*rules)/ruleTime.Seconds())
+	return nil
+}
+
+// call sends one MessageV0 request and checks its status.
+func call(c *apiclient.Client, req *protocol.MessageV0_Request) error {
+	resp, err := c.Call(&protocol.Messages{Messages: []*protocol.Message{{
+		Revision:  proto.Uint32(protocol.Revision),
+		Message_0: &protocol.MessageV0{Request: req},
+	}}})
+	if err != nil {
+		return err
+	}
+	if len(resp.GetMessages()) != 1 {
+		return fmt.Errorf("%d messages in reply, want 1", len(resp.GetMessages()))
+	}
+	st := resp.GetMessages()[0].GetMessage_0().GetResponse().GetStatus()
+	if !st.GetStatus() {
+		return fmt.Errorf("refused: %s", st.GetError().GetDescription())
+	}
+	return nil
+}
