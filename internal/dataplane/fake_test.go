@@ -1,0 +1,327 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
+)
+
+// frame is a frame with its metadata, as a fake port stores it.
+type frame struct {
+	data []byte
+	vnet packet.VNetHdr
+	peer netip.AddrPort
+}
+
+// fakePort is an in-memory port.Port backed by slices.
+type fakePort struct {
+	mu  sync.Mutex
+	in  []frame
+	out []frame
+	// replay, when set, is returned by every ReadBatch (benchmarks and
+	// allocation tests); count then replaces out by a counter.
+	replay  []frame
+	count   bool
+	written atomic.Int64
+	// reject makes WriteBatch accept nothing.
+	reject bool
+
+	closed        atomic.Bool
+	useAfterClose atomic.Bool
+	groups        map[netip.Addr]bool
+}
+
+var _ port.Port = (*fakePort)(nil)
+
+func (p *fakePort) inject(fs ...frame) {
+	p.mu.Lock()
+	p.in = append(p.in, fs...)
+	p.mu.Unlock()
+}
+
+func (p *fakePort) ReadBatch(bufs []*packet.Buf) (int, error) {
+	if p.closed.Load() {
+		p.useAfterClose.Store(true)
+		return 0, nil
+	}
+	if p.replay != nil {
+		n := min(len(bufs), len(p.replay))
+		for i := 0; i < n; i++ {
+			fill(bufs[i], p.replay[i])
+		}
+		return n, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := min(len(bufs), len(p.in))
+	for i := 0; i < n; i++ {
+		fill(bufs[i], p.in[i])
+	}
+	p.in = p.in[n:]
+	return n, nil
+}
+
+func fill(b *packet.Buf, f frame) {
+	b.SetLen(copy(b.Space(), f.data))
+	b.VNet = f.vnet
+	b.Peer = f.peer
+}
+
+func (p *fakePort) WriteBatch(bufs []*packet.Buf) (int, error) {
+	if p.closed.Load() {
+		p.useAfterClose.Store(true)
+	}
+	if p.reject {
+		return 0, nil
+	}
+	if p.count {
+		p.written.Add(int64(len(bufs)))
+		return len(bufs), nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range bufs {
+		p.out = append(p.out, frame{data: append([]byte(nil), b.Bytes()...), vnet: b.VNet, peer: b.Peer})
+	}
+	p.written.Add(int64(len(bufs)))
+	return len(bufs), nil
+}
+
+// take returns and forgets the frames written so far.
+func (p *fakePort) take() []frame {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	o := p.out
+	p.out = nil
+	return o
+}
+
+func (p *fakePort) Fd() int { return -1 }
+
+func (p *fakePort) Close() error {
+	p.closed.Store(true)
+	return nil
+}
+
+func (p *fakePort) JoinGroup(g netip.Addr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.groups == nil {
+		p.groups = map[netip.Addr]bool{}
+	}
+	p.groups[g] = true
+	return nil
+}
+
+func (p *fakePort) LeaveGroup(g netip.Addr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.groups, g)
+	return nil
+}
+
+func (p *fakePort) joined(g netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.groups[g]
+}
+
+// fakeTrace records captured frames.
+type fakeTrace struct {
+	mu     sync.Mutex
+	frames [][]byte
+	count  bool
+	n      atomic.Int64
+	closed atomic.Bool
+}
+
+func (t *fakeTrace) Capture(f []byte, ts int64) bool {
+	if t.closed.Load() {
+		return false
+	}
+	t.n.Add(1)
+	if t.count {
+		return true
+	}
+	t.mu.Lock()
+	t.frames = append(t.frames, append([]byte(nil), f...))
+	t.mu.Unlock()
+	return true
+}
+
+func (t *fakeTrace) Dropped() uint64 { return 0 }
+func (t *fakeTrace) Close() error    { t.closed.Store(true); return nil }
+
+// harness is an engine on fake ports.
+type harness struct {
+	t      *testing.T
+	e      *Engine
+	under  *fakePort
+	mu     sync.Mutex
+	ports  map[string]*fakePort
+	traces map[string]*fakeTrace
+}
+
+var (
+	vtep4  = netip.MustParseAddr("192.0.2.1")
+	remote = netip.MustParseAddr("192.0.2.2")
+)
+
+func newHarness(t testing.TB, cfg Config, manual bool) *harness {
+	h := &harness{under: &fakePort{}, ports: map[string]*fakePort{}, traces: map[string]*fakeTrace{}}
+	if tt, ok := t.(*testing.T); ok {
+		h.t = tt
+	}
+	if !cfg.VTEP.IsValid() {
+		cfg.VTEP = vtep4
+	}
+	if cfg.UnderlayMTU == 0 {
+		cfg.UnderlayMTU = 1500
+	}
+	e, err := newEngine(cfg, hooks{
+		manual:       manual,
+		poolSize:     512,
+		openUnderlay: func(*Config) (underlay, error) { return h.under, nil },
+		openTAP: func(name string, offload bool) (port.Port, string, error) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			p := &fakePort{}
+			h.ports[name] = p
+			return p, name, nil
+		},
+		openTrace: func(path string) (traceWriter, error) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			tr := &fakeTrace{}
+			h.traces[path] = tr
+			return tr, nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("newEngine: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	h.e = e
+	return h
+}
+
+func mac(last byte) [6]byte { return [6]byte{0x02, 0, 0, 0, 0, last} }
+
+func nicOf(id string, m [6]byte, vni uint32, ips ...string) model.NIC {
+	n := model.NIC{ID: id, MAC: m, VNI: vni, Type: model.NICTap}
+	for _, s := range ips {
+		n.IPs = append(n.IPs, netip.MustParseAddr(s))
+	}
+	return n
+}
+
+func (h *harness) add(t testing.TB, n model.NIC) *fakePort {
+	t.Helper()
+	path, err := h.e.AddNIC(n)
+	if err != nil {
+		t.Fatalf("AddNIC(%s): %v", n.ID, err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ports[path]
+}
+
+// step runs every worker's loop body a few times (manual engines).
+func (h *harness) step() {
+	for i := 0; i < 3; i++ {
+		for _, w := range h.e.workers {
+			w.iterate()
+		}
+	}
+}
+
+// build serializes layers into a frame.
+func build(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
+	t.Helper()
+	for _, l := range ls {
+		switch x := l.(type) {
+		case *layers.TCP:
+			for _, n := range ls {
+				if nl, ok := n.(gopacket.NetworkLayer); ok {
+					x.SetNetworkLayerForChecksum(nl)
+				}
+			}
+		case *layers.UDP:
+			for _, n := range ls {
+				if nl, ok := n.(gopacket.NetworkLayer); ok {
+					x.SetNetworkLayerForChecksum(nl)
+				}
+			}
+		}
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+		t.Fatalf("serialize: %v", err)
+	}
+	return append([]byte(nil), buf.Bytes()...)
+}
+
+func eth(dst, src [6]byte, typ layers.EthernetType) *layers.Ethernet {
+	return &layers.Ethernet{DstMAC: net.HardwareAddr(dst[:]), SrcMAC: net.HardwareAddr(src[:]), EthernetType: typ}
+}
+
+// udp4 builds an IPv4/UDP frame with payload bytes of payload.
+func udp4(t testing.TB, dst, src [6]byte, sip, dip string, payload int, df bool) []byte {
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
+		SrcIP: net.ParseIP(sip).To4(), DstIP: net.ParseIP(dip).To4()}
+	if df {
+		ip.Flags = layers.IPv4DontFragment
+	}
+	return build(t, eth(dst, src, layers.EthernetTypeIPv4), ip,
+		&layers.UDP{SrcPort: 1000, DstPort: 2000}, gopacket.Payload(make([]byte, payload)))
+}
+
+func udp6(t testing.TB, dst, src [6]byte, sip, dip string, payload int) []byte {
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP,
+		SrcIP: net.ParseIP(sip), DstIP: net.ParseIP(dip)}
+	return build(t, eth(dst, src, layers.EthernetTypeIPv6), ip,
+		&layers.UDP{SrcPort: 1000, DstPort: 2000}, gopacket.Payload(make([]byte, payload)))
+}
+
+func arp(t testing.TB, src [6]byte, sip, tip string) []byte {
+	return build(t, eth(mac(0xff), src, layers.EthernetTypeARP), &layers.ARP{
+		AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4,
+		HwAddressSize: 6, ProtAddressSize: 4, Operation: layers.ARPRequest,
+		SourceHwAddress: src[:], SourceProtAddress: net.ParseIP(sip).To4(),
+		DstHwAddress: make([]byte, 6), DstProtAddress: net.ParseIP(tip).To4(),
+	})
+}
+
+var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// vxlanFrame builds an underlay datagram payload: VXLAN header + inner.
+func vxlanFrame(vni uint32, inner []byte) []byte {
+	p := make([]byte, 8+len(inner))
+	p[0] = 0x08
+	binary.BigEndian.PutUint32(p[4:], vni<<8)
+	copy(p[8:], inner)
+	return p
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
