@@ -123,7 +123,9 @@ type Port struct {
 }
 
 // Listen opens the underlay socket bound to local:port (local's family
-// selects IPv4 or IPv6).
+// selects IPv4 or IPv6; port 0 picks a free port, see LocalAddr). The
+// sockets live in the network namespace of the calling thread; JoinGroup
+// must run in that namespace too.
 func Listen(local netip.Addr, port uint16, opts Options) (*Port, error) {
 	local = local.Unmap()
 	if !local.IsValid() || local.IsUnspecified() || local.IsMulticast() {
@@ -176,6 +178,19 @@ func (p *Port) open() error {
 	p.fd = fd
 	if err := p.bind(fd, p.local); err != nil {
 		return err
+	}
+	if p.local.Port() == 0 {
+		// Learn the port the kernel picked.
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			return fmt.Errorf("getsockname: %w", err)
+		}
+		switch sa := sa.(type) {
+		case *unix.SockaddrInet4:
+			p.local = netip.AddrPortFrom(p.local.Addr(), uint16(sa.Port))
+		case *unix.SockaddrInet6:
+			p.local = netip.AddrPortFrom(p.local.Addr(), uint16(sa.Port))
+		}
 	}
 	if p.v6 {
 		if p.ifindex != 0 {
@@ -504,8 +519,11 @@ func (p *Port) recv(fd int, bufs []*packet.Buf) (int, error) {
 // buffer that ReadBatch hands out next time.
 func (p *Port) stash(b *packet.Buf, g, first int) {
 	r := &p.rx
-	if len(r.spare) == 0 || g <= 0 {
+	if len(r.spare) == 0 {
 		return // cannot happen: one spare per message
+	}
+	if g <= 0 {
+		g = b.Len() // a plain datagram: one segment
 	}
 	sp := r.spare[len(r.spare)-1]
 	r.spare = r.spare[:len(r.spare)-1]
