@@ -97,6 +97,14 @@ The output of "butterfly dump" is a valid FILE.`,
 				return nil, fmt.Errorf("%s is not a proto.Messages in text format: %w", path, err)
 			}
 			out := toStdout
+			if len(req.GetMessages()) == 0 && req.GetEncrypted() == nil {
+				// The dump of an empty daemon: the daemon would reject an
+				// empty request, and there is nothing to apply.
+				return func(s *session) error {
+					fmt.Fprintf(s.stderr, "%s holds no message: nothing sent\n", path)
+					return nil
+				}, nil
+			}
 			return func(s *session) error {
 				_, err := s.send(req, out)
 				return err

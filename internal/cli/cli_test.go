@@ -296,3 +296,24 @@ func TestDynamicCompletion(t *testing.T) {
 		}
 	}
 }
+
+// TestDumpEmpty checks that the dump of an empty daemon replays cleanly.
+func TestDumpEmpty(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	dump := ts.mustRun(t, "dump")
+	if dump != "\n" {
+		t.Errorf("empty dump = %q, want a blank line", dump)
+	}
+	file := filepath.Join(t.TempDir(), "empty.req")
+	if err := os.WriteFile(file, []byte(dump), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := ts.run("request", file)
+	if r.code != 0 || !strings.Contains(r.stderr, "nothing sent") {
+		t.Errorf("request of an empty dump: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// The dump and this status request only.
+	if got := ts.mustRun(t, "status"); !strings.Contains(got, "request counter: 2\n") {
+		t.Errorf("a request was sent for an empty file:\n%s", got)
+	}
+}
