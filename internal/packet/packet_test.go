@@ -93,7 +93,7 @@ func TestEthernetAndARP(t *testing.T) {
 
 func TestMAC(t *testing.T) {
 	tests := []struct {
-		mac                           string
+		mac                            string
 		multicast, broadcast, reserved bool
 	}{
 		{"52:54:00:12:34:56", false, false, false},
@@ -241,7 +241,7 @@ func ext(nh uint8, units int) []byte {
 	return b
 }
 
-func ipv6WithExt(t *testing.T, first uint8, exts []byte, l4 []byte) []byte {
+func ipv6WithExt(t testing.TB, first uint8, exts []byte, l4 []byte) []byte {
 	t.Helper()
 	fr := make([]byte, 14+40, 14+40+len(exts)+len(l4))
 	e := packet.Ethernet(fr)
@@ -270,12 +270,12 @@ func TestIPv6ExtensionHeaders(t *testing.T) {
 	}
 	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 	tests := []struct {
-		name      string
-		first     uint8
-		exts      []byte
-		ok        bool
-		proto     uint8
-		off       int
+		name        string
+		first       uint8
+		exts        []byte
+		ok          bool
+		proto       uint8
+		off         int
 		frag, hasL4 bool
 	}{
 		{"none", packet.ProtoUDP, nil, true, packet.ProtoUDP, 40, false, true},
@@ -357,7 +357,7 @@ func TestICMPv4Accessors(t *testing.T) {
 	fr := packettest.ICMPv4Echo(t, f4, 0x0bb0, 7, []byte("ping"))
 	p := packettest.Decode(fr)
 	g := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
-	ic := packet.ICMPv4(fr[34:14+20+8+4]) // without the Ethernet padding
+	ic := packet.ICMPv4(fr[34 : 14+20+8+4]) // without the Ethernet padding
 	if !ic.IsValid() || ic.Type() != packet.ICMPv4Echo || ic.Code() != 0 || ic.Ident() != g.Id || ic.Seq() != g.Seq ||
 		ic.Checksum() != g.Checksum || ic.IsError() || string(ic.Payload()) != "ping" {
 		t.Fatalf("ICMPv4 accessors disagree with gopacket %+v", g)
