@@ -85,7 +85,7 @@ type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
 	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
 	peers, workers                                      string
-	trace, noSyslog, noOffload, dpdkHelp, version       bool
+	trace, noSyslog, noOffload, dpdkHelp, version, help bool
 }
 
 func newFlagSet(r *raw) *pflag.FlagSet {
@@ -111,6 +111,7 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.StringVar(&r.dpdkArgs, "dpdk-args", "", "accepted for compatibility; no effect (no DPDK)")
 	fs.BoolVar(&r.dpdkHelp, "dpdk-help", false, "accepted for compatibility; no effect (no DPDK)")
 	fs.StringVar(&r.dpdkPort, "dpdk-port", "", "accepted for compatibility; no effect (no DPDK)")
+	fs.BoolVarP(&r.help, "help", "h", false, "show this help and exit")
 	return fs
 }
 
@@ -119,8 +120,7 @@ func Usage() string {
 	var b strings.Builder
 	b.WriteString("Usage: butterflyd [options]\n\nButterfly userspace virtual switch daemon.\n\nOptions:\n")
 	b.WriteString(newFlagSet(&raw{}).FlagUsages())
-	b.WriteString(`  -h, --help                      show this help
-
+	b.WriteString(`
 Configuration file (-c): read after the command line; every key it sets
 overrides the matching option.
   [general]  log-level, ip, endpoint, socket-dir, graph-core-id (or
@@ -158,13 +158,13 @@ func Parse(args []string) (Config, error) {
 	var r raw
 	fs := newFlagSet(&r)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return Config{Help: true}, nil
-		}
 		return Config{}, fmt.Errorf("%w (see --help)", err)
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if r.help {
+		return Config{Help: true}, nil
 	}
 	if r.version {
 		return Config{ShowVersion: true}, nil
