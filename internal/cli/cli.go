@@ -27,12 +27,14 @@ const DefaultEndpoint = "tcp://127.0.0.1:9999"
 // chainSeparator separates chained commands on the command line.
 const chainSeparator = "+"
 
-// globalValueFlags are the global options that take a value in the next
-// word.
-var globalValueFlags = map[string]bool{
-	"-e": true, "--endpoint": true,
-	"-t": true, "--timeout": true,
-	"-k": true, "--key": true,
+// isGlobalValueFlag reports whether a is a global option that takes its
+// value in the next word.
+func isGlobalValueFlag(a string) bool {
+	switch a {
+	case "-e", "--endpoint", "-t", "--timeout", "-k", "--key":
+		return true
+	}
+	return false
 }
 
 // globals are the options that apply to the whole command line.
@@ -159,7 +161,7 @@ func newSegment(args []string) *segment {
 	s := &segment{args: args}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if globalValueFlags[a] {
+		if isGlobalValueFlag(a) {
 			i++ // skip the flag's value
 			continue
 		}

@@ -46,7 +46,7 @@ func completionArgs(args []string) []string {
 	for i := 1; i < last; i++ {
 		a := args[i]
 		switch {
-		case globalValueFlags[a] && i+1 < last:
+		case isGlobalValueFlag(a) && i+1 < last:
 			out = append(out, a, args[i+1])
 			i++
 		case strings.HasPrefix(a, "--endpoint=") || strings.HasPrefix(a, "--timeout=") || strings.HasPrefix(a, "--key="):

@@ -20,7 +20,9 @@ Global options may be written anywhere on the line. Chain several commands
 with a lone "+" word, for example:
   butterfly sg add web + sg rule add web --ip-proto tcp --port 80 --cidr 0.0.0.0/0
 Each command is sent as its own request; the chain stops at the first
-failure. The exit status is 0 on success and 1 on any error.`,
+failure. Every command of the chain is checked before anything is sent,
+and asking for help anywhere (-h, or the word "help") only shows help.
+The exit status is 0 on success and 1 on any error.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args:          cobra.ArbitraryArgs,
