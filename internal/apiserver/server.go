@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -174,6 +176,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if err != nil {
 		bound = endpoint
 	}
+	bound = unmapEndpoint(bound)
 	s.zctx, s.sock, s.endpoint = zctx, sock, bound
 	return s, nil
 }
@@ -327,4 +330,23 @@ func (s *Server) Close() error {
 // (zmq4 reports them as zmq4.Errno, which errors.Is does not match).
 func isErrno(err error, n syscall.Errno) bool {
 	return zmq.AsErrno(err) == zmq.Errno(n)
+}
+
+// unmapEndpoint rewrites "tcp://[::ffff:a.b.c.d]:port", which libzmq
+// reports for an IPv4 bind on an IPv6-enabled socket, as
+// "tcp://a.b.c.d:port".
+func unmapEndpoint(endpoint string) string {
+	rest, ok := strings.CutPrefix(endpoint, "tcp://[")
+	if !ok {
+		return endpoint
+	}
+	host, port, ok := strings.Cut(rest, "]:")
+	if !ok {
+		return endpoint
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.Is4In6() {
+		return endpoint
+	}
+	return "tcp://" + ip.Unmap().String() + ":" + port
 }

@@ -21,7 +21,7 @@ const pythonPath = "/usr/bin/python3"
 // into a temporary directory and checks that the Debian python3-zmq and
 // python3-protobuf modules are importable. The tests need them (CI installs
 // python3-zmq, python3-protobuf and protobuf-compiler); -short skips them.
-func pyProto(t *testing.T) string {
+func pyProto(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("libzmq peer tests need python3-zmq; skipped in -short mode")
