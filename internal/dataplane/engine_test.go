@@ -326,7 +326,7 @@ func TestTooBigICMP(t *testing.T) {
 // tsoFrame builds a TCP/IPv4 super-frame with payload bytes, as a TAP
 // with TSO hands it over: partial checksum (pseudo-header sum in the
 // TCP checksum field) and a GSO size.
-func tsoFrame(t *testing.T, dst, src [6]byte, payload, mss int) frame {
+func tsoFrame(t testing.TB, dst, src [6]byte, payload, mss int) frame {
 	data := make([]byte, payload)
 	for i := range data {
 		data[i] = byte(i)

@@ -2,6 +2,8 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -188,6 +190,9 @@ func newHarness(t testing.TB, cfg Config, manual bool) *harness {
 	}
 	if cfg.UnderlayMTU == 0 {
 		cfg.UnderlayMTU = 1500
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	e, err := newEngine(cfg, hooks{
 		manual:       manual,

@@ -1,0 +1,158 @@
+package dataplane
+
+import (
+	"net/netip"
+	"testing"
+)
+
+// pathCase sets up one forwarding path: a harness whose source port
+// replays a batch of frames on every poll, and the port that must see
+// them.
+type pathCase struct {
+	name  string
+	setup func(t testing.TB) (h *harness, sink *fakePort, perBatch int)
+}
+
+func replayBatch(f frame, n int) []frame {
+	fs := make([]frame, n)
+	for i := range fs {
+		fs[i] = f
+	}
+	return fs
+}
+
+// learnRemote teaches the engine that mac 9 of vni is behind remote.
+func learnRemote(t testing.TB, h *harness, vni uint32) {
+	h.under.inject(frame{data: vxlanFrame(vni, arp(t, mac(9), "10.0.0.9", "10.0.0.1")), peer: netip.AddrPortFrom(remote, 4789)})
+	h.step()
+}
+
+func pathCases() []pathCase {
+	return []pathCase{
+		{"local-switch", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+			h.step()
+			a.take()
+			b.count = true
+			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
+			return h, b, batchSize
+		}},
+		{"local-switch-traced", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			n := nicOf("a", mac(1), 5, "10.0.0.1")
+			n.PacketTrace, n.TracePath = true, "/t.pcap"
+			a := h.add(t, n)
+			h.traces["/t.pcap"].count = true
+			b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+			h.step()
+			a.take()
+			b.count = true
+			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
+			return h, b, batchSize
+		}},
+		{"flood", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+			c := h.add(t, nicOf("c", mac(3), 5, "10.0.0.3"))
+			b.count, c.count, h.under.count = true, true, true
+			a.replay = replayBatch(frame{data: arp(t, mac(1), "10.0.0.1", "10.0.0.2")}, batchSize)
+			return h, b, batchSize
+		}},
+		{"encap", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			learnRemote(t, h, 5)
+			a.take()
+			h.under.count = true
+			a.replay = replayBatch(frame{data: udp4(t, mac(9), mac(1), "10.0.0.1", "10.0.0.9", 64, false)}, batchSize)
+			return h, h.under, batchSize
+		}},
+		{"encap-tso", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			learnRemote(t, h, 5)
+			a.take()
+			h.under.count = true
+			a.replay = replayBatch(tsoFrame(t, mac(9), mac(1), 16000, 1398), 8)
+			return h, h.under, 8 * 12
+		}},
+		{"encap-too-big", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			learnRemote(t, h, 5)
+			a.take()
+			a.count = true
+			a.replay = replayBatch(frame{data: udp4(t, mac(9), mac(1), "10.0.0.1", "10.0.0.9", 1472, true)}, batchSize)
+			return h, a, batchSize
+		}},
+		{"decap", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			a.count = true
+			h.under.replay = replayBatch(frame{
+				data: vxlanFrame(5, udp4(t, mac(1), mac(9), "10.0.0.9", "10.0.0.1", 64, false)),
+				peer: netip.AddrPortFrom(remote, 4789),
+			}, batchSize)
+			return h, a, batchSize
+		}},
+		{"decap-traced-underlay", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{TraceUnderlay: "/u.pcap"}, true)
+			h.traces["/u.pcap"].count = true
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			a.count = true
+			h.under.replay = replayBatch(frame{
+				data: vxlanFrame(5, udp4(t, mac(1), mac(9), "10.0.0.9", "10.0.0.1", 64, false)),
+				peer: netip.AddrPortFrom(remote, 4789),
+			}, batchSize)
+			return h, a, batchSize
+		}},
+	}
+}
+
+// TestZeroAllocs pushes batches through every forwarding path and checks
+// that nothing is allocated per batch (so nothing per packet).
+func TestZeroAllocs(t *testing.T) {
+	for _, pc := range pathCases() {
+		t.Run(pc.name, func(t *testing.T) {
+			h, sink, per := pc.setup(t)
+			w := h.e.workers[0]
+			w.iterate() // warm up
+			before := sink.written.Load()
+			allocs := testing.AllocsPerRun(50, func() { w.iterate() })
+			if allocs != 0 {
+				t.Errorf("%.1f allocations per batch, want 0", allocs)
+			}
+			if got := sink.written.Load() - before; got < int64(50*per) {
+				t.Errorf("sink got %d frames over 51 batches, want >= %d", got, 50*per)
+			}
+		})
+	}
+}
+
+// BenchmarkPath measures the forwarding cost per packet of each path.
+func BenchmarkPath(b *testing.B) {
+	for _, pc := range pathCases() {
+		b.Run(pc.name, func(b *testing.B) {
+			h, sink, per := pc.setup(b)
+			w := h.e.workers[0]
+			w.iterate()
+			before := sink.written.Load()
+			b.ReportAllocs()
+			b.ResetTimer()
+			pkts := 0
+			for pkts < b.N {
+				pkts += w.iterate()
+			}
+			b.StopTimer()
+			out := sink.written.Load() - before
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(pkts), "ns/pkt")
+			b.ReportMetric(float64(out)/float64(pkts), "out/in")
+			_ = per
+		})
+	}
+}
