@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/butterfly-go/butterfly/internal/apiserver"
+	"github.com/butterfly-go/butterfly/internal/apiv0"
+	"github.com/butterfly-go/butterfly/internal/config"
+	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/state"
+)
+
+// engine is what the daemon needs from the packet engine
+// (*dataplane.Engine); tests use a fake.
+type engine interface {
+	model.Dataplane
+	Close() error
+	Collector() prometheus.Collector
+}
+
+// daemon holds what serve needs besides the configuration.
+type daemon struct {
+	cfg config.Config
+	log *slog.Logger
+	// setLogLevel changes the log level (app_config).
+	setLogLevel func(string) error
+	// pid names the default trace files.
+	pid int
+	// ready, if set, is called once the API (and the metrics server, ""
+	// when off) are bound (tests).
+	ready func(endpoint, metrics string)
+}
+
+// defaultTracePath is the pcap file of a vNIC added without a path, as in
+// the original: /tmp/butterfly-<pid>-<nic id>.pcap.
+func defaultTracePath(pid int, id string) string {
+	return fmt.Sprintf("/tmp/butterfly-%d-%s.pcap", pid, id)
+}
+
+// serve runs the daemon on dp until ctx is done or app_quit arrives:
+// restore the saved state, bind the API (and the metrics server), serve,
+// then stop the API and close dp. dp is closed in every case.
+func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
+	defer func() {
+		if cerr := dp.Close(); cerr != nil {
+			d.log.Error("closing the dataplane", "err", cerr)
+			err = errors.Join(err, fmt.Errorf("close dataplane: %w", cerr))
+		}
+	}()
+	store := model.New(dp, model.Options{
+		DefaultPacketTrace: d.cfg.PacketTrace,
+		DefaultTracePath:   func(id string) string { return defaultTracePath(d.pid, id) },
+	})
+	if err := d.restore(store); err != nil {
+		return err
+	}
+
+	ctx, quit := context.WithCancel(ctx)
+	defer quit()
+	var srv *apiserver.Server
+	opts := apiv0.Options{
+		Quit: func() {
+			d.log.Info("app_quit received, stopping")
+			quit()
+		},
+		SetLogLevel: d.setLogLevel,
+		Requests:    func() uint64 { return srv.Requests() },
+		StartTime:   time.Now(),
+		Now:         time.Now,
+	}
+	if path := d.cfg.StateFile; path != "" {
+		opts.Persist = func(st model.State) error {
+			if err := state.Save(path, st); err != nil {
+				d.log.Error("persisting state", "err", err)
+				return err
+			}
+			return nil
+		}
+	}
+	h := apiv0.New(store, opts)
+	srv, err = apiserver.New(apiserver.Config{Endpoint: d.cfg.Endpoint, Key: key, Logger: d.log}, h)
+	if err != nil {
+		return fmt.Errorf("API endpoint %s: %w", d.cfg.Endpoint, err)
+	}
+	defer func() {
+		if cerr := srv.Close(); cerr != nil {
+			d.log.Error("closing the API", "err", cerr)
+		}
+	}()
+
+	var metricsAddr string
+	if d.cfg.Metrics != "" {
+		addr, stopMetrics, err := d.startMetrics(dp.Collector())
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+		metricsAddr = addr
+	}
+
+	if d.ready != nil {
+		d.ready(srv.Endpoint(), metricsAddr)
+	}
+	d.log.Info("butterflyd running", "vtep", d.cfg.VTEP, "endpoint", srv.Endpoint(), "pid", d.pid)
+	if err := srv.Serve(ctx); err != nil {
+		return fmt.Errorf("API: %w", err)
+	}
+	d.log.Info("stopping: closing the API and removing vNICs")
+	return nil
+}
+
+// restore loads the state file into store. A corrupt file was moved aside
+// by state.Load: log it and start empty. Any other load error is fatal, so
+// that a file this daemon cannot read is never overwritten. vNICs that
+// cannot be recreated are logged and dropped; the loaded file is then kept
+// as <state-file>.restore-failed-<unix> for the operator.
+func (d *daemon) restore(store *model.Store) error {
+	path := d.cfg.StateFile
+	if path == "" {
+		d.log.Info("no state file: configuration is not persisted")
+		return nil
+	}
+	st, err := state.Load(path)
+	var corrupt *state.CorruptError
+	switch {
+	case errors.As(err, &corrupt):
+		d.log.Error("state file corrupt, starting empty", "err", err)
+		return nil
+	case err != nil:
+		return fmt.Errorf("cannot read the state file: %w", err)
+	}
+	if len(st.NICs) == 0 && len(st.SGs) == 0 {
+		d.log.Info("no saved configuration", "state_file", path)
+		return nil
+	}
+	rerr := store.Restore(st)
+	got := store.State()
+	d.log.Info("configuration restored", "state_file", path,
+		"nics", len(got.NICs), "nics_saved", len(st.NICs), "sgs", len(got.SGs), "sgs_saved", len(st.SGs))
+	if rerr == nil {
+		return nil
+	}
+	for _, line := range strings.Split(rerr.Error(), "\n") {
+		d.log.Error("restore failed", "err", line)
+	}
+	keep := fmt.Sprintf("%s.restore-failed-%d", path, time.Now().Unix())
+	if err := state.Save(keep, st); err != nil {
+		d.log.Error("could not keep a copy of the saved state", "err", err)
+	} else {
+		d.log.Warn("the state as saved before the failed restore is kept", "path", keep)
+	}
+	return nil
+}
+
+// startMetrics serves Prometheus metrics (the engine's collector, Go
+// runtime and process) on cfg.Metrics. The listener is bound before it
+// returns so that a bad address stops the daemon at start; addr is the
+// address bound.
+func (d *daemon) startMetrics(c prometheus.Collector) (addr string, stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	cs := []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	if c != nil {
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return "", nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", d.cfg.Metrics)
+	if err != nil {
+		return "", nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelError)}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("metrics server", "err", err)
+		}
+	}()
+	d.log.Info("metrics served", "address", ln.Addr().String(), "path", "/metrics")
+	return ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+	}, nil
+}

@@ -1,0 +1,382 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/config"
+	"github.com/butterfly-go/butterfly/internal/logging"
+	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/model/modeltest"
+	"github.com/butterfly-go/butterfly/internal/state"
+)
+
+// fakeEngine is the in-memory dataplane plus what the daemon needs of the
+// real engine.
+type fakeEngine struct {
+	*modeltest.Dataplane
+	mu     sync.Mutex
+	closed int
+	c      prometheus.Counter
+}
+
+func newFakeEngine() *fakeEngine {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "butterfly_fake_engine_total", Help: "test"})
+	c.Add(3)
+	return &fakeEngine{Dataplane: modeltest.NewDataplane(), c: c}
+}
+
+func (f *fakeEngine) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed++
+	return nil
+}
+
+func (f *fakeEngine) Collector() prometheus.Collector { return f.c }
+
+func (f *fakeEngine) closeCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
+}
+
+// syncBuffer is a log sink safe for the daemon's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// running is a daemon served in-process.
+type running struct {
+	endpoint, metrics string
+	logs              *syncBuffer
+	lg                *logging.Logging
+	done              chan error
+	cancel            context.CancelFunc
+}
+
+func testConfig(t *testing.T) config.Config {
+	dir := t.TempDir()
+	return config.Config{
+		Endpoint:  "ipc://" + filepath.Join(dir, "api"),
+		LogLevel:  "info",
+		SocketDir: dir,
+		StateFile: filepath.Join(dir, "state", "state.json"),
+		Workers:   1,
+	}
+}
+
+// startServe runs d.serve in a goroutine and waits until the API is bound
+// (or serve failed: then done already holds the error).
+func startServe(t *testing.T, cfg config.Config, dp engine) *running {
+	t.Helper()
+	logs := &syncBuffer{}
+	lg, err := logging.New(logging.Options{Level: cfg.LogLevel, Stderr: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &running{logs: logs, lg: lg, done: make(chan error, 1)}
+	ready := make(chan struct{})
+	d := &daemon{cfg: cfg, log: lg.Logger(), setLogLevel: lg.SetLevel, pid: 4242,
+		ready: func(endpoint, metrics string) {
+			r.endpoint, r.metrics = endpoint, metrics
+			close(ready)
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- d.serve(ctx, dp, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not return after cancel")
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-r.done:
+		r.done <- err // leave it for the test
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon not ready after 10 s")
+	}
+	return r
+}
+
+func (r *running) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return")
+		return nil
+	}
+}
+
+// testNIC is a TAP vNIC in VNI 7.
+func testNIC(t *testing.T, id string) model.NIC {
+	t.Helper()
+	mac, err := model.ParseMAC("52:54:00:00:00:01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return model.NIC{ID: id, MACText: "52:54:00:00:00:01", MAC: mac, VNI: 7, Type: model.NICTap}
+}
+
+func loadState(t *testing.T, path string) model.State {
+	t.Helper()
+	st, err := state.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestPersistEveryMutation checks that each acknowledged change is already
+// in the state file when its reply arrives, that metrics are served, and
+// that app_quit stops serve cleanly and closes the engine.
+func TestPersistEveryMutation(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Metrics = "127.0.0.1:0"
+	dp := newFakeEngine()
+	r := startServe(t, cfg, dp)
+	a := dialAPI(t, r.endpoint)
+
+	steps := []struct {
+		req   *protocol.MessageV0_Request
+		check func(model.State) bool
+	}{
+		{sgAdd("sg-a"), func(s model.State) bool { return len(s.SGs) == 1 && s.SGs[0].ID == "sg-a" }},
+		{memberAdd("sg-a", "10.0.0.7"), func(s model.State) bool { return len(s.SGs[0].Members) == 1 }},
+		{tcpRuleAdd("sg-a", 22), func(s model.State) bool { return len(s.SGs[0].Rules) == 1 }},
+		{tapNIC("vnic-1", 42, "52:54:00:12:34:56", "10.0.0.7"), func(s model.State) bool {
+			return len(s.NICs) == 1 && s.NICs[0].ID == "vnic-1" && s.NICs[0].VNI == 42
+		}},
+		{&protocol.MessageV0_Request{NicDel: proto.String("vnic-1")}, func(s model.State) bool { return len(s.NICs) == 0 }},
+	}
+	for i, s := range steps {
+		a.must(s.req)
+		if st := loadState(t, cfg.StateFile); !s.check(st) {
+			t.Fatalf("step %d: state file after the reply: %+v", i, st)
+		}
+	}
+	// A refused request changes nothing.
+	before, _ := os.ReadFile(cfg.StateFile)
+	if _, err := a.call(tapNIC("bad", 1, "not-a-mac")); !errors.Is(err, errRefused) {
+		t.Errorf("bad nic_add: %v, want refused", err)
+	}
+	if after, _ := os.ReadFile(cfg.StateFile); !bytes.Equal(before, after) {
+		t.Error("a refused request rewrote the state file")
+	}
+
+	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"butterfly_fake_engine_total 3", "go_goroutines", "process_"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
+	a.must(&protocol.MessageV0_Request{AppQuit: proto.Bool(true)})
+	if err := r.wait(t); err != nil {
+		t.Fatalf("serve after app_quit: %v", err)
+	}
+	if dp.closeCount() != 1 {
+		t.Errorf("engine closed %d times, want 1", dp.closeCount())
+	}
+	if _, err := http.Get("http://" + r.metrics + "/metrics"); err == nil {
+		t.Error("metrics still served after stop")
+	}
+}
+
+// TestRestore starts a daemon on a saved state and checks the API and the
+// engine see it; the -t default and default trace path apply to new vNICs.
+func TestRestore(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PacketTrace = true
+	src := model.New(modeltest.NewDataplane(), model.Options{})
+	if err := src.AddSG(model.SG{ID: "sg-1"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"n1", "n2"} {
+		n := testNIC(t, id)
+		n.IPs = []netip.Addr{netip.MustParseAddr("10.1.0.1")}
+		n.SecurityGroups = []string{"sg-1"}
+		if _, err := src.AddNIC(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := state.Save(cfg.StateFile, src.State()); err != nil {
+		t.Fatal(err)
+	}
+	dp := newFakeEngine()
+	r := startServe(t, cfg, dp)
+	a := dialAPI(t, r.endpoint)
+	if got := a.nicList(); strings.Join(got, ",") != "n1,n2" {
+		t.Errorf("nic_list after restore = %q", got)
+	}
+	if got := a.sgList(); strings.Join(got, ",") != "sg-1" {
+		t.Errorf("sg_list after restore = %q", got)
+	}
+	if got := dp.NICIDs(); strings.Join(got, ",") != "n1,n2" {
+		t.Errorf("engine vNICs after restore = %q", got)
+	}
+	a.must(tapNIC("n3", 7, "52:54:00:00:00:03"))
+	d := a.must(&protocol.MessageV0_Request{NicDetails: proto.String("n3")}).GetNicDetails()
+	if len(d) != 1 || !d[0].GetPacketTrace() || d[0].GetPacketTracePath() != "/tmp/butterfly-4242-n3.pcap" {
+		t.Errorf("nic_details n3 = %v, want packet_trace on /tmp/butterfly-4242-n3.pcap", d)
+	}
+}
+
+func TestCorruptStateStartsEmpty(t *testing.T) {
+	cfg := testConfig(t)
+	if err := os.MkdirAll(filepath.Dir(cfg.StateFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.StateFile, []byte(`{"version":1,"nics":[{"id":"x"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := startServe(t, cfg, newFakeEngine())
+	a := dialAPI(t, r.endpoint)
+	if got := a.nicList(); len(got) != 0 {
+		t.Errorf("nic_list = %q, want empty", got)
+	}
+	moved, _ := filepath.Glob(cfg.StateFile + ".corrupt-*")
+	if len(moved) != 1 {
+		t.Errorf("corrupt copies: %q", moved)
+	}
+	if !strings.Contains(r.logs.String(), "corrupt") {
+		t.Errorf("log does not mention the corrupt file:\n%s", r.logs.String())
+	}
+	// The daemon keeps working and persisting.
+	a.must(sgAdd("sg-new"))
+	if st := loadState(t, cfg.StateFile); len(st.SGs) != 1 {
+		t.Errorf("state after sg_add: %+v", st)
+	}
+}
+
+func TestRestoreFailureKeepsCopy(t *testing.T) {
+	cfg := testConfig(t)
+	src := model.New(modeltest.NewDataplane(), model.Options{})
+	for _, id := range []string{"good", "broken"} {
+		if _, err := src.AddNIC(testNIC(t, id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := state.Save(cfg.StateFile, src.State()); err != nil {
+		t.Fatal(err)
+	}
+	dp := newFakeEngine()
+	dp.FailOn(modeltest.OpAddNIC, "broken", errors.New("tap: device busy"))
+	r := startServe(t, cfg, dp)
+	a := dialAPI(t, r.endpoint)
+	if got := a.nicList(); strings.Join(got, ",") != "good" {
+		t.Errorf("nic_list = %q, want good", got)
+	}
+	if !strings.Contains(r.logs.String(), "device busy") {
+		t.Errorf("log does not explain the failure:\n%s", r.logs.String())
+	}
+	copies, _ := filepath.Glob(cfg.StateFile + ".restore-failed-*")
+	if len(copies) != 1 {
+		t.Fatalf("restore-failed copies: %q", copies)
+	}
+	if st := loadState(t, copies[0]); len(st.NICs) != 2 {
+		t.Errorf("kept copy has %d vNICs, want 2", len(st.NICs))
+	}
+}
+
+func TestServeErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, cfg *config.Config)
+		want  string
+	}{
+		{"unreadable state file", func(t *testing.T, cfg *config.Config) {
+			if err := os.MkdirAll(cfg.StateFile, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}, "cannot read the state file"},
+		{"bad endpoint", func(t *testing.T, cfg *config.Config) { cfg.Endpoint = "bogus://x" }, "API endpoint"},
+		{"metrics address unusable", func(t *testing.T, cfg *config.Config) { cfg.Metrics = "256.0.0.1:1" }, "metrics"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			tt.setup(t, &cfg)
+			dp := newFakeEngine()
+			d := &daemon{cfg: cfg, log: slog.New(slog.DiscardHandler), setLogLevel: func(string) error { return nil }}
+			err := d.serve(context.Background(), dp, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("serve error = %v, want it to contain %q", err, tt.want)
+			}
+			if dp.closeCount() != 1 {
+				t.Errorf("engine closed %d times, want 1", dp.closeCount())
+			}
+		})
+	}
+}
+
+// TestSignalStopsAndLogLevel: app_config changes the live level, and a
+// cancelled context (SIGTERM) stops serve with no error.
+func TestSignalStopsAndLogLevel(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.StateFile = ""
+	dp := newFakeEngine()
+	r := startServe(t, cfg, dp)
+	a := dialAPI(t, r.endpoint)
+	a.must(&protocol.MessageV0_Request{AppConfig: &protocol.MessageV0_AppConfigReq{LogLevel: proto.String("debug")}})
+	if r.lg.Level() != "debug" {
+		t.Errorf("level after app_config = %q", r.lg.Level())
+	}
+	st := a.must(&protocol.MessageV0_Request{AppStatus: proto.Bool(true)}).GetAppStatus()
+	if st.GetRequestCounter() < 2 {
+		t.Errorf("app_status request_counter = %d", st.GetRequestCounter())
+	}
+	r.cancel()
+	if err := r.wait(t); err != nil {
+		t.Errorf("serve after cancel: %v", err)
+	}
+	if dp.closeCount() != 1 {
+		t.Errorf("engine closed %d times", dp.closeCount())
+	}
+	if _, err := os.Stat(filepath.Join(cfg.SocketDir, "state")); err == nil {
+		t.Error("state written with persistence off")
+	}
+}

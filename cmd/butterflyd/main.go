@@ -1,0 +1,131 @@
+// Command butterflyd is the Butterfly virtual switch daemon: it owns the
+// host's vNICs (TAP and vhost-user), switches their traffic per VNI over
+// VXLAN, filters it with security groups, and is driven over the ZeroMQ
+// API. Its configuration is persisted in a state file and restored at
+// start. Run `butterflyd --help` for the options.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/butterfly-go/butterfly/internal/apiserver"
+	"github.com/butterfly-go/butterfly/internal/config"
+	"github.com/butterfly-go/butterfly/internal/crypto"
+	"github.com/butterfly-go/butterfly/internal/dataplane"
+	"github.com/butterfly-go/butterfly/internal/logging"
+	"github.com/butterfly-go/butterfly/internal/version"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1 // start-up or runtime failure
+	exitUsage   = 2 // bad or missing options
+)
+
+// run is the whole daemon; it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, err := config.Parse(args)
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "butterflyd: %s\n", line)
+		}
+		return exitUsage
+	}
+	if cfg.Help {
+		fmt.Fprint(stdout, config.Usage())
+		return exitOK
+	}
+	if cfg.ShowVersion {
+		fmt.Fprintln(stdout, version.String())
+		return exitOK
+	}
+
+	lg, err := logging.New(logging.Options{Level: cfg.LogLevel, Stderr: stderr, Syslog: cfg.Syslog})
+	if lg == nil {
+		fmt.Fprintf(stderr, "butterflyd: logging: %v\n", err)
+		return exitFailure
+	}
+	defer lg.Close()
+	log := lg.Logger()
+	if err != nil {
+		log.Warn("logging", "err", err)
+	}
+	log.Info("starting butterflyd", "version", version.Version, "commit", version.Commit, "config", cfg.ConfigFile)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+
+	var key []byte
+	if cfg.KeyFile != "" {
+		key, err = crypto.LoadKeyFile(cfg.KeyFile)
+		if err != nil {
+			log.Error("cannot load encryption key", "file", cfg.KeyFile, "err", err)
+			fmt.Fprintf(stderr, "butterflyd: cannot load encryption key %s: %v\n", cfg.KeyFile, err)
+			return exitFailure
+		}
+		log.Info("API encryption enabled: clear-text requests are refused")
+	} else if apiserver.IsLoopback(cfg.Endpoint) {
+		log.Warn("no encryption configured (-k): the API accepts clear-text requests from local clients")
+	} else {
+		log.Warn("no encryption configured (-k) and the API endpoint is reachable from the network: "+
+			"anyone who can connect can reconfigure this switch; set a key or bind to loopback",
+			"endpoint", cfg.Endpoint)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
+	defer stop()
+
+	pid := os.Getpid()
+	dcfg := dataplane.Config{
+		VTEP:        cfg.VTEP,
+		Workers:     cfg.Workers,
+		CPUs:        usableCPUs(cfg.CPUs, runtime.NumCPU(), log),
+		UnderlayMTU: cfg.UnderlayMTU,
+		HeadEnd:     cfg.VXLANPeers,
+		SocketDir:   cfg.SocketDir,
+		NoOffload:   cfg.NoOffload,
+		Logger:      log,
+	}
+	if cfg.PacketTrace {
+		dcfg.TraceUnderlay = fmt.Sprintf("/tmp/butterfly-%d-main.pcap", pid)
+	}
+	dp, err := dataplane.New(dcfg)
+	if err != nil {
+		log.Error("cannot start the dataplane", "err", err)
+		return exitFailure
+	}
+	d := &daemon{cfg: cfg, log: log, setLogLevel: lg.SetLevel, pid: pid}
+	if err := d.serve(ctx, dp, key); err != nil {
+		log.Error("butterflyd failed", "err", err)
+		return exitFailure
+	}
+	log.Info("butterflyd stopped")
+	return exitOK
+}
+
+// usableCPUs drops (with a warning) CPU numbers this machine does not
+// have, as the original ignored an out-of-range core.
+func usableCPUs(cpus []int, n int, log *slog.Logger) []int {
+	var out []int
+	for _, c := range cpus {
+		if c >= n {
+			log.Warn("ignoring CPU out of range for pinning", "cpu", c, "cpus", n)
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
