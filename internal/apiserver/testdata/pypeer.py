@@ -266,7 +266,104 @@ def scenario_encrypted(ctx, endpoint, args):
     return {"inner": inner, "clear": clear}
 
 
+def scenario_apiv0(ctx, endpoint, args):
+    """Every MessageV0 request (20 of the original plus nic_counters), one
+    Messages each; replies are printed in text format, as Python decoded
+    them."""
+    from google.protobuf import text_format
+
+    V0 = message_0_pb2.MessageV0
+    steps = []
+
+    def step(name, fill):
+        steps.append((name, fill))
+
+    def nic_add(r):
+        n = r.nic_add
+        n.id, n.mac, n.vni = "vnic1", "52:54:00:12:34:56", 1337
+        n.ip.extend(["10.0.0.1", "2001:0db8:0000:0000:0000:0000:0000:0001"])
+        n.security_group.append("sg-web")
+        n.ip_anti_spoof = True
+
+    def nic_add_tap(r):
+        n = r.nic_add
+        n.id, n.mac, n.vni, n.type = "vnic2", "52:54:00:00:00:02", 1337, V0.Nic.TAP
+
+    def nic_update(r):
+        r.nic_update.id = "vnic1"
+        r.nic_update.ip.append("10.0.0.2")
+
+    def rule(rl, proto, port, cidr, mask):
+        rl.direction = V0.Rule.INBOUND
+        rl.protocol = proto
+        rl.port_start = rl.port_end = port
+        rl.cidr.address, rl.cidr.mask_size = cidr, mask
+
+    def sg_add(r):
+        r.sg_add.id = "sg-web"
+        r.sg_add.member.append("10.0.0.9")
+        rule(r.sg_add.rule.add(), 6, 22, "0.0.0.0", 0)
+
+    def sg_rule_add(r):
+        r.sg_rule_add.sg_id = "sg-web"
+        rule(r.sg_rule_add.rule, 17, 53, "10.0.0.0", 8)
+
+    def sg_rule_del(r):
+        r.sg_rule_del.sg_id = "sg-web"
+        rule(r.sg_rule_del.rule, 6, 22, "0.0.0.0", 0)
+
+    def sg_member_add(r):
+        r.sg_member_add.sg_id, r.sg_member_add.member = "sg-web", "10.0.0.10"
+
+    def sg_member_del(r):
+        r.sg_member_del.sg_id, r.sg_member_del.member = "sg-web", "10.0.0.9"
+
+    def setf(field, value):
+        return lambda r: setattr(r, field, value)
+
+    step("nic_add", nic_add)
+    step("nic_add_tap", nic_add_tap)
+    step("nic_update", nic_update)
+    step("nic_list", setf("nic_list", True))
+    step("nic_details", setf("nic_details", "vnic1"))
+    step("nic_details_missing", setf("nic_details", "nope"))
+    step("nic_export", setf("nic_export", "vnic1"))
+    step("nic_stats", setf("nic_stats", "vnic1"))
+    step("nic_counters", setf("nic_counters", "vnic1"))
+    step("sg_add", sg_add)
+    step("sg_list", setf("sg_list", True))
+    step("sg_rule_add", sg_rule_add)
+    step("sg_rule_del", sg_rule_del)
+    step("sg_rule_list", setf("sg_rule_list", "sg-web"))
+    step("sg_member_add", sg_member_add)
+    step("sg_member_del", sg_member_del)
+    step("sg_member_list", setf("sg_member_list", "sg-web"))
+    step("sg_details", setf("sg_details", ""))
+    step("app_status", setf("app_status", True))
+    step("app_config", lambda r: setattr(r.app_config, "log_level", "debug"))
+    step("app_config_bad", lambda r: setattr(r.app_config, "log_level", "loud"))
+    step("nic_del", setf("nic_del", "vnic2"))
+    step("nic_list_after", setf("nic_list", True))
+    step("sg_del", setf("sg_del", "sg-web"))
+    step("sg_list_after", setf("sg_list", True))
+    step("app_quit", setf("app_quit", True))
+
+    s = req_socket(ctx, endpoint)
+    replies = {}
+    for name, fill in steps:
+        m = message_pb2.Messages()
+        msg = m.messages.add()
+        msg.revision = 6
+        msg.message_0.message_id = name
+        fill(msg.message_0.request)
+        rep = message_pb2.Messages()
+        rep.ParseFromString(call(s, m.SerializeToString()))
+        replies[name] = text_format.MessageToString(rep)
+    return {"order": [n for n, _ in steps], "replies": replies}
+
+
 SCENARIOS = {
+    "apiv0": scenario_apiv0,
     "roundtrip": scenario_roundtrip,
     "raw": scenario_raw,
     "multipart": scenario_multipart,
