@@ -24,6 +24,8 @@ const (
 	// fdbSize and fdbMaxAge size each VNI's table of remote MACs.
 	fdbSize   = 4096
 	fdbMaxAge = 300 * time.Second
+	// handoffRing is the capacity of a ring between two workers.
+	handoffRing = 1024
 )
 
 // underlay is what the engine needs of the VXLAN underlay socket.
@@ -73,7 +75,13 @@ type Engine struct {
 	utrace traceWriter
 
 	workers []*worker
-	wg      sync.WaitGroup
+	// With several workers: fwd[u][v] carries frames from worker u to
+	// worker v (the owner of their output port), ret[u][v] returns
+	// buffers of v's pool that u released, and owner maps every buffer
+	// to the worker whose pool it belongs to. All nil with one worker.
+	fwd, ret [][]*ring
+	owner    map[*packet.Buf]int
+	wg       sync.WaitGroup
 	stop    atomic.Bool
 
 	urx, decap, encap, utx, utraceEl *element
@@ -161,6 +169,30 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 			return nil, err
 		}
 		e.workers = append(e.workers, w)
+	}
+	if cfg.Workers > 1 {
+		e.owner = map[*packet.Buf]int{}
+		e.fwd = make([][]*ring, cfg.Workers)
+		e.ret = make([][]*ring, cfg.Workers)
+		for u, w := range e.workers {
+			var all []*packet.Buf
+			for b := w.pool.Get(); b != nil; b = w.pool.Get() {
+				all = append(all, b)
+				e.owner[b] = u
+			}
+			for _, b := range all {
+				w.pool.Put(b)
+			}
+			e.fwd[u] = make([]*ring, cfg.Workers)
+			e.ret[u] = make([]*ring, cfg.Workers)
+			for v := range e.workers {
+				e.fwd[u][v] = newRing(handoffRing)
+				e.ret[u][v] = newRing(h.poolSize)
+			}
+		}
+	}
+	for _, w := range e.workers {
+		w.refillRx()
 	}
 	e.publishLocked()
 	if !h.manual {

@@ -41,7 +41,7 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 		if !nic.bypass {
 			if r := nic.spoof.Check(b.Bytes()); r != antispoof.OK {
 				nic.anti.drop(w.id, spoofDrop(r))
-				w.pool.Put(b)
+				w.put(b)
 				continue
 			}
 			passed++
@@ -91,7 +91,7 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 	}
 	w.fl = cfg.AppendFlood(w.fl[:0], b.InPort)
 	if len(w.fl) == 0 {
-		w.pool.Put(b)
+		w.put(b)
 		return
 	}
 	last := len(w.fl) - 1
@@ -143,7 +143,7 @@ func (w *worker) dropFrom(nic *nicConf, el *element, r dropReason, b *packet.Buf
 		nic.rx.drop(w.id, r)
 	}
 	if b != nil {
-		w.pool.Put(b)
+		w.put(b)
 	}
 }
 
@@ -153,6 +153,15 @@ func (w *worker) toPort(s *snapshot, slot int, b *packet.Buf) {
 	if nic.tracer != nil {
 		w.capture(nic.tracer, nic.trace, b.Bytes())
 	}
+	if nic.worker != w.id {
+		w.handoff(nic.worker, handoff{b: b, to: nic.nicPort})
+		return
+	}
+	w.enqueue(s, slot, b)
+}
+
+// enqueue appends a frame to the queue of a port this worker owns.
+func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
 	q := w.txq[slot]
 	if len(q) == 0 {
 		w.dirty = append(w.dirty, slot)
@@ -206,7 +215,7 @@ func (w *worker) flushPort(s *snapshot, slot int) {
 		}
 	}
 	for i := range q {
-		w.pool.Put(q[i])
+		w.put(q[i])
 		q[i] = nil
 	}
 	w.txq[slot] = q[:0]
@@ -251,9 +260,9 @@ func (w *worker) encapsulate(s *snapshot, nic *nicConf, v *vniConf, b *packet.Bu
 			w.dropFrom(nic, w.e.encap, dropSegmentation, b)
 			return
 		}
-		w.pool.Put(b)
+		w.put(b)
 		for i := n; i < len(w.segs); i++ {
-			w.pool.Put(w.segs[i])
+			w.put(w.segs[i])
 		}
 		for i := 0; i < n; i++ {
 			w.encapOne(s, nic, v, w.segs[i], dst, dsts)
@@ -273,7 +282,7 @@ func (w *worker) encapsulate(s *snapshot, nic *nicConf, v *vniConf, b *packet.Bu
 
 func (w *worker) putAll(bs []*packet.Buf) {
 	for _, b := range bs {
-		w.pool.Put(b)
+		w.put(b)
 	}
 }
 
@@ -367,7 +376,7 @@ func (w *worker) tooBig(s *snapshot, nic *nicConf, b *packet.Buf) {
 
 func (w *worker) icmpBack(s *snapshot, nic *nicConf, r *packet.Buf, n int, err error) {
 	if err != nil || n <= 0 {
-		w.pool.Put(r)
+		w.put(r)
 		return
 	}
 	r.SetLen(n)
@@ -378,6 +387,10 @@ func (w *worker) icmpBack(s *snapshot, nic *nicConf, r *packet.Buf, n int, err e
 func (w *worker) toUnderlay(s *snapshot, b *packet.Buf) {
 	if s.utrace != nil {
 		w.captureOuter(s, b, false)
+	}
+	if w.id != 0 {
+		w.handoff(0, handoff{b: b})
+		return
 	}
 	w.utx = append(w.utx, b)
 	if len(w.utx) >= batchSize {
@@ -410,7 +423,7 @@ func (w *worker) flushUnderlay(s *snapshot) {
 		}
 	}
 	for i := range q {
-		w.pool.Put(q[i])
+		w.put(q[i])
 		q[i] = nil
 	}
 	w.utx = q[:0]
@@ -446,7 +459,7 @@ func (w *worker) rxUnderlay(s *snapshot) int {
 		v, r := w.decapOne(s, b)
 		if r != dropNone {
 			w.e.decap.drop(w.id, r)
-			w.pool.Put(b)
+			w.put(b)
 			continue
 		}
 		decapped++

@@ -35,6 +35,11 @@ type worker struct {
 
 	snap *snapshot
 	ack  atomic.Uint64
+	// sleeping is set while the worker waits in epoll; producers of
+	// handoffs wake it then. pushed has bit i set when this worker
+	// handed frames to worker i during the current iteration.
+	sleeping atomic.Bool
+	pushed   uint64
 	// exited is set when run returns.
 	exited atomic.Bool
 
@@ -79,7 +84,6 @@ func newWorker(e *Engine, id, cpu int) (*worker, error) {
 		w.close()
 		return nil, fmt.Errorf("dataplane: worker %d: epoll_ctl: %w", id, err)
 	}
-	w.refillRx()
 	return w, nil
 }
 
@@ -137,6 +141,15 @@ func (w *worker) run() {
 // sleep waits in epoll until a port is readable or the control plane
 // wakes the worker.
 func (w *worker) sleep() {
+	w.sleeping.Store(true)
+	defer w.sleeping.Store(false)
+	if w.e.fwd != nil {
+		for u := range w.e.workers {
+			if !w.e.fwd[u][w.id].empty() {
+				return
+			}
+		}
+	}
 	n, err := unix.EpollWait(w.epfd, w.events, w.sleepMs)
 	if err != nil && err != unix.EINTR {
 		w.e.log.Error("epoll_wait", "worker", w.id, "err", err)
@@ -162,13 +175,97 @@ func (w *worker) iterate() int {
 	w.now = t.UnixNano()
 	w.mono = int64(t.Sub(w.e.start))
 	total := 0
+	if w.e.fwd != nil {
+		total += w.drainRings(s)
+	}
 	for _, slot := range s.polls[w.id] {
 		total += w.rxNIC(s, s.nics[slot])
 	}
 	if w.id == 0 && s.under != nil {
 		total += w.rxUnderlay(s)
 	}
+	if w.pushed != 0 {
+		for i, o := range w.e.workers {
+			if w.pushed&(1<<i) != 0 && o.sleeping.Load() {
+				o.wake()
+			}
+		}
+		w.pushed = 0
+	}
 	return total
+}
+
+// handoff passes a frame to the worker that owns its output port.
+func (w *worker) handoff(to int, h handoff) {
+	if !w.e.fwd[w.id][to].push(h) {
+		if h.to != nil {
+			h.to.tx.drop(w.id, dropTxFull)
+		} else {
+			w.e.utx.drop(w.id, dropTxFull)
+		}
+		w.put(h.b)
+		return
+	}
+	w.pushed |= 1 << to
+}
+
+// drainRings takes back this worker's buffers from the others and queues
+// the frames they handed over for its ports.
+func (w *worker) drainRings(s *snapshot) int {
+	n := 0
+	for u := range w.e.workers {
+		if u == w.id {
+			continue
+		}
+		ret := w.e.ret[u][w.id]
+		for {
+			h, ok := ret.pop()
+			if !ok {
+				break
+			}
+			w.pool.Put(h.b)
+		}
+		in := w.e.fwd[u][w.id]
+		for {
+			h, ok := in.pop()
+			if !ok {
+				break
+			}
+			n++
+			switch {
+			case h.to == nil:
+				if s.under == nil {
+					w.put(h.b)
+					continue
+				}
+				w.utx = append(w.utx, h.b)
+				if len(w.utx) >= batchSize {
+					w.flushUnderlay(s)
+				}
+			case h.to.slot < len(s.nics) && s.nics[h.to.slot] != nil && s.nics[h.to.slot].nicPort == h.to:
+				w.enqueue(s, h.to.slot, h.b)
+			default: // the port left meanwhile
+				h.to.tx.drop(w.id, dropNoRoute)
+				w.put(h.b)
+			}
+		}
+	}
+	if n > 0 {
+		w.flushAll()
+	}
+	return n
+}
+
+// put releases a buffer: to this worker's pool, or back to the worker
+// whose pool it came from.
+func (w *worker) put(b *packet.Buf) {
+	if w.e.owner != nil {
+		if o := w.e.owner[b]; o != w.id {
+			w.e.ret[w.id][o].push(handoff{b: b})
+			return
+		}
+	}
+	w.pool.Put(b)
 }
 
 // apply switches to snapshot s: it drops frames queued for ports that

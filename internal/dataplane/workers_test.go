@@ -1,0 +1,140 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestTwoWorkersHandoff(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, true)
+	a := h.add(t, nicOf("a", mac(1), 5)) // worker 0
+	b := h.add(t, nicOf("b", mac(2), 5)) // worker 1
+	if h.e.nics["a"].p.worker == h.e.nics["b"].p.worker {
+		t.Fatal("vNICs not spread over the workers")
+	}
+	for i := 0; i < 200; i++ {
+		a.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 10, false)})
+		b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+		b.inject(frame{data: udp4(t, mac(9), mac(2), "10.0.0.2", "10.0.0.9", 10, false)})
+		if i%50 == 0 {
+			h.step()
+		}
+	}
+	for i := 0; i < 20; i++ {
+		h.step()
+	}
+	// a gets b's frames for a and b's floods towards mac 9.
+	if na, nb := len(a.take()), len(b.take()); na != 400 || nb != 200 {
+		t.Fatalf("a got %d, b got %d frames, want 400 and 200", na, nb)
+	}
+	// b's frames to the unknown mac 9 flood to a and to the underlay,
+	// which worker 0 owns.
+	if n := len(h.under.take()); n < 200 {
+		t.Fatalf("underlay got %d datagrams, want >= 200", n)
+	}
+	// Every buffer went home.
+	for _, w := range h.e.workers {
+		if got := w.pool.Available() + w.rxn; got != 512 {
+			t.Errorf("worker %d holds %d of its 512 buffers", w.id, got)
+		}
+	}
+}
+
+// TestLiveChangesUnderTraffic runs real workers: traffic between a and b
+// keeps flowing while other vNICs come and go, and deleted ports are
+// closed only once no worker uses them.
+func TestLiveChangesUnderTraffic(t *testing.T) {
+	for _, workers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			h := newHarness(t, Config{Workers: workers}, false)
+			a := h.add(t, nicOf("a", mac(1), 5))
+			b := h.add(t, nicOf("b", mac(2), 5))
+			b.count = true
+			f := frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 10, false)}
+			var sent atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					a.mu.Lock()
+					queued := len(a.in)
+					a.mu.Unlock()
+					if queued < 32 {
+						a.inject(f, f, f, f)
+						sent.Add(4)
+					} else {
+						time.Sleep(50 * time.Microsecond)
+					}
+				}
+			}()
+			var churned []*fakePort
+			for i := 0; i < 30; i++ {
+				id := fmt.Sprintf("c%d", i)
+				p := h.add(t, nicOf(id, mac(byte(10+i)), uint32(6+i%2)))
+				p.inject(frame{data: arp(t, mac(byte(10+i)), "10.0.0.9", "10.0.0.1")})
+				churned = append(churned, p)
+				if i%3 == 0 {
+					n := nicOf("b", mac(2), 5)
+					n.PacketTrace, n.TracePath = i%2 == 0, "/b.pcap"
+					if err := h.e.UpdateNIC(n); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := h.e.DeleteNIC(id); err != nil {
+					t.Fatal(err)
+				}
+				if !p.closed.Load() {
+					t.Fatalf("%s not closed by DeleteNIC", id)
+				}
+			}
+			close(stop)
+			wg.Wait()
+			deadline := time.Now().Add(5 * time.Second)
+			for b.written.Load() != sent.Load() && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if b.written.Load() != sent.Load() {
+				ca, _ := h.e.Counters("a")
+				cb, _ := h.e.Counters("b")
+				t.Fatalf("b got %d of %d frames; a %+v b %+v", b.written.Load(), sent.Load(), ca, cb)
+			}
+			for i, p := range churned {
+				if p.useAfterClose.Load() {
+					t.Errorf("c%d used after Close", i)
+				}
+			}
+			if c, _ := h.e.Counters("b"); c.TxPackets != uint64(sent.Load()) {
+				t.Errorf("b TxPackets %d, want %d", c.TxPackets, sent.Load())
+			}
+			if err := h.e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !a.closed.Load() || !b.closed.Load() || !h.under.closed.Load() {
+				t.Error("Close left ports open")
+			}
+		})
+	}
+}
+
+func TestIdleWorkerSleeps(t *testing.T) {
+	h := newHarness(t, Config{}, false)
+	a := h.add(t, nicOf("a", mac(1), 5))
+	b := h.add(t, nicOf("b", mac(2), 5))
+	w := h.e.workers[0]
+	waitFor(t, "the worker to sleep", w.sleeping.Load)
+	// A frame still gets through (the 1 ms sleep of fd-less fakes).
+	a.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 10, false)})
+	waitFor(t, "delivery", func() bool { return b.written.Load() == 1 })
+	_ = netip.Addr{}
+}
