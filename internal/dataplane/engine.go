@@ -82,7 +82,7 @@ type Engine struct {
 	fwd, ret [][]*ring
 	owner    map[*packet.Buf]int
 	wg       sync.WaitGroup
-	stop    atomic.Bool
+	stop     atomic.Bool
 
 	urx, decap, encap, utx, utraceEl *element
 	// start is the origin of the workers' monotonic clock.
