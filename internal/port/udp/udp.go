@@ -53,14 +53,21 @@ type Options struct {
 	MulticastTTL int
 	// NoGRO keeps UDP GRO off.
 	NoGRO bool
+	// NoGSO keeps UDP GSO off: every datagram is its own message.
+	NoGSO bool
 }
 
 // sockaddr is large enough for both sockaddr_in and sockaddr_in6.
 type sockaddr = unix.RawSockaddrInet6
 
 const (
-	cmsgSpace = 32 // room for one UDP_GRO cmsg (24 bytes) per message
+	cmsgSpace = 32 // room for one UDP_GRO or UDP_SEGMENT cmsg (24 bytes)
 	maxBatch  = 1024
+	// maxGSOSegments and maxGSOBytes bound one GSO send (the kernel's
+	// UDP_MAX_SEGMENTS is 64 on older kernels; an IPv4 datagram holds
+	// at most 65507 bytes).
+	maxGSOSegments = 64
+	maxGSOBytes    = 65000
 )
 
 // pending is the rest of a GRO-coalesced datagram that did not fit in the
@@ -92,6 +99,12 @@ type txState struct {
 	msgs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []sockaddr
+	ctrl  []byte
+	segs  []int          // datagrams in each message (>1: a GSO message)
+	first []int          // first iovec of each message
+	one   []unix.Mmsghdr // fallback: a GSO message's segments one by one
+
+	gsoSent uint64 // GSO messages sent, for tests
 }
 
 // mcastSock is a socket bound to a joined multicast group.
@@ -110,6 +123,7 @@ type Port struct {
 	v6      bool
 	ifindex int
 	gro     bool
+	gso     atomic.Bool
 	opts    Options
 
 	rx rxState
@@ -219,6 +233,10 @@ func (p *Port) open() error {
 	if !p.opts.NoGRO {
 		p.gro = unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
 	}
+	if !p.opts.NoGSO {
+		// Probe: a zero segment size is accepted where GSO exists.
+		p.gso.Store(unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT, 0) == nil)
+	}
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("epoll_create1: %w", err)
@@ -309,6 +327,10 @@ func (p *Port) allocTx() {
 	t.msgs = make([]unix.Mmsghdr, n)
 	t.iovs = make([]unix.Iovec, n)
 	t.names = make([]sockaddr, n)
+	t.ctrl = make([]byte, n*cmsgSpace)
+	t.segs = make([]int, n)
+	t.first = make([]int, n)
+	t.one = make([]unix.Mmsghdr, min(n, maxGSOSegments))
 }
 
 // Fd returns an epoll descriptor that is readable when any socket of the
@@ -609,33 +631,63 @@ func (p *Port) encodeName(sa *sockaddr, ap netip.AddrPort) (uint32, bool) {
 	return unix.SizeofSockaddrInet4, true
 }
 
-// WriteBatch sends each Buf as one datagram to its Peer with sendmmsg. It
+// WriteBatch sends each Buf as one datagram to its Peer with sendmmsg and
 // returns how many were sent. A full socket buffer drops the rest; a
-// datagram the kernel refuses (no route, too big, wrong family) is
-// skipped.
+// datagram the kernel refuses (no route, too big, wrong family, no peer)
+// is skipped. With UDP GSO, consecutive buffers for the same peer of
+// equal length (the last of a run may be shorter) go out as one GSO
+// message; the kernel splits them back into the same datagrams.
 func (p *Port) WriteBatch(bufs []*packet.Buf) (int, error) {
 	t := &p.tx
+	gso := p.gso.Load()
 	sent := 0
 	i := 0
 	for i < len(bufs) {
-		m := 0
-		for ; i < len(bufs) && m < len(t.msgs); i++ {
+		m, iv := 0, 0
+		for i < len(bufs) && m < len(t.msgs) && iv < len(t.iovs) {
 			b := bufs[i]
+			i++
 			nl, ok := p.encodeName(&t.names[m], b.Peer)
 			if !ok || b.Len() == 0 {
 				continue
 			}
-			f := b.Bytes()
-			t.iovs[m].Base = &f[0]
-			t.iovs[m].SetLen(len(f))
+			first, size, total := iv, b.Len(), b.Len()
+			setIov(&t.iovs[iv], b.Bytes())
+			iv++
+			for gso && i < len(bufs) && iv < len(t.iovs) && iv-first < maxGSOSegments {
+				nb := bufs[i]
+				l := nb.Len()
+				if nb.Peer != b.Peer || l == 0 || l > size || total+l > maxGSOBytes {
+					break
+				}
+				setIov(&t.iovs[iv], nb.Bytes())
+				iv++
+				i++
+				total += l
+				if l < size {
+					break // a shorter datagram ends the run
+				}
+			}
 			h := &t.msgs[m].Hdr
 			h.Name = (*byte)(unsafe.Pointer(&t.names[m]))
 			h.Namelen = nl
-			h.Iov = &t.iovs[m]
-			h.Iovlen = 1
+			h.Iov = &t.iovs[first]
+			h.Iovlen = uint64(iv - first)
+			h.Flags = 0
 			h.Control = nil
 			h.Controllen = 0
-			h.Flags = 0
+			if iv-first > 1 {
+				c := t.ctrl[m*cmsgSpace : (m+1)*cmsgSpace]
+				ch := (*unix.Cmsghdr)(unsafe.Pointer(&c[0]))
+				ch.Level = unix.IPPROTO_UDP
+				ch.Type = unix.UDP_SEGMENT
+				ch.SetLen(unix.CmsgLen(2))
+				*(*uint16)(unsafe.Pointer(&c[unix.SizeofCmsghdr])) = uint16(size)
+				h.Control = &c[0]
+				h.SetControllen(unix.CmsgSpace(2))
+			}
+			t.segs[m] = iv - first
+			t.first[m] = first
 			m++
 		}
 		j := 0
@@ -643,24 +695,86 @@ func (p *Port) WriteBatch(bufs []*packet.Buf) (int, error) {
 			n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(p.fd), uintptr(unsafe.Pointer(&t.msgs[j])), uintptr(m-j), unix.MSG_DONTWAIT, 0, 0)
 			switch e {
 			case 0:
+				for k := j; k < j+int(n); k++ {
+					sent += t.segs[k]
+					if t.segs[k] > 1 {
+						t.gsoSent++
+					}
+				}
 				j += int(n)
-				sent += int(n)
 			case unix.EINTR:
 			case unix.EAGAIN, unix.ENOBUFS:
-				p.clearTx(m)
+				p.clearTx(len(t.iovs))
 				return sent, nil
-			case unix.EMSGSIZE, unix.EINVAL, unix.ENETUNREACH, unix.EHOSTUNREACH, unix.ENETDOWN,
+			case unix.EIO, unix.EMSGSIZE, unix.EINVAL, unix.ENETUNREACH, unix.EHOSTUNREACH, unix.ENETDOWN,
 				unix.EHOSTDOWN, unix.ECONNREFUSED, unix.EPERM, unix.EACCES, unix.EADDRNOTAVAIL, unix.EAFNOSUPPORT:
-				j++ // this datagram is dropped
+				if t.segs[j] > 1 {
+					// The GSO message failed (EIO: the device cannot
+					// checksum; EINVAL: segments above the path MTU):
+					// send its datagrams one by one.
+					if e == unix.EIO {
+						p.gso.Store(false)
+					}
+					n, full := p.sendEach(j)
+					sent += n
+					if full {
+						p.clearTx(len(t.iovs))
+						return sent, nil
+					}
+				}
+				j++ // a plain datagram the kernel refused is dropped
 			default:
-				p.clearTx(m)
+				p.clearTx(len(t.iovs))
 				return sent, fmt.Errorf("udp %v: sendmmsg: %w", p.local, e)
 			}
 		}
-		p.clearTx(m)
+		p.clearTx(iv)
 	}
 	return sent, nil
 }
+
+// sendEach sends the datagrams of GSO message j as separate messages. It
+// reports how many were sent and whether the socket buffer was full.
+func (p *Port) sendEach(j int) (int, bool) {
+	t := &p.tx
+	src := &t.msgs[j].Hdr
+	k := t.segs[j]
+	for s := 0; s < k; s++ {
+		h := &t.one[s].Hdr
+		*h = unix.Msghdr{Name: src.Name, Namelen: src.Namelen, Iov: &t.iovs[t.first[j]+s], Iovlen: 1}
+	}
+	return p.sendRest(0, k)
+}
+
+// sendRest sends t.one[from:to], skipping refused datagrams.
+func (p *Port) sendRest(from, to int) (int, bool) {
+	t := &p.tx
+	sent := 0
+	for from < to {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(p.fd), uintptr(unsafe.Pointer(&t.one[from])), uintptr(to-from), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			sent += int(n)
+			from += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN, unix.ENOBUFS:
+			return sent, true
+		default:
+			from++
+		}
+	}
+	return sent, false
+}
+
+func setIov(v *unix.Iovec, b []byte) {
+	v.Base = &b[0]
+	v.SetLen(len(b))
+}
+
+// GSO reports whether WriteBatch coalesces datagrams with UDP GSO. It
+// turns off by itself when the kernel reports that the egress device
+// cannot do it (EIO).
+func (p *Port) GSO() bool { return p.gso.Load() }
 
 // clearTx drops the references to the caller's buffers.
 func (p *Port) clearTx(m int) {

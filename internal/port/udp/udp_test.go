@@ -322,6 +322,81 @@ func TestGROSplit(t *testing.T) {
 	}
 }
 
+func TestGSOSend(t *testing.T) {
+	// Each datagram: a receiver index (0 or 1) and a length.
+	type dg struct{ to, size int }
+	run := func(n, to, size int) []dg {
+		out := make([]dg, n)
+		for i := range out {
+			out[i] = dg{to, size}
+		}
+		return out
+	}
+	cat := func(parts ...[]dg) []dg {
+		var out []dg
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		dgs    []dg
+		minGSO uint64 // GSO messages at least expected
+		maxGSO uint64
+	}{
+		{"one run", run(10, 0, 1400), 1, 1},
+		{"short last", cat(run(5, 0, 1000), run(1, 0, 300)), 1, 1},
+		{"longer after shorter", cat(run(3, 0, 500), run(3, 0, 900)), 2, 2},
+		{"more than 64 segments", run(100, 0, 200), 2, 2},
+		{"byte bound", run(60, 0, 1400), 2, 2}, // 46 x 1400 fit in 65000
+		{"alternating peers", cat(run(1, 0, 800), run(1, 1, 800), run(1, 0, 800), run(1, 1, 800)), 0, 0},
+		{"two peers in runs", cat(run(4, 0, 700), run(4, 1, 700)), 2, 2},
+		{"singles", cat(run(1, 0, 100), run(1, 0, 200), run(1, 0, 300)), 0, 0},
+	}
+	for _, gro := range []bool{false, true} {
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("gro=%v/%s", gro, tc.name), func(t *testing.T) {
+				tx := listen(t, "127.0.0.1", Options{Batch: 128})
+				if !tx.GSO() {
+					t.Skip("kernel without UDP GSO")
+				}
+				rx := []*Port{listen(t, "127.0.0.2", Options{NoGRO: !gro}), listen(t, "127.0.0.3", Options{NoGRO: !gro})}
+				out := bufs(len(tc.dgs))
+				var want [2][][]byte
+				for i, d := range tc.dgs {
+					p := payload(uint64(i), d.size)
+					out[i].SetLen(copy(out[i].Space(), p))
+					out[i].Peer = rx[d.to].LocalAddr()
+					want[d.to] = append(want[d.to], p)
+				}
+				before := tx.tx.gsoSent
+				n, err := tx.WriteBatch(out)
+				if err != nil || n != len(tc.dgs) {
+					t.Fatalf("WriteBatch = %d, %v; want %d", n, err, len(tc.dgs))
+				}
+				if g := tx.tx.gsoSent - before; g < tc.minGSO || g > tc.maxGSO {
+					t.Fatalf("%d GSO messages, want %d to %d", g, tc.minGSO, tc.maxGSO)
+				}
+				for r := range rx {
+					got := readN(t, rx[r], len(want[r]), 16, 5*time.Second)
+					if len(got) != len(want[r]) {
+						t.Fatalf("receiver %d: %d datagrams, want %d", r, len(got), len(want[r]))
+					}
+					for i := range got {
+						if !bytes.Equal(got[i].Bytes(), want[r][i]) {
+							t.Fatalf("receiver %d datagram %d: %d bytes, want %d", r, i, got[i].Len(), len(want[r][i]))
+						}
+						if got[i].Peer != tx.LocalAddr() {
+							t.Fatalf("peer %v", got[i].Peer)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
 func TestLinkMTULoopback(t *testing.T) {
 	mtu, err := LinkMTU(netip.MustParseAddr("127.0.0.1"))
 	if err != nil {
@@ -448,7 +523,7 @@ func TestMulticastBetweenNamespaces(t *testing.T) {
 			run(t, "ip", "-n", nsA, "addr", "add", tc.addrA+tc.prefix, "dev", va, "nodad")
 			run(t, "ip", "-n", nsB, "addr", "add", tc.addrB+tc.prefix, "dev", vb, "nodad")
 			run(t, "ip", "-n", nsA, "link", "set", va, "mtu", "1450", "up")
-			run(t, "ip", "-n", nsB, "link", "set", vb, "up")
+			run(t, "ip", "-n", nsB, "link", "set", vb, "mtu", "1450", "up")
 
 			var a, b *Port
 			group := netip.MustParseAddr(tc.group)
@@ -477,6 +552,25 @@ func TestMulticastBetweenNamespaces(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { b.Close() })
+
+			// Datagrams above the link MTU: a GSO send is refused
+			// (segment larger than the MTU) and the port falls back to
+			// single datagrams, which the kernel fragments.
+			big := bufs(3)
+			for i, o := range big {
+				o.SetLen(copy(o.Space(), payload(uint64(500+i), 1600)))
+				o.Peer = a.LocalAddr()
+			}
+			gsoBefore := b.tx.gsoSent
+			if n, err := b.WriteBatch(big); n != 3 || err != nil {
+				t.Fatalf("WriteBatch of datagrams above the MTU = %d, %v", n, err)
+			}
+			if b.GSO() && b.tx.gsoSent != gsoBefore {
+				t.Fatal("a GSO message with segments above the MTU was accepted")
+			}
+			if got := readN(t, a, 3, 8, 5*time.Second); len(got) != 3 || !bytes.Equal(got[2].Bytes(), payload(502, 1600)) {
+				t.Fatalf("received %d of 3 fragmented datagrams", len(got))
+			}
 
 			// The kernel holds the membership on the VTEP's link.
 			maddr := output(t, "ip", "-n", nsA, "maddr", "show", "dev", va)
