@@ -637,9 +637,9 @@ func TestMulticastBetweenNamespaces(t *testing.T) {
 
 // --- benchmarks -------------------------------------------------------------
 
-func benchLoopback(b *testing.B, size, batch int) {
-	tx := listen(b, "127.0.0.1", Options{})
-	rx := listen(b, "127.0.0.2", Options{})
+func benchLoopback(b *testing.B, size, batch int, opts Options) {
+	tx := listen(b, "127.0.0.1", opts)
+	rx := listen(b, "127.0.0.2", opts)
 	out, in := bufs(batch), bufs(batch)
 	for i, o := range out {
 		o.SetLen(copy(o.Space(), payload(uint64(i), size)))
@@ -654,6 +654,7 @@ func benchLoopback(b *testing.B, size, batch int) {
 		}
 		sent += n
 		for got := 0; got < n; {
+			reset(in)
 			m, err := rx.ReadBatch(in)
 			if err != nil {
 				b.Fatal(err)
@@ -670,6 +671,22 @@ func benchLoopback(b *testing.B, size, batch int) {
 	b.ReportMetric(float64(recv)/sec, "recv-pps")
 }
 
-func BenchmarkLoopback64x1400(b *testing.B) { benchLoopback(b, 1400, 64) }
-func BenchmarkLoopback64x64(b *testing.B)   { benchLoopback(b, 64, 64) }
-func BenchmarkLoopback1x1400(b *testing.B)  { benchLoopback(b, 1400, 1) }
+var benchModes = []struct {
+	name string
+	opts Options
+}{
+	{"plain", Options{NoGSO: true, NoGRO: true}},
+	{"gro", Options{NoGSO: true}},
+	{"gso", Options{NoGRO: true}},
+	{"gso+gro", Options{}},
+}
+
+func BenchmarkLoopback(b *testing.B) {
+	for _, sz := range []struct{ size, batch int }{{1400, 64}, {64, 64}, {1400, 1}} {
+		for _, m := range benchModes {
+			b.Run(fmt.Sprintf("%dx%dB/%s", sz.batch, sz.size, m.name), func(b *testing.B) {
+				benchLoopback(b, sz.size, sz.batch, m.opts)
+			})
+		}
+	}
+}
