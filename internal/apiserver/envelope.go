@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
@@ -125,6 +126,7 @@ func (s *Server) dispatch(req *protocol.Messages) *protocol.Messages {
 func (s *Server) handle(m *protocol.MessageV0) (res *protocol.MessageV0, err error) {
 	defer func() {
 		if r := recover(); r != nil {
+			s.log.Error("api: handler panic", "panic", r, "stack", string(debug.Stack()))
 			res, err = nil, fmt.Errorf("handler panic: %v", r)
 		}
 	}()

@@ -19,8 +19,12 @@ import (
 //     envelope with an encrypted reply that opens to exactly what the
 //     unkeyed server answers in clear.
 //
-// The seed corpus is in testdata/fuzz/FuzzProcess; run it longer with
-// go test -run '^$' -fuzz FuzzProcess -fuzztime 30s ./internal/apiserver
+// The seed corpus is in testdata/fuzz/FuzzProcess; fuzz with
+//
+//	go test -run '^$' -fuzz FuzzProcess -fuzztime 30s -fuzzminimizetime 200x ./internal/apiserver
+//
+// (the bounded minimization keeps the workers from spending most of the
+// time minimizing each new input).
 func FuzzProcess(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0xff})

@@ -6,7 +6,15 @@
 //
 // One goroutine owns the socket: the one running Serve (Close waits for
 // Serve to return before it touches the socket). Requests are served one
-// at a time, in arrival order, with no artificial delay.
+// at a time, in arrival order, with no artificial delay. Each Server has
+// its own ZeroMQ context, which retries calls interrupted by the Go
+// runtime's preemption signals (EINTR, see the zmq4 README); Serve also
+// treats an interrupted poll as a spurious wake-up.
+//
+// Robustness against peers: frames over Config.MaxMessageSize make libzmq
+// drop that peer's connection; peers that connect and stay silent, or
+// speak garbage, cost nothing but their connection; a multipart request
+// gets a PARSE_ERROR reply.
 package apiserver
 
 import (
