@@ -87,6 +87,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
 	defer stop()
+	go func() {
+		// After the first signal, restore the default action so that a
+		// second one ends a stop that hangs.
+		<-ctx.Done()
+		stop()
+	}()
 
 	pid := os.Getpid()
 	dcfg := dataplane.Config{
