@@ -48,6 +48,11 @@ const (
 // exists; the caller may retry with another name.
 var ErrNameInUse = errors.New("interface name already in use")
 
+// ErrDeviceGone reports that the device no longer exists (for instance its
+// namespace was deleted): the port is dead and should be closed. Its
+// descriptor then polls as always ready (EPOLLERR).
+var ErrDeviceGone = errors.New("TAP device is gone")
+
 // Options configure a TAP port.
 type Options struct {
 	// Offload enables IFF_VNET_HDR and the checksum, TSO4, TSO6 and TSO
@@ -76,6 +81,10 @@ type Port struct {
 	iov [2]unix.Iovec
 	hdr [VNetHdrLen]byte
 
+	// goneErr is returned, preformatted, on every call once the device
+	// has disappeared, so a dead port costs no allocation.
+	goneErr error
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -99,6 +108,7 @@ func Open(name string, opts Options) (*Port, error) {
 		return nil, fmt.Errorf("tap %q: open /dev/net/tun: %w", name, err)
 	}
 	p := &Port{fd: fd, name: name, vnet: opts.Offload}
+	p.goneErr = fmt.Errorf("tap %q: %w", name, ErrDeviceGone)
 	if err := p.setup(opts); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tap %q: %w", name, err)
@@ -229,6 +239,9 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 			if err == unix.EAGAIN {
 				return n, nil
 			}
+			if err == unix.EBADFD {
+				return n, p.goneErr
+			}
 			return n, fmt.Errorf("tap %q: read: %w", p.name, err)
 		}
 		if r >= len(space) || r < hl+14 {
@@ -273,6 +286,8 @@ func (p *Port) WriteBatch(bufs []*packet.Buf) (int, error) {
 			return sent, nil
 		case unix.EINVAL, unix.EMSGSIZE, unix.EFAULT, unix.EIO:
 			// Bad frame or device down: drop this one.
+		case unix.EBADFD:
+			return sent, p.goneErr
 		default:
 			return sent, fmt.Errorf("tap %q: write: %w", p.name, err)
 		}

@@ -501,3 +501,33 @@ func TestWriteWithoutHeadroom(t *testing.T) {
 		t.Fatalf("WriteBatch with a bad header = %d, %v; want 1, nil", n, err)
 	}
 }
+
+func TestNamespaceDeleted(t *testing.T) {
+	needRoot(t)
+	p := open(t, Options{Offload: true})
+	// No netns handle here: an open handle would keep the namespace alive.
+	ns := fmt.Sprintf("bftap%d-%d", os.Getpid(), seq.Add(1))
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run(t, "ip", "link", "set", p.Name(), "netns", ns)
+	run(t, "ip", "-n", ns, "link", "set", p.Name(), "up")
+	run(t, "ip", "netns", "del", ns)
+	deadline := time.Now().Add(5 * time.Second)
+	var rerr, werr error
+	for time.Now().Before(deadline) {
+		_, rerr = p.ReadBatch(bufs(4))
+		b := packet.NewBuf()
+		b.SetLen(60)
+		_, werr = p.WriteBatch([]*packet.Buf{b})
+		if rerr != nil && werr != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !errors.Is(rerr, ErrDeviceGone) || !errors.Is(werr, ErrDeviceGone) {
+		t.Fatalf("after the namespace was deleted: read error %v, write error %v; want ErrDeviceGone", rerr, werr)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close of a dead port: %v", err)
+	}
+}
