@@ -18,51 +18,42 @@ import (
 // LevelNone is above every level a record can have: nothing is logged.
 const LevelNone = slog.Level(1 << 10)
 
-// Levels lists the accepted level names, most quiet first.
-var levelNames = []struct {
-	name  string
-	level slog.Level
-}{
-	{"none", LevelNone},
-	{"error", slog.LevelError},
-	{"warning", slog.LevelWarn},
-	{"info", slog.LevelInfo},
-	{"debug", slog.LevelDebug},
-}
-
 // LevelNames returns the accepted level names, most quiet first.
 func LevelNames() []string {
-	out := make([]string, len(levelNames))
-	for i, l := range levelNames {
-		out[i] = l.name
-	}
-	return out
+	return []string{"none", "error", "warning", "info", "debug"}
 }
 
 // ParseLevel maps a level name (case-insensitive; "warn" and "err" are
 // accepted too) to a slog level.
 func ParseLevel(name string) (slog.Level, error) {
-	n := strings.ToLower(strings.TrimSpace(name))
-	switch n {
-	case "warn":
-		n = "warning"
-	case "err":
-		n = "error"
-	}
-	for _, l := range levelNames {
-		if l.name == n {
-			return l.level, nil
-		}
+	switch strings.ToLower(strings.TrimSpace(name)) {
+	case "none":
+		return LevelNone, nil
+	case "error", "err":
+		return slog.LevelError, nil
+	case "warning", "warn":
+		return slog.LevelWarn, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "debug":
+		return slog.LevelDebug, nil
 	}
 	return 0, fmt.Errorf("unknown log level %q (want one of %s)", name, strings.Join(LevelNames(), ", "))
 }
 
-// LevelName is the inverse of ParseLevel.
+// LevelName is the inverse of ParseLevel for the levels it returns.
 func LevelName(l slog.Level) string {
-	for _, ln := range levelNames {
-		if ln.level == l {
-			return ln.name
-		}
+	switch l {
+	case LevelNone:
+		return "none"
+	case slog.LevelError:
+		return "error"
+	case slog.LevelWarn:
+		return "warning"
+	case slog.LevelInfo:
+		return "info"
+	case slog.LevelDebug:
+		return "debug"
 	}
 	return l.String()
 }
