@@ -38,8 +38,11 @@ func TestParseLevel(t *testing.T) {
 		if err == nil && got != tt.want {
 			t.Errorf("ParseLevel(%q) = %v, want %v", tt.in, got, tt.want)
 		}
-		if err == nil && LevelName(got) == "" {
-			t.Errorf("LevelName(%v) empty", got)
+	}
+	for _, name := range LevelNames() {
+		l, err := ParseLevel(name)
+		if err != nil || LevelName(l) != name {
+			t.Errorf("LevelName(ParseLevel(%q)) = %q, %v", name, LevelName(l), err)
 		}
 	}
 	if err := func() error { _, err := ParseLevel("loud"); return err }(); !strings.Contains(err.Error(), "none, error, warning, info, debug") {
