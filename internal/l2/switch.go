@@ -101,7 +101,8 @@ type Decision struct {
 
 // Options tune a Switch.
 type Options struct {
-	// TableSize is the number of MAC table slots (default 1024).
+	// TableSize is the number of MAC table slots (default 256, 10 KiB;
+	// size it to the MACs expected in the VNI, local and remote).
 	TableSize int
 	// MaxAge is how long a learned MAC stays valid without traffic
 	// (default 300 s, as IEEE 802.1D).
@@ -120,7 +121,7 @@ type Switch struct {
 // New returns a switch for vni with no ports.
 func New(vni uint32, o Options) *Switch {
 	if o.TableSize <= 0 {
-		o.TableSize = 1024
+		o.TableSize = 256
 	}
 	if o.MaxAge == 0 {
 		o.MaxAge = 300 * time.Second

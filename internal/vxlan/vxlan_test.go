@@ -48,6 +48,18 @@ func TestEncapDecapRoundTrip(t *testing.T) {
 	}
 }
 
+func TestEncapNoHeadroom(t *testing.T) {
+	b := packettest.Load(inner(t))
+	b.Prepend(packet.Headroom - 4)
+	before := append([]byte(nil), b.Bytes()...)
+	if vxlan.Encap(b, 1) || !bytes.Equal(b.Bytes(), before) {
+		t.Fatal("Encap without headroom succeeded or changed the frame")
+	}
+	if vxlan.EncapFull(b, 1, &vxlan.Outer{Src: netip.MustParseAddrPort("192.0.2.1:1"), Dst: netip.MustParseAddrPort("192.0.2.2:2")}) {
+		t.Fatal("EncapFull without headroom succeeded")
+	}
+}
+
 func TestDecapRejects(t *testing.T) {
 	valid := func() []byte {
 		b := make([]byte, 8, 100)
