@@ -55,17 +55,18 @@ const (
 	// NDPTargetLinkAddr: target link-layer address option is not the
 	// vNIC's MAC.
 	NDPTargetLinkAddr
-	numReasons
+	// NumReasons is one more than the largest Reason, for sizing counter arrays.
+	NumReasons
 )
 
-var reasonNames = [numReasons]string{
+var reasonNames = [NumReasons]string{
 	"ok", "runt", "src_mac", "rarp", "vlan", "arp_malformed", "arp_sender_mac", "arp_sender_ip",
 	"ipv4_malformed", "ipv4_src", "ipv6_malformed", "ipv6_src", "ndp_malformed", "ndp_target", "ndp_target_lladdr",
 }
 
 // String returns a short name usable as a counter label.
 func (r Reason) String() string {
-	if r < numReasons {
+	if r < NumReasons {
 		return reasonNames[r]
 	}
 	return "unknown"
@@ -73,8 +74,8 @@ func (r Reason) String() string {
 
 // Reasons lists every drop reason (OK excluded), for counter setup.
 func Reasons() []Reason {
-	r := make([]Reason, 0, numReasons-1)
-	for i := Runt; i < numReasons; i++ {
+	r := make([]Reason, 0, NumReasons-1)
+	for i := Runt; i < NumReasons; i++ {
 		r = append(r, i)
 	}
 	return r

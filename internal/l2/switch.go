@@ -78,14 +78,15 @@ const (
 	ReasonNotMember
 	// ReasonBadSource: multicast source MAC.
 	ReasonBadSource
-	numReasons
+	// NumReasons is one more than the largest Reason, for sizing counter arrays.
+	NumReasons
 )
 
-var reasonNames = [numReasons]string{"none", "runt", "ieee_reserved_dst", "hairpin", "not_member", "multicast_src"}
+var reasonNames = [NumReasons]string{"none", "runt", "ieee_reserved_dst", "hairpin", "not_member", "multicast_src"}
 
 // String returns a short name usable as a counter label.
 func (r Reason) String() string {
-	if r < numReasons {
+	if r < NumReasons {
 		return reasonNames[r]
 	}
 	return "unknown"

@@ -84,14 +84,16 @@ const (
 	DropUnknownVNI
 	// DropShortInner: the inner frame is shorter than an Ethernet header.
 	DropShortInner
-	numDropReasons
+	// NumDropReasons is one more than the largest DropReason, for sizing
+	// counter arrays.
+	NumDropReasons
 )
 
-var dropNames = [numDropReasons]string{"none", "short", "bad_flags", "unknown_vni", "short_inner"}
+var dropNames = [NumDropReasons]string{"none", "short", "bad_flags", "unknown_vni", "short_inner"}
 
 // String returns a short name usable as a counter label.
 func (r DropReason) String() string {
-	if r < numDropReasons {
+	if r < NumDropReasons {
 		return dropNames[r]
 	}
 	return "unknown"
