@@ -1,6 +1,10 @@
 // Package udp implements the VXLAN underlay as a port.Port on a kernel UDP
 // socket bound to the VTEP address, moving datagrams in batches with
-// recvmmsg and sendmmsg and using UDP GRO when the kernel offers it.
+// recvmmsg and sendmmsg. When the kernel offers them, UDP GRO (receive:
+// the kernel hands over runs of same-flow datagrams as one, which
+// ReadBatch splits again) and UDP GSO (send: a run of equal-sized
+// datagrams to one peer leaves as one message) cut the per-datagram
+// kernel work; the datagrams on the wire are the same either way.
 //
 // A Buf read holds one UDP payload (VXLAN header + inner frame) and its
 // source in Buf.Peer; a Buf written is sent as one datagram to Buf.Peer.
