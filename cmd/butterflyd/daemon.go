@@ -48,9 +48,10 @@ func defaultTracePath(pid int, id string) string {
 	return fmt.Sprintf("/tmp/butterfly-%d-%s.pcap", pid, id)
 }
 
-// serve runs the daemon on dp until ctx is done or app_quit arrives:
-// restore the saved state, bind the API (and the metrics server), serve,
-// then stop the API and close dp. dp is closed in every case.
+// serve runs the daemon on dp until ctx is done or app_quit arrives: lock
+// the state file, bind the API, restore the saved state, start the metrics
+// server, serve, then stop the API and close dp. dp is closed in every
+// case.
 func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	defer func() {
 		if cerr := dp.Close(); cerr != nil {
@@ -58,13 +59,17 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 			err = errors.Join(err, fmt.Errorf("close dataplane: %w", cerr))
 		}
 	}()
+	if d.cfg.StateFile != "" {
+		unlock, err := state.Lock(d.cfg.StateFile)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	store := model.New(dp, model.Options{
 		DefaultPacketTrace: d.cfg.PacketTrace,
 		DefaultTracePath:   func(id string) string { return defaultTracePath(d.pid, id) },
 	})
-	if err := d.restore(store); err != nil {
-		return err
-	}
 
 	ctx, quit := context.WithCancel(ctx)
 	defer quit()
@@ -78,6 +83,7 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 		Requests:    func() uint64 { return srv.Requests() },
 		StartTime:   time.Now(),
 		Now:         time.Now,
+		Logger:      d.log,
 	}
 	if path := d.cfg.StateFile; path != "" {
 		opts.Persist = func(st model.State) error {
@@ -98,6 +104,11 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 			d.log.Error("closing the API", "err", cerr)
 		}
 	}()
+	// The API is bound (a busy endpoint has stopped us before any vNIC
+	// exists) but not served yet: requests wait for the restore.
+	if err := d.restore(store); err != nil {
+		return err
+	}
 
 	var metricsAddr string
 	if d.cfg.Metrics != "" {

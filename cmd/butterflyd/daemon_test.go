@@ -380,3 +380,28 @@ func TestSignalStopsAndLogLevel(t *testing.T) {
 		t.Error("state written with persistence off")
 	}
 }
+
+// TestSecondDaemonRefused: a second daemon on the same state file stops at
+// start without touching the first one's vNICs.
+func TestSecondDaemonRefused(t *testing.T) {
+	cfg := testConfig(t)
+	first := newFakeEngine()
+	r := startServe(t, cfg, first)
+	a := dialAPI(t, r.endpoint)
+	a.must(tapNIC("n1", 7, "52:54:00:00:00:01"))
+
+	cfg2 := cfg
+	cfg2.Endpoint = "ipc://" + filepath.Join(t.TempDir(), "api2")
+	second := newFakeEngine()
+	d := &daemon{cfg: cfg2, log: slog.New(slog.DiscardHandler), setLogLevel: func(string) error { return nil }}
+	err := d.serve(context.Background(), second, nil)
+	if err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("second serve error = %v, want state file in use", err)
+	}
+	if ids := second.NICIDs(); len(ids) != 0 {
+		t.Errorf("second daemon created vNICs %q", ids)
+	}
+	if got := a.nicList(); strings.Join(got, ",") != "n1" {
+		t.Errorf("first daemon's nic_list = %q", got)
+	}
+}

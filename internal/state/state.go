@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/butterfly-go/butterfly/internal/model"
 )
 
@@ -187,4 +189,27 @@ func removeStaleTemps(path string) {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+// Lock takes an exclusive advisory lock (flock) on "<path>.lock", so that
+// two daemons never share a state file. It fails at once if another
+// process holds it. The lock is released by the returned function or when
+// the process exits, however it exits.
+func Lock(path string) (unlock func() error, err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("lock state file: %w", err)
+	}
+	lp := path + ".lock"
+	f, err := os.OpenFile(lp, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock state file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("state file %s is in use by another process (lock %s held)", path, lp)
+		}
+		return nil, fmt.Errorf("lock state file %s: %w", lp, err)
+	}
+	return f.Close, nil
 }

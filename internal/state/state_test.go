@@ -289,3 +289,26 @@ func TestUnreadable(t *testing.T) {
 		t.Errorf("Load moved an unreadable path: %v", err)
 	}
 }
+
+func TestLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "state.json")
+	unlock, err := Lock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// flock locks belong to the open file description: a second open in
+	// this process conflicts just as another process would.
+	if _, err := Lock(path); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("second Lock error = %v, want in use", err)
+	}
+	if err := unlock(); err != nil {
+		t.Fatal(err)
+	}
+	unlock2, err := Lock(path)
+	if err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	if err := unlock2(); err != nil {
+		t.Fatal(err)
+	}
+}
