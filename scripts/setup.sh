@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(libzmq3-dev pkg-config gcc g++ make git ca-certificates
-      python3-zmq python3-protobuf protobuf-compiler
+      python3-zmq python3-protobuf python3-cryptography protobuf-compiler
       iproute2 iputils-ping iperf3 ethtool tcpdump procps)
 missing=()
 for p in "${pkgs[@]}"; do
