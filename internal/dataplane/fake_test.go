@@ -42,6 +42,9 @@ type fakePort struct {
 	closed        atomic.Bool
 	useAfterClose atomic.Bool
 	groups        map[netip.Addr]bool
+	// efd, when > 0, is the descriptor Fd returns (an eventfd that is
+	// never signalled), so that idle workers sleep as with real ports.
+	efd int
 }
 
 var _ port.Port = (*fakePort)(nil)
@@ -109,7 +112,12 @@ func (p *fakePort) take() []frame {
 	return o
 }
 
-func (p *fakePort) Fd() int { return -1 }
+func (p *fakePort) Fd() int {
+	if p.efd > 0 {
+		return p.efd
+	}
+	return -1
+}
 
 func (p *fakePort) Close() error {
 	p.closed.Store(true)
@@ -192,7 +200,7 @@ func newHarness(t testing.TB, cfg Config, manual bool) *harness {
 		cfg.UnderlayMTU = 1500
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg.Logger = quietLogger()
 	}
 	e, err := newEngine(cfg, hooks{
 		manual:       manual,
@@ -330,3 +338,5 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -12,6 +12,9 @@ import (
 	"github.com/butterfly-go/butterfly/internal/packet"
 )
 
+// underSlot stands for the underlay in fdSlot.
+const underSlot = -1
+
 // worker is one packet-processing goroutine with its own buffer pool,
 // transmit queues and epoll instance.
 type worker struct {
@@ -40,11 +43,25 @@ type worker struct {
 	// handed frames to worker i during the current iteration.
 	sleeping atomic.Bool
 	pushed   uint64
+	// sleeps counts the epoll sleeps (for tests and tuning).
+	sleeps atomic.Uint64
 	// exited is set when run returns.
 	exited atomic.Bool
 
 	epfd, evfd int
-	fds        map[int]bool
+	// fdSlot maps the descriptors in the epoll set to their port slot
+	// (underSlot for the underlay).
+	fdSlot map[int]int
+	// active lists the slots polled each iteration: ports that were
+	// readable recently (inActive marks them; last is their last
+	// traffic). nofd lists ports without a descriptor, always polled.
+	active      []int
+	inActive    []bool
+	last        []int64
+	nofd        []int
+	underActive bool
+	underLast   int64
+	lastRx      int64
 	events     []unix.EpollEvent
 	sleepMs    int
 	now        int64 // wall clock, for traces
@@ -63,7 +80,7 @@ func newWorker(e *Engine, id, cpu int) (*worker, error) {
 		utx:     make([]*packet.Buf, 0, batchSize),
 		segs:    make([]*packet.Buf, 0, 64),
 		fl:      make([]uint32, 0, 1024),
-		fds:     map[int]bool{},
+		fdSlot:  map[int]int{},
 		events:  make([]unix.EpollEvent, 16),
 		scratch: make([]byte, packet.BufSize+64),
 		epfd:    -1,
@@ -122,50 +139,69 @@ func (w *worker) run() {
 			w.e.log.Warn("pinning worker", "worker", w.id, "cpu", w.cpu, "err", err)
 		}
 	}
-	idle := w.e.hooks.idle
-	last := time.Now()
-	for !w.e.stop.Load() {
-		if w.iterate() > 0 {
-			last = time.Now()
-			continue
+	for i := uint64(0); !w.e.stop.Load(); i++ {
+		n := w.iterate()
+		switch {
+		case w.idleNow():
+			w.sleep(w.sleepMs)
+		case n == 0 || i%16 == 0:
+			// Pick up ports that became readable meanwhile.
+			w.sleep(0)
 		}
-		if time.Since(last) < idle {
-			continue
-		}
-		w.sleep()
-		last = time.Now()
 	}
 	w.drop()
 }
 
-// sleep waits in epoll until a port is readable or the control plane
-// wakes the worker.
-func (w *worker) sleep() {
-	w.sleeping.Store(true)
-	defer w.sleeping.Store(false)
-	if w.e.fwd != nil {
-		for u := range w.e.workers {
-			if !w.e.fwd[u][w.id].empty() {
-				return
+// idleNow reports whether every port has been idle for the idle spell:
+// no port with a descriptor left in the active set and nothing received
+// recently on the others.
+func (w *worker) idleNow() bool {
+	return len(w.active) == 0 && !w.underActive && w.mono-w.lastRx >= int64(w.e.hooks.idle)
+}
+
+// sleep waits in epoll (at most timeoutMs; 0 only checks) until a port is
+// readable or the control plane wakes the worker, and puts the readable
+// ports in the active set.
+func (w *worker) sleep(timeoutMs int) {
+	if timeoutMs != 0 {
+		w.sleeping.Store(true)
+		defer w.sleeping.Store(false)
+		if w.e.fwd != nil {
+			for u := range w.e.workers {
+				if !w.e.fwd[u][w.id].empty() {
+					return
+				}
 			}
 		}
+		w.sleeps.Add(1)
 	}
-	n, err := unix.EpollWait(w.epfd, w.events, w.sleepMs)
+	n, err := unix.EpollWait(w.epfd, w.events, timeoutMs)
 	if err != nil && err != unix.EINTR {
 		w.e.log.Error("epoll_wait", "worker", w.id, "err", err)
 		time.Sleep(time.Millisecond)
 		return
 	}
 	for i := 0; i < n; i++ {
-		if int(w.events[i].Fd) == w.evfd {
+		fd := int(w.events[i].Fd)
+		switch slot, ok := w.fdSlot[fd]; {
+		case fd == w.evfd:
 			var b [8]byte
 			unix.Read(w.evfd, b[:])
+		case !ok:
+		case slot == underSlot:
+			w.underActive = true
+			w.underLast = w.mono
+		case !w.inActive[slot]:
+			w.inActive[slot] = true
+			w.last[slot] = w.mono
+			w.active = append(w.active, slot)
 		}
 	}
 }
 
-// iterate moves to the newest configuration if needed, polls every port
-// once and returns the number of frames received.
+// iterate moves to the newest configuration if needed, polls the ports
+// of the active set (and those without a descriptor) once, and returns
+// the number of frames it received or took over from other workers.
 func (w *worker) iterate() int {
 	if s := w.e.snap.Load(); s != w.snap {
 		w.apply(s)
@@ -174,15 +210,39 @@ func (w *worker) iterate() int {
 	t := time.Now()
 	w.now = t.UnixNano()
 	w.mono = int64(t.Sub(w.e.start))
+	idle := int64(w.e.hooks.idle)
 	total := 0
 	if w.e.fwd != nil {
 		total += w.drainRings(s)
 	}
-	for _, slot := range s.polls[w.id] {
+	j := 0
+	for _, slot := range w.active {
+		n := w.rxNIC(s, s.nics[slot])
+		total += n
+		if n > 0 {
+			w.last[slot] = w.mono
+		}
+		if w.mono-w.last[slot] < idle {
+			w.active[j] = slot
+			j++
+		} else {
+			w.inActive[slot] = false
+		}
+	}
+	w.active = w.active[:j]
+	for _, slot := range w.nofd {
 		total += w.rxNIC(s, s.nics[slot])
 	}
-	if w.id == 0 && s.under != nil {
-		total += w.rxUnderlay(s)
+	if w.id == 0 && s.under != nil && (w.underActive || s.underFd < 0) {
+		n := w.rxUnderlay(s)
+		total += n
+		if n > 0 {
+			w.underLast = w.mono
+		}
+		w.underActive = s.underFd >= 0 && w.mono-w.underLast < idle
+	}
+	if total > 0 {
+		w.lastRx = w.mono
 	}
 	if w.pushed != 0 {
 		for i, o := range w.e.workers {
@@ -277,39 +337,52 @@ func (w *worker) apply(s *snapshot) {
 	for len(w.txq) < len(s.nics) {
 		w.txq = append(w.txq, make([]*packet.Buf, 0, batchSize))
 	}
-	want := map[int]bool{}
+	want := map[int]int{}
 	w.sleepMs = 1000
+	w.active, w.nofd = w.active[:0], w.nofd[:0]
+	if len(w.last) < len(s.nics) {
+		w.last = make([]int64, len(s.nics))
+		w.inActive = make([]bool, len(s.nics))
+	}
+	clear(w.inActive)
 	for _, slot := range s.polls[w.id] {
 		fd := s.nics[slot].port.Fd()
 		if fd < 0 {
+			w.nofd = append(w.nofd, slot)
 			w.sleepMs = 1
 			continue
 		}
-		want[fd] = true
+		want[fd] = slot
+		// Poll every port until it has been idle for a while.
+		w.active = append(w.active, slot)
+		w.inActive[slot] = true
+		w.last[slot] = w.mono
 	}
 	if w.id == 0 && s.under != nil {
 		if s.underFd < 0 {
 			w.sleepMs = 1
 		} else {
-			want[s.underFd] = true
+			want[s.underFd] = underSlot
+			w.underActive = true
+			w.underLast = w.mono
 		}
 	}
-	for fd := range w.fds {
-		if !want[fd] {
+	for fd := range w.fdSlot {
+		if _, ok := want[fd]; !ok {
 			unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-			delete(w.fds, fd)
+			delete(w.fdSlot, fd)
 		}
 	}
-	for fd := range want {
-		if !w.fds[fd] {
+	for fd, slot := range want {
+		if _, ok := w.fdSlot[fd]; !ok {
 			if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd,
 				&unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
 				w.e.log.Error("epoll_ctl add", "worker", w.id, "fd", fd, "err", err)
 				w.sleepMs = 1
 				continue
 			}
-			w.fds[fd] = true
 		}
+		w.fdSlot[fd] = slot
 	}
 	w.snap = s
 	w.ack.Store(s.gen)
@@ -318,9 +391,9 @@ func (w *worker) apply(s *snapshot) {
 // drop releases the worker's references before it exits.
 func (w *worker) drop() {
 	w.flushAll()
-	for fd := range w.fds {
+	for fd := range w.fdSlot {
 		unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-		delete(w.fds, fd)
+		delete(w.fdSlot, fd)
 	}
 	w.snap = nil
 }
