@@ -62,12 +62,12 @@ type worker struct {
 	underActive bool
 	underLast   int64
 	lastRx      int64
-	events     []unix.EpollEvent
-	sleepMs    int
-	now        int64 // wall clock, for traces
-	mono       int64 // monotonic, for MAC ageing
-	scratch    []byte
-	ipID       uint16
+	events      []unix.EpollEvent
+	sleepMs     int
+	now         int64 // wall clock, for traces
+	mono        int64 // monotonic, for MAC ageing
+	scratch     []byte
+	ipID        uint16
 }
 
 func newWorker(e *Engine, id, cpu int) (*worker, error) {
