@@ -397,6 +397,96 @@ func TestGSOSend(t *testing.T) {
 	}
 }
 
+// TestConcurrentUse runs a reader, a writer and group changes at once
+// (meaningful under -race).
+func TestConcurrentUse(t *testing.T) {
+	a := listen(t, "127.0.0.1", Options{})
+	b := listen(t, "127.0.0.2", Options{})
+	group := netip.MustParseAddr("239.77.0.1")
+	if err := b.JoinGroup(group); err != nil {
+		t.Skipf("cannot join a group on loopback: %v", err)
+	}
+	const total = 20000
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan error, 3)
+	go func() { // writer
+		out := bufs(32)
+		id := 0
+		for id < total {
+			for _, o := range out {
+				o.SetLen(copy(o.Space(), payload(uint64(id), 200+id%3)))
+				o.Peer = b.LocalAddr()
+				id++
+			}
+			n, err := a.WriteBatch(out)
+			if err != nil {
+				done <- err
+				return
+			}
+			sent.Add(int64(n))
+		}
+		done <- nil
+	}()
+	go func() { // group changes
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if err := b.LeaveGroup(group); err != nil {
+				done <- err
+				return
+			}
+			if err := b.JoinGroup(group); err != nil {
+				done <- err
+				return
+			}
+			_ = b.Groups()
+		}
+	}()
+	var recv int
+	last := int64(-1)
+	in := bufs(64)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		reset(in)
+		n, err := b.ReadBatch(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range in[:n] {
+			id := int64(binary.BigEndian.Uint64(g.Bytes()))
+			if id <= last || !bytes.Equal(g.Bytes(), payload(uint64(id), 200+int(id)%3)) {
+				t.Fatalf("datagram %d after %d, or corrupt", id, last)
+			}
+			last = id
+			recv++
+		}
+		if n == 0 {
+			if last == total-1 {
+				break
+			}
+			waitReadable(b.Fd(), 50*time.Millisecond)
+			if int64(recv) == sent.Load() && sent.Load() == total {
+				break
+			}
+		}
+	}
+	close(stop)
+	for i := 0; i < 2; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if recv == 0 || int64(recv) > sent.Load() {
+		t.Fatalf("received %d of %d sent", recv, sent.Load())
+	}
+	t.Logf("sent %d, received %d", sent.Load(), recv)
+}
+
 func TestLinkMTULoopback(t *testing.T) {
 	mtu, err := LinkMTU(netip.MustParseAddr("127.0.0.1"))
 	if err != nil {
