@@ -77,12 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 		log.Info("API encryption enabled: clear-text requests are refused")
-	} else if apiserver.IsLoopback(cfg.Endpoint) {
-		log.Warn("no encryption configured (-k): the API accepts clear-text requests from local clients")
 	} else {
-		log.Warn("no encryption configured (-k) and the API endpoint is reachable from the network: "+
-			"anyone who can connect can reconfigure this switch; set a key or bind to loopback",
-			"endpoint", cfg.Endpoint)
+		log.Warn(noKeyWarning(cfg.Endpoint), "endpoint", cfg.Endpoint)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
@@ -120,6 +116,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("butterflyd stopped")
 	return exitOK
+}
+
+// noKeyWarning is the warning logged when the API has no key; it is
+// louder when the endpoint is reachable from the network.
+func noKeyWarning(endpoint string) string {
+	if apiserver.IsLoopback(endpoint) {
+		return "no encryption configured (-k): the API accepts clear-text requests from local clients"
+	}
+	return "no encryption configured (-k) and the API endpoint is reachable from the network: " +
+		"anyone who can connect can reconfigure this switch; set a key or bind to loopback"
 }
 
 // usableCPUs drops (with a warning) CPU numbers this machine does not
