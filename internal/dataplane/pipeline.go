@@ -29,7 +29,7 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	if n > w.rxn {
 		n = w.rxn
 	}
-	var bytes, passed uint64
+	var bytes, passed, spoofed uint64
 	cfg := nic.vni.l2.Config()
 	for i := 0; i < n; i++ {
 		b := w.rx[i]
@@ -42,6 +42,7 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 			if r := nic.spoof.Check(b.Bytes()); r != antispoof.OK {
 				nic.anti.drop(w.id, spoofDrop(r))
 				w.put(b)
+				spoofed++
 				continue
 			}
 			passed++
@@ -52,7 +53,9 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	if passed > 0 {
 		nic.anti.add(w.id, passed, 0)
 	}
-	nic.vni.sw.add(w.id, uint64(n), 0)
+	if fwd := uint64(n) - spoofed; fwd > 0 {
+		nic.vni.sw.add(w.id, fwd, 0)
+	}
 	w.take(n)
 	w.flushAll()
 	return n
