@@ -316,8 +316,6 @@ func arp(t testing.TB, src [6]byte, sip, tip string) []byte {
 	})
 }
 
-var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
 // vxlanFrame builds an underlay datagram payload: VXLAN header + inner.
 func vxlanFrame(vni uint32, inner []byte) []byte {
 	p := make([]byte, 8+len(inner))
