@@ -28,27 +28,27 @@ const (
 	numEngineDrops
 
 	dropSwitchBase = numEngineDrops
-	dropSpoofBase  = dropSwitchBase + 8
-	dropDecapBase  = dropSpoofBase + 16
-	numDrops       = dropDecapBase + 8
+	dropSpoofBase  = dropSwitchBase + dropReason(l2.NumReasons)
+	dropDecapBase  = dropSpoofBase + dropReason(antispoof.NumReasons)
+	numDrops       = dropDecapBase + dropReason(vxlan.NumDropReasons)
 )
 
 func switchDrop(r l2.Reason) dropReason {
-	if r >= 8 {
+	if r >= l2.NumReasons {
 		r = 0
 	}
 	return dropSwitchBase + dropReason(r)
 }
 
 func spoofDrop(r antispoof.Reason) dropReason {
-	if r >= 16 {
+	if r >= antispoof.NumReasons {
 		r = 0
 	}
 	return dropSpoofBase + dropReason(r)
 }
 
 func decapDrop(r vxlan.DropReason) dropReason {
-	if r >= 8 {
+	if r >= vxlan.NumDropReasons {
 		r = 0
 	}
 	return dropDecapBase + dropReason(r)
