@@ -18,9 +18,11 @@ import (
 	"github.com/butterfly-go/butterfly/internal/port"
 )
 
+func isRoot() bool { return os.Geteuid() == 0 }
+
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
+	if !isRoot() {
 		t.Skip("needs root (TAP devices and network namespaces)")
 	}
 	for _, tool := range []string{"ip", "ping"} {

@@ -1,0 +1,119 @@
+package dataplane
+
+import (
+	"bytes"
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/butterfly-go/butterfly/internal/port"
+)
+
+// TestRealUnderlay runs two engines with real UDP underlay sockets on the
+// loopback of a private network namespace (VTEPs 127.0.0.1 and
+// 127.0.0.2, head-end replication to each other) and fake vNICs: frames
+// cross between the engines encapsulated in VXLAN, and unicast replies
+// go to the learned VTEP.
+func TestRealUnderlay(t *testing.T) {
+	for _, tc := range []struct{ name, v1, v2 string }{
+		{"ipv4", "127.0.0.1", "127.0.0.2"},
+		{"ipv6", "fd00::1", "fd00::2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			realUnderlay(t, netip.MustParseAddr(tc.v1), netip.MustParseAddr(tc.v2))
+		})
+	}
+}
+
+func realUnderlay(t *testing.T, v1, v2 netip.Addr) {
+	if !isRoot() {
+		t.Skip("needs root (network namespace)")
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.New()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	defer func() {
+		netns.Set(orig)
+		orig.Close()
+		ns.Close()
+		runtime.UnlockOSThread()
+	}()
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	if v1.Is6() {
+		for _, a := range []netip.Addr{v1, v2} {
+			addr := &netlink.Addr{IPNet: netlink.NewIPNet(a.AsSlice()), Flags: unix.IFA_F_NODAD}
+			if err := netlink.AddrAdd(lo, addr); err != nil {
+				t.Fatalf("add %v: %v", a, err)
+			}
+		}
+	}
+	mk := func(local, peer netip.Addr) (*Engine, map[string]*fakePort) {
+		ports := map[string]*fakePort{}
+		e, err := newEngine(Config{VTEP: local, HeadEnd: []netip.Addr{peer}, UnderlayMTU: 1500, Logger: quietLogger()}, hooks{
+			poolSize: 256,
+			openTAP: func(name string, offload bool) (port.Port, string, error) {
+				p := &fakePort{}
+				ports[name] = p
+				return p, name, nil
+			},
+		})
+		if err != nil {
+			t.Fatalf("engine on %v: %v", local, err)
+		}
+		t.Cleanup(func() { e.Close() })
+		return e, ports
+	}
+	e1, p1 := mk(v1, v2)
+	e2, p2 := mk(v2, v1)
+	if _, err := e1.AddNIC(nicOf("a", mac(1), 77)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2.AddNIC(nicOf("b", mac(2), 77)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2.AddNIC(nicOf("x", mac(3), 78)); err != nil {
+		t.Fatal(err)
+	}
+	a, b, x := p1["a"], p2["b"], p2["x"]
+	// a broadcasts (ARP): head-end replication carries it to engine 2.
+	req := arp(t, mac(1), "10.0.0.1", "10.0.0.2")
+	a.inject(frame{data: req})
+	waitFor(t, "b to get a's broadcast", func() bool { return b.written.Load() == 1 })
+	if got := b.take(); !bytes.Equal(got[0].data, req) {
+		t.Fatal("broadcast changed on the way")
+	}
+	// b answers unicast: engine 2 learned a behind 127.0.0.1.
+	rep := udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 1000, false)
+	b.inject(frame{data: rep})
+	waitFor(t, "a to get b's reply", func() bool { return a.written.Load() == 1 })
+	if got := a.take(); !bytes.Equal(got[0].data, rep) {
+		t.Fatal("reply changed on the way")
+	}
+	if x.written.Load() != 0 {
+		t.Fatal("a vNIC of VNI 78 got VNI 77 traffic")
+	}
+	c, _ := e2.Counters("b")
+	if c.RxPackets != 1 || c.TxPackets != 1 {
+		t.Fatalf("b counters %+v", c)
+	}
+	if p, _, _ := e2.encap.totals(); p != 1 {
+		t.Fatalf("engine 2 encapsulated %d frames, want 1", p)
+	}
+}
