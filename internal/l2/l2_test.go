@@ -64,7 +64,7 @@ func TestTableLearnLookupAging(t *testing.T) {
 }
 
 func TestTableEvictionAndRemove(t *testing.T) {
-	tb := l2.NewTable(8, 0) // one probe window: at most 8 entries
+	tb := l2.NewTable(8, 0) // one bucket: at most 8 entries
 	for i := 0; i < 8; i++ {
 		tb.Learn(mac(i), uint64(i), 0, 0, int64(i+1))
 	}

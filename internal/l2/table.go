@@ -8,7 +8,7 @@ import (
 	"github.com/butterfly-go/butterfly/internal/packet"
 )
 
-// probe is the number of consecutive slots a MAC may occupy.
+// probe is the number of slots of a bucket; a MAC may occupy any of them.
 const probe = 8
 
 const (
@@ -31,22 +31,25 @@ const (
 // A MAC learned concurrently by two workers may briefly occupy two
 // slots; the stale one ages out.
 //
-// A MAC lives in one of probe slots from its hash; when they are all
-// live the least recently refreshed entry is evicted. Each entry holds
+// A MAC lives in one bucket of probe slots chosen by its hash; when the
+// bucket is full the least recently refreshed entry is evicted. The keys
+// of a bucket are stored together (one cache line), the values apart. Each entry holds
 // two 64-bit values and an 8-bit tag chosen by the user (a port index,
-// a VTEP address). A slot takes 40 bytes and slots are not padded to
+// a VTEP address). An entry takes 40 bytes and slots are not padded to
 // cache lines: with thousands of VNIs memory matters more than the rare
 // false sharing between neighbouring slots.
 type Table struct {
+	// keys[i] is the key of slots[i], kept apart so that the probe of a
+	// bucket reads one cache line of keys.
+	keys    []atomic.Uint64 // MAC | keyUsed | tag<<tagBits; 0 = empty
 	slots   []slot
-	mask    uint64
+	bmask   uint64 // number of buckets - 1
 	maxAge  int64
 	refresh int64
 }
 
 type slot struct {
 	seq  atomic.Uint64
-	key  atomic.Uint64 // MAC | keyUsed | tag<<tagBits; 0 = empty
 	seen atomic.Int64
 	v0   atomic.Uint64
 	v1   atomic.Uint64
@@ -60,7 +63,7 @@ func NewTable(size int, maxAge time.Duration) *Table {
 	for n < size {
 		n <<= 1
 	}
-	t := &Table{slots: make([]slot, n), mask: uint64(n - 1), maxAge: int64(maxAge)}
+	t := &Table{keys: make([]atomic.Uint64, n), slots: make([]slot, n), bmask: uint64(n/probe - 1), maxAge: int64(maxAge)}
 	// A live entry with unchanged values is rewritten at most this
 	// often, so that steady traffic does not bounce the cache line
 	// between workers.
@@ -79,6 +82,9 @@ func hashMAC(m uint64) uint64 {
 	return hi ^ lo
 }
 
+// bucket returns the index of the first slot of m's bucket.
+func (t *Table) bucket(m uint64) int { return int(hashMAC(m)&t.bmask) * probe }
+
 func (t *Table) live(seen, now int64) bool {
 	return t.maxAge <= 0 || now-seen <= t.maxAge
 }
@@ -89,47 +95,49 @@ func (t *Table) live(seen, now int64) bool {
 func (t *Table) Learn(mac packet.MAC, v0, v1 uint64, tag uint8, now int64) bool {
 	m := mac.Uint64()
 	key := m | keyUsed | uint64(tag)<<tagBits
-	h := hashMAC(m)
-	var empty, oldest *slot
+	base := t.bucket(m)
+	keys := t.keys[base : base+probe]
+	empty, oldest := -1, -1
 	var oldestSeen int64
 	var oldestKey uint64
-	for i := uint64(0); i < probe; i++ {
-		s := &t.slots[(h+i)&t.mask]
-		k := s.key.Load()
+	for i := range keys {
+		k := keys[i].Load()
 		if k == 0 {
-			if empty == nil {
-				empty = s
+			if empty < 0 {
+				empty = i
 			}
 			continue
 		}
 		if k&(keyUsed-1) == m {
+			s := &t.slots[base+i]
 			if k == key && s.v0.Load() == v0 && s.v1.Load() == v1 && now-s.seen.Load() < t.refresh {
 				return true
 			}
-			return t.write(s, k, key, v0, v1, now)
+			return t.write(base+i, k, key, v0, v1, now)
 		}
-		if seen := s.seen.Load(); oldest == nil || seen < oldestSeen {
-			oldest, oldestSeen, oldestKey = s, seen, k
+		if seen := t.slots[base+i].seen.Load(); oldest < 0 || seen < oldestSeen {
+			oldest, oldestSeen, oldestKey = i, seen, k
 		}
 	}
-	if empty != nil {
-		return t.write(empty, 0, key, v0, v1, now)
+	if empty >= 0 {
+		return t.write(base+empty, 0, key, v0, v1, now)
 	}
-	return t.write(oldest, oldestKey, key, v0, v1, now)
+	return t.write(base+oldest, oldestKey, key, v0, v1, now)
 }
 
-// write updates s if its key is still expect.
-func (t *Table) write(s *slot, expect, key, v0, v1 uint64, now int64) bool {
+// write updates slot i if its key is still expect.
+func (t *Table) write(i int, expect, key, v0, v1 uint64, now int64) bool {
+	s := &t.slots[i]
 	q := s.seq.Load()
 	if q&1 != 0 || !s.seq.CompareAndSwap(q, q+1) {
 		return false
 	}
-	ok := s.key.Load() == expect
+	ok := t.keys[i].Load() == expect
 	if ok {
 		s.v0.Store(v0)
 		s.v1.Store(v1)
 		s.seen.Store(now)
-		s.key.Store(key)
+		t.keys[i].Store(key)
 	}
 	s.seq.Store(q + 2)
 	return ok
@@ -138,23 +146,24 @@ func (t *Table) write(s *slot, expect, key, v0, v1 uint64, now int64) bool {
 // Lookup returns the live entry of mac at time now.
 func (t *Table) Lookup(mac packet.MAC, now int64) (v0, v1 uint64, tag uint8, ok bool) {
 	m := mac.Uint64()
-	h := hashMAC(m)
-	for i := uint64(0); i < probe; i++ {
-		s := &t.slots[(h+i)&t.mask]
-		if k := s.key.Load(); k == 0 || k&(keyUsed-1) != m {
+	base := t.bucket(m)
+	keys := t.keys[base : base+probe]
+	for i := range keys {
+		if k := keys[i].Load(); k == 0 || k&(keyUsed-1) != m {
 			continue
 		}
+		s := &t.slots[base+i]
 		for try := 0; try < 4; try++ {
 			q := s.seq.Load()
 			if q&1 != 0 {
 				continue
 			}
-			k := s.key.Load()
+			k := keys[i].Load()
 			a, b, seen := s.v0.Load(), s.v1.Load(), s.seen.Load()
 			if s.seq.Load() != q {
 				continue
 			}
-			if k&(keyUsed-1) == m && k != 0 && t.live(seen, now) {
+			if k != 0 && k&(keyUsed-1) == m && t.live(seen, now) {
 				return a, b, uint8(k >> tagBits), true
 			}
 			break
@@ -163,9 +172,10 @@ func (t *Table) Lookup(mac packet.MAC, now int64) (v0, v1 uint64, tag uint8, ok 
 	return 0, 0, 0, false
 }
 
-// claim takes s for a control-plane update, waiting for writers (they
-// hold a slot for a few stores).
-func (s *slot) claim() uint64 {
+// claim takes slot i for a control-plane update, waiting for writers
+// (they hold a slot for a few stores).
+func (t *Table) claim(i int) uint64 {
+	s := &t.slots[i]
 	for {
 		q := s.seq.Load()
 		if q&1 == 0 && s.seq.CompareAndSwap(q, q+1) {
@@ -180,13 +190,13 @@ func (s *slot) claim() uint64 {
 func (t *Table) RemoveIf(match func(mac packet.MAC, v0, v1 uint64, tag uint8) bool) int {
 	n := 0
 	for i := range t.slots {
-		s := &t.slots[i]
-		if s.key.Load() == 0 {
+		if t.keys[i].Load() == 0 {
 			continue
 		}
-		q := s.claim()
-		if k := s.key.Load(); k != 0 && match(packet.MACFromUint64(k&(keyUsed-1)), s.v0.Load(), s.v1.Load(), uint8(k>>tagBits)) {
-			s.key.Store(0)
+		q := t.claim(i)
+		s := &t.slots[i]
+		if k := t.keys[i].Load(); k != 0 && match(packet.MACFromUint64(k&(keyUsed-1)), s.v0.Load(), s.v1.Load(), uint8(k>>tagBits)) {
+			t.keys[i].Store(0)
 			n++
 		}
 		s.seq.Store(q + 2)
@@ -197,19 +207,18 @@ func (t *Table) RemoveIf(match func(mac packet.MAC, v0, v1 uint64, tag uint8) bo
 // Remove deletes mac's entries and reports whether there was one.
 func (t *Table) Remove(mac packet.MAC) bool {
 	m := mac.Uint64()
-	h := hashMAC(m)
+	base := t.bucket(m)
 	found := false
-	for i := uint64(0); i < probe; i++ {
-		s := &t.slots[(h+i)&t.mask]
-		if k := s.key.Load(); k == 0 || k&(keyUsed-1) != m {
+	for i := base; i < base+probe; i++ {
+		if k := t.keys[i].Load(); k == 0 || k&(keyUsed-1) != m {
 			continue
 		}
-		q := s.claim()
-		if k := s.key.Load(); k != 0 && k&(keyUsed-1) == m {
-			s.key.Store(0)
+		q := t.claim(i)
+		if k := t.keys[i].Load(); k != 0 && k&(keyUsed-1) == m {
+			t.keys[i].Store(0)
 			found = true
 		}
-		s.seq.Store(q + 2)
+		t.slots[i].seq.Store(q + 2)
 	}
 	return found
 }
@@ -223,8 +232,7 @@ func (t *Table) Flush() {
 func (t *Table) Len(now int64) int {
 	n := 0
 	for i := range t.slots {
-		s := &t.slots[i]
-		if s.key.Load() != 0 && t.live(s.seen.Load(), now) {
+		if t.keys[i].Load() != 0 && t.live(t.slots[i].seen.Load(), now) {
 			n++
 		}
 	}
@@ -237,7 +245,7 @@ func (t *Table) Range(now int64, fn func(mac packet.MAC, v0, v1 uint64, tag uint
 	for i := range t.slots {
 		s := &t.slots[i]
 		q := s.seq.Load()
-		k := s.key.Load()
+		k := t.keys[i].Load()
 		a, b, seen := s.v0.Load(), s.v1.Load(), s.seen.Load()
 		if q&1 != 0 || s.seq.Load() != q || k == 0 || !t.live(seen, now) {
 			continue
