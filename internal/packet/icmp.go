@@ -34,7 +34,7 @@ const (
 	ICMPv6Redirect        = 137
 	ICMPv6MLDv2Report     = 143
 
-	// NDPNALen is the length of an NS or NA message without options.
+	// NDPNSNALen is the length of an NS or NA message without options.
 	NDPNSNALen = 24
 
 	NDPOptSourceLinkAddr = 1
@@ -131,10 +131,9 @@ func (c ICMPv6) NAFlags() uint8 { return c[4] }
 func (c ICMPv6) NDPTarget() netip.Addr { return netip.AddrFrom16([16]byte(c[8:24])) }
 
 // NDPOption returns the value (after the type and length bytes) of the
-// first option of type typ of an NS or NA, and whether it was found. ok
-// is false as well when the options are malformed (zero length or
-// running past the message), which RFC 4861 says must be dropped; valid
-// reports that case.
+// first option of type typ of an NS or NA, and whether it was found.
+// valid is false when the options are malformed (zero length, or running
+// past the message), which RFC 4861 says must be dropped.
 func (c ICMPv6) NDPOption(typ uint8) (val []byte, found, valid bool) {
 	if len(c) < NDPNSNALen {
 		return nil, false, false

@@ -24,14 +24,13 @@ const (
 
 // IPv4 header constants.
 const (
-	IPv4MinLen   = 20
-	IPv4MaxLen   = 60
-	IPv4FlagDF   = 0x4000
-	IPv4FlagMF   = 0x2000
-	ipv4OffMask  = 0x1fff
-	IPv4MinMTU   = 68
-	IPv4Version  = 4
-	ipv4TTLIndex = 8
+	IPv4MinLen  = 20
+	IPv4MaxLen  = 60
+	IPv4FlagDF  = 0x4000
+	IPv4FlagMF  = 0x2000
+	ipv4OffMask = 0x1fff
+	IPv4MinMTU  = 68
+	IPv4Version = 4
 )
 
 // IPv4 is a view of an IPv4 header and what follows. Accessors need
@@ -142,7 +141,7 @@ func (b IPv4) UpdateChecksum() { b.SetChecksum(b.CalculateChecksum()) }
 // IsChecksumValid reports whether the header checksum verifies.
 func (b IPv4) IsChecksumValid() bool { return Checksum(b[:b.HeaderLen()], 0) == 0xffff }
 
-// EncodeIPv4 writes a 20-byte header (no options) with the given fields
+// Encode writes a 20-byte header (no options) with the given fields
 // and its checksum.
 func (b IPv4) Encode(tos uint8, totalLen, id, flagsFrag uint16, ttl, proto uint8, src, dst netip.Addr) {
 	b[0] = 0x45
