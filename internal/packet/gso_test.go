@@ -218,3 +218,37 @@ func TestMaxPayloadForMTU(t *testing.T) {
 		t.Fatalf("v6 MaxPayloadForMTU = %d, %v", n, err)
 	}
 }
+
+func TestSegmentIPv6ExtensionHeaders(t *testing.T) {
+	payload := pattern(4000)
+	tcp := make([]byte, 20, 20+len(payload))
+	th := packet.TCP(tcp)
+	th.SetSrcPort(5)
+	th.SetDstPort(6)
+	th.SetSeq(100)
+	th.SetHeaderLen(20)
+	th.SetFlags(packet.TCPFlagACK | packet.TCPFlagPSH)
+	tcp = append(tcp, payload...)
+	fr := ipv6WithExt(t, packet.ProtoHopByHop, ext(packet.ProtoTCP, 1), tcp)
+	src := packettest.Load(fr)
+	src.VNet = packet.VNetHdr{GSOType: packet.GSOTCPv6, GSOSize: 1000}
+	out := outBufs(4)
+	n, err := packet.Segment(src, 0, out)
+	if err != nil || n != 4 {
+		t.Fatalf("Segment = %d, %v", n, err)
+	}
+	for i := 0; i < n; i++ {
+		p := packettest.Decode(out[i].Bytes())
+		packettest.VerifyChecksums(t, p)
+		if p.Layer(layers.LayerTypeIPv6HopByHop) == nil {
+			t.Fatalf("segment %d lost its hop-by-hop header", i)
+		}
+		g := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		if g.Seq != 100+uint32(i*1000) || len(g.Payload) != 1000 || g.PSH != (i == n-1) {
+			t.Fatalf("segment %d: seq %d len %d psh %v", i, g.Seq, len(g.Payload), g.PSH)
+		}
+		if ip := p.NetworkLayer().(*layers.IPv6); int(ip.Length) != 8+20+1000 {
+			t.Fatalf("segment %d: payload length %d", i, ip.Length)
+		}
+	}
+}
