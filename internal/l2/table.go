@@ -2,6 +2,7 @@ package l2
 
 import (
 	"math/bits"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -173,7 +174,8 @@ func (t *Table) Lookup(mac packet.MAC, now int64) (v0, v1 uint64, tag uint8, ok 
 }
 
 // claim takes slot i for a control-plane update, waiting for writers
-// (they hold a slot for a few stores).
+// (they hold a slot for a few stores, but may be preempted meanwhile:
+// yield rather than spin).
 func (t *Table) claim(i int) uint64 {
 	s := &t.slots[i]
 	for {
@@ -181,6 +183,7 @@ func (t *Table) claim(i int) uint64 {
 		if q&1 == 0 && s.seq.CompareAndSwap(q, q+1) {
 			return q
 		}
+		runtime.Gosched()
 	}
 }
 
