@@ -42,6 +42,9 @@ type fakePort struct {
 	closed        atomic.Bool
 	useAfterClose atomic.Bool
 	groups        map[netip.Addr]bool
+	// readErr makes ReadBatch fail; reads counts the calls.
+	readErr error
+	reads   atomic.Int64
 	// efd, when > 0, is the descriptor Fd returns (an eventfd that is
 	// never signalled), so that idle workers sleep as with real ports.
 	efd int
@@ -56,6 +59,10 @@ func (p *fakePort) inject(fs ...frame) {
 }
 
 func (p *fakePort) ReadBatch(bufs []*packet.Buf) (int, error) {
+	p.reads.Add(1)
+	if p.readErr != nil {
+		return 0, p.readErr
+	}
 	if p.closed.Load() {
 		p.useAfterClose.Store(true)
 		return 0, nil

@@ -22,6 +22,10 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	n, err := nic.port.ReadBatch(w.rx[:w.rxn])
 	if err != nil {
 		nic.rx.drop(w.id, dropRxError)
+		if n <= 0 {
+			w.portFailed(nic.slot, nic.port.Fd(), nic.id, err)
+			return 0
+		}
 	}
 	if n <= 0 {
 		return 0
@@ -445,6 +449,10 @@ func (w *worker) rxUnderlay(s *snapshot) int {
 	n, err := s.under.ReadBatch(w.rx[:w.rxn])
 	if err != nil {
 		w.e.urx.drop(w.id, dropRxError)
+		if n <= 0 {
+			w.portFailed(underSlot, s.underFd, "underlay", err)
+			return 0
+		}
 	}
 	if n <= 0 {
 		return 0

@@ -211,9 +211,15 @@ func TestIdleCPU(t *testing.T) {
 		}
 		// The TAPs sit in the host namespace: keep the host's IPv6
 		// (router solicitations, MLD reports) from talking on them, so
-		// that they are as idle as a stopped VM's.
+		// that they are as idle as a stopped VM's. Half of them are
+		// down, as the TAP of a VM that is not running.
 		os.WriteFile("/proc/sys/net/ipv6/conf/"+path+"/disable_ipv6", []byte("1"), 0)
+		if i%2 == 0 {
+			run(t, "ip", "link", "set", path, "down")
+		}
 	}
+	// A TAP deleted behind the engine's back must not make it spin.
+	run(t, "ip", "link", "del", fmt.Sprintf("idle1-%s", suffix))
 	time.Sleep(500 * time.Millisecond)
 	cpu := func() time.Duration {
 		var ru unix.Rusage

@@ -61,6 +61,10 @@ type worker struct {
 	nofd        []int
 	underActive bool
 	underLast   int64
+	// failed marks ports whose reads fail (a TAP deleted behind our
+	// back): they are no longer polled until the next configuration.
+	failed      []bool
+	underFailed bool
 	lastRx      int64
 	events      []unix.EpollEvent
 	sleepMs     int
@@ -222,7 +226,7 @@ func (w *worker) iterate() int {
 		if n > 0 {
 			w.last[slot] = w.mono
 		}
-		if w.mono-w.last[slot] < idle {
+		if w.mono-w.last[slot] < idle && !w.failed[slot] {
 			w.active[j] = slot
 			j++
 		} else {
@@ -231,15 +235,17 @@ func (w *worker) iterate() int {
 	}
 	w.active = w.active[:j]
 	for _, slot := range w.nofd {
-		total += w.rxNIC(s, s.nics[slot])
+		if !w.failed[slot] {
+			total += w.rxNIC(s, s.nics[slot])
+		}
 	}
-	if w.id == 0 && s.under != nil && (w.underActive || s.underFd < 0) {
+	if w.id == 0 && s.under != nil && !w.underFailed && (w.underActive || s.underFd < 0) {
 		n := w.rxUnderlay(s)
 		total += n
 		if n > 0 {
 			w.underLast = w.mono
 		}
-		w.underActive = s.underFd >= 0 && w.mono-w.underLast < idle
+		w.underActive = s.underFd >= 0 && w.mono-w.underLast < idle && !w.underFailed
 	}
 	if total > 0 {
 		w.lastRx = w.mono
@@ -253,6 +259,25 @@ func (w *worker) iterate() int {
 		w.pushed = 0
 	}
 	return total
+}
+
+// portFailed stops polling a port whose reads fail, so that a broken
+// descriptor (always readable, always failing) cannot make the worker
+// spin. The next configuration change tries it again.
+func (w *worker) portFailed(slot, fd int, name string, err error) {
+	if fd >= 0 {
+		if _, ok := w.fdSlot[fd]; ok {
+			unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+			delete(w.fdSlot, fd)
+		}
+	}
+	if slot == underSlot {
+		w.underFailed = true
+		w.underActive = false
+	} else {
+		w.failed[slot] = true
+	}
+	w.e.log.Error("port read failed; not polled until the next configuration change", "port", name, "worker", w.id, "err", err)
 }
 
 // handoff passes a frame to the worker that owns its output port.
@@ -345,6 +370,11 @@ func (w *worker) apply(s *snapshot) {
 		w.inActive = make([]bool, len(s.nics))
 	}
 	clear(w.inActive)
+	if len(w.failed) < len(s.nics) {
+		w.failed = make([]bool, len(s.nics))
+	}
+	clear(w.failed)
+	w.underFailed = false
 	for _, slot := range s.polls[w.id] {
 		fd := s.nics[slot].port.Fd()
 		if fd < 0 {

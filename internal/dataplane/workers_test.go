@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -137,4 +138,34 @@ func TestIdleWorkerSleeps(t *testing.T) {
 	a.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 10, false)})
 	waitFor(t, "delivery", func() bool { return b.written.Load() == 1 })
 	_ = netip.Addr{}
+}
+
+// TestFailedPortNotPolled: a port whose reads fail is dropped from the
+// poll set (instead of spinning on it) until the configuration changes;
+// the other ports keep working.
+func TestFailedPortNotPolled(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	a := h.add(t, nicOf("a", mac(1), 5))
+	b := h.add(t, nicOf("b", mac(2), 5))
+	a.readErr = errors.New("file descriptor in bad state")
+	h.step()
+	reads := a.reads.Load()
+	h.step()
+	if a.reads.Load() != reads {
+		t.Fatalf("failed port polled again (%d -> %d reads)", reads, a.reads.Load())
+	}
+	b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+	h.step()
+	if len(a.take()) != 1 {
+		t.Fatal("frames to the failed port's vNIC no longer delivered")
+	}
+	if c, _ := h.e.Counters("a"); c.Drops["rx_error"] != 1 {
+		t.Fatalf("drops %v, want rx_error 1", c.Drops)
+	}
+	// A configuration change retries it.
+	h.add(t, nicOf("c", mac(3), 5))
+	h.step()
+	if a.reads.Load() != reads+1 {
+		t.Fatalf("failed port not retried after a configuration change (%d reads)", a.reads.Load())
+	}
 }
