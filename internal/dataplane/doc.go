@@ -1,20 +1,58 @@
 // Package dataplane is Butterfly's packet engine and the real implementation
 // of model.Dataplane.
 //
+// # Workers and the graph
+//
 // Worker goroutines, each locked to an OS thread (and optionally pinned to a
-// CPU), poll their ports in batches of 64 frames and push every batch through
-// a graph of small elements: port-rx (per vNIC), trace, antispoof, switch (per
-// VNI), vxlan-encap, underlay-tx, underlay-rx, vxlan-decap and port-tx (per
-// vNIC). Every element keeps per-worker counters of packets and of drops by
-// reason.
+// CPU), read their ports in batches of 64 frames and push every batch
+// through a graph of small elements:
+//
+//	from a VM:        port-rx -> trace -> antispoof -> switch -> port-tx (local vNIC)
+//	                                                          \-> vxlan-encap -> underlay-tx
+//	from the network: underlay-rx -> vxlan-decap -> switch -> trace -> port-tx
+//
+// Every element keeps per-worker counters of packets and of drops by reason
+// (plain uint64 fields, one cache line set per worker, updated with atomic
+// adds by their only writer and read with atomic loads by Counters and the
+// Prometheus collector). Nothing on a forwarding path allocates, locks or
+// logs; the only system calls are the ports' batched reads and writes.
+//
+// Each vNIC port is owned by one worker (round robin); the underlay belongs
+// to worker 0. A frame whose output port belongs to another worker is
+// handed over through a single-producer single-consumer ring, and the
+// buffer goes back to its pool through a return ring.
+//
+// # Configuration
 //
 // The configuration the workers read (ports, VNIs, anti-spoofing and trace
-// settings) is immutable and replaced as a whole through an atomic.Pointer;
-// the worker loop takes no lock. A port removed from the configuration is
-// closed only once every worker has moved past the configuration that still
-// referenced it.
+// settings) is an immutable snapshot replaced as a whole through an
+// atomic.Pointer. After a change the control plane wakes the workers (an
+// eventfd in their epoll set) and, before it closes a port or a trace file
+// that only older snapshots referenced, waits until every worker has
+// acknowledged the new snapshot.
 //
-// A worker busy-polls while traffic flows and, after a short idle spell,
-// sleeps in epoll_wait on its ports' file descriptors and on an eventfd the
-// control plane writes to when the configuration changes.
+// # Polling
+//
+// A worker polls the ports that were readable recently; a port idle for
+// 100 µs leaves this active set, and a worker with no active port sleeps in
+// epoll_wait on all its ports' descriptors. An idle engine uses no CPU; a
+// port whose reads fail (a TAP deleted behind the engine's back) is no
+// longer polled until the next configuration change.
+//
+// # VXLAN
+//
+// The underlay is one UDP socket bound to VTEP:4789 (the kernel adds the
+// outer UDP/IP headers); as every datagram leaves from port 4789, the
+// underlay gets no ECMP entropy from the UDP source port. Each VNI has a
+// learning switch (package l2) whose ports are the VNI's vNICs and the
+// underlay, and an FDB (package vxlan) of the remote VTEP behind each
+// remote MAC, learned from every received datagram. Broadcast, multicast
+// and unknown unicast go to the VNI's multicast group (joined with its
+// first vNIC, left with its last) or, with Config.HeadEnd, to each
+// head-end VTEP. TSO frames are segmented and partial checksums completed
+// before encapsulation; between two local vNICs they pass untouched with
+// their offload metadata. A frame that would not fit the underlay MTU is
+// dropped and answered with ICMP "fragmentation needed" (IPv4 with DF) or
+// "packet too big" (IPv6); IPv4 without DF is dropped (RFC 7348 forbids
+// fragmenting VXLAN packets) and counted.
 package dataplane
