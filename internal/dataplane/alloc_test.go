@@ -156,3 +156,34 @@ func BenchmarkPath(b *testing.B) {
 		})
 	}
 }
+
+// TestZeroAllocsHandoff covers the paths between two workers: a frame
+// for a vNIC or for the underlay owned by the other worker, and the
+// return of its buffer.
+func TestZeroAllocsHandoff(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, true)
+	a := h.add(t, nicOf("a", mac(1), 5)) // worker 0
+	b := h.add(t, nicOf("b", mac(2), 5)) // worker 1
+	learnRemote(t, h, 5)
+	b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+	h.step()
+	a.take()
+	a.count, h.under.count = true, true
+	half := make([]frame, 0, batchSize)
+	for i := 0; i < batchSize/2; i++ {
+		half = append(half,
+			frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 64, false)}, // to a, worker 0
+			frame{data: udp4(t, mac(9), mac(2), "10.0.0.2", "10.0.0.9", 64, false)}) // to the underlay, worker 0
+	}
+	b.replay = half
+	w0, w1 := h.e.workers[0], h.e.workers[1]
+	run := func() { w1.iterate(); w0.iterate() }
+	run()
+	before := a.written.Load() + h.under.written.Load()
+	if allocs := testing.AllocsPerRun(50, run); allocs != 0 {
+		t.Errorf("%.1f allocations per batch, want 0", allocs)
+	}
+	if got := a.written.Load() + h.under.written.Load() - before; got < 50*batchSize {
+		t.Errorf("%d frames crossed over 51 batches, want >= %d", got, 50*batchSize)
+	}
+}
