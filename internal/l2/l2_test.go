@@ -268,3 +268,40 @@ func BenchmarkParseAndDecide(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
 }
+
+// TestSwitchConcurrent runs two workers deciding while the control plane
+// changes the ports (run with -race): every Forward goes to a port of the
+// Config returned with the batch, never to the ingress port.
+func TestSwitchConcurrent(t *testing.T) {
+	sw := l2.New(9, l2.Options{})
+	sw.SetPorts([]uint32{1, 2, 3, 4})
+	var wg sync.WaitGroup
+	bad := make([]int, 2)
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			bufs := make([]*packet.Buf, 16)
+			for i := range bufs {
+				bufs[i] = frame(mac(i%4+1), mac((i+1)%4+1), uint32(i%4)+1)
+			}
+			out := make([]l2.Decision, 16)
+			for n := int64(0); n < 3000; n++ {
+				c := sw.Decide(bufs, n, out)
+				for i, d := range out {
+					if d.Action == l2.Forward && (!c.Has(d.Port) || d.Port == bufs[i].InPort) {
+						bad[w]++
+					}
+				}
+			}
+		}(w)
+	}
+	for i := 0; i < 200; i++ {
+		sw.RemovePort(uint32(i%4) + 1)
+		sw.AddPort(uint32(i%4) + 1)
+	}
+	wg.Wait()
+	if bad[0]+bad[1] != 0 {
+		t.Fatalf("%d bad forwards", bad[0]+bad[1])
+	}
+}
