@@ -468,7 +468,7 @@ func (e *Engine) attachVNI(vni uint32) (*vniLong, error) {
 		fdb: vxlan.NewFDB(fdbSize, fdbMaxAge),
 	}
 	if len(e.cfg.HeadEnd) == 0 {
-		g := vxlan.MulticastGroup(vni, e.cfg.VTEP.Is6())
+		g := floodGroup(vni, e.cfg.VTEP.Is6())
 		if err := e.under.JoinGroup(g); err != nil {
 			return nil, fmt.Errorf("dataplane: VNI %d: join %v: %w", vni, g, err)
 		}
@@ -476,6 +476,19 @@ func (e *Engine) attachVNI(vni uint32) (*vniLong, error) {
 	}
 	e.vnis[vni] = v
 	return v, nil
+}
+
+// floodGroup returns the VNI's multicast group (vxlan.MulticastGroup). The
+// original's IPv6 groups are ff00::<vni>, scope 0, which Linux drops on
+// receive (RFC 4291 2.7 reserves scope 0): such a group gets scope 5,
+// site-local (ff05::<vni>).
+func floodGroup(vni uint32, v6 bool) netip.Addr {
+	g := vxlan.MulticastGroup(vni, v6)
+	if b := g.As16(); g.Is6() && b[1]&0x0f == 0 {
+		b[1] |= 0x05
+		g = netip.AddrFrom16(b)
+	}
+	return g
 }
 
 // detachVNI forgets the VNI (and leaves its group) when it has no vNIC.

@@ -115,6 +115,23 @@ func TestMulticastJoinLeave(t *testing.T) {
 	}
 }
 
+func TestFloodGroups(t *testing.T) {
+	for _, tc := range []struct {
+		vni  uint32
+		v6   bool
+		want string
+	}{
+		{42, false, "230.0.0.42"},
+		{1337, false, "230.0.5.57"},
+		{42, true, "ff05::2a"},
+		{0xabcdef, true, "ff05::ab:cdef"},
+	} {
+		if got := floodGroup(tc.vni, tc.v6); got != netip.MustParseAddr(tc.want) {
+			t.Errorf("floodGroup(%d, v6=%v) = %v, want %s", tc.vni, tc.v6, got, tc.want)
+		}
+	}
+}
+
 func TestEncapDecapAndRemoteLearning(t *testing.T) {
 	h := newHarness(t, Config{}, true)
 	a := h.add(t, nicOf("a", mac(1), 42))

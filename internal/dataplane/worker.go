@@ -277,7 +277,7 @@ func (w *worker) portFailed(slot, fd int, name string, err error) {
 	} else {
 		w.failed[slot] = true
 	}
-	w.e.log.Error("port read failed; not polled until the next configuration change", "port", name, "worker", w.id, "err", err)
+	w.e.log.Warn("port read failed; not polled until the next configuration change", "port", name, "worker", w.id, "err", err)
 }
 
 // handoff passes a frame to the worker that owns its output port.
