@@ -24,6 +24,9 @@ const (
 	// fdbSize and fdbMaxAge size each VNI's table of remote MACs.
 	fdbSize   = 4096
 	fdbMaxAge = 300 * time.Second
+	// entropySockets is the number of extra underlay send sockets, bound
+	// to ephemeral ports, that flows are spread over.
+	entropySockets = 3
 	// handoffRing is the capacity of a ring between two workers.
 	handoffRing = 1024
 )
@@ -45,8 +48,10 @@ type traceWriter interface {
 // hooks replace the engine's I/O in tests.
 type hooks struct {
 	openUnderlay func(cfg *Config) (underlay, error)
-	openTAP      func(name string, offload bool) (port.Port, string, error)
-	openTrace    func(path string) (traceWriter, error)
+	// openEntropy opens an extra send socket (nil: none).
+	openEntropy func(cfg *Config) (underlay, error)
+	openTAP     func(name string, offload bool) (port.Port, string, error)
+	openTrace   func(path string) (traceWriter, error)
 	// manual: no worker goroutines; tests call worker.iterate.
 	manual   bool
 	poolSize int
@@ -64,15 +69,16 @@ type Engine struct {
 
 	snap atomic.Pointer[snapshot]
 
-	mu     sync.Mutex // serializes the control plane
-	gen    uint64
-	closed bool
-	nics   map[string]*nicEntry
-	vnis   map[uint32]*vniLong
-	slots  []*nicEntry
-	nextW  int
-	under  underlay
-	utrace traceWriter
+	mu      sync.Mutex // serializes the control plane
+	gen     uint64
+	closed  bool
+	nics    map[string]*nicEntry
+	vnis    map[uint32]*vniLong
+	slots   []*nicEntry
+	nextW   int
+	under   underlay
+	txUnder []underlay
+	utrace  traceWriter
 
 	workers []*worker
 	// With several workers: fwd[u][v] carries frames from worker u to
@@ -114,6 +120,9 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 	}
 	if h.openUnderlay == nil {
 		h.openUnderlay = openUDPUnderlay
+		if h.openEntropy == nil {
+			h.openEntropy = openUDPEntropy
+		}
 	}
 	if h.openTAP == nil {
 		h.openTAP = openTAP
@@ -150,10 +159,21 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		return nil, fmt.Errorf("dataplane: underlay on %v:%d: %w", cfg.VTEP, vxlan.Port, err)
 	}
 	e.under = u
+	e.txUnder = []underlay{u}
+	for i := 0; h.openEntropy != nil && i < entropySockets; i++ {
+		x, err := h.openEntropy(&cfg)
+		if err != nil {
+			e.log.Warn("underlay send socket not opened: less ECMP entropy", "err", err)
+			break
+		}
+		e.txUnder = append(e.txUnder, x)
+	}
 	if cfg.TraceUnderlay != "" {
 		t, err := h.openTrace(cfg.TraceUnderlay)
 		if err != nil {
-			u.Close()
+			for _, x := range e.txUnder {
+				x.Close()
+			}
 			return nil, fmt.Errorf("dataplane: underlay trace %s: %w", cfg.TraceUnderlay, err)
 		}
 		e.utrace = t
@@ -235,8 +255,8 @@ func (e *Engine) closeAll() error {
 		}
 	}
 	e.nics = map[string]*nicEntry{}
-	if e.under != nil {
-		if err := e.under.Close(); err != nil {
+	for _, u := range e.txUnder {
+		if err := u.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close underlay: %w", err))
 		}
 	}
@@ -516,6 +536,7 @@ func (e *Engine) publishLocked() uint64 {
 		vnis:    make(map[uint32]*vniConf, len(e.vnis)),
 		polls:   make([][]int, e.cfg.Workers),
 		under:   e.under,
+		txUnder: e.txUnder,
 		underFd: -1,
 		utrace:  e.utrace,
 		vtep:    e.cfg.VTEP,

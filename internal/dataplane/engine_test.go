@@ -12,6 +12,7 @@ import (
 
 	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
 )
 
 func TestLocalSwitchingAndLearning(t *testing.T) {
@@ -588,5 +589,70 @@ func TestTAPNames(t *testing.T) {
 		if err != nil || path != tc.want {
 			t.Errorf("AddNIC(%q) path %q, %v; want %q", tc.id, path, err, tc.want)
 		}
+	}
+}
+
+// TestEntropySockets: flows spread over the underlay send sockets, and
+// every frame of a flow leaves from the same socket (one UDP source port).
+func TestEntropySockets(t *testing.T) {
+	var socks []*fakePort
+	h := &harness{under: &fakePort{}, ports: map[string]*fakePort{}, traces: map[string]*fakeTrace{}}
+	e, err := newEngine(Config{VTEP: vtep4, UnderlayMTU: 1500, Logger: quietLogger()}, hooks{
+		manual:       true,
+		poolSize:     256,
+		openUnderlay: func(*Config) (underlay, error) { return h.under, nil },
+		openEntropy: func(*Config) (underlay, error) {
+			p := &fakePort{}
+			socks = append(socks, p)
+			return p, nil
+		},
+		openTAP: func(name string, offload bool) (port.Port, string, error) {
+			p := &fakePort{}
+			h.ports[name] = p
+			return p, name, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	h.e = e
+	socks = append([]*fakePort{h.under}, socks...)
+	if len(socks) != 1+entropySockets {
+		t.Fatalf("%d send sockets, want %d", len(socks), 1+entropySockets)
+	}
+	a := h.add(t, nicOf("a", mac(1), 5))
+	learnRemote(t, h, 5)
+	flow := func(port uint16) []byte {
+		return build(t, eth(mac(9), mac(1), layers.EthernetTypeIPv4),
+			&layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: []byte{10, 0, 0, 1}, DstIP: []byte{10, 0, 0, 9}},
+			&layers.UDP{SrcPort: layers.UDPPort(port), DstPort: 53}, gopacket.Payload([]byte("x")))
+	}
+	for round := 0; round < 3; round++ {
+		for p := uint16(1000); p < 1032; p++ {
+			a.inject(frame{data: flow(p)})
+		}
+		h.step()
+	}
+	seen := map[string]int{}
+	used := 0
+	for i, s := range socks {
+		out := s.take()
+		if len(out) > 0 {
+			used++
+		}
+		for _, f := range out {
+			key := string(f.data)
+			if prev, ok := seen[key]; ok && prev != i {
+				t.Fatalf("a flow left from sockets %d and %d", prev, i)
+			}
+			seen[key] = i
+		}
+	}
+	if len(seen) != 32 {
+		t.Fatalf("%d distinct flows sent, want 32", len(seen))
+	}
+	if used < 3 {
+		t.Fatalf("32 flows used %d of %d sockets", used, len(socks))
 	}
 }

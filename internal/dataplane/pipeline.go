@@ -188,9 +188,7 @@ func (w *worker) flushAll() {
 		w.dirty = w.dirty[:len(w.dirty)-1]
 		w.flushPort(s, slot)
 	}
-	if len(w.utx) > 0 {
-		w.flushUnderlay(s)
-	}
+	w.flushUnderlay(s)
 }
 
 // flushPort writes a vNIC's queue and returns its buffers to the pool.
@@ -399,16 +397,38 @@ func (w *worker) toUnderlay(s *snapshot, b *packet.Buf) {
 		w.handoff(0, handoff{b: b})
 		return
 	}
-	w.utx = append(w.utx, b)
-	if len(w.utx) >= batchSize {
-		w.flushUnderlay(s)
+	w.queueUnderlay(s, b)
+}
+
+// queueUnderlay queues a datagram on one of the underlay sockets, chosen
+// by the hash of the inner flow so that each flow keeps one UDP source
+// port and different flows spread over several (ECMP entropy).
+func (w *worker) queueUnderlay(s *snapshot, b *packet.Buf) {
+	i := 0
+	if k := len(s.txUnder); k > 1 {
+		if p := b.Bytes(); len(p) > vxlan.HeaderLen {
+			i = int(packet.FlowHash(p[vxlan.HeaderLen:]) % uint32(k))
+		}
+	}
+	w.utx[i] = append(w.utx[i], b)
+	if len(w.utx[i]) >= batchSize {
+		w.flushUnderlayQ(s, i)
 	}
 }
 
-// flushUnderlay writes the underlay queue.
+// flushUnderlay writes the underlay queues.
 func (w *worker) flushUnderlay(s *snapshot) {
-	q := w.utx
-	n, err := s.under.WriteBatch(q)
+	for i := range w.utx {
+		if len(w.utx[i]) > 0 {
+			w.flushUnderlayQ(s, i)
+		}
+	}
+}
+
+// flushUnderlayQ writes the queue of underlay socket i.
+func (w *worker) flushUnderlayQ(s *snapshot, i int) {
+	q := w.utx[i]
+	n, err := s.txUnder[i].WriteBatch(q)
 	if n < 0 {
 		n = 0
 	}
@@ -433,7 +453,7 @@ func (w *worker) flushUnderlay(s *snapshot) {
 		w.put(q[i])
 		q[i] = nil
 	}
-	w.utx = q[:0]
+	w.utx[i] = q[:0]
 }
 
 // rxUnderlay reads one batch of VXLAN datagrams and pushes it through

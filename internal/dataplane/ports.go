@@ -15,11 +15,17 @@ import (
 // traceMaxBytes bounds each packet trace file.
 const traceMaxBytes = 1 << 30
 
-// openUDPUnderlay binds the underlay socket to VTEP:4789. One socket
-// sends everything, so the UDP source port is always 4789: the underlay
-// gets no ECMP entropy from it.
+// openUDPUnderlay binds the underlay socket to VTEP:4789; it receives
+// everything and sends a share of the flows.
 func openUDPUnderlay(cfg *Config) (underlay, error) {
 	return udp.Listen(cfg.VTEP, vxlan.Port, udp.Options{})
+}
+
+// openUDPEntropy opens an extra send socket on VTEP and an ephemeral
+// port: flows hashed to it leave with that UDP source port, which gives
+// the underlay's ECMP some entropy (RFC 7348 section 5).
+func openUDPEntropy(cfg *Config) (underlay, error) {
+	return udp.Listen(cfg.VTEP, 0, udp.Options{RecvBuffer: 1 << 16})
 }
 
 // openTAP creates the TAP device name and returns its interface name as

@@ -19,7 +19,10 @@ type snapshot struct {
 	// polls lists, per worker, the slots whose port it reads.
 	polls [][]int
 	// under is the underlay (nil when none); worker 0 reads it.
-	under     underlay
+	under underlay
+	// txUnder are the sockets datagrams leave from: under first, then
+	// the entropy sockets.
+	txUnder   []underlay
 	underFd   int
 	utrace    traceWriter
 	vtep      netip.Addr

@@ -30,8 +30,8 @@ type worker struct {
 	// slots with frames.
 	txq   [][]*packet.Buf
 	dirty []int
-	// utx is the underlay transmit queue.
-	utx  []*packet.Buf
+	// utx are the transmit queues of the underlay sockets.
+	utx  [][]*packet.Buf
 	segs []*packet.Buf
 	// fl is scratch for the ports a frame is flooded to.
 	fl []uint32
@@ -81,7 +81,6 @@ func newWorker(e *Engine, id, cpu int) (*worker, error) {
 		cpu:     cpu,
 		pool:    packet.NewPool(e.hooks.poolSize),
 		rx:      make([]*packet.Buf, batchSize),
-		utx:     make([]*packet.Buf, 0, batchSize),
 		segs:    make([]*packet.Buf, 0, 64),
 		fl:      make([]uint32, 0, 1024),
 		fdSlot:  map[int]int{},
@@ -323,10 +322,7 @@ func (w *worker) drainRings(s *snapshot) int {
 					w.put(h.b)
 					continue
 				}
-				w.utx = append(w.utx, h.b)
-				if len(w.utx) >= batchSize {
-					w.flushUnderlay(s)
-				}
+				w.queueUnderlay(s, h.b)
 			case h.to.slot < len(s.nics) && s.nics[h.to.slot] != nil && s.nics[h.to.slot].nicPort == h.to:
 				w.enqueue(s, h.to.slot, h.b)
 			default: // the port left meanwhile
@@ -359,6 +355,9 @@ func (w *worker) put(b *packet.Buf) {
 // snapshots.
 func (w *worker) apply(s *snapshot) {
 	w.flushAll()
+	for len(w.utx) < len(s.txUnder) {
+		w.utx = append(w.utx, make([]*packet.Buf, 0, batchSize))
+	}
 	for len(w.txq) < len(s.nics) {
 		w.txq = append(w.txq, make([]*packet.Buf, 0, batchSize))
 	}
