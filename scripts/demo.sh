@@ -168,15 +168,17 @@ ping_pair() {   # ping_pair FROM TO EXPECT -> writes OK or blocked to $RUN/p-FRO
 	fi
 	echo "$res" >"$RUN/p-$from-$to"
 }
+jobs_=()
 for a in 1 2 3 4 5 6; do
 	for b in 1 2 3 4 5 6; do
 		[ $a = $b ] && continue
 		exp=blocked
 		[ "${VNI[$a]}" = "${VNI[$b]}" ] && exp=OK
 		ping_pair $a $b $exp &
+		jobs_+=($!)
 	done
 done
-wait
+wait "${jobs_[@]}"   # the pings only: the daemons are background jobs too
 
 fail=0
 printf '\n%-16s' "from \\ to"
