@@ -100,6 +100,18 @@ func pathCases() []pathCase {
 			}, batchSize)
 			return h, a, batchSize
 		}},
+		{"decap-gro", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			a.count = true
+			p := pattern(1000, 0)
+			var fs []frame
+			for i := 0; i < batchSize; i++ {
+				fs = append(fs, frame{data: vxlanFrame(5, tcpSeg(t, false, 40000, uint32(i*1000), p, nil)), peer: netip.AddrPortFrom(remote, 4789)})
+			}
+			h.under.replay = fs
+			return h, a, 1
+		}},
 		{"decap-traced-underlay", func(t testing.TB) (*harness, *fakePort, int) {
 			h := newHarness(t, Config{TraceUnderlay: "/u.pcap"}, true)
 			h.traces["/u.pcap"].count = true

@@ -321,6 +321,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 		worker: e.nextW % e.cfg.Workers,
 		port:   p,
 		path:   path,
+		gro:    !e.cfg.NoOffload,
 		rx:     newElement("port-rx", n.ID, e.cfg.Workers),
 		anti:   newElement("antispoof", "antispoof-"+n.ID, e.cfg.Workers),
 		trace:  newElement("trace", "trace-"+n.ID, e.cfg.Workers),

@@ -198,6 +198,9 @@ func (w *worker) flushPort(s *snapshot, slot int) {
 		return
 	}
 	nic := s.nics[slot]
+	if nic.gro && len(q) > 1 {
+		q = w.coalesce(q)
+	}
 	n, err := nic.port.WriteBatch(q)
 	if n < 0 {
 		n = 0

@@ -40,10 +40,12 @@ type nicPort struct {
 	worker int
 	port   port.Port
 	path   string
-	rx     *element // port-rx: frames from the VM
-	anti   *element // antispoof
-	trace  *element // trace
-	tx     *element // port-tx: frames to the VM
+	// gro: the port takes TSO frames, so TCP segments are merged.
+	gro   bool
+	rx    *element // port-rx: frames from the VM
+	anti  *element // antispoof
+	trace *element // trace
+	tx    *element // port-tx: frames to the VM
 }
 
 // nicConf is one version of a vNIC's settings.

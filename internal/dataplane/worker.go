@@ -33,6 +33,8 @@ type worker struct {
 	// utx are the transmit queues of the underlay sockets.
 	utx  [][]*packet.Buf
 	segs []*packet.Buf
+	// groHeads is scratch for coalesce.
+	groHeads []groHead
 	// fl is scratch for the ports a frame is flooded to.
 	fl []uint32
 
@@ -76,18 +78,19 @@ type worker struct {
 
 func newWorker(e *Engine, id, cpu int) (*worker, error) {
 	w := &worker{
-		e:       e,
-		id:      id,
-		cpu:     cpu,
-		pool:    packet.NewPool(e.hooks.poolSize),
-		rx:      make([]*packet.Buf, batchSize),
-		segs:    make([]*packet.Buf, 0, 64),
-		fl:      make([]uint32, 0, 1024),
-		fdSlot:  map[int]int{},
-		events:  make([]unix.EpollEvent, 16),
-		scratch: make([]byte, packet.BufSize+64),
-		epfd:    -1,
-		evfd:    -1,
+		e:        e,
+		id:       id,
+		cpu:      cpu,
+		pool:     packet.NewPool(e.hooks.poolSize),
+		rx:       make([]*packet.Buf, batchSize),
+		segs:     make([]*packet.Buf, 0, 64),
+		fl:       make([]uint32, 0, 1024),
+		groHeads: make([]groHead, 0, groMaxFlows),
+		fdSlot:   map[int]int{},
+		events:   make([]unix.EpollEvent, 16),
+		scratch:  make([]byte, packet.BufSize+64),
+		epfd:     -1,
+		evfd:     -1,
 	}
 	var err error
 	w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
