@@ -41,9 +41,11 @@
 //
 // # VXLAN
 //
-// The underlay is one UDP socket bound to VTEP:4789 (the kernel adds the
-// outer UDP/IP headers); as every datagram leaves from port 4789, the
-// underlay gets no ECMP entropy from the UDP source port. Each VNI has a
+// The underlay is a UDP socket bound to VTEP:4789, which receives
+// everything (the kernel adds and strips the outer UDP/IP headers), plus
+// three send sockets bound to ephemeral ports: each flow (packet.FlowHash
+// of the inner frame) leaves from one of the four, which gives the
+// underlay's ECMP some entropy from the UDP source port. Each VNI has a
 // learning switch (package l2) whose ports are the VNI's vNICs and the
 // underlay, and an FDB (package vxlan) of the remote VTEP behind each
 // remote MAC, learned from every received datagram. Broadcast, multicast
@@ -55,4 +57,10 @@
 // dropped and answered with ICMP "fragmentation needed" (IPv4 with DF) or
 // "packet too big" (IPv6); IPv4 without DF is dropped (RFC 7348 forbids
 // fragmenting VXLAN packets) and counted.
+//
+// Towards TAP vNICs with offloads, consecutive TCP segments of a flow
+// (typically decapsulated from the underlay, where the sender had to
+// segment them) are merged back into TSO frames (software GRO, see
+// coalesce), so that the TAP write and the VM's stack handle one large
+// frame instead of dozens.
 package dataplane
