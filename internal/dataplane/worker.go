@@ -47,8 +47,9 @@ type worker struct {
 	pushed   uint64
 	// sleeps counts the epoll sleeps (for tests and tuning).
 	sleeps atomic.Uint64
-	// exited is set when run returns.
+	// exited is set when run returns; tid is the OS thread of run.
 	exited atomic.Bool
+	tid    atomic.Int64
 
 	epfd, evfd int
 	// fdSlot maps the descriptors in the epoll set to their port slot
@@ -145,6 +146,7 @@ func (w *worker) run() {
 			w.e.log.Warn("pinning worker", "worker", w.id, "cpu", w.cpu, "err", err)
 		}
 	}
+	w.tid.Store(int64(unix.Gettid()))
 	for i := uint64(0); !w.e.stop.Load(); i++ {
 		n := w.iterate()
 		switch {

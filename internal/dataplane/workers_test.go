@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestTwoWorkersHandoff(t *testing.T) {
@@ -167,5 +170,28 @@ func TestFailedPortNotPolled(t *testing.T) {
 	h.step()
 	if a.reads.Load() != reads+1 {
 		t.Fatalf("failed port not retried after a configuration change (%d reads)", a.reads.Load())
+	}
+}
+
+// TestWorkerAffinity: each worker runs on its own OS thread, pinned to
+// its CPU.
+func TestWorkerAffinity(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs two CPUs")
+	}
+	h := newHarness(t, Config{Workers: 2, CPUs: []int{1, 0}}, false)
+	for i, want := range []int{1, 0} {
+		w := h.e.workers[i]
+		waitFor(t, "the worker to start", func() bool { return w.tid.Load() != 0 })
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(int(w.tid.Load()), &set); err != nil {
+			t.Fatal(err)
+		}
+		if set.Count() != 1 || !set.IsSet(want) {
+			t.Errorf("worker %d may run on %d CPUs (CPU %d set: %v), want only CPU %d", i, set.Count(), want, set.IsSet(want), want)
+		}
+	}
+	if h.e.workers[0].tid.Load() == h.e.workers[1].tid.Load() {
+		t.Error("two workers share an OS thread")
 	}
 }
