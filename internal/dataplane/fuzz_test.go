@@ -3,8 +3,8 @@ package dataplane
 import (
 	"fmt"
 	"net/netip"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
 )
