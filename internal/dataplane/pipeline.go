@@ -182,6 +182,7 @@ func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
 
 // flushAll writes every non-empty transmit queue.
 func (w *worker) flushAll() {
+	w.flushCounts()
 	s := w.snap
 	for len(w.dirty) > 0 {
 		slot := w.dirty[len(w.dirty)-1]
@@ -189,6 +190,21 @@ func (w *worker) flushAll() {
 		w.flushPort(s, slot)
 	}
 	w.flushUnderlay(s)
+}
+
+// flushCounts adds the counts the worker accumulates per frame (encap
+// and the switch of the network side) to their elements: one atomic add
+// per batch instead of one per frame.
+func (w *worker) flushCounts() {
+	if w.encapPkts > 0 {
+		w.e.encap.add(w.id, w.encapPkts, w.encapBytes)
+		w.encapPkts, w.encapBytes = 0, 0
+	}
+	if w.swRunN > 0 {
+		w.swRun.sw.add(w.id, w.swRunN, 0)
+		w.swRunN = 0
+	}
+	w.swRun = nil
 }
 
 // flushPort writes a vNIC's queue and returns its buffers to the pool.
@@ -326,7 +342,8 @@ func (w *worker) encapOne(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf, 
 		return
 	}
 	b.VNet = packet.VNetHdr{}
-	w.e.encap.add(w.id, 1, uint64(b.Len()))
+	w.encapPkts++
+	w.encapBytes += uint64(b.Len())
 	if dsts == nil {
 		b.Peer = dst
 		w.toUnderlay(s, b)
@@ -523,7 +540,11 @@ func (w *worker) decapOne(s *snapshot, b *packet.Buf) (*vniConf, dropReason) {
 // switchFromNet delivers a decapsulated frame to the VNI's local vNICs as
 // the switch decides (frames for remote MACs are hairpins and dropped).
 func (w *worker) switchFromNet(s *snapshot, v *vniConf, b *packet.Buf) {
-	v.sw.add(w.id, 1, 0)
+	if w.swRun != v.vniLong {
+		w.flushCounts()
+		w.swRun = v.vniLong
+	}
+	w.swRunN++
 	cfg := v.l2.Config()
 	d := v.l2.DecideOne(cfg, b.Bytes(), underPort, w.mono)
 	switch d.Action {

@@ -33,6 +33,10 @@ type worker struct {
 	// utx are the transmit queues of the underlay sockets.
 	utx  [][]*packet.Buf
 	segs []*packet.Buf
+	// Counts accumulated per batch (see flushCounts).
+	encapPkts, encapBytes uint64
+	swRun                 *vniLong
+	swRunN                uint64
 	// groHeads is scratch for coalesce.
 	groHeads []groHead
 	// fl is scratch for the ports a frame is flooded to.
