@@ -15,7 +15,8 @@
 #
 # Every "host" and "VM" is a network namespace this script creates (prefix bfb<pid>); all
 # addresses are private and stay inside them. Everything is removed on exit, even on failure.
-# Run as root on Debian 12: ./scripts/bench.sh   Results: stdout and $BENCH_OUT/results.md.
+# Run as root on Debian 12: ./scripts/bench.sh [paths] [idle] [api] [go]   (default: all)
+# Results: stdout and $BENCH_OUT/results.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -221,15 +222,22 @@ idle_cpu() {
 	cleanup
 }
 
-# api: 1,000 vNICs then 100 groups of 100 rules through the API (scripts/apibench).
+# api: 1,000 vNICs then 100 groups of 100 rules through the API (scripts/apibench), first with
+# the state file (persisted after every change, as in production), then without one.
 api_bench() {
-	cleanup
-	mkns h1 && lone_underlay h1 && start_bf h1 10.78.0.1 || { say "RESULT api | setup failed"; return; }
-	local s0
-	s0=$(steal_snap)
-	"$BIN/apibench" -e "${EP[h1]}" -nics "${BENCH_API_NICS:-1000}" -groups 100 -rules 100 \
-		-type "${BENCH_API_NIC_TYPE:-TAP}" 2>&1 | tee "$OUT/apibench.txt"
-	say "     (steal $(steal_since "$s0")% load $(load1))"
+	local mode label s0
+	: >"$OUT/apibench.txt"
+	for mode in persisted volatile; do
+		cleanup
+		local flags=() label=""
+		if [ $mode = volatile ]; then flags=(--state-file ""); label="-no-state-file"; fi
+		mkns h1 && lone_underlay h1 && start_bf h1 10.78.0.1 "${flags[@]}" || { say "RESULT api | setup failed"; return; }
+		s0=$(steal_snap)
+		"$BIN/apibench" -e "${EP[h1]}" -label "$label" -nics "${BENCH_API_NICS:-1000}" \
+			-groups "${BENCH_API_GROUPS:-100}" -rules "${BENCH_API_RULES:-100}" \
+			-type "${BENCH_API_NIC_TYPE:-TAP}" 2>&1 | tee -a "$OUT/apibench.txt"
+		say "     ($mode: steal $(steal_since "$s0")% load $(load1))"
+	done
 	cleanup
 }
 
@@ -254,17 +262,27 @@ run_topo() {  # run_topo LABEL SETUP
 }
 
 say "bench: $(date -u +%FT%TZ) kernel $(uname -r), $(nproc) CPUs, TCP ${SECS}s, UDP ${UDP_SECS}s, results in $OUT"
+SECTIONS=${*:-paths idle api go}
 build_bf || { echo "bench: build failed" >&2; exit 1; }
-run_topo k-bridge setup_k_bridge
-run_topo bf-local setup_bf_local
-run_topo k-vxlan setup_k_vxlan
-run_topo bf-vxlan setup_bf_vxlan
-idle_cpu
-api_bench
-say "== dataplane Go benchmarks (ns per packet)"
-gobench dataplane-bench ./internal/dataplane/...
-say "== API server Go benchmarks"
-gobench apiserver-bench ./internal/apiserver/
+for section in $SECTIONS; do
+	case $section in
+	paths)
+		run_topo k-bridge setup_k_bridge
+		run_topo bf-local setup_bf_local
+		run_topo k-vxlan setup_k_vxlan
+		run_topo bf-vxlan setup_bf_vxlan
+		;;
+	idle) idle_cpu ;;
+	api) api_bench ;;
+	go)
+		say "== dataplane Go benchmarks (ns per packet)"
+		gobench dataplane-bench ./internal/dataplane/...
+		say "== API server Go benchmarks"
+		gobench apiserver-bench ./internal/apiserver/
+		;;
+	*) echo "bench: unknown section $section (paths idle api go)" >&2; exit 2 ;;
+	esac
+done
 
 # ---- markdown --------------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 > 0) printf "%.2f", a/b; else printf "n/a" }'; }

@@ -27,14 +27,15 @@ func main() {
 	groups := flag.Int("groups", 100, "security groups to create")
 	rules := flag.Int("rules", 100, "rules per security group")
 	typ := flag.String("type", "VHOST_USER_SERVER", "vNIC type: VHOST_USER_SERVER or TAP")
+	label := flag.String("label", "", "added to the RESULT names (api-nic-add<label>)")
 	flag.Parse()
-	if err := run(*endpoint, *nics, *groups, *rules, *typ); err != nil {
+	if err := run(*endpoint, *nics, *groups, *rules, *typ, *label); err != nil {
 		fmt.Fprintln(os.Stderr, "apibench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(endpoint string, nics, groups, rules int, typ string) error {
+func run(endpoint string, nics, groups, rules int, typ, label string) error {
 	t, ok := protocol.MessageV0_Nic_Type_value[typ]
 	if !ok {
 		return fmt.Errorf("unknown vNIC type %q", typ)
@@ -50,11 +51,12 @@ func run(endpoint string, nics, groups, rules int, typ string) error {
 
 	start := time.Now()
 	for i := range nics {
+		k := i + 1 // address 10.a.b.c from k: never .256
 		n := &protocol.MessageV0_Nic{
 			Id:            proto.String(fmt.Sprintf("bench-%d", i)),
 			Mac:           proto.String(fmt.Sprintf("52:54:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff)),
 			Vni:           proto.Uint32(uint32(1000 + i%100)),
-			Ip:            []string{fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff+1)},
+			Ip:            []string{fmt.Sprintf("10.%d.%d.%d", k>>16&0xff, k>>8&0xff, k&0xff)},
 			SecurityGroup: []string{fmt.Sprintf("sg-%d", i%groups)},
 			Type:          protocol.MessageV0_Nic_Type(t).Enum(),
 		}
@@ -63,8 +65,8 @@ func run(endpoint string, nics, groups, rules int, typ string) error {
 		}
 	}
 	nicTime := time.Since(start)
-	fmt.Printf("RESULT api-nic-add | %d vNICs (%s), one request each | %.2f s | %.0f requests/s\n",
-		nics, typ, nicTime.Seconds(), float64(nics)/nicTime.Seconds())
+	fmt.Printf("RESULT api-nic-add%s | %d vNICs (%s), one request each | %.2f s | %.0f requests/s\n",
+		label, nics, typ, nicTime.Seconds(), float64(nics)/nicTime.Seconds())
 
 	start = time.Now()
 	for g := range groups {
@@ -85,8 +87,8 @@ func run(endpoint string, nics, groups, rules int, typ string) error {
 		}
 	}
 	ruleTime := time.Since(start)
-	fmt.Printf("RESULT api-sg-rules | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s\n",
-		groups, rules, nics/groups, ruleTime.Seconds(), float64(groups*rules)/ruleTime.Seconds())
+	fmt.Printf("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s\n",
+		label, groups, rules, nics/groups, ruleTime.Seconds(), float64(groups*rules)/ruleTime.Seconds())
 	return nil
 }
 

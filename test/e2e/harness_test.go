@@ -288,16 +288,6 @@ func (h *host) stop(sig syscall.Signal) {
 	}
 }
 
-// pid of the running daemon (0 if none).
-func (h *host) pid() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.daemon == nil {
-		return 0
-	}
-	return h.daemon.Process.Pid
-}
-
 func (h *host) logTail() string {
 	b, _ := os.ReadFile(h.logPath)
 	if len(b) > 4000 {
