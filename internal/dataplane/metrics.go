@@ -15,6 +15,7 @@ type collector struct {
 	elPackets, elBytes, elDrops        *prometheus.Desc
 	nicRxP, nicRxB, nicTxP, nicTxB     *prometheus.Desc
 	nicDrops, fdbEntries, traceDropped *prometheus.Desc
+	workerSleeps                       *prometheus.Desc
 }
 
 // Collector returns a prometheus.Collector of the per-element and
@@ -31,12 +32,13 @@ func (e *Engine) Collector() prometheus.Collector {
 		nicTxB:       prometheus.NewDesc("butterfly_nic_tx_bytes_total", "Bytes delivered to the VM.", []string{"nic"}, nil),
 		nicDrops:     prometheus.NewDesc("butterfly_nic_drops_total", "Frames of a vNIC dropped, by reason.", []string{"nic", "reason"}, nil),
 		fdbEntries:   prometheus.NewDesc("butterfly_vni_mac_entries", "Remote MACs learned in a VNI (live entries of its FDB).", []string{"vni"}, nil),
+		workerSleeps: prometheus.NewDesc("butterfly_worker_sleeps_total", "Times a worker went to sleep in epoll after an idle spell.", []string{"worker"}, nil),
 		traceDropped: prometheus.NewDesc("butterfly_trace_dropped_total", "Frames a packet trace writer could not keep up with.", []string{"name"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.elPackets, c.elBytes, c.elDrops, c.nicRxP, c.nicRxB, c.nicTxP, c.nicTxB, c.nicDrops, c.fdbEntries, c.traceDropped} {
+	for _, d := range []*prometheus.Desc{c.elPackets, c.elBytes, c.elDrops, c.nicRxP, c.nicRxB, c.nicTxP, c.nicTxB, c.nicDrops, c.fdbEntries, c.traceDropped, c.workerSleeps} {
 		ch <- d
 	}
 }
@@ -101,5 +103,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if utrace != nil {
 		ch <- prometheus.MustNewConstMetric(c.traceDropped, prometheus.CounterValue, float64(utrace.Dropped()), "underlay")
+	}
+	for _, w := range e.workers {
+		ch <- prometheus.MustNewConstMetric(c.workerSleeps, prometheus.CounterValue, float64(w.sleeps.Load()), strconv.Itoa(w.id))
 	}
 }

@@ -65,6 +65,7 @@ func TestCollector(t *testing.T) {
 		{"butterfly_element_drops_total", map[string]string{"type": "antispoof", "name": "antispoof-a", "reason": "antispoof_src_mac"}, 1},
 		// b never sent, so both frames to it were also flooded.
 		{"butterfly_element_packets_total", map[string]string{"type": "underlay-tx", "name": "underlay"}, 2},
+		{"butterfly_worker_sleeps_total", map[string]string{"worker": "0"}, 0}, // manual engine: never sleeps
 	} {
 		got, ok := metricValue(t, fams, c.name, c.labels)
 		if !ok || got != c.want {
