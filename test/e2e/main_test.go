@@ -51,7 +51,7 @@ func goBuild(out, pkg string) error {
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	goBin := "go"
 	if _, err := exec.LookPath("go"); err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "/usr/local/go/bin/go" // the documented install location
 	}
 	cmd := exec.Command(goBin, "build", "-o", out, pkg)
 	cmd.Dir = root
