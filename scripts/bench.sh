@@ -36,7 +36,9 @@ need_pkgs=()
 for c in iperf3:iperf3 jq:jq ping:iputils-ping ip:iproute2 pkg-config:pkg-config gcc:gcc; do
 	command -v "${c%%:*}" >/dev/null 2>&1 || need_pkgs+=("${c#*:}")
 done
-dpkg-query -W -f='${Status}' libzmq3-dev 2>/dev/null | grep -q "install ok installed" || need_pkgs+=(libzmq3-dev)
+for p in libzmq3-dev libc6-dev; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
+done
 if ((${#need_pkgs[@]})); then
 	echo "bench: installing ${need_pkgs[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq &&

@@ -27,7 +27,7 @@ RUN=/tmp/butterfly-demo   # pid files, sockets, state, logs of this demo only
 
 # ---- dependencies ---------------------------------------------------------------------------
 missing=()
-for p in libzmq3-dev pkg-config iproute2 iputils-ping gcc; do
+for p in libzmq3-dev pkg-config iproute2 iputils-ping gcc libc6-dev; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
