@@ -333,15 +333,13 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 			return "", err
 		}
 	}
-	v, err := e.attachVNI(n.VNI)
-	if err != nil {
+	if _, err := e.attachVNI(n.VNI); err != nil {
 		p.Close()
 		if ent.tracer != nil {
 			ent.tracer.Close()
 		}
 		return "", err
 	}
-	_ = v
 	e.nextW++
 	ent.nic.Path = path
 	e.nics[n.ID] = ent
