@@ -1,12 +1,21 @@
-// Package state stores the daemon's desired state (model.State) in a JSON
-// file, so that a restarted butterflyd gets its vNICs and security groups
-// back.
+// Package state stores the daemon's desired state (model.State) on disk,
+// so that a restarted butterflyd gets its vNICs and security groups back.
 //
-// Save replaces the file atomically: it writes a temporary file in the
-// same directory, syncs it, renames it over the old one and syncs the
-// directory, so a crash at any moment leaves either the old or the new
-// state, never a mix. Load treats a missing file as an empty state and
-// moves a file it cannot parse aside instead of failing the daemon.
+// The state lives in two files: a JSON snapshot at the state path and an
+// append-only journal at "<path>.journal". A Store (Open) appends one
+// framed, checksummed record per change (the vNICs and security groups
+// that changed, whole, and the ids deleted) and syncs it before Save
+// returns, so a change costs a write of its own size instead of a rewrite
+// of the whole state. When the journal grows past twice the snapshot (at
+// least 1 MiB) the Store writes a new snapshot atomically (temporary
+// file, fsync, rename, fsync of the directory) that names the last record
+// it includes, then empties the journal; a crash at any step leaves files
+// from which the same state is read back.
+//
+// A journal whose last record is incomplete (the process died while
+// appending it; that change was never acknowledged) is cut back to its
+// last complete record. Anything else that cannot be parsed moves both
+// files aside and gives an empty state instead of failing the daemon.
 package state
 
 import (
@@ -27,21 +36,30 @@ import (
 	"github.com/butterfly-go/butterfly/internal/model"
 )
 
-// CorruptError reports a state file that could not be parsed. The file was
-// moved to MovedTo (empty if moving it failed too) and Load returned an
-// empty state.
+// CorruptError reports a snapshot or journal that could not be parsed.
+// Both files were moved aside (MovedTo and JournalMovedTo, empty when that
+// file did not exist or could not be moved) and the caller got an empty
+// state.
 type CorruptError struct {
-	Path    string
-	MovedTo string
-	Err     error
+	// Path is the file found corrupt (the snapshot or the journal).
+	Path           string
+	MovedTo        string
+	JournalMovedTo string
+	Err            error
 }
 
-// Error describes the problem and where the file went.
+// Error describes the problem and where the files went.
 func (e *CorruptError) Error() string {
-	if e.MovedTo == "" {
+	if e.MovedTo == "" && e.JournalMovedTo == "" {
 		return fmt.Sprintf("state file %s is corrupt (%v) and could not be moved aside", e.Path, e.Err)
 	}
-	return fmt.Sprintf("state file %s is corrupt (%v); moved to %s, starting with an empty state", e.Path, e.Err, e.MovedTo)
+	var moved []string
+	for _, m := range []string{e.MovedTo, e.JournalMovedTo} {
+		if m != "" {
+			moved = append(moved, m)
+		}
+	}
+	return fmt.Sprintf("state file %s is corrupt (%v); moved to %s, starting with an empty state", e.Path, e.Err, strings.Join(moved, " and "))
 }
 
 // Unwrap returns the parse error.
@@ -50,10 +68,22 @@ func (e *CorruptError) Unwrap() error { return e.Err }
 // tempPrefix is the name prefix of Save's temporary files for path.
 func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
 
-// Save writes s to path atomically. The directory is created (mode 0700)
-// if needed; the file has mode 0600.
+// Save writes s to path atomically as a standalone snapshot (no journal).
+// The directory is created (mode 0700) if needed; the file has mode 0600.
+// It is meant for new files (copies, tests): it refuses to replace a state
+// that has a non-empty journal, since that journal belongs to a Store.
 func Save(path string, s model.State) error {
-	data, err := json.MarshalIndent(s, "", "\t")
+	if fi, err := os.Stat(journalPath(path)); err == nil && fi.Size() > 0 {
+		return fmt.Errorf("save state: %s has a journal (%s): use a Store", path, journalPath(path))
+	}
+	return writeSnapshot(path, s, 0, nil)
+}
+
+// writeSnapshot writes s with journal sequence seq to path atomically:
+// temporary file, fsync, rename, fsync of the directory. hook, if not nil,
+// is called after each step (tests simulate crashes with it).
+func writeSnapshot(path string, s model.State, seq uint64, hook func(step string)) error {
+	data, err := json.MarshalIndent(snapshot{Version: model.StateVersion, Seq: seq, NICs: s.NICs, SGs: s.SGs}, "", "\t")
 	if err != nil {
 		return fmt.Errorf("save state: encode: %w", err)
 	}
@@ -83,14 +113,25 @@ func Save(path string, s model.State) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("save state: close %s: %w", tmp, err)
 	}
+	committed = true // a crash (the hook's panic) leaves the temporary file
+	callHook(hook, stepTempWritten)
+	committed = false
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	committed = true
+	callHook(hook, stepRenamed)
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
+}
+
+// callHook calls hook (the crash tests' probe) if it is set.
+func callHook(hook func(string), step string) {
+	if hook != nil {
+		hook(step)
+	}
 }
 
 func syncDir(dir string) error {
@@ -105,73 +146,102 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// Load reads the state saved at path. A missing file gives an empty state
-// and no error. A file that is not a complete JSON state (empty, truncated,
-// garbage) is renamed to "<path>.corrupt-<unix seconds>" and Load returns
-// an empty state with a *CorruptError. Temporary files left by a Save that
-// was interrupted are removed. Other errors (unreadable file, a version
-// newer than this program's) are returned with an empty state and leave
-// the file in place.
+// Load reads the state stored at path: the snapshot file and the journal
+// next to it ("<path>.journal", written by a Store), without changing
+// either (a torn last journal record is ignored, not removed). A missing
+// snapshot and journal give an empty state and no error. A snapshot or
+// journal that cannot be parsed is moved aside (see CorruptError) and
+// Load returns an empty state with a *CorruptError. Temporary files left
+// by an interrupted Save are removed. Other errors (unreadable file, a
+// version newer than this program's) are returned with an empty state and
+// leave the files in place.
+//
+// The vNICs and security groups come back sorted by id (the order of
+// model.Store.State), whatever their order in the files.
+//
+// Load may run while a Store appends to the journal; it retries when a
+// concurrent compaction makes snapshot and journal look inconsistent.
 func Load(path string) (model.State, error) {
 	removeStaleTemps(path)
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return empty(), nil
+	var (
+		ld  *loaded
+		err error
+	)
+	for range 3 {
+		ld, err = readStore(path)
+		if _, bad := errors.AsType[*corruption](err); !bad {
+			break
+		}
+	}
+	if c, bad := errors.AsType[*corruption](err); bad {
+		return empty(), moveAside(path, c)
 	}
 	if err != nil {
-		return empty(), fmt.Errorf("load state: %w", err)
+		return empty(), err
 	}
-	s, perr := decode(data)
-	if perr == nil {
-		if s.Version > model.StateVersion {
-			// Written by a newer butterflyd: neither usable nor corrupt.
-			// Leave it alone so that nothing overwrites it.
-			return empty(), fmt.Errorf("load state: %s has version %d, this butterflyd understands up to %d", path, s.Version, model.StateVersion)
+	return ld.state(), nil
+}
+
+// moveAside renames the snapshot and the journal at path to
+// "<name>.corrupt-<unix seconds>" and returns the *CorruptError that
+// reports it.
+func moveAside(path string, c *corruption) *CorruptError {
+	cerr := &CorruptError{Path: c.file, Err: c.err}
+	stamp := strconv.FormatInt(time.Now().Unix(), 10)
+	for _, p := range []string{path, journalPath(path)} {
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+			continue
 		}
-		return s, nil
-	}
-	cerr := &CorruptError{Path: path, Err: perr}
-	dst := path + ".corrupt-" + strconv.FormatInt(time.Now().Unix(), 10)
-	if _, err := os.Lstat(dst); err == nil {
-		// Two corrupt files within one second: do not overwrite the first.
-		dst += "-" + strconv.FormatInt(time.Now().UnixNano(), 10)
-	}
-	if err := os.Rename(path, dst); err != nil {
-		cerr.Err = errors.Join(perr, fmt.Errorf("move aside: %w", err))
-	} else {
-		cerr.MovedTo = dst
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			cerr.Err = errors.Join(perr, err)
+		dst := p + ".corrupt-" + stamp
+		if _, err := os.Lstat(dst); err == nil {
+			// Two corrupt files within one second: do not overwrite the first.
+			dst += "-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+		}
+		if err := os.Rename(p, dst); err != nil {
+			cerr.Err = errors.Join(cerr.Err, fmt.Errorf("move aside: %w", err))
+			continue
+		}
+		if p == path {
+			cerr.MovedTo = dst
+		} else {
+			cerr.JournalMovedTo = dst
 		}
 	}
-	return empty(), cerr
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		cerr.Err = errors.Join(cerr.Err, err)
+	}
+	return cerr
 }
 
 func empty() model.State {
 	return model.State{Version: model.StateVersion, NICs: []model.NIC{}, SGs: []model.SG{}}
 }
 
-// decode parses exactly one JSON object.
-func decode(data []byte) (model.State, error) {
+// snapshot is the snapshot file: model.State plus the sequence number of
+// the last journal record it includes (absent in files written before the
+// journal existed, which is 0: replay everything).
+type snapshot struct {
+	Version int         `json:"version"`
+	Seq     uint64      `json:"journal_seq,omitempty"`
+	NICs    []model.NIC `json:"nics"`
+	SGs     []model.SG  `json:"sgs"`
+}
+
+// decode parses a snapshot: exactly one JSON object.
+func decode(data []byte) (snapshot, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return model.State{}, errors.New("empty file")
+		return snapshot{}, errors.New("empty file")
 	}
-	var s model.State
+	var s snapshot
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&s); err != nil {
-		return model.State{}, fmt.Errorf("invalid JSON: %w", err)
+		return snapshot{}, fmt.Errorf("invalid JSON: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return model.State{}, errors.New("trailing data after the state object")
+		return snapshot{}, errors.New("trailing data after the state object")
 	}
 	if s.Version == 0 {
-		return model.State{}, errors.New("no version field")
-	}
-	if s.NICs == nil {
-		s.NICs = []model.NIC{}
-	}
-	if s.SGs == nil {
-		s.SGs = []model.SG{}
+		return snapshot{}, errors.New("no version field")
 	}
 	return s, nil
 }

@@ -15,11 +15,13 @@ import (
 	"github.com/butterfly-go/butterfly/internal/model"
 )
 
+// sample is a state of n vNICs (sorted by id, as Load returns them) and
+// one security group.
 func sample(n int) model.State {
 	s := model.State{Version: model.StateVersion, NICs: []model.NIC{}, SGs: []model.SG{}}
 	for i := range n {
 		s.NICs = append(s.NICs, model.NIC{
-			ID:             fmt.Sprintf("nic-%d", i),
+			ID:             fmt.Sprintf("nic-%04d", i),
 			MACText:        fmt.Sprintf("52:54:00:00:00:%02x", i),
 			VNI:            uint32(1000 + i),
 			IPs:            []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")},
@@ -28,7 +30,7 @@ func sample(n int) model.State {
 			Type:           model.NICTap,
 			PacketTrace:    i%2 == 0,
 			TracePath:      "/tmp/t.pcap",
-			Path:           fmt.Sprintf("nic-%d", i),
+			Path:           fmt.Sprintf("nic-%04d", i),
 		})
 	}
 	s.SGs = append(s.SGs, model.SG{

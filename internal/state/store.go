@@ -1,0 +1,588 @@
+package state
+
+import (
+	"cmp"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+)
+
+// Journal framing: every record is a header of 4 bytes payload length and
+// 4 bytes CRC-32C of the payload (both little endian), then the payload, a
+// JSON-encoded record.
+const (
+	headerSize = 8
+	// maxRecord bounds the length field; a larger value is damage.
+	maxRecord = 1 << 30
+	// defaultCompactMin is the smallest journal that is compacted.
+	defaultCompactMin = 1 << 20
+)
+
+// Steps of a compaction, for the crash tests' hook.
+const (
+	stepTempWritten  = "temp-written"  // temporary snapshot written and synced
+	stepRenamed      = "renamed"       // snapshot renamed into place
+	stepDirSynced    = "dir-synced"    // directory synced
+	stepTruncated    = "truncated"     // journal truncated, not yet synced
+	stepJournalWrite = "journal-write" // record written, not yet synced
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// journalPath is the journal of the state at path.
+func journalPath(path string) string { return path + ".journal" }
+
+// record is one journal entry: the objects that changed since the
+// previous record (whole) and the ids removed.
+type record struct {
+	Seq     uint64      `json:"seq"`
+	NICs    []model.NIC `json:"nics,omitempty"`
+	SGs     []model.SG  `json:"sgs,omitempty"`
+	DelNICs []string    `json:"del_nics,omitempty"`
+	DelSGs  []string    `json:"del_sgs,omitempty"`
+}
+
+func (r *record) empty() bool {
+	return len(r.NICs) == 0 && len(r.SGs) == 0 && len(r.DelNICs) == 0 && len(r.DelSGs) == 0
+}
+
+// appendFrame appends the framed payload to dst.
+func appendFrame(dst, payload []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(payload)))
+	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(payload, castagnoli))
+	return append(dst, payload...)
+}
+
+// corruption is a snapshot or journal that cannot be used.
+type corruption struct {
+	file string
+	err  error
+}
+
+func (c *corruption) Error() string { return fmt.Sprintf("%s: %v", c.file, c.err) }
+
+// loaded is what readStore found.
+type loaded struct {
+	nics map[string]model.NIC
+	sgs  map[string]model.SG
+	// snapSeq is the snapshot's journal_seq, seq the last record applied.
+	snapSeq, seq uint64
+	snapSize     int64
+	// journalSize is the length of the valid journal prefix; tornBytes
+	// follow it (an incomplete last record).
+	journalSize, tornBytes int64
+	replayed               int
+}
+
+// state returns the loaded state, vNICs and groups sorted by id (as
+// model.Store.State does).
+func (l *loaded) state() model.State {
+	st := empty()
+	for _, n := range l.nics {
+		st.NICs = append(st.NICs, n)
+	}
+	for _, g := range l.sgs {
+		st.SGs = append(st.SGs, g)
+	}
+	slices.SortFunc(st.NICs, func(a, b model.NIC) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(st.SGs, func(a, b model.SG) int { return cmp.Compare(a.ID, b.ID) })
+	return st
+}
+
+// readStore reads the snapshot and replays the journal. It changes no
+// file. Damage is returned as a *corruption.
+func readStore(path string) (*loaded, error) {
+	ld := &loaded{nics: map[string]model.NIC{}, sgs: map[string]model.SG{}}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("load state: %w", err)
+	default:
+		snap, err := decode(data)
+		if err != nil {
+			return nil, &corruption{file: path, err: err}
+		}
+		if snap.Version > model.StateVersion {
+			// Written by a newer butterflyd: neither usable nor corrupt.
+			// Leave it alone so that nothing overwrites it.
+			return nil, fmt.Errorf("load state: %s has version %d, this butterflyd understands up to %d", path, snap.Version, model.StateVersion)
+		}
+		for _, n := range snap.NICs {
+			ld.nics[n.ID] = n
+		}
+		for _, g := range snap.SGs {
+			ld.sgs[g.ID] = g
+		}
+		ld.snapSeq, ld.seq, ld.snapSize = snap.Seq, snap.Seq, int64(len(data))
+	}
+	jp := journalPath(path)
+	jdata, err := os.ReadFile(jp)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return ld, nil
+	case err != nil:
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	if err := ld.replay(jdata); err != nil {
+		return nil, &corruption{file: jp, err: err}
+	}
+	return ld, nil
+}
+
+// replay applies the journal's records newer than the snapshot. It stops
+// at an incomplete last record (recorded in tornBytes).
+func (ld *loaded) replay(data []byte) error {
+	var off int64
+	size := int64(len(data))
+	var last uint64 // last sequence seen, applied or not
+	for off < size {
+		rest := data[off:]
+		if len(rest) < headerSize {
+			ld.tornBytes = int64(len(rest))
+			break
+		}
+		n := int64(binary.LittleEndian.Uint32(rest))
+		sum := binary.LittleEndian.Uint32(rest[4:])
+		if n == 0 || n > maxRecord {
+			if allZero(rest) {
+				// Space allocated but never written (power loss).
+				ld.tornBytes = int64(len(rest))
+				break
+			}
+			return fmt.Errorf("record at offset %d: invalid length %d", off, n)
+		}
+		end := headerSize + n
+		if end > int64(len(rest)) {
+			ld.tornBytes = int64(len(rest))
+			break
+		}
+		payload := rest[headerSize:end]
+		if crc32.Checksum(payload, castagnoli) != sum {
+			if end == int64(len(rest)) {
+				ld.tornBytes = int64(len(rest))
+				break
+			}
+			return fmt.Errorf("record at offset %d: checksum mismatch", off)
+		}
+		var r record
+		if err := json.Unmarshal(payload, &r); err != nil {
+			return fmt.Errorf("record at offset %d: %w", off, err)
+		}
+		if r.Seq <= last {
+			return fmt.Errorf("record at offset %d: sequence %d after %d", off, r.Seq, last)
+		}
+		last = r.Seq
+		if r.Seq > ld.seq {
+			if r.Seq != ld.seq+1 {
+				return fmt.Errorf("record at offset %d: sequence %d, want %d (records missing)", off, r.Seq, ld.seq+1)
+			}
+			ld.apply(&r)
+			ld.seq = r.Seq
+			ld.replayed++
+		}
+		off += end
+	}
+	ld.journalSize = off
+	return nil
+}
+
+func (ld *loaded) apply(r *record) {
+	for _, id := range r.DelNICs {
+		delete(ld.nics, id)
+	}
+	for _, id := range r.DelSGs {
+		delete(ld.sgs, id)
+	}
+	for _, n := range r.NICs {
+		ld.nics[n.ID] = n
+	}
+	for _, g := range r.SGs {
+		ld.sgs[g.ID] = g
+	}
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Options configure a Store.
+type Options struct {
+	// CompactMin is the journal size below which the journal is never
+	// compacted (0 = 1 MiB). Above it, the journal is compacted when it is
+	// larger than twice the snapshot.
+	CompactMin int64
+	// Logger receives warnings (torn record dropped, compaction failed).
+	// Nil discards them.
+	Logger *slog.Logger
+}
+
+// OpenInfo describes what Open found.
+type OpenInfo struct {
+	// SnapshotSeq is the last journal sequence the snapshot included.
+	SnapshotSeq uint64
+	// Replayed is the number of journal records applied over it.
+	Replayed int
+	// TornBytes is the size of an incomplete last journal record that
+	// was cut off (a change the process died writing, never
+	// acknowledged); 0 if none.
+	TornBytes int64
+}
+
+// Store persists successive states as a snapshot plus a journal of
+// changes. Its methods are safe for concurrent use. Only one Store may
+// have a path open; use Lock to ensure it across processes.
+type Store struct {
+	mu   sync.Mutex
+	path string
+	log  *slog.Logger
+	min  int64
+	j    *os.File // nil once closed
+	// jsize is the journal's length, snapSize the snapshot's.
+	jsize, snapSize int64
+	// seq is the sequence number of the last record written (or of the
+	// snapshot).
+	seq uint64
+	// nics and sgs are the state last made durable; the Store owns them.
+	nics map[string]model.NIC
+	sgs  map[string]model.SG
+	// broken is set when a failed append could not be undone: the journal
+	// may end with garbage, so the next Save writes a snapshot instead.
+	broken error
+	info   OpenInfo
+	// hook, if set, is called at each step of a write; the crash tests
+	// panic in it to stop there.
+	hook func(step string)
+}
+
+// Open loads the state stored at path (snapshot and journal, as Load) and
+// returns a Store that persists later states there. An incomplete last
+// journal record is cut off (see Info). If the files are corrupt they are
+// moved aside and Open returns a usable Store, an empty state and a
+// *CorruptError. Other errors (unreadable files, a newer version) return a
+// nil Store and leave the files alone. The directory is created (0700) if
+// needed; files are created with mode 0600.
+func Open(path string, opts Options) (*Store, model.State, error) {
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	st := &Store{path: path, log: lg, min: opts.CompactMin}
+	if st.min <= 0 {
+		st.min = defaultCompactMin
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, empty(), fmt.Errorf("open state: %w", err)
+	}
+	removeStaleTemps(path)
+	ld, err := readStore(path)
+	var cerr *CorruptError
+	if c, bad := errors.AsType[*corruption](err); bad {
+		cerr = moveAside(path, c)
+		ld = &loaded{nics: map[string]model.NIC{}, sgs: map[string]model.SG{}}
+	} else if err != nil {
+		return nil, empty(), err
+	}
+	j, err := os.OpenFile(journalPath(path), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, empty(), fmt.Errorf("open state journal: %w", err)
+	}
+	fail := func(err error) (*Store, model.State, error) {
+		j.Close()
+		return nil, empty(), fmt.Errorf("open state journal: %w", err)
+	}
+	if ld.tornBytes > 0 {
+		if err := j.Truncate(ld.journalSize); err != nil {
+			return fail(err)
+		}
+		if err := j.Sync(); err != nil {
+			return fail(err)
+		}
+		lg.Warn("state journal: dropped an incomplete last record (the process stopped while writing an unacknowledged change)",
+			"journal", journalPath(path), "offset", ld.journalSize, "bytes", ld.tornBytes)
+	}
+	// The journal may have just been created: make its name durable.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fail(err)
+	}
+	st.j = j
+	st.jsize, st.snapSize, st.seq = ld.journalSize, ld.snapSize, ld.seq
+	st.nics, st.sgs = ld.nics, ld.sgs
+	st.info = OpenInfo{SnapshotSeq: ld.snapSeq, Replayed: ld.replayed, TornBytes: ld.tornBytes}
+	state := ld.state()
+	// The returned state must not share memory with the Store's copy.
+	for i := range state.NICs {
+		state.NICs[i] = cloneNIC(state.NICs[i])
+	}
+	for i := range state.SGs {
+		state.SGs[i] = cloneSG(state.SGs[i])
+	}
+	if cerr != nil {
+		return st, state, cerr
+	}
+	return st, state, nil
+}
+
+// Info reports what Open found.
+func (s *Store) Info() OpenInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info
+}
+
+// Path is the snapshot's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the journal. Later Saves fail.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.j == nil {
+		return nil
+	}
+	err := s.j.Close()
+	s.j = nil
+	if err != nil {
+		return fmt.Errorf("close state journal: %w", err)
+	}
+	return nil
+}
+
+// Save makes st durable before it returns: it appends a record of what
+// differs from the last saved state (changed vNICs and security groups,
+// compared by id, and deleted ids) to the journal and syncs it. Nothing
+// changed: nothing is written. The Store keeps its own copies; the caller
+// may modify st afterwards. Equal ids in st: the last one wins.
+func (s *Store) Save(st model.State) error {
+	if st.Version != model.StateVersion && st.Version != 0 {
+		return fmt.Errorf("save state: version %d, want %d", st.Version, model.StateVersion)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.j == nil {
+		return errors.New("save state: store closed")
+	}
+	r := s.diff(st)
+	if s.broken != nil {
+		// The journal's end is unknown: replace everything by a snapshot
+		// whose sequence covers whatever the failed append left.
+		nics, sgs := s.nics, s.sgs
+		s.nics, s.sgs = maps(st)
+		if err := s.compact(s.seq + 1); err != nil {
+			s.nics, s.sgs = nics, sgs
+			return fmt.Errorf("save state (recovering from %v): %w", s.broken, err)
+		}
+		s.log.Info("state journal recovered by writing a snapshot", "path", s.path)
+		s.broken = nil
+		return nil
+	}
+	if r.empty() {
+		return nil
+	}
+	r.Seq = s.seq + 1
+	payload, err := json.Marshal(&r)
+	if err != nil {
+		return fmt.Errorf("save state: encode: %w", err)
+	}
+	if len(payload) > maxRecord {
+		return fmt.Errorf("save state: change of %d bytes is too large", len(payload))
+	}
+	frame := appendFrame(make([]byte, 0, headerSize+len(payload)), payload)
+	if err := s.append(frame); err != nil {
+		// Undo a partial or unsynced append so that the next record
+		// follows a clean end.
+		if terr := s.truncate(s.jsize); terr != nil {
+			s.broken = errors.Join(err, terr)
+		}
+		return fmt.Errorf("save state: %w", err)
+	}
+	s.jsize += int64(len(frame))
+	s.seq = r.Seq
+	for _, id := range r.DelNICs {
+		delete(s.nics, id)
+	}
+	for _, id := range r.DelSGs {
+		delete(s.sgs, id)
+	}
+	for _, n := range r.NICs {
+		s.nics[n.ID] = n
+	}
+	for _, g := range r.SGs {
+		s.sgs[g.ID] = g
+	}
+	if s.jsize > max(s.min, 2*s.snapSize) {
+		// The change is durable already; a failed compaction only
+		// leaves a longer journal (retried at the next change).
+		if err := s.compact(s.seq); err != nil {
+			s.log.Error("state journal compaction failed", "path", s.path, "err", err)
+		}
+	}
+	return nil
+}
+
+// append writes frame at the journal's end and syncs it.
+func (s *Store) append(frame []byte) error {
+	if _, err := s.j.WriteAt(frame, s.jsize); err != nil {
+		return fmt.Errorf("append to journal: %w", err)
+	}
+	callHook(s.hook, stepJournalWrite)
+	if err := unix.Fdatasync(int(s.j.Fd())); err != nil {
+		return fmt.Errorf("sync journal: %w", err)
+	}
+	return nil
+}
+
+// truncate cuts the journal to size and syncs it.
+func (s *Store) truncate(size int64) error {
+	if err := s.j.Truncate(size); err != nil {
+		return fmt.Errorf("truncate journal: %w", err)
+	}
+	callHook(s.hook, stepTruncated)
+	if err := unix.Fdatasync(int(s.j.Fd())); err != nil {
+		return fmt.Errorf("sync journal: %w", err)
+	}
+	return nil
+}
+
+// compact writes the Store's state as a snapshot that includes the
+// journal up to seq, then empties the journal. At each step the files
+// read back as the same state: before the rename the old snapshot and the
+// whole journal; after it the new snapshot, which makes replay skip every
+// record up to seq.
+func (s *Store) compact(seq uint64) error {
+	st := (&loaded{nics: s.nics, sgs: s.sgs}).state()
+	if err := writeSnapshot(s.path, st, seq, s.hook); err != nil {
+		return err
+	}
+	s.seq = seq
+	if fi, err := os.Stat(s.path); err == nil {
+		s.snapSize = fi.Size()
+	}
+	callHook(s.hook, stepDirSynced)
+	if err := s.truncate(0); err != nil {
+		// The journal's length is unknown now: recover at the next Save.
+		s.broken = err
+		return err
+	}
+	s.jsize = 0
+	return nil
+}
+
+// diff returns the record that turns the saved state into st (Seq unset).
+// Upserted objects are copies.
+func (s *Store) diff(st model.State) record {
+	var r record
+	for i, n := range st.NICs {
+		if old, ok := s.nics[n.ID]; !ok || !equalNIC(old, n) {
+			if i+1 < len(st.NICs) && idIn(n.ID, st.NICs[i+1:], func(n model.NIC) string { return n.ID }) {
+				continue // a later duplicate wins
+			}
+			r.NICs = append(r.NICs, cloneNIC(n))
+		}
+	}
+	for i, g := range st.SGs {
+		if old, ok := s.sgs[g.ID]; !ok || !equalSG(old, g) {
+			if i+1 < len(st.SGs) && idIn(g.ID, st.SGs[i+1:], func(g model.SG) string { return g.ID }) {
+				continue
+			}
+			r.SGs = append(r.SGs, cloneSG(g))
+		}
+	}
+	r.DelNICs = deleted(s.nics, st.NICs, func(n model.NIC) string { return n.ID })
+	r.DelSGs = deleted(s.sgs, st.SGs, func(g model.SG) string { return g.ID })
+	return r
+}
+
+// idIn reports whether a later element of rest has id (only called for
+// changed objects, so the quadratic cost stays small).
+func idIn[T any](id string, rest []T, key func(T) string) bool {
+	return slices.ContainsFunc(rest, func(v T) bool { return key(v) == id })
+}
+
+// deleted returns the ids of saved that are not in cur, sorted.
+func deleted[T any](saved map[string]T, cur []T, key func(T) string) []string {
+	// Fast path: ids strictly increasing (no duplicates) and all known,
+	// as many as saved: nothing was deleted.
+	known, sorted := 0, true
+	for i, v := range cur {
+		if i > 0 && key(cur[i-1]) >= key(v) {
+			sorted = false
+		}
+		if _, ok := saved[key(v)]; ok {
+			known++
+		}
+	}
+	if sorted && known == len(saved) {
+		return nil
+	}
+	present := make(map[string]struct{}, len(cur))
+	for _, v := range cur {
+		present[key(v)] = struct{}{}
+	}
+	var del []string
+	for id := range saved {
+		if _, ok := present[id]; !ok {
+			del = append(del, id)
+		}
+	}
+	slices.Sort(del)
+	return del
+}
+
+// maps returns owned copies of st's objects by id.
+func maps(st model.State) (map[string]model.NIC, map[string]model.SG) {
+	nics := make(map[string]model.NIC, len(st.NICs))
+	for _, n := range st.NICs {
+		nics[n.ID] = cloneNIC(n)
+	}
+	sgs := make(map[string]model.SG, len(st.SGs))
+	for _, g := range st.SGs {
+		sgs[g.ID] = cloneSG(g)
+	}
+	return nics, sgs
+}
+
+// equalNIC compares the persisted fields of two vNICs. MAC is not
+// persisted (it is parsed from MACText) and is not compared.
+// TestEqualCoversFields fails when model.NIC gains a field.
+func equalNIC(a, b model.NIC) bool {
+	return a.ID == b.ID && a.MACText == b.MACText && a.VNI == b.VNI &&
+		slices.Equal(a.IPs, b.IPs) && slices.Equal(a.SecurityGroups, b.SecurityGroups) &&
+		a.IPAntiSpoof == b.IPAntiSpoof && a.SniffTarget == b.SniffTarget && a.Bypass == b.Bypass &&
+		a.Type == b.Type && a.PacketTrace == b.PacketTrace && a.TracePath == b.TracePath &&
+		a.BType == b.BType && a.DIP == b.DIP && a.DMAC == b.DMAC && a.Path == b.Path
+}
+
+// equalSG compares two security groups.
+func equalSG(a, b model.SG) bool {
+	return a.ID == b.ID && slices.Equal(a.Members, b.Members) && slices.Equal(a.Rules, b.Rules)
+}
+
+func cloneNIC(n model.NIC) model.NIC {
+	n.IPs = slices.Clone(n.IPs)
+	n.SecurityGroups = slices.Clone(n.SecurityGroups)
+	return n
+}
+
+func cloneSG(g model.SG) model.SG {
+	g.Members = slices.Clone(g.Members)
+	g.Rules = slices.Clone(g.Rules)
+	return g
+}
