@@ -85,9 +85,12 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 		Now:         time.Now,
 		Logger:      d.log,
 	}
-	if path := d.cfg.StateFile; path != "" {
+	// ps, the persistent store, is opened by restore below, before any
+	// request is served.
+	var ps *state.Store
+	if d.cfg.StateFile != "" {
 		opts.Persist = func(st model.State) error {
-			if err := state.Save(path, st); err != nil {
+			if err := ps.Save(st); err != nil {
 				d.log.Error("persisting state", "err", err)
 				return err
 			}
@@ -106,8 +109,16 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	}()
 	// The API is bound (a busy endpoint has stopped us before any vNIC
 	// exists) but not served yet: requests wait for the restore.
-	if err := d.restore(store); err != nil {
+	ps, err = d.restore(store)
+	if err != nil {
 		return err
+	}
+	if ps != nil {
+		defer func() {
+			if cerr := ps.Close(); cerr != nil {
+				d.log.Error("closing the state journal", "err", cerr)
+			}
+		}()
 	}
 
 	var metricsAddr string
@@ -131,36 +142,41 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	return nil
 }
 
-// restore loads the state file into store. A corrupt file was moved aside
-// by state.Load: log it and start empty. Any other load error is fatal, so
+// restore opens the state file (snapshot and journal) and loads it into
+// store; it returns the state.Store that persists later changes (nil when
+// no state file is configured). Corrupt files were moved aside by
+// state.Open: log it and start empty. Any other open error is fatal, so
 // that a file this daemon cannot read is never overwritten. vNICs that
-// cannot be recreated are logged and dropped; the loaded file is then kept
-// as <state-file>.restore-failed-<unix> for the operator.
-func (d *daemon) restore(store *model.Store) error {
+// cannot be recreated are logged and dropped; the loaded state is then
+// kept as <state-file>.restore-failed-<unix> for the operator.
+func (d *daemon) restore(store *model.Store) (*state.Store, error) {
 	path := d.cfg.StateFile
 	if path == "" {
 		d.log.Info("no state file: configuration is not persisted")
-		return nil
+		return nil, nil
 	}
-	st, err := state.Load(path)
+	ps, st, err := state.Open(path, state.Options{Logger: d.log})
 	var corrupt *state.CorruptError
 	switch {
 	case errors.As(err, &corrupt):
 		d.log.Error("state file corrupt, starting empty", "err", err)
-		return nil
+		return ps, nil
 	case err != nil:
-		return fmt.Errorf("cannot read the state file: %w", err)
+		return nil, fmt.Errorf("cannot read the state file: %w", err)
+	}
+	if info := ps.Info(); info.Replayed > 0 || info.TornBytes > 0 {
+		d.log.Info("state journal replayed", "records", info.Replayed, "torn_bytes_dropped", info.TornBytes)
 	}
 	if len(st.NICs) == 0 && len(st.SGs) == 0 {
 		d.log.Info("no saved configuration", "state_file", path)
-		return nil
+		return ps, nil
 	}
 	rerr := store.Restore(st)
 	got := store.State()
 	d.log.Info("configuration restored", "state_file", path,
 		"nics", len(got.NICs), "nics_saved", len(st.NICs), "sgs", len(got.SGs), "sgs_saved", len(st.SGs))
 	if rerr == nil {
-		return nil
+		return ps, nil
 	}
 	for _, line := range strings.Split(rerr.Error(), "\n") {
 		d.log.Error("restore failed", "err", line)
@@ -171,7 +187,7 @@ func (d *daemon) restore(store *model.Store) error {
 	} else {
 		d.log.Warn("the state as saved before the failed restore is kept", "path", keep)
 	}
-	return nil
+	return ps, nil
 }
 
 // startMetrics serves Prometheus metrics (the engine's collector, Go

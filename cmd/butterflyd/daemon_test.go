@@ -194,12 +194,23 @@ func TestPersistEveryMutation(t *testing.T) {
 		}
 	}
 	// A refused request changes nothing.
-	before, _ := os.ReadFile(cfg.StateFile)
+	files := func() []byte {
+		snap, _ := os.ReadFile(cfg.StateFile)
+		journal, err := os.ReadFile(cfg.StateFile + ".journal")
+		if err != nil {
+			t.Fatalf("journal: %v", err)
+		}
+		return append(snap, journal...)
+	}
+	before := files()
+	if len(before) == 0 {
+		t.Fatal("nothing persisted")
+	}
 	if _, err := a.call(tapNIC("bad", 1, "not-a-mac")); !errors.Is(err, errRefused) {
 		t.Errorf("bad nic_add: %v, want refused", err)
 	}
-	if after, _ := os.ReadFile(cfg.StateFile); !bytes.Equal(before, after) {
-		t.Error("a refused request rewrote the state file")
+	if after := files(); !bytes.Equal(before, after) {
+		t.Error("a refused request wrote to the state files")
 	}
 
 	resp, err := http.Get("http://" + r.metrics + "/metrics")
