@@ -379,7 +379,6 @@ func (s *Store) Save(st model.State) error {
 	if s.j == nil {
 		return errors.New("save state: store closed")
 	}
-	r := s.diff(st)
 	if s.broken != nil {
 		// The journal's end is unknown: replace everything by a snapshot
 		// whose sequence covers whatever the failed append left.
@@ -393,6 +392,7 @@ func (s *Store) Save(st model.State) error {
 		s.broken = nil
 		return nil
 	}
+	r := s.diff(st)
 	if r.empty() {
 		return nil
 	}
