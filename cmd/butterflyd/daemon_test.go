@@ -416,3 +416,45 @@ func TestSecondDaemonRefused(t *testing.T) {
 		t.Errorf("first daemon's nic_list = %q", got)
 	}
 }
+
+// TestJournalRestart: changes persisted in the journal come back after a
+// restart, an incomplete last record (a crash while writing an
+// unacknowledged change) is dropped with a log line, and the daemon goes
+// on persisting after it.
+func TestJournalRestart(t *testing.T) {
+	cfg := testConfig(t)
+	r := startServe(t, cfg, newFakeEngine())
+	a := dialAPI(t, r.endpoint)
+	a.must(sgAdd("sg-a"))
+	a.must(tcpRuleAdd("sg-a", 22))
+	a.must(tapNIC("vnic-1", 42, "52:54:00:12:34:56", "10.0.0.7"))
+	a.must(&protocol.MessageV0_Request{AppQuit: proto.Bool(true)})
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	// A torn record: a header announcing 100 bytes, then only 10.
+	f, err := os.OpenFile(cfg.StateFile+".journal", os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(append([]byte{100, 0, 0, 0, 1, 2, 3, 4}, make([]byte, 10)...)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	r = startServe(t, cfg, newFakeEngine())
+	a = dialAPI(t, r.endpoint)
+	if got := a.nicList(); strings.Join(got, ",") != "vnic-1" {
+		t.Errorf("nic_list after restart = %q", got)
+	}
+	if rules := a.sgDetails("sg-a").GetRule(); len(rules) != 1 || rules[0].GetPortStart() != 22 {
+		t.Errorf("sg-a rules after restart = %v", rules)
+	}
+	if !strings.Contains(r.logs.String(), "incomplete last record") {
+		t.Errorf("log does not report the torn record:\n%s", r.logs.String())
+	}
+	a.must(sgAdd("sg-b"))
+	if st := loadState(t, cfg.StateFile); len(st.SGs) != 2 || len(st.NICs) != 1 {
+		t.Errorf("state after the restart and sg_add: %+v", st)
+	}
+}

@@ -1,8 +1,9 @@
 // Command butterflyd is the Butterfly virtual switch daemon: it owns the
 // host's vNICs (TAP and vhost-user), switches their traffic per VNI over
 // VXLAN, filters it with security groups, and is driven over the ZeroMQ
-// API. Its configuration is persisted in a state file and restored at
-// start. Run `butterflyd --help` for the options.
+// API. Its configuration is persisted in a state file (a snapshot plus an
+// append-only journal, "<file>.journal", synced before each reply) and
+// restored at start. Run `butterflyd --help` for the options.
 package main
 
 import (
