@@ -74,13 +74,15 @@ say() { echo "$*"; }
 
 # measure LABEL CLIENT_NS SERVER_NS SERVER_IP: ping, TCP, UDP 64 B.
 measure() {
-	local L=$1 c=$2 s=$3 ip=$4 s0 ping pmin pavg tcp retr udp_s udp_r
+	local L=$1 c=$2 s=$3 ip=$4 s0 ping pmin pavg pbusy tcp retr udp_s udp_r
 	s0=$(steal_snap)
 	nsx "$s" iperf3 -s -D -1 --pidfile "$WORK/iperf3.pid" >/dev/null 2>&1
 	wait_listen "$s"
 	ping=$(nsx "$c" ping -n -q -c "$PINGS" -i 0.02 "$ip" | tail -1)
 	pmin=$(echo "$ping" | awk -F'[/ ]+' '/min\/avg/{print $7}')
 	pavg=$(echo "$ping" | awk -F'[/ ]+' '/min\/avg/{print $8}')
+	# back to back (2 ms apart): a switch that sleeps when idle has no time to fall asleep
+	pbusy=$(nsx "$c" ping -n -q -c $((PINGS * 4)) -i 0.002 "$ip" | tail -1 | awk -F'[/ ]+' '/min\/avg/{print $8}')
 	nsx "$c" iperf3 -c "$ip" -t "$SECS" -J >"$OUT/$L-tcp.json" 2>&1
 	tcp=$(jq -r '.end.sum_received.bits_per_second/1e9*1000|floor/1000' "$OUT/$L-tcp.json" 2>/dev/null || echo 0)
 	retr=$(jq -r '.end.sum_sent.retransmits' "$OUT/$L-tcp.json" 2>/dev/null || echo "?")
@@ -89,9 +91,9 @@ measure() {
 	nsx "$c" iperf3 -c "$ip" -u -b 0 -l 64 -t "$UDP_SECS" -J >"$OUT/$L-udp64.json" 2>&1
 	udp_s=$(jq -r '.end.sum | (.packets/.seconds)|floor' "$OUT/$L-udp64.json" 2>/dev/null || echo 0)
 	udp_r=$(jq -r '.end.sum | ((.packets-.lost_packets)/.seconds)|floor' "$OUT/$L-udp64.json" 2>/dev/null || echo 0)
-	R[$L.pmin]=${pmin:-0} R[$L.pavg]=${pavg:-0} R[$L.tcp]=${tcp:-0} R[$L.retr]=$retr
+	R[$L.pmin]=${pmin:-0} R[$L.pavg]=${pavg:-0} R[$L.pbusy]=${pbusy:-0} R[$L.tcp]=${tcp:-0} R[$L.retr]=$retr
 	R[$L.udps]=$udp_s R[$L.udpr]=$udp_r R[$L.steal]=$(steal_since "$s0") R[$L.load]=$(load1)
-	say "RESULT $L | ping min/avg ${pmin:-?}/${pavg:-?} ms | tcp ${tcp} Gbit/s (retr $retr) | udp64 sent ${udp_s}/s rcvd ${udp_r}/s | steal ${R[$L.steal]}% load ${R[$L.load]}"
+	say "RESULT $L | ping min/avg ${pmin:-?}/${pavg:-?} ms, avg ${pbusy:-?} ms at 2 ms intervals | tcp ${tcp} Gbit/s (retr $retr) | udp64 sent ${udp_s}/s rcvd ${udp_r}/s | steal ${R[$L.steal]}% load ${R[$L.load]}"
 }
 
 # wait_listen NS: until an iperf3 server listens on 5201 there (5 s).
@@ -290,24 +292,24 @@ done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 > 0) printf "%.2f", a/b; else printf "n/a" }'; }
 row() {
 	local L=$1
-	printf '| %s | %s / %s | %s | %s | %s | %s | %s |\n' "$2" "${R[$L.pmin]:-?}" "${R[$L.pavg]:-?}" \
+	printf '| %s | %s / %s | %s | %s | %s | %s | %s | %s |\n' "$2" "${R[$L.pmin]:-?}" "${R[$L.pavg]:-?}" "${R[$L.pbusy]:-?}" \
 		"${R[$L.tcp]:-?}" "${R[$L.udps]:-?}" "${R[$L.udpr]:-?}" "${R[$L.steal]:-?}" "${R[$L.load]:-?}"
 }
 {
 	echo "Run: $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) CPUs; TCP ${SECS} s, UDP ${UDP_SECS} s, ${PINGS} pings."
 	echo
-	echo "| path | ping min / avg (ms) | TCP (Gbit/s) | UDP 64 B sent (pps) | UDP 64 B received (pps) | steal % | load |"
-	echo "|---|---|---|---|---|---|---|"
+	echo "| path | ping min / avg, 20 ms apart (ms) | ping avg, 2 ms apart (ms) | TCP (Gbit/s) | UDP 64 B sent (pps) | UDP 64 B received (pps) | steal % | load |"
+	echo "|---|---|---|---|---|---|---|---|"
 	row k-bridge "kernel: Linux bridge + veth (one host)"
 	row bf-local "butterfly: two TAP vNICs, one daemon"
 	row k-vxlan "kernel: bridge + vxlan, two hosts"
 	row bf-vxlan "butterfly: two daemons, VXLAN"
 	echo
-	echo "| ratio butterfly / kernel | avg latency | TCP | UDP 64 B received |"
-	echo "|---|---|---|---|"
+	echo "| ratio butterfly / kernel | avg latency, 20 ms apart | avg latency, 2 ms apart | TCP | UDP 64 B received |"
+	echo "|---|---|---|---|---|"
 	for pair in "bf-local k-bridge one host" "bf-vxlan k-vxlan VXLAN"; do
 		read -r b k what <<<"$pair"
-		echo "| $what | $(ratio "${R[$b.pavg]:-0}" "${R[$k.pavg]:-0}") | $(ratio "${R[$b.tcp]:-0}" "${R[$k.tcp]:-0}") | $(ratio "${R[$b.udpr]:-0}" "${R[$k.udpr]:-0}") |"
+		echo "| $what | $(ratio "${R[$b.pavg]:-0}" "${R[$k.pavg]:-0}") | $(ratio "${R[$b.pbusy]:-0}" "${R[$k.pbusy]:-0}") | $(ratio "${R[$b.tcp]:-0}" "${R[$k.tcp]:-0}") | $(ratio "${R[$b.udpr]:-0}" "${R[$k.udpr]:-0}") |"
 	done
 	echo
 	echo "Idle butterflyd with 100 TAP vNICs: ${R[idle.cpu]:-?} % of one CPU over ${IDLE_SECS} s (steal ${R[idle.steal]:-?} %, load ${R[idle.load]:-?})."
