@@ -67,10 +67,15 @@ func fileSize(t *testing.T, path string) int64 {
 func withRule(st model.State, g int, port uint32) model.State {
 	st.SGs = slices.Clone(st.SGs)
 	sg := cloneSG(st.SGs[g])
-	sg.Rules = append(sg.Rules, model.Rule{Direction: model.Inbound, Protocol: 6, PortStart: port, PortEnd: port,
-		CIDR: netip.MustParsePrefix("10.0.0.0/8")})
+	sg.Rules = append(sg.Rules, newRule(port))
 	st.SGs[g] = sg
 	return st
+}
+
+// newRule is a TCP rule for port.
+func newRule(port uint32) model.Rule {
+	return model.Rule{Direction: model.Inbound, Protocol: 6, PortStart: port, PortEnd: port,
+		CIDR: netip.MustParsePrefix("10.0.0.0/8")}
 }
 
 // big is a state of nics vNICs and sgs groups of rules rules each.
