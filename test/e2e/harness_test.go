@@ -135,6 +135,8 @@ type host struct {
 	state    string
 	sockDir  string
 	logPath  string
+	// cliFlags are given to every CLI call (e.g. -k KEYFILE).
+	cliFlags []string
 
 	mu     sync.Mutex
 	daemon *exec.Cmd
@@ -302,7 +304,8 @@ func (h *host) dumpLog() {
 
 // cli runs the butterfly CLI against this host's daemon.
 func (h *host) cli(args ...string) (string, error) {
-	return runCmd(bin.cli, append([]string{"-e", h.endpoint, "--timeout", "10000"}, args...)...)
+	all := append([]string{"-e", h.endpoint, "--timeout", "10000"}, h.cliFlags...)
+	return runCmd(bin.cli, append(all, args...)...)
 }
 
 // mustCLI runs the CLI and fails the test on error.
