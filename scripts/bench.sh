@@ -6,8 +6,9 @@
 #   k-vxlan    vmA --veth-- [bridge+vxlan] ==veth underlay== [bridge+vxlan] --veth-- vmB
 #   bf-vxlan   vmA --TAP-- [butterflyd] ==veth underlay, VXLAN== [butterflyd] --TAP-- vmB
 #
-# For each: ping min/avg (BENCH_PINGS x 20 ms apart, then 20 x BENCH_PINGS 0.2 ms apart), iperf3 TCP one stream (BENCH_SECONDS, default
-# 10 s) and iperf3 UDP 64-byte datagrams at full speed (-b 0, BENCH_UDP_SECONDS, default 5 s).
+# For each: ping min/avg (BENCH_PINGS pings 20 ms apart, then 20 x BENCH_PINGS 0.2 ms apart),
+# iperf3 TCP one stream (BENCH_SECONDS, default 10 s) and iperf3 UDP 64-byte datagrams at full
+# speed (-b 0, BENCH_UDP_SECONDS, default 5 s).
 # Then: butterflyd's idle CPU with 100 idle TAP vNICs, the dataplane's Go benchmarks (ns per
 # packet), the API server's Go benchmark and the time to create 1,000 vNICs and 100 security
 # groups of 100 rules. Load average and hypervisor steal are recorded with every figure:
