@@ -18,6 +18,7 @@
 # addresses are private and stay inside them. Everything is removed on exit, even on failure.
 # Run as root on Debian 12: ./scripts/bench.sh [paths] [idle] [api] [go]   (default: all)
 # Results: stdout and $BENCH_OUT/results.md.
+# BENCH_DAEMON_ARGS adds options to every butterflyd (e.g. "--poll-idle never").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -161,7 +162,7 @@ start_bf() {
 	mkdir -p "$WORK/$h/sock"
 	EP[$h]="ipc://$WORK/$h/api"
 	ip netns exec "$P-$h" "$BIN/butterflyd" --ip "$ip" --endpoint "${EP[$h]}" --socket-dir "$WORK/$h/sock" \
-		--state-file "$WORK/$h/state.json" --no-syslog --log-level error "$@" >>"$OUT/butterflyd-$h.log" 2>&1 &
+		--state-file "$WORK/$h/state.json" --no-syslog --log-level error ${BENCH_DAEMON_ARGS:-} "$@" >>"$OUT/butterflyd-$h.log" 2>&1 &
 	DPID[$h]=$!
 	PIDS+=($!)
 	for i in $(seq 100); do

@@ -100,6 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		HeadEnd:     cfg.VXLANPeers,
 		SocketDir:   cfg.SocketDir,
 		NoOffload:   cfg.NoOffload,
+		PollIdle:    cfg.PollIdle,
 		Logger:      log,
 	}
 	if cfg.PacketTrace {

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"gopkg.in/ini.v1"
@@ -70,6 +71,10 @@ type Config struct {
 	VXLANPeers []netip.Addr
 	// Workers is the number of packet workers.
 	Workers int
+	// PollIdle is how long a packet worker keeps busy-polling after the
+	// last packet before it sleeps in epoll; 0 = the dataplane's default,
+	// negative = never sleep (lowest latency, one busy core per worker).
+	PollIdle time.Duration
 	// ShowVersion is set by -V: print the version and exit.
 	ShowVersion bool
 	// Help is set by -h/--help: print Usage() and exit.
@@ -84,7 +89,7 @@ type Config struct {
 type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
 	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
-	peers, workers                                      string
+	peers, workers, pollIdle                            string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
 }
 
@@ -108,6 +113,7 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.StringVar(&r.metrics, "metrics", "", "serve Prometheus metrics on this `address` (host:port; default off)")
 	fs.StringVar(&r.peers, "vxlan-peers", "", "head-end replication: comma-separated remote VTEP `addresses` (default: multicast)")
 	fs.StringVar(&r.workers, "workers", strconv.Itoa(DefaultWorkers), "number of packet `workers`")
+	fs.StringVar(&r.pollIdle, "poll-idle", "", "busy-poll this `duration` after the last packet before sleeping (e.g. 100us, 2ms; \"never\" = never sleep; default 100us)")
 	fs.StringVar(&r.dpdkArgs, "dpdk-args", "", "accepted for compatibility; no effect (no DPDK)")
 	fs.BoolVar(&r.dpdkHelp, "dpdk-help", false, "accepted for compatibility; no effect (no DPDK)")
 	fs.StringVar(&r.dpdkPort, "dpdk-port", "", "accepted for compatibility; no effect (no DPDK)")
@@ -125,7 +131,7 @@ Configuration file (-c): read after the command line; every key it sets
 overrides the matching option.
   [general]  log-level, ip, endpoint, socket-dir, graph-core-id (or
              graph-cpu-core), nic-mtu, state-file, metrics, vxlan-peers,
-             workers; dpdk-args and dpdk-port are accepted without effect
+             workers, poll-idle; dpdk-args and dpdk-port are accepted without effect
   [security] encryption_key_path
 `)
 	return b.String()
@@ -147,6 +153,7 @@ func iniKeys(r *raw) map[string]*string {
 		"general.metrics":              &r.metrics,
 		"general.vxlan-peers":          &r.peers,
 		"general.workers":              &r.workers,
+		"general.poll-idle":            &r.pollIdle,
 		"security.encryption_key_path": &r.key,
 	}
 }
@@ -278,6 +285,18 @@ func (cfg *Config) fill(r *raw) error {
 		bad("--workers: %q is not a number between 1 and %d", r.workers, MaxWorkers)
 	} else {
 		cfg.Workers = n
+	}
+
+	switch v := strings.TrimSpace(r.pollIdle); v {
+	case "":
+	case "never":
+		cfg.PollIdle = -1
+	default:
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 || d > time.Minute {
+			bad("--poll-idle: %q is not a duration between 1us and 1m, or \"never\"", r.pollIdle)
+		} else {
+			cfg.PollIdle = d
+		}
 	}
 
 	if peers, err := parsePeers(r.peers, cfg.VTEP); err != nil {

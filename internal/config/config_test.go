@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeINI(t *testing.T, dir, text string) string {
@@ -105,6 +106,14 @@ func TestFlags(t *testing.T) {
 		{"negative cpu", []string{"-i", "10.0.0.1", "-s", dir, "-u", "-1"}, nil, "not a CPU number"},
 		{"mtu too small v6", []string{"-i", "::1", "-s", dir, "-m", "1000"}, nil, "between 1280 and 65535"},
 		{"mtu too big", []string{"-i", "10.0.0.1", "-s", dir, "-m", "70000"}, nil, "between 576 and 65535"},
+		{"poll idle duration", []string{"-i", "10.0.0.1", "-s", dir, "--poll-idle", "2ms"},
+			func(c Config) bool { return c.PollIdle == 2*time.Millisecond }, ""},
+		{"poll idle never", []string{"-i", "10.0.0.1", "-s", dir, "--poll-idle", "never"},
+			func(c Config) bool { return c.PollIdle < 0 }, ""},
+		{"poll idle default", []string{"-i", "10.0.0.1", "-s", dir},
+			func(c Config) bool { return c.PollIdle == 0 }, ""},
+		{"poll idle zero", []string{"-i", "10.0.0.1", "-s", dir, "--poll-idle", "0s"}, nil, "--poll-idle"},
+		{"poll idle text", []string{"-i", "10.0.0.1", "-s", dir, "--poll-idle", "soon"}, nil, "--poll-idle"},
 		{"workers zero", []string{"-i", "10.0.0.1", "-s", dir, "--workers", "0"}, nil, "--workers"},
 		{"workers text", []string{"-i", "10.0.0.1", "-s", dir, "--workers", "two"}, nil, "--workers"},
 		{"peer family", []string{"-i", "10.0.0.1", "-s", dir, "--vxlan-peers", "::1"}, nil, "family"},

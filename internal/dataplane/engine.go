@@ -134,7 +134,14 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		h.poolSize = defaultPoolSize
 	}
 	if h.idle == 0 {
-		h.idle = 100 * time.Microsecond
+		switch {
+		case cfg.PollIdle < 0:
+			h.idle = neverIdle
+		case cfg.PollIdle > 0:
+			h.idle = cfg.PollIdle
+		default:
+			h.idle = defaultPollIdle
+		}
 	}
 	e := &Engine{
 		cfg:   cfg,

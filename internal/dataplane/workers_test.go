@@ -143,6 +143,25 @@ func TestIdleWorkerSleeps(t *testing.T) {
 	_ = netip.Addr{}
 }
 
+// TestNeverIdleWorkerBusyPolls: with a negative PollIdle the worker
+// never sleeps in epoll, so sparse traffic pays no wake-up.
+func TestNeverIdleWorkerBusyPolls(t *testing.T) {
+	h := newHarness(t, Config{PollIdle: -1}, false)
+	a := h.add(t, nicOf("a", mac(1), 5))
+	b := h.add(t, nicOf("b", mac(2), 5))
+	w := h.e.workers[0]
+	a.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 10, false)})
+	waitFor(t, "delivery", func() bool { return b.written.Load() == 1 })
+	// Far longer than the default idle spell: the worker must not sleep.
+	deadline := time.Now().Add(20 * defaultPollIdle)
+	for time.Now().Before(deadline) {
+		if w.sleeping.Load() || w.sleeps.Load() != 0 {
+			t.Fatalf("worker slept %d times with PollIdle < 0", w.sleeps.Load())
+		}
+		runtime.Gosched()
+	}
+}
+
 // TestFailedPortNotPolled: a port whose reads fail is dropped from the
 // poll set (instead of spinning on it) until the configuration changes;
 // the other ports keep working.
