@@ -249,46 +249,35 @@ func (s *Store) NICList() []string {
 func (s *Store) NICDetails(id string) ([]NIC, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id != "" {
-		n, ok := s.nics[id]
-		if !ok {
-			return nil, &Error{Code: CodeNotFound, Text: "NIC: " + id + " not found"}
-		}
-		return []NIC{cloneNIC(*n)}, nil
-	}
-	out := make([]NIC, 0, len(s.nics))
-	for _, k := range sortedKeys(s.nics) {
-		out = append(out, cloneNIC(*s.nics[k]))
-	}
-	return out, nil
+	return details(s.nics, id, cloneNIC, func() *Error {
+		return &Error{Code: CodeNotFound, Text: "NIC: " + id + " not found"}
+	})
 }
 
 // NICStats returns a vNIC's byte counters.
 func (s *Store) NICStats(id string) (NICStats, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.nics[id]; !ok {
-		return NICStats{}, notFoundNIC(id)
-	}
-	st, err := s.dp.Stats(id)
-	if err != nil {
-		return NICStats{}, dataplaneErr("NIC stats failed", fmt.Errorf("nic %q: %w", id, err))
-	}
-	return st, nil
+	return queryNIC(s, id, "NIC stats failed", s.dp.Stats)
 }
 
 // NICCounters returns a vNIC's packet counters.
 func (s *Store) NICCounters(id string) (NICCounters, error) {
+	return queryNIC(s, id, "NIC counters failed", s.dp.Counters)
+}
+
+// queryNIC asks the dataplane get(id) about a known vNIC, under the lock.
+// An unknown id is notFoundNIC; a dataplane error is reported as failure.
+func queryNIC[T any](s *Store, id, failure string, get func(string) (T, error)) (T, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var zero T
 	if _, ok := s.nics[id]; !ok {
-		return NICCounters{}, notFoundNIC(id)
+		return zero, notFoundNIC(id)
 	}
-	c, err := s.dp.Counters(id)
+	v, err := get(id)
 	if err != nil {
-		return NICCounters{}, dataplaneErr("NIC counters failed", fmt.Errorf("nic %q: %w", id, err))
+		return zero, dataplaneErr(failure, fmt.Errorf("nic %q: %w", id, err))
 	}
-	return c, nil
+	return v, nil
 }
 
 // checkSG validates sg and returns it normalized: members unique in order,
@@ -360,18 +349,9 @@ func (s *Store) SGList() []string {
 func (s *Store) SGDetails(id string) ([]SG, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if id != "" {
-		sg, ok := s.sgs[id]
-		if !ok {
-			return nil, &Error{Code: CodeNotFound, Text: TextSGDetails + ": " + id}
-		}
-		return []SG{cloneSG(*sg)}, nil
-	}
-	out := make([]SG, 0, len(s.sgs))
-	for _, k := range sortedKeys(s.sgs) {
-		out = append(out, cloneSG(*s.sgs[k]))
-	}
-	return out, nil
+	return details(s.sgs, id, cloneSG, func() *Error {
+		return &Error{Code: CodeNotFound, Text: TextSGDetails + ": " + id}
+	})
 }
 
 func sgNotFound(id string) *Error {
@@ -521,14 +501,7 @@ func (s *Store) DOT() string {
 func (s *Store) State() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := State{Version: StateVersion, NICs: []NIC{}, SGs: []SG{}}
-	for _, k := range sortedKeys(s.nics) {
-		st.NICs = append(st.NICs, cloneNIC(*s.nics[k]))
-	}
-	for _, k := range sortedKeys(s.sgs) {
-		st.SGs = append(st.SGs, cloneSG(*s.sgs[k]))
-	}
-	return st
+	return State{Version: StateVersion, NICs: cloneSorted(s.nics, cloneNIC), SGs: cloneSorted(s.sgs, cloneSG)}
 }
 
 // Restore replaces the Store's content with st: existing vNICs are removed
@@ -578,6 +551,28 @@ func (s *Store) Restore(st State) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// details returns a copy of m[id], or copies of every value sorted by key
+// when id is "". An unknown id gives notFound().
+func details[V any](m map[string]*V, id string, clone func(V) V, notFound func() *Error) ([]V, error) {
+	if id == "" {
+		return cloneSorted(m, clone), nil
+	}
+	v, ok := m[id]
+	if !ok {
+		return nil, notFound()
+	}
+	return []V{clone(*v)}, nil
+}
+
+// cloneSorted returns copies of m's values sorted by key, never nil.
+func cloneSorted[V any](m map[string]*V, clone func(V) V) []V {
+	out := make([]V, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, clone(*m[k]))
+	}
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {
