@@ -52,10 +52,7 @@ func shutdownCommand(seg *segment) *cobra.Command {
 		use:   "shutdown",
 		short: "Ask the daemon to exit",
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
-			return func(s *session) error {
-				_, err := s.exec1(&protocol.MessageV0_Request{AppQuit: proto.Bool(true)})
-				return err
-			}, nil
+			return send(&protocol.MessageV0_Request{AppQuit: proto.Bool(true)}), nil
 		},
 	})
 }

@@ -35,14 +35,7 @@ func nicListCommand(seg *segment) *cobra.Command {
 		use:   "list",
 		short: "Print the id of every vNIC, one per line",
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
-			return func(s *session) error {
-				r, err := s.exec1(&protocol.MessageV0_Request{NicList: proto.Bool(true)})
-				if err != nil {
-					return err
-				}
-				printLines(s.stdout, r.GetNicList())
-				return nil
-			}, nil
+			return sendPrintLines(&protocol.MessageV0_Request{NicList: proto.Bool(true)}, (*protocol.MessageV0_Response).GetNicList), nil
 		},
 	})
 }
@@ -220,10 +213,7 @@ Security groups are changed with "butterfly nic sg".`,
 			if err := setTrace(c, trace, tracePath, &up.PacketTrace, &up.PacketTracePath); err != nil {
 				return nil, err
 			}
-			return func(s *session) error {
-				_, err := s.exec1(&protocol.MessageV0_Request{NicUpdate: up})
-				return err
-			}, nil
+			return send(&protocol.MessageV0_Request{NicUpdate: up}), nil
 		},
 	})
 }
@@ -237,14 +227,9 @@ func nicDelCommand(seg *segment) *cobra.Command {
 		argNames: []string{"NIC id"},
 		complete: []argKind{nicArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
-			reqs := make([]*protocol.MessageV0_Request, len(args))
-			for i, a := range args {
-				reqs[i] = &protocol.MessageV0_Request{NicDel: proto.String(a)}
-			}
-			return func(s *session) error {
-				_, err := s.exec(reqs...)
-				return err
-			}, nil
+			return sendEach(args, func(a string) *protocol.MessageV0_Request {
+				return &protocol.MessageV0_Request{NicDel: proto.String(a)}
+			}), nil
 		},
 	})
 }

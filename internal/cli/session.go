@@ -191,6 +191,40 @@ func describe(e *protocol.MessageV0_Error) string {
 	return " no details provided"
 }
 
+// send returns an action that sends req and prints nothing.
+func send(req *protocol.MessageV0_Request) func(*session) error {
+	return func(s *session) error {
+		_, err := s.exec1(req)
+		return err
+	}
+}
+
+// sendEach returns an action that sends one request per argument, made by
+// mk, in a single exchange, and prints nothing.
+func sendEach(args []string, mk func(string) *protocol.MessageV0_Request) func(*session) error {
+	reqs := make([]*protocol.MessageV0_Request, len(args))
+	for i, a := range args {
+		reqs[i] = mk(a)
+	}
+	return func(s *session) error {
+		_, err := s.exec(reqs...)
+		return err
+	}
+}
+
+// sendPrintLines returns an action that sends req and prints the list that
+// get picks from the response, one item per line.
+func sendPrintLines(req *protocol.MessageV0_Request, get func(*protocol.MessageV0_Response) []string) func(*session) error {
+	return func(s *session) error {
+		r, err := s.exec1(req)
+		if err != nil {
+			return err
+		}
+		printLines(s.stdout, get(r))
+		return nil
+	}
+}
+
 // printLines writes each string on its own line.
 func printLines(w io.Writer, lines []string) {
 	if len(lines) > 0 {

@@ -42,14 +42,7 @@ func sgListCommand(seg *segment) *cobra.Command {
 		use:   "list",
 		short: "Print the id of every security group, one per line",
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
-			return func(s *session) error {
-				r, err := s.exec1(&protocol.MessageV0_Request{SgList: proto.Bool(true)})
-				if err != nil {
-					return err
-				}
-				printLines(s.stdout, r.GetSgList())
-				return nil
-			}, nil
+			return sendPrintLines(&protocol.MessageV0_Request{SgList: proto.Bool(true)}, (*protocol.MessageV0_Response).GetSgList), nil
 		},
 	})
 }
@@ -65,14 +58,9 @@ Beware: adding a group that exists replaces it with an empty one.`,
 		argNames: []string{"security group"},
 		complete: []argKind{sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
-			reqs := make([]*protocol.MessageV0_Request, len(args))
-			for i, a := range args {
-				reqs[i] = &protocol.MessageV0_Request{SgAdd: &protocol.MessageV0_Sg{Id: proto.String(a)}}
-			}
-			return func(s *session) error {
-				_, err := s.exec(reqs...)
-				return err
-			}, nil
+			return sendEach(args, func(a string) *protocol.MessageV0_Request {
+				return &protocol.MessageV0_Request{SgAdd: &protocol.MessageV0_Sg{Id: proto.String(a)}}
+			}), nil
 		},
 	})
 }
@@ -86,14 +74,9 @@ func sgDelCommand(seg *segment) *cobra.Command {
 		argNames: []string{"security group"},
 		complete: []argKind{sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
-			reqs := make([]*protocol.MessageV0_Request, len(args))
-			for i, a := range args {
-				reqs[i] = &protocol.MessageV0_Request{SgDel: proto.String(a)}
-			}
-			return func(s *session) error {
-				_, err := s.exec(reqs...)
-				return err
-			}, nil
+			return sendEach(args, func(a string) *protocol.MessageV0_Request {
+				return &protocol.MessageV0_Request{SgDel: proto.String(a)}
+			}), nil
 		},
 	})
 }
@@ -321,10 +304,7 @@ exist, and adding a rule that exists changes nothing.
 			req := &protocol.MessageV0_Request{SgRuleAdd: &protocol.MessageV0_SgRuleAddReq{
 				SgId: proto.String(args[0]), Rule: r,
 			}}
-			return func(s *session) error {
-				_, err := s.exec1(req)
-				return err
-			}, nil
+			return send(req), nil
 		},
 	})
 }
@@ -369,10 +349,7 @@ does not exist succeeds.
 			req := &protocol.MessageV0_Request{SgRuleDel: &protocol.MessageV0_SgRuleDelReq{
 				SgId: proto.String(sg), Rule: r,
 			}}
-			return func(s *session) error {
-				_, err := s.exec1(req)
-				return err
-			}, nil
+			return send(req), nil
 		},
 	})
 }
@@ -417,14 +394,7 @@ func sgMemberListCommand(seg *segment) *cobra.Command {
 		argNames: []string{"security group"},
 		complete: []argKind{sgArg},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
-			return func(s *session) error {
-				r, err := s.exec1(&protocol.MessageV0_Request{SgMemberList: proto.String(args[0])})
-				if err != nil {
-					return err
-				}
-				printLines(s.stdout, r.GetSgMemberList())
-				return nil
-			}, nil
+			return sendPrintLines(&protocol.MessageV0_Request{SgMemberList: proto.String(args[0])}, (*protocol.MessageV0_Response).GetSgMemberList), nil
 		},
 	})
 }
@@ -441,10 +411,7 @@ func sgMemberAddCommand(seg *segment) *cobra.Command {
 			req := &protocol.MessageV0_Request{SgMemberAdd: &protocol.MessageV0_SgMemberAddReq{
 				SgId: proto.String(args[0]), Member: proto.String(args[1]),
 			}}
-			return func(s *session) error {
-				_, err := s.exec1(req)
-				return err
-			}, nil
+			return send(req), nil
 		},
 	})
 }
@@ -461,10 +428,7 @@ func sgMemberDelCommand(seg *segment) *cobra.Command {
 			req := &protocol.MessageV0_Request{SgMemberDel: &protocol.MessageV0_SgMemberDelReq{
 				SgId: proto.String(args[0]), Member: proto.String(args[1]),
 			}}
-			return func(s *session) error {
-				_, err := s.exec1(req)
-				return err
-			}, nil
+			return send(req), nil
 		},
 	})
 }
