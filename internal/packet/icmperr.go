@@ -51,20 +51,11 @@ func BuildICMPv4FragNeeded(dst, orig []byte, mtu uint16) (int, error) {
 	if d := oip.Dst(); d.IsMulticast() || d == ipv4Broadcast || d.IsUnspecified() {
 		return 0, ErrNoICMPError
 	}
-	quote := orig[l.L3:l.L3End]
-	if max := ICMPv4ErrorMaxLen - IPv4MinLen - ICMPHeaderLen; len(quote) > max {
-		quote = quote[:max]
+	dst, quote, err := startICMPError(dst, orig, orig[l.L3:l.L3End], ICMPv4ErrorMaxLen, IPv4MinLen, EtherTypeIPv4)
+	if err != nil {
+		return 0, err
 	}
-	total := EthernetLen + IPv4MinLen + ICMPHeaderLen + len(quote)
-	if len(dst) < total {
-		return 0, ErrICMPDstSize
-	}
-	dst = dst[:total]
-	oe := Ethernet(orig)
-	e := Ethernet(dst)
-	e.SetDst(oe.Src())
-	e.SetSrc(oe.Dst())
-	e.SetType(EtherTypeIPv4)
+	total := len(dst)
 	ip := IPv4(dst[EthernetLen:])
 	ip.Encode(0xc0, uint16(total-EthernetLen), 0, 0, icmpTTL, ProtoICMPv4, oip.Dst(), src)
 	ic := ICMPv4(ip[IPv4MinLen:])
@@ -102,20 +93,11 @@ func BuildICMPv6PacketTooBig(dst, orig []byte, mtu uint32) (int, error) {
 	if src.IsUnspecified() || src.IsMulticast() || src.IsLoopback() || odst.IsMulticast() || odst.IsUnspecified() {
 		return 0, ErrNoICMPError
 	}
-	quote := orig[l.L3:l.L3End]
-	if max := ICMPv6ErrorMaxLen - IPv6Len - ICMPHeaderLen; len(quote) > max {
-		quote = quote[:max]
+	dst, quote, err := startICMPError(dst, orig, orig[l.L3:l.L3End], ICMPv6ErrorMaxLen, IPv6Len, EtherTypeIPv6)
+	if err != nil {
+		return 0, err
 	}
-	total := EthernetLen + IPv6Len + ICMPHeaderLen + len(quote)
-	if len(dst) < total {
-		return 0, ErrICMPDstSize
-	}
-	dst = dst[:total]
-	oe := Ethernet(orig)
-	e := Ethernet(dst)
-	e.SetDst(oe.Src())
-	e.SetSrc(oe.Dst())
-	e.SetType(EtherTypeIPv6)
+	total := len(dst)
 	ip := IPv6(dst[EthernetLen:])
 	plen := total - EthernetLen - IPv6Len
 	ip.Encode(0, 0, uint16(plen), ProtoICMPv6, icmpTTL, odst, src)
@@ -127,4 +109,28 @@ func BuildICMPv6PacketTooBig(dst, orig []byte, mtu uint32) (int, error) {
 	ps := PseudoHeaderChecksum(ProtoICMPv6, ip.SrcBytes(), ip.DstBytes(), uint32(plen))
 	ic.SetChecksum(^Checksum(ic, ps))
 	return total, nil
+}
+
+// startICMPError begins an ICMP error frame in dst answering the Ethernet
+// frame orig, whose IP packet is pkt: it quotes as much of pkt as fits in
+// maxIP bytes after an IP header of ipHdrLen bytes and the ICMP header,
+// writes the Ethernet header (MACs swapped, EtherType etherType) and
+// returns dst cut to the whole frame and the quote. The caller writes the
+// IP header, the ICMP header and the quote.
+func startICMPError(dst, orig, pkt []byte, maxIP, ipHdrLen int, etherType uint16) (frame, quote []byte, err error) {
+	quote = pkt
+	if max := maxIP - ipHdrLen - ICMPHeaderLen; len(quote) > max {
+		quote = quote[:max]
+	}
+	total := EthernetLen + ipHdrLen + ICMPHeaderLen + len(quote)
+	if len(dst) < total {
+		return nil, nil, ErrICMPDstSize
+	}
+	frame = dst[:total]
+	oe := Ethernet(orig)
+	e := Ethernet(frame)
+	e.SetDst(oe.Src())
+	e.SetSrc(oe.Dst())
+	e.SetType(etherType)
+	return frame, quote, nil
 }
