@@ -6,6 +6,7 @@ import (
 	"github.com/butterfly-go/butterfly/internal/antispoof"
 	"github.com/butterfly-go/butterfly/internal/l2"
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
 )
 
@@ -217,7 +218,14 @@ func (w *worker) flushPort(s *snapshot, slot int) {
 	if nic.gro && len(q) > 1 {
 		q = w.coalesce(q)
 	}
-	n, err := nic.port.WriteBatch(q)
+	w.txq[slot] = w.writeQueue(nic.port, nic.tx, q)
+}
+
+// writeQueue writes q to p in one batch, counts the frames p took as sent
+// on el and the rest as dropped (tx error or queue full), returns every
+// buffer to the pool and returns q emptied.
+func (w *worker) writeQueue(p port.Port, el *element, q []*packet.Buf) []*packet.Buf {
+	n, err := p.WriteBatch(q)
 	if n < 0 {
 		n = 0
 	}
@@ -229,20 +237,20 @@ func (w *worker) flushPort(s *snapshot, slot int) {
 		bytes += uint64(q[i].Len())
 	}
 	if n > 0 {
-		nic.tx.add(w.id, uint64(n), bytes)
+		el.add(w.id, uint64(n), bytes)
 	}
 	for i := n; i < len(q); i++ {
 		if err != nil {
-			nic.tx.drop(w.id, dropTxError)
+			el.drop(w.id, dropTxError)
 		} else {
-			nic.tx.drop(w.id, dropTxFull)
+			el.drop(w.id, dropTxFull)
 		}
 	}
 	for i := range q {
 		w.put(q[i])
 		q[i] = nil
 	}
-	w.txq[slot] = q[:0]
+	return q[:0]
 }
 
 // encapsulate sends a frame of VNI v to one underlay destination (dst)
@@ -447,33 +455,7 @@ func (w *worker) flushUnderlay(s *snapshot) {
 
 // flushUnderlayQ writes the queue of underlay socket i.
 func (w *worker) flushUnderlayQ(s *snapshot, i int) {
-	q := w.utx[i]
-	n, err := s.txUnder[i].WriteBatch(q)
-	if n < 0 {
-		n = 0
-	}
-	if n > len(q) {
-		n = len(q)
-	}
-	var bytes uint64
-	for i := 0; i < n; i++ {
-		bytes += uint64(q[i].Len())
-	}
-	if n > 0 {
-		w.e.utx.add(w.id, uint64(n), bytes)
-	}
-	for i := n; i < len(q); i++ {
-		if err != nil {
-			w.e.utx.drop(w.id, dropTxError)
-		} else {
-			w.e.utx.drop(w.id, dropTxFull)
-		}
-	}
-	for i := range q {
-		w.put(q[i])
-		q[i] = nil
-	}
-	w.utx[i] = q[:0]
+	w.utx[i] = w.writeQueue(s.txUnder[i], w.e.utx, w.utx[i])
 }
 
 // rxUnderlay reads one batch of VXLAN datagrams and pushes it through
