@@ -189,7 +189,7 @@ func (ld *loaded) replay(data []byte) error {
 			if r.Seq != ld.seq+1 {
 				return fmt.Errorf("record at offset %d: sequence %d, want %d (records missing)", off, r.Seq, ld.seq+1)
 			}
-			ld.apply(&r)
+			r.applyTo(ld.nics, ld.sgs)
 			ld.seq = r.Seq
 			ld.replayed++
 		}
@@ -199,18 +199,20 @@ func (ld *loaded) replay(data []byte) error {
 	return nil
 }
 
-func (ld *loaded) apply(r *record) {
+// applyTo applies the change r records to the maps of vNICs and security
+// groups: deletions first, then additions and replacements.
+func (r *record) applyTo(nics map[string]model.NIC, sgs map[string]model.SG) {
 	for _, id := range r.DelNICs {
-		delete(ld.nics, id)
+		delete(nics, id)
 	}
 	for _, id := range r.DelSGs {
-		delete(ld.sgs, id)
+		delete(sgs, id)
 	}
 	for _, n := range r.NICs {
-		ld.nics[n.ID] = n
+		nics[n.ID] = n
 	}
 	for _, g := range r.SGs {
-		ld.sgs[g.ID] = g
+		sgs[g.ID] = g
 	}
 }
 
@@ -415,18 +417,7 @@ func (s *Store) Save(st model.State) error {
 	}
 	s.jsize += int64(len(frame))
 	s.seq = r.Seq
-	for _, id := range r.DelNICs {
-		delete(s.nics, id)
-	}
-	for _, id := range r.DelSGs {
-		delete(s.sgs, id)
-	}
-	for _, n := range r.NICs {
-		s.nics[n.ID] = n
-	}
-	for _, g := range r.SGs {
-		s.sgs[g.ID] = g
-	}
+	r.applyTo(s.nics, s.sgs)
 	if s.jsize > max(s.min, 2*s.snapSize) {
 		// The change is durable already; a failed compaction only
 		// leaves a longer journal (retried at the next change).
