@@ -82,16 +82,30 @@ type pending struct {
 	off int
 }
 
-// rxState is the preallocated recvmmsg state; touched by the reader only.
-type rxState struct {
+// mmsgState is the per-message state that recvmmsg and sendmmsg both
+// need: headers, iovecs, addresses and control buffers.
+type mmsgState struct {
 	msgs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []sockaddr
 	ctrl  []byte
-	gso   []int
-	seg   []int // segments per message
-	keep  []int // segments delivered in this batch
-	dst   []int // first slot of each message's segments
+}
+
+// alloc sizes the state for batches of n messages.
+func (m *mmsgState) alloc(n int) {
+	m.msgs = make([]unix.Mmsghdr, n)
+	m.iovs = make([]unix.Iovec, n)
+	m.names = make([]sockaddr, n)
+	m.ctrl = make([]byte, n*cmsgSpace)
+}
+
+// rxState is the preallocated recvmmsg state; touched by the reader only.
+type rxState struct {
+	mmsgState
+	gso  []int
+	seg  []int // segments per message
+	keep []int // segments delivered in this batch
+	dst  []int // first slot of each message's segments
 
 	spare []*packet.Buf // free buffers for pending remainders
 	pend  []pending
@@ -100,10 +114,7 @@ type rxState struct {
 
 // txState is the preallocated sendmmsg state; touched by the writer only.
 type txState struct {
-	msgs  []unix.Mmsghdr
-	iovs  []unix.Iovec
-	names []sockaddr
-	ctrl  []byte
+	mmsgState
 	segs  []int          // datagrams in each message (>1: a GSO message)
 	first []int          // first iovec of each message
 	one   []unix.Mmsghdr // fallback: a GSO message's segments one by one
@@ -306,10 +317,7 @@ func (p *Port) bind(fd int, ap netip.AddrPort) error {
 func (p *Port) allocRx() {
 	n := p.opts.Batch
 	r := &p.rx
-	r.msgs = make([]unix.Mmsghdr, n)
-	r.iovs = make([]unix.Iovec, n)
-	r.names = make([]sockaddr, n)
-	r.ctrl = make([]byte, n*cmsgSpace)
+	r.alloc(n)
 	r.gso = make([]int, n)
 	r.seg = make([]int, n)
 	r.keep = make([]int, n)
@@ -328,10 +336,7 @@ func (p *Port) allocRx() {
 func (p *Port) allocTx() {
 	n := p.opts.Batch
 	t := &p.tx
-	t.msgs = make([]unix.Mmsghdr, n)
-	t.iovs = make([]unix.Iovec, n)
-	t.names = make([]sockaddr, n)
-	t.ctrl = make([]byte, n*cmsgSpace)
+	t.alloc(n)
 	t.segs = make([]int, n)
 	t.first = make([]int, n)
 	t.one = make([]unix.Mmsghdr, min(n, maxGSOSegments))
