@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port/porttest"
 )
 
 var seq atomic.Int32
@@ -66,28 +66,7 @@ func open(t testing.TB, opts Options) *Port {
 func newNS(t testing.TB) (string, netns.NsHandle) {
 	t.Helper()
 	name := fmt.Sprintf("bftap%d-%d", os.Getpid(), seq.Add(1))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return name, h
-}
-
-// inNS runs fn on a thread in namespace h; the thread is discarded.
-func inNS(h netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	return name, porttest.NewNS(t, name)
 }
 
 // vm moves p into a new namespace with addr/24 and returns the namespace.
@@ -306,7 +285,7 @@ func TestForwardBetweenNamespaces(t *testing.T) {
 
 			// TCP: a Go listener in B, a client in A.
 			var ln net.Listener
-			if err := inNS(hB, func() (err error) {
+			if err := porttest.InNS(hB, func() (err error) {
 				ln, err = net.Listen("tcp4", "10.232.0.2:5201")
 				return err
 			}); err != nil {
@@ -336,7 +315,7 @@ func TestForwardBetweenNamespaces(t *testing.T) {
 				res <- r
 			}()
 			var conn net.Conn
-			if err := inNS(hA, func() (err error) {
+			if err := porttest.InNS(hA, func() (err error) {
 				conn, err = net.DialTimeout("tcp4", "10.232.0.2:5201", 10*time.Second)
 				return err
 			}); err != nil {

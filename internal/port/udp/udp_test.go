@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port/porttest"
 )
 
 func bufs(n int) []*packet.Buf {
@@ -560,33 +560,11 @@ func output(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// newNS creates a network namespace removed at the end of the test.
+// newNS creates a network namespace deleted at the end of the test.
 func newNS(t *testing.T) (string, netns.NsHandle) {
 	t.Helper()
 	name := fmt.Sprintf("bfudp%d-%d", os.Getpid(), nsSeq.Add(1))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return name, h
-}
-
-// inNS runs fn on a thread in namespace h; the thread is discarded
-// afterwards.
-func inNS(h netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	return name, porttest.NewNS(t, name)
 }
 
 func TestMulticastBetweenNamespaces(t *testing.T) {
@@ -618,7 +596,7 @@ func TestMulticastBetweenNamespaces(t *testing.T) {
 			var a, b *Port
 			group := netip.MustParseAddr(tc.group)
 			const port = 4789
-			if err := inNS(hA, func() (err error) {
+			if err := porttest.InNS(hA, func() (err error) {
 				a, err = Listen(netip.MustParseAddr(tc.addrA), port, Options{})
 				if err != nil {
 					return err
@@ -635,7 +613,7 @@ func TestMulticastBetweenNamespaces(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { a.Close() })
-			if err := inNS(hB, func() (err error) {
+			if err := porttest.InNS(hB, func() (err error) {
 				b, err = Listen(netip.MustParseAddr(tc.addrB), port, Options{})
 				return err
 			}); err != nil {
@@ -714,7 +692,7 @@ func TestMulticastBetweenNamespaces(t *testing.T) {
 				t.Fatalf("received %d datagrams after leaving the group", len(late))
 			}
 			// Rejoin works and delivers again.
-			if err := inNS(hA, func() error { return a.JoinGroup(group) }); err != nil {
+			if err := porttest.InNS(hA, func() error { return a.JoinGroup(group) }); err != nil {
 				t.Fatal(err)
 			}
 			send(2000)
