@@ -26,16 +26,7 @@ RUN=/tmp/butterfly-demo   # pid files, sockets, state, logs of this demo only
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run me as root (namespaces and TAP devices need it)" >&2; exit 1; }
 
 # ---- dependencies ---------------------------------------------------------------------------
-missing=()
-for p in libzmq3-dev pkg-config iproute2 iputils-ping gcc libc6-dev; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	echo "==> installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# Go first (setup.sh needs it too), then the Debian packages and modules via setup.sh.
 if ! command -v go >/dev/null; then
 	cat >&2 <<'EOF'
 demo.sh: Go 1.26 or newer is required and was not found (looked in PATH and /usr/local/go/bin).
@@ -50,6 +41,7 @@ if [ "$(printf '%s\n' 1.26 "$gover" | sort -V | head -1)" != 1.26 ]; then
 	echo "demo.sh: Go 1.26 or newer is required; found go$gover ($(command -v go))" >&2
 	exit 1
 fi
+./scripts/setup.sh
 
 # ---- cleanup (also of a previous run that was killed) -----------------------------------------
 stop_daemons() {
