@@ -157,6 +157,18 @@ func (l *lab) hostPair(f family) (*host, *host) {
 	return h1, h2
 }
 
+// openHostPair is hostPair with a daemon started with o on each host and,
+// on both, the security group "sg-open" allowing everything.
+func (l *lab) openHostPair(f family, o daemonOpts) (*host, *host) {
+	l.t.Helper()
+	h1, h2 := l.hostPair(f)
+	for _, h := range []*host{h1, h2} {
+		h.start(o)
+		h.openSG("sg-open")
+	}
+	return h1, h2
+}
+
 // singleHost builds one host with an underlay link of its own (a veth whose
 // peer stays in a second, otherwise empty namespace), for tests where every
 // vNIC is local.

@@ -37,11 +37,7 @@ func (v *vm) waitUnplugged(t *testing.T) {
 // migration) restores traffic with local and remote peers.
 func TestNICDeleteReadd(t *testing.T) {
 	l := newLab(t)
-	h1, h2 := l.hostPair(ipv4)
-	for _, h := range []*host{h1, h2} {
-		h.start(daemonOpts{})
-		h.openSG("sg-open")
-	}
+	h1, h2 := l.openHostPair(ipv4, daemonOpts{})
 	local, moving, remote := h1.addVM(vnicSpec(1)), h1.addVM(vnicSpec(2)), h2.addVM(vnicSpec(3))
 	check := func(t *testing.T) {
 		t.Helper()
@@ -85,11 +81,7 @@ func TestDaemonRestart(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			l := newLab(t)
-			h1, h2 := l.hostPair(ipv4)
-			for _, h := range []*host{h1, h2} {
-				h.start(daemonOpts{})
-				h.openSG("sg-open")
-			}
+			h1, h2 := l.openHostPair(ipv4, daemonOpts{})
 			a, b, c := h1.addVM(vnicSpec(1)), h1.addVM(vnicSpec(2)), h2.addVM(vnicSpec(3))
 			a.reaches(t, b.ip(0))
 			a.reaches(t, c.ip(0))

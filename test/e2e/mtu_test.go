@@ -28,11 +28,7 @@ func TestOversizedFrame(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLab(t)
-			h1, h2 := l.hostPair(tc.underlay)
-			for _, h := range []*host{h1, h2} {
-				h.start(daemonOpts{})
-				h.openSG("sg-open")
-			}
+			h1, h2 := l.openHostPair(tc.underlay, daemonOpts{})
 			addr := func(n int) string {
 				if tc.tenant == ipv6 {
 					return fmt.Sprintf("2001:db8:42::%d/64", n)

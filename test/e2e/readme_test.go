@@ -25,12 +25,8 @@ func readmeLayout() []readmeVM {
 // buildREADME starts both daemons and creates the six VMs.
 func buildREADME(t *testing.T, l *lab, f family, o daemonOpts) []*vm {
 	t.Helper()
-	h1, h2 := l.hostPair(f)
+	h1, h2 := l.openHostPair(f, o)
 	hosts := []*host{h1, h2}
-	for _, h := range hosts {
-		h.start(o)
-		h.openSG("sg-open")
-	}
 	layout := readmeLayout()
 	vms := make([]*vm, len(layout))
 	for i, e := range layout {

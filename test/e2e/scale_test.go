@@ -12,11 +12,7 @@ import (
 func TestFiftyNICsTenVNIs(t *testing.T) {
 	const nics, vnis = 50, 10
 	l := newLab(t)
-	h1, h2 := l.hostPair(ipv4)
-	for _, h := range []*host{h1, h2} {
-		h.start(daemonOpts{})
-		h.openSG("sg-open")
-	}
+	h1, h2 := l.openHostPair(ipv4, daemonOpts{})
 	vms := make([]*vm, nics)
 	vni := func(k int) uint32 { return uint32(100 + k%vnis) }
 	for k := range nics {

@@ -66,11 +66,7 @@ func countEchoes(path string, srcIP, dstIP string, srcMAC, dstMAC string) (echoC
 // turned on again, it records again.
 func TestPacketTrace(t *testing.T) {
 	l := newLab(t)
-	h1, h2 := l.hostPair(ipv4)
-	for _, h := range []*host{h1, h2} {
-		h.start(daemonOpts{})
-		h.openSG("sg-open")
-	}
+	h1, h2 := l.openHostPair(ipv4, daemonOpts{})
 	trace := filepath.Join(l.dir, "nic-1.pcap")
 	a := h1.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: []string{"42.0.0.1/24"}, sgs: []string{"sg-open"}, trace: trace})
 	local := h1.addVM(vnicSpec(2))

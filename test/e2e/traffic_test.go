@@ -69,11 +69,7 @@ func TestIperf(t *testing.T) {
 	for _, f := range []family{ipv4, ipv6} {
 		t.Run(f.String()+"-underlay", func(t *testing.T) {
 			l := newLab(t)
-			h1, h2 := l.hostPair(f)
-			for _, h := range []*host{h1, h2} {
-				h.start(daemonOpts{})
-				h.openSG("sg-open")
-			}
+			h1, h2 := l.openHostPair(f, daemonOpts{})
 			a, b, c := h1.addVM(vnicSpec(1)), h1.addVM(vnicSpec(2)), h2.addVM(vnicSpec(3))
 			a.reaches(t, b.ip(0))
 			a.reaches(t, c.ip(0))
