@@ -358,6 +358,28 @@ func sgNotFound(id string) *Error {
 	return &Error{Code: CodeNotFound, Text: TextSGNotFound + ": " + id}
 }
 
+// sgOrNew returns the security group id, creating an empty one (a change)
+// if there is none. s.mu must be held.
+func (s *Store) sgOrNew(id string) *SG {
+	sg, ok := s.sgs[id]
+	if !ok {
+		sg = &SG{ID: id}
+		s.sgs[id] = sg
+		s.gen++
+	}
+	return sg
+}
+
+// deleteAt returns a copy of l without its element i, nil if none is left.
+// The array of l is left untouched.
+func deleteAt[T any](l []T, i int) []T {
+	l = slices.Delete(slices.Clone(l), i, i+1)
+	if len(l) == 0 {
+		return nil
+	}
+	return l
+}
+
 // AddRule adds a rule to a security group, creating the group if needed.
 // A rule already there (same Key) changes nothing.
 func (s *Store) AddRule(sgID string, r Rule) error {
@@ -369,12 +391,7 @@ func (s *Store) AddRule(sgID string, r Rule) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sg, ok := s.sgs[sgID]
-	if !ok {
-		sg = &SG{ID: sgID}
-		s.sgs[sgID] = sg
-		s.gen++
-	}
+	sg := s.sgOrNew(sgID)
 	k := r.Key()
 	if slices.ContainsFunc(sg.Rules, func(x Rule) bool { return x.Key() == k }) {
 		return nil
@@ -401,10 +418,7 @@ func (s *Store) DeleteRule(sgID string, r Rule) error {
 	if i < 0 {
 		return nil
 	}
-	sg.Rules = slices.Delete(slices.Clone(sg.Rules), i, i+1)
-	if len(sg.Rules) == 0 {
-		sg.Rules = nil
-	}
+	sg.Rules = deleteAt(sg.Rules, i)
 	s.gen++
 	return nil
 }
@@ -434,12 +448,7 @@ func (s *Store) AddMember(sgID, ip string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sg, ok := s.sgs[sgID]
-	if !ok {
-		sg = &SG{ID: sgID}
-		s.sgs[sgID] = sg
-		s.gen++
-	}
+	sg := s.sgOrNew(sgID)
 	if slices.Contains(sg.Members, a) {
 		return nil
 	}
@@ -465,10 +474,7 @@ func (s *Store) DeleteMember(sgID, ip string) error {
 	if i < 0 {
 		return nil
 	}
-	sg.Members = slices.Delete(slices.Clone(sg.Members), i, i+1)
-	if len(sg.Members) == 0 {
-		sg.Members = nil
-	}
+	sg.Members = deleteAt(sg.Members, i)
 	s.gen++
 	return nil
 }
