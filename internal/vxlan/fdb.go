@@ -38,6 +38,18 @@ func addrVals(a netip.Addr) (uint64, uint64, uint8) {
 	return binary.BigEndian.Uint64(b[0:8]), binary.BigEndian.Uint64(b[8:16]), tag
 }
 
+// addrFromVals is the inverse of addrVals.
+func addrFromVals(v0, v1 uint64, tag uint8) netip.Addr {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[0:8], v0)
+	binary.BigEndian.PutUint64(b[8:16], v1)
+	a := netip.AddrFrom16(b)
+	if tag == tag4 {
+		a = a.Unmap()
+	}
+	return a
+}
+
 // Learn records that mac is behind vtep (zones are ignored).
 func (f *FDB) Learn(mac packet.MAC, vtep netip.Addr, now int64) {
 	if !vtep.IsValid() || mac.IsMulticast() || mac.IsZero() {
@@ -63,14 +75,7 @@ func (f *FDB) Lookup(mac packet.MAC, now int64) (netip.Addr, bool) {
 	if !ok {
 		return netip.Addr{}, false
 	}
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[0:8], v0)
-	binary.BigEndian.PutUint64(b[8:16], v1)
-	a := netip.AddrFrom16(b)
-	if tag == tag4 {
-		a = a.Unmap()
-	}
-	return a, true
+	return addrFromVals(v0, v1, tag), true
 }
 
 // Remove forgets mac.
@@ -93,13 +98,6 @@ func (f *FDB) Len(now int64) int { return f.t.Len(now) }
 // Range calls fn for each live entry until it returns false.
 func (f *FDB) Range(now int64, fn func(mac packet.MAC, vtep netip.Addr) bool) {
 	f.t.Range(now, func(mac packet.MAC, v0, v1 uint64, tag uint8, _ int64) bool {
-		var b [16]byte
-		binary.BigEndian.PutUint64(b[0:8], v0)
-		binary.BigEndian.PutUint64(b[8:16], v1)
-		a := netip.AddrFrom16(b)
-		if tag == tag4 {
-			a = a.Unmap()
-		}
-		return fn(mac, a)
+		return fn(mac, addrFromVals(v0, v1, tag))
 	})
 }
