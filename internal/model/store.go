@@ -18,9 +18,49 @@ type Store struct {
 	mu   sync.Mutex
 	dp   Dataplane
 	opts Options
-	nics map[string]*NIC
-	sgs  map[string]*SG
+	// nics and sgs hold the objects by id. An object's lists (NIC.IPs,
+	// NIC.SecurityGroups, SG.Members, SG.Rules) are never written once
+	// stored: a change stores new lists. State relies on it to share them.
+	nics table[NIC]
+	sgs  table[SG]
 	gen  uint64
+}
+
+// table is a map of objects by id that keeps the sorted ids, computed
+// again only after an id was added or removed. Read m directly; change it
+// through set, del and reset.
+type table[V any] struct {
+	m   map[string]*V
+	ids []string // m's ids sorted; nil when stale
+}
+
+func newTable[V any]() table[V] { return table[V]{m: make(map[string]*V)} }
+
+func (t *table[V]) set(id string, v *V) {
+	if _, ok := t.m[id]; !ok {
+		t.ids = nil
+	}
+	t.m[id] = v
+}
+
+func (t *table[V]) del(id string) {
+	if _, ok := t.m[id]; ok {
+		delete(t.m, id)
+		t.ids = nil
+	}
+}
+
+func (t *table[V]) reset() {
+	clear(t.m)
+	t.ids = nil
+}
+
+// sorted returns the ids in order. The slice is shared: do not modify it.
+func (t *table[V]) sorted() []string {
+	if t.ids == nil {
+		t.ids = sortedKeys(t.m)
+	}
+	return t.ids
 }
 
 // New returns an empty Store that drives dp.
@@ -28,8 +68,8 @@ func New(dp Dataplane, opts Options) *Store {
 	return &Store{
 		dp:   dp,
 		opts: opts,
-		nics: make(map[string]*NIC),
-		sgs:  make(map[string]*SG),
+		nics: newTable[NIC](),
+		sgs:  newTable[SG](),
 	}
 }
 
@@ -142,7 +182,7 @@ func (s *Store) AddNIC(n NIC) (string, error) {
 }
 
 func (s *Store) addNIC(n NIC) (string, error) {
-	old, exists := s.nics[n.ID]
+	old, exists := s.nics.m[n.ID]
 	if exists {
 		if err := s.dp.DeleteNIC(old.ID); err != nil {
 			return "", dataplaneErr("NIC deletion failed", fmt.Errorf("replacing nic %q: %w", old.ID, err))
@@ -155,7 +195,7 @@ func (s *Store) addNIC(n NIC) (string, error) {
 			s.gen++
 			oldPath, rerr := s.dp.AddNIC(cloneNIC(*old))
 			if rerr != nil {
-				delete(s.nics, old.ID)
+				s.nics.del(old.ID)
 				e.Err = errors.Join(e.Err, fmt.Errorf("restoring the previous nic %q failed, it is removed: %w", old.ID, rerr))
 			} else {
 				old.Path = oldPath
@@ -165,7 +205,7 @@ func (s *Store) addNIC(n NIC) (string, error) {
 		return "", e
 	}
 	n.Path = path
-	s.nics[n.ID] = &n
+	s.nics.set(n.ID, &n)
 	s.gen++
 	return path, nil
 }
@@ -191,7 +231,7 @@ func (s *Store) UpdateNIC(u NICUpdate) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok := s.nics[u.ID]
+	old, ok := s.nics.m[u.ID]
 	if !ok {
 		return notFoundNIC(u.ID)
 	}
@@ -217,7 +257,7 @@ func (s *Store) UpdateNIC(u NICUpdate) error {
 	if err := s.dp.UpdateNIC(cloneNIC(n)); err != nil {
 		return dataplaneErr("NIC update failed", fmt.Errorf("nic %q: %w", n.ID, err))
 	}
-	s.nics[n.ID] = &n
+	s.nics.set(n.ID, &n)
 	s.gen++
 	return nil
 }
@@ -226,13 +266,13 @@ func (s *Store) UpdateNIC(u NICUpdate) error {
 func (s *Store) DeleteNIC(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.nics[id]; !ok {
+	if _, ok := s.nics.m[id]; !ok {
 		return nil
 	}
 	if err := s.dp.DeleteNIC(id); err != nil {
 		return dataplaneErr("NIC deletion failed", fmt.Errorf("nic %q: %w", id, err))
 	}
-	delete(s.nics, id)
+	s.nics.del(id)
 	s.gen++
 	return nil
 }
@@ -241,7 +281,7 @@ func (s *Store) DeleteNIC(id string) error {
 func (s *Store) NICList() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return sortedKeys(s.nics)
+	return slices.Clone(s.nics.sorted())
 }
 
 // NICDetails returns the vNIC with that id, or every vNIC sorted by id when
@@ -249,7 +289,7 @@ func (s *Store) NICList() []string {
 func (s *Store) NICDetails(id string) ([]NIC, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return details(s.nics, id, cloneNIC, func() *Error {
+	return details(&s.nics, id, cloneNIC, func() *Error {
 		return &Error{Code: CodeNotFound, Text: "NIC: " + id + " not found"}
 	})
 }
@@ -270,7 +310,7 @@ func queryNIC[T any](s *Store, id, failure string, get func(string) (T, error)) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var zero T
-	if _, ok := s.nics[id]; !ok {
+	if _, ok := s.nics.m[id]; !ok {
 		return zero, notFoundNIC(id)
 	}
 	v, err := get(id)
@@ -317,10 +357,10 @@ func (s *Store) AddSG(sg SG) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.sgs[sg.ID]; ok && equalSG(*old, sg) {
+	if old, ok := s.sgs.m[sg.ID]; ok && equalSG(*old, sg) {
 		return nil
 	}
-	s.sgs[sg.ID] = &sg
+	s.sgs.set(sg.ID, &sg)
 	s.gen++
 	return nil
 }
@@ -330,8 +370,8 @@ func (s *Store) AddSG(sg SG) error {
 func (s *Store) DeleteSG(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.sgs[id]; ok {
-		delete(s.sgs, id)
+	if _, ok := s.sgs.m[id]; ok {
+		s.sgs.del(id)
 		s.gen++
 	}
 	return nil
@@ -341,7 +381,7 @@ func (s *Store) DeleteSG(id string) error {
 func (s *Store) SGList() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return sortedKeys(s.sgs)
+	return slices.Clone(s.sgs.sorted())
 }
 
 // SGDetails returns the security group with that id, or every group sorted
@@ -349,7 +389,7 @@ func (s *Store) SGList() []string {
 func (s *Store) SGDetails(id string) ([]SG, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return details(s.sgs, id, cloneSG, func() *Error {
+	return details(&s.sgs, id, cloneSG, func() *Error {
 		return &Error{Code: CodeNotFound, Text: TextSGDetails + ": " + id}
 	})
 }
@@ -361,10 +401,10 @@ func sgNotFound(id string) *Error {
 // sgOrNew returns the security group id, creating an empty one (a change)
 // if there is none. s.mu must be held.
 func (s *Store) sgOrNew(id string) *SG {
-	sg, ok := s.sgs[id]
+	sg, ok := s.sgs.m[id]
 	if !ok {
 		sg = &SG{ID: id}
-		s.sgs[id] = sg
+		s.sgs.set(id, sg)
 		s.gen++
 	}
 	return sg
@@ -409,7 +449,7 @@ func (s *Store) DeleteRule(sgID string, r Rule) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sg, ok := s.sgs[sgID]
+	sg, ok := s.sgs.m[sgID]
 	if !ok {
 		return nil
 	}
@@ -428,7 +468,7 @@ func (s *Store) DeleteRule(sgID string, r Rule) error {
 func (s *Store) Rules(sgID string) ([]Rule, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sg, ok := s.sgs[sgID]
+	sg, ok := s.sgs.m[sgID]
 	if !ok {
 		return nil, sgNotFound(sgID)
 	}
@@ -466,7 +506,7 @@ func (s *Store) DeleteMember(sgID, ip string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sg, ok := s.sgs[sgID]
+	sg, ok := s.sgs.m[sgID]
 	if !ok {
 		return nil
 	}
@@ -484,7 +524,7 @@ func (s *Store) DeleteMember(sgID, ip string) error {
 func (s *Store) Members(sgID string) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sg, ok := s.sgs[sgID]
+	sg, ok := s.sgs.m[sgID]
 	if !ok {
 		return nil, sgNotFound(sgID)
 	}
@@ -502,12 +542,31 @@ func (s *Store) DOT() string {
 	return s.dp.DOT()
 }
 
-// State returns a deep copy of the whole state: vNICs sorted by id, then
-// security groups sorted by id.
+// State returns the whole state: vNICs sorted by id, then security groups
+// sorted by id. It is cheap: the NIC and SG values are copies, but their
+// lists (IPs, SecurityGroups, Members, Rules) share the Store's arrays,
+// which the Store never writes once stored (a change stores a new list).
+// Callers must treat those lists as read-only: replacing a field or a
+// whole list of the returned State is fine, writing an element of a list
+// is not. Appending to one allocates (the lists are clipped).
 func (s *Store) State() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return State{Version: StateVersion, NICs: cloneSorted(s.nics, cloneNIC), SGs: cloneSorted(s.sgs, cloneSG)}
+	return State{Version: StateVersion, NICs: cloneSorted(&s.nics, shareNIC), SGs: cloneSorted(&s.sgs, shareSG)}
+}
+
+// shareNIC returns n with its lists clipped, for State.
+func shareNIC(n NIC) NIC {
+	n.IPs = slices.Clip(n.IPs)
+	n.SecurityGroups = slices.Clip(n.SecurityGroups)
+	return n
+}
+
+// shareSG returns sg with its lists clipped, for State.
+func shareSG(sg SG) SG {
+	sg.Members = slices.Clip(sg.Members)
+	sg.Rules = slices.Clip(sg.Rules)
+	return sg
 }
 
 // Restore replaces the Store's content with st: existing vNICs are removed
@@ -521,13 +580,13 @@ func (s *Store) Restore(st State) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
-	for _, id := range sortedKeys(s.nics) {
+	for _, id := range slices.Clone(s.nics.sorted()) {
 		if err := s.dp.DeleteNIC(id); err != nil {
 			errs = append(errs, fmt.Errorf("restore: removing nic %q: %w", id, err))
 		}
-		delete(s.nics, id)
+		s.nics.del(id)
 	}
-	clear(s.sgs)
+	s.sgs.reset()
 	s.gen++
 	for _, in := range st.SGs {
 		sg, err := checkSG(cloneSG(in))
@@ -535,11 +594,11 @@ func (s *Store) Restore(st State) error {
 			errs = append(errs, fmt.Errorf("restore: security group %q: %w", in.ID, err))
 			continue
 		}
-		if _, dup := s.sgs[sg.ID]; dup {
+		if _, dup := s.sgs.m[sg.ID]; dup {
 			errs = append(errs, fmt.Errorf("restore: security group %q appears twice", sg.ID))
 			continue
 		}
-		s.sgs[sg.ID] = &sg
+		s.sgs.set(sg.ID, &sg)
 	}
 	for _, n := range st.NICs {
 		id := n.ID
@@ -548,7 +607,7 @@ func (s *Store) Restore(st State) error {
 			errs = append(errs, fmt.Errorf("restore: nic %q: %w", id, err))
 			continue
 		}
-		if _, dup := s.nics[n.ID]; dup {
+		if _, dup := s.nics.m[n.ID]; dup {
 			errs = append(errs, fmt.Errorf("restore: nic %q appears twice", n.ID))
 			continue
 		}
@@ -561,22 +620,23 @@ func (s *Store) Restore(st State) error {
 
 // details returns a copy of m[id], or copies of every value sorted by key
 // when id is "". An unknown id gives notFound().
-func details[V any](m map[string]*V, id string, clone func(V) V, notFound func() *Error) ([]V, error) {
+func details[V any](t *table[V], id string, clone func(V) V, notFound func() *Error) ([]V, error) {
 	if id == "" {
-		return cloneSorted(m, clone), nil
+		return cloneSorted(t, clone), nil
 	}
-	v, ok := m[id]
+	v, ok := t.m[id]
 	if !ok {
 		return nil, notFound()
 	}
 	return []V{clone(*v)}, nil
 }
 
-// cloneSorted returns copies of m's values sorted by key, never nil.
-func cloneSorted[V any](m map[string]*V, clone func(V) V) []V {
-	out := make([]V, 0, len(m))
-	for _, k := range sortedKeys(m) {
-		out = append(out, clone(*m[k]))
+// cloneSorted returns clone of each of t's values, sorted by id, never nil.
+func cloneSorted[V any](t *table[V], clone func(V) V) []V {
+	ids := t.sorted()
+	out := make([]V, len(ids))
+	for i, k := range ids {
+		out[i] = clone(*t.m[k])
 	}
 	return out
 }
