@@ -1,0 +1,85 @@
+// Package firewall is Butterfly's stateful per-vNIC security-group
+// firewall: a policy compiler, a compiled classifier and a connection
+// tracker. It is a pure package: no I/O, no goroutines, no global state.
+//
+// # Semantics
+//
+// A vNIC's policy is the union of the rules of its security groups;
+// allow-only; default deny. An INBOUND rule matches a packet arriving at the
+// vNIC (Direction ToVM) by its source address and destination port; an
+// OUTBOUND rule matches a packet leaving the vNIC (FromVM) by its destination
+// address and destination port. A rule matches a protocol (-1 for any),
+// a port range for TCP, UDP and SCTP (other protocols ignore ports), and
+// either a CIDR (a /0 matches every address of its family only) or the
+// members of a security group (a missing or empty group matches nothing).
+//
+// A vNIC without any OUTBOUND rule keeps the original's default egress: the
+// VM may send any packet whose source is one of the vNIC's IPs, plus DHCPv4
+// DISCOVER/REQUEST (UDP 0.0.0.0:68 -> 255.255.255.255:67). This applies
+// whatever ip_anti_spoof says, as in the original. Once a vNIC has an
+// OUTBOUND rule the rules alone decide egress; checking the source address
+// is then the anti-spoofing stage's job.
+//
+// Non-IP frames (ARP...) pass. IPv6 works out of the box: router
+// solicitation, neighbour solicitation/advertisement (hop limit 255) and MLD
+// reports/done sent by the VM from a link-local or unspecified source (or
+// one of its IPs) pass, and router advertisement and neighbour
+// solicitation/advertisement towards the VM (hop limit 255) pass. These are
+// never tracked.
+//
+// # Classifier
+//
+// Compile turns the rules into, per (direction, address family), a table:
+//
+//   - rules are numbered inside the table; sets of rules are bitsets of
+//     ceil(n/64) words, stored flat;
+//   - protocol: a [256] index maps the packet's protocol to a port table;
+//     protocols without a specific rule share the table of the "any
+//     protocol" rules;
+//   - port: the port table cuts 0..65535 into elementary intervals (the
+//     boundaries of every rule's range); a binary search yields the bitset
+//     of rules whose protocol and port match;
+//   - address: every CIDR rule's prefix is a range of the address space; the
+//     ranges cut it into elementary intervals, and a binary search yields
+//     the bitset of CIDR rules containing the address;
+//   - group members: each security group referenced by a rule is a shared
+//     MemberSet (an immutable sorted array behind an atomic pointer). The
+//     table keeps, per referenced group, the bitset of rules that refer to
+//     it. A member change replaces the set's array; no rule and no policy is
+//     rebuilt.
+//
+// A packet is allowed when (port bitset AND CIDR bitset) is non-zero, or
+// when, for a referenced group containing the address, (port bitset AND that
+// group's rule bitset) is non-zero. The cost is two binary searches, one
+// per referenced group and W word ANDs, never a scan of the rules.
+//
+// # Connection tracking
+//
+// A Conntrack is one vNIC's zone: a fixed-capacity open-addressing hash
+// table (linear probing, backward-shift deletion, no tombstones) keyed by a
+// canonical 5-tuple (the lower endpoint first), so both directions of a
+// flow find the same entry with one lookup. ICMP echo is keyed by its
+// identifier, other non-port protocols by addresses and protocol. TCP has a
+// state machine with Linux's nf_conntrack default timeouts; UDP uses 30 s
+// until a reply is seen, then 180 s; ICMP 30 s; other protocols 600 s.
+// Time is passed in as monotonic nanoseconds.
+//
+// Only a packet the policy allows creates an entry (for TCP only a SYN).
+// Packets of a tracked flow pass without rule evaluation, unless the entry's
+// policy generation differs from the current policy's: the flow's first
+// packet is then re-evaluated and the flow is cut if no longer allowed.
+// ICMP errors quoting a tracked flow pass. The first fragment of an allowed
+// packet records (source, destination, protocol, fragment ID) for 30 s so
+// that the following fragments pass; a non-first fragment arriving first is
+// dropped.
+//
+// Every Filter call sweeps a few slots for expired entries, so the table is
+// collected incrementally without a stall. When the table is full, new
+// connections are dropped and counted (ReasonTableFull); established flows
+// are unaffected.
+//
+// A Conntrack is not safe for concurrent Filter calls: the engine must give
+// each vNIC's zone to one worker at a time. Counters may be read
+// concurrently. Policies are immutable and may be shared and swapped
+// atomically (an atomic.Pointer in the engine).
+package firewall

@@ -1,0 +1,574 @@
+package firewall
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+)
+
+// Direction is the way a packet crosses the vNIC.
+type Direction uint8
+
+// Directions.
+const (
+	// ToVM is a packet arriving at the vNIC (INBOUND rules apply).
+	ToVM Direction = 0
+	// FromVM is a packet sent by the VM (OUTBOUND rules apply).
+	FromVM Direction = 1
+)
+
+// String names the direction.
+func (d Direction) String() string {
+	if d == ToVM {
+		return "to_vm"
+	}
+	return "from_vm"
+}
+
+// addr is an address as two big-endian halves; IPv4 uses lo only.
+type addr struct{ hi, lo uint64 }
+
+func (a addr) less(b addr) bool { return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo) }
+
+func (a addr) inc() (addr, bool) {
+	lo := a.lo + 1
+	hi := a.hi
+	if lo == 0 {
+		hi++
+		if hi == 0 {
+			return addr{}, false
+		}
+	}
+	return addr{hi, lo}, true
+}
+
+func addrOf(a netip.Addr) addr {
+	if a.Is4() {
+		b := a.As4()
+		return addr{0, uint64(binary.BigEndian.Uint32(b[:]))}
+	}
+	b := a.As16()
+	return addr{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+}
+
+func addrFromBytes(b []byte) addr {
+	if len(b) == 4 {
+		return addr{0, uint64(binary.BigEndian.Uint32(b))}
+	}
+	return addr{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:16])}
+}
+
+// prefixRange returns the first and last address of p (host bits cleared).
+func prefixRange(p netip.Prefix) (lo, hi addr) {
+	a := addrOf(p.Masked().Addr())
+	bitsTotal := 128
+	if p.Addr().Is4() {
+		bitsTotal = 32
+	}
+	host := bitsTotal - p.Bits()
+	lo, hi = a, a
+	switch {
+	case host == 0:
+	case host < 64:
+		hi.lo |= 1<<host - 1
+	case host == 64:
+		hi.lo = ^uint64(0)
+	default: // IPv6 only
+		hi.lo = ^uint64(0)
+		if host == 128 {
+			hi.hi = ^uint64(0)
+		} else {
+			hi.hi |= 1<<(host-64) - 1
+		}
+	}
+	return lo, hi
+}
+
+// family indexes tables: 0 IPv4, 1 IPv6.
+const (
+	fam4 = 0
+	fam6 = 1
+)
+
+// MemberSet is the set of member addresses of one security group, shared
+// by every policy whose rules refer to the group. Set replaces the members
+// atomically: policies see the change at once and are not rebuilt. The zero
+// value is an empty set.
+type MemberSet struct {
+	cur     atomic.Pointer[memberList]
+	version atomic.Uint64
+}
+
+type memberList struct{ v4, v6 []addr }
+
+// NewMemberSet returns a set holding members.
+func NewMemberSet(members []netip.Addr) *MemberSet {
+	s := &MemberSet{}
+	s.Set(members)
+	return s
+}
+
+// Set replaces the members. Each call bumps the set's version, which is
+// part of the generation of every policy using it, so flows admitted
+// through a removed member are re-evaluated at their next packet.
+func (s *MemberSet) Set(members []netip.Addr) {
+	l := &memberList{}
+	for _, m := range members {
+		m = m.Unmap()
+		if m.Is4() {
+			l.v4 = append(l.v4, addrOf(m))
+		} else if m.Is6() {
+			l.v6 = append(l.v6, addrOf(m))
+		}
+	}
+	cmpAddr := func(a, b addr) int {
+		if c := cmp.Compare(a.hi, b.hi); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.lo, b.lo)
+	}
+	slices.SortFunc(l.v4, cmpAddr)
+	slices.SortFunc(l.v6, cmpAddr)
+	l.v4 = slices.Compact(l.v4)
+	l.v6 = slices.Compact(l.v6)
+	s.cur.Store(l)
+	s.version.Add(1)
+}
+
+// Len returns the number of members.
+func (s *MemberSet) Len() int {
+	l := s.cur.Load()
+	if l == nil {
+		return 0
+	}
+	return len(l.v4) + len(l.v6)
+}
+
+func (s *MemberSet) contains(fam int, a addr) bool {
+	l := s.cur.Load()
+	if l == nil {
+		return false
+	}
+	v := l.v4
+	if fam == fam6 {
+		v = l.v6
+	}
+	i, j := 0, len(v)
+	for i < j {
+		h := int(uint(i+j) >> 1)
+		if v[h].less(a) {
+			i = h + 1
+		} else {
+			j = h
+		}
+	}
+	return i < len(v) && v[i] == a
+}
+
+// CompileInput is what Compile needs for one vNIC.
+type CompileInput struct {
+	// Generation identifies this policy version; the caller increases it
+	// on every change of the vNIC's rules or IPs. Tracked flows admitted
+	// under another generation are re-evaluated.
+	Generation uint64
+	// IPs are the vNIC's addresses (default egress sources).
+	IPs []netip.Addr
+	// Groups are the vNIC's security groups; their rules are united.
+	Groups []model.SG
+	// Members are the shared member sets by security group id, for rules
+	// that refer to a group. A group absent from Members matches nothing.
+	Members map[string]*MemberSet
+}
+
+// Policy is one vNIC's compiled, immutable policy. It is safe for
+// concurrent use.
+type Policy struct {
+	gen         uint64
+	tables      [2][2]table // [Direction][family]
+	hasOutbound bool
+	ips         [2][]addr // sorted, per family
+	sets        []*MemberSet
+	nrules      int
+}
+
+// Generation returns the effective generation: the input generation plus
+// the versions of every member set the policy uses. It changes whenever
+// the policy or one of its member sets does.
+func (p *Policy) Generation() uint64 {
+	g := p.gen
+	for _, s := range p.sets {
+		g += s.version.Load()
+	}
+	return g
+}
+
+// Rules returns the number of distinct rules compiled.
+func (p *Policy) Rules() int { return p.nrules }
+
+// HasOutbound reports whether the policy has OUTBOUND rules (otherwise the
+// default egress applies).
+func (p *Policy) HasOutbound() bool { return p.hasOutbound }
+
+type table struct {
+	w        int // bitset words
+	protoIdx [256]uint16
+	ports    []portTable
+	cidrPts  []addr // starts of elementary intervals, cidrPts[0] = 0
+	cidrBits []uint64
+	members  []memberRef
+}
+
+type portTable struct {
+	pts  []uint32 // starts of elementary intervals, pts[0] = 0
+	bits []uint64
+}
+
+type memberRef struct {
+	set  *MemberSet
+	bits []uint64
+}
+
+// crule is a rule reduced to what the classifier needs.
+type crule struct {
+	proto      int32 // -1 any
+	portLo     uint32
+	portHi     uint32
+	hasCIDR    bool
+	lo, hi     addr
+	sg         string
+	ruleFamily int
+}
+
+func hasPorts(proto int32) bool { return proto == 6 || proto == 17 || proto == 132 }
+
+// Compile builds the policy of one vNIC. It fails on a rule the model
+// would not accept (bad direction, protocol or port range, neither or both
+// of CIDR and group).
+func Compile(in CompileInput) (*Policy, error) {
+	p := &Policy{gen: in.Generation}
+	for _, ip := range in.IPs {
+		ip = ip.Unmap()
+		f := fam4
+		if ip.Is6() {
+			f = fam6
+		} else if !ip.Is4() {
+			return nil, fmt.Errorf("firewall: compile: invalid vNIC address")
+		}
+		p.ips[f] = append(p.ips[f], addrOf(ip))
+	}
+	var rules [2][2][]crule
+	seen := make(map[model.Rule]bool)
+	usedSets := make(map[*MemberSet]bool)
+	for _, g := range in.Groups {
+		for _, r := range g.Rules {
+			if err := checkRule(r); err != nil {
+				return nil, fmt.Errorf("firewall: compile: group %q: %w", g.ID, err)
+			}
+			key := r
+			if !hasPorts(r.Protocol) {
+				key.PortStart, key.PortEnd = 0, 0
+			}
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			d := ToVM
+			if r.Direction == model.Outbound {
+				d = FromVM
+				p.hasOutbound = true
+			}
+			c := crule{proto: r.Protocol, portLo: 0, portHi: 65535}
+			if hasPorts(r.Protocol) {
+				c.portLo, c.portHi = r.PortStart, r.PortEnd
+			}
+			if r.CIDR.IsValid() {
+				c.hasCIDR = true
+				pf := netip.PrefixFrom(r.CIDR.Addr().Unmap(), r.CIDR.Bits())
+				if r.CIDR.Addr().Is4In6() {
+					pf = netip.PrefixFrom(r.CIDR.Addr().Unmap(), max(r.CIDR.Bits()-96, 0))
+				}
+				c.lo, c.hi = prefixRange(pf)
+				f := fam4
+				if pf.Addr().Is6() {
+					f = fam6
+				}
+				rules[d][f] = append(rules[d][f], c)
+				p.nrules++
+				continue
+			}
+			c.sg = r.SG
+			p.nrules++
+			if s := in.Members[r.SG]; s != nil {
+				usedSets[s] = true
+			}
+			// A group rule applies to both families.
+			rules[d][fam4] = append(rules[d][fam4], c)
+			rules[d][fam6] = append(rules[d][fam6], c)
+		}
+	}
+	for s := range usedSets {
+		p.sets = append(p.sets, s)
+	}
+	for d := range 2 {
+		for f := range 2 {
+			p.tables[d][f] = buildTable(rules[d][f], f, in.Members)
+		}
+	}
+	for f := range 2 {
+		slices.SortFunc(p.ips[f], func(a, b addr) int {
+			if a.less(b) {
+				return -1
+			}
+			if b.less(a) {
+				return 1
+			}
+			return 0
+		})
+	}
+	return p, nil
+}
+
+func checkRule(r model.Rule) error {
+	if r.Direction != model.Inbound && r.Direction != model.Outbound {
+		return fmt.Errorf("rule: unknown direction %d", r.Direction)
+	}
+	if r.Protocol < -1 || r.Protocol > 255 {
+		return fmt.Errorf("rule: protocol %d is not in [-1, 255]", r.Protocol)
+	}
+	if hasPorts(r.Protocol) && (r.PortStart > r.PortEnd || r.PortEnd > 65535) {
+		return fmt.Errorf("rule: bad port range %d-%d", r.PortStart, r.PortEnd)
+	}
+	if r.CIDR.IsValid() == (r.SG != "") {
+		return fmt.Errorf("rule: exactly one of cidr and security_group is needed")
+	}
+	return nil
+}
+
+func setBit(b []uint64, i int) { b[i>>6] |= 1 << (i & 63) }
+
+func buildTable(rs []crule, fam int, members map[string]*MemberSet) table {
+	t := table{w: (len(rs) + 63) / 64}
+	if len(rs) == 0 {
+		return t
+	}
+	w := t.w
+	// Protocols: table 0 holds the any-protocol rules only.
+	var protos []int32
+	for _, r := range rs {
+		if r.proto >= 0 && !slices.Contains(protos, r.proto) {
+			protos = append(protos, r.proto)
+		}
+	}
+	slices.Sort(protos)
+	t.ports = append(t.ports, buildPorts(rs, w, -1))
+	for i, pr := range protos {
+		t.protoIdx[pr] = uint16(i + 1)
+		t.ports = append(t.ports, buildPorts(rs, w, pr))
+	}
+	// CIDR elementary intervals.
+	pts := []addr{{}}
+	for _, r := range rs {
+		if !r.hasCIDR {
+			continue
+		}
+		pts = append(pts, r.lo)
+		if n, ok := r.hi.inc(); ok && (fam == fam6 || n.lo <= 0xffffffff) {
+			pts = append(pts, n)
+		}
+	}
+	slices.SortFunc(pts, func(a, b addr) int {
+		if a.less(b) {
+			return -1
+		}
+		if b.less(a) {
+			return 1
+		}
+		return 0
+	})
+	pts = slices.Compact(pts)
+	t.cidrPts = pts
+	t.cidrBits = make([]uint64, len(pts)*w)
+	for i, pt := range pts {
+		b := t.cidrBits[i*w : (i+1)*w]
+		for ri, r := range rs {
+			if r.hasCIDR && !pt.less(r.lo) && !r.hi.less(pt) {
+				setBit(b, ri)
+			}
+		}
+	}
+	// Group references.
+	for ri, r := range rs {
+		if r.hasCIDR {
+			continue
+		}
+		s := members[r.sg]
+		if s == nil {
+			continue
+		}
+		k := slices.IndexFunc(t.members, func(m memberRef) bool { return m.set == s })
+		if k < 0 {
+			t.members = append(t.members, memberRef{set: s, bits: make([]uint64, w)})
+			k = len(t.members) - 1
+		}
+		setBit(t.members[k].bits, ri)
+	}
+	return t
+}
+
+// buildPorts builds the port table of protocol proto (-1: any-protocol
+// rules only).
+func buildPorts(rs []crule, w int, proto int32) portTable {
+	in := func(r crule) bool { return r.proto == -1 || r.proto == proto }
+	pts := []uint32{0}
+	for _, r := range rs {
+		if !in(r) {
+			continue
+		}
+		lo, hi := r.portLo, r.portHi
+		if r.proto == -1 {
+			lo, hi = 0, 65535
+		}
+		pts = append(pts, lo)
+		if hi < 65535 {
+			pts = append(pts, hi+1)
+		}
+	}
+	slices.Sort(pts)
+	pts = slices.Compact(pts)
+	pt := portTable{pts: pts, bits: make([]uint64, len(pts)*w)}
+	for i, p := range pts {
+		b := pt.bits[i*w : (i+1)*w]
+		for ri, r := range rs {
+			if !in(r) {
+				continue
+			}
+			if r.proto == -1 || (p >= r.portLo && p <= r.portHi) {
+				setBit(b, ri)
+			}
+		}
+	}
+	return pt
+}
+
+func anyAnd(a, b []uint64) bool {
+	b = b[:len(a)]
+	for i := range a {
+		if a[i]&b[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// match reports whether a rule of table t allows a packet of protocol proto
+// to port whose peer is a.
+func (t *table) match(fam int, proto uint8, port uint16, a addr) bool {
+	if t.w == 0 {
+		return false
+	}
+	w := t.w
+	pt := &t.ports[t.protoIdx[proto]]
+	pi := searchU32(pt.pts, uint32(port))
+	pbits := pt.bits[pi*w : (pi+1)*w]
+	ci := searchAddr(t.cidrPts, a)
+	if anyAnd(pbits, t.cidrBits[ci*w:(ci+1)*w]) {
+		return true
+	}
+	for i := range t.members {
+		m := &t.members[i]
+		if anyAnd(pbits, m.bits) && m.set.contains(fam, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// searchU32 returns the index of the last point <= v (pts[0] is 0).
+func searchU32(pts []uint32, v uint32) int {
+	i, j := 0, len(pts)
+	for i < j {
+		h := int(uint(i+j) >> 1)
+		if pts[h] <= v {
+			i = h + 1
+		} else {
+			j = h
+		}
+	}
+	return i - 1
+}
+
+func searchAddr(pts []addr, v addr) int {
+	i, j := 0, len(pts)
+	for i < j {
+		h := int(uint(i+j) >> 1)
+		if !v.less(pts[h]) {
+			i = h + 1
+		} else {
+			j = h
+		}
+	}
+	return i - 1
+}
+
+func containsAddr(v []addr, a addr) bool {
+	for _, x := range v { // a vNIC has a handful of addresses
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+
+// flowKey describes the first packet of a flow for classification.
+type flowKey struct {
+	dir        Direction
+	fam        int
+	proto      uint8
+	src, dst   addr
+	sport      uint16
+	dport      uint16
+	portsValid bool
+}
+
+// allows evaluates the policy for the first packet of a flow.
+func (p *Policy) allows(k *flowKey) bool {
+	t := &p.tables[k.dir][k.fam]
+	if k.dir == ToVM {
+		return t.match(k.fam, k.proto, k.dport, k.src)
+	}
+	if p.hasOutbound {
+		return t.match(k.fam, k.proto, k.dport, k.dst)
+	}
+	if containsAddr(p.ips[k.fam], k.src) {
+		return true
+	}
+	// DHCPv4 DISCOVER/REQUEST.
+	return k.fam == fam4 && k.proto == 17 && k.portsValid && k.src == (addr{}) &&
+		k.dst == addr{0, 0xffffffff} && k.sport == 68 && k.dport == 67
+}
+
+// Allows evaluates the policy for one packet, statelessly: dir, protocol,
+// source and destination addresses and ports (ports are ignored for
+// protocols without ports). It is meant for tests and tools; Filter is the
+// data path.
+func (p *Policy) Allows(dir Direction, proto uint8, src, dst netip.Addr, sport, dport uint16) bool {
+	src, dst = src.Unmap(), dst.Unmap()
+	if src.Is4() != dst.Is4() || !src.IsValid() || !dst.IsValid() {
+		return false
+	}
+	k := flowKey{dir: dir, proto: proto, src: addrOf(src), dst: addrOf(dst), sport: sport, dport: dport,
+		portsValid: hasPorts(int32(proto))}
+	if src.Is6() {
+		k.fam = fam6
+	}
+	if !k.portsValid {
+		k.sport, k.dport = 0, 0
+	}
+	return p.allows(&k)
+}
