@@ -524,7 +524,6 @@ func containsAddr(v []addr, a addr) bool {
 	return false
 }
 
-
 // flowKey describes the first packet of a flow for classification.
 type flowKey struct {
 	dir        Direction

@@ -1,0 +1,737 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"sync/atomic"
+
+	"github.com/butterfly-go/butterfly/internal/packet"
+)
+
+// Verdict is the outcome of Filter: accepted or dropped, and why.
+type Verdict uint8
+
+// Verdicts. Accept* values pass the packet; the others drop it.
+const (
+	// Accept is a packet of a tracked flow or a new flow the policy allows.
+	Accept Verdict = iota
+	// AcceptStateless is a packet passed without tracking: non-IP, IPv6
+	// neighbour discovery/MLD, an ICMP error or a fragment of an accepted
+	// packet.
+	AcceptStateless
+	// DropNoRule is a new flow no rule allows.
+	DropNoRule
+	// DropInvalid is a malformed packet or one that does not fit the
+	// flow's state (e.g. a TCP segment without SYN and no tracked flow).
+	DropInvalid
+	// DropTableFull is a new flow refused because the table is full.
+	DropTableFull
+	// DropCut is a packet of a tracked flow that the current policy no
+	// longer allows; the flow is removed.
+	DropCut
+	// DropFragment is a non-first fragment without an accepted first one.
+	DropFragment
+	numVerdicts
+)
+
+var verdictNames = [numVerdicts]string{"accept", "accept_stateless", "no_rule", "invalid", "table_full", "cut", "fragment"}
+
+// String names the verdict (the drop reason for drops).
+func (v Verdict) String() string {
+	if v < numVerdicts {
+		return verdictNames[v]
+	}
+	return "unknown"
+}
+
+// Allowed reports whether the packet passes.
+func (v Verdict) Allowed() bool { return v <= AcceptStateless }
+
+// Timeouts, as Linux nf_conntrack's defaults.
+const (
+	sec               = int64(1e9)
+	TimeoutSynSent    = 120 * sec
+	TimeoutSynRecv    = 60 * sec
+	TimeoutEstablish  = 5 * 24 * 3600 * sec
+	TimeoutFinWait    = 120 * sec
+	TimeoutCloseWait  = 60 * sec
+	TimeoutLastAck    = 30 * sec
+	TimeoutTimeWait   = 120 * sec
+	TimeoutClose      = 10 * sec
+	TimeoutUDP        = 30 * sec
+	TimeoutUDPAssured = 180 * sec
+	TimeoutICMP       = 30 * sec
+	TimeoutOther      = 600 * sec
+	TimeoutFragment   = 30 * sec
+)
+
+// TCPState is a tracked TCP connection's state.
+type TCPState uint8
+
+// Entry states: TCP states, then the other kinds.
+const (
+	stEmpty TCPState = iota
+	TCPSynSent
+	TCPSynRecv
+	TCPEstablished
+	TCPFinWait
+	TCPCloseWait
+	TCPLastAck
+	TCPTimeWait
+	TCPClose
+	stUDP
+	stICMP
+	stOther
+	stFrag
+)
+
+var tcpTimeouts = [...]int64{0, TimeoutSynSent, TimeoutSynRecv, TimeoutEstablish, TimeoutFinWait,
+	TimeoutCloseWait, TimeoutLastAck, TimeoutTimeWait, TimeoutClose}
+
+// key is a canonical flow key: (a, pa) <= (b, pb).
+type key struct {
+	a, b   addr
+	pa, pb uint16
+	proto  uint8
+	kind   uint8 // family | kindFrag
+}
+
+const kindFrag = 0x80
+
+// Entry flags.
+const (
+	flOrigIsA      = 1 << iota // the originator is endpoint a
+	flOrigFrom                 // the first packet was FromVM
+	flReplied                  // a packet from the responder was seen
+	flFinOrig                  // the originator sent FIN
+	flFinReply                 // the responder sent FIN
+	flFirstFinOrig             // the first FIN came from the originator
+)
+
+type entry struct {
+	k       key
+	expires int64
+	gen     uint64
+	hash    uint32
+	state   TCPState
+	flags   uint8
+}
+
+// Conntrack is one vNIC's connection-tracking zone. See the package
+// documentation for its rules and its concurrency contract.
+type Conntrack struct {
+	slots    []entry
+	mask     uint32
+	seed     uint64
+	count    int
+	capacity int
+	cursor   uint32
+	counters [numVerdicts]atomic.Uint64
+}
+
+// sweepPerPacket is the number of slots examined for expiry per packet.
+const sweepPerPacket = 4
+
+// NewConntrack returns an empty zone holding at most capacity flows
+// (minimum 1). Its memory (2 to 4 slots per flow) is allocated once.
+func NewConntrack(capacity int) *Conntrack {
+	capacity = max(capacity, 1)
+	n := 16
+	for n < 2*capacity {
+		n <<= 1
+	}
+	return &Conntrack{slots: make([]entry, n), mask: uint32(n - 1), seed: rand.Uint64() | 1, capacity: capacity}
+}
+
+// Len returns the number of entries (flows and fragment records), expired
+// ones included until they are swept.
+func (c *Conntrack) Len() int { return c.count }
+
+// Capacity returns the maximum number of entries.
+func (c *Conntrack) Capacity() int { return c.capacity }
+
+// Count returns how many packets got verdict v. Safe for concurrent use.
+func (c *Conntrack) Count(v Verdict) uint64 {
+	if v >= numVerdicts {
+		return 0
+	}
+	return c.counters[v].Load()
+}
+
+// Drops returns the drop counters by reason name (not for the data path).
+func (c *Conntrack) Drops() map[string]uint64 {
+	m := make(map[string]uint64)
+	for v := DropNoRule; v < numVerdicts; v++ {
+		m[v.String()] = c.counters[v].Load()
+	}
+	return m
+}
+
+func mix(h, v uint64) uint64 {
+	h ^= v
+	h *= 0x9e3779b97f4a7c15
+	return h ^ h>>29
+}
+
+func (c *Conntrack) hash(k *key) uint32 {
+	h := c.seed
+	h = mix(h, k.a.hi)
+	h = mix(h, k.a.lo)
+	h = mix(h, k.b.hi)
+	h = mix(h, k.b.lo)
+	h = mix(h, uint64(k.pa)<<32|uint64(k.pb)<<16|uint64(k.proto)<<8|uint64(k.kind))
+	return uint32(h>>32) ^ uint32(h)
+}
+
+// find returns the slot of k, or -1 and the first free slot.
+func (c *Conntrack) find(k *key, h uint32) (int, int) {
+	i := h & c.mask
+	for {
+		e := &c.slots[i]
+		if e.state == stEmpty {
+			return -1, int(i)
+		}
+		if e.hash == h && e.k == *k {
+			return int(i), -1
+		}
+		i = (i + 1) & c.mask
+	}
+}
+
+// deleteAt empties slot i and shifts back the entries of its cluster.
+func (c *Conntrack) deleteAt(i uint32) {
+	c.count--
+	for {
+		c.slots[i].state = stEmpty
+		j := i
+		for {
+			j = (j + 1) & c.mask
+			e := &c.slots[j]
+			if e.state == stEmpty {
+				return
+			}
+			home := e.hash & c.mask
+			// Move e to i unless its home lies cyclically in (i, j].
+			if i <= j {
+				if home <= i || home > j {
+					break
+				}
+			} else if home <= i && home > j {
+				break
+			}
+		}
+		c.slots[i] = c.slots[j]
+		i = j
+	}
+}
+
+// sweep examines n slots for expired entries.
+func (c *Conntrack) sweep(now int64, n int) {
+	if c.count == 0 {
+		return
+	}
+	for ; n > 0; n-- {
+		i := c.cursor & c.mask
+		e := &c.slots[i]
+		if e.state != stEmpty && e.expires <= now {
+			c.deleteAt(i) // re-examine slot i: an entry may have moved in
+			continue
+		}
+		c.cursor++
+	}
+}
+
+// insert adds k at free slot free; false when the table is full.
+func (c *Conntrack) insert(k *key, h uint32, free int, now int64) (*entry, bool) {
+	if c.count >= c.capacity {
+		c.sweep(now, 64)
+		if c.count >= c.capacity {
+			return nil, false
+		}
+		_, free = c.find(k, h) // the sweep may have moved entries
+	}
+	c.count++
+	e := &c.slots[free]
+	*e = entry{k: *k, hash: h}
+	return e, true
+}
+
+// Filter decides on one Ethernet frame crossing the vNIC in direction dir
+// under policy pol at monotonic time now (ns). It does not allocate.
+func (c *Conntrack) Filter(frame []byte, dir Direction, pol *Policy, now int64) Verdict {
+	c.sweep(now, sweepPerPacket)
+	v := c.filter(frame, dir, pol, now)
+	c.counters[v].Add(1)
+	return v
+}
+
+// FilterBatch filters frames[i] into out[i] (len(out) >= len(frames)); all
+// frames cross in direction dir.
+func (c *Conntrack) FilterBatch(frames [][]byte, dir Direction, pol *Policy, now int64, out []Verdict) {
+	out = out[:len(frames)]
+	c.sweep(now, sweepPerPacket*len(frames))
+	var counts [numVerdicts]uint64
+	for i, f := range frames {
+		v := c.filter(f, dir, pol, now)
+		out[i] = v
+		counts[v]++
+	}
+	for v, n := range counts {
+		if n != 0 {
+			c.counters[v].Add(n)
+		}
+	}
+}
+
+// tuple is a parsed packet's flow description.
+type tuple struct {
+	fk       flowKey
+	tcpFlags uint8
+	icmpType uint8
+	isICMP   bool
+}
+
+func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) Verdict {
+	var l packet.Layers
+	if !packet.Parse(frame, &l) {
+		return DropInvalid
+	}
+	var t tuple
+	t.fk.dir = dir
+	var fragID uint32
+	var fragProto uint8
+	switch {
+	case l.IsIPv4():
+		ip := packet.IPv4(frame[l.L3:l.L3End])
+		t.fk.fam = fam4
+		t.fk.src, t.fk.dst = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes())
+		fragID, fragProto = uint32(ip.ID()), l.Proto
+	case l.IsIPv6():
+		ip := packet.IPv6(frame[l.L3:l.L3End])
+		t.fk.fam = fam6
+		t.fk.src, t.fk.dst = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes())
+		if l.Fragment {
+			var ok bool
+			if fragID, fragProto, ok = ipv6Frag(ip); !ok {
+				return DropInvalid
+			}
+		}
+	default:
+		return AcceptStateless
+	}
+	if l.Fragment && l.L4 == 0 {
+		fk := fragKey(&t.fk, fragID, fragProto)
+		h := c.hash(&fk)
+		if i, _ := c.find(&fk, h); i >= 0 && c.slots[i].expires > now {
+			c.slots[i].expires = now + TimeoutFragment
+			return AcceptStateless
+		}
+		return DropFragment
+	}
+	t.fk.proto = l.Proto
+	l4 := frame[l.L4:l.L3End]
+	switch l.Proto {
+	case packet.ProtoTCP:
+		tcp := packet.TCP(l4)
+		if !tcp.IsValid() {
+			return DropInvalid
+		}
+		t.fk.sport, t.fk.dport, t.fk.portsValid = tcp.SrcPort(), tcp.DstPort(), true
+		t.tcpFlags = tcp.Flags()
+	case packet.ProtoUDP, packet.ProtoSCTP:
+		if len(l4) < 8 {
+			return DropInvalid
+		}
+		t.fk.sport = binary.BigEndian.Uint16(l4[0:2])
+		t.fk.dport = binary.BigEndian.Uint16(l4[2:4])
+		t.fk.portsValid = true
+	case packet.ProtoICMPv4, packet.ProtoICMPv6:
+		if l.Proto == packet.ProtoICMPv4 && t.fk.fam != fam4 || l.Proto == packet.ProtoICMPv6 && t.fk.fam != fam6 {
+			break // tracked as an "other" protocol
+		}
+		ic := packet.ICMPv4(l4)
+		if !ic.IsValid() {
+			return DropInvalid
+		}
+		t.isICMP = true
+		t.icmpType = ic.Type()
+		isErr := ic.IsError()
+		if t.fk.fam == fam6 {
+			isErr = packet.ICMPv6(l4).IsError()
+			if v, ok := ndVerdict(dir, frame[l.L3:], t.icmpType, &t.fk, pol); ok {
+				return v
+			}
+		}
+		if isErr {
+			return c.icmpError(&t.fk, l4[packet.ICMPHeaderLen:], pol, now)
+		}
+		if isEcho(t.fk.fam, t.icmpType) {
+			// Echo by identifier: both ports hold it, so request and
+			// reply share the key.
+			t.fk.sport, t.fk.dport = ic.Ident(), ic.Ident()
+		}
+	}
+	v := c.track(&t, pol, now)
+	if v == Accept && l.Fragment {
+		c.recordFragment(&t.fk, fragID, fragProto, now)
+	}
+	return v
+}
+
+func isEcho(fam int, typ uint8) bool {
+	if fam == fam4 {
+		return typ == packet.ICMPv4Echo || typ == packet.ICMPv4EchoReply
+	}
+	return typ == packet.ICMPv6EchoRequest || typ == packet.ICMPv6EchoReply
+}
+
+var linkLocal6 = addr{0xfe80 << 48, 0}
+
+// ndVerdict passes IPv6 neighbour discovery, router solicitation and MLD.
+func ndVerdict(dir Direction, ip6 []byte, typ uint8, fk *flowKey, pol *Policy) (Verdict, bool) {
+	hop := packet.IPv6(ip6).HopLimit()
+	srcLL := fk.src.hi>>54 == linkLocal6.hi>>54 // fe80::/10
+	srcOK := srcLL || fk.src == (addr{}) || containsAddr(pol.ips[fam6], fk.src)
+	switch typ {
+	case packet.ICMPv6RouterSolicit:
+		if dir == FromVM && hop == 255 && srcOK {
+			return AcceptStateless, true
+		}
+	case packet.ICMPv6NeighborSolicit, packet.ICMPv6NeighborAdvert:
+		if hop == 255 && (dir == ToVM || srcOK) {
+			return AcceptStateless, true
+		}
+	case packet.ICMPv6RouterAdvert:
+		if dir == ToVM && hop == 255 && srcLL {
+			return AcceptStateless, true
+		}
+	case packet.ICMPv6MLDReport, packet.ICMPv6MLDDone, packet.ICMPv6MLDv2Report:
+		if dir == FromVM && (srcLL || fk.src == (addr{})) {
+			return AcceptStateless, true
+		}
+	}
+	return 0, false
+}
+
+// canonical builds the canonical key of fk; origIsA tells whether fk's
+// source is endpoint a.
+func canonical(fk *flowKey) (key, bool) {
+	k := key{proto: fk.proto, kind: uint8(fk.fam)}
+	if fk.src.less(fk.dst) || (fk.src == fk.dst && fk.sport <= fk.dport) {
+		k.a, k.pa, k.b, k.pb = fk.src, fk.sport, fk.dst, fk.dport
+		return k, true
+	}
+	k.a, k.pa, k.b, k.pb = fk.dst, fk.dport, fk.src, fk.sport
+	return k, false
+}
+
+func fragKey(fk *flowKey, id uint32, proto uint8) key {
+	return key{a: fk.src, b: fk.dst, pa: uint16(id >> 16), pb: uint16(id), proto: proto, kind: uint8(fk.fam) | kindFrag}
+}
+
+func (c *Conntrack) recordFragment(fk *flowKey, id uint32, proto uint8, now int64) {
+	k := fragKey(fk, id, proto)
+	h := c.hash(&k)
+	i, free := c.find(&k, h)
+	var e *entry
+	if i >= 0 {
+		e = &c.slots[i]
+	} else {
+		var ok bool
+		if e, ok = c.insert(&k, h, free, now); !ok {
+			return // following fragments will be dropped and counted
+		}
+		e.state = stFrag
+	}
+	e.expires = now + TimeoutFragment
+}
+
+// origKey rebuilds the first packet of e's flow.
+func origKey(e *entry) flowKey {
+	fk := flowKey{fam: int(e.k.kind & 1), proto: e.k.proto, portsValid: hasPorts(int32(e.k.proto))}
+	if e.flags&flOrigFrom != 0 {
+		fk.dir = FromVM
+	}
+	if e.flags&flOrigIsA != 0 {
+		fk.src, fk.sport, fk.dst, fk.dport = e.k.a, e.k.pa, e.k.b, e.k.pb
+	} else {
+		fk.src, fk.sport, fk.dst, fk.dport = e.k.b, e.k.pb, e.k.a, e.k.pa
+	}
+	if !fk.portsValid {
+		fk.sport, fk.dport = 0, 0
+	}
+	return fk
+}
+
+// classify evaluates pol for fk (ports ignored for port-less protocols).
+func classify(pol *Policy, fk *flowKey) bool {
+	if fk.portsValid {
+		return pol.allows(fk)
+	}
+	k := *fk
+	k.sport, k.dport = 0, 0
+	return pol.allows(&k)
+}
+
+const tcpSynMask = packet.TCPFlagSYN | packet.TCPFlagACK | packet.TCPFlagRST | packet.TCPFlagFIN
+
+func (c *Conntrack) track(t *tuple, pol *Policy, now int64) Verdict {
+	k, srcIsA := canonical(&t.fk)
+	h := c.hash(&k)
+	i, free := c.find(&k, h)
+	if i >= 0 {
+		e := &c.slots[i]
+		switch {
+		case e.expires <= now:
+			c.deleteAt(uint32(i))
+		case t.fk.proto == packet.ProtoTCP && (e.state == TCPTimeWait || e.state == TCPClose) &&
+			t.tcpFlags&tcpSynMask == packet.TCPFlagSYN:
+			c.deleteAt(uint32(i)) // reopened: a new connection
+		default:
+			return c.hit(e, uint32(i), t, srcIsA, pol, now)
+		}
+		_, free = c.find(&k, h)
+	}
+	if t.fk.proto == packet.ProtoTCP && t.tcpFlags&tcpSynMask != packet.TCPFlagSYN {
+		return DropInvalid
+	}
+	if !classify(pol, &t.fk) {
+		return DropNoRule
+	}
+	e, ok := c.insert(&k, h, free, now)
+	if !ok {
+		return DropTableFull
+	}
+	e.gen = pol.Generation()
+	if srcIsA {
+		e.flags |= flOrigIsA
+	}
+	if t.fk.dir == FromVM {
+		e.flags |= flOrigFrom
+	}
+	switch {
+	case t.fk.proto == packet.ProtoTCP:
+		e.state = TCPSynSent
+		e.expires = now + TimeoutSynSent
+	case t.fk.proto == packet.ProtoUDP:
+		e.state = stUDP
+		e.expires = now + TimeoutUDP
+	case t.isICMP:
+		e.state = stICMP
+		e.expires = now + TimeoutICMP
+	default:
+		e.state = stOther
+		e.expires = now + TimeoutOther
+	}
+	return Accept
+}
+
+func (c *Conntrack) hit(e *entry, i uint32, t *tuple, srcIsA bool, pol *Policy, now int64) Verdict {
+	fromOrig := srcIsA == (e.flags&flOrigIsA != 0)
+	origDir := ToVM
+	if e.flags&flOrigFrom != 0 {
+		origDir = FromVM
+	}
+	if fromOrig != (t.fk.dir == origDir) {
+		// An originator's packet in the responder's direction (or the
+		// reverse): spoofed or looped.
+		if e.k.a != e.k.b {
+			return DropInvalid
+		}
+	}
+	if g := pol.Generation(); e.gen != g {
+		ok := origKey(e)
+		if !classify(pol, &ok) {
+			c.deleteAt(i)
+			return DropCut
+		}
+		e.gen = g
+	}
+	if !fromOrig {
+		e.flags |= flReplied
+	}
+	switch e.state {
+	case stUDP:
+		if e.flags&flReplied != 0 {
+			e.expires = now + TimeoutUDPAssured
+		} else {
+			e.expires = now + TimeoutUDP
+		}
+	case stICMP:
+		e.expires = now + TimeoutICMP
+	case stOther:
+		e.expires = now + TimeoutOther
+	default:
+		if !tcpStep(e, fromOrig, t.tcpFlags) {
+			return DropInvalid
+		}
+		e.expires = now + tcpTimeouts[e.state]
+	}
+	return Accept
+}
+
+// tcpStep advances e's TCP state for a segment with flags; false marks
+// the segment invalid (state unchanged).
+func tcpStep(e *entry, fromOrig bool, flags uint8) bool {
+	syn := flags&packet.TCPFlagSYN != 0
+	ack := flags&packet.TCPFlagACK != 0
+	fin := flags&packet.TCPFlagFIN != 0
+	if flags&packet.TCPFlagRST != 0 {
+		if e.state == TCPSynSent && fromOrig {
+			return false
+		}
+		e.state = TCPClose
+		return true
+	}
+	if syn && fin {
+		return false
+	}
+	switch e.state {
+	case TCPSynSent:
+		switch {
+		case fromOrig && syn && !ack: // retransmission
+		case !fromOrig && syn: // SYN-ACK, or simultaneous open
+			e.state = TCPSynRecv
+		default:
+			return false
+		}
+		return true
+	case TCPSynRecv:
+		switch {
+		case syn: // retransmissions
+		case fromOrig && ack && !fin:
+			e.state = TCPEstablished
+		case fromOrig && fin:
+			e.flags |= flFinOrig | flFirstFinOrig
+			e.state = TCPFinWait
+		default:
+			return false
+		}
+		return true
+	}
+	if syn {
+		// A SYN inside an established connection: only a retransmitted
+		// SYN-ACK from the responder is tolerated.
+		return !fromOrig && ack
+	}
+	if fin {
+		if e.flags&(flFinOrig|flFinReply) == 0 && fromOrig {
+			e.flags |= flFirstFinOrig
+		}
+		if fromOrig {
+			e.flags |= flFinOrig
+		} else {
+			e.flags |= flFinReply
+		}
+	}
+	firstOrig := e.flags&flFirstFinOrig != 0
+	both := e.flags&flFinOrig != 0 && e.flags&flFinReply != 0
+	switch e.state {
+	case TCPEstablished:
+		if fin {
+			e.state = TCPFinWait
+		}
+	case TCPFinWait:
+		switch {
+		case both:
+			e.state = TCPLastAck
+		case ack && fromOrig != firstOrig:
+			e.state = TCPCloseWait
+		}
+	case TCPCloseWait:
+		if both {
+			e.state = TCPLastAck
+		}
+	case TCPLastAck:
+		// The last FIN came from the side that did not close first; its
+		// ACK comes from the first closer.
+		if ack && !fin && fromOrig == firstOrig {
+			e.state = TCPTimeWait
+		}
+	}
+	return true
+}
+
+// icmpError passes an ICMP error whose quoted packet belongs to a tracked
+// flow (the quoted packet was sent by the error's destination). Other
+// errors follow the policy, untracked.
+func (c *Conntrack) icmpError(outer *flowKey, q []byte, pol *Policy, now int64) Verdict {
+	var fk flowKey
+	fk.fam = outer.fam
+	var l4 []byte
+	if outer.fam == fam4 {
+		ip := packet.IPv4(q)
+		if len(q) < packet.IPv4MinLen || q[0]>>4 != 4 || ip.HeaderLen() < packet.IPv4MinLen || ip.HeaderLen() > len(q) {
+			return DropInvalid
+		}
+		if ip.FragOffset() != 0 {
+			return c.untracked(outer, pol)
+		}
+		fk.src, fk.dst, fk.proto = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes()), ip.Protocol()
+		l4 = q[ip.HeaderLen():]
+	} else {
+		if len(q) < packet.IPv6Len || q[0]>>4 != 6 {
+			return DropInvalid
+		}
+		ip := packet.IPv6(q)
+		fk.src, fk.dst, fk.proto = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes()), ip.NextHeader()
+		l4 = q[packet.IPv6Len:]
+	}
+	if fk.src != outer.dst {
+		return c.untracked(outer, pol)
+	}
+	switch fk.proto {
+	case packet.ProtoTCP, packet.ProtoUDP, packet.ProtoSCTP:
+		if len(l4) < 4 {
+			return DropInvalid
+		}
+		fk.sport = binary.BigEndian.Uint16(l4[0:2])
+		fk.dport = binary.BigEndian.Uint16(l4[2:4])
+	case packet.ProtoICMPv4, packet.ProtoICMPv6:
+		if len(l4) < packet.ICMPHeaderLen {
+			return DropInvalid
+		}
+		if isEcho(fk.fam, l4[0]) {
+			id := binary.BigEndian.Uint16(l4[4:6])
+			fk.sport, fk.dport = id, id
+		}
+	}
+	k, _ := canonical(&fk)
+	h := c.hash(&k)
+	if i, _ := c.find(&k, h); i >= 0 && c.slots[i].expires > now {
+		return AcceptStateless
+	}
+	return c.untracked(outer, pol)
+}
+
+// untracked evaluates pol for a packet that creates no entry.
+func (c *Conntrack) untracked(fk *flowKey, pol *Policy) Verdict {
+	if classify(pol, fk) {
+		return AcceptStateless
+	}
+	return DropNoRule
+}
+
+// ipv6Frag finds the fragment header of ip: the identification and the
+// header that follows it.
+func ipv6Frag(ip packet.IPv6) (id uint32, next uint8, ok bool) {
+	end := packet.IPv6Len + int(ip.PayloadLen())
+	nh := ip.NextHeader()
+	off := packet.IPv6Len
+	for range packet.MaxIPv6ExtHeaders {
+		if off+8 > end {
+			return 0, 0, false
+		}
+		switch nh {
+		case packet.ProtoFragment:
+			return binary.BigEndian.Uint32(ip[off+4 : off+8]), ip[off], true
+		case packet.ProtoHopByHop, packet.ProtoRouting, packet.ProtoDstOpts:
+			nh, off = ip[off], off+(int(ip[off+1])+1)*8
+		case packet.ProtoAH:
+			nh, off = ip[off], off+(int(ip[off+1])+2)*4
+		default:
+			return 0, 0, false
+		}
+	}
+	return 0, 0, false
+}
