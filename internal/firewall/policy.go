@@ -235,13 +235,12 @@ type memberRef struct {
 
 // crule is a rule reduced to what the classifier needs.
 type crule struct {
-	proto      int32 // -1 any
-	portLo     uint32
-	portHi     uint32
-	hasCIDR    bool
-	lo, hi     addr
-	sg         string
-	ruleFamily int
+	proto   int32 // -1 any
+	portLo  uint32
+	portHi  uint32
+	hasCIDR bool
+	lo, hi  addr
+	sg      string
 }
 
 func hasPorts(proto int32) bool { return proto == 6 || proto == 17 || proto == 132 }

@@ -1,0 +1,107 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/packet"
+)
+
+// pk describes a test frame; build makes it with the packet encoders.
+type pk struct {
+	src, dst     string
+	proto        uint8
+	sport, dport uint16 // ports, or ICMP type (sport) and identifier (dport)
+	flags        uint8  // TCP flags
+	hop          uint8  // TTL / hop limit; 0 means 64
+	fragOff      int    // bytes
+	mf           bool
+	fragID       uint32
+	payload      []byte
+}
+
+func (p pk) build() []byte {
+	src, dst := netip.MustParseAddr(p.src), netip.MustParseAddr(p.dst)
+	var l4 []byte
+	if p.fragOff == 0 {
+		switch p.proto {
+		case packet.ProtoTCP:
+			l4 = make([]byte, 20)
+			t := packet.TCP(l4)
+			t.SetSrcPort(p.sport)
+			t.SetDstPort(p.dport)
+			t.SetHeaderLen(20)
+			t.SetFlags(p.flags)
+		case packet.ProtoUDP:
+			l4 = make([]byte, 8)
+			packet.UDP(l4).Encode(p.sport, p.dport, uint16(8+len(p.payload)), 0)
+		case packet.ProtoSCTP:
+			l4 = make([]byte, 12)
+			binary.BigEndian.PutUint16(l4[0:], p.sport)
+			binary.BigEndian.PutUint16(l4[2:], p.dport)
+		case packet.ProtoICMPv4, packet.ProtoICMPv6:
+			l4 = make([]byte, 8)
+			l4[0] = uint8(p.sport)
+			binary.BigEndian.PutUint16(l4[4:], p.dport)
+		}
+	}
+	l4 = append(l4, p.payload...)
+	hop := p.hop
+	if hop == 0 {
+		hop = 64
+	}
+	f := make([]byte, packet.EthernetLen, 128+len(l4))
+	if src.Is4() {
+		packet.Ethernet(f).SetType(packet.EtherTypeIPv4)
+		ip := make([]byte, 20)
+		ff := uint16(p.fragOff / 8)
+		if p.mf {
+			ff |= packet.IPv4FlagMF
+		}
+		packet.IPv4(ip).Encode(0, uint16(20+len(l4)), uint16(p.fragID), ff, hop, p.proto, src, dst)
+		f = append(f, ip...)
+		return append(f, l4...)
+	}
+	packet.Ethernet(f).SetType(packet.EtherTypeIPv6)
+	var ext []byte
+	next := p.proto
+	if p.fragOff != 0 || p.mf {
+		ext = make([]byte, 8)
+		ext[0] = p.proto
+		fo := uint16(p.fragOff)
+		if p.mf {
+			fo |= 1
+		}
+		binary.BigEndian.PutUint16(ext[2:], fo)
+		binary.BigEndian.PutUint32(ext[4:], p.fragID)
+		next = packet.ProtoFragment
+	}
+	ip := make([]byte, 40)
+	packet.IPv6(ip).Encode(0, 0, uint16(len(ext)+len(l4)), next, hop, src, dst)
+	f = append(f, ip...)
+	f = append(f, ext...)
+	return append(f, l4...)
+}
+
+func mustCompile(t testing.TB, in CompileInput) *Policy {
+	t.Helper()
+	p, err := Compile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func addrs(ss ...string) []netip.Addr {
+	var r []netip.Addr
+	for _, s := range ss {
+		r = append(r, netip.MustParseAddr(s))
+	}
+	return r
+}
+
+func cidrRule(dir model.RuleDirection, proto int32, lo, hi uint32, cidr string) model.Rule {
+	return model.Rule{Direction: dir, Protocol: proto, PortStart: lo, PortEnd: hi, CIDR: netip.MustParsePrefix(cidr)}
+}

@@ -1,0 +1,219 @@
+package firewall
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+)
+
+// refAllows is the naive reference: a loop over every rule.
+func refAllows(ips []netip.Addr, groups []model.SG, members map[string][]netip.Addr,
+	dir Direction, proto uint8, src, dst netip.Addr, sport, dport uint16) bool {
+	hasOut := false
+	for _, g := range groups {
+		for _, r := range g.Rules {
+			if r.Direction == model.Outbound {
+				hasOut = true
+			}
+		}
+	}
+	if dir == FromVM && !hasOut {
+		for _, ip := range ips {
+			if ip == src {
+				return true
+			}
+		}
+		return proto == 17 && src == netip.IPv4Unspecified() && dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) &&
+			sport == 68 && dport == 67
+	}
+	peer := src
+	want := model.Inbound
+	if dir == FromVM {
+		peer, want = dst, model.Outbound
+	}
+	for _, g := range groups {
+		for _, r := range g.Rules {
+			if r.Direction != want || (r.Protocol != -1 && r.Protocol != int32(proto)) {
+				continue
+			}
+			if hasPorts(r.Protocol) && (uint32(dport) < r.PortStart || uint32(dport) > r.PortEnd) {
+				continue
+			}
+			if r.CIDR.IsValid() {
+				if r.CIDR.Masked().Contains(peer) {
+					return true
+				}
+				continue
+			}
+			for _, m := range members[r.SG] {
+				if m == peer {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// randAddr picks from a small universe so that rules and packets meet.
+func randAddr(rng *rand.Rand, v6 bool) netip.Addr {
+	if v6 {
+		b := netip.MustParseAddr("2001:db8::").As16()
+		b[14] = byte(rng.IntN(4))
+		b[15] = byte(rng.IntN(64))
+		if rng.IntN(8) == 0 {
+			b[0] = 0xfd
+		}
+		return netip.AddrFrom16(b)
+	}
+	b := [4]byte{10, 0, byte(rng.IntN(4)), byte(rng.IntN(64))}
+	if rng.IntN(8) == 0 {
+		b[0] = 192
+	}
+	return netip.AddrFrom4(b)
+}
+
+var testProtos = []int32{-1, 1, 6, 17, 58, 132, 47}
+
+func randRule(rng *rand.Rand, sgs []string) model.Rule {
+	r := model.Rule{Direction: model.RuleDirection(rng.IntN(2)), Protocol: testProtos[rng.IntN(len(testProtos))]}
+	if hasPorts(r.Protocol) {
+		a, b := uint32(rng.IntN(40)), uint32(rng.IntN(40))
+		if rng.IntN(10) == 0 {
+			a, b = 0, 65535
+		}
+		r.PortStart, r.PortEnd = min(a, b), max(a, b)
+	}
+	if rng.IntN(3) == 0 {
+		r.SG = sgs[rng.IntN(len(sgs))]
+		return r
+	}
+	v6 := rng.IntN(2) == 0
+	a := randAddr(rng, v6)
+	bits := rng.IntN(a.BitLen() + 1)
+	if rng.IntN(4) == 0 {
+		bits = a.BitLen() - rng.IntN(8)
+	}
+	r.CIDR = netip.PrefixFrom(a, bits) // host bits kept, as the model does
+	return r
+}
+
+func TestClassifierDifferential(t *testing.T) {
+	rng := rand.New(rand.NewPCG(42, 4242))
+	sgNames := []string{"g0", "g1", "g2", "missing"}
+	cases, allowed := 0, 0
+	for iter := range 300 {
+		members := map[string][]netip.Addr{}
+		sets := map[string]*MemberSet{}
+		for _, g := range sgNames[:3] {
+			var ms []netip.Addr
+			for range rng.IntN(6) {
+				ms = append(ms, randAddr(rng, rng.IntN(2) == 0))
+			}
+			members[g] = ms
+			sets[g] = NewMemberSet(ms)
+		}
+		nrules := []int{0, 1, 3, 10, 40, 150}[iter%6]
+		var groups []model.SG
+		for gi := range 1 + rng.IntN(3) {
+			g := model.SG{ID: fmt.Sprint("sg", gi)}
+			for range nrules {
+				g.Rules = append(g.Rules, randRule(rng, sgNames))
+			}
+			groups = append(groups, g)
+		}
+		ips := []netip.Addr{randAddr(rng, false), randAddr(rng, true)}
+		pol := mustCompile(t, CompileInput{Generation: 1, IPs: ips, Groups: groups, Members: sets})
+		check := func(phase string) {
+			for range 60 {
+				v6 := rng.IntN(2) == 0
+				src, dst := randAddr(rng, v6), randAddr(rng, v6)
+				dir := Direction(rng.IntN(2))
+				if rng.IntN(4) == 0 {
+					if dir == FromVM {
+						src = ips[rng.IntN(2)]
+					}
+					if src.Is4() != dst.Is4() {
+						dst = randAddr(rng, src.Is6())
+					}
+				}
+				proto := uint8(testProtos[1+rng.IntN(len(testProtos)-1)])
+				if rng.IntN(10) == 0 {
+					proto = uint8(rng.IntN(256))
+				}
+				sport, dport := uint16(rng.IntN(45)), uint16(rng.IntN(45))
+				if !hasPorts(int32(proto)) {
+					sport, dport = 0, 0
+				}
+				if rng.IntN(50) == 0 {
+					src, dst, proto, sport, dport = netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"), 17, 68, 67
+				}
+				got := pol.Allows(dir, proto, src, dst, sport, dport)
+				want := refAllows(ips, groups, members, dir, proto, src, dst, sport, dport)
+				if got != want {
+					t.Fatalf("%s iter %d: %v proto %d %v:%d -> %v:%d: compiled %v, reference %v\nrules %+v\nmembers %v",
+						phase, iter, dir, proto, src, sport, dst, dport, got, want, groups, members)
+				}
+				cases++
+				if want {
+					allowed++
+				}
+			}
+		}
+		check("initial")
+		// A member change updates the shared set only.
+		g := sgNames[rng.IntN(3)]
+		ms := []netip.Addr{randAddr(rng, false), randAddr(rng, true)}
+		referenced := false
+		for _, sg := range groups {
+			for _, r := range sg.Rules {
+				referenced = referenced || r.SG == g
+			}
+		}
+		before := pol.Generation()
+		sets[g].Set(ms)
+		members[g] = ms
+		if referenced && pol.Generation() == before {
+			t.Fatal("member change did not change the policy generation")
+		}
+		check("after member change")
+	}
+	if cases < 10000 {
+		t.Fatalf("only %d cases", cases)
+	}
+	// Both outcomes must be well represented for the test to mean much.
+	if allowed < cases/10 || allowed > cases*9/10 {
+		t.Fatalf("%d of %d cases allowed: unbalanced", allowed, cases)
+	}
+	t.Logf("%d cases, %d allowed", cases, allowed)
+}
+
+func TestCompileErrors(t *testing.T) {
+	bad := []model.Rule{
+		{Direction: 2, Protocol: 6, CIDR: netip.MustParsePrefix("10.0.0.0/8")},
+		{Direction: 0, Protocol: 300, CIDR: netip.MustParsePrefix("10.0.0.0/8")},
+		{Direction: 0, Protocol: 6, PortStart: 10, PortEnd: 5, CIDR: netip.MustParsePrefix("10.0.0.0/8")},
+		{Direction: 0, Protocol: 17, PortStart: 1, PortEnd: 70000, CIDR: netip.MustParsePrefix("10.0.0.0/8")},
+		{Direction: 0, Protocol: 6},
+		{Direction: 0, Protocol: 6, CIDR: netip.MustParsePrefix("10.0.0.0/8"), SG: "x"},
+	}
+	for i, r := range bad {
+		if _, err := Compile(CompileInput{Groups: []model.SG{{ID: "sg", Rules: []model.Rule{r}}}}); err == nil {
+			t.Errorf("rule %d %+v: no error", i, r)
+		}
+	}
+}
+
+func TestZeroMaskIsPerFamily(t *testing.T) {
+	pol := mustCompile(t, CompileInput{Groups: []model.SG{{ID: "sg", Rules: []model.Rule{
+		cidrRule(model.Inbound, -1, 0, 0, "0.0.0.0/0")}}}})
+	if !pol.Allows(ToVM, 6, netip.MustParseAddr("1.2.3.4"), netip.MustParseAddr("10.0.0.1"), 1, 2) {
+		t.Error("0.0.0.0/0 does not allow IPv4")
+	}
+	if pol.Allows(ToVM, 6, netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), 1, 2) {
+		t.Error("0.0.0.0/0 allows IPv6")
+	}
+}
