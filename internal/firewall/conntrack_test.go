@@ -1,0 +1,412 @@
+package firewall
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/packet"
+)
+
+const (
+	vm4   = "10.0.0.1"
+	peer4 = "10.0.0.2"
+	vm6   = "2001:db8::1"
+	peer6 = "2001:db8::2"
+)
+
+const (
+	syn    = packet.TCPFlagSYN
+	synack = packet.TCPFlagSYN | packet.TCPFlagACK
+	ack    = packet.TCPFlagACK
+	finack = packet.TCPFlagFIN | packet.TCPFlagACK
+	rst    = packet.TCPFlagRST
+)
+
+// step is one packet of a scenario and its expected verdict.
+type step struct {
+	at   int64 // seconds since the start
+	dir  Direction
+	p    pk
+	want Verdict
+}
+
+func runSteps(t *testing.T, ct *Conntrack, pol *Policy, steps []step) {
+	t.Helper()
+	for i, s := range steps {
+		if got := ct.Filter(s.p.build(), s.dir, pol, s.at*sec); got != s.want {
+			t.Fatalf("step %d (t=%ds %v %+v): got %v, want %v", i, s.at, s.dir, s.p, got, s.want)
+		}
+	}
+}
+
+// defaultPolicy has no rule: default egress only.
+func defaultPolicy(t *testing.T) *Policy {
+	return mustCompile(t, CompileInput{Generation: 1, IPs: addrs(vm4, vm6)})
+}
+
+func openInbound(t *testing.T, gen uint64, proto int32, lo, hi uint32) *Policy {
+	return mustCompile(t, CompileInput{Generation: gen, IPs: addrs(vm4, vm6), Groups: []model.SG{{ID: "sg", Rules: []model.Rule{
+		cidrRule(model.Inbound, proto, lo, hi, "0.0.0.0/0"), cidrRule(model.Inbound, proto, lo, hi, "::/0")}}}})
+}
+
+func tcpOut(src, dst string, flags uint8) pk {
+	return pk{src: src, dst: dst, proto: packet.ProtoTCP, sport: 40000, dport: 80, flags: flags}
+}
+
+func tcpIn(src, dst string, flags uint8) pk {
+	return pk{src: src, dst: dst, proto: packet.ProtoTCP, sport: 80, dport: 40000, flags: flags}
+}
+
+func TestTCPLifecycle(t *testing.T) {
+	for _, fam := range []struct{ vm, peer string }{{vm4, peer4}, {vm6, peer6}} {
+		t.Run(fam.vm, func(t *testing.T) {
+			ct := NewConntrack(16)
+			pol := defaultPolicy(t)
+			vm, peer := fam.vm, fam.peer
+			runSteps(t, ct, pol, []step{
+				{0, ToVM, tcpIn(peer, vm, syn), DropNoRule},            // nobody may open towards the VM
+				{0, ToVM, tcpIn(peer, vm, ack), DropInvalid},           // mid-stream segment, no flow
+				{0, FromVM, tcpOut(vm, peer, ack), DropInvalid},        // only a SYN opens
+				{0, FromVM, tcpOut(vm, peer, syn), Accept},             // default egress
+				{1, FromVM, tcpOut(vm, peer, syn), Accept},             // retransmission
+				{1, FromVM, tcpOut(vm, peer, ack), DropInvalid},        // ACK before SYN-ACK
+				{2, ToVM, tcpIn(peer, vm, synack), Accept},             // reply without a rule
+				{2, FromVM, tcpOut(vm, peer, ack), Accept},             // established
+				{3, ToVM, tcpOut(peer, vm, syn), DropNoRule},           // other flow (ports swapped)
+				{4, FromVM, tcpIn(peer, vm, ack), DropInvalid},         // the peer's tuple coming from the VM: spoofed
+				{4 + 5*86400 - 10, ToVM, tcpIn(peer, vm, ack), Accept}, // ESTABLISHED lasts 5 days
+				{4 + 5*86400 - 5, FromVM, tcpOut(vm, peer, finack), Accept},
+				{4 + 5*86400 - 4, ToVM, tcpIn(peer, vm, ack), Accept},
+				{4 + 5*86400 - 3, ToVM, tcpIn(peer, vm, finack), Accept},
+				{4 + 5*86400 - 2, FromVM, tcpOut(vm, peer, ack), Accept},
+			})
+			k, _ := canonical(&flowKey{fam: famOf(vm), proto: 6, src: addrOf(netip.MustParseAddr(vm)),
+				dst: addrOf(netip.MustParseAddr(peer)), sport: 40000, dport: 80})
+			i, _ := ct.find(&k, ct.hash(&k))
+			if i < 0 || ct.slots[i].state != TCPTimeWait {
+				t.Fatalf("after the close handshake: slot %d state %v, want TIME_WAIT", i, ct.slots[i].state)
+			}
+			end := int64(4 + 5*86400 - 2)
+			runSteps(t, ct, pol, []step{
+				{end + 119, ToVM, tcpIn(peer, vm, ack), Accept},               // TIME_WAIT 120 s
+				{end + 119 + 121, ToVM, tcpIn(peer, vm, ack), DropInvalid},    // expired
+				{end + 300, FromVM, tcpOut(vm, peer, syn), Accept},            // new connection
+				{end + 300 + 121, ToVM, tcpIn(peer, vm, synack), DropInvalid}, // SYN_SENT 120 s
+			})
+		})
+	}
+}
+
+func famOf(s string) int {
+	if netip.MustParseAddr(s).Is4() {
+		return fam4
+	}
+	return fam6
+}
+
+func TestTCPResetAndReopen(t *testing.T) {
+	ct := NewConntrack(16)
+	pol := openInbound(t, 1, 6, 22, 22)
+	in := func(f uint8) pk { return pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: f} }
+	out := func(f uint8) pk { return pk{src: vm4, dst: peer4, proto: 6, sport: 22, dport: 5555, flags: f} }
+	runSteps(t, ct, pol, []step{
+		{0, ToVM, pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 23, flags: syn}, DropNoRule},
+		{0, ToVM, in(syn), Accept},
+		{0, FromVM, out(synack), Accept},
+		{0, ToVM, in(ack), Accept},
+		{1, FromVM, out(rst), Accept}, // CLOSE, 10 s
+		{2, ToVM, in(ack), Accept},
+		{13, ToVM, in(ack), DropInvalid},
+		{14, ToVM, in(syn), Accept}, // reopened
+	})
+}
+
+func TestUDPTimeouts(t *testing.T) {
+	ct := NewConntrack(16)
+	pol := defaultPolicy(t)
+	out := pk{src: vm4, dst: peer4, proto: 17, sport: 5000, dport: 53}
+	in := pk{src: peer4, dst: vm4, proto: 17, sport: 53, dport: 5000}
+	runSteps(t, ct, pol, []step{
+		{0, ToVM, in, DropNoRule},
+		{0, FromVM, out, Accept},
+		{29, ToVM, in, Accept}, // unreplied: 30 s; now assured: 180 s
+		{29 + 179, FromVM, out, Accept},
+		{29 + 179 + 179, ToVM, in, Accept},
+		{29 + 179 + 179 + 181, ToVM, in, DropNoRule}, // expired
+	})
+	ct = NewConntrack(16)
+	runSteps(t, ct, pol, []step{
+		{0, FromVM, out, Accept},
+		{31, ToVM, in, DropNoRule}, // unreplied flow expired after 30 s
+	})
+}
+
+func TestICMPEcho(t *testing.T) {
+	for _, c := range []struct {
+		vm, peer         string
+		proto, req, resp uint8
+	}{{vm4, peer4, 1, packet.ICMPv4Echo, packet.ICMPv4EchoReply}, {vm6, peer6, 58, packet.ICMPv6EchoRequest, packet.ICMPv6EchoReply}} {
+		ct := NewConntrack(16)
+		pol := defaultPolicy(t)
+		echo := func(src, dst string, typ uint8, id uint16) pk {
+			return pk{src: src, dst: dst, proto: c.proto, sport: uint16(typ), dport: id}
+		}
+		runSteps(t, ct, pol, []step{
+			{0, ToVM, echo(c.peer, c.vm, c.req, 7), DropNoRule},
+			{0, FromVM, echo(c.vm, c.peer, c.req, 7), Accept},
+			{1, ToVM, echo(c.peer, c.vm, c.resp, 7), Accept},
+			{1, ToVM, echo(c.peer, c.vm, c.resp, 8), DropNoRule},  // another identifier
+			{32, ToVM, echo(c.peer, c.vm, c.resp, 7), DropNoRule}, // 30 s
+		})
+	}
+}
+
+func TestOtherProtocol(t *testing.T) {
+	ct := NewConntrack(16)
+	pol := defaultPolicy(t)
+	runSteps(t, ct, pol, []step{
+		{0, FromVM, pk{src: vm4, dst: peer4, proto: 47}, Accept},
+		{599, ToVM, pk{src: peer4, dst: vm4, proto: 47}, Accept},
+		{599, ToVM, pk{src: "10.0.0.3", dst: vm4, proto: 47}, DropNoRule},
+		{599 + 601, ToVM, pk{src: peer4, dst: vm4, proto: 47}, DropNoRule},
+	})
+}
+
+func TestDefaultEgress(t *testing.T) {
+	ct := NewConntrack(16)
+	pol := defaultPolicy(t)
+	runSteps(t, ct, pol, []step{
+		{0, FromVM, pk{src: "10.0.0.9", dst: peer4, proto: 17, sport: 1, dport: 2}, DropNoRule}, // spoofed
+		{0, FromVM, pk{src: "0.0.0.0", dst: "255.255.255.255", proto: 17, sport: 68, dport: 67}, Accept},
+		{0, FromVM, pk{src: "0.0.0.0", dst: "255.255.255.255", proto: 17, sport: 68, dport: 68}, DropNoRule},
+		{0, ToVM, pk{src: "10.0.0.254", dst: vm4, proto: 17, sport: 67, dport: 68}, DropNoRule}, // needs a rule
+	})
+	// With an OUTBOUND rule only the rules decide egress, by destination.
+	out := mustCompile(t, CompileInput{Generation: 1, IPs: addrs(vm4), Groups: []model.SG{{ID: "sg", Rules: []model.Rule{
+		cidrRule(model.Outbound, 6, 443, 443, "192.0.2.0/24")}}}})
+	ct = NewConntrack(16)
+	runSteps(t, ct, out, []step{
+		{0, FromVM, pk{src: vm4, dst: peer4, proto: 6, sport: 1000, dport: 443, flags: syn}, DropNoRule},
+		{0, FromVM, pk{src: vm4, dst: "192.0.2.7", proto: 6, sport: 1000, dport: 80, flags: syn}, DropNoRule},
+		{0, FromVM, pk{src: vm4, dst: "192.0.2.7", proto: 6, sport: 1000, dport: 443, flags: syn}, Accept},
+		{0, ToVM, pk{src: "192.0.2.7", dst: vm4, proto: 6, sport: 443, dport: 1000, flags: synack}, Accept},
+	})
+}
+
+func TestNonIPAndMalformed(t *testing.T) {
+	ct := NewConntrack(16)
+	pol := defaultPolicy(t)
+	arp := make([]byte, 42)
+	packet.Ethernet(arp).SetType(0x0806)
+	if v := ct.Filter(arp, ToVM, pol, 0); v != AcceptStateless {
+		t.Errorf("ARP: %v", v)
+	}
+	if v := ct.Filter(arp[:10], ToVM, pol, 0); v != DropInvalid {
+		t.Errorf("runt: %v", v)
+	}
+	f := tcpOut(vm4, peer4, syn).build()
+	if v := ct.Filter(f[:len(f)-10], FromVM, pol, 0); v != DropInvalid {
+		t.Errorf("truncated TCP: %v", v)
+	}
+	if ct.Count(DropInvalid) != 2 || ct.Count(AcceptStateless) != 1 {
+		t.Errorf("counters %v", ct.Drops())
+	}
+}
+
+func TestIPv6NeighbourDiscovery(t *testing.T) {
+	ct := NewConntrack(16)
+	pol := defaultPolicy(t)
+	icmp6 := func(src, dst string, typ, hop uint8) pk {
+		return pk{src: src, dst: dst, proto: 58, sport: uint16(typ), hop: hop, payload: make([]byte, 16)}
+	}
+	runSteps(t, ct, pol, []step{
+		{0, FromVM, icmp6("fe80::1", "ff02::1:ff00:2", packet.ICMPv6NeighborSolicit, 255), AcceptStateless},
+		{0, FromVM, icmp6("::", "ff02::1:ff00:1", packet.ICMPv6NeighborSolicit, 255), AcceptStateless}, // DAD
+		{0, FromVM, icmp6("fe80::1", "ff02::2", packet.ICMPv6RouterSolicit, 255), AcceptStateless},
+		{0, FromVM, icmp6("fe80::1", "ff02::16", packet.ICMPv6MLDv2Report, 1), AcceptStateless},
+		{0, ToVM, icmp6("fe80::2", "fe80::1", packet.ICMPv6NeighborAdvert, 255), AcceptStateless},
+		{0, ToVM, icmp6("fe80::2", "ff02::1", packet.ICMPv6RouterAdvert, 255), AcceptStateless},
+		{0, ToVM, icmp6(peer6, vm6, packet.ICMPv6NeighborSolicit, 255), AcceptStateless},
+		{0, ToVM, icmp6(peer6, vm6, packet.ICMPv6NeighborSolicit, 64), DropNoRule},     // not link-local scope
+		{0, ToVM, icmp6(peer6, "ff02::1", packet.ICMPv6RouterAdvert, 255), DropNoRule}, // RA from a global address
+		{0, FromVM, icmp6("2001:db8::99", "ff02::1", packet.ICMPv6NeighborAdvert, 255), DropNoRule},
+		{0, FromVM, icmp6("fe80::1", "ff02::1", packet.ICMPv6RouterAdvert, 255), DropNoRule}, // VM is no router
+	})
+	if ct.Len() != 0 {
+		t.Errorf("ND created %d entries", ct.Len())
+	}
+}
+
+func TestTableFull(t *testing.T) {
+	ct := NewConntrack(2)
+	pol := defaultPolicy(t)
+	udp := func(sport uint16) pk { return pk{src: vm4, dst: peer4, proto: 17, sport: sport, dport: 53} }
+	runSteps(t, ct, pol, []step{
+		{0, FromVM, udp(1), Accept},
+		{0, FromVM, udp(2), Accept},
+		{1, FromVM, udp(3), DropTableFull},
+		{1, FromVM, udp(1), Accept}, // tracked flows are unaffected
+		{1, ToVM, pk{src: peer4, dst: vm4, proto: 17, sport: 53, dport: 2}, Accept},
+		{1, FromVM, udp(4), DropTableFull},
+	})
+	if ct.Count(DropTableFull) != 2 {
+		t.Errorf("table_full count %d", ct.Count(DropTableFull))
+	}
+	// Once flow 1 expires (30 s unreplied) a new flow fits; flow 2 (replied,
+	// 180 s) stays.
+	runSteps(t, ct, pol, []step{
+		{40, FromVM, udp(5), Accept},
+		{41, ToVM, pk{src: peer4, dst: vm4, proto: 17, sport: 53, dport: 2}, Accept},
+		{41, FromVM, udp(6), DropTableFull},
+	})
+}
+
+func TestGenerationCut(t *testing.T) {
+	ct := NewConntrack(16)
+	ssh := openInbound(t, 1, 6, 22, 22)
+	in := func(f uint8) pk { return pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: f} }
+	out := func(f uint8) pk { return pk{src: vm4, dst: peer4, proto: 6, sport: 22, dport: 5555, flags: f} }
+	runSteps(t, ct, ssh, []step{{0, ToVM, in(syn), Accept}, {0, FromVM, out(synack), Accept}, {0, ToVM, in(ack), Accept}})
+	// An unrelated change (one more rule) leaves the flow alone.
+	more := mustCompile(t, CompileInput{Generation: 2, IPs: addrs(vm4), Groups: []model.SG{{ID: "sg", Rules: []model.Rule{
+		cidrRule(model.Inbound, 6, 22, 22, "0.0.0.0/0"), cidrRule(model.Inbound, 17, 53, 53, "0.0.0.0/0")}}}})
+	runSteps(t, ct, more, []step{{1, FromVM, out(ack), Accept}, {1, ToVM, in(ack), Accept}})
+	// Removing the rule cuts the flow at its next packet, either way.
+	none := openInbound(t, 3, 17, 53, 53)
+	runSteps(t, ct, none, []step{{2, FromVM, out(ack), DropCut}, {2, ToVM, in(ack), DropInvalid}})
+	if ct.Len() != 0 {
+		t.Errorf("cut flow still tracked: %d entries", ct.Len())
+	}
+
+	// Member removal cuts flows admitted through the member.
+	set := NewMemberSet(addrs(peer4))
+	grp := mustCompile(t, CompileInput{Generation: 4, IPs: addrs(vm4), Members: map[string]*MemberSet{"peers": set},
+		Groups: []model.SG{{ID: "sg", Rules: []model.Rule{{Direction: model.Inbound, Protocol: 6, PortStart: 22, PortEnd: 22, SG: "peers"}}}}})
+	runSteps(t, ct, grp, []step{{3, ToVM, in(syn), Accept}, {3, FromVM, out(synack), Accept}})
+	set.Set(addrs(peer4, "10.0.0.3")) // still a member
+	runSteps(t, ct, grp, []step{{4, ToVM, in(ack), Accept}})
+	set.Set(addrs("10.0.0.3"))
+	runSteps(t, ct, grp, []step{{5, FromVM, out(ack), DropCut}, {5, ToVM, in(syn), DropNoRule}})
+}
+
+// icmpErr builds an ICMP error from src to dst quoting frame's IP packet.
+func icmpErr(src, dst string, proto uint8, typ uint8, quoted []byte) pk {
+	q := quoted[packet.EthernetLen:]
+	return pk{src: src, dst: dst, proto: proto, sport: uint16(typ), payload: q}
+}
+
+func TestICMPErrors(t *testing.T) {
+	for _, c := range []struct {
+		vm, peer, router string
+		proto, typ       uint8
+	}{{vm4, peer4, "192.0.2.1", 1, packet.ICMPv4DstUnreachable}, {vm6, peer6, "2001:db8:ffff::1", 58, packet.ICMPv6PacketTooBig}} {
+		ct := NewConntrack(16)
+		pol := defaultPolicy(t)
+		sent := pk{src: c.vm, dst: c.peer, proto: 17, sport: 4000, dport: 53, payload: make([]byte, 32)}
+		other := pk{src: c.vm, dst: c.peer, proto: 17, sport: 4001, dport: 53}
+		runSteps(t, ct, pol, []step{
+			{0, ToVM, icmpErr(c.router, c.vm, c.proto, c.typ, sent.build()), DropNoRule}, // no flow yet
+			{0, FromVM, sent, Accept},
+			{1, ToVM, icmpErr(c.router, c.vm, c.proto, c.typ, sent.build()), AcceptStateless},
+			{1, ToVM, icmpErr(c.peer, c.vm, c.proto, c.typ, sent.build()), AcceptStateless},
+			{1, ToVM, icmpErr(c.router, c.vm, c.proto, c.typ, other.build()), DropNoRule}, // untracked flow
+			{1, ToVM, icmpErr(c.router, c.vm, c.proto, c.typ, sent.build()[:packet.EthernetLen+10]), DropInvalid},
+		})
+		if ct.Len() != 1 {
+			t.Errorf("%s: %d entries, want the UDP flow only", c.vm, ct.Len())
+		}
+	}
+}
+
+func TestFragments(t *testing.T) {
+	for _, c := range []struct{ vm, peer string }{{vm4, peer4}, {vm6, peer6}} {
+		ct := NewConntrack(16)
+		pol := openInbound(t, 1, 17, 9000, 9000)
+		first := pk{src: c.peer, dst: c.vm, proto: 17, sport: 1234, dport: 9000, mf: true, fragID: 77, payload: make([]byte, 1000)}
+		mid := pk{src: c.peer, dst: c.vm, proto: 17, fragOff: 1008, mf: true, fragID: 77, payload: make([]byte, 1000)}
+		last := pk{src: c.peer, dst: c.vm, proto: 17, fragOff: 2008, fragID: 77, payload: make([]byte, 100)}
+		otherID := last
+		otherID.fragID = 78
+		denied := first
+		denied.dport, denied.fragID = 9001, 79
+		deniedRest := last
+		deniedRest.fragID = 79
+		runSteps(t, ct, pol, []step{
+			{0, ToVM, mid, DropFragment}, // before the first fragment
+			{0, ToVM, first, Accept},
+			{0, ToVM, mid, AcceptStateless},
+			{0, ToVM, last, AcceptStateless},
+			{0, ToVM, otherID, DropFragment},
+			{0, ToVM, denied, DropNoRule},
+			{0, ToVM, deniedRest, DropFragment},
+			{31, ToVM, last, DropFragment}, // the record expired
+		})
+	}
+}
+
+// TestSweep checks that expired entries are collected by later calls,
+// and that every live entry survives the backward-shift deletions.
+func TestSweep(t *testing.T) {
+	ct := NewConntrack(300)
+	pol := defaultPolicy(t)
+	for i := range 300 {
+		p := pk{src: vm4, dst: peer4, proto: 17, sport: uint16(i), dport: 53}
+		if v := ct.Filter(p.build(), FromVM, pol, int64(i%2)*20*sec); v != Accept {
+			t.Fatalf("flow %d: %v", i, v)
+		}
+	}
+	// At t=40 s the even flows (created at 0) have expired, the odd ones
+	// (created at 20 s) live until 50 s.
+	arp := make([]byte, 60)
+	packet.Ethernet(arp).SetType(0x0806)
+	// A deletion re-examines its slot, so allow two passes.
+	for range 2 * len(ct.slots) / sweepPerPacket {
+		ct.Filter(arp, ToVM, pol, 40*sec)
+	}
+	if ct.Len() != 150 {
+		t.Fatalf("after a sweep: %d entries, want 150", ct.Len())
+	}
+	for i := 1; i < 300; i += 2 {
+		p := pk{src: peer4, dst: vm4, proto: 17, sport: 53, dport: uint16(i)}
+		if v := ct.Filter(p.build(), ToVM, pol, 41*sec); v != Accept {
+			t.Fatalf("live flow %d lost: %v", i, v)
+		}
+	}
+}
+
+func TestFilterBatch(t *testing.T) {
+	ct := NewConntrack(16)
+	pol := defaultPolicy(t)
+	frames := [][]byte{tcpOut(vm4, peer4, syn).build(), tcpIn(peer4, vm4, synack).build(), pk{src: "10.0.0.9", dst: peer4, proto: 17}.build()}
+	out := make([]Verdict, 3)
+	ct.FilterBatch(frames, FromVM, pol, 0, out)
+	// All three cross FromVM: the SYN-ACK is in the wrong direction, the
+	// UDP datagram has a spoofed source.
+	want := []Verdict{Accept, DropInvalid, DropNoRule}
+	for i := range want {
+		if out[i] != want[i] {
+			t.Errorf("frame %d: %v, want %v", i, out[i], want[i])
+		}
+	}
+	if ct.Count(Accept) != 1 || ct.Count(DropInvalid) != 1 || ct.Count(DropNoRule) != 1 {
+		t.Errorf("counters: %v", ct.Drops())
+	}
+}
+
+func TestFilterAllocs(t *testing.T) {
+	ct := NewConntrack(1024)
+	pol := openInbound(t, 1, 6, 0, 65535)
+	syn1 := tcpOut(vm4, peer4, syn).build()
+	reply := tcpIn(peer4, vm4, synack).build()
+	miss := pk{src: "10.9.9.9", dst: vm4, proto: 17, sport: 1, dport: 2}.build()
+	ct.Filter(syn1, FromVM, pol, 0)
+	for name, f := range map[string]func(){
+		"hit":  func() { ct.Filter(reply, ToVM, pol, sec) },
+		"miss": func() { ct.Filter(miss, ToVM, pol, sec) },
+	} {
+		if n := testing.AllocsPerRun(1000, f); n != 0 {
+			t.Errorf("%s: %v allocs per packet", name, n)
+		}
+	}
+}
