@@ -1,0 +1,641 @@
+// Package vhostuser is an in-house vhost-user back end for virtio-net
+// (QEMU docs/interop/vhost-user.rst): a port.Port whose frames live in a
+// VM's split virtqueues in shared memory.
+//
+// Listen creates the unix socket (server mode) and serves one front end
+// at a time in its own goroutine. The data path (ReadBatch reads the
+// guest's transmit ring 1, WriteBatch fills its receive ring 0) never
+// locks: it loads each ring through an atomic pointer that the control
+// goroutine swaps, and the control goroutine waits for a batch in flight
+// to finish before it unmaps or reuses anything that batch could touch.
+//
+// Fd returns an epoll descriptor that stays the same for the port's life:
+// it becomes readable when the guest kicks its transmit ring or when a
+// ring starts or stops. ReadBatch rearms it when it finds nothing to do,
+// so a worker may sleep on it after a ReadBatch that returned 0.
+package vhostuser
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/butterfly-go/butterfly/internal/packet"
+	"golang.org/x/sys/unix"
+)
+
+// Virtio feature bits (virtio 1.x and vhost-user).
+const (
+	fCsum             = 0
+	fGuestCsum        = 1
+	fGuestTSO4        = 7
+	fGuestTSO6        = 8
+	fHostTSO4         = 11
+	fHostTSO6         = 12
+	fMrgRxbuf         = 15
+	fIndirectDesc     = 28
+	fProtocolFeatures = 30
+	fVersion1         = 32
+)
+
+// Protocol feature bits.
+const (
+	pfMQ                = 0
+	pfReplyAck          = 3
+	pfConfigureMemSlots = 15
+)
+
+const (
+	rxRing = 0 // guest receive queue: WriteBatch
+	txRing = 1 // guest transmit queue: ReadBatch
+)
+
+// Options configures a port.
+type Options struct {
+	// Logger receives control-plane events (connections, protocol
+	// errors); nil means slog.Default().
+	Logger *slog.Logger
+	// NoOffloads withholds CSUM, GUEST_CSUM and the TSO features, so the
+	// guest sends complete, unsegmented frames.
+	NoOffloads bool
+}
+
+// Stats are a port's counters, from the switch's point of view: In is
+// what the guest transmitted, Out what was delivered to it.
+type Stats struct {
+	InFrames, InBytes, InDropped    uint64
+	OutFrames, OutBytes, OutDropped uint64
+	// Broken counts rings stopped because the guest corrupted them.
+	Broken uint64
+	// Connections counts front ends accepted.
+	Connections uint64
+}
+
+// Port is a vhost-user virtio-net port in server mode.
+type Port struct {
+	path string
+	log  *slog.Logger
+	ln   int
+	epfd int
+	wake int // eventfd in epfd, written on ring start and stop
+
+	rings [2]atomic.Pointer[vring]
+	seq   [2]atomic.Uint64 // odd while a batch uses the ring
+	evs   [4]unix.EpollEvent
+
+	inFrames, inBytes, inDropped    atomic.Uint64
+	outFrames, outBytes, outDropped atomic.Uint64
+	broken, conns                   atomic.Uint64
+
+	offered   uint64
+	closeOnce sync.Once
+	connMu    sync.Mutex
+	connFd    int // -1 when no front end
+	closed    atomic.Bool
+	done      chan struct{}
+}
+
+// Listen creates the socket at path (removing a stale one) and starts
+// serving front ends on it, one at a time.
+func Listen(path string, opts Options) (*Port, error) {
+	p := &Port{path: path, log: opts.Logger, connFd: -1, done: make(chan struct{})}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	p.log = p.log.With("vhost-user", path)
+	p.offered = 1<<fVersion1 | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures
+	if !opts.NoOffloads {
+		p.offered |= 1<<fCsum | 1<<fGuestCsum | 1<<fHostTSO4 | 1<<fHostTSO6 | 1<<fGuestTSO4 | 1<<fGuestTSO6
+	}
+	var err error
+	if p.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("vhost-user %s: epoll: %w", path, err)
+	}
+	if p.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		unix.Close(p.epfd)
+		return nil, fmt.Errorf("vhost-user %s: eventfd: %w", path, err)
+	}
+	if err := p.watch(p.wake); err != nil {
+		p.closeFds()
+		return nil, err
+	}
+	if p.ln, err = listenUnix(path); err != nil {
+		p.closeFds()
+		return nil, err
+	}
+	go p.serve()
+	return p, nil
+}
+
+func listenUnix(path string) (int, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("vhost-user %s: socket: %w", path, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("vhost-user %s: bind: %w", path, err)
+	}
+	if err := unix.Listen(fd, 1); err != nil {
+		unix.Close(fd)
+		os.Remove(path)
+		return -1, fmt.Errorf("vhost-user %s: listen: %w", path, err)
+	}
+	return fd, nil
+}
+
+func (p *Port) watch(fd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("vhost-user %s: epoll add fd %d: %w", p.path, fd, err)
+	}
+	return nil
+}
+
+func (p *Port) closeFds() {
+	unix.Close(p.wake)
+	unix.Close(p.epfd)
+}
+
+// Path returns the socket path.
+func (p *Port) Path() string { return p.path }
+
+// Fd returns the port's epoll descriptor (see the package comment).
+func (p *Port) Fd() int { return p.epfd }
+
+// Ready reports whether both rings are running.
+func (p *Port) Ready() bool {
+	return p.rings[rxRing].Load() != nil && p.rings[txRing].Load() != nil
+}
+
+// Stats returns a snapshot of the counters.
+func (p *Port) Stats() Stats {
+	return Stats{
+		InFrames: p.inFrames.Load(), InBytes: p.inBytes.Load(), InDropped: p.inDropped.Load(),
+		OutFrames: p.outFrames.Load(), OutBytes: p.outBytes.Load(), OutDropped: p.outDropped.Load(),
+		Broken: p.broken.Load(), Connections: p.conns.Load(),
+	}
+}
+
+// ReadBatch fills bufs with frames the guest transmitted. When it finds
+// none it re-enables guest kicks and rearms Fd.
+func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
+	s := &p.seq[txRing]
+	s.Add(1)
+	n := 0
+	if r := p.rings[txRing].Load(); r != nil && !r.broken {
+		var dropped int
+		var bytes uint64
+		n, dropped, bytes = r.dequeue(bufs)
+		if n == 0 && dropped == 0 && !r.broken {
+			if r.setNotify(true) {
+				n, dropped, bytes = r.dequeue(bufs)
+			}
+		}
+		if n > 0 || dropped > 0 {
+			if r.usedFlags == 0 {
+				r.setNotify(false)
+			}
+			p.inFrames.Add(uint64(n))
+			p.inBytes.Add(bytes)
+			p.inDropped.Add(uint64(dropped))
+		}
+		if r.broken {
+			p.markBroken(txRing)
+		}
+	}
+	s.Add(1)
+	if n == 0 {
+		// Harvest the edge-triggered events so Fd sleeps again.
+		unix.EpollWait(p.epfd, p.evs[:], 0)
+	}
+	return n, nil
+}
+
+// WriteBatch delivers bufs to the guest. It returns how many it took
+// (delivered, or dropped because the frame cannot be expressed to this
+// guest); it stops at the first frame for which the guest has no room.
+func (p *Port) WriteBatch(bufs []*packet.Buf) (int, error) {
+	s := &p.seq[rxRing]
+	s.Add(1)
+	n := 0
+	if r := p.rings[rxRing].Load(); r != nil && !r.broken {
+		var dropped int
+		var bytes uint64
+		n, dropped, bytes = r.enqueue(bufs)
+		p.outFrames.Add(uint64(n - dropped))
+		p.outBytes.Add(bytes)
+		p.outDropped.Add(uint64(dropped))
+		if r.broken {
+			p.markBroken(rxRing)
+		}
+	}
+	s.Add(1)
+	return n, nil
+}
+
+// markBroken records that the guest corrupted ring i. It runs once per
+// corruption (a broken ring is skipped until the front end restarts it).
+func (p *Port) markBroken(i int) {
+	p.broken.Add(1)
+	p.log.Warn("vhost-user ring stopped: the guest corrupted it", "ring", i)
+}
+
+// Close stops serving, disconnects the front end and removes the socket.
+func (p *Port) Close() error {
+	p.closeOnce.Do(func() {
+		p.closed.Store(true)
+		unix.Shutdown(p.ln, unix.SHUT_RDWR)
+		p.connMu.Lock()
+		if p.connFd >= 0 {
+			unix.Shutdown(p.connFd, unix.SHUT_RDWR)
+		}
+		p.connMu.Unlock()
+		<-p.done
+		unix.Close(p.ln)
+		os.Remove(p.path)
+		p.closeFds()
+	})
+	return nil
+}
+
+// serve accepts front ends one at a time until Close.
+func (p *Port) serve() {
+	defer close(p.done)
+	for !p.closed.Load() {
+		fd, _, err := unix.Accept4(p.ln, unix.SOCK_CLOEXEC)
+		if err != nil {
+			if p.closed.Load() {
+				return
+			}
+			if err == unix.EINTR || err == unix.ECONNABORTED {
+				continue
+			}
+			p.log.Error("vhost-user accept failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		p.connMu.Lock()
+		if p.closed.Load() {
+			p.connMu.Unlock()
+			unix.Close(fd)
+			return
+		}
+		p.connFd = fd
+		p.connMu.Unlock()
+		p.conns.Add(1)
+		p.log.Info("vhost-user front end connected")
+		d := newDevice(p, fd)
+		err = d.run()
+		d.teardown()
+		p.connMu.Lock()
+		p.connFd = -1
+		p.connMu.Unlock()
+		unix.Close(fd)
+		p.log.Info("vhost-user front end disconnected", "reason", err)
+	}
+}
+
+// ringCtl is the control side of one ring.
+type ringCtl struct {
+	conf    ringConf
+	base    uint16
+	addrSet bool
+	kicked  bool // SET_VRING_KICK received: the ring is started
+	enabled bool
+	kick    int
+	call    int
+	err     int
+}
+
+// device is the state of one front-end connection, owned by the control
+// goroutine.
+type device struct {
+	p        *Port
+	c        *conn
+	features uint64
+	proto    uint64
+	featSet  bool
+	mem      *memTable
+	rings    [2]ringCtl
+}
+
+func newDevice(p *Port, fd int) *device {
+	d := &device{p: p, c: newConn(fd)}
+	for i := range d.rings {
+		d.rings[i] = ringCtl{kick: -1, call: -1, err: -1}
+	}
+	d.resetRings()
+	return d
+}
+
+func (d *device) resetRings() {
+	for i := range d.rings {
+		r := &d.rings[i]
+		closeFd(&r.kick, d.p, i == txRing)
+		closeFd(&r.call, nil, false)
+		closeFd(&r.err, nil, false)
+		*r = ringCtl{kick: -1, call: -1, err: -1}
+	}
+}
+
+func closeFd(fd *int, p *Port, watched bool) {
+	if *fd >= 0 {
+		if watched {
+			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, *fd, nil)
+		}
+		unix.Close(*fd)
+		*fd = -1
+	}
+}
+
+func (d *device) run() error {
+	for {
+		m, err := d.c.read()
+		if err != nil {
+			return err
+		}
+		reply, herr := d.handle(m)
+		m.closeFds()
+		if herr != nil {
+			d.p.log.Warn("vhost-user request failed", "request", m.req, "err", herr)
+		}
+		if reply != nil {
+			if err := d.c.reply(m.req, reply); err != nil {
+				return err
+			}
+		} else if m.flags&flagNeedReply != 0 && d.proto&(1<<pfReplyAck) != 0 {
+			var status uint64
+			if herr != nil {
+				status = 1
+			}
+			if err := d.c.replyU64(m.req, status); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func u64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
+
+// handle applies one message and returns the reply payload for requests
+// that have one.
+func (d *device) handle(m *msg) ([]byte, error) {
+	switch m.req {
+	case reqGetFeatures:
+		return u64(d.p.offered), nil
+	case reqSetFeatures:
+		v, err := m.u64()
+		if err != nil {
+			return nil, err
+		}
+		if v&^d.p.offered != 0 {
+			return nil, fmt.Errorf("features %#x not offered", v&^d.p.offered)
+		}
+		d.features, d.featSet = v, true
+		d.restartAll()
+		return nil, nil
+	case reqGetProtocolFeatures:
+		return u64(1<<pfMQ | 1<<pfReplyAck | 1<<pfConfigureMemSlots), nil
+	case reqSetProtocolFeatures:
+		v, err := m.u64()
+		if err != nil {
+			return nil, err
+		}
+		d.proto = v & (1<<pfMQ | 1<<pfReplyAck | 1<<pfConfigureMemSlots)
+		return nil, nil
+	case reqSetOwner:
+		return nil, nil
+	case reqResetOwner, reqResetDevice:
+		d.stopAll()
+		d.resetRings()
+		d.features, d.featSet = 0, false
+		return nil, nil
+	case reqGetQueueNum:
+		return u64(1), nil
+	case reqGetMaxMemSlots:
+		return u64(maxMemSlots), nil
+	case reqSetMemTable:
+		rs, err := m.memTable()
+		if err != nil {
+			return nil, err
+		}
+		fds := m.fds
+		m.fds = nil
+		t, err := mapRegions(rs, fds)
+		if err != nil {
+			return nil, err
+		}
+		d.setMem(t)
+		return nil, nil
+	case reqAddMemReg:
+		r, err := m.memReg()
+		if err != nil {
+			return nil, err
+		}
+		if len(m.fds) != 1 {
+			return nil, fmt.Errorf("ADD_MEM_REG with %d fds", len(m.fds))
+		}
+		if d.mem != nil && len(d.mem.regions) >= maxMemSlots {
+			return nil, fmt.Errorf("ADD_MEM_REG: all %d slots used", maxMemSlots)
+		}
+		fd := m.takeFd()
+		one, err := mapRegions([]region{r}, []int{fd})
+		if err != nil {
+			return nil, err
+		}
+		t := &memTable{}
+		if d.mem != nil {
+			t.regions = append(t.regions, d.mem.regions...)
+		}
+		t.regions = append(t.regions, one.regions...)
+		d.swapMem(t, nil)
+		return nil, nil
+	case reqRemMemReg:
+		r, err := m.memReg()
+		if err != nil {
+			return nil, err
+		}
+		if d.mem == nil {
+			return nil, errors.New("REM_MEM_REG without memory")
+		}
+		t := &memTable{}
+		var gone []memRegion
+		for _, x := range d.mem.regions {
+			if x.gpa == r.gpa && uint64(len(x.mem)) == r.size && x.uaddr == r.uaddr {
+				gone = append(gone, x)
+			} else {
+				t.regions = append(t.regions, x)
+			}
+		}
+		if gone == nil {
+			return nil, fmt.Errorf("REM_MEM_REG: no region at %#x", r.gpa)
+		}
+		d.swapMem(t, &memTable{regions: gone})
+		return nil, nil
+	case reqSetVringNum, reqSetVringBase, reqGetVringBase, reqSetVringEnable:
+		s, err := m.state()
+		if err != nil {
+			return nil, err
+		}
+		if s.index > 1 {
+			return nil, fmt.Errorf("ring %d does not exist", s.index)
+		}
+		r := &d.rings[s.index]
+		switch m.req {
+		case reqSetVringNum:
+			r.conf.num = s.num
+		case reqSetVringBase:
+			r.base = uint16(s.num)
+		case reqGetVringBase:
+			d.stop(int(s.index))
+			r.kicked = false
+			closeFd(&r.kick, d.p, s.index == txRing)
+			return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, s.index), uint32(r.base)), nil
+		case reqSetVringEnable:
+			r.enabled = s.num != 0
+		}
+		d.restart(int(s.index))
+		return nil, nil
+	case reqSetVringAddr:
+		a, err := m.addr()
+		if err != nil {
+			return nil, err
+		}
+		if a.index > 1 {
+			return nil, fmt.Errorf("ring %d does not exist", a.index)
+		}
+		r := &d.rings[a.index]
+		r.conf.addr, r.addrSet = a, true
+		d.restart(int(a.index))
+		return nil, nil
+	case reqSetVringKick, reqSetVringCall, reqSetVringErr:
+		v, err := m.u64()
+		if err != nil {
+			return nil, err
+		}
+		i := v & 0xff
+		if i > 1 {
+			return nil, fmt.Errorf("ring %d does not exist", i)
+		}
+		fd := -1
+		if v&0x100 == 0 {
+			if fd = m.takeFd(); fd < 0 {
+				return nil, fmt.Errorf("request %d for ring %d carries no fd", m.req, i)
+			}
+		}
+		r := &d.rings[i]
+		switch m.req {
+		case reqSetVringKick:
+			d.stop(int(i))
+			closeFd(&r.kick, d.p, i == txRing)
+			r.kick, r.kicked = fd, true
+			if fd >= 0 && i == txRing {
+				if err := d.p.watch(fd); err != nil {
+					return nil, err
+				}
+			}
+			if d.features&(1<<fProtocolFeatures) == 0 {
+				r.enabled = true
+			}
+		case reqSetVringCall:
+			d.stop(int(i))
+			closeFd(&r.call, nil, false)
+			r.call = fd
+		case reqSetVringErr:
+			closeFd(&r.err, nil, false)
+			r.err = fd
+			return nil, nil
+		}
+		d.restart(int(i))
+		return nil, nil
+	case reqSetLogBase, reqSetLogFd, reqSendRARP, reqNetSetMTU:
+		return nil, fmt.Errorf("request %d not supported", m.req)
+	default:
+		return nil, fmt.Errorf("unknown request %d", m.req)
+	}
+}
+
+// stop takes ring i off the data path, waits for a batch in flight to
+// leave it, and keeps its last avail index as the base for a restart.
+func (d *device) stop(i int) {
+	old := d.p.rings[i].Swap(nil)
+	if old == nil {
+		return
+	}
+	d.p.quiesce(i)
+	d.rings[i].base = old.lastAvail
+	d.p.signal()
+}
+
+func (p *Port) quiesce(i int) {
+	s := p.seq[i].Load()
+	if s&1 == 0 {
+		return
+	}
+	for p.seq[i].Load() == s {
+		time.Sleep(10 * time.Microsecond)
+	}
+}
+
+func (p *Port) signal() {
+	var one [8]byte
+	one[0] = 1
+	unix.Write(p.wake, one[:])
+}
+
+// restart rebuilds ring i from its configuration if it can run.
+func (d *device) restart(i int) {
+	d.stop(i)
+	r := &d.rings[i]
+	if !r.kicked || !r.enabled || !r.addrSet || d.mem == nil {
+		return
+	}
+	r.conf.features = d.features
+	v, err := newVring(d.mem, r.conf, r.base, r.call)
+	if err != nil {
+		d.p.log.Warn("vhost-user ring not started", "ring", i, "err", err)
+		return
+	}
+	d.p.rings[i].Store(v)
+	d.p.signal()
+}
+
+func (d *device) restartAll() {
+	for i := range d.rings {
+		d.restart(i)
+	}
+}
+
+func (d *device) stopAll() {
+	for i := range d.rings {
+		d.stop(i)
+	}
+}
+
+// setMem replaces the memory table: rings stop, move to the new table and
+// restart; the old mappings go only after no ring can use them.
+func (d *device) setMem(t *memTable) { d.swapMem(t, d.mem) }
+
+func (d *device) swapMem(t, unmap *memTable) {
+	d.stopAll()
+	d.mem = t
+	d.restartAll()
+	unmap.unmap()
+}
+
+// teardown stops the rings and releases everything of the connection.
+func (d *device) teardown() {
+	d.stopAll()
+	d.resetRings()
+	d.mem.unmap()
+	d.mem = nil
+}

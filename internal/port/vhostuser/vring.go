@@ -1,0 +1,406 @@
+package vhostuser
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/butterfly-go/butterfly/internal/packet"
+	"golang.org/x/sys/unix"
+)
+
+// Split virtqueue layout constants (virtio 1.x, "Split Virtqueues").
+const (
+	descSize     = 16
+	descFNext    = 1
+	descFWrite   = 2
+	descFIndir   = 4
+	usedFNoNotif = 1 // VRING_USED_F_NO_NOTIFY, set by the device
+	availFNoIntr = 1 // VRING_AVAIL_F_NO_INTERRUPT, set by the driver
+	maxQueueSize = 32768
+)
+
+// errBroken marks a ring the guest corrupted; the ring stops until the
+// front end sets it up again.
+var errBroken = errors.New("vhost-user: guest broke the virtqueue")
+
+// vring is a started split virtqueue. Everything but lastAvail, usedIdx,
+// notify and broken is fixed at start; those four belong to the one
+// worker that drives the ring.
+type vring struct {
+	mem       *memTable
+	num       uint16
+	mask      uint16
+	desc      []byte  // num*16 bytes
+	availFI   *uint32 // avail.flags | avail.idx<<16
+	availRing []byte  // num*2 bytes
+	usedFI    *uint32 // used.flags | used.idx<<16
+	usedRing  []byte  // num*8 bytes
+	callFd    int     // -1 when the guest polls
+	hdrLen    int     // 10 or 12
+	mrg       bool    // VIRTIO_NET_F_MRG_RXBUF
+	indirect  bool    // VIRTIO_RING_F_INDIRECT_DESC
+	guestCsum bool    // the guest accepts NEEDS_CSUM frames
+	guestTSO  bool    // the guest accepts TSO frames (both families)
+
+	lastAvail uint16
+	usedIdx   uint16
+	usedFlags uint16
+	broken    bool
+	callBuf   [8]byte
+}
+
+// ringConf is what the front end configured for one ring.
+type ringConf struct {
+	num      uint32
+	addr     vringAddr
+	features uint64
+}
+
+// newVring validates the ring geometry against mem. base is the
+// front end's last avail index; the used index is taken from guest memory
+// and both resynchronise to it if they differ (frames in flight are lost).
+func newVring(mem *memTable, c ringConf, base uint16, callFd int) (*vring, error) {
+	n := c.num
+	if n == 0 || n > maxQueueSize || n&(n-1) != 0 {
+		return nil, fmt.Errorf("vhost-user: queue size %d is not a power of two up to %d", n, maxQueueSize)
+	}
+	desc := mem.user(c.addr.desc, uint64(n)*descSize)
+	avail := mem.user(c.addr.avail, 4+2*uint64(n))
+	used := mem.user(c.addr.used, 4+8*uint64(n))
+	if desc == nil || avail == nil || used == nil {
+		return nil, fmt.Errorf("vhost-user: ring addresses desc %#x avail %#x used %#x outside guest memory", c.addr.desc, c.addr.avail, c.addr.used)
+	}
+	if uintptr(unsafe.Pointer(&avail[0]))%4 != 0 || uintptr(unsafe.Pointer(&used[0]))%4 != 0 {
+		return nil, fmt.Errorf("vhost-user: avail %#x or used %#x not 4-byte aligned", c.addr.avail, c.addr.used)
+	}
+	f := c.features
+	r := &vring{
+		mem: mem, num: uint16(n), mask: uint16(n - 1),
+		desc:      desc,
+		availFI:   (*uint32)(unsafe.Pointer(&avail[0])),
+		availRing: avail[4:],
+		usedFI:    (*uint32)(unsafe.Pointer(&used[0])),
+		usedRing:  used[4:],
+		callFd:    callFd,
+		hdrLen:    10,
+		mrg:       f&(1<<fMrgRxbuf) != 0,
+		indirect:  f&(1<<fIndirectDesc) != 0,
+		guestCsum: f&(1<<fGuestCsum) != 0,
+		guestTSO:  f&(1<<fGuestTSO4) != 0 && f&(1<<fGuestTSO6) != 0,
+		lastAvail: base,
+		usedIdx:   base,
+	}
+	if r.mrg || f&(1<<fVersion1) != 0 {
+		r.hdrLen = 12
+	}
+	if u := uint16(atomic.LoadUint32(r.usedFI) >> 16); u != base {
+		r.lastAvail, r.usedIdx = u, u
+	}
+	r.callBuf[0] = 1
+	return r, nil
+}
+
+// pending returns the number of avail entries not yet consumed and the
+// avail flags, or marks the ring broken if the guest claims more than num.
+func (r *vring) pending() (int, uint16) {
+	fi := atomic.LoadUint32(r.availFI)
+	p := uint16(fi>>16) - r.lastAvail
+	if p > r.num {
+		r.broken = true
+		return 0, 0
+	}
+	return int(p), uint16(fi)
+}
+
+// publish makes the used entries visible with one 32-bit store (the
+// device owns used.flags) and interrupts the guest once if it asked for
+// interrupts.
+func (r *vring) publish(availFlags uint16) {
+	atomic.StoreUint32(r.usedFI, uint32(r.usedIdx)<<16|uint32(r.usedFlags))
+	if r.callFd >= 0 && availFlags&availFNoIntr == 0 {
+		unix.Write(r.callFd, r.callBuf[:])
+	}
+}
+
+// setNotify enables (or suppresses) guest kicks and, when enabling,
+// reports whether entries arrived meanwhile.
+func (r *vring) setNotify(on bool) bool {
+	if on {
+		r.usedFlags = 0
+	} else {
+		r.usedFlags = usedFNoNotif
+	}
+	atomic.StoreUint32(r.usedFI, uint32(r.usedIdx)<<16|uint32(r.usedFlags))
+	if !on {
+		return false
+	}
+	p, _ := r.pending()
+	return p > 0
+}
+
+func (r *vring) head() uint16 {
+	return binary.LittleEndian.Uint16(r.availRing[2*(r.lastAvail&r.mask):])
+}
+
+func (r *vring) addUsed(id uint16, n uint32) {
+	e := r.usedRing[8*(r.usedIdx&r.mask):]
+	binary.LittleEndian.PutUint32(e, uint32(id))
+	binary.LittleEndian.PutUint32(e[4:], n)
+	r.usedIdx++
+}
+
+// chain iterates over a descriptor chain, following one level of
+// indirection, with every index and the total length bounded.
+type chain struct {
+	r     *vring
+	table []byte // the descriptor table being walked
+	count uint32 // entries in table
+	idx   uint32
+	steps uint32
+	done  bool
+}
+
+func (r *vring) chainAt(head uint16) chain {
+	return chain{r: r, table: r.desc, count: uint32(r.num), idx: uint32(head)}
+}
+
+// next returns the next buffer of the chain and its flags. ok is false at
+// the end; err is errBroken for any malformed descriptor.
+func (c *chain) next() (buf []byte, flags uint16, ok bool, err error) {
+	for !c.done {
+		if c.idx >= c.count || c.steps >= c.count {
+			return nil, 0, false, errBroken
+		}
+		c.steps++
+		d := c.table[c.idx*descSize : c.idx*descSize+descSize]
+		addr := binary.LittleEndian.Uint64(d)
+		n := binary.LittleEndian.Uint32(d[8:])
+		flags = binary.LittleEndian.Uint16(d[12:])
+		next := binary.LittleEndian.Uint16(d[14:])
+		if flags&descFIndir != 0 {
+			// One level only, and only at the top table.
+			if !c.r.indirect || &c.table[0] != &c.r.desc[0] || flags&descFNext != 0 ||
+				n == 0 || n%descSize != 0 || n/descSize > maxQueueSize {
+				return nil, 0, false, errBroken
+			}
+			t := c.r.mem.guest(addr, n)
+			if t == nil {
+				return nil, 0, false, errBroken
+			}
+			c.table, c.count, c.idx, c.steps = t, n/descSize, 0, 0
+			continue
+		}
+		buf = c.r.mem.guest(addr, n)
+		if buf == nil && n != 0 {
+			return nil, 0, false, errBroken
+		}
+		if flags&descFNext != 0 {
+			c.idx = uint32(next)
+		} else {
+			c.done = true
+		}
+		return buf, flags, true, nil
+	}
+	return nil, 0, false, nil
+}
+
+// dequeue moves up to len(bufs) frames the guest transmitted into bufs and
+// returns how many it filled, and how many it dropped (malformed frames
+// are returned to the guest unread).
+func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
+	p, flags := r.pending()
+	if p > len(bufs) {
+		p = len(bufs)
+	}
+	if p == 0 {
+		return 0, 0, 0
+	}
+	for i := 0; i < p; i++ {
+		head := r.head()
+		r.lastAvail++
+		b := bufs[n]
+		ok, err := r.readChain(head, b)
+		if err != nil {
+			r.broken = true
+			r.lastAvail--
+			break
+		}
+		r.addUsed(head, 0)
+		if ok {
+			bytes += uint64(b.Len())
+			n++
+		} else {
+			dropped++
+		}
+	}
+	r.publish(flags)
+	return n, dropped, bytes
+}
+
+// readChain copies one guest frame into b. ok is false for a frame that
+// is too short or too long (dropped); err breaks the ring.
+func (r *vring) readChain(head uint16, b *packet.Buf) (ok bool, err error) {
+	var hdr [12]byte
+	got, total, tooBig := 0, 0, false
+	space := b.Space()
+	c := r.chainAt(head)
+	for {
+		buf, flags, more, err := c.next()
+		if err != nil {
+			return false, err
+		}
+		if !more {
+			break
+		}
+		if flags&descFWrite != 0 {
+			return false, errBroken
+		}
+		if got < r.hdrLen {
+			k := copy(hdr[got:r.hdrLen], buf)
+			got += k
+			buf = buf[k:]
+		}
+		if total+len(buf) > len(space) {
+			tooBig = true
+			continue
+		}
+		total += copy(space[total:], buf)
+	}
+	if got < r.hdrLen || total == 0 || tooBig {
+		return false, nil
+	}
+	b.SetLen(total)
+	b.VNet = packet.VNetHdr{
+		Flags:      hdr[0],
+		GSOType:    hdr[1],
+		HdrLen:     binary.LittleEndian.Uint16(hdr[2:]),
+		GSOSize:    binary.LittleEndian.Uint16(hdr[4:]),
+		CsumStart:  binary.LittleEndian.Uint16(hdr[6:]),
+		CsumOffset: binary.LittleEndian.Uint16(hdr[8:]),
+	}
+	return true, nil
+}
+
+// enqueue copies frames into the guest's receive buffers and returns how
+// many it delivered and how many it dropped; it stops at the first frame
+// that finds no room (the rest count as not accepted by the caller).
+func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
+	p, flags := r.pending()
+	if r.broken {
+		return 0, 0, 0
+	}
+	end := r.lastAvail + uint16(p)
+	for _, b := range bufs {
+		if b.VNet.GSOType != packet.GSONone && !r.guestTSO {
+			dropped++ // the engine segments before sending to such a guest
+			n++
+			continue
+		}
+		if b.VNet.Flags&packet.VNetFlagNeedsCsum != 0 && !r.guestCsum {
+			if packet.FinishChecksum(b) != nil {
+				dropped++
+				n++
+				continue
+			}
+		}
+		res := r.writeFrame(b, end)
+		if res == writeBroken {
+			r.broken = true
+			break
+		}
+		if res == writeNoRoom {
+			break
+		}
+		if res == writeDropped {
+			dropped++
+		} else {
+			bytes += uint64(b.Len())
+		}
+		n++
+	}
+	if n > 0 {
+		r.publish(flags)
+	}
+	return n, dropped, bytes
+}
+
+const (
+	writeOK = iota
+	writeDropped
+	writeNoRoom
+	writeBroken
+)
+
+// writeFrame writes one frame with its header into as many receive chains
+// as it needs (one without MRG_RXBUF), rolling back if it does not fit.
+func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
+	var hdr [12]byte
+	hdr[0] = b.VNet.Flags
+	hdr[1] = b.VNet.GSOType
+	binary.LittleEndian.PutUint16(hdr[2:], b.VNet.HdrLen)
+	binary.LittleEndian.PutUint16(hdr[4:], b.VNet.GSOSize)
+	binary.LittleEndian.PutUint16(hdr[6:], b.VNet.CsumStart)
+	binary.LittleEndian.PutUint16(hdr[8:], b.VNet.CsumOffset)
+	frame := b.Bytes()
+	startAvail, startUsed := r.lastAvail, r.usedIdx
+	var hdrDst []byte
+	nbufs := uint16(0)
+	for hdrDst == nil || len(frame) > 0 {
+		if r.lastAvail == end || (!r.mrg && nbufs == 1) {
+			r.lastAvail, r.usedIdx = startAvail, startUsed
+			if r.lastAvail == end {
+				return writeNoRoom
+			}
+			return writeDropped
+		}
+		head := r.head()
+		r.lastAvail++
+		c := r.chainAt(head)
+		written := uint32(0)
+		for {
+			buf, flags, more, err := c.next()
+			if err != nil {
+				r.lastAvail, r.usedIdx = startAvail, startUsed
+				return writeBroken
+			}
+			if !more {
+				break
+			}
+			if flags&descFWrite == 0 {
+				r.lastAvail, r.usedIdx = startAvail, startUsed
+				return writeBroken
+			}
+			if hdrDst == nil {
+				if len(buf) < r.hdrLen {
+					// The spec requires every receive buffer to hold
+					// at least the header.
+					r.lastAvail, r.usedIdx = startAvail, startUsed
+					return writeBroken
+				}
+				hdrDst = buf[:r.hdrLen]
+				buf = buf[r.hdrLen:]
+				written += uint32(r.hdrLen)
+			}
+			k := copy(buf, frame)
+			frame = frame[k:]
+			written += uint32(k)
+			if len(frame) == 0 {
+				break
+			}
+		}
+		if hdrDst == nil {
+			r.lastAvail, r.usedIdx = startAvail, startUsed
+			return writeBroken // an empty receive chain
+		}
+		r.addUsed(head, written)
+		nbufs++
+	}
+	if r.hdrLen == 12 {
+		binary.LittleEndian.PutUint16(hdr[10:], nbufs)
+	}
+	copy(hdrDst, hdr[:r.hdrLen])
+	return writeOK
+}
