@@ -3,6 +3,7 @@ package firewall
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
@@ -126,7 +127,9 @@ type Conntrack struct {
 	count    int
 	capacity int
 	cursor   uint32
-	counters [numVerdicts]atomic.Uint64
+	// checkCursor is Check's position.
+	checkCursor uint32
+	counters    [numVerdicts]atomic.Uint64
 }
 
 // sweepPerPacket is the number of slots examined for expiry per packet.
@@ -734,4 +737,85 @@ func ipv6Frag(ip packet.IPv6) (id uint32, next uint8, ok bool) {
 		}
 	}
 	return 0, 0, false
+}
+
+// Check examines up to budget slots, continuing where the previous call
+// stopped: it removes expired entries and re-evaluates flows admitted under
+// another generation than pol's, removing those pol no longer allows. It
+// returns the number of flows cut. Filter already cuts such a flow at its
+// next packet; Check lets the engine reclaim them proactively after a
+// policy change, in bounded steps. Same concurrency contract as Filter.
+func (c *Conntrack) Check(pol *Policy, now int64, budget int) (cut int) {
+	g := pol.Generation()
+	for ; budget > 0 && c.count > 0; budget-- {
+		i := c.checkCursor & c.mask
+		e := &c.slots[i]
+		switch {
+		case e.state == stEmpty || e.state == stFrag && e.expires > now:
+		case e.expires <= now:
+			c.deleteAt(i)
+			continue
+		case e.gen != g:
+			ok := origKey(e)
+			if !classify(pol, &ok) {
+				c.deleteAt(i)
+				c.counters[DropCut].Add(1)
+				cut++
+				continue
+			}
+			e.gen = g
+		}
+		c.checkCursor++
+	}
+	return cut
+}
+
+// Flow is a tracked connection as reported to tools.
+type Flow struct {
+	// Dir is the direction of the flow's first packet.
+	Dir              Direction
+	Proto            uint8
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16 // the ICMP echo identifier for echo flows
+	// State is the TCP state for TCP flows, 0 otherwise.
+	State TCPState
+	// Replied reports whether a packet of the responder was seen.
+	Replied bool
+	// Expires is the monotonic time (ns) of expiry.
+	Expires int64
+}
+
+// Flows calls fn for each live tracked flow (fragment records excluded)
+// until fn returns false. Same concurrency contract as Filter.
+func (c *Conntrack) Flows(now int64, fn func(Flow) bool) {
+	for i := range c.slots {
+		e := &c.slots[i]
+		if e.state == stEmpty || e.state == stFrag || e.expires <= now {
+			continue
+		}
+		fk := origKey(e)
+		f := Flow{Dir: fk.dir, Proto: fk.proto, Src: fk.src.netip(fk.fam), Dst: fk.dst.netip(fk.fam),
+			Replied: e.flags&flReplied != 0, Expires: e.expires}
+		if e.flags&flOrigIsA != 0 {
+			f.SrcPort, f.DstPort = e.k.pa, e.k.pb
+		} else {
+			f.SrcPort, f.DstPort = e.k.pb, e.k.pa
+		}
+		if e.state <= TCPClose {
+			f.State = e.state
+		}
+		if !fn(f) {
+			return
+		}
+	}
+}
+
+var tcpStateNames = [...]string{"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"}
+
+// String names the state as Linux does.
+func (s TCPState) String() string {
+	if int(s) < len(tcpStateNames) {
+		return tcpStateNames[s]
+	}
+	return "NONE"
 }

@@ -410,3 +410,45 @@ func TestFilterAllocs(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckAndFlows(t *testing.T) {
+	ct := NewConntrack(64)
+	ssh := mustCompile(t, CompileInput{Generation: 1, IPs: addrs(vm4), Groups: []model.SG{{ID: "sg", Rules: []model.Rule{
+		cidrRule(model.Inbound, 6, 22, 22, "0.0.0.0/0"), cidrRule(model.Inbound, 17, 53, 53, "0.0.0.0/0")}}}})
+	in := pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: syn}
+	dns := pk{src: peer4, dst: vm4, proto: 17, sport: 5555, dport: 53}
+	out := pk{src: vm4, dst: peer4, proto: 17, sport: 7000, dport: 123}
+	runSteps(t, ct, ssh, []step{{0, ToVM, in, Accept}, {0, ToVM, dns, Accept}, {0, FromVM, out, Accept},
+		{0, ToVM, pk{src: peer4, dst: vm4, proto: 6, sport: 22, dport: 5555, flags: synack}, DropInvalid}})
+
+	var got []Flow
+	ct.Flows(sec, func(f Flow) bool { got = append(got, f); return true })
+	if len(got) != 3 {
+		t.Fatalf("Flows: %+v", got)
+	}
+	for _, f := range got {
+		if f.Proto == 6 && (f.Dir != ToVM || f.Src != netip.MustParseAddr(peer4) || f.SrcPort != 5555 || f.DstPort != 22 || f.State != TCPSynSent) {
+			t.Errorf("TCP flow reported as %+v", f)
+		}
+	}
+
+	// The new policy drops the UDP 53 rule: Check cuts that flow only (the
+	// egress flow follows the default egress, still allowed).
+	sshOnly := openInbound(t, 2, 6, 22, 22)
+	if n := ct.Check(sshOnly, sec, len(ct.slots)); n != 1 {
+		t.Fatalf("Check cut %d flows, want 1", n)
+	}
+	if ct.Len() != 2 {
+		t.Fatalf("%d entries left, want 2", ct.Len())
+	}
+	runSteps(t, ct, sshOnly, []step{
+		{2, ToVM, pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: syn}, Accept},
+		{2, ToVM, pk{src: peer4, dst: vm4, proto: 17, sport: 123, dport: 7000}, Accept},
+		{2, ToVM, dns, DropNoRule},
+	})
+	// Check also collects expired entries.
+	ct.Check(sshOnly, 1000*sec, 2*len(ct.slots))
+	if ct.Len() != 0 {
+		t.Errorf("%d entries after expiry", ct.Len())
+	}
+}

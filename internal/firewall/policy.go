@@ -47,6 +47,16 @@ func (a addr) inc() (addr, bool) {
 	return addr{hi, lo}, true
 }
 
+func (a addr) netip(fam int) netip.Addr {
+	if fam == fam4 {
+		return netip.AddrFrom4([4]byte{byte(a.lo >> 24), byte(a.lo >> 16), byte(a.lo >> 8), byte(a.lo)})
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], a.hi)
+	binary.BigEndian.PutUint64(b[8:], a.lo)
+	return netip.AddrFrom16(b)
+}
+
 func addrOf(a netip.Addr) addr {
 	if a.Is4() {
 		b := a.As4()
