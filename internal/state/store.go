@@ -370,8 +370,15 @@ func (s *Store) Close() error {
 // Save makes st durable before it returns: it appends a record of what
 // differs from the last saved state (changed vNICs and security groups,
 // compared by id, and deleted ids) to the journal and syncs it. Nothing
-// changed: nothing is written. The Store keeps its own copies; the caller
-// may modify st afterwards. Equal ids in st: the last one wins.
+// changed: nothing is written. Equal ids in st: the last one wins.
+//
+// The Store keeps st's lists (NIC.IPs, NIC.SecurityGroups, SG.Members,
+// SG.Rules) without copying them: the caller must not write into them
+// afterwards, as model.Store.State guarantees for the lists it returns.
+// Replacing a field, a list or the whole st is fine. A list that is the
+// one saved for the same id (same array and length) is unchanged without
+// comparing its elements, which makes saving a large state after a small
+// change cheap.
 func (s *Store) Save(st model.State) error {
 	if st.Version != model.StateVersion && st.Version != 0 {
 		return fmt.Errorf("save state: version %d, want %d", st.Version, model.StateVersion)
@@ -477,64 +484,52 @@ func (s *Store) compact(seq uint64) error {
 }
 
 // diff returns the record that turns the saved state into st (Seq unset).
-// Upserted objects are copies.
+// Upserted objects share st's lists.
 func (s *Store) diff(st model.State) record {
 	var r record
-	for i, n := range st.NICs {
-		if old, ok := s.nics[n.ID]; !ok || !equalNIC(old, n) {
-			if i+1 < len(st.NICs) && idIn(n.ID, st.NICs[i+1:], func(n model.NIC) string { return n.ID }) {
-				continue // a later duplicate wins
-			}
-			r.NICs = append(r.NICs, cloneNIC(n))
-		}
-	}
-	for i, g := range st.SGs {
-		if old, ok := s.sgs[g.ID]; !ok || !equalSG(old, g) {
-			if i+1 < len(st.SGs) && idIn(g.ID, st.SGs[i+1:], func(g model.SG) string { return g.ID }) {
-				continue
-			}
-			r.SGs = append(r.SGs, cloneSG(g))
-		}
-	}
-	r.DelNICs = deleted(s.nics, st.NICs, func(n model.NIC) string { return n.ID })
-	r.DelSGs = deleted(s.sgs, st.SGs, func(g model.SG) string { return g.ID })
+	r.NICs, r.DelNICs = changes(s.nics, st.NICs, func(n model.NIC) string { return n.ID }, equalNIC)
+	r.SGs, r.DelSGs = changes(s.sgs, st.SGs, func(g model.SG) string { return g.ID }, equalSG)
 	return r
 }
 
-// idIn reports whether a later element of rest has id (only called for
-// changed objects, so the quadratic cost stays small).
-func idIn[T any](id string, rest []T, key func(T) string) bool {
-	return slices.ContainsFunc(rest, func(v T) bool { return key(v) == id })
-}
-
-// deleted returns the ids of saved that are not in cur, sorted.
-func deleted[T any](saved map[string]T, cur []T, key func(T) string) []string {
-	// Fast path: ids strictly increasing (no duplicates) and all known,
-	// as many as saved: nothing was deleted.
+// changes returns the objects of cur that are not in saved or differ from
+// it (of equal ids, the last one), and the ids of saved that are not in
+// cur, sorted.
+func changes[T any](saved map[string]T, cur []T, key func(T) string, equal func(a, b T) bool) (up []T, del []string) {
 	known, sorted := 0, true
 	for i, v := range cur {
-		if i > 0 && key(cur[i-1]) >= key(v) {
+		id := key(v)
+		if i > 0 && key(cur[i-1]) >= id {
 			sorted = false
 		}
-		if _, ok := saved[key(v)]; ok {
+		old, ok := saved[id]
+		if ok {
 			known++
+			if equal(old, v) {
+				continue
+			}
 		}
+		if slices.ContainsFunc(cur[i+1:], func(w T) bool { return key(w) == id }) {
+			continue // a later duplicate wins (only changed objects get here)
+		}
+		up = append(up, v)
 	}
+	// Ids strictly increasing (no duplicates), all known and as many as
+	// saved: nothing was deleted.
 	if sorted && known == len(saved) {
-		return nil
+		return up, nil
 	}
 	present := make(map[string]struct{}, len(cur))
 	for _, v := range cur {
 		present[key(v)] = struct{}{}
 	}
-	var del []string
 	for id := range saved {
 		if _, ok := present[id]; !ok {
 			del = append(del, id)
 		}
 	}
 	slices.Sort(del)
-	return del
+	return up, del
 }
 
 // maps returns owned copies of st's objects by id.
@@ -555,7 +550,7 @@ func maps(st model.State) (map[string]model.NIC, map[string]model.SG) {
 // TestEqualCoversFields fails when model.NIC gains a field.
 func equalNIC(a, b model.NIC) bool {
 	return a.ID == b.ID && a.MACText == b.MACText && a.VNI == b.VNI &&
-		slices.Equal(a.IPs, b.IPs) && slices.Equal(a.SecurityGroups, b.SecurityGroups) &&
+		equalList(a.IPs, b.IPs) && equalList(a.SecurityGroups, b.SecurityGroups) &&
 		a.IPAntiSpoof == b.IPAntiSpoof && a.SniffTarget == b.SniffTarget && a.Bypass == b.Bypass &&
 		a.Type == b.Type && a.PacketTrace == b.PacketTrace && a.TracePath == b.TracePath &&
 		a.BType == b.BType && a.DIP == b.DIP && a.DMAC == b.DMAC && a.Path == b.Path
@@ -563,7 +558,16 @@ func equalNIC(a, b model.NIC) bool {
 
 // equalSG compares two security groups.
 func equalSG(a, b model.SG) bool {
-	return a.ID == b.ID && slices.Equal(a.Members, b.Members) && slices.Equal(a.Rules, b.Rules)
+	return a.ID == b.ID && equalList(a.Members, b.Members) && equalList(a.Rules, b.Rules)
+}
+
+// equalList reports whether a and b have equal elements: at once if they
+// are the same list (same first element and length).
+func equalList[T comparable](a, b []T) bool {
+	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
+		return true
+	}
+	return slices.Equal(a, b)
 }
 
 func cloneNIC(n model.NIC) model.NIC {

@@ -677,3 +677,54 @@ func TestSaveRefusesJournal(t *testing.T) {
 		t.Fatal("Save next to a non-empty journal succeeded")
 	}
 }
+
+// TestStoreListReplaced: Save keeps the lists it saved and takes the same
+// list (array and length) as unchanged; any other list is compared, so
+// every replacement that changes the content is written, and one that
+// does not is not.
+func TestStoreListReplaced(t *testing.T) {
+	other := netip.MustParseAddr("10.9.9.9")
+	tests := []struct {
+		name   string
+		change func(st *model.State)
+		writes bool
+	}{
+		{"same lists", func(st *model.State) {}, false},
+		{"rules copied", func(st *model.State) { st.SGs[1].Rules = slices.Clone(st.SGs[1].Rules) }, false},
+		{"rules prefix of the same array", func(st *model.State) { st.SGs[1].Rules = st.SGs[1].Rules[:2] }, true},
+		{"rules suffix of the same array", func(st *model.State) { st.SGs[1].Rules = st.SGs[1].Rules[1:] }, true},
+		{"rule replaced in a copy", func(st *model.State) {
+			r := slices.Clone(st.SGs[1].Rules)
+			r[0] = newRule(4242)
+			st.SGs[1].Rules = r
+		}, true},
+		{"member replaced in a copy", func(st *model.State) { st.SGs[2].Members = []netip.Addr{other} }, true},
+		{"ip replaced in a copy", func(st *model.State) {
+			ips := slices.Clone(st.NICs[3].IPs)
+			ips[0] = other
+			st.NICs[3].IPs = ips
+		}, true},
+		{"security groups emptied", func(st *model.State) { st.NICs[0].SecurityGroups = nil }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			s, _ := openT(t, path, Options{})
+			base := big(5, 3, 4)
+			saveT(t, s, base)
+			size := fileSize(t, journalPath(path))
+			st := base
+			st.NICs, st.SGs = slices.Clone(base.NICs), slices.Clone(base.SGs)
+			tt.change(&st)
+			saveT(t, s, st)
+			if grew := fileSize(t, journalPath(path)) > size; grew != tt.writes {
+				t.Errorf("journal grew: %v, want %v", grew, tt.writes)
+			}
+			got, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertState(t, "reload", got, st)
+		})
+	}
+}
