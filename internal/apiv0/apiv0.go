@@ -24,7 +24,9 @@ var LogLevels = []string{"none", "error", "warning", "info", "debug"}
 type Options struct {
 	// Persist saves the state. It is called after every request that
 	// changed the state, before the reply; an error turns the reply into
-	// an error (the change stays applied in memory).
+	// an error (the change stays applied in memory). The State comes from
+	// model.Store.State: its lists are shared with the Store and must not
+	// be written (Persist may keep them, as state.Store.Save does).
 	Persist func(model.State) error
 	// Quit is called by app_quit before the OK reply is returned; the
 	// server sends the reply, then stops.
