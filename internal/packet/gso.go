@@ -128,6 +128,20 @@ func Segment(src *Buf, maxPayload int, out []*Buf) (int, error) {
 		t := TCP(frame[g.l4:])
 		seq, flags = t.Seq(), t.Flags()
 	}
+	// The pseudo-header's addresses and protocol are the same for every
+	// segment: sum them once; only the length is added per segment.
+	proto := uint16(ProtoTCP)
+	if g.udp {
+		proto = ProtoUDP
+	}
+	var addrSum uint16
+	if g.v6 {
+		ip := IPv6(frame[g.l3:])
+		addrSum = Checksum(ip.DstBytes(), Checksum(ip.SrcBytes(), proto))
+	} else {
+		ip := IPv4(frame[g.l3:])
+		addrSum = Checksum(ip.DstBytes(), Checksum(ip.SrcBytes(), proto))
+	}
 	for i := 0; i < n; i++ {
 		chunk := data
 		if len(chunk) > g.seg {
@@ -147,23 +161,20 @@ func Segment(src *Buf, maxPayload int, out []*Buf) (int, error) {
 		d.InPort, d.Peer = src.InPort, src.Peer
 		f := d.Bytes()
 		l4len := total - g.l4
-		var ps uint16
 		if g.v6 {
-			ip := IPv6(f[g.l3:])
-			ip.SetPayloadLen(uint16(total - g.l3 - IPv6Len))
-			ps = PseudoHeaderChecksum(0, ip.SrcBytes(), ip.DstBytes(), uint32(l4len))
+			IPv6(f[g.l3:]).SetPayloadLen(uint16(total - g.l3 - IPv6Len))
 		} else {
 			ip := IPv4(f[g.l3:])
 			ip.SetTotalLen(uint16(total - g.l3))
 			ip.SetID(id + uint16(i))
 			ip.UpdateChecksum()
-			ps = PseudoHeaderChecksum(0, ip.SrcBytes(), ip.DstBytes(), uint32(l4len))
 		}
+		ps := ChecksumCombine(ChecksumCombine(addrSum, uint16(l4len>>16)), uint16(l4len))
 		if g.udp {
 			u := UDP(f[g.l4:])
 			u.SetLength(uint16(l4len))
 			u.SetChecksum(0)
-			c := ^Checksum(f[g.l4:], ChecksumCombine(ps, ProtoUDP))
+			c := ^Checksum(f[g.l4:], ps)
 			if c == 0 {
 				c = 0xffff
 			}
@@ -180,7 +191,7 @@ func Segment(src *Buf, maxPayload int, out []*Buf) (int, error) {
 			}
 			t.SetFlags(fl)
 			t.SetChecksum(0)
-			t.SetChecksum(^Checksum(f[g.l4:], ChecksumCombine(ps, ProtoTCP)))
+			t.SetChecksum(^Checksum(f[g.l4:], ps))
 		}
 	}
 	return n, nil

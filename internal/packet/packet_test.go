@@ -45,8 +45,17 @@ func TestChecksumMatchesNaive(t *testing.T) {
 	for i := range buf {
 		buf[i] = byte(r.Uint32())
 	}
+	// Every length up to 300 (0 to 4 blocks of 64 bytes and every tail),
+	// then random ones up to 2900, at odd and even offsets.
+	lens := make([]int, 0, 340)
 	for n := 0; n < 300; n++ {
-		for _, off := range []int{0, 1, 3} {
+		lens = append(lens, n)
+	}
+	for range 40 {
+		lens = append(lens, 300+r.IntN(2600))
+	}
+	for _, n := range lens {
+		for _, off := range []int{0, 1, 3, 7} {
 			init := uint16(r.Uint32())
 			b := buf[off : off+n]
 			if got, want := packet.Checksum(b, init), naiveChecksum(b, init); got != want {
