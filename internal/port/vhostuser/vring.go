@@ -350,8 +350,9 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 	nbufs := uint16(0)
 	for hdrDst == nil || len(frame) > 0 {
 		if r.lastAvail == end || (!r.mrg && nbufs == 1) {
+			noRoom := r.lastAvail == end
 			r.lastAvail, r.usedIdx = startAvail, startUsed
-			if r.lastAvail == end {
+			if noRoom {
 				return writeNoRoom
 			}
 			return writeDropped
