@@ -237,7 +237,7 @@ func newConn(fd int) *conn {
 // recvmsg; the payload may need more reads. A message whose header is
 // invalid cannot be resynchronised and ends the connection.
 func (c *conn) read() (*msg, error) {
-	n, oobn, _, _, err := unix.Recvmsg(c.fd, c.hdr[:], c.oob, unix.MSG_CMSG_CLOEXEC)
+	n, oobn, rflags, _, err := unix.Recvmsg(c.fd, c.hdr[:], c.oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("vhost-user: recvmsg: %w", err)
 	}
@@ -248,6 +248,12 @@ func (c *conn) read() (*msg, error) {
 			closeAll(fds)
 			return nil, err
 		}
+	}
+	if rflags&unix.MSG_CTRUNC != 0 {
+		// More fds than the 8 the protocol allows: the kernel dropped
+		// the rest, so the message cannot be honoured.
+		closeAll(fds)
+		return nil, fmt.Errorf("%w: control data truncated", errTooManyFds)
 	}
 	if n == 0 {
 		closeAll(fds)

@@ -1,0 +1,346 @@
+package vhostuser
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/butterfly-go/butterfly/internal/packet"
+	"golang.org/x/sys/unix"
+)
+
+func rawMsg(req, flags uint32, payload []byte) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, req)
+	b = binary.LittleEndian.AppendUint32(b, flags)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+	return append(b, payload...)
+}
+
+func socketPair(t *testing.T) (a, b int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	return fds[0], fds[1]
+}
+
+// openFds counts this process's open file descriptors.
+func openFds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestConnRead(t *testing.T) {
+	tests := []struct {
+		name    string
+		data    []byte
+		nfds    int
+		wantErr error
+		wantReq uint32
+		wantLen int
+	}{
+		{"u64 request", rawMsg(reqSetFeatures, flagVersion, make([]byte, 8)), 0, nil, reqSetFeatures, 8},
+		{"kick with fd", rawMsg(reqSetVringKick, flagVersion|flagNeedReply, make([]byte, 8)), 1, nil, reqSetVringKick, 8},
+		{"eight fds", rawMsg(reqSetMemTable, flagVersion, make([]byte, 8)), 8, nil, reqSetMemTable, 8},
+		{"nine fds", rawMsg(reqSetMemTable, flagVersion, make([]byte, 8)), 9, errTooManyFds, 0, 0},
+		{"version 0", rawMsg(reqGetFeatures, 0, nil), 0, errVersion, 0, 0},
+		{"version 2", rawMsg(reqGetFeatures, 2, nil), 0, errVersion, 0, 0},
+		{"payload too large", rawMsg(reqGetFeatures, flagVersion, make([]byte, maxPayload+1)), 0, errTooBig, 0, 0},
+		{"truncated payload", rawMsg(reqGetFeatures, flagVersion, make([]byte, 8))[:15], 0, errClosed, 0, 0},
+		{"truncated header", rawMsg(reqGetFeatures, flagVersion, nil)[:7], 0, errClosed, 0, 0},
+		{"empty stream", nil, 0, errClosed, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := socketPair(t)
+			var fds []int
+			for i := 0; i < tt.nfds; i++ {
+				fds = append(fds, eventfdPair(t))
+			}
+			var oob []byte
+			if len(fds) > 0 {
+				oob = unix.UnixRights(fds...)
+			}
+			if len(tt.data) > 0 {
+				if err := unix.Sendmsg(a, tt.data, oob, nil, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			unix.Shutdown(a, unix.SHUT_WR)
+			before := openFds(t)
+			c := newConn(b)
+			m, err := c.read()
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("read error %v, want %v", err, tt.wantErr)
+				}
+				if after := openFds(t); after != before {
+					t.Fatalf("received fds leaked: %d open before, %d after", before, after)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.req != tt.wantReq || len(m.payload) != tt.wantLen || len(m.fds) != tt.nfds {
+				t.Fatalf("got request %d, %d bytes, %d fds", m.req, len(m.payload), len(m.fds))
+			}
+			m.closeFds()
+		})
+	}
+}
+
+func TestPayloadBounds(t *testing.T) {
+	short := &msg{req: reqSetVringAddr, payload: make([]byte, 39)}
+	if _, err := short.addr(); !errors.Is(err, errPayload) {
+		t.Fatalf("39-byte vring address: %v", err)
+	}
+	if _, err := (&msg{payload: make([]byte, 7)}).u64(); !errors.Is(err, errPayload) {
+		t.Fatalf("7-byte u64: %v", err)
+	}
+	if _, err := (&msg{payload: make([]byte, 7)}).state(); !errors.Is(err, errPayload) {
+		t.Fatalf("7-byte state: %v", err)
+	}
+	p := binary.LittleEndian.AppendUint32(nil, 9)
+	p = append(p, make([]byte, 4+9*regionSize)...)
+	if _, err := (&msg{payload: p}).memTable(); !errors.Is(err, errPayload) {
+		t.Fatalf("9 regions: %v", err)
+	}
+	p = binary.LittleEndian.AppendUint32(nil, 2)
+	p = append(p, make([]byte, 4+regionSize)...)
+	if _, err := (&msg{payload: p, fds: []int{-1, -1}}).memTable(); !errors.Is(err, errPayload) {
+		t.Fatalf("2 regions in the room of 1: %v", err)
+	}
+	p = append(p, make([]byte, regionSize)...)
+	if _, err := (&msg{payload: p, fds: []int{-1}}).memTable(); !errors.Is(err, errPayload) {
+		t.Fatalf("2 regions with 1 fd: %v", err)
+	}
+}
+
+// frontEnd is a minimal vhost-user front end driving a Port over its
+// socket, with guest memory in a memfd.
+type frontEnd struct {
+	t    *testing.T
+	c    *net.UnixConn
+	g    *fakeGuest
+	mfd  int
+	kick [2]int
+	call [2]int
+}
+
+func dialFrontEnd(t *testing.T, p *Port) *frontEnd {
+	t.Helper()
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: p.Path(), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	mfd, err := unix.MemfdCreate("vhu-guest", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(mfd) })
+	if err := unix.Ftruncate(mfd, memSize); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(mfd, 0, memSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(mem) })
+	g := newFakeGuest(t, 256)
+	g.mem = mem
+	f := &frontEnd{t: t, c: c, g: g, mfd: mfd}
+	for i := 0; i < 2; i++ {
+		f.kick[i] = eventfdPair(t)
+		f.call[i] = eventfdPair(t)
+	}
+	return f
+}
+
+func (f *frontEnd) send(req, flags uint32, payload []byte, fds ...int) {
+	f.t.Helper()
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if _, _, err := f.c.WriteMsgUnix(rawMsg(req, flagVersion|flags, payload), oob, nil); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *frontEnd) recv(req uint32) []byte {
+	f.t.Helper()
+	f.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h := make([]byte, hdrSize)
+	if _, err := readFull(f.c, h); err != nil {
+		f.t.Fatalf("reply to %d: %v", req, err)
+	}
+	if r := binary.LittleEndian.Uint32(h); r != req || binary.LittleEndian.Uint32(h[4:]) != flagVersion|flagReply {
+		f.t.Fatalf("reply header % x to request %d", h, req)
+	}
+	b := make([]byte, binary.LittleEndian.Uint32(h[8:]))
+	if _, err := readFull(f.c, b); err != nil {
+		f.t.Fatal(err)
+	}
+	return b
+}
+
+func readFull(c *net.UnixConn, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := c.Read(b[n:])
+		if err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
+}
+
+func (f *frontEnd) call64(req uint32, v uint64, needReply bool, fds ...int) uint64 {
+	f.t.Helper()
+	var flags uint32
+	if needReply {
+		flags = flagNeedReply
+	}
+	f.send(req, flags, binary.LittleEndian.AppendUint64(nil, v), fds...)
+	if !needReply {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(f.recv(req))
+}
+
+func state(i, n uint32) []byte {
+	return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, i), n)
+}
+
+// setup negotiates and starts both rings the way QEMU does.
+func (f *frontEnd) setup() {
+	f.t.Helper()
+	f.send(reqGetFeatures, 0, nil)
+	offered := binary.LittleEndian.Uint64(f.recv(reqGetFeatures))
+	f.send(reqGetProtocolFeatures, 0, nil)
+	pf := binary.LittleEndian.Uint64(f.recv(reqGetProtocolFeatures))
+	if pf&(1<<pfReplyAck) == 0 {
+		f.t.Fatalf("REPLY_ACK not offered: %#x", pf)
+	}
+	f.send(reqSetOwner, 0, nil)
+	f.call64(reqSetProtocolFeatures, 1<<pfReplyAck, false)
+	if ack := f.call64(reqSetFeatures, offered|1<<33, true); ack == 0 {
+		f.t.Fatal("SET_FEATURES with ACCESS_PLATFORM acked as success")
+	}
+	if ack := f.call64(reqSetFeatures, offered, true); ack != 0 {
+		f.t.Fatalf("SET_FEATURES of the offered set: ack %d", ack)
+	}
+	tbl := binary.LittleEndian.AppendUint32(nil, 1)
+	tbl = binary.LittleEndian.AppendUint32(tbl, 0)
+	for _, v := range []uint64{gpaBase, memSize, uaBase, 0} {
+		tbl = binary.LittleEndian.AppendUint64(tbl, v)
+	}
+	f.send(reqSetMemTable, flagNeedReply, tbl, f.mfd)
+	if ack := binary.LittleEndian.Uint64(f.recv(reqSetMemTable)); ack != 0 {
+		f.t.Fatalf("SET_MEM_TABLE ack %d", ack)
+	}
+	for i := uint32(0); i < 2; i++ {
+		f.send(reqSetVringNum, 0, state(i, 256))
+		f.send(reqSetVringBase, 0, state(i, 0))
+		c := f.g.conf(int(i), 0)
+		a := binary.LittleEndian.AppendUint32(nil, i)
+		a = binary.LittleEndian.AppendUint32(a, 0)
+		for _, v := range []uint64{c.addr.desc, c.addr.used, c.addr.avail, 0} {
+			a = binary.LittleEndian.AppendUint64(a, v)
+		}
+		f.send(reqSetVringAddr, 0, a)
+		f.call64(reqSetVringCall, uint64(i), false, f.call[i])
+		f.call64(reqSetVringKick, uint64(i), false, f.kick[i])
+		f.send(reqSetVringEnable, flagNeedReply, state(i, 1))
+		if ack := binary.LittleEndian.Uint64(f.recv(reqSetVringEnable)); ack != 0 {
+			f.t.Fatalf("SET_VRING_ENABLE ack %d", ack)
+		}
+	}
+}
+
+func fdReadable(t *testing.T, fd int, wait time.Duration) bool {
+	t.Helper()
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(pfd, int(wait/time.Millisecond))
+	if err != nil && err != unix.EINTR {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+func TestProtocolSession(t *testing.T) {
+	p := listenTest(t)
+	for round := 1; round <= 2; round++ {
+		f := dialFrontEnd(t, p)
+		f.setup()
+		if !p.Ready() {
+			t.Fatalf("round %d: rings not running after setup", round)
+		}
+		if !fdReadable(t, p.Fd(), time.Second) {
+			t.Fatal("Fd not readable after the rings started")
+		}
+		bufs := newBufs(8)
+		if n, _ := p.ReadBatch(bufs); n != 0 {
+			t.Fatalf("ReadBatch of an empty ring: %d", n)
+		}
+		if fdReadable(t, p.Fd(), 0) {
+			t.Fatal("Fd still readable after an empty ReadBatch")
+		}
+		// The guest transmits and kicks: Fd wakes and the frame arrives.
+		f.g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, 5)...), 4096)
+		unix.Write(f.kick[1], binary.LittleEndian.AppendUint64(nil, 1))
+		if !fdReadable(t, p.Fd(), time.Second) {
+			t.Fatal("Fd not readable after a kick")
+		}
+		if n, _ := p.ReadBatch(bufs); n != 1 || bufs[0].Len() != 60 {
+			t.Fatalf("ReadBatch after kick: %d frames", n)
+		}
+		// The switch transmits: the guest gets the frame and one call.
+		f.g.postRx(4, 2048)
+		out := newBufs(1)
+		out[0].SetLen(80)
+		if n, _ := p.WriteBatch(out); n != 1 {
+			t.Fatalf("WriteBatch: %d", n)
+		}
+		if u := f.g.used(0); len(u) != 1 || u[0].n != 92 {
+			t.Fatalf("guest used entries %v, want one of 92 bytes", u)
+		}
+		if c := readEventfd(t, f.call[0]); c != 1 {
+			t.Fatalf("call eventfd %d, want 1", c)
+		}
+		// GET_VRING_BASE stops the ring and reports where it was.
+		f.send(reqGetVringBase, 0, state(1, 0))
+		if b := f.recv(reqGetVringBase); binary.LittleEndian.Uint32(b[4:]) != 1 {
+			t.Fatalf("GET_VRING_BASE = % x, want index 1, base 1", b)
+		}
+		if p.Ready() {
+			t.Fatal("ring 1 still running after GET_VRING_BASE")
+		}
+		if ack := f.call64(0xffff, 0, true); ack == 0 {
+			t.Fatal("unknown request acked as success")
+		}
+		f.c.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for p.rings[rxRing].Load() != nil {
+			if time.Now().After(deadline) {
+				t.Fatal("rings still running after disconnect")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if s := p.Stats(); s.Connections != 2 || s.InFrames != 2 || s.OutFrames != 2 {
+		t.Fatalf("stats %+v, want 2 connections, 2 frames each way", s)
+	}
+}
