@@ -36,6 +36,9 @@ type groHead struct {
 	gsoSize  int
 	nextSeq  uint32
 	segments int
+	// addrSum is the flow's pseudo-header sum without the length
+	// (addresses and protocol), shared by all its segments.
+	addrSum uint16
 }
 
 // groSegment is a parsed candidate segment.
@@ -102,16 +105,24 @@ func groParse(b *packet.Buf) (groSegment, bool) {
 	return g, true
 }
 
-// groChecksumOK verifies a segment's TCP checksum.
-func groChecksumOK(f []byte, g *groSegment) bool {
+// groAddrSum returns the sum of the addresses and protocol of segment
+// f's pseudo-header: PseudoHeaderChecksum without the length.
+func groAddrSum(f []byte, g *groSegment) uint16 {
 	var src, dst []byte
 	if g.v6 {
 		src, dst = f[g.l3+8:g.l3+24], f[g.l3+24:g.l3+40]
 	} else {
 		src, dst = f[g.l3+12:g.l3+16], f[g.l3+16:g.l3+20]
 	}
+	return packet.Checksum(dst, packet.Checksum(src, packet.ProtoTCP))
+}
+
+// groChecksumOK verifies a segment's TCP checksum; addrSum is
+// groAddrSum of the segment (or of any segment of its flow).
+func groChecksumOK(f []byte, g *groSegment, addrSum uint16) bool {
 	seg := f[g.l4:]
-	ps := packet.PseudoHeaderChecksum(packet.ProtoTCP, src, dst, uint32(len(seg)))
+	n := uint32(len(seg))
+	ps := packet.ChecksumCombine(packet.ChecksumCombine(addrSum, uint16(n>>16)), uint16(n))
 	return packet.Checksum(seg, ps) == 0xffff
 }
 
@@ -163,7 +174,7 @@ func groCanAppend(h *groHead, f []byte, g *groSegment) bool {
 		!bytes.Equal(ht[14:16], gt[14:16]) || !bytes.Equal(ht[20:], gt[20:]) {
 		return false
 	}
-	return groChecksumOK(f, g)
+	return groChecksumOK(f, g, h.addrSum)
 }
 
 // coalesce merges the mergeable TCP segments of q in place and returns
@@ -211,7 +222,11 @@ func (w *worker) coalesce(q []*packet.Buf) []*packet.Buf {
 			heads = append(heads[:hi], heads[hi+1:]...)
 		}
 		out = append(out, b)
-		if g.payload == 0 || g.flags&(groBadFlags|packet.TCPFlagPSH) != 0 || !groChecksumOK(f, &g) {
+		if g.payload == 0 || g.flags&(groBadFlags|packet.TCPFlagPSH) != 0 {
+			continue
+		}
+		addrSum := groAddrSum(f, &g)
+		if !groChecksumOK(f, &g, addrSum) {
 			continue
 		}
 		if len(heads) == groMaxFlows {
@@ -220,7 +235,7 @@ func (w *worker) coalesce(q []*packet.Buf) []*packet.Buf {
 		}
 		heads = append(heads, groHead{
 			b: b, v6: g.v6, l3: g.l3, l4: g.l4, hdrLen: g.hdrLen,
-			gsoSize: g.payload, nextSeq: g.seq + uint32(g.payload), segments: 1,
+			gsoSize: g.payload, nextSeq: g.seq + uint32(g.payload), segments: 1, addrSum: addrSum,
 		})
 	}
 	for j := range heads {

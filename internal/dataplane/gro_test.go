@@ -147,6 +147,16 @@ func TestGROKeepsWhatMustNotMerge(t *testing.T) {
 			bad[len(bad)-1] ^= 0xff
 			return [][]byte{tcpSeg(t, false, 1, 0, p, nil), bad}
 		}, 2},
+		{"bad checksum on the first segment", func(t *testing.T) [][]byte {
+			bad := tcpSeg(t, false, 1, 0, p, nil)
+			bad[len(bad)-1] ^= 0xff
+			return [][]byte{bad, tcpSeg(t, false, 1, 1000, p, nil)}
+		}, 2},
+		{"bad checksum IPv6", func(t *testing.T) [][]byte {
+			bad := tcpSeg(t, true, 1, 1000, p, nil)
+			bad[len(bad)-2] ^= 0x01
+			return [][]byte{tcpSeg(t, true, 1, 0, p, nil), bad}
+		}, 2},
 		{"different ACK", func(t *testing.T) [][]byte {
 			return [][]byte{tcpSeg(t, false, 1, 0, p, nil), tcpSeg(t, false, 1, 1000, p, func(tc *layers.TCP) { tc.Ack = 78 })}
 		}, 2},
