@@ -183,8 +183,8 @@ func (s *MemberSet) contains(fam int, a addr) bool {
 // CompileInput is what Compile needs for one vNIC.
 type CompileInput struct {
 	// Generation identifies this policy version; the caller increases it
-	// on every change of the vNIC's rules or IPs. Tracked flows admitted
-	// under another generation are re-evaluated.
+	// on every compilation for the vNIC (only its low 32 bits are used).
+	// Tracked flows admitted under another generation are re-evaluated.
 	Generation uint64
 	// IPs are the vNIC's addresses (default egress sources).
 	IPs []netip.Addr
@@ -206,15 +206,17 @@ type Policy struct {
 	nrules      int
 }
 
-// Generation returns the effective generation: the input generation plus
-// the versions of every member set the policy uses. It changes whenever
-// the policy or one of its member sets does.
+// Generation returns the effective generation: the input generation in
+// the high 32 bits, and the sum of the versions of the member sets the
+// policy uses in the low 32 bits. It changes whenever the policy is
+// recompiled (with a new input generation) or one of its member sets
+// changes, and two policies of different input generations never share it.
 func (p *Policy) Generation() uint64 {
-	g := p.gen
+	var v uint64
 	for _, s := range p.sets {
-		g += s.version.Load()
+		v += s.version.Load()
 	}
-	return g
+	return p.gen<<32 | v&0xffffffff
 }
 
 // Rules returns the number of distinct rules compiled.
@@ -259,7 +261,7 @@ func hasPorts(proto int32) bool { return proto == 6 || proto == 17 || proto == 1
 // would not accept (bad direction, protocol or port range, neither or both
 // of CIDR and group).
 func Compile(in CompileInput) (*Policy, error) {
-	p := &Policy{gen: in.Generation}
+	p := &Policy{gen: in.Generation & 0xffffffff}
 	for _, ip := range in.IPs {
 		ip = ip.Unmap()
 		f := fam4
@@ -401,15 +403,20 @@ func buildTable(rs []crule, fam int, members map[string]*MemberSet) table {
 	})
 	pts = slices.Compact(pts)
 	t.cidrPts = pts
-	t.cidrBits = make([]uint64, len(pts)*w)
-	for i, pt := range pts {
-		b := t.cidrBits[i*w : (i+1)*w]
-		for ri, r := range rs {
-			if r.hasCIDR && !pt.less(r.lo) && !r.hi.less(pt) {
-				setBit(b, ri)
+	var spans []span
+	for ri, r := range rs {
+		if !r.hasCIDR {
+			continue
+		}
+		end := len(pts)
+		if n, ok := r.hi.inc(); ok {
+			if e := searchAddr(pts, n); pts[e] == n {
+				end = e
 			}
 		}
+		spans = append(spans, span{ri, searchAddr(pts, r.lo), end})
 	}
+	t.cidrBits = sweepBits(len(pts), w, spans)
 	// Group references.
 	for ri, r := range rs {
 		if r.hasCIDR {
@@ -449,19 +456,48 @@ func buildPorts(rs []crule, w int, proto int32) portTable {
 	}
 	slices.Sort(pts)
 	pts = slices.Compact(pts)
-	pt := portTable{pts: pts, bits: make([]uint64, len(pts)*w)}
-	for i, p := range pts {
-		b := pt.bits[i*w : (i+1)*w]
-		for ri, r := range rs {
-			if !in(r) {
-				continue
-			}
-			if r.proto == -1 || (p >= r.portLo && p <= r.portHi) {
-				setBit(b, ri)
-			}
+	var spans []span
+	for ri, r := range rs {
+		if !in(r) {
+			continue
 		}
+		lo, hi := r.portLo, r.portHi
+		if r.proto == -1 {
+			lo, hi = 0, 65535
+		}
+		end := len(pts)
+		if hi < 65535 {
+			end = searchU32(pts, hi+1)
+		}
+		spans = append(spans, span{ri, searchU32(pts, lo), end})
 	}
-	return pt
+	return portTable{pts: pts, bits: sweepBits(len(pts), w, spans)}
+}
+
+// span says that rule covers the elementary intervals [first, end).
+type span struct{ rule, first, end int }
+
+// sweepBits returns the bitsets of n elementary intervals (w words each)
+// with a sweep over the spans' boundaries: O(n*w + len(spans)).
+func sweepBits(n, w int, spans []span) []uint64 {
+	add := make([][]int, n+1)
+	del := make([][]int, n+1)
+	for _, s := range spans {
+		add[s.first] = append(add[s.first], s.rule)
+		del[s.end] = append(del[s.end], s.rule)
+	}
+	bits := make([]uint64, n*w)
+	cur := make([]uint64, w)
+	for i := range n {
+		for _, r := range del[i] {
+			cur[r>>6] &^= 1 << (r & 63)
+		}
+		for _, r := range add[i] {
+			setBit(cur, r)
+		}
+		copy(bits[i*w:], cur)
+	}
+	return bits
 }
 
 func anyAnd(a, b []uint64) bool {
