@@ -94,7 +94,7 @@ type key struct {
 	a, b   addr
 	pa, pb uint16
 	proto  uint8
-	kind   uint8 // family | kindFrag
+	kind   uint8 // family | direction<<1 (fragments only) | kindFrag
 }
 
 const kindFrag = 0x80
@@ -129,6 +129,7 @@ type Conntrack struct {
 	cursor   uint32
 	// checkCursor is Check's position.
 	checkCursor uint32
+	limit       *Limit
 	counters    [numVerdicts]atomic.Uint64
 }
 
@@ -144,6 +145,44 @@ func NewConntrack(capacity int) *Conntrack {
 		n <<= 1
 	}
 	return &Conntrack{slots: make([]entry, n), mask: uint32(n - 1), seed: rand.Uint64() | 1, capacity: capacity}
+}
+
+// Limit bounds the total number of entries of several zones (e.g. all the
+// vNICs of a host). It is safe for concurrent use; it costs an atomic
+// operation per created or removed entry, none per packet of a tracked
+// flow.
+type Limit struct {
+	max int64
+	n   atomic.Int64
+}
+
+// NewLimit returns a limit of max entries in total.
+func NewLimit(max int) *Limit { return &Limit{max: int64(max)} }
+
+// Used returns the number of entries held under the limit.
+func (l *Limit) Used() int { return int(l.n.Load()) }
+
+func (l *Limit) take() bool {
+	if l.n.Add(1) > l.max {
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+// SetLimit makes the zone's entries count against l too; call it before
+// the first Filter. A zone at l's limit drops new connections
+// (DropTableFull) like a full table.
+func (c *Conntrack) SetLimit(l *Limit) { c.limit = l }
+
+// Release empties the zone and returns its entries to its Limit; call it
+// when the vNIC is deleted.
+func (c *Conntrack) Release() {
+	if c.limit != nil {
+		c.limit.n.Add(-int64(c.count))
+	}
+	clear(c.slots)
+	c.count = 0
 }
 
 // Len returns the number of entries (flows and fragment records), expired
@@ -204,6 +243,9 @@ func (c *Conntrack) find(k *key, h uint32) (int, int) {
 // deleteAt empties slot i and shifts back the entries of its cluster.
 func (c *Conntrack) deleteAt(i uint32) {
 	c.count--
+	if c.limit != nil {
+		c.limit.n.Add(-1)
+	}
 	for {
 		c.slots[i].state = stEmpty
 		j := i
@@ -246,12 +288,16 @@ func (c *Conntrack) sweep(now int64, n int) {
 
 // insert adds k at free slot free; false when the table is full.
 func (c *Conntrack) insert(k *key, h uint32, free int, now int64) (*entry, bool) {
-	if c.count >= c.capacity {
+	if c.count >= c.capacity || c.limit != nil && c.limit.n.Load() >= c.limit.max {
+		// Reclaim expired entries first.
 		c.sweep(now, 64)
 		if c.count >= c.capacity {
 			return nil, false
 		}
 		_, free = c.find(k, h) // the sweep may have moved entries
+	}
+	if c.limit != nil && !c.limit.take() {
+		return nil, false
 	}
 	c.count++
 	e := &c.slots[free]
@@ -429,7 +475,7 @@ func canonical(fk *flowKey) (key, bool) {
 }
 
 func fragKey(fk *flowKey, id uint32, proto uint8) key {
-	return key{a: fk.src, b: fk.dst, pa: uint16(id >> 16), pb: uint16(id), proto: proto, kind: uint8(fk.fam) | kindFrag}
+	return key{a: fk.src, b: fk.dst, pa: uint16(id >> 16), pb: uint16(id), proto: proto, kind: uint8(fk.fam) | uint8(fk.dir)<<1 | kindFrag}
 }
 
 func (c *Conntrack) recordFragment(fk *flowKey, id uint32, proto uint8, now int64) {

@@ -452,3 +452,28 @@ func TestCheckAndFlows(t *testing.T) {
 		t.Errorf("%d entries after expiry", ct.Len())
 	}
 }
+
+func TestSharedLimit(t *testing.T) {
+	lim := NewLimit(3)
+	a, b := NewConntrack(16), NewConntrack(16)
+	a.SetLimit(lim)
+	b.SetLimit(lim)
+	pol := defaultPolicy(t)
+	udp := func(sport uint16) pk { return pk{src: vm4, dst: peer4, proto: 17, sport: sport, dport: 53} }
+	runSteps(t, a, pol, []step{{0, FromVM, udp(1), Accept}, {0, FromVM, udp(2), Accept}})
+	runSteps(t, b, pol, []step{{0, FromVM, udp(1), Accept}, {0, FromVM, udp(2), DropTableFull}})
+	if lim.Used() != 3 {
+		t.Fatalf("limit used %d", lim.Used())
+	}
+	// Expiry in a returns entries to the limit.
+	runSteps(t, a, pol, []step{{31, FromVM, udp(3), Accept}}) // udp(1) expired on the sweep or lookup
+	a.Check(pol, 31*sec, len(a.slots))
+	if a.Len() != 1 || lim.Used() != 2 {
+		t.Fatalf("a holds %d, limit used %d", a.Len(), lim.Used())
+	}
+	a.Release()
+	if lim.Used() != 1 || a.Len() != 0 {
+		t.Fatalf("after Release: limit used %d, a holds %d", lim.Used(), a.Len())
+	}
+	runSteps(t, b, pol, []step{{31, FromVM, udp(2), Accept}})
+}

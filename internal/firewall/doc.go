@@ -74,9 +74,16 @@
 // dropped.
 //
 // Every Filter call sweeps a few slots for expired entries, so the table is
-// collected incrementally without a stall. When the table is full, new
-// connections are dropped and counted (ReasonTableFull); established flows
-// are unaffected.
+// collected incrementally without a stall; Check does the same in bounded
+// steps and also re-evaluates flows of an older policy generation. When
+// the table is full (or a Limit shared by several zones is reached), new
+// connections are dropped and counted (DropTableFull); tracked flows are
+// unaffected, and so are other zones when only one zone's table is full.
+//
+// Not yet done: TCP sequence-window tracking (the state machine follows
+// flags only, like nf_conntrack with be_liberal), out-of-order fragments
+// (a non-first fragment arriving before the first one is dropped), IPv6
+// extension headers inside the packet quoted by an ICMPv6 error.
 //
 // A Conntrack is not safe for concurrent Filter calls: the engine must give
 // each vNIC's zone to one worker at a time. Counters may be read
