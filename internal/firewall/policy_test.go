@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/packet"
 )
 
 // refAllows is the naive reference: a loop over every rule.
@@ -156,6 +157,25 @@ func TestClassifierDifferential(t *testing.T) {
 				if got != want {
 					t.Fatalf("%s iter %d: %v proto %d %v:%d -> %v:%d: compiled %v, reference %v\nrules %+v\nmembers %v",
 						phase, iter, dir, proto, src, sport, dst, dport, got, want, groups, members)
+				}
+				// The frame path (parsing, ports, family) must agree: a
+				// first packet is accepted exactly when the policy allows it.
+				p := pk{src: src.String(), dst: dst.String(), proto: proto, sport: sport, dport: dport, flags: syn}
+				switch {
+				case proto == 1 && src.Is4():
+					p.sport = packet.ICMPv4Echo
+				case proto == 58 && src.Is6():
+					p.sport = packet.ICMPv6EchoRequest
+				}
+				wantV := DropNoRule
+				if want {
+					wantV = Accept
+				}
+				if src.Is6() && packet.IsIPv6ExtHeader(proto) {
+					wantV = DropInvalid // no such header in the frame: malformed
+				}
+				if v := NewConntrack(1).Filter(p.build(), dir, pol, 0); v != wantV {
+					t.Fatalf("%s iter %d: Filter of %+v %v: %v, want %v", phase, iter, p, dir, v, wantV)
 				}
 				cases++
 				if want {
