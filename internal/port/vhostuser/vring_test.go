@@ -32,7 +32,7 @@ const (
 )
 
 func newFakeGuest(t testing.TB, num uint16) *fakeGuest {
-	g := &fakeGuest{t: t, mem: make([]byte, memSize), num: num}
+	g := &fakeGuest{t: t, mem: make([]byte, bufArea+2*int(num)*slotSize), num: num}
 	g.table = &memTable{regions: []memRegion{{gpa: gpaBase, uaddr: uaBase, mem: g.mem}}}
 	return g
 }
@@ -304,7 +304,7 @@ func TestEnqueueOffloadFallback(t *testing.T) {
 }
 
 func TestHostileRings(t *testing.T) {
-	far := uint64(gpaBase + memSize)
+	far := uint64(gpaBase + bufArea + 2*256*slotSize)
 	tests := []struct {
 		name  string
 		ring  int

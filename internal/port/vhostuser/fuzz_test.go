@@ -1,0 +1,132 @@
+package vhostuser
+
+import (
+	"encoding/binary"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/packet"
+	"golang.org/x/sys/unix"
+)
+
+// FuzzMessage feeds arbitrary bytes to the message reader and applies
+// every message it decodes to a device, as a front end would.
+func FuzzMessage(f *testing.F) {
+	f.Add(rawMsg(reqGetFeatures, flagVersion, nil))
+	f.Add(append(rawMsg(reqSetProtocolFeatures, flagVersion, binary.LittleEndian.AppendUint64(nil, 1<<pfReplyAck)),
+		rawMsg(reqSetFeatures, flagVersion|flagNeedReply, binary.LittleEndian.AppendUint64(nil, 1<<fVersion1))...))
+	f.Add(rawMsg(reqSetVringNum, flagVersion, state(1, 256)))
+	f.Add(rawMsg(reqSetVringAddr, flagVersion, make([]byte, 40)))
+	f.Add(rawMsg(reqSetMemTable, flagVersion, make([]byte, 8)))
+	f.Add(rawMsg(reqGetVringBase, flagVersion, state(0, 0)))
+	f.Add(rawMsg(reqSetVringKick, flagVersion, binary.LittleEndian.AppendUint64(nil, 0x101)))
+	f.Add(rawMsg(reqAddMemReg, flagVersion, make([]byte, 40)))
+	f.Add(rawMsg(reqRemMemReg, flagVersion, make([]byte, 40)))
+	p, err := Listen(filepath.Join(f.TempDir(), "fuzz.sock"), Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer p.Close()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 32<<10 {
+			return
+		}
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fds[1])
+		unix.Write(fds[0], data)
+		unix.Close(fds[0])
+		d := newDevice(p, fds[1])
+		defer d.teardown()
+		for i := 0; i < 64; i++ {
+			m, err := d.c.read()
+			if err != nil {
+				return
+			}
+			if m.flags&flagVersionM != flagVersion || len(m.payload) > maxPayload {
+				t.Fatalf("decoded an invalid header: flags %#x, %d bytes", m.flags, len(m.payload))
+			}
+			d.handle(m)
+			m.closeFds()
+		}
+	})
+}
+
+const fuzzNum = 8
+
+// fuzzRings lays data over the descriptor tables, avail rings and avail
+// indices of both rings of a guest with 8-entry queues.
+func fuzzRings(g *fakeGuest, data []byte) {
+	var buf [2 * (fuzzNum*descSize + 2*fuzzNum + 2)]byte
+	copy(buf[:], data)
+	b := buf[:]
+	for _, ring := range []int{1, 0} {
+		o := ring * ringArea
+		copy(g.mem[o:], b[:fuzzNum*descSize])
+		b = b[fuzzNum*descSize:]
+		copy(g.mem[o+0x4000+4:], b[:2*fuzzNum])
+		b = b[2*fuzzNum:]
+		copy(g.mem[o+0x4000+2:], b[:2])
+		b = b[2:]
+	}
+}
+
+// ringSeed builds a well-formed input: two transmit frames (one chained)
+// and four receive buffers.
+func ringSeed(split int) []byte {
+	g := newFakeGuest(&testing.T{}, fuzzNum)
+	g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(100, 1)...), split)
+	g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, 2)...), 4096)
+	g.postRx(4, 2048)
+	var out []byte
+	for _, ring := range []int{1, 0} {
+		o := ring * ringArea
+		out = append(out, g.mem[o:o+fuzzNum*descSize]...)
+		out = append(out, g.mem[o+0x4000+4:o+0x4000+4+2*fuzzNum]...)
+		out = append(out, g.mem[o+0x4000+2:o+0x4000+4]...)
+	}
+	return out
+}
+
+// FuzzRingWalker runs dequeue and enqueue over guest-written descriptor
+// tables and avail rings. Whatever the guest writes, the walker must not
+// panic, must not return more frames than asked or larger than a Buf, and
+// must publish at most one used entry per avail entry.
+func FuzzRingWalker(f *testing.F) {
+	f.Add(ringSeed(4096))
+	f.Add(ringSeed(30))
+	f.Add(make([]byte, 8))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		g := newFakeGuest(t, fuzzNum)
+		fuzzRings(g, data)
+		tx := g.vring(1, netFeatures)
+		rx := g.vring(0, netFeatures)
+		in := newBufs(4)
+		out := newBufs(3)
+		for i, b := range out {
+			b.SetLen(60 + 2000*i)
+		}
+		n, dropped, _ := tx.dequeue(in)
+		if n+dropped > len(in) {
+			t.Fatalf("dequeue returned %d frames and %d drops for %d buffers", n, dropped, len(in))
+		}
+		for _, b := range in[:n] {
+			if b.Len() == 0 || b.Len() > packet.MaxFrame {
+				t.Fatalf("frame of %d bytes", b.Len())
+			}
+		}
+		if u := g.used(1); len(u) > n+dropped {
+			t.Fatalf("%d used entries for %d frames", len(u), n+dropped)
+		}
+		m, _, _ := rx.enqueue(out)
+		if m > len(out) {
+			t.Fatalf("enqueue took %d of %d", m, len(out))
+		}
+		if u := g.used(0); len(u) > fuzzNum {
+			t.Fatalf("%d used receive entries on an %d-entry ring", len(u), fuzzNum)
+		}
+	})
+}
