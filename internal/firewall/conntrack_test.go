@@ -401,9 +401,14 @@ func TestFilterAllocs(t *testing.T) {
 	reply := tcpIn(peer4, vm4, synack).build()
 	miss := pk{src: "10.9.9.9", dst: vm4, proto: 17, sport: 1, dport: 2}.build()
 	ct.Filter(syn1, FromVM, pol, 0)
+	batch := [][]byte{reply, miss, reply}
+	verdicts := make([]Verdict, len(batch))
 	for name, f := range map[string]func(){
 		"hit":  func() { ct.Filter(reply, ToVM, pol, sec) },
 		"miss": func() { ct.Filter(miss, ToVM, pol, sec) },
+		"batch": func() {
+			ct.FilterBatch(batch, ToVM, pol, sec, verdicts)
+		},
 	} {
 		if n := testing.AllocsPerRun(1000, f); n != 0 {
 			t.Errorf("%s: %v allocs per packet", name, n)
@@ -476,4 +481,80 @@ func TestSharedLimit(t *testing.T) {
 		t.Fatalf("after Release: limit used %d, a holds %d", lim.Used(), a.Len())
 	}
 	runSteps(t, b, pol, []step{{31, FromVM, udp(2), Accept}})
+}
+
+// TestTCPStates follows the state after each segment; o is a segment from
+// the originator, r from the responder.
+func TestTCPStates(t *testing.T) {
+	type seg struct {
+		fromOrig bool
+		flags    uint8
+		ok       bool
+		want     TCPState
+	}
+	o := func(f uint8, want TCPState) seg { return seg{true, f, true, want} }
+	r := func(f uint8, want TCPState) seg { return seg{false, f, true, want} }
+	bad := func(fromOrig bool, f uint8, want TCPState) seg { return seg{fromOrig, f, false, want} }
+	for _, c := range []struct {
+		name string
+		segs []seg
+	}{
+		{"originator closes first", []seg{r(synack, TCPSynRecv), o(ack, TCPEstablished), o(finack, TCPFinWait),
+			r(ack, TCPCloseWait), r(finack, TCPLastAck), o(ack, TCPTimeWait)}},
+		{"responder closes first", []seg{r(synack, TCPSynRecv), o(ack, TCPEstablished), r(finack, TCPFinWait),
+			o(ack, TCPCloseWait), o(finack, TCPLastAck), r(ack, TCPTimeWait)}},
+		{"simultaneous close", []seg{r(synack, TCPSynRecv), o(ack, TCPEstablished), o(finack, TCPFinWait),
+			r(finack, TCPLastAck), r(ack, TCPLastAck), o(ack, TCPTimeWait)}},
+		{"simultaneous open", []seg{r(syn, TCPSynRecv), o(synack, TCPSynRecv), o(ack, TCPEstablished)}},
+		{"refused", []seg{r(rst|ack, TCPClose)}},
+		{"originator reset in SYN_SENT is invalid", []seg{bad(true, rst, TCPSynSent)}},
+		{"SYN+FIN is invalid", []seg{r(synack, TCPSynRecv), o(ack, TCPEstablished), bad(true, syn|packet.TCPFlagFIN, TCPEstablished)}},
+		{"new SYN inside a connection is invalid", []seg{r(synack, TCPSynRecv), o(ack, TCPEstablished), bad(true, syn, TCPEstablished),
+			r(synack, TCPEstablished)}},
+		{"reset closes", []seg{r(synack, TCPSynRecv), o(ack, TCPEstablished), r(rst, TCPClose)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := &entry{state: TCPSynSent}
+			for i, s := range c.segs {
+				if ok := tcpStep(e, s.fromOrig, s.flags); ok != s.ok || e.state != s.want {
+					t.Fatalf("segment %d (orig %v flags %#x): ok %v state %v, want %v %v", i, s.fromOrig, s.flags, ok, e.state, s.ok, s.want)
+				}
+			}
+		})
+	}
+}
+
+// TestConcurrentMemberChange runs Filter while another goroutine changes
+// a member set (run with -race).
+func TestConcurrentMemberChange(t *testing.T) {
+	set := NewMemberSet(addrs(peer4))
+	pol := mustCompile(t, CompileInput{Generation: 1, IPs: addrs(vm4), Members: map[string]*MemberSet{"g": set},
+		Groups: []model.SG{{ID: "sg", Rules: []model.Rule{{Direction: model.Inbound, Protocol: 17, PortStart: 53, PortEnd: 53, SG: "g"}}}}})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			if i%2 == 0 {
+				set.Set(addrs(peer4, "10.0.0.3"))
+			} else {
+				set.Set(addrs("10.0.0.3"))
+			}
+		}
+	}()
+	ct := NewConntrack(16)
+	f := pk{src: peer4, dst: vm4, proto: 17, sport: 1000, dport: 53}.build()
+	for i := range 2000 {
+		if v := ct.Filter(f, ToVM, pol, int64(i)); v != Accept && v != DropNoRule && v != DropCut {
+			t.Fatalf("verdict %v", v)
+		}
+	}
+	<-done
+	set.Set(addrs(peer4))
+	if v := ct.Filter(f, ToVM, pol, 3000); v != Accept {
+		t.Fatalf("member restored: %v", v)
+	}
+	set.Set(nil)
+	if v := ct.Filter(f, ToVM, pol, 3001); v != DropCut {
+		t.Fatalf("member removed: %v", v)
+	}
 }
