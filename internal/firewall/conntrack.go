@@ -35,12 +35,23 @@ const (
 	numVerdicts
 )
 
-var verdictNames = [numVerdicts]string{"accept", "accept_stateless", "no_rule", "invalid", "table_full", "cut", "fragment"}
-
 // String names the verdict (the drop reason for drops).
 func (v Verdict) String() string {
-	if v < numVerdicts {
-		return verdictNames[v]
+	switch v {
+	case Accept:
+		return "accept"
+	case AcceptStateless:
+		return "accept_stateless"
+	case DropNoRule:
+		return "no_rule"
+	case DropInvalid:
+		return "invalid"
+	case DropTableFull:
+		return "table_full"
+	case DropCut:
+		return "cut"
+	case DropFragment:
+		return "fragment"
 	}
 	return "unknown"
 }
@@ -86,8 +97,26 @@ const (
 	stFrag
 )
 
-var tcpTimeouts = [...]int64{0, TimeoutSynSent, TimeoutSynRecv, TimeoutEstablish, TimeoutFinWait,
-	TimeoutCloseWait, TimeoutLastAck, TimeoutTimeWait, TimeoutClose}
+// tcpTimeout is the lifetime of an entry in state s.
+func tcpTimeout(s TCPState) int64 {
+	switch s {
+	case TCPSynSent:
+		return TimeoutSynSent
+	case TCPSynRecv:
+		return TimeoutSynRecv
+	case TCPEstablished:
+		return TimeoutEstablish
+	case TCPFinWait:
+		return TimeoutFinWait
+	case TCPCloseWait:
+		return TimeoutCloseWait
+	case TCPLastAck:
+		return TimeoutLastAck
+	case TCPTimeWait:
+		return TimeoutTimeWait
+	}
+	return TimeoutClose
+}
 
 // key is a canonical flow key: (a, pa) <= (b, pb).
 type key struct {
@@ -434,12 +463,10 @@ func isEcho(fam int, typ uint8) bool {
 	return typ == packet.ICMPv6EchoRequest || typ == packet.ICMPv6EchoReply
 }
 
-var linkLocal6 = addr{0xfe80 << 48, 0}
-
 // ndVerdict passes IPv6 neighbour discovery, router solicitation and MLD.
 func ndVerdict(dir Direction, ip6 []byte, typ uint8, fk *flowKey, pol *Policy) (Verdict, bool) {
 	hop := packet.IPv6(ip6).HopLimit()
-	srcLL := fk.src.hi>>54 == linkLocal6.hi>>54 // fe80::/10
+	srcLL := fk.src.hi>>54 == 0xfe80>>6 // fe80::/10
 	srcOK := srcLL || fk.src == (addr{}) || containsAddr(pol.ips[fam6], fk.src)
 	switch typ {
 	case packet.ICMPv6RouterSolicit:
@@ -614,7 +641,7 @@ func (c *Conntrack) hit(e *entry, i uint32, t *tuple, srcIsA bool, pol *Policy, 
 		if !tcpStep(e, fromOrig, t.tcpFlags) {
 			return DropInvalid
 		}
-		e.expires = now + tcpTimeouts[e.state]
+		e.expires = now + tcpTimeout(e.state)
 	}
 	return Accept
 }
@@ -856,12 +883,25 @@ func (c *Conntrack) Flows(now int64, fn func(Flow) bool) {
 	}
 }
 
-var tcpStateNames = [...]string{"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"}
-
 // String names the state as Linux does.
 func (s TCPState) String() string {
-	if int(s) < len(tcpStateNames) {
-		return tcpStateNames[s]
+	switch s {
+	case TCPSynSent:
+		return "SYN_SENT"
+	case TCPSynRecv:
+		return "SYN_RECV"
+	case TCPEstablished:
+		return "ESTABLISHED"
+	case TCPFinWait:
+		return "FIN_WAIT"
+	case TCPCloseWait:
+		return "CLOSE_WAIT"
+	case TCPLastAck:
+		return "LAST_ACK"
+	case TCPTimeWait:
+		return "TIME_WAIT"
+	case TCPClose:
+		return "CLOSE"
 	}
 	return "NONE"
 }
