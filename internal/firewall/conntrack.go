@@ -335,7 +335,8 @@ func (c *Conntrack) insert(k *key, h uint32, free int, now int64) (*entry, bool)
 }
 
 // Filter decides on one Ethernet frame crossing the vNIC in direction dir
-// under policy pol at monotonic time now (ns). It does not allocate.
+// under policy pol (not nil) at monotonic time now (ns). It does not
+// allocate.
 func (c *Conntrack) Filter(frame []byte, dir Direction, pol *Policy, now int64) Verdict {
 	c.sweep(now, sweepPerPacket)
 	v := c.filter(frame, dir, pol, now)
@@ -832,7 +833,6 @@ func (c *Conntrack) Check(pol *Policy, now int64, budget int) (cut int) {
 			ok := origKey(e)
 			if !classify(pol, &ok) {
 				c.deleteAt(i)
-				c.counters[DropCut].Add(1)
 				cut++
 				continue
 			}
