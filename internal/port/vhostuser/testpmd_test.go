@@ -188,45 +188,55 @@ func drain(p *Port, bufs []*packet.Buf, quiet time.Duration, each func(*packet.B
 }
 
 // TestTestpmdTxonly: the guest transmits; every frame testpmd counts as
-// sent reaches ReadBatch, with the right length.
+// sent reaches ReadBatch, with the right length. A second testpmd on the
+// same socket (a VM restart) gets the same service.
 func TestTestpmdTxonly(t *testing.T) {
 	p := listenTest(t)
-	tp := startTestpmd(t, p.Path(), "txonly")
-	waitReady(t, p)
-	tp.command("start")
-	bufs := newBufs(64)
-	var got, badLen uint64
-	count := func(b *packet.Buf) {
-		got++
-		if b.Len() != 60 && b.Len() != 64 {
-			badLen++
-		}
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for got < 200000 && time.Now().Before(deadline) {
-		drain(p, bufs, 0, count)
-		for _, b := range bufs {
-			b.Reset()
-		}
-		if n, _ := p.ReadBatch(bufs); n > 0 {
-			for _, b := range bufs[:n] {
-				count(b)
+	for round := 1; round <= 2; round++ {
+		tp := startTestpmd(t, p.Path(), "txonly")
+		waitReady(t, p)
+		tp.command("start")
+		bufs := newBufs(64)
+		var got, badLen uint64
+		count := func(b *packet.Buf) {
+			got++
+			if b.Len() != 64 {
+				badLen++
 			}
 		}
+		deadline := time.Now().Add(2 * time.Second)
+		for got < 100000 && time.Now().Before(deadline) {
+			for _, b := range bufs {
+				b.Reset()
+			}
+			if n, _ := p.ReadBatch(bufs); n > 0 {
+				for _, b := range bufs[:n] {
+					count(b)
+				}
+			}
+		}
+		tp.command("stop")
+		drain(p, bufs, 300*time.Millisecond, count)
+		_, tx := tp.portStats()
+		if got == 0 || got != tx {
+			t.Fatalf("round %d: ReadBatch got %d frames, testpmd sent %d", round, got, tx)
+		}
+		if badLen != 0 {
+			t.Fatalf("round %d: %d frames with a length other than testpmd's 64 bytes", round, badLen)
+		}
+		if s := p.Stats(); s.InDropped != 0 || s.Broken != 0 || s.Connections != uint64(round) {
+			t.Fatalf("round %d: stats %+v", round, s)
+		}
+		tp.kill()
+		deadline = time.Now().Add(5 * time.Second)
+		for p.Ready() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: rings still running after testpmd quit", round)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("round %d: %d frames from testpmd txonly", round, got)
 	}
-	tp.command("stop")
-	drain(p, bufs, 300*time.Millisecond, count)
-	_, tx := tp.portStats()
-	if got == 0 || got != tx {
-		t.Fatalf("ReadBatch got %d frames, testpmd sent %d", got, tx)
-	}
-	if badLen != 0 {
-		t.Fatalf("%d frames with a length other than testpmd's 64 bytes", badLen)
-	}
-	if s := p.Stats(); s.InFrames != got || s.InDropped != 0 || s.Broken != 0 {
-		t.Fatalf("stats %+v, want InFrames %d and no drops", s, got)
-	}
-	t.Logf("%d frames from testpmd txonly", got)
 }
 
 // TestTestpmdLoopback: frames written with WriteBatch come back through
