@@ -558,3 +558,20 @@ func TestConcurrentMemberChange(t *testing.T) {
 		t.Fatalf("member removed: %v", v)
 	}
 }
+
+func TestICMPErrorAboutEcho(t *testing.T) {
+	ct := NewConntrack(16)
+	pol := defaultPolicy(t)
+	ping := pk{src: vm4, dst: peer4, proto: 1, sport: packet.ICMPv4Echo, dport: 9}
+	other := ping
+	other.dport = 10
+	runSteps(t, ct, pol, []step{
+		{0, FromVM, ping, Accept},
+		{0, ToVM, icmpErr("192.0.2.1", vm4, 1, packet.ICMPv4TimeExceeded, ping.build()), AcceptStateless},
+		{0, ToVM, icmpErr("192.0.2.1", vm4, 1, packet.ICMPv4TimeExceeded, other.build()), DropNoRule},
+		// An error quoting a packet the VM did not send (source is not the
+		// error's destination).
+		{0, ToVM, icmpErr("192.0.2.1", vm4, 1, packet.ICMPv4DstUnreachable,
+			pk{src: peer4, dst: vm4, proto: 1, sport: packet.ICMPv4Echo, dport: 9}.build()), DropNoRule},
+	})
+}
