@@ -751,8 +751,15 @@ func (c *Conntrack) icmpError(outer *flowKey, q []byte, pol *Policy, now int64) 
 			return DropInvalid
 		}
 		ip := packet.IPv6(q)
-		fk.src, fk.dst, fk.proto = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes()), ip.NextHeader()
-		l4 = q[packet.IPv6Len:]
+		w := walkIPv6(q, len(q))
+		if !w.ok || w.off > len(q) {
+			return DropInvalid
+		}
+		if w.fragOff != 0 {
+			return c.untracked(outer, pol)
+		}
+		fk.src, fk.dst, fk.proto = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes()), w.proto
+		l4 = q[w.off:]
 	}
 	if fk.src != outer.dst {
 		return c.untracked(outer, pol)
@@ -792,25 +799,56 @@ func (c *Conntrack) untracked(fk *flowKey, pol *Policy) Verdict {
 // ipv6Frag finds the fragment header of ip: the identification and the
 // header that follows it.
 func ipv6Frag(ip packet.IPv6) (id uint32, next uint8, ok bool) {
-	end := packet.IPv6Len + int(ip.PayloadLen())
-	nh := ip.NextHeader()
-	off := packet.IPv6Len
-	for range packet.MaxIPv6ExtHeaders {
-		if off+8 > end {
-			return 0, 0, false
+	w := walkIPv6(ip, packet.IPv6Len+int(ip.PayloadLen()))
+	return w.fragID, w.fragNext, w.ok && w.frag
+}
+
+// ipv6Walk is the result of walkIPv6.
+type ipv6Walk struct {
+	proto    uint8 // the first header that is not an extension header
+	off      int   // its offset
+	frag     bool  // a fragment header was seen
+	fragOff  int   // its fragment offset (bytes)
+	fragID   uint32
+	fragNext uint8
+	ok       bool
+}
+
+// walkIPv6 follows the extension headers of ip (which may be truncated to
+// end, as in an ICMPv6 error's quote), at most packet.MaxIPv6ExtHeaders.
+func walkIPv6(ip []byte, end int) ipv6Walk {
+	w := ipv6Walk{proto: ip[6], off: packet.IPv6Len}
+	end = min(end, len(ip))
+	for range packet.MaxIPv6ExtHeaders + 1 {
+		if !packet.IsIPv6ExtHeader(w.proto) {
+			w.ok = true
+			return w
 		}
-		switch nh {
+		if w.off+8 > end {
+			return w
+		}
+		h := ip[w.off:]
+		next := h[0]
+		switch w.proto {
 		case packet.ProtoFragment:
-			return binary.BigEndian.Uint32(ip[off+4 : off+8]), ip[off], true
-		case packet.ProtoHopByHop, packet.ProtoRouting, packet.ProtoDstOpts:
-			nh, off = ip[off], off+(int(ip[off+1])+1)*8
+			w.frag = true
+			w.fragOff = int(binary.BigEndian.Uint16(h[2:4]) &^ 7)
+			w.fragID = binary.BigEndian.Uint32(h[4:8])
+			w.fragNext = next
+			w.off += 8
+			if w.fragOff != 0 {
+				w.proto = next
+				w.ok = true // no upper-layer header follows
+				return w
+			}
 		case packet.ProtoAH:
-			nh, off = ip[off], off+(int(ip[off+1])+2)*4
+			w.off += (int(h[1]) + 2) * 4
 		default:
-			return 0, 0, false
+			w.off += (int(h[1]) + 1) * 8
 		}
+		w.proto = next
 	}
-	return 0, 0, false
+	return w
 }
 
 // Check examines up to budget slots, continuing where the previous call

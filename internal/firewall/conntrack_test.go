@@ -575,3 +575,18 @@ func TestICMPErrorAboutEcho(t *testing.T) {
 			pk{src: peer4, dst: vm4, proto: 1, sport: packet.ICMPv4Echo, dport: 9}.build()), DropNoRule},
 	})
 }
+
+// TestICMPv6ErrorQuotingFragment: the quoted packet carries a fragment
+// header (the VM sent a fragmented datagram that was too big).
+func TestICMPv6ErrorQuotingFragment(t *testing.T) {
+	ct := NewConntrack(16)
+	pol := defaultPolicy(t)
+	first := pk{src: vm6, dst: peer6, proto: 17, sport: 4000, dport: 9000, mf: true, fragID: 5, payload: make([]byte, 64)}
+	rest := pk{src: vm6, dst: peer6, proto: 17, fragOff: 72, fragID: 5, payload: make([]byte, 64)}
+	runSteps(t, ct, pol, []step{
+		{0, FromVM, first, Accept},
+		{0, ToVM, icmpErr("2001:db8:ffff::1", vm6, 58, packet.ICMPv6PacketTooBig, first.build()), AcceptStateless},
+		// A quote of a non-first fragment has no ports: policy only.
+		{0, ToVM, icmpErr("2001:db8:ffff::1", vm6, 58, packet.ICMPv6PacketTooBig, rest.build()), DropNoRule},
+	})
+}
