@@ -11,8 +11,10 @@
 //
 // Fd returns an epoll descriptor that stays the same for the port's life:
 // it becomes readable when the guest kicks its transmit ring or when a
-// ring starts or stops. ReadBatch rearms it when it finds nothing to do,
-// so a worker may sleep on it after a ReadBatch that returned 0.
+// ring starts or stops. ReadBatch rearms it (one epoll_wait with a zero
+// timeout) on its first empty poll after activity and on every 8th
+// consecutive empty poll after that: a worker may sleep on Fd after any
+// ReadBatch that returned 0, and wakes at most 8 times for nothing.
 package vhostuser
 
 import (
@@ -87,6 +89,7 @@ type Port struct {
 	rings [2]atomic.Pointer[vring]
 	seq   [2]atomic.Uint64 // odd while a batch uses the ring
 	evs   [4]unix.EpollEvent
+	empty uint32 // consecutive empty ReadBatch calls (worker-owned)
 
 	inFrames, inBytes, inDropped    atomic.Uint64
 	outFrames, outBytes, outDropped atomic.Uint64
@@ -195,7 +198,9 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 		var dropped int
 		var bytes uint64
 		n, dropped, bytes = r.dequeue(bufs)
-		if n == 0 && dropped == 0 && !r.broken {
+		if n == 0 && dropped == 0 && !r.broken && r.usedFlags != 0 {
+			// First empty poll after activity: ask for kicks, then look
+			// again for frames that raced with the flag.
 			if r.setNotify(true) {
 				n, dropped, bytes = r.dequeue(bufs)
 			}
@@ -214,8 +219,16 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	}
 	s.Add(1)
 	if n == 0 {
-		// Harvest the edge-triggered events so Fd sleeps again.
-		unix.EpollWait(p.epfd, p.evs[:], 0)
+		// Harvest the edge-triggered events so Fd sleeps again: on the
+		// first empty poll after activity and every 8th after that, so
+		// a busy-polling worker pays the syscall rarely while a stale
+		// wake-up costs a sleeping worker at most 8 spurious polls.
+		if p.empty%8 == 0 {
+			unix.EpollWait(p.epfd, p.evs[:], 0)
+		}
+		p.empty++
+	} else {
+		p.empty = 0
 	}
 	return n, nil
 }

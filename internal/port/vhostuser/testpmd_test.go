@@ -20,7 +20,7 @@ import (
 // testpmd is a DPDK testpmd process whose virtio_user port is the "VM"
 // front end of a Port.
 type testpmd struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	mu     sync.Mutex
@@ -36,7 +36,7 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 	return w.tp.out.Write(b)
 }
 
-func needTestpmd(t *testing.T) string {
+func needTestpmd(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("testpmd tests need root")
@@ -49,7 +49,7 @@ func needTestpmd(t *testing.T) string {
 }
 
 // startTestpmd runs testpmd interactively with a virtio_user port on sock.
-func startTestpmd(t *testing.T, sock string, fwd string) *testpmd {
+func startTestpmd(t testing.TB, sock string, fwd string) *testpmd {
 	bin := needTestpmd(t)
 	prefix := fmt.Sprintf("vhutest%d", os.Getpid())
 	tp := &testpmd{t: t, prefix: prefix}
@@ -311,4 +311,30 @@ func TestTestpmdLoopback(t *testing.T) {
 	if tx == 0 || uint64(got) != tx || dup != 0 || corrupt != 0 {
 		t.Fatalf("read back %d frames, testpmd sent %d of %d (%d duplicates, %d corrupt)", got, tx, total, dup, corrupt)
 	}
+}
+
+// BenchmarkTestpmdTxonly measures ReadBatch against testpmd txonly
+// (64-byte frames, batches of 32): the guest-to-switch packet rate.
+func BenchmarkTestpmdTxonly(b *testing.B) {
+	sock := filepath.Join(b.TempDir(), "vhu.sock")
+	p, err := Listen(sock, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	tp := startTestpmd(b, sock, "txonly")
+	defer tp.kill()
+	for !p.Ready() {
+		time.Sleep(time.Millisecond)
+	}
+	tp.command("start")
+	bufs := newBufs(32)
+	b.ResetTimer()
+	got := 0
+	for got < b.N {
+		n, _ := p.ReadBatch(bufs)
+		got += n
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(got)/b.Elapsed().Seconds()/1e6, "Mpps")
 }
