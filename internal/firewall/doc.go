@@ -81,9 +81,9 @@
 // unaffected, and so are other zones when only one zone's table is full.
 //
 // Not yet done: TCP sequence-window tracking (the state machine follows
-// flags only, like nf_conntrack with be_liberal), out-of-order fragments
-// (a non-first fragment arriving before the first one is dropped), IPv6
-// extension headers inside the packet quoted by an ICMPv6 error.
+// flags only, like nf_conntrack with be_liberal) and out-of-order
+// fragments (a non-first fragment arriving before the first one is
+// dropped).
 //
 // A Conntrack is not safe for concurrent Filter calls: the engine must give
 // each vNIC's zone to one worker at a time. Counters may be read
