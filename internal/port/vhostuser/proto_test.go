@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -343,4 +344,124 @@ func TestProtocolSession(t *testing.T) {
 	if s := p.Stats(); s.Connections != 2 || s.InFrames != 2 || s.OutFrames != 2 {
 		t.Fatalf("stats %+v, want 2 connections, 2 frames each way", s)
 	}
+}
+
+// TestBrokenRingRecovers: a guest that corrupts its transmit ring stops
+// only that ring; its receive ring keeps working, and the front end's
+// ring restart brings the transmit ring back.
+func TestBrokenRingRecovers(t *testing.T) {
+	p := listenTest(t)
+	f := dialFrontEnd(t, p)
+	f.setup()
+	f.g.pushAvail(1, 300) // head index beyond the 256-entry ring
+	bufs := newBufs(8)
+	if n, _ := p.ReadBatch(bufs); n != 0 {
+		t.Fatalf("ReadBatch on a corrupted ring returned %d", n)
+	}
+	if s := p.Stats(); s.Broken != 1 {
+		t.Fatalf("Broken = %d, want 1", s.Broken)
+	}
+	f.g.postRx(2, 2048)
+	out := newBufs(1)
+	out[0].SetLen(60)
+	if n, _ := p.WriteBatch(out); n != 1 || len(f.g.used(0)) != 1 {
+		t.Fatalf("receive ring stopped with the transmit ring (WriteBatch %d)", n)
+	}
+	// The front end resets the ring: stop, fix it up, kick fd again.
+	f.send(reqGetVringBase, 0, state(1, 0))
+	f.recv(reqGetVringBase)
+	binary.LittleEndian.PutUint16(f.g.mem[ringArea+0x4000+2:], 0)
+	binary.LittleEndian.PutUint32(f.g.mem[ringArea+0x8000:], 0)
+	f.g.avail[1], f.g.seen[1], f.g.next[1] = 0, 0, 0
+	f.send(reqSetVringBase, 0, state(1, 0))
+	f.call64(reqSetVringKick, 1, false, f.kick[1])
+	f.g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, 5)...), 4096)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if n, _ := p.ReadBatch(bufs); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("transmit ring did not come back after the restart")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestMemSlots: ADD_MEM_REG maps a region the rings can then use and
+// REM_MEM_REG of a region the rings live in stops them.
+func TestMemSlots(t *testing.T) {
+	p := listenTest(t)
+	f := dialFrontEnd(t, p)
+	f.send(reqGetProtocolFeatures, 0, nil)
+	f.recv(reqGetProtocolFeatures)
+	f.call64(reqSetProtocolFeatures, 1<<pfReplyAck|1<<pfConfigureMemSlots, false)
+	f.send(reqGetMaxMemSlots, 0, nil)
+	if v := binary.LittleEndian.Uint64(f.recv(reqGetMaxMemSlots)); v != maxMemSlots {
+		t.Fatalf("GET_MAX_MEM_SLOTS = %d", v)
+	}
+	reg := make([]byte, 8)
+	for _, v := range []uint64{gpaBase, memSize, uaBase, 0} {
+		reg = binary.LittleEndian.AppendUint64(reg, v)
+	}
+	f.send(reqAddMemReg, flagNeedReply, reg, f.mfd)
+	if ack := binary.LittleEndian.Uint64(f.recv(reqAddMemReg)); ack != 0 {
+		t.Fatalf("ADD_MEM_REG ack %d", ack)
+	}
+	f.send(reqAddMemReg, flagNeedReply, reg)
+	if ack := binary.LittleEndian.Uint64(f.recv(reqAddMemReg)); ack == 0 {
+		t.Fatal("ADD_MEM_REG without an fd acked as success")
+	}
+	for i := uint32(0); i < 2; i++ {
+		f.send(reqSetVringNum, 0, state(i, 256))
+		c := f.g.conf(int(i), 0)
+		a := binary.LittleEndian.AppendUint32(nil, i)
+		a = binary.LittleEndian.AppendUint32(a, 0)
+		for _, v := range []uint64{c.addr.desc, c.addr.used, c.addr.avail, 0} {
+			a = binary.LittleEndian.AppendUint64(a, v)
+		}
+		f.send(reqSetVringAddr, 0, a)
+		f.call64(reqSetVringKick, uint64(i), false, f.kick[i])
+		f.send(reqSetVringEnable, flagNeedReply, state(i, 1))
+		f.recv(reqSetVringEnable)
+	}
+	if !p.Ready() {
+		t.Fatal("rings not running on ADD_MEM_REG memory")
+	}
+	f.send(reqRemMemReg, flagNeedReply, reg)
+	if ack := binary.LittleEndian.Uint64(f.recv(reqRemMemReg)); ack != 0 {
+		t.Fatalf("REM_MEM_REG ack %d", ack)
+	}
+	if p.Ready() {
+		t.Fatal("rings still running after their memory was removed")
+	}
+}
+
+func TestCloseWhileConnected(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	p, err := Listen(sock, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := dialFrontEnd(t, p)
+	f.setup()
+	done := make(chan struct{})
+	go func() { p.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return with a front end connected")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("socket still there after Close: %v", err)
+	}
+	f.c.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := f.c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("front end connection still open after Close")
+	}
+	q, err := Listen(sock, Options{})
+	if err != nil {
+		t.Fatalf("Listen again on the same path: %v", err)
+	}
+	q.Close()
 }
