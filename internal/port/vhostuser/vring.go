@@ -236,7 +236,9 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			dropped++
 		}
 	}
-	r.publish(flags)
+	if n+dropped > 0 {
+		r.publish(flags)
+	}
 	return n, dropped, bytes
 }
 
@@ -293,6 +295,7 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 		return 0, 0, 0
 	}
 	end := r.lastAvail + uint16(p)
+	startUsed := r.usedIdx
 	for _, b := range bufs {
 		if b.VNet.GSOType != packet.GSONone && !r.guestTSO {
 			dropped++ // the engine segments before sending to such a guest
@@ -321,7 +324,7 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 		}
 		n++
 	}
-	if n > 0 {
+	if r.usedIdx != startUsed {
 		r.publish(flags)
 	}
 	return n, dropped, bytes
