@@ -465,3 +465,36 @@ func TestCloseWhileConnected(t *testing.T) {
 	}
 	q.Close()
 }
+
+// TestPortZeroAllocs: ReadBatch and WriteBatch on running rings, empty
+// polls included, allocate nothing.
+func TestPortZeroAllocs(t *testing.T) {
+	p := listenTest(t)
+	f := dialFrontEnd(t, p)
+	f.setup()
+	in := newBufs(32)
+	out := newBufs(32)
+	for _, b := range out {
+		b.SetLen(64)
+	}
+	pkt := append(hdr12(packet.VNetHdr{}, 0), frameOf(64, 0)...)
+	allocs := testing.AllocsPerRun(50, func() {
+		for i := 0; i < 32; i++ {
+			f.g.postTx(pkt, 4096)
+		}
+		f.g.postRx(32, 2048)
+		if n, _ := p.ReadBatch(in); n != 32 {
+			t.Fatalf("ReadBatch %d", n)
+		}
+		if n, _ := p.ReadBatch(in); n != 0 {
+			t.Fatalf("empty ReadBatch %d", n)
+		}
+		if n, _ := p.WriteBatch(out); n != 32 {
+			t.Fatalf("WriteBatch %d", n)
+		}
+		f.g.seen = [2]uint16{}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per round, want 0", allocs)
+	}
+}
