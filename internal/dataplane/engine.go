@@ -79,6 +79,8 @@ type Engine struct {
 	under   underlay
 	txUnder []underlay
 	utrace  traceWriter
+	// sgs are the security groups, as the model last set them.
+	sgs []model.SG
 
 	workers []*worker
 	// With several workers: fwd[u][v] carries frames from worker u to

@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"errors"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/model/modeltest"
 )
 
 func cidr(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -362,5 +364,69 @@ func TestParseAndFormat(t *testing.T) {
 	}
 	if m, err := model.ParseMAC("aB:cD:eF:01:23:45"); err != nil || m != [6]byte{0xab, 0xcd, 0xef, 1, 0x23, 0x45} {
 		t.Errorf("ParseMAC: %x %v", m, err)
+	}
+}
+
+// TestSGChangesReachDataplane checks that every change of groups, rules or
+// members gives the dataplane the whole new set of groups, that a
+// no-op does not call it, and that a dataplane failure changes nothing.
+func TestSGChangesReachDataplane(t *testing.T) {
+	rule := model.Rule{Protocol: 6, PortStart: 22, PortEnd: 22, CIDR: cidr("10.0.0.0/8")}
+	tests := []struct {
+		name string
+		op   func(s *model.Store) error
+		want []model.SG // nil: no dataplane call expected
+	}{
+		{"add sg", func(s *model.Store) error { return s.AddSG(model.SG{ID: "a"}) },
+			[]model.SG{{ID: "a"}, {ID: "b", Members: ips(t, "10.0.0.1")}}},
+		{"replace sg", func(s *model.Store) error { return s.AddSG(model.SG{ID: "b", Rules: []model.Rule{rule}}) },
+			[]model.SG{{ID: "b", Rules: []model.Rule{rule}}}},
+		{"same sg", func(s *model.Store) error { return s.AddSG(model.SG{ID: "b", Members: ips(t, "10.0.0.1")}) }, nil},
+		{"delete sg", func(s *model.Store) error { return s.DeleteSG("b") }, []model.SG{}},
+		{"delete unknown sg", func(s *model.Store) error { return s.DeleteSG("zz") }, nil},
+		{"add rule new sg", func(s *model.Store) error { return s.AddRule("0", rule) },
+			[]model.SG{{ID: "0", Rules: []model.Rule{rule}}, {ID: "b", Members: ips(t, "10.0.0.1")}}},
+		{"delete rule", func(s *model.Store) error { return s.DeleteRule("b", rule) }, nil},
+		{"add member", func(s *model.Store) error { return s.AddMember("b", "10.0.0.2") },
+			[]model.SG{{ID: "b", Members: ips(t, "10.0.0.1", "10.0.0.2")}}},
+		{"same member", func(s *model.Store) error { return s.AddMember("b", "10.0.0.1") }, nil},
+		{"delete member", func(s *model.Store) error { return s.DeleteMember("b", "10.0.0.1") },
+			[]model.SG{{ID: "b"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, dp := newStore(t)
+			if err := s.AddSG(model.SG{ID: "b", Members: ips(t, "10.0.0.1")}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.want != nil {
+				// A failing dataplane leaves everything as it was.
+				dp.FailOnce(modeltest.OpSetSecurityGroups, "", errors.New("boom"))
+				unchangedState(t, s, dp, false, func() {
+					wantErr(t, tc.op(s), model.CodeDataplane, "Security Group")
+				})
+			}
+			dp.ResetCalls()
+			if err := tc.op(s); err != nil {
+				t.Fatal(err)
+			}
+			calls := dp.Calls()
+			if tc.want == nil {
+				if len(calls) != 0 {
+					t.Fatalf("calls %+v, want none", calls)
+				}
+				return
+			}
+			if len(calls) != 1 || calls[0].Op != modeltest.OpSetSecurityGroups {
+				t.Fatalf("calls %+v, want one SetSecurityGroups", calls)
+			}
+			if got := dp.SecurityGroups(); !reflect.DeepEqual(got, tc.want) && !(len(got) == 0 && len(tc.want) == 0) {
+				t.Errorf("dataplane groups %+v, want %+v", got, tc.want)
+			}
+			st := s.State()
+			if !reflect.DeepEqual(st.SGs, dp.SecurityGroups()) && !(len(st.SGs) == 0 && len(tc.want) == 0) {
+				t.Errorf("model groups %+v differ from the dataplane's %+v", st.SGs, dp.SecurityGroups())
+			}
+		})
 	}
 }

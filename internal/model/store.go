@@ -360,6 +360,9 @@ func (s *Store) AddSG(sg SG) error {
 	if old, ok := s.sgs.m[sg.ID]; ok && equalSG(*old, sg) {
 		return nil
 	}
+	if err := s.pushSGs(sg.ID, &sg, "Security Group creation failed"); err != nil {
+		return err
+	}
 	s.sgs.set(sg.ID, &sg)
 	s.gen++
 	return nil
@@ -371,6 +374,9 @@ func (s *Store) DeleteSG(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.sgs.m[id]; ok {
+		if err := s.pushSGs(id, nil, "Security Group deletion failed"); err != nil {
+			return err
+		}
 		s.sgs.del(id)
 		s.gen++
 	}
@@ -398,16 +404,55 @@ func sgNotFound(id string) *Error {
 	return &Error{Code: CodeNotFound, Text: TextSGNotFound + ": " + id}
 }
 
-// sgOrNew returns the security group id, creating an empty one (a change)
-// if there is none. s.mu must be held.
-func (s *Store) sgOrNew(id string) *SG {
-	sg, ok := s.sgs.m[id]
-	if !ok {
-		sg = &SG{ID: id}
-		s.sgs.set(id, sg)
-		s.gen++
+// sgOrNew returns a copy of the security group id, or an empty group if
+// there is none. s.mu must be held.
+func (s *Store) sgOrNew(id string) SG {
+	if sg, ok := s.sgs.m[id]; ok {
+		return *sg
 	}
-	return sg
+	return SG{ID: id}
+}
+
+// commitSG pushes the groups with sg in place of its current version to
+// the dataplane, then stores it. On error nothing changes. s.mu must be
+// held.
+func (s *Store) commitSG(sg SG, failure string) error {
+	if err := s.pushSGs(sg.ID, &sg, failure); err != nil {
+		return err
+	}
+	s.sgs.set(sg.ID, &sg)
+	s.gen++
+	return nil
+}
+
+// pushSGs gives the dataplane every security group, sorted by id, with
+// the group id replaced by sg (removed when sg is nil). The lists are
+// shared with the Store (read-only). s.mu must be held.
+func (s *Store) pushSGs(id string, sg *SG, failure string) error {
+	ids := s.sgs.sorted()
+	list := make([]SG, 0, len(ids)+1)
+	added := sg == nil
+	for _, k := range ids {
+		if !added && id < k {
+			list = append(list, shareSG(*sg))
+			added = true
+		}
+		if k == id {
+			if sg != nil && !added {
+				list = append(list, shareSG(*sg))
+				added = true
+			}
+			continue
+		}
+		list = append(list, shareSG(*s.sgs.m[k]))
+	}
+	if !added {
+		list = append(list, shareSG(*sg))
+	}
+	if err := s.dp.SetSecurityGroups(list); err != nil {
+		return dataplaneErr(failure, fmt.Errorf("security group %q: %w", id, err))
+	}
+	return nil
 }
 
 // deleteAt returns a copy of l without its element i, nil if none is left.
@@ -437,8 +482,7 @@ func (s *Store) AddRule(sgID string, r Rule) error {
 		return nil
 	}
 	sg.Rules = normalizeRules(append(slices.Clip(sg.Rules), r))
-	s.gen++
-	return nil
+	return s.commitSG(sg, "Security Group rule creation failed")
 }
 
 // DeleteRule removes a rule (matched by Key) from a security group. An
@@ -458,9 +502,9 @@ func (s *Store) DeleteRule(sgID string, r Rule) error {
 	if i < 0 {
 		return nil
 	}
-	sg.Rules = deleteAt(sg.Rules, i)
-	s.gen++
-	return nil
+	ns := *sg
+	ns.Rules = deleteAt(sg.Rules, i)
+	return s.commitSG(ns, "Security Group rule deletion failed")
 }
 
 // Rules returns a security group's rules in hash order. An unknown group
@@ -493,8 +537,7 @@ func (s *Store) AddMember(sgID, ip string) error {
 		return nil
 	}
 	sg.Members = append(slices.Clip(sg.Members), a)
-	s.gen++
-	return nil
+	return s.commitSG(sg, "Security Group member creation failed")
 }
 
 // DeleteMember removes an address (whatever its spelling) from a security
@@ -514,9 +557,9 @@ func (s *Store) DeleteMember(sgID, ip string) error {
 	if i < 0 {
 		return nil
 	}
-	sg.Members = deleteAt(sg.Members, i)
-	s.gen++
-	return nil
+	ns := *sg
+	ns.Members = deleteAt(sg.Members, i)
+	return s.commitSG(ns, "Security Group member deletion failed")
 }
 
 // Members returns a security group's members in insertion order, written
@@ -599,6 +642,9 @@ func (s *Store) Restore(st State) error {
 			continue
 		}
 		s.sgs.set(sg.ID, &sg)
+	}
+	if err := s.dp.SetSecurityGroups(cloneSorted(&s.sgs, shareSG)); err != nil {
+		errs = append(errs, fmt.Errorf("restore: security groups: %w", err))
 	}
 	for _, n := range st.NICs {
 		id := n.ID

@@ -86,6 +86,12 @@ type Dataplane interface {
 	Counters(id string) (NICCounters, error)
 	// DOT returns the dataplane graph in the DOT language.
 	DOT() string
+	// SetSecurityGroups replaces every security group (rules and
+	// members), sorted by id. The model calls it before committing any
+	// change of groups, rules or members, and at Restore before adding
+	// the vNICs. The lists are shared with the model: read-only. A vNIC's
+	// groups and IPs come with AddNIC and UpdateNIC.
+	SetSecurityGroups(sgs []SG) error
 }
 
 // RuleDirection is the direction of a security group rule; the values are

@@ -20,6 +20,8 @@ const (
 	OpDeleteNIC = "DeleteNIC"
 	OpStats     = "Stats"
 	OpCounters  = "Counters"
+	// OpSetSecurityGroups is SetSecurityGroups (Call.ID is "").
+	OpSetSecurityGroups = "SetSecurityGroups"
 )
 
 // Call is one recorded Dataplane call.
@@ -28,6 +30,8 @@ type Call struct {
 	ID string
 	// NIC is the argument of AddNIC and UpdateNIC.
 	NIC model.NIC
+	// SGs is the argument of SetSecurityGroups.
+	SGs []model.SG
 }
 
 // Dataplane is a fake model.Dataplane. The zero value is not usable; call
@@ -41,6 +45,7 @@ type Dataplane struct {
 	counters map[string]model.NICCounters
 	fail     map[[2]string]*failure
 	dot      string
+	sgs      []model.SG
 }
 
 var _ model.Dataplane = (*Dataplane)(nil)
@@ -248,4 +253,23 @@ func (d *Dataplane) DOT() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.dot
+}
+
+// SetSecurityGroups records the groups.
+func (d *Dataplane) SetSecurityGroups(sgs []model.SG) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, Call{Op: OpSetSecurityGroups, SGs: sgs})
+	if err := d.failure(OpSetSecurityGroups, ""); err != nil {
+		return err
+	}
+	d.sgs = sgs
+	return nil
+}
+
+// SecurityGroups returns the groups last set with SetSecurityGroups.
+func (d *Dataplane) SecurityGroups() []model.SG {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.sgs)
 }
