@@ -93,15 +93,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	pid := os.Getpid()
 	dcfg := dataplane.Config{
-		VTEP:        cfg.VTEP,
-		Workers:     cfg.Workers,
-		CPUs:        usableCPUs(cfg.CPUs, runtime.NumCPU(), log),
-		UnderlayMTU: cfg.UnderlayMTU,
-		HeadEnd:     cfg.VXLANPeers,
-		SocketDir:   cfg.SocketDir,
-		NoOffload:   cfg.NoOffload,
-		PollIdle:    cfg.PollIdle,
-		Logger:      log,
+		VTEP:         cfg.VTEP,
+		Workers:      cfg.Workers,
+		CPUs:         usableCPUs(cfg.CPUs, runtime.NumCPU(), log),
+		UnderlayMTU:  cfg.UnderlayMTU,
+		HeadEnd:      cfg.VXLANPeers,
+		SocketDir:    cfg.SocketDir,
+		NoOffload:    cfg.NoOffload,
+		PollIdle:     cfg.PollIdle,
+		ConntrackMax: cfg.ConntrackMax,
+		Logger:       log,
 	}
 	if cfg.PacketTrace {
 		dcfg.TraceUnderlay = fmt.Sprintf("/tmp/butterfly-%d-main.pcap", pid)

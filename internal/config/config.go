@@ -33,6 +33,8 @@ const (
 	DefaultWorkers   = 1
 	// MaxWorkers bounds --workers.
 	MaxWorkers = 256
+	// MaxConntrack bounds --conntrack-max.
+	MaxConntrack = 1 << 24
 )
 
 // Config is the daemon's validated configuration.
@@ -75,6 +77,9 @@ type Config struct {
 	// last packet before it sleeps in epoll; 0 = the dataplane's default,
 	// negative = never sleep (lowest latency, one busy core per worker).
 	PollIdle time.Duration
+	// ConntrackMax is the number of connections the firewall tracks per
+	// vNIC (--conntrack-max); 0 = the dataplane's default.
+	ConntrackMax int
 	// ShowVersion is set by -V: print the version and exit.
 	ShowVersion bool
 	// Help is set by -h/--help: print Usage() and exit.
@@ -89,7 +94,7 @@ type Config struct {
 type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
 	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
-	peers, workers, pollIdle                            string
+	peers, workers, pollIdle, conntrackMax              string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
 }
 
@@ -114,6 +119,7 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.StringVar(&r.peers, "vxlan-peers", "", "head-end replication: comma-separated remote VTEP `addresses` (default: multicast)")
 	fs.StringVar(&r.workers, "workers", strconv.Itoa(DefaultWorkers), "number of packet `workers`")
 	fs.StringVar(&r.pollIdle, "poll-idle", "", "busy-poll this `duration` after the last packet before sleeping (e.g. 100us, 2ms; \"never\" = never sleep; default 100us)")
+	fs.StringVar(&r.conntrackMax, "conntrack-max", "", "connections tracked by the firewall per vNIC (`number`; default 65536)")
 	fs.StringVar(&r.dpdkArgs, "dpdk-args", "", "accepted for compatibility; no effect (no DPDK)")
 	fs.BoolVar(&r.dpdkHelp, "dpdk-help", false, "accepted for compatibility; no effect (no DPDK)")
 	fs.StringVar(&r.dpdkPort, "dpdk-port", "", "accepted for compatibility; no effect (no DPDK)")
@@ -131,7 +137,7 @@ Configuration file (-c): read after the command line; every key it sets
 overrides the matching option.
   [general]  log-level, ip, endpoint, socket-dir, graph-core-id (or
              graph-cpu-core), nic-mtu, state-file, metrics, vxlan-peers,
-             workers, poll-idle; dpdk-args and dpdk-port are accepted without effect
+             workers, poll-idle, conntrack-max; dpdk-args and dpdk-port are accepted without effect
   [security] encryption_key_path
 `)
 	return b.String()
@@ -154,6 +160,7 @@ func iniKeys(r *raw) map[string]*string {
 		"general.vxlan-peers":          &r.peers,
 		"general.workers":              &r.workers,
 		"general.poll-idle":            &r.pollIdle,
+		"general.conntrack-max":        &r.conntrackMax,
 		"security.encryption_key_path": &r.key,
 	}
 }
@@ -296,6 +303,14 @@ func (cfg *Config) fill(r *raw) error {
 			bad("--poll-idle: %q is not a duration between 1us and 1m, or \"never\"", r.pollIdle)
 		} else {
 			cfg.PollIdle = d
+		}
+	}
+
+	if v := strings.TrimSpace(r.conntrackMax); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > MaxConntrack {
+			bad("--conntrack-max: %q is not a number between 1 and %d", r.conntrackMax, MaxConntrack)
+		} else {
+			cfg.ConntrackMax = n
 		}
 	}
 

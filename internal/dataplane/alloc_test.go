@@ -54,6 +54,20 @@ func pathCases() []pathCase {
 			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
 			return h, b, batchSize
 		}},
+		{"firewall-no-rule", func(t testing.TB) (*harness, *fakePort, int) {
+			// b is in no group: every frame of a is dropped at b's
+			// firewall (ToVM); nothing must reach b.
+			h := newHarness(t, Config{}, true)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			n := nicOf("b", mac(2), 5, "10.0.0.2")
+			n.SecurityGroups = nil
+			b := h.add(t, n)
+			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+			h.step()
+			a.take()
+			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
+			return h, b, 0
+		}},
 		{"flood", func(t testing.TB) (*harness, *fakePort, int) {
 			h := newHarness(t, Config{}, true)
 			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
@@ -74,7 +88,7 @@ func pathCases() []pathCase {
 		}},
 		{"encap-tso", func(t testing.TB) (*harness, *fakePort, int) {
 			h := newHarness(t, Config{}, true)
-			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			a := h.add(t, bypassed(nicOf("a", mac(1), 5, "10.0.0.1")))
 			learnRemote(t, h, 5)
 			a.take()
 			h.under.count = true
@@ -102,7 +116,7 @@ func pathCases() []pathCase {
 		}},
 		{"decap-gro", func(t testing.TB) (*harness, *fakePort, int) {
 			h := newHarness(t, Config{}, true)
-			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			a := h.add(t, bypassed(nicOf("a", mac(1), 5, "10.0.0.1")))
 			a.count = true
 			p := pattern(1000, 0)
 			var fs []frame

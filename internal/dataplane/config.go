@@ -36,6 +36,12 @@ type Config struct {
 	// latency of sparse traffic and costs CPU. 0 = 100 µs; negative =
 	// never sleep.
 	PollIdle time.Duration
+	// ConntrackMax is the number of connections tracked per vNIC (0 =
+	// 65536); new connections beyond it are dropped (firewall_table_full).
+	ConntrackMax int
+	// ConntrackTotal bounds the connections tracked by all the vNICs
+	// together (0 = 1048576).
+	ConntrackTotal int
 	// Logger receives the engine's log lines (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -53,6 +59,12 @@ const (
 	defaultPollIdle = 100 * time.Microsecond
 	// neverIdle is an idle spell that never ends (Config.PollIdle < 0).
 	neverIdle = time.Duration(math.MaxInt64)
+	// defaultConntrackMax and defaultConntrackTotal are the default
+	// Config.ConntrackMax and Config.ConntrackTotal; maxConntrack bounds
+	// ConntrackMax.
+	defaultConntrackMax   = 65536
+	defaultConntrackTotal = 1 << 20
+	maxConntrack          = 1 << 24
 )
 
 // normalize checks cfg and fills its defaults.
@@ -84,6 +96,15 @@ func (cfg *Config) normalize() error {
 	}
 	if cfg.UnderlayMTU < 576 || cfg.UnderlayMTU > 65535 {
 		return fmt.Errorf("dataplane: underlay MTU %d out of range", cfg.UnderlayMTU)
+	}
+	if cfg.ConntrackMax == 0 {
+		cfg.ConntrackMax = defaultConntrackMax
+	}
+	if cfg.ConntrackTotal == 0 {
+		cfg.ConntrackTotal = defaultConntrackTotal
+	}
+	if cfg.ConntrackMax < 0 || cfg.ConntrackMax > maxConntrack || cfg.ConntrackTotal < 0 {
+		return fmt.Errorf("dataplane: conntrack sizes %d per vNIC, %d in total: want 1 to %d per vNIC", cfg.ConntrackMax, cfg.ConntrackTotal, maxConntrack)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

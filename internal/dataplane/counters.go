@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/butterfly-go/butterfly/internal/antispoof"
+	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/l2"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
 )
@@ -30,8 +31,17 @@ const (
 	dropSwitchBase = numEngineDrops
 	dropSpoofBase  = dropSwitchBase + dropReason(l2.NumReasons)
 	dropDecapBase  = dropSpoofBase + dropReason(antispoof.NumReasons)
-	numDrops       = dropDecapBase + dropReason(vxlan.NumDropReasons)
+	dropFwBase     = dropDecapBase + dropReason(vxlan.NumDropReasons)
+	numDrops       = dropFwBase + dropReason(firewall.DropFragment-firewall.DropNoRule+1)
 )
+
+// firewallDrop maps a firewall drop verdict to a drop reason.
+func firewallDrop(v firewall.Verdict) dropReason {
+	if v < firewall.DropNoRule || v > firewall.DropFragment {
+		v = firewall.DropInvalid
+	}
+	return dropFwBase + dropReason(v-firewall.DropNoRule)
+}
 
 func switchDrop(r l2.Reason) dropReason {
 	if r >= l2.NumReasons {
@@ -91,8 +101,10 @@ func dropName(r dropReason) string {
 		return "switch_" + l2.Reason(r-dropSwitchBase).String()
 	case r < dropDecapBase:
 		return "antispoof_" + antispoof.Reason(r-dropSpoofBase).String()
-	case r < numDrops:
+	case r < dropFwBase:
 		return "vxlan_" + vxlan.DropReason(r-dropDecapBase).String()
+	case r < numDrops:
+		return "firewall_" + (firewall.DropNoRule + firewall.Verdict(r-dropFwBase)).String()
 	}
 	return "unknown"
 }

@@ -7,9 +7,9 @@
 // CPU), read their ports in batches of 64 frames and push every batch
 // through a graph of small elements:
 //
-//	from a VM:        port-rx -> trace -> antispoof -> switch -> port-tx (local vNIC)
-//	                                                          \-> vxlan-encap -> underlay-tx
-//	from the network: underlay-rx -> vxlan-decap -> switch -> trace -> port-tx
+//	from a VM:        port-rx -> trace -> antispoof -> firewall -> switch -> firewall -> port-tx (local vNIC)
+//	                                                                     \-> vxlan-encap -> underlay-tx
+//	from the network: underlay-rx -> vxlan-decap -> switch -> trace -> firewall -> port-tx
 //
 // Every element keeps per-worker counters of packets and of drops by reason
 // (plain uint64 fields, one cache line set per worker, updated with atomic
@@ -30,6 +30,21 @@
 // eventfd in their epoll set) and, before it closes a port or a trace file
 // that only older snapshots referenced, waits until every worker has
 // acknowledged the new snapshot.
+//
+// # Firewall
+//
+// Each vNIC (unless it bypasses filtering) has a compiled policy (package
+// firewall) in its snapshot entry and a connection-tracking table owned by
+// the worker that owns its port: frames from the VM are filtered (FromVM)
+// after anti-spoofing, frames to it (ToVM) just before they are queued on
+// its port, whether they come from the underlay or from another local
+// vNIC. SetSecurityGroups recompiles the policies of the vNICs whose
+// groups appeared, disappeared or changed rules, and updates the shared
+// member sets in place on member changes (no recompilation). Every 10 ms a
+// worker runs a bounded Check of its vNICs' tables, which removes expired
+// entries and flows that a new policy no longer allows; a packet of such
+// a flow is cut anyway at its next packet. Drops are counted per vNIC as
+// firewall_<reason> (no_rule, invalid, table_full, cut, fragment).
 //
 // # Polling
 //

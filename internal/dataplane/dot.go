@@ -8,9 +8,11 @@ import (
 
 // DOT returns the graph of elements in the DOT language, in the style of
 // the original (strict graph, record nodes "type:name", west/east ports).
-// Frames from a VM go port-rx -> trace -> antispoof -> switch -> port-tx
-// or vxlan-encap -> underlay-tx; frames from the network go underlay-rx
-// -> vxlan-decap -> switch -> trace -> port-tx.
+// Frames from a VM go port-rx -> trace -> antispoof -> firewall -> switch
+// -> firewall (of the receiver) -> port-tx or vxlan-encap -> underlay-tx;
+// frames from the network go underlay-rx -> vxlan-decap -> switch -> trace
+// -> firewall -> port-tx. A vNIC that bypasses filtering has neither
+// antispoof nor firewall.
 func (e *Engine) DOT() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -48,7 +50,7 @@ func (e *Engine) DOT() string {
 			nodes = append(nodes, n.p.trace)
 		}
 		if !n.nic.Bypass {
-			nodes = append(nodes, n.p.anti)
+			nodes = append(nodes, n.p.anti, n.p.fw)
 		}
 		nodes = append(nodes, n.p.tx)
 	}
@@ -72,18 +74,21 @@ func (e *Engine) DOT() string {
 		n := e.nics[id]
 		sw := e.vnis[n.nic.VNI].sw
 		prev := n.p.rx
+		// in is the element before port-tx.
+		in := sw
 		if n.tracer != nil {
 			edge(prev, n.p.trace)
 			prev = n.p.trace
 			edge(sw, n.p.trace)
-			edge(n.p.trace, n.p.tx)
-		} else {
-			edge(sw, n.p.tx)
+			in = n.p.trace
 		}
 		if !n.nic.Bypass {
 			edge(prev, n.p.anti)
-			prev = n.p.anti
+			edge(n.p.anti, n.p.fw)
+			edge(in, n.p.fw)
+			prev, in = n.p.fw, n.p.fw
 		}
+		edge(in, n.p.tx)
 		edge(prev, sw)
 	}
 	b.WriteString("}\n")

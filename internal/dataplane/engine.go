@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/butterfly-go/butterfly/internal/antispoof"
+	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/l2"
 	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/packet"
@@ -79,8 +81,14 @@ type Engine struct {
 	under   underlay
 	txUnder []underlay
 	utrace  traceWriter
-	// sgs are the security groups, as the model last set them.
-	sgs []model.SG
+	// sgs are the security groups by id, as the model last set them;
+	// members are their shared member sets (also for ids that rules
+	// refer to but that do not exist); fwGen numbers compiled policies;
+	// ctLimit bounds the tracked connections of all vNICs.
+	sgs     map[string]model.SG
+	members map[string]*firewall.MemberSet
+	fwGen   uint64
+	ctLimit *firewall.Limit
 
 	workers []*worker
 	// With several workers: fwd[u][v] carries frames from worker u to
@@ -104,6 +112,8 @@ type nicEntry struct {
 	tracer traceWriter
 	// tracePath is the path tracer writes.
 	tracePath string
+	// pol is the vNIC's compiled firewall policy.
+	pol *firewall.Policy
 }
 
 var _ model.Dataplane = (*Engine)(nil)
@@ -146,12 +156,15 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		}
 	}
 	e := &Engine{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		hooks: h,
-		start: time.Now(),
-		nics:  make(map[string]*nicEntry),
-		vnis:  make(map[uint32]*vniLong),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		hooks:   h,
+		start:   time.Now(),
+		nics:    make(map[string]*nicEntry),
+		vnis:    make(map[uint32]*vniLong),
+		sgs:     make(map[string]model.SG),
+		members: make(map[string]*firewall.MemberSet),
+		ctLimit: firewall.NewLimit(cfg.ConntrackTotal),
 	}
 	vt := "vtep4"
 	if cfg.VTEP.Is6() {
@@ -320,6 +333,10 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	pol, err := e.compile(n)
+	if err != nil {
+		return "", err
+	}
 	p, path, err := e.hooks.openTAP(name, !e.cfg.NoOffload)
 	if err != nil {
 		return "", fmt.Errorf("dataplane: vNIC %s: open TAP %s: %w", n.ID, name, err)
@@ -333,9 +350,12 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 		gro:    !e.cfg.NoOffload,
 		rx:     newElement("port-rx", n.ID, e.cfg.Workers),
 		anti:   newElement("antispoof", "antispoof-"+n.ID, e.cfg.Workers),
+		fw:     newElement("firewall", "firewall-"+n.ID, e.cfg.Workers),
+		ct:     firewall.NewConntrack(e.cfg.ConntrackMax),
 		trace:  newElement("trace", "trace-"+n.ID, e.cfg.Workers),
 		tx:     newElement("port-tx", n.ID, e.cfg.Workers),
-	}}
+	}, pol: pol}
+	ent.p.ct.SetLimit(e.ctLimit)
 	if n.PacketTrace {
 		if err := e.openNICTrace(ent, n); err != nil {
 			p.Close()
@@ -368,6 +388,14 @@ func (e *Engine) UpdateNIC(n model.NIC) error {
 		return fmt.Errorf("dataplane: vNIC %q does not exist", n.ID)
 	}
 	old := ent.nic
+	pol := ent.pol
+	if !slices.Equal(n.IPs, old.IPs) || !slices.Equal(n.SecurityGroups, old.SecurityGroups) {
+		p, err := e.compile(n)
+		if err != nil {
+			return err
+		}
+		pol = p
+	}
 	var oldTracer traceWriter
 	switch {
 	case n.PacketTrace && (ent.tracer == nil || e.tracePath(n) != ent.tracePath):
@@ -384,6 +412,7 @@ func (e *Engine) UpdateNIC(n model.NIC) error {
 	// ID, MAC, VNI and type never change through an update.
 	n.MAC, n.VNI, n.Type, n.Path = old.MAC, old.VNI, old.Type, old.Path
 	ent.nic = n
+	ent.pol = pol
 	gen := e.publishLocked()
 	if oldTracer != nil {
 		e.quiesce(gen)
@@ -406,6 +435,7 @@ func (e *Engine) DeleteNIC(id string) error {
 	e.slots[ent.p.slot] = nil
 	gen := e.publishLocked()
 	e.quiesce(gen)
+	ent.p.ct.Release()
 	var errs []error
 	if err := ent.p.port.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("dataplane: close vNIC %s: %w", id, err))
@@ -445,7 +475,7 @@ func (e *Engine) Counters(id string) (model.NICCounters, error) {
 	var c model.NICCounters
 	var drops [numDrops]uint64
 	c.RxPackets, c.RxBytes, drops = p.rx.totals()
-	for _, el := range []*element{p.anti, p.trace} {
+	for _, el := range []*element{p.anti, p.fw, p.trace} {
 		_, _, d := el.totals()
 		for r := range d {
 			drops[r] += d[r]
@@ -577,6 +607,9 @@ func (e *Engine) publishLocked() uint64 {
 			bypass:  ent.nic.Bypass,
 			spoof:   antispoof.NewConfig(packet.MAC(ent.nic.MAC), ent.nic.IPs, ent.nic.IPAntiSpoof),
 			tracer:  ent.tracer,
+		}
+		if !ent.nic.Bypass {
+			c.pol = ent.pol
 		}
 		s.nics[slot] = c
 		members[ent.nic.VNI] = append(members[ent.nic.VNI], uint32(slot))

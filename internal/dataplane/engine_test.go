@@ -364,7 +364,7 @@ func tsoFrame(t testing.TB, dst, src [6]byte, payload, mss int) frame {
 
 func TestTSOSegmentedBeforeEncap(t *testing.T) {
 	h := newHarness(t, Config{UnderlayMTU: 1500}, true)
-	a := h.add(t, nicOf("a", mac(1), 5))
+	a := h.add(t, bypassed(nicOf("a", mac(1), 5)))
 	h.under.inject(frame{data: vxlanFrame(5, arp(t, mac(9), "10.0.0.9", "10.0.0.1")), peer: netip.AddrPortFrom(remote, 4789)})
 	h.step()
 	a.take()
@@ -406,8 +406,8 @@ func TestTSOSegmentedBeforeEncap(t *testing.T) {
 
 func TestTSOBetweenLocalVNICsUntouched(t *testing.T) {
 	h := newHarness(t, Config{}, true)
-	a := h.add(t, nicOf("a", mac(1), 5))
-	b := h.add(t, nicOf("b", mac(9), 5))
+	a := h.add(t, bypassed(nicOf("a", mac(1), 5)))
+	b := h.add(t, bypassed(nicOf("b", mac(9), 5)))
 	f := tsoFrame(t, mac(9), mac(1), 30000, 1448)
 	a.inject(f)
 	h.step()
@@ -522,8 +522,12 @@ func TestDOT(t *testing.T) {
 		"strict graph G {", "rankdir=LR",
 		`"port-rx:a" [ label="{ <west> | port-rx&#92;na |<east> }"];`,
 		`"port-rx:a":east -- "antispoof:antispoof-a":west`,
-		`"antispoof:antispoof-a":east -- "switch:switch-5":west`,
-		`"switch:switch-5":east -- "port-tx:a":west`,
+		`"antispoof:antispoof-a":east -- "firewall:firewall-a":west`,
+		`"firewall:firewall-a":east -- "switch:switch-5":west`,
+		`"switch:switch-5":east -- "firewall:firewall-a":west`,
+		`"firewall:firewall-a":east -- "port-tx:a":west`,
+		`"switch:switch-5":east -- "trace:trace-b":west`,
+		`"trace:trace-b":east -- "port-tx:b":west`,
 		`"port-rx:b":east -- "trace:trace-b":west`,
 		`"trace:trace-b":east -- "switch:switch-5":west`,
 		`"switch:switch-5":east -- "vxlan-encap:vtep4":west`,
@@ -535,8 +539,8 @@ func TestDOT(t *testing.T) {
 			t.Errorf("DOT lacks %q:\n%s", want, dot)
 		}
 	}
-	if strings.Contains(dot, "antispoof-b") {
-		t.Error("bypass vNIC shown with an antispoof element")
+	if strings.Contains(dot, "antispoof-b") || strings.Contains(dot, "firewall-b") {
+		t.Error("bypass vNIC shown with an antispoof or firewall element")
 	}
 }
 
@@ -617,6 +621,9 @@ func TestEntropySockets(t *testing.T) {
 	}
 	t.Cleanup(func() { e.Close() })
 	h.e = e
+	if err := e.SetSecurityGroups([]model.SG{openSG()}); err != nil {
+		t.Fatal(err)
+	}
 	socks = append([]*fakePort{h.under}, socks...)
 	if len(socks) != 1+entropySockets {
 		t.Fatalf("%d send sockets, want %d", len(socks), 1+entropySockets)

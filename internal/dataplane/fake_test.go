@@ -233,16 +233,42 @@ func newHarness(t testing.TB, cfg Config, manual bool) *harness {
 	}
 	t.Cleanup(func() { e.Close() })
 	h.e = e
+	if err := e.SetSecurityGroups([]model.SG{openSG()}); err != nil {
+		t.Fatalf("SetSecurityGroups: %v", err)
+	}
 	return h
+}
+
+// openSGID is the harness's all-open security group: nicOf puts every
+// vNIC in it, so that tests of switching are not filtered (new TCP flows
+// still need a SYN).
+const openSGID = "open"
+
+func openSG() model.SG {
+	var rs []model.Rule
+	for _, d := range []model.RuleDirection{model.Inbound, model.Outbound} {
+		for _, p := range []string{"0.0.0.0/0", "::/0"} {
+			rs = append(rs, model.Rule{Direction: d, Protocol: -1, CIDR: netip.MustParsePrefix(p)})
+		}
+	}
+	return model.SG{ID: openSGID, Rules: rs}
 }
 
 func mac(last byte) [6]byte { return [6]byte{0x02, 0, 0, 0, 0, last} }
 
 func nicOf(id string, m [6]byte, vni uint32, ips ...string) model.NIC {
-	n := model.NIC{ID: id, MAC: m, VNI: vni, Type: model.NICTap}
+	n := model.NIC{ID: id, MAC: m, VNI: vni, Type: model.NICTap, SecurityGroups: []string{openSGID}}
 	for _, s := range ips {
 		n.IPs = append(n.IPs, netip.MustParseAddr(s))
 	}
+	return n
+}
+
+// bypassed returns n bypassing filtering, for tests that inject TCP
+// segments of a connection whose SYN the firewall never saw (it drops
+// them as invalid).
+func bypassed(n model.NIC) model.NIC {
+	n.Bypass = true
 	return n
 }
 

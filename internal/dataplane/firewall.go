@@ -1,16 +1,134 @@
 package dataplane
 
 import (
+	"fmt"
 	"slices"
 
+	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/model"
 )
 
-// SetSecurityGroups replaces the security groups (rules and members) the
-// vNICs' firewalls are built from.
+// fwCheckEvery and fwCheckBudget pace the workers' connection-tracking
+// maintenance (expiry and flows cut by a policy change): every
+// fwCheckEvery nanoseconds, up to fwCheckBudget slots per vNIC.
+const (
+	fwCheckEvery  = int64(10e6)
+	fwCheckBudget = 512
+)
+
+// SetSecurityGroups replaces the security groups the vNICs' firewalls are
+// built from. Member changes update the groups' shared member sets (no
+// policy is rebuilt); the policy of a vNIC is recompiled when one of its
+// groups appears, disappears or has its rules changed. On error nothing
+// changes.
 func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.sgs = slices.Clone(sgs)
+	next := make(map[string]model.SG, len(sgs))
+	for _, g := range sgs {
+		next[g.ID] = model.SG{ID: g.ID, Members: slices.Clone(g.Members), Rules: slices.Clone(g.Rules)}
+	}
+	changed := map[string]bool{}
+	for id, g := range next {
+		if old, ok := e.sgs[id]; !ok || !slices.Equal(old.Rules, g.Rules) {
+			changed[id] = true
+		}
+	}
+	for id := range e.sgs {
+		if _, ok := next[id]; !ok {
+			changed[id] = true
+		}
+	}
+	prev := e.sgs
+	e.sgs = next
+	pols := map[*nicEntry]*firewall.Policy{}
+	for _, ent := range e.nics {
+		if !slices.ContainsFunc(ent.nic.SecurityGroups, func(id string) bool { return changed[id] }) {
+			continue
+		}
+		p, err := e.compile(ent.nic)
+		if err != nil {
+			e.sgs = prev
+			return err
+		}
+		pols[ent] = p
+	}
+	for id, g := range next {
+		old, ok := prev[id]
+		if ms := e.members[id]; ms == nil {
+			e.members[id] = firewall.NewMemberSet(g.Members)
+		} else if !ok || !slices.Equal(old.Members, g.Members) {
+			ms.Set(g.Members)
+		}
+	}
+	for id := range prev {
+		if _, ok := next[id]; !ok {
+			if ms := e.members[id]; ms != nil && ms.Len() > 0 {
+				ms.Set(nil)
+			}
+		}
+	}
+	for ent, p := range pols {
+		ent.pol = p
+	}
+	if len(pols) > 0 {
+		e.publishLocked()
+	}
 	return nil
+}
+
+// compile builds the firewall policy of n from the current groups. The
+// member sets of the groups its rules refer to are created if needed
+// (empty), so that members added later take effect without a rebuild.
+// e.mu must be held.
+func (e *Engine) compile(n model.NIC) (*firewall.Policy, error) {
+	var groups []model.SG
+	for _, id := range n.SecurityGroups {
+		g, ok := e.sgs[id]
+		if !ok {
+			continue
+		}
+		groups = append(groups, g)
+		for _, r := range g.Rules {
+			if r.SG != "" && e.members[r.SG] == nil {
+				e.members[r.SG] = firewall.NewMemberSet(e.sgs[r.SG].Members)
+			}
+		}
+	}
+	e.fwGen++
+	p, err := firewall.Compile(firewall.CompileInput{Generation: e.fwGen, IPs: n.IPs, Groups: groups, Members: e.members})
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: vNIC %s: %w", n.ID, err)
+	}
+	return p, nil
+}
+
+// filterToVM passes a frame about to be queued for vNIC nic through its
+// firewall (ToVM); it reports whether the frame passes. It runs on the
+// worker that owns nic's port, which owns its connection tracking.
+func (w *worker) filterToVM(nic *nicConf, frame []byte) bool {
+	if nic.pol == nil {
+		return true
+	}
+	if v := nic.ct.Filter(frame, firewall.ToVM, nic.pol, w.mono); !v.Allowed() {
+		nic.fw.drop(w.id, firewallDrop(v))
+		return false
+	}
+	nic.fw.add(w.id, 1, 0)
+	return true
+}
+
+// checkFirewalls does a bounded step of connection-tracking maintenance
+// on the vNICs this worker owns: expired entries and flows their current
+// policy no longer allows are removed.
+func (w *worker) checkFirewalls(s *snapshot) {
+	if w.mono-w.fwChecked < fwCheckEvery {
+		return
+	}
+	w.fwChecked = w.mono
+	for _, slot := range s.polls[w.id] {
+		if nic := s.nics[slot]; nic != nil && nic.pol != nil {
+			nic.ct.Check(nic.pol, w.mono, fwCheckBudget)
+		}
+	}
 }

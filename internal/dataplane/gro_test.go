@@ -52,7 +52,7 @@ func TestGROMergesSegments(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t, Config{}, true)
-			a := h.add(t, nicOf("a", mac(1), 5))
+			a := h.add(t, bypassed(nicOf("a", mac(1), 5)))
 			const mss, n = 1400, 10
 			var segs [][]byte
 			var all []byte
@@ -173,7 +173,7 @@ func TestGROKeepsWhatMustNotMerge(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, Config{}, true)
-			a := h.add(t, nicOf("a", mac(1), 5))
+			a := h.add(t, bypassed(nicOf("a", mac(1), 5)))
 			frames := tc.frames(t)
 			fromUnderlay(h, 5, frames...)
 			got := a.take()
@@ -193,7 +193,7 @@ func TestGROKeepsWhatMustNotMerge(t *testing.T) {
 
 func TestGROOffWithoutOffload(t *testing.T) {
 	h := newHarness(t, Config{NoOffload: true}, true)
-	a := h.add(t, nicOf("a", mac(1), 5))
+	a := h.add(t, bypassed(nicOf("a", mac(1), 5)))
 	p := pattern(1000, 0)
 	fromUnderlay(h, 5, tcpSeg(t, false, 1, 0, p, nil), tcpSeg(t, false, 1, 1000, p, nil))
 	if got := a.take(); len(got) != 2 {

@@ -62,7 +62,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	var ids []string
 	traces := map[string]traceWriter{}
 	for id, n := range e.nics {
-		els = append(els, n.p.rx, n.p.anti, n.p.trace, n.p.tx)
+		els = append(els, n.p.rx, n.p.anti, n.p.fw, n.p.trace, n.p.tx)
 		ids = append(ids, id)
 		if n.tracer != nil {
 			traces[id] = n.tracer

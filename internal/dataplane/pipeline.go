@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/butterfly-go/butterfly/internal/antispoof"
+	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/l2"
 	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/port"
@@ -11,7 +12,7 @@ import (
 )
 
 // rxNIC reads one batch from a vNIC and pushes it through port-rx, trace,
-// antispoof and the VNI's switch.
+// antispoof, firewall (FromVM) and the VNI's switch.
 func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	if w.rxn == 0 {
 		w.refillRx()
@@ -34,7 +35,7 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	if n > w.rxn {
 		n = w.rxn
 	}
-	var bytes, passed, spoofed uint64
+	var bytes, passed, spoofed, filtered uint64
 	cfg := nic.vni.l2.Config()
 	for i := 0; i < n; i++ {
 		b := w.rx[i]
@@ -52,11 +53,23 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 			}
 			passed++
 		}
+		if nic.pol != nil {
+			if v := nic.ct.Filter(b.Bytes(), firewall.FromVM, nic.pol, w.mono); !v.Allowed() {
+				nic.fw.drop(w.id, firewallDrop(v))
+				w.put(b)
+				spoofed++
+				continue
+			}
+			filtered++
+		}
 		w.switchFromVM(s, nic, cfg, b)
 	}
 	nic.rx.add(w.id, uint64(n), bytes)
 	if passed > 0 {
 		nic.anti.add(w.id, passed, 0)
+	}
+	if filtered > 0 {
+		nic.fw.add(w.id, filtered, 0)
 	}
 	if fwd := uint64(n) - spoofed; fwd > 0 {
 		nic.vni.sw.add(w.id, fwd, 0)
@@ -168,8 +181,13 @@ func (w *worker) toPort(s *snapshot, slot int, b *packet.Buf) {
 	w.enqueue(s, slot, b)
 }
 
-// enqueue appends a frame to the queue of a port this worker owns.
+// enqueue passes a frame through the firewall (ToVM) of a port this
+// worker owns and appends it to the port's queue.
 func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
+	if !w.filterToVM(s.nics[slot], b.Bytes()) {
+		w.put(b)
+		return
+	}
 	q := w.txq[slot]
 	if len(q) == 0 {
 		w.dirty = append(w.dirty, slot)

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/butterfly-go/butterfly/internal/antispoof"
+	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/l2"
 	"github.com/butterfly-go/butterfly/internal/port"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
@@ -41,9 +42,13 @@ type nicPort struct {
 	port   port.Port
 	path   string
 	// gro: the port takes TSO frames, so TCP segments are merged.
-	gro   bool
-	rx    *element // port-rx: frames from the VM
-	anti  *element // antispoof
+	gro  bool
+	rx   *element // port-rx: frames from the VM
+	anti *element // antispoof
+	fw   *element // firewall, both directions
+	// ct is the vNIC's connection tracking; only the worker that owns
+	// the port uses it.
+	ct    *firewall.Conntrack
 	trace *element // trace
 	tx    *element // port-tx: frames to the VM
 }
@@ -55,6 +60,8 @@ type nicConf struct {
 	vni    *vniConf
 	bypass bool
 	spoof  *antispoof.Config
+	// pol is the firewall policy; nil when the vNIC bypasses filtering.
+	pol    *firewall.Policy
 	tracer traceWriter
 }
 

@@ -56,6 +56,9 @@ func tapHarness(t *testing.T, cfg Config) (*Engine, *fakePort) {
 			t.Errorf("Close: %v", err)
 		}
 	})
+	if err := e.SetSecurityGroups([]model.SG{openSG()}); err != nil {
+		t.Fatal(err)
+	}
 	return e, under
 }
 
@@ -117,13 +120,13 @@ func TestTAPNamespaces(t *testing.T) {
 	// The MAC comes from the kernel: add the vNIC with a placeholder,
 	// read it, and re-add with the real one (antispoof checks it).
 	add := func(id string, vni uint32, addr string) (string, string) {
-		path, err := e.AddNIC(model.NIC{ID: id, VNI: vni, Type: model.NICTap, MAC: mac(0xee)})
+		path, err := e.AddNIC(model.NIC{ID: id, VNI: vni, Type: model.NICTap, MAC: mac(0xee), SecurityGroups: []string{openSGID}})
 		if err != nil {
 			t.Fatalf("AddNIC(%s): %v", id, err)
 		}
 		ns := vm(t, path, addr, 9000)
 		m := macOf(t, ns, path)
-		n := model.NIC{ID: id, VNI: vni, Type: model.NICTap, MAC: m}
+		n := model.NIC{ID: id, VNI: vni, Type: model.NICTap, MAC: m, SecurityGroups: []string{openSGID}}
 		// Antispoof reads the MAC from the configuration: rebuild the
 		// entry through the engine's own update path.
 		e.mu.Lock()

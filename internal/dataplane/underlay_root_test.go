@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/port"
 )
 
@@ -78,6 +79,9 @@ func realUnderlay(t *testing.T, v1, v2 netip.Addr) {
 			t.Fatalf("engine on %v: %v", local, err)
 		}
 		t.Cleanup(func() { e.Close() })
+		if err := e.SetSecurityGroups([]model.SG{openSG()}); err != nil {
+			t.Fatal(err)
+		}
 		return e, ports
 	}
 	e1, p1 := mk(v1, v2)

@@ -76,7 +76,8 @@ type worker struct {
 	events      []unix.EpollEvent
 	sleepMs     int
 	now         int64 // wall clock, for traces
-	mono        int64 // monotonic, for MAC ageing
+	mono        int64 // monotonic, for MAC ageing and conntrack
+	fwChecked   int64 // mono of the last checkFirewalls
 	scratch     []byte
 	ipID        uint16
 }
@@ -258,6 +259,7 @@ func (w *worker) iterate() int {
 	if total > 0 {
 		w.lastRx = w.mono
 	}
+	w.checkFirewalls(s)
 	if w.pushed != 0 {
 		for i, o := range w.e.workers {
 			if w.pushed&(1<<i) != 0 && o.sleeping.Load() {

@@ -10,12 +10,18 @@ import (
 // test (42.0.0.1) whose anti-spoofing flag is antispoof.
 func spoofPair(t *testing.T, antispoof bool) (spoofer, victim *vm) {
 	t.Helper()
+	return spoofPairBypass(t, antispoof, false)
+}
+
+// spoofPairBypass is spoofPair with the spoofer's bypass_filtering flag.
+func spoofPairBypass(t *testing.T, antispoof, bypass bool) (spoofer, victim *vm) {
+	t.Helper()
 	l := newLab(t)
 	h := l.singleHost(ipv4)
 	h.start(daemonOpts{})
 	h.openSG("sg-open")
 	spoofer = h.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: []string{"42.0.0.1/24"},
-		sgs: []string{"sg-open"}, antispoof: antispoof})
+		sgs: []string{"sg-open"}, antispoof: antispoof, bypass: bypass})
 	victim = h.addVM(nicSpec{id: "nic-2", mac: macFor(2), vni: 42, addrs: []string{"42.0.0.2/24"},
 		sgs: []string{"sg-open"}})
 	spoofer.reaches(t, victim.ip(0))
@@ -45,21 +51,36 @@ func TestMACSpoofing(t *testing.T) {
 }
 
 // TestIPSpoofing: packets from an address not declared for the vNIC are
-// dropped only with anti-spoofing on. Neighbour entries are static so that
-// no ARP is involved.
+// dropped by anti-spoofing when it is on, and otherwise by the firewall's
+// default egress (only the vNIC's own IPs), as in the original, unless an
+// OUTBOUND rule allows them or the vNIC bypasses filtering. Neighbour
+// entries are static so that no ARP is involved.
 func TestIPSpoofing(t *testing.T) {
-	for _, antispoof := range []bool{false, true} {
-		t.Run(fmt.Sprintf("antispoof=%v", antispoof), func(t *testing.T) {
-			spoofer, victim := spoofPair(t, antispoof)
+	tests := []struct {
+		antispoof, outbound, bypass bool
+		passes                      bool
+	}{
+		{antispoof: false, passes: false},
+		{antispoof: true, passes: false},
+		{antispoof: false, outbound: true, passes: true},
+		{antispoof: true, outbound: true, passes: false},
+		{antispoof: false, bypass: true, passes: true},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("antispoof=%v,outbound=%v,bypass=%v", tc.antispoof, tc.outbound, tc.bypass), func(t *testing.T) {
+			spoofer, victim := spoofPairBypass(t, tc.antispoof, tc.bypass)
+			if tc.outbound {
+				spoofer.host.mustCLI("sg", "rule", "add", "sg-open", "--dir", "out", "--ip-proto", "all", "--cidr", "0.0.0.0/0")
+			}
 			spoofer.addAddr("42.0.0.99/24")
 			must(t, "ip", "-n", spoofer.ns, "neigh", "replace", victim.ip(0), "lladdr", victim.spec.mac, "dev", "eth0", "nud", "permanent")
 			must(t, "ip", "-n", victim.ns, "neigh", "replace", "42.0.0.99", "lladdr", spoofer.spec.mac, "dev", "eth0", "nud", "permanent")
 			// The declared address still works.
 			spoofer.reaches(t, victim.ip(0))
-			if antispoof {
-				spoofer.blocked(t, victim.ip(0), "-I", "42.0.0.99")
-			} else {
+			if tc.passes {
 				spoofer.reaches(t, victim.ip(0), "-I", "42.0.0.99")
+			} else {
+				spoofer.blocked(t, victim.ip(0), "-I", "42.0.0.99")
 			}
 		})
 	}

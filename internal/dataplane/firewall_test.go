@@ -1,0 +1,189 @@
+package dataplane
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/butterfly-go/butterfly/internal/model"
+)
+
+// udpFlow is a UDP frame between the test vNICs a (mac 1, 10.0.0.1) and b
+// (mac 2, 10.0.0.2) with the given ports; fromA picks the direction.
+func udpFlow(t testing.TB, fromA bool, sport, dport uint16) frame {
+	src, dst, sip, dip := mac(1), mac(2), "10.0.0.1", "10.0.0.2"
+	if !fromA {
+		src, dst, sip, dip = dst, src, dip, sip
+	}
+	return frame{data: build(t, eth(dst, src, layers.EthernetTypeIPv4),
+		&layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.ParseIP(sip).To4(), DstIP: net.ParseIP(dip).To4()},
+		&layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}, gopacket.Payload([]byte("hello")))}
+}
+
+func udpRule(dir model.RuleDirection, port uint32, cidr, sg string) model.Rule {
+	r := model.Rule{Direction: dir, Protocol: 17, PortStart: port, PortEnd: port, SG: sg}
+	if cidr != "" {
+		r.CIDR = netip.MustParsePrefix(cidr)
+	}
+	return r
+}
+
+// fwStep is one step of a firewall scenario: optionally new security
+// groups, then a frame sent by a or b, and whether it must arrive.
+type fwStep struct {
+	what   string
+	sgs    []model.SG // non-nil: SetSecurityGroups first
+	fromA  bool
+	sport  uint16
+	dport  uint16
+	passes bool
+}
+
+// TestFirewall runs scenarios between vNIC a (all-open group) and vNIC b
+// (group "g" unless bypass) and checks which frames reach the other side
+// and the drop counters.
+func TestFirewall(t *testing.T) {
+	open := openSG()
+	g := func(rules ...model.Rule) model.SG { return model.SG{ID: "g", Rules: rules} }
+	members := func(ips ...string) model.SG {
+		sg := model.SG{ID: "m"}
+		for _, ip := range ips {
+			sg.Members = append(sg.Members, netip.MustParseAddr(ip))
+		}
+		return sg
+	}
+	tests := []struct {
+		name   string
+		bypass bool
+		sgs    []model.SG
+		steps  []fwStep
+		drops  map[string]uint64 // b's drops at the end
+	}{
+		{name: "no rule drops, default egress passes", sgs: []model.SG{open}, steps: []fwStep{
+			{what: "a->b new flow", fromA: true, sport: 1000, dport: 2000},
+			{what: "b->a from its own IP", sport: 3000, dport: 4000, passes: true},
+			{what: "a->b reply of b's flow", fromA: true, sport: 4000, dport: 3000, passes: true},
+			{what: "a->b other port", fromA: true, sport: 4000, dport: 3001},
+		}, drops: map[string]uint64{"firewall_no_rule": 2}},
+		{name: "all-open group passes", sgs: []model.SG{open, {ID: "g", Rules: open.Rules}}, steps: []fwStep{
+			{what: "a->b", fromA: true, sport: 1000, dport: 2000, passes: true},
+			{what: "b->a", sport: 5, dport: 6, passes: true},
+		}},
+		{name: "port rule, rule removed cuts the flow", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "10.0.0.0/24", ""))}, steps: []fwStep{
+			{what: "a->b allowed port", fromA: true, sport: 1000, dport: 2000, passes: true},
+			{what: "a->b other port", fromA: true, sport: 1000, dport: 2001},
+			{what: "b->a reply", sport: 2000, dport: 1000, passes: true},
+			{what: "rule removed: tracked flow cut", sgs: []model.SG{open, g()}, fromA: true, sport: 1000, dport: 2000},
+			{what: "rule back", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "10.0.0.1/32", ""))}, fromA: true, sport: 1000, dport: 2000, passes: true},
+		}, drops: map[string]uint64{"firewall_no_rule": 1, "firewall_cut": 1}},
+		{name: "member add and remove toggle", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "", "m")), members()}, steps: []fwStep{
+			{what: "no member", fromA: true, sport: 1000, dport: 2000},
+			{what: "a added", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "", "m")), members("10.0.0.1")}, fromA: true, sport: 1000, dport: 2000, passes: true},
+			{what: "a removed: flow cut", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "", "m")), members("10.0.0.3")}, fromA: true, sport: 1000, dport: 2000},
+			{what: "group deleted", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "", "m"))}, fromA: true, sport: 1000, dport: 2000},
+		}, drops: map[string]uint64{"firewall_no_rule": 2, "firewall_cut": 1}},
+		{name: "outbound rule replaces default egress", sgs: []model.SG{open, g(udpRule(model.Outbound, 53, "10.0.0.0/24", ""))}, steps: []fwStep{
+			{what: "b->a allowed port", sport: 1000, dport: 53, passes: true},
+			{what: "b->a other port", sport: 1000, dport: 54},
+		}, drops: map[string]uint64{"firewall_no_rule": 1}},
+		{name: "bypass", bypass: true, steps: []fwStep{
+			{what: "a->b", fromA: true, sport: 1000, dport: 2000, passes: true},
+			{what: "b->a", sport: 1, dport: 2, passes: true},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{}, true)
+			if tc.sgs != nil {
+				if err := h.e.SetSecurityGroups(tc.sgs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			nb := nicOf("b", mac(2), 5, "10.0.0.2")
+			nb.SecurityGroups, nb.Bypass = []string{"g"}, tc.bypass
+			b := h.add(t, nb)
+			for _, st := range tc.steps {
+				if st.sgs != nil {
+					if err := h.e.SetSecurityGroups(st.sgs); err != nil {
+						t.Fatal(err)
+					}
+				}
+				src, dst := b, a
+				if st.fromA {
+					src, dst = a, b
+				}
+				src.inject(udpFlow(t, st.fromA, st.sport, st.dport))
+				h.step()
+				if got := len(dst.take()); got != map[bool]int{true: 1}[st.passes] {
+					t.Fatalf("%s: %d frames arrived, want passes=%v", st.what, got, st.passes)
+				}
+			}
+			c, err := h.e.Counters("b")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range []string{"firewall_no_rule", "firewall_cut", "firewall_invalid"} {
+				if c.Drops[r] != tc.drops[r] {
+					t.Errorf("b drops %v, want %v", c.Drops, tc.drops)
+					break
+				}
+			}
+		})
+	}
+}
+
+// TestFirewallRecompile checks when policies are rebuilt: a member change
+// only updates the shared set; a rule change in a vNIC's group, or a
+// change of its IPs or groups, rebuilds its policy, and a change of an
+// unrelated group does not.
+func TestFirewallRecompile(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	rule := udpRule(model.Inbound, 2000, "", "m")
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), {ID: "g", Rules: []model.Rule{rule}}}); err != nil {
+		t.Fatal(err)
+	}
+	nb := nicOf("b", mac(2), 5, "10.0.0.2")
+	nb.SecurityGroups = []string{"g"}
+	h.add(t, nb)
+	pol := func() any {
+		h.e.mu.Lock()
+		defer h.e.mu.Unlock()
+		return h.e.nics["b"].pol
+	}
+	steps := []struct {
+		what    string
+		do      func() error
+		rebuilt bool
+	}{
+		{"member of a referenced group", func() error {
+			return h.e.SetSecurityGroups([]model.SG{openSG(), {ID: "g", Rules: []model.Rule{rule}}, {ID: "m", Members: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}})
+		}, false},
+		{"unrelated group", func() error {
+			return h.e.SetSecurityGroups([]model.SG{{ID: "open"}, {ID: "g", Rules: []model.Rule{rule}}, {ID: "m", Members: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}})
+		}, false},
+		{"rule of its group", func() error {
+			return h.e.SetSecurityGroups([]model.SG{{ID: "open"}, {ID: "g"}})
+		}, true},
+		{"its IPs", func() error {
+			nb.IPs = []netip.Addr{netip.MustParseAddr("10.0.0.7")}
+			return h.e.UpdateNIC(nb)
+		}, true},
+		{"anti-spoofing only", func() error {
+			nb.IPAntiSpoof = true
+			return h.e.UpdateNIC(nb)
+		}, false},
+	}
+	for _, st := range steps {
+		before := pol()
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.what, err)
+		}
+		if rebuilt := pol() != before; rebuilt != st.rebuilt {
+			t.Errorf("%s: policy rebuilt %v, want %v", st.what, rebuilt, st.rebuilt)
+		}
+	}
+}
