@@ -11,10 +11,11 @@
 //
 // Fd returns an epoll descriptor that stays the same for the port's life:
 // it becomes readable when the guest kicks its transmit ring or when a
-// ring starts or stops. ReadBatch rearms it (one epoll_wait with a zero
-// timeout) on its first empty poll after activity and on every 8th
-// consecutive empty poll after that: a worker may sleep on Fd after any
-// ReadBatch that returned 0, and wakes at most 8 times for nothing.
+// ring starts or stops. After Options.IdlePolls empty ReadBatch calls in
+// a row (default 1) ReadBatch enables guest kicks and rearms Fd (one
+// epoll_wait with a zero timeout, repeated every 8th empty call after
+// that); from then on a worker may sleep on Fd, and wakes at most 8
+// times for nothing.
 package vhostuser
 
 import (
@@ -65,6 +66,13 @@ type Options struct {
 	// NoOffloads withholds CSUM, GUEST_CSUM and the TSO features, so the
 	// guest sends complete, unsegmented frames.
 	NoOffloads bool
+	// IdlePolls is how many ReadBatch calls in a row must find nothing
+	// before the port asks the guest for kicks and rearms Fd; a worker
+	// must not sleep on Fd before that many. The default, 1, lets a
+	// worker sleep after any empty ReadBatch; a busy-polling worker sets
+	// more (say 64) so that the guest does not kick, and the port does
+	// not rearm Fd, between bursts.
+	IdlePolls int
 }
 
 // Stats are a port's counters, from the switch's point of view: In is
@@ -90,6 +98,7 @@ type Port struct {
 	seq   [2]atomic.Uint64 // odd while a batch uses the ring
 	evs   [4]unix.EpollEvent
 	empty uint32 // consecutive empty ReadBatch calls (worker-owned)
+	idle  uint32 // Options.IdlePolls
 
 	inFrames, inBytes, inDropped    atomic.Uint64
 	outFrames, outBytes, outDropped atomic.Uint64
@@ -111,6 +120,7 @@ func Listen(path string, opts Options) (*Port, error) {
 		p.log = slog.Default()
 	}
 	p.log = p.log.With("vhost-user", path)
+	p.idle = uint32(max(1, min(opts.IdlePolls, 1<<20)))
 	p.offered = 1<<fVersion1 | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures
 	if !opts.NoOffloads {
 		p.offered |= 1<<fCsum | 1<<fGuestCsum | 1<<fHostTSO4 | 1<<fHostTSO6 | 1<<fGuestTSO4 | 1<<fGuestTSO6
@@ -198,7 +208,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 		var dropped int
 		var bytes uint64
 		n, dropped, bytes = r.dequeue(bufs)
-		if n == 0 && dropped == 0 && !r.broken && r.usedFlags != 0 {
+		if n == 0 && dropped == 0 && !r.broken && r.usedFlags != 0 && p.empty+1 >= p.idle {
 			// First empty poll after activity: ask for kicks, then look
 			// again for frames that raced with the flag.
 			if r.setNotify(true) {
@@ -220,13 +230,13 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	s.Add(1)
 	if n == 0 {
 		// Harvest the edge-triggered events so Fd sleeps again: on the
-		// first empty poll after activity and every 8th after that, so
-		// a busy-polling worker pays the syscall rarely while a stale
-		// wake-up costs a sleeping worker at most 8 spurious polls.
-		if p.empty%8 == 0 {
+		// IdlePolls-th empty poll in a row and every 8th after that, so
+		// a stale wake-up costs a sleeping worker at most 8 spurious
+		// polls.
+		p.empty++
+		if p.empty >= p.idle && (p.empty-p.idle)%8 == 0 {
 			unix.EpollWait(p.epfd, p.evs[:], 0)
 		}
-		p.empty++
 	} else {
 		p.empty = 0
 	}

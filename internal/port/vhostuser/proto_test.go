@@ -498,3 +498,42 @@ func TestPortZeroAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per round, want 0", allocs)
 	}
 }
+
+// TestIdlePolls: with IdlePolls 3, guest kicks stay suppressed and Fd
+// stays armed-as-is until the third empty ReadBatch in a row.
+func TestIdlePolls(t *testing.T) {
+	p, err := Listen(filepath.Join(t.TempDir(), "i.sock"), Options{IdlePolls: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f := dialFrontEnd(t, p)
+	f.setup()
+	usedFlags := func() uint16 { return binary.LittleEndian.Uint16(f.g.mem[ringArea+0x8000:]) }
+	bufs := newBufs(4)
+	for round := 0; round < 2; round++ {
+		for i := 1; i <= 3; i++ {
+			if n, _ := p.ReadBatch(bufs); n != 0 {
+				t.Fatalf("round %d: ReadBatch %d on an empty ring", round, n)
+			}
+			armed := !fdReadable(t, p.Fd(), 0)
+			if armed != (i == 3) {
+				t.Fatalf("round %d, empty poll %d: Fd rearmed %v", round, i, armed)
+			}
+			if round > 0 && (usedFlags()&usedFNoNotif == 0) != (i == 3) {
+				t.Fatalf("round %d, empty poll %d: used flags %#x", round, i, usedFlags())
+			}
+		}
+		f.g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, 5)...), 4096)
+		unix.Write(f.kick[1], binary.LittleEndian.AppendUint64(nil, 1))
+		if !fdReadable(t, p.Fd(), time.Second) {
+			t.Fatalf("round %d: kick did not wake Fd", round)
+		}
+		if n, _ := p.ReadBatch(bufs); n != 1 {
+			t.Fatalf("round %d: ReadBatch %d after a kick", round, n)
+		}
+		if usedFlags()&usedFNoNotif == 0 {
+			t.Fatalf("round %d: kicks not suppressed while frames flow", round)
+		}
+	}
+}
