@@ -20,17 +20,18 @@ const (
 // built from. Member changes update the groups' shared member sets (no
 // policy is rebuilt); the policy of a vNIC is recompiled when one of its
 // groups appears, disappears or has its rules changed. On error nothing
-// changes.
+// changes. The lists of sgs are kept: the caller must not modify them
+// (the model never writes a list it stored).
 func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	next := make(map[string]model.SG, len(sgs))
 	for _, g := range sgs {
-		next[g.ID] = model.SG{ID: g.ID, Members: slices.Clone(g.Members), Rules: slices.Clone(g.Rules)}
+		next[g.ID] = g
 	}
 	changed := map[string]bool{}
 	for id, g := range next {
-		if old, ok := e.sgs[id]; !ok || !slices.Equal(old.Rules, g.Rules) {
+		if old, ok := e.sgs[id]; !ok || !sameList(old.Rules, g.Rules) {
 			changed[id] = true
 		}
 	}
@@ -57,7 +58,7 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 		old, ok := prev[id]
 		if ms := e.members[id]; ms == nil {
 			e.members[id] = firewall.NewMemberSet(g.Members)
-		} else if !ok || !slices.Equal(old.Members, g.Members) {
+		} else if !ok || !sameList(old.Members, g.Members) {
 			ms.Set(g.Members)
 		}
 	}
@@ -71,10 +72,45 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	for ent, p := range pols {
 		ent.pol = p
 	}
+	e.pruneMembers()
 	if len(pols) > 0 {
 		e.publishLocked()
 	}
 	return nil
+}
+
+// sameList reports whether a and b hold the same elements; the model
+// shares the lists of unchanged groups, so the common case is the same
+// array.
+func sameList[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return slices.Equal(a, b)
+}
+
+// pruneMembers forgets the member sets of ids that are neither a group
+// nor referenced by a rule: after the recompilations of SetSecurityGroups
+// no policy uses them. e.mu must be held.
+func (e *Engine) pruneMembers() {
+	for id := range e.members {
+		if _, ok := e.sgs[id]; ok {
+			continue
+		}
+		used := false
+		for _, g := range e.sgs {
+			if slices.ContainsFunc(g.Rules, func(r model.Rule) bool { return r.SG == id }) {
+				used = true
+				break
+			}
+		}
+		if !used {
+			delete(e.members, id)
+		}
+	}
 }
 
 // compile builds the firewall policy of n from the current groups. The

@@ -186,4 +186,80 @@ func TestFirewallRecompile(t *testing.T) {
 			t.Errorf("%s: policy rebuilt %v, want %v", st.what, rebuilt, st.rebuilt)
 		}
 	}
+	// "m" is neither a group nor referenced by a rule any more.
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	if _, ok := h.e.members["m"]; ok {
+		t.Error("the member set of a group nothing refers to was kept")
+	}
+}
+
+// TestFirewallTableFull: with room for two connections per vNIC, a's third
+// new flow is dropped and counted on a, its tracked flows keep passing,
+// and b, whose table has room, is unaffected.
+func TestFirewallTableFull(t *testing.T) {
+	h := newHarness(t, Config{ConntrackMax: 2}, true)
+	a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+	b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+	send := func(src, dst *fakePort, fromA bool, sport, dport uint16) int {
+		src.inject(udpFlow(t, fromA, sport, dport))
+		h.step()
+		return len(dst.take())
+	}
+	// Each flow takes an entry in a's table (FromVM) and in b's (ToVM).
+	if send(a, b, true, 1, 53) != 1 || send(a, b, true, 2, 53) != 1 {
+		t.Fatal("the first two flows did not pass")
+	}
+	if send(a, b, true, 3, 53) != 0 {
+		t.Fatal("a third flow passed a full table")
+	}
+	if send(a, b, true, 1, 53) != 1 {
+		t.Fatal("a tracked flow was dropped by the full table")
+	}
+	ca, _ := h.e.Counters("a")
+	if ca.Drops["firewall_table_full"] != 1 {
+		t.Errorf("a drops %v, want firewall_table_full 1", ca.Drops)
+	}
+	// b's table is full too (the two flows of a): replies of the tracked
+	// flows pass, b's own new flows are refused and counted on b.
+	if send(b, a, false, 53, 1) != 1 {
+		t.Error("reply of a tracked flow dropped")
+	}
+	if send(b, a, false, 7, 8) != 0 {
+		t.Error("a new flow of b passed its full table")
+	}
+	if cb, _ := h.e.Counters("b"); cb.Drops["firewall_table_full"] != 1 {
+		t.Errorf("b drops %v, want firewall_table_full 1", cb.Drops)
+	}
+}
+
+// TestFirewallCheckCutsFlows: after a rule is removed, the workers' periodic
+// Check removes the flows it admitted without waiting for their next packet.
+// (A small table: Check visits a bounded number of slots per round.)
+func TestFirewallCheckCutsFlows(t *testing.T) {
+	h := newHarness(t, Config{ConntrackMax: 64}, true)
+	rule := udpRule(model.Inbound, 2000, "10.0.0.0/24", "")
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), {ID: "g", Rules: []model.Rule{rule}}}); err != nil {
+		t.Fatal(err)
+	}
+	a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+	nb := nicOf("b", mac(2), 5, "10.0.0.2")
+	nb.SecurityGroups = []string{"g"}
+	b := h.add(t, nb)
+	a.inject(udpFlow(t, true, 1000, 2000))
+	h.step()
+	if len(b.take()) != 1 {
+		t.Fatal("allowed flow did not pass")
+	}
+	ct := h.e.nics["b"].p.ct
+	if ct.Len() != 1 {
+		t.Fatalf("b tracks %d entries, want 1", ct.Len())
+	}
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), {ID: "g"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Check to cut the flow", func() bool {
+		h.step()
+		return ct.Len() == 0
+	})
 }
