@@ -7,6 +7,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/butterfly-go/butterfly/internal/model"
 )
@@ -262,4 +263,41 @@ func TestFirewallCheckCutsFlows(t *testing.T) {
 		h.step()
 		return ct.Len() == 0
 	})
+}
+
+// TestFirewallMetrics: firewall passes and drops show in the metrics, per
+// element and per vNIC.
+func TestFirewallMetrics(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+	nb := nicOf("b", mac(2), 5, "10.0.0.2")
+	nb.SecurityGroups = nil
+	b := h.add(t, nb)
+	a.inject(udpFlow(t, true, 1, 2), udpFlow(t, true, 3, 4))
+	h.step()
+	if n := len(b.take()); n != 0 {
+		t.Fatalf("b got %d frames without any rule", n)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(h.e.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"butterfly_element_packets_total", map[string]string{"type": "firewall", "name": "firewall-a"}, 2},
+		{"butterfly_element_drops_total", map[string]string{"type": "firewall", "name": "firewall-b", "reason": "firewall_no_rule"}, 2},
+		{"butterfly_nic_drops_total", map[string]string{"nic": "b", "reason": "firewall_no_rule"}, 2},
+	} {
+		got, ok := metricValue(t, fams, c.name, c.labels)
+		if !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
 }
