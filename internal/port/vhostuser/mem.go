@@ -32,6 +32,17 @@ func mapRegions(rs []region, fds []int) (*memTable, error) {
 			t.unmap()
 			return nil, fmt.Errorf("vhost-user: memory region %d: bad geometry %+v", i, r)
 		}
+		// Mapping past the end of the file would turn guest accesses
+		// into SIGBUS in this process: the file must cover the region.
+		var st unix.Stat_t
+		if err := unix.Fstat(fds[i], &st); err != nil {
+			t.unmap()
+			return nil, fmt.Errorf("vhost-user: memory region %d: fstat: %w", i, err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && uint64(st.Size) < r.offset+r.size {
+			t.unmap()
+			return nil, fmt.Errorf("vhost-user: memory region %d: %d bytes at offset %d past the end of a %d-byte file", i, r.size, r.offset, st.Size)
+		}
 		// The offset need not be page aligned: map from 0 and skip it.
 		length := (r.offset + r.size + page - 1) &^ (page - 1)
 		m, err := unix.Mmap(fds[i], 0, int(length), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)

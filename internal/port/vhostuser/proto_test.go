@@ -537,3 +537,20 @@ func TestIdlePolls(t *testing.T) {
 		}
 	}
 }
+
+// TestMemTableBeyondFile: a region larger than its file is refused (the
+// mapping would SIGBUS the daemon on access).
+func TestMemTableBeyondFile(t *testing.T) {
+	p := listenTest(t)
+	f := dialFrontEnd(t, p)
+	f.call64(reqSetProtocolFeatures, 1<<pfReplyAck, false)
+	tbl := binary.LittleEndian.AppendUint32(nil, 1)
+	tbl = binary.LittleEndian.AppendUint32(tbl, 0)
+	for _, v := range []uint64{gpaBase, 2 * memSize, uaBase, 0} {
+		tbl = binary.LittleEndian.AppendUint64(tbl, v)
+	}
+	f.send(reqSetMemTable, flagNeedReply, tbl, f.mfd)
+	if ack := binary.LittleEndian.Uint64(f.recv(reqSetMemTable)); ack == 0 {
+		t.Fatal("SET_MEM_TABLE larger than its memfd acked as success")
+	}
+}
