@@ -8,6 +8,8 @@
 // locks: it loads each ring through an atomic pointer that the control
 // goroutine swaps, and the control goroutine waits for a batch in flight
 // to finish before it unmaps or reuses anything that batch could touch.
+// ReadBatch and WriteBatch use separate rings and may run on different
+// goroutines; each of them must have one caller at a time.
 //
 // Fd returns an epoll descriptor that stays the same for the port's life:
 // it becomes readable when the guest kicks its transmit ring or when a
