@@ -430,3 +430,37 @@ func TestSGChangesReachDataplane(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreSetsGroupsFirst: Restore gives the dataplane the restored
+// groups after removing the old vNICs and before creating the new ones, so
+// that their firewalls are built from the right groups.
+func TestRestoreSetsGroupsFirst(t *testing.T) {
+	s, dp := newStore(t)
+	if _, err := s.AddNIC(model.NIC{ID: "old", MACText: "42:42:42:42:42:40"}); err != nil {
+		t.Fatal(err)
+	}
+	dp.ResetCalls()
+	sg := model.SG{ID: "sg-1", Members: ips(t, "10.0.0.1")}
+	if err := s.Restore(model.State{Version: model.StateVersion, NICs: []model.NIC{baseNIC()}, SGs: []model.SG{sg}}); err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, c := range dp.Calls() {
+		ops = append(ops, c.Op)
+	}
+	want := []string{modeltest.OpDeleteNIC, modeltest.OpSetSecurityGroups, modeltest.OpAddNIC}
+	if !slices.Equal(ops, want) {
+		t.Errorf("calls %v, want %v", ops, want)
+	}
+	if got := dp.SecurityGroups(); !reflect.DeepEqual(got, []model.SG{sg}) {
+		t.Errorf("dataplane groups %+v, want %+v", got, []model.SG{sg})
+	}
+	// A dataplane refusing the groups is reported; the rest is restored.
+	dp.FailOnce(modeltest.OpSetSecurityGroups, "", errors.New("boom"))
+	if err := s.Restore(model.State{Version: model.StateVersion, NICs: []model.NIC{baseNIC()}, SGs: []model.SG{sg}}); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("Restore with a failing dataplane: %v", err)
+	}
+	if l := s.NICList(); !slices.Equal(l, []string{"nic-1"}) {
+		t.Errorf("nics %q", l)
+	}
+}
