@@ -38,6 +38,7 @@ import (
 const (
 	fCsum             = 0
 	fGuestCsum        = 1
+	fMTU              = 3
 	fGuestTSO4        = 7
 	fGuestTSO6        = 8
 	fHostTSO4         = 11
@@ -52,8 +53,12 @@ const (
 const (
 	pfMQ                = 0
 	pfReplyAck          = 3
+	pfNetMTU            = 4
 	pfConfigureMemSlots = 15
 )
+
+// offeredProto are the protocol features the port offers.
+const offeredProto = 1<<pfMQ | 1<<pfReplyAck | 1<<pfNetMTU | 1<<pfConfigureMemSlots
 
 const (
 	rxRing = 0 // guest receive queue: WriteBatch
@@ -105,6 +110,7 @@ type Port struct {
 	inFrames, inBytes, inDropped    atomic.Uint64
 	outFrames, outBytes, outDropped atomic.Uint64
 	broken, conns                   atomic.Uint64
+	mtu                             atomic.Uint32
 
 	offered   uint64
 	closeOnce sync.Once
@@ -123,7 +129,7 @@ func Listen(path string, opts Options) (*Port, error) {
 	}
 	p.log = p.log.With("vhost-user", path)
 	p.idle = uint32(max(1, min(opts.IdlePolls, 1<<20)))
-	p.offered = 1<<fVersion1 | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures
+	p.offered = 1<<fVersion1 | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU
 	if !opts.NoOffloads {
 		p.offered |= 1<<fCsum | 1<<fGuestCsum | 1<<fHostTSO4 | 1<<fHostTSO6 | 1<<fGuestTSO4 | 1<<fGuestTSO6
 	}
@@ -185,6 +191,11 @@ func (p *Port) Path() string { return p.path }
 
 // Fd returns the port's epoll descriptor (see the package comment).
 func (p *Port) Fd() int { return p.epfd }
+
+// MTU returns the guest MTU the front end announced with NET_SET_MTU
+// (QEMU's host_mtu), or 0 if it announced none. Frames larger than MTU
+// plus the Ethernet header should reach the guest only as GSO frames.
+func (p *Port) MTU() int { return int(p.mtu.Load()) }
 
 // Ready reports whether both rings are running.
 func (p *Port) Ready() bool {
@@ -429,13 +440,13 @@ func (d *device) handle(m *msg) ([]byte, error) {
 		d.restartAll()
 		return nil, nil
 	case reqGetProtocolFeatures:
-		return u64(1<<pfMQ | 1<<pfReplyAck | 1<<pfConfigureMemSlots), nil
+		return u64(offeredProto), nil
 	case reqSetProtocolFeatures:
 		v, err := m.u64()
 		if err != nil {
 			return nil, err
 		}
-		d.proto = v & (1<<pfMQ | 1<<pfReplyAck | 1<<pfConfigureMemSlots)
+		d.proto = v & offeredProto
 		return nil, nil
 	case reqSetOwner:
 		return nil, nil
@@ -582,7 +593,17 @@ func (d *device) handle(m *msg) ([]byte, error) {
 		}
 		d.restart(int(i))
 		return nil, nil
-	case reqSetLogBase, reqSetLogFd, reqSendRARP, reqNetSetMTU:
+	case reqNetSetMTU:
+		v, err := m.u64()
+		if err != nil {
+			return nil, err
+		}
+		if v < 68 || v > 65535 {
+			return nil, fmt.Errorf("guest MTU %d out of range", v)
+		}
+		d.p.mtu.Store(uint32(v))
+		return nil, nil
+	case reqSetLogBase, reqSetLogFd, reqSendRARP:
 		return nil, fmt.Errorf("request %d not supported", m.req)
 	default:
 		return nil, fmt.Errorf("unknown request %d", m.req)
@@ -663,4 +684,5 @@ func (d *device) teardown() {
 	d.resetRings()
 	d.mem.unmap()
 	d.mem = nil
+	d.p.mtu.Store(0)
 }

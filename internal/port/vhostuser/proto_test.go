@@ -329,6 +329,12 @@ func TestProtocolSession(t *testing.T) {
 		if p.Ready() {
 			t.Fatal("ring 1 still running after GET_VRING_BASE")
 		}
+		if ack := f.call64(reqNetSetMTU, 1400, true); ack != 0 || p.MTU() != 1400 {
+			t.Fatalf("NET_SET_MTU 1400: ack %d, MTU() %d", ack, p.MTU())
+		}
+		if ack := f.call64(reqNetSetMTU, 10, true); ack == 0 || p.MTU() != 1400 {
+			t.Fatalf("NET_SET_MTU 10: ack %d, MTU() %d; want refused, MTU unchanged", ack, p.MTU())
+		}
 		if ack := f.call64(0xffff, 0, true); ack == 0 {
 			t.Fatal("unknown request acked as success")
 		}
