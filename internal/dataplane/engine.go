@@ -53,7 +53,9 @@ type hooks struct {
 	// openEntropy opens an extra send socket (nil: none).
 	openEntropy func(cfg *Config) (underlay, error)
 	openTAP     func(name string, offload bool) (port.Port, string, error)
-	openTrace   func(path string) (traceWriter, error)
+	// openVhost creates a vhost-user server socket at path.
+	openVhost func(path string, offload bool, log *slog.Logger) (vhostPort, error)
+	openTrace func(path string) (traceWriter, error)
 	// manual: no worker goroutines; tests call worker.iterate.
 	manual   bool
 	poolSize int
@@ -138,6 +140,9 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 	}
 	if h.openTAP == nil {
 		h.openTAP = openTAP
+	}
+	if h.openVhost == nil {
+		h.openVhost = openVhost
 	}
 	if h.openTrace == nil {
 		h.openTrace = openPcap
@@ -306,7 +311,6 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	switch n.Type {
 	case model.NICTap:
 	case model.NICVhostUser:
-		return "", errors.New("vhost-user vNICs are not supported yet")
 	case model.NICBench:
 		return "", errors.New("BENCH vNICs are not supported")
 	default:
@@ -329,17 +333,13 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 		slot = len(e.slots)
 		e.slots = append(e.slots, nil)
 	}
-	name, err := e.tapName(n.ID)
-	if err != nil {
-		return "", err
-	}
 	pol, err := e.compile(n)
 	if err != nil {
 		return "", err
 	}
-	p, path, err := e.hooks.openTAP(name, !e.cfg.NoOffload)
+	p, path, tsoOK, err := e.openPort(n)
 	if err != nil {
-		return "", fmt.Errorf("dataplane: vNIC %s: open TAP %s: %w", n.ID, name, err)
+		return "", err
 	}
 	ent := &nicEntry{nic: n, p: &nicPort{
 		id:     n.ID,
@@ -348,6 +348,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 		port:   p,
 		path:   path,
 		gro:    !e.cfg.NoOffload,
+		tsoOK:  tsoOK,
 		rx:     newElement("port-rx", n.ID, e.cfg.Workers),
 		anti:   newElement("antispoof", "antispoof-"+n.ID, e.cfg.Workers),
 		fw:     newElement("firewall", "firewall-"+n.ID, e.cfg.Workers),

@@ -550,7 +550,6 @@ func TestUnsupportedTypesAndDuplicates(t *testing.T) {
 		typ  model.NICType
 		want string
 	}{
-		{model.NICVhostUser, "vhost-user vNICs are not supported yet"},
 		{model.NICBench, "BENCH vNICs are not supported"},
 	} {
 		n := nicOf("v", mac(1), 1)

@@ -184,10 +184,57 @@ func (w *worker) toPort(s *snapshot, slot int, b *packet.Buf) {
 // enqueue passes a frame through the firewall (ToVM) of a port this
 // worker owns and appends it to the port's queue.
 func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
-	if !w.filterToVM(s.nics[slot], b.Bytes()) {
+	nic := s.nics[slot]
+	if !w.filterToVM(nic, b.Bytes()) {
 		w.put(b)
 		return
 	}
+	if b.VNet.GSOType != packet.GSONone && nic.tsoOK != nil && !nic.tsoOK() {
+		w.segmentToPort(s, slot, b)
+		return
+	}
+	w.queue(s, slot, b)
+}
+
+// segmentToPort splits a TSO frame for a port whose guest does not take
+// TSO frames and queues the segments.
+func (w *worker) segmentToPort(s *snapshot, slot int, b *packet.Buf) {
+	nic := s.nics[slot]
+	cnt, err := packet.SegmentCount(b, 0)
+	if err != nil || cnt > cap(w.segs) {
+		nic.tx.drop(w.id, dropSegmentation)
+		w.put(b)
+		return
+	}
+	w.segs = w.segs[:0]
+	for i := 0; i < cnt; i++ {
+		c := w.get()
+		if c == nil {
+			w.putAll(w.segs)
+			nic.tx.drop(w.id, dropNoBuffer)
+			w.put(b)
+			return
+		}
+		w.segs = append(w.segs, c)
+	}
+	n, err := packet.Segment(b, 0, w.segs)
+	w.put(b)
+	if err != nil {
+		w.putAll(w.segs)
+		nic.tx.drop(w.id, dropSegmentation)
+		return
+	}
+	for i := n; i < len(w.segs); i++ {
+		w.put(w.segs[i])
+	}
+	for i := 0; i < n; i++ {
+		w.queue(s, slot, w.segs[i])
+	}
+}
+
+// queue appends a frame to a port's transmit queue, writing the queue
+// when it is full.
+func (w *worker) queue(s *snapshot, slot int, b *packet.Buf) {
 	q := w.txq[slot]
 	if len(q) == 0 {
 		w.dirty = append(w.dirty, slot)
@@ -233,7 +280,7 @@ func (w *worker) flushPort(s *snapshot, slot int) {
 		return
 	}
 	nic := s.nics[slot]
-	if nic.gro && len(q) > 1 {
+	if nic.gro && len(q) > 1 && (nic.tsoOK == nil || nic.tsoOK()) {
 		q = w.coalesce(q)
 	}
 	w.txq[slot] = w.writeQueue(nic.port, nic.tx, q)

@@ -2,13 +2,18 @@ package dataplane
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
+
+	"github.com/butterfly-go/butterfly/internal/model"
 
 	"github.com/butterfly-go/butterfly/internal/pcap"
 	"github.com/butterfly-go/butterfly/internal/port"
 	"github.com/butterfly-go/butterfly/internal/port/tap"
 	"github.com/butterfly-go/butterfly/internal/port/udp"
+	"github.com/butterfly-go/butterfly/internal/port/vhostuser"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
 )
 
@@ -36,6 +41,46 @@ func openTAP(name string, offload bool) (port.Port, string, error) {
 		return nil, "", err
 	}
 	return p, p.Name(), nil
+}
+
+// vhostPort is a vhost-user port: it reports whether its guest takes
+// TSO frames.
+type vhostPort interface {
+	port.Port
+	GuestTSO() bool
+}
+
+// openVhost creates a vhost-user server socket at path; a worker may
+// sleep on its Fd after one empty ReadBatch, which is what the workers
+// do (they poll a port until it has been idle for a while).
+func openVhost(path string, offload bool, log *slog.Logger) (vhostPort, error) {
+	return vhostuser.Listen(path, vhostuser.Options{Logger: log, NoOffloads: !offload, IdlePolls: 1})
+}
+
+// openPort opens a vNIC's port: a TAP device named after the vNIC, or
+// the vhost-user socket <SocketDir>/qemu-vhost-<id>. It returns the
+// vNIC's path and, for vhost-user, the guest's TSO capability.
+func (e *Engine) openPort(n model.NIC) (port.Port, string, func() bool, error) {
+	if n.Type == model.NICVhostUser {
+		if n.ID == "" || strings.ContainsAny(n.ID, "/\x00") || n.ID == "." || n.ID == ".." {
+			return nil, "", nil, fmt.Errorf("dataplane: vNIC id %q cannot name a socket", n.ID)
+		}
+		path := filepath.Join(e.cfg.SocketDir, "qemu-vhost-"+n.ID)
+		p, err := e.hooks.openVhost(path, !e.cfg.NoOffload, e.log)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("dataplane: vNIC %s: open vhost-user socket: %w", n.ID, err)
+		}
+		return p, path, p.GuestTSO, nil
+	}
+	name, err := e.tapName(n.ID)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	p, path, err := e.hooks.openTAP(name, !e.cfg.NoOffload)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("dataplane: vNIC %s: open TAP %s: %w", n.ID, name, err)
+	}
+	return p, path, nil, nil
 }
 
 func openPcap(path string) (traceWriter, error) {

@@ -42,10 +42,14 @@ type nicPort struct {
 	port   port.Port
 	path   string
 	// gro: the port takes TSO frames, so TCP segments are merged.
-	gro  bool
-	rx   *element // port-rx: frames from the VM
-	anti *element // antispoof
-	fw   *element // firewall, both directions
+	gro bool
+	// tsoOK, when set, reports whether the port takes TSO frames now (a
+	// vhost-user guest may lack GUEST_TSO); frames are segmented and not
+	// merged when it says no. nil: the port takes them when gro is set.
+	tsoOK func() bool
+	rx    *element // port-rx: frames from the VM
+	anti  *element // antispoof
+	fw    *element // firewall, both directions
 	// ct is the vNIC's connection tracking; only the worker that owns
 	// the port uses it.
 	ct    *firewall.Conntrack

@@ -197,6 +197,15 @@ func (p *Port) Fd() int { return p.epfd }
 // plus the Ethernet header should reach the guest only as GSO frames.
 func (p *Port) MTU() int { return int(p.mtu.Load()) }
 
+// GuestTSO reports whether the guest's receive ring takes TSO frames
+// (it negotiated GUEST_TSO4 and GUEST_TSO6). WriteBatch drops TSO frames
+// when it does not, so a caller segments them first. The answer can
+// change whenever the front end restarts the ring.
+func (p *Port) GuestTSO() bool {
+	r := p.rings[rxRing].Load()
+	return r != nil && r.guestTSO
+}
+
 // Ready reports whether both rings are running.
 func (p *Port) Ready() bool {
 	return p.rings[rxRing].Load() != nil && p.rings[txRing].Load() != nil
