@@ -131,7 +131,9 @@ func TestTimeout(t *testing.T) {
 	if !errors.Is(err, apiclient.ErrTimeout) || !strings.Contains(err.Error(), "receive timeout") {
 		t.Fatalf("err = %v, want a receive timeout", err)
 	}
-	if d := time.Since(start); d < 200*time.Millisecond || d > 3*time.Second {
+	// libzmq measures the timeout on its own millisecond clock, so the
+	// call may return a little before 200 ms by ours.
+	if d := time.Since(start); d < 150*time.Millisecond || d > 3*time.Second {
 		t.Errorf("timed out after %v, want about 200ms", d)
 	}
 	if _, err := c.Call(request("y")); !errors.Is(err, apiclient.ErrClosed) {
