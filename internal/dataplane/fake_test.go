@@ -181,6 +181,15 @@ func (t *fakeTrace) Dropped() uint64 { return 0 }
 func (t *fakeTrace) Close() error    { t.closed.Store(true); return nil }
 
 // harness is an engine on fake ports.
+// fakeVhost is a fake vhost-user port whose guest takes TSO frames when
+// tso is set.
+type fakeVhost struct {
+	fakePort
+	tso atomic.Bool
+}
+
+func (p *fakeVhost) GuestTSO() bool { return p.tso.Load() }
+
 type harness struct {
 	t      *testing.T
 	e      *Engine
@@ -188,6 +197,7 @@ type harness struct {
 	mu     sync.Mutex
 	ports  map[string]*fakePort
 	traces map[string]*fakeTrace
+	vhosts map[string]*fakeVhost
 }
 
 var (
@@ -196,7 +206,7 @@ var (
 )
 
 func newHarness(t testing.TB, cfg Config, manual bool) *harness {
-	h := &harness{under: &fakePort{}, ports: map[string]*fakePort{}, traces: map[string]*fakeTrace{}}
+	h := &harness{under: &fakePort{}, ports: map[string]*fakePort{}, traces: map[string]*fakeTrace{}, vhosts: map[string]*fakeVhost{}}
 	if tt, ok := t.(*testing.T); ok {
 		h.t = tt
 	}
@@ -219,6 +229,14 @@ func newHarness(t testing.TB, cfg Config, manual bool) *harness {
 			p := &fakePort{}
 			h.ports[name] = p
 			return p, name, nil
+		},
+		openVhost: func(path string, offload bool, _ *slog.Logger) (vhostPort, error) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			p := &fakeVhost{}
+			h.ports[path] = &p.fakePort
+			h.vhosts[path] = p
+			return p, nil
 		},
 		openTrace: func(path string) (traceWriter, error) {
 			h.mu.Lock()
