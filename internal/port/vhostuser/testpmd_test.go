@@ -1,142 +1,14 @@
 package vhostuser
 
 import (
-	"bytes"
 	"encoding/binary"
-	"fmt"
-	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port/vhostuser/vhosttest"
 )
-
-// testpmd is a DPDK testpmd process whose virtio_user port is the "VM"
-// front end of a Port.
-type testpmd struct {
-	t      testing.TB
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	mu     sync.Mutex
-	out    bytes.Buffer
-	prefix string
-}
-
-type lockedWriter struct{ tp *testpmd }
-
-func (w lockedWriter) Write(b []byte) (int, error) {
-	w.tp.mu.Lock()
-	defer w.tp.mu.Unlock()
-	return w.tp.out.Write(b)
-}
-
-func needTestpmd(t testing.TB) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("testpmd tests need root")
-	}
-	bin, err := exec.LookPath("dpdk-testpmd")
-	if err != nil {
-		t.Fatalf("dpdk-testpmd not installed (scripts/setup.sh installs dpdk-dev): %v", err)
-	}
-	return bin
-}
-
-// startTestpmd runs testpmd interactively with a virtio_user port on sock.
-func startTestpmd(t testing.TB, sock string, fwd string) *testpmd {
-	bin := needTestpmd(t)
-	prefix := fmt.Sprintf("vhutest%d", os.Getpid())
-	tp := &testpmd{t: t, prefix: prefix}
-	// stdbuf: testpmd's printf output would otherwise sit in a pipe
-	// buffer while its prompt (written directly) arrives.
-	tp.cmd = exec.Command("stdbuf", "-o0", bin, "--no-pci", "--no-huge", "-m", "512", "--file-prefix="+prefix,
-		"--log-level=lib.eal:error",
-		"--vdev", "virtio_user0,path="+sock+",queues=1,queue_size=256",
-		"--", "-i", "--total-num-mbufs=8192", "--nb-cores=1", "--port-topology=loop",
-		"--forward-mode="+fwd)
-	var err error
-	if tp.stdin, err = tp.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	tp.cmd.Stdout = lockedWriter{tp}
-	tp.cmd.Stderr = lockedWriter{tp}
-	if err := tp.cmd.Start(); err != nil {
-		t.Fatalf("start testpmd: %v", err)
-	}
-	t.Cleanup(tp.kill)
-	tp.waitFor("testpmd> ", 20*time.Second)
-	return tp
-}
-
-func (tp *testpmd) output() string {
-	tp.mu.Lock()
-	defer tp.mu.Unlock()
-	return tp.out.String()
-}
-
-// waitFor polls testpmd's output for s with a deadline.
-func (tp *testpmd) waitFor(s string, d time.Duration) string {
-	tp.t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if o := tp.output(); bytes.Contains([]byte(o), []byte(s)) {
-			return o
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tp.t.Fatalf("testpmd: no %q within %v; output:\n%s", s, d, tp.output())
-	return ""
-}
-
-// command sends a line and waits for the next prompt.
-func (tp *testpmd) command(line string) string {
-	tp.t.Helper()
-	tp.mu.Lock()
-	tp.out.Reset()
-	tp.mu.Unlock()
-	if _, err := io.WriteString(tp.stdin, line+"\n"); err != nil {
-		tp.t.Fatalf("testpmd %q: %v", line, err)
-	}
-	return tp.waitFor("testpmd> ", 10*time.Second)
-}
-
-// kill ends testpmd (by its PID) and removes its runtime files.
-func (tp *testpmd) kill() {
-	if tp.cmd.ProcessState == nil {
-		io.WriteString(tp.stdin, "quit\n")
-		done := make(chan struct{})
-		go func() { tp.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			tp.cmd.Process.Kill()
-			<-done
-		}
-	}
-	os.RemoveAll(filepath.Join("/var/run/dpdk", tp.prefix))
-}
-
-var statRe = regexp.MustCompile(`(RX|TX)-packets: +(\d+)`)
-
-// portStats returns the RX and TX packet counts of testpmd's port 0.
-func (tp *testpmd) portStats() (rx, tx uint64) {
-	o := tp.command("show port stats 0")
-	for _, m := range statRe.FindAllStringSubmatch(o, -1) {
-		v, _ := strconv.ParseUint(m[2], 10, 64)
-		if m[1] == "RX" {
-			rx = v
-		} else {
-			tx = v
-		}
-	}
-	return rx, tx
-}
 
 func listenTest(t *testing.T) *Port {
 	t.Helper()
@@ -193,9 +65,9 @@ func drain(p *Port, bufs []*packet.Buf, quiet time.Duration, each func(*packet.B
 func TestTestpmdTxonly(t *testing.T) {
 	p := listenTest(t)
 	for round := 1; round <= 2; round++ {
-		tp := startTestpmd(t, p.Path(), "txonly")
+		tp := vhosttest.Start(t, p.Path(), "txonly", vhosttest.Options{})
 		waitReady(t, p)
-		tp.command("start")
+		tp.Command("start")
 		bufs := newBufs(64)
 		var got, badLen uint64
 		count := func(b *packet.Buf) {
@@ -215,9 +87,9 @@ func TestTestpmdTxonly(t *testing.T) {
 				}
 			}
 		}
-		tp.command("stop")
+		tp.Command("stop")
 		drain(p, bufs, 300*time.Millisecond, count)
-		_, tx := tp.portStats()
+		_, tx := tp.PortStats()
 		if got == 0 || got != tx {
 			t.Fatalf("round %d: ReadBatch got %d frames, testpmd sent %d", round, got, tx)
 		}
@@ -227,7 +99,7 @@ func TestTestpmdTxonly(t *testing.T) {
 		if s := p.Stats(); s.InDropped != 0 || s.Broken != 0 || s.Connections != uint64(round) {
 			t.Fatalf("round %d: stats %+v", round, s)
 		}
-		tp.kill()
+		tp.Kill()
 		deadline = time.Now().Add(5 * time.Second)
 		for p.Ready() {
 			if time.Now().After(deadline) {
@@ -243,9 +115,9 @@ func TestTestpmdTxonly(t *testing.T) {
 // testpmd's io forwarding (port 0 to itself) intact and all counted.
 func TestTestpmdLoopback(t *testing.T) {
 	p := listenTest(t)
-	tp := startTestpmd(t, p.Path(), "io")
+	tp := vhosttest.Start(t, p.Path(), "io", vhosttest.Options{})
 	waitReady(t, p)
-	tp.command("start")
+	tp.Command("start")
 	const total = 20000
 	out := newBufs(32)
 	in := newBufs(64)
@@ -298,8 +170,8 @@ func TestTestpmdLoopback(t *testing.T) {
 		}
 	}
 	drain(p, in, 300*time.Millisecond, check)
-	tp.command("stop")
-	rx, tx := tp.portStats()
+	tp.Command("stop")
+	rx, tx := tp.PortStats()
 	if sent != total {
 		t.Fatalf("WriteBatch accepted %d of %d frames in 10s", sent, total)
 	}
@@ -329,10 +201,10 @@ func benchTxonly(b *testing.B, idle int) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	tp := startTestpmd(b, sock, "txonly")
-	defer tp.kill()
+	tp := vhosttest.Start(b, sock, "txonly", vhosttest.Options{})
+	defer tp.Kill()
 	waitReady(b, p)
-	tp.command("start")
+	tp.Command("start")
 	bufs := newBufs(32)
 	b.ResetTimer()
 	got := 0
@@ -354,10 +226,10 @@ func BenchmarkTestpmdRxonly(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	tp := startTestpmd(b, sock, "rxonly")
-	defer tp.kill()
+	tp := vhosttest.Start(b, sock, "rxonly", vhosttest.Options{})
+	defer tp.Kill()
 	waitReady(b, p)
-	tp.command("start")
+	tp.Command("start")
 	bufs := newBufs(32)
 	for _, x := range bufs {
 		x.SetLen(64)
