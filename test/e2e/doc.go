@@ -22,5 +22,6 @@
 // tests 06 to 09); 50 vNICs in 10 VNIs; packet trace files read back with
 // pcapgo; daemon restart (SIGTERM and SIGKILL) restoring state; the ICMP
 // error for an oversized frame; the encrypted API (test 46); dump and
-// replay (test 60).
+// replay (test 60); a vhost-user vNIC driven by a DPDK testpmd front end
+// delivering to a TAP VM.
 package e2e
