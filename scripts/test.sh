@@ -33,4 +33,5 @@ step "go test"
 go test -count=1 -timeout 40m ./... 2>&1 | tee "$tmp/test.log"
 step "go test -race (control plane and dataplane)"
 go test -count=1 -race -timeout 20m ./internal/model/... ./internal/apiv0/... ./internal/apiserver/... \
-	./internal/apiclient/... ./internal/state/... ./internal/cli/... ./internal/dataplane/... ./internal/l2/... ./internal/vxlan/...
+	./internal/apiclient/... ./internal/state/... ./internal/cli/... ./internal/dataplane/... ./internal/l2/... ./internal/vxlan/... \
+	./internal/firewall/... ./internal/port/vhostuser/... ./internal/pcap/...
