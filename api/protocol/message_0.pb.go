@@ -563,6 +563,16 @@ type MessageV0_Nic struct {
 	Btype           *string `protobuf:"bytes,13,opt,name=btype" json:"btype,omitempty"`
 	Dip             *string `protobuf:"bytes,14,opt,name=dip" json:"dip,omitempty"`
 	Dmac            *string `protobuf:"bytes,15,opt,name=dmac" json:"dmac,omitempty"`
+	// extension: tracked connections exported from this vNIC on another
+	// host (nic_export's fw_data), loaded into the new vNIC's firewall so
+	// a live-migrated VM keeps its established flows. Input only.
+	FwImport *MessageV0_FwData `protobuf:"bytes,100,opt,name=fw_import,json=fwImport" json:"fw_import,omitempty"`
+	// extension: vhost-user mode of a VHOST_USER_SERVER vNIC. false: the
+	// daemon listens on path and the VM's QEMU connects (the original's
+	// behaviour); true: QEMU listens on path and the daemon connects and
+	// keeps reconnecting, so a daemon restart does not disturb the VM.
+	// Unset: the daemon's default (--vhost-client).
+	VhostUserClient *bool `protobuf:"varint,101,opt,name=vhost_user_client,json=vhostUserClient" json:"vhost_user_client,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -707,6 +717,20 @@ func (x *MessageV0_Nic) GetDmac() string {
 		return *x.Dmac
 	}
 	return ""
+}
+
+func (x *MessageV0_Nic) GetFwImport() *MessageV0_FwData {
+	if x != nil {
+		return x.FwImport
+	}
+	return nil
+}
+
+func (x *MessageV0_Nic) GetVhostUserClient() bool {
+	if x != nil && x.VhostUserClient != nil {
+		return *x.VhostUserClient
+	}
+	return false
 }
 
 // Byte counters of a vNIC: in = from the VM, out = to the VM.
@@ -1766,7 +1790,7 @@ var File_message_0_proto protoreflect.FileDescriptor
 
 const file_message_0_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmessage_0.proto\"\xbf\x1d\n" +
+	"\x0fmessage_0.proto\"\x9b\x1e\n" +
 	"\tMessageV0\x12,\n" +
 	"\arequest\x18\x01 \x01(\v2\x12.MessageV0.RequestR\arequest\x12/\n" +
 	"\bresponse\x18\x02 \x01(\v2\x13.MessageV0.ResponseR\bresponse\x12\x1d\n" +
@@ -1820,7 +1844,7 @@ const file_message_0_proto_rawDesc = "" +
 	" \x01(\v2\x17.MessageV0.AppStatusResR\tappStatus\x12,\n" +
 	"\n" +
 	"sg_details\x18\v \x03(\v2\r.MessageV0.SgR\tsgDetails\x129\n" +
-	"\fnic_counters\x18d \x01(\v2\x16.MessageV0.NicCountersR\vnicCounters\x1a\x8a\x04\n" +
+	"\fnic_counters\x18d \x01(\v2\x16.MessageV0.NicCountersR\vnicCounters\x1a\xe6\x04\n" +
 	"\x03Nic\x12\x0e\n" +
 	"\x02id\x18\x01 \x02(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x02(\tR\x03mac\x12\x10\n" +
@@ -1837,7 +1861,9 @@ const file_message_0_proto_rawDesc = "" +
 	"\x11packet_trace_path\x18\f \x01(\tR\x0fpacketTracePath\x12\x14\n" +
 	"\x05btype\x18\r \x01(\tR\x05btype\x12\x10\n" +
 	"\x03dip\x18\x0e \x01(\tR\x03dip\x12\x12\n" +
-	"\x04dmac\x18\x0f \x01(\tR\x04dmac\"1\n" +
+	"\x04dmac\x18\x0f \x01(\tR\x04dmac\x12.\n" +
+	"\tfw_import\x18d \x01(\v2\x11.MessageV0.FwDataR\bfwImport\x12*\n" +
+	"\x11vhost_user_client\x18e \x01(\bR\x0fvhostUserClient\"1\n" +
 	"\x04Type\x12\x15\n" +
 	"\x11VHOST_USER_SERVER\x10\x00\x12\a\n" +
 	"\x03TAP\x10\x01\x12\t\n" +
@@ -1979,19 +2005,20 @@ var file_message_0_proto_depIdxs = []int32{
 	11, // 17: MessageV0.Response.sg_details:type_name -> MessageV0.Sg
 	7,  // 18: MessageV0.Response.nic_counters:type_name -> MessageV0.NicCounters
 	0,  // 19: MessageV0.Nic.type:type_name -> MessageV0.Nic.Type
-	8,  // 20: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
-	12, // 21: MessageV0.Sg.rule:type_name -> MessageV0.Rule
-	1,  // 22: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
-	9,  // 23: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
-	13, // 24: MessageV0.Status.error:type_name -> MessageV0.Error
-	10, // 25: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
-	12, // 26: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
-	12, // 27: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	10, // 20: MessageV0.Nic.fw_import:type_name -> MessageV0.FwData
+	8,  // 21: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
+	12, // 22: MessageV0.Sg.rule:type_name -> MessageV0.Rule
+	1,  // 23: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
+	9,  // 24: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
+	13, // 25: MessageV0.Status.error:type_name -> MessageV0.Error
+	10, // 26: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
+	12, // 27: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
+	12, // 28: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_message_0_proto_init() }
