@@ -46,7 +46,12 @@ func pathCases() []pathCase {
 			n.PacketTrace, n.TracePath = true, "/t.pcap"
 			a := h.add(t, n)
 			h.traces["/t.pcap"].count = true
-			b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+			// b traced too: frames towards it are captured after its
+			// firewall
+			nb := nicOf("b", mac(2), 5, "10.0.0.2")
+			nb.PacketTrace, nb.TracePath = true, "/tb.pcap"
+			b := h.add(t, nb)
+			h.traces["/tb.pcap"].count = true
 			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
 			h.step()
 			a.take()

@@ -7,9 +7,12 @@
 // CPU), read their ports in batches of 64 frames and push every batch
 // through a graph of small elements:
 //
-//	from a VM:        port-rx -> trace -> antispoof -> firewall -> switch -> firewall -> port-tx (local vNIC)
+//	from a VM:        port-rx -> trace -> antispoof -> firewall -> switch -> firewall -> trace -> port-tx (local vNIC)
 //	                                                                     \-> vxlan-encap -> underlay-tx
-//	from the network: underlay-rx -> vxlan-decap -> switch -> trace -> firewall -> port-tx
+//	from the network: underlay-rx -> vxlan-decap -> switch -> firewall -> trace -> port-tx
+//
+// A vNIC's trace thus holds what the VM sent (before anti-spoofing and its
+// firewall) and what it is given (after its firewall).
 //
 // Every element keeps per-worker counters of packets and of drops by reason
 // (plain uint64 fields, one cache line set per worker, updated with atomic

@@ -73,20 +73,23 @@ func (e *Engine) DOT() string {
 	for _, id := range ids {
 		n := e.nics[id]
 		sw := e.vnis[n.nic.VNI].sw
+		// From the VM: port-rx [-> trace] [-> antispoof -> firewall] -> switch.
+		// To the VM: switch [-> firewall] [-> trace] -> port-tx.
 		prev := n.p.rx
-		// in is the element before port-tx.
 		in := sw
 		if n.tracer != nil {
 			edge(prev, n.p.trace)
 			prev = n.p.trace
-			edge(sw, n.p.trace)
-			in = n.p.trace
 		}
 		if !n.nic.Bypass {
 			edge(prev, n.p.anti)
 			edge(n.p.anti, n.p.fw)
 			edge(in, n.p.fw)
 			prev, in = n.p.fw, n.p.fw
+		}
+		if n.tracer != nil {
+			edge(in, n.p.trace)
+			in = n.p.trace
 		}
 		edge(in, n.p.tx)
 		edge(prev, sw)

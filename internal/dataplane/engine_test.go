@@ -517,6 +517,9 @@ func TestDOT(t *testing.T) {
 	n := nicOf("b", mac(2), 5)
 	n.Bypass, n.PacketTrace, n.TracePath = true, true, "/b.pcap"
 	h.add(t, n)
+	c := nicOf("c", mac(3), 5)
+	c.PacketTrace, c.TracePath = true, "/c.pcap"
+	h.add(t, c)
 	dot := h.e.DOT()
 	for _, want := range []string{
 		"strict graph G {", "rankdir=LR",
@@ -530,6 +533,13 @@ func TestDOT(t *testing.T) {
 		`"trace:trace-b":east -- "port-tx:b":west`,
 		`"port-rx:b":east -- "trace:trace-b":west`,
 		`"trace:trace-b":east -- "switch:switch-5":west`,
+		// a filtering vNIC's trace: before antispoof from the VM, after
+		// the firewall towards it
+		`"port-rx:c":east -- "trace:trace-c":west`,
+		`"trace:trace-c":east -- "antispoof:antispoof-c":west`,
+		`"switch:switch-5":east -- "firewall:firewall-c":west`,
+		`"firewall:firewall-c":east -- "trace:trace-c":west`,
+		`"trace:trace-c":east -- "port-tx:c":west`,
 		`"switch:switch-5":east -- "vxlan-encap:vtep4":west`,
 		`"vxlan-encap:vtep4":east -- "underlay-tx:underlay":west`,
 		`"underlay-rx:underlay":east -- "vxlan-decap:vtep4":west`,
@@ -541,6 +551,9 @@ func TestDOT(t *testing.T) {
 	}
 	if strings.Contains(dot, "antispoof-b") || strings.Contains(dot, "firewall-b") {
 		t.Error("bypass vNIC shown with an antispoof or firewall element")
+	}
+	if strings.Contains(dot, `"switch:switch-5":east -- "trace:trace-c":west`) {
+		t.Error("the trace of a filtering vNIC is shown before its firewall")
 	}
 }
 

@@ -168,12 +168,10 @@ func (w *worker) dropFrom(nic *nicConf, el *element, r dropReason, b *packet.Buf
 	}
 }
 
-// toPort queues a frame for a local vNIC (port-tx), tracing it.
+// toPort queues a frame for a local vNIC (port-tx), handing it to the
+// worker that owns the port if needed.
 func (w *worker) toPort(s *snapshot, slot int, b *packet.Buf) {
 	nic := s.nics[slot]
-	if nic.tracer != nil {
-		w.capture(nic.tracer, nic.trace, b.Bytes())
-	}
 	if nic.worker != w.id {
 		w.handoff(nic.worker, handoff{b: b, to: nic.nicPort})
 		return
@@ -182,12 +180,16 @@ func (w *worker) toPort(s *snapshot, slot int, b *packet.Buf) {
 }
 
 // enqueue passes a frame through the firewall (ToVM) of a port this
-// worker owns and appends it to the port's queue.
+// worker owns, traces it (the trace holds what the vNIC is given: frames
+// the firewall dropped are not in it) and appends it to the port's queue.
 func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
 	nic := s.nics[slot]
 	if !w.filterToVM(nic, b.Bytes()) {
 		w.put(b)
 		return
+	}
+	if nic.tracer != nil {
+		w.capture(nic.tracer, nic.trace, b.Bytes())
 	}
 	if b.VNet.GSOType != packet.GSONone && nic.tsoOK != nil && !nic.tsoOK() {
 		w.segmentToPort(s, slot, b)
