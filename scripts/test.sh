@@ -29,6 +29,11 @@ step "staticcheck"
 command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
 staticcheck ./...
 
+if [ "$(id -u)" = 0 ]; then
+	step "QEMU test guest (cached in \${BUTTERFLY_GUEST_DIR:-/var/cache/butterfly/guest})"
+	./scripts/build-guest.sh
+fi
+
 step "go test"
 go test -count=1 -timeout 40m ./... 2>&1 | tee "$tmp/test.log"
 step "go test -race (control plane and dataplane)"
