@@ -3,13 +3,20 @@
 // VM's split virtqueues in shared memory.
 //
 // Listen creates the unix socket (server mode) and serves one front end
-// at a time in its own goroutine. The data path (ReadBatch reads the
-// guest's transmit ring 1, WriteBatch fills its receive ring 0) never
-// locks: it loads each ring through an atomic pointer that the control
-// goroutine swaps, and the control goroutine waits for a batch in flight
-// to finish before it unmaps or reuses anything that batch could touch.
-// ReadBatch and WriteBatch use separate rings and may run on different
-// goroutines; each of them must have one caller at a time.
+// at a time in its own goroutine. Dial (client mode) connects to a socket
+// that the front end listens on (QEMU's "-chardev socket,server=on", DPDK
+// virtio_user "server=1") and, whenever the connection ends or cannot be
+// made, dials again with a bounded backoff (100 ms doubling to 1 s) until
+// Close: a front end that restarts, or a back end restarted with the same
+// path, resumes where it stopped without the other side doing anything.
+//
+// The data path (ReadBatch reads the guest's transmit ring 1, WriteBatch
+// fills its receive ring 0) never locks: it loads each ring through an
+// atomic pointer that the control goroutine swaps, and the control
+// goroutine waits for a batch in flight to finish before it unmaps or
+// reuses anything that batch could touch. ReadBatch and WriteBatch use
+// separate rings and may run on different goroutines; each of them must
+// have one caller at a time.
 //
 // Fd returns an epoll descriptor that stays the same for the port's life:
 // it becomes readable when the guest kicks its transmit ring or when a
@@ -89,17 +96,21 @@ type Stats struct {
 	OutFrames, OutBytes, OutDropped uint64
 	// Broken counts rings stopped because the guest corrupted them.
 	Broken uint64
-	// Connections counts front ends accepted.
+	// Connections counts front ends accepted (server mode) or
+	// connected to (client mode).
 	Connections uint64
 }
 
-// Port is a vhost-user virtio-net port in server mode.
+// Port is a vhost-user virtio-net port, in server mode (Listen) or
+// client mode (Dial).
 type Port struct {
-	path string
-	log  *slog.Logger
-	ln   int
-	epfd int
-	wake int // eventfd in epfd, written on ring start and stop
+	path   string
+	log    *slog.Logger
+	ln     int  // listening socket (server mode), -1 in client mode
+	client bool // client mode: dial path, never create or remove it
+	stop   chan struct{}
+	epfd   int
+	wake   int // eventfd in epfd, written on ring start and stop
 
 	rings [2]atomic.Pointer[vring]
 	seq   [2]atomic.Uint64 // odd while a batch uses the ring
@@ -123,7 +134,39 @@ type Port struct {
 // Listen creates the socket at path (removing a stale one) and starts
 // serving front ends on it, one at a time.
 func Listen(path string, opts Options) (*Port, error) {
-	p := &Port{path: path, log: opts.Logger, connFd: -1, done: make(chan struct{})}
+	p, err := newPort(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if p.ln, err = listenUnix(path); err != nil {
+		p.closeFds()
+		return nil, err
+	}
+	go p.serve()
+	return p, nil
+}
+
+// Dial starts a client-mode port: a goroutine connects to the socket at
+// path, which a front end listens on, serves the connection, and dials
+// again when it ends or when the socket is missing or refuses, waiting
+// 100 ms after a failure, doubling up to 1 s, until Close. Dial does not
+// wait for the first connection; it fails only when the port's own
+// descriptors cannot be created.
+func Dial(path string, opts Options) (*Port, error) {
+	p, err := newPort(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.client = true
+	go p.dialLoop()
+	return p, nil
+}
+
+// Client reports whether the port is in client mode (made by Dial).
+func (p *Port) Client() bool { return p.client }
+
+func newPort(path string, opts Options) (*Port, error) {
+	p := &Port{path: path, log: opts.Logger, ln: -1, connFd: -1, stop: make(chan struct{}), done: make(chan struct{})}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -145,11 +188,6 @@ func Listen(path string, opts Options) (*Port, error) {
 		p.closeFds()
 		return nil, err
 	}
-	if p.ln, err = listenUnix(path); err != nil {
-		p.closeFds()
-		return nil, err
-	}
-	go p.serve()
 	return p, nil
 }
 
@@ -294,19 +332,26 @@ func (p *Port) markBroken(i int) {
 	p.log.Warn("vhost-user ring stopped: the guest corrupted it", "ring", i)
 }
 
-// Close stops serving, disconnects the front end and removes the socket.
+// Close stops serving and disconnects the front end. In server mode it
+// removes the socket; in client mode the socket is the front end's and
+// stays.
 func (p *Port) Close() error {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
-		unix.Shutdown(p.ln, unix.SHUT_RDWR)
+		close(p.stop)
+		if !p.client {
+			unix.Shutdown(p.ln, unix.SHUT_RDWR)
+		}
 		p.connMu.Lock()
 		if p.connFd >= 0 {
 			unix.Shutdown(p.connFd, unix.SHUT_RDWR)
 		}
 		p.connMu.Unlock()
 		<-p.done
-		unix.Close(p.ln)
-		os.Remove(p.path)
+		if !p.client {
+			unix.Close(p.ln)
+			os.Remove(p.path)
+		}
 		p.closeFds()
 	})
 	return nil
@@ -328,25 +373,109 @@ func (p *Port) serve() {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		p.connMu.Lock()
-		if p.closed.Load() {
-			p.connMu.Unlock()
-			unix.Close(fd)
+		if served, _ := p.session(fd); !served {
 			return
 		}
-		p.connFd = fd
-		p.connMu.Unlock()
-		p.conns.Add(1)
-		p.log.Info("vhost-user front end connected")
-		d := newDevice(p, fd)
-		err = d.run()
-		d.teardown()
-		p.connMu.Lock()
-		p.connFd = -1
+	}
+}
+
+// session serves the front end on the connected socket fd until it
+// disconnects or Close, then closes fd. served is false, and nothing was
+// served, if the port is already closed; ran reports whether a ring was
+// started (the front end completed its setup).
+func (p *Port) session(fd int) (served, ran bool) {
+	p.connMu.Lock()
+	if p.closed.Load() {
 		p.connMu.Unlock()
 		unix.Close(fd)
-		p.log.Info("vhost-user front end disconnected", "reason", err)
+		return false, false
 	}
+	p.connFd = fd
+	p.connMu.Unlock()
+	p.conns.Add(1)
+	p.log.Info("vhost-user front end connected")
+	d := newDevice(p, fd)
+	err := d.run()
+	d.teardown()
+	p.connMu.Lock()
+	p.connFd = -1
+	p.connMu.Unlock()
+	unix.Close(fd)
+	p.log.Info("vhost-user front end disconnected", "reason", err)
+	return true, d.ran
+}
+
+// Client-mode redial delays: the first after a failure, and the bound.
+const (
+	dialRetryMin = 100 * time.Millisecond
+	dialRetryMax = time.Second
+)
+
+// dialLoop connects to the front end's socket and serves each connection
+// until Close, waiting between attempts: dialRetryMin after a session in
+// which a ring ran, or after the first failure; the wait doubles up to
+// dialRetryMax while dials fail or front ends hang up before starting a
+// ring, so a missing or flapping front end costs at most one dial a
+// second. Only the first failure of a series is logged at Info, the rest
+// at Debug.
+func (p *Port) dialLoop() {
+	defer close(p.done)
+	delay := time.Duration(0)
+	failing := false
+	for {
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-p.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		if p.closed.Load() {
+			return
+		}
+		fd, err := dialUnix(p.path)
+		if err != nil {
+			if !failing {
+				p.log.Info("vhost-user front end not reachable, retrying", "err", err)
+				failing = true
+			} else {
+				p.log.Debug("vhost-user dial failed", "err", err)
+			}
+			delay = min(max(2*delay, dialRetryMin), dialRetryMax)
+			continue
+		}
+		failing = false
+		served, ran := p.session(fd)
+		if !served {
+			return
+		}
+		if ran {
+			delay = dialRetryMin
+		} else {
+			delay = min(max(2*delay, dialRetryMin), dialRetryMax)
+		}
+	}
+}
+
+// dialUnix connects a stream socket to path without blocking (a full
+// backlog is a failed attempt, not a wait) and returns it in blocking
+// mode for the session.
+func dialUnix(path string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return -1, fmt.Errorf("vhost-user %s: socket: %w", path, err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("vhost-user %s: connect: %w", path, err)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("vhost-user %s: set blocking: %w", path, err)
+	}
+	return fd, nil
 }
 
 // ringCtl is the control side of one ring.
@@ -371,6 +500,7 @@ type device struct {
 	featSet  bool
 	mem      *memTable
 	rings    [2]ringCtl
+	ran      bool // a ring was started on this connection
 }
 
 func newDevice(p *Port, fd int) *device {
@@ -661,6 +791,7 @@ func (d *device) restart(i int) {
 		return
 	}
 	d.p.rings[i].Store(v)
+	d.ran = true
 	d.p.signal()
 }
 

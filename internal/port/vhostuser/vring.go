@@ -20,15 +20,32 @@ const (
 	usedFNoNotif = 1 // VRING_USED_F_NO_NOTIFY, set by the device
 	availFNoIntr = 1 // VRING_AVAIL_F_NO_INTERRUPT, set by the driver
 	maxQueueSize = 32768
+	// fEventIdx is VIRTIO_RING_F_EVENT_IDX: used_event (after the avail
+	// ring) and avail_event (after the used ring) replace the flags.
+	fEventIdx = 29
+	// ethHdr and vlanTag bound a frame of a guest MTU: MTU plus the
+	// Ethernet header, plus one 802.1Q tag when the frame carries one.
+	ethHdr  = 14
+	vlanTag = 4
 )
 
 // errBroken marks a ring the guest corrupted; the ring stops until the
 // front end sets it up again.
 var errBroken = errors.New("vhost-user: guest broke the virtqueue")
 
+// dropCounters are a port's drops by reason. The rings of the port add to
+// them at most once per batch.
+type dropCounters struct {
+	inMalformed atomic.Uint64 // transmitted frame too short, or larger than a Buf
+	inTooBig    atomic.Uint64 // transmitted non-TSO frame larger than the guest MTU
+	outTooBig   atomic.Uint64 // larger than the guest MTU, or than one receive chain without MRG_RXBUF
+	outOffload  atomic.Uint64 // TSO frame for a guest without GUEST_TSO, or a bad partial checksum
+	outBytes    atomic.Uint64 // bytes of the frames counted in outTooBig and outOffload
+}
+
 // vring is a started split virtqueue. Everything but lastAvail, usedIdx,
-// notify and broken is fixed at start; those four belong to the one
-// worker that drives the ring.
+// signalled, usedFlags and broken is fixed at start; those belong to the
+// one worker that drives the ring.
 type vring struct {
 	mem       *memTable
 	num       uint16
@@ -44,9 +61,28 @@ type vring struct {
 	indirect  bool    // VIRTIO_RING_F_INDIRECT_DESC
 	guestCsum bool    // the guest accepts NEEDS_CSUM frames
 	guestTSO  bool    // the guest accepts TSO frames (both families)
+	// eventIdx: VIRTIO_RING_F_EVENT_IDX. usedEvent is the driver's
+	// used_event (avail ring tail), availEvent the device's avail_event
+	// (used ring tail); both are guest memory.
+	eventIdx   bool
+	usedEvent  *uint16
+	availEvent *uint16
+	// mtu points at the port's guest MTU (0: none announced); it is
+	// enforced when the guest negotiated VIRTIO_NET_F_MTU (mtuNeg).
+	mtu    *atomic.Uint32
+	mtuNeg bool
+	// drops, when set, receives the drops by reason.
+	drops *dropCounters
 
 	lastAvail uint16
 	usedIdx   uint16
+	// signalled is the used index at the last publish: the old index of
+	// the vring_need_event test.
+	signalled uint16
+	// usedFlags is the device's notification state: usedFNoNotif while
+	// the worker polls (kicks suppressed), 0 when it wants kicks. Without
+	// EVENT_IDX it is what used.flags holds; with it used.flags stays 0
+	// and avail_event does the work.
 	usedFlags uint16
 	broken    bool
 	callBuf   [8]byte
@@ -67,16 +103,21 @@ func newVring(mem *memTable, c ringConf, base uint16, callFd int) (*vring, error
 	if n == 0 || n > maxQueueSize || n&(n-1) != 0 {
 		return nil, fmt.Errorf("vhost-user: queue size %d is not a power of two up to %d", n, maxQueueSize)
 	}
+	f := c.features
+	// With EVENT_IDX each ring has a 16-bit event index after its entries.
+	tail := uint64(0)
+	if f&(1<<fEventIdx) != 0 {
+		tail = 2
+	}
 	desc := mem.user(c.addr.desc, uint64(n)*descSize)
-	avail := mem.user(c.addr.avail, 4+2*uint64(n))
-	used := mem.user(c.addr.used, 4+8*uint64(n))
+	avail := mem.user(c.addr.avail, 4+2*uint64(n)+tail)
+	used := mem.user(c.addr.used, 4+8*uint64(n)+tail)
 	if desc == nil || avail == nil || used == nil {
 		return nil, fmt.Errorf("vhost-user: ring addresses desc %#x avail %#x used %#x outside guest memory", c.addr.desc, c.addr.avail, c.addr.used)
 	}
 	if uintptr(unsafe.Pointer(&avail[0]))%4 != 0 || uintptr(unsafe.Pointer(&used[0]))%4 != 0 {
 		return nil, fmt.Errorf("vhost-user: avail %#x or used %#x not 4-byte aligned", c.addr.avail, c.addr.used)
 	}
-	f := c.features
 	r := &vring{
 		mem: mem, num: uint16(n), mask: uint16(n - 1),
 		desc:      desc,
@@ -90,6 +131,8 @@ func newVring(mem *memTable, c ringConf, base uint16, callFd int) (*vring, error
 		indirect:  f&(1<<fIndirectDesc) != 0,
 		guestCsum: f&(1<<fGuestCsum) != 0,
 		guestTSO:  f&(1<<fGuestTSO4) != 0 && f&(1<<fGuestTSO6) != 0,
+		eventIdx:  tail != 0,
+		mtuNeg:    f&(1<<fMTU) != 0,
 		lastAvail: base,
 		usedIdx:   base,
 	}
@@ -99,8 +142,40 @@ func newVring(mem *memTable, c ringConf, base uint16, callFd int) (*vring, error
 	if u := uint16(atomic.LoadUint32(r.usedFI) >> 16); u != base {
 		r.lastAvail, r.usedIdx = u, u
 	}
+	r.signalled = r.usedIdx
+	if r.eventIdx {
+		r.usedEvent = (*uint16)(unsafe.Pointer(&avail[4+2*int(n)]))
+		r.availEvent = (*uint16)(unsafe.Pointer(&used[4+8*int(n)]))
+		// The ring starts wanting kicks: a stale avail_event from an
+		// earlier session would make the guest stay silent.
+		r.setNotify(true)
+	}
 	r.callBuf[0] = 1
 	return r, nil
+}
+
+// needEvent is the virtio vring_need_event test: whether moving an index
+// from old to newIdx crossed event, that is whether event is in
+// [old, newIdx) modulo 2^16.
+func needEvent(event, newIdx, old uint16) bool {
+	return newIdx-event-1 < newIdx-old
+}
+
+// maxFrame returns the largest non-TSO frame the guest MTU allows for a
+// frame whose Ethernet header is f (0: no limit).
+func (r *vring) maxFrame(f []byte) int {
+	if !r.mtuNeg || r.mtu == nil {
+		return 0
+	}
+	m := int(r.mtu.Load())
+	if m == 0 {
+		return 0
+	}
+	m += ethHdr
+	if len(f) >= ethHdr && f[12] == 0x81 && f[13] == 0x00 {
+		m += vlanTag
+	}
+	return m
 }
 
 // pending returns the number of avail entries not yet consumed and the
@@ -115,25 +190,60 @@ func (r *vring) pending() (int, uint16) {
 	return int(p), uint16(fi)
 }
 
-// publish makes the used entries visible with one 32-bit store (the
-// device owns used.flags) and interrupts the guest once if it asked for
-// interrupts.
-func (r *vring) publish(availFlags uint16) {
-	atomic.StoreUint32(r.usedFI, uint32(r.usedIdx)<<16|uint32(r.usedFlags))
-	if r.callFd >= 0 && availFlags&availFNoIntr == 0 {
-		unix.Write(r.callFd, r.callBuf[:])
+// storeUsed writes used.flags and used.idx with one 32-bit store (the
+// device owns used.flags). On amd64 the store is an XCHG, a full barrier:
+// loads of the driver's flags or used_event after it see what the driver
+// wrote before it read our index.
+func (r *vring) storeUsed() {
+	flags := r.usedFlags
+	if r.eventIdx {
+		flags = 0
 	}
+	atomic.StoreUint32(r.usedFI, uint32(r.usedIdx)<<16|uint32(flags))
+}
+
+// publish makes the used entries added since the last publish visible
+// and interrupts the guest at most once, if it asked: with EVENT_IDX when
+// the new entries cross its used_event, otherwise when it did not set
+// VRING_AVAIL_F_NO_INTERRUPT. Both are read after the index store, so a
+// driver that re-enables interrupts and then checks the index cannot
+// miss this batch.
+func (r *vring) publish() {
+	old := r.signalled
+	r.signalled = r.usedIdx
+	r.storeUsed()
+	if r.callFd < 0 {
+		return
+	}
+	if r.eventIdx {
+		if !needEvent(*r.usedEvent, r.usedIdx, old) {
+			return
+		}
+	} else if uint16(atomic.LoadUint32(r.availFI))&availFNoIntr != 0 {
+		return
+	}
+	unix.Write(r.callFd, r.callBuf[:])
 }
 
 // setNotify enables (or suppresses) guest kicks and, when enabling,
-// reports whether entries arrived meanwhile.
+// reports whether entries arrived meanwhile. With EVENT_IDX, enabling
+// sets avail_event to the next entry the device will read, so the guest
+// kicks when it makes that entry available; suppressing writes nothing:
+// avail_event stays behind the avail index, and a driver only kicks when
+// its new entries cross it (once more every 2^16 entries at worst).
 func (r *vring) setNotify(on bool) bool {
 	if on {
 		r.usedFlags = 0
 	} else {
 		r.usedFlags = usedFNoNotif
 	}
-	atomic.StoreUint32(r.usedFI, uint32(r.usedIdx)<<16|uint32(r.usedFlags))
+	if r.eventIdx {
+		if !on {
+			return false
+		}
+		*r.availEvent = r.lastAvail
+	}
+	r.storeUsed() // also the barrier between avail_event and the avail load
 	if !on {
 		return false
 	}
@@ -208,16 +318,18 @@ func (c *chain) next() (buf []byte, flags uint16, ok bool, err error) {
 }
 
 // dequeue moves up to len(bufs) frames the guest transmitted into bufs and
-// returns how many it filled, and how many it dropped (malformed frames
-// are returned to the guest unread).
+// returns how many it filled, and how many it dropped: malformed frames
+// and non-TSO frames longer than the guest MTU are returned to the guest
+// unread.
 func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
-	p, flags := r.pending()
+	p, _ := r.pending()
 	if p > len(bufs) {
 		p = len(bufs)
 	}
 	if p == 0 {
 		return 0, 0, 0
 	}
+	var malformed, tooBig uint64
 	for i := 0; i < p; i++ {
 		head := r.head()
 		r.lastAvail++
@@ -229,17 +341,32 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			break
 		}
 		r.addUsed(head, 0)
-		if ok {
+		switch {
+		case !ok:
+			malformed++
+		case b.VNet.GSOType == packet.GSONone && r.tooBig(b.Bytes()):
+			tooBig++
+			b.SetLen(0)
+		default:
 			bytes += uint64(b.Len())
 			n++
-		} else {
-			dropped++
 		}
 	}
+	dropped = int(malformed + tooBig)
 	if n+dropped > 0 {
-		r.publish(flags)
+		r.publish()
+	}
+	if dropped > 0 && r.drops != nil {
+		r.drops.inMalformed.Add(malformed)
+		r.drops.inTooBig.Add(tooBig)
 	}
 	return n, dropped, bytes
+}
+
+// tooBig reports whether a non-TSO frame exceeds the guest MTU.
+func (r *vring) tooBig(f []byte) bool {
+	m := r.maxFrame(f)
+	return m > 0 && len(f) > m
 }
 
 // readChain copies one guest frame into b. ok is false for a frame that
@@ -287,24 +414,37 @@ func (r *vring) readChain(head uint16, b *packet.Buf) (ok bool, err error) {
 }
 
 // enqueue copies frames into the guest's receive buffers and returns how
-// many it delivered and how many it dropped; it stops at the first frame
-// that finds no room (the rest count as not accepted by the caller).
+// many it took and how many of those it dropped: TSO frames for a guest
+// without GUEST_TSO, partial checksums it cannot complete, non-TSO frames
+// longer than the guest MTU, and frames larger than one receive chain
+// without MRG_RXBUF. It stops at the first frame that finds no room (the
+// rest count as not accepted by the caller).
 func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
-	p, flags := r.pending()
+	p, _ := r.pending()
 	if r.broken {
 		return 0, 0, 0
 	}
 	end := r.lastAvail + uint16(p)
 	startUsed := r.usedIdx
+	var offload, tooBig, dropBytes uint64
 	for _, b := range bufs {
-		if b.VNet.GSOType != packet.GSONone && !r.guestTSO {
-			dropped++ // the engine segments before sending to such a guest
+		if b.VNet.GSOType != packet.GSONone {
+			if !r.guestTSO {
+				offload++ // the engine segments before sending to such a guest
+				dropBytes += uint64(b.Len())
+				n++
+				continue
+			}
+		} else if r.tooBig(b.Bytes()) {
+			tooBig++
+			dropBytes += uint64(b.Len())
 			n++
 			continue
 		}
 		if b.VNet.Flags&packet.VNetFlagNeedsCsum != 0 && !r.guestCsum {
 			if packet.FinishChecksum(b) != nil {
-				dropped++
+				offload++
+				dropBytes += uint64(b.Len())
 				n++
 				continue
 			}
@@ -318,14 +458,21 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			break
 		}
 		if res == writeDropped {
-			dropped++
+			tooBig++
+			dropBytes += uint64(b.Len())
 		} else {
 			bytes += uint64(b.Len())
 		}
 		n++
 	}
 	if r.usedIdx != startUsed {
-		r.publish(flags)
+		r.publish()
+	}
+	dropped = int(offload + tooBig)
+	if dropped > 0 && r.drops != nil {
+		r.drops.outOffload.Add(offload)
+		r.drops.outTooBig.Add(tooBig)
+		r.drops.outBytes.Add(dropBytes)
 	}
 	return n, dropped, bytes
 }

@@ -35,6 +35,11 @@ type Options struct {
 	// EthPeer is the destination MAC of txonly frames ("" = testpmd's
 	// default 02:00:00:00:00:00).
 	EthPeer string
+	// Server makes the virtio_user port the socket's server (DPDK's
+	// "server=1"), for a back end in client mode: testpmd creates the
+	// socket, waits for the back end to connect before its prompt, and
+	// accepts it again after a disconnect.
+	Server bool
 }
 
 type lockedWriter struct{ tp *Testpmd }
@@ -72,6 +77,9 @@ func Start(t testing.TB, sock, fwd string, opts Options) *Testpmd {
 	if opts.MAC != "" {
 		vdev += ",mac=" + opts.MAC
 	}
+	if opts.Server {
+		vdev += ",server=1"
+	}
 	args := []string{"-o0", bin, "--no-pci", "--no-huge", "-m", "512", "--file-prefix=" + prefix,
 		"--log-level=lib.eal:error", "--vdev", vdev,
 		"--", "-i", "--total-num-mbufs=8192", "--nb-cores=1", "--port-topology=loop",
@@ -95,6 +103,9 @@ func Start(t testing.TB, sock, fwd string, opts Options) *Testpmd {
 	tp.WaitFor("testpmd> ", 20*time.Second)
 	return tp
 }
+
+// Pid returns testpmd's process id.
+func (tp *Testpmd) Pid() int { return tp.cmd.Process.Pid }
 
 // Output returns what testpmd printed since the last Command.
 func (tp *Testpmd) Output() string {
