@@ -122,6 +122,8 @@ type Port struct {
 	outFrames, outBytes, outDropped atomic.Uint64
 	broken, conns                   atomic.Uint64
 	mtu                             atomic.Uint32
+	// drops are the frames the rings dropped, by reason (see Drops).
+	drops dropCounters
 
 	offered   uint64
 	closeOnce sync.Once
@@ -172,7 +174,7 @@ func newPort(path string, opts Options) (*Port, error) {
 	}
 	p.log = p.log.With("vhost-user", path)
 	p.idle = uint32(max(1, min(opts.IdlePolls, 1<<20)))
-	p.offered = 1<<fVersion1 | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU
+	p.offered = 1<<fVersion1 | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU | 1<<fEventIdx
 	if !opts.NoOffloads {
 		p.offered |= 1<<fCsum | 1<<fGuestCsum | 1<<fHostTSO4 | 1<<fHostTSO6 | 1<<fGuestTSO4 | 1<<fGuestTSO6
 	}
@@ -790,6 +792,7 @@ func (d *device) restart(i int) {
 		d.p.log.Warn("vhost-user ring not started", "ring", i, "err", err)
 		return
 	}
+	v.mtu, v.drops = &d.p.mtu, &d.p.drops
 	d.p.rings[i].Store(v)
 	d.ran = true
 	d.p.signal()
