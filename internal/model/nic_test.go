@@ -233,6 +233,93 @@ func TestAddNICNormalises(t *testing.T) {
 	}
 }
 
+// TestVhostClient: the vhost-user mode is kept as given for vhost-user
+// vNICs and reaches the dataplane, is cleared for other types, survives
+// the state file and Restore, and replacing the vNIC with nic_add is the
+// way to change it. The daemon default is only reported by the Store.
+func TestVhostClient(t *testing.T) {
+	tests := []struct {
+		name string
+		typ  model.NICType
+		in   bool
+		want bool
+	}{
+		{"vhost-user client", model.NICVhostUser, true, true},
+		{"vhost-user server", model.NICVhostUser, false, false},
+		{"tap ignores it", model.NICTap, true, false},
+		{"bench ignores it", model.NICBench, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, dp := newStore(t)
+			n := baseNIC()
+			n.Type, n.VhostClient = tc.typ, tc.in
+			if tc.typ == model.NICBench {
+				n.IPs, n.BType = ips(t, "10.0.0.1"), "ICMP_RCV_LIKE"
+			}
+			if _, err := s.AddNIC(n); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := s.NICDetails(n.ID)
+			if got[0].VhostClient != tc.want {
+				t.Errorf("stored VhostClient %t, want %t", got[0].VhostClient, tc.want)
+			}
+			if d, _ := dp.NIC(n.ID); d.VhostClient != tc.want {
+				t.Errorf("dataplane got VhostClient %t, want %t", d.VhostClient, tc.want)
+			}
+			b, err := json.Marshal(s.State())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if has := strings.Contains(string(b), `"vhost_client":true`); has != tc.want {
+				t.Errorf("state JSON %s: vhost_client present %t, want %t", b, has, tc.want)
+			}
+			var back model.State
+			if err := json.Unmarshal(b, &back); err != nil {
+				t.Fatal(err)
+			}
+			s2, dp2 := newStore(t)
+			if err := s2.Restore(back); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := dp2.NIC(n.ID); d.VhostClient != tc.want {
+				t.Errorf("restored into the dataplane with VhostClient %t, want %t", d.VhostClient, tc.want)
+			}
+		})
+	}
+	// A state file written before the field existed restores server mode.
+	var old model.State
+	if err := json.Unmarshal([]byte(`{"version":1,"nics":[{"id":"v","mac":"42:42:42:42:42:42","vni":1,"type":0}]}`), &old); err != nil {
+		t.Fatal(err)
+	}
+	s, dp := newStore(t)
+	if err := s.Restore(old); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := dp.NIC("v"); d.VhostClient {
+		t.Error("an old state restored a client-mode vNIC")
+	}
+	// Re-adding the id with the other mode replaces the port.
+	n := baseNIC()
+	n.VhostClient = true
+	if _, err := s.AddNIC(n); err != nil {
+		t.Fatal(err)
+	}
+	n.VhostClient = false
+	dp.ResetCalls()
+	if _, err := s.AddNIC(n); err != nil {
+		t.Fatal(err)
+	}
+	if c := dp.Calls(); len(c) != 2 || c[0].Op != modeltest.OpDeleteNIC || c[1].Op != modeltest.OpAddNIC || c[1].NIC.VhostClient {
+		t.Errorf("replacing a client vNIC by a server one: calls %+v", c)
+	}
+	for _, def := range []bool{false, true} {
+		if got := model.New(dp, model.Options{DefaultVhostClient: def}).DefaultVhostClient(); got != def {
+			t.Errorf("DefaultVhostClient() = %t, want %t", got, def)
+		}
+	}
+}
+
 func TestAddNICReplaces(t *testing.T) {
 	s, dp := newStore(t)
 	n := baseNIC()
@@ -336,6 +423,8 @@ func TestUpdateNIC(t *testing.T) {
 		IPAntiSpoof:    true,
 		PacketTrace:    true,
 		TracePath:      "/tmp/custom.pcap",
+		// A client-mode vhost-user vNIC: every update keeps the mode.
+		VhostClient: true,
 	}
 	tests := []struct {
 		name string

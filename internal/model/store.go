@@ -77,6 +77,10 @@ func New(dp Dataplane, opts Options) *Store {
 // the API uses for a nic_add that does not set it.
 func (s *Store) DefaultPacketTrace() bool { return s.opts.DefaultPacketTrace }
 
+// DefaultVhostClient is Options.DefaultVhostClient: the vhost-user mode
+// (true = client) the API uses for a nic_add that does not choose one.
+func (s *Store) DefaultVhostClient() bool { return s.opts.DefaultVhostClient }
+
 // Generation counts the changes applied so far. It grows by at least one
 // on every operation that changed the state, and does not change
 // otherwise; callers use it to skip saving an unchanged state.
@@ -88,7 +92,8 @@ func (s *Store) Generation() uint64 {
 
 // checkNIC validates n and returns its normalized form: MAC parsed, IPs
 // unique in order, security groups unique in order without empty ids,
-// default trace path applied, BENCH fields cleared for other types.
+// default trace path applied, BENCH fields cleared for other types,
+// VhostClient cleared for types other than vhost-user.
 func (s *Store) checkNIC(n NIC) (NIC, error) {
 	bad := func(format string, args ...any) (NIC, error) {
 		return NIC{}, Errorf(CodeInvalid, TextBadNIC, format, args...)
@@ -118,6 +123,9 @@ func (s *Store) checkNIC(n NIC) (NIC, error) {
 		n.IPs = nil
 	}
 	n.SecurityGroups = uniqueIDs(n.SecurityGroups)
+	if n.Type != NICVhostUser {
+		n.VhostClient = false
+	}
 	switch n.Type {
 	case NICVhostUser, NICTap:
 		n.BType, n.DIP, n.DMAC = "", "", ""

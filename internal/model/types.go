@@ -50,6 +50,13 @@ type NIC struct {
 	BType          string       `json:"btype,omitempty"`
 	DIP            string       `json:"dip,omitempty"`
 	DMAC           string       `json:"dmac,omitempty"`
+	// VhostClient selects vhost-user client mode for a NICVhostUser vNIC:
+	// the VM's QEMU listens on the socket and the dataplane connects (and
+	// reconnects) to it; false is the original's server mode. It is
+	// resolved when the vNIC is added (the request's value, else the
+	// daemon's default), always false for other types, and never changed
+	// by an update.
+	VhostClient bool `json:"vhost_client,omitempty"`
 	// Path is the socket path or interface name the dataplane returned.
 	Path string `json:"path,omitempty"`
 }
@@ -180,4 +187,9 @@ type Options struct {
 	// DefaultTracePath returns the pcap path of a vNIC added without one.
 	// Nil means no default ("").
 	DefaultTracePath func(nicID string) string
+	// DefaultVhostClient is the vhost-user mode of a nic_add that does
+	// not choose one (the daemon's --vhost-client). Like
+	// DefaultPacketTrace it is applied by the API, not by AddNIC; see
+	// Store.DefaultVhostClient.
+	DefaultVhostClient bool
 }
