@@ -101,7 +101,7 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 	s := h.store
 	switch {
 	case r.NicAdd != nil:
-		n, err := nicFromProto(r.NicAdd, s.DefaultPacketTrace())
+		n, err := nicFromProto(r.NicAdd, s.DefaultPacketTrace(), s.DefaultVhostClient())
 		if err != nil {
 			return err
 		}
@@ -127,7 +127,7 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 			return err
 		}
 		for _, n := range nics {
-			res.NicDetails = append(res.NicDetails, nicToProto(n))
+			res.NicDetails = append(res.NicDetails, nicToProto(n, s.DefaultVhostClient()))
 		}
 	case r.NicExport != nil:
 		id := r.GetNicExport()

@@ -353,6 +353,8 @@ func TestValidationErrors(t *testing.T) {
 		{`sg_member_list: "nope"`, `Security Group not found`},
 		{`sg_details: "nope"`, `Sg not found`},
 		{`app_config { log_level: "verbose" }`, `Application configuration failed: log level: failed`},
+		{`nic_add { id: "t" mac: "42:42:42:42:42:42" vni: 1 type: TAP vhost_user_client: true }`,
+			`Bad NIC format: vhost_user_client is for VHOST_USER_SERVER nics, not TAP`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.req, func(t *testing.T) {
@@ -379,6 +381,94 @@ func TestNICTypesAndDefaults(t *testing.T) {
 			btype: "ICMP_SND_LIKE" dip: "10.0.0.2" dmac: "42:42:42:42:42:44" }
 		nic_details { id: "tap0" mac: "42:42:42:42:42:42" vni: 1 ip_anti_spoof: false bypass_filtering: false
 			type: TAP path: "tap0" packet_trace: false packet_trace_path: "/tmp/butterfly-5593-tap0.pcap" }`)
+}
+
+// TestVhostUserClient: nic_add takes vhost_user_client, or the daemon's
+// default when it is absent; nic_details reports it for client-mode
+// vNICs, and for every vhost-user vNIC when the default is client mode,
+// so that its output replayed as nic_add on a daemon with the other
+// default recreates the same mode. Server-mode vNICs on a server-default
+// daemon are reported without the field, as the original did. An update
+// cannot change the mode.
+func TestVhostUserClient(t *testing.T) {
+	newDaemon := func(defaultClient bool) *apiv0.Handler {
+		store := model.New(modeltest.NewDataplane(), model.Options{DefaultVhostClient: defaultClient})
+		return apiv0.New(store, apiv0.Options{})
+	}
+	call := func(t *testing.T, h *apiv0.Handler, req *protocol.MessageV0_Request) *protocol.MessageV0_Response {
+		t.Helper()
+		res := h.Handle(&protocol.MessageV0{Request: req}).GetResponse()
+		if !res.GetStatus().GetStatus() {
+			t.Fatalf("%v: %s", req, res.GetStatus().GetError().GetDescription())
+		}
+		return res
+	}
+	details := func(t *testing.T, h *apiv0.Handler) *protocol.MessageV0_Nic {
+		t.Helper()
+		d := call(t, h, &protocol.MessageV0_Request{NicDetails: proto.String("v")}).GetNicDetails()
+		if len(d) != 1 {
+			t.Fatalf("nic_details: %v", d)
+		}
+		return d[0]
+	}
+	tests := []struct {
+		name          string
+		defaultClient bool
+		field         *bool // vhost_user_client in nic_add
+		typ           protocol.MessageV0_Nic_Type
+		wantClient    bool
+		wantField     *bool // in nic_details
+	}{
+		{"server default, absent", false, nil, protocol.MessageV0_Nic_VHOST_USER_SERVER, false, nil},
+		{"server default, false", false, proto.Bool(false), protocol.MessageV0_Nic_VHOST_USER_SERVER, false, nil},
+		{"server default, true", false, proto.Bool(true), protocol.MessageV0_Nic_VHOST_USER_SERVER, true, proto.Bool(true)},
+		{"client default, absent", true, nil, protocol.MessageV0_Nic_VHOST_USER_SERVER, true, proto.Bool(true)},
+		{"client default, false", true, proto.Bool(false), protocol.MessageV0_Nic_VHOST_USER_SERVER, false, proto.Bool(false)},
+		{"client default, true", true, proto.Bool(true), protocol.MessageV0_Nic_VHOST_USER_SERVER, true, proto.Bool(true)},
+		{"client default, tap", true, nil, protocol.MessageV0_Nic_TAP, false, nil},
+		{"client default, tap false", true, proto.Bool(false), protocol.MessageV0_Nic_TAP, false, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newDaemon(tc.defaultClient)
+			add := &protocol.MessageV0_Nic{Id: proto.String("v"), Mac: proto.String("42:42:42:42:42:42"),
+				Vni: proto.Uint32(1), Type: tc.typ.Enum(), VhostUserClient: tc.field}
+			call(t, h, &protocol.MessageV0_Request{NicAdd: add})
+			d := details(t, h)
+			if got := d.VhostUserClient; (got == nil) != (tc.wantField == nil) || (got != nil && *got != *tc.wantField) {
+				t.Errorf("nic_details vhost_user_client = %v, want %v", fmtBool(got), fmtBool(tc.wantField))
+			}
+			// The update request has no such field: the mode stays.
+			call(t, h, &protocol.MessageV0_Request{NicUpdate: &protocol.MessageV0_NicUpdateReq{Id: proto.String("v"), Ip: []string{"10.0.0.1"}}})
+			if d2 := details(t, h); d2.GetVhostUserClient() != tc.wantClient {
+				t.Errorf("after nic_update: client %t, want %t", d2.GetVhostUserClient(), tc.wantClient)
+			}
+			// Replay the details on daemons with either default, as
+			// butterfly dump does (it makes an absent field of a
+			// vhost-user vNIC explicit: false): the mode is the same.
+			for _, other := range []bool{false, true} {
+				h2 := newDaemon(other)
+				replay := proto.Clone(d).(*protocol.MessageV0_Nic)
+				if replay.VhostUserClient == nil && replay.GetType() == protocol.MessageV0_Nic_VHOST_USER_SERVER {
+					replay.VhostUserClient = proto.Bool(false)
+				}
+				call(t, h2, &protocol.MessageV0_Request{NicAdd: replay})
+				if got := details(t, h2).GetVhostUserClient(); got != tc.wantClient {
+					t.Errorf("replayed on a daemon with default client=%t: client %t, want %t", other, got, tc.wantClient)
+				}
+			}
+		})
+	}
+}
+
+func fmtBool(b *bool) string {
+	if b == nil {
+		return "unset"
+	}
+	if *b {
+		return "true"
+	}
+	return "false"
 }
 
 func TestNICUpdateTrace(t *testing.T) {

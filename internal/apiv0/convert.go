@@ -9,9 +9,11 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// nicFromProto converts a nic_add request. A missing packet_trace takes
-// the store's default; path is output only and ignored.
-func nicFromProto(m *protocol.MessageV0_Nic, defaultTrace bool) (model.NIC, error) {
+// nicFromProto converts a nic_add request. A missing packet_trace or
+// vhost_user_client takes the store's default; path is output only and
+// ignored. vhost_user_client true on a vNIC of another type is refused
+// (false, or the default, means nothing for it).
+func nicFromProto(m *protocol.MessageV0_Nic, defaultTrace, defaultClient bool) (model.NIC, error) {
 	n := model.NIC{
 		ID:             m.GetId(),
 		MACText:        m.GetMac(),
@@ -30,6 +32,14 @@ func nicFromProto(m *protocol.MessageV0_Nic, defaultTrace bool) (model.NIC, erro
 	if m.PacketTrace != nil {
 		n.PacketTrace = *m.PacketTrace
 	}
+	if n.Type == model.NICVhostUser {
+		n.VhostClient = defaultClient
+		if m.VhostUserClient != nil {
+			n.VhostClient = *m.VhostUserClient
+		}
+	} else if m.GetVhostUserClient() {
+		return model.NIC{}, model.Errorf(model.CodeInvalid, model.TextBadNIC, "vhost_user_client is for %s nics, not %s", model.NICVhostUser, n.Type)
+	}
 	for _, s := range m.GetIp() {
 		a, err := model.ParseIP(s)
 		if err != nil {
@@ -40,8 +50,13 @@ func nicFromProto(m *protocol.MessageV0_Nic, defaultTrace bool) (model.NIC, erro
 	return n, nil
 }
 
-// nicToProto converts a vNIC for nic_details, with its true type.
-func nicToProto(n model.NIC) *protocol.MessageV0_Nic {
+// nicToProto converts a vNIC for nic_details, with its true type. A
+// vhost-user vNIC reports vhost_user_client when it is in client mode,
+// and always when the daemon's default is client mode, so that replaying
+// the output (butterfly dump) on any daemon gives the same mode; a
+// server-mode vNIC on a server-default daemon is reported as the original
+// did, without the field.
+func nicToProto(n model.NIC, defaultClient bool) *protocol.MessageV0_Nic {
 	m := &protocol.MessageV0_Nic{
 		Id:              proto.String(n.ID),
 		Mac:             proto.String(n.MACText),
@@ -68,6 +83,9 @@ func nicToProto(n model.NIC) *protocol.MessageV0_Nic {
 	}
 	if n.DMAC != "" {
 		m.Dmac = proto.String(n.DMAC)
+	}
+	if n.Type == model.NICVhostUser && (n.VhostClient || defaultClient) {
+		m.VhostUserClient = proto.Bool(n.VhostClient)
 	}
 	return m
 }
