@@ -80,6 +80,17 @@
 // connections are dropped and counted (DropTableFull); tracked flows are
 // unaffected, and so are other zones when only one zone's table is full.
 //
+// # Export and import (live migration)
+//
+// Export serializes a zone's live flows in a versioned, checksummed,
+// endianness-fixed binary format (documented in export.go; ExportVersion)
+// with lifetimes relative to the export time; ParseExport decodes and
+// validates one (untrusted input: every field is checked, any deviation is
+// an error, never a panic); Import loads one into another zone, all or
+// nothing, through the zone's capacity and Limit, keeping only the flows
+// the destination's current policy allows. The destination thus continues
+// the VM's established connections without their opening packets.
+//
 // Not yet done: TCP sequence-window tracking (the state machine follows
 // flags only, like nf_conntrack with be_liberal) and out-of-order
 // fragments (a non-first fragment arriving before the first one is
