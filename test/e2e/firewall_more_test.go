@@ -1,0 +1,868 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// koWait is how long a blocked-flow check waits for an answer that must
+// not come. A flow that passes answers within a millisecond on this
+// host; a slow machine can only make a KO check pass wrongly, never an OK
+// check fail (OK checks poll for settleTimeout).
+const koWait = 500 * time.Millisecond
+
+// inNS runs f on an OS thread that has joined the network namespace ns,
+// so that the sockets f creates live there. Sockets keep their namespace
+// afterwards and may be used from any goroutine.
+func inNS(ns string, f func() error) error {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("own netns: %w", err)
+	}
+	defer orig.Close()
+	target, err := os.Open("/var/run/netns/" + ns)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns %s: %w", ns, err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("setns %s: %w", ns, err)
+	}
+	ferr := f()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// The thread stays locked and in the wrong namespace: it exits
+		// with this goroutine instead of serving others.
+		return errors.Join(ferr, fmt.Errorf("setns back: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// closers collects sockets to close at the end of a test.
+type closers struct {
+	mu   sync.Mutex
+	list []io.Closer
+	done bool
+}
+
+func (c *closers) add(x io.Closer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		x.Close()
+		return
+	}
+	c.list = append(c.list, x)
+}
+
+func (c *closers) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done = true
+	for _, x := range c.list {
+		x.Close()
+	}
+	c.list = nil
+}
+
+// serveGo serves UDP and TCP echo in v on every given port (IPv4 and
+// IPv6; datagrams up to 64 KiB, TCP connections until the peer closes),
+// from goroutines of the test process whose sockets live in v's namespace.
+// Everything is closed at the end of the test.
+func (v *vm) serveGo(t *testing.T, ports ...int) {
+	t.Helper()
+	cl := &closers{}
+	t.Cleanup(cl.closeAll)
+	for _, p := range ports {
+		var ln net.Listener
+		var pc net.PacketConn
+		err := inNS(v.ns, func() error {
+			var err error
+			if ln, err = net.Listen("tcp", ":"+strconv.Itoa(p)); err != nil {
+				return err
+			}
+			pc, err = net.ListenPacket("udp", ":"+strconv.Itoa(p))
+			return err
+		})
+		if err != nil {
+			t.Fatalf("echo server %s port %d: %v", v.spec.id, p, err)
+		}
+		cl.add(ln)
+		cl.add(pc)
+		go func() {
+			buf := make([]byte, 65536)
+			for {
+				n, a, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(buf[:n], a)
+			}
+		}()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				cl.add(c)
+				go func() {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(time.Minute))
+					io.Copy(c, c)
+				}()
+			}
+		}()
+	}
+}
+
+// errTimeout marks a check that got no answer at all (as opposed to a
+// refusal or a wrong answer).
+var errTimeout = errors.New("no answer")
+
+// fc is one expectation of a firewall scenario: proto ("icmp", "udp",
+// "tcp", or "nd": VM from resolves the address by neighbour discovery)
+// from VM from to VM to (its first IPv4 address, or its first IPv6 one
+// with v6, or dst when set), port port; ok says whether it must pass.
+// UDP sends count datagrams of size bytes (default 1 of 4) and expects
+// each back; TCP sends size bytes and expects them back.
+type fc struct {
+	from, to    int
+	proto       string
+	v6          bool
+	port        int
+	ok          bool
+	dst         string
+	src         string // source address (default: the kernel's choice)
+	size, count int
+}
+
+func pass(from, to int, proto string, port int) fc {
+	return fc{from: from, to: to, proto: proto, port: port, ok: true}
+}
+func block(from, to int, proto string, port int) fc {
+	return fc{from: from, to: to, proto: proto, port: port}
+}
+func pass6(from, to int, proto string, port int) fc {
+	return fc{from: from, to: to, proto: proto, port: port, v6: true, ok: true}
+}
+func block6(from, to int, proto string, port int) fc {
+	return fc{from: from, to: to, proto: proto, port: port, v6: true}
+}
+
+// at sets an explicit destination address.
+func (c fc) at(dst string) fc {
+	c.dst = dst
+	c.v6 = strings.Contains(dst, ":")
+	return c
+}
+
+// via sets the source address.
+func (c fc) via(src string) fc {
+	c.src = src
+	return c
+}
+
+// sized sets the payload size and the number of datagrams.
+func (c fc) sized(size, count int) fc {
+	c.size, c.count = size, count
+	return c
+}
+
+func (c fc) String() string {
+	s := fmt.Sprintf("%s VM%d->", c.proto, c.from)
+	if c.src != "" {
+		s = fmt.Sprintf("%s VM%d(%s)->", c.proto, c.from, c.src)
+	}
+	if c.dst != "" {
+		s += c.dst
+	} else if c.v6 {
+		s += fmt.Sprintf("VM%d(v6)", c.to)
+	} else {
+		s += fmt.Sprintf("VM%d", c.to)
+	}
+	if c.port != 0 {
+		s += ":" + strconv.Itoa(c.port)
+	}
+	if c.size != 0 {
+		s += fmt.Sprintf(" %dx%dB", max(c.count, 1), c.size)
+	}
+	if c.ok {
+		return s + " OK"
+	}
+	return s + " KO"
+}
+
+// dstAddr is the first address of v in the given family.
+func (v *vm) dstAddr(v6 bool) string {
+	for _, a := range v.spec.addrs {
+		if strings.Contains(a, ":") == v6 {
+			return strings.SplitN(a, "/", 2)[0]
+		}
+	}
+	return ""
+}
+
+// attempt tries the flow of c once from src to dst, waiting wait for
+// each answer. It returns nil if the flow passed, an error wrapping
+// errTimeout if nothing came back, another error otherwise.
+func attempt(src *vm, c fc, dst string, wait time.Duration) error {
+	switch c.proto {
+	case "icmp":
+		args := []string{"ping", "-n", "-c", "1", "-W", strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)}
+		if c.src != "" {
+			args = append(args, "-I", c.src)
+		}
+		out, err := src.exec(append(args, dst)...)
+		if err != nil && strings.Contains(out, " 0 received") && !strings.Contains(out, "errors") {
+			return fmt.Errorf("%w: %s", errTimeout, lastLine(out))
+		}
+		return err
+	case "nd":
+		// Solicit, then read the neighbour cache: REACHABLE/STALE/DELAY
+		// with a link-layer address means an advertisement came back.
+		src.exec("ping", "-n", "-c", "1", "-W", strconv.FormatFloat(wait.Seconds(), 'f', 3, 64), dst)
+		out, err := src.exec("ip", "-6", "neigh", "show", dst, "dev", "eth0")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "lladdr") {
+			return fmt.Errorf("%w: neighbour %s unresolved: %q", errTimeout, dst, strings.TrimSpace(out))
+		}
+		return nil
+	case "udp", "tcp":
+		size, count := c.size, c.count
+		if size == 0 {
+			size = 4
+		}
+		if count == 0 {
+			count = 1
+		}
+		hp := net.JoinHostPort(dst, strconv.Itoa(c.port))
+		var conn net.Conn
+		d := net.Dialer{Timeout: wait}
+		if c.src != "" {
+			ip := net.ParseIP(c.src)
+			if c.proto == "tcp" {
+				d.LocalAddr = &net.TCPAddr{IP: ip}
+			} else {
+				d.LocalAddr = &net.UDPAddr{IP: ip}
+			}
+		}
+		err := inNS(src.ns, func() error {
+			var err error
+			conn, err = d.Dial(c.proto, hp)
+			return err
+		})
+		if err != nil {
+			return timeoutOr(err)
+		}
+		defer conn.Close()
+		payload := make([]byte, size)
+		for i := range payload {
+			payload[i] = byte(i*7 + 1)
+		}
+		got := make([]byte, 65536)
+		if c.proto == "tcp" {
+			conn.SetDeadline(time.Now().Add(wait))
+			if _, err := conn.Write(payload); err != nil {
+				return timeoutOr(err)
+			}
+			conn.(*net.TCPConn).CloseWrite()
+			b, err := io.ReadAll(conn)
+			if err != nil {
+				return timeoutOr(err)
+			}
+			if !bytes.Equal(b, payload) {
+				return fmt.Errorf("tcp echo from %s: got %d bytes, want %d", hp, len(b), size)
+			}
+			return nil
+		}
+		for i := range count {
+			payload[0] = byte(i)
+			if _, err := conn.Write(payload); err != nil {
+				return timeoutOr(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(wait))
+			n, err := conn.Read(got)
+			if err != nil {
+				return timeoutOr(err)
+			}
+			if !bytes.Equal(got[:n], payload) {
+				return fmt.Errorf("udp echo %d from %s: got %d bytes, want %d", i, hp, n, size)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown protocol %q", c.proto)
+}
+
+// timeoutOr wraps errTimeout around network timeouts.
+func timeoutOr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w: %v", errTimeout, err)
+	}
+	return err
+}
+
+// fstep is one step of a scenario: commands, then checks (run
+// concurrently), then drop counters that must have moved since the step
+// began. A command is a CLI line, or "@N args..." to run in VM N.
+type fstep struct {
+	cmds   []string
+	checks []fc
+	drops  []dropWant
+}
+
+// hooks run before a step's commands and after its checks (e.g. to
+// compare a counter).
+type hooks struct {
+	pre, post func(r *scenarioRun) error
+}
+
+// dropWant asks that the drop counter reason of VM vm's vNIC moves.
+type dropWant struct {
+	vm     int
+	reason string // e.g. "firewall_no_rule"; "firewall_" = the sum of every firewall reason
+}
+
+// fvm describes a scenario's VM: by default VM i has 42.0.0.i/24 and
+// fd42::i/64, declared to the API.
+type fvm struct {
+	addrs     []string // guest addresses
+	noIPs     bool     // declare no address to the API
+	sgs       []string
+	antispoof bool
+}
+
+// fwScenario is a named list of steps on its own VMs, VNI and groups.
+type fwScenario struct {
+	name  string
+	vms   []fvm
+	steps []fstep
+}
+
+// repeat returns steps n times.
+func repeat(n int, steps ...fstep) []fstep {
+	var out []fstep
+	for range n {
+		out = append(out, steps...)
+	}
+	return out
+}
+
+// open is the "all open" rule pair of group sg.
+func open(sg string) []string {
+	return []string{"sg rule add " + sg + " --ip-proto all --cidr 0.0.0.0/0", "sg rule add " + sg + " --ip-proto all --cidr ::/0"}
+}
+
+func cat(s ...[]string) []string {
+	var out []string
+	for _, x := range s {
+		out = append(out, x...)
+	}
+	return out
+}
+
+// scenarioRun is a scenario set up on a host: its VMs and how its names
+// are rewritten.
+type scenarioRun struct {
+	sc     fwScenario
+	hooks  map[int]hooks // by step index, from 0
+	h      *host
+	prefix string
+	vms    []*vm
+}
+
+var localName = regexp.MustCompile(`^(nic|sg)-[0-9]+$`)
+
+// rename prefixes the scenario's vNIC and group names (nic-N, sg-N).
+func (r *scenarioRun) rename(tok string) string {
+	if localName.MatchString(tok) {
+		return r.prefix + tok
+	}
+	return tok
+}
+
+// setup creates the scenario's VMs (VNI vni, MACs from macBase) with echo
+// servers on ports.
+func (r *scenarioRun) setup(t *testing.T, vni uint32, macBase int, ports []int) {
+	t.Helper()
+	for i, d := range r.sc.vms {
+		n := i + 1
+		addrs := d.addrs
+		if addrs == nil {
+			addrs = []string{fmt.Sprintf("42.0.0.%d/24", n), fmt.Sprintf("fd42::%d/64", n)}
+		}
+		var sgs []string
+		for _, g := range d.sgs {
+			sgs = append(sgs, r.rename(g))
+		}
+		v := r.h.addVM(nicSpec{id: r.rename(fmt.Sprintf("nic-%d", n)), mac: macFor(macBase + n), vni: vni,
+			addrs: addrs, noAPIIPs: d.noIPs, sgs: sgs, antispoof: d.antispoof})
+		v.serveGo(t, ports...)
+		r.vms = append(r.vms, v)
+	}
+}
+
+// run plays the scenario's steps; it uses no *testing.T so that several
+// scenarios can run concurrently.
+func (r *scenarioRun) run() error {
+	for i, st := range r.sc.steps {
+		if err := r.step(st, r.hooks[i]); err != nil {
+			return fmt.Errorf("step %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+func (r *scenarioRun) step(st fstep, hk hooks) error {
+	if hk.pre != nil {
+		if err := hk.pre(r); err != nil {
+			return err
+		}
+	}
+	before := make([]map[string]uint64, len(st.drops))
+	for i, d := range st.drops {
+		m, err := fwDrops(r.h, r.vms[d.vm-1].spec.id)
+		if err != nil {
+			return err
+		}
+		before[i] = m
+	}
+	for _, c := range st.cmds {
+		f := strings.Fields(c)
+		if strings.HasPrefix(f[0], "@") {
+			n, err := strconv.Atoi(f[0][1:])
+			if err != nil || n < 1 || n > len(r.vms) {
+				return fmt.Errorf("bad command %q", c)
+			}
+			if out, err := r.vms[n-1].exec(f[1:]...); err != nil {
+				return fmt.Errorf("%s: %v: %s", c, err, out)
+			}
+			continue
+		}
+		for i := range f {
+			f[i] = r.rename(f[i])
+		}
+		if _, err := r.h.cli(f...); err != nil {
+			return err
+		}
+	}
+	var checks []func() error
+	for _, c := range st.checks {
+		checks = append(checks, func() error { return r.check(c) })
+	}
+	if err := parallel(checks...); err != nil {
+		return err
+	}
+	for i, d := range st.drops {
+		id := r.vms[d.vm-1].spec.id
+		err := poll(settleTimeout, func() error {
+			m, err := fwDrops(r.h, id)
+			if err != nil {
+				return err
+			}
+			if dropSum(m, d.reason) <= dropSum(before[i], d.reason) {
+				return fmt.Errorf("drop counter %s of %s did not move (%d): %v", d.reason, id, dropSum(m, d.reason), m)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if hk.post != nil {
+		return hk.post(r)
+	}
+	return nil
+}
+
+// check runs one expectation: an OK flow is retried until settleTimeout,
+// a KO flow is tried once and must get no answer at all.
+func (r *scenarioRun) check(c fc) error {
+	src := r.vms[c.from-1]
+	dst := c.dst
+	if dst == "" {
+		dst = r.vms[c.to-1].dstAddr(c.v6)
+	}
+	if c.ok {
+		if err := poll(settleTimeout, func() error { return attempt(src, c, dst, time.Second) }); err != nil {
+			return fmt.Errorf("%v: %w", c, err)
+		}
+		return nil
+	}
+	err := attempt(src, c, dst, koWait)
+	switch {
+	case err == nil:
+		return fmt.Errorf("%v: it passed", c)
+	case !errors.Is(err, errTimeout):
+		return fmt.Errorf("%v: expected no answer, got: %w", c, err)
+	}
+	return nil
+}
+
+// fwDrops reads the drop counters of vNIC id ("drop <reason>: <n>" lines
+// of nic counters).
+func fwDrops(h *host, id string) (map[string]uint64, error) {
+	out, err := h.cli("nic", "counters", id)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]uint64{}
+	for _, line := range strings.Split(out, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "drop ")
+		if !ok {
+			continue
+		}
+		name, val, ok := strings.Cut(rest, ": ")
+		if !ok {
+			return nil, fmt.Errorf("nic counters %s: bad line %q", id, line)
+		}
+		n, err := strconv.ParseUint(val, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("nic counters %s: bad line %q: %w", id, line, err)
+		}
+		m[name] = n
+	}
+	return m, nil
+}
+
+// dropSum is the counter reason, or the sum of the counters it prefixes
+// when it ends with "_".
+func dropSum(m map[string]uint64, reason string) uint64 {
+	if !strings.HasSuffix(reason, "_") {
+		return m[reason]
+	}
+	var s uint64
+	for k, v := range m {
+		if strings.HasPrefix(k, reason) {
+			s += v
+		}
+	}
+	return s
+}
+
+// runScenarios sets every scenario up on h (VNI 100+i), plays them all
+// concurrently, then reports each as a subtest. hk gives hooks by
+// scenario name and step index.
+func runScenarios(t *testing.T, h *host, ports []int, scs []fwScenario, hk map[string]map[int]hooks) {
+	runs := make([]*scenarioRun, len(scs))
+	for i, sc := range scs {
+		r := &scenarioRun{sc: sc, hooks: hk[sc.name], h: h, prefix: fmt.Sprintf("s%d-", i)}
+		r.setup(t, uint32(100+i), 16*(i+1), ports)
+		runs[i] = r
+	}
+	errs := make([]error, len(runs))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, r := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = r.run()
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d scenarios played concurrently in %v", len(runs), time.Since(start).Round(time.Millisecond))
+	for i, r := range runs {
+		t.Run(r.sc.name, func(t *testing.T) {
+			if errs[i] != nil {
+				t.Fatal(errs[i])
+			}
+		})
+	}
+}
+
+// TestFirewallRuleScenarios plays, concurrently on one butterflyd with
+// each scenario on its own VNI, VMs and groups, the original's firewall
+// scenarios 30-32, 36-44 (reference section 5.2) and scenarios for
+// OUTBOUND rules, IPv6 neighbour discovery and fragmented UDP. In each,
+// VM i is vNIC nic-i with 42.0.0.i/24 and fd42::i/64 unless said
+// otherwise; every VM serves UDP and TCP echo on the ports below.
+func TestFirewallRuleScenarios(t *testing.T) {
+	l := newLab(t)
+	h := l.singleHost(ipv4)
+	h.start(daemonOpts{})
+	two, three := make([]fvm, 2), make([]fvm, 3)
+	reasm := &reasmCheck{vm: 2}
+	vm2addrs := []string{"42.0.0.2/24", "42.0.0.3/24", "42.0.0.4/24", "42.0.0.5/24", "fd42::2/64", "fd42::3/64", "fd42::4/64", "fd42::5/64"}
+	scs := []fwScenario{
+		{"30 UDP from members of another group, then of its own", three, []fstep{
+			{[]string{"sg rule add sg-1 --ip-proto udp --port 8000 --sg-members sg-2", "sg member add sg-2 42.0.0.3",
+				"sg member add sg-1 42.0.0.1", "sg member add sg-1 42.0.0.2",
+				"nic sg set nic-1 sg-1", "nic sg set nic-2 sg-1", "nic sg set nic-3 sg-2"},
+				[]fc{pass(3, 1, "udp", 8000), pass(3, 2, "udp", 8000), block(2, 1, "udp", 8000), block(1, 2, "udp", 8000),
+					block(3, 1, "udp", 9000), block(3, 1, "tcp", 8000)},
+				[]dropWant{{1, "firewall_no_rule"}}},
+			{[]string{"sg rule add sg-1 --ip-proto udp --port 8000 --sg-members sg-1"},
+				[]fc{pass(2, 1, "udp", 8000), pass(1, 2, "udp", 8000), pass(3, 1, "udp", 8000), block(1, 3, "udp", 8000)}, nil},
+			{[]string{"nic sg set nic-2", "sg member del sg-1 42.0.0.2"},
+				[]fc{block(2, 1, "udp", 8000), block(1, 2, "udp", 8000), pass(3, 1, "udp", 8000)}, nil},
+		}},
+		{"31 rule on the members of another group", three, []fstep{
+			{[]string{"sg member add sg-1 42.0.0.1", "sg rule add sg-2 --ip-proto all --sg-members sg-1",
+				"nic sg set nic-1 sg-1", "nic sg set nic-2 sg-2", "nic sg set nic-3 sg-1"},
+				[]fc{pass(1, 2, "udp", 8000), pass(1, 2, "tcp", 8000), pass(1, 2, "icmp", 0),
+					block(2, 1, "udp", 8000), block(3, 2, "udp", 8000)}, nil},
+			{[]string{"sg member del sg-1 42.0.0.1"},
+				[]fc{block(1, 2, "udp", 8000), block(1, 2, "tcp", 8000), block(1, 2, "icmp", 0)},
+				[]dropWant{{2, "firewall_no_rule"}}},
+			{[]string{"sg member add sg-1 42.0.0.1"},
+				[]fc{pass(1, 2, "udp", 8000), pass(1, 2, "tcp", 8000), block(3, 2, "tcp", 8000)}, nil},
+		}},
+		{"32 groups add up", two, []fstep{
+			{[]string{"sg rule add sg-1 --ip-proto udp --port 8000 --cidr 0.0.0.0/0", "sg rule add sg-2 --ip-proto udp --port 9000 --cidr 0.0.0.0/0",
+				"nic sg set nic-1 sg-1"},
+				[]fc{pass(2, 1, "udp", 8000), block(2, 1, "udp", 9000)}, nil},
+			{[]string{"nic sg set nic-1 sg-1 sg-2"}, []fc{pass(2, 1, "udp", 8000), pass(2, 1, "udp", 9000), block(2, 1, "tcp", 9000)}, nil},
+			{[]string{"nic sg set nic-1 sg-2"}, []fc{block(2, 1, "udp", 8000), pass(2, 1, "udp", 9000)}, nil},
+			{[]string{"nic sg set nic-1"}, []fc{block(2, 1, "udp", 8000), block(2, 1, "udp", 9000)}, nil},
+		}},
+		{"36 port rules added and deleted, 3 VMs", three, []fstep{
+			{[]string{"sg add sg-1", "nic sg set nic-1 sg-1", "nic sg set nic-2 sg-1", "nic sg set nic-3 sg-1"},
+				[]fc{block(1, 2, "udp", 8000), block(1, 2, "tcp", 9000), block(3, 1, "icmp", 0)}, nil},
+			{[]string{"sg rule add sg-1 --ip-proto udp --port 8000 --cidr 0.0.0.0/0"},
+				[]fc{pass(1, 2, "udp", 8000), pass(3, 1, "udp", 8000), pass(2, 3, "udp", 8000), block(2, 3, "udp", 9000), block(1, 2, "tcp", 8000)}, nil},
+			{[]string{"sg rule add sg-1 --ip-proto tcp --port 9000 --cidr 0.0.0.0/0"},
+				[]fc{pass(2, 3, "tcp", 9000), pass(3, 2, "tcp", 9000), block(1, 3, "tcp", 8000), pass(1, 2, "udp", 8000)}, nil},
+			{[]string{"sg rule del sg-1 --ip-proto udp --port 8000 --cidr 0.0.0.0/0"},
+				[]fc{block(1, 2, "udp", 8000), block(3, 1, "udp", 8000), pass(1, 2, "tcp", 9000)}, nil},
+			{[]string{"sg rule del sg-1 --ip-proto tcp --port 9000 --cidr 0.0.0.0/0"},
+				[]fc{block(2, 3, "tcp", 9000), block(1, 2, "tcp", 9000)}, nil},
+		}},
+		{"37 TCP rule, delete, UDP rule, sg del (3 times)", two, append([]fstep{
+			{[]string{"sg del sg-1"}, []fc{block(1, 2, "tcp", 8000), block(2, 1, "udp", 8000)}, nil},
+			{[]string{"nic sg set nic-1 sg-1", "nic sg set nic-2 sg-1"}, []fc{block(1, 2, "tcp", 8000), block(2, 1, "udp", 8000)}, nil},
+		}, repeat(3,
+			fstep{[]string{"sg rule add sg-1 --ip-proto tcp --port 8000 --cidr 0.0.0.0/0"},
+				[]fc{pass(1, 2, "tcp", 8000), pass(2, 1, "tcp", 8000), block(1, 2, "udp", 8000)}, nil},
+			fstep{[]string{"sg rule del sg-1 --ip-proto tcp --port 8000 --cidr 0.0.0.0/0"},
+				[]fc{block(1, 2, "tcp", 8000), block(2, 1, "tcp", 8000)}, nil},
+			fstep{[]string{"sg rule add sg-1 --ip-proto udp --port 8000 --cidr 0.0.0.0/0"},
+				[]fc{pass(1, 2, "udp", 8000), pass(2, 1, "udp", 8000), block(1, 2, "tcp", 8000)}, nil},
+			fstep{[]string{"sg del sg-1"},
+				[]fc{block(1, 2, "udp", 8000), block(2, 1, "udp", 8000), block(1, 2, "tcp", 8000)}, nil},
+		)...)},
+		{"38 UDP 6000 rule, sg del, TCP 6000 rule, sg del (3 times)", []fvm{{}, {sgs: []string{"sg-1"}}}, repeat(3,
+			fstep{[]string{"sg rule add sg-1 --ip-proto udp --port 6000 --cidr 0.0.0.0/0"},
+				[]fc{pass(1, 2, "udp", 6000), block(1, 2, "tcp", 6000), block(1, 2, "udp", 8000)}, nil},
+			fstep{[]string{"sg del sg-1"}, []fc{block(1, 2, "udp", 6000)}, nil},
+			fstep{[]string{"sg rule add sg-1 --ip-proto tcp --port 6000 --cidr 0.0.0.0/0"},
+				[]fc{pass(1, 2, "tcp", 6000), block(1, 2, "udp", 6000)}, nil},
+			fstep{[]string{"sg del sg-1"}, []fc{block(1, 2, "tcp", 6000)}, nil},
+		)},
+		{"39 all open, then sg add overwrites with an empty group (3 times)", []fvm{{sgs: []string{"sg-1"}}, {sgs: []string{"sg-1"}}}, repeat(3,
+			fstep{open("sg-1"), []fc{pass(1, 2, "tcp", 8000), pass(2, 1, "udp", 8000), pass6(1, 2, "icmp", 0)}, nil},
+			fstep{[]string{"sg add sg-1"}, []fc{block(1, 2, "tcp", 8000), block(2, 1, "udp", 8000), block6(1, 2, "icmp", 0)}, nil},
+		)},
+		{"40 rule changes: all open, deleted, TCP only, UDP only", []fvm{{sgs: []string{"sg-1"}}, {sgs: []string{"sg-1"}}}, []fstep{
+			{nil, []fc{block(1, 2, "icmp", 0), block(1, 2, "tcp", 8000), block(1, 2, "udp", 8000)}, nil},
+			{open("sg-1"), []fc{pass(1, 2, "icmp", 0), pass(1, 2, "tcp", 8000), pass(1, 2, "udp", 8000), pass6(2, 1, "tcp", 8000)}, nil},
+			{[]string{"sg rule del sg-1 --ip-proto all --cidr 0.0.0.0/0", "sg rule del sg-1 --ip-proto all --cidr ::/0"},
+				[]fc{block(1, 2, "icmp", 0), block(1, 2, "tcp", 8000), block(1, 2, "udp", 8000), block6(2, 1, "tcp", 8000)}, nil},
+			{[]string{"sg rule add sg-1 --ip-proto tcp --port 8000 --cidr 0.0.0.0/0"},
+				[]fc{pass(1, 2, "tcp", 8000), block(1, 2, "udp", 8000), block(1, 2, "icmp", 0)}, nil},
+			{[]string{"sg rule del sg-1 --ip-proto tcp --port 8000 --cidr 0.0.0.0/0", "sg rule add sg-1 --ip-proto udp --port 8000 --cidr 0.0.0.0/0"},
+				[]fc{pass(1, 2, "udp", 8000), block(1, 2, "tcp", 8000), block(1, 2, "icmp", 0)}, nil},
+		}},
+		// The original's helpers enable anti-spoofing on every vNIC;
+		// scenarios 41-44 rely on it to silence undeclared addresses.
+		{"41 only the declared address answers (IPv4 or IPv6)",
+			[]fvm{{sgs: []string{"sg-1"}}, {noIPs: true, sgs: []string{"sg-1"}, antispoof: true}}, []fstep{
+				{open("sg-1"), []fc{block(1, 2, "icmp", 0), block6(1, 2, "icmp", 0), block(1, 2, "udp", 8000), block(2, 1, "icmp", 0)}, nil},
+				{[]string{"nic update --id nic-2 --ip 42.0.0.2"},
+					[]fc{pass(1, 2, "icmp", 0), pass(1, 2, "udp", 8000), pass(2, 1, "icmp", 0), block6(1, 2, "icmp", 0), block6(2, 1, "icmp", 0)}, nil},
+				{[]string{"nic update --id nic-2 --ip fd42::2"},
+					[]fc{pass6(1, 2, "icmp", 0), pass6(1, 2, "tcp", 8000), pass6(2, 1, "udp", 8000), block(1, 2, "icmp", 0), block(2, 1, "udp", 8000)}, nil},
+				{[]string{"nic update --id nic-2 --ip 42.0.0.2"}, []fc{pass(1, 2, "icmp", 0), block6(1, 2, "icmp", 0)}, nil},
+			}},
+		{"42 several addresses, only declared ones answer",
+			[]fvm{{sgs: []string{"sg-1"}}, {addrs: vm2addrs, noIPs: true, sgs: []string{"sg-1"}, antispoof: true}}, []fstep{
+				{cat(open("sg-1"), []string{"nic update --id nic-2 --ip 42.0.0.2 --ip 42.0.0.3 --ip fd42::2 --ip fd42::3"}),
+					pingsBoth(1, 2, []string{"42.0.0.2", "42.0.0.3", "fd42::2", "fd42::3"}, []string{"42.0.0.4", "42.0.0.5", "fd42::4", "fd42::5"}), nil},
+				{[]string{"nic update --id nic-2 --ip 42.0.0.4 --ip fd42::5"},
+					pingsBoth(1, 2, []string{"42.0.0.4", "fd42::5"}, []string{"42.0.0.2", "42.0.0.3", "42.0.0.5", "fd42::2", "fd42::3", "fd42::4"}), nil},
+			}},
+		{"43 several addresses, the guest's change too",
+			[]fvm{{sgs: []string{"sg-1"}}, {addrs: vm2addrs, noIPs: true, sgs: []string{"sg-1"}, antispoof: true}}, []fstep{
+				{cat(open("sg-1"), []string{"nic update --id nic-2 --ip 42.0.0.2 --ip 42.0.0.3 --ip fd42::2"}),
+					pingsBoth(1, 2, []string{"42.0.0.2", "42.0.0.3", "fd42::2"}, []string{"42.0.0.4", "fd42::3"}), nil},
+				// Keep the other addresses of the subnet when the primary goes.
+				{[]string{"@2 sysctl -qw net.ipv4.conf.eth0.promote_secondaries=1", "@2 ip addr del 42.0.0.2/24 dev eth0", "@2 ip addr add 42.0.0.6/24 dev eth0",
+					"@2 ip addr add fd42::6/64 dev eth0 nodad", "@2 ip addr del fd42::2/64 dev eth0",
+					"nic update --id nic-2 --ip 42.0.0.6 --ip 42.0.0.3 --ip fd42::6 --ip fd42::3"},
+					append(pingsBoth(1, 2, []string{"42.0.0.6", "42.0.0.3", "fd42::6", "fd42::3"}, []string{"42.0.0.4", "fd42::4"}),
+						// Gone from the guest: nobody answers.
+						block(1, 2, "icmp", 0).at("42.0.0.2"), block6(1, 2, "icmp", 0).at("fd42::2")), nil},
+			}},
+		{"44 hot-added address (3 times)",
+			[]fvm{{sgs: []string{"sg-1"}}, {noIPs: true, sgs: []string{"sg-1"}, antispoof: true}}, append([]fstep{
+				{open("sg-1"), []fc{block(1, 2, "icmp", 0), block(2, 1, "icmp", 0)}, nil},
+			}, repeat(3,
+				fstep{[]string{"nic update --id nic-2 --ip 42.0.0.2"}, []fc{pass(1, 2, "icmp", 0), pass(2, 1, "icmp", 0)}, nil},
+				fstep{[]string{"nic update --id nic-2 --ip 0.0.0.0"}, []fc{block(1, 2, "icmp", 0), block(2, 1, "icmp", 0)}, nil},
+			)...)},
+		// Without anti-spoofing, the firewall's default egress alone lets
+		// the VM originate traffic from its declared addresses only.
+		{"default egress without anti-spoofing",
+			[]fvm{{sgs: []string{"sg-1"}}, {addrs: []string{"42.0.0.2/24", "42.0.0.3/24", "fd42::2/64", "fd42::3/64"}, noIPs: true, sgs: []string{"sg-1"}}}, []fstep{
+				{cat(open("sg-1"), []string{"nic update --id nic-2 --ip 42.0.0.2 --ip fd42::2"}),
+					[]fc{pass(2, 1, "icmp", 0).via("42.0.0.2"), pass(2, 1, "udp", 8000).via("42.0.0.2"), pass(2, 1, "tcp", 8000).via("42.0.0.2"),
+						pass6(2, 1, "tcp", 8000).via("fd42::2"),
+						block(2, 1, "icmp", 0).via("42.0.0.3"), block(2, 1, "udp", 8000).via("42.0.0.3"), block(2, 1, "tcp", 8000).via("42.0.0.3"),
+						block6(2, 1, "udp", 8000).via("fd42::3")},
+					[]dropWant{{2, "firewall_no_rule"}}},
+				{[]string{"nic update --id nic-2 --ip 42.0.0.3"},
+					[]fc{pass(2, 1, "udp", 8000).via("42.0.0.3"), block(2, 1, "udp", 8000).via("42.0.0.2"), block6(2, 1, "tcp", 8000).via("fd42::2")}, nil},
+			}},
+		{"OUTBOUND rules", []fvm{{sgs: []string{"sg-1"}}, {sgs: []string{"sg-2"}}, {sgs: []string{"sg-2"}}}, []fstep{
+			{cat(open("sg-2"), []string{"sg rule add sg-1 --dir out --ip-proto tcp --port 80 --cidr 42.0.0.2/32"}),
+				[]fc{pass(1, 2, "tcp", 80), block(1, 3, "tcp", 80), block(1, 2, "tcp", 8000), block(1, 2, "udp", 80),
+					block(1, 2, "icmp", 0), block6(1, 2, "tcp", 80), block(2, 1, "tcp", 8000)},
+				[]dropWant{{1, "firewall_no_rule"}}},
+			// An inbound rule: the replies pass although no OUTBOUND rule allows them.
+			{[]string{"sg rule add sg-1 --ip-proto tcp --port 8000 --cidr 0.0.0.0/0"},
+				[]fc{pass(2, 1, "tcp", 8000), pass(3, 1, "tcp", 8000), block(1, 3, "tcp", 8000), pass(1, 2, "tcp", 80)}, nil},
+			{[]string{"sg rule add sg-1 --dir out --ip-proto udp --port 8000 --cidr fd42::3/128"},
+				[]fc{pass6(1, 3, "udp", 8000), block(1, 3, "udp", 8000), block6(1, 2, "udp", 8000)}, nil},
+			{[]string{"sg member add sg-3 42.0.0.3", "sg rule add sg-1 --dir out --ip-proto udp --port 9000 --sg-members sg-3"},
+				[]fc{pass(1, 3, "udp", 9000), block(1, 2, "udp", 9000)}, nil},
+			// No OUTBOUND rule left: the default egress (any packet from
+			// the vNIC's addresses) applies again.
+			{[]string{"sg rule del sg-1 --dir out --ip-proto tcp --port 80 --cidr 42.0.0.2/32",
+				"sg rule del sg-1 --dir out --ip-proto udp --port 8000 --cidr fd42::3/128",
+				"sg rule del sg-1 --dir out --ip-proto udp --port 9000 --sg-members sg-3"},
+				[]fc{pass(1, 3, "tcp", 80), pass(1, 2, "tcp", 8000), pass(1, 2, "icmp", 0), pass6(1, 3, "udp", 8000),
+					pass6(1, 2, "tcp", 80), block(2, 1, "udp", 9000)}, nil},
+		}},
+		{"IPv6 neighbour discovery needs no rule", []fvm{
+			{addrs: []string{"fd43::1/64"}, sgs: []string{"sg-1"}}, {addrs: []string{"fd43::2/64"}, sgs: []string{"sg-1"}}}, []fstep{
+			// An empty group: nothing passes, yet addresses resolve.
+			{[]string{"sg add sg-1"},
+				[]fc{pass6(1, 2, "nd", 0), pass6(2, 1, "nd", 0), block6(1, 2, "icmp", 0), block6(1, 2, "tcp", 8000)},
+				[]dropWant{{2, "firewall_no_rule"}}},
+			{[]string{"@1 ip -6 neigh flush dev eth0", "@2 ip -6 neigh flush dev eth0",
+				"sg rule add sg-1 --ip-proto tcp --port 8000 --cidr ::/0"},
+				[]fc{pass6(1, 2, "tcp", 8000), pass6(2, 1, "tcp", 8000), block6(1, 2, "icmp", 0), block6(1, 2, "udp", 8000), block6(1, 2, "tcp", 9000)}, nil},
+			{[]string{"@1 ip -6 neigh flush dev eth0", "@2 ip -6 neigh flush dev eth0",
+				"sg del sg-1", "sg rule add sg-1 --ip-proto 58 --cidr fd43::/64"},
+				[]fc{pass6(1, 2, "icmp", 0), pass6(2, 1, "icmp", 0), block6(1, 2, "tcp", 8000), block6(2, 1, "udp", 8000)}, nil},
+		}},
+		{"fragmented UDP (8000-byte datagrams)", []fvm{{}, {sgs: []string{"sg-1"}}}, []fstep{
+			{[]string{"sg rule add sg-1 --ip-proto udp --port 7000 --cidr 0.0.0.0/0", "sg rule add sg-1 --ip-proto udp --port 7000 --cidr ::/0"},
+				[]fc{pass(1, 2, "udp", 7000).sized(8000, 5), pass6(1, 2, "udp", 7000).sized(8000, 5),
+					block(1, 2, "udp", 7001).sized(8000, 1), block6(1, 2, "udp", 7001).sized(8000, 1)},
+				[]dropWant{{2, "firewall_fragment"}, {2, "firewall_no_rule"}}},
+			{[]string{"sg rule del sg-1 --ip-proto udp --port 7000 --cidr 0.0.0.0/0"},
+				[]fc{block(1, 2, "udp", 7000).sized(8000, 1), pass6(1, 2, "udp", 7000).sized(8000, 3)}, nil},
+		}},
+	}
+	runScenarios(t, h, []int{80, 6000, 7000, 7001, 8000, 9000}, scs, map[string]map[int]hooks{
+		"fragmented UDP (8000-byte datagrams)": {0: {reasm.record, reasm.grew(5)}},
+	})
+}
+
+// pings expects ICMP echo from VM from to every address of oks to pass
+// and to every address of kos to get no answer.
+func pings(from, to int, oks, kos []string) []fc {
+	var out []fc
+	for _, a := range oks {
+		out = append(out, pass(from, to, "icmp", 0).at(a))
+	}
+	for _, a := range kos {
+		out = append(out, block(from, to, "icmp", 0).at(a))
+	}
+	return out
+}
+
+// pingsBoth is pings plus, from VM to, echo requests from each address
+// of oks (that must pass) and of kos (that must not) to VM from.
+func pingsBoth(from, to int, oks, kos []string) []fc {
+	out := pings(from, to, oks, kos)
+	for _, a := range oks {
+		out = append(out, pass(to, from, "icmp", 0).via(a))
+	}
+	for _, a := range kos {
+		out = append(out, block(to, from, "icmp", 0).via(a))
+	}
+	for i := len(out) - len(oks) - len(kos); i < len(out); i++ {
+		out[i].v6 = strings.Contains(out[i].src, ":")
+	}
+	return out
+}
+
+// reassembled reads the IPv4 and IPv6 "reassembly OK" counters of v's
+// namespace.
+func (v *vm) reassembled() (uint64, uint64, error) {
+	var v4, v6 uint64
+	out, err := v.exec("cat", "/proc/net/snmp", "/proc/net/snmp6")
+	if err != nil {
+		return 0, 0, err
+	}
+	lines := strings.Split(out, "\n")
+	for i, line := range lines {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "Ip6ReasmOKs" {
+			v6, _ = strconv.ParseUint(f[1], 10, 64)
+		}
+		if strings.HasPrefix(line, "Ip: ") && i+1 < len(lines) && strings.HasPrefix(lines[i+1], "Ip: ") {
+			names, vals := f, strings.Fields(lines[i+1])
+			for j := range names {
+				if names[j] == "ReasmOKs" && j < len(vals) {
+					v4, _ = strconv.ParseUint(vals[j], 10, 64)
+				}
+			}
+		}
+	}
+	return v4, v6, nil
+}
+
+// reasmCheck checks that a VM reassembled fragmented datagrams.
+type reasmCheck struct {
+	vm     int
+	v4, v6 uint64
+}
+
+func (c *reasmCheck) record(r *scenarioRun) error {
+	var err error
+	c.v4, c.v6, err = r.vms[c.vm-1].reassembled()
+	return err
+}
+
+// grew returns a post hook checking that both counters grew by n.
+func (c *reasmCheck) grew(n uint64) func(r *scenarioRun) error {
+	return func(r *scenarioRun) error {
+		v4, v6, err := r.vms[c.vm-1].reassembled()
+		if err != nil {
+			return err
+		}
+		if v4 < c.v4+n || v6 < c.v6+n {
+			return fmt.Errorf("VM%d reassembled %d IPv4 and %d IPv6 datagrams, want at least %d each", c.vm, v4-c.v4, v6-c.v6, n)
+		}
+		return nil
+	}
+}
+
+var _ = binary.BigEndian
+var _ atomic.Int64
