@@ -43,7 +43,7 @@ func nicListCommand(seg *segment) *cobra.Command {
 func nicAddCommand(seg *segment) *cobra.Command {
 	var (
 		id, mac, vni, typ, btype, dip, dmac string
-		trace, tracePath                    string
+		trace, tracePath, vhostClient       string
 		ips, sgs                            []string
 		antispoof, bypass                   bool
 	)
@@ -54,9 +54,17 @@ func nicAddCommand(seg *segment) *cobra.Command {
 the interface name of a TAP vNIC. Adding an id that exists replaces that vNIC.
 
 --id, --mac and --vni are required. The VNI is the 24-bit VXLAN network of
-the vNIC (0 to 16777215). --ip and --sg may be repeated.`,
+the vNIC (0 to 16777215). --ip and --sg may be repeated.
+
+A VHOST_USER_SERVER vNIC is in server mode (the daemon creates the socket
+and the VM's QEMU connects to it) or, with --vhost-client, in client mode:
+QEMU creates the socket (-chardev socket,id=c0,path=PATH,server=on,wait=off)
+and the daemon connects to it and reconnects after either side restarts.
+Without the option the daemon's default (butterflyd --vhost-client) applies.
+The mode of a vNIC is set when it is added; nic update cannot change it.`,
 		example: `  butterfly nic add --id vm-1 --mac 52:54:00:12:34:01 --vni 42 --ip 10.0.0.1 --sg web --enable-antispoof
-  butterfly nic add --id tap-1 --mac 52:54:00:12:34:02 --vni 42 --type TAP`,
+  butterfly nic add --id tap-1 --mac 52:54:00:12:34:02 --vni 42 --type TAP
+  butterfly nic add --id vm-2 --mac 52:54:00:12:34:03 --vni 42 --vhost-client`,
 		maxArgs: 0,
 		flags: func(c *cobra.Command) {
 			f := c.Flags()
@@ -73,10 +81,13 @@ the vNIC (0 to 16777215). --ip and --sg may be repeated.`,
 			f.StringVar(&dmac, "dmac", "", "destination MAC of a sending BENCH vNIC")
 			f.StringVar(&trace, "packet-trace", "", "true or false: record the vNIC's traffic in a pcap file (default: the daemon's setting)")
 			f.StringVar(&tracePath, "trace-path", "", "pcap file of the trace (needs --packet-trace true)")
+			f.StringVar(&vhostClient, "vhost-client", "", "true or false: vhost-user client mode, QEMU owns the socket (default: the daemon's setting)")
+			f.Lookup("vhost-client").NoOptDefVal = "true"
 			completeFlag(c, "sg", sgArg)
 			completeFlag(c, "type", anyArg, "VHOST_USER_SERVER", "TAP", "BENCH")
 			completeFlag(c, "btype", anyArg, "ICMP_SND_LIKE", "ICMP_RCV_LIKE")
 			completeFlag(c, "packet-trace", anyArg, "true", "false")
+			completeFlag(c, "vhost-client", anyArg, "true", "false")
 		},
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			if id == "" || mac == "" || vni == "" {
@@ -117,6 +128,13 @@ the vNIC (0 to 16777215). --ip and --sg may be repeated.`,
 			}
 			if err := setTrace(c, trace, tracePath, &nic.PacketTrace, &nic.PacketTracePath); err != nil {
 				return nil, err
+			}
+			if c.Flags().Changed("vhost-client") {
+				v, err := boolWord(c, "vhost-client", vhostClient)
+				if err != nil {
+					return nil, err
+				}
+				nic.VhostUserClient = proto.Bool(v)
 			}
 			return func(s *session) error {
 				r, err := s.exec1(&protocol.MessageV0_Request{NicAdd: nic})
@@ -239,8 +257,8 @@ func nicDetailsCommand(seg *segment) *cobra.Command {
 		use:   "details NIC",
 		short: "Print the settings of a vNIC",
 		long: `Print the settings of a vNIC, one "name: value" per line: id, mac, vni,
-one ip line per address, then antispoof, sniff target, bypass filtering and
-packet trace when the daemon reports them.`,
+one ip line per address, then antispoof, sniff target, bypass filtering,
+packet trace and vhost-user client when the daemon reports them.`,
 		minArgs:  1,
 		maxArgs:  1,
 		argNames: []string{"NIC id"},
@@ -280,6 +298,9 @@ func printNICDetails(s *session, n *protocol.MessageV0_Nic) {
 	}
 	if n.PacketTrace != nil {
 		fmt.Fprintf(w, "packet trace: %t\n", n.GetPacketTrace())
+	}
+	if n.VhostUserClient != nil {
+		fmt.Fprintf(w, "vhost-user client: %t\n", n.GetVhostUserClient())
 	}
 }
 

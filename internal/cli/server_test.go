@@ -35,6 +35,8 @@ type testServer struct {
 
 type serverOpts struct {
 	key []byte
+	// vhostClient is the daemon's default vhost-user mode.
+	vhostClient bool
 }
 
 func startServer(t *testing.T, o serverOpts) *testServer {
@@ -44,7 +46,8 @@ func startServer(t *testing.T, o serverOpts) *testServer {
 	dp.SetSocketDir("/run/butterfly")
 	dp.SetDOT("strict graph G {\n  rankdir=LR\n}")
 	store := model.New(dp, model.Options{
-		DefaultTracePath: func(id string) string { return "/tmp/butterfly-test-" + id + ".pcap" },
+		DefaultTracePath:   func(id string) string { return "/tmp/butterfly-test-" + id + ".pcap" },
+		DefaultVhostClient: o.vhostClient,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{
