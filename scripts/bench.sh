@@ -16,7 +16,8 @@
 #
 # Every "host" and "VM" is a network namespace this script creates (prefix bfb<pid>); all
 # addresses are private and stay inside them. Everything is removed on exit, even on failure.
-# Run as root on Debian 12: ./scripts/bench.sh [paths] [idle] [api] [go]   (default: all)
+# Run as root on Debian 12: ./scripts/bench.sh [paths] [idle] [api] [go] [firewall]   (default: all
+# but firewall; the firewall section, described above fw_bench, writes $BENCH_OUT/firewall.md)
 # Results: stdout and $BENCH_OUT/results.md.
 # BENCH_DAEMON_ARGS adds options to every butterflyd (e.g. "--poll-idle never").
 set -uo pipefail
@@ -256,6 +257,183 @@ gobench() {
 	say "     ($L: steal $(steal_since "$s0")% load $(load1))"
 }
 
+# ---- firewall section -----------------------------------------------------------------------------
+# One host, vmA -> vmB (iperf3 server in vmB), six paths in one run:
+#   fw-bypass   butterfly, both TAP vNICs --bypass-filtering (no firewall, no anti-spoofing)
+#   fw-open     butterfly, both vNICs in a group allowing everything (stateful firewall on each vNIC)
+#   fw-100      butterfly, both vNICs in a group of 100 rules: 97 that never match, then the ones
+#               iperf3 and ping need (TCP and UDP 5201, ICMP, from vmA's address)
+#   k-nofw      kernel: veths on a Linux bridge, no filtering
+#   k-nft-open  same, stateful nftables: ct established,related accept, invalid drop, new accept, drop
+#   k-nft-100   same with the 97 non-matching rules before the allow rules, then drop
+# The kernel's rules go in a bridge-family table when the kernel tracks connections on bridges
+# (CONFIG_NF_CONNTRACK_BRIDGE); otherwise in an inet forward chain that bridged IPv4 traverses
+# through br_netfilter (bridge-nf-call-iptables=1 in the switch namespace): the table says which.
+# Durations: BENCH_SECONDS (default 5 here), BENCH_UDP_SECONDS (3), BENCH_PINGS (20); BENCH_FW_ROUNDS.
+# Results: RESULT lines and $OUT/firewall.md.
+FW_NFT=""  # how the kernel's rules were applied (bridge or inet+br_netfilter)
+
+# fw_filler I: the I-th rule that iperf3's flows never match, as "PROTO PORT PREFIX".
+fw_filler() { echo "$([ $(($1 % 2)) = 0 ] && echo tcp || echo udp) $((20000 + $1)) 10.200.$1.0/24"; }
+
+# fw_bf_rules HOST: group sg-100 (fillers, then TCP/UDP 5201 and ICMP from 10.77.0.1).
+fw_bf_rules() {
+	local i pr po cidr
+	for i in $(seq 97); do
+		read -r pr po cidr <<<"$(fw_filler "$i")"
+		bf "$1" sg rule add sg-100 --ip-proto "$pr" --port "$po" --cidr "$cidr" >/dev/null || return 1
+	done
+	bf "$1" sg rule add sg-100 --ip-proto tcp --port 5201 --cidr 10.77.0.1/32 >/dev/null &&
+		bf "$1" sg rule add sg-100 --ip-proto udp --port 5201 --cidr 10.77.0.1/32 >/dev/null &&
+		bf "$1" sg rule add sg-100 --ip-proto icmp --cidr 10.77.0.1/32 >/dev/null
+}
+
+# fw_plug HOST VM ID MAC IP SG [nic add flags...]: as plug, in group SG, MTU 1500.
+fw_plug() {
+	local h=$1 vm=$P-$2 id=$3 mac=$4 ip=$5 sg=$6 tap
+	shift 6
+	tap=$(bf "$h" nic add --id "$id" --mac "$mac" --vni 42 --ip "$ip" --sg "$sg" --type TAP "$@" | tail -n1) || return 1
+	ip -n "$P-$h" link set "$tap" netns "$vm" &&
+		ip -n "$vm" link set "$tap" name eth0 &&
+		ip -n "$vm" link set eth0 address "$mac" &&
+		ip -n "$vm" addr add "$ip/24" dev eth0 &&
+		ip -n "$vm" link set eth0 up
+}
+
+# setup_fw_bf MODE: butterfly one host, vNICs bypassing filtering, all-open or with 100 rules.
+setup_fw_bf() {
+	local sg=sg-open flags=()
+	mkns vmA && mkns vmB && mkns h1 && lone_underlay h1 && start_bf h1 10.78.0.1 || return 1
+	case $1 in
+	bypass) flags=(--bypass-filtering) && open_sg h1 ;;
+	open) open_sg h1 ;;
+	100) sg=sg-100 && fw_bf_rules h1 ;;
+	esac || return 1
+	fw_plug h1 vmA nic-a 52:54:00:00:00:0a 10.77.0.1 "$sg" "${flags[@]}" &&
+		fw_plug h1 vmB nic-b 52:54:00:00:00:0b 10.77.0.2 "$sg" "${flags[@]}"
+}
+setup_fw_bypass() { setup_fw_bf bypass; }
+setup_fw_open() { setup_fw_bf open; }
+setup_fw_100() { setup_fw_bf 100; }
+
+# fw_nft_rules FAMILY MODE: the ruleset of the switch namespace.
+fw_nft_rules() {
+	local i pr po cidr
+	echo "table $1 bfw {"
+	echo "	chain forward {"
+	echo "		type filter hook forward priority 0; policy drop;"
+	[ "$1" = bridge ] && echo "		ether type arp accept"
+	echo "		ct state established,related accept"
+	echo "		ct state invalid drop"
+	if [ "$2" = open ]; then
+		echo "		ct state new accept"
+	else
+		for i in $(seq 97); do
+			read -r pr po cidr <<<"$(fw_filler "$i")"
+			echo "		ip saddr $cidr $pr dport $po accept"
+		done
+		echo "		ip saddr 10.77.0.1 tcp dport 5201 accept"
+		echo "		ip saddr 10.77.0.1 udp dport 5201 accept"
+		echo "		ip saddr 10.77.0.1 ip protocol icmp accept"
+	fi
+	echo "	}"
+	echo "}"
+}
+
+# fw_nft MODE: load the rules in the switch namespace of setup_k_bridge, bridge family first.
+fw_nft() {
+	if fw_nft_rules bridge "$1" | nsx sw nft -f - 2>/dev/null; then
+		FW_NFT="bridge family"
+	else
+		nsx sw sysctl -qw net.bridge.bridge-nf-call-iptables=1 &&
+			fw_nft_rules inet "$1" | nsx sw nft -f - || return 1
+		FW_NFT="inet forward chain through br_netfilter (this kernel has no bridge conntrack)"
+	fi
+}
+setup_k_nft_open() { setup_k_bridge && fw_nft open; }
+setup_k_nft_100() { setup_k_bridge && fw_nft 100; }
+
+# fw_run LABEL SETUP: as run_topo, after checking that a TCP connection to port 5202 of vmB
+# (no rule allows it in the 100-rule paths; nothing listens there) is refused by vmB or dropped
+# on the way (a 1 s timeout): R[LABEL.p5202] says which.
+fw_run() {
+	local r
+	cleanup
+	if "$2"; then
+		nsx vmA timeout 1 bash -c 'exec 3<>/dev/tcp/10.77.0.2/5202' 2>/dev/null
+		r=$?
+		R[$1.p5202]=$([ $r = 124 ] && echo dropped || { [ $r = 1 ] && echo refused || echo "exit $r"; })
+		measure "$1" vmA vmB 10.77.0.2
+	else
+		say "RESULT $1 | setup failed"
+		r=fail
+	fi
+	cleanup
+	[ "$r" != fail ]
+}
+
+# fw_keep LABEL: append this round's TCP and UDP figures of LABEL to its lists.
+fw_keep() {
+	R[$1.tcpl]+="${R[$1.tcp]:-0} "
+	R[$1.udpl]+="${R[$1.udpr]:-0} "
+}
+# fw_stat LIST: the median of the numbers of LIST, with "(min to max)" when there are several.
+fw_stat() {
+	tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {
+		if (NR == 0) { print "?"; exit }
+		m = NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
+		printf "%s", f(m); if (NR > 1) printf " (%s to %s)", f(a[1]), f(a[NR]) }
+		function f(v) { return v >= 100 ? sprintf("%.0f", v) : sprintf("%.2f", v) }'
+}
+fw_med() { fw_stat "$1" | cut -d' ' -f1; }
+fw_ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else printf "n/a" }'; }
+
+# fw_bench: the firewall section. BENCH_FW_ROUNDS (default 1) repeats the six paths in turn; the
+# table then gives medians (and ranges) and the ratios are of medians.
+fw_bench() {
+	local SECS=${BENCH_SECONDS:-5} UDP_SECS=${BENCH_UDP_SECONDS:-3} PINGS=${BENCH_PINGS:-20}
+	local rounds=${BENCH_FW_ROUNDS:-1} paths="fw-bypass fw-open fw-100 k-nofw" r L a b what
+	local -A setup=([fw-bypass]=setup_fw_bypass [fw-open]=setup_fw_open [fw-100]=setup_fw_100
+		[k-nofw]=setup_k_bridge [k-nft-open]=setup_k_nft_open [k-nft-100]=setup_k_nft_100)
+	if ! command -v nft >/dev/null; then
+		echo "bench: installing nftables"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables >/dev/null
+	fi
+	command -v nft >/dev/null && paths+=" k-nft-open k-nft-100"
+	say "== firewall: TCP ${SECS}s, UDP ${UDP_SECS}s, ${PINGS} pings per path, ${rounds} round(s)"
+	for r in $(seq "$rounds"); do
+		for L in $paths; do
+			fw_run "$L" "${setup[$L]}" && fw_keep "$L"
+		done
+	done
+	{
+		echo "Firewall run: $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) CPUs; TCP ${SECS} s, UDP ${UDP_SECS} s, ${rounds} round(s) (medians, range in brackets); kernel rules: ${FW_NFT:-not run}."
+		echo "Other columns are from the last round."
+		echo
+		echo "| path | TCP (Gbit/s) | UDP 64 B received (pps) | TCP retransmits | ping avg 0.2 ms apart (ms) | TCP to port 5202 | steal % | load |"
+		echo "|---|---|---|---|---|---|---|---|"
+		for L in fw-bypass fw-open fw-100 k-nofw k-nft-open k-nft-100; do
+			echo "| $L | $(fw_stat "${R[$L.tcpl]:-}") | $(fw_stat "${R[$L.udpl]:-}") | ${R[$L.retr]:-?} | ${R[$L.pbusy]:-?} | ${R[$L.p5202]:-?} | ${R[$L.steal]:-?} | ${R[$L.load]:-?} |"
+		done
+		echo
+		echo "| ratio | TCP | UDP 64 B received |"
+		echo "|---|---|---|"
+		for pair in "fw-open fw-bypass butterfly all-open / bypass (firewall + anti-spoofing overhead)" \
+			"fw-100 fw-bypass butterfly 100 rules / bypass" \
+			"k-nft-open k-nofw kernel nftables all-open / no filtering" \
+			"k-nft-100 k-nofw kernel nftables 100 rules / no filtering" \
+			"fw-open k-nft-open butterfly / kernel, both all-open stateful" \
+			"fw-100 k-nft-100 butterfly / kernel, both 100 rules" \
+			"fw-bypass k-nofw butterfly / kernel, no filtering"; do
+			read -r a b what <<<"$pair"
+			echo "| $what | $(fw_ratio "$(fw_med "${R[$a.tcpl]:-}")" "$(fw_med "${R[$b.tcpl]:-}")") | $(fw_ratio "$(fw_med "${R[$a.udpl]:-}")" "$(fw_med "${R[$b.udpl]:-}")") |"
+		done
+	} >"$OUT/firewall.md"
+	echo
+	echo "==== firewall ($OUT/firewall.md)"
+	cat "$OUT/firewall.md"
+}
+
 # ---- run ------------------------------------------------------------------------------------------
 run_topo() {  # run_topo LABEL SETUP
 	cleanup
@@ -280,13 +458,14 @@ for section in $SECTIONS; do
 		;;
 	idle) idle_cpu ;;
 	api) api_bench ;;
+	firewall) fw_bench ;;
 	go)
 		say "== dataplane Go benchmarks (ns per packet)"
 		gobench dataplane-bench ./internal/dataplane/...
 		say "== API server Go benchmarks"
 		gobench apiserver-bench ./internal/apiserver/
 		;;
-	*) echo "bench: unknown section $section (paths idle api go)" >&2; exit 2 ;;
+	*) echo "bench: unknown section $section (paths idle api go firewall)" >&2; exit 2 ;;
 	esac
 done
 

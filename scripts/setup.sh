@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(libzmq3-dev pkg-config gcc libc6-dev g++ make git ca-certificates
       python3-zmq python3-protobuf python3-cryptography protobuf-compiler
-      iproute2 iputils-ping iperf3 ethtool tcpdump procps busybox-static
+      iproute2 iputils-ping iperf3 ethtool tcpdump procps busybox-static nftables
       dpdk dpdk-dev librte-net-virtio23 librte-mempool-ring23
       qemu-system-x86 cpio kmod xz-utils zstd)   # QEMU guest tests (scripts/build-guest.sh)
 missing=()
