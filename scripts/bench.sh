@@ -20,6 +20,8 @@
 # but firewall; the firewall section, described above fw_bench, writes $BENCH_OUT/firewall.md)
 # Results: stdout and $BENCH_OUT/results.md.
 # BENCH_DAEMON_ARGS adds options to every butterflyd (e.g. "--poll-idle never").
+# Section vhost (not in the default; needs dpdk-testpmd): vhost-user VM to VM against DPDK's vhost
+# back end, see vhost_bench; writes $BENCH_OUT/vhost.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -434,6 +436,177 @@ fw_bench() {
 	cat "$OUT/firewall.md"
 }
 
+# ---- vhost section --------------------------------------------------------------------------------
+# VM to VM through vhost-user: Butterfly against DPDK's own vhost back end (the C reference), in one
+# run, each back end on one core of the two:
+#   endpoint  one dpdk-testpmd plays both VMs: two virtio_user ports (A on socket A, B on socket B),
+#             io forwarding between them (--port-topology=paired), forwarding lcore on CPU 0.
+#   bf        butterflyd --workers 1 pinned to CPU 1, two VHOST_USER_SERVER vNICs on VNI 42 in an
+#             all-open security group: anti-spoofing, stateful firewall and learning switch as in
+#             production.
+#   dpdk      dpdk-testpmd with two net_vhost ports and io forwarding between them, forwarding lcore
+#             on CPU 1: DPDK's vhost library, no switching, no filtering.
+# The endpoint primes the loop with "start tx_first N" (N bursts per port; A's frames go to B's MAC,
+# B's to A's, so the switch forwards them across), then sends whatever arrives on one port out of the
+# other: the same frames circle A -> back end -> B -> endpoint -> A -> back end ... . The rate is the
+# sum of both ports' Rx-pps (Rx-bps) from testpmd's "show port stats all" over BENCH_VHOST_SECONDS
+# after BENCH_VHOST_WARM seconds: what the back end delivers. Cases:
+#   64     64-byte frames, 8 bursts of 32 in flight per port: packets per second.
+#   1500   1500-byte frames, likewise: Gbit/s.
+#   lat    64-byte frames, --burst=1 and one frame in flight per port: each port then receives one
+#          frame per lap, so 1e6/Rx-pps of a port is the lap time in microseconds: one trip through
+#          the back end plus the endpoint's forwarding, with both sides busy-polling. It is a
+#          latency under polling, not a ping through an idle path; the endpoint's share is the same
+#          for both back ends.
+# Frames lost on the way (the loop shrinks: testpmd's io mode drops what its TX ring refuses, a
+# back end drops on a full guest ring) are reported from the endpoint's TX and RX totals.
+# Without hugepages (--no-huge -m 1024, memfd-backed guest memory); DPDK runtime dirs $P-*.
+VH_SECS=${BENCH_VHOST_SECONDS:-10}
+VH_WARM=${BENCH_VHOST_WARM:-3}
+VH_MA=52:54:00:00:00:1a
+VH_MB=52:54:00:00:00:1b
+declare -A VH_FD VH_PID
+vh_ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else printf "n/a" }'; }
+
+# vh_tp NAME LCORES ARGS...: interactive dpdk-testpmd reading commands from the fifo $WORK/NAME.in,
+# output in $OUT/vhost-NAME.log; waits for its prompt.
+vh_tp() {
+	local name=$1 lcores=$2 fifo=$WORK/$1.in fd i
+	shift 2
+	rm -f "$fifo" && mkfifo "$fifo" || return 1
+	stdbuf -o0 dpdk-testpmd --lcores "$lcores" --no-pci --no-huge -m 1024 --file-prefix="$P-$name" \
+		--log-level=lib.eal:error "$@" <"$fifo" >"$OUT/vhost-$name.log" 2>&1 &
+	VH_PID[$name]=$!
+	PIDS+=($!)
+	exec {fd}>"$fifo"
+	VH_FD[$name]=$fd
+	for i in $(seq 300); do
+		grep -aq 'testpmd> ' "$OUT/vhost-$name.log" && return 0
+		kill -0 "${VH_PID[$name]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "bench: testpmd $name did not start (see $OUT/vhost-$name.log)" >&2
+	return 1
+}
+vh_cmd() { kill -0 "${VH_PID[$1]:-0}" 2>/dev/null && echo "$2" >&"${VH_FD[$1]}"; }
+# vh_tp_end NAME: quit testpmd NAME (SIGKILL to its PID after 5 s) and remove its runtime files.
+vh_tp_end() {
+	local name=$1 pid=${VH_PID[$1]:-} fd=${VH_FD[$1]:-} i
+	[ -n "$pid" ] || return 0
+	vh_cmd "$name" quit 2>/dev/null
+	for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	exec {fd}>&-
+	unset "VH_PID[$name]" "VH_FD[$name]"
+	rm -rf "/var/run/dpdk/$P-$name"
+}
+# vh_stats LOG: "RXPPS RXBPS RXPKTS TXPKTS" summed over the two ports of the last port stats dump.
+vh_stats() {
+	awk '/RX-packets:/{rx[n%2]=$2} /TX-packets:/{tx[n%2]=$2} /Rx-pps:/{pps[n%2]=$2; bps[n%2]=$4; n++}
+		END{printf "%d %d %d %d", pps[0]+pps[1], bps[0]+bps[1], rx[0]+rx[1], tx[0]+tx[1]}' "$1"
+}
+# vh_wait_dumps LOG N: until LOG holds N port stats blocks (10 s).
+vh_wait_dumps() {
+	local i
+	for i in $(seq 100); do
+		[ "$(grep -ac 'Rx-pps' "$1")" -ge "$2" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# vh_backend bf|dpdk SOCK_A SOCK_B: start the back end with its two sockets.
+vh_backend() {
+	local i
+	case $1 in
+	bf)
+		mkns h1 && lone_underlay h1 && start_bf h1 10.78.0.1 --workers 1 && open_sg h1 || return 1
+		taskset -a -p -c 1 "${DPID[h1]}" >/dev/null || return 1
+		VH_SA=$(bf h1 nic add --id vh-a --mac "$VH_MA" --vni 42 --ip 198.18.0.1 --sg sg-open --type VHOST_USER_SERVER | tail -n1) &&
+			VH_SB=$(bf h1 nic add --id vh-b --mac "$VH_MB" --vni 42 --ip 198.18.0.2 --sg sg-open --type VHOST_USER_SERVER | tail -n1) || return 1
+		;;
+	dpdk)
+		VH_SA=$WORK/dpdk-a.sock VH_SB=$WORK/dpdk-b.sock
+		rm -f "$VH_SA" "$VH_SB"
+		vh_tp dpdk 0@0,1@1 --vdev "net_vhost0,iface=$VH_SA,queues=1" --vdev "net_vhost1,iface=$VH_SB,queues=1" \
+			-- -i --nb-cores=1 --forward-mode=io --port-topology=paired --total-num-mbufs=32768 || return 1
+		vh_cmd dpdk start
+		;;
+	esac
+	for i in $(seq 50); do [ -S "$VH_SA" ] && [ -S "$VH_SB" ] && return 0; sleep 0.1; done
+	echo "bench: vhost sockets $VH_SA $VH_SB missing" >&2
+	return 1
+}
+
+# vh_case LABEL BACKEND LEN BURST BURSTS: one measurement; sets R[LABEL.*].
+vh_case() {
+	local L=$1 be=$2 len=$3 burst=$4 nb=$5 s0 log st pps bps rx tx
+	cleanup
+	s0=$(steal_snap)
+	R[$L.pps]=0 R[$L.bps]=0 R[$L.lost]=?
+	if ! vh_backend "$be"; then
+		say "RESULT $L | back end $be did not start"
+		vh_tp_end dpdk
+		cleanup
+		return
+	fi
+	log=$OUT/vhost-ep.log
+	if vh_tp ep 0@1,1@0 --vdev "virtio_user0,path=$VH_SA,queues=1,queue_size=1024,mac=$VH_MA" \
+		--vdev "virtio_user1,path=$VH_SB,queues=1,queue_size=1024,mac=$VH_MB" \
+		-- -i --nb-cores=1 --forward-mode=io --port-topology=paired --eth-peer="0,$VH_MB" --eth-peer="1,$VH_MA" \
+		--txpkts="$len" --burst="$burst" --total-num-mbufs=32768; then
+		vh_cmd ep "start tx_first $nb"
+		sleep "$VH_WARM"
+		vh_cmd ep "show port stats all"
+		vh_wait_dumps "$log" 2
+		sleep "$VH_SECS"
+		vh_cmd ep "show port stats all"
+		vh_wait_dumps "$log" 4
+		read -r pps bps rx tx <<<"$(vh_stats "$log")"
+		cp "$log" "$OUT/vhost-ep-$L.log"
+		R[$L.pps]=$pps R[$L.bps]=$bps R[$L.lost]=$((2 * burst * nb - (tx - rx)))
+	fi
+	vh_tp_end ep
+	[ "$be" = dpdk ] && cp "$OUT/vhost-dpdk.log" "$OUT/vhost-dpdk-$L.log"
+	vh_tp_end dpdk
+	[ "$be" = bf ] && bf h1 nic counters vh-a >"$OUT/vhost-$L-counters.txt" 2>&1 && bf h1 nic counters vh-b >>"$OUT/vhost-$L-counters.txt" 2>&1
+	R[$L.steal]=$(steal_since "$s0") R[$L.load]=$(load1)
+	say "RESULT $L | Rx ${R[$L.pps]} pps, $(awk -v b="${R[$L.bps]}" 'BEGIN{printf "%.3f", b/1e9}') Gbit/s, lost ${R[$L.lost]} of $((2 * burst * nb)) in flight | steal ${R[$L.steal]}% load ${R[$L.load]}"
+	cleanup
+}
+
+vhost_bench() {
+	command -v dpdk-testpmd >/dev/null || { say "RESULT vhost | dpdk-testpmd missing (apt-get install dpdk)"; return; }
+	local r be
+	for r in $(seq "${BENCH_VHOST_ROUNDS:-1}"); do
+		for be in dpdk bf; do
+			vh_case "vh-$be-64-$r" "$be" 64 32 8
+			vh_case "vh-$be-1500-$r" "$be" 1500 32 8
+			vh_case "vh-$be-lat-$r" "$be" 64 1 1
+		done
+	done
+	{
+		echo "vhost-user, $(date -u +%FT%TZ), $(nproc) CPUs; back end on CPU 1, endpoint testpmd on CPU 0;"
+		echo "${VH_SECS} s per case after ${VH_WARM} s; no hugepages. Shared machine: compare within a row only."
+		echo
+		echo "| case | DPDK vhost (testpmd io) | Butterfly (--workers 1) | ratio Butterfly/DPDK | lost frames dpdk / bf | steal % dpdk / bf | load dpdk / bf |"
+		echo "|---|---|---|---|---|---|---|"
+		for r in $(seq "${BENCH_VHOST_ROUNDS:-1}"); do
+			local d=vh-dpdk-64-$r b=vh-bf-64-$r
+			echo "| 64 B, Mpps (round $r) | $(awk -v x="${R[$d.pps]}" 'BEGIN{printf "%.2f", x/1e6}') | $(awk -v x="${R[$b.pps]}" 'BEGIN{printf "%.2f", x/1e6}') | $(vh_ratio "${R[$b.pps]}" "${R[$d.pps]}") | ${R[$d.lost]} / ${R[$b.lost]} | ${R[$d.steal]} / ${R[$b.steal]} | ${R[$d.load]} / ${R[$b.load]} |"
+			d=vh-dpdk-1500-$r b=vh-bf-1500-$r
+			echo "| 1500 B, Gbit/s (round $r) | $(awk -v x="${R[$d.bps]}" 'BEGIN{printf "%.2f", x/1e9}') | $(awk -v x="${R[$b.bps]}" 'BEGIN{printf "%.2f", x/1e9}') | $(vh_ratio "${R[$b.bps]}" "${R[$d.bps]}") | ${R[$d.lost]} / ${R[$b.lost]} | ${R[$d.steal]} / ${R[$b.steal]} | ${R[$d.load]} / ${R[$b.load]} |"
+			d=vh-dpdk-lat-$r b=vh-bf-lat-$r
+			local ld lb
+			ld=$(awk -v x="${R[$d.pps]}" 'BEGIN{if (x > 0) printf "%.2f", 2e6/x; else print "n/a"}')
+			lb=$(awk -v x="${R[$b.pps]}" 'BEGIN{if (x > 0) printf "%.2f", 2e6/x; else print "n/a"}')
+			echo "| lap time, 1 frame in flight per port, µs (round $r) | $ld | $lb | $(vh_ratio "$lb" "$ld") | ${R[$d.lost]} / ${R[$b.lost]} | ${R[$d.steal]} / ${R[$b.steal]} | ${R[$d.load]} / ${R[$b.load]} |"
+		done
+	} >"$OUT/vhost.md"
+	cat "$OUT/vhost.md"
+}
+
 # ---- run ------------------------------------------------------------------------------------------
 run_topo() {  # run_topo LABEL SETUP
 	cleanup
@@ -465,7 +638,8 @@ for section in $SECTIONS; do
 		say "== API server Go benchmarks"
 		gobench apiserver-bench ./internal/apiserver/
 		;;
-	*) echo "bench: unknown section $section (paths idle api go firewall)" >&2; exit 2 ;;
+	vhost) vhost_bench ;;
+	*) echo "bench: unknown section $section (paths idle api go vhost firewall)" >&2; exit 2 ;;
 	esac
 done
 
