@@ -69,6 +69,7 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	store := model.New(dp, model.Options{
 		DefaultPacketTrace: d.cfg.PacketTrace,
 		DefaultTracePath:   func(id string) string { return defaultTracePath(d.pid, id) },
+		DefaultVhostClient: d.cfg.VhostClient,
 	})
 
 	ctx, quit := context.WithCancel(ctx)

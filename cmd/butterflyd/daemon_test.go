@@ -458,3 +458,50 @@ func TestJournalRestart(t *testing.T) {
 		t.Errorf("state after the restart and sg_add: %+v", st)
 	}
 }
+
+// TestVhostClientDefault: --vhost-client makes vhost-user vNICs added
+// without a mode clients; the resolved mode is persisted, so a daemon
+// restarted with the other default restores each vNIC in its own mode.
+func TestVhostClientDefault(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.VhostClient = true
+	dp := newFakeEngine()
+	r := startServe(t, cfg, dp)
+	a := dialAPI(t, r.endpoint)
+	vhost := func(id string, client *bool) *protocol.MessageV0_Request {
+		return &protocol.MessageV0_Request{NicAdd: &protocol.MessageV0_Nic{Id: proto.String(id),
+			Mac: proto.String("52:54:00:00:00:09"), Vni: proto.Uint32(7), VhostUserClient: client}}
+	}
+	a.must(vhost("by-default", nil))
+	a.must(vhost("server", proto.Bool(false)))
+	want := map[string]bool{"by-default": true, "server": false}
+	for id, client := range want {
+		if n, _ := dp.NIC(id); n.VhostClient != client {
+			t.Errorf("engine vNIC %s: VhostClient %t, want %t", id, n.VhostClient, client)
+		}
+	}
+	st := loadState(t, cfg.StateFile)
+	for _, n := range st.NICs {
+		if n.VhostClient != want[n.ID] {
+			t.Errorf("state file: %s VhostClient %t, want %t", n.ID, n.VhostClient, want[n.ID])
+		}
+	}
+	a.must(&protocol.MessageV0_Request{AppQuit: proto.Bool(true)})
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.VhostClient = false
+	dp2 := newFakeEngine()
+	r2 := startServe(t, cfg, dp2)
+	for id, client := range want {
+		if n, ok := dp2.NIC(id); !ok || n.VhostClient != client {
+			t.Errorf("restored on a server-default daemon: %s = %+v, want VhostClient %t", id, n, client)
+		}
+	}
+	a2 := dialAPI(t, r2.endpoint)
+	a2.must(vhost("new", nil))
+	if n, _ := dp2.NIC("new"); n.VhostClient {
+		t.Error("a server-default daemon added a client vNIC")
+	}
+}

@@ -80,6 +80,10 @@ type Config struct {
 	// ConntrackMax is the number of connections the firewall tracks per
 	// vNIC (--conntrack-max); 0 = the dataplane's default.
 	ConntrackMax int
+	// VhostClient is the vhost-user mode of vNICs added without one
+	// (--vhost-client): true = client, the daemon connects to a socket
+	// the VM's QEMU listens on; false = server, as the original.
+	VhostClient bool
 	// ShowVersion is set by -V: print the version and exit.
 	ShowVersion bool
 	// Help is set by -h/--help: print Usage() and exit.
@@ -95,7 +99,9 @@ type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
 	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
 	peers, workers, pollIdle, conntrackMax              string
+	vhostClientINI                                      string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
+	vhostClient                                         bool
 }
 
 func newFlagSet(r *raw) *pflag.FlagSet {
@@ -120,6 +126,7 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.StringVar(&r.workers, "workers", strconv.Itoa(DefaultWorkers), "number of packet `workers`")
 	fs.StringVar(&r.pollIdle, "poll-idle", "", "busy-poll this `duration` after the last packet before sleeping (e.g. 100us, 2ms; \"never\" = never sleep; default 100us)")
 	fs.StringVar(&r.conntrackMax, "conntrack-max", "", "connections tracked by the firewall per vNIC (`number`; default 65536)")
+	fs.BoolVar(&r.vhostClient, "vhost-client", false, "vhost-user vNICs added without a mode are clients: the daemon connects to the socket the VM's QEMU listens on, and reconnects (default: server, the daemon listens)")
 	fs.StringVar(&r.dpdkArgs, "dpdk-args", "", "accepted for compatibility; no effect (no DPDK)")
 	fs.BoolVar(&r.dpdkHelp, "dpdk-help", false, "accepted for compatibility; no effect (no DPDK)")
 	fs.StringVar(&r.dpdkPort, "dpdk-port", "", "accepted for compatibility; no effect (no DPDK)")
@@ -137,7 +144,8 @@ Configuration file (-c): read after the command line; every key it sets
 overrides the matching option.
   [general]  log-level, ip, endpoint, socket-dir, graph-core-id (or
              graph-cpu-core), nic-mtu, state-file, metrics, vxlan-peers,
-             workers, poll-idle, conntrack-max; dpdk-args and dpdk-port are accepted without effect
+             workers, poll-idle, conntrack-max, vhost-client (true or false);
+             dpdk-args and dpdk-port are accepted without effect
   [security] encryption_key_path
 `)
 	return b.String()
@@ -161,6 +169,7 @@ func iniKeys(r *raw) map[string]*string {
 		"general.workers":              &r.workers,
 		"general.poll-idle":            &r.pollIdle,
 		"general.conntrack-max":        &r.conntrackMax,
+		"general.vhost-client":         &r.vhostClientINI,
 		"security.encryption_key_path": &r.key,
 	}
 }
@@ -311,6 +320,15 @@ func (cfg *Config) fill(r *raw) error {
 			bad("--conntrack-max: %q is not a number between 1 and %d", r.conntrackMax, MaxConntrack)
 		} else {
 			cfg.ConntrackMax = n
+		}
+	}
+
+	cfg.VhostClient = r.vhostClient
+	if v := strings.TrimSpace(r.vhostClientINI); v != "" {
+		if b, err := strconv.ParseBool(v); err != nil {
+			bad("vhost-client: %q is not true or false", r.vhostClientINI)
+		} else {
+			cfg.VhostClient = b
 		}
 	}
 
