@@ -57,16 +57,29 @@ func openVhost(path string, offload bool, log *slog.Logger) (vhostPort, error) {
 	return vhostuser.Listen(path, vhostuser.Options{Logger: log, NoOffloads: !offload, IdlePolls: 1})
 }
 
+// dialVhost starts a vhost-user client port on path, the socket the VM's
+// QEMU listens on; it connects in the background and keeps reconnecting,
+// so it succeeds whether or not the VM runs yet.
+func dialVhost(path string, offload bool, log *slog.Logger) (vhostPort, error) {
+	return vhostuser.Dial(path, vhostuser.Options{Logger: log, NoOffloads: !offload, IdlePolls: 1})
+}
+
 // openPort opens a vNIC's port: a TAP device named after the vNIC, or
-// the vhost-user socket <SocketDir>/qemu-vhost-<id>. It returns the
-// vNIC's path and, for vhost-user, the guest's TSO capability.
+// the vhost-user socket <SocketDir>/qemu-vhost-<id>, which the port
+// creates (server mode) or connects to (client mode, NIC.VhostClient). It
+// returns the vNIC's path and, for vhost-user, the guest's TSO
+// capability.
 func (e *Engine) openPort(n model.NIC) (port.Port, string, func() bool, error) {
 	if n.Type == model.NICVhostUser {
 		if n.ID == "" || strings.ContainsAny(n.ID, "/\x00") || n.ID == "." || n.ID == ".." {
 			return nil, "", nil, fmt.Errorf("dataplane: vNIC id %q cannot name a socket", n.ID)
 		}
 		path := filepath.Join(e.cfg.SocketDir, "qemu-vhost-"+n.ID)
-		p, err := e.hooks.openVhost(path, !e.cfg.NoOffload, e.log)
+		open := e.hooks.openVhost
+		if n.VhostClient {
+			open = dialVhost
+		}
+		p, err := open(path, !e.cfg.NoOffload, e.log)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("dataplane: vNIC %s: open vhost-user socket: %w", n.ID, err)
 		}
