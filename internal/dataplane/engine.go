@@ -298,7 +298,9 @@ func (e *Engine) closeAll() error {
 	return errors.Join(errs...)
 }
 
-// AddNIC creates the vNIC's port and attaches it to its VNI.
+// AddNIC creates the vNIC's port and attaches it to its VNI. n.Import,
+// when set, is loaded into the vNIC's connection tracking first (see
+// newConntrack); invalid data fails the call and nothing is created.
 func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -337,8 +339,14 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	ct, err := e.newConntrack(n.ID, pol, n.Import)
+	if err != nil {
+		return "", err
+	}
+	n.Import = nil
 	p, path, tsoOK, err := e.openPort(n)
 	if err != nil {
+		ct.Release()
 		return "", err
 	}
 	ent := &nicEntry{nic: n, p: &nicPort{
@@ -352,19 +360,20 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 		rx:     newElement("port-rx", n.ID, e.cfg.Workers),
 		anti:   newElement("antispoof", "antispoof-"+n.ID, e.cfg.Workers),
 		fw:     newElement("firewall", "firewall-"+n.ID, e.cfg.Workers),
-		ct:     firewall.NewConntrack(e.cfg.ConntrackMax),
+		ct:     ct,
 		trace:  newElement("trace", "trace-"+n.ID, e.cfg.Workers),
 		tx:     newElement("port-tx", n.ID, e.cfg.Workers),
 	}, pol: pol}
-	ent.p.ct.SetLimit(e.ctLimit)
 	if n.PacketTrace {
 		if err := e.openNICTrace(ent, n); err != nil {
 			p.Close()
+			ct.Release()
 			return "", err
 		}
 	}
 	if _, err := e.attachVNI(n.VNI); err != nil {
 		p.Close()
+		ct.Release()
 		if ent.tracer != nil {
 			ent.tracer.Close()
 		}

@@ -156,8 +156,10 @@ func (w *worker) filterToVM(nic *nicConf, frame []byte) bool {
 
 // checkFirewalls does a bounded step of connection-tracking maintenance
 // on the vNICs this worker owns: expired entries and flows their current
-// policy no longer allows are removed.
+// policy no longer allows are removed. It first serves the control
+// plane's request on those tables, if any (an export).
 func (w *worker) checkFirewalls(s *snapshot) {
+	w.serveCTRequest()
 	if w.mono-w.fwChecked < fwCheckEvery {
 		return
 	}

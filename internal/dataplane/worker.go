@@ -44,6 +44,9 @@ type worker struct {
 
 	snap *snapshot
 	ack  atomic.Uint64
+	// ctReq is the control plane's pending request on a connection
+	// tracking table this worker owns (see Engine.onOwner).
+	ctReq atomic.Pointer[ctRequest]
 	// sleeping is set while the worker waits in epoll; producers of
 	// handoffs wake it then. pushed has bit i set when this worker
 	// handed frames to worker i during the current iteration.

@@ -179,6 +179,12 @@ func uniqueIDs(ids []string) []string {
 // replaced, as in the original: the old one is removed from the dataplane
 // and the new one created. If creating the new one fails, the old one is
 // recreated and kept (the error says whether that worked).
+//
+// n.Import, when set, becomes the new vNIC's connection-tracking state; a
+// replaced vNIC's own state is discarded, as on every replacement. The
+// caller should validate Import first (the API does, with
+// firewall.ParseExport): a replacement the dataplane refuses recreates the
+// old vNIC with an empty table.
 func (s *Store) AddNIC(n NIC) (string, error) {
 	n, err := s.checkNIC(n)
 	if err != nil {
@@ -213,6 +219,7 @@ func (s *Store) addNIC(n NIC) (string, error) {
 		return "", e
 	}
 	n.Path = path
+	n.Import = nil // given to the dataplane once, never kept
 	s.nics.set(n.ID, &n)
 	s.gen++
 	return path, nil
@@ -310,6 +317,13 @@ func (s *Store) NICStats(id string) (NICStats, error) {
 // NICCounters returns a vNIC's packet counters.
 func (s *Store) NICCounters(id string) (NICCounters, error) {
 	return queryNIC(s, id, "NIC counters failed", s.dp.Counters)
+}
+
+// NICExport returns a vNIC's connection-tracking state in the firewall's
+// export format (nic_export), to be given as NIC.Import to another host's
+// AddNIC.
+func (s *Store) NICExport(id string) ([]byte, error) {
+	return queryNIC(s, id, "NIC export failed", s.dp.ExportNIC)
 }
 
 // queryNIC asks the dataplane get(id) about a known vNIC, under the lock.

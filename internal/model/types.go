@@ -57,6 +57,11 @@ type NIC struct {
 	// daemon's default), always false for other types, and never changed
 	// by an update.
 	VhostClient bool `json:"vhost_client,omitempty"`
+	// Import is connection-tracking state exported by another host's
+	// Dataplane.ExportNIC (nic_add's fw_import, for live migration). Only
+	// AddNIC uses it: the dataplane loads it into the new vNIC's firewall
+	// or fails. The Store never keeps, persists or reports it.
+	Import []byte `json:"-"`
 	// Path is the socket path or interface name the dataplane returned.
 	Path string `json:"path,omitempty"`
 }
@@ -91,6 +96,9 @@ type Dataplane interface {
 	Stats(id string) (NICStats, error)
 	// Counters returns the vNIC's packet counters.
 	Counters(id string) (NICCounters, error)
+	// ExportNIC returns the vNIC's connection-tracking state in the
+	// firewall's export format (NIC.Import of another host's AddNIC).
+	ExportNIC(id string) ([]byte, error)
 	// DOT returns the dataplane graph in the DOT language.
 	DOT() string
 	// SetSecurityGroups replaces every security group (rules and

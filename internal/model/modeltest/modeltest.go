@@ -20,6 +20,7 @@ const (
 	OpDeleteNIC = "DeleteNIC"
 	OpStats     = "Stats"
 	OpCounters  = "Counters"
+	OpExportNIC = "ExportNIC"
 	// OpSetSecurityGroups is SetSecurityGroups (Call.ID is "").
 	OpSetSecurityGroups = "SetSecurityGroups"
 )
@@ -43,6 +44,7 @@ type Dataplane struct {
 	nics     map[string]model.NIC
 	stats    map[string]model.NICStats
 	counters map[string]model.NICCounters
+	exports  map[string][]byte
 	fail     map[[2]string]*failure
 	dot      string
 	sgs      []model.SG
@@ -57,6 +59,7 @@ func NewDataplane() *Dataplane {
 		nics:     make(map[string]model.NIC),
 		stats:    make(map[string]model.NICStats),
 		counters: make(map[string]model.NICCounters),
+		exports:  make(map[string][]byte),
 		fail:     make(map[[2]string]*failure),
 		dot:      "strict graph G {\n}\n",
 	}
@@ -246,6 +249,33 @@ func (d *Dataplane) Counters(id string) (model.NICCounters, error) {
 	c := d.counters[id]
 	c.Drops = maps.Clone(c.Drops)
 	return c, nil
+}
+
+// SetExport sets the data ExportNIC returns for id (by default: the
+// Import the vNIC was added with, or nil).
+func (d *Dataplane) SetExport(id string, data []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.exports[id] = slices.Clone(data)
+}
+
+// ExportNIC returns the data set with SetExport, else the vNIC's Import.
+// An unknown id is an error.
+func (d *Dataplane) ExportNIC(id string) ([]byte, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, Call{Op: OpExportNIC, ID: id})
+	if err := d.failure(OpExportNIC, id); err != nil {
+		return nil, err
+	}
+	n, ok := d.nics[id]
+	if !ok {
+		return nil, fmt.Errorf("modeltest: nic %q does not exist", id)
+	}
+	if b, ok := d.exports[id]; ok {
+		return slices.Clone(b), nil
+	}
+	return slices.Clone(n.Import), nil
 }
 
 // DOT returns the text set with SetDOT.
