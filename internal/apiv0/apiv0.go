@@ -130,14 +130,18 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 			res.NicDetails = append(res.NicDetails, nicToProto(n, s.DefaultVhostClient()))
 		}
 	case r.NicExport != nil:
-		id := r.GetNicExport()
-		if id == "" || !slices.Contains(s.NICList(), id) {
-			return replyError("NIC does not exist with id " + id)
+		// The vNIC's tracked connections in the firewall's export
+		// format (the original left the data empty); nic_add's
+		// fw_import takes them on another host.
+		data, err := s.NICExport(r.GetNicExport())
+		if err != nil {
+			return err
 		}
-		// Export of the firewall state is not implemented, as in the
-		// original: the data is empty.
+		if data == nil {
+			data = []byte{} // always present, as in the original
+		}
 		res.NicExport = &protocol.MessageV0_NicExportRes{
-			FwData: &protocol.MessageV0_FwData{Data: []byte{}},
+			FwData: &protocol.MessageV0_FwData{Data: data},
 		}
 	case r.NicStats != nil:
 		st, err := s.NICStats(r.GetNicStats())

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/model"
 	"google.golang.org/protobuf/proto"
 )
@@ -46,6 +47,15 @@ func nicFromProto(m *protocol.MessageV0_Nic, defaultTrace, defaultClient bool) (
 			return model.NIC{}, model.Errorf(model.CodeInvalid, model.TextBadNIC, "ip %v", err)
 		}
 		n.IPs = append(n.IPs, a)
+	}
+	// fw_import (extension): checked here, before the store replaces an
+	// existing vNIC, so that bad data changes nothing. Empty data (the
+	// original's nic_export) imports nothing.
+	if data := m.GetFwImport().GetData(); len(data) > 0 {
+		if _, err := firewall.ParseExport(data); err != nil {
+			return model.NIC{}, model.Errorf(model.CodeInvalid, model.TextBadNIC, "fw_import: %v", err)
+		}
+		n.Import = data
 	}
 	return n, nil
 }
