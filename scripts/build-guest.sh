@@ -18,7 +18,8 @@
 #   bfip=A/N   address of eth0 (the virtio-net NIC)     bfmtu=N  MTU of eth0
 #   bfmac=M    expected MAC of eth0 (a mismatch is reported on the console)
 # prints "BF-READY ..." on the console (ttyS0) once eth0 is configured, then
-# serves commands on ttyS1 (the "agent"): each line "ID TIMEOUT COMMAND"
+# "BF-AGENT-UP" once it serves commands on ttyS1 (the "agent"): each line
+# "ID TIMEOUT COMMAND"
 # runs COMMAND with sh -c (killed after TIMEOUT seconds) and answers
 #   @@BEGIN ID\n <output> \n@@END ID <exit status>\n
 set -euo pipefail
@@ -32,11 +33,12 @@ mkdir -p "$OUT"
 exec 9>"$OUT/.lock"
 flock 9
 
-have() { apt-cache show --no-all-versions "$1" >/dev/null 2>&1; }
-have linux-image-amd64 || apt-get update -qq
-KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-[ -n "$KPKG" ] || { echo "build-guest: cannot resolve linux-image-amd64" >&2; exit 1; }
-KVERSION=$(apt-cache show --no-all-versions "$KPKG" | awk '/^Version:/{print $2; exit}')
+# One apt-cache call (they are slow on a busy machine): the metapackage
+# pins the kernel package and its version, "Depends: linux-image-X (= V)".
+meta() { apt-cache show --no-all-versions linux-image-amd64 2>/dev/null; }
+META=$(meta) || { apt-get update -qq && META=$(meta); }
+read -r KPKG KVERSION < <(awk '/^Depends:/{for(i=2;i<=NF;i++) if($i ~ /^linux-image-[0-9]/){v=$(i+2); gsub(/[()]/,"",v); print $i, v; exit}}' <<<"$META")
+[ -n "${KPKG:-}" ] && [ -n "${KVERSION:-}" ] || { echo "build-guest: cannot resolve linux-image-amd64" >&2; exit 1; }
 STAMP="script=$(sha256sum "$SELF" | cut -d' ' -f1) kernel=$KPKG=$KVERSION"
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$STAMP" ] &&
 	[ -s "$OUT/vmlinuz" ] && [ -s "$OUT/vmlinux" ] && [ -s "$OUT/initramfs.gz" ]; then
@@ -125,8 +127,11 @@ else
 	echo "BF-NO-ETH0"
 fi
 # The agent: one command at a time from ttyS1, output framed by markers.
-stty -F /dev/ttyS1 115200 raw -echo
+# The UART drops what arrives before the port is open: announce the agent
+# only once it is open and in raw mode.
 exec 3<>/dev/ttyS1
+stty 115200 raw -echo <&3
+echo "BF-AGENT-UP"
 while IFS= read -r line <&3; do
 	id=${line%% *}; rest=${line#* }; to=${rest%% *}; cmd=${rest#* }
 	printf '\n@@BEGIN %s\n' "$id" >&3

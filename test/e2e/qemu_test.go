@@ -298,9 +298,11 @@ func (v *qemuVM) WaitReady(timeout time.Duration) error {
 			if m[2] != v.opts.mac || m[3] != strconv.Itoa(v.opts.mtu) {
 				return fmt.Errorf("%s: guest eth0 has MAC %s MTU %s, want %s %d", v.opts.name, m[2], m[3], v.opts.mac, v.opts.mtu)
 			}
-			break
+			if strings.Contains(c, "BF-AGENT-UP") {
+				break
+			}
 		}
-		for _, bad := range []string{"BF-NO-ETH0", "BF-INSMOD-FAILED", "Kernel panic"} {
+		for _, bad := range []string{"BF-NO-ETH0", "BF-INSMOD-FAILED", "BF-AGENT-EXITED", "Kernel panic"} {
 			if strings.Contains(c, bad) {
 				return fmt.Errorf("%s: guest failed to boot (%s)", v.opts.name, bad)
 			}
@@ -313,7 +315,13 @@ func (v *qemuVM) WaitReady(timeout time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if _, err := v.Exec(time.Until(deadline)+time.Second, "true"); err != nil {
+	// "true" is harmless to repeat: short tries, so that a command lost
+	// on the serial line costs seconds, not the whole deadline.
+	err := poll(time.Until(deadline), func() error {
+		_, err := v.Exec(3*time.Second, "true")
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("%s: agent: %w", v.opts.name, err)
 	}
 	return nil
@@ -331,7 +339,13 @@ func waitVMs(t testing.TB, vms ...*qemuVM) {
 	if err := parallel(fs...); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d guest(s) ready in %v", len(vms), time.Since(start).Round(100*time.Millisecond))
+	var boots []string
+	for _, v := range vms {
+		if m := readyRE.FindStringSubmatch(v.ConsoleLog()); m != nil {
+			boots = append(boots, v.opts.name+" at "+m[1]+" s")
+		}
+	}
+	t.Logf("%d guest(s) ready in %v (eth0 up, guest uptime: %s)", len(vms), time.Since(start).Round(100*time.Millisecond), strings.Join(boots, ", "))
 }
 
 // closeAgent drops the agent connection (agentMu held, or no concurrent
@@ -370,7 +384,7 @@ func (v *qemuVM) Exec(timeout time.Duration, command string) (string, error) {
 	secs := int(math.Ceil(timeout.Seconds()))
 	// The guest kills the command after secs; allow for TCG and the
 	// serial line on top of that.
-	v.agent.SetDeadline(time.Now().Add(timeout + 10*time.Second))
+	v.agent.SetDeadline(time.Now().Add(timeout + 5*time.Second))
 	if _, err := fmt.Fprintf(v.agent, "%s %d %s\n", id, secs, command); err != nil {
 		v.closeAgent()
 		return "", fmt.Errorf("%s: agent write: %w", v.opts.name, err)
