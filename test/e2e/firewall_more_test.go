@@ -1225,3 +1225,86 @@ func TestFirewallFlows(t *testing.T) {
 			attempt(vm1, pass(1, 0, "udp", 8000), "42.0.0.5", koWait))
 	})
 }
+
+// TestFirewallDHCP is the original's scenario 45: a DHCP server VM on one
+// host and a client VM on another (busybox udhcpd and udhcpc). The client
+// gets its lease only once the group opens UDP 67 and 68, and ping passes
+// only once ICMP is allowed too.
+func TestFirewallDHCP(t *testing.T) {
+	l := newLab(t)
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal("busybox is needed for udhcpd/udhcpc (scripts/setup.sh installs busybox-static)")
+	}
+	h1, h2 := l.hostPair(ipv4)
+	for _, h := range []*host{h1, h2} {
+		h.start(daemonOpts{})
+		h.mustCLI("sg", "add", "sg-1")
+	}
+	srv := h1.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: []string{"42.0.0.1/24"}, sgs: []string{"sg-1"}})
+	// The client's vNIC declares the address of its static lease; the
+	// guest starts without any address.
+	cli := &vm{host: h2, ns: l.netns("vm-nic-2"), spec: nicSpec{id: "nic-2", mac: macFor(2), vni: 42, sgs: []string{"sg-1"}}}
+	cli.tap = lastLine(h2.mustCLI(append(cli.spec.nicAddArgs(), "--ip", "42.0.0.2")...))
+	cli.plug()
+
+	conf := fmt.Sprintf("start 42.0.0.2\nend 42.0.0.20\ninterface eth0\nlease_file %[1]s/udhcpd.leases\npidfile %[1]s/udhcpd.pid\n"+
+		"static_lease %[2]s 42.0.0.2\noption subnet 255.255.255.0\noption lease 600\n", l.dir, cli.spec.mac)
+	script := "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr replace \"$ip/${mask:-24}\" dev \"$interface\" ;; esac\nexit 0\n"
+	for name, body := range map[string]string{"udhcpd.conf": conf, "udhcpd.leases": "", "udhcpc.sh": script} {
+		if err := os.WriteFile(l.dir+"/"+name, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server := exec.Command("ip", "netns", "exec", srv.ns, busybox, "udhcpd", "-f", l.dir+"/udhcpd.conf")
+	var serverLog bytes.Buffer
+	server.Stdout, server.Stderr = &serverLog, &serverLog
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		server.Process.Kill()
+		server.Wait()
+		if t.Failed() {
+			t.Logf("udhcpd output:\n%s", serverLog.String())
+		}
+	})
+	// dhcp runs udhcpc (tries discovers 1 s apart) and reports whether it
+	// got a lease.
+	dhcp := func(tries int) error {
+		out, err := cli.exec(busybox, "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", strconv.Itoa(tries), "-T", "1", "-s", l.dir+"/udhcpc.sh")
+		if err != nil {
+			return fmt.Errorf("udhcpc: %w", err)
+		}
+		if !strings.Contains(out, "42.0.0.2") {
+			return fmt.Errorf("udhcpc got another lease: %s", out)
+		}
+		return nil
+	}
+
+	// KO: no rule lets the DISCOVER in.
+	before := dropsOf(t, h1, "nic-1")
+	if err := dhcp(2); err == nil {
+		t.Fatal("the client got a lease although no rule allows DHCP")
+	}
+	dropMoves(t, h1, "nic-1", "firewall_no_rule", before)
+
+	// OK once UDP 67 (to the server) and 68 (to the client) are open.
+	for _, h := range []*host{h1, h2} {
+		h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "67", "--cidr", "0.0.0.0/0")
+		h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "68", "--cidr", "0.0.0.0/0")
+	}
+	eventually(t, settleTimeout, "DHCP lease", func() error { return dhcp(3) })
+	if out := must(t, "ip", "-n", cli.ns, "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "42.0.0.2/24") {
+		t.Fatalf("the lease was not applied:\n%s", out)
+	}
+
+	// Ping KO until ICMP is allowed.
+	checkFlow(t, srv, block(0, 0, "icmp", 0), "42.0.0.2")
+	checkFlow(t, cli, block(0, 0, "icmp", 0), "42.0.0.1")
+	for _, h := range []*host{h1, h2} {
+		h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "icmp", "--cidr", "0.0.0.0/0")
+	}
+	checkFlow(t, srv, pass(0, 0, "icmp", 0), "42.0.0.2")
+	checkFlow(t, cli, pass(0, 0, "icmp", 0), "42.0.0.1")
+}
