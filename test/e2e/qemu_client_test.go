@@ -39,6 +39,8 @@ func (v *qemuVM) uptime() (float64, error) {
 // SIGKILL (the guests lose each other) and started again on its state
 // file: the restored vNICs reconnect to the same QEMU processes and the
 // guests ping again, without a reboot, a restart or any action in them.
+// Then a guest is killed and started again: the vNIC, still dialing,
+// finds the new QEMU's socket and the guests ping again.
 func TestQEMUVhostClientDaemonRestart(t *testing.T) {
 	l := newLab(t)
 	needQEMU(t)
@@ -92,5 +94,15 @@ func TestQEMUVhostClientDaemonRestart(t *testing.T) {
 	}
 	if up2 <= up1 {
 		t.Errorf("vm-1 rebooted: uptime %.1f s before the daemon restart, %.1f s after", up1, up2)
+	}
+
+	// The other side: a VM restarted (a new QEMU creating the socket
+	// again) is found by the same vNIC, which keeps dialing.
+	vm2.Kill()
+	vm1.Blocked(t, ip2)
+	vm2.Start()
+	waitVMs(t, vm2)
+	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+		t.Fatal(err)
 	}
 }
