@@ -87,8 +87,10 @@
 // A TAP vNIC is a TAP device named after its id. A vhost-user vNIC
 // (VHOST_USER_SERVER) is a vhost-user server socket
 // <SocketDir>/qemu-vhost-<id> (package vhostuser) that a QEMU guest or a
-// DPDK virtio-user front end connects to; the rest of the graph treats
-// both alike. Its guest may not take TSO frames (it did not negotiate
+// DPDK virtio-user front end connects to or, in client mode
+// (model.NIC.VhostClient), the same path created by the front end, which
+// the port dials and redials until the vNIC is deleted; the rest of the
+// graph treats all alike. Its guest may not take TSO frames (it did not negotiate
 // GUEST_TSO4/6): TSO frames towards it are then segmented by the worker
 // and not merged by GRO. The guest MTU the front end announces is not
 // enforced (frames are delivered as they come).

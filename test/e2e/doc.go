@@ -23,5 +23,7 @@
 // pcapgo; daemon restart (SIGTERM and SIGKILL) restoring state; the ICMP
 // error for an oversized frame; the encrypted API (test 46); dump and
 // replay (test 60); a vhost-user vNIC driven by a DPDK testpmd front end
-// delivering to a TAP VM.
+// delivering to a TAP VM; client-mode vhost-user vNICs (testpmd and QEMU
+// guests owning the sockets) that survive butterflyd SIGTERM and SIGKILL
+// restarts without touching the VMs.
 package e2e
