@@ -408,6 +408,8 @@ fw_bench() {
 			fw_run "$L" "${setup[$L]}" && fw_keep "$L"
 		done
 	done
+	say "== firewall Go benchmarks (one zone, 10,000 flows; ns per packet)"
+	gobench firewall-bench ./internal/firewall/
 	{
 		echo "Firewall run: $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) CPUs; TCP ${SECS} s, UDP ${UDP_SECS} s, ${rounds} round(s) (medians, range in brackets); kernel rules: ${FW_NFT:-not run}."
 		echo "Other columns are from the last round."
@@ -430,6 +432,12 @@ fw_bench() {
 			read -r a b what <<<"$pair"
 			echo "| $what | $(fw_ratio "$(fw_med "${R[$a.tcpl]:-}")" "$(fw_med "${R[$b.tcpl]:-}")") | $(fw_ratio "$(fw_med "${R[$a.udpl]:-}")" "$(fw_med "${R[$b.udpl]:-}")") |"
 		done
+		echo
+		echo "Go benchmarks (internal/firewall):"
+		echo
+		echo '```'
+		grep -h '^Benchmark' "$OUT/firewall-bench.txt" 2>/dev/null
+		echo '```'
 	} >"$OUT/firewall.md"
 	echo
 	echo "==== firewall ($OUT/firewall.md)"
