@@ -26,6 +26,8 @@ func nicCommand(seg *segment) *cobra.Command {
 		nicDetailsCommand(seg),
 		nicStatsCommand(seg),
 		nicCountersCommand(seg),
+		nicExportCommand(seg),
+		nicConntrackCommand(seg),
 		nicSGCommand(seg),
 	)
 }
@@ -44,6 +46,7 @@ func nicAddCommand(seg *segment) *cobra.Command {
 	var (
 		id, mac, vni, typ, btype, dip, dmac string
 		trace, tracePath, vhostClient       string
+		fwImport                            string
 		ips, sgs                            []string
 		antispoof, bypass                   bool
 	)
@@ -61,7 +64,12 @@ and the VM's QEMU connects to it) or, with --vhost-client, in client mode:
 QEMU creates the socket (-chardev socket,id=c0,path=PATH,server=on,wait=off)
 and the daemon connects to it and reconnects after either side restarts.
 Without the option the daemon's default (butterflyd --vhost-client) applies.
-The mode of a vNIC is set when it is added; nic update cannot change it.`,
+The mode of a vNIC is set when it is added; nic update cannot change it.
+
+--fw-import FILE (an extension) starts the vNIC's firewall with the
+connections another host exported ("nic export"), so that a migrated VM
+keeps its established flows; those the vNIC's policy does not allow are
+left out. Invalid data fails the command and changes nothing.`,
 		example: `  butterfly nic add --id vm-1 --mac 52:54:00:12:34:01 --vni 42 --ip 10.0.0.1 --sg web --enable-antispoof
   butterfly nic add --id tap-1 --mac 52:54:00:12:34:02 --vni 42 --type TAP
   butterfly nic add --id vm-2 --mac 52:54:00:12:34:03 --vni 42 --vhost-client`,
@@ -83,6 +91,7 @@ The mode of a vNIC is set when it is added; nic update cannot change it.`,
 			f.StringVar(&tracePath, "trace-path", "", "pcap file of the trace (needs --packet-trace true)")
 			f.StringVar(&vhostClient, "vhost-client", "", "true or false: vhost-user client mode, QEMU owns the socket (default: the daemon's setting)")
 			f.Lookup("vhost-client").NoOptDefVal = "true"
+			f.StringVar(&fwImport, "fw-import", "", `tracked connections to load into the vNIC's firewall: a file from "nic export" (raw or base64)`)
 			completeFlag(c, "sg", sgArg)
 			completeFlag(c, "type", anyArg, "VHOST_USER_SERVER", "TAP", "BENCH")
 			completeFlag(c, "btype", anyArg, "ICMP_SND_LIKE", "ICMP_RCV_LIKE")
@@ -135,6 +144,13 @@ The mode of a vNIC is set when it is added; nic update cannot change it.`,
 					return nil, err
 				}
 				nic.VhostUserClient = proto.Bool(v)
+			}
+			if c.Flags().Changed("fw-import") {
+				data, err := readImport(fwImport)
+				if err != nil {
+					return nil, usagef(c, "--fw-import: %v", err)
+				}
+				nic.FwImport = &protocol.MessageV0_FwData{Data: data}
 			}
 			return func(s *session) error {
 				r, err := s.exec1(&protocol.MessageV0_Request{NicAdd: nic})
