@@ -12,7 +12,9 @@
 //	from the network: underlay-rx -> vxlan-decap -> switch -> firewall -> trace -> port-tx
 //
 // A vNIC's trace thus holds what the VM sent (before anti-spoofing and its
-// firewall) and what it is given (after its firewall).
+// firewall) and what it is given (after its firewall). A frame the port
+// then fails to take (its queue full) is still in the trace; port-tx
+// counts it as dropped.
 //
 // Every element keeps per-worker counters of packets and of drops by reason
 // (plain uint64 fields, one cache line set per worker, updated with atomic
@@ -92,6 +94,11 @@
 // the port dials and redials until the vNIC is deleted; the rest of the
 // graph treats all alike. Its guest may not take TSO frames (it did not negotiate
 // GUEST_TSO4/6): TSO frames towards it are then segmented by the worker
-// and not merged by GRO. The guest MTU the front end announces is not
-// enforced (frames are delivered as they come).
+// and not merged by GRO, and the segments fit the guest MTU the front end
+// announced. With VIRTIO_NET_F_MTU negotiated the port itself drops
+// non-TSO frames longer than that MTU, both ways. The frames a vhost-user
+// port drops itself (malformed or too big from the guest, too big or not
+// expressible towards it, see vhostuser.Drops) appear in the vNIC's
+// counters as vhost_rx_* and vhost_tx_* drops, next to the engine's own
+// (tx_full when the guest's receive ring is full).
 package dataplane
