@@ -502,6 +502,7 @@ func (e *Engine) Counters(id string) (model.NICCounters, error) {
 			c.Drops[dropName(dropReason(r))] = v
 		}
 	}
+	addPortDrops(&c, p.port)
 	return c, nil
 }
 

@@ -199,10 +199,12 @@ func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
 }
 
 // segmentToPort splits a TSO frame for a port whose guest does not take
-// TSO frames and queues the segments.
+// TSO frames and queues the segments, each within the guest's MTU when
+// the port knows it.
 func (w *worker) segmentToPort(s *snapshot, slot int, b *packet.Buf) {
 	nic := s.nics[slot]
-	cnt, err := packet.SegmentCount(b, 0)
+	maxPayload := guestSegPayload(nic.port, b)
+	cnt, err := packet.SegmentCount(b, maxPayload)
 	if err != nil || cnt > cap(w.segs) {
 		nic.tx.drop(w.id, dropSegmentation)
 		w.put(b)
@@ -219,7 +221,7 @@ func (w *worker) segmentToPort(s *snapshot, slot int, b *packet.Buf) {
 		}
 		w.segs = append(w.segs, c)
 	}
-	n, err := packet.Segment(b, 0, w.segs)
+	n, err := packet.Segment(b, maxPayload, w.segs)
 	w.put(b)
 	if err != nil {
 		w.putAll(w.segs)

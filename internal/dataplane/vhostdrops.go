@@ -1,0 +1,97 @@
+package dataplane
+
+import (
+	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
+	"github.com/butterfly-go/butterfly/internal/port/vhostuser"
+)
+
+// portDropper is a port that drops frames itself and counts them by
+// reason: a vhost-user port drops malformed or oversize frames from its
+// guest before ReadBatch returns, and frames WriteBatch took but cannot
+// express to the guest (TSO without GUEST_TSO, larger than the guest MTU
+// or than a receive chain).
+type portDropper interface {
+	Drops() vhostuser.Drops
+}
+
+// Names of a vhost-user port's own drops in NICCounters.Drops ("tx" is
+// towards the VM, as for the engine's tx_full).
+const (
+	dropVhostRxMalformed = "vhost_rx_malformed"
+	dropVhostRxTooBig    = "vhost_rx_too_big"
+	dropVhostTxTooBig    = "vhost_tx_too_big"
+	dropVhostTxOffload   = "vhost_tx_offload"
+	dropVhostRingBroken  = "vhost_ring_broken" // rings stopped, not frames
+)
+
+// addPortDrops adds the port's own drops to c.Drops and takes the frames
+// WriteBatch accepted but did not deliver out of c's TX counters (port-tx
+// counted them as sent). c.Drops must not be nil.
+func addPortDrops(c *model.NICCounters, p port.Port) {
+	pd, ok := p.(portDropper)
+	if !ok {
+		return
+	}
+	d := pd.Drops()
+	for _, x := range [...]struct {
+		name string
+		v    uint64
+	}{
+		{dropVhostRxMalformed, d.InMalformed},
+		{dropVhostRxTooBig, d.InTooBig},
+		{dropVhostTxTooBig, d.OutTooBig},
+		{dropVhostTxOffload, d.OutOffload},
+		{dropVhostRingBroken, d.Broken},
+	} {
+		if x.v != 0 {
+			c.Drops[x.name] = x.v
+		}
+	}
+	// The port counts its drops before port-tx counts the batch: clamp
+	// for a batch in between.
+	c.TxPackets -= min(d.OutTooBig+d.OutOffload, c.TxPackets)
+	c.TxBytes -= min(d.OutBytes, c.TxBytes)
+}
+
+// mtuPort is a port that knows its guest's MTU (0: unknown).
+type mtuPort interface {
+	MTU() int
+}
+
+// guestSegPayload returns the TCP/UDP payload per segment that keeps the
+// segments of TSO frame b within the MTU of the guest behind p, or 0 (the
+// frame's own GSOSize) when p has no MTU or b cannot be parsed.
+func guestSegPayload(p port.Port, b *packet.Buf) int {
+	mp, ok := p.(mtuPort)
+	if !ok {
+		return 0
+	}
+	mtu := mp.MTU()
+	if mtu <= 0 {
+		return 0
+	}
+	var l packet.Layers
+	f := b.Bytes()
+	if !packet.Parse(f, &l) || l.L4 == 0 {
+		return 0
+	}
+	hdr := l.L4
+	switch l.Proto {
+	case packet.ProtoTCP:
+		if len(f) < l.L4+13 {
+			return 0
+		}
+		hdr += int(f[l.L4+12]>>4) * 4
+	case packet.ProtoUDP:
+		hdr += 8
+	default:
+		return 0
+	}
+	n := mtu + packet.EthernetLen - hdr
+	if n <= 0 {
+		return 0
+	}
+	return n
+}
