@@ -588,11 +588,10 @@ vhost_bench() {
 	command -v dpdk-testpmd >/dev/null || { say "RESULT vhost | dpdk-testpmd missing (apt-get install dpdk)"; return; }
 	local r be
 	for r in $(seq "${BENCH_VHOST_ROUNDS:-1}"); do
-		for be in dpdk bf; do
-			vh_case "vh-$be-64-$r" "$be" 64 32 8
-			vh_case "vh-$be-1500-$r" "$be" 1500 32 8
-			vh_case "vh-$be-lat-$r" "$be" 64 1 1
-		done
+		# each case on both back ends back to back, so that both see the same machine load
+		for be in dpdk bf; do vh_case "vh-$be-64-$r" "$be" 64 32 8; done
+		for be in dpdk bf; do vh_case "vh-$be-1500-$r" "$be" 1500 32 8; done
+		for be in dpdk bf; do vh_case "vh-$be-lat-$r" "$be" 64 1 1; done
 	done
 	{
 		echo "vhost-user, $(date -u +%FT%TZ), $(nproc) CPUs; back end on CPU 1, endpoint testpmd on CPU 0;"
