@@ -549,11 +549,14 @@ func (h *host) traffic(t testing.TB, id string) nicTraffic {
 func vmIP(addr string) string { return strings.SplitN(addr, "/", 2)[0] }
 
 // TestQEMUOneHost: QEMU guests on vhost-user vNICs of one butterflyd.
-// Two guests in VNI 42 ping each other and run iperf3; a guest in VNI 43
-// (same subnet) reaches neither; a guest killed and started again on its
-// socket works again (the original's tests 01 and 11); a vNIC deleted
-// while its guest runs cuts that guest off while the daemon and the other
-// vNICs keep working, and re-adding it plus a guest restart brings it back
+// Two guests in VNI 42 ping each other (and a TAP VM) and run iperf3, TSO
+// frames crossing the switch whole; a guest in VNI 43 (same subnet)
+// reaches its own VNI's TAP VM but neither of them; a guest whose driver
+// is reloaded (device reset on a live connection) works again; a guest
+// killed and started again on its socket works again (the original's
+// tests 01 and 11); a vNIC deleted while its guest runs cuts that guest
+// off while the daemon and the other vNICs keep working, and re-adding it
+// brings the running guest back (QEMU redials), as does a guest restart
 // (the original's test 12).
 func TestQEMUOneHost(t *testing.T) {
 	l := newLab(t)
@@ -563,6 +566,8 @@ func TestQEMUOneHost(t *testing.T) {
 	h.openSG("sg-open")
 	// A TAP VM in VNI 42: a third party that never goes away.
 	tap := h.addVM(nicSpec{id: "tap-4", mac: macFor(4), vni: 42, addrs: []string{"10.42.0.4/24"}, sgs: []string{"sg-open"}})
+	// And one in VNI 43, vm-3's only peer.
+	tap5 := h.addVM(nicSpec{id: "tap-5", mac: macFor(5), vni: 43, addrs: []string{"10.42.0.5/24"}, sgs: []string{"sg-open"}})
 
 	type spec struct {
 		id   string
@@ -574,7 +579,12 @@ func TestQEMUOneHost(t *testing.T) {
 	for i, s := range specs {
 		mac := macFor(i + 1)
 		sock := h.addVhostNIC(s.id, mac, s.vni, s.addr, "sg-open")
-		vms[i] = l.startVM(vmOpts{name: s.id, socket: sock, mac: mac, addr: s.addr})
+		o := vmOpts{name: s.id, socket: sock, mac: mac, addr: s.addr}
+		if s.id == "vm-2" {
+			// Phase 5: QEMU redials a socket that went away.
+			o.reconnect = 1
+		}
+		vms[i] = l.startVM(o)
 	}
 	waitVMs(t, vms...)
 	vm1, vm2, vm3 := vms[0], vms[1], vms[2]
@@ -609,6 +619,7 @@ func TestQEMUOneHost(t *testing.T) {
 	}
 
 	t.Log("phase 2: another VNI, same subnet: isolated")
+	vm3.Reaches(t, tap5.ip(0)) // vm-3's own network works
 	vm3.Blocked(t, ip1)
 	vm3.Blocked(t, ip2)
 	vm1.Blocked(t, vmIP(specs[2].addr))
@@ -652,7 +663,10 @@ func TestQEMUOneHost(t *testing.T) {
 	}
 	vm1.Reaches(t, tap.ip(0))
 	// Back: the vNIC again, and the guest restarted on its socket.
+	// Back: the vNIC again. vm-2's QEMU redials (reconnect=1) and the
+	// running guest gets its link back; then a fresh boot on the socket.
 	h.addVhostNIC("vm-2", macFor(2), 42, specs[1].addr, "sg-open")
+	vm1.Reaches(t, ip2)
 	vm2.Restart()
 	waitVMs(t, vm2)
 	vm1.Reaches(t, ip2)
