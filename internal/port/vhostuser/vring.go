@@ -161,21 +161,26 @@ func needEvent(event, newIdx, old uint16) bool {
 	return newIdx-event-1 < newIdx-old
 }
 
-// maxFrame returns the largest non-TSO frame the guest MTU allows for a
-// frame whose Ethernet header is f (0: no limit).
-func (r *vring) maxFrame(f []byte) int {
+// mtuLimit returns the largest untagged non-TSO frame the guest MTU
+// allows (MTU plus the Ethernet header), or 0 for no limit. It is read
+// once per batch.
+func (r *vring) mtuLimit() int {
 	if !r.mtuNeg || r.mtu == nil {
 		return 0
 	}
-	m := int(r.mtu.Load())
-	if m == 0 {
-		return 0
+	if m := int(r.mtu.Load()); m > 0 {
+		return m + ethHdr
 	}
-	m += ethHdr
-	if len(f) >= ethHdr && f[12] == 0x81 && f[13] == 0x00 {
-		m += vlanTag
+	return 0
+}
+
+// overMTU reports whether frame f exceeds lim (from mtuLimit), allowing
+// one 802.1Q tag more.
+func overMTU(f []byte, lim int) bool {
+	if lim == 0 || len(f) <= lim {
+		return false
 	}
-	return m
+	return len(f) > lim+vlanTag || f[12] != 0x81 || f[13] != 0x00
 }
 
 // pending returns the number of avail entries not yet consumed and the
@@ -330,6 +335,7 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 		return 0, 0, 0
 	}
 	var malformed, tooBig uint64
+	lim := r.mtuLimit()
 	for i := 0; i < p; i++ {
 		head := r.head()
 		r.lastAvail++
@@ -344,7 +350,7 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 		switch {
 		case !ok:
 			malformed++
-		case b.VNet.GSOType == packet.GSONone && r.tooBig(b.Bytes()):
+		case b.VNet.GSOType == packet.GSONone && overMTU(b.Bytes(), lim):
 			tooBig++
 			b.SetLen(0)
 		default:
@@ -363,16 +369,13 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	return n, dropped, bytes
 }
 
-// tooBig reports whether a non-TSO frame exceeds the guest MTU.
-func (r *vring) tooBig(f []byte) bool {
-	m := r.maxFrame(f)
-	return m > 0 && len(f) > m
-}
-
 // readChain copies one guest frame into b. ok is false for a frame that
-// is too short or too long (dropped); err breaks the ring.
+// is too short or too long (dropped); err breaks the ring. The virtio
+// header is decoded where it lies when one descriptor holds all of it
+// (the usual case), and gathered into a local copy otherwise.
 func (r *vring) readChain(head uint16, b *packet.Buf) (ok bool, err error) {
-	var hdr [12]byte
+	var gather [12]byte
+	var hdr []byte
 	got, total, tooBig := 0, 0, false
 	space := b.Space()
 	c := r.chainAt(head)
@@ -388,9 +391,16 @@ func (r *vring) readChain(head uint16, b *packet.Buf) (ok bool, err error) {
 			return false, errBroken
 		}
 		if got < r.hdrLen {
-			k := copy(hdr[got:r.hdrLen], buf)
-			got += k
-			buf = buf[k:]
+			if got == 0 && len(buf) >= r.hdrLen {
+				hdr = buf[:r.hdrLen]
+				got = r.hdrLen
+				buf = buf[r.hdrLen:]
+			} else {
+				k := copy(gather[got:r.hdrLen], buf)
+				got += k
+				buf = buf[k:]
+				hdr = gather[:r.hdrLen]
+			}
 		}
 		if total+len(buf) > len(space) {
 			tooBig = true
@@ -402,6 +412,7 @@ func (r *vring) readChain(head uint16, b *packet.Buf) (ok bool, err error) {
 		return false, nil
 	}
 	b.SetLen(total)
+	_ = hdr[9]
 	b.VNet = packet.VNetHdr{
 		Flags:      hdr[0],
 		GSOType:    hdr[1],
@@ -427,6 +438,7 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	end := r.lastAvail + uint16(p)
 	startUsed := r.usedIdx
 	var offload, tooBig, dropBytes uint64
+	lim := r.mtuLimit()
 	for _, b := range bufs {
 		if b.VNet.GSOType != packet.GSONone {
 			if !r.guestTSO {
@@ -435,7 +447,7 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 				n++
 				continue
 			}
-		} else if r.tooBig(b.Bytes()) {
+		} else if overMTU(b.Bytes(), lim) {
 			tooBig++
 			dropBytes += uint64(b.Len())
 			n++
@@ -487,13 +499,6 @@ const (
 // writeFrame writes one frame with its header into as many receive chains
 // as it needs (one without MRG_RXBUF), rolling back if it does not fit.
 func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
-	var hdr [12]byte
-	hdr[0] = b.VNet.Flags
-	hdr[1] = b.VNet.GSOType
-	binary.LittleEndian.PutUint16(hdr[2:], b.VNet.HdrLen)
-	binary.LittleEndian.PutUint16(hdr[4:], b.VNet.GSOSize)
-	binary.LittleEndian.PutUint16(hdr[6:], b.VNet.CsumStart)
-	binary.LittleEndian.PutUint16(hdr[8:], b.VNet.CsumOffset)
 	frame := b.Bytes()
 	startAvail, startUsed := r.lastAvail, r.usedIdx
 	var hdrDst []byte
@@ -549,9 +554,16 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 		r.addUsed(head, written)
 		nbufs++
 	}
+	// The header goes straight into the guest's first buffer.
+	_ = hdrDst[9]
+	hdrDst[0] = b.VNet.Flags
+	hdrDst[1] = b.VNet.GSOType
+	binary.LittleEndian.PutUint16(hdrDst[2:], b.VNet.HdrLen)
+	binary.LittleEndian.PutUint16(hdrDst[4:], b.VNet.GSOSize)
+	binary.LittleEndian.PutUint16(hdrDst[6:], b.VNet.CsumStart)
+	binary.LittleEndian.PutUint16(hdrDst[8:], b.VNet.CsumOffset)
 	if r.hdrLen == 12 {
-		binary.LittleEndian.PutUint16(hdr[10:], nbufs)
+		binary.LittleEndian.PutUint16(hdrDst[10:], nbufs)
 	}
-	copy(hdrDst, hdr[:r.hdrLen])
 	return writeOK
 }
