@@ -1,8 +1,11 @@
 package dataplane
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/model"
 )
 
 // pathCase sets up one forwarding path: a harness whose source port
@@ -33,6 +36,41 @@ func pathCases() []pathCase {
 			h := newHarness(t, Config{}, true)
 			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
 			b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+			h.step()
+			a.take()
+			b.count = true
+			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
+			return h, b, batchSize
+		}},
+		// The same with both vNICs bypassing filtering (no anti-spoofing,
+		// no firewall), and with b's group holding 100 rules, the flow
+		// matching the last: the firewall's cost per packet.
+		{"local-switch-bypass", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			a := h.add(t, bypassed(nicOf("a", mac(1), 5, "10.0.0.1")))
+			b := h.add(t, bypassed(nicOf("b", mac(2), 5, "10.0.0.2")))
+			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+			h.step()
+			a.take()
+			b.count = true
+			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
+			return h, b, batchSize
+		}},
+		{"local-switch-100-rules", func(t testing.TB) (*harness, *fakePort, int) {
+			h := newHarness(t, Config{}, true)
+			g := model.SG{ID: "g"}
+			for i := range 99 {
+				g.Rules = append(g.Rules, udpRule(model.Inbound, uint32(3000+i), fmt.Sprintf("10.%d.0.0/16", 100+i), ""))
+			}
+			g.Rules = append(g.Rules, udpRule(model.Inbound, 2000, "10.0.0.1/32", ""))
+			if err := h.e.SetSecurityGroups([]model.SG{openSG(), g}); err != nil {
+				t.Fatal(err)
+			}
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			nb := nicOf("b", mac(2), 5, "10.0.0.2")
+			nb.SecurityGroups = []string{"g"}
+			b := h.add(t, nb)
 			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
 			h.step()
 			a.take()
