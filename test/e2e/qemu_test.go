@@ -100,6 +100,9 @@ type vmOpts struct {
 	mac       string // eth0's MAC
 	addr      string // eth0's address with prefix length, e.g. "10.42.0.1/24"
 	mtu       int    // eth0's MTU, also announced as host_mtu; 0 means 1400
+	// noOffloads turns off the device's checksum and TSO features: the
+	// guest sends and takes only complete frames with full checksums.
+	noOffloads bool
 }
 
 // qemuVM is one QEMU process (restartable) and the command agent of its
@@ -156,6 +159,10 @@ func (v *qemuVM) args() []string {
 	case o.reconnect > 0:
 		vhost += ",reconnect=" + strconv.Itoa(o.reconnect)
 	}
+	device := fmt.Sprintf("virtio-net-pci,netdev=net0,mac=%s,vectors=0,host_mtu=%d", o.mac, o.mtu)
+	if o.noOffloads {
+		device += ",csum=off,guest_csum=off,gso=off,host_tso4=off,host_tso6=off,guest_tso4=off,guest_tso6=off"
+	}
 	return []string{
 		"-name", o.name,
 		"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "256M",
@@ -169,7 +176,7 @@ func (v *qemuVM) args() []string {
 		"-netdev", "vhost-user,id=net0,chardev=vhu",
 		// vectors=0: Debian's QEMU 7.2 segfaults when a vhost-user
 		// virtio-net device starts with MSI-X under TCG.
-		"-device", fmt.Sprintf("virtio-net-pci,netdev=net0,mac=%s,vectors=0,host_mtu=%d", o.mac, o.mtu),
+		"-device", device,
 		"-kernel", v.img.kernel, "-initrd", v.img.initrd,
 		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 mitigations=off bfip=%s bfmtu=%d bfmac=%s", o.addr, o.mtu, o.mac),
 	}
@@ -545,13 +552,33 @@ func (h *host) traffic(t testing.TB, id string) nicTraffic {
 	return c
 }
 
+// logCounters logs `nic counters` of the vNICs (diagnostics).
+func (h *host) logCounters(t testing.TB, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		out, err := h.cli("nic", "counters", id)
+		t.Logf("%s: nic counters %s: %v\n%s", h.name, id, err, out)
+	}
+}
+
+// logGuestNet logs the guests' view of eth0 and their interrupts
+// (diagnostics).
+func logGuestNet(t testing.TB, vms ...*qemuVM) {
+	t.Helper()
+	for _, v := range vms {
+		out, err := v.Exec(10*time.Second, "cd /sys/class/net/eth0/statistics && grep . rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped; grep -v CPU0 /proc/interrupts | head -20")
+		t.Logf("%s: %v\n%s", v.opts.name, err, out)
+	}
+}
+
 // vmIP is an address without its prefix length.
 func vmIP(addr string) string { return strings.SplitN(addr, "/", 2)[0] }
 
 // TestQEMUOneHost: QEMU guests on vhost-user vNICs of one butterflyd.
 // Two guests in VNI 42 ping each other (and a TAP VM) and run iperf3, TSO
 // frames crossing the switch whole; a guest in VNI 43 (same subnet)
-// reaches its own VNI's TAP VM but neither of them; a guest whose driver
+// reaches its own VNI's TAP VM but neither of them, and, having no
+// offloads, takes that TAP VM's TCP traffic segmented; a guest whose driver
 // is reloaded (device reset on a live connection) works again; a guest
 // killed and started again on its socket works again (the original's
 // tests 01 and 11); a vNIC deleted while its guest runs cuts that guest
@@ -580,9 +607,13 @@ func TestQEMUOneHost(t *testing.T) {
 		mac := macFor(i + 1)
 		sock := h.addVhostNIC(s.id, mac, s.vni, s.addr, "sg-open")
 		o := vmOpts{name: s.id, socket: sock, mac: mac, addr: s.addr}
-		if s.id == "vm-2" {
+		switch s.id {
+		case "vm-2":
 			// Phase 5: QEMU redials a socket that went away.
 			o.reconnect = 1
+		case "vm-3":
+			// Phase 2: the switch segments and checksums for it.
+			o.noOffloads = true
 		}
 		vms[i] = l.startVM(o)
 	}
@@ -601,6 +632,8 @@ func TestQEMUOneHost(t *testing.T) {
 	c1, c2 := h.traffic(t, "vm-1"), h.traffic(t, "vm-2")
 	rate, err := vmIperf(vm1, vm2, ip2, 3)
 	if err != nil {
+		h.logCounters(t, "vm-1", "vm-2")
+		logGuestNet(t, vm1, vm2)
 		t.Fatal(err)
 	}
 	if rate <= 0 {
@@ -623,6 +656,30 @@ func TestQEMUOneHost(t *testing.T) {
 	vm3.Blocked(t, ip1)
 	vm3.Blocked(t, ip2)
 	vm1.Blocked(t, vmIP(specs[2].addr))
+	// vm-3 has no offloads: the TAP VM's TSO frames reach it segmented,
+	// with full checksums (its kernel drops bad ones), and TCP works.
+	ip3 := vmIP(specs[2].addr)
+	if _, err := vm3.Exec(10*time.Second, "iperf3 -s -D"); err != nil {
+		t.Fatal(err)
+	}
+	c3 := h.traffic(t, "vm-3")
+	var out string
+	if err := poll(15*time.Second, func() error {
+		out, err = tap5.exec("iperf3", "-c", ip3, "-t", "3", "-f", "m", "--connect-timeout", "3000")
+		return err
+	}); err != nil {
+		t.Fatalf("iperf3 tap-5 -> vm-3: %v", err)
+	}
+	m := iperfRE.FindStringSubmatch(out)
+	if m == nil || m[1] == "0.00" || m[1] == "0" {
+		t.Fatalf("iperf3 tap-5 -> vm-3 moved nothing:\n%s", out)
+	}
+	d3 := h.traffic(t, "vm-3")
+	into3 := float64(d3.txBytes-c3.txBytes) / float64(max(1, d3.txPackets-c3.txPackets))
+	t.Logf("iperf3 TCP tap-5 -> vm-3 (no offloads): %s %sbit/s, mean frame into vm-3 %.0f bytes", m[1], m[2], into3)
+	if into3 > 1400+14 {
+		t.Errorf("frames into vm-3 (no GUEST_TSO) average %.0f bytes, above its MTU", into3)
+	}
 
 	t.Log("phase 3: guest driver reloaded (the device resets and its rings restart on one connection)")
 	reload := "rmmod virtio_net && insmod /lib/modules/virtio_net.ko && " +
@@ -691,6 +748,9 @@ func TestQEMUTwoHosts(t *testing.T) {
 	}
 	rate, err := vmIperf(vm1, vm2, vmIP(a2), 3)
 	if err != nil {
+		h1.logCounters(t, "vm-1")
+		h2.logCounters(t, "vm-2")
+		logGuestNet(t, vm1, vm2)
 		t.Fatal(err)
 	}
 	if rate <= 0 {
