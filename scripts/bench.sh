@@ -447,27 +447,28 @@ fw_bench() {
 # ---- vhost section --------------------------------------------------------------------------------
 # VM to VM through vhost-user: Butterfly against DPDK's own vhost back end (the C reference), in one
 # run, each back end on one core of the two:
-#   endpoint  one dpdk-testpmd plays both VMs: two virtio_user ports (A on socket A, B on socket B),
-#             io forwarding between them (--port-topology=paired), forwarding lcore on CPU 0.
-#   bf        butterflyd --workers 1 pinned to CPU 1, two VHOST_USER_SERVER vNICs on VNI 42 in an
-#             all-open security group: anti-spoofing, stateful firewall and learning switch as in
-#             production.
+#   endpoint  one dpdk-testpmd plays both VMs: virtio_user port 0 is VM A (socket A), port 1 VM B
+#             (socket B); forwarding lcore on CPU 0.
+#   bf        butterflyd --workers 1 pinned to CPU 1, two VHOST_USER_SERVER vNICs on VNI 42 (A
+#             198.18.0.1, B 198.18.0.2) in an all-open security group: anti-spoofing, stateful
+#             firewall and learning switch as in production (BENCH_DAEMON_ARGS applies).
 #   dpdk      dpdk-testpmd with two net_vhost ports and io forwarding between them, forwarding lcore
 #             on CPU 1: DPDK's vhost library, no switching, no filtering.
-# The endpoint primes the loop with "start tx_first N" (N bursts per port; A's frames go to B's MAC,
-# B's to A's, so the switch forwards them across), then sends whatever arrives on one port out of the
-# other: the same frames circle A -> back end -> B -> endpoint -> A -> back end ... . The rate is the
-# sum of both ports' Rx-pps (Rx-bps) from testpmd's "show port stats all" over BENCH_VHOST_SECONDS
-# after BENCH_VHOST_WARM seconds: what the back end delivers. Cases:
-#   64     64-byte frames, 8 bursts of 32 in flight per port: packets per second.
+# The endpoint runs testpmd's 5tswap mode on each port (it swaps MACs, IPs and UDP ports and sends
+# the frame back out of the port it came in on), primed with "start tx_first N" (N bursts per port
+# of testpmd's UDP 198.18.0.1:9 -> 198.18.0.2:9, A's to B's MAC and B's to A's). A frame from A
+# crosses the back end to B, comes back as B's reply to A, and so on: one UDP flow answered both
+# ways, which the firewall admits and the switch learns. B's primed frames claim A's address, so
+# Butterfly's firewall drops them (counted); DPDK forwards them. Frames in flight = primed - lost
+# (lost = Butterfly's drop counters, or what DPDK's testpmd received and did not send).
+# The rate is the sum of both ports' Rx-pps (Rx-bps) from the endpoint's "show port stats all"
+# over BENCH_VHOST_SECONDS after BENCH_VHOST_WARM seconds: what the back end delivers. Cases:
+#   64     64-byte frames, 8 bursts of 32 per port primed: packets per second.
 #   1500   1500-byte frames, likewise: Gbit/s.
-#   lat    64-byte frames, --burst=1 and one frame in flight per port: each port then receives one
-#          frame per lap, so 1e6/Rx-pps of a port is the lap time in microseconds: one trip through
-#          the back end plus the endpoint's forwarding, with both sides busy-polling. It is a
-#          latency under polling, not a ping through an idle path; the endpoint's share is the same
-#          for both back ends.
-# Frames lost on the way (the loop shrinks: testpmd's io mode drops what its TX ring refuses, a
-# back end drops on a full guest ring) are reported from the endpoint's TX and RX totals.
+#   lat    64-byte frames, --burst=1, one burst: one or two frames in flight, so each crossing
+#          waits for the previous one; in-flight / Rx-pps is the time of one crossing (back end
+#          plus the endpoint's turnaround) with both sides busy-polling: a latency under polling,
+#          not a ping through an idle path.
 # Without hugepages (--no-huge -m 1024, memfd-backed guest memory); DPDK runtime dirs $P-*.
 VH_SECS=${BENCH_VHOST_SECONDS:-10}
 VH_WARM=${BENCH_VHOST_WARM:-3}
@@ -547,12 +548,32 @@ vh_backend() {
 	return 1
 }
 
+# vh_lost BACKEND: frames the back end lost (see above).
+vh_lost() {
+	local rx tx pps bps
+	case $1 in
+	bf)
+		{ bf h1 nic counters vh-a; bf h1 nic counters vh-b; } 2>&1 | tee "$OUT/vhost-$L-counters.txt" |
+			awk '/^drop /{n+=$NF} END{print n+0}'
+		;;
+	dpdk)
+		local before
+		before=$(grep -ac 'Rx-pps' "$OUT/vhost-dpdk.log")
+		vh_cmd dpdk "show port stats all"
+		vh_wait_dumps "$OUT/vhost-dpdk.log" $((before + 2))
+		read -r pps bps rx tx <<<"$(vh_stats "$OUT/vhost-dpdk.log")"
+		echo $((rx - tx))
+		;;
+	esac
+}
+
 # vh_case LABEL BACKEND LEN BURST BURSTS: one measurement; sets R[LABEL.*].
 vh_case() {
-	local L=$1 be=$2 len=$3 burst=$4 nb=$5 s0 log st pps bps rx tx
+	local L=$1 be=$2 len=$3 burst=$4 nb=$5 s0 log pps bps rx tx lost primed
 	cleanup
 	s0=$(steal_snap)
-	R[$L.pps]=0 R[$L.bps]=0 R[$L.lost]=?
+	primed=$((2 * burst * nb))
+	R[$L.pps]=0 R[$L.bps]=0 R[$L.fly]=0 R[$L.hop]=n/a
 	if ! vh_backend "$be"; then
 		say "RESULT $L | back end $be did not start"
 		vh_tp_end dpdk
@@ -562,7 +583,7 @@ vh_case() {
 	log=$OUT/vhost-ep.log
 	if vh_tp ep 0@1,1@0 --vdev "virtio_user0,path=$VH_SA,queues=1,queue_size=1024,mac=$VH_MA" \
 		--vdev "virtio_user1,path=$VH_SB,queues=1,queue_size=1024,mac=$VH_MB" \
-		-- -i --nb-cores=1 --forward-mode=io --port-topology=paired --eth-peer="0,$VH_MB" --eth-peer="1,$VH_MA" \
+		-- -i --nb-cores=1 --forward-mode=5tswap --port-topology=loop --eth-peer="0,$VH_MB" --eth-peer="1,$VH_MA" \
 		--txpkts="$len" --burst="$burst" --total-num-mbufs=32768; then
 		vh_cmd ep "start tx_first $nb"
 		sleep "$VH_WARM"
@@ -573,14 +594,16 @@ vh_case() {
 		vh_wait_dumps "$log" 4
 		read -r pps bps rx tx <<<"$(vh_stats "$log")"
 		cp "$log" "$OUT/vhost-ep-$L.log"
-		R[$L.pps]=$pps R[$L.bps]=$bps R[$L.lost]=$((2 * burst * nb - (tx - rx)))
+		lost=$(vh_lost "$be")
+		# testpmd's Rx-bps stops at 2^31: bits from the packet rate (frames without FCS, as testpmd counts)
+		R[$L.pps]=$pps R[$L.bps]=$((pps * len * 8)) R[$L.fly]=$((primed - ${lost:-0}))
+		R[$L.hop]=$(awk -v f="${R[$L.fly]}" -v p="$pps" 'BEGIN{ if (p > 0 && f > 0) printf "%.2f", 1e6*f/p; else print "n/a"}')
 	fi
 	vh_tp_end ep
 	[ "$be" = dpdk ] && cp "$OUT/vhost-dpdk.log" "$OUT/vhost-dpdk-$L.log"
 	vh_tp_end dpdk
-	[ "$be" = bf ] && bf h1 nic counters vh-a >"$OUT/vhost-$L-counters.txt" 2>&1 && bf h1 nic counters vh-b >>"$OUT/vhost-$L-counters.txt" 2>&1
 	R[$L.steal]=$(steal_since "$s0") R[$L.load]=$(load1)
-	say "RESULT $L | Rx ${R[$L.pps]} pps, $(awk -v b="${R[$L.bps]}" 'BEGIN{printf "%.3f", b/1e9}') Gbit/s, lost ${R[$L.lost]} of $((2 * burst * nb)) in flight | steal ${R[$L.steal]}% load ${R[$L.load]}"
+	say "RESULT $L | Rx ${R[$L.pps]} pps, $(awk -v b="${R[$L.bps]}" 'BEGIN{printf "%.3f", b/1e9}') Gbit/s, ${R[$L.fly]} of $primed primed frames in flight, ${R[$L.hop]} us per crossing | steal ${R[$L.steal]}% load ${R[$L.load]}"
 	cleanup
 }
 
@@ -594,22 +617,24 @@ vhost_bench() {
 		for be in dpdk bf; do vh_case "vh-$be-lat-$r" "$be" 64 1 1; done
 	done
 	{
-		echo "vhost-user, $(date -u +%FT%TZ), $(nproc) CPUs; back end on CPU 1, endpoint testpmd on CPU 0;"
+		echo "vhost-user, $(date -u +%FT%TZ), $(nproc) CPUs; back end on CPU 1, endpoint testpmd (5tswap) on CPU 0;"
 		echo "${VH_SECS} s per case after ${VH_WARM} s; no hugepages. Shared machine: compare within a row only."
 		echo
-		echo "| case | DPDK vhost (testpmd io) | Butterfly (--workers 1) | ratio Butterfly/DPDK | lost frames dpdk / bf | steal % dpdk / bf | load dpdk / bf |"
+		echo "| case | DPDK vhost (testpmd io) | Butterfly (--workers 1) | ratio Butterfly/DPDK | frames in flight dpdk / bf | steal % dpdk / bf | load dpdk / bf |"
 		echo "|---|---|---|---|---|---|---|"
+		local d b row
 		for r in $(seq "${BENCH_VHOST_ROUNDS:-1}"); do
-			local d=vh-dpdk-64-$r b=vh-bf-64-$r
-			echo "| 64 B, Mpps (round $r) | $(awk -v x="${R[$d.pps]}" 'BEGIN{printf "%.2f", x/1e6}') | $(awk -v x="${R[$b.pps]}" 'BEGIN{printf "%.2f", x/1e6}') | $(vh_ratio "${R[$b.pps]}" "${R[$d.pps]}") | ${R[$d.lost]} / ${R[$b.lost]} | ${R[$d.steal]} / ${R[$b.steal]} | ${R[$d.load]} / ${R[$b.load]} |"
-			d=vh-dpdk-1500-$r b=vh-bf-1500-$r
-			echo "| 1500 B, Gbit/s (round $r) | $(awk -v x="${R[$d.bps]}" 'BEGIN{printf "%.2f", x/1e9}') | $(awk -v x="${R[$b.bps]}" 'BEGIN{printf "%.2f", x/1e9}') | $(vh_ratio "${R[$b.bps]}" "${R[$d.bps]}") | ${R[$d.lost]} / ${R[$b.lost]} | ${R[$d.steal]} / ${R[$b.steal]} | ${R[$d.load]} / ${R[$b.load]} |"
-			d=vh-dpdk-lat-$r b=vh-bf-lat-$r
-			local ld lb
-			ld=$(awk -v x="${R[$d.pps]}" 'BEGIN{if (x > 0) printf "%.2f", 2e6/x; else print "n/a"}')
-			lb=$(awk -v x="${R[$b.pps]}" 'BEGIN{if (x > 0) printf "%.2f", 2e6/x; else print "n/a"}')
-			echo "| lap time, 1 frame in flight per port, µs (round $r) | $ld | $lb | $(vh_ratio "$lb" "$ld") | ${R[$d.lost]} / ${R[$b.lost]} | ${R[$d.steal]} / ${R[$b.steal]} | ${R[$d.load]} / ${R[$b.load]} |"
+			for row in "64 Mpps pps 1e6" "1500 Gbit/s bps 1e9" "lat us hop 1"; do
+				read -r c unit key div <<<"$row"
+				d=vh-dpdk-$c-$r b=vh-bf-$c-$r
+				local vd vb
+				vd=$(awk -v x="${R[$d.$key]:-0}" -v q="$div" 'BEGIN{ if (x+0 > 0) printf "%.2f", x/q; else print "n/a"}')
+				vb=$(awk -v x="${R[$b.$key]:-0}" -v q="$div" 'BEGIN{ if (x+0 > 0) printf "%.2f", x/q; else print "n/a"}')
+				echo "| $c: $unit (round $r) | $vd | $vb | $(vh_ratio "$vb" "$vd") | ${R[$d.fly]:-?} / ${R[$b.fly]:-?} | ${R[$d.steal]:-?} / ${R[$b.steal]:-?} | ${R[$d.load]:-?} / ${R[$b.load]:-?} |"
+			done
 		done
+		echo
+		echo "lat: microseconds per crossing of the back end (plus the endpoint's turnaround), lower is better."
 	} >"$OUT/vhost.md"
 	cat "$OUT/vhost.md"
 }
