@@ -7,13 +7,16 @@ package e2e
 // $BUTTERFLY_GUEST_DIR (default /var/cache/butterfly/guest); the first test
 // that needs it runs the script once per test process (a no-op when the
 // cache is current). QEMU runs under TCG (KVM does not work on these
-// machines), so guests boot in 5 to 15 s and move about 0.1 Gbit/s.
+// machines), so guests boot in 5 to 15 s and move 0.15 to 0.5 Gbit/s of
+// TCP. Each guest runs a command agent on its second serial port (a unix
+// socket in the VM's scratch directory; protocol in build-guest.sh): Exec
+// runs a shell command in the guest and returns its output and status.
 //
 // Helpers for other QEMU tests:
 //
 //	vm := l.startVM(vmOpts{name: "vm1", socket: sock, mac: mac, addr: "10.42.0.1/24"})
 //	waitVMs(t, vm, ...)               // boot in parallel, fail with the console on timeout
-//	out, err := vm.Exec(10*time.Second, "ip -s link show eth0")
+//	out, err := vm.Exec(10*time.Second, "cat /sys/class/net/eth0/mtu") // busybox userland
 //	vm.Reaches(t, "10.42.0.2")        // ping from the guest, polled with a deadline
 //	vm.Blocked(t, "10.42.0.2")        // no reply to any of 3 pings
 //	vm.Kill(); vm.Start(); vm.Stop()  // QEMU stopped by PID, started again on the same socket
@@ -113,11 +116,10 @@ type qemuVM struct {
 	img  guestImage
 	dir  string
 
-	mu      sync.Mutex // the process fields
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	boot    int // boots so far; console-<boot>.log is the current console
-	started time.Time
+	mu     sync.Mutex // the process fields
+	cmd    *exec.Cmd
+	exited chan struct{}
+	boot   int // boots so far; console-<boot>.log is the current console
 
 	agentMu sync.Mutex // one agent command at a time
 	agent   net.Conn
@@ -215,7 +217,7 @@ func (v *qemuVM) Start() {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	v.cmd, v.exited, v.started = cmd, exited, time.Now()
+	v.cmd, v.exited = cmd, exited
 }
 
 // Stop terminates QEMU (SIGTERM, SIGKILL after 10 s) and waits for it.
