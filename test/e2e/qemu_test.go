@@ -734,7 +734,9 @@ func TestQEMUOneHost(t *testing.T) {
 }
 
 // TestQEMUTwoHosts: one QEMU guest on each of two daemons joined by a
-// VXLAN underlay: ping both ways and iperf3 TCP across.
+// VXLAN underlay: ping both ways and iperf3 TCP across; then one daemon
+// is killed and restarted (server mode) and its guest, whose QEMU redials
+// (reconnect=1), is back without a reboot.
 func TestQEMUTwoHosts(t *testing.T) {
 	l := newLab(t)
 	needQEMU(t)
@@ -742,13 +744,15 @@ func TestQEMUTwoHosts(t *testing.T) {
 	a1, a2 := "10.42.0.1/24", "10.42.0.2/24"
 	s1 := h1.addVhostNIC("vm-1", macFor(1), 42, a1, "sg-open")
 	s2 := h2.addVhostNIC("vm-2", macFor(2), 42, a2, "sg-open")
-	vm1 := l.startVM(vmOpts{name: "vm-1", socket: s1, mac: macFor(1), addr: a1})
+	// vm-1's QEMU redials its socket (the daemon's restart, below).
+	vm1 := l.startVM(vmOpts{name: "vm-1", socket: s1, mac: macFor(1), addr: a1, reconnect: 1})
 	vm2 := l.startVM(vmOpts{name: "vm-2", socket: s2, mac: macFor(2), addr: a2})
 	waitVMs(t, vm1, vm2)
-	if err := parallel(func() error { return vm1.Reach(vmIP(a2)) }, func() error { return vm2.Reach(vmIP(a1)) }); err != nil {
+	ip1, ip2 := vmIP(a1), vmIP(a2)
+	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
-	rate, err := vmIperf(vm1, vm2, vmIP(a2), 3)
+	rate, err := vmIperf(vm1, vm2, ip2, 3)
 	if err != nil {
 		h1.logCounters(t, "vm-1")
 		h2.logCounters(t, "vm-2")
@@ -759,6 +763,19 @@ func TestQEMUTwoHosts(t *testing.T) {
 		t.Fatalf("iperf3 vm-1 -> vm-2: %v bit/s", rate)
 	}
 	t.Logf("iperf3 TCP vm-1 (h1) -> vm-2 (h2) over VXLAN: %.1f Mbit/s", rate/1e6)
+
+	// Server mode survives a daemon crash: butterflyd killed (the guests
+	// lose each other) and started again on its state file recreates the
+	// socket, QEMU redials, and the running guests talk again (the
+	// original needed VM reboots).
+	h1.stop(syscall.SIGKILL)
+	vm2.Blocked(t, ip1)
+	h1.start(daemonOpts{})
+	start := time.Now()
+	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guests ping each other %v after the daemon restart", time.Since(start).Round(100*time.Millisecond))
 	h1.vhostLogClean(t)
 	h2.vhostLogClean(t)
 }
