@@ -266,21 +266,43 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	s := &p.seq[txRing]
 	s.Add(1)
 	n := 0
+	// Harvest Fd's edge-triggered events so it sleeps again: on the
+	// IdlePolls-th empty poll in a row and every 8th after that, so a
+	// stale wake-up costs a sleeping worker at most 8 spurious polls.
+	harvest := p.empty+1 >= p.idle && (p.empty+1-p.idle)%8 == 0
 	if r := p.rings[txRing].Load(); r != nil && !r.broken {
 		var dropped int
 		var bytes uint64
 		n, dropped, bytes = r.dequeue(bufs)
-		if n == 0 && dropped == 0 && !r.broken && r.usedFlags != 0 && p.empty+1 >= p.idle {
-			// First empty poll after activity: ask for kicks, then look
-			// again for frames that raced with the flag.
-			if r.setNotify(true) {
-				n, dropped, bytes = r.dequeue(bufs)
+		if n == 0 && !r.broken && p.empty+1 >= p.idle {
+			// The worker may sleep on Fd after this poll: ask for kicks
+			// (first empty poll after activity) and harvest Fd when due,
+			// then look again, so that neither a frame that raced with
+			// the flag nor one whose kick the harvest consumed is left
+			// in the ring with nobody to wake up for it.
+			again := false
+			if r.usedFlags != 0 {
+				again = r.setNotify(true)
+			}
+			if harvest {
+				unix.EpollWait(p.epfd, p.evs[:], 0)
+				harvest = false
+				again = again || r.hasPending()
+			}
+			if again {
+				var d int
+				var b uint64
+				n, d, b = r.dequeue(bufs)
+				dropped += d
+				bytes += b
 			}
 		}
+		// Kicks go off only when frames are returned: the worker polls
+		// again after those.
+		if n > 0 && r.usedFlags == 0 {
+			r.setNotify(false)
+		}
 		if n > 0 || dropped > 0 {
-			if r.usedFlags == 0 {
-				r.setNotify(false)
-			}
 			p.inFrames.Add(uint64(n))
 			p.inBytes.Add(bytes)
 			p.inDropped.Add(uint64(dropped))
@@ -291,12 +313,8 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	}
 	s.Add(1)
 	if n == 0 {
-		// Harvest the edge-triggered events so Fd sleeps again: on the
-		// IdlePolls-th empty poll in a row and every 8th after that, so
-		// a stale wake-up costs a sleeping worker at most 8 spurious
-		// polls.
 		p.empty++
-		if p.empty >= p.idle && (p.empty-p.idle)%8 == 0 {
+		if harvest {
 			unix.EpollWait(p.epfd, p.evs[:], 0)
 		}
 	} else {

@@ -276,12 +276,20 @@ func (f *frontEnd) setup() {
 
 func fdReadable(t *testing.T, fd int, wait time.Duration) bool {
 	t.Helper()
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(pfd, int(wait/time.Millisecond))
-	if err != nil && err != unix.EINTR {
-		t.Fatal(err)
+	// poll returns EINTR whenever the Go runtime preempts the thread
+	// (SIGURG): retry until the deadline.
+	deadline := time.Now().Add(wait)
+	for {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, int(max(0, time.Until(deadline))/time.Millisecond))
+		if err == unix.EINTR && time.Now().Before(deadline) {
+			continue
+		}
+		if err != nil && err != unix.EINTR {
+			t.Fatal(err)
+		}
+		return n > 0
 	}
-	return n > 0
 }
 
 func TestProtocolSession(t *testing.T) {

@@ -195,6 +195,13 @@ func (r *vring) pending() (int, uint16) {
 	return int(p), uint16(fi)
 }
 
+// hasPending reports whether the guest made entries available that the
+// ring has not consumed.
+func (r *vring) hasPending() bool {
+	p, _ := r.pending()
+	return p > 0
+}
+
 // storeUsed writes used.flags and used.idx with one 32-bit store (the
 // device owns used.flags). On amd64 the store is an XCHG, a full barrier:
 // loads of the driver's flags or used_event after it see what the driver
