@@ -136,6 +136,7 @@ const (
 	flFinOrig                  // the originator sent FIN
 	flFinReply                 // the responder sent FIN
 	flFirstFinOrig             // the first FIN came from the originator
+	flLiberal                  // TCP windows are learnt, not enforced
 )
 
 type entry struct {
@@ -145,6 +146,9 @@ type entry struct {
 	hash    uint32
 	state   TCPState
 	flags   uint8
+	// win is the TCP window state of the originator (0) and the
+	// responder (1).
+	win [2]tcpWin
 }
 
 // Conntrack is one vNIC's connection-tracking zone. See the package
@@ -365,6 +369,8 @@ func (c *Conntrack) FilterBatch(frames [][]byte, dir Direction, pol *Policy, now
 // tuple is a parsed packet's flow description.
 type tuple struct {
 	fk       flowKey
+	seg      tcpSeg
+	tcpFrag  bool // a TCP segment in fragments: its length is unknown
 	tcpFlags uint8
 	icmpType uint8
 	isICMP   bool
@@ -417,6 +423,8 @@ func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) 
 		}
 		t.fk.sport, t.fk.dport, t.fk.portsValid = tcp.SrcPort(), tcp.DstPort(), true
 		t.tcpFlags = tcp.Flags()
+		t.seg = parseSeg(tcp, t.tcpFlags)
+		t.tcpFrag = l.Fragment
 	case packet.ProtoUDP, packet.ProtoSCTP:
 		if len(l4) < 8 {
 			return DropInvalid
@@ -590,6 +598,10 @@ func (c *Conntrack) track(t *tuple, pol *Policy, now int64) Verdict {
 	case t.fk.proto == packet.ProtoTCP:
 		e.state = TCPSynSent
 		e.expires = now + TimeoutSynSent
+		e.win[0].init(&t.seg, segEnd(&t.seg, t.tcpFlags), true)
+		if t.tcpFrag {
+			e.flags |= flLiberal
+		}
 	case t.fk.proto == packet.ProtoUDP:
 		e.state = stUDP
 		e.expires = now + TimeoutUDP
@@ -639,7 +651,10 @@ func (c *Conntrack) hit(e *entry, i uint32, t *tuple, srcIsA bool, pol *Policy, 
 	case stOther:
 		e.expires = now + TimeoutOther
 	default:
-		if !tcpStep(e, fromOrig, t.tcpFlags) {
+		if t.tcpFrag {
+			e.flags |= flLiberal
+		}
+		if !tcpWindow(e, fromOrig, &t.seg, t.tcpFlags) || !tcpStep(e, fromOrig, t.tcpFlags) {
 			return DropInvalid
 		}
 		e.expires = now + tcpTimeout(e.state)

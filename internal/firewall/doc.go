@@ -73,6 +73,13 @@
 // that the following fragments pass; a non-first fragment arriving first is
 // dropped.
 //
+// TCP segments must also fall within the flow's sequence windows
+// (tcpwin.go; Linux's tcp_in_window without SACK blocks, window scaling
+// from the SYN options): data beyond what the peer allows, acknowledgements
+// of unsent data and RSTs outside the window are dropped (DropInvalid).
+// Flows imported from another host learn their windows without enforcing
+// them (their window scale is unknown), as Linux's picked-up connections.
+//
 // Every Filter call sweeps a few slots for expired entries, so the table is
 // collected incrementally without a stall; Check does the same in bounded
 // steps and also re-evaluates flows of an older policy generation. When
@@ -91,10 +98,8 @@
 // the destination's current policy allows. The destination thus continues
 // the VM's established connections without their opening packets.
 //
-// Not yet done: TCP sequence-window tracking (the state machine follows
-// flags only, like nf_conntrack with be_liberal) and out-of-order
-// fragments (a non-first fragment arriving before the first one is
-// dropped).
+// Not yet done: out-of-order fragments (a non-first fragment arriving
+// before the first one is dropped).
 //
 // A Conntrack is not safe for concurrent Filter calls: the engine must give
 // each vNIC's zone to one worker at a time. Counters may be read

@@ -473,6 +473,8 @@ func (c *Conntrack) Import(data []byte, pol *Policy, now int64) (ImportStats, er
 		switch p.fk.proto {
 		case packet.ProtoTCP:
 			e.state = p.state
+			// Window state is not exported: learnt, not enforced.
+			e.flags |= flLiberal
 		case packet.ProtoUDP:
 			e.state = stUDP
 		default:
