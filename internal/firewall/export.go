@@ -27,7 +27,8 @@ import (
 //	6      2     record size: 48
 //	8      4     number of records N
 //	12     4     reserved, 0
-//	16     48*N  records, sorted by their bytes (no two with the same flow)
+//	16     48*N  records, no two of the same flow (Export sorts them by
+//	             their bytes; readers accept any order)
 //	16+48N 4     CRC-32C (Castagnoli) of every byte before it
 //
 //	offset size  record (48 bytes), one tracked flow
