@@ -10,9 +10,9 @@
 #                 .debs), the virtio-net modules and our /init
 #   stamp         what the guest was built from
 # The guest is rebuilt only when this script's content or the candidate
-# version of the kernel package changes. Needs root only to write the default
-# cache directory; the packages are fetched with apt-get download (nothing is
-# installed for the guest).
+# version of the kernel package changes. Run as root (it checks the guest's
+# userland with chroot); the packages are fetched with apt-get download
+# (nothing is installed for the guest).
 #
 # The guest's /init reads from the kernel command line:
 #   bfip=A/N   address of eth0 (the virtio-net NIC)     bfmtu=N  MTU of eth0
@@ -51,6 +51,7 @@ for tool in cpio depmod modprobe xz zstd gzip; do
 done
 
 T0=$(date +%s)
+rm -rf "$OUT"/work.* # left by a killed build (we hold the lock)
 WORK=$(mktemp -d "$OUT/work.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
