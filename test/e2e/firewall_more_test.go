@@ -870,6 +870,12 @@ func (c *reasmCheck) grew(n uint64) func(r *scenarioRun) error {
 var _ = binary.BigEndian
 var _ atomic.Int64
 
+// TCP flags for sendTCP.
+const (
+	tcpSYN = 0x02
+	tcpACK = 0x10
+)
+
 // ticker is a long-lived TCP connection from a VM to an echo server: it
 // sends a byte every 100 ms and counts the bytes echoed back.
 type ticker struct {
@@ -972,29 +978,11 @@ func checkFlow(t *testing.T, src *vm, c fc, dst string) {
 	}
 }
 
-// sendTCPAck sends, from v's address src, a bare TCP ACK (no connection:
-// no SYN was ever sent) to dst:port through a raw socket.
-func sendTCPAck(v *vm, src, dst string, port int) error {
+// sendTCP sends, from v's address src, bare TCP segments with the given
+// flags (no connection behind them) from each source port of sports to
+// dst:port through a raw socket.
+func sendTCP(v *vm, src, dst string, sports []int, port int, flags byte) error {
 	s, d := net.ParseIP(src).To4(), net.ParseIP(dst).To4()
-	seg := make([]byte, 20)
-	binary.BigEndian.PutUint16(seg[0:], 40001)
-	binary.BigEndian.PutUint16(seg[2:], uint16(port))
-	binary.BigEndian.PutUint32(seg[4:], 1000)
-	binary.BigEndian.PutUint32(seg[8:], 2000)
-	seg[12] = 5 << 4
-	seg[13] = 0x10 // ACK
-	binary.BigEndian.PutUint16(seg[14:], 1024)
-	pseudo := append(append(append([]byte{}, s...), d...), 0, 6, 0, byte(len(seg)))
-	var sum uint32
-	for _, b := range [][]byte{pseudo, seg} {
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(b[i:]))
-		}
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(seg[16:], ^uint16(sum))
 	var c net.PacketConn
 	if err := inNS(v.ns, func() error {
 		var err error
@@ -1004,8 +992,33 @@ func sendTCPAck(v *vm, src, dst string, port int) error {
 		return err
 	}
 	defer c.Close()
-	_, err := c.WriteTo(seg, &net.IPAddr{IP: d})
-	return err
+	for _, sp := range sports {
+		seg := make([]byte, 20)
+		binary.BigEndian.PutUint16(seg[0:], uint16(sp))
+		binary.BigEndian.PutUint16(seg[2:], uint16(port))
+		binary.BigEndian.PutUint32(seg[4:], 1000)
+		if flags&0x10 != 0 {
+			binary.BigEndian.PutUint32(seg[8:], 2000)
+		}
+		seg[12] = 5 << 4
+		seg[13] = flags
+		binary.BigEndian.PutUint16(seg[14:], 1024)
+		pseudo := append(append(append([]byte{}, s...), d...), 0, 6, 0, byte(len(seg)))
+		var sum uint32
+		for _, b := range [][]byte{pseudo, seg} {
+			for i := 0; i+1 < len(b); i += 2 {
+				sum += uint32(binary.BigEndian.Uint16(b[i:]))
+			}
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		binary.BigEndian.PutUint16(seg[16:], ^uint16(sum))
+		if _, err := c.WriteTo(seg, &net.IPAddr{IP: d}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // iperfServers runs an iperf3 server in v on each port until the end of
@@ -1085,12 +1098,12 @@ func TestFirewallFlows(t *testing.T) {
 	h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "5204", "--cidr", "42.0.0.0/24")
 	h.mustCLI("sg", "rule", "add", "sg-2", "--ip-proto", "udp", "--port", "8000", "--cidr", "0.0.0.0/0")
 	var vms []*vm
-	for i, sgs := range [][]string{nil, {"sg-1"}, {"sg-1"}, nil, {"sg-2"}} {
+	for i, sgs := range [][]string{nil, {"sg-1"}, {"sg-1"}, nil, {"sg-2"}, nil, {"sg-1"}} {
 		v := h.addVM(nicSpec{id: fmt.Sprintf("nic-%d", i+1), mac: macFor(i + 1), vni: 42, addrs: addrs(i + 1), sgs: sgs})
 		v.serveGo(t, 7100, 7200, 8000, 9000)
 		vms = append(vms, v)
 	}
-	vm1, vm2, vm4 := vms[0], vms[1], vms[3]
+	vm1, vm2, vm4, vm6 := vms[0], vms[1], vms[3], vms[5]
 
 	t.Run("35 iperf3 TCP and UDP", func(t *testing.T) {
 		vm2.iperfServers(t, 5201, 5203, 5204, 5211)
@@ -1170,7 +1183,7 @@ func TestFirewallFlows(t *testing.T) {
 		// Invalid state: a TCP ACK that no SYN opened, to a port VM3
 		// allows; VM1's own conntrack drops it on the way out.
 		before = dropsOf(t, h, "nic-1")
-		if err := sendTCPAck(vm1, "42.0.0.1", "42.0.0.3", 7200); err != nil {
+		if err := sendTCP(vm1, "42.0.0.1", "42.0.0.3", []int{40001}, 7200, tcpACK); err != nil {
 			t.Fatal(err)
 		}
 		dropMoves(t, h, "nic-1", "firewall_invalid", before)
@@ -1223,6 +1236,46 @@ func TestFirewallFlows(t *testing.T) {
 		// reach another can fill the other's table), only logged here.
 		t.Logf("VM1 -> VM5 UDP 8000, a new flow while VM5's table is full: %v",
 			attempt(vm1, pass(1, 0, "udp", 8000), "42.0.0.5", koWait))
+	})
+
+	t.Run("SYN flood", func(t *testing.T) {
+		// VM6 (no group) sends 300 SYNs from distinct ports to VM7, which
+		// allows TCP 7200. A flow VM1 -> VM7 established before the flood
+		// and a flow between two other VMs keep going; the flooder's
+		// table fills up and its new connections are dropped and counted.
+		est := startTicker(t, vm1, "42.0.0.7", 7200)
+		other := startTicker(t, vm1, "42.0.0.3", 7200)
+		est.waitEchoes(t, "flow VM1 -> VM7", 0, 3)
+		other.waitEchoes(t, "flow VM1 -> VM3", 0, 3)
+		// Resolve VM7 first: the guest's kernel would drop what exceeds
+		// its queue of packets waiting for ARP (unres_qlen_bytes).
+		must(t, "ip", "-n", vm6.ns, "neigh", "replace", "42.0.0.7", "lladdr", macFor(7), "dev", "eth0", "nud", "permanent")
+		before := dropsOf(t, h, "nic-6")
+		ports := make([]int, 300)
+		for i := range ports {
+			ports[i] = 20000 + i
+		}
+		if err := sendTCP(vm6, "42.0.0.6", "42.0.0.7", ports, 7200, tcpSYN); err != nil {
+			t.Fatal(err)
+		}
+		// VM6 tracks nothing else: exactly 100 SYNs fit, 200 are dropped.
+		eventually(t, settleTimeout, "nic-6 drops 200 SYNs as table_full", func() error {
+			m, err := fwDrops(h, "nic-6")
+			if err != nil {
+				return err
+			}
+			if n := m["firewall_table_full"] - before["firewall_table_full"]; n < 200 {
+				return fmt.Errorf("%d so far: %v", n, m)
+			}
+			return nil
+		})
+		if n := dropsOf(t, h, "nic-6")["firewall_table_full"] - before["firewall_table_full"]; n != 200 {
+			t.Fatalf("nic-6 dropped %d SYNs as table_full, want 200 (300 sent, 100 tracked)", n)
+		}
+		est.waitEchoes(t, "flow VM1 -> VM7 after the flood", est.echoed.Load(), 5)
+		other.waitEchoes(t, "flow VM1 -> VM3 after the flood", other.echoed.Load(), 5)
+		checkFlow(t, vm1, pass(0, 0, "tcp", 7200), "42.0.0.3")
+		checkFlow(t, vm6, block(0, 0, "tcp", 7200), "42.0.0.7")
 	})
 }
 
