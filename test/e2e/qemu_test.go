@@ -106,6 +106,10 @@ type vmOpts struct {
 	// noOffloads turns off the device's checksum and TSO features: the
 	// guest sends and takes only complete frames with full checksums.
 	noOffloads bool
+	// memMiB is the guest's memory (memfd, untouched pages cost nothing);
+	// 0 means 256. Above 3.5 GiB QEMU's pc machine maps part of it above
+	// 4 GiB: the daemon gets two regions at offsets of one file.
+	memMiB int
 }
 
 // qemuVM is one QEMU process (restartable) and the command agent of its
@@ -137,6 +141,9 @@ func (l *lab) startVM(o vmOpts) *qemuVM {
 	if o.mtu == 0 {
 		o.mtu = 1400
 	}
+	if o.memMiB == 0 {
+		o.memMiB = 256
+	}
 	v := &qemuVM{lab: l, opts: o, img: img, dir: filepath.Join(l.dir, "vm-"+o.name)}
 	if err := os.MkdirAll(v.dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -165,11 +172,12 @@ func (v *qemuVM) args() []string {
 	if o.noOffloads {
 		device += ",csum=off,guest_csum=off,gso=off,host_tso4=off,host_tso6=off,guest_tso4=off,guest_tso6=off"
 	}
+	mem := strconv.Itoa(o.memMiB) + "M"
 	return []string{
 		"-name", o.name,
-		"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "256M",
+		"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", mem,
 		// vhost-user needs guest memory the daemon can map.
-		"-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
+		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on", "-numa", "node,memdev=mem",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-serial", "file:" + v.consolePath(v.boot),
 		"-chardev", "socket,id=agent,path=" + v.agentPath() + ",server=on,wait=off",
@@ -734,7 +742,8 @@ func TestQEMUOneHost(t *testing.T) {
 }
 
 // TestQEMUTwoHosts: one QEMU guest on each of two daemons joined by a
-// VXLAN underlay: ping both ways and iperf3 TCP across; then one daemon
+// VXLAN underlay (one guest with memory above 4 GiB): ping both ways and
+// iperf3 TCP across; then one daemon
 // is killed and restarted (server mode) and its guest, whose QEMU redials
 // (reconnect=1), is back without a reboot.
 func TestQEMUTwoHosts(t *testing.T) {
@@ -746,7 +755,9 @@ func TestQEMUTwoHosts(t *testing.T) {
 	s2 := h2.addVhostNIC("vm-2", macFor(2), 42, a2, "sg-open")
 	// vm-1's QEMU redials its socket (the daemon's restart, below).
 	vm1 := l.startVM(vmOpts{name: "vm-1", socket: s1, mac: macFor(1), addr: a1, reconnect: 1})
-	vm2 := l.startVM(vmOpts{name: "vm-2", socket: s2, mac: macFor(2), addr: a2})
+	// vm-2 has 4.5 GiB: its rings and buffers live in two memory regions,
+	// one above 4 GiB at an offset of the memfd.
+	vm2 := l.startVM(vmOpts{name: "vm-2", socket: s2, mac: macFor(2), addr: a2, memMiB: 4608})
 	waitVMs(t, vm1, vm2)
 	ip1, ip2 := vmIP(a1), vmIP(a2)
 	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
