@@ -454,13 +454,14 @@ fw_bench() {
 #             firewall and learning switch as in production (BENCH_DAEMON_ARGS applies).
 #   dpdk      dpdk-testpmd with two net_vhost ports and io forwarding between them, forwarding lcore
 #             on CPU 1: DPDK's vhost library, no switching, no filtering.
+#   bfx       as bf with both vNICs --bypass-filtering: switching only, like the reference.
 # The endpoint runs testpmd's 5tswap mode on each port (it swaps MACs, IPs and UDP ports and sends
 # the frame back out of the port it came in on), primed with "start tx_first N" (N bursts per port
 # of testpmd's UDP 198.18.0.1:9 -> 198.18.0.2:9, A's to B's MAC and B's to A's). A frame from A
 # crosses the back end to B, comes back as B's reply to A, and so on: one UDP flow answered both
 # ways, which the firewall admits and the switch learns. B's primed frames claim A's address, so
-# Butterfly's firewall drops them (counted); DPDK forwards them. Frames in flight = primed - lost
-# (lost = Butterfly's drop counters, or what DPDK's testpmd received and did not send).
+# bf's firewall drops them; bfx and DPDK forward them. Frames in flight = primed - lost, where lost
+# = what the back end received and did not deliver, read once the endpoint stopped.
 # The rate is the sum of both ports' Rx-pps (Rx-bps) from the endpoint's "show port stats all"
 # over BENCH_VHOST_SECONDS after BENCH_VHOST_WARM seconds: what the back end delivers. Cases:
 #   64     64-byte frames, 8 bursts of 32 per port primed: packets per second.
@@ -529,11 +530,13 @@ vh_wait_dumps() {
 vh_backend() {
 	local i
 	case $1 in
-	bf)
+	bf | bfx)
+		local flags=()
+		[ "$1" = bfx ] && flags=(--bypass-filtering)
 		mkns h1 && lone_underlay h1 && start_bf h1 10.78.0.1 --workers 1 && open_sg h1 || return 1
 		taskset -a -p -c 1 "${DPID[h1]}" >/dev/null || return 1
-		VH_SA=$(bf h1 nic add --id vh-a --mac "$VH_MA" --vni 42 --ip 198.18.0.1 --sg sg-open --type VHOST_USER_SERVER | tail -n1) &&
-			VH_SB=$(bf h1 nic add --id vh-b --mac "$VH_MB" --vni 42 --ip 198.18.0.2 --sg sg-open --type VHOST_USER_SERVER | tail -n1) || return 1
+		VH_SA=$(bf h1 nic add --id vh-a --mac "$VH_MA" --vni 42 --ip 198.18.0.1 --sg sg-open --type VHOST_USER_SERVER "${flags[@]}" | tail -n1) &&
+			VH_SB=$(bf h1 nic add --id vh-b --mac "$VH_MB" --vni 42 --ip 198.18.0.2 --sg sg-open --type VHOST_USER_SERVER "${flags[@]}" | tail -n1) || return 1
 		;;
 	dpdk)
 		VH_SA=$WORK/dpdk-a.sock VH_SB=$WORK/dpdk-b.sock
@@ -552,9 +555,11 @@ vh_backend() {
 vh_lost() {
 	local rx tx pps bps
 	case $1 in
-	bf)
+	bf | bfx)
+		# frames received from the two VMs and not delivered to either (flood copies towards
+		# the underlay at start-up are neither)
 		{ bf h1 nic counters vh-a; bf h1 nic counters vh-b; } 2>&1 | tee "$OUT/vhost-$L-counters.txt" |
-			awk '/^drop /{n+=$NF} END{print n+0}'
+			awk '/^rx packets:/{rx+=$NF} /^tx packets:/{tx+=$NF} END{print (rx > tx ? rx - tx : 0)}'
 		;;
 	dpdk)
 		local before
@@ -593,6 +598,8 @@ vh_case() {
 		vh_cmd ep "show port stats all"
 		vh_wait_dumps "$log" 4
 		read -r pps bps rx tx <<<"$(vh_stats "$log")"
+		vh_cmd ep stop # the frames settle in the endpoint's rings before the back end is asked
+		sleep 1
 		cp "$log" "$OUT/vhost-ep-$L.log"
 		lost=$(vh_lost "$be")
 		# testpmd's Rx-bps stops at 2^31: bits from the packet rate (frames without FCS, as testpmd counts)
@@ -611,26 +618,26 @@ vhost_bench() {
 	command -v dpdk-testpmd >/dev/null || { say "RESULT vhost | dpdk-testpmd missing (apt-get install dpdk)"; return; }
 	local r be
 	for r in $(seq "${BENCH_VHOST_ROUNDS:-1}"); do
-		# each case on both back ends back to back, so that both see the same machine load
-		for be in dpdk bf; do vh_case "vh-$be-64-$r" "$be" 64 32 8; done
-		for be in dpdk bf; do vh_case "vh-$be-1500-$r" "$be" 1500 32 8; done
-		for be in dpdk bf; do vh_case "vh-$be-lat-$r" "$be" 64 1 1; done
+		# each case on every back end back to back, so that all see the same machine load
+		for be in dpdk bf bfx; do vh_case "vh-$be-64-$r" "$be" 64 32 8; done
+		for be in dpdk bf bfx; do vh_case "vh-$be-1500-$r" "$be" 1500 32 8; done
+		for be in dpdk bf bfx; do vh_case "vh-$be-lat-$r" "$be" 64 1 1; done
 	done
 	{
 		echo "vhost-user, $(date -u +%FT%TZ), $(nproc) CPUs; back end on CPU 1, endpoint testpmd (5tswap) on CPU 0;"
 		echo "${VH_SECS} s per case after ${VH_WARM} s; no hugepages. Shared machine: compare within a row only."
 		echo
-		echo "| case | DPDK vhost (testpmd io) | Butterfly (--workers 1) | ratio Butterfly/DPDK | frames in flight dpdk / bf | steal % dpdk / bf | load dpdk / bf |"
-		echo "|---|---|---|---|---|---|---|"
-		local d b row
+		echo "| case | DPDK vhost (testpmd io) | Butterfly, firewall on | ratio | Butterfly, bypass filtering | ratio | frames in flight dpdk / bf / bfx | steal % dpdk / bf / bfx | load dpdk / bf / bfx |"
+		echo "|---|---|---|---|---|---|---|---|---|"
+		local d b x row vd vb vx
 		for r in $(seq "${BENCH_VHOST_ROUNDS:-1}"); do
 			for row in "64 Mpps pps 1e6" "1500 Gbit/s bps 1e9" "lat us hop 1"; do
 				read -r c unit key div <<<"$row"
-				d=vh-dpdk-$c-$r b=vh-bf-$c-$r
-				local vd vb
+				d=vh-dpdk-$c-$r b=vh-bf-$c-$r x=vh-bfx-$c-$r
 				vd=$(awk -v x="${R[$d.$key]:-0}" -v q="$div" 'BEGIN{ if (x+0 > 0) printf "%.2f", x/q; else print "n/a"}')
 				vb=$(awk -v x="${R[$b.$key]:-0}" -v q="$div" 'BEGIN{ if (x+0 > 0) printf "%.2f", x/q; else print "n/a"}')
-				echo "| $c: $unit (round $r) | $vd | $vb | $(vh_ratio "$vb" "$vd") | ${R[$d.fly]:-?} / ${R[$b.fly]:-?} | ${R[$d.steal]:-?} / ${R[$b.steal]:-?} | ${R[$d.load]:-?} / ${R[$b.load]:-?} |"
+				vx=$(awk -v x="${R[$x.$key]:-0}" -v q="$div" 'BEGIN{ if (x+0 > 0) printf "%.2f", x/q; else print "n/a"}')
+				echo "| $c: $unit (round $r) | $vd | $vb | $(vh_ratio "$vb" "$vd") | $vx | $(vh_ratio "$vx" "$vd") | ${R[$d.fly]:-?} / ${R[$b.fly]:-?} / ${R[$x.fly]:-?} | ${R[$d.steal]:-?} / ${R[$b.steal]:-?} / ${R[$x.steal]:-?} | ${R[$d.load]:-?} / ${R[$b.load]:-?} / ${R[$x.load]:-?} |"
 			done
 		done
 		echo
