@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,6 +158,7 @@ type fc struct {
 	dst         string
 	src         string // source address (default: the kernel's choice)
 	size, count int
+	refused     bool // (with ok) the answer must be a refusal: ICMP port unreachable or TCP RST
 }
 
 func pass(from, to int, proto string, port int) fc {
@@ -177,6 +179,13 @@ func (c fc) at(dst string) fc {
 	c.dst = dst
 	c.v6 = strings.Contains(dst, ":")
 	return c
+}
+
+// refusedBy expects, from VM from to a port of VM to with nothing
+// listening, a refusal (UDP: ICMP port unreachable; TCP: RST) to come
+// back: the answer of a tracked flow, which needs no rule.
+func refusedBy(from, to int, proto string, port int) fc {
+	return fc{from: from, to: to, proto: proto, port: port, ok: true, refused: true}
 }
 
 // via sets the source address.
@@ -509,6 +518,22 @@ func (r *scenarioRun) check(c fc) error {
 	if dst == "" {
 		dst = r.vms[c.to-1].dstAddr(c.v6)
 	}
+	if c.refused {
+		err := poll(settleTimeout, func() error {
+			err := attempt(src, c, dst, time.Second)
+			if err == nil {
+				return errors.New("it was answered (a server listens there?)")
+			}
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("%v (refused): %w", c, err)
+		}
+		return nil
+	}
 	if c.ok {
 		if err := poll(settleTimeout, func() error { return attempt(src, c, dst, time.Second) }); err != nil {
 			return fmt.Errorf("%v: %w", c, err)
@@ -774,6 +799,15 @@ func TestFirewallRuleScenarios(t *testing.T) {
 			{[]string{"@1 ip -6 neigh flush dev eth0", "@2 ip -6 neigh flush dev eth0",
 				"sg del sg-1", "sg rule add sg-1 --ip-proto 58 --cidr fd43::/64"},
 				[]fc{pass6(1, 2, "icmp", 0), pass6(2, 1, "icmp", 0), block6(1, 2, "tcp", 8000), block6(2, 1, "udp", 8000)}, nil},
+		}},
+		// VM1 allows nothing inbound: the ICMP errors and RSTs its flows
+		// draw pass as part of those flows, an unrelated ping does not.
+		{"ICMP errors and RSTs of tracked flows", []fvm{{sgs: []string{"sg-1"}}, {sgs: []string{"sg-2"}}}, []fstep{
+			{[]string{"sg add sg-1", "sg rule add sg-2 --ip-proto udp --port 9999 --cidr 0.0.0.0/0", "sg rule add sg-2 --ip-proto udp --port 9999 --cidr ::/0",
+				"sg rule add sg-2 --ip-proto tcp --port 9999 --cidr 0.0.0.0/0", "sg rule add sg-2 --ip-proto icmp --cidr 0.0.0.0/0"},
+				[]fc{refusedBy(1, 2, "udp", 9999), refusedBy(1, 2, "tcp", 9999), {from: 1, to: 2, proto: "udp", port: 9999, v6: true, ok: true, refused: true},
+					block(2, 1, "icmp", 0), block(1, 2, "udp", 9998), block6(1, 2, "tcp", 9999)},
+				[]dropWant{{1, "firewall_no_rule"}}},
 		}},
 		{"fragmented UDP (8000-byte datagrams)", []fvm{{}, {sgs: []string{"sg-1"}}}, []fstep{
 			{[]string{"sg rule add sg-1 --ip-proto udp --port 7000 --cidr 0.0.0.0/0", "sg rule add sg-1 --ip-proto udp --port 7000 --cidr ::/0"},
