@@ -787,19 +787,8 @@ func TestFirewallRuleScenarios(t *testing.T) {
 				[]fc{pass(1, 3, "tcp", 80), pass(1, 2, "tcp", 8000), pass(1, 2, "icmp", 0), pass6(1, 3, "udp", 8000),
 					pass6(1, 2, "tcp", 80), block(2, 1, "udp", 9000)}, nil},
 		}},
-		{"IPv6 neighbour discovery needs no rule", []fvm{
-			{addrs: []string{"fd43::1/64"}, sgs: []string{"sg-1"}}, {addrs: []string{"fd43::2/64"}, sgs: []string{"sg-1"}}}, []fstep{
-			// An empty group: nothing passes, yet addresses resolve.
-			{[]string{"sg add sg-1"},
-				[]fc{pass6(1, 2, "nd", 0), pass6(2, 1, "nd", 0), block6(1, 2, "icmp", 0), block6(1, 2, "tcp", 8000)},
-				[]dropWant{{2, "firewall_no_rule"}}},
-			{[]string{"@1 ip -6 neigh flush dev eth0", "@2 ip -6 neigh flush dev eth0",
-				"sg rule add sg-1 --ip-proto tcp --port 8000 --cidr ::/0"},
-				[]fc{pass6(1, 2, "tcp", 8000), pass6(2, 1, "tcp", 8000), block6(1, 2, "icmp", 0), block6(1, 2, "udp", 8000), block6(1, 2, "tcp", 9000)}, nil},
-			{[]string{"@1 ip -6 neigh flush dev eth0", "@2 ip -6 neigh flush dev eth0",
-				"sg del sg-1", "sg rule add sg-1 --ip-proto 58 --cidr fd43::/64"},
-				[]fc{pass6(1, 2, "icmp", 0), pass6(2, 1, "icmp", 0), block6(1, 2, "tcp", 8000), block6(2, 1, "udp", 8000)}, nil},
-		}},
+		ndScenario("IPv6 neighbour discovery needs no rule", false),
+		ndScenario("IPv6 neighbour discovery needs no rule, anti-spoofing on", true),
 		// VM1 allows nothing inbound: the ICMP errors and RSTs its flows
 		// draw pass as part of those flows, an unrelated ping does not.
 		{"ICMP errors and RSTs of tracked flows", []fvm{{sgs: []string{"sg-1"}}, {sgs: []string{"sg-2"}}}, []fstep{
@@ -821,6 +810,25 @@ func TestFirewallRuleScenarios(t *testing.T) {
 	runScenarios(t, h, []int{80, 6000, 7000, 7001, 8000, 9000}, scs, map[string]map[int]hooks{
 		"fragmented UDP (8000-byte datagrams)": {0: {reasm.record, reasm.grew(5)}},
 	})
+}
+
+// ndScenario: IPv6-only VMs resolve each other by neighbour discovery
+// whatever the rules: with an empty group (nothing else passes), with
+// only a TCP rule, with only an ICMPv6 rule.
+func ndScenario(name string, antispoof bool) fwScenario {
+	return fwScenario{name, []fvm{
+		{addrs: []string{"fd43::1/64"}, sgs: []string{"sg-1"}, antispoof: antispoof},
+		{addrs: []string{"fd43::2/64"}, sgs: []string{"sg-1"}, antispoof: antispoof}}, []fstep{
+		{[]string{"sg add sg-1"},
+			[]fc{pass6(1, 2, "nd", 0), pass6(2, 1, "nd", 0), block6(1, 2, "icmp", 0), block6(1, 2, "tcp", 8000)},
+			[]dropWant{{2, "firewall_no_rule"}}},
+		{[]string{"@1 ip -6 neigh flush dev eth0", "@2 ip -6 neigh flush dev eth0",
+			"sg rule add sg-1 --ip-proto tcp --port 8000 --cidr ::/0"},
+			[]fc{pass6(1, 2, "tcp", 8000), pass6(2, 1, "tcp", 8000), block6(1, 2, "icmp", 0), block6(1, 2, "udp", 8000), block6(1, 2, "tcp", 9000)}, nil},
+		{[]string{"@1 ip -6 neigh flush dev eth0", "@2 ip -6 neigh flush dev eth0",
+			"sg del sg-1", "sg rule add sg-1 --ip-proto 58 --cidr fd43::/64"},
+			[]fc{pass6(1, 2, "icmp", 0), pass6(2, 1, "icmp", 0), block6(1, 2, "tcp", 8000), block6(2, 1, "udp", 8000)}, nil},
+	}}
 }
 
 // pings expects ICMP echo from VM from to every address of oks to pass
