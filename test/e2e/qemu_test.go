@@ -208,7 +208,9 @@ func (v *qemuVM) Start() {
 	if v.cmd != nil {
 		t.Fatalf("%s: QEMU already running (pid %d)", v.opts.name, v.cmd.Process.Pid)
 	}
+	v.agentMu.Lock()
 	v.closeAgent()
+	v.agentMu.Unlock()
 	v.boot++
 	os.Remove(v.agentPath())
 	logf, err := os.OpenFile(filepath.Join(v.dir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -365,8 +367,7 @@ func waitVMs(t testing.TB, vms ...*qemuVM) {
 	t.Logf("%d guest(s) ready in %v (eth0 up, guest uptime: %s)", len(vms), time.Since(start).Round(100*time.Millisecond), strings.Join(boots, ", "))
 }
 
-// closeAgent drops the agent connection (agentMu held, or no concurrent
-// Exec possible).
+// closeAgent drops the agent connection (agentMu held).
 func (v *qemuVM) closeAgent() {
 	if v.agent != nil {
 		v.agent.Close()
