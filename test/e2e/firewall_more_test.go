@@ -931,11 +931,21 @@ type ticker struct {
 // connection is closed at the end of the test.
 func startTicker(t *testing.T, src *vm, dst string, port int) *ticker {
 	t.Helper()
+	return startTickerFrom(t, src, "", dst, port)
+}
+
+// startTickerFrom is startTicker from source address local ("" = any).
+func startTickerFrom(t *testing.T, src *vm, local, dst string, port int) *ticker {
+	t.Helper()
+	d := net.Dialer{Timeout: time.Second}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
 	var conn net.Conn
 	err := poll(settleTimeout, func() error {
 		return inNS(src.ns, func() error {
 			var err error
-			conn, err = net.DialTimeout("tcp", net.JoinHostPort(dst, strconv.Itoa(port)), time.Second)
+			conn, err = d.Dial("tcp", net.JoinHostPort(dst, strconv.Itoa(port)))
 			return err
 		})
 	})
@@ -982,6 +992,27 @@ func (tk *ticker) waitEchoes(t *testing.T, what string, from, n int64) {
 		}
 		return nil
 	})
+}
+
+// cutWhile checks that change cuts the tracked flow a, whose drops
+// (firewall_cut or firewall_invalid once the periodic check removed it)
+// show on vNIC id, while flow b goes on undisturbed.
+func cutWhile(t *testing.T, h *host, a, b *ticker, id string, change func()) {
+	t.Helper()
+	a.waitEchoes(t, "flow A echoes", 0, 5)
+	b.waitEchoes(t, "flow B echoes", 0, 5)
+	before := dropsOf(t, h, id)
+	change()
+	after := dropMoves(t, h, id, "firewall_cut|firewall_invalid", before)
+	t.Logf("%s drops after the change: %v", id, after)
+	// Let what was in flight arrive (B makes 3 round trips), then A must
+	// not get a single echo while B gets 10 more.
+	b.waitEchoes(t, "flow B echoes after the cut", b.echoed.Load(), 3)
+	stalled := a.echoed.Load()
+	b.waitEchoes(t, "flow B keeps going", b.echoed.Load(), 10)
+	if got := a.echoed.Load(); got != stalled {
+		t.Fatalf("flow A got %d echoes after it was cut", got-stalled)
+	}
 }
 
 // dropsOf reads vNIC id's drop counters or fails the test.
@@ -1142,13 +1173,19 @@ func TestFirewallFlows(t *testing.T) {
 	h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "tcp", "--port-start", "5201", "--port-end", "5210", "--cidr", "42.0.0.0/24")
 	h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "5204", "--cidr", "42.0.0.0/24")
 	h.mustCLI("sg", "rule", "add", "sg-2", "--ip-proto", "udp", "--port", "8000", "--cidr", "0.0.0.0/0")
+	h.mustCLI("sg", "rule", "add", "sg-3", "--ip-proto", "tcp", "--port", "7300", "--sg-members", "sg-4")
+	h.mustCLI("sg", "member", "add", "sg-4", "42.0.0.1")
 	var vms []*vm
-	for i, sgs := range [][]string{nil, {"sg-1"}, {"sg-1"}, nil, {"sg-2"}, nil, {"sg-1"}} {
-		v := h.addVM(nicSpec{id: fmt.Sprintf("nic-%d", i+1), mac: macFor(i + 1), vni: 42, addrs: addrs(i + 1), sgs: sgs, quiet: true})
-		v.serveGo(t, 7100, 7200, 8000, 9000)
+	for i, sgs := range [][]string{nil, {"sg-1"}, {"sg-1"}, nil, {"sg-2"}, nil, {"sg-1"}, {"sg-3"}, nil} {
+		a := addrs(i + 1)
+		if i+1 == 9 {
+			a = append(a, "42.0.0.19/24")
+		}
+		v := h.addVM(nicSpec{id: fmt.Sprintf("nic-%d", i+1), mac: macFor(i + 1), vni: 42, addrs: a, sgs: sgs, quiet: true})
+		v.serveGo(t, 7100, 7200, 7300, 8000, 9000)
 		vms = append(vms, v)
 	}
-	vm1, vm2, vm4, vm6 := vms[0], vms[1], vms[3], vms[5]
+	vm1, vm2, vm4, vm6, vm9 := vms[0], vms[1], vms[3], vms[5], vms[8]
 
 	t.Run("35 iperf3 TCP and UDP", func(t *testing.T) {
 		vm2.iperfServers(t, 5201, 5203, 5204, 5211)
@@ -1199,24 +1236,31 @@ func TestFirewallFlows(t *testing.T) {
 		// are both allowed by sg-1, which VM2 and VM3 share.
 		a := startTicker(t, vm1, "42.0.0.2", 7100)
 		b := startTicker(t, vm1, "42.0.0.3", 7200)
-		a.waitEchoes(t, "flow A echoes", 0, 5)
-		b.waitEchoes(t, "flow B echoes", 0, 5)
-		before := dropsOf(t, h, "nic-2")
-		h.mustCLI("sg", "rule", "del", "sg-1", "--ip-proto", "tcp", "--port", "7100", "--cidr", "0.0.0.0/0")
-		after := dropMoves(t, h, "nic-2", "firewall_cut|firewall_invalid", before)
-		t.Logf("nic-2 drops after the rule went: %v", after)
-		// Let what was in flight arrive (B makes 3 round trips), then A
-		// must not get a single echo while B gets 10 more: sg-1 was
-		// recompiled, yet B's rule still allows it.
-		b.waitEchoes(t, "flow B echoes after the cut", b.echoed.Load(), 3)
-		stalled := a.echoed.Load()
-		b.waitEchoes(t, "flow B keeps going", b.echoed.Load(), 10)
-		if got := a.echoed.Load(); got != stalled {
-			t.Fatalf("flow A got %d echoes after it was cut", got-stalled)
-		}
+		cutWhile(t, h, a, b, "nic-2", func() {
+			h.mustCLI("sg", "rule", "del", "sg-1", "--ip-proto", "tcp", "--port", "7100", "--cidr", "0.0.0.0/0")
+		})
 		// New connections follow the new rules too.
 		checkFlow(t, vm1, block(0, 0, "tcp", 7100), "42.0.0.2")
 		checkFlow(t, vm1, pass(0, 0, "tcp", 7200), "42.0.0.3")
+	})
+
+	t.Run("cut flow: group member removed", func(t *testing.T) {
+		// VM8 allows TCP 7300 from the members of sg-4: VM1 (42.0.0.1).
+		// Removing that member changes no rule, only a shared set.
+		a := startTicker(t, vm1, "42.0.0.8", 7300)
+		b := startTicker(t, vm1, "42.0.0.3", 7200)
+		cutWhile(t, h, a, b, "nic-8", func() { h.mustCLI("sg", "member", "del", "sg-4", "42.0.0.1") })
+		checkFlow(t, vm1, block(0, 0, "tcp", 7300), "42.0.0.8")
+	})
+
+	t.Run("cut flow: vNIC address removed", func(t *testing.T) {
+		// VM9 (no group, default egress) declares 42.0.0.9 and
+		// 42.0.0.19 and has a flow from each; 42.0.0.19 is withdrawn.
+		a := startTickerFrom(t, vm9, "42.0.0.19", "42.0.0.3", 7200)
+		b := startTickerFrom(t, vm9, "42.0.0.9", "42.0.0.3", 7200)
+		cutWhile(t, h, a, b, "nic-9", func() { h.mustCLI("nic", "update", "--id", "nic-9", "--ip", "42.0.0.9", "--ip", "fd42::9") })
+		checkFlow(t, vm9, block(0, 0, "tcp", 7200).via("42.0.0.19"), "42.0.0.3")
+		checkFlow(t, vm9, pass(0, 0, "tcp", 7200).via("42.0.0.9"), "42.0.0.3")
 	})
 
 	t.Run("drops by reason", func(t *testing.T) {
