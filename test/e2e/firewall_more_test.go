@@ -1371,7 +1371,8 @@ func TestFirewallFlows(t *testing.T) {
 // TestFirewallDHCP is the original's scenario 45: a DHCP server VM on one
 // host and a client VM on another (busybox udhcpd and udhcpc). The client
 // gets its lease only once the group opens UDP 67 and 68, and ping passes
-// only once ICMP is allowed too.
+// only once ICMP is allowed too. Then fragmented UDP crosses the same
+// VXLAN path.
 func TestFirewallDHCP(t *testing.T) {
 	l := newLab(t)
 	busybox, err := exec.LookPath("busybox")
@@ -1449,4 +1450,16 @@ func TestFirewallDHCP(t *testing.T) {
 	}
 	checkFlow(t, srv, pass(0, 0, "icmp", 0), "42.0.0.2")
 	checkFlow(t, cli, pass(0, 0, "icmp", 0), "42.0.0.1")
+
+	// Fragmented UDP through VXLAN: 8000-byte datagrams (fragments of at
+	// most 1400 bytes, each carried in one VXLAN packet) pass to an
+	// allowed port; to another port, every fragment is dropped at the
+	// server's vNIC, as no_rule then as fragments without a first one.
+	srv.serveGo(t, 7000, 7001)
+	h1.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "7000", "--cidr", "42.0.0.0/24")
+	checkFlow(t, cli, pass(0, 0, "udp", 7000).sized(8000, 3), "42.0.0.1")
+	before = dropsOf(t, h1, "nic-1")
+	checkFlow(t, cli, block(0, 0, "udp", 7001).sized(8000, 1), "42.0.0.1")
+	dropMoves(t, h1, "nic-1", "firewall_fragment", before)
+	dropMoves(t, h1, "nic-1", "firewall_no_rule", before)
 }
