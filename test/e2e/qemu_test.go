@@ -106,6 +106,10 @@ type vmOpts struct {
 	// noOffloads turns off the device's checksum and TSO features: the
 	// guest sends and takes only complete frames with full checksums.
 	noOffloads bool
+	// noMrgRxbuf turns off VIRTIO_NET_F_MRG_RXBUF: the guest posts
+	// receive buffers as descriptor chains (Linux's "big packets" mode
+	// when it takes TSO frames).
+	noMrgRxbuf bool
 	// memMiB is the guest's memory (memfd, untouched pages cost nothing);
 	// 0 means 256. Above 3.5 GiB QEMU's pc machine maps part of it above
 	// 4 GiB: the daemon gets two regions at offsets of one file.
@@ -171,6 +175,9 @@ func (v *qemuVM) args() []string {
 	device := fmt.Sprintf("virtio-net-pci,netdev=net0,mac=%s,vectors=0,host_mtu=%d", o.mac, o.mtu)
 	if o.noOffloads {
 		device += ",csum=off,guest_csum=off,gso=off,host_tso4=off,host_tso6=off,guest_tso4=off,guest_tso6=off"
+	}
+	if o.noMrgRxbuf {
+		device += ",mrg_rxbuf=off"
 	}
 	mem := strconv.Itoa(o.memMiB) + "M"
 	return []string{
@@ -586,8 +593,9 @@ func logGuestNet(t testing.TB, vms ...*qemuVM) {
 func vmIP(addr string) string { return strings.SplitN(addr, "/", 2)[0] }
 
 // TestQEMUOneHost: QEMU guests on vhost-user vNICs of one butterflyd.
-// Two guests in VNI 42 ping each other (and a TAP VM) and run iperf3, TSO
-// frames crossing the switch whole; a guest in VNI 43 (same subnet)
+// Two guests in VNI 42 (one without mergeable receive buffers) ping each
+// other (and a TAP VM) and run iperf3 both ways, TSO frames crossing the
+// switch whole; a guest in VNI 43 (same subnet)
 // reaches its own VNI's TAP VM but neither of them, and, having no
 // offloads, takes that TAP VM's TCP traffic segmented; a guest whose driver
 // is reloaded (device reset on a live connection) works again; a guest
@@ -619,6 +627,9 @@ func TestQEMUOneHost(t *testing.T) {
 		sock := h.addVhostNIC(s.id, mac, s.vni, s.addr, "sg-open")
 		o := vmOpts{name: s.id, socket: sock, mac: mac, addr: s.addr}
 		switch s.id {
+		case "vm-1":
+			// Phase 1: no mergeable receive buffers.
+			o.noMrgRxbuf = true
 		case "vm-2":
 			// Phase 5: QEMU redials a socket that went away.
 			o.reconnect = 1
@@ -634,32 +645,40 @@ func TestQEMUOneHost(t *testing.T) {
 
 	// Subtests would share this lab's helpers, which fail the parent
 	// test: the phases run in line instead, each logged.
-	t.Log("phase 1: same VNI: ping both ways (and a TAP VM), iperf3")
+	t.Log("phase 1: same VNI: ping both ways (and a TAP VM), iperf3 both ways")
 	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	vm1.Reaches(t, tap.ip(0))
 	tap.reaches(t, ip1)
-	c1, c2 := h.traffic(t, "vm-1"), h.traffic(t, "vm-2")
-	rate, err := vmIperf(vm1, vm2, ip2, 3)
-	if err != nil {
-		h.logCounters(t, "vm-1", "vm-2")
-		logGuestNet(t, vm1, vm2)
-		t.Fatal(err)
-	}
-	if rate <= 0 {
-		t.Fatalf("iperf3 vm-1 -> vm-2: %v bit/s", rate)
-	}
-	t.Logf("iperf3 TCP vm-1 -> vm-2: %.1f Mbit/s", rate/1e6)
-	// Offloads end to end: the sender's TSO frames cross the switch
-	// whole (mean frame far above the 1400-byte MTU) both from vm-1
-	// and into vm-2.
-	d1, d2 := h.traffic(t, "vm-1"), h.traffic(t, "vm-2")
-	from := float64(d1.rxBytes-c1.rxBytes) / float64(max(1, d1.rxPackets-c1.rxPackets))
-	into := float64(d2.txBytes-c2.txBytes) / float64(max(1, d2.txPackets-c2.txPackets))
-	t.Logf("mean frame during iperf3: %.0f bytes from vm-1, %.0f bytes into vm-2", from, into)
-	if from < 3000 || into < 3000 {
-		t.Errorf("TSO frames were not kept whole between two local guests: mean frame %.0f bytes from vm-1, %.0f into vm-2", from, into)
+	// Both directions: vm-2 receives into mergeable buffers, vm-1
+	// (mrg_rxbuf=off) into the big chained buffers of Linux's
+	// "big packets" mode. The sender's TSO frames cross the switch whole
+	// (mean frame far above the 1400-byte MTU) out of one guest and into
+	// the other.
+	for _, d := range []struct {
+		from, to     *qemuVM
+		fromID, toID string
+		dst          string
+	}{{vm1, vm2, "vm-1", "vm-2", ip2}, {vm2, vm1, "vm-2", "vm-1", ip1}} {
+		cf, ct := h.traffic(t, d.fromID), h.traffic(t, d.toID)
+		rate, err := vmIperf(d.from, d.to, d.dst, 3)
+		if err != nil {
+			h.logCounters(t, "vm-1", "vm-2")
+			logGuestNet(t, vm1, vm2)
+			t.Fatal(err)
+		}
+		if rate <= 0 {
+			t.Fatalf("iperf3 %s -> %s: %v bit/s", d.fromID, d.toID, rate)
+		}
+		df, dt := h.traffic(t, d.fromID), h.traffic(t, d.toID)
+		out := float64(df.rxBytes-cf.rxBytes) / float64(max(1, df.rxPackets-cf.rxPackets))
+		in := float64(dt.txBytes-ct.txBytes) / float64(max(1, dt.txPackets-ct.txPackets))
+		t.Logf("iperf3 TCP %s -> %s: %.1f Mbit/s, mean frame %.0f bytes out of %s, %.0f bytes into %s",
+			d.fromID, d.toID, rate/1e6, out, d.fromID, in, d.toID)
+		if out < 3000 || in < 3000 {
+			t.Errorf("TSO frames were not kept whole between two local guests: mean frame %.0f bytes out of %s, %.0f into %s", out, d.fromID, in, d.toID)
+		}
 	}
 
 	t.Log("phase 2: another VNI, same subnet: isolated")
@@ -676,6 +695,7 @@ func TestQEMUOneHost(t *testing.T) {
 	c3 := h.traffic(t, "vm-3")
 	var out string
 	if err := poll(15*time.Second, func() error {
+		var err error
 		out, err = tap5.exec("iperf3", "-c", ip3, "-t", "3", "-f", "m", "--connect-timeout", "3000")
 		return err
 	}); err != nil {
