@@ -1263,6 +1263,41 @@ func TestFirewallFlows(t *testing.T) {
 		checkFlow(t, vm9, pass(0, 0, "tcp", 7200).via("42.0.0.9"), "42.0.0.3")
 	})
 
+	t.Run("same TCP 4-tuple reopened", func(t *testing.T) {
+		// Three connections in a row from VM1 port 45000 to VM3 port 7200,
+		// each echoed then reset (linger 0, so no TIME_WAIT in the
+		// guest): the firewall's closed entry must let the next SYN
+		// open a new connection at once, not after the entry's 10 s
+		// timeout.
+		for i := range 3 {
+			err := poll(5*time.Second, func() error {
+				var conn net.Conn
+				d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("42.0.0.1"), Port: 45000}}
+				if err := inNS(vm1.ns, func() error {
+					var err error
+					conn, err = d.Dial("tcp", "42.0.0.3:7200")
+					return err
+				}); err != nil {
+					return err
+				}
+				defer func() {
+					conn.(*net.TCPConn).SetLinger(0)
+					conn.Close()
+				}()
+				conn.SetDeadline(time.Now().Add(time.Second))
+				if _, err := conn.Write([]byte("again")); err != nil {
+					return err
+				}
+				b := make([]byte, 5)
+				_, err := io.ReadFull(conn, b)
+				return err
+			})
+			if err != nil {
+				t.Fatalf("connection %d from port 45000: %v", i+1, err)
+			}
+		}
+	})
+
 	t.Run("drops by reason", func(t *testing.T) {
 		// No rule: UDP 9000 to VM2.
 		before := dropsOf(t, h, "nic-2")
