@@ -596,7 +596,8 @@ func dropSum(m map[string]uint64, reason string) uint64 {
 
 // runScenarios sets every scenario up on h (VNI 100+i), plays them all
 // concurrently, then reports each as a subtest. hk gives hooks by
-// scenario name and step index.
+// scenario name and step index. Every scenario runs whatever -run says:
+// a subtest pattern only selects which results are reported.
 func runScenarios(t *testing.T, h *host, ports []int, scs []fwScenario, hk map[string]map[int]hooks) {
 	runs := make([]*scenarioRun, len(scs))
 	for i, sc := range scs {
