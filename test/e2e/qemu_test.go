@@ -110,6 +110,9 @@ type vmOpts struct {
 	// receive buffers as descriptor chains (Linux's "big packets" mode
 	// when it takes TSO frames).
 	noMrgRxbuf bool
+	// noEventIdx turns off VIRTIO_RING_F_EVENT_IDX: kicks and interrupts
+	// are suppressed with the rings' flags instead.
+	noEventIdx bool
 	// memMiB is the guest's memory (memfd, untouched pages cost nothing);
 	// 0 means 256. Above 3.5 GiB QEMU's pc machine maps part of it above
 	// 4 GiB: the daemon gets two regions at offsets of one file.
@@ -178,6 +181,9 @@ func (v *qemuVM) args() []string {
 	}
 	if o.noMrgRxbuf {
 		device += ",mrg_rxbuf=off"
+	}
+	if o.noEventIdx {
+		device += ",event_idx=off"
 	}
 	mem := strconv.Itoa(o.memMiB) + "M"
 	return []string{
@@ -315,7 +321,8 @@ func (v *qemuVM) dumpConsoles() {
 // readyRE matches the guest's line once eth0 is configured.
 var readyRE = regexp.MustCompile(`BF-READY uptime=(\S+) eth0=(\S+) mtu=(\d+)`)
 
-// WaitReady waits until the guest configured eth0 and its agent answers.
+// WaitReady waits until the guest configured eth0 and its agent answers,
+// and checks the virtio features the guest negotiated against the options.
 func (v *qemuVM) WaitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -349,6 +356,42 @@ func (v *qemuVM) WaitReady(timeout time.Duration) error {
 	})
 	if err != nil {
 		return fmt.Errorf("%s: agent: %w", v.opts.name, err)
+	}
+	return v.checkFeatures()
+}
+
+// Virtio feature bits the tests expect the guest to negotiate (unless its
+// options turn them off).
+var (
+	offloadBits = []int{0, 1, 7, 8, 11, 12} // CSUM, GUEST_CSUM, GUEST_TSO4/6, HOST_TSO4/6
+	alwaysBits  = []int{28, 32}             // INDIRECT_DESC, VERSION_1
+)
+
+const (
+	bitMrgRxbuf = 15
+	bitEventIdx = 29
+)
+
+// checkFeatures compares the features the guest's driver negotiated
+// (sysfs: one character per bit) with what the back end offers and the
+// VM's options allow.
+func (v *qemuVM) checkFeatures() error {
+	out, err := v.Exec(10*time.Second, "cat /sys/bus/virtio/devices/*/features")
+	if err != nil {
+		return err
+	}
+	f := strings.TrimSpace(out)
+	want := map[int]bool{bitMrgRxbuf: !v.opts.noMrgRxbuf, bitEventIdx: !v.opts.noEventIdx}
+	for _, b := range offloadBits {
+		want[b] = !v.opts.noOffloads
+	}
+	for _, b := range alwaysBits {
+		want[b] = true
+	}
+	for b, on := range want {
+		if b >= len(f) || (f[b] == '1') != on {
+			return fmt.Errorf("%s: negotiated features %s: bit %d should be %v", v.opts.name, f, b, on)
+		}
 	}
 	return nil
 }
@@ -597,7 +640,7 @@ func vmIP(addr string) string { return strings.SplitN(addr, "/", 2)[0] }
 // other (and a TAP VM) and run iperf3 both ways, TSO frames crossing the
 // switch whole; a guest in VNI 43 (same subnet)
 // reaches its own VNI's TAP VM but neither of them, and, having no
-// offloads, takes that TAP VM's TCP traffic segmented; a guest whose driver
+// offloads (nor EVENT_IDX), takes that TAP VM's TCP traffic segmented; a guest whose driver
 // is reloaded (device reset on a live connection) works again; a guest
 // killed and started again on its socket works again (the original's
 // tests 01 and 11); a vNIC deleted while its guest runs cuts that guest
@@ -634,8 +677,9 @@ func TestQEMUOneHost(t *testing.T) {
 			// Phase 5: QEMU redials a socket that went away.
 			o.reconnect = 1
 		case "vm-3":
-			// Phase 2: the switch segments and checksums for it.
-			o.noOffloads = true
+			// Phase 2: the switch segments and checksums for it, and
+			// notifications go by the rings' flags.
+			o.noOffloads, o.noEventIdx = true, true
 		}
 		vms[i] = l.startVM(o)
 	}
@@ -763,7 +807,8 @@ func TestQEMUOneHost(t *testing.T) {
 }
 
 // TestQEMUTwoHosts: one QEMU guest on each of two daemons joined by a
-// VXLAN underlay (one guest with memory above 4 GiB): ping both ways and
+// VXLAN underlay (one guest with memory above 4 GiB, the other without
+// EVENT_IDX): ping both ways and
 // iperf3 TCP across; then one daemon
 // is killed and restarted (server mode) and its guest, whose QEMU redials
 // (reconnect=1), is back without a reboot.
@@ -774,8 +819,9 @@ func TestQEMUTwoHosts(t *testing.T) {
 	a1, a2 := "10.42.0.1/24", "10.42.0.2/24"
 	s1 := h1.addVhostNIC("vm-1", macFor(1), 42, a1, "sg-open")
 	s2 := h2.addVhostNIC("vm-2", macFor(2), 42, a2, "sg-open")
-	// vm-1's QEMU redials its socket (the daemon's restart, below).
-	vm1 := l.startVM(vmOpts{name: "vm-1", socket: s1, mac: macFor(1), addr: a1, reconnect: 1})
+	// vm-1's QEMU redials its socket (the daemon's restart, below); its
+	// rings use flags, not EVENT_IDX, to suppress notifications.
+	vm1 := l.startVM(vmOpts{name: "vm-1", socket: s1, mac: macFor(1), addr: a1, reconnect: 1, noEventIdx: true})
 	// vm-2 has 4.5 GiB: its rings and buffers live in two memory regions,
 	// one above 4 GiB at an offset of the memfd.
 	vm2 := l.startVM(vmOpts{name: "vm-2", socket: s2, mac: macFor(2), addr: a2, memMiB: 4608})
