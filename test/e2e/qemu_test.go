@@ -21,11 +21,16 @@ package e2e
 //	vm.Blocked(t, "10.42.0.2")        // no reply to any of 3 pings
 //	vm.Kill(); vm.Start(); vm.Stop()  // QEMU stopped by PID, started again on the same socket
 //	vm.ConsoleLog()                   // serial console of the current boot
+//	vmIperf(client, server, ip, secs)  // iperf3 TCP rate in bit/s
+//	h.addVhostNIC(id, mac, vni, addr, sgs...) // nic add, returns the socket path
+//	h.traffic(t, id), h.vhostLogClean(t)      // nic counters; no vhost-user warning logged
 //
 // vmOpts.server makes QEMU create and listen on the vhost-user socket (the
 // daemon is then the client and connects to it); QEMU 7.2 then waits for
 // that connection before it boots the guest. vmOpts.reconnect makes QEMU,
 // as a client, reconnect to the daemon's socket after it went away.
+// noOffloads, noMrgRxbuf and noEventIdx turn device features off (WaitReady
+// checks what the guest negotiated); memMiB sizes the guest's memory.
 
 import (
 	"bufio"
