@@ -502,6 +502,11 @@ func (e *Engine) Counters(id string) (model.NICCounters, error) {
 			c.Drops[dropName(dropReason(r))] = v
 		}
 	}
+	if n := p.ct.Evicted(); n != 0 {
+		// Not a packet drop: half-open flows of peers removed from a
+		// full table (firewall.Conntrack.Drops).
+		c.Drops["firewall_evicted"] = n
+	}
 	addPortDrops(&c, p.port)
 	return c, nil
 }

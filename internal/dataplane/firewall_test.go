@@ -222,15 +222,27 @@ func TestFirewallTableFull(t *testing.T) {
 		t.Errorf("a drops %v, want firewall_table_full 1", ca.Drops)
 	}
 	// b's table is full too (the two flows of a): replies of the tracked
-	// flows pass, b's own new flows are refused and counted on b.
+	// flows pass. b's first new flow takes the place of a's flow that b
+	// never answered (early drop); the next one finds only the answered
+	// flow and b's own, and is refused and counted on b.
 	if send(b, a, false, 53, 1) != 1 {
 		t.Error("reply of a tracked flow dropped")
 	}
-	if send(b, a, false, 7, 8) != 0 {
-		t.Error("a new flow of b passed its full table")
+	send(b, a, false, 7, 8) // passes b, then meets a's full table
+	cb, _ := h.e.Counters("b")
+	ca, _ = h.e.Counters("a")
+	if cb.Drops["firewall_table_full"] != 0 || cb.Drops["firewall_evicted"] != 1 || ca.Drops["firewall_table_full"] != 2 {
+		t.Errorf("a new flow of b: b drops %v, a drops %v; want b evicting one flow, a refusing it as table_full",
+			cb.Drops, ca.Drops)
 	}
-	if cb, _ := h.e.Counters("b"); cb.Drops["firewall_table_full"] != 1 {
-		t.Errorf("b drops %v, want firewall_table_full 1", cb.Drops)
+	if send(b, a, false, 9, 10) != 0 {
+		t.Error("a new flow of b passed a table of answered and own flows")
+	}
+	if send(b, a, false, 53, 1) != 1 {
+		t.Error("reply of an answered flow dropped after the eviction")
+	}
+	if cb, _ := h.e.Counters("b"); cb.Drops["firewall_table_full"] != 1 || cb.Drops["firewall_evicted"] != 1 {
+		t.Errorf("b drops %v, want firewall_table_full 1 and firewall_evicted 1", cb.Drops)
 	}
 }
 

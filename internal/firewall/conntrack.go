@@ -164,6 +164,8 @@ type Conntrack struct {
 	checkCursor uint32
 	limit       *Limit
 	counters    [numVerdicts]atomic.Uint64
+	// evicted counts flows earlyDrop removed.
+	evicted atomic.Uint64
 }
 
 // sweepPerPacket is the number of slots examined for expiry per packet.
@@ -233,14 +235,21 @@ func (c *Conntrack) Count(v Verdict) uint64 {
 	return c.counters[v].Load()
 }
 
-// Drops returns the drop counters by reason name (not for the data path).
+// Drops returns the drop counters by reason name (not for the data path),
+// plus "evicted": half-open flows from peers removed to make room for a
+// new connection in a full table (their next packets count as invalid).
 func (c *Conntrack) Drops() map[string]uint64 {
 	m := make(map[string]uint64)
 	for v := DropNoRule; v < numVerdicts; v++ {
 		m[v.String()] = c.counters[v].Load()
 	}
+	m["evicted"] = c.evicted.Load()
 	return m
 }
+
+// Evicted returns how many flows were evicted from a full table. Safe for
+// concurrent use.
+func (c *Conntrack) Evicted() uint64 { return c.evicted.Load() }
 
 func mix(h, v uint64) uint64 {
 	h ^= v
@@ -319,13 +328,61 @@ func (c *Conntrack) sweep(now int64, n int) {
 	}
 }
 
+// earlyDropScan is the number of slots earlyDrop examines.
+const earlyDropScan = 64
+
+// evictable reports whether e is a flow a peer opened towards the VM that
+// is not yet assured: a TCP connection short of ESTABLISHED, or another
+// flow the VM never answered. Such flows are what a flood of new
+// connections from outside leaves behind.
+func (e *entry) evictable() bool {
+	if e.flags&flOrigFrom != 0 {
+		return false
+	}
+	switch {
+	case e.state == TCPSynSent || e.state == TCPSynRecv || e.state == TCPClose:
+		return true
+	case e.state >= stUDP && e.state <= stOther:
+		return e.flags&flReplied == 0
+	}
+	return false
+}
+
+// earlyDrop makes room in a full table, like Linux's early drop: among
+// the earlyDropScan slots from h's home, it removes the evictable entry
+// closest to expiry. So a peer flooding the VM with connections it never
+// completes cannot lock the VM out of new connections, while flows the
+// VM opened itself and established flows are never evicted (a VM that
+// floods the network only fills its own table). It reports whether an
+// entry was removed.
+func (c *Conntrack) earlyDrop(h uint32) bool {
+	victim, found := uint32(0), false
+	for n, i := 0, h&c.mask; n < earlyDropScan; n, i = n+1, (i+1)&c.mask {
+		e := &c.slots[i]
+		if e.state == stEmpty || !e.evictable() {
+			continue
+		}
+		if !found || e.expires < c.slots[victim].expires {
+			victim, found = i, true
+		}
+	}
+	if found {
+		c.deleteAt(victim)
+		c.evicted.Add(1)
+	}
+	return found
+}
+
 // insert adds k at free slot free; false when the table is full.
 func (c *Conntrack) insert(k *key, h uint32, free int, now int64) (*entry, bool) {
 	if c.count >= c.capacity || c.limit != nil && c.limit.n.Load() >= c.limit.max {
 		// Reclaim expired entries first.
 		c.sweep(now, 64)
-		if c.count >= c.capacity {
-			return nil, false
+		if c.count >= c.capacity || c.limit != nil && c.limit.n.Load() >= c.limit.max {
+			// Then make room at the expense of a peer's half-open flow.
+			if !c.earlyDrop(h) {
+				return nil, false
+			}
 		}
 		_, free = c.find(k, h) // the sweep may have moved entries
 	}

@@ -590,3 +590,100 @@ func TestICMPv6ErrorQuotingFragment(t *testing.T) {
 		{0, ToVM, icmpErr("2001:db8:ffff::1", vm6, 58, packet.ICMPv6PacketTooBig, rest.build()), DropNoRule},
 	})
 }
+
+func TestEarlyDrop(t *testing.T) {
+	inSyn := func(sport uint16) pk {
+		return pk{src: peer4, dst: vm4, proto: packet.ProtoTCP, sport: sport, dport: 80, flags: syn}
+	}
+	inPk := func(sport uint16, flags uint8) pk {
+		return pk{src: peer4, dst: vm4, proto: packet.ProtoTCP, sport: sport, dport: 80, flags: flags}
+	}
+	outPk := func(dport uint16, flags uint8) pk {
+		return pk{src: vm4, dst: peer4, proto: packet.ProtoTCP, sport: 80, dport: dport, flags: flags}
+	}
+	inUDP := func(sport uint16) pk { return pk{src: peer4, dst: vm4, proto: 17, sport: sport, dport: 80} }
+	outUDP := func(sport uint16) pk { return pk{src: vm4, dst: peer4, proto: 17, sport: sport, dport: 53} }
+	established := func(sport uint16) []step {
+		return []step{{0, ToVM, inSyn(sport), Accept}, {0, FromVM, outPk(sport, synack), Accept}, {0, ToVM, inPk(sport, ack), Accept}}
+	}
+	cat := func(ss ...[]step) []step {
+		var all []step
+		for _, s := range ss {
+			all = append(all, s...)
+		}
+		return all
+	}
+	tests := []struct {
+		name    string
+		proto   int32
+		steps   []step
+		evicted uint64
+	}{
+		{"half-open SYNs from a peer make room for the VM's own flow", packet.ProtoTCP, []step{
+			{0, ToVM, inSyn(1), Accept}, {0, ToVM, inSyn(2), Accept}, {0, ToVM, inSyn(3), Accept},
+			{1, FromVM, outUDP(9), Accept},
+		}, 1},
+		{"half-open SYNs from a peer make room for a new peer connection", packet.ProtoTCP, []step{
+			{0, ToVM, inSyn(1), Accept}, {0, ToVM, inSyn(2), Accept}, {0, ToVM, inSyn(3), Accept},
+			{1, ToVM, inSyn(4), Accept},
+			{1, ToVM, inSyn(5), Accept},
+		}, 2},
+		{"an evicted SYN's handshake is then invalid", packet.ProtoTCP, []step{
+			{0, ToVM, inSyn(1), Accept}, {1, ToVM, inSyn(2), Accept}, {2, ToVM, inSyn(3), Accept},
+			{3, FromVM, outUDP(9), Accept}, // evicts SYN 1, the closest to expiry
+			{3, FromVM, outPk(1, synack), DropInvalid},
+			{3, FromVM, outPk(2, synack), Accept},
+		}, 1},
+		{"the VM's own flows are never evicted", packet.ProtoTCP, []step{
+			{0, FromVM, outUDP(1), Accept}, {0, FromVM, outUDP(2), Accept}, {0, FromVM, outUDP(3), Accept},
+			{1, ToVM, inSyn(1), DropTableFull},
+			{1, FromVM, outUDP(4), DropTableFull},
+		}, 0},
+		{"established connections from peers are never evicted", packet.ProtoTCP, cat(
+			established(1), established(2), established(3),
+			[]step{{1, ToVM, inSyn(4), DropTableFull}, {1, ToVM, inPk(1, ack), Accept}},
+		), 0},
+		{"answered UDP flows from peers are never evicted", 17, []step{
+			{0, ToVM, inUDP(1), Accept}, {0, FromVM, pk{src: vm4, dst: peer4, proto: 17, sport: 80, dport: 1}, Accept},
+			{0, ToVM, inUDP(2), Accept}, {0, FromVM, pk{src: vm4, dst: peer4, proto: 17, sport: 80, dport: 2}, Accept},
+			{0, ToVM, inUDP(3), Accept}, {0, FromVM, pk{src: vm4, dst: peer4, proto: 17, sport: 80, dport: 3}, Accept},
+			{1, ToVM, inUDP(4), DropTableFull},
+		}, 0},
+		{"unanswered UDP flows from peers are evicted", 17, []step{
+			{0, ToVM, inUDP(1), Accept}, {0, ToVM, inUDP(2), Accept}, {0, ToVM, inUDP(3), Accept},
+			{1, ToVM, inUDP(4), Accept},
+		}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ct := NewConntrack(3)
+			runSteps(t, ct, openInbound(t, 1, tc.proto, 80, 80), tc.steps)
+			if got := ct.Evicted(); got != tc.evicted {
+				t.Errorf("evicted %d flows, want %d", got, tc.evicted)
+			}
+			if ct.Len() > ct.Capacity() {
+				t.Errorf("table holds %d entries, capacity %d", ct.Len(), ct.Capacity())
+			}
+		})
+	}
+}
+
+func TestEarlyDropSharedLimit(t *testing.T) {
+	// A zone at a shared Limit evicts its own peers' half-open flows; it
+	// never takes room from another zone.
+	l := NewLimit(3)
+	a, b := NewConntrack(10), NewConntrack(10)
+	a.SetLimit(l)
+	b.SetLimit(l)
+	pol := openInbound(t, 1, packet.ProtoTCP, 80, 80)
+	inSyn := func(sport uint16) pk {
+		return pk{src: peer4, dst: vm4, proto: packet.ProtoTCP, sport: sport, dport: 80, flags: syn}
+	}
+	runSteps(t, a, pol, []step{{0, ToVM, inSyn(1), Accept}, {0, ToVM, inSyn(2), Accept}})
+	runSteps(t, b, pol, []step{{0, FromVM, pk{src: vm4, dst: peer4, proto: 17, sport: 1, dport: 53}, Accept}})
+	runSteps(t, b, pol, []step{{1, FromVM, pk{src: vm4, dst: peer4, proto: 17, sport: 2, dport: 53}, DropTableFull}})
+	runSteps(t, a, pol, []step{{1, ToVM, inSyn(3), Accept}})
+	if a.Evicted() != 1 || b.Evicted() != 0 || l.Used() != 3 {
+		t.Fatalf("evicted a=%d b=%d, limit used %d; want 1, 0, 3", a.Evicted(), b.Evicted(), l.Used())
+	}
+}

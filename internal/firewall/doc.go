@@ -86,6 +86,11 @@
 // the table is full (or a Limit shared by several zones is reached), new
 // connections are dropped and counted (DropTableFull); tracked flows are
 // unaffected, and so are other zones when only one zone's table is full.
+// Before refusing, a full table evicts a flow a peer opened towards the
+// VM and never completed (TCP short of ESTABLISHED, other flows the VM
+// never answered), as Linux's early drop does: a VM flooding another with
+// SYNs fills its own table, not its target's; flows the VM opened and
+// established flows are never evicted.
 //
 // # Export and import (live migration)
 //

@@ -1401,6 +1401,11 @@ func TestFirewallFlows(t *testing.T) {
 		other.waitEchoes(t, "flow VM1 -> VM3 after the flood", other.echoed.Load(), 5)
 		checkFlow(t, vm1, pass(0, 0, "tcp", 7200), "42.0.0.3")
 		checkFlow(t, vm6, block(0, 0, "tcp", 7200), "42.0.0.7")
+		// VM7's table is full of the flood's half-open flows, yet a new
+		// connection to VM7 gets in: it evicts one of them (early drop).
+		before7 := dropsOf(t, h, "nic-7")
+		checkFlow(t, vm1, pass(0, 0, "tcp", 7200), "42.0.0.7")
+		dropMoves(t, h, "nic-7", "firewall_evicted", before7)
 	})
 }
 
