@@ -407,3 +407,39 @@ func TestDropCounters(t *testing.T) {
 		t.Fatalf("drops (in malformed, in too big, out too big, out offload, out bytes) = %v, want %v", got, want)
 	}
 }
+
+// TestRxRingNoKicks: the receive ring asks the guest never to kick (the
+// device does not wait for receive buffers), with the flag or with
+// avail_event, and keeps asking across publishes.
+func TestRxRingNoKicks(t *testing.T) {
+	for _, ev := range []bool{false, true} {
+		features := uint64(netFeatures)
+		if ev {
+			features |= 1 << fEventIdx
+		}
+		g := newFakeGuest(t, 256)
+		g.startAt(0, 65530)
+		r := g.vring(0, features)
+		out := newBufs(8)
+		for _, b := range out {
+			b.SetLen(60)
+		}
+		kicks := 0
+		for round := 0; round < 3; round++ {
+			for i := 0; i < 8; i++ {
+				old := g.avail[0]
+				g.postRx(1, 2048)
+				flags := binary.LittleEndian.Uint16(g.mem[0x8000:])
+				if ev && needEvent(g.availEvent(0), g.avail[0], old) || !ev && flags&usedFNoNotif == 0 {
+					kicks++
+				}
+			}
+			if n, _, _ := r.enqueue(out); n != 8 {
+				t.Fatalf("event_idx %v: enqueue %d", ev, n)
+			}
+		}
+		if kicks != 0 {
+			t.Errorf("event_idx %v: the guest had to kick %d times for receive buffers", ev, kicks)
+		}
+	}
+}

@@ -147,8 +147,20 @@ func newVring(mem *memTable, c ringConf, base uint16, callFd int) (*vring, error
 	if r.eventIdx {
 		r.usedEvent = (*uint16)(unsafe.Pointer(&avail[4+2*int(n)]))
 		r.availEvent = (*uint16)(unsafe.Pointer(&used[4+8*int(n)]))
-		// The ring starts wanting kicks: a stale avail_event from an
-		// earlier session would make the guest stay silent.
+	}
+	if c.addr.index == rxRing {
+		// The device never waits for receive buffers (it drops when the
+		// guest has none), so kicks on the receive ring would only cost
+		// the guest exits: suppress them for good, with the flag or with
+		// an avail_event the guest passes only after 2^16 entries.
+		r.usedFlags = usedFNoNotif
+		if r.eventIdx {
+			*r.availEvent = r.lastAvail - 1
+		}
+		r.storeUsed()
+	} else if r.eventIdx {
+		// The transmit ring starts wanting kicks: a stale avail_event
+		// from an earlier session would make the guest stay silent.
 		r.setNotify(true)
 	}
 	r.callBuf[0] = 1
