@@ -80,9 +80,10 @@ type vring struct {
 	// the vring_need_event test.
 	signalled uint16
 	// usedFlags is the device's notification state: usedFNoNotif while
-	// the worker polls (kicks suppressed), 0 when it wants kicks. Without
-	// EVENT_IDX it is what used.flags holds; with it used.flags stays 0
-	// and avail_event does the work.
+	// the worker polls (kicks suppressed), 0 when it wants kicks; the
+	// receive ring keeps usedFNoNotif. Without EVENT_IDX it is what
+	// used.flags holds; with it used.flags stays 0 and avail_event does
+	// the work.
 	usedFlags uint16
 	broken    bool
 	callBuf   [8]byte
