@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/model"
 )
 
@@ -247,7 +248,8 @@ func TestFirewallTableFull(t *testing.T) {
 }
 
 // TestFirewallCheckCutsFlows: after a rule is removed, the workers' periodic
-// Check removes the flows it admitted without waiting for their next packet.
+// Check cuts the flows it admitted without waiting for their next packet,
+// which is then counted as cut.
 // (A small table: Check visits a bounded number of slots per round.)
 func TestFirewallCheckCutsFlows(t *testing.T) {
 	h := newHarness(t, Config{ConntrackMax: 64}, true)
@@ -273,8 +275,19 @@ func TestFirewallCheckCutsFlows(t *testing.T) {
 	}
 	waitFor(t, "Check to cut the flow", func() bool {
 		h.step()
-		return ct.Len() == 0
+		live := 0
+		ct.Flows(0, func(firewall.Flow) bool { live++; return true })
+		return live == 0
 	})
+	// The flow's next packet is dropped as cut and the entry goes.
+	a.inject(udpFlow(t, true, 1000, 2000))
+	h.step()
+	if n := len(b.take()); n != 0 || ct.Len() != 0 {
+		t.Fatalf("after the cut: %d frames passed, %d entries left", n, ct.Len())
+	}
+	if c, _ := h.e.Counters("b"); c.Drops["firewall_cut"] != 1 {
+		t.Errorf("b drops %v, want firewall_cut 1", c.Drops)
+	}
 }
 
 // TestFirewallMetrics: firewall passes and drops show in the metrics, per

@@ -328,6 +328,13 @@ func (c *Conntrack) sweep(now int64, n int) {
 	}
 }
 
+// genCut marks a flow Check found no longer allowed: its next packet is
+// dropped as DropCut and removes it. Policy generations never reach it.
+const genCut = ^uint64(0)
+
+// cutLinger bounds how long a flow marked by Check stays in the table.
+const cutLinger = TimeoutClose
+
 // earlyDropScan is the number of slots earlyDrop examines.
 const earlyDropScan = 64
 
@@ -336,6 +343,9 @@ const earlyDropScan = 64
 // flow the VM never answered. Such flows are what a flood of new
 // connections from outside leaves behind.
 func (e *entry) evictable() bool {
+	if e.gen == genCut {
+		return true
+	}
 	if e.flags&flOrigFrom != 0 {
 		return false
 	}
@@ -687,7 +697,7 @@ func (c *Conntrack) hit(e *entry, i uint32, t *tuple, srcIsA bool, pol *Policy, 
 	}
 	if g := pol.Generation(); e.gen != g {
 		ok := origKey(e)
-		if !classify(pol, &ok) {
+		if e.gen == genCut || !classify(pol, &ok) {
 			c.deleteAt(i)
 			return DropCut
 		}
@@ -854,7 +864,7 @@ func (c *Conntrack) icmpError(outer *flowKey, q []byte, pol *Policy, now int64) 
 	}
 	k, _ := canonical(&fk)
 	h := c.hash(&k)
-	if i, _ := c.find(&k, h); i >= 0 && c.slots[i].expires > now {
+	if i, _ := c.find(&k, h); i >= 0 && c.slots[i].expires > now && c.slots[i].gen != genCut {
 		return AcceptStateless
 	}
 	return c.untracked(outer, pol)
@@ -925,10 +935,13 @@ func walkIPv6(ip []byte, end int) ipv6Walk {
 
 // Check examines up to budget slots, continuing where the previous call
 // stopped: it removes expired entries and re-evaluates flows admitted under
-// another generation than pol's, removing those pol no longer allows. It
+// another generation than pol's, cutting those pol no longer allows. It
 // returns the number of flows cut. Filter already cuts such a flow at its
-// next packet; Check lets the engine reclaim them proactively after a
-// policy change, in bounded steps. Same concurrency contract as Filter.
+// next packet; Check does it proactively after a policy change, in bounded
+// steps, so that a cut flow stops at once even if the policy changes back.
+// A flow Check cuts stays marked for at most cutLinger (10 s): its next
+// packet is dropped as DropCut (not DropInvalid) and removes it, and a
+// full table evicts it first. Same concurrency contract as Filter.
 func (c *Conntrack) Check(pol *Policy, now int64, budget int) (cut int) {
 	g := pol.Generation()
 	for ; budget > 0 && c.count > 0; budget-- {
@@ -939,12 +952,16 @@ func (c *Conntrack) Check(pol *Policy, now int64, budget int) (cut int) {
 		case e.expires <= now:
 			c.deleteAt(i)
 			continue
-		case e.gen != g:
+		case e.gen != g && e.gen != genCut:
 			ok := origKey(e)
 			if !classify(pol, &ok) {
-				c.deleteAt(i)
+				// Keep the flow, marked, until its next packet so that
+				// packet counts as cut, not as invalid; it lingers at
+				// most cutLinger and is the first to be evicted.
+				e.gen = genCut
+				e.expires = min(e.expires, now+cutLinger)
 				cut++
-				continue
+				break
 			}
 			e.gen = g
 		}
@@ -973,7 +990,7 @@ type Flow struct {
 func (c *Conntrack) Flows(now int64, fn func(Flow) bool) {
 	for i := range c.slots {
 		e := &c.slots[i]
-		if e.state == stEmpty || e.state == stFrag || e.expires <= now {
+		if e.state == stEmpty || e.state == stFrag || e.expires <= now || e.gen == genCut {
 			continue
 		}
 		fk := origKey(e)

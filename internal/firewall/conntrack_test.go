@@ -443,14 +443,44 @@ func TestCheckAndFlows(t *testing.T) {
 	if n := ct.Check(sshOnly, sec, len(ct.slots)); n != 1 {
 		t.Fatalf("Check cut %d flows, want 1", n)
 	}
-	if ct.Len() != 2 {
-		t.Fatalf("%d entries left, want 2", ct.Len())
+	// The cut flow stays, marked, until its next packet; Flows and
+	// Export leave it out.
+	got = got[:0]
+	ct.Flows(sec, func(f Flow) bool { got = append(got, f); return true })
+	if ct.Len() != 3 || len(got) != 2 {
+		t.Fatalf("%d entries, %d flows listed after the cut; want 3 and 2", ct.Len(), len(got))
+	}
+	if recs, err := ParseExport(ct.Export(sec)); err != nil || len(recs) != 2 {
+		t.Fatalf("export after the cut: %d records, %v; want 2", len(recs), err)
 	}
 	runSteps(t, ct, sshOnly, []step{
 		{2, ToVM, pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: syn}, Accept},
 		{2, ToVM, pk{src: peer4, dst: vm4, proto: 17, sport: 123, dport: 7000}, Accept},
+		{2, ToVM, dns, DropCut},
 		{2, ToVM, dns, DropNoRule},
 	})
+	if ct.Len() != 2 {
+		t.Fatalf("%d entries left, want 2", ct.Len())
+	}
+	// A cut flow stays cut even when the policy allows it again, and
+	// lingers at most cutLinger.
+	udpOnly := openInbound(t, 3, 17, 53, 53)
+	if n := ct.Check(udpOnly, 3*sec, len(ct.slots)); n != 1 {
+		t.Fatalf("Check cut %d flows, want 1 (the TCP 22 flow)", n)
+	}
+	runSteps(t, ct, ssh, []step{
+		{3, ToVM, pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: ack}, DropCut},
+		{3, ToVM, pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: ack}, DropInvalid},
+		{3, ToVM, pk{src: peer4, dst: vm4, proto: 17, sport: 9, dport: 53}, Accept},
+	})
+	n := ct.Len()
+	if cut := ct.Check(sshOnly, 4*sec, len(ct.slots)); cut != 1 {
+		t.Fatalf("Check cut %d flows, want 1 (the UDP 53 flow)", cut)
+	}
+	ct.Check(sshOnly, 4*sec+cutLinger, len(ct.slots))
+	if ct.Len() != n-1 {
+		t.Fatalf("%d entries %v after the cut, want %d", ct.Len(), cutLinger, n-1)
+	}
 	// Check also collects expired entries.
 	ct.Check(sshOnly, 1000*sec, 2*len(ct.slots))
 	if ct.Len() != 0 {

@@ -68,6 +68,8 @@
 // Packets of a tracked flow pass without rule evaluation, unless the entry's
 // policy generation differs from the current policy's: the flow's first
 // packet is then re-evaluated and the flow is cut if no longer allowed.
+// Check does the same proactively in bounded steps; a flow it cuts stays cut
+// even if the policy allows it again, and its next packet counts as cut.
 // ICMP errors quoting a tracked flow pass. The first fragment of an allowed
 // packet records (source, destination, protocol, fragment ID) for 30 s so
 // that the following fragments pass; a non-first fragment arriving first is

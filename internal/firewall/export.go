@@ -150,7 +150,7 @@ func (c *Conntrack) Export(now int64) []byte {
 	recs := make([]byte, 0, c.count*exportRecordLen)
 	for i := range c.slots {
 		e := &c.slots[i]
-		if e.state == stEmpty || e.state == stFrag || e.expires <= now {
+		if e.state == stEmpty || e.state == stFrag || e.expires <= now || e.gen == genCut {
 			continue
 		}
 		recs = appendRecord(recs, e, now)
