@@ -257,6 +257,17 @@ type crule struct {
 
 func hasPorts(proto int32) bool { return proto == 6 || proto == 17 || proto == 132 }
 
+// portsOf returns the destination port range rule r allows. Rules of
+// protocols without ports allow every port, and so does an SCTP rule
+// without ports (the wire protocol requires ports for TCP and UDP only;
+// the original matched "ip proto 132" whatever the ports).
+func portsOf(r model.Rule) (lo, hi uint32) {
+	if !hasPorts(r.Protocol) || r.Protocol == 132 && r.PortStart == 0 && r.PortEnd == 0 {
+		return 0, 65535
+	}
+	return r.PortStart, r.PortEnd
+}
+
 // Compile builds the policy of one vNIC. It fails on a rule the model
 // would not accept (bad direction, protocol or port range, neither or both
 // of CIDR and group).
@@ -293,10 +304,8 @@ func Compile(in CompileInput) (*Policy, error) {
 				d = FromVM
 				p.hasOutbound = true
 			}
-			c := crule{proto: r.Protocol, portLo: 0, portHi: 65535}
-			if hasPorts(r.Protocol) {
-				c.portLo, c.portHi = r.PortStart, r.PortEnd
-			}
+			c := crule{proto: r.Protocol}
+			c.portLo, c.portHi = portsOf(r)
 			if r.CIDR.IsValid() {
 				c.hasCIDR = true
 				pf := netip.PrefixFrom(r.CIDR.Addr().Unmap(), r.CIDR.Bits())

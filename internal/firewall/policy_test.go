@@ -40,7 +40,8 @@ func refAllows(ips []netip.Addr, groups []model.SG, members map[string][]netip.A
 			if r.Direction != want || (r.Protocol != -1 && r.Protocol != int32(proto)) {
 				continue
 			}
-			if hasPorts(r.Protocol) && (uint32(dport) < r.PortStart || uint32(dport) > r.PortEnd) {
+			anyPort := r.Protocol == 132 && r.PortStart == 0 && r.PortEnd == 0 // SCTP rule without ports
+			if hasPorts(r.Protocol) && !anyPort && (uint32(dport) < r.PortStart || uint32(dport) > r.PortEnd) {
 				continue
 			}
 			if r.CIDR.IsValid() {
@@ -235,5 +236,34 @@ func TestZeroMaskIsPerFamily(t *testing.T) {
 	}
 	if pol.Allows(ToVM, 6, netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), 1, 2) {
 		t.Error("0.0.0.0/0 allows IPv6")
+	}
+}
+
+func TestSCTPRuleWithoutPorts(t *testing.T) {
+	any4 := "0.0.0.0/0"
+	tests := []struct {
+		name  string
+		rule  model.Rule
+		port  uint16
+		proto uint8
+		want  bool
+	}{
+		{"SCTP without ports, any port", cidrRule(model.Inbound, 132, 0, 0, any4), 5000, 132, true},
+		{"SCTP without ports, port 0", cidrRule(model.Inbound, 132, 0, 0, any4), 0, 132, true},
+		{"SCTP range, inside", cidrRule(model.Inbound, 132, 6000, 6001, any4), 6001, 132, true},
+		{"SCTP range, outside", cidrRule(model.Inbound, 132, 6000, 6001, any4), 5000, 132, false},
+		{"TCP 0-0 is port 0 only", cidrRule(model.Inbound, 6, 0, 0, any4), 5000, 6, false},
+		{"UDP 0-0 is port 0 only", cidrRule(model.Inbound, 17, 0, 0, any4), 0, 17, true},
+		{"SCTP rule, UDP packet", cidrRule(model.Inbound, 132, 0, 0, any4), 5000, 17, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := mustCompile(t, CompileInput{Generation: 1, IPs: addrs("10.0.0.1"),
+				Groups: []model.SG{{ID: "g", Rules: []model.Rule{tc.rule}}}})
+			got := pol.Allows(ToVM, tc.proto, netip.MustParseAddr("10.9.9.9"), netip.MustParseAddr("10.0.0.1"), 1234, tc.port)
+			if got != tc.want {
+				t.Errorf("Allows = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

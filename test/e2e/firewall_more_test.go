@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -96,6 +97,7 @@ func (v *vm) serveGo(t *testing.T, ports ...int) {
 	t.Helper()
 	cl := &closers{}
 	t.Cleanup(cl.closeAll)
+	v.serveSCTP(t, cl)
 	for _, p := range ports {
 		var ln net.Listener
 		var pc net.PacketConn
@@ -139,12 +141,102 @@ func (v *vm) serveGo(t *testing.T, ports ...int) {
 	}
 }
 
+// SCTP without the kernel's SCTP module (these machines lack it): a raw
+// IP socket of protocol 132 in each VM answers requests, packets made of an
+// SCTP common header (source port, destination port, verification tag,
+// checksum) and one chunk whose type says request (INIT) or answer
+// (INIT ACK). The firewall tracks SCTP by addresses and ports like UDP;
+// the checksum is not verified by anyone on the path.
+const (
+	sctpRequest = 1 // INIT
+	sctpAnswer  = 2 // INIT ACK
+	sctpLen     = 12 + 4
+)
+
+// sctpPacket builds a request or an answer.
+func sctpPacket(sport, dport uint16, tag uint32, typ byte) []byte {
+	b := make([]byte, sctpLen)
+	binary.BigEndian.PutUint16(b[0:], sport)
+	binary.BigEndian.PutUint16(b[2:], dport)
+	binary.BigEndian.PutUint32(b[4:], tag)
+	b[12] = typ
+	binary.BigEndian.PutUint16(b[14:], 4)
+	return b
+}
+
+// serveSCTP answers SCTP requests to any port of v's addresses (IPv4 and
+// IPv6) until the test ends.
+func (v *vm) serveSCTP(t *testing.T, cl *closers) {
+	t.Helper()
+	for _, network := range []string{"ip4:132", "ip6:132"} {
+		var pc net.PacketConn
+		if err := inNS(v.ns, func() error {
+			var err error
+			pc, err = net.ListenPacket(network, "")
+			return err
+		}); err != nil {
+			t.Fatalf("SCTP echo %s %s: %v", v.spec.id, network, err)
+		}
+		cl.add(pc)
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, a, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				if n < sctpLen || buf[12] != sctpRequest {
+					continue
+				}
+				sport, dport := binary.BigEndian.Uint16(buf[0:]), binary.BigEndian.Uint16(buf[2:])
+				pc.WriteTo(sctpPacket(dport, sport, binary.BigEndian.Uint32(buf[4:]), sctpAnswer), a)
+			}
+		}()
+	}
+}
+
+// sctpAttempt sends one SCTP request from src to dst:port and waits for
+// its answer.
+func sctpAttempt(src *vm, c fc, dst string, wait time.Duration) error {
+	network := "ip4:132"
+	if strings.Contains(dst, ":") {
+		network = "ip6:132"
+	}
+	var pc net.PacketConn
+	if err := inNS(src.ns, func() error {
+		var err error
+		pc, err = net.ListenPacket(network, c.src)
+		return err
+	}); err != nil {
+		return err
+	}
+	defer pc.Close()
+	tag := rand.Uint32()
+	sport := uint16(40000 + tag%20000)
+	if _, err := pc.WriteTo(sctpPacket(sport, uint16(c.port), tag, sctpRequest), &net.IPAddr{IP: net.ParseIP(dst)}); err != nil {
+		return err
+	}
+	buf := make([]byte, 2048)
+	pc.SetReadDeadline(time.Now().Add(wait))
+	for {
+		n, a, err := pc.ReadFrom(buf)
+		if err != nil {
+			return timeoutOr(err)
+		}
+		if n >= sctpLen && buf[12] == sctpAnswer && binary.BigEndian.Uint32(buf[4:]) == tag &&
+			a.(*net.IPAddr).IP.Equal(net.ParseIP(dst)) &&
+			binary.BigEndian.Uint16(buf[0:]) == uint16(c.port) && binary.BigEndian.Uint16(buf[2:]) == sport {
+			return nil
+		}
+	}
+}
+
 // errTimeout marks a check that got no answer at all (as opposed to a
 // refusal or a wrong answer).
 var errTimeout = errors.New("no answer")
 
 // fc is one expectation of a firewall scenario: proto ("icmp", "udp",
-// "tcp", or "nd": VM from resolves the address by neighbour discovery)
+// "tcp", "sctp", or "nd": VM from resolves the address by neighbour discovery)
 // from VM from to VM to (its first IPv4 address, or its first IPv6 one
 // with v6, or dst when set), port port; ok says whether it must pass.
 // UDP sends count datagrams of size bytes (default 1 of 4) and expects
@@ -261,6 +353,8 @@ func attempt(src *vm, c fc, dst string, wait time.Duration) error {
 			return fmt.Errorf("%w: neighbour %s unresolved: %q", errTimeout, dst, strings.TrimSpace(out))
 		}
 		return nil
+	case "sctp":
+		return sctpAttempt(src, c, dst, wait)
 	case "udp", "tcp":
 		size, count := c.size, c.count
 		if size == 0 {
@@ -640,6 +734,18 @@ func TestFirewallRuleScenarios(t *testing.T) {
 	reasm := &reasmCheck{vm: 2}
 	vm2addrs := []string{"42.0.0.2/24", "42.0.0.3/24", "42.0.0.4/24", "42.0.0.5/24", "fd42::2/64", "fd42::3/64", "fd42::4/64", "fd42::5/64"}
 	scs := []fwScenario{
+		// The original plays 27 across two daemons; the firewall does not
+		// depend on where the peer is, and TestFirewallDHCP crosses hosts.
+		{"27 SCTP: empty group, all open, group deleted, protocol 132 rules", []fvm{{sgs: []string{"sg-1"}}, {sgs: []string{"sg-1"}}}, []fstep{
+			{[]string{"sg add sg-1"}, []fc{block(1, 2, "sctp", 5000), block(2, 1, "sctp", 5000), block6(1, 2, "sctp", 5000)},
+				[]dropWant{{2, "firewall_no_rule"}}},
+			{open("sg-1"), []fc{pass(1, 2, "sctp", 5000), pass(2, 1, "sctp", 5000), pass6(1, 2, "sctp", 5000)}, nil},
+			{[]string{"sg del sg-1"}, []fc{block(1, 2, "sctp", 5000), block(2, 1, "sctp", 5000)}, nil},
+			{[]string{"sg rule add sg-1 --ip-proto 132 --cidr 0.0.0.0/0"},
+				[]fc{pass(1, 2, "sctp", 5000), pass(2, 1, "sctp", 5000), block6(1, 2, "sctp", 5000), block(1, 2, "udp", 8000)}, nil},
+			{[]string{"sg rule add sg-1 --ip-proto 132 --port 6000 --cidr ::/0"},
+				[]fc{pass6(1, 2, "sctp", 6000), block6(1, 2, "sctp", 5000), pass(1, 2, "sctp", 5000)}, nil},
+		}},
 		{"30 UDP from members of another group, then of its own", three, []fstep{
 			{[]string{"sg rule add sg-1 --ip-proto udp --port 8000 --sg-members sg-2", "sg member add sg-2 42.0.0.3",
 				"sg member add sg-1 42.0.0.1", "sg member add sg-1 42.0.0.2",
