@@ -553,7 +553,8 @@ func equalNIC(a, b model.NIC) bool {
 		equalList(a.IPs, b.IPs) && equalList(a.SecurityGroups, b.SecurityGroups) &&
 		a.IPAntiSpoof == b.IPAntiSpoof && a.SniffTarget == b.SniffTarget && a.Bypass == b.Bypass &&
 		a.Type == b.Type && a.PacketTrace == b.PacketTrace && a.TracePath == b.TracePath &&
-		a.BType == b.BType && a.DIP == b.DIP && a.DMAC == b.DMAC && a.Path == b.Path
+		a.BType == b.BType && a.DIP == b.DIP && a.DMAC == b.DMAC && a.Path == b.Path &&
+		a.VhostClient == b.VhostClient
 }
 
 // equalSG compares two security groups.
