@@ -32,9 +32,10 @@
 // The configuration the workers read (ports, VNIs, anti-spoofing and trace
 // settings) is an immutable snapshot replaced as a whole through an
 // atomic.Pointer. After a change the control plane wakes the workers (an
-// eventfd in their epoll set) and, before it closes a port or a trace file
-// that only older snapshots referenced, waits until every worker has
-// acknowledged the new snapshot.
+// eventfd in their epoll set) and waits until every worker has
+// acknowledged the new snapshot before it returns (so a change is in
+// effect for every packet once the API replies) and before it closes a
+// port or a trace file that only older snapshots referenced.
 //
 // # Firewall
 //

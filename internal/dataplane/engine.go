@@ -383,7 +383,10 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	ent.nic.Path = path
 	e.nics[n.ID] = ent
 	e.slots[slot] = ent
-	e.publishLocked()
+	// Return once every worker switches with the new vNIC, so that the
+	// VM's first frames after nic_add's reply are not handled with the
+	// old configuration.
+	e.quiesce(e.publishLocked())
 	e.log.Info("vNIC added", "id", n.ID, "path", path, "vni", n.VNI, "worker", ent.p.worker)
 	return path, nil
 }
@@ -423,9 +426,10 @@ func (e *Engine) UpdateNIC(n model.NIC) error {
 	n.MAC, n.VNI, n.Type, n.Path = old.MAC, old.VNI, old.Type, old.Path
 	ent.nic = n
 	ent.pol = pol
-	gen := e.publishLocked()
+	// Return once every worker applies the change (and so no longer uses
+	// the old trace).
+	e.quiesce(e.publishLocked())
 	if oldTracer != nil {
-		e.quiesce(gen)
 		if err := oldTracer.Close(); err != nil {
 			e.log.Warn("closing packet trace", "id", n.ID, "err", err)
 		}

@@ -74,7 +74,8 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	}
 	e.pruneMembers()
 	if len(pols) > 0 {
-		e.publishLocked()
+		// New flows follow the new policies once this returns.
+		e.quiesce(e.publishLocked())
 	}
 	return nil
 }

@@ -146,7 +146,12 @@ func (w *worker) run() {
 	defer w.e.wg.Done()
 	defer w.exited.Store(true)
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if w.cpu < 0 {
+		defer runtime.UnlockOSThread()
+	}
+	// A pinned thread is never unlocked: it ends with the worker instead
+	// of going back to the Go scheduler with its one-CPU affinity (which
+	// other goroutines, and processes they fork, would inherit).
 	if w.cpu >= 0 {
 		var set unix.CPUSet
 		set.Set(w.cpu)

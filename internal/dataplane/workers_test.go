@@ -213,4 +213,29 @@ func TestWorkerAffinity(t *testing.T) {
 	if h.e.workers[0].tid.Load() == h.e.workers[1].tid.Load() {
 		t.Error("two workers share an OS thread")
 	}
+	// Once the engine is closed no pinned thread is left to the Go
+	// scheduler: other goroutines, and the processes they start, would
+	// inherit its one-CPU affinity.
+	if err := h.e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var pinned atomic.Int32
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var set unix.CPUSet
+			if err := unix.SchedGetaffinity(0, &set); err == nil && set.Count() == 1 {
+				pinned.Add(1)
+			}
+			time.Sleep(time.Millisecond) // keep the thread busy so that others take other threads
+		}()
+	}
+	wg.Wait()
+	if n := pinned.Load(); n != 0 {
+		t.Errorf("%d goroutines ran on a thread a closed worker left pinned", n)
+	}
 }
