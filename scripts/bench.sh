@@ -210,24 +210,48 @@ setup_bf_vxlan() {
 	plug h1 vmA nic-a 52:54:00:00:00:0a 10.77.0.1 1450 && plug h2 vmB nic-b 52:54:00:00:00:0b 10.77.0.2 1450
 }
 
-# idle_cpu: butterflyd with 100 idle TAP vNICs; its CPU use over IDLE_SECS from /proc/PID/stat.
-idle_cpu() {
-	cleanup
-	mkns h1 && lone_underlay h1 && start_bf h1 10.78.0.1 && open_sg h1 || { say "RESULT idle-cpu | setup failed"; return; }
-	local i pid=${DPID[h1]} t0 t1 s0 hz
-	for i in $(seq 100); do
-		bf h1 nic add --id "idle-$i" --mac "$(printf '52:54:00:00:01:%02x' "$i")" --vni $((1000 + i % 10)) \
-			--ip "10.79.0.$i" --sg sg-open --type TAP >/dev/null || { say "RESULT idle-cpu | nic add failed"; return; }
-	done
-	sleep 2 # let the daemon settle after the adds before sampling
+# idle_sample PID KEY: PID's CPU use over IDLE_SECS (from /proc/PID/stat) into R[KEY.cpu] (% of one
+# CPU), with the machine's steal and load in R[KEY.steal] and R[KEY.load].
+idle_sample() {
+	local pid=$1 key=$2 t0 t1 s0 hz
 	hz=$(getconf CLK_TCK)
 	s0=$(steal_snap)
 	t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
 	sleep "$IDLE_SECS"
 	t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-	R[idle.cpu]=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$IDLE_SECS" 'BEGIN{printf "%.2f", 100*(b-a)/hz/s}')
-	R[idle.steal]=$(steal_since "$s0") R[idle.load]=$(load1)
+	R[$key.cpu]=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$IDLE_SECS" 'BEGIN{printf "%.2f", 100*(b-a)/hz/s}')
+	R[$key.steal]=$(steal_since "$s0") R[$key.load]=$(load1)
+}
+
+# idle_cpu: butterflyd with 100 idle TAP vNICs, then also 100 vhost-user vNICs; its CPU use.
+idle_cpu() {
+	cleanup
+	mkns h1 && lone_underlay h1 && start_bf h1 10.78.0.1 && open_sg h1 || { say "RESULT idle-cpu | setup failed"; return; }
+	local i pid=${DPID[h1]}
+	for i in $(seq 100); do
+		bf h1 nic add --id "idle-$i" --mac "$(printf '52:54:00:00:01:%02x' "$i")" --vni $((1000 + i % 10)) \
+			--ip "10.79.0.$i" --sg sg-open --type TAP >/dev/null || { say "RESULT idle-cpu | nic add failed"; return; }
+	done
+	sleep 2 # let the daemon settle after the adds before sampling
+	idle_sample "$pid" idle
 	say "RESULT idle-cpu | butterflyd with 100 idle TAP vNICs: ${R[idle.cpu]}% of one CPU over ${IDLE_SECS}s | steal ${R[idle.steal]}% load ${R[idle.load]}"
+	# Then 100 vhost-user vNICs on the same daemon, two of them connected to a testpmd whose
+	# ports are started but send nothing (rings live, no traffic): the daemon must sleep.
+	local a b
+	for i in $(seq 100); do
+		bf h1 nic add --id "idlev-$i" --mac "$(printf '52:54:00:00:02:%02x' "$i")" --vni $((1000 + i % 10)) \
+			--ip "10.79.1.$i" --sg sg-open --type VHOST_USER_SERVER >/dev/null || { say "RESULT idle-cpu-vhost | nic add failed"; cleanup; return; }
+	done
+	a=$WORK/h1/sock/qemu-vhost-idlev-1 b=$WORK/h1/sock/qemu-vhost-idlev-2
+	if command -v dpdk-testpmd >/dev/null && vh_tp idle 0@0,1@0 --vdev "virtio_user0,path=$a,queues=1" \
+		--vdev "virtio_user1,path=$b,queues=1" -- -i --total-num-mbufs=8192; then
+		sleep 2
+		idle_sample "$pid" idlev
+		say "RESULT idle-cpu-vhost | butterflyd with 100 idle TAP + 100 vhost-user vNICs (2 connected to an idle testpmd): ${R[idlev.cpu]}% of one CPU over ${IDLE_SECS}s | steal ${R[idlev.steal]}% load ${R[idlev.load]}"
+		vh_tp_end idle
+	else
+		say "RESULT idle-cpu-vhost | testpmd did not start"
+	fi
 	cleanup
 }
 
@@ -707,6 +731,7 @@ row() {
 	done
 	echo
 	echo "Idle butterflyd with 100 TAP vNICs: ${R[idle.cpu]:-?} % of one CPU over ${IDLE_SECS} s (steal ${R[idle.steal]:-?} %, load ${R[idle.load]:-?})."
+	echo "Idle butterflyd with 100 TAP + 100 vhost-user vNICs, 2 connected to an idle testpmd: ${R[idlev.cpu]:-?} % of one CPU over ${IDLE_SECS} s (steal ${R[idlev.steal]:-?} %, load ${R[idlev.load]:-?})."
 	echo
 	echo '```'
 	grep -h '^RESULT api' "$OUT/apibench.txt" 2>/dev/null
