@@ -147,7 +147,7 @@ func (w *worker) filterToVM(nic *nicConf, frame []byte) bool {
 	if nic.pol == nil {
 		return true
 	}
-	if v := nic.ct.Filter(frame, firewall.ToVM, nic.pol, w.mono); !v.Allowed() {
+	if v := nic.ct.Decide(frame, firewall.ToVM, nic.pol, w.mono); !v.Allowed() {
 		nic.fw.drop(w.id, firewallDrop(v))
 		return false
 	}

@@ -54,7 +54,7 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 			passed++
 		}
 		if nic.pol != nil {
-			if v := nic.ct.Filter(b.Bytes(), firewall.FromVM, nic.pol, w.mono); !v.Allowed() {
+			if v := nic.ct.Decide(b.Bytes(), firewall.FromVM, nic.pol, w.mono); !v.Allowed() {
 				nic.fw.drop(w.id, firewallDrop(v))
 				w.put(b)
 				spoofed++

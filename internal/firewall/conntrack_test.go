@@ -717,3 +717,37 @@ func TestEarlyDropSharedLimit(t *testing.T) {
 		t.Fatalf("evicted a=%d b=%d, limit used %d; want 1, 0, 3", a.Evicted(), b.Evicted(), l.Used())
 	}
 }
+
+func TestDecideCountsNothing(t *testing.T) {
+	pol := openInbound(t, 1, packet.ProtoTCP, 80, 80)
+	steps := []step{
+		{0, ToVM, pk{src: peer4, dst: vm4, proto: packet.ProtoTCP, sport: 1, dport: 80, flags: syn}, Accept},
+		{0, FromVM, pk{src: vm4, dst: peer4, proto: packet.ProtoTCP, sport: 80, dport: 1, flags: synack}, Accept},
+		{0, ToVM, pk{src: peer4, dst: vm4, proto: packet.ProtoTCP, sport: 2, dport: 81, flags: syn}, DropNoRule},
+		{0, ToVM, pk{src: peer4, dst: vm4, proto: packet.ProtoTCP, sport: 3, dport: 80, flags: ack}, DropInvalid},
+	}
+	filtered, decided := NewConntrack(8), NewConntrack(8)
+	for i, s := range steps {
+		f := s.p.build()
+		if a, b := filtered.Filter(f, s.dir, pol, s.at*sec), decided.Decide(f, s.dir, pol, s.at*sec); a != s.want || b != s.want {
+			t.Fatalf("step %d: Filter %v, Decide %v, want %v", i, a, b, s.want)
+		}
+	}
+	for v := Accept; v < numVerdicts; v++ {
+		if n := decided.Count(v); n != 0 {
+			t.Errorf("Decide counted %d %v verdicts", n, v)
+		}
+	}
+	if filtered.Count(Accept) != 2 || filtered.Len() != decided.Len() {
+		t.Errorf("Filter counted %d accepts (want 2); tables hold %d and %d entries", filtered.Count(Accept), filtered.Len(), decided.Len())
+	}
+	// Decide leaves expired entries to Check.
+	decided.Decide(steps[0].p.build(), ToVM, pol, 1000*sec)
+	if decided.Len() == 0 {
+		t.Fatal("Decide swept the table")
+	}
+	decided.Check(pol, 1000*sec, 1<<20)
+	if decided.Len() != 1 { // the new SYN's entry only
+		t.Errorf("%d entries after Check, want 1", decided.Len())
+	}
+}
