@@ -16,35 +16,9 @@ import (
 // testpmd A sent is received by the engine, and every frame the engine
 // delivered to B is counted by testpmd B.
 func TestVhostUserTestpmdSwitching(t *testing.T) {
-	vhosttest.Need(t)
-	e, _ := tapHarness(t, Config{SocketDir: t.TempDir()})
-	const macA, macB = "02:00:00:00:0a:01", "02:00:00:00:0b:01"
-	add := func(id, m, ip string) string {
-		hw, err := net.ParseMAC(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := nicOf(id, [6]byte(hw), 77, ip)
-		n.Type = model.NICVhostUser
-		path, err := e.AddNIC(n)
-		if err != nil {
-			t.Fatalf("AddNIC(%s): %v", id, err)
-		}
-		return path
-	}
-	pathA := add("a", macA, "198.18.0.1")
-	pathB := add("b", macB, "198.18.0.2")
-	tpB := vhosttest.Start(t, pathB, "rxonly", vhosttest.Options{MAC: macB})
-	tpA := vhosttest.Start(t, pathA, "txonly", vhosttest.Options{MAC: macA, EthPeer: macB})
+	tpA, tpB, counters := testpmdPair(t, 77, "01")
 	tpB.Command("start")
 	tpA.Command("start")
-	counters := func(id string) model.NICCounters {
-		c, err := e.Counters(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	deadline := time.Now().Add(10 * time.Second)
 	for counters("b").TxPackets < 50000 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -86,4 +60,41 @@ func TestVhostUserTestpmdSwitching(t *testing.T) {
 		t.Errorf("B: delivered %d + ring-full drops %v != %d sent by A", cb.TxPackets, cb.Drops, sent)
 	}
 	t.Logf("A sent %d, B received %d, drops to B %v", sent, rx, cb.Drops)
+}
+
+// testpmdPair starts an engine with two vhost-user vNICs a (198.18.0.1)
+// and b (198.18.0.2) in VNI vni, MACs 02:00:00:00:0a:<m> and
+// 02:00:00:00:0b:<m>, each driven by a testpmd front end: A in txonly
+// mode towards B, B in rxonly mode (neither started); it returns them and
+// a reader of the engine's counters of a vNIC.
+func testpmdPair(t *testing.T, vni uint32, m string) (*vhosttest.Testpmd, *vhosttest.Testpmd, func(id string) model.NICCounters) {
+	t.Helper()
+	vhosttest.Need(t)
+	e, _ := tapHarness(t, Config{SocketDir: t.TempDir()})
+	macA, macB := "02:00:00:00:0a:"+m, "02:00:00:00:0b:"+m
+	add := func(id, mac, ip string) string {
+		hw, err := net.ParseMAC(mac)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := nicOf(id, [6]byte(hw), vni, ip)
+		n.Type = model.NICVhostUser
+		path, err := e.AddNIC(n)
+		if err != nil {
+			t.Fatalf("AddNIC(%s): %v", id, err)
+		}
+		return path
+	}
+	pathA := add("a", macA, "198.18.0.1")
+	pathB := add("b", macB, "198.18.0.2")
+	tpB := vhosttest.Start(t, pathB, "rxonly", vhosttest.Options{MAC: macB})
+	tpA := vhosttest.Start(t, pathA, "txonly", vhosttest.Options{MAC: macA, EthPeer: macB})
+	counters := func(id string) model.NICCounters {
+		c, err := e.Counters(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	return tpA, tpB, counters
 }

@@ -2,14 +2,12 @@ package dataplane
 
 import (
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/port/vhostuser"
-	"github.com/butterfly-go/butterfly/internal/port/vhostuser/vhosttest"
 )
 
 // dropVhost is a fake vhost-user port that also reports its own drops
@@ -129,33 +127,7 @@ func TestTSOToVhostGuestMTU(t *testing.T) {
 // then counts every further frame as tx_full on B, delivers exactly what
 // fits, and B finds exactly those frames once it starts.
 func TestVhostUserGuestRingFull(t *testing.T) {
-	vhosttest.Need(t)
-	e, _ := tapHarness(t, Config{SocketDir: t.TempDir()})
-	const macA, macB = "02:00:00:00:0a:02", "02:00:00:00:0b:02"
-	add := func(id, m, ip string) string {
-		hw, err := net.ParseMAC(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := nicOf(id, [6]byte(hw), 78, ip)
-		n.Type = model.NICVhostUser
-		path, err := e.AddNIC(n)
-		if err != nil {
-			t.Fatalf("AddNIC(%s): %v", id, err)
-		}
-		return path
-	}
-	pathA := add("a", macA, "198.18.0.1")
-	pathB := add("b", macB, "198.18.0.2")
-	tpB := vhosttest.Start(t, pathB, "rxonly", vhosttest.Options{MAC: macB})
-	tpA := vhosttest.Start(t, pathA, "txonly", vhosttest.Options{MAC: macA, EthPeer: macB})
-	counters := func(id string) model.NICCounters {
-		c, err := e.Counters(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	tpA, tpB, counters := testpmdPair(t, 78, "02")
 	tpA.Command("start")
 	deadline := time.Now().Add(10 * time.Second)
 	for counters("b").Drops[dropName(dropTxFull)] < 10000 && time.Now().Before(deadline) {

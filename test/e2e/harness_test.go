@@ -292,11 +292,17 @@ func (h *host) stop(sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
+	stopProcess(h.lab.t, h.name+": butterflyd", cmd, exited, sig)
+}
+
+// stopProcess sends sig to the process cmd started and waits until
+// exited is closed; after 10 s it reports an error and kills it.
+func stopProcess(t testing.TB, what string, cmd *exec.Cmd, exited <-chan struct{}, sig syscall.Signal) {
 	_ = cmd.Process.Signal(sig)
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
-		h.lab.t.Errorf("%s: butterflyd (pid %d) ignored %v for 10 s; killing it", h.name, cmd.Process.Pid, sig)
+		t.Errorf("%s (pid %d) ignored %v for 10 s; killing it", what, cmd.Process.Pid, sig)
 		_ = cmd.Process.Kill()
 		<-exited
 	}

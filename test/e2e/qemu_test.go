@@ -266,14 +266,7 @@ func (v *qemuVM) signal(sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		v.lab.t.Errorf("%s: QEMU (pid %d) ignored %v for 10 s; killing it", v.opts.name, cmd.Process.Pid, sig)
-		_ = cmd.Process.Kill()
-		<-exited
-	}
+	stopProcess(v.lab.t, v.opts.name+": QEMU", cmd, exited, sig)
 }
 
 // Restart stops QEMU and starts it again on the same socket.
