@@ -7,7 +7,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -303,26 +302,9 @@ func TestFirewallMetrics(t *testing.T) {
 	if n := len(b.take()); n != 0 {
 		t.Fatalf("b got %d frames without any rule", n)
 	}
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(h.e.Collector()); err != nil {
-		t.Fatal(err)
-	}
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	checkMetrics(t, h.e, []metricWant{
 		{"butterfly_element_packets_total", map[string]string{"type": "firewall", "name": "firewall-a"}, 2},
 		{"butterfly_element_drops_total", map[string]string{"type": "firewall", "name": "firewall-b", "reason": "firewall_no_rule"}, 2},
 		{"butterfly_nic_drops_total", map[string]string{"nic": "b", "reason": "firewall_no_rule"}, 2},
-	} {
-		got, ok := metricValue(t, fams, c.name, c.labels)
-		if !ok || got != c.want {
-			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
-		}
-	}
+	})
 }

@@ -44,19 +44,7 @@ func TestCollector(t *testing.T) {
 	a.inject(frame{data: f}, frame{data: f}, frame{data: udp4(t, mac(2), mac(3), "10.0.0.1", "10.0.0.2", 100, false)})
 	h.step()
 	b.take()
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(h.e.Collector()); err != nil {
-		t.Fatal(err)
-	}
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
+	checkMetrics(t, h.e, []metricWant{
 		{"butterfly_nic_rx_packets_total", map[string]string{"nic": "a"}, 3},
 		{"butterfly_nic_tx_packets_total", map[string]string{"nic": "b"}, 2},
 		{"butterfly_nic_tx_bytes_total", map[string]string{"nic": "b"}, float64(2 * len(f))},
@@ -66,12 +54,7 @@ func TestCollector(t *testing.T) {
 		// b never sent, so both frames to it were also flooded.
 		{"butterfly_element_packets_total", map[string]string{"type": "underlay-tx", "name": "underlay"}, 2},
 		{"butterfly_worker_sleeps_total", map[string]string{"worker": "0"}, 0}, // manual engine: never sleeps
-	} {
-		got, ok := metricValue(t, fams, c.name, c.labels)
-		if !ok || got != c.want {
-			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
-		}
-	}
+	})
 }
 
 // TestPcapTraceFile runs the real pcap writer: the trace file holds the
@@ -113,5 +96,33 @@ func TestPcapTraceFile(t *testing.T) {
 	}
 	if len(got) != 2 || len(got[0]) != len(out) || len(got[1]) != len(in) {
 		t.Fatalf("pcap holds %d frames, want the 2 of both directions", len(got))
+	}
+}
+
+// metricWant is a metric's expected value: name, labels (a subset of the
+// sample's) and value.
+type metricWant struct {
+	name   string
+	labels map[string]string
+	want   float64
+}
+
+// checkMetrics gathers e's metrics through a pedantic registry and checks
+// each wanted value.
+func checkMetrics(t *testing.T, e *Engine, wants []metricWant) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(e.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range wants {
+		got, ok := metricValue(t, fams, c.name, c.labels)
+		if !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
 	}
 }
