@@ -42,6 +42,11 @@ type Config struct {
 	// ConntrackTotal bounds the connections tracked by all the vNICs
 	// together (0 = 1048576).
 	ConntrackTotal int
+	// StallTimeout is how long a configuration change waits for a busy
+	// worker to adopt it before that worker is reported stuck (0 = 5 s);
+	// what the worker may still use (a deleted vNIC's port) is released
+	// only once it moves on.
+	StallTimeout time.Duration
 	// Logger receives the engine's log lines (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -55,6 +60,8 @@ const (
 	defaultPoolSize = 1024
 	// maxWorkers bounds Config.Workers.
 	maxWorkers = 64
+	// defaultStallTimeout is the default Config.StallTimeout.
+	defaultStallTimeout = 5 * time.Second
 	// defaultPollIdle is the default Config.PollIdle.
 	defaultPollIdle = 100 * time.Microsecond
 	// neverIdle is an idle spell that never ends (Config.PollIdle < 0).
@@ -75,6 +82,9 @@ func (cfg *Config) normalize() error {
 	cfg.VTEP = cfg.VTEP.Unmap()
 	if cfg.Workers == 0 {
 		cfg.Workers = 1
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = defaultStallTimeout
 	}
 	if cfg.Workers < 0 || cfg.Workers > maxWorkers {
 		return fmt.Errorf("dataplane: %d workers: want 1 to %d", cfg.Workers, maxWorkers)

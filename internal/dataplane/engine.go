@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -80,6 +81,17 @@ type Engine struct {
 	vnis    map[uint32]*vniLong
 	slots   []*nicEntry
 	nextW   int
+	// taps holds the interface names of the TAP vNICs.
+	taps map[string]bool
+	// What the next snapshot shares with the previous ones: the VNIs'
+	// entries (a new map when a VNI comes or goes) and, per worker, the
+	// slots it polls (copied on write). vniDirty lists the VNIs whose
+	// member ports changed, portsDirty the workers whose ports changed
+	// (woken at publish to update their epoll sets).
+	vniConfs   map[uint32]*vniConf
+	polls      [][]int
+	vniDirty   map[uint32]bool
+	portsDirty []bool
 	under   underlay
 	txUnder []underlay
 	utrace  traceWriter
@@ -116,6 +128,10 @@ type nicEntry struct {
 	tracePath string
 	// pol is the vNIC's compiled firewall policy.
 	pol *firewall.Policy
+	// conf is the vNIC's entry in the last snapshot; stale marks it out
+	// of date (publishLocked rebuilds it).
+	conf  *nicConf
+	stale bool
 }
 
 var _ model.Dataplane = (*Engine)(nil)
@@ -167,6 +183,12 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		start:   time.Now(),
 		nics:    make(map[string]*nicEntry),
 		vnis:    make(map[uint32]*vniLong),
+		taps:    make(map[string]bool),
+
+		vniConfs:   make(map[uint32]*vniConf),
+		polls:      make([][]int, cfg.Workers),
+		vniDirty:   make(map[uint32]bool),
+		portsDirty: make([]bool, cfg.Workers),
 		sgs:     make(map[string]model.SG),
 		members: make(map[string]*firewall.MemberSet),
 		ctLimit: firewall.NewLimit(cfg.ConntrackTotal),
@@ -383,9 +405,15 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	ent.nic.Path = path
 	e.nics[n.ID] = ent
 	e.slots[slot] = ent
-	// Return once every worker switches with the new vNIC, so that the
-	// VM's first frames after nic_add's reply are not handled with the
-	// old configuration.
+	if n.Type == model.NICTap {
+		e.taps[path] = true
+	}
+	v := e.vnis[n.VNI]
+	v.members = append(v.members, uint32(slot))
+	e.vniDirty[n.VNI] = true
+	e.setPolled(ent.p.worker, slot, true)
+	// Return once no worker can use the old configuration, so that the
+	// VM's first frames after nic_add's reply meet the new one.
 	e.quiesce(e.publishLocked())
 	e.log.Info("vNIC added", "id", n.ID, "path", path, "vni", n.VNI, "worker", ent.p.worker)
 	return path, nil
@@ -426,13 +454,18 @@ func (e *Engine) UpdateNIC(n model.NIC) error {
 	n.MAC, n.VNI, n.Type, n.Path = old.MAC, old.VNI, old.Type, old.Path
 	ent.nic = n
 	ent.pol = pol
-	// Return once every worker applies the change (and so no longer uses
-	// the old trace).
-	e.quiesce(e.publishLocked())
+	ent.stale = true
+	// Return once no worker can use the old configuration (nor the old
+	// trace).
+	gen := e.publishLocked()
 	if oldTracer != nil {
-		if err := oldTracer.Close(); err != nil {
-			e.log.Warn("closing packet trace", "id", n.ID, "err", err)
-		}
+		e.release(gen, func() {
+			if err := oldTracer.Close(); err != nil {
+				e.log.Warn("closing packet trace", "id", n.ID, "err", err)
+			}
+		})
+	} else {
+		e.quiesce(gen)
 	}
 	return nil
 }
@@ -446,22 +479,31 @@ func (e *Engine) DeleteNIC(id string) error {
 		return nil
 	}
 	delete(e.nics, id)
-	e.slots[ent.p.slot] = nil
-	gen := e.publishLocked()
-	e.quiesce(gen)
-	ent.p.ct.Release()
-	var errs []error
-	if err := ent.p.port.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("dataplane: close vNIC %s: %w", id, err))
-	}
-	if ent.tracer != nil {
-		if err := ent.tracer.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("dataplane: close trace of vNIC %s: %w", id, err))
+	delete(e.taps, ent.p.path)
+	slot := ent.p.slot
+	e.slots[slot] = nil
+	e.setPolled(ent.p.worker, slot, false)
+	if v := e.vnis[ent.nic.VNI]; v != nil {
+		v.members = slices.DeleteFunc(v.members, func(x uint32) bool { return x == uint32(slot) })
+		e.vniDirty[v.vni] = true
+		if len(v.members) == 0 {
+			e.detachVNI(v)
 		}
 	}
-	if v := e.vnis[ent.nic.VNI]; v != nil {
-		e.detachVNI(v)
-	}
+	gen := e.publishLocked()
+	var errs []error
+	// The port is closed only once no worker can read it any more.
+	e.release(gen, func() {
+		ent.p.ct.Release()
+		if err := ent.p.port.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("dataplane: close vNIC %s: %w", id, err))
+		}
+		if ent.tracer != nil {
+			if err := ent.tracer.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("dataplane: close trace of vNIC %s: %w", id, err))
+			}
+		}
+	})
 	e.log.Info("vNIC deleted", "id", id)
 	return errors.Join(errs...)
 }
@@ -553,6 +595,16 @@ func (e *Engine) attachVNI(vni uint32) (*vniLong, error) {
 		v.group = g
 	}
 	e.vnis[vni] = v
+	c := &vniConf{vniLong: v}
+	if v.group.IsValid() {
+		c.flood = []netip.AddrPort{netip.AddrPortFrom(v.group, vxlan.Port)}
+	}
+	for _, h := range e.cfg.HeadEnd {
+		c.flood = append(c.flood, netip.AddrPortFrom(h, vxlan.Port))
+	}
+	confs := maps.Clone(e.vniConfs)
+	confs[vni] = c
+	e.vniConfs = confs
 	return v, nil
 }
 
@@ -569,14 +621,12 @@ func floodGroup(vni uint32, v6 bool) netip.Addr {
 	return g
 }
 
-// detachVNI forgets the VNI (and leaves its group) when it has no vNIC.
+// detachVNI forgets the VNI (and leaves its group); it has no vNIC left.
 func (e *Engine) detachVNI(v *vniLong) {
-	for _, n := range e.nics {
-		if n.nic.VNI == v.vni {
-			return
-		}
-	}
 	delete(e.vnis, v.vni)
+	confs := maps.Clone(e.vniConfs)
+	delete(confs, v.vni)
+	e.vniConfs = confs
 	if v.group.IsValid() {
 		if err := e.under.LeaveGroup(v.group); err != nil {
 			e.log.Warn("leaving multicast group", "vni", v.vni, "group", v.group, "err", err)
@@ -584,15 +634,20 @@ func (e *Engine) detachVNI(v *vniLong) {
 	}
 }
 
-// publishLocked builds and publishes a snapshot of the current
-// configuration and wakes the workers; it returns its generation.
+// publishLocked publishes a snapshot of the current configuration and
+// returns its generation. Its cost follows the change, not the size of
+// the configuration: the entries of unchanged vNICs, the VNIs and the
+// poll lists of unchanged workers are shared with the previous snapshot
+// (only the slot array of pointers is copied). Only the workers whose set
+// of ports changed are woken, to update their epoll set; the others pick
+// the snapshot up at their next batch, or when they wake.
 func (e *Engine) publishLocked() uint64 {
 	e.gen++
 	s := &snapshot{
 		gen:     e.gen,
 		nics:    make([]*nicConf, len(e.slots)),
-		vnis:    make(map[uint32]*vniConf, len(e.vnis)),
-		polls:   make([][]int, e.cfg.Workers),
+		vnis:    e.vniConfs,
+		polls:   e.polls,
 		under:   e.under,
 		txUnder: e.txUnder,
 		underFd: -1,
@@ -605,67 +660,118 @@ func (e *Engine) publishLocked() uint64 {
 	s.mtu = vxlan.InnerMTU(e.cfg.UnderlayMTU, e.cfg.VTEP.Is6()) + packet.EthernetLen
 	s.mtuInner4 = uint16(s.mtu - 14)
 	s.mtuInner6 = uint32(s.mtu - 14)
-	for vni, l := range e.vnis {
-		v := &vniConf{vniLong: l}
-		if l.group.IsValid() {
-			v.flood = []netip.AddrPort{netip.AddrPortFrom(l.group, vxlan.Port)}
-		}
-		for _, h := range e.cfg.HeadEnd {
-			v.flood = append(v.flood, netip.AddrPortFrom(h, vxlan.Port))
-		}
-		s.vnis[vni] = v
-	}
-	members := map[uint32][]uint32{}
 	for slot, ent := range e.slots {
 		if ent == nil {
 			continue
 		}
-		c := &nicConf{
-			nicPort: ent.p,
-			mac:     ent.nic.MAC,
-			vni:     s.vnis[ent.nic.VNI],
-			bypass:  ent.nic.Bypass,
-			spoof:   antispoof.NewConfig(packet.MAC(ent.nic.MAC), ent.nic.IPs, ent.nic.IPAntiSpoof),
-			tracer:  ent.tracer,
-		}
-		if !ent.nic.Bypass {
-			c.pol = ent.pol
-		}
-		s.nics[slot] = c
-		members[ent.nic.VNI] = append(members[ent.nic.VNI], uint32(slot))
-		s.polls[ent.p.worker] = append(s.polls[ent.p.worker], slot)
+		s.nics[slot] = e.nicConfOf(ent)
 	}
-	for vni, v := range s.vnis {
-		ports := members[vni]
-		if s.under != nil {
-			ports = append(ports, underPort)
+	for vni := range e.vniDirty {
+		if v := e.vnis[vni]; v != nil {
+			ports := slices.Clone(v.members)
+			if s.under != nil {
+				ports = append(ports, underPort)
+			}
+			v.l2.SetPorts(ports)
 		}
-		v.l2.SetPorts(ports)
+		delete(e.vniDirty, vni)
 	}
 	vnis := s.vnis
 	s.known = func(vni uint32) bool { return vnis[vni] != nil }
 	e.snap.Store(s)
-	for _, w := range e.workers {
-		w.wake()
+	for w, dirty := range e.portsDirty {
+		if dirty {
+			e.workers[w].wake()
+			e.portsDirty[w] = false
+		}
 	}
 	return s.gen
 }
 
-// quiesce waits until every running worker has moved to generation gen
-// or later, so that resources only older snapshots referenced can be
-// released.
-func (e *Engine) quiesce(gen uint64) {
-	if e.hooks.manual {
-		return
+// nicConfOf returns the snapshot entry of ent: the one of the previous
+// snapshot while nothing it holds changed, else a new one.
+func (e *Engine) nicConfOf(ent *nicEntry) *nicConf {
+	pol := ent.pol
+	if ent.nic.Bypass {
+		pol = nil
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	if c := ent.conf; c != nil && !ent.stale && c.pol == pol && c.tracer == ent.tracer {
+		return c
+	}
+	ent.conf = &nicConf{
+		nicPort: ent.p,
+		mac:     ent.nic.MAC,
+		vni:     e.vniConfs[ent.nic.VNI],
+		bypass:  ent.nic.Bypass,
+		spoof:   antispoof.NewConfig(packet.MAC(ent.nic.MAC), ent.nic.IPs, ent.nic.IPAntiSpoof),
+		pol:     pol,
+		tracer:  ent.tracer,
+	}
+	ent.stale = false
+	return ent.conf
+}
+
+// setPolled adds (or removes) slot to the ports worker w polls; the
+// lists are copied on write, as snapshots share them.
+func (e *Engine) setPolled(w, slot int, on bool) {
+	polls := slices.Clone(e.polls)
+	if on {
+		polls[w] = append(slices.Clone(polls[w]), slot)
+	} else {
+		polls[w] = slices.DeleteFunc(slices.Clone(polls[w]), func(x int) bool { return x == slot })
+	}
+	e.polls = polls
+	e.portsDirty[w] = true
+}
+
+// quiesce waits until no worker can still use a snapshot older than gen,
+// so that resources only older snapshots referenced can be released: a
+// worker is past it once it has moved to generation gen or later, or
+// while it sleeps in epoll (it holds no configuration there: it loads the
+// newest snapshot before it touches a port again). It reports false when
+// a worker did not get there within cfg.StallTimeout; that worker is
+// logged as stuck.
+func (e *Engine) quiesce(gen uint64) bool {
+	if e.hooks.manual {
+		return true
+	}
+	deadline := time.Now().Add(e.cfg.StallTimeout)
 	for _, w := range e.workers {
-		for w.ack.Load() < gen && !w.exited.Load() {
+		for !w.pastGen(gen) {
 			if time.Now().After(deadline) {
-				e.log.Error("worker did not reach the new configuration", "worker", w.id, "gen", gen)
-				break
+				e.log.Error("worker stuck: it has not reached the new configuration; resources it may use stay open until it does",
+					"worker", w.id, "tid", w.tid.Load(), "gen", gen, "at", w.ack.Load())
+				return false
 			}
 			time.Sleep(20 * time.Microsecond)
 		}
 	}
+	return true
+}
+
+// release runs free once no worker can use a snapshot older than gen: at
+// once when quiesce confirms it, else (a stuck worker) in the background
+// when the workers get there, or when the engine closes. A port is thus
+// never closed while a worker may still read it.
+func (e *Engine) release(gen uint64, free func()) {
+	if e.quiesce(gen) {
+		free()
+		return
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		for !e.stop.Load() {
+			past := true
+			for _, w := range e.workers {
+				past = past && w.pastGen(gen)
+			}
+			if past {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		e.log.Info("stuck worker moved on: releasing what it held", "gen", gen)
+		free()
+	}()
 }

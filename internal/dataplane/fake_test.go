@@ -13,6 +13,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/packet"
@@ -45,9 +46,11 @@ type fakePort struct {
 	// readErr makes ReadBatch fail; reads counts the calls.
 	readErr error
 	reads   atomic.Int64
-	// efd, when > 0, is the descriptor Fd returns (an eventfd that is
-	// never signalled), so that idle workers sleep as with real ports.
-	efd int
+	// efd, when > 0, is the descriptor Fd returns (an eventfd), so that
+	// idle workers sleep as with real ports; signal makes inject make it
+	// readable (ReadBatch resets it).
+	efd    int
+	signal bool
 }
 
 var _ port.Port = (*fakePort)(nil)
@@ -56,10 +59,30 @@ func (p *fakePort) inject(fs ...frame) {
 	p.mu.Lock()
 	p.in = append(p.in, fs...)
 	p.mu.Unlock()
+	if p.signal {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		unix.Write(p.efd, one[:])
+	}
+}
+
+// withEventfd gives p a descriptor that inject signals.
+func (p *fakePort) withEventfd(t testing.TB) *fakePort {
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatalf("eventfd: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(efd) })
+	p.efd, p.signal = efd, true
+	return p
 }
 
 func (p *fakePort) ReadBatch(bufs []*packet.Buf) (int, error) {
 	p.reads.Add(1)
+	if p.signal {
+		var b [8]byte
+		unix.Read(p.efd, b[:])
+	}
 	if p.readErr != nil {
 		return 0, p.readErr
 	}
@@ -206,7 +229,17 @@ var (
 )
 
 func newHarness(t testing.TB, cfg Config, manual bool) *harness {
+	return newHarnessFds(t, cfg, manual, false)
+}
+
+// newHarnessFds is newHarness whose ports (TAP and underlay), with fds
+// set, have descriptors that inject signals, so that idle workers sleep
+// in epoll for as long as nothing comes, as with real ports.
+func newHarnessFds(t testing.TB, cfg Config, manual, fds bool) *harness {
 	h := &harness{under: &fakePort{}, ports: map[string]*fakePort{}, traces: map[string]*fakeTrace{}, vhosts: map[string]*fakeVhost{}}
+	if fds {
+		h.under.withEventfd(t)
+	}
 	if tt, ok := t.(*testing.T); ok {
 		h.t = tt
 	}
@@ -227,6 +260,9 @@ func newHarness(t testing.TB, cfg Config, manual bool) *harness {
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			p := &fakePort{}
+			if fds {
+				p.withEventfd(t)
+			}
 			h.ports[name] = p
 			return p, name, nil
 		},

@@ -3,9 +3,10 @@ package dataplane
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/butterfly-go/butterfly/internal/model"
 
@@ -121,12 +122,12 @@ func (e *Engine) tapName(id string) (string, error) {
 		base = base[:15]
 	}
 	taken := func(n string) bool {
-		for _, ent := range e.nics {
-			if ent.p.path == n {
-				return true
-			}
+		if e.taps[n] {
+			return true
 		}
-		_, err := net.InterfaceByName(n)
+		// One RTM_GETLINK by name (net.InterfaceByName lists every
+		// interface, which made nic_add cost grow with their number).
+		_, err := netlink.LinkByName(n)
 		return err == nil
 	}
 	if !taken(base) {

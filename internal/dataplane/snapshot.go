@@ -77,9 +77,12 @@ type vniLong struct {
 	l2    *l2.Switch
 	fdb   *vxlan.FDB
 	group netip.Addr // joined multicast group (invalid with head-end)
+	// members are the slots of the VNI's vNICs (control plane only).
+	members []uint32
 }
 
-// vniConf is one version of a VNI.
+// vniConf is a VNI's entry in the snapshots (its flood list is fixed for
+// its lifetime).
 type vniConf struct {
 	*vniLong
 	// flood are the underlay destinations of broadcast and unknown

@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
 )
 
 // underSlot stands for the underlay in fdSlot.
@@ -43,12 +45,14 @@ type worker struct {
 	fl []uint32
 
 	snap *snapshot
-	ack  atomic.Uint64
+	// ack is the generation of snap, stored once the worker uses it.
+	ack atomic.Uint64
 	// ctReq is the control plane's pending request on a connection
 	// tracking table this worker owns (see Engine.onOwner).
 	ctReq atomic.Pointer[ctRequest]
-	// sleeping is set while the worker waits in epoll; producers of
-	// handoffs wake it then. pushed has bit i set when this worker
+	// sleeping is set while the worker waits in epoll, with its queues
+	// flushed: it holds no configuration then (see pastGen). Producers of
+	// handoffs wake it. pushed has bit i set when this worker
 	// handed frames to worker i during the current iteration.
 	sleeping atomic.Bool
 	pushed   uint64
@@ -60,8 +64,8 @@ type worker struct {
 
 	epfd, evfd int
 	// fdSlot maps the descriptors in the epoll set to their port slot
-	// (underSlot for the underlay).
-	fdSlot map[int]int
+	// (underSlot for the underlay) and the port they were registered for.
+	fdSlot map[int]fdReg
 	// active lists the slots polled each iteration: ports that were
 	// readable recently (inActive marks them; last is their last
 	// traffic). nofd lists ports without a descriptor, always polled.
@@ -72,8 +76,12 @@ type worker struct {
 	underActive bool
 	underLast   int64
 	// failed marks ports whose reads fail (a TAP deleted behind our
-	// back): they are no longer polled until the next configuration.
+	// back): they are no longer polled until the next configuration;
+	// failedList lists them.
 	failed      []bool
+	failedList  []int
+	// ports is the port of each slot this worker owns, as registered.
+	ports []port.Port
 	underFailed bool
 	lastRx      int64
 	events      []unix.EpollEvent
@@ -83,6 +91,22 @@ type worker struct {
 	fwChecked   int64 // mono of the last checkFirewalls
 	scratch     []byte
 	ipID        uint16
+}
+
+// fdReg is a descriptor's registration in a worker's epoll set. The
+// port is kept because a descriptor number may be closed and reused by
+// another port while the worker sleeps (it does not take part in
+// releasing ports then).
+type fdReg struct {
+	slot int
+	p    port.Port
+}
+
+// pastGen reports whether the worker can no longer use a snapshot older
+// than gen: it uses gen or a later one, it sleeps in epoll (it loads the
+// newest snapshot before it touches a port again), or it has exited.
+func (w *worker) pastGen(gen uint64) bool {
+	return w.ack.Load() >= gen || w.sleeping.Load() || w.exited.Load()
 }
 
 func newWorker(e *Engine, id, cpu int) (*worker, error) {
@@ -95,7 +119,7 @@ func newWorker(e *Engine, id, cpu int) (*worker, error) {
 		segs:     make([]*packet.Buf, 0, 64),
 		fl:       make([]uint32, 0, 1024),
 		groHeads: make([]groHead, 0, groMaxFlows),
-		fdSlot:   map[int]int{},
+		fdSlot:   map[int]fdReg{},
 		events:   make([]unix.EpollEvent, 16),
 		scratch:  make([]byte, packet.BufSize+64),
 		epfd:     -1,
@@ -185,6 +209,9 @@ func (w *worker) idleNow() bool {
 // ports in the active set.
 func (w *worker) sleep(timeoutMs int) {
 	if timeoutMs != 0 {
+		// Nothing may stay queued for a port: the control plane may
+		// close it while the worker sleeps.
+		w.flushAll()
 		w.sleeping.Store(true)
 		defer w.sleeping.Store(false)
 		if w.e.fwd != nil {
@@ -204,7 +231,8 @@ func (w *worker) sleep(timeoutMs int) {
 	}
 	for i := 0; i < n; i++ {
 		fd := int(w.events[i].Fd)
-		switch slot, ok := w.fdSlot[fd]; {
+		reg, ok := w.fdSlot[fd]
+		switch slot := reg.slot; {
 		case fd == w.evfd:
 			var b [8]byte
 			unix.Read(w.evfd, b[:])
@@ -292,8 +320,9 @@ func (w *worker) portFailed(slot, fd int, name string, err error) {
 	if slot == underSlot {
 		w.underFailed = true
 		w.underActive = false
-	} else {
+	} else if !w.failed[slot] {
 		w.failed[slot] = true
+		w.failedList = append(w.failedList, slot)
 	}
 	w.e.log.Warn("port read failed; not polled until the next configuration change", "port", name, "worker", w.id, "err", err)
 }
@@ -368,8 +397,11 @@ func (w *worker) put(b *packet.Buf) {
 	w.pool.Put(b)
 }
 
-// apply switches to snapshot s: it drops frames queued for ports that
-// left, sizes the queues and updates the epoll set. It then acknowledges
+// apply switches to snapshot s: it flushes what it queued under the old
+// one, sizes its queues and, when its set of ports changed, updates its
+// epoll set and poll lists (new ports are polled at once; the others keep
+// their state, so a change costs the worker nothing per port it already
+// had). Ports whose reads failed are tried again. It then acknowledges
 // the generation: from now on the worker holds no reference to older
 // snapshots.
 func (w *worker) apply(s *snapshot) {
@@ -380,60 +412,135 @@ func (w *worker) apply(s *snapshot) {
 	for len(w.txq) < len(s.nics) {
 		w.txq = append(w.txq, make([]*packet.Buf, 0, batchSize))
 	}
-	want := map[int]int{}
+	if n := len(s.nics); len(w.last) < n {
+		w.last = append(w.last, make([]int64, n-len(w.last))...)
+		w.inActive = append(w.inActive, make([]bool, n-len(w.inActive))...)
+		w.failed = append(w.failed, make([]bool, n-len(w.failed))...)
+		w.ports = append(w.ports, make([]port.Port, n-len(w.ports))...)
+	}
+	mine := s.polls[w.id]
+	if old := w.snap; old == nil || !samePolls(old.polls[w.id], mine) || old.under != s.under {
+		w.syncPorts(s, mine)
+	}
+	for _, slot := range w.failedList {
+		w.failed[slot] = false
+		if c := s.nics[slot]; c != nil && c.port == w.ports[slot] {
+			w.watch(c.port.Fd(), fdReg{slot, c.port})
+			w.activate(slot)
+		}
+	}
+	w.failedList = w.failedList[:0]
+	if w.underFailed {
+		w.underFailed = false
+		if s.under != nil && s.underFd >= 0 {
+			w.watch(s.underFd, fdReg{underSlot, s.under})
+			w.underActive, w.underLast = true, w.mono
+		}
+	}
+	w.snap = s
+	w.ack.Store(s.gen)
+}
+
+// samePolls reports whether two snapshots share a worker's poll list
+// (the control plane copies a list on write).
+func samePolls(a, b []int) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// syncPorts brings the worker's epoll set and poll lists to the ports it
+// owns in s (mine): ports that left are forgotten, new ones registered
+// and polled at once.
+func (w *worker) syncPorts(s *snapshot, mine []int) {
+	gone := func(slot int, p port.Port) bool {
+		return slot >= len(s.nics) || s.nics[slot] == nil || s.nics[slot].port != p
+	}
+	for fd, reg := range w.fdSlot {
+		if reg.slot == underSlot && reg.p == s.under {
+			continue
+		}
+		if reg.slot == underSlot || gone(reg.slot, reg.p) {
+			unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+			delete(w.fdSlot, fd)
+		}
+	}
+	keep := func(slots []int) []int {
+		return slices.DeleteFunc(slots, func(slot int) bool {
+			if gone(slot, w.ports[slot]) {
+				w.inActive[slot] = false
+				return true
+			}
+			return false
+		})
+	}
+	w.active, w.nofd = keep(w.active), keep(w.nofd)
+	owned := make(map[int]bool, len(mine))
+	for _, slot := range mine {
+		owned[slot] = true
+	}
+	for slot, p := range w.ports {
+		if p != nil && (!owned[slot] || gone(slot, p)) {
+			w.ports[slot] = nil
+			w.failed[slot] = false
+		}
+	}
 	w.sleepMs = 1000
-	w.active, w.nofd = w.active[:0], w.nofd[:0]
-	if len(w.last) < len(s.nics) {
-		w.last = make([]int64, len(s.nics))
-		w.inActive = make([]bool, len(s.nics))
-	}
-	clear(w.inActive)
-	if len(w.failed) < len(s.nics) {
-		w.failed = make([]bool, len(s.nics))
-	}
-	clear(w.failed)
-	w.underFailed = false
-	for _, slot := range s.polls[w.id] {
-		fd := s.nics[slot].port.Fd()
+	for _, slot := range mine {
+		p := s.nics[slot].port
+		if w.ports[slot] == p {
+			if p.Fd() < 0 {
+				w.sleepMs = 1
+			}
+			continue
+		}
+		w.ports[slot] = p
+		fd := p.Fd()
 		if fd < 0 {
 			w.nofd = append(w.nofd, slot)
 			w.sleepMs = 1
 			continue
 		}
-		want[fd] = slot
-		// Poll every port until it has been idle for a while.
-		w.active = append(w.active, slot)
-		w.inActive[slot] = true
-		w.last[slot] = w.mono
+		w.watch(fd, fdReg{slot, p})
+		// A new port is polled until it has been idle for a while.
+		w.activate(slot)
 	}
 	if w.id == 0 && s.under != nil {
 		if s.underFd < 0 {
 			w.sleepMs = 1
-		} else {
-			want[s.underFd] = underSlot
-			w.underActive = true
-			w.underLast = w.mono
+		} else if reg, ok := w.fdSlot[s.underFd]; !ok || reg.p != s.under {
+			w.watch(s.underFd, fdReg{underSlot, s.under})
+			w.underActive, w.underLast = true, w.mono
 		}
 	}
-	for fd := range w.fdSlot {
-		if _, ok := want[fd]; !ok {
-			unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-			delete(w.fdSlot, fd)
-		}
+}
+
+// watch registers fd in the worker's epoll set, replacing what the same
+// number stood for before.
+func (w *worker) watch(fd int, reg fdReg) {
+	if fd < 0 {
+		return
 	}
-	for fd, slot := range want {
-		if _, ok := w.fdSlot[fd]; !ok {
-			if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd,
-				&unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
-				w.e.log.Error("epoll_ctl add", "worker", w.id, "fd", fd, "err", err)
-				w.sleepMs = 1
-				continue
-			}
-		}
-		w.fdSlot[fd] = slot
+	if old, ok := w.fdSlot[fd]; ok && old.p == reg.p {
+		w.fdSlot[fd] = reg
+		return
 	}
-	w.snap = s
-	w.ack.Store(s.gen)
+	unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	delete(w.fdSlot, fd)
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd,
+		&unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+		w.e.log.Error("epoll_ctl add", "worker", w.id, "fd", fd, "err", err)
+		w.sleepMs = 1
+		return
+	}
+	w.fdSlot[fd] = reg
+}
+
+// activate puts slot in the active set.
+func (w *worker) activate(slot int) {
+	if !w.inActive[slot] {
+		w.inActive[slot] = true
+		w.active = append(w.active, slot)
+	}
+	w.last[slot] = w.mono
 }
 
 // drop releases the worker's references before it exits.
