@@ -74,13 +74,13 @@ type Engine struct {
 
 	snap atomic.Pointer[snapshot]
 
-	mu      sync.Mutex // serializes the control plane
-	gen     uint64
-	closed  bool
-	nics    map[string]*nicEntry
-	vnis    map[uint32]*vniLong
-	slots   []*nicEntry
-	nextW   int
+	mu     sync.Mutex // serializes the control plane
+	gen    uint64
+	closed bool
+	nics   map[string]*nicEntry
+	vnis   map[uint32]*vniLong
+	slots  []*nicEntry
+	nextW  int
 	// taps holds the interface names of the TAP vNICs.
 	taps map[string]bool
 	// What the next snapshot shares with the previous ones: the VNIs'
@@ -92,9 +92,9 @@ type Engine struct {
 	polls      [][]int
 	vniDirty   map[uint32]bool
 	portsDirty []bool
-	under   underlay
-	txUnder []underlay
-	utrace  traceWriter
+	under      underlay
+	txUnder    []underlay
+	utrace     traceWriter
 	// sgs are the security groups by id, as the model last set them;
 	// members are their shared member sets (also for ids that rules
 	// refer to but that do not exist); fwGen numbers compiled policies;
@@ -177,21 +177,21 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		}
 	}
 	e := &Engine{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		hooks:   h,
-		start:   time.Now(),
-		nics:    make(map[string]*nicEntry),
-		vnis:    make(map[uint32]*vniLong),
-		taps:    make(map[string]bool),
+		cfg:   cfg,
+		log:   cfg.Logger,
+		hooks: h,
+		start: time.Now(),
+		nics:  make(map[string]*nicEntry),
+		vnis:  make(map[uint32]*vniLong),
+		taps:  make(map[string]bool),
 
 		vniConfs:   make(map[uint32]*vniConf),
 		polls:      make([][]int, cfg.Workers),
 		vniDirty:   make(map[uint32]bool),
 		portsDirty: make([]bool, cfg.Workers),
-		sgs:     make(map[string]model.SG),
-		members: make(map[string]*firewall.MemberSet),
-		ctLimit: firewall.NewLimit(cfg.ConntrackTotal),
+		sgs:        make(map[string]model.SG),
+		members:    make(map[string]*firewall.MemberSet),
+		ctLimit:    firewall.NewLimit(cfg.ConntrackTotal),
 	}
 	vt := "vtep4"
 	if cfg.VTEP.Is6() {

@@ -78,10 +78,10 @@ type worker struct {
 	// failed marks ports whose reads fail (a TAP deleted behind our
 	// back): they are no longer polled until the next configuration;
 	// failedList lists them.
-	failed      []bool
-	failedList  []int
+	failed     []bool
+	failedList []int
 	// ports is the port of each slot this worker owns, as registered.
-	ports []port.Port
+	ports       []port.Port
 	underFailed bool
 	lastRx      int64
 	events      []unix.EpollEvent
