@@ -18,6 +18,13 @@
 // separate rings and may run on different goroutines; each of them must
 // have one caller at a time.
 //
+// Control sockets (the listening socket, the connection to the front
+// end) are on the Go runtime's poller, so a port waiting for a front
+// end, for a redial or for the next message holds no OS thread: the
+// number of threads does not grow with the number of ports. An idle port
+// holds three descriptors in server mode (socket, epoll, eventfd) and two
+// in client mode.
+//
 // Fd returns an epoll descriptor that stays the same for the port's life:
 // it becomes readable when the guest kicks its transmit ring or when a
 // ring starts or stops. After Options.IdlePolls empty ReadBatch calls in
@@ -32,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -106,8 +114,8 @@ type Stats struct {
 type Port struct {
 	path   string
 	log    *slog.Logger
-	ln     int  // listening socket (server mode), -1 in client mode
-	client bool // client mode: dial path, never create or remove it
+	ln     *net.UnixListener // server mode; nil in client mode
+	client bool              // client mode: dial path, never create or remove it
 	stop   chan struct{}
 	epfd   int
 	wake   int // eventfd in epfd, written on ring start and stop
@@ -128,7 +136,7 @@ type Port struct {
 	offered   uint64
 	closeOnce sync.Once
 	connMu    sync.Mutex
-	connFd    int // -1 when no front end
+	conn      *net.UnixConn // nil when no front end
 	closed    atomic.Bool
 	done      chan struct{}
 }
@@ -168,7 +176,7 @@ func Dial(path string, opts Options) (*Port, error) {
 func (p *Port) Client() bool { return p.client }
 
 func newPort(path string, opts Options) (*Port, error) {
-	p := &Port{path: path, log: opts.Logger, ln: -1, connFd: -1, stop: make(chan struct{}), done: make(chan struct{})}
+	p := &Port{path: path, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -193,24 +201,34 @@ func newPort(path string, opts Options) (*Port, error) {
 	return p, nil
 }
 
-func listenUnix(path string) (int, error) {
+// listenUnix creates a listening socket at path (backlog 1: one front
+// end at a time) on the runtime's poller. The listener never removes
+// path itself.
+func listenUnix(path string) (*net.UnixListener, error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		os.Remove(path)
 	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
-		return -1, fmt.Errorf("vhost-user %s: socket: %w", path, err)
+		return nil, fmt.Errorf("vhost-user %s: socket: %w", path, err)
 	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("vhost-user %s: bind: %w", path, err)
+		return nil, fmt.Errorf("vhost-user %s: bind: %w", path, err)
 	}
 	if err := unix.Listen(fd, 1); err != nil {
-		unix.Close(fd)
 		os.Remove(path)
-		return -1, fmt.Errorf("vhost-user %s: listen: %w", path, err)
+		return nil, fmt.Errorf("vhost-user %s: listen: %w", path, err)
 	}
-	return fd, nil
+	l, err := net.FileListener(f)
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("vhost-user %s: listener: %w", path, err)
+	}
+	ln := l.(*net.UnixListener)
+	ln.SetUnlinkOnClose(false)
+	return ln, nil
 }
 
 func (p *Port) watch(fd int) error {
@@ -359,17 +377,16 @@ func (p *Port) Close() error {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
 		close(p.stop)
-		if !p.client {
-			unix.Shutdown(p.ln, unix.SHUT_RDWR)
+		if p.ln != nil {
+			p.ln.Close()
 		}
 		p.connMu.Lock()
-		if p.connFd >= 0 {
-			unix.Shutdown(p.connFd, unix.SHUT_RDWR)
+		if p.conn != nil {
+			p.conn.Close()
 		}
 		p.connMu.Unlock()
 		<-p.done
 		if !p.client {
-			unix.Close(p.ln)
 			os.Remove(p.path)
 		}
 		p.closeFds()
@@ -381,46 +398,58 @@ func (p *Port) Close() error {
 func (p *Port) serve() {
 	defer close(p.done)
 	for !p.closed.Load() {
-		fd, _, err := unix.Accept4(p.ln, unix.SOCK_CLOEXEC)
+		c, err := p.ln.AcceptUnix()
 		if err != nil {
 			if p.closed.Load() {
 				return
 			}
-			if err == unix.EINTR || err == unix.ECONNABORTED {
-				continue
-			}
 			p.log.Error("vhost-user accept failed", "err", err)
-			time.Sleep(100 * time.Millisecond)
+			if !p.pause(100 * time.Millisecond) {
+				return
+			}
 			continue
 		}
-		if served, _ := p.session(fd); !served {
+		if served, _ := p.session(c); !served {
 			return
 		}
 	}
 }
 
-// session serves the front end on the connected socket fd until it
-// disconnects or Close, then closes fd. served is false, and nothing was
+// pause waits for d, or until Close; it reports whether the port is
+// still open.
+func (p *Port) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// session serves the front end on the connected socket c until it
+// disconnects or Close, then closes c. served is false, and nothing was
 // served, if the port is already closed; ran reports whether a ring was
 // started (the front end completed its setup).
-func (p *Port) session(fd int) (served, ran bool) {
+func (p *Port) session(c *net.UnixConn) (served, ran bool) {
 	p.connMu.Lock()
 	if p.closed.Load() {
 		p.connMu.Unlock()
-		unix.Close(fd)
+		c.Close()
 		return false, false
 	}
-	p.connFd = fd
+	p.conn = c
 	p.connMu.Unlock()
 	p.conns.Add(1)
 	p.log.Info("vhost-user front end connected")
-	d := newDevice(p, fd)
+	d := newDevice(p, c)
 	err := d.run()
 	d.teardown()
 	p.connMu.Lock()
-	p.connFd = -1
+	p.conn = nil
 	p.connMu.Unlock()
-	unix.Close(fd)
+	c.Close()
 	p.log.Info("vhost-user front end disconnected", "reason", err)
 	return true, d.ran
 }
@@ -443,19 +472,13 @@ func (p *Port) dialLoop() {
 	delay := time.Duration(0)
 	failing := false
 	for {
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			select {
-			case <-p.stop:
-				t.Stop()
-				return
-			case <-t.C:
-			}
+		if delay > 0 && !p.pause(delay) {
+			return
 		}
 		if p.closed.Load() {
 			return
 		}
-		fd, err := dialUnix(p.path)
+		c, err := dialUnix(p.path)
 		if err != nil {
 			if !failing {
 				p.log.Info("vhost-user front end not reachable, retrying", "err", err)
@@ -467,7 +490,7 @@ func (p *Port) dialLoop() {
 			continue
 		}
 		failing = false
-		served, ran := p.session(fd)
+		served, ran := p.session(c)
 		if !served {
 			return
 		}
@@ -479,23 +502,14 @@ func (p *Port) dialLoop() {
 	}
 }
 
-// dialUnix connects a stream socket to path without blocking (a full
-// backlog is a failed attempt, not a wait) and returns it in blocking
-// mode for the session.
-func dialUnix(path string) (int, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+// dialUnix connects a stream socket to path on the runtime's poller. A
+// unix connect does not wait: a full backlog is a failed attempt.
+func dialUnix(path string) (*net.UnixConn, error) {
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
-		return -1, fmt.Errorf("vhost-user %s: socket: %w", path, err)
+		return nil, fmt.Errorf("vhost-user: %w", err)
 	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("vhost-user %s: connect: %w", path, err)
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("vhost-user %s: set blocking: %w", path, err)
-	}
-	return fd, nil
+	return c, nil
 }
 
 // ringCtl is the control side of one ring.
@@ -523,8 +537,8 @@ type device struct {
 	ran      bool // a ring was started on this connection
 }
 
-func newDevice(p *Port, fd int) *device {
-	d := &device{p: p, c: newConn(fd)}
+func newDevice(p *Port, c *net.UnixConn) *device {
+	d := &device{p: p, c: newConn(c)}
 	for i := range d.rings {
 		d.rings[i] = ringCtl{kick: -1, call: -1, err: -1}
 	}

@@ -30,6 +30,24 @@ func socketPair(t *testing.T) (a, b int) {
 	return fds[0], fds[1]
 }
 
+// unixConn returns a *net.UnixConn on a duplicate of the socket fd,
+// closed at the end of the test; fd stays the caller's.
+func unixConn(t testing.TB, fd int) *net.UnixConn {
+	t.Helper()
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(dup), "socketpair")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.UnixConn)
+}
+
 // openFds counts this process's open file descriptors.
 func openFds(t *testing.T) int {
 	t.Helper()
@@ -77,8 +95,8 @@ func TestConnRead(t *testing.T) {
 				}
 			}
 			unix.Shutdown(a, unix.SHUT_WR)
+			c := newConn(unixConn(t, b))
 			before := openFds(t)
-			c := newConn(b)
 			m, err := c.read()
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
@@ -147,6 +165,13 @@ func dialFrontEnd(t *testing.T, p *Port) *frontEnd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFrontEnd(t, c)
+}
+
+// newFrontEnd makes a front end on the connected socket c (closed at
+// the end of the test).
+func newFrontEnd(t *testing.T, c *net.UnixConn) *frontEnd {
+	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	mfd, err := unix.MemfdCreate("vhu-guest", unix.MFD_CLOEXEC)
 	if err != nil {
