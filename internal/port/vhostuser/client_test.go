@@ -125,7 +125,7 @@ func TestClientRetry(t *testing.T) {
 	if s := p.Stats(); s.Connections != 0 {
 		t.Fatalf("connected to a missing socket: %+v", s)
 	}
-	ln, err := listenUnix(sock)
+	ln, _, err := listenUnix(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestClientCloseWhileWaiting(t *testing.T) {
 			var ln *net.UnixListener
 			if tc.listen {
 				var err error
-				if ln, err = listenUnix(sock); err != nil {
+				if ln, _, err = listenUnix(sock); err != nil {
 					t.Fatal(err)
 				}
 				defer ln.Close()

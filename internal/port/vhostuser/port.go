@@ -38,7 +38,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,6 +86,7 @@ type Port struct {
 	path   string
 	log    *slog.Logger
 	ln     *net.UnixListener // server mode; nil in client mode
+	sockID fileID            // the socket file ln is bound to
 	client bool              // client mode: dial path, never create or remove it
 	stop   chan struct{}
 	epfd   int
@@ -113,14 +113,16 @@ type Port struct {
 	done      chan struct{}
 }
 
-// Listen creates the socket at path (removing a stale one) and starts
-// serving front ends on it, one at a time.
+// Listen creates the socket at path and starts serving front ends on
+// it, one at a time. A socket already at path is replaced if nobody
+// listens on it; if something does (a VM's QEMU in client mode, another
+// daemon), Listen fails and leaves it.
 func Listen(path string, opts Options) (*Port, error) {
 	p, err := newPort(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	if p.ln, err = listenUnix(path); err != nil {
+	if p.ln, p.sockID, err = listenUnix(path); err != nil {
 		p.closeFds()
 		return nil, err
 	}
@@ -313,13 +315,14 @@ func (p *Port) markBroken(i int) {
 }
 
 // Close stops serving and disconnects the front end. In server mode it
-// removes the socket; in client mode the socket is the front end's and
-// stays.
+// first removes the socket, if the path still names the socket Listen
+// created; in client mode the socket is the front end's and stays.
 func (p *Port) Close() error {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
 		close(p.stop)
 		if p.ln != nil {
+			p.removeSocket()
 			p.ln.Close()
 		}
 		p.connMu.Lock()
@@ -328,9 +331,6 @@ func (p *Port) Close() error {
 		}
 		p.connMu.Unlock()
 		<-p.done
-		if !p.client {
-			os.Remove(p.path)
-		}
 		p.closeFds()
 	})
 	return nil
