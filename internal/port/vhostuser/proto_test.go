@@ -1,8 +1,10 @@
 package vhostuser
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -594,5 +596,44 @@ func TestMemTableBeyondFile(t *testing.T) {
 	f.send(reqSetMemTable, flagNeedReply, tbl, f.mfd)
 	if ack := binary.LittleEndian.Uint64(f.recv(reqSetMemTable)); ack == 0 {
 		t.Fatal("SET_MEM_TABLE larger than its memfd acked as success")
+	}
+}
+
+// TestCloseWhileReplyBlocked: a front end that sends requests and never
+// reads the replies leaves the port blocked writing one; Close still
+// returns promptly and hangs up on it.
+func TestCloseWhileReplyBlocked(t *testing.T) {
+	p, err := Listen(filepath.Join(t.TempDir(), "b.sock"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f := dialFrontEnd(t, p)
+	req := rawMsg(reqGetFeatures, flagVersion, nil)
+	batch := bytes.Repeat(req, 1024)
+	// Send until the port stops reading: its replies fill the socket
+	// buffer, so it waits in a write, and then ours fill up too.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatal("the port kept reading requests whose replies nobody reads")
+		}
+		f.c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := f.c.Write(batch); errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	p.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close took %v with a reply blocked", d)
+	}
+	// The front end sees the hang-up (a reset: the port closed with our
+	// requests unread).
+	f.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, f.c); err != nil && !errors.Is(err, unix.ECONNRESET) {
+		t.Fatalf("front end after Close: %v, want EOF or a reset", err)
 	}
 }
