@@ -2,6 +2,8 @@ package vhostuser
 
 import (
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -123,22 +125,19 @@ func TestClientRetry(t *testing.T) {
 	if s := p.Stats(); s.Connections != 0 {
 		t.Fatalf("connected to a missing socket: %+v", s)
 	}
-	ln, err := listenUnix(sock)
+	ln, _, err := listenUnix(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(ln)
+	defer ln.Close()
 	start := time.Now()
 	accepts := 0
 	var first time.Duration
 	const window = 3 * time.Second
-	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(ln, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
 	for time.Since(start) < window {
-		fd, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
-		if err == unix.EAGAIN || err == unix.EINTR {
+		ln.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		c, err := ln.Accept()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
 		}
 		if err != nil {
@@ -148,7 +147,7 @@ func TestClientRetry(t *testing.T) {
 			first = time.Since(start)
 		}
 		accepts++
-		unix.Close(fd)
+		c.Close()
 	}
 	if accepts == 0 || first > dialRetryMax+300*time.Millisecond {
 		t.Fatalf("first connection after %v (%d in %v), want within %v", first, accepts, window, dialRetryMax)
@@ -170,24 +169,24 @@ func TestClientCloseWhileWaiting(t *testing.T) {
 	}{{"waiting", false}, {"connected", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "fe.sock")
-			var ln int = -1
+			var ln *net.UnixListener
 			if tc.listen {
 				var err error
-				if ln, err = listenUnix(sock); err != nil {
+				if ln, _, err = listenUnix(sock); err != nil {
 					t.Fatal(err)
 				}
-				defer unix.Close(ln)
+				defer ln.Close()
 			}
 			p, err := Dial(sock, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			var conn int = -1
+			var conn *net.UnixConn
 			if tc.listen {
-				if conn, _, err = unix.Accept4(ln, unix.SOCK_CLOEXEC); err != nil {
+				if conn, err = ln.AcceptUnix(); err != nil {
 					t.Fatal(err)
 				}
-				defer unix.Close(conn)
+				defer conn.Close()
 			} else {
 				time.Sleep(300 * time.Millisecond) // into the backoff
 			}
@@ -206,7 +205,8 @@ func TestClientCloseWhileWaiting(t *testing.T) {
 			if tc.listen {
 				// The front end sees the hang-up.
 				var b [1]byte
-				if n, err := unix.Read(conn, b[:]); n != 0 || err != nil {
+				conn.SetReadDeadline(time.Now().Add(time.Second))
+				if n, err := conn.Read(b[:]); n != 0 || err != io.EOF {
 					t.Fatalf("front end read after Close: %d, %v; want EOF", n, err)
 				}
 			}

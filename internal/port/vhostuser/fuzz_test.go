@@ -3,6 +3,8 @@ package vhostuser
 import (
 	"encoding/binary"
 	"log/slog"
+	"net"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -36,10 +38,16 @@ func FuzzMessage(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer unix.Close(fds[1])
 		unix.Write(fds[0], data)
 		unix.Close(fds[0])
-		d := newDevice(p, fds[1])
+		f := os.NewFile(uintptr(fds[1]), "fuzz")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		d := newDevice(p, c.(*net.UnixConn))
 		defer d.teardown()
 		for i := 0; i < 64; i++ {
 			m, err := d.c.read()

@@ -18,6 +18,13 @@
 // separate rings and may run on different goroutines; each of them must
 // have one caller at a time.
 //
+// Control sockets (the listening socket, the connection to the front
+// end) are on the Go runtime's poller, so a port waiting for a front
+// end, for a redial or for the next message holds no OS thread: the
+// number of threads does not grow with the number of ports. An idle port
+// holds three descriptors in server mode (socket, epoll, eventfd) and two
+// in client mode.
+//
 // Fd returns an epoll descriptor that stays the same for the port's life:
 // it becomes readable when the guest kicks its transmit ring or when a
 // ring starts or stops. After Options.IdlePolls empty ReadBatch calls in
@@ -28,11 +35,9 @@
 package vhostuser
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,32 +45,6 @@ import (
 	"github.com/butterfly-go/butterfly/internal/packet"
 	"golang.org/x/sys/unix"
 )
-
-// Virtio feature bits (virtio 1.x and vhost-user).
-const (
-	fCsum             = 0
-	fGuestCsum        = 1
-	fMTU              = 3
-	fGuestTSO4        = 7
-	fGuestTSO6        = 8
-	fHostTSO4         = 11
-	fHostTSO6         = 12
-	fMrgRxbuf         = 15
-	fIndirectDesc     = 28
-	fProtocolFeatures = 30
-	fVersion1         = 32
-)
-
-// Protocol feature bits.
-const (
-	pfMQ                = 0
-	pfReplyAck          = 3
-	pfNetMTU            = 4
-	pfConfigureMemSlots = 15
-)
-
-// offeredProto are the protocol features the port offers.
-const offeredProto = 1<<pfMQ | 1<<pfReplyAck | 1<<pfNetMTU | 1<<pfConfigureMemSlots
 
 const (
 	rxRing = 0 // guest receive queue: WriteBatch
@@ -106,8 +85,9 @@ type Stats struct {
 type Port struct {
 	path   string
 	log    *slog.Logger
-	ln     int  // listening socket (server mode), -1 in client mode
-	client bool // client mode: dial path, never create or remove it
+	ln     *net.UnixListener // server mode; nil in client mode
+	sockID fileID            // the socket file ln is bound to
+	client bool              // client mode: dial path, never create or remove it
 	stop   chan struct{}
 	epfd   int
 	wake   int // eventfd in epfd, written on ring start and stop
@@ -128,19 +108,21 @@ type Port struct {
 	offered   uint64
 	closeOnce sync.Once
 	connMu    sync.Mutex
-	connFd    int // -1 when no front end
+	conn      *net.UnixConn // nil when no front end
 	closed    atomic.Bool
 	done      chan struct{}
 }
 
-// Listen creates the socket at path (removing a stale one) and starts
-// serving front ends on it, one at a time.
+// Listen creates the socket at path and starts serving front ends on
+// it, one at a time. A socket already at path is replaced if nobody
+// listens on it; if something does (a VM's QEMU in client mode, another
+// daemon), Listen fails and leaves it.
 func Listen(path string, opts Options) (*Port, error) {
 	p, err := newPort(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	if p.ln, err = listenUnix(path); err != nil {
+	if p.ln, p.sockID, err = listenUnix(path); err != nil {
 		p.closeFds()
 		return nil, err
 	}
@@ -168,7 +150,7 @@ func Dial(path string, opts Options) (*Port, error) {
 func (p *Port) Client() bool { return p.client }
 
 func newPort(path string, opts Options) (*Port, error) {
-	p := &Port{path: path, log: opts.Logger, ln: -1, connFd: -1, stop: make(chan struct{}), done: make(chan struct{})}
+	p := &Port{path: path, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -191,26 +173,6 @@ func newPort(path string, opts Options) (*Port, error) {
 		return nil, err
 	}
 	return p, nil
-}
-
-func listenUnix(path string) (int, error) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(path)
-	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("vhost-user %s: socket: %w", path, err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("vhost-user %s: bind: %w", path, err)
-	}
-	if err := unix.Listen(fd, 1); err != nil {
-		unix.Close(fd)
-		os.Remove(path)
-		return -1, fmt.Errorf("vhost-user %s: listen: %w", path, err)
-	}
-	return fd, nil
 }
 
 func (p *Port) watch(fd int) error {
@@ -353,434 +315,28 @@ func (p *Port) markBroken(i int) {
 }
 
 // Close stops serving and disconnects the front end. In server mode it
-// removes the socket; in client mode the socket is the front end's and
-// stays.
+// first removes the socket, if the path still names the socket Listen
+// created; in client mode the socket is the front end's and stays.
 func (p *Port) Close() error {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
 		close(p.stop)
-		if !p.client {
-			unix.Shutdown(p.ln, unix.SHUT_RDWR)
+		if p.ln != nil {
+			p.removeSocket()
+			p.ln.Close()
 		}
 		p.connMu.Lock()
-		if p.connFd >= 0 {
-			unix.Shutdown(p.connFd, unix.SHUT_RDWR)
+		if p.conn != nil {
+			p.conn.Close()
 		}
 		p.connMu.Unlock()
 		<-p.done
-		if !p.client {
-			unix.Close(p.ln)
-			os.Remove(p.path)
-		}
 		p.closeFds()
 	})
 	return nil
 }
 
-// serve accepts front ends one at a time until Close.
-func (p *Port) serve() {
-	defer close(p.done)
-	for !p.closed.Load() {
-		fd, _, err := unix.Accept4(p.ln, unix.SOCK_CLOEXEC)
-		if err != nil {
-			if p.closed.Load() {
-				return
-			}
-			if err == unix.EINTR || err == unix.ECONNABORTED {
-				continue
-			}
-			p.log.Error("vhost-user accept failed", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		if served, _ := p.session(fd); !served {
-			return
-		}
-	}
-}
-
-// session serves the front end on the connected socket fd until it
-// disconnects or Close, then closes fd. served is false, and nothing was
-// served, if the port is already closed; ran reports whether a ring was
-// started (the front end completed its setup).
-func (p *Port) session(fd int) (served, ran bool) {
-	p.connMu.Lock()
-	if p.closed.Load() {
-		p.connMu.Unlock()
-		unix.Close(fd)
-		return false, false
-	}
-	p.connFd = fd
-	p.connMu.Unlock()
-	p.conns.Add(1)
-	p.log.Info("vhost-user front end connected")
-	d := newDevice(p, fd)
-	err := d.run()
-	d.teardown()
-	p.connMu.Lock()
-	p.connFd = -1
-	p.connMu.Unlock()
-	unix.Close(fd)
-	p.log.Info("vhost-user front end disconnected", "reason", err)
-	return true, d.ran
-}
-
-// Client-mode redial delays: the first after a failure, and the bound.
-const (
-	dialRetryMin = 100 * time.Millisecond
-	dialRetryMax = time.Second
-)
-
-// dialLoop connects to the front end's socket and serves each connection
-// until Close, waiting between attempts: dialRetryMin after a session in
-// which a ring ran, or after the first failure; the wait doubles up to
-// dialRetryMax while dials fail or front ends hang up before starting a
-// ring, so a missing or flapping front end costs at most one dial a
-// second. Only the first failure of a series is logged at Info, the rest
-// at Debug.
-func (p *Port) dialLoop() {
-	defer close(p.done)
-	delay := time.Duration(0)
-	failing := false
-	for {
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			select {
-			case <-p.stop:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		}
-		if p.closed.Load() {
-			return
-		}
-		fd, err := dialUnix(p.path)
-		if err != nil {
-			if !failing {
-				p.log.Info("vhost-user front end not reachable, retrying", "err", err)
-				failing = true
-			} else {
-				p.log.Debug("vhost-user dial failed", "err", err)
-			}
-			delay = min(max(2*delay, dialRetryMin), dialRetryMax)
-			continue
-		}
-		failing = false
-		served, ran := p.session(fd)
-		if !served {
-			return
-		}
-		if ran {
-			delay = dialRetryMin
-		} else {
-			delay = min(max(2*delay, dialRetryMin), dialRetryMax)
-		}
-	}
-}
-
-// dialUnix connects a stream socket to path without blocking (a full
-// backlog is a failed attempt, not a wait) and returns it in blocking
-// mode for the session.
-func dialUnix(path string) (int, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return -1, fmt.Errorf("vhost-user %s: socket: %w", path, err)
-	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("vhost-user %s: connect: %w", path, err)
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("vhost-user %s: set blocking: %w", path, err)
-	}
-	return fd, nil
-}
-
-// ringCtl is the control side of one ring.
-type ringCtl struct {
-	conf    ringConf
-	base    uint16
-	addrSet bool
-	kicked  bool // SET_VRING_KICK received: the ring is started
-	enabled bool
-	kick    int
-	call    int
-	err     int
-}
-
-// device is the state of one front-end connection, owned by the control
-// goroutine.
-type device struct {
-	p        *Port
-	c        *conn
-	features uint64
-	proto    uint64
-	featSet  bool
-	mem      *memTable
-	rings    [2]ringCtl
-	ran      bool // a ring was started on this connection
-}
-
-func newDevice(p *Port, fd int) *device {
-	d := &device{p: p, c: newConn(fd)}
-	for i := range d.rings {
-		d.rings[i] = ringCtl{kick: -1, call: -1, err: -1}
-	}
-	d.resetRings()
-	return d
-}
-
-func (d *device) resetRings() {
-	for i := range d.rings {
-		r := &d.rings[i]
-		closeFd(&r.kick, d.p, i == txRing)
-		closeFd(&r.call, nil, false)
-		closeFd(&r.err, nil, false)
-		*r = ringCtl{kick: -1, call: -1, err: -1}
-	}
-}
-
-func closeFd(fd *int, p *Port, watched bool) {
-	if *fd >= 0 {
-		if watched {
-			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, *fd, nil)
-		}
-		unix.Close(*fd)
-		*fd = -1
-	}
-}
-
-func (d *device) run() error {
-	for {
-		m, err := d.c.read()
-		if err != nil {
-			return err
-		}
-		reply, herr := d.handle(m)
-		m.closeFds()
-		if herr != nil {
-			d.p.log.Warn("vhost-user request failed", "request", m.req, "err", herr)
-		}
-		if reply != nil {
-			if err := d.c.reply(m.req, reply); err != nil {
-				return err
-			}
-		} else if m.flags&flagNeedReply != 0 && d.proto&(1<<pfReplyAck) != 0 {
-			var status uint64
-			if herr != nil {
-				status = 1
-			}
-			if err := d.c.replyU64(m.req, status); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-func u64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
-
-// handle applies one message and returns the reply payload for requests
-// that have one.
-func (d *device) handle(m *msg) ([]byte, error) {
-	switch m.req {
-	case reqGetFeatures:
-		return u64(d.p.offered), nil
-	case reqSetFeatures:
-		v, err := m.u64()
-		if err != nil {
-			return nil, err
-		}
-		if v&^d.p.offered != 0 {
-			return nil, fmt.Errorf("features %#x not offered", v&^d.p.offered)
-		}
-		d.features, d.featSet = v, true
-		d.restartAll()
-		return nil, nil
-	case reqGetProtocolFeatures:
-		return u64(offeredProto), nil
-	case reqSetProtocolFeatures:
-		v, err := m.u64()
-		if err != nil {
-			return nil, err
-		}
-		d.proto = v & offeredProto
-		return nil, nil
-	case reqSetOwner:
-		return nil, nil
-	case reqResetOwner, reqResetDevice:
-		d.stopAll()
-		d.resetRings()
-		d.features, d.featSet = 0, false
-		return nil, nil
-	case reqGetQueueNum:
-		return u64(1), nil
-	case reqGetMaxMemSlots:
-		return u64(maxMemSlots), nil
-	case reqSetMemTable:
-		rs, err := m.memTable()
-		if err != nil {
-			return nil, err
-		}
-		fds := m.fds
-		m.fds = nil
-		t, err := mapRegions(rs, fds)
-		if err != nil {
-			return nil, err
-		}
-		d.setMem(t)
-		return nil, nil
-	case reqAddMemReg:
-		r, err := m.memReg()
-		if err != nil {
-			return nil, err
-		}
-		if len(m.fds) != 1 {
-			return nil, fmt.Errorf("ADD_MEM_REG with %d fds", len(m.fds))
-		}
-		if d.mem != nil && len(d.mem.regions) >= maxMemSlots {
-			return nil, fmt.Errorf("ADD_MEM_REG: all %d slots used", maxMemSlots)
-		}
-		fd := m.takeFd()
-		one, err := mapRegions([]region{r}, []int{fd})
-		if err != nil {
-			return nil, err
-		}
-		t := &memTable{}
-		if d.mem != nil {
-			t.regions = append(t.regions, d.mem.regions...)
-		}
-		t.regions = append(t.regions, one.regions...)
-		d.swapMem(t, nil)
-		return nil, nil
-	case reqRemMemReg:
-		r, err := m.memReg()
-		if err != nil {
-			return nil, err
-		}
-		if d.mem == nil {
-			return nil, errors.New("REM_MEM_REG without memory")
-		}
-		t := &memTable{}
-		var gone []memRegion
-		for _, x := range d.mem.regions {
-			if x.gpa == r.gpa && uint64(len(x.mem)) == r.size && x.uaddr == r.uaddr {
-				gone = append(gone, x)
-			} else {
-				t.regions = append(t.regions, x)
-			}
-		}
-		if gone == nil {
-			return nil, fmt.Errorf("REM_MEM_REG: no region at %#x", r.gpa)
-		}
-		d.swapMem(t, &memTable{regions: gone})
-		return nil, nil
-	case reqSetVringNum, reqSetVringBase, reqGetVringBase, reqSetVringEnable:
-		s, err := m.state()
-		if err != nil {
-			return nil, err
-		}
-		if s.index > 1 {
-			return nil, fmt.Errorf("ring %d does not exist", s.index)
-		}
-		r := &d.rings[s.index]
-		switch m.req {
-		case reqSetVringNum:
-			r.conf.num = s.num
-		case reqSetVringBase:
-			r.base = uint16(s.num)
-		case reqGetVringBase:
-			d.stop(int(s.index))
-			r.kicked = false
-			closeFd(&r.kick, d.p, s.index == txRing)
-			return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, s.index), uint32(r.base)), nil
-		case reqSetVringEnable:
-			r.enabled = s.num != 0
-		}
-		d.restart(int(s.index))
-		return nil, nil
-	case reqSetVringAddr:
-		a, err := m.addr()
-		if err != nil {
-			return nil, err
-		}
-		if a.index > 1 {
-			return nil, fmt.Errorf("ring %d does not exist", a.index)
-		}
-		r := &d.rings[a.index]
-		r.conf.addr, r.addrSet = a, true
-		d.restart(int(a.index))
-		return nil, nil
-	case reqSetVringKick, reqSetVringCall, reqSetVringErr:
-		v, err := m.u64()
-		if err != nil {
-			return nil, err
-		}
-		i := v & 0xff
-		if i > 1 {
-			return nil, fmt.Errorf("ring %d does not exist", i)
-		}
-		fd := -1
-		if v&0x100 == 0 {
-			if fd = m.takeFd(); fd < 0 {
-				return nil, fmt.Errorf("request %d for ring %d carries no fd", m.req, i)
-			}
-		}
-		r := &d.rings[i]
-		switch m.req {
-		case reqSetVringKick:
-			d.stop(int(i))
-			closeFd(&r.kick, d.p, i == txRing)
-			r.kick, r.kicked = fd, true
-			if fd >= 0 && i == txRing {
-				if err := d.p.watch(fd); err != nil {
-					return nil, err
-				}
-			}
-			if d.features&(1<<fProtocolFeatures) == 0 {
-				r.enabled = true
-			}
-		case reqSetVringCall:
-			d.stop(int(i))
-			closeFd(&r.call, nil, false)
-			r.call = fd
-		case reqSetVringErr:
-			closeFd(&r.err, nil, false)
-			r.err = fd
-			return nil, nil
-		}
-		d.restart(int(i))
-		return nil, nil
-	case reqNetSetMTU:
-		v, err := m.u64()
-		if err != nil {
-			return nil, err
-		}
-		if v < 68 || v > 65535 {
-			return nil, fmt.Errorf("guest MTU %d out of range", v)
-		}
-		d.p.mtu.Store(uint32(v))
-		return nil, nil
-	case reqSetLogBase, reqSetLogFd, reqSendRARP:
-		return nil, fmt.Errorf("request %d not supported", m.req)
-	default:
-		return nil, fmt.Errorf("unknown request %d", m.req)
-	}
-}
-
-// stop takes ring i off the data path, waits for a batch in flight to
-// leave it, and keeps its last avail index as the base for a restart.
-func (d *device) stop(i int) {
-	old := d.p.rings[i].Swap(nil)
-	if old == nil {
-		return
-	}
-	d.p.quiesce(i)
-	d.rings[i].base = old.lastAvail
-	d.p.signal()
-}
-
+// quiesce waits until a batch in flight on ring i, if any, has left it.
 func (p *Port) quiesce(i int) {
 	s := p.seq[i].Load()
 	if s&1 == 0 {
@@ -791,59 +347,9 @@ func (p *Port) quiesce(i int) {
 	}
 }
 
+// signal wakes Fd (a ring started or stopped).
 func (p *Port) signal() {
 	var one [8]byte
 	one[0] = 1
 	unix.Write(p.wake, one[:])
-}
-
-// restart rebuilds ring i from its configuration if it can run.
-func (d *device) restart(i int) {
-	d.stop(i)
-	r := &d.rings[i]
-	if !r.kicked || !r.enabled || !r.addrSet || d.mem == nil {
-		return
-	}
-	r.conf.features = d.features
-	v, err := newVring(d.mem, r.conf, r.base, r.call)
-	if err != nil {
-		d.p.log.Warn("vhost-user ring not started", "ring", i, "err", err)
-		return
-	}
-	v.mtu, v.drops = &d.p.mtu, &d.p.drops
-	d.p.rings[i].Store(v)
-	d.ran = true
-	d.p.signal()
-}
-
-func (d *device) restartAll() {
-	for i := range d.rings {
-		d.restart(i)
-	}
-}
-
-func (d *device) stopAll() {
-	for i := range d.rings {
-		d.stop(i)
-	}
-}
-
-// setMem replaces the memory table: rings stop, move to the new table and
-// restart; the old mappings go only after no ring can use them.
-func (d *device) setMem(t *memTable) { d.swapMem(t, d.mem) }
-
-func (d *device) swapMem(t, unmap *memTable) {
-	d.stopAll()
-	d.mem = t
-	d.restartAll()
-	unmap.unmap()
-}
-
-// teardown stops the rings and releases everything of the connection.
-func (d *device) teardown() {
-	d.stopAll()
-	d.resetRings()
-	d.mem.unmap()
-	d.mem = nil
-	d.p.mtu.Store(0)
 }

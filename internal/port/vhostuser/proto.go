@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 
 	"golang.org/x/sys/unix"
 )
@@ -220,44 +222,48 @@ func parseRights(oob []byte) ([]int, error) {
 	return fds, nil
 }
 
-// conn reads and writes messages on a connected unix stream socket.
+// conn reads and writes messages on a connected unix stream socket. The
+// socket is on the Go runtime's poller: a goroutine waiting for the next
+// message holds no OS thread, and closing the socket wakes it.
 type conn struct {
-	fd  int
+	uc  *net.UnixConn
 	hdr [hdrSize]byte
 	buf [maxPayload]byte
 	oob []byte
 	out []byte
 }
 
-func newConn(fd int) *conn {
-	return &conn{fd: fd, oob: make([]byte, unix.CmsgSpace(maxFds*4)), out: make([]byte, 0, hdrSize+maxPayload)}
+func newConn(uc *net.UnixConn) *conn {
+	return &conn{uc: uc, oob: make([]byte, unix.CmsgSpace(maxFds*4)), out: make([]byte, 0, hdrSize+maxPayload)}
 }
 
 // read returns the next message. The header and its fds come in one
 // recvmsg; the payload may need more reads. A message whose header is
 // invalid cannot be resynchronised and ends the connection.
 func (c *conn) read() (*msg, error) {
-	n, oobn, rflags, _, err := unix.Recvmsg(c.fd, c.hdr[:], c.oob, unix.MSG_CMSG_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("vhost-user: recvmsg: %w", err)
-	}
+	n, oobn, rflags, _, err := c.uc.ReadMsgUnix(c.hdr[:], c.oob)
 	var fds []int
 	if oobn > 0 {
-		fds, err = parseRights(c.oob[:oobn])
-		if err != nil {
+		var perr error
+		fds, perr = parseRights(c.oob[:oobn])
+		if perr != nil {
 			closeAll(fds)
-			return nil, err
+			return nil, perr
 		}
+	}
+	if errors.Is(err, io.EOF) {
+		closeAll(fds)
+		return nil, errClosed
+	}
+	if err != nil {
+		closeAll(fds)
+		return nil, fmt.Errorf("vhost-user: recvmsg: %w", err)
 	}
 	if rflags&unix.MSG_CTRUNC != 0 {
 		// More fds than the 8 the protocol allows: the kernel dropped
 		// the rest, so the message cannot be honoured.
 		closeAll(fds)
 		return nil, fmt.Errorf("%w: control data truncated", errTooManyFds)
-	}
-	if n == 0 {
-		closeAll(fds)
-		return nil, errClosed
 	}
 	if err := c.readFull(c.hdr[n:]); err != nil {
 		closeAll(fds)
@@ -278,18 +284,11 @@ func (c *conn) read() (*msg, error) {
 var errClosed = errors.New("vhost-user: front end closed the connection")
 
 func (c *conn) readFull(b []byte) error {
-	for len(b) > 0 {
-		n, err := unix.Read(c.fd, b)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("vhost-user: read: %w", err)
-		}
-		if n == 0 {
+	if _, err := io.ReadFull(c.uc, b); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return errClosed
 		}
-		b = b[n:]
+		return fmt.Errorf("vhost-user: read: %w", err)
 	}
 	return nil
 }
@@ -297,16 +296,8 @@ func (c *conn) readFull(b []byte) error {
 // reply sends a reply to req.
 func (c *conn) reply(req uint32, payload []byte) error {
 	c.out = encodeReply(c.out, req, payload)
-	b := c.out
-	for len(b) > 0 {
-		n, err := unix.Write(c.fd, b)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("vhost-user: reply to request %d: %w", req, err)
-		}
-		b = b[n:]
+	if _, err := c.uc.Write(c.out); err != nil {
+		return fmt.Errorf("vhost-user: reply to request %d: %w", req, err)
 	}
 	return nil
 }

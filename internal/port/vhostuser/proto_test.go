@@ -1,8 +1,10 @@
 package vhostuser
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,6 +30,24 @@ func socketPair(t *testing.T) (a, b int) {
 	}
 	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
 	return fds[0], fds[1]
+}
+
+// unixConn returns a *net.UnixConn on a duplicate of the socket fd,
+// closed at the end of the test; fd stays the caller's.
+func unixConn(t testing.TB, fd int) *net.UnixConn {
+	t.Helper()
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(dup), "socketpair")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.UnixConn)
 }
 
 // openFds counts this process's open file descriptors.
@@ -77,8 +97,8 @@ func TestConnRead(t *testing.T) {
 				}
 			}
 			unix.Shutdown(a, unix.SHUT_WR)
+			c := newConn(unixConn(t, b))
 			before := openFds(t)
-			c := newConn(b)
 			m, err := c.read()
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
@@ -147,6 +167,13 @@ func dialFrontEnd(t *testing.T, p *Port) *frontEnd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFrontEnd(t, c)
+}
+
+// newFrontEnd makes a front end on the connected socket c (closed at
+// the end of the test).
+func newFrontEnd(t *testing.T, c *net.UnixConn) *frontEnd {
+	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	mfd, err := unix.MemfdCreate("vhu-guest", unix.MFD_CLOEXEC)
 	if err != nil {
@@ -569,5 +596,44 @@ func TestMemTableBeyondFile(t *testing.T) {
 	f.send(reqSetMemTable, flagNeedReply, tbl, f.mfd)
 	if ack := binary.LittleEndian.Uint64(f.recv(reqSetMemTable)); ack == 0 {
 		t.Fatal("SET_MEM_TABLE larger than its memfd acked as success")
+	}
+}
+
+// TestCloseWhileReplyBlocked: a front end that sends requests and never
+// reads the replies leaves the port blocked writing one; Close still
+// returns promptly and hangs up on it.
+func TestCloseWhileReplyBlocked(t *testing.T) {
+	p, err := Listen(filepath.Join(t.TempDir(), "b.sock"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f := dialFrontEnd(t, p)
+	req := rawMsg(reqGetFeatures, flagVersion, nil)
+	batch := bytes.Repeat(req, 1024)
+	// Send until the port stops reading: its replies fill the socket
+	// buffer, so it waits in a write, and then ours fill up too.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatal("the port kept reading requests whose replies nobody reads")
+		}
+		f.c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := f.c.Write(batch); errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	p.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close took %v with a reply blocked", d)
+	}
+	// The front end sees the hang-up (a reset: the port closed with our
+	// requests unread).
+	f.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, f.c); err != nil && !errors.Is(err, unix.ECONNRESET) {
+		t.Fatalf("front end after Close: %v, want EOF or a reset", err)
 	}
 }
