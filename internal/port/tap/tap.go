@@ -17,12 +17,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
 )
 
 // VNetHdrLen is the size of the virtio_net_hdr the port exchanges with the
@@ -68,7 +70,8 @@ type Options struct {
 }
 
 // Port is a TAP device. Like every port.Port it is driven by one worker at
-// a time; Name, Offload and SetMTU may be called from any goroutine.
+// a time; Name, Offload, SetMTU and TxRefused may be called from any
+// goroutine.
 type Port struct {
 	fd      int
 	name    string
@@ -80,6 +83,10 @@ type Port struct {
 	// headroom for the vnet header; hdr holds that header.
 	iov [2]unix.Iovec
 	hdr [VNetHdrLen]byte
+
+	// refused counts the frames WriteBatch refused; written by the
+	// worker, read by anyone.
+	refused atomic.Uint64
 
 	// goneErr is returned, preformatted, on every call once the device
 	// has disappeared, so a dead port costs no allocation.
@@ -262,38 +269,47 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	return n, nil
 }
 
-// WriteBatch writes frames until done or the device queue is full; frames
-// after a full queue are dropped (not counted). With offloads each frame is
-// preceded by the vnet header built from Buf.VNet. A frame the kernel
-// rejects (for instance an inconsistent vnet header) is skipped and not
-// counted; the buffers are left as they were.
-func (p *Port) WriteBatch(bufs []*packet.Buf) (int, error) {
-	sent := 0
-	for _, b := range bufs {
-		var err error
+// WriteBatch writes frames until done or the device queue is full
+// (port.Port's contract). With offloads each frame is preceded by the
+// vnet header built from Buf.VNet. A frame the kernel rejects (for
+// instance an inconsistent vnet header, or the device is down) is refused
+// and counted (TxRefused); the frames' contents are left as they were.
+func (p *Port) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) {
+loop:
+	for sent+dropped < len(bufs) {
+		b := bufs[sent+dropped]
+		var werr error
 		if p.vnet {
-			err = p.writeVNet(b)
+			werr = p.writeVNet(b)
 		} else {
-			_, err = unix.Write(p.fd, b.Bytes())
-			for err == unix.EINTR {
-				_, err = unix.Write(p.fd, b.Bytes())
+			_, werr = unix.Write(p.fd, b.Bytes())
+			for werr == unix.EINTR {
+				_, werr = unix.Write(p.fd, b.Bytes())
 			}
 		}
-		switch err {
+		switch werr {
 		case nil:
-			sent++
-		case unix.EAGAIN, unix.ENOBUFS:
-			return sent, nil
+			sent = port.MoveSent(bufs, sent, dropped)
 		case unix.EINVAL, unix.EMSGSIZE, unix.EFAULT, unix.EIO:
-			// Bad frame or device down: drop this one.
+			dropped++ // bad frame or device down: refuse this one
+		case unix.EAGAIN, unix.ENOBUFS:
+			break loop // queue full
 		case unix.EBADFD:
-			return sent, p.goneErr
+			err = p.goneErr
+			break loop
 		default:
-			return sent, fmt.Errorf("tap %q: write: %w", p.name, err)
+			err = fmt.Errorf("tap %q: write: %w", p.name, werr)
+			break loop
 		}
 	}
-	return sent, nil
+	if dropped > 0 {
+		p.refused.Add(uint64(dropped))
+	}
+	return sent, dropped, err
 }
+
+// TxRefused returns the number of frames WriteBatch refused.
+func (p *Port) TxRefused() uint64 { return p.refused.Load() }
 
 func (p *Port) writeVNet(b *packet.Buf) error {
 	if h := b.Prepend(VNetHdrLen); h != nil {
