@@ -13,11 +13,15 @@ import (
 type mcastSock struct {
 	addr netip.Addr
 	fd   int
+	// ifindex is the interface of the membership, 0 while there is none
+	// (the VTEP address has no link yet).
+	ifindex int
 }
 
 // JoinGroup joins a multicast group on the VTEP's interface and starts
 // receiving datagrams sent to group at the port's UDP port. Joining a
-// joined group does nothing.
+// joined group does nothing. While the VTEP address has no link yet the
+// membership waits for it (see Listen).
 func (p *Port) JoinGroup(group netip.Addr) error {
 	group = group.Unmap()
 	if !group.IsMulticast() || group.Is6() != p.v6 {
@@ -39,11 +43,13 @@ func (p *Port) JoinGroup(group netip.Addr) error {
 		}
 		g = &mcastSock{addr: group, fd: fd}
 	}
-	if err := p.membership(g, true); err != nil {
-		if p.retired[group] == nil {
-			unix.Close(g.fd)
+	if p.ifindex.Load() != 0 {
+		if err := p.membership(g, true); err != nil {
+			if p.retired[group] == nil {
+				unix.Close(g.fd)
+			}
+			return fmt.Errorf("udp %v: join %v: %w", p.local, group, err)
 		}
-		return fmt.Errorf("udp %v: join %v: %w", p.local, group, err)
 	}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, g.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(g.fd)}); err != nil {
 		_ = p.membership(g, false)
@@ -129,25 +135,39 @@ func (p *Port) groupSocket(group netip.Addr) (int, error) {
 	return fd, nil
 }
 
+// membership joins g on the port's interface, or leaves it on the
+// interface it was joined on; leaving a group that has no membership does
+// nothing.
 func (p *Port) membership(g *mcastSock, join bool) error {
+	idx := p.ifindex.Load()
+	if !join {
+		idx = int32(g.ifindex)
+		if idx == 0 {
+			return nil
+		}
+	}
 	if p.v6 {
 		opt := unix.IPV6_JOIN_GROUP
 		if !join {
 			opt = unix.IPV6_LEAVE_GROUP
 		}
-		mreq := &unix.IPv6Mreq{Multiaddr: g.addr.As16(), Interface: uint32(p.ifindex)}
+		mreq := &unix.IPv6Mreq{Multiaddr: g.addr.As16(), Interface: uint32(idx)}
 		if err := unix.SetsockoptIPv6Mreq(g.fd, unix.IPPROTO_IPV6, opt, mreq); err != nil {
 			return fmt.Errorf("setsockopt %d: %w", opt, err)
 		}
-		return nil
+	} else {
+		opt := unix.IP_ADD_MEMBERSHIP
+		if !join {
+			opt = unix.IP_DROP_MEMBERSHIP
+		}
+		mreq := &unix.IPMreqn{Multiaddr: g.addr.As4(), Address: p.local.Addr().As4(), Ifindex: idx}
+		if err := unix.SetsockoptIPMreqn(g.fd, unix.IPPROTO_IP, opt, mreq); err != nil {
+			return fmt.Errorf("setsockopt %d: %w", opt, err)
+		}
 	}
-	opt := unix.IP_ADD_MEMBERSHIP
-	if !join {
-		opt = unix.IP_DROP_MEMBERSHIP
-	}
-	mreq := &unix.IPMreqn{Multiaddr: g.addr.As4(), Address: p.local.Addr().As4(), Ifindex: int32(p.ifindex)}
-	if err := unix.SetsockoptIPMreqn(g.fd, unix.IPPROTO_IP, opt, mreq); err != nil {
-		return fmt.Errorf("setsockopt %d: %w", opt, err)
+	g.ifindex = 0
+	if join {
+		g.ifindex = int(idx)
 	}
 	return nil
 }

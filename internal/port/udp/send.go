@@ -50,7 +50,7 @@ func (p *Port) encodeName(sa *sockaddr, ap netip.AddrPort) (uint32, bool) {
 		*sa = sockaddr{Family: unix.AF_INET6, Addr: a.As16()}
 		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
 		if a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() {
-			sa.Scope_id = uint32(p.ifindex)
+			sa.Scope_id = uint32(p.ifindex.Load())
 		}
 		return unix.SizeofSockaddrInet6, true
 	}

@@ -13,15 +13,26 @@ import (
 )
 
 func (p *Port) open() error {
-	idx, err := interfaceIndex(p.local.Addr())
+	idx, held, err := findLink(&netlink.Handle{}, p.local.Addr())
 	if err == nil {
-		p.ifindex = idx
+		p.ifindex.Store(int32(idx))
 	}
+	p.held = held
 	fd, err := p.socket()
 	if err != nil {
 		return err
 	}
 	p.fd = fd
+	// The VTEP address may come up after the daemon (at boot): bind
+	// to it even when the host does not have it yet.
+	if p.v6 {
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+	} else {
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+	}
+	if err != nil {
+		return fmt.Errorf("FREEBIND: %w", err)
+	}
 	if err := p.bind(fd, p.local); err != nil {
 		return err
 	}
@@ -38,12 +49,12 @@ func (p *Port) open() error {
 			p.local = netip.AddrPortFrom(p.local.Addr(), uint16(sa.Port))
 		}
 	}
-	if p.v6 {
-		if p.ifindex != 0 {
-			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, p.ifindex); err != nil {
-				return fmt.Errorf("IPV6_MULTICAST_IF: %w", err)
-			}
+	if idx != 0 {
+		if err := p.setMulticastIF(idx); err != nil {
+			return err
 		}
+	}
+	if p.v6 {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, 0); err != nil {
 			return fmt.Errorf("IPV6_MULTICAST_LOOP: %w", err)
 		}
@@ -51,10 +62,6 @@ func (p *Port) open() error {
 			return fmt.Errorf("IPV6_MULTICAST_HOPS: %w", err)
 		}
 	} else {
-		mreq := &unix.IPMreqn{Address: p.local.Addr().As4(), Ifindex: int32(p.ifindex)}
-		if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq); err != nil {
-			return fmt.Errorf("IP_MULTICAST_IF: %w", err)
-		}
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0); err != nil {
 			return fmt.Errorf("IP_MULTICAST_LOOP: %w", err)
 		}
@@ -106,6 +113,22 @@ func (p *Port) socket() (int, error) {
 	return fd, nil
 }
 
+// setMulticastIF makes the unicast socket send multicast datagrams out of
+// interface idx.
+func (p *Port) setMulticastIF(idx int) error {
+	if p.v6 {
+		if err := unix.SetsockoptInt(p.fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, idx); err != nil {
+			return fmt.Errorf("IPV6_MULTICAST_IF: %w", err)
+		}
+		return nil
+	}
+	mreq := &unix.IPMreqn{Address: p.local.Addr().As4(), Ifindex: int32(idx)}
+	if err := unix.SetsockoptIPMreqn(p.fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq); err != nil {
+		return fmt.Errorf("IP_MULTICAST_IF: %w", err)
+	}
+	return nil
+}
+
 // setBuffer sets a socket buffer size, beyond the sysctl limit when the
 // process may (CAP_NET_ADMIN); a failure leaves the kernel default.
 func setBuffer(fd, force, plain, size int) {
@@ -119,7 +142,7 @@ func (p *Port) bind(fd int, ap netip.AddrPort) error {
 	if p.v6 {
 		s := &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
 		if a := ap.Addr(); a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast() {
-			s.ZoneId = uint32(p.ifindex)
+			s.ZoneId = uint32(p.ifindex.Load())
 		}
 		sa = s
 	} else {
@@ -131,10 +154,10 @@ func (p *Port) bind(fd int, ap netip.AddrPort) error {
 	return nil
 }
 
-// LinkMTU returns the MTU of the interface that holds addr (the underlay
-// link of a VTEP).
+// LinkMTU returns the MTU of the interface that holds addr, or else of
+// the one the kernel routes addr through (the underlay link of a VTEP).
 func LinkMTU(addr netip.Addr) (int, error) {
-	idx, err := interfaceIndex(addr)
+	idx, _, err := findLink(&netlink.Handle{}, addr)
 	if err != nil {
 		return 0, err
 	}
@@ -145,27 +168,28 @@ func LinkMTU(addr netip.Addr) (int, error) {
 	return link.Attrs().MTU, nil
 }
 
-// interfaceIndex finds the interface holding addr, or else the one the
-// kernel routes addr through.
-func interfaceIndex(addr netip.Addr) (int, error) {
+// findLink returns the index of the interface holding addr (held), or
+// else of the one the kernel routes addr through, asking through h (a
+// handle on a namespace, or the zero Handle: the calling thread's).
+func findLink(h *netlink.Handle, addr netip.Addr) (idx int, held bool, err error) {
 	addr = addr.Unmap()
 	family := netlink.FAMILY_V4
 	if addr.Is6() {
 		family = netlink.FAMILY_V6
 	}
-	addrs, err := netlink.AddrList(nil, family)
+	addrs, err := h.AddrList(nil, family)
 	if err != nil {
-		return 0, fmt.Errorf("udp: list addresses: %w", err)
+		return 0, false, fmt.Errorf("udp: list addresses: %w", err)
 	}
 	ip := net.IP(addr.AsSlice())
 	for _, a := range addrs {
 		if a.IP.Equal(ip) {
-			return a.LinkIndex, nil
+			return a.LinkIndex, true, nil
 		}
 	}
-	routes, err := netlink.RouteGet(ip)
+	routes, err := h.RouteGet(ip)
 	if err != nil || len(routes) == 0 {
-		return 0, fmt.Errorf("udp: no interface holds %v: %v", addr, err)
+		return 0, false, fmt.Errorf("udp: no interface holds %v: %v", addr, err)
 	}
-	return routes[0].LinkIndex, nil
+	return routes[0].LinkIndex, false, nil
 }

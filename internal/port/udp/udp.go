@@ -19,6 +19,7 @@ package udp
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,9 @@ type Options struct {
 	NoGRO bool
 	// NoGSO keeps UDP GSO off: every datagram is its own message.
 	NoGSO bool
+	// Logger receives the warnings about a VTEP address the host does
+	// not have yet (nil: none are logged).
+	Logger *slog.Logger
 }
 
 // sockaddr is large enough for both sockaddr_in and sockaddr_in6.
@@ -89,14 +93,23 @@ func (m *mmsgState) alloc(n int) {
 // two different goroutines (one reader, one writer); JoinGroup,
 // LeaveGroup and the accessors may be called from any goroutine.
 type Port struct {
-	fd      int
-	epfd    int
-	local   netip.AddrPort
-	v6      bool
-	ifindex int
-	gro     bool
-	gso     atomic.Bool
-	opts    Options
+	fd    int
+	epfd  int
+	local netip.AddrPort
+	v6    bool
+	gro   bool
+	gso   atomic.Bool
+	opts  Options
+
+	// ifindex is the interface of the VTEP address (or that routes to
+	// it; 0: none): multicast goes out of it and joins groups on it.
+	// held reports whether the address was configured at Listen.
+	ifindex atomic.Int32
+	held    bool
+	// stop and watchDone end the goroutine that waits for a missing
+	// VTEP address (nil when the address was there).
+	stop, watchDone chan struct{}
+	stopOnce        sync.Once
 
 	rx rxState
 	tx txState
@@ -114,7 +127,10 @@ type Port struct {
 // Listen opens the underlay socket bound to local:port (local's family
 // selects IPv4 or IPv6; port 0 picks a free port, see LocalAddr). The
 // sockets live in the network namespace of the calling thread; JoinGroup
-// must run in that namespace too.
+// must run in that namespace too. The host need not have local yet
+// (IP_FREEBIND): the port then warns until the address is configured,
+// and moves its multicast interface and memberships to the address's
+// link once it is.
 func Listen(local netip.Addr, port uint16, opts Options) (*Port, error) {
 	local = local.Unmap()
 	if !local.IsValid() || local.IsUnspecified() || local.IsMulticast() {
@@ -152,6 +168,12 @@ func Listen(local netip.Addr, port uint16, opts Options) (*Port, error) {
 	}
 	p.allocRx()
 	p.allocTx()
+	if !p.held {
+		if err := p.waitAddr(); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("udp: listen %v: %w", p.local, err)
+		}
+	}
 	return p, nil
 }
 
@@ -165,6 +187,10 @@ func (p *Port) LocalAddr() netip.AddrPort { return p.local }
 // Close closes every socket of the port. The worker must have stopped
 // using it.
 func (p *Port) Close() error {
+	if p.stop != nil {
+		p.stopOnce.Do(func() { close(p.stop) })
+		<-p.watchDone
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
