@@ -13,7 +13,6 @@
 package tap
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -27,11 +26,11 @@ import (
 	"github.com/butterfly-go/butterfly/internal/port"
 )
 
-// VNetHdrLen is the size of the virtio_net_hdr the port exchanges with the
+// vnetHdrLen is the size of the virtio_net_hdr the port exchanges with the
 // kernel: the 10-byte legacy header, without num_buffers. num_buffers only
 // exists with VIRTIO_NET_F_MRG_RXBUF, which a TAP never needs since a whole
 // frame always fits in one read.
-const VNetHdrLen = 10
+const vnetHdrLen = packet.VNetHdrLen
 
 // MaxNameLen is the longest interface name Linux accepts (IFNAMSIZ - 1).
 const MaxNameLen = unix.IFNAMSIZ - 1
@@ -82,7 +81,7 @@ type Port struct {
 	// iov is the scratch vector for writev when a buffer has no
 	// headroom for the vnet header; hdr holds that header.
 	iov [2]unix.Iovec
-	hdr [VNetHdrLen]byte
+	hdr [vnetHdrLen]byte
 
 	// refused counts the frames WriteBatch refused; written by the
 	// worker, read by anyone.
@@ -144,7 +143,7 @@ func (p *Port) setup(opts Options) error {
 		return fmt.Errorf("TUNSETIFF: %w", err)
 	}
 	if opts.Offload {
-		if err := unix.IoctlSetPointerInt(p.fd, unix.TUNSETVNETHDRSZ, VNetHdrLen); err != nil {
+		if err := unix.IoctlSetPointerInt(p.fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
 			return fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
 		}
 		base := tunFCsum | tunFTSO4 | tunFTSO6 | tunFTSOECN
@@ -224,7 +223,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	n := 0
 	hl := 0
 	if p.vnet {
-		hl = VNetHdrLen
+		hl = vnetHdrLen
 	}
 	for n < len(bufs) {
 		b := bufs[n]
@@ -261,7 +260,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 		}
 		b.SetLen(r)
 		if hl > 0 {
-			decodeVNet(&b.VNet, b.Bytes())
+			b.VNet.Decode(b.Bytes())
 			b.TrimFront(hl)
 		}
 		n++
@@ -312,20 +311,20 @@ loop:
 func (p *Port) TxRefused() uint64 { return p.refused.Load() }
 
 func (p *Port) writeVNet(b *packet.Buf) error {
-	if h := b.Prepend(VNetHdrLen); h != nil {
-		encodeVNet(h, &b.VNet)
+	if h := b.Prepend(vnetHdrLen); h != nil {
+		b.VNet.Encode(h)
 		_, err := unix.Write(p.fd, b.Bytes())
 		for err == unix.EINTR {
 			_, err = unix.Write(p.fd, b.Bytes())
 		}
-		b.TrimFront(VNetHdrLen)
+		b.TrimFront(vnetHdrLen)
 		return err
 	}
 	// No headroom: gather the header from the port's scratch space.
-	encodeVNet(p.hdr[:], &b.VNet)
+	b.VNet.Encode(p.hdr[:])
 	f := b.Bytes()
 	p.iov[0].Base = &p.hdr[0]
-	p.iov[0].SetLen(VNetHdrLen)
+	p.iov[0].SetLen(vnetHdrLen)
 	p.iov[1].SetLen(len(f))
 	cnt := 1
 	if len(f) > 0 {
@@ -343,26 +342,4 @@ func (p *Port) writeVNet(b *packet.Buf) error {
 		}
 		return nil
 	}
-}
-
-// decodeVNet parses a little-endian virtio_net_hdr (the TAP default on
-// little-endian hosts and the virtio 1.0 layout).
-func decodeVNet(h *packet.VNetHdr, b []byte) {
-	_ = b[VNetHdrLen-1]
-	h.Flags = b[0]
-	h.GSOType = b[1]
-	h.HdrLen = binary.LittleEndian.Uint16(b[2:])
-	h.GSOSize = binary.LittleEndian.Uint16(b[4:])
-	h.CsumStart = binary.LittleEndian.Uint16(b[6:])
-	h.CsumOffset = binary.LittleEndian.Uint16(b[8:])
-}
-
-func encodeVNet(b []byte, h *packet.VNetHdr) {
-	_ = b[VNetHdrLen-1]
-	b[0] = h.Flags
-	b[1] = h.GSOType
-	binary.LittleEndian.PutUint16(b[2:], h.HdrLen)
-	binary.LittleEndian.PutUint16(b[4:], h.GSOSize)
-	binary.LittleEndian.PutUint16(b[6:], h.CsumStart)
-	binary.LittleEndian.PutUint16(b[8:], h.CsumOffset)
 }

@@ -161,21 +161,6 @@ func TestOpenConfiguresDevice(t *testing.T) {
 	}
 }
 
-func TestVNetHeaderRoundTrip(t *testing.T) {
-	h := packet.VNetHdr{Flags: 1, GSOType: packet.GSOTCPv6 | packet.GSOECN, HdrLen: 0x1234, GSOSize: 1448, CsumStart: 54, CsumOffset: 16}
-	var b [VNetHdrLen]byte
-	encodeVNet(b[:], &h)
-	want := []byte{1, 0x84, 0x34, 0x12, 0xa8, 0x05, 54, 0, 16, 0}
-	if !bytes.Equal(b[:], want) {
-		t.Fatalf("encoded % x, want % x", b, want)
-	}
-	var g packet.VNetHdr
-	decodeVNet(&g, b[:])
-	if g != h {
-		t.Fatalf("decoded %+v, want %+v", g, h)
-	}
-}
-
 // forwarder joins two ports with the batch API, as the dataplane does.
 type forwarder struct {
 	a, b     *Port
