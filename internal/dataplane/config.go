@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"net/netip"
 	"time"
+
+	"github.com/butterfly-go/butterfly/internal/port/udp"
 )
 
 // Config configures an Engine.
@@ -19,8 +20,9 @@ type Config struct {
 	Workers int
 	// CPUs pins worker i to CPUs[i % len(CPUs)]; empty = no pinning.
 	CPUs []int
-	// UnderlayMTU is the MTU of the underlay; 0 = the MTU of the link
-	// holding VTEP, else 1500.
+	// UnderlayMTU is the MTU of the underlay (576 to 65535); 0 = the MTU
+	// of the link holding VTEP (or routing to it), at most 65535, else
+	// 1500.
 	UnderlayMTU int
 	// HeadEnd, when non-empty, replaces the per-VNI multicast group:
 	// broadcast and unknown unicast are replicated to each of these VTEPs.
@@ -72,6 +74,11 @@ const (
 	defaultConntrackMax   = 65536
 	defaultConntrackTotal = 1 << 20
 	maxConntrack          = 1 << 24
+	// minUnderlayMTU and maxUnderlayMTU bound Config.UnderlayMTU: the
+	// smallest datagram every IPv4 host must accept, the largest IP
+	// packet.
+	minUnderlayMTU = 576
+	maxUnderlayMTU = 65535
 )
 
 // normalize checks cfg and fills its defaults.
@@ -101,11 +108,14 @@ func (cfg *Config) normalize() error {
 		}
 		cfg.HeadEnd[i] = h
 	}
-	if cfg.UnderlayMTU == 0 {
-		cfg.UnderlayMTU = linkMTU(cfg.VTEP)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	if cfg.UnderlayMTU < 576 || cfg.UnderlayMTU > 65535 {
-		return fmt.Errorf("dataplane: underlay MTU %d out of range", cfg.UnderlayMTU)
+	if cfg.UnderlayMTU == 0 {
+		cfg.UnderlayMTU = linkMTU(cfg.VTEP, cfg.Logger)
+	}
+	if cfg.UnderlayMTU < minUnderlayMTU || cfg.UnderlayMTU > maxUnderlayMTU {
+		return fmt.Errorf("dataplane: underlay MTU %d out of range (%d to %d)", cfg.UnderlayMTU, minUnderlayMTU, maxUnderlayMTU)
 	}
 	if cfg.ConntrackMax == 0 {
 		cfg.ConntrackMax = defaultConntrackMax
@@ -116,30 +126,23 @@ func (cfg *Config) normalize() error {
 	if cfg.ConntrackMax < 0 || cfg.ConntrackMax > maxConntrack || cfg.ConntrackTotal < 0 {
 		return fmt.Errorf("dataplane: conntrack sizes %d per vNIC, %d in total: want 1 to %d per vNIC", cfg.ConntrackMax, cfg.ConntrackTotal, maxConntrack)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
 	return nil
 }
 
-// linkMTU returns the MTU of the interface that holds addr, 1500 if none.
-func linkMTU(addr netip.Addr) int {
-	ifs, err := net.Interfaces()
+// linkMTU returns the MTU of the link that holds addr, or else of the
+// link the kernel routes addr through (udp.LinkMTU), clamped to the
+// largest IP packet; 1500 if there is no such link. A clamp or a missing
+// link is logged.
+func linkMTU(addr netip.Addr, log *slog.Logger) int {
+	mtu, err := udp.LinkMTU(addr)
 	if err != nil {
+		log.Warn("underlay MTU: link of the VTEP address not found, assuming 1500", "vtep", addr, "err", err)
 		return 1500
 	}
-	for _, ifc := range ifs {
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == addr {
-					return ifc.MTU
-				}
-			}
-		}
+	if mtu > maxUnderlayMTU {
+		log.Info("underlay MTU: the VTEP's link MTU is larger than an IP packet; using the largest IP packet",
+			"vtep", addr, "link_mtu", mtu, "mtu", maxUnderlayMTU)
+		return maxUnderlayMTU
 	}
-	return 1500
+	return mtu
 }

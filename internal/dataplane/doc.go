@@ -101,5 +101,9 @@
 // port drops itself (malformed or too big from the guest, too big or not
 // expressible towards it, see vhostuser.Drops) appear in the vNIC's
 // counters as vhost_rx_* and vhost_tx_* drops, next to the engine's own
-// (tx_full when the guest's receive ring is full).
+// (tx_full when the guest's receive ring is full). A TAP port's refused
+// frames (the kernel rejected them) are tap_tx_refused, the underlay's
+// refused datagrams udp_tx_refused drops of underlay-tx. The TX counters
+// count exactly the frames a port's WriteBatch says it sent, so they
+// never decrease.
 package dataplane

@@ -39,6 +39,8 @@ type fakePort struct {
 	written atomic.Int64
 	// reject makes WriteBatch accept nothing.
 	reject bool
+	// txRefused is what TxRefused reports.
+	txRefused atomic.Uint64
 
 	closed        atomic.Bool
 	useAfterClose atomic.Bool
@@ -113,16 +115,16 @@ func fill(b *packet.Buf, f frame) {
 	b.Peer = f.peer
 }
 
-func (p *fakePort) WriteBatch(bufs []*packet.Buf) (int, error) {
+func (p *fakePort) WriteBatch(bufs []*packet.Buf) (int, int, error) {
 	if p.closed.Load() {
 		p.useAfterClose.Store(true)
 	}
 	if p.reject {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if p.count {
 		p.written.Add(int64(len(bufs)))
-		return len(bufs), nil
+		return len(bufs), 0, nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -130,8 +132,12 @@ func (p *fakePort) WriteBatch(bufs []*packet.Buf) (int, error) {
 		p.out = append(p.out, frame{data: append([]byte(nil), b.Bytes()...), vnet: b.VNet, peer: b.Peer})
 	}
 	p.written.Add(int64(len(bufs)))
-	return len(bufs), nil
+	return len(bufs), 0, nil
 }
+
+// TxRefused reports txRefused, as the TAP and UDP ports report the
+// frames their WriteBatch refused.
+func (p *fakePort) TxRefused() uint64 { return p.txRefused.Load() }
 
 // take returns and forgets the frames written so far.
 func (p *fakePort) take() []frame {

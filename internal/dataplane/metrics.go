@@ -69,6 +69,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	utrace := e.utrace
+	var urefused uint64 // datagrams the underlay sockets refused
+	for _, u := range e.txUnder {
+		if r, ok := u.(txRefuser); ok {
+			urefused += r.TxRefused()
+		}
+	}
 	e.mu.Unlock()
 	sort.Strings(ids)
 
@@ -81,6 +87,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(c.elDrops, prometheus.CounterValue, float64(v), el.kind, el.name, dropName(dropReason(r)))
 			}
 		}
+	}
+	if urefused != 0 {
+		ch <- prometheus.MustNewConstMetric(c.elDrops, prometheus.CounterValue, float64(urefused), e.utx.kind, e.utx.name, dropUDPTxRefused)
 	}
 	for _, id := range ids {
 		n, err := e.Counters(id)

@@ -107,9 +107,20 @@ type metricWant struct {
 	want   float64
 }
 
-// checkMetrics gathers e's metrics through a pedantic registry and checks
-// each wanted value.
+// checkMetrics gathers e's metrics and checks each wanted value.
 func checkMetrics(t *testing.T, e *Engine, wants []metricWant) {
+	t.Helper()
+	fams := gather(t, e)
+	for _, c := range wants {
+		got, ok := metricValue(t, fams, c.name, c.labels)
+		if !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+}
+
+// gather returns e's metrics, gathered through a pedantic registry.
+func gather(t *testing.T, e *Engine) []*dto.MetricFamily {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(e.Collector()); err != nil {
@@ -119,10 +130,5 @@ func checkMetrics(t *testing.T, e *Engine, wants []metricWant) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range wants {
-		got, ok := metricValue(t, fams, c.name, c.labels)
-		if !ok || got != c.want {
-			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
-		}
-	}
+	return fams
 }

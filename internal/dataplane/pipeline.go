@@ -290,30 +290,27 @@ func (w *worker) flushPort(s *snapshot, slot int) {
 	w.txq[slot] = w.writeQueue(nic.port, nic.tx, q)
 }
 
-// writeQueue writes q to p in one batch, counts the frames p took as sent
-// on el and the rest as dropped (tx error or queue full), returns every
-// buffer to the pool and returns q emptied.
+// writeQueue writes q to p in one batch and counts on el exactly the
+// frames and bytes p sent, and the frames it did not take as tx_error
+// (err) or tx_full; the frames p refused are counted by p itself (see
+// addPortDrops). It returns every buffer to the pool and q emptied.
 func (w *worker) writeQueue(p port.Port, el *element, q []*packet.Buf) []*packet.Buf {
-	n, err := p.WriteBatch(q)
-	if n < 0 {
-		n = 0
-	}
-	if n > len(q) {
-		n = len(q)
-	}
-	var bytes uint64
-	for i := 0; i < n; i++ {
-		bytes += uint64(q[i].Len())
-	}
-	if n > 0 {
-		el.add(w.id, uint64(n), bytes)
-	}
-	for i := n; i < len(q); i++ {
-		if err != nil {
-			el.drop(w.id, dropTxError)
-		} else {
-			el.drop(w.id, dropTxFull)
+	sent, dropped, err := p.WriteBatch(q)
+	sent = min(max(sent, 0), len(q))
+	dropped = min(max(dropped, 0), len(q)-sent)
+	if sent > 0 {
+		var bytes uint64
+		for _, b := range q[:sent] {
+			bytes += uint64(b.Len())
 		}
+		el.add(w.id, uint64(sent), bytes)
+	}
+	reason := dropTxFull
+	if err != nil {
+		reason = dropTxError
+	}
+	for range q[sent+dropped:] {
+		el.drop(w.id, reason)
 	}
 	for i := range q {
 		w.put(q[i])

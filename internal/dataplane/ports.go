@@ -22,9 +22,10 @@ import (
 const traceMaxBytes = 1 << 30
 
 // openUDPUnderlay binds the underlay socket to VTEP:4789; it receives
-// everything and sends a share of the flows.
+// everything and sends a share of the flows. It warns, in cfg.Logger,
+// while the host does not have the VTEP address yet.
 func openUDPUnderlay(cfg *Config) (underlay, error) {
-	return udp.Listen(cfg.VTEP, vxlan.Port, udp.Options{})
+	return udp.Listen(cfg.VTEP, vxlan.Port, udp.Options{Logger: cfg.Logger})
 }
 
 // openUDPEntropy opens an extra send socket on VTEP and an ephemeral

@@ -18,19 +18,26 @@ import (
 // loopback of a private network namespace (VTEPs 127.0.0.1 and
 // 127.0.0.2, head-end replication to each other) and fake vNICs: frames
 // cross between the engines encapsulated in VXLAN, and unicast replies
-// go to the learned VTEP.
+// go to the learned VTEP. In the "later" cases the first engine starts
+// on a VTEP address the namespace does not have yet (added to a veth
+// after both engines started).
 func TestRealUnderlay(t *testing.T) {
-	for _, tc := range []struct{ name, v1, v2 string }{
-		{"ipv4", "127.0.0.1", "127.0.0.2"},
-		{"ipv6", "fd00::1", "fd00::2"},
+	for _, tc := range []struct {
+		name, v1, v2 string
+		later        bool
+	}{
+		{"ipv4", "127.0.0.1", "127.0.0.2", false},
+		{"ipv6", "fd00::1", "fd00::2", false},
+		{"ipv4 address added later", "10.233.0.1", "10.233.0.2", true},
+		{"ipv6 address added later", "fd00:233::1", "fd00:233::2", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			realUnderlay(t, netip.MustParseAddr(tc.v1), netip.MustParseAddr(tc.v2))
+			realUnderlay(t, netip.MustParseAddr(tc.v1), netip.MustParseAddr(tc.v2), tc.later)
 		})
 	}
 }
 
-func realUnderlay(t *testing.T, v1, v2 netip.Addr) {
+func realUnderlay(t *testing.T, v1, v2 netip.Addr, later bool) {
 	if !isRoot() {
 		t.Skip("needs root (network namespace)")
 	}
@@ -57,13 +64,28 @@ func realUnderlay(t *testing.T, v1, v2 netip.Addr) {
 	if err := netlink.LinkSetUp(lo); err != nil {
 		t.Fatal(err)
 	}
-	if v1.Is6() {
-		for _, a := range []netip.Addr{v1, v2} {
-			addr := &netlink.Addr{IPNet: netlink.NewIPNet(a.AsSlice()), Flags: unix.IFA_F_NODAD}
-			if err := netlink.AddrAdd(lo, addr); err != nil {
-				t.Fatalf("add %v: %v", a, err)
+	addAddr := func(l netlink.Link, a netip.Addr) {
+		t.Helper()
+		addr := &netlink.Addr{IPNet: netlink.NewIPNet(a.AsSlice()), Flags: unix.IFA_F_NODAD}
+		if err := netlink.AddrAdd(l, addr); err != nil {
+			t.Fatalf("add %v: %v", a, err)
+		}
+	}
+	var link netlink.Link = lo // where v1 and v2 are
+	if later {
+		link = &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "bfl0"}, PeerName: "bfl1"}
+		if err := netlink.LinkAdd(link); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range []string{"bfl0", "bfl1"} {
+			if err := netlink.LinkSetUp(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: l}}); err != nil {
+				t.Fatal(err)
 			}
 		}
+		addAddr(link, v2)
+	} else if v1.Is6() {
+		addAddr(lo, v1)
+		addAddr(lo, v2)
 	}
 	mk := func(local, peer netip.Addr) (*Engine, map[string]*fakePort) {
 		ports := map[string]*fakePort{}
@@ -86,6 +108,9 @@ func realUnderlay(t *testing.T, v1, v2 netip.Addr) {
 	}
 	e1, p1 := mk(v1, v2)
 	e2, p2 := mk(v2, v1)
+	if later {
+		addAddr(link, v1)
+	}
 	if _, err := e1.AddNIC(nicOf("a", mac(1), 77)); err != nil {
 		t.Fatal(err)
 	}

@@ -9,27 +9,44 @@ import (
 
 // portDropper is a port that drops frames itself and counts them by
 // reason: a vhost-user port drops malformed or oversize frames from its
-// guest before ReadBatch returns, and frames WriteBatch took but cannot
-// express to the guest (TSO without GUEST_TSO, larger than the guest MTU
-// or than a receive chain).
+// guest before ReadBatch returns, and refuses in WriteBatch the frames it
+// cannot express to the guest (TSO without GUEST_TSO, larger than the
+// guest MTU or than a receive chain).
 type portDropper interface {
 	Drops() vhostuser.Drops
 }
 
-// Names of a vhost-user port's own drops in NICCounters.Drops ("tx" is
-// towards the VM, as for the engine's tx_full).
+// txRefuser is a port that counts the frames its WriteBatch refused (a
+// TAP port: frames the kernel rejects; the UDP underlay: datagrams
+// without a valid peer, or that the kernel rejects).
+type txRefuser interface {
+	TxRefused() uint64
+}
+
+// Names of a port's own drops in NICCounters.Drops ("tx" is towards the
+// VM, as for the engine's tx_full).
 const (
 	dropVhostRxMalformed = "vhost_rx_malformed"
 	dropVhostRxTooBig    = "vhost_rx_too_big"
 	dropVhostTxTooBig    = "vhost_tx_too_big"
 	dropVhostTxOffload   = "vhost_tx_offload"
 	dropVhostRingBroken  = "vhost_ring_broken" // rings stopped, not frames
+	dropTapTxRefused     = "tap_tx_refused"
 )
 
-// addPortDrops adds the port's own drops to c.Drops and takes the frames
-// WriteBatch accepted but did not deliver out of c's TX counters (port-tx
-// counted them as sent). c.Drops must not be nil.
+// dropUDPTxRefused names the datagrams the underlay sockets refused in the
+// drops of the underlay-tx element.
+const dropUDPTxRefused = "udp_tx_refused"
+
+// addPortDrops adds the port's own drops to c.Drops, which must not be
+// nil. WriteBatch returns the frames a port refused apart from those it
+// sent, so the TX counters never included them.
 func addPortDrops(c *model.NICCounters, p port.Port) {
+	if r, ok := p.(txRefuser); ok {
+		if v := r.TxRefused(); v != 0 {
+			c.Drops[dropTapTxRefused] = v
+		}
+	}
 	pd, ok := p.(portDropper)
 	if !ok {
 		return
@@ -49,10 +66,6 @@ func addPortDrops(c *model.NICCounters, p port.Port) {
 			c.Drops[x.name] = x.v
 		}
 	}
-	// The port counts its drops before port-tx counts the batch: clamp
-	// for a batch in between.
-	c.TxPackets -= min(d.OutTooBig+d.OutOffload, c.TxPackets)
-	c.TxBytes -= min(d.OutBytes, c.TxBytes)
 }
 
 // mtuPort is a port that knows its guest's MTU (0: unknown).

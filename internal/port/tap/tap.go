@@ -13,23 +13,24 @@
 package tap
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
 )
 
-// VNetHdrLen is the size of the virtio_net_hdr the port exchanges with the
+// vnetHdrLen is the size of the virtio_net_hdr the port exchanges with the
 // kernel: the 10-byte legacy header, without num_buffers. num_buffers only
 // exists with VIRTIO_NET_F_MRG_RXBUF, which a TAP never needs since a whole
 // frame always fits in one read.
-const VNetHdrLen = 10
+const vnetHdrLen = packet.VNetHdrLen
 
 // MaxNameLen is the longest interface name Linux accepts (IFNAMSIZ - 1).
 const MaxNameLen = unix.IFNAMSIZ - 1
@@ -68,7 +69,8 @@ type Options struct {
 }
 
 // Port is a TAP device. Like every port.Port it is driven by one worker at
-// a time; Name, Offload and SetMTU may be called from any goroutine.
+// a time; Name, Offload, SetMTU and TxRefused may be called from any
+// goroutine.
 type Port struct {
 	fd      int
 	name    string
@@ -79,7 +81,11 @@ type Port struct {
 	// iov is the scratch vector for writev when a buffer has no
 	// headroom for the vnet header; hdr holds that header.
 	iov [2]unix.Iovec
-	hdr [VNetHdrLen]byte
+	hdr [vnetHdrLen]byte
+
+	// refused counts the frames WriteBatch refused; written by the
+	// worker, read by anyone.
+	refused atomic.Uint64
 
 	// goneErr is returned, preformatted, on every call once the device
 	// has disappeared, so a dead port costs no allocation.
@@ -137,7 +143,7 @@ func (p *Port) setup(opts Options) error {
 		return fmt.Errorf("TUNSETIFF: %w", err)
 	}
 	if opts.Offload {
-		if err := unix.IoctlSetPointerInt(p.fd, unix.TUNSETVNETHDRSZ, VNetHdrLen); err != nil {
+		if err := unix.IoctlSetPointerInt(p.fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
 			return fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
 		}
 		base := tunFCsum | tunFTSO4 | tunFTSO6 | tunFTSOECN
@@ -217,7 +223,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	n := 0
 	hl := 0
 	if p.vnet {
-		hl = VNetHdrLen
+		hl = vnetHdrLen
 	}
 	for n < len(bufs) {
 		b := bufs[n]
@@ -254,7 +260,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 		}
 		b.SetLen(r)
 		if hl > 0 {
-			decodeVNet(&b.VNet, b.Bytes())
+			b.VNet.Decode(b.Bytes())
 			b.TrimFront(hl)
 		}
 		n++
@@ -262,54 +268,63 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	return n, nil
 }
 
-// WriteBatch writes frames until done or the device queue is full; frames
-// after a full queue are dropped (not counted). With offloads each frame is
-// preceded by the vnet header built from Buf.VNet. A frame the kernel
-// rejects (for instance an inconsistent vnet header) is skipped and not
-// counted; the buffers are left as they were.
-func (p *Port) WriteBatch(bufs []*packet.Buf) (int, error) {
-	sent := 0
-	for _, b := range bufs {
-		var err error
+// WriteBatch writes frames until done or the device queue is full
+// (port.Port's contract). With offloads each frame is preceded by the
+// vnet header built from Buf.VNet. A frame the kernel rejects (for
+// instance an inconsistent vnet header, or the device is down) is refused
+// and counted (TxRefused); the frames' contents are left as they were.
+func (p *Port) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) {
+loop:
+	for sent+dropped < len(bufs) {
+		b := bufs[sent+dropped]
+		var werr error
 		if p.vnet {
-			err = p.writeVNet(b)
+			werr = p.writeVNet(b)
 		} else {
-			_, err = unix.Write(p.fd, b.Bytes())
-			for err == unix.EINTR {
-				_, err = unix.Write(p.fd, b.Bytes())
+			_, werr = unix.Write(p.fd, b.Bytes())
+			for werr == unix.EINTR {
+				_, werr = unix.Write(p.fd, b.Bytes())
 			}
 		}
-		switch err {
+		switch werr {
 		case nil:
-			sent++
-		case unix.EAGAIN, unix.ENOBUFS:
-			return sent, nil
+			sent = port.MoveSent(bufs, sent, dropped)
 		case unix.EINVAL, unix.EMSGSIZE, unix.EFAULT, unix.EIO:
-			// Bad frame or device down: drop this one.
+			dropped++ // bad frame or device down: refuse this one
+		case unix.EAGAIN, unix.ENOBUFS:
+			break loop // queue full
 		case unix.EBADFD:
-			return sent, p.goneErr
+			err = p.goneErr
+			break loop
 		default:
-			return sent, fmt.Errorf("tap %q: write: %w", p.name, err)
+			err = fmt.Errorf("tap %q: write: %w", p.name, werr)
+			break loop
 		}
 	}
-	return sent, nil
+	if dropped > 0 {
+		p.refused.Add(uint64(dropped))
+	}
+	return sent, dropped, err
 }
 
+// TxRefused returns the number of frames WriteBatch refused.
+func (p *Port) TxRefused() uint64 { return p.refused.Load() }
+
 func (p *Port) writeVNet(b *packet.Buf) error {
-	if h := b.Prepend(VNetHdrLen); h != nil {
-		encodeVNet(h, &b.VNet)
+	if h := b.Prepend(vnetHdrLen); h != nil {
+		b.VNet.Encode(h)
 		_, err := unix.Write(p.fd, b.Bytes())
 		for err == unix.EINTR {
 			_, err = unix.Write(p.fd, b.Bytes())
 		}
-		b.TrimFront(VNetHdrLen)
+		b.TrimFront(vnetHdrLen)
 		return err
 	}
 	// No headroom: gather the header from the port's scratch space.
-	encodeVNet(p.hdr[:], &b.VNet)
+	b.VNet.Encode(p.hdr[:])
 	f := b.Bytes()
 	p.iov[0].Base = &p.hdr[0]
-	p.iov[0].SetLen(VNetHdrLen)
+	p.iov[0].SetLen(vnetHdrLen)
 	p.iov[1].SetLen(len(f))
 	cnt := 1
 	if len(f) > 0 {
@@ -327,26 +342,4 @@ func (p *Port) writeVNet(b *packet.Buf) error {
 		}
 		return nil
 	}
-}
-
-// decodeVNet parses a little-endian virtio_net_hdr (the TAP default on
-// little-endian hosts and the virtio 1.0 layout).
-func decodeVNet(h *packet.VNetHdr, b []byte) {
-	_ = b[VNetHdrLen-1]
-	h.Flags = b[0]
-	h.GSOType = b[1]
-	h.HdrLen = binary.LittleEndian.Uint16(b[2:])
-	h.GSOSize = binary.LittleEndian.Uint16(b[4:])
-	h.CsumStart = binary.LittleEndian.Uint16(b[6:])
-	h.CsumOffset = binary.LittleEndian.Uint16(b[8:])
-}
-
-func encodeVNet(b []byte, h *packet.VNetHdr) {
-	_ = b[VNetHdrLen-1]
-	b[0] = h.Flags
-	b[1] = h.GSOType
-	binary.LittleEndian.PutUint16(b[2:], h.HdrLen)
-	binary.LittleEndian.PutUint16(b[4:], h.GSOSize)
-	binary.LittleEndian.PutUint16(b[6:], h.CsumStart)
-	binary.LittleEndian.PutUint16(b[8:], h.CsumOffset)
 }

@@ -161,21 +161,6 @@ func TestOpenConfiguresDevice(t *testing.T) {
 	}
 }
 
-func TestVNetHeaderRoundTrip(t *testing.T) {
-	h := packet.VNetHdr{Flags: 1, GSOType: packet.GSOTCPv6 | packet.GSOECN, HdrLen: 0x1234, GSOSize: 1448, CsumStart: 54, CsumOffset: 16}
-	var b [VNetHdrLen]byte
-	encodeVNet(b[:], &h)
-	want := []byte{1, 0x84, 0x34, 0x12, 0xa8, 0x05, 54, 0, 16, 0}
-	if !bytes.Equal(b[:], want) {
-		t.Fatalf("encoded % x, want % x", b, want)
-	}
-	var g packet.VNetHdr
-	decodeVNet(&g, b[:])
-	if g != h {
-		t.Fatalf("decoded %+v, want %+v", g, h)
-	}
-}
-
 // forwarder joins two ports with the batch API, as the dataplane does.
 type forwarder struct {
 	a, b     *Port
@@ -260,7 +245,7 @@ func (f *forwarder) pump(in, out *Port, bs []*packet.Buf) int {
 			f.csum.Add(1)
 		}
 	}
-	if _, err := out.WriteBatch(bs[:n]); err != nil {
+	if _, _, err := out.WriteBatch(bs[:n]); err != nil {
 		f.fail(err)
 	}
 	return n
@@ -421,7 +406,7 @@ func isReply(f []byte) bool {
 // exchange writes the batch of requests and reads until as many replies
 // came back or a deadline passed; it returns the replies received.
 func (e *echoer) exchange() (int, error) {
-	n, err := e.p.WriteBatch(e.out)
+	n, _, err := e.p.WriteBatch(e.out)
 	if err != nil {
 		return 0, err
 	}
@@ -515,21 +500,29 @@ func TestWriteWithoutHeadroom(t *testing.T) {
 	frame := make([]byte, packet.Headroom)
 	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x88, 0xb5})
 	copy(b.Bytes(), frame)
-	n, err := p.WriteBatch([]*packet.Buf{b})
-	if err != nil || n != 1 {
-		t.Fatalf("WriteBatch = %d, %v", n, err)
+	n, d, err := p.WriteBatch([]*packet.Buf{b})
+	if err != nil || n != 1 || d != 0 {
+		t.Fatalf("WriteBatch = %d, %d, %v", n, d, err)
 	}
 	if !bytes.Equal(b.Bytes(), frame) {
 		t.Fatal("frame changed")
 	}
 	// An inconsistent header (GSO with a zero size) is refused by the
-	// kernel: skipped, not counted, no error.
+	// kernel: the port refuses that frame, counts it and sends the
+	// others; the sent frames come first in the batch.
 	c := packet.NewBuf()
 	c.SetLen(copy(c.Space(), frame))
 	c.VNet = packet.VNetHdr{GSOType: packet.GSOTCPv4, GSOSize: 0, HdrLen: 200}
-	n, err = p.WriteBatch([]*packet.Buf{c, b})
-	if err != nil || n != 1 {
-		t.Fatalf("WriteBatch with a bad header = %d, %v; want 1, nil", n, err)
+	batch := []*packet.Buf{c, b}
+	n, d, err = p.WriteBatch(batch)
+	if err != nil || n != 1 || d != 1 {
+		t.Fatalf("WriteBatch with a bad header = %d sent, %d refused, %v; want 1, 1, nil", n, d, err)
+	}
+	if batch[0] != b || batch[1] != c {
+		t.Fatal("the sent frame is not first in the batch, the refused one second")
+	}
+	if r := p.TxRefused(); r != 1 {
+		t.Fatalf("TxRefused = %d, want 1", r)
 	}
 }
 
@@ -549,7 +542,7 @@ func TestNamespaceDeleted(t *testing.T) {
 		_, rerr = p.ReadBatch(bufs(4))
 		b := packet.NewBuf()
 		b.SetLen(60)
-		_, werr = p.WriteBatch([]*packet.Buf{b})
+		_, _, werr = p.WriteBatch([]*packet.Buf{b})
 		if rerr != nil && werr != nil {
 			break
 		}

@@ -117,7 +117,6 @@ func TestListenErrors(t *testing.T) {
 		{"invalid", netip.Addr{}, Options{}},
 		{"unspecified", netip.IPv4Unspecified(), Options{}},
 		{"multicast", netip.MustParseAddr("239.1.1.1"), Options{}},
-		{"not local", netip.MustParseAddr("192.0.2.77"), Options{}},
 		{"bad ttl", netip.MustParseAddr("127.0.0.1"), Options{MulticastTTL: 300}},
 	}
 	for _, tc := range tests {
@@ -146,7 +145,7 @@ func TestExchange(t *testing.T) {
 					o.SetLen(copy(o.Space(), payload(uint64(i), 50+i*9)))
 					o.Peer = dir.to.LocalAddr()
 				}
-				n, err := dir.from.WriteBatch(out)
+				n, _, err := dir.from.WriteBatch(out)
 				if err != nil || n != count {
 					t.Fatalf("WriteBatch = %d, %v; want %d", n, err, count)
 				}
@@ -173,7 +172,11 @@ func TestExchange(t *testing.T) {
 	}
 }
 
-func TestWriteBatchSkipsUnsendable(t *testing.T) {
+// TestWriteBatchRefusesUnsendable: datagrams that cannot be sent (no
+// peer, wrong family, port 0, empty) or that the kernel refuses (a
+// broadcast without SO_BROADCAST: EACCES) are refused and counted; the
+// others are sent, and come first in the batch.
+func TestWriteBatchRefusesUnsendable(t *testing.T) {
 	a := listen(t, "127.0.0.1", Options{})
 	b := listen(t, "127.0.0.2", Options{})
 	good := b.LocalAddr()
@@ -186,6 +189,7 @@ func TestWriteBatchSkipsUnsendable(t *testing.T) {
 		{netip.MustParseAddrPort("[2001:db8::1]:4789"), false},                           // wrong family
 		{netip.AddrPortFrom(good.Addr(), 0), false},                                      // port 0
 		{netip.AddrPortFrom(netip.MustParseAddr("::ffff:127.0.0.2"), good.Port()), true}, // v4-mapped is fine
+		{netip.AddrPortFrom(netip.MustParseAddr("255.255.255.255"), good.Port()), false}, // EACCES
 		{good, true},
 	}
 	out := bufs(len(cases))
@@ -193,14 +197,24 @@ func TestWriteBatchSkipsUnsendable(t *testing.T) {
 		out[i].SetLen(copy(out[i].Space(), payload(uint64(i), 100)))
 		out[i].Peer = c.peer
 	}
-	out = append(out, packet.NewBuf()) // empty datagram: skipped
+	out = append(out, packet.NewBuf()) // empty datagram: refused
 	out[len(out)-1].Peer = good
-	n, err := a.WriteBatch(out)
+	sent, dropped, err := a.WriteBatch(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 3 {
-		t.Fatalf("WriteBatch sent %d, want 3", n)
+	if sent != 3 || dropped != 5 {
+		t.Fatalf("WriteBatch sent %d, refused %d; want 3, 5", sent, dropped)
+	}
+	if r := a.TxRefused(); r != 5 {
+		t.Fatalf("TxRefused = %d, want 5", r)
+	}
+	var first []uint64
+	for _, o := range out[:sent] {
+		first = append(first, binary.BigEndian.Uint64(o.Bytes()))
+	}
+	if fmt.Sprint(first) != "[0 4 6]" {
+		t.Fatalf("batch starts with ids %v, want the sent [0 4 6]", first)
 	}
 	got := readN(t, b, 3, 8, 5*time.Second)
 	if len(got) != 3 {
@@ -210,8 +224,8 @@ func TestWriteBatchSkipsUnsendable(t *testing.T) {
 	for _, g := range got {
 		ids = append(ids, binary.BigEndian.Uint64(g.Bytes()))
 	}
-	if fmt.Sprint(ids) != "[0 4 5]" {
-		t.Fatalf("received ids %v, want [0 4 5]", ids)
+	if fmt.Sprint(ids) != "[0 4 6]" {
+		t.Fatalf("received ids %v, want [0 4 6]", ids)
 	}
 }
 
@@ -371,7 +385,7 @@ func TestGSOSend(t *testing.T) {
 					want[d.to] = append(want[d.to], p)
 				}
 				before := tx.tx.gsoSent
-				n, err := tx.WriteBatch(out)
+				n, _, err := tx.WriteBatch(out)
 				if err != nil || n != len(tc.dgs) {
 					t.Fatalf("WriteBatch = %d, %v; want %d", n, err, len(tc.dgs))
 				}
@@ -419,7 +433,7 @@ func TestConcurrentUse(t *testing.T) {
 				o.Peer = b.LocalAddr()
 				id++
 			}
-			n, err := a.WriteBatch(out)
+			n, _, err := a.WriteBatch(out)
 			if err != nil {
 				done <- err
 				return
@@ -514,7 +528,7 @@ func TestSteadyStateDoesNotAllocate(t *testing.T) {
 	}
 	var lost atomic.Int64
 	allocs := testing.AllocsPerRun(200, func() {
-		n, _ := a.WriteBatch(out)
+		n, _, _ := a.WriteBatch(out)
 		got := 0
 		for got < n {
 			m, _ := b.ReadBatch(in[:n-got])
@@ -630,7 +644,7 @@ func TestMulticastBetweenNamespaces(t *testing.T) {
 				o.Peer = a.LocalAddr()
 			}
 			gsoBefore := b.tx.gsoSent
-			if n, err := b.WriteBatch(big); n != 3 || err != nil {
+			if n, _, err := b.WriteBatch(big); n != 3 || err != nil {
 				t.Fatalf("WriteBatch of datagrams above the MTU = %d, %v", n, err)
 			}
 			if b.GSO() && b.tx.gsoSent != gsoBefore {
@@ -657,7 +671,7 @@ func TestMulticastBetweenNamespaces(t *testing.T) {
 				o := packet.NewBuf()
 				o.SetLen(copy(o.Space(), payload(id, 120)))
 				o.Peer = netip.AddrPortFrom(group, port)
-				if n, err := b.WriteBatch([]*packet.Buf{o}); n != 1 || err != nil {
+				if n, _, err := b.WriteBatch([]*packet.Buf{o}); n != 1 || err != nil {
 					t.Fatalf("WriteBatch to group = %d, %v", n, err)
 				}
 			}
@@ -716,7 +730,7 @@ func benchLoopback(b *testing.B, size, batch int, opts Options) {
 	var sent, recv int
 	b.SetBytes(int64(size * batch))
 	for b.Loop() {
-		n, err := tx.WriteBatch(out)
+		n, _, err := tx.WriteBatch(out)
 		if err != nil {
 			b.Fatal(err)
 		}

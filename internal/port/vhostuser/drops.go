@@ -2,8 +2,8 @@ package vhostuser
 
 // Drops are the frames a port dropped itself, by reason. The In drops
 // never reached ReadBatch (they are part of Stats.InDropped); the Out
-// drops were taken by WriteBatch, so they are part of its return value
-// and of Stats.OutDropped, but were not delivered.
+// drops are the frames WriteBatch refused (its dropped result, and part
+// of Stats.OutDropped).
 type Drops struct {
 	// InMalformed: the guest transmitted a frame shorter than the virtio
 	// header or larger than a packet.Buf.
@@ -18,8 +18,6 @@ type Drops struct {
 	// partial checksum that could not be completed for a guest without
 	// GUEST_CSUM.
 	OutOffload uint64
-	// OutBytes are the bytes of the OutTooBig and OutOffload frames.
-	OutBytes uint64
 	// Broken counts rings stopped because the guest corrupted them.
 	Broken uint64
 }
@@ -29,7 +27,7 @@ func (p *Port) Drops() Drops {
 	d := &p.drops
 	return Drops{
 		InMalformed: d.inMalformed.Load(), InTooBig: d.inTooBig.Load(),
-		OutTooBig: d.outTooBig.Load(), OutOffload: d.outOffload.Load(), OutBytes: d.outBytes.Load(),
+		OutTooBig: d.outTooBig.Load(), OutOffload: d.outOffload.Load(),
 		Broken: p.broken.Load(),
 	}
 }

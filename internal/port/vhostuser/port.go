@@ -285,18 +285,18 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	return n, nil
 }
 
-// WriteBatch delivers bufs to the guest. It returns how many it took
-// (delivered, or dropped because the frame cannot be expressed to this
-// guest); it stops at the first frame for which the guest has no room.
-func (p *Port) WriteBatch(bufs []*packet.Buf) (int, error) {
+// WriteBatch delivers bufs to the guest (port.Port's contract): it sends
+// frames until the guest has no room, and refuses, counting them in
+// Drops, the frames it cannot express to this guest.
+func (p *Port) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) {
 	s := &p.seq[rxRing]
 	s.Add(1)
-	n := 0
 	if r := p.rings[rxRing].Load(); r != nil && !r.broken {
-		var dropped int
+		var n int
 		var bytes uint64
 		n, dropped, bytes = r.enqueue(bufs)
-		p.outFrames.Add(uint64(n - dropped))
+		sent = n - dropped
+		p.outFrames.Add(uint64(sent))
 		p.outBytes.Add(bytes)
 		p.outDropped.Add(uint64(dropped))
 		if r.broken {
@@ -304,7 +304,7 @@ func (p *Port) WriteBatch(bufs []*packet.Buf) (int, error) {
 		}
 	}
 	s.Add(1)
-	return n, nil
+	return sent, dropped, nil
 }
 
 // markBroken records that the guest corrupted ring i. It runs once per

@@ -350,7 +350,7 @@ func TestProtocolSession(t *testing.T) {
 		f.g.postRx(4, 2048)
 		out := newBufs(1)
 		out[0].SetLen(80)
-		if n, _ := p.WriteBatch(out); n != 1 {
+		if n, _, _ := p.WriteBatch(out); n != 1 {
 			t.Fatalf("WriteBatch: %d", n)
 		}
 		if u := f.g.used(0); len(u) != 1 || u[0].n != 92 {
@@ -408,7 +408,7 @@ func TestBrokenRingRecovers(t *testing.T) {
 	f.g.postRx(2, 2048)
 	out := newBufs(1)
 	out[0].SetLen(60)
-	if n, _ := p.WriteBatch(out); n != 1 || len(f.g.used(0)) != 1 {
+	if n, _, _ := p.WriteBatch(out); n != 1 || len(f.g.used(0)) != 1 {
 		t.Fatalf("receive ring stopped with the transmit ring (WriteBatch %d)", n)
 	}
 	// The front end resets the ring: stop, fix it up, kick fd again.
@@ -533,7 +533,7 @@ func TestPortZeroAllocs(t *testing.T) {
 		if n, _ := p.ReadBatch(in); n != 0 {
 			t.Fatalf("empty ReadBatch %d", n)
 		}
-		if n, _ := p.WriteBatch(out); n != 32 {
+		if n, _, _ := p.WriteBatch(out); n != 32 {
 			t.Fatalf("WriteBatch %d", n)
 		}
 		f.g.seen = [2]uint16{}

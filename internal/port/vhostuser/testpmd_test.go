@@ -155,7 +155,7 @@ func TestTestpmdLoopback(t *testing.T) {
 			f[99] = byte(sent + k)
 			b.SetLen(100)
 		}
-		n, err := p.WriteBatch(out[:k])
+		n, _, err := p.WriteBatch(out[:k])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +237,7 @@ func BenchmarkTestpmdRxonly(b *testing.B) {
 	b.ResetTimer()
 	sent := 0
 	for sent < b.N {
-		n, _ := p.WriteBatch(bufs[:min(32, b.N-sent)])
+		n, _, _ := p.WriteBatch(bufs[:min(32, b.N-sent)])
 		sent += n
 	}
 	b.StopTimer()

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,7 +41,6 @@ type dropCounters struct {
 	inTooBig    atomic.Uint64 // transmitted non-TSO frame larger than the guest MTU
 	outTooBig   atomic.Uint64 // larger than the guest MTU, or than one receive chain without MRG_RXBUF
 	outOffload  atomic.Uint64 // TSO frame for a guest without GUEST_TSO, or a bad partial checksum
-	outBytes    atomic.Uint64 // bytes of the frames counted in outTooBig and outOffload
 }
 
 // vring is a started split virtqueue. Everything but lastAvail, usedIdx,
@@ -476,7 +476,9 @@ func (r *vring) readChain(head uint16, b *packet.Buf) (ok bool, err error) {
 // without GUEST_TSO, partial checksums it cannot complete, non-TSO frames
 // longer than the guest MTU, and frames larger than one receive chain
 // without MRG_RXBUF. It stops at the first frame that finds no room (the
-// rest count as not accepted by the caller).
+// rest are not taken). On return bufs[0:n-dropped] are the frames
+// delivered and bufs[n-dropped:n] the dropped ones (port.MoveSent);
+// bytes are those of the delivered frames.
 func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	p, _ := r.pending()
 	if r.broken {
@@ -485,27 +487,26 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	end := r.lastAvail + uint16(p)
 	startUsed := r.usedIdx
 	r.warm(min(p, len(bufs)))
-	var offload, tooBig, dropBytes uint64
+	var offload, tooBig uint64
 	lim := r.mtuLimit()
-	for _, b := range bufs {
+	sent := 0
+	for sent+dropped < len(bufs) {
+		b := bufs[sent+dropped]
 		if b.VNet.GSOType != packet.GSONone {
 			if !r.guestTSO {
 				offload++ // the engine segments before sending to such a guest
-				dropBytes += uint64(b.Len())
-				n++
+				dropped++
 				continue
 			}
 		} else if overMTU(b.Bytes(), lim) {
 			tooBig++
-			dropBytes += uint64(b.Len())
-			n++
+			dropped++
 			continue
 		}
 		if b.VNet.Flags&packet.VNetFlagNeedsCsum != 0 && !r.guestCsum {
 			if packet.FinishChecksum(b) != nil {
 				offload++
-				dropBytes += uint64(b.Len())
-				n++
+				dropped++
 				continue
 			}
 		}
@@ -519,22 +520,20 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 		}
 		if res == writeDropped {
 			tooBig++
-			dropBytes += uint64(b.Len())
-		} else {
-			bytes += uint64(b.Len())
+			dropped++
+			continue
 		}
-		n++
+		bytes += uint64(b.Len())
+		sent = port.MoveSent(bufs, sent, dropped)
 	}
 	if r.usedIdx != startUsed {
 		r.publish()
 	}
-	dropped = int(offload + tooBig)
 	if dropped > 0 && r.drops != nil {
 		r.drops.outOffload.Add(offload)
 		r.drops.outTooBig.Add(tooBig)
-		r.drops.outBytes.Add(dropBytes)
 	}
-	return n, dropped, bytes
+	return sent + dropped, dropped, bytes
 }
 
 const (

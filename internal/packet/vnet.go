@@ -1,0 +1,31 @@
+package packet
+
+import "encoding/binary"
+
+// VNetHdrLen is the size of struct virtio_net_hdr without num_buffers:
+// the header a TAP exchanges with the kernel, and the first 10 bytes of
+// the 12-byte header of virtio 1.0 and VIRTIO_NET_F_MRG_RXBUF.
+const VNetHdrLen = 10
+
+// Decode reads h from a little-endian virtio_net_hdr (the virtio 1.0
+// layout, and the TAP default on little-endian hosts) in b[:VNetHdrLen].
+func (h *VNetHdr) Decode(b []byte) {
+	_ = b[VNetHdrLen-1]
+	h.Flags = b[0]
+	h.GSOType = b[1]
+	h.HdrLen = binary.LittleEndian.Uint16(b[2:])
+	h.GSOSize = binary.LittleEndian.Uint16(b[4:])
+	h.CsumStart = binary.LittleEndian.Uint16(b[6:])
+	h.CsumOffset = binary.LittleEndian.Uint16(b[8:])
+}
+
+// Encode writes h as a little-endian virtio_net_hdr into b[:VNetHdrLen].
+func (h *VNetHdr) Encode(b []byte) {
+	_ = b[VNetHdrLen-1]
+	b[0] = h.Flags
+	b[1] = h.GSOType
+	binary.LittleEndian.PutUint16(b[2:], h.HdrLen)
+	binary.LittleEndian.PutUint16(b[4:], h.GSOSize)
+	binary.LittleEndian.PutUint16(b[6:], h.CsumStart)
+	binary.LittleEndian.PutUint16(b[8:], h.CsumOffset)
+}
