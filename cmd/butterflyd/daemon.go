@@ -50,21 +50,31 @@ func defaultTracePath(pid int, id string) string {
 
 // serve runs the daemon on dp until ctx is done or app_quit arrives: lock
 // the state file, bind the API, restore the saved state, start the metrics
-// server, serve, then stop the API and close dp. dp is closed in every
-// case.
+// server, serve, then stop the API, close dp and release the lock. dp is
+// closed in every case, and always before the lock is released, so that a
+// daemon started on the same state file meanwhile cannot create vNICs (and
+// vhost-user sockets) that this one then removes.
 func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
+	unlock := func() error { return nil }
+	if d.cfg.StateFile != "" {
+		u, lerr := state.Lock(d.cfg.StateFile)
+		if lerr != nil {
+			err = lerr
+		} else {
+			unlock = u
+		}
+	}
 	defer func() {
 		if cerr := dp.Close(); cerr != nil {
 			d.log.Error("closing the dataplane", "err", cerr)
 			err = errors.Join(err, fmt.Errorf("close dataplane: %w", cerr))
 		}
-	}()
-	if d.cfg.StateFile != "" {
-		unlock, err := state.Lock(d.cfg.StateFile)
-		if err != nil {
-			return err
+		if uerr := unlock(); uerr != nil {
+			d.log.Error("releasing the state-file lock", "err", uerr)
 		}
-		defer unlock()
+	}()
+	if err != nil {
+		return err
 	}
 	store := model.New(dp, model.Options{
 		DefaultPacketTrace: d.cfg.PacketTrace,

@@ -505,3 +505,37 @@ func TestVhostClientDefault(t *testing.T) {
 		t.Error("a server-default daemon added a client vNIC")
 	}
 }
+
+// lockProbeEngine reports, when the daemon closes it, whether the state
+// file was still locked at that moment.
+type lockProbeEngine struct {
+	*fakeEngine
+	stateFile     string
+	lockedAtClose chan bool
+}
+
+func (e *lockProbeEngine) Close() error {
+	unlock, err := state.Lock(e.stateFile)
+	if err == nil {
+		_ = unlock()
+	}
+	e.lockedAtClose <- err != nil
+	return e.fakeEngine.Close()
+}
+
+// TestStateLockHeldUntilDataplaneClosed checks that serve closes the
+// dataplane (which removes the vNICs and their vhost-user sockets) before
+// it releases the state-file lock: a second daemon that gets the lock must
+// not find the first one's sockets still in place.
+func TestStateLockHeldUntilDataplaneClosed(t *testing.T) {
+	cfg := testConfig(t)
+	dp := &lockProbeEngine{fakeEngine: newFakeEngine(), stateFile: cfg.StateFile, lockedAtClose: make(chan bool, 1)}
+	r := startServe(t, cfg, dp)
+	r.cancel()
+	if err := r.wait(t); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if locked := <-dp.lockedAtClose; !locked {
+		t.Error("the state-file lock was released before the dataplane was closed")
+	}
+}
