@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 	"github.com/butterfly-go/butterfly/internal/crypto"
 	"github.com/butterfly-go/butterfly/internal/dataplane"
 	"github.com/butterfly-go/butterfly/internal/logging"
+	"github.com/butterfly-go/butterfly/internal/pcap"
 	"github.com/butterfly-go/butterfly/internal/version"
 )
 
@@ -102,10 +104,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		NoOffload:    cfg.NoOffload,
 		PollIdle:     cfg.PollIdle,
 		ConntrackMax: cfg.ConntrackMax,
+		TraceDir:     cfg.TraceDir,
 		Logger:       log,
 	}
 	if cfg.PacketTrace {
-		dcfg.TraceUnderlay = fmt.Sprintf("/tmp/butterfly-%d-main.pcap", pid)
+		if err := cfg.TraceDir.Prepare(); err != nil {
+			log.Error("cannot trace the underlay", "err", err)
+			return exitFailure
+		}
+		dcfg.TraceUnderlay = filepath.Join(cfg.TraceDir.Path(), pcap.FileName(pid, "main"))
 	}
 	dp, err := dataplane.New(dcfg)
 	if err != nil {

@@ -33,6 +33,7 @@ func TestBinary(t *testing.T) {
 	t.Run("restart restores", func(t *testing.T) { testRestartRestores(t, bin) })
 	t.Run("kill -9 keeps acknowledged changes", func(t *testing.T) { testKillNine(t, bin) })
 	t.Run("corrupt state file", func(t *testing.T) { testCorruptStateFile(t, bin) })
+	t.Run("trace files confined", func(t *testing.T) { testTraceConfined(t, bin) })
 }
 
 func testOptionErrors(t *testing.T, bin string) {
@@ -149,7 +150,7 @@ func (h *nsHost) start() *api {
 	// "ip netns exec" execs the daemon: the PID is butterflyd's.
 	cmd := exec.Command("ip", "netns", "exec", h.ns, h.bin,
 		"-i", "10.79.0.1", "-s", h.sock, "-e", h.endpoint, "--state-file", h.state,
-		"--vxlan-peers", "10.79.0.2", "--no-syslog", "-l", "debug")
+		"--vxlan-peers", "10.79.0.2", "--no-syslog", "-l", "debug", "--trace-dir", h.traceDir())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -243,6 +244,47 @@ func (h *nsHost) hasLinks(names ...string) error {
 		}
 	}
 	return nil
+}
+
+// traceDir is the daemon's --trace-dir.
+func (h *nsHost) traceDir() string { return filepath.Join(h.dir, "trace") }
+
+// testTraceConfined: over the API, a trace path outside the trace
+// directory is refused with an error that names the directory, and the
+// file it named is left as it was (the original truncated it); a relative
+// name is created in the directory, mode 0600, and the daemon keeps
+// serving.
+func testTraceConfined(t *testing.T, bin string) {
+	h := newNSHost(t, bin)
+	a := h.start()
+	victim := filepath.Join(h.dir, "victim")
+	const content = "root-owned content\n"
+	if err := os.WriteFile(victim, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{victim, "../victim"} {
+		req := tapNIC("t1", 3, macOf(9))
+		req.NicAdd.PacketTrace, req.NicAdd.PacketTracePath = proto.Bool(true), proto.String(path)
+		_, err := a.call(req)
+		if !errors.Is(err, errRefused) || !strings.Contains(err.Error(), h.traceDir()) {
+			t.Errorf("nic_add with trace path %s: %v, want refused naming %s", path, err, h.traceDir())
+		}
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != content {
+		t.Errorf("victim file after the refused requests: %q, %v", b, err)
+	}
+	req := tapNIC("t1", 3, macOf(9))
+	req.NicAdd.PacketTrace, req.NicAdd.PacketTracePath = proto.Bool(true), proto.String("t1.pcap")
+	a.must(req)
+	if st, err := os.Stat(filepath.Join(h.traceDir(), "t1.pcap")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("trace file in the trace directory: %v (mode %v), want 0600", err, st)
+	}
+	if st, err := os.Stat(h.traceDir()); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("trace directory: %v (mode %v), want 0700", err, st)
+	}
+	if got := a.nicList(); !slices.Equal(got, []string{"t1"}) {
+		t.Errorf("nic_list = %q", got)
+	}
 }
 
 func macOf(i int) string { return fmt.Sprintf("52:54:00:00:%02x:%02x", i>>8&0xff, i&0xff) }

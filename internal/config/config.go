@@ -23,6 +23,7 @@ import (
 	"gopkg.in/ini.v1"
 
 	"github.com/butterfly-go/butterfly/internal/logging"
+	"github.com/butterfly-go/butterfly/internal/pcap"
 )
 
 // Defaults.
@@ -30,7 +31,10 @@ const (
 	DefaultEndpoint  = "tcp://127.0.0.1:9999"
 	DefaultLogLevel  = "info"
 	DefaultStateFile = "/var/lib/butterfly/state.json"
-	DefaultWorkers   = 1
+	// DefaultTraceDir is where packet traces are written; the daemon
+	// creates it (mode 0700) at first use.
+	DefaultTraceDir = "/var/lib/butterfly/trace"
+	DefaultWorkers  = 1
 	// MaxWorkers bounds --workers.
 	MaxWorkers = 256
 	// MaxConntrack bounds --conntrack-max.
@@ -56,6 +60,9 @@ type Config struct {
 	// PacketTrace is the global trace mode (-t): underlay capture and the
 	// default of the per-vNIC packet_trace flag.
 	PacketTrace bool
+	// TraceDir is the directory trace files are confined to
+	// (--trace-dir): a vNIC's trace path must name a file directly in it.
+	TraceDir pcap.Dir
 	// Syslog is false with --no-syslog.
 	Syslog bool
 	// UnderlayMTU is the underlay MTU (-m); 0 = take it from the VTEP's
@@ -98,7 +105,7 @@ type Config struct {
 type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
 	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
-	peers, workers, pollIdle, conntrackMax              string
+	peers, workers, pollIdle, conntrackMax, traceDir    string
 	vhostClientINI                                      string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
 	vhostClient                                         bool
@@ -116,6 +123,7 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.StringVarP(&r.socketDir, "socket-dir", "s", "", "existing `dir`ectory for vhost-user sockets; mandatory")
 	fs.StringVarP(&r.cpus, "graph-cpu-core", "u", "", "pin packet workers to these `cpus` (comma-separated; default: no pinning)")
 	fs.BoolVarP(&r.trace, "packet-trace", "t", false, "trace packets: underlay pcap and default per-vNIC packet_trace")
+	fs.StringVar(&r.traceDir, "trace-dir", DefaultTraceDir, "`dir`ectory packet traces are written to, created with mode 0700; a vNIC's trace path must name a file in it")
 	fs.StringVarP(&r.key, "key", "k", "", "API encryption key `file` (base64 of 32 bytes); clear-text requests are then refused")
 	fs.BoolVar(&r.noSyslog, "no-syslog", false, "log to stderr only, not to syslog")
 	fs.StringVarP(&r.nicMTU, "nic-mtu", "m", "", "underlay `mtu` (or \"max\"); default: the MTU of the VTEP address's link")
@@ -144,7 +152,8 @@ Configuration file (-c): read after the command line; every key it sets
 overrides the matching option.
   [general]  log-level, ip, endpoint, socket-dir, graph-core-id (or
              graph-cpu-core), nic-mtu, state-file, metrics, vxlan-peers,
-             workers, poll-idle, conntrack-max, vhost-client (true or false);
+             workers, poll-idle, conntrack-max, vhost-client (true or false),
+             trace-dir;
              dpdk-args and dpdk-port are accepted without effect
   [security] encryption_key_path
 `)
@@ -170,6 +179,7 @@ func iniKeys(r *raw) map[string]*string {
 		"general.poll-idle":            &r.pollIdle,
 		"general.conntrack-max":        &r.conntrackMax,
 		"general.vhost-client":         &r.vhostClientINI,
+		"general.trace-dir":            &r.traceDir,
 		"security.encryption_key_path": &r.key,
 	}
 }
@@ -354,6 +364,12 @@ func (cfg *Config) fill(r *raw) error {
 		cfg.StateFile = abs
 	}
 
+	if dir, err := traceDir(r.traceDir); err != nil {
+		bad("--trace-dir: %w", err)
+	} else {
+		cfg.TraceDir = dir
+	}
+
 	cfg.KeyFile = r.key
 	cfg.PacketTrace = r.trace
 	cfg.Syslog = !r.noSyslog
@@ -363,6 +379,18 @@ func (cfg *Config) fill(r *raw) error {
 		errs = append(errs, errors.New("some arguments are missing, see --help"))
 	}
 	return errors.Join(errs...)
+}
+
+// traceDir parses the trace directory: not empty, made absolute.
+func traceDir(s string) (pcap.Dir, error) {
+	if strings.TrimSpace(s) == "" {
+		return pcap.Dir{}, errors.New("empty directory")
+	}
+	abs, err := filepath.Abs(s)
+	if err != nil {
+		return pcap.Dir{}, fmt.Errorf("%s: %w", s, err)
+	}
+	return pcap.NewDir(abs)
 }
 
 // resolveDir checks that dir is an existing directory and returns its

@@ -237,6 +237,7 @@ func (h *host) start(o daemonOpts) {
 		"--endpoint", h.endpoint,
 		"--socket-dir", h.sockDir,
 		"--state-file", h.state,
+		"--trace-dir", h.lab.dir,
 		"--log-level", "debug",
 		"--no-syslog",
 	}
