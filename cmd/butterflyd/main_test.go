@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/crypto"
 )
 
 // TestBinary builds butterflyd and runs it as a process: option errors
@@ -34,6 +35,7 @@ func TestBinary(t *testing.T) {
 	t.Run("kill -9 keeps acknowledged changes", func(t *testing.T) { testKillNine(t, bin) })
 	t.Run("corrupt state file", func(t *testing.T) { testCorruptStateFile(t, bin) })
 	t.Run("trace files confined", func(t *testing.T) { testTraceConfined(t, bin) })
+	t.Run("auto key", func(t *testing.T) { testAutoKey(t, bin) })
 }
 
 func testOptionErrors(t *testing.T, bin string) {
@@ -150,7 +152,8 @@ func (h *nsHost) start() *api {
 	// "ip netns exec" execs the daemon: the PID is butterflyd's.
 	cmd := exec.Command("ip", "netns", "exec", h.ns, h.bin,
 		"-i", "10.79.0.1", "-s", h.sock, "-e", h.endpoint, "--state-file", h.state,
-		"--vxlan-peers", "10.79.0.2", "--no-syslog", "-l", "debug", "--trace-dir", h.traceDir())
+		"--vxlan-peers", "10.79.0.2", "--no-syslog", "-l", "debug", "--trace-dir", h.traceDir(),
+		"--auto-key", h.keyFile())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -176,7 +179,9 @@ func (h *nsHost) start() *api {
 		}
 		// A REQ socket waits for the endpoint to appear; a timeout closes
 		// it, so dial afresh each round.
-		a := dialAPI(t, h.endpoint)
+		// The daemon creates its key before it binds the API.
+		key, _ := crypto.LoadKeyFile(h.keyFile())
+		a := dialAPIKey(t, h.endpoint, key)
 		if _, err := a.call(&protocol.MessageV0_Request{AppStatus: proto.Bool(true)}); err == nil {
 			return a
 		}
@@ -244,6 +249,47 @@ func (h *nsHost) hasLinks(names ...string) error {
 		}
 	}
 	return nil
+}
+
+// keyFile is the daemon's --auto-key.
+func (h *nsHost) keyFile() string { return filepath.Join(h.dir, "keys", "api.key") }
+
+// testAutoKey: started without -k, the daemon creates a key file, mode
+// 0600 in a 0700 directory, and requires it: a clear-text client is refused
+// (and changes nothing), a client with the key from the file is served,
+// and a restart keeps the same key.
+func testAutoKey(t *testing.T, bin string) {
+	h := newNSHost(t, bin)
+	a := h.start()
+	st, err := os.Stat(h.keyFile())
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v (mode %v), want 0600", err, st)
+	}
+	if st, err := os.Stat(filepath.Dir(h.keyFile())); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("key directory: %v (mode %v), want 0700", err, st)
+	}
+	before, err := os.ReadFile(h.keyFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear := dialAPI(t, h.endpoint)
+	if _, err := clear.call(sgAdd("sg-x")); err == nil {
+		t.Error("a clear-text request was served by a daemon with a key")
+	}
+	a.must(sgAdd("sg-y"))
+	if got := a.sgList(); !slices.Equal(got, []string{"sg-y"}) {
+		t.Errorf("sg_list = %q, want only sg-y", got)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	a = h.start()
+	if after, _ := os.ReadFile(h.keyFile()); !bytes.Equal(after, before) {
+		t.Error("the key changed across a restart")
+	}
+	if got := a.sgList(); !slices.Equal(got, []string{"sg-y"}) {
+		t.Errorf("sg_list after restart = %q", got)
+	}
 }
 
 // traceDir is the daemon's --trace-dir.

@@ -22,6 +22,10 @@ import (
 // DefaultEndpoint is the endpoint the CLI connects to by default.
 const DefaultEndpoint = "tcp://127.0.0.1:9999"
 
+// DefaultKeyFile is the API key file butterflyd creates and requires when
+// no key is configured, and the one the CLI uses when it can read it.
+const DefaultKeyFile = "/etc/butterfly/api.key"
+
 // maxReplySize bounds a reply frame (libzmq drops bigger ones).
 const maxReplySize = 256 << 20
 

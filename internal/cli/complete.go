@@ -59,7 +59,7 @@ func completionArgs(args []string) []string {
 // liveIDs asks the daemon for the vNIC or security group ids that start
 // with prefix; errors give no completion.
 func liveIDs(c *cobra.Command, kind argKind, prefix string) []string {
-	g := globals{endpoint: DefaultEndpoint}
+	g := globals{endpoint: DefaultEndpoint, defaultKeyFile: c.Root().Annotations[defaultKeyAnnotation]}
 	mergeGlobals(&g, c.Root())
 	if g.timeoutMS == 0 {
 		g.timeoutMS = completionTimeoutMS

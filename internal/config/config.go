@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/ini.v1"
 
+	"github.com/butterfly-go/butterfly/internal/apiclient"
 	"github.com/butterfly-go/butterfly/internal/logging"
 	"github.com/butterfly-go/butterfly/internal/pcap"
 )
@@ -70,8 +71,13 @@ type Config struct {
 	UnderlayMTU int
 	// NoOffload disables TAP/vhost offloads (--no-offload).
 	NoOffload bool
-	// KeyFile is the API encryption key file (-k), "" = no encryption.
+	// KeyFile is the API encryption key file given with -k ("" = not
+	// given); it must exist.
 	KeyFile string
+	// AutoKeyFile is the key file used when -k is not given
+	// (--auto-key): read, or created with a random key at first start.
+	// "" (--auto-key none) = no key: the API accepts clear-text requests.
+	AutoKeyFile string
 	// StateFile is where the desired state is persisted; "" = not at all.
 	StateFile string
 	// Metrics is the Prometheus listen address, "" = off.
@@ -106,6 +112,7 @@ type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
 	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
 	peers, workers, pollIdle, conntrackMax, traceDir    string
+	autoKey                                             string
 	vhostClientINI                                      string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
 	vhostClient                                         bool
@@ -124,7 +131,8 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.StringVarP(&r.cpus, "graph-cpu-core", "u", "", "pin packet workers to these `cpus` (comma-separated; default: no pinning)")
 	fs.BoolVarP(&r.trace, "packet-trace", "t", false, "trace packets: underlay pcap and default per-vNIC packet_trace")
 	fs.StringVar(&r.traceDir, "trace-dir", DefaultTraceDir, "`dir`ectory packet traces are written to, created with mode 0700; a vNIC's trace path must name a file in it")
-	fs.StringVarP(&r.key, "key", "k", "", "API encryption key `file` (base64 of 32 bytes); clear-text requests are then refused")
+	fs.StringVarP(&r.key, "key", "k", "", "API encryption key `file` (base64 of 32 bytes); clear-text requests are then refused (default: --auto-key)")
+	fs.StringVar(&r.autoKey, "auto-key", apiclient.DefaultKeyFile, "without -k, the API key is read from this `file`, created with a random key at first start (mode 0600, a missing directory 0700); \"none\" = no key: any local user may use the API")
 	fs.BoolVar(&r.noSyslog, "no-syslog", false, "log to stderr only, not to syslog")
 	fs.StringVarP(&r.nicMTU, "nic-mtu", "m", "", "underlay `mtu` (or \"max\"); default: the MTU of the VTEP address's link")
 	fs.BoolVar(&r.noOffload, "no-offload", false, "disable checksum/TSO offloads on vNICs")
@@ -155,7 +163,7 @@ overrides the matching option.
              workers, poll-idle, conntrack-max, vhost-client (true or false),
              trace-dir;
              dpdk-args and dpdk-port are accepted without effect
-  [security] encryption_key_path
+  [security] encryption_key_path, auto_key_path
 `)
 	return b.String()
 }
@@ -181,6 +189,7 @@ func iniKeys(r *raw) map[string]*string {
 		"general.vhost-client":         &r.vhostClientINI,
 		"general.trace-dir":            &r.traceDir,
 		"security.encryption_key_path": &r.key,
+		"security.auto_key_path":       &r.autoKey,
 	}
 }
 
@@ -371,6 +380,17 @@ func (cfg *Config) fill(r *raw) error {
 	}
 
 	cfg.KeyFile = r.key
+	switch v := strings.TrimSpace(r.autoKey); v {
+	case "none":
+	case "":
+		bad("--auto-key: empty path (\"none\" turns the key off)")
+	default:
+		if abs, err := filepath.Abs(v); err != nil {
+			bad("--auto-key: %w", err)
+		} else {
+			cfg.AutoKeyFile = abs
+		}
+	}
 	cfg.PacketTrace = r.trace
 	cfg.Syslog = !r.noSyslog
 	cfg.NoOffload = r.noOffload

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butterfly-go/butterfly/internal/apiclient"
 	"github.com/butterfly-go/butterfly/internal/pcap"
 )
 
@@ -28,14 +29,15 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		VTEP:      netip.MustParseAddr("10.0.0.1"),
-		Endpoint:  DefaultEndpoint,
-		LogLevel:  DefaultLogLevel,
-		SocketDir: mustReal(t, dir),
-		Syslog:    true,
-		StateFile: DefaultStateFile,
-		TraceDir:  mustDir(t, DefaultTraceDir),
-		Workers:   1,
+		VTEP:        netip.MustParseAddr("10.0.0.1"),
+		Endpoint:    DefaultEndpoint,
+		LogLevel:    DefaultLogLevel,
+		SocketDir:   mustReal(t, dir),
+		Syslog:      true,
+		StateFile:   DefaultStateFile,
+		TraceDir:    mustDir(t, DefaultTraceDir),
+		AutoKeyFile: apiclient.DefaultKeyFile,
+		Workers:     1,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Parse defaults:\n got %+v\nwant %+v", cfg, want)
@@ -104,6 +106,13 @@ func TestFlags(t *testing.T) {
 				return filepath.IsAbs(c.TraceDir.Path()) && filepath.Base(c.TraceDir.Path()) == "tr"
 			}, ""},
 		{"empty trace dir", []string{"-i", "10.0.0.1", "-s", dir, "--trace-dir", ""}, nil, "--trace-dir: empty"},
+		{"auto key", []string{"-i", "10.0.0.1", "-s", dir, "--auto-key", "/srv/k"},
+			func(c Config) bool { return c.AutoKeyFile == "/srv/k" && c.KeyFile == "" }, ""},
+		{"auto key none", []string{"-i", "10.0.0.1", "-s", dir, "--auto-key", "none"},
+			func(c Config) bool { return c.AutoKeyFile == "" }, ""},
+		{"auto key relative", []string{"-i", "10.0.0.1", "-s", dir, "--auto-key", "k"},
+			func(c Config) bool { return filepath.IsAbs(c.AutoKeyFile) }, ""},
+		{"auto key empty", []string{"-i", "10.0.0.1", "-s", dir, "--auto-key", ""}, nil, "--auto-key: empty"},
 		{"dpdk options warn", []string{"-i", "10.0.0.1", "-s", dir, "--dpdk-args", "-c1", "--dpdk-help", "--dpdk-port", "3"},
 			func(c Config) bool { return len(c.Warnings) == 3 && strings.Contains(c.Warnings[0], "no effect") }, ""},
 		{"version", []string{"-V"}, func(c Config) bool { return c.ShowVersion }, ""},
@@ -240,6 +249,8 @@ encryption_key_path=/etc/butterfly/key
 		{"ini invalid value", "[general]\nnic-mtu=huge\n", []string{"-i", "10.0.0.1", "-s", dir}, nil, "--nic-mtu"},
 		{"ini trace-dir", "[general]\ntrace-dir=/srv/t\n", []string{"-i", "10.0.0.1", "-s", dir, "--trace-dir", "/x"},
 			func(c Config) bool { return c.TraceDir.Path() == "/srv/t" }, ""},
+		{"ini auto_key_path", "[security]\nauto_key_path=none\n", []string{"-i", "10.0.0.1", "-s", dir},
+			func(c Config) bool { return c.AutoKeyFile == "" }, ""},
 		{"ini vhost-client", "[general]\nvhost-client=true\n", []string{"-i", "10.0.0.1", "-s", dir},
 			func(c Config) bool { return c.VhostClient }, ""},
 		{"ini vhost-client overrides the option", "[general]\nvhost-client = false\n", []string{"-i", "10.0.0.1", "-s", dir, "--vhost-client"},
