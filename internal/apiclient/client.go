@@ -19,7 +19,9 @@ import (
 	"github.com/butterfly-go/butterfly/internal/crypto"
 )
 
-// DefaultEndpoint is the endpoint the CLI connects to by default.
+// DefaultEndpoint is the API endpoint of a default butterflyd: the one it
+// binds and the CLI connects to when none is given. Unlike the original's
+// daemon (tcp://0.0.0.0:9999) it is on loopback only.
 const DefaultEndpoint = "tcp://127.0.0.1:9999"
 
 // DefaultKeyFile is the API key file butterflyd creates and requires when

@@ -22,9 +22,6 @@ import (
 	"github.com/butterfly-go/butterfly/internal/version"
 )
 
-// DefaultEndpoint is the API endpoint used when -e is not given.
-const DefaultEndpoint = "tcp://127.0.0.1:9999"
-
 // chainSeparator separates chained commands on the command line.
 const chainSeparator = "+"
 
@@ -124,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer, defaultKeyFile string) int {
 		return 1
 	}
 
-	g := globals{endpoint: DefaultEndpoint, defaultKeyFile: defaultKeyFile}
+	g := globals{endpoint: apiclient.DefaultEndpoint, defaultKeyFile: defaultKeyFile}
 	helped := false
 	for _, seg := range segs {
 		seg.defaultKeyFile = defaultKeyFile

@@ -44,7 +44,7 @@ The exit status is 0 on success and 1 on any error.`,
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringP("endpoint", "e", DefaultEndpoint, "API endpoint of butterflyd (ZeroMQ address)")
+	pf.StringP("endpoint", "e", apiclient.DefaultEndpoint, "API endpoint of butterflyd (ZeroMQ address)")
 	pf.IntP("timeout", "t", 0, "give up on a request after this many milliseconds (0 waits forever)")
 	pf.StringP("key", "k", "", "file holding the base64 API encryption key (default "+apiclient.DefaultKeyFile+
 		" when readable; \"none\": send in clear)")

@@ -29,7 +29,6 @@ import (
 
 // Defaults.
 const (
-	DefaultEndpoint  = "tcp://127.0.0.1:9999"
 	DefaultLogLevel  = "info"
 	DefaultStateFile = "/var/lib/butterfly/state.json"
 	// DefaultTraceDir is where packet traces are written; the daemon
@@ -51,7 +50,7 @@ type Config struct {
 	VTEP netip.Addr
 	// Endpoint is the ZeroMQ endpoint the API binds (-e).
 	Endpoint string
-	// LogLevel is one of none, error, warning, info, debug (-l).
+	// LogLevel is one of logging.LevelNames() (-l).
 	LogLevel string
 	// SocketDir is the existing directory for vhost-user sockets (-s),
 	// absolute with symlinks resolved.
@@ -124,8 +123,8 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.SortFlags = false
 	fs.StringVarP(&r.configFile, "config", "c", "", "INI configuration `file`; its keys override command-line options")
 	fs.StringVarP(&r.ip, "ip", "i", "", "VTEP source `address` for VXLAN (IPv4 or IPv6 outer); mandatory")
-	fs.StringVarP(&r.endpoint, "endpoint", "e", DefaultEndpoint, "ZeroMQ `endpoint` the API binds (tcp://, ipc://...)")
-	fs.StringVarP(&r.logLevel, "log-level", "l", DefaultLogLevel, "log `level`: none, error, warning, info, debug")
+	fs.StringVarP(&r.endpoint, "endpoint", "e", apiclient.DefaultEndpoint, "ZeroMQ `endpoint` the API binds (tcp://, ipc://...)")
+	fs.StringVarP(&r.logLevel, "log-level", "l", DefaultLogLevel, "log `level`: "+strings.Join(logging.LevelNames(), ", "))
 	fs.BoolVarP(&r.version, "version", "V", false, "print the version and exit")
 	fs.StringVarP(&r.socketDir, "socket-dir", "s", "", "existing `dir`ectory for vhost-user sockets; mandatory")
 	fs.StringVarP(&r.cpus, "graph-cpu-core", "u", "", "pin packet workers to these `cpus` (comma-separated; default: no pinning)")
@@ -295,7 +294,7 @@ func (cfg *Config) fill(r *raw) error {
 
 	cfg.Endpoint = r.endpoint
 	if !strings.Contains(r.endpoint, "://") {
-		bad("invalid API endpoint %q (-e/--endpoint): want transport://address, e.g. %s", r.endpoint, DefaultEndpoint)
+		bad("invalid API endpoint %q (-e/--endpoint): want transport://address, e.g. %s", r.endpoint, apiclient.DefaultEndpoint)
 	}
 
 	if _, err := logging.ParseLevel(r.logLevel); err != nil {

@@ -30,7 +30,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{
 		VTEP:        netip.MustParseAddr("10.0.0.1"),
-		Endpoint:    DefaultEndpoint,
+		Endpoint:    apiclient.DefaultEndpoint,
 		LogLevel:    DefaultLogLevel,
 		SocketDir:   mustReal(t, dir),
 		Syslog:      true,
