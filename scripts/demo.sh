@@ -203,10 +203,10 @@ else
 fi
 
 echo
-echo "==> butterfly -e ${EP[h1]} nic list"
+echo "==> butterfly -e ${EP[h1]} -k $KEY nic list"
 bf h1 nic list
 echo
-echo "==> butterfly -e ${EP[h1]} status"
+echo "==> butterfly -e ${EP[h1]} -k $KEY status"
 bf h1 status
 echo
 exit $fail
