@@ -165,7 +165,8 @@ start_bf() {
 	mkdir -p "$WORK/$h/sock"
 	EP[$h]="ipc://$WORK/$h/api"
 	ip netns exec "$P-$h" "$BIN/butterflyd" --ip "$ip" --endpoint "${EP[$h]}" --socket-dir "$WORK/$h/sock" \
-		--state-file "$WORK/$h/state.json" --no-syslog --log-level error ${BENCH_DAEMON_ARGS:-} "$@" >>"$OUT/butterflyd-$h.log" 2>&1 &
+		--state-file "$WORK/$h/state.json" --trace-dir "$WORK/trace" --auto-key none --no-syslog --log-level error \
+		${BENCH_DAEMON_ARGS:-} "$@" >>"$OUT/butterflyd-$h.log" 2>&1 &
 	DPID[$h]=$!
 	PIDS+=($!)
 	for i in $(seq 100); do
@@ -176,7 +177,7 @@ start_bf() {
 	echo "bench: butterflyd on $h did not start (see $OUT/butterflyd-$h.log)" >&2
 	return 1
 }
-bf() { local h=$1; shift; "$BIN/butterfly" -e "${EP[$h]}" --timeout 30000 "$@"; }
+bf() { local h=$1; shift; "$BIN/butterfly" -e "${EP[$h]}" -k none --timeout 30000 "$@"; }
 open_sg() {
 	bf "$1" sg rule add sg-open --ip-proto all --cidr 0.0.0.0/0 >/dev/null &&
 		bf "$1" sg rule add sg-open --ip-proto all --cidr ::/0 >/dev/null

@@ -100,25 +100,29 @@ for i in 1 2; do
 done
 
 declare -A EP
+# Both daemons create (the first one) and require the API key in $KEY, as
+# they would /etc/butterfly/api.key by default; the CLI is given it with -k.
+KEY=$RUN/api.key
 for i in 1 2; do
 	h=h$i
 	mkdir -p "$RUN/$h"
 	EP[$h]="ipc://$RUN/$h/api"
 	ip netns exec "$P-$h" "$D" --ip "10.78.0.$i" --endpoint "${EP[$h]}" --socket-dir "$RUN/$h" \
-		--state-file "$RUN/$h/state.json" --no-syslog --log-level info >"$RUN/$h.log" 2>&1 &
+		--state-file "$RUN/$h/state.json" --trace-dir "$RUN/trace" --auto-key "$KEY" \
+		--no-syslog --log-level info >"$RUN/$h.log" 2>&1 &
 	echo $! >"$RUN/$h.pid"
 done
 for h in h1 h2; do
 	ok=
 	for _ in $(seq 100); do
-		if "$C" -e "${EP[$h]}" status >/dev/null 2>&1; then ok=1; break; fi
+		if "$C" -e "${EP[$h]}" -k "$KEY" status >/dev/null 2>&1; then ok=1; break; fi
 		kill -0 "$(cat "$RUN/$h.pid")" 2>/dev/null || break
 		sleep 0.1
 	done
 	[ -n "$ok" ] || { echo "butterflyd on $h did not start" >&2; exit 1; }
 	echo "    butterflyd on $h: pid $(cat "$RUN/$h.pid"), API ${EP[$h]}"
 done
-bf() { local h=$1; shift; "$C" -e "${EP[$h]}" "$@"; }
+bf() { local h=$1; shift; "$C" -e "${EP[$h]}" -k "$KEY" "$@"; }
 
 # ---- security group and vNICs -------------------------------------------------------------------
 echo "==> security group sg-open (everything allowed) on both hosts"
@@ -199,10 +203,10 @@ else
 fi
 
 echo
-echo "==> butterfly -e ${EP[h1]} nic list"
+echo "==> butterfly -e ${EP[h1]} -k $KEY nic list"
 bf h1 nic list
 echo
-echo "==> butterfly -e ${EP[h1]} status"
+echo "==> butterfly -e ${EP[h1]} -k $KEY status"
 bf h1 status
 echo
 exit $fail

@@ -17,13 +17,20 @@ import (
 type api struct {
 	t        testing.TB
 	endpoint string
+	key      []byte
 	c        *apiclient.Client
 	n        int
 }
 
 func dialAPI(t testing.TB, endpoint string) *api {
 	t.Helper()
-	a := &api{t: t, endpoint: endpoint}
+	return dialAPIKey(t, endpoint, nil)
+}
+
+// dialAPIKey is dialAPI with an encryption key (nil = clear).
+func dialAPIKey(t testing.TB, endpoint string, key []byte) *api {
+	t.Helper()
+	a := &api{t: t, endpoint: endpoint, key: key}
 	a.redial()
 	t.Cleanup(func() { a.c.Close() })
 	return a
@@ -35,7 +42,7 @@ func (a *api) redial() {
 	if a.c != nil {
 		a.c.Close()
 	}
-	c, err := apiclient.Dial(a.endpoint, apiclient.Options{Timeout: 3 * time.Second})
+	c, err := apiclient.Dial(a.endpoint, apiclient.Options{Key: a.key, Timeout: 3 * time.Second})
 	if err != nil {
 		a.t.Fatal(err)
 	}

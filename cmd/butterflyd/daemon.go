@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/butterfly-go/butterfly/internal/apiv0"
 	"github.com/butterfly-go/butterfly/internal/config"
 	"github.com/butterfly-go/butterfly/internal/model"
+	"github.com/butterfly-go/butterfly/internal/pcap"
 	"github.com/butterfly-go/butterfly/internal/state"
 )
 
@@ -42,33 +44,43 @@ type daemon struct {
 	ready func(endpoint, metrics string)
 }
 
-// defaultTracePath is the pcap file of a vNIC added without a path, as in
-// the original: /tmp/butterfly-<pid>-<nic id>.pcap.
-func defaultTracePath(pid int, id string) string {
-	return fmt.Sprintf("/tmp/butterfly-%d-%s.pcap", pid, id)
+// defaultTracePath is the pcap file of a vNIC added without a path: the
+// original's name, butterfly-<pid>-<nic id>.pcap, in the trace directory.
+func (d *daemon) defaultTracePath(id string) string {
+	return filepath.Join(d.cfg.TraceDir.Path(), pcap.FileName(d.pid, id))
 }
 
 // serve runs the daemon on dp until ctx is done or app_quit arrives: lock
 // the state file, bind the API, restore the saved state, start the metrics
-// server, serve, then stop the API and close dp. dp is closed in every
-// case.
+// server, serve, then stop the API, close dp and release the lock. dp is
+// closed in every case, and always before the lock is released, so that a
+// daemon started on the same state file meanwhile cannot create vNICs (and
+// vhost-user sockets) that this one then removes.
 func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
+	unlock := func() error { return nil }
+	if d.cfg.StateFile != "" {
+		u, lerr := state.Lock(d.cfg.StateFile)
+		if lerr != nil {
+			err = lerr
+		} else {
+			unlock = u
+		}
+	}
 	defer func() {
 		if cerr := dp.Close(); cerr != nil {
 			d.log.Error("closing the dataplane", "err", cerr)
 			err = errors.Join(err, fmt.Errorf("close dataplane: %w", cerr))
 		}
-	}()
-	if d.cfg.StateFile != "" {
-		unlock, err := state.Lock(d.cfg.StateFile)
-		if err != nil {
-			return err
+		if uerr := unlock(); uerr != nil {
+			d.log.Error("releasing the state-file lock", "err", uerr)
 		}
-		defer unlock()
+	}()
+	if err != nil {
+		return err
 	}
 	store := model.New(dp, model.Options{
 		DefaultPacketTrace: d.cfg.PacketTrace,
-		DefaultTracePath:   func(id string) string { return defaultTracePath(d.pid, id) },
+		DefaultTracePath:   d.defaultTracePath,
 		DefaultVhostClient: d.cfg.VhostClient,
 	})
 
@@ -172,6 +184,7 @@ func (d *daemon) restore(store *model.Store) (*state.Store, error) {
 		d.log.Info("no saved configuration", "state_file", path)
 		return ps, nil
 	}
+	d.confineTraces(&st)
 	rerr := store.Restore(st)
 	got := store.State()
 	d.log.Info("configuration restored", "state_file", path,
@@ -189,6 +202,23 @@ func (d *daemon) restore(store *model.Store) (*state.Store, error) {
 		d.log.Warn("the state as saved before the failed restore is kept", "path", keep)
 	}
 	return ps, nil
+}
+
+// confineTraces gives the vNICs of a saved state whose trace path is not in
+// the trace directory (saved by an older version, or with another
+// --trace-dir) the default path, so that they are restored with a trace
+// file the daemon may write.
+func (d *daemon) confineTraces(st *model.State) {
+	for i, n := range st.NICs {
+		if n.TracePath == "" {
+			continue
+		}
+		if _, err := d.cfg.TraceDir.Resolve(n.TracePath); err != nil {
+			st.NICs[i].TracePath = d.defaultTracePath(n.ID)
+			d.log.Warn("saved trace path outside the trace directory replaced", "nic", n.ID,
+				"saved", n.TracePath, "now", st.NICs[i].TracePath)
+		}
+	}
 }
 
 // startMetrics serves Prometheus metrics (the engine's collector, Go

@@ -23,6 +23,7 @@ import (
 	"github.com/butterfly-go/butterfly/internal/logging"
 	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/model/modeltest"
+	"github.com/butterfly-go/butterfly/internal/pcap"
 	"github.com/butterfly-go/butterfly/internal/state"
 )
 
@@ -85,11 +86,16 @@ type running struct {
 
 func testConfig(t *testing.T) config.Config {
 	dir := t.TempDir()
+	td, err := pcap.NewDir(filepath.Join(dir, "trace"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return config.Config{
 		Endpoint:  "ipc://" + filepath.Join(dir, "api"),
 		LogLevel:  "info",
 		SocketDir: dir,
 		StateFile: filepath.Join(dir, "state", "state.json"),
+		TraceDir:  td,
 		Workers:   1,
 	}
 }
@@ -238,7 +244,9 @@ func TestPersistEveryMutation(t *testing.T) {
 }
 
 // TestRestore starts a daemon on a saved state and checks the API and the
-// engine see it; the -t default and default trace path apply to new vNICs.
+// engine see it; the -t default and default trace path (in the trace
+// directory) apply to new vNICs; a saved trace path outside the trace
+// directory is replaced by the default one, a path in it is kept.
 func TestRestore(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.PacketTrace = true
@@ -246,10 +254,12 @@ func TestRestore(t *testing.T) {
 	if err := src.AddSG(model.SG{ID: "sg-1"}); err != nil {
 		t.Fatal(err)
 	}
+	savedTrace := map[string]string{"n1": "/tmp/butterfly-17-n1.pcap", "n2": "kept.pcap"}
 	for _, id := range []string{"n1", "n2"} {
 		n := testNIC(t, id)
 		n.IPs = []netip.Addr{netip.MustParseAddr("10.1.0.1")}
 		n.SecurityGroups = []string{"sg-1"}
+		n.PacketTrace, n.TracePath = true, savedTrace[id]
 		if _, err := src.AddNIC(n); err != nil {
 			t.Fatal(err)
 		}
@@ -269,10 +279,16 @@ func TestRestore(t *testing.T) {
 	if got := dp.NICIDs(); strings.Join(got, ",") != "n1,n2" {
 		t.Errorf("engine vNICs after restore = %q", got)
 	}
+	for id, want := range map[string]string{"n1": filepath.Join(cfg.TraceDir.Path(), "butterfly-4242-n1.pcap"), "n2": "kept.pcap"} {
+		if n, _ := dp.NIC(id); !n.PacketTrace || n.TracePath != want {
+			t.Errorf("restored %s traces to %q (on: %t), want %q", id, n.TracePath, n.PacketTrace, want)
+		}
+	}
 	a.must(tapNIC("n3", 7, "52:54:00:00:00:03"))
 	d := a.must(&protocol.MessageV0_Request{NicDetails: proto.String("n3")}).GetNicDetails()
-	if len(d) != 1 || !d[0].GetPacketTrace() || d[0].GetPacketTracePath() != "/tmp/butterfly-4242-n3.pcap" {
-		t.Errorf("nic_details n3 = %v, want packet_trace on /tmp/butterfly-4242-n3.pcap", d)
+	want := filepath.Join(cfg.TraceDir.Path(), "butterfly-4242-n3.pcap")
+	if len(d) != 1 || !d[0].GetPacketTrace() || d[0].GetPacketTracePath() != want {
+		t.Errorf("nic_details n3 = %v, want packet_trace on %s", d, want)
 	}
 }
 
@@ -503,5 +519,39 @@ func TestVhostClientDefault(t *testing.T) {
 	a2.must(vhost("new", nil))
 	if n, _ := dp2.NIC("new"); n.VhostClient {
 		t.Error("a server-default daemon added a client vNIC")
+	}
+}
+
+// lockProbeEngine reports, when the daemon closes it, whether the state
+// file was still locked at that moment.
+type lockProbeEngine struct {
+	*fakeEngine
+	stateFile     string
+	lockedAtClose chan bool
+}
+
+func (e *lockProbeEngine) Close() error {
+	unlock, err := state.Lock(e.stateFile)
+	if err == nil {
+		_ = unlock()
+	}
+	e.lockedAtClose <- err != nil
+	return e.fakeEngine.Close()
+}
+
+// TestStateLockHeldUntilDataplaneClosed checks that serve closes the
+// dataplane (which removes the vNICs and their vhost-user sockets) before
+// it releases the state-file lock: a second daemon that gets the lock must
+// not find the first one's sockets still in place.
+func TestStateLockHeldUntilDataplaneClosed(t *testing.T) {
+	cfg := testConfig(t)
+	dp := &lockProbeEngine{fakeEngine: newFakeEngine(), stateFile: cfg.StateFile, lockedAtClose: make(chan bool, 1)}
+	r := startServe(t, cfg, dp)
+	r.cancel()
+	if err := r.wait(t); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if locked := <-dp.lockedAtClose; !locked {
+		t.Error("the state-file lock was released before the dataplane was closed")
 	}
 }

@@ -13,15 +13,16 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 
 	"github.com/butterfly-go/butterfly/internal/apiserver"
 	"github.com/butterfly-go/butterfly/internal/config"
-	"github.com/butterfly-go/butterfly/internal/crypto"
 	"github.com/butterfly-go/butterfly/internal/dataplane"
 	"github.com/butterfly-go/butterfly/internal/logging"
+	"github.com/butterfly-go/butterfly/internal/pcap"
 	"github.com/butterfly-go/butterfly/internal/version"
 )
 
@@ -69,17 +70,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Warn(w)
 	}
 
-	var key []byte
-	if cfg.KeyFile != "" {
-		key, err = crypto.LoadKeyFile(cfg.KeyFile)
-		if err != nil {
-			log.Error("cannot load encryption key", "file", cfg.KeyFile, "err", err)
-			fmt.Fprintf(stderr, "butterflyd: cannot load encryption key %s: %v\n", cfg.KeyFile, err)
-			return exitFailure
-		}
-		log.Info("API encryption enabled: clear-text requests are refused")
-	} else {
-		log.Warn(noKeyWarning(cfg.Endpoint), "endpoint", cfg.Endpoint)
+	key, err := apiKey(cfg, log)
+	if err != nil {
+		log.Error("API key", "err", err)
+		fmt.Fprintf(stderr, "butterflyd: %v\n", err)
+		return exitFailure
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
@@ -102,10 +97,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		NoOffload:    cfg.NoOffload,
 		PollIdle:     cfg.PollIdle,
 		ConntrackMax: cfg.ConntrackMax,
+		TraceDir:     cfg.TraceDir,
 		Logger:       log,
 	}
 	if cfg.PacketTrace {
-		dcfg.TraceUnderlay = fmt.Sprintf("/tmp/butterfly-%d-main.pcap", pid)
+		if err := cfg.TraceDir.Prepare(); err != nil {
+			log.Error("cannot trace the underlay", "err", err)
+			return exitFailure
+		}
+		dcfg.TraceUnderlay = filepath.Join(cfg.TraceDir.Path(), pcap.FileName(pid, "main"))
 	}
 	dp, err := dataplane.New(dcfg)
 	if err != nil {
@@ -121,13 +121,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// noKeyWarning is the warning logged when the API has no key; it is
-// louder when the endpoint is reachable from the network.
+// noKeyWarning is the warning logged when the API has no key (--auto-key
+// none); it is louder when the endpoint is reachable from the network.
 func noKeyWarning(endpoint string) string {
 	if apiserver.IsLoopback(endpoint) {
-		return "no encryption configured (-k): the API accepts clear-text requests from local clients"
+		return "no API key (--auto-key none): the API accepts clear-text requests, " +
+			"and every local user who can reach the endpoint can reconfigure this switch"
 	}
-	return "no encryption configured (-k) and the API endpoint is reachable from the network: " +
+	return "no API key (--auto-key none) and the API endpoint is reachable from the network: " +
 		"anyone who can connect can reconfigure this switch; set a key or bind to loopback"
 }
 

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/crypto"
 )
 
 // TestBinary builds butterflyd and runs it as a process: option errors
@@ -33,6 +34,8 @@ func TestBinary(t *testing.T) {
 	t.Run("restart restores", func(t *testing.T) { testRestartRestores(t, bin) })
 	t.Run("kill -9 keeps acknowledged changes", func(t *testing.T) { testKillNine(t, bin) })
 	t.Run("corrupt state file", func(t *testing.T) { testCorruptStateFile(t, bin) })
+	t.Run("trace files confined", func(t *testing.T) { testTraceConfined(t, bin) })
+	t.Run("auto key", func(t *testing.T) { testAutoKey(t, bin) })
 }
 
 func testOptionErrors(t *testing.T, bin string) {
@@ -149,7 +152,8 @@ func (h *nsHost) start() *api {
 	// "ip netns exec" execs the daemon: the PID is butterflyd's.
 	cmd := exec.Command("ip", "netns", "exec", h.ns, h.bin,
 		"-i", "10.79.0.1", "-s", h.sock, "-e", h.endpoint, "--state-file", h.state,
-		"--vxlan-peers", "10.79.0.2", "--no-syslog", "-l", "debug")
+		"--vxlan-peers", "10.79.0.2", "--no-syslog", "-l", "debug", "--trace-dir", h.traceDir(),
+		"--auto-key", h.keyFile())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -175,7 +179,9 @@ func (h *nsHost) start() *api {
 		}
 		// A REQ socket waits for the endpoint to appear; a timeout closes
 		// it, so dial afresh each round.
-		a := dialAPI(t, h.endpoint)
+		// The daemon creates its key before it binds the API.
+		key, _ := crypto.LoadKeyFile(h.keyFile())
+		a := dialAPIKey(t, h.endpoint, key)
 		if _, err := a.call(&protocol.MessageV0_Request{AppStatus: proto.Bool(true)}); err == nil {
 			return a
 		}
@@ -243,6 +249,88 @@ func (h *nsHost) hasLinks(names ...string) error {
 		}
 	}
 	return nil
+}
+
+// keyFile is the daemon's --auto-key.
+func (h *nsHost) keyFile() string { return filepath.Join(h.dir, "keys", "api.key") }
+
+// testAutoKey: started without -k, the daemon creates a key file, mode
+// 0600 in a 0700 directory, and requires it: a clear-text client is refused
+// (and changes nothing), a client with the key from the file is served,
+// and a restart keeps the same key.
+func testAutoKey(t *testing.T, bin string) {
+	h := newNSHost(t, bin)
+	a := h.start()
+	st, err := os.Stat(h.keyFile())
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v (mode %v), want 0600", err, st)
+	}
+	if st, err := os.Stat(filepath.Dir(h.keyFile())); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("key directory: %v (mode %v), want 0700", err, st)
+	}
+	before, err := os.ReadFile(h.keyFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear := dialAPI(t, h.endpoint)
+	if _, err := clear.call(sgAdd("sg-x")); err == nil {
+		t.Error("a clear-text request was served by a daemon with a key")
+	}
+	a.must(sgAdd("sg-y"))
+	if got := a.sgList(); !slices.Equal(got, []string{"sg-y"}) {
+		t.Errorf("sg_list = %q, want only sg-y", got)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	a = h.start()
+	if after, _ := os.ReadFile(h.keyFile()); !bytes.Equal(after, before) {
+		t.Error("the key changed across a restart")
+	}
+	if got := a.sgList(); !slices.Equal(got, []string{"sg-y"}) {
+		t.Errorf("sg_list after restart = %q", got)
+	}
+}
+
+// traceDir is the daemon's --trace-dir.
+func (h *nsHost) traceDir() string { return filepath.Join(h.dir, "trace") }
+
+// testTraceConfined: over the API, a trace path outside the trace
+// directory is refused with an error that names the directory, and the
+// file it named is left as it was (the original truncated it); a relative
+// name is created in the directory, mode 0600, and the daemon keeps
+// serving.
+func testTraceConfined(t *testing.T, bin string) {
+	h := newNSHost(t, bin)
+	a := h.start()
+	victim := filepath.Join(h.dir, "victim")
+	const content = "root-owned content\n"
+	if err := os.WriteFile(victim, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{victim, "../victim"} {
+		req := tapNIC("t1", 3, macOf(9))
+		req.NicAdd.PacketTrace, req.NicAdd.PacketTracePath = proto.Bool(true), proto.String(path)
+		_, err := a.call(req)
+		if !errors.Is(err, errRefused) || !strings.Contains(err.Error(), h.traceDir()) {
+			t.Errorf("nic_add with trace path %s: %v, want refused naming %s", path, err, h.traceDir())
+		}
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != content {
+		t.Errorf("victim file after the refused requests: %q, %v", b, err)
+	}
+	req := tapNIC("t1", 3, macOf(9))
+	req.NicAdd.PacketTrace, req.NicAdd.PacketTracePath = proto.Bool(true), proto.String("t1.pcap")
+	a.must(req)
+	if st, err := os.Stat(filepath.Join(h.traceDir(), "t1.pcap")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("trace file in the trace directory: %v (mode %v), want 0600", err, st)
+	}
+	if st, err := os.Stat(h.traceDir()); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("trace directory: %v (mode %v), want 0700", err, st)
+	}
+	if got := a.nicList(); !slices.Equal(got, []string{"t1"}) {
+		t.Errorf("nic_list = %q", got)
+	}
 }
 
 func macOf(i int) string { return fmt.Sprintf("52:54:00:00:%02x:%02x", i>>8&0xff, i&0xff) }

@@ -19,8 +19,14 @@ import (
 	"github.com/butterfly-go/butterfly/internal/crypto"
 )
 
-// DefaultEndpoint is the endpoint the CLI connects to by default.
+// DefaultEndpoint is the API endpoint of a default butterflyd: the one it
+// binds and the CLI connects to when none is given. Unlike the original's
+// daemon (tcp://0.0.0.0:9999) it is on loopback only.
 const DefaultEndpoint = "tcp://127.0.0.1:9999"
+
+// DefaultKeyFile is the API key file butterflyd creates and requires when
+// no key is configured, and the one the CLI uses when it can read it.
+const DefaultKeyFile = "/etc/butterfly/api.key"
 
 // maxReplySize bounds a reply frame (libzmq drops bigger ones).
 const maxReplySize = 256 << 20

@@ -35,10 +35,6 @@ import (
 	"github.com/butterfly-go/butterfly/internal/crypto"
 )
 
-// DefaultEndpoint is the endpoint the daemon binds when none is configured.
-// Unlike the original (tcp://0.0.0.0:9999) it listens on loopback only.
-const DefaultEndpoint = "tcp://127.0.0.1:9999"
-
 // DefaultMaxMessageSize bounds the size of one request frame. libzmq
 // drops the connection of a peer that sends a bigger one; other peers are
 // not affected.
@@ -79,8 +75,8 @@ func (f HandlerFunc) Handle(req *protocol.MessageV0) *protocol.MessageV0 { retur
 
 // Config configures a Server.
 type Config struct {
-	// Endpoint is the ZeroMQ bind endpoint (tcp://, ipc://, ...); empty
-	// means DefaultEndpoint. A tcp port of "*" picks a free port (see
+	// Endpoint is the ZeroMQ bind endpoint (tcp://, ipc://, ...); it must
+	// be set (the daemon's default is apiclient.DefaultEndpoint). A tcp port of "*" picks a free port (see
 	// Server.Endpoint).
 	Endpoint string
 	// Key, when set (32 bytes), makes the server accept only encrypted
@@ -142,7 +138,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	}
 	endpoint := cfg.Endpoint
 	if endpoint == "" {
-		endpoint = DefaultEndpoint
+		return nil, errors.New("apiserver: no endpoint to bind")
 	}
 	maxSize := cfg.MaxMessageSize
 	if maxSize <= 0 {

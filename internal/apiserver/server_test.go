@@ -202,3 +202,13 @@ func TestGoClientEncrypted(t *testing.T) {
 		t.Fatalf("Requests() = %d, want 1", got)
 	}
 }
+
+// TestNoEndpoint: the server has no default endpoint of its own (the
+// daemon's is apiclient.DefaultEndpoint); an empty one is an error.
+func TestNoEndpoint(t *testing.T) {
+	s, err := New(Config{}, HandlerFunc(func(req *protocol.MessageV0) *protocol.MessageV0 { return req }))
+	if err == nil {
+		s.Close()
+		t.Fatal("New without an endpoint succeeded")
+	}
+}

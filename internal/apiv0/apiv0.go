@@ -13,12 +13,10 @@ import (
 	"time"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/logging"
 	"github.com/butterfly-go/butterfly/internal/model"
 	"google.golang.org/protobuf/proto"
 )
-
-// LogLevels are the values app_config.log_level accepts.
-var LogLevels = []string{"none", "error", "warning", "info", "debug"}
 
 // Options configure a Handler. Every field is optional.
 type Options struct {
@@ -31,8 +29,8 @@ type Options struct {
 	// Quit is called by app_quit before the OK reply is returned; the
 	// server sends the reply, then stops.
 	Quit func()
-	// SetLogLevel applies a log level from app_config (one of LogLevels,
-	// already checked).
+	// SetLogLevel applies a log level from app_config (one of
+	// logging.LevelNames(), already checked).
 	SetLogLevel func(level string) error
 	// Requests returns the number of requests served (app_status).
 	Requests func() uint64
@@ -251,9 +249,9 @@ func (h *Handler) appConfig(c *protocol.MessageV0_AppConfigReq) error {
 		return nil
 	}
 	level := c.GetLogLevel()
-	if !slices.Contains(LogLevels, level) {
+	if !slices.Contains(logging.LevelNames(), level) {
 		return replyError(fmt.Sprintf("Application configuration failed: log level: failed: unknown level %q (want one of %s)",
-			level, strings.Join(LogLevels, ", ")))
+			level, strings.Join(logging.LevelNames(), ", ")))
 	}
 	if h.opts.SetLogLevel != nil {
 		if err := h.opts.SetLogLevel(level); err != nil {

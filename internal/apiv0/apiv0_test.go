@@ -9,6 +9,7 @@ import (
 
 	"github.com/butterfly-go/butterfly/api/protocol"
 	"github.com/butterfly-go/butterfly/internal/apiv0"
+	"github.com/butterfly-go/butterfly/internal/logging"
 	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/model/modeltest"
 	"google.golang.org/protobuf/encoding/prototext"
@@ -506,11 +507,11 @@ func TestStatsCountersStatus(t *testing.T) {
 
 func TestAppConfigAndQuit(t *testing.T) {
 	e := newEnv(t)
-	for _, l := range apiv0.LogLevels {
+	for _, l := range logging.LevelNames() {
 		e.ok(t, `app_config { log_level: "`+l+`" }`, ``)
 	}
 	e.ok(t, `app_config { }`, ``)
-	if !reflect.DeepEqual(e.levels, apiv0.LogLevels) {
+	if !reflect.DeepEqual(e.levels, logging.LevelNames()) {
 		t.Errorf("levels set %q", e.levels)
 	}
 	e.h = apiv0.New(e.store, apiv0.Options{SetLogLevel: func(string) error { return errors.New("no syslog") }})

@@ -117,9 +117,12 @@ func dumpCommand(seg *segment) *cobra.Command {
 		long: `Print every vNIC and security group of the daemon as one request in
 protobuf text format: a nic_add per vNIC, then an sg_add per security group.
 The output is stable: dumping, replaying the dump into a fresh daemon with
-"butterfly request" and dumping again gives the same text. Every vhost-user
-vNIC carries its mode (vhost_user_client), so the replay keeps it whatever
-the default of the daemon it is replayed on.`,
+"butterfly request" and dumping again gives the same text. Extension fields
+appear only where they differ from their default, so a dump of vNICs that
+use no extension loads in the original's tools: vhost_user_client is printed
+for client-mode vNICs, and for every vhost-user vNIC of a daemon started
+with --vhost-client (a vNIC without it takes the mode of the daemon the dump
+is replayed on).`,
 		example: `  butterfly dump > butterfly.dump
   butterfly shutdown
   # start butterflyd again, then:
@@ -161,13 +164,9 @@ func dump(s *session) error {
 	}
 	out := &protocol.Messages{}
 	for _, n := range nics.GetNicDetails() {
-		// A daemon reports no vhost_user_client for a server-mode vNIC
-		// when server mode is its default: make it explicit, so the
-		// dump recreates server mode on a daemon whose default is
-		// client mode.
-		if n.GetType() == protocol.MessageV0_Nic_VHOST_USER_SERVER && n.VhostUserClient == nil {
-			n.VhostUserClient = proto.Bool(false)
-		}
+		// Printed as reported: the daemon sets the extension fields only
+		// where they differ from their default, so a dump of vNICs that
+		// use no extension loads in the original's tools.
 		out.Messages = append(out.Messages, v0Message(&protocol.MessageV0{
 			Request: &protocol.MessageV0_Request{NicAdd: n},
 		}))

@@ -18,11 +18,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/butterfly-go/butterfly/internal/apiclient"
 	"github.com/butterfly-go/butterfly/internal/version"
 )
-
-// DefaultEndpoint is the API endpoint used when -e is not given.
-const DefaultEndpoint = "tcp://127.0.0.1:9999"
 
 // chainSeparator separates chained commands on the command line.
 const chainSeparator = "+"
@@ -41,8 +39,21 @@ func isGlobalValueFlag(a string) bool {
 type globals struct {
 	endpoint  string
 	timeoutMS int
-	keyPath   string
-	verbose   bool
+	// keyPath is -k's value, "" when not given.
+	keyPath string
+	// defaultKeyFile is the key file used without -k when it can be
+	// read ("" = none).
+	defaultKeyFile string
+	verbose        bool
+}
+
+// defaultKeyFileOrDefault is defaultKeyFile, or apiclient.DefaultKeyFile
+// when there is none, for messages.
+func (g globals) defaultKeyFileOrDefault() string {
+	if g.defaultKeyFile != "" {
+		return g.defaultKeyFile
+	}
+	return apiclient.DefaultKeyFile
 }
 
 // segment is one command of a chain.
@@ -58,6 +69,8 @@ type segment struct {
 	// root is the command tree that parsed args; its persistent flags hold
 	// the global options written in this segment.
 	root *cobra.Command
+	// defaultKeyFile is globals.defaultKeyFile, for shell completion.
+	defaultKeyFile string
 }
 
 // usageError is a mistake on the command line, found before any request.
@@ -76,8 +89,14 @@ func usagef(cmd *cobra.Command, format string, a ...any) error {
 
 // Run executes the command line args (without the program name), writing
 // normal output to stdout and diagnostics to stderr. It returns the process
-// exit status: 0 on success, 1 on any error.
+// exit status: 0 on success, 1 on any error. Without -k, requests are
+// encrypted with the key in apiclient.DefaultKeyFile when it can be read.
 func Run(args []string, stdout, stderr io.Writer) int {
+	return run(args, stdout, stderr, apiclient.DefaultKeyFile)
+}
+
+// run is Run with the key file used when -k is not given ("" = none).
+func run(args []string, stdout, stderr io.Writer, defaultKeyFile string) int {
 	// Like the original, -V/--version anywhere wins over everything else.
 	for _, a := range args {
 		if a == "-V" || a == "--version" {
@@ -89,6 +108,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	if isCompletionRequest(args) {
 		args = completionArgs(args)
 		seg := newSegment(args)
+		seg.defaultKeyFile = defaultKeyFile
 		if err := parse(seg, stdout, stderr); err != nil {
 			return 1
 		}
@@ -101,9 +121,10 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	g := globals{endpoint: DefaultEndpoint}
+	g := globals{endpoint: apiclient.DefaultEndpoint, defaultKeyFile: defaultKeyFile}
 	helped := false
 	for _, seg := range segs {
+		seg.defaultKeyFile = defaultKeyFile
 		if err := parse(seg, stdout, stderr); err != nil {
 			reportParse(stderr, seg, err)
 			return 1

@@ -125,7 +125,7 @@ func TestVersion(t *testing.T) {
 		{"nic", "update", "--id", "nic01", "+", "--version", "+", "-V"},
 	} {
 		var out, errb bytes.Buffer
-		if code := Run(args, &out, &errb); code != 0 {
+		if code := runCLI(args, &out, &errb); code != 0 {
 			t.Errorf("%v: exit %d, stderr %q", args, code, errb.String())
 		}
 		if got, want := out.String(), version.String()+"\n"; got != want {
@@ -139,7 +139,7 @@ func TestVersion(t *testing.T) {
 
 func TestNoCommand(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := Run(nil, &out, &errb); code != 1 {
+	if code := runCLI(nil, &out, &errb); code != 1 {
 		t.Errorf("no arguments: exit %d, want 1", code)
 	}
 	if !strings.Contains(errb.String(), "missing command") {
@@ -150,7 +150,7 @@ func TestNoCommand(t *testing.T) {
 func TestCompletion(t *testing.T) {
 	for _, shell := range []string{"bash", "zsh", "fish"} {
 		var out, errb bytes.Buffer
-		if code := Run([]string{"completion", shell}, &out, &errb); code != 0 {
+		if code := runCLI([]string{"completion", shell}, &out, &errb); code != 0 {
 			t.Errorf("completion %s: exit %d, stderr %q", shell, code, errb.String())
 		}
 		if !strings.Contains(out.String(), "butterfly") || out.Len() < 500 {
@@ -184,7 +184,7 @@ func TestChainStopsAtFirstFailure(t *testing.T) {
 	}
 	// Global options given in the last command apply to the whole chain.
 	var out, errb bytes.Buffer
-	code := Run([]string{"sg", "add", "sg-3", "+", "sg", "list", "-e", ts.endpoint}, &out, &errb)
+	code := runCLI([]string{"sg", "add", "sg-3", "+", "sg", "list", "-e", ts.endpoint}, &out, &errb)
 	if code != 0 || out.String() != "sg-1\nsg-3\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
 	}
@@ -208,7 +208,7 @@ func TestUnreachable(t *testing.T) {
 	ep := "ipc://" + filepath.Join(t.TempDir(), "nobody.sock")
 	var out, errb bytes.Buffer
 	start := time.Now()
-	code := Run([]string{"nic", "list", "-e", ep, "-t", "200"}, &out, &errb)
+	code := runCLI([]string{"nic", "list", "-e", ep, "-t", "200"}, &out, &errb)
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
@@ -218,7 +218,7 @@ func TestUnreachable(t *testing.T) {
 	if !strings.Contains(errb.String(), "error in command: nic") {
 		t.Errorf("stderr %q", errb.String())
 	}
-	if code := Run([]string{"nic", "list", "-t", "-5"}, &out, &errb); code != 1 {
+	if code := runCLI([]string{"nic", "list", "-t", "-5"}, &out, &errb); code != 1 {
 		t.Errorf("negative timeout: exit %d, want 1", code)
 	}
 }
@@ -278,7 +278,7 @@ func TestDynamicCompletion(t *testing.T) {
 	for _, tt := range tests {
 		args := append([]string{"__complete", "-e", ts.endpoint}, tt.args...)
 		var out, errb bytes.Buffer
-		if code := Run(args, &out, &errb); code != 0 {
+		if code := runCLI(args, &out, &errb); code != 0 {
 			t.Errorf("%v: exit %d, stderr %q", tt.args, code, errb.String())
 			continue
 		}

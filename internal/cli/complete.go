@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/apiclient"
 )
 
 // argKind says what a positional argument names, for shell completion.
@@ -59,7 +60,7 @@ func completionArgs(args []string) []string {
 // liveIDs asks the daemon for the vNIC or security group ids that start
 // with prefix; errors give no completion.
 func liveIDs(c *cobra.Command, kind argKind, prefix string) []string {
-	g := globals{endpoint: DefaultEndpoint}
+	g := globals{endpoint: apiclient.DefaultEndpoint, defaultKeyFile: c.Root().Annotations[defaultKeyAnnotation]}
 	mergeGlobals(&g, c.Root())
 	if g.timeoutMS == 0 {
 		g.timeoutMS = completionTimeoutMS

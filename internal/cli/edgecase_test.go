@@ -405,7 +405,7 @@ func TestEdgeCases(t *testing.T) {
 				var r result
 				if c.bare {
 					var out, errb bytes.Buffer
-					r.code = Run(args, &out, &errb)
+					r.code = runCLI(args, &out, &errb)
 					r.stdout, r.stderr = out.String(), errb.String()
 				} else {
 					r = ts.run(args...)

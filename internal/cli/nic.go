@@ -88,7 +88,7 @@ left out. Invalid data fails the command and changes nothing.`,
 			f.StringVar(&dip, "dip", "", "destination IP of a sending BENCH vNIC")
 			f.StringVar(&dmac, "dmac", "", "destination MAC of a sending BENCH vNIC")
 			f.StringVar(&trace, "packet-trace", "", "true or false: record the vNIC's traffic in a pcap file (default: the daemon's setting)")
-			f.StringVar(&tracePath, "trace-path", "", "pcap file of the trace (needs --packet-trace true)")
+			f.StringVar(&tracePath, "trace-path", "", "pcap file of the trace: a name in the daemon's trace directory (--trace-dir), or a path in it (needs --packet-trace true)")
 			f.StringVar(&vhostClient, "vhost-client", "", "true or false: vhost-user client mode, QEMU owns the socket (default: the daemon's setting)")
 			f.Lookup("vhost-client").NoOptDefVal = "true"
 			f.StringVar(&fwImport, "fw-import", "", `tracked connections to load into the vNIC's firewall: a file from "nic export" (raw or base64)`)
@@ -205,7 +205,7 @@ addresses. "--ip -e" (or an empty --ip "") removes every address.
 Security groups are changed with "butterfly nic sg".`,
 		example: `  butterfly nic update --id vm-1 --ip 10.0.0.1 --ip 2001:db8::1
   butterfly nic update --id vm-1 --ip -e
-  butterfly nic update --id vm-1 --packet-trace true --trace-path /var/tmp/vm-1.pcap`,
+  butterfly nic update --id vm-1 --packet-trace true --trace-path vm-1.pcap`,
 		maxArgs: 0,
 		flags: func(c *cobra.Command) {
 			f := c.Flags()
@@ -213,7 +213,7 @@ Security groups are changed with "butterfly nic sg".`,
 			f.StringArrayVar(&ips, "ip", nil, `new address list (repeatable); "-e" or "" clears it`)
 			f.StringVar(&antispoof, "enable-antispoof", "", "true or false: IP anti-spoofing")
 			f.StringVar(&trace, "packet-trace", "", "true or false: record the vNIC's traffic in a pcap file")
-			f.StringVar(&tracePath, "trace-path", "", "pcap file of the trace (needs --packet-trace true)")
+			f.StringVar(&tracePath, "trace-path", "", "pcap file of the trace: a name in the daemon's trace directory (--trace-dir), or a path in it (needs --packet-trace true)")
 			completeFlag(c, "id", nicArg)
 			completeFlag(c, "enable-antispoof", anyArg, "true", "false")
 			completeFlag(c, "packet-trace", anyArg, "true", "false")

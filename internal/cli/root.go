@@ -4,7 +4,13 @@ import (
 	"errors"
 
 	"github.com/spf13/cobra"
+
+	"github.com/butterfly-go/butterfly/internal/apiclient"
 )
+
+// defaultKeyAnnotation names the root command's annotation that holds the
+// default key file, for shell completion.
+const defaultKeyAnnotation = "butterfly-default-key-file"
 
 // newRoot builds the command tree for one segment of a command line. Leaf
 // commands check their arguments and store their action in seg.
@@ -25,6 +31,7 @@ and asking for help anywhere (-h, or the word "help") only shows help.
 The exit status is 0 on success and 1 on any error.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		Annotations:   map[string]string{defaultKeyAnnotation: seg.defaultKeyFile},
 		Args:          cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) > 0 && args[0] == "help" {
@@ -37,9 +44,10 @@ The exit status is 0 on success and 1 on any error.`,
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringP("endpoint", "e", DefaultEndpoint, "API endpoint of butterflyd (ZeroMQ address)")
+	pf.StringP("endpoint", "e", apiclient.DefaultEndpoint, "API endpoint of butterflyd (ZeroMQ address)")
 	pf.IntP("timeout", "t", 0, "give up on a request after this many milliseconds (0 waits forever)")
-	pf.StringP("key", "k", "", "file holding the base64 API encryption key")
+	pf.StringP("key", "k", "", "file holding the base64 API encryption key (default "+apiclient.DefaultKeyFile+
+		" when readable; \"none\": send in clear)")
 	pf.BoolP("verbose", "v", false, "print the requests sent and the replies received")
 	pf.BoolP("version", "V", false, "print the version and exit")
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -92,7 +93,7 @@ type result struct {
 func (ts *testServer) run(args ...string) result {
 	full := append(append([]string(nil), args...), "-e", ts.endpoint, "-t", "5000")
 	var out, errb bytes.Buffer
-	code := Run(full, &out, &errb)
+	code := runCLI(full, &out, &errb)
 	return result{stdout: out.String(), stderr: errb.String(), code: code}
 }
 
@@ -118,3 +119,7 @@ func quoteArgs(args []string) string {
 	}
 	return strings.Join(q, " ")
 }
+
+// runCLI is Run without a default key file, so that the tests do not
+// depend on this machine's /etc/butterfly/api.key.
+func runCLI(args []string, stdout, stderr io.Writer) int { return run(args, stdout, stderr, "") }

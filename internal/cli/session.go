@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -21,9 +22,11 @@ type session struct {
 	g              globals
 	stdout, stderr io.Writer
 
-	key    []byte
-	client *apiclient.Client
-	loaded bool
+	key []byte
+	// defaultKey is set when key comes from the default key file.
+	defaultKey bool
+	client     *apiclient.Client
+	loaded     bool
 }
 
 func newSession(g globals, stdout, stderr io.Writer) *session {
@@ -41,16 +44,9 @@ func (s *session) connect() (*apiclient.Client, error) {
 	if s.client != nil {
 		return s.client, nil
 	}
-	if !s.loaded && s.g.keyPath != "" {
+	if !s.loaded {
 		s.loaded = true
-		key, err := crypto.LoadKeyFile(s.g.keyPath)
-		if err != nil {
-			// As the original client: warn and go on in clear. A server
-			// that has a key rejects the clear request.
-			fmt.Fprintf(s.stderr, "cannot load encryption key: %v\n", err)
-		} else {
-			s.key = key
-		}
+		s.loadKey()
 	}
 	c, err := apiclient.Dial(s.g.endpoint, apiclient.Options{
 		Key:     s.key,
@@ -61,6 +57,43 @@ func (s *session) connect() (*apiclient.Client, error) {
 	}
 	s.client = c
 	return c, nil
+}
+
+// loadKey picks the encryption key: -k FILE (a file that cannot be loaded
+// is reported and requests go in clear, as with the original client), none
+// with -k none, else the default key file when it can be read (silently in
+// clear when it does not exist or is not readable: a daemon with a key
+// then refuses the request, see keyHint).
+func (s *session) loadKey() {
+	switch path := s.g.keyPath; {
+	case path == "none":
+	case path != "":
+		key, err := crypto.LoadKeyFile(path)
+		if err != nil {
+			fmt.Fprintf(s.stderr, "cannot load encryption key: %v\n", err)
+			return
+		}
+		s.key = key
+	case s.g.defaultKeyFile != "":
+		key, err := crypto.LoadKeyFile(s.g.defaultKeyFile)
+		switch {
+		case err == nil:
+			s.key, s.defaultKey = key, true
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrPermission):
+			fmt.Fprintf(s.stderr, "cannot load encryption key: %v\n", err)
+		}
+	}
+}
+
+// keyHint explains a clear request refused as a whole (REJECTED): the
+// daemon has a key.
+func (s *session) keyHint(res *protocol.Messages) string {
+	msgs := res.GetMessages()
+	if s.key != nil || len(msgs) != 1 || msgs[0].GetError().GetCode() != protocol.Error_REJECTED {
+		return ""
+	}
+	return fmt.Sprintf("\n(the daemon requires its API key: give it with -k FILE; "+
+		"butterflyd creates %s, readable by root only, when started without -k)", s.g.defaultKeyFileOrDefault())
 }
 
 // send sends req and checks the reply the way the original client does.
@@ -78,6 +111,10 @@ func (s *session) send(req *protocol.Messages, toStdout bool) (*protocol.Message
 	}
 	res, err := c.Call(req)
 	if err != nil {
+		if s.defaultKey && !errors.Is(err, apiclient.ErrTimeout) {
+			return nil, fmt.Errorf("error: %w\n(the request was encrypted with the key in %s: "+
+				"give this daemon's key with -k FILE, or -k none if it has none)", err, s.g.defaultKeyFile)
+		}
 		return nil, fmt.Errorf("error: %w", err)
 	}
 	if s.g.verbose {
@@ -95,6 +132,9 @@ func (s *session) send(req *protocol.Messages, toStdout bool) (*protocol.Message
 		want = len(req.GetMessages())
 	}
 	if err := checkReply(res, want); err != nil {
+		if hint := s.keyHint(res); hint != "" {
+			err = fmt.Errorf("%w%s", err, hint)
+		}
 		return res, err
 	}
 	return res, nil

@@ -22,15 +22,19 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/ini.v1"
 
+	"github.com/butterfly-go/butterfly/internal/apiclient"
 	"github.com/butterfly-go/butterfly/internal/logging"
+	"github.com/butterfly-go/butterfly/internal/pcap"
 )
 
 // Defaults.
 const (
-	DefaultEndpoint  = "tcp://127.0.0.1:9999"
 	DefaultLogLevel  = "info"
 	DefaultStateFile = "/var/lib/butterfly/state.json"
-	DefaultWorkers   = 1
+	// DefaultTraceDir is where packet traces are written; the daemon
+	// creates it (mode 0700) at first use.
+	DefaultTraceDir = "/var/lib/butterfly/trace"
+	DefaultWorkers  = 1
 	// MaxWorkers bounds --workers.
 	MaxWorkers = 256
 	// MaxConntrack bounds --conntrack-max.
@@ -46,7 +50,7 @@ type Config struct {
 	VTEP netip.Addr
 	// Endpoint is the ZeroMQ endpoint the API binds (-e).
 	Endpoint string
-	// LogLevel is one of none, error, warning, info, debug (-l).
+	// LogLevel is one of logging.LevelNames() (-l).
 	LogLevel string
 	// SocketDir is the existing directory for vhost-user sockets (-s),
 	// absolute with symlinks resolved.
@@ -56,6 +60,9 @@ type Config struct {
 	// PacketTrace is the global trace mode (-t): underlay capture and the
 	// default of the per-vNIC packet_trace flag.
 	PacketTrace bool
+	// TraceDir is the directory trace files are confined to
+	// (--trace-dir): a vNIC's trace path must name a file directly in it.
+	TraceDir pcap.Dir
 	// Syslog is false with --no-syslog.
 	Syslog bool
 	// UnderlayMTU is the underlay MTU (-m); 0 = take it from the VTEP's
@@ -63,8 +70,13 @@ type Config struct {
 	UnderlayMTU int
 	// NoOffload disables TAP/vhost offloads (--no-offload).
 	NoOffload bool
-	// KeyFile is the API encryption key file (-k), "" = no encryption.
+	// KeyFile is the API encryption key file given with -k ("" = not
+	// given); it must exist.
 	KeyFile string
+	// AutoKeyFile is the key file used when -k is not given
+	// (--auto-key): read, or created with a random key at first start.
+	// "" (--auto-key none) = no key: the API accepts clear-text requests.
+	AutoKeyFile string
 	// StateFile is where the desired state is persisted; "" = not at all.
 	StateFile string
 	// Metrics is the Prometheus listen address, "" = off.
@@ -98,7 +110,8 @@ type Config struct {
 type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
 	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
-	peers, workers, pollIdle, conntrackMax              string
+	peers, workers, pollIdle, conntrackMax, traceDir    string
+	autoKey                                             string
 	vhostClientINI                                      string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
 	vhostClient                                         bool
@@ -110,13 +123,15 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.SortFlags = false
 	fs.StringVarP(&r.configFile, "config", "c", "", "INI configuration `file`; its keys override command-line options")
 	fs.StringVarP(&r.ip, "ip", "i", "", "VTEP source `address` for VXLAN (IPv4 or IPv6 outer); mandatory")
-	fs.StringVarP(&r.endpoint, "endpoint", "e", DefaultEndpoint, "ZeroMQ `endpoint` the API binds (tcp://, ipc://...)")
-	fs.StringVarP(&r.logLevel, "log-level", "l", DefaultLogLevel, "log `level`: none, error, warning, info, debug")
+	fs.StringVarP(&r.endpoint, "endpoint", "e", apiclient.DefaultEndpoint, "ZeroMQ `endpoint` the API binds (tcp://, ipc://...)")
+	fs.StringVarP(&r.logLevel, "log-level", "l", DefaultLogLevel, "log `level`: "+strings.Join(logging.LevelNames(), ", "))
 	fs.BoolVarP(&r.version, "version", "V", false, "print the version and exit")
 	fs.StringVarP(&r.socketDir, "socket-dir", "s", "", "existing `dir`ectory for vhost-user sockets; mandatory")
 	fs.StringVarP(&r.cpus, "graph-cpu-core", "u", "", "pin packet workers to these `cpus` (comma-separated; default: no pinning)")
 	fs.BoolVarP(&r.trace, "packet-trace", "t", false, "trace packets: underlay pcap and default per-vNIC packet_trace")
-	fs.StringVarP(&r.key, "key", "k", "", "API encryption key `file` (base64 of 32 bytes); clear-text requests are then refused")
+	fs.StringVar(&r.traceDir, "trace-dir", DefaultTraceDir, "`dir`ectory packet traces are written to, created with mode 0700; a vNIC's trace path must name a file in it")
+	fs.StringVarP(&r.key, "key", "k", "", "API encryption key `file` (base64 of 32 bytes); clear-text requests are then refused (default: --auto-key)")
+	fs.StringVar(&r.autoKey, "auto-key", apiclient.DefaultKeyFile, "without -k, the API key is read from this `file`, created with a random key at first start (mode 0600, a missing directory 0700); \"none\" = no key: any local user may use the API")
 	fs.BoolVar(&r.noSyslog, "no-syslog", false, "log to stderr only, not to syslog")
 	fs.StringVarP(&r.nicMTU, "nic-mtu", "m", "", "underlay `mtu` (or \"max\"); default: the MTU of the VTEP address's link")
 	fs.BoolVar(&r.noOffload, "no-offload", false, "disable checksum/TSO offloads on vNICs")
@@ -144,9 +159,10 @@ Configuration file (-c): read after the command line; every key it sets
 overrides the matching option.
   [general]  log-level, ip, endpoint, socket-dir, graph-core-id (or
              graph-cpu-core), nic-mtu, state-file, metrics, vxlan-peers,
-             workers, poll-idle, conntrack-max, vhost-client (true or false);
+             workers, poll-idle, conntrack-max, vhost-client (true or false),
+             trace-dir;
              dpdk-args and dpdk-port are accepted without effect
-  [security] encryption_key_path
+  [security] encryption_key_path, auto_key_path
 `)
 	return b.String()
 }
@@ -170,7 +186,9 @@ func iniKeys(r *raw) map[string]*string {
 		"general.poll-idle":            &r.pollIdle,
 		"general.conntrack-max":        &r.conntrackMax,
 		"general.vhost-client":         &r.vhostClientINI,
+		"general.trace-dir":            &r.traceDir,
 		"security.encryption_key_path": &r.key,
+		"security.auto_key_path":       &r.autoKey,
 	}
 }
 
@@ -276,7 +294,7 @@ func (cfg *Config) fill(r *raw) error {
 
 	cfg.Endpoint = r.endpoint
 	if !strings.Contains(r.endpoint, "://") {
-		bad("invalid API endpoint %q (-e/--endpoint): want transport://address, e.g. %s", r.endpoint, DefaultEndpoint)
+		bad("invalid API endpoint %q (-e/--endpoint): want transport://address, e.g. %s", r.endpoint, apiclient.DefaultEndpoint)
 	}
 
 	if _, err := logging.ParseLevel(r.logLevel); err != nil {
@@ -354,7 +372,24 @@ func (cfg *Config) fill(r *raw) error {
 		cfg.StateFile = abs
 	}
 
+	if dir, err := traceDir(r.traceDir); err != nil {
+		bad("--trace-dir: %w", err)
+	} else {
+		cfg.TraceDir = dir
+	}
+
 	cfg.KeyFile = r.key
+	switch v := strings.TrimSpace(r.autoKey); v {
+	case "none":
+	case "":
+		bad("--auto-key: empty path (\"none\" turns the key off)")
+	default:
+		if abs, err := filepath.Abs(v); err != nil {
+			bad("--auto-key: %w", err)
+		} else {
+			cfg.AutoKeyFile = abs
+		}
+	}
 	cfg.PacketTrace = r.trace
 	cfg.Syslog = !r.noSyslog
 	cfg.NoOffload = r.noOffload
@@ -363,6 +398,18 @@ func (cfg *Config) fill(r *raw) error {
 		errs = append(errs, errors.New("some arguments are missing, see --help"))
 	}
 	return errors.Join(errs...)
+}
+
+// traceDir parses the trace directory: not empty, made absolute.
+func traceDir(s string) (pcap.Dir, error) {
+	if strings.TrimSpace(s) == "" {
+		return pcap.Dir{}, errors.New("empty directory")
+	}
+	abs, err := filepath.Abs(s)
+	if err != nil {
+		return pcap.Dir{}, fmt.Errorf("%s: %w", s, err)
+	}
+	return pcap.NewDir(abs)
 }
 
 // resolveDir checks that dir is an existing directory and returns its

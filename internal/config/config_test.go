@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/butterfly-go/butterfly/internal/apiclient"
+	"github.com/butterfly-go/butterfly/internal/pcap"
 )
 
 func writeINI(t *testing.T, dir, text string) string {
@@ -26,17 +29,28 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		VTEP:      netip.MustParseAddr("10.0.0.1"),
-		Endpoint:  DefaultEndpoint,
-		LogLevel:  DefaultLogLevel,
-		SocketDir: mustReal(t, dir),
-		Syslog:    true,
-		StateFile: DefaultStateFile,
-		Workers:   1,
+		VTEP:        netip.MustParseAddr("10.0.0.1"),
+		Endpoint:    apiclient.DefaultEndpoint,
+		LogLevel:    DefaultLogLevel,
+		SocketDir:   mustReal(t, dir),
+		Syslog:      true,
+		StateFile:   DefaultStateFile,
+		TraceDir:    mustDir(t, DefaultTraceDir),
+		AutoKeyFile: apiclient.DefaultKeyFile,
+		Workers:     1,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Parse defaults:\n got %+v\nwant %+v", cfg, want)
 	}
+}
+
+func mustDir(t *testing.T, path string) pcap.Dir {
+	t.Helper()
+	d, err := pcap.NewDir(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func mustReal(t *testing.T, dir string) string {
@@ -85,6 +99,20 @@ func TestFlags(t *testing.T) {
 			func(c Config) bool { return c.SocketDir == mustReal(t, dir) }, ""},
 		{"relative state file made absolute", []string{"-i", "10.0.0.1", "-s", dir, "--state-file", "st.json"},
 			func(c Config) bool { return filepath.IsAbs(c.StateFile) && filepath.Base(c.StateFile) == "st.json" }, ""},
+		{"trace dir", []string{"-i", "10.0.0.1", "-s", dir, "--trace-dir", "/srv/trace/"},
+			func(c Config) bool { return c.TraceDir.Path() == "/srv/trace" }, ""},
+		{"relative trace dir made absolute", []string{"-i", "10.0.0.1", "-s", dir, "--trace-dir", "tr"},
+			func(c Config) bool {
+				return filepath.IsAbs(c.TraceDir.Path()) && filepath.Base(c.TraceDir.Path()) == "tr"
+			}, ""},
+		{"empty trace dir", []string{"-i", "10.0.0.1", "-s", dir, "--trace-dir", ""}, nil, "--trace-dir: empty"},
+		{"auto key", []string{"-i", "10.0.0.1", "-s", dir, "--auto-key", "/srv/k"},
+			func(c Config) bool { return c.AutoKeyFile == "/srv/k" && c.KeyFile == "" }, ""},
+		{"auto key none", []string{"-i", "10.0.0.1", "-s", dir, "--auto-key", "none"},
+			func(c Config) bool { return c.AutoKeyFile == "" }, ""},
+		{"auto key relative", []string{"-i", "10.0.0.1", "-s", dir, "--auto-key", "k"},
+			func(c Config) bool { return filepath.IsAbs(c.AutoKeyFile) }, ""},
+		{"auto key empty", []string{"-i", "10.0.0.1", "-s", dir, "--auto-key", ""}, nil, "--auto-key: empty"},
 		{"dpdk options warn", []string{"-i", "10.0.0.1", "-s", dir, "--dpdk-args", "-c1", "--dpdk-help", "--dpdk-port", "3"},
 			func(c Config) bool { return len(c.Warnings) == 3 && strings.Contains(c.Warnings[0], "no effect") }, ""},
 		{"version", []string{"-V"}, func(c Config) bool { return c.ShowVersion }, ""},
@@ -219,6 +247,10 @@ encryption_key_path=/etc/butterfly/key
 		{"ini empty state-file disables persistence", "[general]\nstate-file=\n", []string{"-i", "10.0.0.1", "-s", dir},
 			func(c Config) bool { return c.StateFile == "" }, ""},
 		{"ini invalid value", "[general]\nnic-mtu=huge\n", []string{"-i", "10.0.0.1", "-s", dir}, nil, "--nic-mtu"},
+		{"ini trace-dir", "[general]\ntrace-dir=/srv/t\n", []string{"-i", "10.0.0.1", "-s", dir, "--trace-dir", "/x"},
+			func(c Config) bool { return c.TraceDir.Path() == "/srv/t" }, ""},
+		{"ini auto_key_path", "[security]\nauto_key_path=none\n", []string{"-i", "10.0.0.1", "-s", dir},
+			func(c Config) bool { return c.AutoKeyFile == "" }, ""},
 		{"ini vhost-client", "[general]\nvhost-client=true\n", []string{"-i", "10.0.0.1", "-s", dir},
 			func(c Config) bool { return c.VhostClient }, ""},
 		{"ini vhost-client overrides the option", "[general]\nvhost-client = false\n", []string{"-i", "10.0.0.1", "-s", dir, "--vhost-client"},
@@ -259,7 +291,8 @@ func TestShippedINI(t *testing.T) {
 	if _, err := os.Stat(p); err != nil {
 		t.Skipf("no shipped INI: %v", err)
 	}
-	r := raw{endpoint: DefaultEndpoint, logLevel: DefaultLogLevel, workers: "1"}
+	var r raw
+	newFlagSet(&r) // the options' defaults
 	warnings, err := applyINI(&r, p)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +312,7 @@ func TestShippedINI(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	u := Usage()
-	for _, want := range []string{"--ip", "-i,", "--socket-dir", "--state-file", "--metrics", "--vxlan-peers", "--workers",
+	for _, want := range []string{"--ip", "-i,", "--socket-dir", "--state-file", "--trace-dir", "--metrics", "--vxlan-peers", "--workers",
 		"--no-syslog", "--nic-mtu", "--dpdk-args", "override", "encryption_key_path", "graph-core-id", "--help"} {
 		if !strings.Contains(u, want) {
 			t.Errorf("usage lacks %q", want)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/butterfly-go/butterfly/internal/pcap"
 	"github.com/butterfly-go/butterfly/internal/port/udp"
 )
 
@@ -29,6 +30,11 @@ type Config struct {
 	HeadEnd []netip.Addr
 	// TraceUnderlay is the pcap path of the underlay trace ("" = off).
 	TraceUnderlay string
+	// TraceDir confines the vNICs' trace files: a vNIC's trace path is
+	// resolved in it and refused outside it (see pcap.Dir.Resolve), and
+	// the directory is created and checked before a trace is opened. The
+	// zero Dir uses paths as given.
+	TraceDir pcap.Dir
 	// SocketDir is the directory of vhost-user sockets.
 	SocketDir string
 	// NoOffload opens TAP vNICs without offloads (no vnet header).

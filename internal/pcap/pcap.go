@@ -8,12 +8,20 @@
 // goroutines may call Capture at the same time: space is reserved with a
 // compare-and-swap, so producers do not wait for each other. A background
 // goroutine drains the ring into the file with gopacket's pcapgo.
+//
+// Trace files are never opened through a symbolic link and never
+// truncated: NewWriter creates a new file (mode 0600), or appends to an
+// existing trace with the same pcap header, and refuses anything else. Dir
+// confines trace names to one directory that only the daemon's user can
+// write to.
 package pcap
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"sync"
@@ -24,6 +32,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -79,9 +88,13 @@ type Writer struct {
 	closeErr  error
 }
 
-// NewWriter creates (or truncates) the trace file at path and starts its
-// writer. maxBytes bounds the file size (<= 0: unbounded); records that
-// would exceed it are dropped and counted.
+// NewWriter opens the trace file at path and starts its writer. A missing
+// file is created with mode 0600. An existing regular file with a single
+// link that starts with the header NewWriter writes is appended to; any
+// other existing file, and a symbolic link, is refused and left untouched.
+// maxBytes bounds the file size, what it held before included (<= 0:
+// unbounded); records that would exceed it are dropped and counted. A file
+// cut in the middle of a record (a crash) is appended to as it is.
 func NewWriter(path string, maxBytes int64) (*Writer, error) {
 	return NewWriterRing(path, maxBytes, DefaultRingBytes)
 }
@@ -103,9 +116,9 @@ func newWriter(path string, maxBytes int64, ringBytes int) (*Writer, error) {
 	for size < uint64(ringBytes) {
 		size <<= 1
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, existing, err := openTrace(path)
 	if err != nil {
-		return nil, fmt.Errorf("pcap: create %s: %w", path, err)
+		return nil, err
 	}
 	w := &Writer{
 		words:    make([]uint64, size/8),
@@ -119,6 +132,10 @@ func newWriter(path string, maxBytes int64, ringBytes int) (*Writer, error) {
 	}
 	w.ring = unsafe.Slice((*byte)(unsafe.Pointer(&w.words[0])), size)
 	w.pw = pcapgo.NewWriter(w.bw)
+	if existing > 0 {
+		w.size = existing
+		return w, nil
+	}
 	err = w.pw.WriteFileHeader(Snaplen, layers.LinkTypeEthernet)
 	if err == nil {
 		err = w.bw.Flush()
@@ -129,6 +146,73 @@ func newWriter(path string, maxBytes int64, ringBytes int) (*Writer, error) {
 	}
 	w.size = fileHeaderLen
 	return w, nil
+}
+
+// fileHeader returns the pcap file header NewWriter writes.
+func fileHeader() []byte {
+	var b bytes.Buffer
+	// Writing to a bytes.Buffer does not fail.
+	_ = pcapgo.NewWriter(&b).WriteFileHeader(Snaplen, layers.LinkTypeEthernet)
+	return b.Bytes()
+}
+
+// openTrace opens path for writing without following a symbolic link:
+// created (0600) when missing, else only if it is a regular file with one
+// link that starts with fileHeader(), positioned at its end. existing is
+// the size of such a file, 0 for a new one.
+func openTrace(path string) (f *os.File, existing int64, err error) {
+	const flags = os.O_WRONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	f, err = os.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return f, 0, nil
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return nil, 0, fmt.Errorf("pcap: create %s: %w", path, refusedLink(err))
+	}
+	// O_NONBLOCK: a FIFO put in the file's place must not block the open.
+	f, err = os.OpenFile(path, os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pcap: open %s: %w", path, refusedLink(err))
+	}
+	if existing, err = checkExisting(f); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("pcap: %s exists and is not overwritten: %w", path, err)
+	}
+	return f, existing, nil
+}
+
+// refusedLink rewords the error of an open that met a symbolic link.
+func refusedLink(err error) error {
+	if errors.Is(err, unix.ELOOP) {
+		return fmt.Errorf("it is a symbolic link, which trace files never follow: %w", err)
+	}
+	return err
+}
+
+// checkExisting accepts an open file to append to: a regular file with one
+// link that starts with fileHeader(). It returns its size, with f
+// positioned at its end.
+func checkExisting(f *os.File) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, errors.New("not a regular file")
+	}
+	if st.Nlink != 1 {
+		return 0, fmt.Errorf("it has %d hard links", st.Nlink)
+	}
+	want := fileHeader()
+	got := make([]byte, len(want))
+	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		return 0, errors.New("not a packet trace of this format (Ethernet, snaplen 65535)")
+	}
+	end, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	return end, nil
 }
 
 func align8(n int) int { return (n + 7) &^ 7 }

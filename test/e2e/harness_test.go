@@ -237,6 +237,10 @@ func (h *host) start(o daemonOpts) {
 		"--endpoint", h.endpoint,
 		"--socket-dir", h.sockDir,
 		"--state-file", h.state,
+		"--trace-dir", h.lab.dir,
+		// Clear-text API, as before the default key; tests that need a
+		// key pass --key.
+		"--auto-key", "none",
 		"--log-level", "debug",
 		"--no-syslog",
 	}
@@ -322,7 +326,8 @@ func (h *host) dumpLog() {
 
 // cli runs the butterfly CLI against this host's daemon.
 func (h *host) cli(args ...string) (string, error) {
-	all := append([]string{"-e", h.endpoint, "--timeout", "10000"}, h.cliFlags...)
+	// -k none: not this machine's default key; h.cliFlags may give -k.
+	all := append([]string{"-e", h.endpoint, "--timeout", "10000", "-k", "none"}, h.cliFlags...)
 	return runCmd(bin.cli, append(all, args...)...)
 }
 

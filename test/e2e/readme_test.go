@@ -1,8 +1,17 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 )
 
 // readmeLayout is the original README's example: six VMs in three virtual
@@ -86,5 +95,153 @@ func TestREADMEExample(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// readmeBlock is a ```sh block of the README and the heading above it.
+type readmeBlock struct {
+	heading string
+	lines   []string
+}
+
+// readmeShellBlocks returns the README's ```sh blocks.
+func readmeShellBlocks(t *testing.T, path string) []readmeBlock {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var blocks []readmeBlock
+	var heading string
+	var cur *readmeBlock
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case cur != nil && strings.HasPrefix(line, "```"):
+			blocks = append(blocks, *cur)
+			cur = nil
+		case cur != nil:
+			cur.lines = append(cur.lines, line)
+		case strings.HasPrefix(line, "```sh"):
+			cur = &readmeBlock{heading: heading}
+		case strings.HasPrefix(line, "#"):
+			heading = strings.TrimSpace(strings.TrimLeft(line, "#"))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return blocks
+}
+
+// readmeMountpoints are the daemon's default directories; the test hides
+// them behind empty tmpfs mounts.
+var readmeMountpoints = []string{"/run/butterfly", "/var/lib/butterfly", "/etc/butterfly"}
+
+// TestREADMERunningTheDaemon runs the README's "Running the daemon" blocks
+// as written, from the repository, as on a fresh machine: in a network
+// namespace of its own (only loopback, up) and a mount namespace where the
+// daemon's default directories (/run/butterfly, /var/lib/butterfly,
+// /etc/butterfly) are empty tmpfs, so that nothing reaches the host's. The
+// daemon, which the README runs in the foreground, runs in the background
+// and the second block ("in another terminal") once its API answers. Every
+// other shell block of the README must be listed here with the reason it
+// is not run.
+func TestREADMERunningTheDaemon(t *testing.T) {
+	l := newLab(t) // skips without root
+	_, file, _, _ := runtime.Caller(0)
+	root, err := filepath.Abs(filepath.Join(filepath.Dir(file), "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notRun := map[string]string{
+		"Quick start (Debian 12, as root)": "demo.sh and test.sh (the whole suite, which includes this test) are run by hand and by CI",
+	}
+	var run []readmeBlock
+	for _, b := range readmeShellBlocks(t, filepath.Join(root, "README.md")) {
+		switch {
+		case b.heading == "Running the daemon":
+			run = append(run, b)
+		case notRun[b.heading] != "":
+		default:
+			t.Errorf("README shell block under %q is not run by a test:\n%s", b.heading, strings.Join(b.lines, "\n"))
+		}
+	}
+	if len(run) != 2 {
+		t.Fatalf("README has %d shell blocks under \"Running the daemon\", want 2 (the daemon, then the CLI)", len(run))
+	}
+
+	_, err = os.Stat("/etc/butterfly/api.key")
+	hostKey := err == nil
+	for _, d := range readmeMountpoints {
+		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.Remove(d) })
+		}
+	}
+	ns := l.prefix + "rd"
+	must(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _, _ = runCmd("ip", "netns", "del", ns) })
+	must(t, "ip", "-n", ns, "link", "set", "lo", "up")
+
+	logf := filepath.Join(l.dir, "butterflyd.log")
+	var sb strings.Builder
+	sb.WriteString("set -e\n")
+	for _, d := range readmeMountpoints {
+		fmt.Fprintf(&sb, "mount -t tmpfs -o mode=0755 tmpfs %s\n", d)
+	}
+	fmt.Fprintf(&sb, "cd %q\n", root)
+	daemon := false
+	for _, line := range run[0].lines {
+		if strings.HasPrefix(line, "bin/butterflyd ") {
+			fmt.Fprintf(&sb, "%s >%q 2>&1 &\npid=$!\n", line, logf)
+			daemon = true
+			continue
+		}
+		sb.WriteString(line + "\n")
+	}
+	if !daemon {
+		t.Fatalf("the first block does not start bin/butterflyd:\n%s", strings.Join(run[0].lines, "\n"))
+	}
+	// Wait (with a deadline) until the API answers with the key the
+	// daemon created, as a second terminal would.
+	fmt.Fprintf(&sb, `i=0
+until bin/butterfly -t 1000 status >/dev/null 2>&1; do
+	kill -0 $pid 2>/dev/null || { echo "butterflyd exited:"; cat %[1]q; exit 1; }
+	i=$((i+1)); [ $i -lt 150 ] || { echo "butterflyd API not up after 15 s:"; cat %[1]q; exit 1; }
+	sleep 0.1
+done
+echo "== second block"
+`, logf)
+	for _, line := range run[1].lines {
+		sb.WriteString(line + "\n")
+	}
+	sb.WriteString("kill -TERM $pid\nwait $pid\necho \"== daemon exited with $?\"\n")
+
+	goDir := "/usr/local/go/bin"
+	if p, err := exec.LookPath("go"); err == nil {
+		goDir = filepath.Dir(p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh", "-c", sb.String())
+	cmd.Env = append(os.Environ(), "PATH="+goDir+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("README blocks failed: %v\nscript:\n%s\noutput:\n%s", err, sb.String(), out)
+	}
+	text := string(out)
+	for _, want := range []string{"vm1\n", "== daemon exited with 0"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	t.Logf("README blocks:\n%s", text)
+	if _, err := os.Stat("/etc/butterfly/api.key"); err == nil && !hostKey {
+		t.Error("the host's /etc/butterfly/api.key appeared: the blocks wrote outside their mount namespace")
 	}
 }
