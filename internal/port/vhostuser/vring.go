@@ -459,15 +459,7 @@ func (r *vring) readChain(head uint16, b *packet.Buf) (ok bool, err error) {
 		return false, nil
 	}
 	b.SetLen(total)
-	_ = hdr[9]
-	b.VNet = packet.VNetHdr{
-		Flags:      hdr[0],
-		GSOType:    hdr[1],
-		HdrLen:     binary.LittleEndian.Uint16(hdr[2:]),
-		GSOSize:    binary.LittleEndian.Uint16(hdr[4:]),
-		CsumStart:  binary.LittleEndian.Uint16(hdr[6:]),
-		CsumOffset: binary.LittleEndian.Uint16(hdr[8:]),
-	}
+	b.VNet.Decode(hdr)
 	return true, nil
 }
 
@@ -602,13 +594,7 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 		nbufs++
 	}
 	// The header goes straight into the guest's first buffer.
-	_ = hdrDst[9]
-	hdrDst[0] = b.VNet.Flags
-	hdrDst[1] = b.VNet.GSOType
-	binary.LittleEndian.PutUint16(hdrDst[2:], b.VNet.HdrLen)
-	binary.LittleEndian.PutUint16(hdrDst[4:], b.VNet.GSOSize)
-	binary.LittleEndian.PutUint16(hdrDst[6:], b.VNet.CsumStart)
-	binary.LittleEndian.PutUint16(hdrDst[8:], b.VNet.CsumOffset)
+	b.VNet.Encode(hdrDst)
 	if r.hdrLen == 12 {
 		binary.LittleEndian.PutUint16(hdrDst[10:], nbufs)
 	}
