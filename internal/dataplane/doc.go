@@ -31,11 +31,18 @@
 //
 // The configuration the workers read (ports, VNIs, anti-spoofing and trace
 // settings) is an immutable snapshot replaced as a whole through an
-// atomic.Pointer. After a change the control plane wakes the workers (an
-// eventfd in their epoll set) and waits until every worker has
-// acknowledged the new snapshot before it returns (so a change is in
-// effect for every packet once the API replies) and before it closes a
-// port or a trace file that only older snapshots referenced.
+// atomic.Pointer; a new snapshot shares every part that did not change
+// with the previous one, so publishing costs what the change costs. A
+// busy worker adopts the new snapshot at its next batch; a worker asleep
+// in epoll holds no configuration (quiescent, as in RCU's QSBR) and
+// loads the newest snapshot when it wakes, so it is neither woken nor
+// waited for, unless its own set of ports changed (it is then woken to
+// update its epoll set). The control plane returns once every worker has
+// adopted the change or sleeps (so a change is in effect for every
+// packet once the API replies), and closes a port or a trace file only
+// once no worker can use a snapshot that referenced it; a worker that
+// does not get there within Config.StallTimeout is logged as stuck and
+// what it may still read is released only when it moves on.
 //
 // # Firewall
 //
