@@ -42,6 +42,7 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	}
 	prev := e.sgs
 	e.sgs = next
+	created := e.createMemberSets(changed)
 	pols := map[*nicEntry]*firewall.Policy{}
 	for _, ent := range e.nics {
 		if !slices.ContainsFunc(ent.nic.SecurityGroups, func(id string) bool { return changed[id] }) {
@@ -50,6 +51,9 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 		p, err := e.compile(ent.nic)
 		if err != nil {
 			e.sgs = prev
+			for _, id := range created {
+				delete(e.members, id)
+			}
 			return err
 		}
 		pols[ent] = p
@@ -78,6 +82,23 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 		e.quiesce(e.publishLocked())
 	}
 	return nil
+}
+
+// createMemberSets creates the (empty) member sets that the rules of the
+// changed groups refer to and that do not exist yet, so that compile
+// creates none; it returns their ids, for SetSecurityGroups to remove
+// them if it fails. e.mu must be held.
+func (e *Engine) createMemberSets(changed map[string]bool) []string {
+	var created []string
+	for id := range changed {
+		for _, r := range e.sgs[id].Rules {
+			if r.SG != "" && e.members[r.SG] == nil {
+				e.members[r.SG] = firewall.NewMemberSet(e.sgs[r.SG].Members)
+				created = append(created, r.SG)
+			}
+		}
+	}
+	return created
 }
 
 // sameList reports whether a and b hold the same elements; the model

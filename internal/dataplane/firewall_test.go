@@ -3,6 +3,7 @@ package dataplane
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -307,4 +308,48 @@ func TestFirewallMetrics(t *testing.T) {
 		{"butterfly_element_drops_total", map[string]string{"type": "firewall", "name": "firewall-b", "reason": "firewall_no_rule"}, 2},
 		{"butterfly_nic_drops_total", map[string]string{"nic": "b", "reason": "firewall_no_rule"}, 2},
 	})
+}
+
+// TestSetSecurityGroupsFailureKeepsNothing: a change the firewall refuses
+// (a rule of a used group fails to compile) changes nothing: not the
+// groups, not the vNICs' policies, and no member set of a group the
+// refused rules referred to is left behind.
+func TestSetSecurityGroupsFailureKeepsNothing(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	good := []model.SG{openSG(), {ID: "g", Rules: []model.Rule{udpRule(model.Inbound, 2000, "10.0.0.0/8", "")}}}
+	if err := h.e.SetSecurityGroups(good); err != nil {
+		t.Fatal(err)
+	}
+	nb := nicOf("b", mac(2), 5, "10.0.0.2")
+	nb.SecurityGroups = []string{"g"}
+	h.add(t, nb)
+	snapshot := func() (*firewall.Policy, []string) {
+		h.e.mu.Lock()
+		defer h.e.mu.Unlock()
+		var ids []string
+		for id := range h.e.members {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		return h.e.nics["b"].pol, ids
+	}
+	pol, members := snapshot()
+	bad := model.Rule{Direction: model.Inbound, Protocol: 300}
+	err := h.e.SetSecurityGroups([]model.SG{openSG(), {ID: "g", Rules: []model.Rule{udpRule(model.Inbound, 2000, "", "newref"), bad}}})
+	if err == nil {
+		t.Fatal("SetSecurityGroups accepted a rule of protocol 300")
+	}
+	pol2, members2 := snapshot()
+	if pol2 != pol {
+		t.Error("the vNIC's policy changed although SetSecurityGroups failed")
+	}
+	if !slices.Equal(members2, members) {
+		t.Errorf("member sets %v after the failed change, want %v", members2, members)
+	}
+	h.e.mu.Lock()
+	rules := h.e.sgs["g"].Rules
+	h.e.mu.Unlock()
+	if !slices.Equal(rules, good[1].Rules) {
+		t.Errorf("group g has rules %v after the failed change, want %v", rules, good[1].Rules)
+	}
 }
