@@ -159,6 +159,8 @@ type Conntrack struct {
 	seed     uint64
 	count    int
 	capacity int
+	// maxSlots is the size of the table at capacity (load <= 1/2).
+	maxSlots int
 	cursor   uint32
 	// checkCursor is Check's position.
 	checkCursor uint32
@@ -171,15 +173,56 @@ type Conntrack struct {
 // sweepPerPacket is the number of slots examined for expiry per packet.
 const sweepPerPacket = 4
 
+// minSlots is the size of an empty zone's table (3 KB).
+const minSlots = 32
+
 // NewConntrack returns an empty zone holding at most capacity flows
-// (minimum 1). Its memory (2 to 4 slots per flow) is allocated once.
+// (minimum 1). Its table starts small (minSlots slots) and grows on
+// demand, doubling when it is half full, up to 2 to 4 slots per flow of
+// capacity; Check shrinks it again when it is mostly empty.
 func NewConntrack(capacity int) *Conntrack {
 	capacity = max(capacity, 1)
 	n := 16
 	for n < 2*capacity {
 		n <<= 1
 	}
-	return &Conntrack{slots: make([]entry, n), mask: uint32(n - 1), seed: rand.Uint64() | 1, capacity: capacity}
+	c := &Conntrack{seed: rand.Uint64() | 1, capacity: capacity, maxSlots: n}
+	c.resize(min(minSlots, n))
+	return c
+}
+
+// resize moves the entries into a new table of n slots (a power of two
+// larger than the count). The entries keep their state; only their slots
+// change.
+func (c *Conntrack) resize(n int) {
+	old := c.slots
+	c.slots = make([]entry, n)
+	c.mask = uint32(n - 1)
+	for i := range old {
+		e := &old[i]
+		if e.state == stEmpty {
+			continue
+		}
+		j := e.hash & c.mask
+		for c.slots[j].state != stEmpty {
+			j = (j + 1) & c.mask
+		}
+		c.slots[j] = *e
+	}
+}
+
+// shrink makes a table less than 1/8 full smaller, down to minSlots,
+// leaving it at most 1/4 full: it grows again only once its count has
+// doubled, so it does not oscillate.
+func (c *Conntrack) shrink() {
+	n := len(c.slots)
+	if n <= minSlots || c.count*8 >= n {
+		return
+	}
+	for n/2 >= minSlots && c.count*4 <= n/2 {
+		n >>= 1
+	}
+	c.resize(n)
 }
 
 // Limit bounds the total number of entries of several zones (e.g. all the
@@ -216,8 +259,9 @@ func (c *Conntrack) Release() {
 	if c.limit != nil {
 		c.limit.n.Add(-int64(c.count))
 	}
-	clear(c.slots)
+	c.slots = nil
 	c.count = 0
+	c.resize(min(minSlots, c.maxSlots))
 }
 
 // Len returns the number of entries (flows and fragment records), expired
@@ -395,6 +439,10 @@ func (c *Conntrack) insert(k *key, h uint32, free int, now int64) (*entry, bool)
 			}
 		}
 		_, free = c.find(k, h) // the sweep may have moved entries
+	}
+	if (c.count+1)*2 > len(c.slots) && len(c.slots) < c.maxSlots {
+		c.resize(2 * len(c.slots))
+		_, free = c.find(k, h)
 	}
 	if c.limit != nil && !c.limit.take() {
 		return nil, false
@@ -954,6 +1002,7 @@ func walkIPv6(ip []byte, end int) ipv6Walk {
 // packet is dropped as DropCut (not DropInvalid) and removes it, and a
 // full table evicts it first. Same concurrency contract as Filter.
 func (c *Conntrack) Check(pol *Policy, now int64, budget int) (cut int) {
+	c.shrink()
 	g := pol.Generation()
 	for ; budget > 0 && c.count > 0; budget-- {
 		i := c.checkCursor & c.mask

@@ -55,8 +55,10 @@
 //
 // # Connection tracking
 //
-// A Conntrack is one vNIC's zone: a fixed-capacity open-addressing hash
-// table (linear probing, backward-shift deletion, no tombstones) keyed by a
+// A Conntrack is one vNIC's zone: an open-addressing hash table (linear
+// probing, backward-shift deletion, no tombstones) that starts at a few KB,
+// doubles when half full up to its capacity's size and is shrunk by Check
+// when mostly empty (entries are moved, never lost), keyed by a
 // canonical 5-tuple (the lower endpoint first), so both directions of a
 // flow find the same entry with one lookup. ICMP echo is keyed by its
 // identifier, other non-port protocols by addresses and protocol. TCP has a
