@@ -29,7 +29,11 @@
 //
 // # Classifier
 //
-// Compile turns the rules into, per (direction, address family), a table:
+// CompileRuleSet turns the rules of a list of groups into a RuleSet,
+// shared by every vNIC with that list; NewPolicy adds a vNIC's own part
+// (its addresses, for the default egress, and a generation) in a few
+// hundred bytes. A RuleSet holds, per (direction, address family), a
+// table:
 //
 //   - rules are numbered inside the table; sets of rules are bitsets of
 //     ceil(n/64) words, stored flat;

@@ -85,6 +85,33 @@ func (p pk) build() []byte {
 	return append(f, l4...)
 }
 
+// CompileInput is what Compile needs for one vNIC's policy.
+type CompileInput struct {
+	Generation uint64
+	IPs        []netip.Addr
+	Groups     []model.SG
+	Members    map[string]*MemberSet
+}
+
+// Compile builds one vNIC's policy from its own RuleSet, as the engine
+// does for a vNIC whose group list no other vNIC has.
+func Compile(in CompileInput) (*Policy, error) {
+	rs, err := CompileRuleSet(in.Groups, in.Members)
+	if err != nil {
+		return nil, err
+	}
+	return NewPolicy(in.Generation, in.IPs, rs)
+}
+
+func mustCompileRules(t testing.TB, groups []model.SG) *RuleSet {
+	t.Helper()
+	rs, err := CompileRuleSet(groups, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
 func mustCompile(t testing.TB, in CompileInput) *Policy {
 	t.Helper()
 	p, err := Compile(in)
