@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -352,4 +353,47 @@ func TestSetSecurityGroupsFailureKeepsNothing(t *testing.T) {
 	if !slices.Equal(rules, good[1].Rules) {
 		t.Errorf("group g has rules %v after the failed change, want %v", rules, good[1].Rules)
 	}
+}
+
+// TestFirewallSharesRuleSets: the vNICs with the same group list share one
+// compiled rule set, before and after a rule change (compiled once for
+// all of them); a vNIC with another list has its own; each vNIC keeps its
+// own policy (addresses, generation).
+func TestFirewallSharesRuleSets(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	g := model.SG{ID: "g", Rules: []model.Rule{udpRule(model.Inbound, 2000, "10.0.0.0/8", "")}}
+	other := model.SG{ID: "h", Rules: []model.Rule{udpRule(model.Inbound, 3000, "10.0.0.0/8", "")}}
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), g, other}); err != nil {
+		t.Fatal(err)
+	}
+	lists := map[string][]string{"a": {"g"}, "b": {"g"}, "c": {"g"}, "d": {"g", "h"}}
+	for i, id := range []string{"a", "b", "c", "d"} {
+		n := nicOf(id, mac(byte(i+1)), 5, fmt.Sprintf("10.0.0.%d", i+1))
+		n.SecurityGroups = lists[id]
+		h.add(t, n)
+	}
+	check := func(when string) {
+		t.Helper()
+		h.e.mu.Lock()
+		defer h.e.mu.Unlock()
+		pa, pb, pc, pd := h.e.nics["a"].pol, h.e.nics["b"].pol, h.e.nics["c"].pol, h.e.nics["d"].pol
+		if pa.RuleSet() != pb.RuleSet() || pa.RuleSet() != pc.RuleSet() {
+			t.Errorf("%s: vNICs in the same groups do not share their rule set", when)
+		}
+		if pd.RuleSet() == pa.RuleSet() {
+			t.Errorf("%s: a vNIC in other groups shares their rule set", when)
+		}
+		if pa == pb || pa.Generation() == pb.Generation() {
+			t.Errorf("%s: two vNICs share a policy or its generation", when)
+		}
+		if len(h.e.fwRules) != 2 { // g, g+h
+			t.Errorf("%s: %d compiled rule sets, want 2", when, len(h.e.fwRules))
+		}
+	}
+	check("after nic add")
+	g.Rules = append(slices.Clone(g.Rules), udpRule(model.Inbound, 2001, "10.0.0.0/8", ""))
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), g, other}); err != nil {
+		t.Fatal(err)
+	}
+	check("after a rule change")
 }
