@@ -553,7 +553,7 @@ func (e *Engine) Counters(id string) (model.NICCounters, error) {
 	}
 	if n := p.ct.Evicted(); n != 0 {
 		// Not a packet drop: half-open flows of peers removed from a
-		// full table (firewall.Conntrack.Drops).
+		// full table (firewall.Conntrack.Evicted).
 		c.Drops["firewall_evicted"] = n
 	}
 	addPortDrops(&c, p.port)

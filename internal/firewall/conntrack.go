@@ -9,7 +9,7 @@ import (
 	"github.com/butterfly-go/butterfly/internal/packet"
 )
 
-// Verdict is the outcome of Filter: accepted or dropped, and why.
+// Verdict is the outcome of Decide: accepted or dropped, and why.
 type Verdict uint8
 
 // Verdicts. Accept* values pass the packet; the others drop it.
@@ -165,13 +165,9 @@ type Conntrack struct {
 	// checkCursor is Check's position.
 	checkCursor uint32
 	limit       *Limit
-	counters    [numVerdicts]atomic.Uint64
 	// evicted counts flows earlyDrop removed.
 	evicted atomic.Uint64
 }
-
-// sweepPerPacket is the number of slots examined for expiry per packet.
-const sweepPerPacket = 4
 
 // minSlots is the size of an empty zone's table (3 KB).
 const minSlots = 32
@@ -249,7 +245,7 @@ func (l *Limit) take() bool {
 }
 
 // SetLimit makes the zone's entries count against l too; call it before
-// the first Filter. A zone at l's limit drops new connections
+// the first Decide. A zone at l's limit drops new connections
 // (DropTableFull) like a full table.
 func (c *Conntrack) SetLimit(l *Limit) { c.limit = l }
 
@@ -270,26 +266,6 @@ func (c *Conntrack) Len() int { return c.count }
 
 // Capacity returns the maximum number of entries.
 func (c *Conntrack) Capacity() int { return c.capacity }
-
-// Count returns how many packets got verdict v. Safe for concurrent use.
-func (c *Conntrack) Count(v Verdict) uint64 {
-	if v >= numVerdicts {
-		return 0
-	}
-	return c.counters[v].Load()
-}
-
-// Drops returns the drop counters by reason name (not for the data path),
-// plus "evicted": half-open flows from peers removed to make room for a
-// new connection in a full table (their next packets count as invalid).
-func (c *Conntrack) Drops() map[string]uint64 {
-	m := make(map[string]uint64)
-	for v := DropNoRule; v < numVerdicts; v++ {
-		m[v.String()] = c.counters[v].Load()
-	}
-	m["evicted"] = c.evicted.Load()
-	return m
-}
 
 // Evicted returns how many flows were evicted from a full table. Safe for
 // concurrent use.
@@ -453,43 +429,15 @@ func (c *Conntrack) insert(k *key, h uint32, free int, now int64) (*entry, bool)
 	return e, true
 }
 
-// Filter decides on one Ethernet frame crossing the vNIC in direction dir
+// Decide decides on one Ethernet frame crossing the vNIC in direction dir
 // under policy pol (not nil) at monotonic time now (ns). It does not
-// allocate.
-func (c *Conntrack) Filter(frame []byte, dir Direction, pol *Policy, now int64) Verdict {
-	c.sweep(now, sweepPerPacket)
-	v := c.filter(frame, dir, pol, now)
-	c.counters[v].Add(1)
-	return v
-}
-
-// Decide is Filter for callers that count verdicts themselves and leave
-// the collection of expired entries to Check: it neither sweeps nor
-// touches the zone's counters (Count stays as it was). The sweep walks
-// the table in slot order, so on a table larger than the caches each
-// Filter call pays cache misses of its own (4 % of a vhost-user worker's
-// time in a profile); Check collects the same entries in bounded steps.
-// Same concurrency contract as Filter.
+// allocate, except when a new flow makes the table grow (amortized:
+// doubling). Expired entries are collected by Check (and by an insertion
+// into a full table), not per packet: the collection walks the table in
+// slot order, which on a table larger than the caches costs each packet
+// misses of its own.
 func (c *Conntrack) Decide(frame []byte, dir Direction, pol *Policy, now int64) Verdict {
 	return c.filter(frame, dir, pol, now)
-}
-
-// FilterBatch filters frames[i] into out[i] (len(out) >= len(frames)); all
-// frames cross in direction dir.
-func (c *Conntrack) FilterBatch(frames [][]byte, dir Direction, pol *Policy, now int64, out []Verdict) {
-	out = out[:len(frames)]
-	c.sweep(now, sweepPerPacket*len(frames))
-	var counts [numVerdicts]uint64
-	for i, f := range frames {
-		v := c.filter(f, dir, pol, now)
-		out[i] = v
-		counts[v]++
-	}
-	for v, n := range counts {
-		if n != 0 {
-			c.counters[v].Add(n)
-		}
-	}
 }
 
 // tuple is a parsed packet's flow description.
@@ -995,12 +943,12 @@ func walkIPv6(ip []byte, end int) ipv6Walk {
 // Check examines up to budget slots, continuing where the previous call
 // stopped: it removes expired entries and re-evaluates flows admitted under
 // another generation than pol's, cutting those pol no longer allows. It
-// returns the number of flows cut. Filter already cuts such a flow at its
+// returns the number of flows cut. Decide already cuts such a flow at its
 // next packet; Check does it proactively after a policy change, in bounded
 // steps, so that a cut flow stops at once even if the policy changes back.
 // A flow Check cuts stays marked for at most cutLinger (10 s): its next
 // packet is dropped as DropCut (not DropInvalid) and removes it, and a
-// full table evicts it first. Same concurrency contract as Filter.
+// full table evicts it first. Same concurrency contract as Decide.
 func (c *Conntrack) Check(pol *Policy, now int64, budget int) (cut int) {
 	c.shrink()
 	g := pol.Generation()
@@ -1046,7 +994,7 @@ type Flow struct {
 }
 
 // Flows calls fn for each live tracked flow (fragment records excluded)
-// until fn returns false. Same concurrency contract as Filter.
+// until fn returns false. Same concurrency contract as Decide.
 func (c *Conntrack) Flows(now int64, fn func(Flow) bool) {
 	for i := range c.slots {
 		e := &c.slots[i]

@@ -88,9 +88,9 @@
 // Flows imported from another host learn their windows without enforcing
 // them (their window scale is unknown), as Linux's picked-up connections.
 //
-// Every Filter call sweeps a few slots for expired entries, so the table is
-// collected incrementally without a stall; Check does the same in bounded
-// steps and also re-evaluates flows of an older policy generation. When
+// Decide does not collect expired entries: Check does, in bounded steps
+// (the engine's workers call it every 10 ms), and also re-evaluates flows
+// of an older policy generation and shrinks a mostly empty table. When
 // the table is full (or a Limit shared by several zones is reached), new
 // connections are dropped and counted (DropTableFull); tracked flows are
 // unaffected, and so are other zones when only one zone's table is full.
@@ -114,8 +114,9 @@
 // Not yet done: out-of-order fragments (a non-first fragment arriving
 // before the first one is dropped).
 //
-// A Conntrack is not safe for concurrent Filter calls: the engine must give
-// each vNIC's zone to one worker at a time. Counters may be read
-// concurrently. Policies are immutable and may be shared and swapped
+// A Conntrack is not safe for concurrent use (Decide, Check, Export,
+// Import, Flows): the engine must give each vNIC's zone to one worker at a
+// time, and other readers go through that worker. Capacity and Evicted
+// may be read concurrently. Policies are immutable and may be shared and swapped
 // atomically (an atomic.Pointer in the engine).
 package firewall

@@ -143,9 +143,9 @@ func tcpStateFromCode(c uint8) (TCPState, bool) {
 
 // Export serializes the zone's live flows (fragment records and expired
 // entries excluded) in the export format, with lifetimes relative to now
-// (monotonic ns, as given to Filter). The records are sorted, so equal
+// (monotonic ns, as given to Decide). The records are sorted, so equal
 // tables give equal exports. It allocates; it is meant for the control
-// path. Same concurrency contract as Filter.
+// path. Same concurrency contract as Decide.
 func (c *Conntrack) Export(now int64) []byte {
 	recs := make([]byte, 0, c.count*exportRecordLen)
 	for i := range c.slots {
@@ -436,7 +436,7 @@ type ImportStats struct {
 // imported (Denied). The imported entries carry pol's generation, so a
 // later policy change re-checks them like any other flow. A flow the zone
 // already tracks is left as it is (Present). Same concurrency contract as
-// Filter.
+// Decide.
 func (c *Conntrack) Import(data []byte, pol *Policy, now int64) (ImportStats, error) {
 	var st ImportStats
 	if pol == nil {

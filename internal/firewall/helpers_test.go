@@ -132,3 +132,23 @@ func addrs(ss ...string) []netip.Addr {
 func cidrRule(dir model.RuleDirection, proto int32, lo, hi uint32, cidr string) model.Rule {
 	return model.Rule{Direction: dir, Protocol: proto, PortStart: lo, PortEnd: hi, CIDR: netip.MustParsePrefix(cidr)}
 }
+
+// Allows evaluates the policy for one packet, statelessly: dir, protocol,
+// source and destination addresses and ports (ports are ignored for
+// protocols without ports). Tests compare it with a
+// naive evaluation of the rules.
+func (p *Policy) Allows(dir Direction, proto uint8, src, dst netip.Addr, sport, dport uint16) bool {
+	src, dst = src.Unmap(), dst.Unmap()
+	if src.Is4() != dst.Is4() || !src.IsValid() || !dst.IsValid() {
+		return false
+	}
+	k := flowKey{dir: dir, proto: proto, src: addrOf(src), dst: addrOf(dst), sport: sport, dport: dport,
+		portsValid: hasPorts(int32(proto))}
+	if src.Is6() {
+		k.fam = fam6
+	}
+	if !k.portsValid {
+		k.sport, k.dport = 0, 0
+	}
+	return p.allows(&k)
+}

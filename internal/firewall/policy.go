@@ -604,23 +604,3 @@ func (p *Policy) allows(k *flowKey) bool {
 	return k.fam == fam4 && k.proto == 17 && k.portsValid && k.src == (addr{}) &&
 		k.dst == addr{0, 0xffffffff} && k.sport == 68 && k.dport == 67
 }
-
-// Allows evaluates the policy for one packet, statelessly: dir, protocol,
-// source and destination addresses and ports (ports are ignored for
-// protocols without ports). It is meant for tests and tools; Filter is the
-// data path.
-func (p *Policy) Allows(dir Direction, proto uint8, src, dst netip.Addr, sport, dport uint16) bool {
-	src, dst = src.Unmap(), dst.Unmap()
-	if src.Is4() != dst.Is4() || !src.IsValid() || !dst.IsValid() {
-		return false
-	}
-	k := flowKey{dir: dir, proto: proto, src: addrOf(src), dst: addrOf(dst), sport: sport, dport: dport,
-		portsValid: hasPorts(int32(proto))}
-	if src.Is6() {
-		k.fam = fam6
-	}
-	if !k.portsValid {
-		k.sport, k.dport = 0, 0
-	}
-	return p.allows(&k)
-}
