@@ -203,15 +203,15 @@ func (c *Conntrack) icmpError(outer *flowKey, q []byte, pol *Policy, now int64) 
 			return DropInvalid
 		}
 		ip := packet.IPv6(q)
-		w := walkIPv6(q, len(q))
-		if !w.ok || w.off > len(q) {
+		w := ip.ExtHeaders(len(q))
+		if !w.OK {
 			return DropInvalid
 		}
-		if w.fragOff != 0 {
+		if w.FragOff != 0 {
 			return c.untracked(outer, pol)
 		}
-		fk.src, fk.dst, fk.proto = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes()), w.proto
-		l4 = q[w.off:]
+		fk.src, fk.dst, fk.proto = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes()), w.Proto
+		l4 = q[w.Off:]
 	}
 	if fk.src != outer.dst {
 		return c.untracked(outer, pol)
@@ -251,54 +251,6 @@ func (c *Conntrack) untracked(fk *flowKey, pol *Policy) Verdict {
 // ipv6Frag finds the fragment header of ip: the identification and the
 // header that follows it.
 func ipv6Frag(ip packet.IPv6) (id uint32, next uint8, ok bool) {
-	w := walkIPv6(ip, packet.IPv6Len+int(ip.PayloadLen()))
-	return w.fragID, w.fragNext, w.ok && w.frag
-}
-
-// ipv6Walk is the result of walkIPv6.
-type ipv6Walk struct {
-	proto    uint8 // the first header that is not an extension header
-	off      int   // its offset
-	frag     bool  // a fragment header was seen
-	fragOff  int   // its fragment offset (bytes)
-	fragID   uint32
-	fragNext uint8
-	ok       bool
-}
-
-// walkIPv6 follows the extension headers of ip (which may be truncated to
-// end, as in an ICMPv6 error's quote), at most packet.MaxIPv6ExtHeaders.
-func walkIPv6(ip []byte, end int) ipv6Walk {
-	w := ipv6Walk{proto: ip[6], off: packet.IPv6Len}
-	end = min(end, len(ip))
-	for range packet.MaxIPv6ExtHeaders + 1 {
-		if !packet.IsIPv6ExtHeader(w.proto) {
-			w.ok = true
-			return w
-		}
-		if w.off+8 > end {
-			return w
-		}
-		h := ip[w.off:]
-		next := h[0]
-		switch w.proto {
-		case packet.ProtoFragment:
-			w.frag = true
-			w.fragOff = int(binary.BigEndian.Uint16(h[2:4]) &^ 7)
-			w.fragID = binary.BigEndian.Uint32(h[4:8])
-			w.fragNext = next
-			w.off += 8
-			if w.fragOff != 0 {
-				w.proto = next
-				w.ok = true // no upper-layer header follows
-				return w
-			}
-		case packet.ProtoAH:
-			w.off += (int(h[1]) + 2) * 4
-		default:
-			w.off += (int(h[1]) + 1) * 8
-		}
-		w.proto = next
-	}
-	return w
+	w := ip.ExtHeaders(packet.IPv6Len + int(ip.PayloadLen()))
+	return w.FragID, w.FragNext, w.OK && w.Frag
 }
