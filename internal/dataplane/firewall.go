@@ -189,12 +189,15 @@ func (e *Engine) compile(n model.NIC) (*firewall.Policy, error) {
 // compileIn is compile with the rule sets of cache. e.mu must be held.
 func (e *Engine) compileIn(n model.NIC, cache map[string]ruleSet) (*firewall.Policy, error) {
 	var ids []string
+	var kb strings.Builder
 	for _, id := range n.SecurityGroups {
 		if _, ok := e.sgs[id]; ok {
 			ids = append(ids, id)
+			// Length-prefixed: no two lists share a key.
+			fmt.Fprintf(&kb, "%d:%s", len(id), id)
 		}
 	}
-	key := strings.Join(ids, "\x00")
+	key := kb.String()
 	r, ok := cache[key]
 	if !ok {
 		groups := make([]model.SG, len(ids))

@@ -397,3 +397,28 @@ func TestFirewallSharesRuleSets(t *testing.T) {
 	}
 	check("after a rule change")
 }
+
+// TestFirewallRuleSetKeys: group lists that would read the same once
+// joined (["a", "b"] and ["a\x00b"]) get different rule sets.
+func TestFirewallRuleSetKeys(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	sgs := []model.SG{openSG(),
+		{ID: "a", Rules: []model.Rule{udpRule(model.Inbound, 1, "10.0.0.0/8", "")}},
+		{ID: "b", Rules: []model.Rule{udpRule(model.Inbound, 2, "10.0.0.0/8", "")}},
+		{ID: "a\x00b", Rules: []model.Rule{udpRule(model.Inbound, 3, "10.0.0.0/8", "")}},
+	}
+	if err := h.e.SetSecurityGroups(sgs); err != nil {
+		t.Fatal(err)
+	}
+	x := nicOf("x", mac(1), 5, "10.0.0.1")
+	x.SecurityGroups = []string{"a", "b"}
+	y := nicOf("y", mac(2), 5, "10.0.0.2")
+	y.SecurityGroups = []string{"a\x00b"}
+	h.add(t, x)
+	h.add(t, y)
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	if h.e.nics["x"].pol.RuleSet() == h.e.nics["y"].pol.RuleSet() {
+		t.Error(`groups ["a", "b"] and ["a\x00b"] share a rule set`)
+	}
+}
