@@ -1,8 +1,6 @@
 package firewall
 
 import (
-	"net/netip"
-
 	"github.com/butterfly-go/butterfly/internal/packet"
 )
 
@@ -242,44 +240,4 @@ func (c *Conntrack) Check(pol *Policy, now int64, budget int) (cut int) {
 		c.checkCursor++
 	}
 	return cut
-}
-
-// Flow is a tracked connection as reported to tools.
-type Flow struct {
-	// Dir is the direction of the flow's first packet.
-	Dir              Direction
-	Proto            uint8
-	Src, Dst         netip.Addr
-	SrcPort, DstPort uint16 // the ICMP echo identifier for echo flows
-	// State is the TCP state for TCP flows, 0 otherwise.
-	State TCPState
-	// Replied reports whether a packet of the responder was seen.
-	Replied bool
-	// Expires is the monotonic time (ns) of expiry.
-	Expires int64
-}
-
-// Flows calls fn for each live tracked flow (fragment records excluded)
-// until fn returns false. Same concurrency contract as Decide.
-func (c *Conntrack) Flows(now int64, fn func(Flow) bool) {
-	for i := range c.slots {
-		e := &c.slots[i]
-		if e.state == stEmpty || e.state == stFrag || e.expires <= now || e.gen == genCut {
-			continue
-		}
-		fk := origKey(e)
-		f := Flow{Dir: fk.dir, Proto: fk.proto, Src: fk.src.netip(fk.fam), Dst: fk.dst.netip(fk.fam),
-			Replied: e.flags&flReplied != 0, Expires: e.expires}
-		if e.flags&flOrigIsA != 0 {
-			f.SrcPort, f.DstPort = e.k.pa, e.k.pb
-		} else {
-			f.SrcPort, f.DstPort = e.k.pb, e.k.pa
-		}
-		if e.state <= TCPClose {
-			f.State = e.state
-		}
-		if !fn(f) {
-			return
-		}
-	}
 }

@@ -115,8 +115,8 @@
 // before the first one is dropped).
 //
 // A Conntrack is not safe for concurrent use (Decide, Check, Export,
-// Import, Flows): the engine must give each vNIC's zone to one worker at a
+// Import): the engine must give each vNIC's zone to one worker at a
 // time, and other readers go through that worker. Capacity and Evicted
-// may be read concurrently. Policies are immutable and may be shared and swapped
-// atomically (an atomic.Pointer in the engine).
+// may be read concurrently. Policies and RuleSets are immutable and may be
+// shared and swapped atomically (the engine publishes them in snapshots).
 package firewall

@@ -97,6 +97,21 @@ const (
 // ErrExportFormat is wrapped by every error about malformed export data.
 var ErrExportFormat = errors.New("invalid connection-tracking export")
 
+// Flow is a tracked connection as reported to tools.
+type Flow struct {
+	// Dir is the direction of the flow's first packet.
+	Dir              Direction
+	Proto            uint8
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16 // the ICMP echo identifier for echo flows
+	// State is the TCP state for TCP flows, 0 otherwise.
+	State TCPState
+	// Replied reports whether a packet of the responder was seen.
+	Replied bool
+	// Expires is the monotonic time (ns) of expiry.
+	Expires int64
+}
+
 // Record is one flow of an export, as ParseExport decodes it. Its Flow's
 // Expires is 0: Remaining is the lifetime the flow had left when it was
 // exported.

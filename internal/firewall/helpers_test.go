@@ -152,3 +152,28 @@ func (p *Policy) Allows(dir Direction, proto uint8, src, dst netip.Addr, sport, 
 	}
 	return p.allows(&k)
 }
+
+// Flows calls fn for each live tracked flow (fragment records excluded)
+// until fn returns false (tests inspect tables with it).
+func (c *Conntrack) Flows(now int64, fn func(Flow) bool) {
+	for i := range c.slots {
+		e := &c.slots[i]
+		if e.state == stEmpty || e.state == stFrag || e.expires <= now || e.gen == genCut {
+			continue
+		}
+		fk := origKey(e)
+		f := Flow{Dir: fk.dir, Proto: fk.proto, Src: fk.src.netip(fk.fam), Dst: fk.dst.netip(fk.fam),
+			Replied: e.flags&flReplied != 0, Expires: e.expires}
+		if e.flags&flOrigIsA != 0 {
+			f.SrcPort, f.DstPort = e.k.pa, e.k.pb
+		} else {
+			f.SrcPort, f.DstPort = e.k.pb, e.k.pa
+		}
+		if e.state <= TCPClose {
+			f.State = e.state
+		}
+		if !fn(f) {
+			return
+		}
+	}
+}
