@@ -486,22 +486,40 @@ func buildPorts(rs []crule, w int, proto int32) portTable {
 type span struct{ rule, first, end int }
 
 // sweepBits returns the bitsets of n elementary intervals (w words each)
-// with a sweep over the spans' boundaries: O(n*w + len(spans)).
+// with a sweep over the spans' boundaries: O(n*w + len(spans)). The
+// spans starting and ending at each interval are bucketed in two flat
+// arrays (counting sort), not in a slice per interval.
 func sweepBits(n, w int, spans []span) []uint64 {
-	add := make([][]int, n+1)
-	del := make([][]int, n+1)
+	// addAt[i]..addAt[i+1] index the rules starting at interval i in adds;
+	// likewise for the rules ending there.
+	addAt := make([]int32, n+2)
+	delAt := make([]int32, n+2)
 	for _, s := range spans {
-		add[s.first] = append(add[s.first], s.rule)
-		del[s.end] = append(del[s.end], s.rule)
+		addAt[s.first+1]++
+		delAt[s.end+1]++
+	}
+	for i := 1; i < len(addAt); i++ {
+		addAt[i] += addAt[i-1]
+		delAt[i] += delAt[i-1]
+	}
+	adds := make([]int32, len(spans))
+	dels := make([]int32, len(spans))
+	fillA := slices.Clone(addAt)
+	fillD := slices.Clone(delAt)
+	for _, s := range spans {
+		adds[fillA[s.first]] = int32(s.rule)
+		fillA[s.first]++
+		dels[fillD[s.end]] = int32(s.rule)
+		fillD[s.end]++
 	}
 	bits := make([]uint64, n*w)
 	cur := make([]uint64, w)
 	for i := range n {
-		for _, r := range del[i] {
+		for _, r := range dels[delAt[i]:delAt[i+1]] {
 			cur[r>>6] &^= 1 << (r & 63)
 		}
-		for _, r := range add[i] {
-			setBit(cur, r)
+		for _, r := range adds[addAt[i]:addAt[i+1]] {
+			setBit(cur, int(r))
 		}
 		copy(bits[i*w:], cur)
 	}
