@@ -51,12 +51,16 @@
 // the worker that owns its port: frames from the VM are filtered (FromVM)
 // after anti-spoofing, frames to it (ToVM) just before they are queued on
 // its port, whether they come from the underlay or from another local
-// vNIC. SetSecurityGroups recompiles the policies of the vNICs whose
-// groups appeared, disappeared or changed rules, and updates the shared
+// vNIC. The rules of a list of groups are compiled once and shared by
+// the policies of the vNICs with that list. SetSecurityGroups recompiles
+// the lists with a group that appeared, disappeared or changed rules,
+// gives their vNICs new policies on the result, and updates the shared
 // member sets in place on member changes (no recompilation). Every 10 ms a
 // worker runs a bounded Check of its vNICs' tables, which removes expired
-// entries and flows that a new policy no longer allows; a packet of such
-// a flow is cut anyway at its next packet. Drops are counted per vNIC as
+// entries and flows that a new policy no longer allows (a packet of such
+// a flow is cut anyway at its next packet) and shrinks a table that is
+// mostly empty; tables start at a few KB and grow with their flows up to
+// Config.ConntrackMax. Drops are counted per vNIC as
 // firewall_<reason> (no_rule, invalid, table_full, cut, fragment).
 //
 // # Polling

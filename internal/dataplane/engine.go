@@ -98,10 +98,12 @@ type Engine struct {
 	utrace     traceWriter
 	// sgs are the security groups by id, as the model last set them;
 	// members are their shared member sets (also for ids that rules
-	// refer to but that do not exist); fwGen numbers compiled policies;
+	// refer to but that do not exist); fwRules are the compiled rules by
+	// list of groups (see compile); fwGen numbers compiled policies;
 	// ctLimit bounds the tracked connections of all vNICs.
 	sgs     map[string]model.SG
 	members map[string]*firewall.MemberSet
+	fwRules map[string]ruleSet
 	fwGen   uint64
 	ctLimit *firewall.Limit
 
@@ -551,7 +553,7 @@ func (e *Engine) Counters(id string) (model.NICCounters, error) {
 	}
 	if n := p.ct.Evicted(); n != 0 {
 		// Not a packet drop: half-open flows of peers removed from a
-		// full table (firewall.Conntrack.Drops).
+		// full table (firewall.Conntrack.Evicted).
 		c.Drops["firewall_evicted"] = n
 	}
 	addPortDrops(&c, p.port)

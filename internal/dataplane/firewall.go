@@ -3,6 +3,7 @@ package dataplane
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -18,10 +19,11 @@ const (
 
 // SetSecurityGroups replaces the security groups the vNICs' firewalls are
 // built from. Member changes update the groups' shared member sets (no
-// policy is rebuilt); the policy of a vNIC is recompiled when one of its
-// groups appears, disappears or has its rules changed. On error nothing
-// changes. The lists of sgs are kept: the caller must not modify them
-// (the model never writes a list it stored).
+// policy is rebuilt). A group list whose groups appear, disappear or have
+// their rules changed is compiled once, and the vNICs with that list get a
+// new policy sharing the result. On error nothing changes. The lists of
+// sgs are kept: the caller must not modify them (the model never writes a
+// list it stored).
 func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -40,19 +42,35 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 			changed[id] = true
 		}
 	}
+	isChanged := func(id string) bool { return changed[id] }
 	prev := e.sgs
 	e.sgs = next
+	created := e.createMemberSets(changed)
+	// The rule sets of the lists with a changed group are compiled anew,
+	// once per list, into fresh; e.fwRules is updated on success only.
+	fresh := map[string]ruleSet{}
 	pols := map[*nicEntry]*firewall.Policy{}
 	for _, ent := range e.nics {
-		if !slices.ContainsFunc(ent.nic.SecurityGroups, func(id string) bool { return changed[id] }) {
+		if !slices.ContainsFunc(ent.nic.SecurityGroups, isChanged) {
 			continue
 		}
-		p, err := e.compile(ent.nic)
+		p, err := e.compileIn(ent.nic, fresh)
 		if err != nil {
 			e.sgs = prev
+			for _, id := range created {
+				delete(e.members, id)
+			}
 			return err
 		}
 		pols[ent] = p
+	}
+	for key, r := range e.fwRules {
+		if slices.ContainsFunc(r.groups, isChanged) {
+			delete(e.fwRules, key)
+		}
+	}
+	for key, r := range fresh {
+		e.fwRules[key] = r
 	}
 	for id, g := range next {
 		old, ok := prev[id]
@@ -73,11 +91,31 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 		ent.pol = p
 	}
 	e.pruneMembers()
+	if len(e.fwRules) > len(e.nics) {
+		e.pruneRules()
+	}
 	if len(pols) > 0 {
 		// New flows follow the new policies once this returns.
 		e.quiesce(e.publishLocked())
 	}
 	return nil
+}
+
+// createMemberSets creates the (empty) member sets that the rules of the
+// changed groups refer to and that do not exist yet, so that compile
+// creates none; it returns their ids, for SetSecurityGroups to remove
+// them if it fails. e.mu must be held.
+func (e *Engine) createMemberSets(changed map[string]bool) []string {
+	var created []string
+	for id := range changed {
+		for _, r := range e.sgs[id].Rules {
+			if r.SG != "" && e.members[r.SG] == nil {
+				e.members[r.SG] = firewall.NewMemberSet(e.sgs[r.SG].Members)
+				created = append(created, r.SG)
+			}
+		}
+	}
+	return created
 }
 
 // sameList reports whether a and b hold the same elements; the model
@@ -97,43 +135,89 @@ func sameList[T comparable](a, b []T) bool {
 // nor referenced by a rule: after the recompilations of SetSecurityGroups
 // no policy uses them. e.mu must be held.
 func (e *Engine) pruneMembers() {
-	for id := range e.members {
-		if _, ok := e.sgs[id]; ok {
-			continue
-		}
-		used := false
-		for _, g := range e.sgs {
-			if slices.ContainsFunc(g.Rules, func(r model.Rule) bool { return r.SG == id }) {
-				used = true
-				break
+	referenced := map[string]bool{}
+	for _, g := range e.sgs {
+		for _, r := range g.Rules {
+			if r.SG != "" {
+				referenced[r.SG] = true
 			}
 		}
-		if !used {
+	}
+	for id := range e.members {
+		if _, ok := e.sgs[id]; !ok && !referenced[id] {
 			delete(e.members, id)
 		}
 	}
 }
 
-// compile builds the firewall policy of n from the current groups. The
-// member sets of the groups its rules refer to are created if needed
-// (empty), so that members added later take effect without a rebuild.
-// e.mu must be held.
-func (e *Engine) compile(n model.NIC) (*firewall.Policy, error) {
-	var groups []model.SG
-	for _, id := range n.SecurityGroups {
-		g, ok := e.sgs[id]
-		if !ok {
-			continue
-		}
-		groups = append(groups, g)
-		for _, r := range g.Rules {
-			if r.SG != "" && e.members[r.SG] == nil {
-				e.members[r.SG] = firewall.NewMemberSet(e.sgs[r.SG].Members)
-			}
+// ruleSet is a group list's compiled rules, shared by the policies of the
+// vNICs with that list.
+type ruleSet struct {
+	groups []string
+	rules  *firewall.RuleSet
+}
+
+// pruneRules forgets the rule sets no vNIC's policy uses. e.mu must be
+// held.
+func (e *Engine) pruneRules() {
+	used := make(map[*firewall.RuleSet]bool, len(e.nics))
+	for _, ent := range e.nics {
+		used[ent.pol.RuleSet()] = true
+	}
+	for key, r := range e.fwRules {
+		if !used[r.rules] {
+			delete(e.fwRules, key)
 		}
 	}
+}
+
+// compile builds the firewall policy of n from the current groups, on
+// the compiled rules of its group list, which are shared with the other
+// vNICs with the same list (compiled on first use). The member sets of
+// the groups the rules refer to are created if needed (empty), so that
+// members added later take effect without a rebuild. e.mu must be held.
+func (e *Engine) compile(n model.NIC) (*firewall.Policy, error) {
+	if e.fwRules == nil {
+		e.fwRules = map[string]ruleSet{}
+	}
+	if len(e.fwRules) > len(e.nics)+8 {
+		e.pruneRules()
+	}
+	return e.compileIn(n, e.fwRules)
+}
+
+// compileIn is compile with the rule sets of cache. e.mu must be held.
+func (e *Engine) compileIn(n model.NIC, cache map[string]ruleSet) (*firewall.Policy, error) {
+	var ids []string
+	var kb strings.Builder
+	for _, id := range n.SecurityGroups {
+		if _, ok := e.sgs[id]; ok {
+			ids = append(ids, id)
+			// Length-prefixed: no two lists share a key.
+			fmt.Fprintf(&kb, "%d:%s", len(id), id)
+		}
+	}
+	key := kb.String()
+	r, ok := cache[key]
+	if !ok {
+		groups := make([]model.SG, len(ids))
+		for i, id := range ids {
+			groups[i] = e.sgs[id]
+			for _, rule := range groups[i].Rules {
+				if rule.SG != "" && e.members[rule.SG] == nil {
+					e.members[rule.SG] = firewall.NewMemberSet(e.sgs[rule.SG].Members)
+				}
+			}
+		}
+		rs, err := firewall.CompileRuleSet(groups, e.members)
+		if err != nil {
+			return nil, fmt.Errorf("dataplane: vNIC %s: %w", n.ID, err)
+		}
+		r = ruleSet{groups: ids, rules: rs}
+		cache[key] = r
+	}
 	e.fwGen++
-	p, err := firewall.Compile(firewall.CompileInput{Generation: e.fwGen, IPs: n.IPs, Groups: groups, Members: e.members})
+	p, err := firewall.NewPolicy(e.fwGen, n.IPs, r.rules)
 	if err != nil {
 		return nil, fmt.Errorf("dataplane: vNIC %s: %w", n.ID, err)
 	}

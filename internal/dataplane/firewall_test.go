@@ -1,8 +1,10 @@
 package dataplane
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -274,9 +276,8 @@ func TestFirewallCheckCutsFlows(t *testing.T) {
 	}
 	waitFor(t, "Check to cut the flow", func() bool {
 		h.step()
-		live := 0
-		ct.Flows(0, func(firewall.Flow) bool { live++; return true })
-		return live == 0
+		recs, err := firewall.ParseExport(ct.Export(0)) // live flows only
+		return err == nil && len(recs) == 0
 	})
 	// The flow's next packet is dropped as cut and the entry goes.
 	a.inject(udpFlow(t, true, 1000, 2000))
@@ -307,4 +308,116 @@ func TestFirewallMetrics(t *testing.T) {
 		{"butterfly_element_drops_total", map[string]string{"type": "firewall", "name": "firewall-b", "reason": "firewall_no_rule"}, 2},
 		{"butterfly_nic_drops_total", map[string]string{"nic": "b", "reason": "firewall_no_rule"}, 2},
 	})
+}
+
+// TestSetSecurityGroupsFailureKeepsNothing: a change the firewall refuses
+// (a rule of a used group fails to compile) changes nothing: not the
+// groups, not the vNICs' policies, and no member set of a group the
+// refused rules referred to is left behind.
+func TestSetSecurityGroupsFailureKeepsNothing(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	good := []model.SG{openSG(), {ID: "g", Rules: []model.Rule{udpRule(model.Inbound, 2000, "10.0.0.0/8", "")}}}
+	if err := h.e.SetSecurityGroups(good); err != nil {
+		t.Fatal(err)
+	}
+	nb := nicOf("b", mac(2), 5, "10.0.0.2")
+	nb.SecurityGroups = []string{"g"}
+	h.add(t, nb)
+	snapshot := func() (*firewall.Policy, []string) {
+		h.e.mu.Lock()
+		defer h.e.mu.Unlock()
+		var ids []string
+		for id := range h.e.members {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		return h.e.nics["b"].pol, ids
+	}
+	pol, members := snapshot()
+	bad := model.Rule{Direction: model.Inbound, Protocol: 300}
+	err := h.e.SetSecurityGroups([]model.SG{openSG(), {ID: "g", Rules: []model.Rule{udpRule(model.Inbound, 2000, "", "newref"), bad}}})
+	if err == nil {
+		t.Fatal("SetSecurityGroups accepted a rule of protocol 300")
+	}
+	pol2, members2 := snapshot()
+	if pol2 != pol {
+		t.Error("the vNIC's policy changed although SetSecurityGroups failed")
+	}
+	if !slices.Equal(members2, members) {
+		t.Errorf("member sets %v after the failed change, want %v", members2, members)
+	}
+	h.e.mu.Lock()
+	rules := h.e.sgs["g"].Rules
+	h.e.mu.Unlock()
+	if !slices.Equal(rules, good[1].Rules) {
+		t.Errorf("group g has rules %v after the failed change, want %v", rules, good[1].Rules)
+	}
+}
+
+// TestFirewallSharesRuleSets: the vNICs with the same group list share one
+// compiled rule set, before and after a rule change (compiled once for
+// all of them); a vNIC with another list has its own; each vNIC keeps its
+// own policy (addresses, generation).
+func TestFirewallSharesRuleSets(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	g := model.SG{ID: "g", Rules: []model.Rule{udpRule(model.Inbound, 2000, "10.0.0.0/8", "")}}
+	other := model.SG{ID: "h", Rules: []model.Rule{udpRule(model.Inbound, 3000, "10.0.0.0/8", "")}}
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), g, other}); err != nil {
+		t.Fatal(err)
+	}
+	lists := map[string][]string{"a": {"g"}, "b": {"g"}, "c": {"g"}, "d": {"g", "h"}}
+	for i, id := range []string{"a", "b", "c", "d"} {
+		n := nicOf(id, mac(byte(i+1)), 5, fmt.Sprintf("10.0.0.%d", i+1))
+		n.SecurityGroups = lists[id]
+		h.add(t, n)
+	}
+	check := func(when string) {
+		t.Helper()
+		h.e.mu.Lock()
+		defer h.e.mu.Unlock()
+		pa, pb, pc, pd := h.e.nics["a"].pol, h.e.nics["b"].pol, h.e.nics["c"].pol, h.e.nics["d"].pol
+		if pa.RuleSet() != pb.RuleSet() || pa.RuleSet() != pc.RuleSet() {
+			t.Errorf("%s: vNICs in the same groups do not share their rule set", when)
+		}
+		if pd.RuleSet() == pa.RuleSet() {
+			t.Errorf("%s: a vNIC in other groups shares their rule set", when)
+		}
+		if pa == pb || pa.Generation() == pb.Generation() {
+			t.Errorf("%s: two vNICs share a policy or its generation", when)
+		}
+		if len(h.e.fwRules) != 2 { // g, g+h
+			t.Errorf("%s: %d compiled rule sets, want 2", when, len(h.e.fwRules))
+		}
+	}
+	check("after nic add")
+	g.Rules = append(slices.Clone(g.Rules), udpRule(model.Inbound, 2001, "10.0.0.0/8", ""))
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), g, other}); err != nil {
+		t.Fatal(err)
+	}
+	check("after a rule change")
+}
+
+// TestFirewallRuleSetKeys: group lists that would read the same once
+// joined (["a", "b"] and ["a\x00b"]) get different rule sets.
+func TestFirewallRuleSetKeys(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	sgs := []model.SG{openSG(),
+		{ID: "a", Rules: []model.Rule{udpRule(model.Inbound, 1, "10.0.0.0/8", "")}},
+		{ID: "b", Rules: []model.Rule{udpRule(model.Inbound, 2, "10.0.0.0/8", "")}},
+		{ID: "a\x00b", Rules: []model.Rule{udpRule(model.Inbound, 3, "10.0.0.0/8", "")}},
+	}
+	if err := h.e.SetSecurityGroups(sgs); err != nil {
+		t.Fatal(err)
+	}
+	x := nicOf("x", mac(1), 5, "10.0.0.1")
+	x.SecurityGroups = []string{"a", "b"}
+	y := nicOf("y", mac(2), 5, "10.0.0.2")
+	y.SecurityGroups = []string{"a\x00b"}
+	h.add(t, x)
+	h.add(t, y)
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	if h.e.nics["x"].pol.RuleSet() == h.e.nics["y"].pol.RuleSet() {
+		t.Error(`groups ["a", "b"] and ["a\x00b"] share a rule set`)
+	}
 }

@@ -64,7 +64,7 @@ func fillFlows(tb testing.TB, ct *Conntrack, pol *Policy, n int) {
 	ip := packet.IPv4(f[packet.EthernetLen:])
 	for i := range n {
 		binary.BigEndian.PutUint16(ip[20:], uint16(i))
-		if v := ct.Filter(f, FromVM, pol, 0); v != Accept {
+		if v := ct.Decide(f, FromVM, pol, 0); v != Accept {
 			tb.Fatalf("flow %d: %v", i, v)
 		}
 	}
@@ -94,14 +94,14 @@ func hitOps(tb testing.TB) []benchOp {
 		{FromVM, pk{src: vm4, dst: peer4, proto: 6, sport: 40000, dport: 80, flags: packet.TCPFlagACK}},
 	}
 	for _, s := range steps {
-		if v := ct.Filter(s.p.build(), s.dir, pol, 0); v != Accept {
+		if v := ct.Decide(s.p.build(), s.dir, pol, 0); v != Accept {
 			tb.Fatalf("TCP handshake %+v: %v", s.p, v)
 		}
 	}
 	data := pk{src: peer4, dst: vm4, proto: 6, sport: 80, dport: 40000, flags: packet.TCPFlagACK | packet.TCPFlagPSH}.build()
 	return []benchOp{
-		{"udp-reply", Accept, func() Verdict { return ct.Filter(reply, ToVM, pol, sec) }},
-		{"tcp-established", Accept, func() Verdict { return ct.Filter(data, ToVM, pol, sec) }},
+		{"udp-reply", Accept, func() Verdict { return ct.Decide(reply, ToVM, pol, sec) }},
+		{"tcp-established", Accept, func() Verdict { return ct.Decide(data, ToVM, pol, sec) }},
 	}
 }
 
@@ -112,8 +112,12 @@ func missOp(tb testing.TB, n int) benchOp {
 	ct := NewConntrack(2 * benchFlows)
 	fillFlows(tb, ct, pol, benchFlows)
 	miss := pk{src: "192.0.2.9", dst: vm4, proto: 6, sport: 1234, dport: 22, flags: syn}.build()
-	return benchOp{fmt.Sprint("rules=", n), DropNoRule, func() Verdict { return ct.Filter(miss, ToVM, pol, sec) }}
+	return benchOp{fmt.Sprint("rules=", n), DropNoRule, func() Verdict { return ct.Decide(miss, ToVM, pol, sec) }}
 }
+
+// checkPerPacket is the number of slots the new-connection streams pass
+// to Check per packet, as the engine's workers collect expired entries.
+const checkPerPacket = 4
 
 // newConnLife is the number of new connections during which an entry
 // lives: the clock advances by TimeoutSynSent/newConnLife per SYN. With a
@@ -136,7 +140,9 @@ func newConnOp(tb testing.TB, n int) (benchOp, *Conntrack) {
 		binary.BigEndian.PutUint16(ip[20:], uint16(i))
 		ip[15] = byte(i >> 16) // source 192.0.2.x
 		now += TimeoutSynSent / newConnLife
-		return ct.Filter(f, ToVM, pol, now)
+		v := ct.Decide(f, ToVM, pol, now)
+		ct.Check(pol, now, checkPerPacket)
+		return v
 	}}, ct
 }
 
@@ -154,7 +160,9 @@ func newEgressOp(tb testing.TB, n int) (benchOp, *Conntrack) {
 		binary.BigEndian.PutUint16(ip[20:], uint16(i))
 		ip[19] = byte(i >> 16) // destination 192.0.2.x
 		now += TimeoutUDP / newConnLife
-		return ct.Filter(f, FromVM, pol, now)
+		v := ct.Decide(f, FromVM, pol, now)
+		ct.Check(pol, now, checkPerPacket)
+		return v
 	}}, ct
 }
 
@@ -189,51 +197,25 @@ func BenchmarkFilterMiss(b *testing.B) {
 // BenchmarkNewConnection: new connections per second in a steady state
 // (classification, insertion, expiry and collection of old entries).
 func BenchmarkNewConnection(b *testing.B) {
-	report := func(b *testing.B, o benchOp, ct *Conntrack) {
+	report := func(b *testing.B, o benchOp) {
 		runOp(b, o)
-		if d := ct.Count(DropTableFull); d != 0 {
-			b.Fatalf("%d connections refused: table full", d)
-		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conns/s")
 	}
 	for _, n := range benchRules {
 		b.Run(fmt.Sprint("tcp-inbound/rules=", n), func(b *testing.B) {
-			o, ct := newConnOp(b, n)
-			report(b, o, ct)
+			o, _ := newConnOp(b, n)
+			report(b, o)
 		})
 	}
 	b.Run("udp-default-egress", func(b *testing.B) {
-		o, ct := newEgressOp(b, 100)
-		report(b, o, ct)
+		o, _ := newEgressOp(b, 100)
+		report(b, o)
 	})
 }
 
 func BenchmarkCompile1000(b *testing.B) {
 	for b.Loop() {
 		benchPolicy(b, 1000)
-	}
-}
-
-// BenchmarkFilterBatchHit filters batches of 32 replies of 32 different
-// established flows (10,000 tracked); ns/op is per batch.
-func BenchmarkFilterBatchHit(b *testing.B) {
-	pol := benchPolicy(b, 1000)
-	ct := NewConntrack(2 * benchFlows)
-	fillFlows(b, ct, pol, benchFlows)
-	frames := make([][]byte, 32)
-	for i := range frames {
-		frames[i] = pk{src: peer4, dst: vm4, proto: 17, sport: 53, dport: uint16(i * 300)}.build()
-	}
-	out := make([]Verdict, len(frames))
-	ct.FilterBatch(frames, ToVM, pol, 0, out)
-	for i, v := range out {
-		if v != Accept {
-			b.Fatalf("frame %d: %v", i, v)
-		}
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		ct.FilterBatch(frames, ToVM, pol, sec, out)
 	}
 }
 
@@ -276,9 +258,6 @@ func TestBenchZeroAllocs(t *testing.T) {
 		}
 	}
 	for _, ct := range cts {
-		if d := ct.Count(DropTableFull); d != 0 {
-			t.Errorf("new connections refused (table full): %d", d)
-		}
 		if ct.Len() > ct.Capacity() || ct.Len() < newConnLife/2 {
 			t.Errorf("%d entries after the stream, want about %d live (capacity %d)", ct.Len(), newConnLife, ct.Capacity())
 		}

@@ -29,7 +29,11 @@
 //
 // # Classifier
 //
-// Compile turns the rules into, per (direction, address family), a table:
+// CompileRuleSet turns the rules of a list of groups into a RuleSet,
+// shared by every vNIC with that list; NewPolicy adds a vNIC's own part
+// (its addresses, for the default egress, and a generation) in a few
+// hundred bytes. A RuleSet holds, per (direction, address family), a
+// table:
 //
 //   - rules are numbered inside the table; sets of rules are bitsets of
 //     ceil(n/64) words, stored flat;
@@ -55,8 +59,10 @@
 //
 // # Connection tracking
 //
-// A Conntrack is one vNIC's zone: a fixed-capacity open-addressing hash
-// table (linear probing, backward-shift deletion, no tombstones) keyed by a
+// A Conntrack is one vNIC's zone: an open-addressing hash table (linear
+// probing, backward-shift deletion, no tombstones) that starts at a few KB,
+// doubles when half full up to its capacity's size and is shrunk by Check
+// when mostly empty (entries are moved, never lost), keyed by a
 // canonical 5-tuple (the lower endpoint first), so both directions of a
 // flow find the same entry with one lookup. ICMP echo is keyed by its
 // identifier, other non-port protocols by addresses and protocol. TCP has a
@@ -82,9 +88,9 @@
 // Flows imported from another host learn their windows without enforcing
 // them (their window scale is unknown), as Linux's picked-up connections.
 //
-// Every Filter call sweeps a few slots for expired entries, so the table is
-// collected incrementally without a stall; Check does the same in bounded
-// steps and also re-evaluates flows of an older policy generation. When
+// Decide does not collect expired entries: Check does, in bounded steps
+// (the engine's workers call it every 10 ms), and also re-evaluates flows
+// of an older policy generation and shrinks a mostly empty table. When
 // the table is full (or a Limit shared by several zones is reached), new
 // connections are dropped and counted (DropTableFull); tracked flows are
 // unaffected, and so are other zones when only one zone's table is full.
@@ -108,8 +114,9 @@
 // Not yet done: out-of-order fragments (a non-first fragment arriving
 // before the first one is dropped).
 //
-// A Conntrack is not safe for concurrent Filter calls: the engine must give
-// each vNIC's zone to one worker at a time. Counters may be read
-// concurrently. Policies are immutable and may be shared and swapped
-// atomically (an atomic.Pointer in the engine).
+// A Conntrack is not safe for concurrent use (Decide, Check, Export,
+// Import): the engine must give each vNIC's zone to one worker at a
+// time, and other readers go through that worker. Capacity and Evicted
+// may be read concurrently. Policies and RuleSets are immutable and may be
+// shared and swapped atomically (the engine publishes them in snapshots).
 package firewall

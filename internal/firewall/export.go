@@ -97,6 +97,21 @@ const (
 // ErrExportFormat is wrapped by every error about malformed export data.
 var ErrExportFormat = errors.New("invalid connection-tracking export")
 
+// Flow is a tracked connection as reported to tools.
+type Flow struct {
+	// Dir is the direction of the flow's first packet.
+	Dir              Direction
+	Proto            uint8
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16 // the ICMP echo identifier for echo flows
+	// State is the TCP state for TCP flows, 0 otherwise.
+	State TCPState
+	// Replied reports whether a packet of the responder was seen.
+	Replied bool
+	// Expires is the monotonic time (ns) of expiry.
+	Expires int64
+}
+
 // Record is one flow of an export, as ParseExport decodes it. Its Flow's
 // Expires is 0: Remaining is the lifetime the flow had left when it was
 // exported.
@@ -143,9 +158,9 @@ func tcpStateFromCode(c uint8) (TCPState, bool) {
 
 // Export serializes the zone's live flows (fragment records and expired
 // entries excluded) in the export format, with lifetimes relative to now
-// (monotonic ns, as given to Filter). The records are sorted, so equal
+// (monotonic ns, as given to Decide). The records are sorted, so equal
 // tables give equal exports. It allocates; it is meant for the control
-// path. Same concurrency contract as Filter.
+// path. Same concurrency contract as Decide.
 func (c *Conntrack) Export(now int64) []byte {
 	recs := make([]byte, 0, c.count*exportRecordLen)
 	for i := range c.slots {
@@ -436,7 +451,7 @@ type ImportStats struct {
 // imported (Denied). The imported entries carry pol's generation, so a
 // later policy change re-checks them like any other flow. A flow the zone
 // already tracks is left as it is (Present). Same concurrency contract as
-// Filter.
+// Decide.
 func (c *Conntrack) Import(data []byte, pol *Policy, now int64) (ImportStats, error) {
 	var st ImportStats
 	if pol == nil {

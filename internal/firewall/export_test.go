@@ -112,7 +112,7 @@ func TestExportRoundTrip(t *testing.T) {
 	}
 	runSteps(t, dst, pol2, cont)
 	for i, s := range cont {
-		if got := fresh.Filter(s.p.build(), s.dir, pol2, s.at*sec); got.Allowed() {
+		if got := fresh.Decide(s.p.build(), s.dir, pol2, s.at*sec); got.Allowed() {
 			t.Errorf("step %d: a table without the import accepted %+v (%v)", i, s.p, got)
 		}
 	}
@@ -202,10 +202,10 @@ func TestExportTimeouts(t *testing.T) {
 			if _, err := dst.Import(data, pol, base); err != nil {
 				t.Fatal(err)
 			}
-			if got := dst.Filter(reply.build(), ToVM, pol, c.at); got != c.udp {
+			if got := dst.Decide(reply.build(), ToVM, pol, c.at); got != c.udp {
 				t.Errorf("UDP reply at base+%v: %v, want %v", time.Duration(c.at-base), got, c.udp)
 			}
-			if got := dst.Filter(synack.build(), ToVM, pol, c.at); got != c.tcp {
+			if got := dst.Decide(synack.build(), ToVM, pol, c.at); got != c.tcp {
 				t.Errorf("SYN-ACK at base+%v: %v, want %v", time.Duration(c.at-base), got, c.tcp)
 			}
 		})
@@ -410,7 +410,7 @@ func FuzzImport(f *testing.F) {
 	ct := NewConntrack(64)
 	pol := exportPolicy(f, 1)
 	for _, s := range exportSteps {
-		ct.Filter(s.p.build(), s.dir, pol, s.at*sec)
+		ct.Decide(s.p.build(), s.dir, pol, s.at*sec)
 	}
 	good := ct.Export(10 * sec)
 	f.Add(good, false)

@@ -29,7 +29,7 @@ func FuzzFilter(f *testing.F) {
 		d := Direction(dir & 1)
 		for i := range 3 { // repeat: hits, state changes
 			before := ct.Len()
-			v := ct.Filter(frame, d, pol, int64(i)*sec)
+			v := ct.Decide(frame, d, pol, int64(i)*sec)
 			if ct.Len() > ct.Capacity() {
 				t.Fatalf("table holds %d > %d", ct.Len(), ct.Capacity())
 			}

@@ -180,51 +180,73 @@ func (s *MemberSet) contains(fam int, a addr) bool {
 	return i < len(v) && v[i] == a
 }
 
-// CompileInput is what Compile needs for one vNIC.
-type CompileInput struct {
-	// Generation identifies this policy version; the caller increases it
-	// on every compilation for the vNIC (only its low 32 bits are used).
-	// Tracked flows admitted under another generation are re-evaluated.
-	Generation uint64
-	// IPs are the vNIC's addresses (default egress sources).
-	IPs []netip.Addr
-	// Groups are the vNIC's security groups; their rules are united.
-	Groups []model.SG
-	// Members are the shared member sets by security group id, for rules
-	// that refer to a group. A group absent from Members matches nothing.
-	Members map[string]*MemberSet
-}
-
-// Policy is one vNIC's compiled, immutable policy. It is safe for
-// concurrent use.
-type Policy struct {
-	gen         uint64
+// RuleSet is the compiled classifier of a list of security groups: the
+// union of their rules, with the shared member sets of the groups they
+// refer to. It is immutable, safe for concurrent use and shared by the
+// policies of every vNIC in the same groups; NewPolicy adds what is
+// particular to one vNIC.
+type RuleSet struct {
 	tables      [2][2]table // [Direction][family]
 	hasOutbound bool
-	ips         [2][]addr // sorted, per family
 	sets        []*MemberSet
-	nrules      int
 }
 
-// Generation returns the effective generation: the input generation in
-// the high 32 bits, and the sum of the versions of the member sets the
-// policy uses in the low 32 bits. It changes whenever the policy is
-// recompiled (with a new input generation) or one of its member sets
-// changes, and two policies of different input generations never share it.
+// Policy is one vNIC's compiled, immutable policy: a shared RuleSet, the
+// vNIC's addresses (default egress) and a generation. It is safe for
+// concurrent use.
+type Policy struct {
+	gen   uint64
+	rules *RuleSet
+	ips   [2][]addr // sorted, per family
+}
+
+// Generation returns the effective generation: the policy's generation
+// (low 32 bits of NewPolicy's gen) in the high 32 bits, and the sum of the
+// versions of the member sets the policy uses in the low 32 bits. It
+// changes whenever the vNIC gets a new policy (with a new gen) or one of
+// its member sets changes, and two policies of different gens never share
+// it.
 func (p *Policy) Generation() uint64 {
 	var v uint64
-	for _, s := range p.sets {
+	for _, s := range p.rules.sets {
 		v += s.version.Load()
 	}
 	return p.gen<<32 | v&0xffffffff
 }
 
-// Rules returns the number of distinct rules compiled.
-func (p *Policy) Rules() int { return p.nrules }
+// RuleSet returns the policy's shared compiled rules.
+func (p *Policy) RuleSet() *RuleSet { return p.rules }
 
-// HasOutbound reports whether the policy has OUTBOUND rules (otherwise the
-// default egress applies).
-func (p *Policy) HasOutbound() bool { return p.hasOutbound }
+// NewPolicy returns the policy of a vNIC with addresses ips (the sources
+// of its default egress) under rs. gen identifies this policy version: the
+// caller increases it for every new policy of the vNIC (only its low 32
+// bits are used); tracked flows admitted under another generation are
+// re-evaluated. It allocates the policy and its address lists only.
+func NewPolicy(gen uint64, ips []netip.Addr, rs *RuleSet) (*Policy, error) {
+	p := &Policy{gen: gen & 0xffffffff, rules: rs}
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		f := fam4
+		if ip.Is6() {
+			f = fam6
+		} else if !ip.Is4() {
+			return nil, fmt.Errorf("firewall: policy: invalid vNIC address")
+		}
+		p.ips[f] = append(p.ips[f], addrOf(ip))
+	}
+	for f := range 2 {
+		slices.SortFunc(p.ips[f], func(a, b addr) int {
+			if a.less(b) {
+				return -1
+			}
+			if b.less(a) {
+				return 1
+			}
+			return 0
+		})
+	}
+	return p, nil
+}
 
 type table struct {
 	w        int // bitset words
@@ -268,25 +290,17 @@ func portsOf(r model.Rule) (lo, hi uint32) {
 	return r.PortStart, r.PortEnd
 }
 
-// Compile builds the policy of one vNIC. It fails on a rule the model
-// would not accept (bad direction, protocol or port range, neither or both
-// of CIDR and group).
-func Compile(in CompileInput) (*Policy, error) {
-	p := &Policy{gen: in.Generation & 0xffffffff}
-	for _, ip := range in.IPs {
-		ip = ip.Unmap()
-		f := fam4
-		if ip.Is6() {
-			f = fam6
-		} else if !ip.Is4() {
-			return nil, fmt.Errorf("firewall: compile: invalid vNIC address")
-		}
-		p.ips[f] = append(p.ips[f], addrOf(ip))
-	}
+// CompileRuleSet compiles the union of the rules of groups. A rule that
+// refers to a group uses members[group] (shared, so member changes need
+// no recompilation); a group absent from members matches nothing. It fails
+// on a rule the model would not accept (bad direction, protocol or port
+// range, neither or both of CIDR and group).
+func CompileRuleSet(groups []model.SG, members map[string]*MemberSet) (*RuleSet, error) {
+	rs := &RuleSet{}
 	var rules [2][2][]crule
 	seen := make(map[model.Rule]bool)
 	usedSets := make(map[*MemberSet]bool)
-	for _, g := range in.Groups {
+	for _, g := range groups {
 		for _, r := range g.Rules {
 			if err := checkRule(r); err != nil {
 				return nil, fmt.Errorf("firewall: compile: group %q: %w", g.ID, err)
@@ -302,7 +316,7 @@ func Compile(in CompileInput) (*Policy, error) {
 			d := ToVM
 			if r.Direction == model.Outbound {
 				d = FromVM
-				p.hasOutbound = true
+				rs.hasOutbound = true
 			}
 			c := crule{proto: r.Protocol}
 			c.portLo, c.portHi = portsOf(r)
@@ -318,39 +332,24 @@ func Compile(in CompileInput) (*Policy, error) {
 					f = fam6
 				}
 				rules[d][f] = append(rules[d][f], c)
-				p.nrules++
 				continue
 			}
 			c.sg = r.SG
-			p.nrules++
-			if s := in.Members[r.SG]; s != nil {
+			if s := members[r.SG]; s != nil && !usedSets[s] {
 				usedSets[s] = true
+				rs.sets = append(rs.sets, s)
 			}
 			// A group rule applies to both families.
 			rules[d][fam4] = append(rules[d][fam4], c)
 			rules[d][fam6] = append(rules[d][fam6], c)
 		}
 	}
-	for s := range usedSets {
-		p.sets = append(p.sets, s)
-	}
 	for d := range 2 {
 		for f := range 2 {
-			p.tables[d][f] = buildTable(rules[d][f], f, in.Members)
+			rs.tables[d][f] = buildTable(rules[d][f], f, members)
 		}
 	}
-	for f := range 2 {
-		slices.SortFunc(p.ips[f], func(a, b addr) int {
-			if a.less(b) {
-				return -1
-			}
-			if b.less(a) {
-				return 1
-			}
-			return 0
-		})
-	}
-	return p, nil
+	return rs, nil
 }
 
 func checkRule(r model.Rule) error {
@@ -487,22 +486,40 @@ func buildPorts(rs []crule, w int, proto int32) portTable {
 type span struct{ rule, first, end int }
 
 // sweepBits returns the bitsets of n elementary intervals (w words each)
-// with a sweep over the spans' boundaries: O(n*w + len(spans)).
+// with a sweep over the spans' boundaries: O(n*w + len(spans)). The
+// spans starting and ending at each interval are bucketed in two flat
+// arrays (counting sort), not in a slice per interval.
 func sweepBits(n, w int, spans []span) []uint64 {
-	add := make([][]int, n+1)
-	del := make([][]int, n+1)
+	// addAt[i]..addAt[i+1] index the rules starting at interval i in adds;
+	// likewise for the rules ending there.
+	addAt := make([]int32, n+2)
+	delAt := make([]int32, n+2)
 	for _, s := range spans {
-		add[s.first] = append(add[s.first], s.rule)
-		del[s.end] = append(del[s.end], s.rule)
+		addAt[s.first+1]++
+		delAt[s.end+1]++
+	}
+	for i := 1; i < len(addAt); i++ {
+		addAt[i] += addAt[i-1]
+		delAt[i] += delAt[i-1]
+	}
+	adds := make([]int32, len(spans))
+	dels := make([]int32, len(spans))
+	fillA := slices.Clone(addAt)
+	fillD := slices.Clone(delAt)
+	for _, s := range spans {
+		adds[fillA[s.first]] = int32(s.rule)
+		fillA[s.first]++
+		dels[fillD[s.end]] = int32(s.rule)
+		fillD[s.end]++
 	}
 	bits := make([]uint64, n*w)
 	cur := make([]uint64, w)
 	for i := range n {
-		for _, r := range del[i] {
+		for _, r := range dels[delAt[i]:delAt[i+1]] {
 			cur[r>>6] &^= 1 << (r & 63)
 		}
-		for _, r := range add[i] {
-			setBit(cur, r)
+		for _, r := range adds[addAt[i]:addAt[i+1]] {
+			setBit(cur, int(r))
 		}
 		copy(bits[i*w:], cur)
 	}
@@ -591,11 +608,11 @@ type flowKey struct {
 
 // allows evaluates the policy for the first packet of a flow.
 func (p *Policy) allows(k *flowKey) bool {
-	t := &p.tables[k.dir][k.fam]
+	t := &p.rules.tables[k.dir][k.fam]
 	if k.dir == ToVM {
 		return t.match(k.fam, k.proto, k.dport, k.src)
 	}
-	if p.hasOutbound {
+	if p.rules.hasOutbound {
 		return t.match(k.fam, k.proto, k.dport, k.dst)
 	}
 	if containsAddr(p.ips[k.fam], k.src) {
@@ -604,24 +621,4 @@ func (p *Policy) allows(k *flowKey) bool {
 	// DHCPv4 DISCOVER/REQUEST.
 	return k.fam == fam4 && k.proto == 17 && k.portsValid && k.src == (addr{}) &&
 		k.dst == addr{0, 0xffffffff} && k.sport == 68 && k.dport == 67
-}
-
-// Allows evaluates the policy for one packet, statelessly: dir, protocol,
-// source and destination addresses and ports (ports are ignored for
-// protocols without ports). It is meant for tests and tools; Filter is the
-// data path.
-func (p *Policy) Allows(dir Direction, proto uint8, src, dst netip.Addr, sport, dport uint16) bool {
-	src, dst = src.Unmap(), dst.Unmap()
-	if src.Is4() != dst.Is4() || !src.IsValid() || !dst.IsValid() {
-		return false
-	}
-	k := flowKey{dir: dir, proto: proto, src: addrOf(src), dst: addrOf(dst), sport: sport, dport: dport,
-		portsValid: hasPorts(int32(proto))}
-	if src.Is6() {
-		k.fam = fam6
-	}
-	if !k.portsValid {
-		k.sport, k.dport = 0, 0
-	}
-	return p.allows(&k)
 }

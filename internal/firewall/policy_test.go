@@ -175,7 +175,7 @@ func TestClassifierDifferential(t *testing.T) {
 				if src.Is6() && packet.IsIPv6ExtHeader(proto) {
 					wantV = DropInvalid // no such header in the frame: malformed
 				}
-				if v := NewConntrack(1).Filter(p.build(), dir, pol, 0); v != wantV {
+				if v := NewConntrack(1).Decide(p.build(), dir, pol, 0); v != wantV {
 					t.Fatalf("%s iter %d: Filter of %+v %v: %v, want %v", phase, iter, p, dir, v, wantV)
 				}
 				cases++

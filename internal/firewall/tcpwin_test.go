@@ -134,12 +134,12 @@ func TestTCPWindow(t *testing.T) {
 			ct := NewConntrack(8)
 			pol := defaultPolicy(t)
 			for i, s := range handshake(c.peerWS) {
-				if v := ct.Filter(s.frame(), s.dir(), pol, 0); v != Accept {
+				if v := ct.Decide(s.frame(), s.dir(), pol, 0); v != Accept {
 					t.Fatalf("handshake %d: %v", i, v)
 				}
 			}
 			for i, st := range c.steps {
-				if got := ct.Filter(st.s.frame(), st.s.dir(), pol, int64(i+1)*sec); got != st.want {
+				if got := ct.Decide(st.s.frame(), st.s.dir(), pol, int64(i+1)*sec); got != st.want {
 					t.Fatalf("step %d %+v: %v, want %v", i, st.s, got, st.want)
 				}
 			}
@@ -157,7 +157,7 @@ func TestTCPWindowRefusedAndWrap(t *testing.T) {
 	run := func(t *testing.T, ct *Conntrack, segs []seg, want []Verdict) {
 		t.Helper()
 		for i, s := range segs {
-			if got := ct.Filter(s.frame(), s.dir(), pol, 0); got != want[i] {
+			if got := ct.Decide(s.frame(), s.dir(), pol, 0); got != want[i] {
 				t.Fatalf("segment %d %+v: %v, want %v", i, s, got, want[i])
 			}
 		}

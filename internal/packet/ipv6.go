@@ -88,8 +88,74 @@ func IsIPv6ExtHeader(proto uint8) bool {
 	return false
 }
 
-// L4 walks at most MaxIPv6ExtHeaders extension headers (hop-by-hop,
-// routing, fragment, destination options, AH) within the payload length
+// IPv6Ext describes the extension headers of an IPv6 packet, as
+// ExtHeaders found them.
+type IPv6Ext struct {
+	// Proto is the first header that is not an extension header and Off
+	// its offset from the start of the packet. For a non-first fragment,
+	// Proto is the fragment header's next header and Off the end of the
+	// fragment header: no upper-layer header follows.
+	Proto uint8
+	Off   int
+	// Frag reports a fragment header, at offset FragHdr, with fragment
+	// offset FragOff (bytes), identification FragID and next header
+	// FragNext.
+	Frag     bool
+	FragHdr  int
+	FragOff  int
+	FragID   uint32
+	FragNext uint8
+	// OK is false if a header extends past the end or the chain is longer
+	// than MaxIPv6ExtHeaders.
+	OK bool
+}
+
+// ExtHeaders walks at most MaxIPv6ExtHeaders extension headers (hop-by-hop,
+// routing, fragment, destination options, AH) of b up to end (the end of
+// the payload, or less for a truncated packet such as the one an ICMPv6
+// error quotes; at most len(b)). b must hold the fixed header. The walk
+// stops after the fragment header of a non-first fragment. It is the one
+// walker of the packet's headers: L4 and the firewall use it.
+func (b IPv6) ExtHeaders(end int) IPv6Ext {
+	w := IPv6Ext{Proto: b[6], Off: IPv6Len}
+	end = min(end, len(b))
+	for i := 0; ; i++ {
+		if !IsIPv6ExtHeader(w.Proto) {
+			w.OK = true
+			return w
+		}
+		if i == MaxIPv6ExtHeaders || w.Off+8 > end {
+			return w
+		}
+		h := b[w.Off:]
+		var hl int
+		last := false
+		switch w.Proto {
+		case ProtoFragment:
+			w.Frag, w.FragHdr = true, w.Off
+			w.FragOff = int(binary.BigEndian.Uint16(h[2:4]) &^ 7)
+			w.FragID = binary.BigEndian.Uint32(h[4:8])
+			w.FragNext = h[0]
+			hl = ipv6FragLen
+			last = w.FragOff != 0
+		case ProtoAH:
+			hl = (int(h[1]) + 2) * 4
+		default:
+			hl = (int(h[1]) + 1) * 8
+		}
+		if w.Off+hl > end {
+			return w
+		}
+		w.Proto = h[0]
+		w.Off += hl
+		if last {
+			w.OK = true
+			return w
+		}
+	}
+}
+
+// L4 walks the extension headers (ExtHeaders) within the payload length
 // and returns the upper-layer protocol and its offset from the start of
 // b. For a non-first fragment it returns ProtoFragment and the offset of
 // the fragment header, since no upper-layer header follows; frag reports
@@ -100,34 +166,12 @@ func (b IPv6) L4() (proto uint8, off int, frag bool, ok bool) {
 	if !b.IsValid() {
 		return 0, 0, false, false
 	}
-	end := IPv6Len + int(b.PayloadLen())
-	proto = b[6]
-	off = IPv6Len
-	for i := 0; i <= MaxIPv6ExtHeaders; i++ {
-		if !IsIPv6ExtHeader(proto) {
-			return proto, off, frag, true
-		}
-		if i == MaxIPv6ExtHeaders || off+8 > end {
-			return 0, 0, frag, false
-		}
-		var hl int
-		switch proto {
-		case ProtoFragment:
-			frag = true
-			if binary.BigEndian.Uint16(b[off+2:off+4])&0xfff8 != 0 {
-				return ProtoFragment, off, true, true
-			}
-			hl = ipv6FragLen
-		case ProtoAH:
-			hl = (int(b[off+1]) + 2) * 4
-		default:
-			hl = (int(b[off+1]) + 1) * 8
-		}
-		if off+hl > end {
-			return 0, 0, frag, false
-		}
-		proto = b[off]
-		off += hl
+	w := b.ExtHeaders(IPv6Len + int(b.PayloadLen()))
+	switch {
+	case !w.OK:
+		return 0, 0, w.Frag, false
+	case w.Frag && w.FragOff != 0:
+		return ProtoFragment, w.FragHdr, true, true
 	}
-	return 0, 0, frag, false
+	return w.Proto, w.Off, w.Frag, true
 }

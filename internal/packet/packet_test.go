@@ -324,6 +324,43 @@ func TestIPv6ExtensionHeaders(t *testing.T) {
 	}
 }
 
+// TestIPv6ExtHeadersFragmentAndQuote: ExtHeaders reports the fragment
+// header's fields, stops after a non-first fragment's header, and walks a
+// packet cut short (an ICMPv6 error's quote) up to the given end only.
+func TestIPv6ExtHeadersFragmentAndQuote(t *testing.T) {
+	udp := make([]byte, 8)
+	packet.UDP(udp).Encode(1, 2, 8, 0)
+	frag := func(off uint16) []byte {
+		b := []byte{packet.ProtoUDP, 0, 0, 0, 0, 0xab, 0xcd, 0xef}
+		binary.BigEndian.PutUint16(b[2:], off<<3|1)
+		return b
+	}
+	hbhFrag := func(off uint16) []byte { return append(ext(packet.ProtoFragment, 1), frag(off)...) }
+	tests := []struct {
+		name string
+		exts []byte
+		cut  int // bytes of the IPv6 packet kept (0: all)
+		want packet.IPv6Ext
+	}{
+		{"first fragment", hbhFrag(0), 0, packet.IPv6Ext{Proto: packet.ProtoUDP, Off: 56, Frag: true, FragHdr: 48, FragID: 0xabcdef, FragNext: packet.ProtoUDP, OK: true}},
+		{"later fragment", hbhFrag(100), 0, packet.IPv6Ext{Proto: packet.ProtoUDP, Off: 56, Frag: true, FragHdr: 48, FragOff: 800, FragID: 0xabcdef, FragNext: packet.ProtoUDP, OK: true}},
+		{"quote up to the upper layer", hbhFrag(0), 56, packet.IPv6Ext{Proto: packet.ProtoUDP, Off: 56, Frag: true, FragHdr: 48, FragID: 0xabcdef, FragNext: packet.ProtoUDP, OK: true}},
+		{"quote cut in an extension header", hbhFrag(0), 52, packet.IPv6Ext{Proto: packet.ProtoFragment, Off: 48}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ip := packet.IPv6(ipv6WithExt(t, packet.ProtoHopByHop, tt.exts, udp)[14:])
+			end := len(ip)
+			if tt.cut != 0 {
+				ip, end = ip[:tt.cut], tt.cut+100 // end past the data is clamped
+			}
+			if got := ip.ExtHeaders(end); got != tt.want {
+				t.Errorf("ExtHeaders = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestICMPv6NDPOptions(t *testing.T) {
 	tgt := netip.MustParseAddr("fe80::5054:ff:fe00:a")
 	body := packettest.NDPBody(0x60, tgt, packettest.NDPOpt{Type: packet.NDPOptTargetLinkAddr, MAC: macA})
