@@ -162,10 +162,29 @@ func testNIC(t *testing.T, id string) model.NIC {
 	return model.NIC{ID: id, MACText: "52:54:00:00:00:01", MAC: mac, VNI: 7, Type: model.NICTap}
 }
 
+// loadState returns the state a daemon restarted on path would find: it
+// opens a copy of the snapshot and its journal ("<path>.journal"), so
+// that the running daemon's files and lock are left alone.
 func loadState(t *testing.T, path string) model.State {
 	t.Helper()
-	st, err := state.Load(path)
+	cp := filepath.Join(t.TempDir(), "state.json")
+	for _, suffix := range []string{"", ".journal"} {
+		data, err := os.ReadFile(path + suffix)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(cp+suffix, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, st, err := state.Open(cp, state.Options{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return st

@@ -1,15 +1,16 @@
 // Package antispoof checks frames sent by a VM against the identity of
 // its vNIC: source MAC always, and with IP anti-spoofing ARP sender
 // fields, IPv4/IPv6 source addresses and IPv6 neighbour advertisements.
-// Frames from the network are not checked. The checker reads an
-// immutable Config swapped by the control plane through an
-// atomic.Pointer; checking allocates nothing and takes no lock.
+// Frames from the network are not checked.
+//
+// A Config is immutable once built: the dataplane keeps one per vNIC in
+// its published snapshot and builds a new one when the vNIC changes.
+// Config.Check allocates nothing and takes no lock.
 package antispoof
 
 import (
 	"net/netip"
 	"slices"
-	"sync/atomic"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
 )
@@ -70,15 +71,6 @@ func (r Reason) String() string {
 		return reasonNames[r]
 	}
 	return "unknown"
-}
-
-// Reasons lists every drop reason (OK excluded), for counter setup.
-func Reasons() []Reason {
-	r := make([]Reason, 0, NumReasons-1)
-	for i := Runt; i < NumReasons; i++ {
-		r = append(r, i)
-	}
-	return r
 }
 
 // Config is the identity of a vNIC. It is immutable once built.
@@ -250,40 +242,4 @@ func (c *Config) checkNA(ic packet.ICMPv6) Reason {
 		return NDPTargetLinkAddr
 	}
 	return OK
-}
-
-// Checker holds a vNIC's current Config.
-type Checker struct {
-	cfg atomic.Pointer[Config]
-}
-
-// NewChecker returns a checker using c.
-func NewChecker(c *Config) *Checker {
-	k := &Checker{}
-	k.cfg.Store(c)
-	return k
-}
-
-// Set replaces the configuration (control plane).
-func (k *Checker) Set(c *Config) { k.cfg.Store(c) }
-
-// Config returns the current configuration.
-func (k *Checker) Config() *Config { return k.cfg.Load() }
-
-// Check returns the verdict for one frame from the VM.
-func (k *Checker) Check(frame []byte) Reason { return k.cfg.Load().Check(frame) }
-
-// CheckBatch writes the verdict of bufs[i] to out[i] (out at least as
-// long as bufs), all with the same configuration, and returns how many
-// passed.
-func (k *Checker) CheckBatch(bufs []*packet.Buf, out []Reason) int {
-	c := k.cfg.Load()
-	n := 0
-	for i, b := range bufs {
-		out[i] = c.Check(b.Bytes())
-		if out[i] == OK {
-			n++
-		}
-	}
-	return n
 }

@@ -112,8 +112,8 @@ func TestCheck(t *testing.T) {
 		{"NA from spoofed source", na(peer6, vm6, tlla(vmMAC)), antispoof.IPv6Src, antispoof.OK},
 	}
 	ips := []netip.Addr{vm4, vm6, vm4b}
-	strict := antispoof.NewChecker(antispoof.NewConfig(vmMAC, ips, true))
-	macOnly := antispoof.NewChecker(antispoof.NewConfig(vmMAC, ips, false))
+	strict := antispoof.NewConfig(vmMAC, ips, true)
+	macOnly := antispoof.NewConfig(vmMAC, ips, false)
 	for _, tt := range tests {
 		if got := strict.Check(tt.frame); got != tt.strict {
 			t.Errorf("%s (ip_anti_spoof): %v, want %v", tt.name, got, tt.strict)
@@ -125,7 +125,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestNoIPv4(t *testing.T) {
-	c := antispoof.NewChecker(antispoof.NewConfig(vmMAC, []netip.Addr{vm6}, true))
+	c := antispoof.NewConfig(vmMAC, []netip.Addr{vm6}, true)
 	// With no IPv4 address only ARP probes and DHCP pass.
 	if r := c.Check(packettest.ARP(t, layers.EthernetTypeARP, vmMAC, packet.BroadcastMAC, 1, vmMAC, vm4, packet.MAC{}, peer4)); r != antispoof.ARPSenderIP {
 		t.Fatalf("ARP: %v", r)
@@ -135,31 +135,43 @@ func TestNoIPv4(t *testing.T) {
 	}
 }
 
-func TestSwapConfigAndBatch(t *testing.T) {
-	c := antispoof.NewChecker(antispoof.NewConfig(vmMAC, []netip.Addr{vm4}, true))
-	frames := []*packet.Buf{
-		packettest.Load(packettest.UDP(t, flow(vm4, peer4, 1, 2), nil)),
-		packettest.Load(packettest.UDP(t, flow(vm4b, peer4, 1, 2), nil)),
+func TestConfigUpdate(t *testing.T) {
+	frames := [][]byte{
+		packettest.UDP(t, flow(vm4, peer4, 1, 2), nil),
+		packettest.UDP(t, flow(vm4b, peer4, 1, 2), nil),
 	}
-	out := make([]antispoof.Reason, 2)
-	if n := c.CheckBatch(frames, out); n != 1 || out[0] != antispoof.OK || out[1] != antispoof.IPv4Src {
-		t.Fatalf("before update: %d %v", n, out)
+	tests := []struct {
+		name string
+		ips  []netip.Addr
+		want []antispoof.Reason
+	}{
+		{"one address", []netip.Addr{vm4}, []antispoof.Reason{antispoof.OK, antispoof.IPv4Src}},
+		// nic_update adds the address (IPv4-mapped is taken as IPv4).
+		{"address added", []netip.Addr{vm4, netip.MustParseAddr("::ffff:10.0.0.6")}, []antispoof.Reason{antispoof.OK, antispoof.OK}},
 	}
-	// nic_update adds the address: the next batch sees it.
-	c.Set(antispoof.NewConfig(vmMAC, []netip.Addr{vm4, netip.MustParseAddr("::ffff:10.0.0.6")}, true))
-	if n := c.CheckBatch(frames, out); n != 2 {
-		t.Fatalf("after update: %d %v", n, out)
+	for _, tt := range tests {
+		c := antispoof.NewConfig(vmMAC, tt.ips, true)
+		for i, f := range frames {
+			if got := c.Check(f); got != tt.want[i] {
+				t.Errorf("%s: frame %d: %v, want %v", tt.name, i, got, tt.want[i])
+			}
+		}
+		if !c.IPAntiSpoof() || c.MAC() != vmMAC {
+			t.Fatal("Config accessors")
+		}
 	}
-	if !c.Config().IPAntiSpoof() || c.Config().MAC() != vmMAC {
-		t.Fatal("Config accessors")
+	if antispoof.NDPTarget.String() != "ndp_target" || antispoof.NumReasons.String() != "unknown" {
+		t.Fatal("reason names")
 	}
-	if antispoof.NDPTarget.String() != "ndp_target" || len(antispoof.Reasons()) != 14 {
-		t.Fatalf("reasons: %v", antispoof.Reasons())
+	for r := antispoof.Runt; r < antispoof.NumReasons; r++ {
+		if r.String() == "unknown" || r.String() == "" {
+			t.Errorf("reason %d has no name", r)
+		}
 	}
 }
 
 func TestZeroAllocs(t *testing.T) {
-	c := antispoof.NewChecker(antispoof.NewConfig(vmMAC, []netip.Addr{vm4, vm6}, true))
+	c := antispoof.NewConfig(vmMAC, []netip.Addr{vm4, vm6}, true)
 	na := packettest.ICMPv6(t, flow(vmLL, allNodes, 0, 0), packet.ICMPv6NeighborAdvert, 0,
 		packettest.NDPBody(0x20, vm6, packettest.NDPOpt{Type: packet.NDPOptTargetLinkAddr, MAC: vmMAC}))
 	frames := []*packet.Buf{
@@ -169,7 +181,11 @@ func TestZeroAllocs(t *testing.T) {
 		packettest.Load(packettest.UDP(t, flow(peer6, vm6, 1, 2), nil)),
 	}
 	out := make([]antispoof.Reason, len(frames))
-	if a := testing.AllocsPerRun(100, func() { c.CheckBatch(frames, out) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() {
+		for i, b := range frames {
+			out[i] = c.Check(b.Bytes())
+		}
+	}); a != 0 {
 		t.Fatalf("%v allocs", a)
 	}
 	if out[0] != antispoof.OK || out[1] != antispoof.OK || out[2] != antispoof.OK || out[3] != antispoof.IPv6Src {
@@ -178,7 +194,7 @@ func TestZeroAllocs(t *testing.T) {
 }
 
 func BenchmarkCheckIPv4(b *testing.B) {
-	c := antispoof.NewChecker(antispoof.NewConfig(vmMAC, []netip.Addr{vm4, vm4b, vm6}, true))
+	c := antispoof.NewConfig(vmMAC, []netip.Addr{vm4, vm4b, vm6}, true)
 	fr := packettest.TCP(b, flow(vm4b, peer4, 1, 2), packettest.TCPSeg{})
 	for b.Loop() {
 		c.Check(fr)

@@ -154,9 +154,8 @@ func TestSwitch(t *testing.T) {
 	}
 	now := int64(100 * sec)
 	decide := func(src, dst packet.MAC, in uint32, at int64) l2.Decision {
-		out := make([]l2.Decision, 1)
-		sw.Decide([]*packet.Buf{frame(src, dst, in)}, at, out)
-		return out[0]
+		f := frame(src, dst, in)
+		return sw.DecideOne(sw.Config(), f.Bytes(), f.InPort, at)
 	}
 	a, b := mac(0xa), mac(0xb)
 	tests := []struct {
@@ -193,7 +192,7 @@ func TestSwitch(t *testing.T) {
 		t.Fatalf("after move: %+v", got)
 	}
 	// Removing a port forgets what was learned on it and floods.
-	sw.RemovePort(3)
+	sw.SetPorts([]uint32{1, 2, 9})
 	if sw.Config().Has(3) {
 		t.Fatal("port 3 still present")
 	}
@@ -203,9 +202,9 @@ func TestSwitch(t *testing.T) {
 	if got := sw.Config().AppendFlood(nil, 2); !slices.Equal(got, []uint32{1, 9}) {
 		t.Fatalf("flood set after removal = %v", got)
 	}
-	sw.AddPort(5)
+	sw.SetPorts([]uint32{9, 5, 2, 1, 5})
 	if !slices.Equal(sw.Config().Ports(), []uint32{1, 2, 5, 9}) {
-		t.Fatalf("after AddPort: %v", sw.Config().Ports())
+		t.Fatalf("after adding 5: %v", sw.Config().Ports())
 	}
 	if l2.ReasonHairpin.String() != "hairpin" || l2.Reason(200).String() != "unknown" {
 		t.Fatal("Reason.String")
@@ -239,10 +238,13 @@ func TestSwitchZeroAllocs(t *testing.T) {
 	var now int64
 	if a := testing.AllocsPerRun(100, func() {
 		now += sec
-		c := sw.Decide(bufs, now, out)
+		c := sw.Config()
+		for i, b := range bufs {
+			out[i] = sw.DecideOne(c, b.Bytes(), b.InPort, now)
+		}
 		flood = c.AppendFlood(flood[:0], 1)
 	}); a != 0 {
-		t.Fatalf("Decide: %v allocs", a)
+		t.Fatalf("DecideOne: %v allocs", a)
 	}
 }
 
@@ -264,7 +266,10 @@ func BenchmarkParseAndDecide(b *testing.B) {
 		for _, f := range bufs {
 			packet.Parse(f.Bytes(), &l)
 		}
-		sw.Decide(bufs, now, out)
+		c := sw.Config()
+		for i, f := range bufs {
+			out[i] = sw.DecideOne(c, f.Bytes(), f.InPort, now)
+		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
 }
@@ -287,7 +292,10 @@ func TestSwitchConcurrent(t *testing.T) {
 			}
 			out := make([]l2.Decision, 16)
 			for n := int64(0); n < 3000; n++ {
-				c := sw.Decide(bufs, n, out)
+				c := sw.Config()
+				for i, b := range bufs {
+					out[i] = sw.DecideOne(c, b.Bytes(), b.InPort, n)
+				}
 				for i, d := range out {
 					if d.Action == l2.Forward && (!c.Has(d.Port) || d.Port == bufs[i].InPort) {
 						bad[w]++
@@ -296,9 +304,11 @@ func TestSwitchConcurrent(t *testing.T) {
 			}
 		}(w)
 	}
+	all := []uint32{1, 2, 3, 4}
 	for i := 0; i < 200; i++ {
-		sw.RemovePort(uint32(i%4) + 1)
-		sw.AddPort(uint32(i%4) + 1)
+		p := uint32(i%4) + 1
+		sw.SetPorts(slices.DeleteFunc(slices.Clone(all), func(q uint32) bool { return q == p }))
+		sw.SetPorts(all)
 	}
 	wg.Wait()
 	if bad[0]+bad[1] != 0 {

@@ -1,6 +1,6 @@
 // Package l2 is the per-VNI learning switch of the dataplane: a MAC table
 // with aging shared lock-free by the workers, and the forwarding decision
-// for a batch of frames (forward to one port, flood, or drop).
+// for a frame (forward to one port, flood, or drop).
 package l2
 
 import (
@@ -111,8 +111,8 @@ type Options struct {
 }
 
 // Switch is the learning switch of one VNI. Any number of workers may
-// call Decide concurrently (the MAC table is lock-free, see Table); the
-// control plane calls SetPorts and RemovePort.
+// call DecideOne concurrently (the MAC table is lock-free, see Table);
+// the control plane calls SetPorts.
 type Switch struct {
 	vni   uint32
 	cfg   atomic.Pointer[Config]
@@ -155,41 +155,15 @@ func (s *Switch) SetPorts(ports []uint32) {
 	}
 }
 
-// AddPort adds port p. Control plane only.
-func (s *Switch) AddPort(p uint32) {
-	s.SetPorts(append(slices.Clone(s.cfg.Load().ports), p))
-}
-
-// RemovePort removes port p and its learned MACs. Control plane only.
-func (s *Switch) RemovePort(p uint32) {
-	old := s.cfg.Load()
-	s.SetPorts(slices.DeleteFunc(slices.Clone(old.ports), func(q uint32) bool { return q == p }))
-	// A worker still using the old config may have learned on p since:
-	// lookups ignore ports outside the config, and this sweep clears
-	// what it can.
-	s.forget(p)
-}
-
 func (s *Switch) forget(p uint32) {
 	s.table.RemoveIf(func(_ packet.MAC, v0, _ uint64, _ uint8) bool { return v0 == uint64(p) })
 }
 
-// Decide learns the source MAC of each frame in bufs (on its InPort) and
-// fills out[i] with the forwarding decision of bufs[i]; out must be at
-// least as long as bufs. now is a monotonic time in nanoseconds. It
-// returns the Config the decisions were made with: flood with its
-// AppendFlood so that a concurrent port change cannot split a batch.
-// Nothing is allocated.
-func (s *Switch) Decide(bufs []*packet.Buf, now int64, out []Decision) *Config {
-	c := s.cfg.Load()
-	out = out[:len(bufs)]
-	for i, b := range bufs {
-		out[i] = s.decide(c, b.Bytes(), b.InPort, now)
-	}
-	return c
-}
-
-// DecideOne is Decide for a single frame received on port in.
+// DecideOne learns the source MAC of frame (received on port in) and
+// returns its forwarding decision, made with c (the Config the caller
+// loaded once for its batch, so that a concurrent port change cannot
+// split a batch: flood with c.AppendFlood). now is a monotonic time in
+// nanoseconds. Nothing is allocated.
 func (s *Switch) DecideOne(c *Config, frame []byte, in uint32, now int64) Decision {
 	return s.decide(c, frame, in, now)
 }

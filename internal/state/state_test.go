@@ -15,7 +15,7 @@ import (
 	"github.com/butterfly-go/butterfly/internal/model"
 )
 
-// sample is a state of n vNICs (sorted by id, as Load returns them) and
+// sample is a state of n vNICs (sorted by id, as load returns them) and
 // one security group.
 func sample(n int) model.State {
 	s := model.State{Version: model.StateVersion, NICs: []model.NIC{}, SGs: []model.SG{}}
@@ -45,12 +45,12 @@ func sample(n int) model.State {
 }
 
 func TestLoadMissing(t *testing.T) {
-	s, err := Load(filepath.Join(t.TempDir(), "state.json"))
+	s, err := load(filepath.Join(t.TempDir(), "state.json"))
 	if err != nil {
-		t.Fatalf("Load(missing) error: %v", err)
+		t.Fatalf("load(missing) error: %v", err)
 	}
 	if len(s.NICs) != 0 || len(s.SGs) != 0 || s.Version != model.StateVersion {
-		t.Errorf("Load(missing) = %+v, want empty", s)
+		t.Errorf("load(missing) = %+v, want empty", s)
 	}
 }
 
@@ -63,7 +63,7 @@ func TestRoundTrip(t *testing.T) {
 			if err := Save(path, want); err != nil {
 				t.Fatal(err)
 			}
-			got, err := Load(path)
+			got, err := load(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,12 +104,12 @@ func TestSaveReplaces(t *testing.T) {
 		if err := Save(path, sample(n)); err != nil {
 			t.Fatal(err)
 		}
-		got, err := Load(path)
+		got, err := load(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(got.NICs) != n {
-			t.Errorf("after Save of %d nics Load has %d", n, len(got.NICs))
+			t.Errorf("after Save of %d nics load has %d", n, len(got.NICs))
 		}
 	}
 	assertOnly(t, filepath.Dir(path), "state.json")
@@ -197,13 +197,13 @@ func TestCorrupt(t *testing.T) {
 			if err := os.WriteFile(path, tt.data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			s, err := Load(path)
+			s, err := load(path)
 			var ce *CorruptError
 			if !errors.As(err, &ce) {
-				t.Fatalf("Load error = %v, want *CorruptError", err)
+				t.Fatalf("load error = %v, want *CorruptError", err)
 			}
 			if len(s.NICs) != 0 || len(s.SGs) != 0 {
-				t.Errorf("corrupt Load returned %+v, want empty", s)
+				t.Errorf("corrupt load returned %+v, want empty", s)
 			}
 			if !strings.HasPrefix(ce.MovedTo, path+".corrupt-") {
 				t.Fatalf("MovedTo = %q", ce.MovedTo)
@@ -223,14 +223,14 @@ func TestCorrupt(t *testing.T) {
 			}
 			// The next start finds no file and an empty state; a second
 			// corrupt file does not overwrite the first one.
-			if _, err := Load(path); err != nil {
-				t.Errorf("Load after move: %v", err)
+			if _, err := load(path); err != nil {
+				t.Errorf("load after move: %v", err)
 			}
 			if err := os.WriteFile(path, tt.data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := Load(path); !errors.As(err, &ce) {
-				t.Fatalf("second Load error = %v", err)
+			if _, err := load(path); !errors.As(err, &ce) {
+				t.Fatalf("second load error = %v", err)
 			}
 			if got, _ := filepath.Glob(path + ".corrupt-*"); len(got) != 2 {
 				t.Errorf("corrupt copies %q, want 2", got)
@@ -245,10 +245,10 @@ func TestNewerVersionLeftAlone(t *testing.T) {
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Load(path)
+	_, err := load(path)
 	var ce *CorruptError
 	if err == nil || errors.As(err, &ce) {
-		t.Fatalf("Load error = %v, want a non-corrupt error", err)
+		t.Fatalf("load error = %v, want a non-corrupt error", err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != data {
 		t.Errorf("file changed")
@@ -268,9 +268,9 @@ func TestStaleTempsRemoved(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := Load(path)
+	s, err := load(path)
 	if err != nil || len(s.NICs) != 2 {
-		t.Fatalf("Load = %d nics, %v", len(s.NICs), err)
+		t.Fatalf("load = %d nics, %v", len(s.NICs), err)
 	}
 	assertOnly(t, dir, "other.json", "state.json")
 }
@@ -282,13 +282,13 @@ func TestUnreadable(t *testing.T) {
 	if err := os.Mkdir(path, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Load(path)
+	_, err := load(path)
 	var ce *CorruptError
 	if err == nil || errors.As(err, &ce) {
-		t.Fatalf("Load error = %v, want a plain I/O error", err)
+		t.Fatalf("load error = %v, want a plain I/O error", err)
 	}
 	if _, err := os.Stat(path); err != nil {
-		t.Errorf("Load moved an unreadable path: %v", err)
+		t.Errorf("load moved an unreadable path: %v", err)
 	}
 }
 

@@ -274,7 +274,7 @@ type Store struct {
 	hook func(step string)
 }
 
-// Open loads the state stored at path (snapshot and journal, as Load) and
+// Open loads the state stored at path (snapshot and journal) and
 // returns a Store that persists later states there. An incomplete last
 // journal record is cut off (see Info). If the files are corrupt they are
 // moved aside and Open returns a usable Store, an empty state and a

@@ -37,7 +37,7 @@ func saveT(t *testing.T, s *Store, st model.State) {
 }
 
 // sorted returns st with vNICs and groups sorted by id (the order Open
-// and Load return).
+// and load return).
 func sorted(st model.State) model.State {
 	st.NICs = slices.Clone(st.NICs)
 	st.SGs = slices.Clone(st.SGs)
@@ -101,11 +101,11 @@ func TestStoreRoundTrip(t *testing.T) {
 	steps := []model.State{sample(3), sample(5), withRule(sample(5), 0, 80), sample(2), empty()}
 	for i, want := range steps {
 		saveT(t, s, want)
-		got, err := Load(path)
+		got, err := load(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		assertState(t, fmt.Sprintf("Load after step %d", i), got, want)
+		assertState(t, fmt.Sprintf("load after step %d", i), got, want)
 	}
 	saveT(t, s, sample(4))
 	if err := s.Close(); err != nil {
@@ -249,14 +249,14 @@ func TestTornTail(t *testing.T) {
 		if err := os.WriteFile(journalPath(path), c.journal, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		// Load reads without repairing.
-		got, err := Load(path)
+		// load reads without repairing.
+		got, err := load(path)
 		if err != nil {
-			t.Fatalf("%s: Load: %v", c.name, err)
+			t.Fatalf("%s: load: %v", c.name, err)
 		}
-		assertState(t, c.name+": Load", got, c.want)
+		assertState(t, c.name+": load", got, c.want)
 		if !bytes.Equal(mustRead(t, journalPath(path)), c.journal) {
-			t.Fatalf("%s: Load changed the journal", c.name)
+			t.Fatalf("%s: load changed the journal", c.name)
 		}
 		s, got := openT(t, path, Options{})
 		assertState(t, c.name+": Open", got, c.want)
@@ -450,11 +450,11 @@ func TestCrashDuringSave(t *testing.T) {
 				st = withRule(st, i%2, uint32(100+i))
 				reached = saveCrashing(t, s, st, step)
 			}
-			got, err := Load(path)
+			got, err := load(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			assertState(t, "Load after the crash", got, st)
+			assertState(t, "load after the crash", got, st)
 			s2, got := openT(t, path, Options{CompactMin: 2048})
 			assertState(t, "Open after the crash", got, st)
 			// Open removed the temporary snapshot a crash may leave.
@@ -547,11 +547,11 @@ func TestStoreMatchesFullRewrite(t *testing.T) {
 				if err := Save(ref, st); err != nil {
 					t.Fatal(err)
 				}
-				want, err := Load(ref)
+				want, err := load(ref)
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, err := Load(path)
+				got, err := load(path)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -720,7 +720,7 @@ func TestStoreListReplaced(t *testing.T) {
 			if grew := fileSize(t, journalPath(path)) > size; grew != tt.writes {
 				t.Errorf("journal grew: %v, want %v", grew, tt.writes)
 			}
-			got, err := Load(path)
+			got, err := load(path)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -28,7 +28,7 @@ func seeds(t testing.TB) (payloads, frames [][]byte) {
 		{Src: netip.MustParseAddrPort("[2001:db8::1]:4789"), Dst: netip.MustParseAddrPort("[ff00::2a]:4789")},
 	} {
 		b := packettest.Load(in)
-		vxlan.EncapFull(b, 42, o)
+		encapFull(b, 42, o)
 		frames = append(frames, append([]byte(nil), b.Bytes()...))
 	}
 	return payloads, frames
@@ -86,14 +86,15 @@ func FuzzDecap(f *testing.F) {
 	})
 }
 
-// FuzzParseOuter checks ParseOuter against gopacket's UDP decoding.
+// FuzzParseOuter checks parseOuter, the tests' decoder of PutOuter's
+// frames, against gopacket's UDP decoding.
 func FuzzParseOuter(f *testing.F) {
 	_, frames := seeds(f)
 	for _, fr := range frames {
 		f.Add(fr)
 	}
 	f.Fuzz(func(t *testing.T, fr []byte) {
-		src, dst, payload, ok := vxlan.ParseOuter(fr)
+		src, dst, payload, ok := parseOuter(fr)
 		if !ok {
 			return
 		}

@@ -6,8 +6,8 @@ import (
 	"github.com/butterfly-go/butterfly/internal/packet"
 )
 
-// Outer describes the outer headers of an underlay frame, for the full
-// encoder used by tests and by traces of the underlay side.
+// Outer describes the outer headers of an underlay frame, for PutOuter,
+// which the dataplane uses to trace the underlay side as Ethernet frames.
 type Outer struct {
 	// SrcMAC and DstMAC are the outer MACs; a zero DstMAC to a multicast
 	// group becomes the group's MAC.
@@ -82,70 +82,4 @@ func PutOuter(dst []byte, o *Outer, payloadLen int) int {
 		u.Encode(sport, o.Dst.Port(), uint16(udpLen), 0)
 	}
 	return hl
-}
-
-// EncapFull prepends the VXLAN header for vni and the outer headers o to
-// b's frame, giving a complete underlay Ethernet frame. It returns false
-// if the headroom is too small or o is inconsistent (b is then
-// unchanged).
-func EncapFull(b *packet.Buf, vni uint32, o *Outer) bool {
-	if !Encap(b, vni) {
-		return false
-	}
-	if !PrependOuter(b, o) {
-		b.TrimFront(HeaderLen)
-		return false
-	}
-	return true
-}
-
-// PrependOuter prepends outer headers o to b, which holds a UDP payload
-// (VXLAN header and inner frame) such as the underlay socket sends; used
-// to trace the underlay side as Ethernet frames. Undo with
-// b.TrimFront(OuterLen(v6)).
-func PrependOuter(b *packet.Buf, o *Outer) bool {
-	v6 := o.Dst.Addr().Is6()
-	n := b.Len()
-	h := b.Prepend(OuterLen(v6))
-	if h == nil {
-		return false
-	}
-	if PutOuter(b.Bytes(), o, n) == 0 {
-		b.TrimFront(OuterLen(v6))
-		return false
-	}
-	return true
-}
-
-// ParseOuter decodes an underlay Ethernet frame: IPv4 or IPv6 carrying
-// UDP. It returns the endpoints and the UDP payload; ok is false for
-// anything else, a truncated frame, or a non-zero UDP checksum that does
-// not verify.
-func ParseOuter(frame []byte) (src, dst netip.AddrPort, payload []byte, ok bool) {
-	var l packet.Layers
-	if !packet.Parse(frame, &l) || l.Proto != packet.ProtoUDP || l.L4 == 0 || l.Fragment {
-		return src, dst, nil, false
-	}
-	u := packet.UDP(frame[l.L4:l.L3End])
-	if !u.IsValid() || l.L4+int(u.Length()) != l.L3End {
-		return src, dst, nil, false
-	}
-	var s, d netip.Addr
-	var sb, db []byte
-	if l.IsIPv4() {
-		ip := packet.IPv4(frame[l.L3:])
-		s, d, sb, db = ip.Src(), ip.Dst(), ip.SrcBytes(), ip.DstBytes()
-	} else {
-		ip := packet.IPv6(frame[l.L3:])
-		s, d, sb, db = ip.Src(), ip.Dst(), ip.SrcBytes(), ip.DstBytes()
-	}
-	// A zero checksum is accepted for both families (RFC 6935 allows it
-	// for IPv6 tunnels).
-	if u.Checksum() != 0 {
-		ps := packet.PseudoHeaderChecksum(packet.ProtoUDP, sb, db, uint32(u.Length()))
-		if packet.Checksum(u[:u.Length()], ps) != 0xffff {
-			return src, dst, nil, false
-		}
-	}
-	return netip.AddrPortFrom(s, u.SrcPort()), netip.AddrPortFrom(d, u.DstPort()), u[packet.UDPLen:u.Length()], true
 }

@@ -28,10 +28,6 @@ const (
 	// 20 or 40 bytes. An inner IP MTU of underlay MTU minus this fits.
 	OverheadIPv4 = 50
 	OverheadIPv6 = 70
-	// SrcPortMin and SrcPortMax bound the UDP source ports used for
-	// flow entropy (RFC 7348 section 5: 49152-65535).
-	SrcPortMin = 49152
-	SrcPortMax = 65535
 	// MinInnerLen is the shortest inner frame accepted: an Ethernet
 	// header.
 	MinInnerLen = packet.EthernetLen
@@ -39,9 +35,6 @@ const (
 
 // Header is a view of a VXLAN header. Accessors need len >= HeaderLen.
 type Header []byte
-
-// Flags returns the flag byte.
-func (h Header) Flags() uint8 { return h[0] }
 
 // VNI returns the 24-bit VNI.
 func (h Header) VNI() uint32 { return binary.BigEndian.Uint32(h[4:8]) >> 8 }
@@ -122,25 +115,6 @@ func Decap(b *packet.Buf, known func(vni uint32) bool) (vni uint32, r DropReason
 	return vni, DropNone
 }
 
-// DecapBatch runs Decap on each buffer, writing vnis[i] and reasons[i]
-// (both at least len(bufs) long), and returns how many were accepted.
-func DecapBatch(bufs []*packet.Buf, known func(vni uint32) bool, vnis []uint32, reasons []DropReason) int {
-	n := 0
-	for i, b := range bufs {
-		vnis[i], reasons[i] = Decap(b, known)
-		if reasons[i] == DropNone {
-			n++
-		}
-	}
-	return n
-}
-
-// SourcePort maps a flow hash (packet.FlowHash of the inner frame) to a
-// UDP source port in 49152-65535.
-func SourcePort(hash uint32) uint16 {
-	return uint16(SrcPortMin + hash%(SrcPortMax-SrcPortMin+1))
-}
-
 // MulticastGroup4 returns the IPv4 group of vni: 230.<vni bytes>
 // (VNI 42 -> 230.0.0.42, 1337 -> 230.0.5.57), as the original Butterfly.
 func MulticastGroup4(vni uint32) netip.Addr {
@@ -165,17 +139,6 @@ func MulticastGroup(vni uint32, v6 bool) netip.Addr {
 	return MulticastGroup4(vni)
 }
 
-// FloodTargets returns where BUM frames of vni go: the head-end
-// replication list when it is not empty, else the VNI's multicast group.
-// It allocates; call it when the VNI's configuration changes and keep
-// the result.
-func FloodTargets(vni uint32, v6 bool, headEnd []netip.Addr) []netip.Addr {
-	if len(headEnd) > 0 {
-		return append([]netip.Addr(nil), headEnd...)
-	}
-	return []netip.Addr{MulticastGroup(vni, v6)}
-}
-
 // MulticastMAC returns the Ethernet address of an IPv4 (01:00:5e + low
 // 23 bits) or IPv6 (33:33 + last 4 bytes) multicast group.
 func MulticastMAC(group netip.Addr) packet.MAC {
@@ -198,19 +161,3 @@ func Overhead(v6 bool) int {
 // InnerMTU returns the largest inner IP packet that fits an underlay of
 // IP MTU underlayMTU once encapsulated.
 func InnerMTU(underlayMTU int, v6 bool) int { return underlayMTU - Overhead(v6) }
-
-// Fits reports whether an inner Ethernet frame of frameLen bytes (no
-// FCS, no VLAN tag) fits the underlay MTU once encapsulated.
-func Fits(frameLen, underlayMTU int, v6 bool) bool {
-	return frameLen-packet.EthernetLen <= InnerMTU(underlayMTU, v6)
-}
-
-// NeedsSegmentation reports whether b is a TSO/USO super-frame that must
-// be cut with packet.Segment before encapsulation.
-func NeedsSegmentation(b *packet.Buf) bool { return b.VNet.GSOType&^packet.GSOECN != packet.GSONone }
-
-// MaxSegmentPayload returns the maxPayload argument of packet.Segment
-// that makes every segment of the super-frame b fit the underlay MTU.
-func MaxSegmentPayload(b *packet.Buf, underlayMTU int, v6 bool) (int, error) {
-	return packet.MaxPayloadForMTU(b, InnerMTU(underlayMTU, v6))
-}

@@ -55,8 +55,8 @@ func TestEncapNoHeadroom(t *testing.T) {
 	if vxlan.Encap(b, 1) || !bytes.Equal(b.Bytes(), before) {
 		t.Fatal("Encap without headroom succeeded or changed the frame")
 	}
-	if vxlan.EncapFull(b, 1, &vxlan.Outer{Src: netip.MustParseAddrPort("192.0.2.1:1"), Dst: netip.MustParseAddrPort("192.0.2.2:2")}) {
-		t.Fatal("EncapFull without headroom succeeded")
+	if encapFull(b, 1, &vxlan.Outer{Src: netip.MustParseAddrPort("192.0.2.1:1"), Dst: netip.MustParseAddrPort("192.0.2.2:2")}) {
+		t.Fatal("encapFull without headroom succeeded")
 	}
 }
 
@@ -92,12 +92,6 @@ func TestDecapRejects(t *testing.T) {
 			t.Errorf("%s: rejected buffer modified", tt.name)
 		}
 	}
-	bufs := []*packet.Buf{packettest.Load(valid()), packettest.Load([]byte{1})}
-	vnis := make([]uint32, 2)
-	reasons := make([]vxlan.DropReason, 2)
-	if n := vxlan.DecapBatch(bufs, nil, vnis, reasons); n != 1 || vnis[0] != 42 || reasons[1] != vxlan.DropShort {
-		t.Fatalf("DecapBatch = %d %v %v", n, vnis, reasons)
-	}
 	if vxlan.DropUnknownVNI.String() != "unknown_vni" {
 		t.Fatal("String")
 	}
@@ -127,72 +121,37 @@ func TestMulticastGroups(t *testing.T) {
 			t.Errorf("vni %d: v6 MAC %s", tt.vni, m)
 		}
 	}
-	he := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")}
-	if got := vxlan.FloodTargets(7, false, he); len(got) != 2 || got[1] != he[1] {
-		t.Fatalf("head-end targets %v", got)
-	}
-	if got := vxlan.FloodTargets(7, true, nil); len(got) != 1 || got[0] != vxlan.MulticastGroup6(7) {
-		t.Fatalf("multicast targets %v", got)
-	}
 }
 
-func TestSourcePort(t *testing.T) {
-	for _, h := range []uint32{0, 1, 16383, 16384, 0xffffffff, 0x12345678} {
-		p := vxlan.SourcePort(h)
-		if p < 49152 {
-			t.Fatalf("SourcePort(%#x) = %d", h, p)
-		}
-	}
-	if vxlan.SourcePort(0) != 49152 || vxlan.SourcePort(16383) != 65535 || vxlan.SourcePort(16384) != 49152 {
-		t.Fatal("SourcePort mapping")
-	}
-}
-
-func TestMTU(t *testing.T) {
+func TestInnerMTU(t *testing.T) {
 	tests := []struct {
-		frame, mtu int
-		v6, fits   bool
+		mtu, want int
+		v6        bool
 	}{
-		{1514, 1500, false, false},
-		{1464, 1500, false, true},
-		{1465, 1500, false, false},
-		{1444, 1500, true, true},
-		{1445, 1500, true, false},
-		{1514, 1550, false, true},
-		{9014, 9000, false, false},
+		{1500, 1450, false},
+		{1500, 1430, true},
+		{1550, 1500, false},
+		{9000, 8950, false},
+		{9000, 8930, true},
 	}
 	for _, tt := range tests {
-		if got := vxlan.Fits(tt.frame, tt.mtu, tt.v6); got != tt.fits {
-			t.Errorf("Fits(%d, %d, v6=%v) = %v", tt.frame, tt.mtu, tt.v6, got)
+		if got := vxlan.InnerMTU(tt.mtu, tt.v6); got != tt.want {
+			t.Errorf("InnerMTU(%d, v6=%v) = %d, want %d", tt.mtu, tt.v6, got, tt.want)
 		}
 	}
-	if vxlan.InnerMTU(1500, false) != 1450 || vxlan.InnerMTU(1500, true) != 1430 {
-		t.Fatal("InnerMTU")
-	}
-	b := packettest.Load(packettest.TCP(t, flow, packettest.TCPSeg{Seq: 1, Payload: make([]byte, 3000)}))
-	if vxlan.NeedsSegmentation(b) {
-		t.Fatal("plain frame needs segmentation")
-	}
-	b.VNet = packet.VNetHdr{GSOType: packet.GSOTCPv4 | packet.GSOECN, GSOSize: 1448}
-	if !vxlan.NeedsSegmentation(b) {
-		t.Fatal("TSO frame does not need segmentation")
-	}
-	n, err := vxlan.MaxSegmentPayload(b, 1500, false)
-	if err != nil || n != 1450-20-20 {
-		t.Fatalf("MaxSegmentPayload = %d, %v", n, err)
-	}
-	// Segments made with it fit once encapsulated.
-	out := make([]*packet.Buf, 4)
-	for i := range out {
-		out[i] = packet.NewBuf()
-	}
-	k, err := packet.Segment(b, n, out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < k; i++ {
-		if !vxlan.Fits(out[i].Len(), 1500, false) {
-			t.Fatalf("segment %d of %d bytes does not fit", i, out[i].Len())
+	// An inner IP packet of InnerMTU bytes makes an outer IP packet of
+	// exactly the underlay MTU.
+	for _, o := range []*vxlan.Outer{
+		{Src: netip.MustParseAddrPort("192.0.2.1:4789"), Dst: netip.MustParseAddrPort("192.0.2.2:4789")},
+		{Src: netip.MustParseAddrPort("[2001:db8::1]:4789"), Dst: netip.MustParseAddrPort("[2001:db8::2]:4789")},
+	} {
+		v6 := o.Dst.Addr().Is6()
+		b := packettest.Load(packettest.UDP(t, flow, make([]byte, vxlan.InnerMTU(1500, v6)-packet.IPv4MinLen-packet.UDPLen)))
+		if !encapFull(b, 1, o) {
+			t.Fatal("encapFull failed")
+		}
+		if got := b.Len() - packet.EthernetLen; got != 1500 {
+			t.Errorf("v6=%v: outer IP packet of %d bytes, want 1500", v6, got)
 		}
 	}
 }
@@ -215,8 +174,8 @@ func TestFullEncoder(t *testing.T) {
 			if !tt.dst.Addr().IsMulticast() {
 				o.DstMAC = macB
 			}
-			if !vxlan.EncapFull(b, 42, o) {
-				t.Fatal("EncapFull failed")
+			if !encapFull(b, 42, o) {
+				t.Fatal("encapFull failed")
 			}
 			p := packettest.Decode(b.Bytes())
 			packettest.VerifyChecksums(t, p)
@@ -252,9 +211,9 @@ func TestFullEncoder(t *testing.T) {
 					t.Fatal("IPv6 outer UDP checksum is zero")
 				}
 			}
-			src, dst, payload, ok := vxlan.ParseOuter(b.Bytes())
+			src, dst, payload, ok := parseOuter(b.Bytes())
 			if !ok || src != tt.src || dst != tt.dst {
-				t.Fatalf("ParseOuter = %v %v %v", src, dst, ok)
+				t.Fatalf("parseOuter = %v %v %v", src, dst, ok)
 			}
 			pb := packettest.Load(payload)
 			if vni, r := vxlan.Decap(pb, nil); r != vxlan.DropNone || vni != 42 || !bytes.Equal(pb.Bytes(), in) {
@@ -263,7 +222,7 @@ func TestFullEncoder(t *testing.T) {
 			// Corrupting the payload breaks the IPv6 checksum.
 			if tt.dst.Addr().Is6() {
 				b.Bytes()[len(b.Bytes())-1] ^= 0xff
-				if _, _, _, ok := vxlan.ParseOuter(b.Bytes()); ok {
+				if _, _, _, ok := parseOuter(b.Bytes()); ok {
 					t.Fatal("bad UDP checksum accepted")
 				}
 			}
@@ -271,20 +230,8 @@ func TestFullEncoder(t *testing.T) {
 	}
 	// Mixed families are refused and leave the buffer alone.
 	b := packettest.Load(in)
-	if vxlan.EncapFull(b, 1, &vxlan.Outer{Src: netip.MustParseAddrPort("192.0.2.1:1"), Dst: netip.MustParseAddrPort("[2001:db8::2]:4789")}) || !bytes.Equal(b.Bytes(), in) {
+	if encapFull(b, 1, &vxlan.Outer{Src: netip.MustParseAddrPort("192.0.2.1:1"), Dst: netip.MustParseAddrPort("[2001:db8::2]:4789")}) || !bytes.Equal(b.Bytes(), in) {
 		t.Fatal("mixed families accepted")
-	}
-	// PrependOuter on an underlay payload, then undo.
-	pb := packettest.Load(in)
-	vxlan.Encap(pb, 9)
-	payload := append([]byte(nil), pb.Bytes()...)
-	o := &vxlan.Outer{Src: netip.MustParseAddrPort("192.0.2.1:4789"), Dst: netip.MustParseAddrPort("192.0.2.2:4789")}
-	if !vxlan.PrependOuter(pb, o) || pb.Len() != len(payload)+vxlan.OuterLen(false) {
-		t.Fatal("PrependOuter")
-	}
-	pb.TrimFront(vxlan.OuterLen(false))
-	if !bytes.Equal(pb.Bytes(), payload) {
-		t.Fatal("PrependOuter undo")
 	}
 }
 
@@ -370,11 +317,11 @@ func TestZeroAllocs(t *testing.T) {
 			fdb.Lookup(macA, now)
 		}},
 		{"full encoder", func() {
-			vxlan.EncapFull(full, 5, o)
-			vxlan.ParseOuter(full.Bytes())
+			encapFull(full, 5, o)
+			parseOuter(full.Bytes())
 			full.TrimFront(vxlan.OuterLen(true) + vxlan.HeaderLen)
 		}},
-		{"groups", func() { _ = vxlan.MulticastGroup(5, true); _ = vxlan.SourcePort(packet.FlowHash(in)) }},
+		{"groups", func() { _ = vxlan.MulticastGroup(5, true) }},
 	}
 	for _, tt := range tests {
 		if a := testing.AllocsPerRun(100, tt.fn); a != 0 {
@@ -389,14 +336,14 @@ func BenchmarkEncapDecap(b *testing.B) {
 	for i := range bufs {
 		bufs[i] = packettest.Load(in)
 	}
-	vnis := make([]uint32, 64)
-	reasons := make([]vxlan.DropReason, 64)
 	known := func(v uint32) bool { return v == 42 }
 	for b.Loop() {
 		for _, p := range bufs {
 			vxlan.Encap(p, 42)
 		}
-		vxlan.DecapBatch(bufs, known, vnis, reasons)
+		for _, p := range bufs {
+			vxlan.Decap(p, known)
+		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
 }
