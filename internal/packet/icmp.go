@@ -69,12 +69,6 @@ func (c ICMPv4) MTU() uint16 { return binary.BigEndian.Uint16(c[6:8]) }
 // Payload returns the bytes after the 8-byte header.
 func (c ICMPv4) Payload() []byte { return c[ICMPHeaderLen:] }
 
-// SetType sets the type.
-func (c ICMPv4) SetType(v uint8) { c[0] = v }
-
-// SetCode sets the code.
-func (c ICMPv4) SetCode(v uint8) { c[1] = v }
-
 // SetChecksum sets the checksum field.
 func (c ICMPv4) SetChecksum(v uint16) { binary.BigEndian.PutUint16(c[2:4], v) }
 

@@ -51,9 +51,6 @@ func (b IPv4) IsValid() bool {
 // HeaderLen returns the header length in bytes (IHL*4).
 func (b IPv4) HeaderLen() int { return int(b[0]&0xf) * 4 }
 
-// TOS returns the type-of-service (DSCP/ECN) byte.
-func (b IPv4) TOS() uint8 { return b[1] }
-
 // TotalLen returns the total length field.
 func (b IPv4) TotalLen() uint16 { return binary.BigEndian.Uint16(b[2:4]) }
 
@@ -96,9 +93,6 @@ func (b IPv4) SrcBytes() []byte { return b[12:16] }
 // DstBytes returns the destination address bytes (a view).
 func (b IPv4) DstBytes() []byte { return b[16:20] }
 
-// Payload returns the payload up to TotalLen. Only valid after IsValid.
-func (b IPv4) Payload() []byte { return b[b.HeaderLen():b.TotalLen()] }
-
 // SetTOS sets the type-of-service byte.
 func (b IPv4) SetTOS(v uint8) { b[1] = v }
 
@@ -113,9 +107,6 @@ func (b IPv4) SetFlagsFrag(v uint16) { binary.BigEndian.PutUint16(b[6:8], v) }
 
 // SetTTL sets the time to live.
 func (b IPv4) SetTTL(v uint8) { b[8] = v }
-
-// SetProtocol sets the payload protocol.
-func (b IPv4) SetProtocol(v uint8) { b[9] = v }
 
 // SetChecksum sets the header checksum field.
 func (b IPv4) SetChecksum(v uint16) { binary.BigEndian.PutUint16(b[10:12], v) }

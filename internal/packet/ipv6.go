@@ -56,12 +56,6 @@ func (b IPv6) DstBytes() []byte { return b[24:40] }
 // SetPayloadLen sets the payload length.
 func (b IPv6) SetPayloadLen(v uint16) { binary.BigEndian.PutUint16(b[4:6], v) }
 
-// SetNextHeader sets the next header field of the fixed header.
-func (b IPv6) SetNextHeader(v uint8) { b[6] = v }
-
-// SetHopLimit sets the hop limit.
-func (b IPv6) SetHopLimit(v uint8) { b[7] = v }
-
 // SetSrc sets the source address.
 func (b IPv6) SetSrc(a netip.Addr) { s := a.As16(); copy(b[8:24], s[:]) }
 

@@ -80,9 +80,6 @@ func (t TCP) SetWindow(v uint16) { binary.BigEndian.PutUint16(t[14:16], v) }
 // SetChecksum sets the checksum field.
 func (t TCP) SetChecksum(v uint16) { binary.BigEndian.PutUint16(t[16:18], v) }
 
-// SetUrgent sets the urgent pointer.
-func (t TCP) SetUrgent(v uint16) { binary.BigEndian.PutUint16(t[18:20], v) }
-
 // UDP constants.
 const (
 	UDPLen = 8

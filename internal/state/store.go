@@ -349,9 +349,6 @@ func (s *Store) Info() OpenInfo {
 	return s.info
 }
 
-// Path is the snapshot's path.
-func (s *Store) Path() string { return s.path }
-
 // Close closes the journal. Later Saves fail.
 func (s *Store) Close() error {
 	s.mu.Lock()
