@@ -44,6 +44,11 @@ type Config struct {
 	// latency of sparse traffic and costs CPU. 0 = 100 µs; negative =
 	// never sleep.
 	PollIdle time.Duration
+	// PoolSize is the number of packet buffers of each worker (64 KiB
+	// each; 0 = 1024; 64, one read batch, to 8192). Buffers in transmit queues, in rings
+	// between workers and in GRO hold come from it; when it runs dry,
+	// frames are dropped as no_buffer.
+	PoolSize int
 	// ConntrackMax is the number of connections tracked per vNIC (0 =
 	// 65536); new connections beyond it are dropped (firewall_table_full).
 	ConntrackMax int
@@ -64,8 +69,11 @@ const (
 	maxSlots = 1 << 16
 	// batchSize is the number of frames a worker reads per poll.
 	batchSize = 64
-	// defaultPoolSize is the number of buffers per worker.
+	// defaultPoolSize is the default Config.PoolSize (64 MiB of buffers
+	// per worker: a buffer holds a 64 KiB super-frame); maxPoolSize
+	// bounds it (512 MiB per worker).
 	defaultPoolSize = 1024
+	maxPoolSize     = 8192
 	// maxWorkers bounds Config.Workers.
 	maxWorkers = 64
 	// defaultStallTimeout is the default Config.StallTimeout.
@@ -122,6 +130,18 @@ func (cfg *Config) normalize() error {
 	}
 	if cfg.UnderlayMTU < minUnderlayMTU || cfg.UnderlayMTU > maxUnderlayMTU {
 		return fmt.Errorf("dataplane: underlay MTU %d out of range (%d to %d)", cfg.UnderlayMTU, minUnderlayMTU, maxUnderlayMTU)
+	}
+	switch {
+	case cfg.PollIdle < 0:
+		cfg.PollIdle = neverIdle
+	case cfg.PollIdle == 0:
+		cfg.PollIdle = defaultPollIdle
+	}
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = defaultPoolSize
+	}
+	if cfg.PoolSize < batchSize || cfg.PoolSize > maxPoolSize {
+		return fmt.Errorf("dataplane: pool of %d buffers per worker: want %d to %d", cfg.PoolSize, batchSize, maxPoolSize)
 	}
 	if cfg.ConntrackMax == 0 {
 		cfg.ConntrackMax = defaultConntrackMax

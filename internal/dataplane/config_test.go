@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestUnderlayMTU: the MTU read from the VTEP's link is clamped to what an
@@ -49,5 +50,46 @@ func TestUnderlayMTU(t *testing.T) {
 				t.Errorf("unexpected log %q", log.String())
 			}
 		})
+	}
+}
+
+// TestConfigTuning checks the defaults and bounds of the runtime tuning
+// fields and that the engine's workers use them.
+func TestConfigTuning(t *testing.T) {
+	tests := []struct {
+		name     string
+		idle     time.Duration
+		pool     int
+		wantIdle time.Duration
+		wantPool int
+		err      string
+	}{
+		{name: "defaults", wantIdle: 100 * time.Microsecond, wantPool: 1024},
+		{name: "set", idle: 5 * time.Millisecond, pool: 64, wantIdle: 5 * time.Millisecond, wantPool: 64},
+		{name: "never sleep", idle: -1, pool: 8192, wantIdle: neverIdle, wantPool: 8192},
+		{name: "pool below a batch", pool: 63, err: "pool of 63 buffers"},
+		{name: "pool too large", pool: 8193, err: "pool of 8193 buffers"},
+		{name: "negative pool", pool: -1, err: "pool of -1 buffers"},
+	}
+	for _, tt := range tests {
+		cfg := Config{VTEP: vtep4, UnderlayMTU: 1500, PollIdle: tt.idle, PoolSize: tt.pool}
+		err := cfg.normalize()
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s: error %v, want %q", tt.name, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || cfg.PollIdle != tt.wantIdle || cfg.PoolSize != tt.wantPool {
+			t.Errorf("%s: PollIdle %v PoolSize %d (%v), want %v %d", tt.name, cfg.PollIdle, cfg.PoolSize, err, tt.wantIdle, tt.wantPool)
+		}
+	}
+	h := newHarness(t, Config{PoolSize: 128, PollIdle: time.Second}, true)
+	w := h.e.workers[0]
+	if n := w.pool.Available() + w.rxn; n != 128 {
+		t.Fatalf("worker pool holds %d buffers, want 128", n)
+	}
+	if w.e.cfg.PollIdle != time.Second {
+		t.Fatalf("engine idle spell %v", w.e.cfg.PollIdle)
 	}
 }

@@ -59,11 +59,7 @@ type hooks struct {
 	openVhost func(path string, offload bool, log *slog.Logger) (vhostPort, error)
 	openTrace func(path string) (traceWriter, error)
 	// manual: no worker goroutines; tests call worker.iterate.
-	manual   bool
-	poolSize int
-	// idle is how long a worker busy-polls without traffic before it
-	// sleeps in epoll.
-	idle time.Duration
+	manual bool
 }
 
 // Engine is the packet engine. It implements model.Dataplane; its methods
@@ -166,19 +162,6 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 	if h.openTrace == nil {
 		h.openTrace = openPcap
 	}
-	if h.poolSize == 0 {
-		h.poolSize = defaultPoolSize
-	}
-	if h.idle == 0 {
-		switch {
-		case cfg.PollIdle < 0:
-			h.idle = neverIdle
-		case cfg.PollIdle > 0:
-			h.idle = cfg.PollIdle
-		default:
-			h.idle = defaultPollIdle
-		}
-	}
 	e := &Engine{
 		cfg:   cfg,
 		log:   cfg.Logger,
@@ -259,7 +242,7 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 			e.ret[u] = make([]*ring, cfg.Workers)
 			for v := range e.workers {
 				e.fwd[u][v] = newRing(handoffRing)
-				e.ret[u][v] = newRing(h.poolSize)
+				e.ret[u][v] = newRing(cfg.PoolSize)
 			}
 		}
 	}

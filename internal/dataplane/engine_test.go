@@ -613,9 +613,8 @@ func TestTAPNames(t *testing.T) {
 func TestEntropySockets(t *testing.T) {
 	var socks []*fakePort
 	h := &harness{under: &fakePort{}, ports: map[string]*fakePort{}, traces: map[string]*fakeTrace{}}
-	e, err := newEngine(Config{VTEP: vtep4, UnderlayMTU: 1500, Logger: quietLogger()}, hooks{
+	e, err := newEngine(Config{VTEP: vtep4, UnderlayMTU: 1500, PoolSize: 256, Logger: quietLogger()}, hooks{
 		manual:       true,
-		poolSize:     256,
 		openUnderlay: func(*Config) (underlay, error) { return h.under, nil },
 		openEntropy: func(*Config) (underlay, error) {
 			p := &fakePort{}

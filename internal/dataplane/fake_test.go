@@ -258,9 +258,11 @@ func newHarnessFds(t testing.TB, cfg Config, manual, fds bool) *harness {
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = 512
+	}
 	e, err := newEngine(cfg, hooks{
 		manual:       manual,
-		poolSize:     512,
 		openUnderlay: func(*Config) (underlay, error) { return h.under, nil },
 		openTAP: func(name string, offload bool) (port.Port, string, error) {
 			h.mu.Lock()

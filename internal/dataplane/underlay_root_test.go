@@ -90,8 +90,7 @@ func realUnderlay(t *testing.T, v1, v2 netip.Addr, later bool) {
 	}
 	mk := func(local, peer netip.Addr) (*Engine, map[string]*fakePort) {
 		ports := map[string]*fakePort{}
-		e, err := newEngine(Config{VTEP: local, HeadEnd: []netip.Addr{peer}, UnderlayMTU: 1500, Logger: quietLogger()}, hooks{
-			poolSize: 256,
+		e, err := newEngine(Config{VTEP: local, HeadEnd: []netip.Addr{peer}, UnderlayMTU: 1500, PoolSize: 256, Logger: quietLogger()}, hooks{
 			openTAP: func(name string, offload bool) (port.Port, string, error) {
 				p := &fakePort{}
 				ports[name] = p

@@ -14,9 +14,8 @@ import (
 // removes the socket; ids that cannot name a file are refused.
 func TestVhostUserSocketLifecycle(t *testing.T) {
 	dir := t.TempDir()
-	e, err := newEngine(Config{VTEP: vtep4, UnderlayMTU: 1500, SocketDir: dir, Logger: quietLogger()}, hooks{
+	e, err := newEngine(Config{VTEP: vtep4, UnderlayMTU: 1500, SocketDir: dir, PoolSize: 64, Logger: quietLogger()}, hooks{
 		manual:       true,
-		poolSize:     64,
 		openUnderlay: func(*Config) (underlay, error) { return &fakePort{}, nil },
 	})
 	if err != nil {

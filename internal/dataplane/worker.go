@@ -114,7 +114,7 @@ func newWorker(e *Engine, id, cpu int) (*worker, error) {
 		e:        e,
 		id:       id,
 		cpu:      cpu,
-		pool:     packet.NewPool(e.hooks.poolSize),
+		pool:     packet.NewPool(e.cfg.PoolSize),
 		rx:       make([]*packet.Buf, batchSize),
 		segs:     make([]*packet.Buf, 0, 64),
 		fl:       make([]uint32, 0, 1024),
@@ -201,7 +201,7 @@ func (w *worker) run() {
 // no port with a descriptor left in the active set and nothing received
 // recently on the others.
 func (w *worker) idleNow() bool {
-	return len(w.active) == 0 && !w.underActive && w.mono-w.lastRx >= int64(w.e.hooks.idle)
+	return len(w.active) == 0 && !w.underActive && w.mono-w.lastRx >= int64(w.e.cfg.PollIdle)
 }
 
 // sleep waits in epoll (at most timeoutMs; 0 only checks) until a port is
@@ -259,7 +259,7 @@ func (w *worker) iterate() int {
 	t := time.Now()
 	w.now = t.UnixNano()
 	w.mono = int64(t.Sub(w.e.start))
-	idle := int64(w.e.hooks.idle)
+	idle := int64(w.e.cfg.PollIdle)
 	total := 0
 	if w.e.fwd != nil {
 		total += w.drainRings(s)
