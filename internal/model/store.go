@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -202,12 +201,12 @@ func (s *Store) addNIC(n NIC) (string, error) {
 			return "", dataplaneErr("NIC deletion failed", fmt.Errorf("replacing nic %q: %w", old.ID, err))
 		}
 	}
-	path, err := s.dp.AddNIC(cloneNIC(n))
+	path, err := s.dp.AddNIC(n.Clone())
 	if err != nil {
 		e := dataplaneErr("NIC creation failed", fmt.Errorf("nic %q: %w", n.ID, err))
 		if exists {
 			s.gen++
-			oldPath, rerr := s.dp.AddNIC(cloneNIC(*old))
+			oldPath, rerr := s.dp.AddNIC(old.Clone())
 			if rerr != nil {
 				s.nics.del(old.ID)
 				e.Err = errors.Join(e.Err, fmt.Errorf("restoring the previous nic %q failed, it is removed: %w", old.ID, rerr))
@@ -250,7 +249,7 @@ func (s *Store) UpdateNIC(u NICUpdate) error {
 	if !ok {
 		return notFoundNIC(u.ID)
 	}
-	n := cloneNIC(*old)
+	n := old.Clone()
 	if len(u.IPs) > 0 {
 		n.IPs = ips
 	}
@@ -266,10 +265,10 @@ func (s *Store) UpdateNIC(u NICUpdate) error {
 	if u.TracePath != nil && *u.TracePath != "" {
 		n.TracePath = *u.TracePath
 	}
-	if equalNIC(n, *old) {
+	if n.Equal(*old) {
 		return nil
 	}
-	if err := s.dp.UpdateNIC(cloneNIC(n)); err != nil {
+	if err := s.dp.UpdateNIC(n.Clone()); err != nil {
 		return dataplaneErr("NIC update failed", fmt.Errorf("nic %q: %w", n.ID, err))
 	}
 	s.nics.set(n.ID, &n)
@@ -304,7 +303,7 @@ func (s *Store) NICList() []string {
 func (s *Store) NICDetails(id string) ([]NIC, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return details(&s.nics, id, cloneNIC, func() *Error {
+	return details(&s.nics, id, NIC.Clone, func() *Error {
 		return &Error{Code: CodeNotFound, Text: "NIC: " + id + " not found"}
 	})
 }
@@ -379,7 +378,7 @@ func (s *Store) AddSG(sg SG) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.sgs.m[sg.ID]; ok && equalSG(*old, sg) {
+	if old, ok := s.sgs.m[sg.ID]; ok && old.Equal(sg) {
 		return nil
 	}
 	if err := s.pushSGs(sg.ID, &sg, "Security Group creation failed"); err != nil {
@@ -417,7 +416,7 @@ func (s *Store) SGList() []string {
 func (s *Store) SGDetails(id string) ([]SG, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return details(&s.sgs, id, cloneSG, func() *Error {
+	return details(&s.sgs, id, SG.Clone, func() *Error {
 		return &Error{Code: CodeNotFound, Text: TextSGDetails + ": " + id}
 	})
 }
@@ -654,7 +653,7 @@ func (s *Store) Restore(st State) error {
 	s.sgs.reset()
 	s.gen++
 	for _, in := range st.SGs {
-		sg, err := checkSG(cloneSG(in))
+		sg, err := checkSG(in.Clone())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("restore: security group %q: %w", in.ID, err))
 			continue
@@ -670,7 +669,7 @@ func (s *Store) Restore(st State) error {
 	}
 	for _, n := range st.NICs {
 		id := n.ID
-		n, err := s.checkNIC(cloneNIC(n))
+		n, err := s.checkNIC(n.Clone())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("restore: nic %q: %w", id, err))
 			continue
@@ -716,30 +715,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-func cloneNIC(n NIC) NIC {
-	n.IPs = slices.Clone(n.IPs)
-	n.SecurityGroups = slices.Clone(n.SecurityGroups)
-	return n
-}
-
-func cloneSG(sg SG) SG {
-	sg.Members = slices.Clone(sg.Members)
-	sg.Rules = slices.Clone(sg.Rules)
-	return sg
-}
-
-// equalNIC compares every field; nil and empty lists are equal.
-func equalNIC(a, b NIC) bool {
-	if !slices.Equal(a.IPs, b.IPs) || !slices.Equal(a.SecurityGroups, b.SecurityGroups) {
-		return false
-	}
-	a.IPs, b.IPs = nil, nil
-	a.SecurityGroups, b.SecurityGroups = nil, nil
-	return reflect.DeepEqual(a, b)
-}
-
-func equalSG(a, b SG) bool {
-	return a.ID == b.ID && slices.Equal(a.Members, b.Members) && slices.Equal(a.Rules, b.Rules)
 }

@@ -331,10 +331,10 @@ func Open(path string, opts Options) (*Store, model.State, error) {
 	state := ld.state()
 	// The returned state must not share memory with the Store's copy.
 	for i := range state.NICs {
-		state.NICs[i] = cloneNIC(state.NICs[i])
+		state.NICs[i] = state.NICs[i].Clone()
 	}
 	for i := range state.SGs {
-		state.SGs[i] = cloneSG(state.SGs[i])
+		state.SGs[i] = state.SGs[i].Clone()
 	}
 	if cerr != nil {
 		return st, state, cerr
@@ -484,8 +484,8 @@ func (s *Store) compact(seq uint64) error {
 // Upserted objects share st's lists.
 func (s *Store) diff(st model.State) record {
 	var r record
-	r.NICs, r.DelNICs = changes(s.nics, st.NICs, func(n model.NIC) string { return n.ID }, equalNIC)
-	r.SGs, r.DelSGs = changes(s.sgs, st.SGs, func(g model.SG) string { return g.ID }, equalSG)
+	r.NICs, r.DelNICs = changes(s.nics, st.NICs, func(n model.NIC) string { return n.ID }, model.NIC.Equal)
+	r.SGs, r.DelSGs = changes(s.sgs, st.SGs, func(g model.SG) string { return g.ID }, model.SG.Equal)
 	return r
 }
 
@@ -533,49 +533,11 @@ func changes[T any](saved map[string]T, cur []T, key func(T) string, equal func(
 func maps(st model.State) (map[string]model.NIC, map[string]model.SG) {
 	nics := make(map[string]model.NIC, len(st.NICs))
 	for _, n := range st.NICs {
-		nics[n.ID] = cloneNIC(n)
+		nics[n.ID] = n.Clone()
 	}
 	sgs := make(map[string]model.SG, len(st.SGs))
 	for _, g := range st.SGs {
-		sgs[g.ID] = cloneSG(g)
+		sgs[g.ID] = g.Clone()
 	}
 	return nics, sgs
-}
-
-// equalNIC compares the persisted fields of two vNICs. MAC is not
-// persisted (it is parsed from MACText) and is not compared.
-// TestEqualCoversFields fails when model.NIC gains a field.
-func equalNIC(a, b model.NIC) bool {
-	return a.ID == b.ID && a.MACText == b.MACText && a.VNI == b.VNI &&
-		equalList(a.IPs, b.IPs) && equalList(a.SecurityGroups, b.SecurityGroups) &&
-		a.IPAntiSpoof == b.IPAntiSpoof && a.SniffTarget == b.SniffTarget && a.Bypass == b.Bypass &&
-		a.Type == b.Type && a.PacketTrace == b.PacketTrace && a.TracePath == b.TracePath &&
-		a.BType == b.BType && a.DIP == b.DIP && a.DMAC == b.DMAC && a.Path == b.Path &&
-		a.VhostClient == b.VhostClient
-}
-
-// equalSG compares two security groups.
-func equalSG(a, b model.SG) bool {
-	return a.ID == b.ID && equalList(a.Members, b.Members) && equalList(a.Rules, b.Rules)
-}
-
-// equalList reports whether a and b have equal elements: at once if they
-// are the same list (same first element and length).
-func equalList[T comparable](a, b []T) bool {
-	if len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0]) {
-		return true
-	}
-	return slices.Equal(a, b)
-}
-
-func cloneNIC(n model.NIC) model.NIC {
-	n.IPs = slices.Clone(n.IPs)
-	n.SecurityGroups = slices.Clone(n.SecurityGroups)
-	return n
-}
-
-func cloneSG(g model.SG) model.SG {
-	g.Members = slices.Clone(g.Members)
-	g.Rules = slices.Clone(g.Rules)
-	return g
 }

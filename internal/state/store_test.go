@@ -66,7 +66,7 @@ func fileSize(t *testing.T, path string) int64 {
 // modified).
 func withRule(st model.State, g int, port uint32) model.State {
 	st.SGs = slices.Clone(st.SGs)
-	sg := cloneSG(st.SGs[g])
+	sg := model.SG.Clone(st.SGs[g])
 	sg.Rules = append(sg.Rules, newRule(port))
 	st.SGs[g] = sg
 	return st
@@ -151,7 +151,7 @@ func TestStoreNoWriteWhenUnchanged(t *testing.T) {
 	withMAC := base
 	withMAC.NICs = slices.Clone(base.NICs)
 	for i := range withMAC.NICs {
-		withMAC.NICs[i] = cloneNIC(withMAC.NICs[i])
+		withMAC.NICs[i] = model.NIC.Clone(withMAC.NICs[i])
 		withMAC.NICs[i].MAC = [6]byte{0x52, 0x54, 0, 0, 0, byte(i)}
 	}
 	for name, st := range map[string]model.State{"same": base, "reordered": reordered, "with MAC": withMAC, "copy": sorted(base)} {
@@ -587,7 +587,7 @@ func randomOp(rng *rand.Rand, nics map[string]model.NIC, sgs map[string]model.SG
 	case 2:
 		delete(nics, "nic-"+id)
 	case 3: // add a rule or a member (creating the group)
-		g := cloneSG(sgs["sg-"+id])
+		g := model.SG.Clone(sgs["sg-"+id])
 		g.ID = "sg-" + id
 		if rng.IntN(2) == 0 {
 			g.Rules = append(g.Rules, model.Rule{Direction: model.Inbound, Protocol: 6, PortStart: uint32(rng.IntN(100)), PortEnd: 100,
@@ -599,7 +599,7 @@ func randomOp(rng *rand.Rand, nics map[string]model.NIC, sgs map[string]model.SG
 	case 4: // remove a rule
 		g, ok := sgs["sg-"+id]
 		if ok && len(g.Rules) > 0 {
-			g = cloneSG(g)
+			g = model.SG.Clone(g)
 			g.Rules = slices.Delete(g.Rules, 0, 1)
 			if len(g.Rules) == 0 {
 				g.Rules = nil
@@ -608,59 +608,6 @@ func randomOp(rng *rand.Rand, nics map[string]model.NIC, sgs map[string]model.SG
 		}
 	case 5:
 		delete(sgs, "sg-"+id)
-	}
-}
-
-// TestEqualCoversFields fails when model.NIC or model.SG gains a field
-// that equalNIC/equalSG do not compare: every field but MAC (not
-// persisted) must make a difference.
-func TestEqualCoversFields(t *testing.T) {
-	base := sample(1).NICs[0]
-	nt := reflect.TypeFor[model.NIC]()
-	for i := range nt.NumField() {
-		f := nt.Field(i)
-		changed := base
-		v := reflect.ValueOf(&changed).Elem().Field(i)
-		switch v.Kind() {
-		case reflect.String:
-			v.SetString(v.String() + "x")
-		case reflect.Bool:
-			v.SetBool(!v.Bool())
-		case reflect.Uint32, reflect.Uint8, reflect.Uint16, reflect.Uint64:
-			v.SetUint(v.Uint() + 1)
-		case reflect.Int, reflect.Int32, reflect.Int64:
-			v.SetInt(v.Int() + 1)
-		case reflect.Slice:
-			v.Set(reflect.MakeSlice(v.Type(), 0, 0))
-		case reflect.Array:
-			v.Index(0).SetUint(v.Index(0).Uint() + 1)
-		default:
-			t.Fatalf("field %s of kind %v: extend this test and equalNIC", f.Name, v.Kind())
-		}
-		if f.Name == "MAC" || f.Name == "Import" {
-			if !equalNIC(base, changed) {
-				t.Errorf("%s (not persisted) counts as a change", f.Name)
-			}
-			continue
-		}
-		if equalNIC(base, changed) {
-			t.Errorf("equalNIC ignores field %s", f.Name)
-		}
-	}
-	if n := reflect.TypeFor[model.SG]().NumField(); n != 3 {
-		t.Errorf("model.SG has %d fields; equalSG compares 3", n)
-	}
-	g := sample(0).SGs[0]
-	for name, h := range map[string]func(*model.SG){
-		"ID":      func(s *model.SG) { s.ID += "x" },
-		"Members": func(s *model.SG) { s.Members = nil },
-		"Rules":   func(s *model.SG) { s.Rules = s.Rules[:1] },
-	} {
-		c := cloneSG(g)
-		h(&c)
-		if equalSG(g, c) {
-			t.Errorf("equalSG ignores %s", name)
-		}
 	}
 }
 
