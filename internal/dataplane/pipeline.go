@@ -110,10 +110,20 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 		w.dropFrom(nic, v.sw, switchDrop(d.Reason), b)
 		return
 	}
+	if !w.flood(s, nic, v, cfg, b) {
+		w.put(b)
+	}
+}
+
+// flood sends b, a frame of VNI v received on port b.InPort (from the
+// local vNIC nic, or from the underlay with nic nil), to every other port
+// of cfg: local vNICs, and through underPort the VNI's flood destinations
+// on the underlay. Every destination but the last gets a copy. It reports
+// false, leaving b to the caller, when there is no other port.
+func (w *worker) flood(s *snapshot, nic *nicConf, v *vniConf, cfg *l2.Config, b *packet.Buf) bool {
 	w.fl = cfg.AppendFlood(w.fl[:0], b.InPort)
 	if len(w.fl) == 0 {
-		w.put(b)
-		return
+		return false
 	}
 	last := len(w.fl) - 1
 	for i, p := range w.fl {
@@ -130,6 +140,7 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 			w.toLocal(s, nic, v, p, c)
 		}
 	}
+	return true
 }
 
 // toLocal queues a frame for local port p of VNI v if the snapshot agrees
@@ -203,21 +214,33 @@ func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
 // the port knows it.
 func (w *worker) segmentToPort(s *snapshot, slot int, b *packet.Buf) {
 	nic := s.nics[slot]
-	maxPayload := guestSegPayload(nic.port, b)
+	segs, r := w.segment(b, guestSegPayload(nic.port, b))
+	if r != dropNone {
+		nic.tx.drop(w.id, r)
+		return
+	}
+	for _, c := range segs {
+		w.queue(s, slot, c)
+	}
+}
+
+// segment cuts the TSO/USO super-frame b into segments of maxPayload
+// bytes of payload (0: b's GSOSize) in buffers of the pool and frees b.
+// It returns the segments (w.segs, valid until the next call), or none
+// and why it failed (the buffers it took are then freed).
+func (w *worker) segment(b *packet.Buf, maxPayload int) ([]*packet.Buf, dropReason) {
 	cnt, err := packet.SegmentCount(b, maxPayload)
 	if err != nil || cnt > cap(w.segs) {
-		nic.tx.drop(w.id, dropSegmentation)
 		w.put(b)
-		return
+		return nil, dropSegmentation
 	}
 	w.segs = w.segs[:0]
 	for i := 0; i < cnt; i++ {
 		c := w.get()
 		if c == nil {
 			w.putAll(w.segs)
-			nic.tx.drop(w.id, dropNoBuffer)
 			w.put(b)
-			return
+			return nil, dropNoBuffer
 		}
 		w.segs = append(w.segs, c)
 	}
@@ -225,15 +248,12 @@ func (w *worker) segmentToPort(s *snapshot, slot int, b *packet.Buf) {
 	w.put(b)
 	if err != nil {
 		w.putAll(w.segs)
-		nic.tx.drop(w.id, dropSegmentation)
-		return
+		return nil, dropSegmentation
 	}
-	for i := n; i < len(w.segs); i++ {
-		w.put(w.segs[i])
+	for _, c := range w.segs[n:] {
+		w.put(c)
 	}
-	for i := 0; i < n; i++ {
-		w.queue(s, slot, w.segs[i])
-	}
+	return w.segs[:n], dropNone
 }
 
 // queue appends a frame to a port's transmit queue, writing the queue
@@ -334,36 +354,13 @@ func (w *worker) encapsulate(s *snapshot, nic *nicConf, v *vniConf, b *packet.Bu
 			w.tooBig(s, nic, b)
 			return
 		}
-		w.segs = w.segs[:0]
-		cnt, err := packet.SegmentCount(b, maxPayload)
-		if err != nil || cnt > cap(w.segs) {
-			w.dropFrom(nic, w.e.encap, dropSegmentation, b)
+		segs, r := w.segment(b, maxPayload)
+		if r != dropNone {
+			w.dropFrom(nic, w.e.encap, r, nil)
 			return
 		}
-		for i := 0; i < cnt; i++ {
-			c := w.get()
-			if c == nil {
-				break
-			}
-			w.segs = append(w.segs, c)
-		}
-		if len(w.segs) < cnt {
-			w.putAll(w.segs)
-			w.dropFrom(nic, w.e.encap, dropNoBuffer, b)
-			return
-		}
-		n, err := packet.Segment(b, maxPayload, w.segs)
-		if err != nil {
-			w.putAll(w.segs)
-			w.dropFrom(nic, w.e.encap, dropSegmentation, b)
-			return
-		}
-		w.put(b)
-		for i := n; i < len(w.segs); i++ {
-			w.put(w.segs[i])
-		}
-		for i := 0; i < n; i++ {
-			w.encapOne(s, nic, v, w.segs[i], dst, dsts)
+		for _, c := range segs {
+			w.encapOne(s, nic, v, c, dst, dsts)
 		}
 		return
 	}
@@ -378,6 +375,7 @@ func (w *worker) encapsulate(s *snapshot, nic *nicConf, v *vniConf, b *packet.Bu
 	w.encapOne(s, nic, v, b, dst, dsts)
 }
 
+// putAll returns every buffer of bs to the pool.
 func (w *worker) putAll(bs []*packet.Buf) {
 	for _, b := range bs {
 		w.put(b)
@@ -604,21 +602,8 @@ func (w *worker) switchFromNet(s *snapshot, v *vniConf, b *packet.Buf) {
 		w.dropFrom(nil, v.sw, switchDrop(d.Reason), b)
 		return
 	}
-	w.fl = cfg.AppendFlood(w.fl[:0], underPort)
-	if len(w.fl) == 0 {
+	if !w.flood(s, nil, v, cfg, b) {
 		w.dropFrom(nil, v.sw, dropNoRoute, b)
-		return
-	}
-	last := len(w.fl) - 1
-	for i, p := range w.fl {
-		c := b
-		if i < last {
-			if c = w.clone(b); c == nil {
-				w.dropFrom(nil, v.sw, dropNoBuffer, nil)
-				continue
-			}
-		}
-		w.toLocal(s, nil, v, p, c)
 	}
 }
 
