@@ -31,35 +31,28 @@ import (
 // check fail (OK checks poll for settleTimeout).
 const koWait = 500 * time.Millisecond
 
-// inNS runs f on an OS thread that has joined the network namespace ns,
-// so that the sockets f creates live there. Sockets keep their namespace
-// afterwards and may be used from any goroutine.
+// inNS runs f on a dedicated OS thread that has joined the network
+// namespace ns, so that the sockets f creates live there. Sockets keep
+// their namespace afterwards and may be used from any goroutine. The
+// thread never switches back: it stays locked to the goroutine that ran f
+// and exits with it, so neither the caller nor any other goroutine ever
+// runs in ns, whatever f did to the thread.
 func inNS(ns string, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("own netns: %w", err)
-	}
-	defer orig.Close()
 	target, err := os.Open("/var/run/netns/" + ns)
 	if err != nil {
-		runtime.UnlockOSThread()
 		return fmt.Errorf("netns %s: %w", ns, err)
 	}
 	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("setns %s: %w", ns, err)
-	}
-	ferr := f()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays locked and in the wrong namespace: it exits
-		// with this goroutine instead of serving others.
-		return errors.Join(ferr, fmt.Errorf("setns back: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		done <- f()
+	}()
+	return <-done
 }
 
 // closers collects sockets to close at the end of a test.
