@@ -25,7 +25,8 @@
 // Each vNIC port is owned by one worker (round robin); the underlay belongs
 // to worker 0. A frame whose output port belongs to another worker is
 // handed over through a single-producer single-consumer ring, and the
-// buffer goes back to its pool through a return ring.
+// buffer goes back to its pool (Config.PoolSize buffers per worker)
+// through a return ring.
 //
 // # Configuration
 //
@@ -66,7 +67,7 @@
 // # Polling
 //
 // A worker polls the ports that were readable recently; a port idle for
-// 100 µs leaves this active set, and a worker with no active port sleeps in
+// Config.PollIdle (default 100 µs) leaves this active set, and a worker with no active port sleeps in
 // epoll_wait on all its ports' descriptors. An idle engine uses no CPU; a
 // port whose reads fail (a TAP deleted behind the engine's back) is no
 // longer polled until the next configuration change.

@@ -1,9 +1,17 @@
-// Package vxlan is the VTEP of the dataplane (RFC 7348): the VXLAN header,
-// encapsulation for the kernel UDP underlay (only the 8-byte VXLAN header
-// is prepended; the kernel adds UDP and IP), a full outer-header encoder
-// for tests and underlay traces, decapsulation with validation, the
-// per-VNI forwarding database of remote VTEPs, multicast groups for BUM
-// traffic, and MTU helpers.
+// Package vxlan is the VTEP of the dataplane (RFC 7348).
+//
+// The underlay is the kernel's UDP stack: Encap prepends only the 8-byte
+// VXLAN header to an inner frame (the kernel adds UDP and IP), and Decap
+// validates and strips it from a received datagram, reporting why it
+// refused one (DropReason). PutOuter writes the outer Ethernet, IP and UDP
+// headers the kernel would, so that the dataplane can trace the underlay
+// side as complete Ethernet frames.
+//
+// FDB maps the MACs behind each remote VTEP, learned from received
+// datagrams; MulticastGroup gives a VNI's group for broadcast, unknown
+// unicast and multicast (BUM) traffic, as the original Butterfly numbers
+// them; InnerMTU gives the largest inner IP packet an underlay MTU
+// carries.
 package vxlan
 
 import (

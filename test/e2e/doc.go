@@ -7,7 +7,7 @@
 //
 // Run them with
 //
-//	go test -count=1 ./test/e2e/          # about 90 s
+//	go test -count=1 ./test/e2e/
 //
 // TestMain builds butterflyd and butterfly once. Every test works in
 // namespaces named bfe<pid>x<n>-*, gives each daemon its own ipc:// API
