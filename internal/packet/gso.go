@@ -196,18 +196,3 @@ func Segment(src *Buf, maxPayload int, out []*Buf) (int, error) {
 	}
 	return n, nil
 }
-
-// MaxPayloadForMTU returns the largest segment payload for which every
-// segment of the super-frame src is an IP packet of at most ipMTU bytes
-// (headers of src included).
-func MaxPayloadForMTU(src *Buf, ipMTU int) (int, error) {
-	g, err := gsoParse(src, 0)
-	if err != nil {
-		return 0, err
-	}
-	n := ipMTU - (g.hdrLen - g.l3)
-	if n <= 0 {
-		return 0, ErrSegTooBig
-	}
-	return n, nil
-}

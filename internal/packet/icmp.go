@@ -51,17 +51,11 @@ func (c ICMPv4) IsValid() bool { return len(c) >= ICMPHeaderLen }
 // Type returns the message type.
 func (c ICMPv4) Type() uint8 { return c[0] }
 
-// Code returns the message code.
-func (c ICMPv4) Code() uint8 { return c[1] }
-
 // Checksum returns the checksum field.
 func (c ICMPv4) Checksum() uint16 { return binary.BigEndian.Uint16(c[2:4]) }
 
 // Ident returns the echo identifier.
 func (c ICMPv4) Ident() uint16 { return binary.BigEndian.Uint16(c[4:6]) }
-
-// Seq returns the echo sequence number.
-func (c ICMPv4) Seq() uint16 { return binary.BigEndian.Uint16(c[6:8]) }
 
 // MTU returns the next-hop MTU of a "fragmentation needed" message.
 func (c ICMPv4) MTU() uint16 { return binary.BigEndian.Uint16(c[6:8]) }

@@ -63,17 +63,11 @@ func (b IPv4) FlagsFrag() uint16 { return binary.BigEndian.Uint16(b[6:8]) }
 // FragOffset returns the fragment offset in bytes.
 func (b IPv4) FragOffset() int { return int(b.FlagsFrag()&ipv4OffMask) * 8 }
 
-// MoreFragments reports whether MF is set.
-func (b IPv4) MoreFragments() bool { return b.FlagsFrag()&IPv4FlagMF != 0 }
-
 // DontFragment reports whether DF is set.
 func (b IPv4) DontFragment() bool { return b.FlagsFrag()&IPv4FlagDF != 0 }
 
 // IsFragment reports whether the packet is a fragment (MF or offset).
 func (b IPv4) IsFragment() bool { return b.FlagsFrag()&(IPv4FlagMF|ipv4OffMask) != 0 }
-
-// TTL returns the time to live.
-func (b IPv4) TTL() uint8 { return b[8] }
 
 // Protocol returns the payload protocol.
 func (b IPv4) Protocol() uint8 { return b[9] }
@@ -93,9 +87,6 @@ func (b IPv4) SrcBytes() []byte { return b[12:16] }
 // DstBytes returns the destination address bytes (a view).
 func (b IPv4) DstBytes() []byte { return b[16:20] }
 
-// SetTOS sets the type-of-service byte.
-func (b IPv4) SetTOS(v uint8) { b[1] = v }
-
 // SetTotalLen sets the total length.
 func (b IPv4) SetTotalLen(v uint16) { binary.BigEndian.PutUint16(b[2:4], v) }
 
@@ -104,9 +95,6 @@ func (b IPv4) SetID(v uint16) { binary.BigEndian.PutUint16(b[4:6], v) }
 
 // SetFlagsFrag sets the flags and fragment offset field.
 func (b IPv4) SetFlagsFrag(v uint16) { binary.BigEndian.PutUint16(b[6:8], v) }
-
-// SetTTL sets the time to live.
-func (b IPv4) SetTTL(v uint8) { b[8] = v }
 
 // SetChecksum sets the header checksum field.
 func (b IPv4) SetChecksum(v uint16) { binary.BigEndian.PutUint16(b[10:12], v) }

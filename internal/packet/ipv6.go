@@ -26,17 +26,8 @@ func (b IPv6) IsValid() bool {
 	return len(b) >= IPv6Len && b[0]>>4 == IPv6Version && IPv6Len+int(b.PayloadLen()) <= len(b)
 }
 
-// TrafficClass returns the traffic class.
-func (b IPv6) TrafficClass() uint8 { return b[0]<<4 | b[1]>>4 }
-
-// FlowLabel returns the 20-bit flow label.
-func (b IPv6) FlowLabel() uint32 { return binary.BigEndian.Uint32(b[0:4]) & 0xfffff }
-
 // PayloadLen returns the payload length field.
 func (b IPv6) PayloadLen() uint16 { return binary.BigEndian.Uint16(b[4:6]) }
-
-// NextHeader returns the next header field of the fixed header.
-func (b IPv6) NextHeader() uint8 { return b[6] }
 
 // HopLimit returns the hop limit.
 func (b IPv6) HopLimit() uint8 { return b[7] }

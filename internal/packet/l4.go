@@ -50,9 +50,6 @@ func (t TCP) Window() uint16 { return binary.BigEndian.Uint16(t[14:16]) }
 // Checksum returns the checksum field.
 func (t TCP) Checksum() uint16 { return binary.BigEndian.Uint16(t[16:18]) }
 
-// Urgent returns the urgent pointer.
-func (t TCP) Urgent() uint16 { return binary.BigEndian.Uint16(t[18:20]) }
-
 // Payload returns the bytes after the header.
 func (t TCP) Payload() []byte { return t[t.HeaderLen():] }
 
