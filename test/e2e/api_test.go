@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"crypto/rand"
 	"encoding/base64"
 	"os"
@@ -28,12 +30,12 @@ func writeKey(t *testing.T, dir, name string) string {
 // requests and requests sealed with another key, and keeps serving.
 func TestEncryptedAPI(t *testing.T) {
 	l := newLab(t)
-	h := l.singleHost(ipv4)
-	key := writeKey(t, l.dir, "api.key")
-	other := writeKey(t, l.dir, "other.key")
-	h.cliFlags = []string{"-k", key}
-	h.start(daemonOpts{extra: []string{"--key", key}})
-	h.openSG("sg-open")
+	h := l.SingleHost(lab.IPv4)
+	key := writeKey(t, l.Dir, "api.key")
+	other := writeKey(t, l.Dir, "other.key")
+	h.CLIFlags = []string{"-k", key}
+	h.Start(lab.DaemonOpts{Extra: []string{"--key", key}})
+	h.OpenSG("sg-open")
 	for _, tc := range []struct {
 		name  string
 		flags []string
@@ -41,8 +43,8 @@ func TestEncryptedAPI(t *testing.T) {
 		{"clear", nil},
 		{"wrong-key", []string{"-k", other}},
 	} {
-		h.cliFlags = tc.flags
-		out, err := h.cli("sg", "list")
+		h.CLIFlags = tc.flags
+		out, err := h.CLI("sg", "list")
 		if err == nil {
 			t.Errorf("%s request accepted by a daemon with a key: %s", tc.name, out)
 			continue
@@ -51,8 +53,8 @@ func TestEncryptedAPI(t *testing.T) {
 			t.Errorf("%s request failed, but not as rejected: %v", tc.name, err)
 		}
 	}
-	h.cliFlags = []string{"-k", key}
-	if out := h.mustCLI("sg", "list"); strings.TrimSpace(out) != "sg-open" {
+	h.CLIFlags = []string{"-k", key}
+	if out := h.MustCLI("sg", "list"); strings.TrimSpace(out) != "sg-open" {
 		t.Errorf("sg list with the right key after refused requests = %q, want sg-open", out)
 	}
 }

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"os"
 	"path/filepath"
 	"syscall"
@@ -12,40 +14,40 @@ import (
 // request" into a fresh daemon (no state), dumps to the same bytes.
 func TestDumpReplay(t *testing.T) {
 	l := newLab(t)
-	h := l.singleHost(ipv4)
-	h.start(daemonOpts{})
-	h.openSG("sg-a")
-	h.mustCLI("sg", "rule", "add", "sg-b", "--ip-proto", "tcp", "--port", "22", "--cidr", "10.0.0.0/8")
-	h.mustCLI("sg", "rule", "add", "sg-b", "--ip-proto", "udp", "--port-start", "8000", "--port-end", "9000", "--sg-members", "sg-a")
-	h.mustCLI("sg", "member", "add", "sg-a", "42.0.0.1")
-	h.mustCLI("sg", "member", "add", "sg-a", "2001:db8::1")
-	specs := []nicSpec{
-		{id: "nic-1", mac: macFor(1), vni: 1, addrs: []string{"42.0.0.1/24", "2001:db8::1/64"}, sgs: []string{"sg-a", "sg-b"}},
-		{id: "nic-2", mac: macFor(2), vni: 2, addrs: []string{"42.0.0.2/24"}, antispoof: true, sgs: []string{"sg-b"}},
-		{id: "nic-3", mac: macFor(3), vni: 3, addrs: []string{"42.0.0.3/24"}, bypass: true},
-		{id: "nic-4", mac: macFor(4), vni: 1, addrs: []string{"42.0.0.4/24"}, trace: filepath.Join(l.dir, "nic-4.pcap")},
+	h := l.SingleHost(lab.IPv4)
+	h.Start(lab.DaemonOpts{})
+	h.OpenSG("sg-a")
+	h.MustCLI("sg", "rule", "add", "sg-b", "--ip-proto", "tcp", "--port", "22", "--cidr", "10.0.0.0/8")
+	h.MustCLI("sg", "rule", "add", "sg-b", "--ip-proto", "udp", "--port-start", "8000", "--port-end", "9000", "--sg-members", "sg-a")
+	h.MustCLI("sg", "member", "add", "sg-a", "42.0.0.1")
+	h.MustCLI("sg", "member", "add", "sg-a", "2001:db8::1")
+	specs := []lab.NICSpec{
+		{ID: "nic-1", MAC: lab.MACFor(1), VNI: 1, Addrs: []string{"42.0.0.1/24", "2001:db8::1/64"}, SGs: []string{"sg-a", "sg-b"}},
+		{ID: "nic-2", MAC: lab.MACFor(2), VNI: 2, Addrs: []string{"42.0.0.2/24"}, Antispoof: true, SGs: []string{"sg-b"}},
+		{ID: "nic-3", MAC: lab.MACFor(3), VNI: 3, Addrs: []string{"42.0.0.3/24"}, Bypass: true},
+		{ID: "nic-4", MAC: lab.MACFor(4), VNI: 1, Addrs: []string{"42.0.0.4/24"}, Trace: filepath.Join(l.Dir, "nic-4.pcap")},
 	}
 	for _, s := range specs {
-		h.mustCLI(s.nicAddArgs()...)
+		h.MustCLI(s.NICAddArgs()...)
 	}
-	first := h.mustCLI("dump")
-	dumpFile := filepath.Join(l.dir, "dump.txt")
+	first := h.MustCLI("dump")
+	dumpFile := filepath.Join(l.Dir, "dump.txt")
 	if err := os.WriteFile(dumpFile, []byte(first), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
-	h.stop(syscall.SIGTERM)
-	for _, f := range []string{h.state, h.state + ".journal"} {
+	h.Stop(syscall.SIGTERM)
+	for _, f := range []string{h.State, h.State + ".journal"} {
 		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
 			t.Fatal(err)
 		}
 	}
-	h.start(daemonOpts{})
-	if out := h.mustCLI("nic", "list"); out != "" {
+	h.Start(lab.DaemonOpts{})
+	if out := h.MustCLI("nic", "list"); out != "" {
 		t.Fatalf("fresh daemon already has vNICs: %q", out)
 	}
-	h.mustCLI("request", dumpFile)
-	if second := h.mustCLI("dump"); second != first {
+	h.MustCLI("request", dumpFile)
+	if second := h.MustCLI("dump"); second != first {
 		t.Errorf("dump after replay differs:\nbefore:\n%s\nafter:\n%s", first, second)
 	}
 }

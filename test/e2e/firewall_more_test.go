@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -28,7 +30,7 @@ import (
 // koWait is how long a blocked-flow check waits for an answer that must
 // not come. A flow that passes answers within a millisecond on this
 // host; a slow machine can only make a KO check pass wrongly, never an OK
-// check fail (OK checks poll for settleTimeout).
+// check fail (OK checks poll for lab.SettleTimeout).
 const koWait = 500 * time.Millisecond
 
 // inNS runs f on a dedicated OS thread that has joined the network
@@ -86,15 +88,15 @@ func (c *closers) closeAll() {
 // IPv6; datagrams up to 64 KiB, TCP connections until the peer closes),
 // from goroutines of the test process whose sockets live in v's namespace.
 // Everything is closed at the end of the test.
-func (v *vm) serveGo(t *testing.T, ports ...int) {
+func serveGo(v *lab.VM, t *testing.T, ports ...int) {
 	t.Helper()
 	cl := &closers{}
 	t.Cleanup(cl.closeAll)
-	v.serveSCTP(t, cl)
+	serveSCTP(v, t, cl)
 	for _, p := range ports {
 		var ln net.Listener
 		var pc net.PacketConn
-		err := inNS(v.ns, func() error {
+		err := inNS(v.NS, func() error {
 			var err error
 			if ln, err = net.Listen("tcp", ":"+strconv.Itoa(p)); err != nil {
 				return err
@@ -103,7 +105,7 @@ func (v *vm) serveGo(t *testing.T, ports ...int) {
 			return err
 		})
 		if err != nil {
-			t.Fatalf("echo server %s port %d: %v", v.spec.id, p, err)
+			t.Fatalf("echo server %s port %d: %v", v.Spec.ID, p, err)
 		}
 		cl.add(ln)
 		cl.add(pc)
@@ -159,16 +161,16 @@ func sctpPacket(sport, dport uint16, tag uint32, typ byte) []byte {
 
 // serveSCTP answers SCTP requests to any port of v's addresses (IPv4 and
 // IPv6) until the test ends.
-func (v *vm) serveSCTP(t *testing.T, cl *closers) {
+func serveSCTP(v *lab.VM, t *testing.T, cl *closers) {
 	t.Helper()
 	for _, network := range []string{"ip4:132", "ip6:132"} {
 		var pc net.PacketConn
-		if err := inNS(v.ns, func() error {
+		if err := inNS(v.NS, func() error {
 			var err error
 			pc, err = net.ListenPacket(network, "")
 			return err
 		}); err != nil {
-			t.Fatalf("SCTP echo %s %s: %v", v.spec.id, network, err)
+			t.Fatalf("SCTP echo %s %s: %v", v.Spec.ID, network, err)
 		}
 		cl.add(pc)
 		go func() {
@@ -190,13 +192,13 @@ func (v *vm) serveSCTP(t *testing.T, cl *closers) {
 
 // sctpAttempt sends one SCTP request from src to dst:port and waits for
 // its answer.
-func sctpAttempt(src *vm, c fc, dst string, wait time.Duration) error {
+func sctpAttempt(src *lab.VM, c fc, dst string, wait time.Duration) error {
 	network := "ip4:132"
 	if strings.Contains(dst, ":") {
 		network = "ip6:132"
 	}
 	var pc net.PacketConn
-	if err := inNS(src.ns, func() error {
+	if err := inNS(src.NS, func() error {
 		var err error
 		pc, err = net.ListenPacket(network, c.src)
 		return err
@@ -311,8 +313,8 @@ func (c fc) String() string {
 }
 
 // dstAddr is the first address of v in the given family.
-func (v *vm) dstAddr(v6 bool) string {
-	for _, a := range v.spec.addrs {
+func dstAddr(v *lab.VM, v6 bool) string {
+	for _, a := range v.Spec.Addrs {
 		if strings.Contains(a, ":") == v6 {
 			return strings.SplitN(a, "/", 2)[0]
 		}
@@ -323,23 +325,23 @@ func (v *vm) dstAddr(v6 bool) string {
 // attempt tries the flow of c once from src to dst, waiting wait for
 // each answer. It returns nil if the flow passed, an error wrapping
 // errTimeout if nothing came back, another error otherwise.
-func attempt(src *vm, c fc, dst string, wait time.Duration) error {
+func attempt(src *lab.VM, c fc, dst string, wait time.Duration) error {
 	switch c.proto {
 	case "icmp":
 		args := []string{"ping", "-n", "-c", "1", "-W", strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)}
 		if c.src != "" {
 			args = append(args, "-I", c.src)
 		}
-		out, err := src.exec(append(args, dst)...)
+		out, err := src.Exec(append(args, dst)...)
 		if err != nil && strings.Contains(out, " 0 received") && !strings.Contains(out, "errors") {
-			return fmt.Errorf("%w: %s", errTimeout, lastLine(out))
+			return fmt.Errorf("%w: %s", errTimeout, lab.LastLine(out))
 		}
 		return err
 	case "nd":
 		// Solicit, then read the neighbour cache: REACHABLE/STALE/DELAY
 		// with a link-layer address means an advertisement came back.
-		src.exec("ping", "-n", "-c", "1", "-W", strconv.FormatFloat(wait.Seconds(), 'f', 3, 64), dst)
-		out, err := src.exec("ip", "-6", "neigh", "show", dst, "dev", "eth0")
+		src.Exec("ping", "-n", "-c", "1", "-W", strconv.FormatFloat(wait.Seconds(), 'f', 3, 64), dst)
+		out, err := src.Exec("ip", "-6", "neigh", "show", dst, "dev", "eth0")
 		if err != nil {
 			return err
 		}
@@ -368,7 +370,7 @@ func attempt(src *vm, c fc, dst string, wait time.Duration) error {
 				d.LocalAddr = &net.UDPAddr{IP: ip}
 			}
 		}
-		err := inNS(src.ns, func() error {
+		err := inNS(src.NS, func() error {
 			var err error
 			conn, err = d.Dial(c.proto, hp)
 			return err
@@ -504,9 +506,9 @@ func cat(s ...[]string) []string {
 type scenarioRun struct {
 	sc     fwScenario
 	hooks  map[int]hooks // by step index, from 0
-	h      *host
+	h      *lab.Host
 	prefix string
-	vms    []*vm
+	vms    []*lab.VM
 }
 
 var localName = regexp.MustCompile(`^(nic|sg)-[0-9]+$`)
@@ -533,9 +535,9 @@ func (r *scenarioRun) setup(t *testing.T, vni uint32, macBase int, ports []int) 
 		for _, g := range d.sgs {
 			sgs = append(sgs, r.rename(g))
 		}
-		v := r.h.addVM(nicSpec{id: r.rename(fmt.Sprintf("nic-%d", n)), mac: macFor(macBase + n), vni: vni,
-			addrs: addrs, noAPIIPs: d.noIPs, sgs: sgs, antispoof: d.antispoof, quiet: true})
-		v.serveGo(t, ports...)
+		v := r.h.AddVM(lab.NICSpec{ID: r.rename(fmt.Sprintf("nic-%d", n)), MAC: lab.MACFor(macBase + n), VNI: vni,
+			Addrs: addrs, NoAPIIPs: d.noIPs, SGs: sgs, Antispoof: d.antispoof, Quiet: true})
+		serveGo(v, t, ports...)
 		r.vms = append(r.vms, v)
 	}
 }
@@ -559,7 +561,7 @@ func (r *scenarioRun) step(st fstep, hk hooks) error {
 	}
 	before := make([]map[string]uint64, len(st.drops))
 	for i, d := range st.drops {
-		m, err := fwDrops(r.h, r.vms[d.vm-1].spec.id)
+		m, err := fwDrops(r.h, r.vms[d.vm-1].Spec.ID)
 		if err != nil {
 			return err
 		}
@@ -572,7 +574,7 @@ func (r *scenarioRun) step(st fstep, hk hooks) error {
 			if err != nil || n < 1 || n > len(r.vms) {
 				return fmt.Errorf("bad command %q", c)
 			}
-			if out, err := r.vms[n-1].exec(f[1:]...); err != nil {
+			if out, err := r.vms[n-1].Exec(f[1:]...); err != nil {
 				return fmt.Errorf("%s: %v: %s", c, err, out)
 			}
 			continue
@@ -580,7 +582,7 @@ func (r *scenarioRun) step(st fstep, hk hooks) error {
 		for i := range f {
 			f[i] = r.rename(f[i])
 		}
-		if _, err := r.h.cli(f...); err != nil {
+		if _, err := r.h.CLI(f...); err != nil {
 			return err
 		}
 	}
@@ -588,12 +590,12 @@ func (r *scenarioRun) step(st fstep, hk hooks) error {
 	for _, c := range st.checks {
 		checks = append(checks, func() error { return r.check(c) })
 	}
-	if err := parallel(checks...); err != nil {
+	if err := lab.Parallel(checks...); err != nil {
 		return err
 	}
 	for i, d := range st.drops {
-		id := r.vms[d.vm-1].spec.id
-		err := poll(settleTimeout, func() error {
+		id := r.vms[d.vm-1].Spec.ID
+		err := lab.Poll(lab.SettleTimeout, func() error {
 			m, err := fwDrops(r.h, id)
 			if err != nil {
 				return err
@@ -613,16 +615,16 @@ func (r *scenarioRun) step(st fstep, hk hooks) error {
 	return nil
 }
 
-// check runs one expectation: an OK flow is retried until settleTimeout,
+// check runs one expectation: an OK flow is retried until lab.SettleTimeout,
 // a KO flow is tried once and must get no answer at all.
 func (r *scenarioRun) check(c fc) error {
 	src := r.vms[c.from-1]
 	dst := c.dst
 	if dst == "" {
-		dst = r.vms[c.to-1].dstAddr(c.v6)
+		dst = dstAddr(r.vms[c.to-1], c.v6)
 	}
 	if c.refused {
-		err := poll(settleTimeout, func() error {
+		err := lab.Poll(lab.SettleTimeout, func() error {
 			err := attempt(src, c, dst, time.Second)
 			if err == nil {
 				return errors.New("it was answered (a server listens there?)")
@@ -644,7 +646,7 @@ func (r *scenarioRun) check(c fc) error {
 		return nil
 	}
 	if c.ok {
-		if err := poll(settleTimeout, func() error { return attempt(src, c, dst, time.Second) }); err != nil {
+		if err := lab.Poll(lab.SettleTimeout, func() error { return attempt(src, c, dst, time.Second) }); err != nil {
 			return fmt.Errorf("%v: %w", c, err)
 		}
 		return nil
@@ -661,8 +663,8 @@ func (r *scenarioRun) check(c fc) error {
 
 // fwDrops reads the drop counters of vNIC id ("drop <reason>: <n>" lines
 // of nic counters).
-func fwDrops(h *host, id string) (map[string]uint64, error) {
-	out, err := h.cli("nic", "counters", id)
+func fwDrops(h *lab.Host, id string) (map[string]uint64, error) {
+	out, err := h.CLI("nic", "counters", id)
 	if err != nil {
 		return nil, err
 	}
@@ -707,7 +709,7 @@ func dropSum(m map[string]uint64, reason string) uint64 {
 // concurrently, then reports each as a subtest. hk gives hooks by
 // scenario name and step index. Every scenario runs whatever -run says:
 // a subtest pattern only selects which results are reported.
-func runScenarios(t *testing.T, h *host, ports []int, scs []fwScenario, hk map[string]map[int]hooks) {
+func runScenarios(t *testing.T, h *lab.Host, ports []int, scs []fwScenario, hk map[string]map[int]hooks) {
 	runs := make([]*scenarioRun, len(scs))
 	for i, sc := range scs {
 		r := &scenarioRun{sc: sc, hooks: hk[sc.name], h: h, prefix: fmt.Sprintf("s%d-", i)}
@@ -743,8 +745,8 @@ func runScenarios(t *testing.T, h *host, ports []int, scs []fwScenario, hk map[s
 // otherwise; every VM serves UDP and TCP echo on the ports below.
 func TestFirewallRuleScenarios(t *testing.T) {
 	l := newLab(t)
-	h := l.singleHost(ipv4)
-	h.start(daemonOpts{})
+	h := l.SingleHost(lab.IPv4)
+	h.Start(lab.DaemonOpts{})
 	two, three := make([]fvm, 2), make([]fvm, 3)
 	reasm := &reasmCheck{vm: 2}
 	vm2addrs := []string{"42.0.0.2/24", "42.0.0.3/24", "42.0.0.4/24", "42.0.0.5/24", "fd42::2/64", "fd42::3/64", "fd42::4/64", "fd42::5/64"}
@@ -986,9 +988,9 @@ func pingsBoth(from, to int, oks, kos []string) []fc {
 
 // reassembled reads the IPv4 and IPv6 "reassembly OK" counters of v's
 // namespace.
-func (v *vm) reassembled() (uint64, uint64, error) {
+func reassembled(v *lab.VM) (uint64, uint64, error) {
 	var v4, v6 uint64
-	out, err := v.exec("cat", "/proc/net/snmp", "/proc/net/snmp6")
+	out, err := v.Exec("cat", "/proc/net/snmp", "/proc/net/snmp6")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -1018,14 +1020,14 @@ type reasmCheck struct {
 
 func (c *reasmCheck) record(r *scenarioRun) error {
 	var err error
-	c.v4, c.v6, err = r.vms[c.vm-1].reassembled()
+	c.v4, c.v6, err = reassembled(r.vms[c.vm-1])
 	return err
 }
 
 // grew returns a post hook checking that both counters grew by n.
 func (c *reasmCheck) grew(n uint64) func(r *scenarioRun) error {
 	return func(r *scenarioRun) error {
-		v4, v6, err := r.vms[c.vm-1].reassembled()
+		v4, v6, err := reassembled(r.vms[c.vm-1])
 		if err != nil {
 			return err
 		}
@@ -1053,28 +1055,28 @@ type ticker struct {
 
 // startTicker connects from src to dst:port and starts ticking; the
 // connection is closed at the end of the test.
-func startTicker(t *testing.T, src *vm, dst string, port int) *ticker {
+func startTicker(t *testing.T, src *lab.VM, dst string, port int) *ticker {
 	t.Helper()
 	return startTickerFrom(t, src, "", dst, port)
 }
 
 // startTickerFrom is startTicker from source address local ("" = any).
-func startTickerFrom(t *testing.T, src *vm, local, dst string, port int) *ticker {
+func startTickerFrom(t *testing.T, src *lab.VM, local, dst string, port int) *ticker {
 	t.Helper()
 	d := net.Dialer{Timeout: time.Second}
 	if local != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
 	var conn net.Conn
-	err := poll(settleTimeout, func() error {
-		return inNS(src.ns, func() error {
+	err := lab.Poll(lab.SettleTimeout, func() error {
+		return inNS(src.NS, func() error {
 			var err error
 			conn, err = d.Dial("tcp", net.JoinHostPort(dst, strconv.Itoa(port)))
 			return err
 		})
 	})
 	if err != nil {
-		t.Fatalf("%s: connect to %s port %d: %v", src.spec.id, dst, port, err)
+		t.Fatalf("%s: connect to %s port %d: %v", src.Spec.ID, dst, port, err)
 	}
 	tk := &ticker{}
 	done := make(chan struct{})
@@ -1110,7 +1112,7 @@ func startTickerFrom(t *testing.T, src *vm, local, dst string, port int) *ticker
 // waitEchoes waits until tk has seen n more echoes than from.
 func (tk *ticker) waitEchoes(t *testing.T, what string, from, n int64) {
 	t.Helper()
-	eventually(t, settleTimeout, what, func() error {
+	lab.Eventually(t, lab.SettleTimeout, what, func() error {
 		if got := tk.echoed.Load() - from; got < n {
 			return fmt.Errorf("%d echoes, want %d", got, n)
 		}
@@ -1120,7 +1122,7 @@ func (tk *ticker) waitEchoes(t *testing.T, what string, from, n int64) {
 
 // cutWhile checks that change cuts the tracked flow a, whose drops
 // (firewall_cut) show on vNIC id, while flow b goes on undisturbed.
-func cutWhile(t *testing.T, h *host, a, b *ticker, id string, change func()) {
+func cutWhile(t *testing.T, h *lab.Host, a, b *ticker, id string, change func()) {
 	t.Helper()
 	a.waitEchoes(t, "flow A echoes", 0, 5)
 	b.waitEchoes(t, "flow B echoes", 0, 5)
@@ -1139,7 +1141,7 @@ func cutWhile(t *testing.T, h *host, a, b *ticker, id string, change func()) {
 }
 
 // dropsOf reads vNIC id's drop counters or fails the test.
-func dropsOf(t *testing.T, h *host, id string) map[string]uint64 {
+func dropsOf(t *testing.T, h *lab.Host, id string) map[string]uint64 {
 	t.Helper()
 	m, err := fwDrops(h, id)
 	if err != nil {
@@ -1150,10 +1152,10 @@ func dropsOf(t *testing.T, h *host, id string) map[string]uint64 {
 
 // dropMoves waits until vNIC id's drop counter reason (a prefix when it
 // ends with "_") exceeds its value in before, and returns the counters.
-func dropMoves(t *testing.T, h *host, id, reason string, before map[string]uint64) map[string]uint64 {
+func dropMoves(t *testing.T, h *lab.Host, id, reason string, before map[string]uint64) map[string]uint64 {
 	t.Helper()
 	var m map[string]uint64
-	eventually(t, settleTimeout, id+" drop counter "+reason+" moves", func() error {
+	lab.Eventually(t, lab.SettleTimeout, id+" drop counter "+reason+" moves", func() error {
 		var err error
 		if m, err = fwDrops(h, id); err != nil {
 			return err
@@ -1167,9 +1169,9 @@ func dropMoves(t *testing.T, h *host, id, reason string, before map[string]uint6
 }
 
 // checkFlow runs one fc from src to dst outside a scenario.
-func checkFlow(t *testing.T, src *vm, c fc, dst string) {
+func checkFlow(t *testing.T, src *lab.VM, c fc, dst string) {
 	t.Helper()
-	r := &scenarioRun{vms: []*vm{src}}
+	r := &scenarioRun{vms: []*lab.VM{src}}
 	c.from, c.dst = 1, dst
 	c.v6 = strings.Contains(dst, ":")
 	if err := r.check(c); err != nil {
@@ -1180,10 +1182,10 @@ func checkFlow(t *testing.T, src *vm, c fc, dst string) {
 // sendTCP sends, from v's address src, bare TCP segments with the given
 // flags (no connection behind them) from each source port of sports to
 // dst:port through a raw socket.
-func sendTCP(v *vm, src, dst string, sports []int, port int, flags byte) error {
+func sendTCP(v *lab.VM, src, dst string, sports []int, port int, flags byte) error {
 	s, d := net.ParseIP(src).To4(), net.ParseIP(dst).To4()
 	var c net.PacketConn
-	if err := inNS(v.ns, func() error {
+	if err := inNS(v.NS, func() error {
 		var err error
 		c, err = net.ListenPacket("ip4:tcp", src)
 		return err
@@ -1222,19 +1224,19 @@ func sendTCP(v *vm, src, dst string, sports []int, port int, flags byte) error {
 
 // iperfServers runs an iperf3 server in v on each port until the end of
 // the test.
-func (v *vm) iperfServers(t *testing.T, ports ...int) {
+func iperfServers(v *lab.VM, t *testing.T, ports ...int) {
 	t.Helper()
 	for _, p := range ports {
-		cmd := exec.Command("ip", "netns", "exec", v.ns, "iperf3", "-s", "-p", strconv.Itoa(p))
+		cmd := exec.Command("ip", "netns", "exec", v.NS, "iperf3", "-s", "-p", strconv.Itoa(p))
 		if err := cmd.Start(); err != nil {
-			t.Fatalf("iperf3 server in %s: %v", v.ns, err)
+			t.Fatalf("iperf3 server in %s: %v", v.NS, err)
 		}
 		t.Cleanup(func() {
 			cmd.Process.Kill()
 			cmd.Wait()
 		})
-		eventually(t, settleTimeout, fmt.Sprintf("iperf3 listening on %s port %d", v.spec.id, p), func() error {
-			out, err := v.exec("ss", "-Hltn", "sport = :"+strconv.Itoa(p))
+		lab.Eventually(t, lab.SettleTimeout, fmt.Sprintf("iperf3 listening on %s port %d", v.Spec.ID, p), func() error {
+			out, err := v.Exec("ss", "-Hltn", "sport = :"+strconv.Itoa(p))
 			if err == nil && strings.TrimSpace(out) == "" {
 				err = errors.New("not yet")
 			}
@@ -1260,10 +1262,10 @@ type iperfResult struct {
 
 // iperf runs a 2-second iperf3 client (TCP, or UDP at 50 Mbit/s) from v to
 // dst:port, giving up after limit.
-func (v *vm) iperf(dst string, port int, udp bool, limit time.Duration) (iperfResult, error) {
+func iperfFrom(v *lab.VM, dst string, port int, udp bool, limit time.Duration) (iperfResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	args := []string{"netns", "exec", v.ns, "iperf3", "-c", dst, "-p", strconv.Itoa(port), "-t", "2", "-J", "--connect-timeout", "1000"}
+	args := []string{"netns", "exec", v.NS, "iperf3", "-c", dst, "-p", strconv.Itoa(port), "-t", "2", "-J", "--connect-timeout", "1000"}
 	if udp {
 		args = append(args, "-u", "-b", "50M")
 	}
@@ -1276,7 +1278,7 @@ func (v *vm) iperf(dst string, port int, udp bool, limit time.Duration) (iperfRe
 		err = errors.New(res.Error)
 	}
 	if err != nil {
-		return res, fmt.Errorf("iperf3 %s -> %s port %d (udp %v): %w (%s)", v.spec.id, dst, port, udp, err, res.Error)
+		return res, fmt.Errorf("iperf3 %s -> %s port %d (udp %v): %w (%s)", v.Spec.ID, dst, port, udp, err, res.Error)
 	}
 	return res, nil
 }
@@ -1288,31 +1290,31 @@ func (v *vm) iperf(dst string, port int, udp bool, limit time.Duration) (iperfRe
 // invalid state, cut, table full).
 func TestFirewallFlows(t *testing.T) {
 	l := newLab(t)
-	h := l.singleHost(ipv4)
-	h.start(daemonOpts{extra: []string{"--conntrack-max", "100"}})
+	h := l.SingleHost(lab.IPv4)
+	h.Start(lab.DaemonOpts{Extra: []string{"--conntrack-max", "100"}})
 	addrs := func(i int) []string { return []string{fmt.Sprintf("42.0.0.%d/24", i), fmt.Sprintf("fd42::%d/64", i)} }
-	h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "tcp", "--port", "7100", "--cidr", "0.0.0.0/0")
-	h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "tcp", "--port", "7200", "--cidr", "0.0.0.0/0")
-	h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "tcp", "--port-start", "5201", "--port-end", "5210", "--cidr", "42.0.0.0/24")
-	h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "5204", "--cidr", "42.0.0.0/24")
-	h.mustCLI("sg", "rule", "add", "sg-2", "--ip-proto", "udp", "--port", "8000", "--cidr", "0.0.0.0/0")
-	h.mustCLI("sg", "rule", "add", "sg-3", "--ip-proto", "tcp", "--port", "7300", "--sg-members", "sg-4")
-	h.mustCLI("sg", "member", "add", "sg-4", "42.0.0.1")
-	var vms []*vm
+	h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "tcp", "--port", "7100", "--cidr", "0.0.0.0/0")
+	h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "tcp", "--port", "7200", "--cidr", "0.0.0.0/0")
+	h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "tcp", "--port-start", "5201", "--port-end", "5210", "--cidr", "42.0.0.0/24")
+	h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "5204", "--cidr", "42.0.0.0/24")
+	h.MustCLI("sg", "rule", "add", "sg-2", "--ip-proto", "udp", "--port", "8000", "--cidr", "0.0.0.0/0")
+	h.MustCLI("sg", "rule", "add", "sg-3", "--ip-proto", "tcp", "--port", "7300", "--sg-members", "sg-4")
+	h.MustCLI("sg", "member", "add", "sg-4", "42.0.0.1")
+	var vms []*lab.VM
 	for i, sgs := range [][]string{nil, {"sg-1"}, {"sg-1"}, nil, {"sg-2"}, nil, {"sg-1"}, {"sg-3"}, nil} {
 		a := addrs(i + 1)
 		if i+1 == 9 {
 			a = append(a, "42.0.0.19/24")
 		}
-		v := h.addVM(nicSpec{id: fmt.Sprintf("nic-%d", i+1), mac: macFor(i + 1), vni: 42, addrs: a, sgs: sgs, quiet: true})
-		v.serveGo(t, 7100, 7200, 7300, 8000, 9000)
+		v := h.AddVM(lab.NICSpec{ID: fmt.Sprintf("nic-%d", i+1), MAC: lab.MACFor(i + 1), VNI: 42, Addrs: a, SGs: sgs, Quiet: true})
+		serveGo(v, t, 7100, 7200, 7300, 8000, 9000)
 		vms = append(vms, v)
 	}
 	vm1, vm2, vm4, vm6, vm9 := vms[0], vms[1], vms[3], vms[5], vms[8]
 
 	t.Run("35 iperf3 TCP and UDP", func(t *testing.T) {
-		vm2.iperfServers(t, 5201, 5203, 5204, 5211)
-		res, err := vm1.iperf("42.0.0.2", 5201, false, 20*time.Second)
+		iperfServers(vm2, t, 5201, 5203, 5204, 5211)
+		res, err := iperfFrom(vm1, "42.0.0.2", 5201, false, 20*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1320,7 +1322,7 @@ func TestFirewallFlows(t *testing.T) {
 			t.Fatalf("iperf3 TCP received no bytes: %+v", res)
 		}
 		t.Logf("TCP: %d bytes received", res.End.SumReceived.Bytes)
-		res, err = vm1.iperf("42.0.0.2", 5204, true, 20*time.Second)
+		res, err = iperfFrom(vm1, "42.0.0.2", 5204, true, 20*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1339,7 +1341,7 @@ func TestFirewallFlows(t *testing.T) {
 			udp  bool
 		}{{"42.0.0.2", 5211, false}, {"fd42::2", 5201, false}, {"42.0.0.2", 5203, true}} {
 			kos = append(kos, func() error {
-				res, err := vm1.iperf(ko.dst, ko.port, ko.udp, 5*time.Second)
+				res, err := iperfFrom(vm1, ko.dst, ko.port, ko.udp, 5*time.Second)
 				if err == nil {
 					return fmt.Errorf("iperf3 to %s port %d (udp %v) passed: %+v", ko.dst, ko.port, ko.udp, res.End)
 				}
@@ -1347,7 +1349,7 @@ func TestFirewallFlows(t *testing.T) {
 				return nil
 			})
 		}
-		if err := parallel(kos...); err != nil {
+		if err := lab.Parallel(kos...); err != nil {
 			t.Fatal(err)
 		}
 		after := dropMoves(t, h, "nic-2", "firewall_no_rule", before)
@@ -1360,7 +1362,7 @@ func TestFirewallFlows(t *testing.T) {
 		a := startTicker(t, vm1, "42.0.0.2", 7100)
 		b := startTicker(t, vm1, "42.0.0.3", 7200)
 		cutWhile(t, h, a, b, "nic-2", func() {
-			h.mustCLI("sg", "rule", "del", "sg-1", "--ip-proto", "tcp", "--port", "7100", "--cidr", "0.0.0.0/0")
+			h.MustCLI("sg", "rule", "del", "sg-1", "--ip-proto", "tcp", "--port", "7100", "--cidr", "0.0.0.0/0")
 		})
 		// New connections follow the new rules too.
 		checkFlow(t, vm1, block(0, 0, "tcp", 7100), "42.0.0.2")
@@ -1372,7 +1374,7 @@ func TestFirewallFlows(t *testing.T) {
 		// Removing that member changes no rule, only a shared set.
 		a := startTicker(t, vm1, "42.0.0.8", 7300)
 		b := startTicker(t, vm1, "42.0.0.3", 7200)
-		cutWhile(t, h, a, b, "nic-8", func() { h.mustCLI("sg", "member", "del", "sg-4", "42.0.0.1") })
+		cutWhile(t, h, a, b, "nic-8", func() { h.MustCLI("sg", "member", "del", "sg-4", "42.0.0.1") })
 		checkFlow(t, vm1, block(0, 0, "tcp", 7300), "42.0.0.8")
 	})
 
@@ -1381,7 +1383,7 @@ func TestFirewallFlows(t *testing.T) {
 		// 42.0.0.19 and has a flow from each; 42.0.0.19 is withdrawn.
 		a := startTickerFrom(t, vm9, "42.0.0.19", "42.0.0.3", 7200)
 		b := startTickerFrom(t, vm9, "42.0.0.9", "42.0.0.3", 7200)
-		cutWhile(t, h, a, b, "nic-9", func() { h.mustCLI("nic", "update", "--id", "nic-9", "--ip", "42.0.0.9", "--ip", "fd42::9") })
+		cutWhile(t, h, a, b, "nic-9", func() { h.MustCLI("nic", "update", "--id", "nic-9", "--ip", "42.0.0.9", "--ip", "fd42::9") })
 		checkFlow(t, vm9, block(0, 0, "tcp", 7200).via("42.0.0.19"), "42.0.0.3")
 		checkFlow(t, vm9, pass(0, 0, "tcp", 7200).via("42.0.0.9"), "42.0.0.3")
 	})
@@ -1393,10 +1395,10 @@ func TestFirewallFlows(t *testing.T) {
 		// open a new connection at once, not after the entry's 10 s
 		// timeout.
 		for i := range 3 {
-			err := poll(5*time.Second, func() error {
+			err := lab.Poll(5*time.Second, func() error {
 				var conn net.Conn
 				d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("42.0.0.1"), Port: 45000}}
-				if err := inNS(vm1.ns, func() error {
+				if err := inNS(vm1.NS, func() error {
 					var err error
 					conn, err = d.Dial("tcp", "42.0.0.3:7200")
 					return err
@@ -1440,7 +1442,7 @@ func TestFirewallFlows(t *testing.T) {
 		// before keeps working, new ones are dropped and counted, and
 		// other vNICs are unaffected.
 		var kept net.Conn
-		if err := inNS(vm4.ns, func() error {
+		if err := inNS(vm4.NS, func() error {
 			var err error
 			kept, err = net.Dial("udp", "42.0.0.5:8000")
 			return err
@@ -1456,10 +1458,10 @@ func TestFirewallFlows(t *testing.T) {
 			_, err := c.Read(make([]byte, 16))
 			return err
 		}
-		eventually(t, settleTimeout, "tracked UDP flow VM4 -> VM5", func() error { return echoOn(kept) })
+		lab.Eventually(t, lab.SettleTimeout, "tracked UDP flow VM4 -> VM5", func() error { return echoOn(kept) })
 		before = dropsOf(t, h, "nic-4")
 		for range 150 {
-			if err := inNS(vm4.ns, func() error {
+			if err := inNS(vm4.NS, func() error {
 				c, err := net.Dial("udp", "42.0.0.5:8000")
 				if err != nil {
 					return err
@@ -1496,7 +1498,7 @@ func TestFirewallFlows(t *testing.T) {
 		other.waitEchoes(t, "flow VM1 -> VM3", 0, 3)
 		// Resolve VM7 first: the guest's kernel would drop what exceeds
 		// its queue of packets waiting for ARP (unres_qlen_bytes).
-		must(t, "ip", "-n", vm6.ns, "neigh", "replace", "42.0.0.7", "lladdr", macFor(7), "dev", "eth0", "nud", "permanent")
+		lab.Must(t, "ip", "-n", vm6.NS, "neigh", "replace", "42.0.0.7", "lladdr", lab.MACFor(7), "dev", "eth0", "nud", "permanent")
 		before := dropsOf(t, h, "nic-6")
 		ports := make([]int, 300)
 		for i := range ports {
@@ -1506,7 +1508,7 @@ func TestFirewallFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 		// VM6 tracks nothing else: exactly 100 SYNs fit, 200 are dropped.
-		eventually(t, settleTimeout, "nic-6 drops 200 SYNs as table_full", func() error {
+		lab.Eventually(t, lab.SettleTimeout, "nic-6 drops 200 SYNs as table_full", func() error {
 			m, err := fwDrops(h, "nic-6")
 			if err != nil {
 				return err
@@ -1542,27 +1544,27 @@ func TestFirewallDHCP(t *testing.T) {
 	if err != nil {
 		t.Fatal("busybox is needed for udhcpd/udhcpc (scripts/setup.sh installs busybox-static)")
 	}
-	h1, h2 := l.hostPair(ipv4)
-	for _, h := range []*host{h1, h2} {
-		h.start(daemonOpts{})
-		h.mustCLI("sg", "add", "sg-1")
+	h1, h2 := l.HostPair(lab.IPv4)
+	for _, h := range []*lab.Host{h1, h2} {
+		h.Start(lab.DaemonOpts{})
+		h.MustCLI("sg", "add", "sg-1")
 	}
-	srv := h1.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: []string{"42.0.0.1/24"}, sgs: []string{"sg-1"}, quiet: true})
+	srv := h1.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24"}, SGs: []string{"sg-1"}, Quiet: true})
 	// The client's vNIC declares the address of its static lease; the
 	// guest starts without any address.
-	cli := &vm{host: h2, ns: l.netns("vm-nic-2"), spec: nicSpec{id: "nic-2", mac: macFor(2), vni: 42, sgs: []string{"sg-1"}, quiet: true}}
-	cli.tap = lastLine(h2.mustCLI(append(cli.spec.nicAddArgs(), "--ip", "42.0.0.2")...))
-	cli.plug()
+	cli := &lab.VM{Host: h2, NS: l.NetNS("vm-nic-2"), Spec: lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, SGs: []string{"sg-1"}, Quiet: true}}
+	cli.TAP = lab.LastLine(h2.MustCLI(append(cli.Spec.NICAddArgs(), "--ip", "42.0.0.2")...))
+	cli.Plug()
 
 	conf := fmt.Sprintf("start 42.0.0.2\nend 42.0.0.20\ninterface eth0\nlease_file %[1]s/udhcpd.leases\npidfile %[1]s/udhcpd.pid\n"+
-		"static_lease %[2]s 42.0.0.2\noption subnet 255.255.255.0\noption lease 600\n", l.dir, cli.spec.mac)
+		"static_lease %[2]s 42.0.0.2\noption subnet 255.255.255.0\noption lease 600\n", l.Dir, cli.Spec.MAC)
 	script := "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr replace \"$ip/${mask:-24}\" dev \"$interface\" ;; esac\nexit 0\n"
 	for name, body := range map[string]string{"udhcpd.conf": conf, "udhcpd.leases": "", "udhcpc.sh": script} {
-		if err := os.WriteFile(l.dir+"/"+name, []byte(body), 0o755); err != nil {
+		if err := os.WriteFile(l.Dir+"/"+name, []byte(body), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	server := exec.Command("ip", "netns", "exec", srv.ns, busybox, "udhcpd", "-f", l.dir+"/udhcpd.conf")
+	server := exec.Command("ip", "netns", "exec", srv.NS, busybox, "udhcpd", "-f", l.Dir+"/udhcpd.conf")
 	var serverLog bytes.Buffer
 	server.Stdout, server.Stderr = &serverLog, &serverLog
 	if err := server.Start(); err != nil {
@@ -1578,7 +1580,7 @@ func TestFirewallDHCP(t *testing.T) {
 	// dhcp runs udhcpc (tries discovers 1 s apart) and reports whether it
 	// got a lease.
 	dhcp := func(tries int) error {
-		out, err := cli.exec(busybox, "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", strconv.Itoa(tries), "-T", "1", "-s", l.dir+"/udhcpc.sh")
+		out, err := cli.Exec(busybox, "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", strconv.Itoa(tries), "-T", "1", "-s", l.Dir+"/udhcpc.sh")
 		if err != nil {
 			return fmt.Errorf("udhcpc: %w", err)
 		}
@@ -1596,20 +1598,20 @@ func TestFirewallDHCP(t *testing.T) {
 	dropMoves(t, h1, "nic-1", "firewall_no_rule", before)
 
 	// OK once UDP 67 (to the server) and 68 (to the client) are open.
-	for _, h := range []*host{h1, h2} {
-		h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "67", "--cidr", "0.0.0.0/0")
-		h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "68", "--cidr", "0.0.0.0/0")
+	for _, h := range []*lab.Host{h1, h2} {
+		h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "67", "--cidr", "0.0.0.0/0")
+		h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "68", "--cidr", "0.0.0.0/0")
 	}
-	eventually(t, settleTimeout, "DHCP lease", func() error { return dhcp(3) })
-	if out := must(t, "ip", "-n", cli.ns, "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "42.0.0.2/24") {
+	lab.Eventually(t, lab.SettleTimeout, "DHCP lease", func() error { return dhcp(3) })
+	if out := lab.Must(t, "ip", "-n", cli.NS, "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "42.0.0.2/24") {
 		t.Fatalf("the lease was not applied:\n%s", out)
 	}
 
 	// Ping KO until ICMP is allowed.
 	checkFlow(t, srv, block(0, 0, "icmp", 0), "42.0.0.2")
 	checkFlow(t, cli, block(0, 0, "icmp", 0), "42.0.0.1")
-	for _, h := range []*host{h1, h2} {
-		h.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "icmp", "--cidr", "0.0.0.0/0")
+	for _, h := range []*lab.Host{h1, h2} {
+		h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "icmp", "--cidr", "0.0.0.0/0")
 	}
 	checkFlow(t, srv, pass(0, 0, "icmp", 0), "42.0.0.2")
 	checkFlow(t, cli, pass(0, 0, "icmp", 0), "42.0.0.1")
@@ -1618,8 +1620,8 @@ func TestFirewallDHCP(t *testing.T) {
 	// most 1400 bytes, each carried in one VXLAN packet) pass to an
 	// allowed port; to another port, every fragment is dropped at the
 	// server's vNIC, as no_rule then as fragments without a first one.
-	srv.serveGo(t, 7000, 7001)
-	h1.mustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "7000", "--cidr", "42.0.0.0/24")
+	serveGo(srv, t, 7000, 7001)
+	h1.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "7000", "--cidr", "42.0.0.0/24")
 	checkFlow(t, cli, pass(0, 0, "udp", 7000).sized(8000, 3), "42.0.0.1")
 	before = dropsOf(t, h1, "nic-1")
 	checkFlow(t, cli, block(0, 0, "udp", 7001).sized(8000, 1), "42.0.0.1")

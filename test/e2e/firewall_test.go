@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"context"
 	"fmt"
 	"os/exec"
@@ -62,15 +64,15 @@ sys.exit(0 if s.recv(100) == b"ping" else 1)
 var fwPorts = []int{4454, 4455, 5554, 5555, 8000, 9000}
 
 // serveEcho starts echoServer in v; it is killed at the end of the test.
-func (v *vm) serveEcho(t *testing.T) {
+func serveEcho(v *lab.VM, t *testing.T) {
 	t.Helper()
-	args := []string{"netns", "exec", v.ns, "/usr/bin/python3", "-c", echoServer}
+	args := []string{"netns", "exec", v.NS, "/usr/bin/python3", "-c", echoServer}
 	for _, p := range fwPorts {
 		args = append(args, strconv.Itoa(p))
 	}
 	cmd := exec.Command("ip", args...)
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("echo server in %s: %v", v.ns, err)
+		t.Fatalf("echo server in %s: %v", v.NS, err)
 	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
@@ -79,13 +81,13 @@ func (v *vm) serveEcho(t *testing.T) {
 }
 
 // echo sends one UDP or TCP echo from v to dst:port.
-func (v *vm) echo(proto, dst string, port int) error {
+func echo(v *lab.VM, proto, dst string, port int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", v.ns, "/usr/bin/python3", "-c", echoClient,
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", v.NS, "/usr/bin/python3", "-c", echoClient,
 		proto, dst, strconv.Itoa(port)).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s %s:%d from %s: %v: %s", proto, dst, port, v.spec.id, err, lastLine(string(out)))
+		return fmt.Errorf("%s %s:%d from %s: %v: %s", proto, dst, port, v.Spec.ID, err, lab.LastLine(string(out)))
 	}
 	return nil
 }
@@ -126,14 +128,14 @@ func ko6(from int, proto string, port int) fwCheck {
 // scenario starts with both vNICs in no group and no group defined.
 func TestFirewallScenarios(t *testing.T) {
 	l := newLab(t)
-	h := l.singleHost(ipv4)
-	h.start(daemonOpts{})
-	vms := []*vm{
-		h.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: []string{"42.0.0.1/24", "fd42::1/64"}}),
-		h.addVM(nicSpec{id: "nic-2", mac: macFor(2), vni: 42, addrs: []string{"42.0.0.2/24", "fd42::2/64"}}),
+	h := l.SingleHost(lab.IPv4)
+	h.Start(lab.DaemonOpts{})
+	vms := []*lab.VM{
+		h.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24", "fd42::1/64"}}),
+		h.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: []string{"42.0.0.2/24", "fd42::2/64"}}),
 	}
 	for _, v := range vms {
-		v.serveEcho(t)
+		serveEcho(v, t)
 	}
 	allOpen := []string{"sg rule add sg-1 --ip-proto all --cidr 0.0.0.0/0", "sg rule add sg-1 --ip-proto all --cidr ::/0"}
 	both := func(s ...[]string) []string {
@@ -198,29 +200,29 @@ func TestFirewallScenarios(t *testing.T) {
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			h.mustCLI("nic", "sg", "set", "nic-1")
-			h.mustCLI("nic", "sg", "set", "nic-2")
-			h.mustCLI("sg", "del", "sg-1")
-			h.mustCLI("sg", "del", "sg-2")
+			h.MustCLI("nic", "sg", "set", "nic-1")
+			h.MustCLI("nic", "sg", "set", "nic-2")
+			h.MustCLI("sg", "del", "sg-1")
+			h.MustCLI("sg", "del", "sg-2")
 			for i, st := range sc.steps {
 				for _, c := range st.cmds {
-					h.mustCLI(strings.Fields(c)...)
+					h.MustCLI(strings.Fields(c)...)
 				}
 				for _, c := range st.checks {
 					src, dst := vms[c.from-1], vms[2-c.from]
-					addr := dst.ip(0)
+					addr := dst.IP(0)
 					if c.v6 {
-						addr = dst.ip(1)
+						addr = dst.IP(1)
 					}
 					try := func() error {
 						if c.proto == "icmp" {
-							return src.pingOnce(addr)
+							return src.PingOnce(addr)
 						}
-						return src.echo(c.proto, addr, c.port)
+						return echo(src, c.proto, addr, c.port)
 					}
 					what := fmt.Sprintf("step %d: %s from VM%d to %s port %d", i+1, c.proto, c.from, addr, c.port)
 					if c.ok {
-						if err := poll(settleTimeout, try); err != nil {
+						if err := lab.Poll(lab.SettleTimeout, try); err != nil {
 							t.Fatalf("%s: want OK: %v", what, err)
 						}
 					} else if err := try(); err == nil {
@@ -231,7 +233,7 @@ func TestFirewallScenarios(t *testing.T) {
 		})
 	}
 	// Drops were counted by reason on the receiving vNICs.
-	if out := h.mustCLI("nic", "counters", "nic-2"); !strings.Contains(out, "firewall_no_rule") {
+	if out := h.MustCLI("nic", "counters", "nic-2"); !strings.Contains(out, "firewall_no_rule") {
 		t.Errorf("nic-2 counters do not show firewall_no_rule drops:\n%s", out)
 	}
 }

@@ -1,19 +1,21 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"strings"
 	"testing"
 )
 
 // setIPs replaces the vNIC's declared addresses with those of addrs
 // (prefix lengths dropped) through nic update.
-func (v *vm) setIPs(t *testing.T, addrs []string) {
+func setIPs(v *lab.VM, t *testing.T, addrs []string) {
 	t.Helper()
-	args := []string{"nic", "update", "--id", v.spec.id}
+	args := []string{"nic", "update", "--id", v.Spec.ID}
 	for _, a := range addrs {
 		args = append(args, "--ip", strings.SplitN(a, "/", 2)[0])
 	}
-	v.host.mustCLI(args...)
+	v.Host.MustCLI(args...)
 }
 
 // pingFrom returns the ping flags to use src as source address.
@@ -42,18 +44,18 @@ func TestNICUpdateIPs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLab(t)
-			h := l.singleHost(ipv4)
-			h.start(daemonOpts{})
-			h.openSG("sg-open")
-			a := h.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: tc.a, noAPIIPs: true, antispoof: true, sgs: []string{"sg-open"}})
-			b := h.addVM(nicSpec{id: "nic-2", mac: macFor(2), vni: 42, addrs: tc.b, noAPIIPs: true, antispoof: true, sgs: []string{"sg-open"}})
+			h := l.SingleHost(lab.IPv4)
+			h.Start(lab.DaemonOpts{})
+			h.OpenSG("sg-open")
+			a := h.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: tc.a, NoAPIIPs: true, Antispoof: true, SGs: []string{"sg-open"}})
+			b := h.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: tc.b, NoAPIIPs: true, Antispoof: true, SGs: []string{"sg-open"}})
 			// Nothing declared yet: the first address pair must not work.
-			if err := a.blockedFrom(b.ip(0), pingFrom(tc.a[0])...); err != nil {
+			if err := a.BlockedFrom(b.IP(0), pingFrom(tc.a[0])...); err != nil {
 				t.Fatal(err)
 			}
-			a.setIPs(t, tc.a)
-			b.setIPs(t, tc.b)
-			details := h.mustCLI("nic", "details", "nic-1")
+			setIPs(a, t, tc.a)
+			setIPs(b, t, tc.b)
+			details := h.MustCLI("nic", "details", "nic-1")
 			for _, addr := range tc.a {
 				if !strings.Contains(details, strings.SplitN(addr, "/", 2)[0]) {
 					t.Errorf("nic details nic-1 lacks %s:\n%s", addr, details)
@@ -66,18 +68,18 @@ func TestNICUpdateIPs(t *testing.T) {
 						continue
 					}
 					checks = append(checks,
-						func() error { return a.reach(strings.SplitN(dst, "/", 2)[0], pingFrom(src)...) },
-						func() error { return b.reach(strings.SplitN(src, "/", 2)[0], pingFrom(dst)...) })
+						func() error { return a.Reach(strings.SplitN(dst, "/", 2)[0], pingFrom(src)...) },
+						func() error { return b.Reach(strings.SplitN(src, "/", 2)[0], pingFrom(dst)...) })
 				}
 			}
-			if err := parallel(checks...); err != nil {
+			if err := lab.Parallel(checks...); err != nil {
 				t.Fatal(err)
 			}
 			// Withdraw all but the first address of a: the others stop working.
-			a.setIPs(t, tc.a[:1])
-			if err := parallel(
-				func() error { return a.reach(b.ip(0), pingFrom(tc.a[0])...) },
-				func() error { return a.blockedFrom(b.ip(0), pingFrom(tc.a[1])...) },
+			setIPs(a, t, tc.a[:1])
+			if err := lab.Parallel(
+				func() error { return a.Reach(b.IP(0), pingFrom(tc.a[0])...) },
+				func() error { return a.BlockedFrom(b.IP(0), pingFrom(tc.a[1])...) },
 			); err != nil {
 				t.Fatal(err)
 			}
@@ -90,36 +92,36 @@ func TestNICUpdateIPs(t *testing.T) {
 // VMs), several times; traffic follows each swap.
 func TestNICSwapIPs(t *testing.T) {
 	l := newLab(t)
-	h := l.singleHost(ipv4)
-	h.start(daemonOpts{})
-	h.openSG("sg-open")
+	h := l.SingleHost(lab.IPv4)
+	h.Start(lab.DaemonOpts{})
+	h.OpenSG("sg-open")
 	x := []string{"42.0.0.1/24", "2001:db8:42::1/64"}
 	y := []string{"42.0.0.2/24", "2001:db8:42::2/64"}
-	a := h.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: x, antispoof: true, sgs: []string{"sg-open"}})
-	b := h.addVM(nicSpec{id: "nic-2", mac: macFor(2), vni: 42, addrs: y, antispoof: true, sgs: []string{"sg-open"}})
+	a := h.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: x, Antispoof: true, SGs: []string{"sg-open"}})
+	b := h.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: y, Antispoof: true, SGs: []string{"sg-open"}})
 	for round := range 4 {
-		if err := parallel(
-			func() error { return a.reach(b.ip(0)) }, func() error { return a.reach(b.ip(1)) },
-			func() error { return b.reach(a.ip(0)) }, func() error { return b.reach(a.ip(1)) },
+		if err := lab.Parallel(
+			func() error { return a.Reach(b.IP(0)) }, func() error { return a.Reach(b.IP(1)) },
+			func() error { return b.Reach(a.IP(0)) }, func() error { return b.Reach(a.IP(1)) },
 		); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		for _, v := range []*vm{a, b} {
-			for _, addr := range v.spec.addrs {
-				v.delAddr(addr)
+		for _, v := range []*lab.VM{a, b} {
+			for _, addr := range v.Spec.Addrs {
+				v.DelAddr(addr)
 			}
 		}
-		a.spec.addrs, b.spec.addrs = b.spec.addrs, a.spec.addrs
-		for _, v := range []*vm{a, b} {
-			v.setIPs(t, v.spec.addrs)
-			for _, addr := range v.spec.addrs {
-				v.addAddr(addr)
+		a.Spec.Addrs, b.Spec.Addrs = b.Spec.Addrs, a.Spec.Addrs
+		for _, v := range []*lab.VM{a, b} {
+			setIPs(v, t, v.Spec.Addrs)
+			for _, addr := range v.Spec.Addrs {
+				v.AddAddr(addr)
 			}
 			// The peers' neighbour caches still map each address to the old MAC.
-			must(t, "ip", "-n", v.ns, "neigh", "flush", "dev", "eth0")
+			lab.Must(t, "ip", "-n", v.NS, "neigh", "flush", "dev", "eth0")
 		}
-		details := h.mustCLI("nic", "details", "nic-1")
-		if want := "ip: " + a.ip(0); !strings.Contains(details, want) {
+		details := h.MustCLI("nic", "details", "nic-1")
+		if want := "ip: " + a.IP(0); !strings.Contains(details, want) {
 			t.Fatalf("round %d: nic details nic-1 lacks %q:\n%s", round, want, details)
 		}
 	}

@@ -3,20 +3,16 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/lab"
 )
 
-// binaries are the programs under test, built once by TestMain.
-type binaries struct {
-	daemon string // butterflyd
-	cli    string // butterfly
-}
-
-// bin is set by TestMain before any test runs and never changed after.
-var bin binaries
+// bin holds the programs under test; TestMain sets it before any test runs
+// and never changes it after.
+var bin lab.Binaries
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
@@ -30,33 +26,19 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for _, p := range []struct{ out, pkg string }{
-			{filepath.Join(dir, "butterflyd"), "./cmd/butterflyd"},
-			{filepath.Join(dir, "butterfly"), "./cmd/butterfly"},
-		} {
-			if err := goBuild(p.out, p.pkg); err != nil {
-				fmt.Fprintln(os.Stderr, "e2e:", err)
-				return 1
-			}
+		b, err := lab.Build(moduleRoot(), dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			return 1
 		}
-		bin = binaries{daemon: filepath.Join(dir, "butterflyd"), cli: filepath.Join(dir, "butterfly")}
+		bin = b
 		return m.Run()
 	}()
 	os.Exit(code)
 }
 
-// goBuild builds pkg (relative to the module root) into out.
-func goBuild(out, pkg string) error {
+// moduleRoot is the repository's root directory (this file's ../..).
+func moduleRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	goBin := "go"
-	if _, err := exec.LookPath("go"); err != nil {
-		goBin = "/usr/local/go/bin/go" // the documented install location
-	}
-	cmd := exec.Command(goBin, "build", "-o", out, pkg)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }

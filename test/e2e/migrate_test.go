@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"bufio"
 	"fmt"
 	"os/exec"
@@ -112,9 +114,9 @@ func (p *pyProc) echoes(t *testing.T) int {
 }
 
 // dropCount reads one drop counter of a vNIC ("nic counters").
-func (h *host) dropCount(t *testing.T, nic, reason string) int {
+func dropCount(h *lab.Host, t *testing.T, nic, reason string) int {
 	t.Helper()
-	out := h.mustCLI("nic", "counters", nic)
+	out := h.MustCLI("nic", "counters", nic)
 	for _, l := range strings.Split(out, "\n") {
 		if v, ok := strings.CutPrefix(l, "drop "+reason+": "); ok {
 			n, err := strconv.Atoi(v)
@@ -144,28 +146,28 @@ func TestMigrateLiveTCP(t *testing.T) {
 
 func migrate(t *testing.T, withImport bool) {
 	l := newLab(t)
-	h1, h2 := l.hostPair(ipv4)
-	for _, h := range []*host{h1, h2} {
-		h.start(daemonOpts{})
+	h1, h2 := l.HostPair(lab.IPv4)
+	for _, h := range []*lab.Host{h1, h2} {
+		h.Start(lab.DaemonOpts{})
 		// vm-a's group: SSH from a network vm-b is not in, no OUTBOUND
 		// rule (the default egress lets vm-a open connections).
-		h.mustCLI("sg", "rule", "add", "sg-a", "--ip-proto", "tcp", "--port", "22", "--cidr", "203.0.113.0/24")
+		h.MustCLI("sg", "rule", "add", "sg-a", "--ip-proto", "tcp", "--port", "22", "--cidr", "203.0.113.0/24")
 		// vm-b's group: TCP 5000 from vm-a only.
-		h.mustCLI("sg", "rule", "add", "sg-b", "--ip-proto", "tcp", "--port", "5000", "--cidr", "10.10.0.1/32")
+		h.MustCLI("sg", "rule", "add", "sg-b", "--ip-proto", "tcp", "--port", "5000", "--cidr", "10.10.0.1/32")
 	}
-	specA := nicSpec{id: "vm-a", mac: macFor(0xa), vni: 42, addrs: []string{"10.10.0.1/24"}, sgs: []string{"sg-a"}}
-	a := h1.addVM(specA)
-	b := h1.addVM(nicSpec{id: "vm-b", mac: macFor(0xb), vni: 42, addrs: []string{"10.10.0.2/24"}, sgs: []string{"sg-b"}})
+	specA := lab.NICSpec{ID: "vm-a", MAC: lab.MACFor(0xa), VNI: 42, Addrs: []string{"10.10.0.1/24"}, SGs: []string{"sg-a"}}
+	a := h1.AddVM(specA)
+	b := h1.AddVM(lab.NICSpec{ID: "vm-b", MAC: lab.MACFor(0xb), VNI: 42, Addrs: []string{"10.10.0.2/24"}, SGs: []string{"sg-b"}})
 
-	srv := startPy(t, b.ns, migrateServer)
-	eventually(t, settleTimeout, "echo server listening", func() error {
+	srv := startPy(t, b.NS, migrateServer)
+	lab.Eventually(t, lab.SettleTimeout, "echo server listening", func() error {
 		if n, _ := srv.count("listening"); n == 0 {
 			return fmt.Errorf("not yet")
 		}
 		return nil
 	})
-	cli := startPy(t, a.ns, migrateClient, b.ip(0))
-	eventually(t, settleTimeout, "10 echoes before the migration", func() error {
+	cli := startPy(t, a.NS, migrateClient, b.IP(0))
+	lab.Eventually(t, lab.SettleTimeout, "10 echoes before the migration", func() error {
 		if n := cli.echoes(t); n < 10 {
 			return fmt.Errorf("%d echoes", n)
 		}
@@ -178,37 +180,37 @@ func migrate(t *testing.T, withImport bool) {
 		port = strings.TrimPrefix(cli.lines[0], "port ")
 	}()
 	flow := "tcp 10.10.0.1:" + port + " -> 10.10.0.2:5000 ESTABLISHED from_vm"
-	if out := h1.mustCLI("nic", "conntrack", "vm-a"); !strings.Contains(out, flow) {
+	if out := h1.MustCLI("nic", "conntrack", "vm-a"); !strings.Contains(out, flow) {
 		t.Fatalf("host 1 does not list the flow %q:\n%s", flow, out)
 	}
 
 	// Migrate: export on host 1, delete there (the TAP leaves the VM's
 	// namespace with it), create on host 2 and plug its TAP into the
 	// same namespace, same MAC and address.
-	ct := filepath.Join(l.dir, "vm-a.ct")
-	h1.mustCLI("nic", "export", "vm-a", "--output", ct)
-	h1.mustCLI("nic", "del", "vm-a")
-	eventually(t, settleTimeout, "vm-a's TAP gone", func() error {
-		if _, err := runCmd("ip", "-n", a.ns, "link", "show", "eth0"); err == nil {
-			return fmt.Errorf("eth0 still in %s", a.ns)
+	ct := filepath.Join(l.Dir, "vm-a.ct")
+	h1.MustCLI("nic", "export", "vm-a", "--output", ct)
+	h1.MustCLI("nic", "del", "vm-a")
+	lab.Eventually(t, lab.SettleTimeout, "vm-a's TAP gone", func() error {
+		if _, err := lab.Run("ip", "-n", a.NS, "link", "show", "eth0"); err == nil {
+			return fmt.Errorf("eth0 still in %s", a.NS)
 		}
 		return nil
 	})
 	cut := cli.echoes(t)
 	start := time.Now()
-	a2 := &vm{host: h2, ns: a.ns, spec: specA}
-	args := specA.nicAddArgs()
+	a2 := &lab.VM{Host: h2, NS: a.NS, Spec: specA}
+	args := specA.NICAddArgs()
 	if withImport {
 		args = append(args, "--fw-import", ct)
 	}
-	a2.tap = lastLine(h2.mustCLI(args...))
-	a2.plug()
+	a2.TAP = lab.LastLine(h2.MustCLI(args...))
+	a2.Plug()
 
 	if withImport {
-		if out := h2.mustCLI("nic", "conntrack", "vm-a"); !strings.Contains(out, flow) {
+		if out := h2.MustCLI("nic", "conntrack", "vm-a"); !strings.Contains(out, flow) {
 			t.Fatalf("host 2 does not list the imported flow %q:\n%s", flow, out)
 		}
-		eventually(t, 20*time.Second, "10 more echoes through host 2", func() error {
+		lab.Eventually(t, 20*time.Second, "10 more echoes through host 2", func() error {
 			if n := cli.echoes(t); n < cut+10 {
 				return fmt.Errorf("%d echoes since the migration", n-cut)
 			}
@@ -216,14 +218,14 @@ func migrate(t *testing.T, withImport bool) {
 		})
 		t.Logf("connection resumed: 10 echoes within %v of the re-plug", time.Since(start).Round(time.Millisecond))
 		// The policy still refuses anything else from vm-b.
-		b.blocked(t, a.ip(0))
+		b.Blocked(t, a.IP(0))
 		return
 	}
 	// Without the import host 2 drops the flow's segments as invalid
 	// (not a SYN, no tracked flow): wait for vm-a's retransmissions to be
 	// dropped, then check nothing got through.
-	eventually(t, 20*time.Second, "vm-a's segments dropped on host 2", func() error {
-		if n := h2.dropCount(t, "vm-a", "firewall_invalid"); n < 2 {
+	lab.Eventually(t, 20*time.Second, "vm-a's segments dropped on host 2", func() error {
+		if n := dropCount(h2, t, "vm-a", "firewall_invalid"); n < 2 {
 			return fmt.Errorf("%d dropped", n)
 		}
 		return nil
@@ -231,7 +233,7 @@ func migrate(t *testing.T, withImport bool) {
 	if n := cli.echoes(t); n != cut {
 		t.Fatalf("%d echoes after the migration without import, want none", n-cut)
 	}
-	if out := h2.mustCLI("nic", "conntrack", "vm-a"); strings.Contains(out, "10.10.0.2:5000") {
+	if out := h2.MustCLI("nic", "conntrack", "vm-a"); strings.Contains(out, "10.10.0.2:5000") {
 		t.Fatalf("host 2 tracks the flow without an import:\n%s", out)
 	}
 }

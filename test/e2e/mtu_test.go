@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"fmt"
 	"regexp"
 	"strconv"
@@ -18,34 +20,34 @@ var mtuInPing = regexp.MustCompile(`(?i)(?:frag needed and DF set \(mtu = (\d+)\
 func TestOversizedFrame(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		underlay family
-		tenant   family
+		underlay lab.Family
+		tenant   lab.Family
 		overhead int // VXLAN over the underlay family: 50 (IPv4) or 70 (IPv6)
 	}{
-		{"ipv4-underlay/ipv4-vm", ipv4, ipv4, 50},
-		{"ipv6-underlay/ipv4-vm", ipv6, ipv4, 70},
-		{"ipv4-underlay/ipv6-vm", ipv4, ipv6, 50},
+		{"ipv4-underlay/lab.IPv4-vm", lab.IPv4, lab.IPv4, 50},
+		{"ipv6-underlay/lab.IPv4-vm", lab.IPv6, lab.IPv4, 70},
+		{"ipv4-underlay/lab.IPv6-vm", lab.IPv4, lab.IPv6, 50},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLab(t)
-			h1, h2 := l.openHostPair(tc.underlay, daemonOpts{})
+			h1, h2 := l.OpenHostPair(tc.underlay, lab.DaemonOpts{})
 			addr := func(n int) string {
-				if tc.tenant == ipv6 {
+				if tc.tenant == lab.IPv6 {
 					return fmt.Sprintf("2001:db8:42::%d/64", n)
 				}
 				return fmt.Sprintf("42.0.0.%d/24", n)
 			}
-			a := h1.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: []string{addr(1)}, sgs: []string{"sg-open"}, mtu: 1500})
-			b := h2.addVM(nicSpec{id: "nic-2", mac: macFor(2), vni: 42, addrs: []string{addr(2)}, sgs: []string{"sg-open"}, mtu: 1500})
-			a.reaches(t, b.ip(0))
+			a := h1.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{addr(1)}, SGs: []string{"sg-open"}, MTU: 1500})
+			b := h2.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: []string{addr(2)}, SGs: []string{"sg-open"}, MTU: 1500})
+			a.Reaches(t, b.IP(0))
 
 			want := 1500 - tc.overhead
 			hdr := 28 // IPv4 + ICMP
-			if tc.tenant == ipv6 {
+			if tc.tenant == lab.IPv6 {
 				hdr = 48
 			}
 			// 1500-byte IP packets, DF (IPv6 never fragments in the path).
-			out, err := a.exec("ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", strconv.Itoa(1500-hdr), b.ip(0))
+			out, err := a.Exec("ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", strconv.Itoa(1500-hdr), b.IP(0))
 			if err == nil {
 				t.Fatalf("a 1500-byte packet crossed a 1500-byte underlay after VXLAN encapsulation:\n%s", out)
 			}
@@ -59,11 +61,11 @@ func TestOversizedFrame(t *testing.T) {
 			}
 			// The kernel now knows the path MTU: a second try fails locally
 			// with the same MTU, and a packet of exactly that size passes.
-			out, _ = a.exec("ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", strconv.Itoa(1500-hdr), b.ip(0))
+			out, _ = a.Exec("ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", strconv.Itoa(1500-hdr), b.IP(0))
 			if m := mtuInPing.FindStringSubmatch(out); m == nil || m[1]+m[2]+m[3] != strconv.Itoa(want) {
 				t.Errorf("second oversized ping does not report mtu %d:\n%s", want, out)
 			}
-			if err := a.reach(b.ip(0), "-M", "do", "-s", strconv.Itoa(want-hdr)); err != nil {
+			if err := a.Reach(b.IP(0), "-M", "do", "-s", strconv.Itoa(want-hdr)); err != nil {
 				t.Errorf("a packet of the path MTU (%d) does not pass: %v", want, err)
 			}
 		})

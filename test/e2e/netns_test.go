@@ -46,7 +46,7 @@ func dropSysAdmin() error {
 // drops CAP_SYS_ADMIN, so a setns back to the caller's namespace fails).
 func TestInNS(t *testing.T) {
 	l := newLab(t)
-	ns := l.netns("inns")
+	ns := l.NetNS("inns")
 	home, err := nsInode("")
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"fmt"
 	"os"
 	"strconv"
@@ -44,24 +46,24 @@ func (v *qemuVM) uptime() (float64, error) {
 func TestQEMUVhostClientDaemonRestart(t *testing.T) {
 	l := newLab(t)
 	needQEMU(t)
-	h := l.singleHost(ipv4)
-	opts := daemonOpts{extra: []string{"--vhost-client"}}
-	h.start(opts)
-	h.openSG("sg-open")
+	h := l.SingleHost(lab.IPv4)
+	opts := lab.DaemonOpts{Extra: []string{"--vhost-client"}}
+	h.Start(opts)
+	h.OpenSG("sg-open")
 	a1, a2 := "10.42.0.1/24", "10.42.0.2/24"
-	s1 := h.addVhostNIC("vm-1", macFor(1), 42, a1, "sg-open")
-	s2 := h.addVhostNIC("vm-2", macFor(2), 42, a2, "sg-open")
+	s1 := addVhostNIC(h, "vm-1", lab.MACFor(1), 42, a1, "sg-open")
+	s2 := addVhostNIC(h, "vm-2", lab.MACFor(2), 42, a2, "sg-open")
 	for _, id := range []string{"vm-1", "vm-2"} {
-		if d := h.mustCLI("nic", "details", id); !strings.Contains(d, "vhost-user client: true\n") {
+		if d := h.MustCLI("nic", "details", id); !strings.Contains(d, "vhost-user client: true\n") {
 			t.Fatalf("nic details %s:\n%swant vhost-user client: true", id, d)
 		}
 	}
 	// QEMU creates the sockets; the daemon's vNICs are already dialing.
-	vm1 := l.startVM(vmOpts{name: "vm-1", socket: s1, server: true, mac: macFor(1), addr: a1})
-	vm2 := l.startVM(vmOpts{name: "vm-2", socket: s2, server: true, mac: macFor(2), addr: a2})
+	vm1 := startVM(l, vmOpts{name: "vm-1", socket: s1, server: true, mac: lab.MACFor(1), addr: a1})
+	vm2 := startVM(l, vmOpts{name: "vm-2", socket: s2, server: true, mac: lab.MACFor(2), addr: a2})
 	waitVMs(t, vm1, vm2)
 	ip1, ip2 := vmIP(a1), vmIP(a2)
-	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	pids := []int{vm1.pid(), vm2.pid()}
@@ -70,7 +72,7 @@ func TestQEMUVhostClientDaemonRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	h.stop(syscall.SIGKILL)
+	h.Stop(syscall.SIGKILL)
 	vm1.Blocked(t, ip2)
 	for _, s := range []string{s1, s2} {
 		if fi, err := os.Lstat(s); err != nil || fi.Mode()&os.ModeSocket == 0 {
@@ -78,8 +80,8 @@ func TestQEMUVhostClientDaemonRestart(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	h.start(opts)
-	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	h.Start(opts)
+	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("guests ping each other %v after the daemon restart", time.Since(start).Round(100*time.Millisecond))
@@ -102,7 +104,7 @@ func TestQEMUVhostClientDaemonRestart(t *testing.T) {
 	vm1.Blocked(t, ip2)
 	vm2.Start()
 	waitVMs(t, vm2)
-	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 }

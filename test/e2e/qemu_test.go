@@ -14,7 +14,7 @@ package e2e
 //
 // Helpers for other QEMU tests:
 //
-//	vm := l.startVM(vmOpts{name: "vm1", socket: sock, mac: mac, addr: "10.42.0.1/24"})
+//	vm := startVM(l, vmOpts{name: "vm1", socket: sock, mac: mac, addr: "10.42.0.1/24"})
 //	waitVMs(t, vm, ...)               // boot in parallel, fail with the console on timeout
 //	out, err := vm.Exec(10*time.Second, "cat /sys/class/net/eth0/mtu") // busybox userland
 //	vm.Reaches(t, "10.42.0.2")        // ping from the guest, polled with a deadline
@@ -22,8 +22,8 @@ package e2e
 //	vm.Kill(); vm.Start(); vm.Stop()  // QEMU stopped by PID, started again on the same socket
 //	vm.ConsoleLog()                   // serial console of the current boot
 //	vmIperf(client, server, ip, secs)  // iperf3 TCP rate in bit/s
-//	h.addVhostNIC(id, mac, vni, addr, sgs...) // nic add, returns the socket path
-//	h.traffic(t, id), h.vhostLogClean(t)      // nic counters; no vhost-user warning logged
+//	addVhostNIC(h, id, mac, vni, addr, sgs...) // nic add, returns the socket path
+//	traffic(h, t, id), vhostLogClean(h, t)      // nic counters; no vhost-user warning logged
 //
 // vmOpts.server makes QEMU create and listen on the vhost-user socket (the
 // daemon is then the client and connects to it); QEMU 7.2 then waits for
@@ -33,6 +33,8 @@ package e2e
 // checks what the guest negotiated); memMiB sizes the guest's memory.
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"bufio"
 	"errors"
 	"fmt"
@@ -127,7 +129,7 @@ type vmOpts struct {
 // qemuVM is one QEMU process (restartable) and the command agent of its
 // guest. Exec and the ping helpers may be called from several goroutines.
 type qemuVM struct {
-	lab  *lab
+	Lab  *lab.Lab
 	opts vmOpts
 	img  guestImage
 	dir  string
@@ -146,8 +148,8 @@ type qemuVM struct {
 // startVM starts a guest (it does not wait for it to boot: see waitVMs).
 // The QEMU process is killed by PID when the test ends, and the consoles
 // of every boot are logged if the test failed.
-func (l *lab) startVM(o vmOpts) *qemuVM {
-	t := l.t
+func startVM(l *lab.Lab, o vmOpts) *qemuVM {
+	t := l.T
 	t.Helper()
 	img := needQEMU(t)
 	if o.mtu == 0 {
@@ -156,7 +158,7 @@ func (l *lab) startVM(o vmOpts) *qemuVM {
 	if o.memMiB == 0 {
 		o.memMiB = 256
 	}
-	v := &qemuVM{lab: l, opts: o, img: img, dir: filepath.Join(l.dir, "vm-"+o.name)}
+	v := &qemuVM{Lab: l, opts: o, img: img, dir: filepath.Join(l.Dir, "vm-"+o.name)}
 	if err := os.MkdirAll(v.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +221,7 @@ func (v *qemuVM) agentPath() string { return filepath.Join(v.dir, "agent.sock") 
 // Start boots the guest again (after Stop or Kill) with the same options,
 // on the same vhost-user socket. It does not wait for the boot.
 func (v *qemuVM) Start() {
-	t := v.lab.t
+	t := v.Lab.T
 	t.Helper()
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -266,12 +268,12 @@ func (v *qemuVM) signal(sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
-	stopProcess(v.lab.t, v.opts.name+": QEMU", cmd, exited, sig)
+	lab.StopProcess(v.Lab.T, v.opts.name+": QEMU", cmd, exited, sig)
 }
 
 // Restart stops QEMU and starts it again on the same socket.
 func (v *qemuVM) Restart() {
-	v.lab.t.Helper()
+	v.Lab.T.Helper()
 	v.Stop()
 	v.Start()
 }
@@ -301,7 +303,7 @@ func (v *qemuVM) ConsoleLog() string {
 }
 
 func (v *qemuVM) dumpConsoles() {
-	t := v.lab.t
+	t := v.Lab.T
 	for i := 1; i <= v.boot; i++ {
 		b, _ := os.ReadFile(v.consolePath(i))
 		if len(b) > 6000 {
@@ -348,7 +350,7 @@ func (v *qemuVM) WaitReady(timeout time.Duration) error {
 	}
 	// "true" is harmless to repeat: short tries, so that a command lost
 	// on the serial line costs seconds, not the whole deadline.
-	err := poll(time.Until(deadline), func() error {
+	err := lab.Poll(time.Until(deadline), func() error {
 		_, err := v.Exec(3*time.Second, "true")
 		return err
 	})
@@ -403,7 +405,7 @@ func waitVMs(t testing.TB, vms ...*qemuVM) {
 	for i, v := range vms {
 		fs[i] = func() error { return v.WaitReady(vmBootTimeout) }
 	}
-	if err := parallel(fs...); err != nil {
+	if err := lab.Parallel(fs...); err != nil {
 		t.Fatal(err)
 	}
 	var boots []string
@@ -492,7 +494,7 @@ func (v *qemuVM) ping(dst string) error {
 // Reach returns nil once dst answers a ping from the guest, or an error
 // after vmPingTimeout.
 func (v *qemuVM) Reach(dst string) error {
-	if err := poll(vmPingTimeout, func() error { return v.ping(dst) }); err != nil {
+	if err := lab.Poll(vmPingTimeout, func() error { return v.ping(dst) }); err != nil {
 		return fmt.Errorf("%s cannot reach %s: %w", v.opts.name, dst, err)
 	}
 	return nil
@@ -531,7 +533,7 @@ func vmIperf(client, server *qemuVM, dst string, secs int) (float64, error) {
 	}
 	cmd := fmt.Sprintf("iperf3 -c %s -t %d -f m --connect-timeout 3000", dst, secs)
 	var out string
-	err := poll(15*time.Second, func() error {
+	err := lab.Poll(15*time.Second, func() error {
 		var err error
 		out, err = client.Exec(time.Duration(secs+20)*time.Second, cmd)
 		return err
@@ -554,16 +556,16 @@ func vmIperf(client, server *qemuVM, dst string, secs int) (float64, error) {
 // addVhostNIC creates a vhost-user vNIC (server mode) through the API and
 // returns the socket path the daemon printed. addr is the VM's address
 // with prefix length.
-func (h *host) addVhostNIC(id, mac string, vni uint32, addr string, sgs ...string) string {
-	t := h.lab.t
+func addVhostNIC(h *lab.Host, id, mac string, vni uint32, addr string, sgs ...string) string {
+	t := h.Lab.T
 	t.Helper()
 	args := []string{"nic", "add", "--id", id, "--mac", mac, "--vni", strconv.FormatUint(uint64(vni), 10),
 		"--type", "VHOST_USER_SERVER", "--ip", strings.SplitN(addr, "/", 2)[0]}
 	for _, sg := range sgs {
 		args = append(args, "--sg", sg)
 	}
-	sock := lastLine(h.mustCLI(args...))
-	if want := filepath.Join(h.sockDir, "qemu-vhost-"+id); sock != want {
+	sock := lab.LastLine(h.MustCLI(args...))
+	if want := filepath.Join(h.SockDir, "qemu-vhost-"+id); sock != want {
 		t.Fatalf("nic add %s printed %q, want %q", id, sock, want)
 	}
 	return sock
@@ -572,9 +574,9 @@ func (h *host) addVhostNIC(id, mac string, vni uint32, addr string, sgs ...strin
 // vhostLogClean fails the test if the daemon logged a warning or an error
 // about a vhost-user port: a request it refused or failed, a ring it did
 // not start or stopped. QEMU's front end must need none of that.
-func (h *host) vhostLogClean(t testing.TB) {
+func vhostLogClean(h *lab.Host, t testing.TB) {
 	t.Helper()
-	b, err := os.ReadFile(h.logPath)
+	b, err := os.ReadFile(h.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,7 +587,7 @@ func (h *host) vhostLogClean(t testing.TB) {
 		}
 	}
 	if bad != nil {
-		t.Errorf("%s: butterflyd logged vhost-user problems:\n%s", h.name, strings.Join(bad, "\n"))
+		t.Errorf("%s: butterflyd logged vhost-user problems:\n%s", h.Name, strings.Join(bad, "\n"))
 	}
 }
 
@@ -594,9 +596,9 @@ func (h *host) vhostLogClean(t testing.TB) {
 type nicTraffic struct{ rxPackets, rxBytes, txPackets, txBytes uint64 }
 
 // traffic reads a vNIC's packet and byte counters.
-func (h *host) traffic(t testing.TB, id string) nicTraffic {
+func traffic(h *lab.Host, t testing.TB, id string) nicTraffic {
 	t.Helper()
-	out := h.mustCLI("nic", "counters", id)
+	out := h.MustCLI("nic", "counters", id)
 	var c nicTraffic
 	for _, f := range []struct {
 		key string
@@ -612,11 +614,11 @@ func (h *host) traffic(t testing.TB, id string) nicTraffic {
 }
 
 // logCounters logs `nic counters` of the vNICs (diagnostics).
-func (h *host) logCounters(t testing.TB, ids ...string) {
+func logCounters(h *lab.Host, t testing.TB, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
-		out, err := h.cli("nic", "counters", id)
-		t.Logf("%s: nic counters %s: %v\n%s", h.name, id, err, out)
+		out, err := h.CLI("nic", "counters", id)
+		t.Logf("%s: nic counters %s: %v\n%s", h.Name, id, err, out)
 	}
 }
 
@@ -648,13 +650,13 @@ func vmIP(addr string) string { return strings.SplitN(addr, "/", 2)[0] }
 func TestQEMUOneHost(t *testing.T) {
 	l := newLab(t)
 	needQEMU(t)
-	h := l.singleHost(ipv4)
-	h.start(daemonOpts{})
-	h.openSG("sg-open")
+	h := l.SingleHost(lab.IPv4)
+	h.Start(lab.DaemonOpts{})
+	h.OpenSG("sg-open")
 	// A TAP VM in VNI 42: a third party that never goes away.
-	tap := h.addVM(nicSpec{id: "tap-4", mac: macFor(4), vni: 42, addrs: []string{"10.42.0.4/24"}, sgs: []string{"sg-open"}})
+	tap := h.AddVM(lab.NICSpec{ID: "tap-4", MAC: lab.MACFor(4), VNI: 42, Addrs: []string{"10.42.0.4/24"}, SGs: []string{"sg-open"}})
 	// And one in VNI 43, vm-3's only peer.
-	tap5 := h.addVM(nicSpec{id: "tap-5", mac: macFor(5), vni: 43, addrs: []string{"10.42.0.5/24"}, sgs: []string{"sg-open"}})
+	tap5 := h.AddVM(lab.NICSpec{ID: "tap-5", MAC: lab.MACFor(5), VNI: 43, Addrs: []string{"10.42.0.5/24"}, SGs: []string{"sg-open"}})
 
 	type spec struct {
 		id   string
@@ -664,8 +666,8 @@ func TestQEMUOneHost(t *testing.T) {
 	specs := []spec{{"vm-1", 42, "10.42.0.1/24"}, {"vm-2", 42, "10.42.0.2/24"}, {"vm-3", 43, "10.42.0.3/24"}}
 	vms := make([]*qemuVM, len(specs))
 	for i, s := range specs {
-		mac := macFor(i + 1)
-		sock := h.addVhostNIC(s.id, mac, s.vni, s.addr, "sg-open")
+		mac := lab.MACFor(i + 1)
+		sock := addVhostNIC(h, s.id, mac, s.vni, s.addr, "sg-open")
 		o := vmOpts{name: s.id, socket: sock, mac: mac, addr: s.addr}
 		switch s.id {
 		case "vm-1":
@@ -679,7 +681,7 @@ func TestQEMUOneHost(t *testing.T) {
 			// notifications go by the rings' flags.
 			o.noOffloads, o.noEventIdx = true, true
 		}
-		vms[i] = l.startVM(o)
+		vms[i] = startVM(l, o)
 	}
 	waitVMs(t, vms...)
 	vm1, vm2, vm3 := vms[0], vms[1], vms[2]
@@ -688,11 +690,11 @@ func TestQEMUOneHost(t *testing.T) {
 	// Subtests would share this lab's helpers, which fail the parent
 	// test: the phases run in line instead, each logged.
 	t.Log("phase 1: same VNI: ping both ways (and a TAP VM), iperf3 both ways")
-	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
-	vm1.Reaches(t, tap.ip(0))
-	tap.reaches(t, ip1)
+	vm1.Reaches(t, tap.IP(0))
+	tap.Reaches(t, ip1)
 	// Both directions: vm-2 receives into mergeable buffers, vm-1
 	// (mrg_rxbuf=off) into the big chained buffers of Linux's
 	// "big packets" mode. The sender's TSO frames cross the switch whole
@@ -703,17 +705,17 @@ func TestQEMUOneHost(t *testing.T) {
 		fromID, toID string
 		dst          string
 	}{{vm1, vm2, "vm-1", "vm-2", ip2}, {vm2, vm1, "vm-2", "vm-1", ip1}} {
-		cf, ct := h.traffic(t, d.fromID), h.traffic(t, d.toID)
+		cf, ct := traffic(h, t, d.fromID), traffic(h, t, d.toID)
 		rate, err := vmIperf(d.from, d.to, d.dst, 3)
 		if err != nil {
-			h.logCounters(t, "vm-1", "vm-2")
+			logCounters(h, t, "vm-1", "vm-2")
 			logGuestNet(t, vm1, vm2)
 			t.Fatal(err)
 		}
 		if rate <= 0 {
 			t.Fatalf("iperf3 %s -> %s: %v bit/s", d.fromID, d.toID, rate)
 		}
-		df, dt := h.traffic(t, d.fromID), h.traffic(t, d.toID)
+		df, dt := traffic(h, t, d.fromID), traffic(h, t, d.toID)
 		out := float64(df.rxBytes-cf.rxBytes) / float64(max(1, df.rxPackets-cf.rxPackets))
 		in := float64(dt.txBytes-ct.txBytes) / float64(max(1, dt.txPackets-ct.txPackets))
 		t.Logf("iperf3 TCP %s -> %s: %.1f Mbit/s, mean frame %.0f bytes out of %s, %.0f bytes into %s",
@@ -724,7 +726,7 @@ func TestQEMUOneHost(t *testing.T) {
 	}
 
 	t.Log("phase 2: another VNI, same subnet: isolated")
-	vm3.Reaches(t, tap5.ip(0)) // vm-3's own network works
+	vm3.Reaches(t, tap5.IP(0)) // vm-3's own network works
 	vm3.Blocked(t, ip1)
 	vm3.Blocked(t, ip2)
 	vm1.Blocked(t, vmIP(specs[2].addr))
@@ -734,11 +736,11 @@ func TestQEMUOneHost(t *testing.T) {
 	if _, err := vm3.Exec(10*time.Second, "iperf3 -s -D"); err != nil {
 		t.Fatal(err)
 	}
-	c3 := h.traffic(t, "vm-3")
+	c3 := traffic(h, t, "vm-3")
 	var out string
-	if err := poll(15*time.Second, func() error {
+	if err := lab.Poll(15*time.Second, func() error {
 		var err error
-		out, err = tap5.exec("iperf3", "-c", ip3, "-t", "3", "-f", "m", "--connect-timeout", "3000")
+		out, err = tap5.Exec("iperf3", "-c", ip3, "-t", "3", "-f", "m", "--connect-timeout", "3000")
 		return err
 	}); err != nil {
 		t.Fatalf("iperf3 tap-5 -> vm-3: %v", err)
@@ -747,7 +749,7 @@ func TestQEMUOneHost(t *testing.T) {
 	if m == nil || m[1] == "0.00" || m[1] == "0" {
 		t.Fatalf("iperf3 tap-5 -> vm-3 moved nothing:\n%s", out)
 	}
-	d3 := h.traffic(t, "vm-3")
+	d3 := traffic(h, t, "vm-3")
 	into3 := float64(d3.txBytes-c3.txBytes) / float64(max(1, d3.txPackets-c3.txPackets))
 	t.Logf("iperf3 TCP tap-5 -> vm-3 (no offloads): %s %sbit/s, mean frame into vm-3 %.0f bytes", m[1], m[2], into3)
 	if into3 > 1400+14 {
@@ -773,9 +775,9 @@ func TestQEMUOneHost(t *testing.T) {
 	vm2.Reaches(t, ip1)
 
 	t.Log("phase 5: nic del vm-2 while its guest runs")
-	sock2 := filepath.Join(h.sockDir, "qemu-vhost-vm-2")
-	h.mustCLI("nic", "del", "vm-2")
-	eventually(t, settleTimeout, "socket of vm-2 removed", func() error {
+	sock2 := filepath.Join(h.SockDir, "qemu-vhost-vm-2")
+	h.MustCLI("nic", "del", "vm-2")
+	lab.Eventually(t, lab.SettleTimeout, "socket of vm-2 removed", func() error {
 		if _, err := os.Stat(sock2); !os.IsNotExist(err) {
 			return fmt.Errorf("%s still there: %v", sock2, err)
 		}
@@ -788,20 +790,20 @@ func TestQEMUOneHost(t *testing.T) {
 		t.Fatal("QEMU of vm-2 exited when its vNIC was deleted")
 	}
 	// The daemon serves the API and the other vNICs.
-	if ids := h.nicList(t); strings.Contains(strings.Join(ids, " "), "vm-2") {
+	if ids := nicList(h, t); strings.Contains(strings.Join(ids, " "), "vm-2") {
 		t.Fatalf("nic list still has vm-2: %v", ids)
 	}
-	vm1.Reaches(t, tap.ip(0))
+	vm1.Reaches(t, tap.IP(0))
 	// Back: the vNIC again, and the guest restarted on its socket.
 	// Back: the vNIC again. vm-2's QEMU redials (reconnect=1) and the
 	// running guest gets its link back; then a fresh boot on the socket.
-	h.addVhostNIC("vm-2", macFor(2), 42, specs[1].addr, "sg-open")
+	addVhostNIC(h, "vm-2", lab.MACFor(2), 42, specs[1].addr, "sg-open")
 	vm1.Reaches(t, ip2)
 	vm2.Restart()
 	waitVMs(t, vm2)
 	vm1.Reaches(t, ip2)
 	vm2.Reaches(t, ip1)
-	h.vhostLogClean(t)
+	vhostLogClean(h, t)
 }
 
 // TestQEMUTwoHosts: one QEMU guest on each of two daemons joined by a
@@ -813,25 +815,25 @@ func TestQEMUOneHost(t *testing.T) {
 func TestQEMUTwoHosts(t *testing.T) {
 	l := newLab(t)
 	needQEMU(t)
-	h1, h2 := l.openHostPair(ipv4, daemonOpts{})
+	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
 	a1, a2 := "10.42.0.1/24", "10.42.0.2/24"
-	s1 := h1.addVhostNIC("vm-1", macFor(1), 42, a1, "sg-open")
-	s2 := h2.addVhostNIC("vm-2", macFor(2), 42, a2, "sg-open")
+	s1 := addVhostNIC(h1, "vm-1", lab.MACFor(1), 42, a1, "sg-open")
+	s2 := addVhostNIC(h2, "vm-2", lab.MACFor(2), 42, a2, "sg-open")
 	// vm-1's QEMU redials its socket (the daemon's restart, below); its
 	// rings use flags, not EVENT_IDX, to suppress notifications.
-	vm1 := l.startVM(vmOpts{name: "vm-1", socket: s1, mac: macFor(1), addr: a1, reconnect: 1, noEventIdx: true})
+	vm1 := startVM(l, vmOpts{name: "vm-1", socket: s1, mac: lab.MACFor(1), addr: a1, reconnect: 1, noEventIdx: true})
 	// vm-2 has 4.5 GiB: its rings and buffers live in two memory regions,
 	// one above 4 GiB at an offset of the memfd.
-	vm2 := l.startVM(vmOpts{name: "vm-2", socket: s2, mac: macFor(2), addr: a2, memMiB: 4608})
+	vm2 := startVM(l, vmOpts{name: "vm-2", socket: s2, mac: lab.MACFor(2), addr: a2, memMiB: 4608})
 	waitVMs(t, vm1, vm2)
 	ip1, ip2 := vmIP(a1), vmIP(a2)
-	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	rate, err := vmIperf(vm1, vm2, ip2, 3)
 	if err != nil {
-		h1.logCounters(t, "vm-1")
-		h2.logCounters(t, "vm-2")
+		logCounters(h1, t, "vm-1")
+		logCounters(h2, t, "vm-2")
 		logGuestNet(t, vm1, vm2)
 		t.Fatal(err)
 	}
@@ -844,14 +846,14 @@ func TestQEMUTwoHosts(t *testing.T) {
 	// lose each other) and started again on its state file recreates the
 	// socket, QEMU redials, and the running guests talk again (the
 	// original needed VM reboots).
-	h1.stop(syscall.SIGKILL)
+	h1.Stop(syscall.SIGKILL)
 	vm2.Blocked(t, ip1)
-	h1.start(daemonOpts{})
+	h1.Start(lab.DaemonOpts{})
 	start := time.Now()
-	if err := parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("guests ping each other %v after the daemon restart", time.Since(start).Round(100*time.Millisecond))
-	h1.vhostLogClean(t)
-	h2.vhostLogClean(t)
+	vhostLogClean(h1, t)
+	vhostLogClean(h2, t)
 }

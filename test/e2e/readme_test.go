@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"bufio"
 	"context"
 	"errors"
@@ -32,19 +34,19 @@ func readmeLayout() []readmeVM {
 }
 
 // buildREADME starts both daemons and creates the six VMs.
-func buildREADME(t *testing.T, l *lab, f family, o daemonOpts) []*vm {
+func buildREADME(t *testing.T, l *lab.Lab, f lab.Family, o lab.DaemonOpts) []*lab.VM {
 	t.Helper()
-	h1, h2 := l.openHostPair(f, o)
-	hosts := []*host{h1, h2}
+	h1, h2 := l.OpenHostPair(f, o)
+	hosts := []*lab.Host{h1, h2}
 	layout := readmeLayout()
-	vms := make([]*vm, len(layout))
+	vms := make([]*lab.VM, len(layout))
 	for i, e := range layout {
-		vms[i] = hosts[e.host-1].addVM(nicSpec{
-			id:    fmt.Sprintf("nic-%d", e.n),
-			mac:   macFor(e.n),
-			vni:   e.vni,
-			addrs: []string{fmt.Sprintf("42.0.0.%d/24", e.n), fmt.Sprintf("2001:db8:42::%d/64", e.n)},
-			sgs:   []string{"sg-open"},
+		vms[i] = hosts[e.host-1].AddVM(lab.NICSpec{
+			ID:    fmt.Sprintf("nic-%d", e.n),
+			MAC:   lab.MACFor(e.n),
+			VNI:   e.vni,
+			Addrs: []string{fmt.Sprintf("42.0.0.%d/24", e.n), fmt.Sprintf("2001:db8:42::%d/64", e.n)},
+			SGs:   []string{"sg-open"},
 		})
 	}
 	return vms
@@ -56,17 +58,17 @@ func buildREADME(t *testing.T, l *lab, f family, o daemonOpts) []*vm {
 func TestREADMEExample(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		underlay family
+		underlay lab.Family
 		headEnd  bool
 	}{
-		{"ipv4-multicast", ipv4, false},
-		{"ipv4-headend", ipv4, true},
-		{"ipv6-multicast", ipv6, false},
-		{"ipv6-headend", ipv6, true},
+		{"ipv4-multicast", lab.IPv4, false},
+		{"ipv4-headend", lab.IPv4, true},
+		{"ipv6-multicast", lab.IPv6, false},
+		{"ipv6-headend", lab.IPv6, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLab(t)
-			vms := buildREADME(t, l, tc.underlay, daemonOpts{headEnd: tc.headEnd})
+			vms := buildREADME(t, l, tc.underlay, lab.DaemonOpts{HeadEnd: tc.headEnd})
 			layout := readmeLayout()
 			var same, other []func() error
 			for i, a := range vms {
@@ -74,11 +76,11 @@ func TestREADMEExample(t *testing.T) {
 					if i == j {
 						continue
 					}
-					for k := range b.spec.addrs {
+					for k := range b.Spec.Addrs {
 						if layout[i].vni == layout[j].vni {
-							same = append(same, func() error { return a.reach(b.ip(k)) })
+							same = append(same, func() error { return a.Reach(b.IP(k)) })
 						} else {
-							other = append(other, func() error { return a.blockedFrom(b.ip(k)) })
+							other = append(other, func() error { return a.BlockedFrom(b.IP(k)) })
 						}
 					}
 				}
@@ -88,10 +90,10 @@ func TestREADMEExample(t *testing.T) {
 			}
 			// Reachability first: it proves the VMs are up, so that the
 			// isolation checks below cannot pass because of a dead network.
-			if err := parallel(same...); err != nil {
+			if err := lab.Parallel(same...); err != nil {
 				t.Fatal(err)
 			}
-			if err := parallel(other...); err != nil {
+			if err := lab.Parallel(other...); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -183,12 +185,12 @@ func TestREADMERunningTheDaemon(t *testing.T) {
 			t.Cleanup(func() { os.Remove(d) })
 		}
 	}
-	ns := l.prefix + "rd"
-	must(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { _, _ = runCmd("ip", "netns", "del", ns) })
-	must(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	ns := l.Prefix + "rd"
+	lab.Must(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _, _ = lab.Run("ip", "netns", "del", ns) })
+	lab.Must(t, "ip", "-n", ns, "link", "set", "lo", "up")
 
-	logf := filepath.Join(l.dir, "butterflyd.log")
+	logf := filepath.Join(l.Dir, "butterflyd.log")
 	var sb strings.Builder
 	sb.WriteString("set -e\n")
 	for _, d := range readmeMountpoints {

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"fmt"
 	"testing"
 )
@@ -12,35 +14,35 @@ import (
 func TestFiftyNICsTenVNIs(t *testing.T) {
 	const nics, vnis = 50, 10
 	l := newLab(t)
-	h1, h2 := l.openHostPair(ipv4, daemonOpts{})
-	vms := make([]*vm, nics)
+	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
+	vms := make([]*lab.VM, nics)
 	vni := func(k int) uint32 { return uint32(100 + k%vnis) }
 	for k := range nics {
 		h := h1
 		if k >= nics/2 {
 			h = h2
 		}
-		vms[k] = h.addVM(nicSpec{id: fmt.Sprintf("n%d", k), mac: macFor(0x1000 + k), vni: vni(k),
-			addrs: []string{fmt.Sprintf("42.0.0.%d/24", k+1)}, sgs: []string{"sg-open"}})
+		vms[k] = h.AddVM(lab.NICSpec{ID: fmt.Sprintf("n%d", k), MAC: lab.MACFor(0x1000 + k), VNI: vni(k),
+			Addrs: []string{fmt.Sprintf("42.0.0.%d/24", k+1)}, SGs: []string{"sg-open"}})
 	}
-	for _, h := range []*host{h1, h2} {
-		if got := len(h.nicList(t)); got != nics/2 {
-			t.Fatalf("%s lists %d vNICs, want %d", h.name, got, nics/2)
+	for _, h := range []*lab.Host{h1, h2} {
+		if got := len(nicList(h, t)); got != nics/2 {
+			t.Fatalf("%s lists %d vNICs, want %d", h.Name, got, nics/2)
 		}
 	}
 	var reach, isolated []func() error
 	for k, a := range vms {
 		b := vms[(k+vnis)%nics] // next member of the same VNI
-		reach = append(reach, func() error { return a.reach(b.ip(0)) })
+		reach = append(reach, func() error { return a.Reach(b.IP(0)) })
 		if k%5 == 0 {
 			c := vms[(k+1)%nics] // a different VNI, same subnet
-			isolated = append(isolated, func() error { return a.blockedFrom(c.ip(0)) })
+			isolated = append(isolated, func() error { return a.BlockedFrom(c.IP(0)) })
 		}
 	}
-	if err := parallel(reach...); err != nil {
+	if err := lab.Parallel(reach...); err != nil {
 		t.Fatal(err)
 	}
-	if err := parallel(isolated...); err != nil {
+	if err := lab.Parallel(isolated...); err != nil {
 		t.Fatal(err)
 	}
 }

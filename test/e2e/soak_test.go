@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"bufio"
 	"fmt"
 	"strconv"
@@ -25,18 +27,18 @@ const soakDuration = 30 * time.Second
 // (late samples against samples taken once the churn runs).
 func TestSoakChurn(t *testing.T) {
 	l := newLab(t)
-	h := l.singleHost(ipv4)
-	h.start(daemonOpts{extra: []string{"--metrics", "127.0.0.1:9464"}})
-	h.mustCLI("sg", "rule", "add", "traffic", "--ip-proto", "all", "--sg-members", "traffic")
-	h.mustCLI("sg", "rule", "add", "traffic", "--dir", "out", "--ip-proto", "all", "--cidr", "0.0.0.0/0")
-	a := h.addVM(nicSpec{id: "soak-a", mac: macFor(1), vni: 7, addrs: []string{"42.0.0.1/24"}, sgs: []string{"traffic"}, quiet: true})
-	b := h.addVM(nicSpec{id: "soak-b", mac: macFor(2), vni: 7, addrs: []string{"42.0.0.2/24"}, sgs: []string{"traffic"}, quiet: true})
-	h.mustCLI("sg", "member", "add", "traffic", "42.0.0.1")
-	h.mustCLI("sg", "member", "add", "traffic", "42.0.0.2")
-	a.reaches(t, b.ip(0))
-	b.iperfServers(t, 5201)
+	h := l.SingleHost(lab.IPv4)
+	h.Start(lab.DaemonOpts{Extra: []string{"--metrics", "127.0.0.1:9464"}})
+	h.MustCLI("sg", "rule", "add", "traffic", "--ip-proto", "all", "--sg-members", "traffic")
+	h.MustCLI("sg", "rule", "add", "traffic", "--dir", "out", "--ip-proto", "all", "--cidr", "0.0.0.0/0")
+	a := h.AddVM(lab.NICSpec{ID: "soak-a", MAC: lab.MACFor(1), VNI: 7, Addrs: []string{"42.0.0.1/24"}, SGs: []string{"traffic"}, Quiet: true})
+	b := h.AddVM(lab.NICSpec{ID: "soak-b", MAC: lab.MACFor(2), VNI: 7, Addrs: []string{"42.0.0.2/24"}, SGs: []string{"traffic"}, Quiet: true})
+	h.MustCLI("sg", "member", "add", "traffic", "42.0.0.1")
+	h.MustCLI("sg", "member", "add", "traffic", "42.0.0.2")
+	a.Reaches(t, b.IP(0))
+	iperfServers(b, t, 5201)
 
-	c, err := apiclient.Dial(h.endpoint, apiclient.Options{Timeout: cmdTimeout})
+	c, err := apiclient.Dial(h.Endpoint, apiclient.Options{Timeout: lab.CmdTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func TestSoakChurn(t *testing.T) {
 		member := fmt.Sprintf("10.99.%d.%d", i/250%250, i%250+1)
 		steps := []*protocol.MessageV0_Request{
 			{NicAdd: &protocol.MessageV0_Nic{
-				Id: proto.String(id), Mac: proto.String(macFor(0x100 + i%8)), Vni: proto.Uint32(uint32(8 + i%3)),
+				Id: proto.String(id), Mac: proto.String(lab.MACFor(0x100 + i%8)), Vni: proto.Uint32(uint32(8 + i%3)),
 				Ip: []string{fmt.Sprintf("43.0.0.%d", i%8+1)}, SecurityGroup: []string{"traffic"},
 				Type: protocol.MessageV0_Nic_TAP.Enum(),
 			}},
@@ -89,7 +91,7 @@ func TestSoakChurn(t *testing.T) {
 	type sample struct{ goroutines, fds, heap float64 }
 	scrape := func() sample {
 		t.Helper()
-		out := must(t, "ip", "netns", "exec", h.ns, "busybox", "wget", "-qO-", "http://127.0.0.1:9464/metrics")
+		out := lab.Must(t, "ip", "netns", "exec", h.NS, "busybox", "wget", "-qO-", "http://127.0.0.1:9464/metrics")
 		m := map[string]float64{}
 		sc := bufio.NewScanner(strings.NewReader(out))
 		for sc.Scan() {
@@ -120,7 +122,7 @@ func TestSoakChurn(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := a.iperf(b.ip(0), 5201, false, 20*time.Second); err != nil {
+			if _, err := iperfFrom(a, b.IP(0), 5201, false, 20*time.Second); err != nil {
 				trafficErr = fmt.Errorf("transfer %d: %w", transfers+1, err)
 				return
 			}
@@ -174,5 +176,5 @@ func TestSoakChurn(t *testing.T) {
 	if lt.heap > 1.5*e.heap+8e6 {
 		t.Errorf("heap in use grew from %.1f MB to %.1f MB", e.heap/1e6, lt.heap/1e6)
 	}
-	a.reaches(t, b.ip(0))
+	a.Reaches(t, b.IP(0))
 }

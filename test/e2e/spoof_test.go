@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"fmt"
 	"strings"
 	"testing"
@@ -8,23 +10,23 @@ import (
 
 // spoofPair builds one host with a victim VM (42.0.0.2) and a VM under
 // test (42.0.0.1) whose anti-spoofing flag is antispoof.
-func spoofPair(t *testing.T, antispoof bool) (spoofer, victim *vm) {
+func spoofPair(t *testing.T, antispoof bool) (spoofer, victim *lab.VM) {
 	t.Helper()
 	return spoofPairBypass(t, antispoof, false)
 }
 
 // spoofPairBypass is spoofPair with the spoofer's bypass_filtering flag.
-func spoofPairBypass(t *testing.T, antispoof, bypass bool) (spoofer, victim *vm) {
+func spoofPairBypass(t *testing.T, antispoof, bypass bool) (spoofer, victim *lab.VM) {
 	t.Helper()
 	l := newLab(t)
-	h := l.singleHost(ipv4)
-	h.start(daemonOpts{})
-	h.openSG("sg-open")
-	spoofer = h.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: []string{"42.0.0.1/24"},
-		sgs: []string{"sg-open"}, antispoof: antispoof, bypass: bypass})
-	victim = h.addVM(nicSpec{id: "nic-2", mac: macFor(2), vni: 42, addrs: []string{"42.0.0.2/24"},
-		sgs: []string{"sg-open"}})
-	spoofer.reaches(t, victim.ip(0))
+	h := l.SingleHost(lab.IPv4)
+	h.Start(lab.DaemonOpts{})
+	h.OpenSG("sg-open")
+	spoofer = h.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24"},
+		SGs: []string{"sg-open"}, Antispoof: antispoof, Bypass: bypass})
+	victim = h.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: []string{"42.0.0.2/24"},
+		SGs: []string{"sg-open"}})
+	spoofer.Reaches(t, victim.IP(0))
 	return spoofer, victim
 }
 
@@ -34,18 +36,18 @@ func TestMACSpoofing(t *testing.T) {
 	for _, antispoof := range []bool{false, true} {
 		t.Run(fmt.Sprintf("antispoof=%v", antispoof), func(t *testing.T) {
 			spoofer, victim := spoofPair(t, antispoof)
-			must(t, "ip", "-n", spoofer.ns, "link", "set", "eth0", "address", "52:54:00:66:66:66")
-			must(t, "ip", "-n", victim.ns, "neigh", "flush", "dev", "eth0")
-			must(t, "ip", "-n", spoofer.ns, "neigh", "flush", "dev", "eth0")
-			spoofer.blocked(t, victim.ip(0))
+			lab.Must(t, "ip", "-n", spoofer.NS, "link", "set", "eth0", "address", "52:54:00:66:66:66")
+			lab.Must(t, "ip", "-n", victim.NS, "neigh", "flush", "dev", "eth0")
+			lab.Must(t, "ip", "-n", spoofer.NS, "neigh", "flush", "dev", "eth0")
+			spoofer.Blocked(t, victim.IP(0))
 			// Even with the victim knowing the forged MAC (no ARP needed),
 			// frames from it are dropped.
-			must(t, "ip", "-n", spoofer.ns, "neigh", "replace", victim.ip(0), "lladdr", victim.spec.mac, "dev", "eth0")
-			must(t, "ip", "-n", victim.ns, "neigh", "replace", spoofer.ip(0), "lladdr", "52:54:00:66:66:66", "dev", "eth0")
-			spoofer.blocked(t, victim.ip(0))
-			must(t, "ip", "-n", spoofer.ns, "link", "set", "eth0", "address", spoofer.spec.mac)
-			must(t, "ip", "-n", victim.ns, "neigh", "replace", spoofer.ip(0), "lladdr", spoofer.spec.mac, "dev", "eth0")
-			spoofer.reaches(t, victim.ip(0))
+			lab.Must(t, "ip", "-n", spoofer.NS, "neigh", "replace", victim.IP(0), "lladdr", victim.Spec.MAC, "dev", "eth0")
+			lab.Must(t, "ip", "-n", victim.NS, "neigh", "replace", spoofer.IP(0), "lladdr", "52:54:00:66:66:66", "dev", "eth0")
+			spoofer.Blocked(t, victim.IP(0))
+			lab.Must(t, "ip", "-n", spoofer.NS, "link", "set", "eth0", "address", spoofer.Spec.MAC)
+			lab.Must(t, "ip", "-n", victim.NS, "neigh", "replace", spoofer.IP(0), "lladdr", spoofer.Spec.MAC, "dev", "eth0")
+			spoofer.Reaches(t, victim.IP(0))
 		})
 	}
 }
@@ -70,17 +72,17 @@ func TestIPSpoofing(t *testing.T) {
 		t.Run(fmt.Sprintf("antispoof=%v,outbound=%v,bypass=%v", tc.antispoof, tc.outbound, tc.bypass), func(t *testing.T) {
 			spoofer, victim := spoofPairBypass(t, tc.antispoof, tc.bypass)
 			if tc.outbound {
-				spoofer.host.mustCLI("sg", "rule", "add", "sg-open", "--dir", "out", "--ip-proto", "all", "--cidr", "0.0.0.0/0")
+				spoofer.Host.MustCLI("sg", "rule", "add", "sg-open", "--dir", "out", "--ip-proto", "all", "--cidr", "0.0.0.0/0")
 			}
-			spoofer.addAddr("42.0.0.99/24")
-			must(t, "ip", "-n", spoofer.ns, "neigh", "replace", victim.ip(0), "lladdr", victim.spec.mac, "dev", "eth0", "nud", "permanent")
-			must(t, "ip", "-n", victim.ns, "neigh", "replace", "42.0.0.99", "lladdr", spoofer.spec.mac, "dev", "eth0", "nud", "permanent")
+			spoofer.AddAddr("42.0.0.99/24")
+			lab.Must(t, "ip", "-n", spoofer.NS, "neigh", "replace", victim.IP(0), "lladdr", victim.Spec.MAC, "dev", "eth0", "nud", "permanent")
+			lab.Must(t, "ip", "-n", victim.NS, "neigh", "replace", "42.0.0.99", "lladdr", spoofer.Spec.MAC, "dev", "eth0", "nud", "permanent")
 			// The declared address still works.
-			spoofer.reaches(t, victim.ip(0))
+			spoofer.Reaches(t, victim.IP(0))
 			if tc.passes {
-				spoofer.reaches(t, victim.ip(0), "-I", "42.0.0.99")
+				spoofer.Reaches(t, victim.IP(0), "-I", "42.0.0.99")
 			} else {
-				spoofer.blocked(t, victim.ip(0), "-I", "42.0.0.99")
+				spoofer.Blocked(t, victim.IP(0), "-I", "42.0.0.99")
 			}
 		})
 	}
@@ -93,31 +95,31 @@ func TestARPSpoofing(t *testing.T) {
 	for _, antispoof := range []bool{false, true} {
 		t.Run(fmt.Sprintf("antispoof=%v", antispoof), func(t *testing.T) {
 			spoofer, victim := spoofPair(t, antispoof)
-			spoofer.addAddr("42.0.0.99/24")
+			spoofer.AddAddr("42.0.0.99/24")
 			// The victim asks who has 42.0.0.99; the spoofer answers for it.
-			_ = victim.pingOnce("42.0.0.99")
+			_ = victim.PingOnce("42.0.0.99")
 			learned := func() error {
-				out, err := victim.exec("ip", "neigh", "show", "42.0.0.99", "dev", "eth0")
+				out, err := victim.Exec("ip", "neigh", "show", "42.0.0.99", "dev", "eth0")
 				if err != nil {
 					return err
 				}
-				if !strings.Contains(strings.ToLower(out), spoofer.spec.mac) {
-					return fmt.Errorf("victim has no entry 42.0.0.99 -> %s: %q", spoofer.spec.mac, strings.TrimSpace(out))
+				if !strings.Contains(strings.ToLower(out), spoofer.Spec.MAC) {
+					return fmt.Errorf("victim has no entry 42.0.0.99 -> %s: %q", spoofer.Spec.MAC, strings.TrimSpace(out))
 				}
 				return nil
 			}
 			if antispoof {
 				// Ask a few more times: none of the answers may arrive.
 				for range 3 {
-					_ = victim.pingOnce("42.0.0.99")
+					_ = victim.PingOnce("42.0.0.99")
 				}
 				if err := learned(); err == nil {
 					t.Fatal("ARP reply for an undeclared address reached the victim despite anti-spoofing")
 				}
 				return
 			}
-			eventually(t, settleTimeout, "victim learns 42.0.0.99", func() error {
-				_ = victim.pingOnce("42.0.0.99")
+			lab.Eventually(t, lab.SettleTimeout, "victim learns 42.0.0.99", func() error {
+				_ = victim.PingOnce("42.0.0.99")
 				return learned()
 			})
 		})

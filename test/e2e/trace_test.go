@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"errors"
 	"fmt"
 	"io"
@@ -66,57 +68,57 @@ func countEchoes(path string, srcIP, dstIP string, srcMAC, dstMAC string) (echoC
 // turned on again, it records again.
 func TestPacketTrace(t *testing.T) {
 	l := newLab(t)
-	h1, h2 := l.openHostPair(ipv4, daemonOpts{})
-	trace := filepath.Join(l.dir, "nic-1.pcap")
-	a := h1.addVM(nicSpec{id: "nic-1", mac: macFor(1), vni: 42, addrs: []string{"42.0.0.1/24"}, sgs: []string{"sg-open"}, trace: trace})
-	local := h1.addVM(vnicSpec(2))
-	remote := h2.addVM(vnicSpec(3))
-	a.reaches(t, local.ip(0))
-	a.reaches(t, remote.ip(0))
+	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
+	trace := filepath.Join(l.Dir, "nic-1.pcap")
+	a := h1.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24"}, SGs: []string{"sg-open"}, Trace: trace})
+	local := h1.AddVM(vnicSpec(2))
+	remote := h2.AddVM(vnicSpec(3))
+	a.Reaches(t, local.IP(0))
+	a.Reaches(t, remote.IP(0))
 
 	const n = 5
-	for _, peer := range []*vm{local, remote} {
-		if out, err := a.exec("ping", "-n", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", peer.ip(0)); err != nil {
-			t.Fatalf("ping %s: %v\n%s", peer.ip(0), err, out)
+	for _, peer := range []*lab.VM{local, remote} {
+		if out, err := a.Exec("ping", "-n", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", peer.IP(0)); err != nil {
+			t.Fatalf("ping %s: %v\n%s", peer.IP(0), err, out)
 		}
-		eventually(t, settleTimeout, "trace holds the pings to "+peer.spec.id, func() error {
-			c, err := countEchoes(trace, a.ip(0), peer.ip(0), a.spec.mac, peer.spec.mac)
+		lab.Eventually(t, lab.SettleTimeout, "trace holds the pings to "+peer.Spec.ID, func() error {
+			c, err := countEchoes(trace, a.IP(0), peer.IP(0), a.Spec.MAC, peer.Spec.MAC)
 			if err != nil {
 				return err
 			}
 			if c.requests < n || c.replies < n {
-				return fmt.Errorf("%d requests and %d replies to/from %s, want >= %d each", c.requests, c.replies, peer.ip(0), n)
+				return fmt.Errorf("%d requests and %d replies to/from %s, want >= %d each", c.requests, c.replies, peer.IP(0), n)
 			}
 			return nil
 		})
 	}
 
-	h1.mustCLI("nic", "update", "--id", "nic-1", "--packet-trace", "false")
-	before, err := countEchoes(trace, a.ip(0), remote.ip(0), a.spec.mac, remote.spec.mac)
+	h1.MustCLI("nic", "update", "--id", "nic-1", "--packet-trace", "false")
+	before, err := countEchoes(trace, a.IP(0), remote.IP(0), a.Spec.MAC, remote.Spec.MAC)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := a.exec("ping", "-n", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", remote.ip(0)); err != nil {
+	if out, err := a.Exec("ping", "-n", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", remote.IP(0)); err != nil {
 		t.Fatalf("ping with trace off: %v\n%s", err, out)
 	}
 	// Give a (wrongly) still-running capture the time to write.
-	if err := poll(time.Second, func() error {
-		c, err := countEchoes(trace, a.ip(0), remote.ip(0), a.spec.mac, remote.spec.mac)
+	if err := lab.Poll(time.Second, func() error {
+		c, err := countEchoes(trace, a.IP(0), remote.IP(0), a.Spec.MAC, remote.Spec.MAC)
 		if err == nil && c == before {
 			return errors.New("unchanged")
 		}
 		return nil
 	}); err == nil {
-		after, _ := countEchoes(trace, a.ip(0), remote.ip(0), a.spec.mac, remote.spec.mac)
+		after, _ := countEchoes(trace, a.IP(0), remote.IP(0), a.Spec.MAC, remote.Spec.MAC)
 		t.Fatalf("trace off but the file grew: %+v -> %+v", before, after)
 	}
 
-	h1.mustCLI("nic", "update", "--id", "nic-1", "--packet-trace", "true", "--trace-path", trace)
-	if out, err := a.exec("ping", "-n", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", remote.ip(0)); err != nil {
+	h1.MustCLI("nic", "update", "--id", "nic-1", "--packet-trace", "true", "--trace-path", trace)
+	if out, err := a.Exec("ping", "-n", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", remote.IP(0)); err != nil {
 		t.Fatalf("ping with trace on again: %v\n%s", err, out)
 	}
-	eventually(t, settleTimeout, "trace records again", func() error {
-		c, err := countEchoes(trace, a.ip(0), remote.ip(0), a.spec.mac, remote.spec.mac)
+	lab.Eventually(t, lab.SettleTimeout, "trace records again", func() error {
+		c, err := countEchoes(trace, a.IP(0), remote.IP(0), a.Spec.MAC, remote.Spec.MAC)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -28,9 +30,9 @@ type iperfReport struct {
 
 // iperf runs a one-shot iperf3 server in srv and a client in cli towards
 // dst for secs seconds. extra are client flags (-u -b 50M for UDP).
-func iperf(t *testing.T, srv, cli *vm, dst string, secs int, extra ...string) iperfReport {
+func iperf(t *testing.T, srv, cli *lab.VM, dst string, secs int, extra ...string) iperfReport {
 	t.Helper()
-	server := exec.Command("ip", "netns", "exec", srv.ns, "iperf3", "-s", "-1", "-p", "5201")
+	server := exec.Command("ip", "netns", "exec", srv.NS, "iperf3", "-s", "-1", "-p", "5201")
 	if err := server.Start(); err != nil {
 		t.Fatalf("iperf3 server: %v", err)
 	}
@@ -44,15 +46,15 @@ func iperf(t *testing.T, srv, cli *vm, dst string, secs int, extra ...string) ip
 			<-done
 		}
 	})
-	eventually(t, 5*time.Second, "iperf3 server listening", func() error {
-		out, err := srv.exec("ss", "-Hltn", "sport = :5201")
+	lab.Eventually(t, 5*time.Second, "iperf3 server listening", func() error {
+		out, err := srv.Exec("ss", "-Hltn", "sport = :5201")
 		if err == nil && strings.TrimSpace(out) == "" {
 			return fmt.Errorf("no listener yet")
 		}
 		return err
 	})
 	args := append([]string{"iperf3", "-c", dst, "-p", "5201", "-t", fmt.Sprint(secs), "-J", "--connect-timeout", "5000"}, extra...)
-	out, err := cli.exec(args...)
+	out, err := cli.Exec(args...)
 	var r iperfReport
 	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil {
 		t.Fatalf("iperf3 %v: %v; output: %s", args, err, out)
@@ -66,22 +68,22 @@ func iperf(t *testing.T, srv, cli *vm, dst string, secs int, extra ...string) ip
 // TestIperf: TCP and UDP streams between two VMs on one host and across
 // two hosts over VXLAN, on IPv4 and IPv6 underlays.
 func TestIperf(t *testing.T) {
-	for _, f := range []family{ipv4, ipv6} {
+	for _, f := range []lab.Family{lab.IPv4, lab.IPv6} {
 		t.Run(f.String()+"-underlay", func(t *testing.T) {
 			l := newLab(t)
-			h1, h2 := l.openHostPair(f, daemonOpts{})
-			a, b, c := h1.addVM(vnicSpec(1)), h1.addVM(vnicSpec(2)), h2.addVM(vnicSpec(3))
-			a.reaches(t, b.ip(0))
-			a.reaches(t, c.ip(0))
+			h1, h2 := l.OpenHostPair(f, lab.DaemonOpts{})
+			a, b, c := h1.AddVM(vnicSpec(1)), h1.AddVM(vnicSpec(2)), h2.AddVM(vnicSpec(3))
+			a.Reaches(t, b.IP(0))
+			a.Reaches(t, c.IP(0))
 			for _, tc := range []struct {
 				name string
-				dst  *vm
+				dst  *lab.VM
 			}{{"same-host", b}, {"across-hosts", c}} {
-				if f == ipv6 && tc.dst.host == h1 {
+				if f == lab.IPv6 && tc.dst.Host == h1 {
 					continue // the local path does not depend on the underlay
 				}
 				t.Run(tc.name+"/tcp", func(t *testing.T) {
-					r := iperf(t, tc.dst, a, tc.dst.ip(0), 2)
+					r := iperf(t, tc.dst, a, tc.dst.IP(0), 2)
 					t.Logf("TCP %s: %.2f Gbit/s", tc.name, r.End.SumReceived.BitsPerSecond/1e9)
 					// 2 s at even 10 Mbit/s is 2.5 MB: anything less is broken.
 					if r.End.SumReceived.Bytes < 2_500_000 {
@@ -89,7 +91,7 @@ func TestIperf(t *testing.T) {
 					}
 				})
 				t.Run(tc.name+"/udp", func(t *testing.T) {
-					r := iperf(t, tc.dst, a, tc.dst.ip(0), 2, "-u", "-b", "20M", "-l", "1200")
+					r := iperf(t, tc.dst, a, tc.dst.IP(0), 2, "-u", "-b", "20M", "-l", "1200")
 					s := r.End.Sum
 					t.Logf("UDP %s: %d datagrams sent, %d lost (%.1f%%)", tc.name, s.Packets, s.LostPackets, s.LostPercent)
 					if s.Packets < 1000 || s.LostPercent > 10 {

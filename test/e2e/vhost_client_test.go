@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,46 +28,46 @@ func TestVhostClientDaemonRestart(t *testing.T) {
 	vhosttest.Need(t)
 	tests := []struct {
 		sig     syscall.Signal
-		daemon  daemonOpts
+		daemon  lab.DaemonOpts
 		nicFlag []string
 	}{
-		{syscall.SIGTERM, daemonOpts{}, []string{"--vhost-client"}},
-		{syscall.SIGKILL, daemonOpts{extra: []string{"--vhost-client"}}, nil},
+		{syscall.SIGTERM, lab.DaemonOpts{}, []string{"--vhost-client"}},
+		{syscall.SIGKILL, lab.DaemonOpts{Extra: []string{"--vhost-client"}}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.sig.String(), func(t *testing.T) {
 			l := newLab(t)
-			h := l.singleHost(ipv4)
-			h.start(tc.daemon)
-			dst := h.addVM(nicSpec{id: "tap-1", mac: macFor(1), vni: 42, addrs: []string{"198.18.0.2/24"}, bypass: true})
-			mac := macFor(2)
+			h := l.SingleHost(lab.IPv4)
+			h.Start(tc.daemon)
+			dst := h.AddVM(lab.NICSpec{ID: "tap-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"198.18.0.2/24"}, Bypass: true})
+			mac := lab.MACFor(2)
 			args := append([]string{"nic", "add", "--id", "vh-1", "--mac", mac, "--vni", "42", "--bypass-filtering"}, tc.nicFlag...)
-			sock := lastLine(h.mustCLI(args...))
-			if want := filepath.Join(h.sockDir, "qemu-vhost-vh-1"); sock != want {
+			sock := lab.LastLine(h.MustCLI(args...))
+			if want := filepath.Join(h.SockDir, "qemu-vhost-vh-1"); sock != want {
 				t.Fatalf("nic add printed %q, want %q", sock, want)
 			}
 			if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 				t.Fatalf("a client-mode vNIC created its socket: %v", err)
 			}
-			details := h.mustCLI("nic", "details", "vh-1")
+			details := h.MustCLI("nic", "details", "vh-1")
 			if !strings.Contains(details, "vhost-user client: true\n") {
 				t.Fatalf("nic details:\n%swant vhost-user client: true", details)
 			}
 			// testpmd listens on the path; the daemon finds it there
 			// (testpmd waits for that connection before its prompt).
-			tp := vhosttest.Start(t, sock, "txonly", vhosttest.Options{Server: true, MAC: mac, EthPeer: dst.spec.mac})
+			tp := vhosttest.Start(t, sock, "txonly", vhosttest.Options{Server: true, MAC: mac, EthPeer: dst.Spec.MAC})
 			pid := tp.Pid()
 			tp.Command("start")
 			waitRx(t, dst, 1000, "before the restart")
 
-			h.stop(tc.sig)
-			dst.waitUnplugged(t)
+			h.Stop(tc.sig)
+			waitUnplugged(dst, t)
 			start := time.Now()
-			h.start(tc.daemon)
-			if after := h.mustCLI("nic", "details", "vh-1"); after != details {
+			h.Start(tc.daemon)
+			if after := h.MustCLI("nic", "details", "vh-1"); after != details {
 				t.Errorf("nic details changed across the restart:\nbefore:\n%s\nafter:\n%s", details, after)
 			}
-			dst.plug()
+			dst.Plug()
 			waitRx(t, dst, 1000, "after the restart")
 			t.Logf("testpmd's frames reach the TAP VM %v after the daemon restart", time.Since(start).Round(time.Millisecond))
 			if tp.Pid() != pid {
@@ -74,8 +76,8 @@ func TestVhostClientDaemonRestart(t *testing.T) {
 			if err := syscall.Kill(pid, 0); err != nil {
 				t.Fatalf("testpmd (pid %d) is gone: %v", pid, err)
 			}
-			eventually(t, settleTimeout, "the restarted daemon counts vh-1's frames", func() error {
-				o := h.mustCLI("nic", "counters", "vh-1")
+			lab.Eventually(t, lab.SettleTimeout, "the restarted daemon counts vh-1's frames", func() error {
+				o := h.MustCLI("nic", "counters", "vh-1")
 				for _, line := range strings.Split(o, "\n") {
 					if v, ok := strings.CutPrefix(line, "rx packets: "); ok {
 						if n, _ := strconv.ParseUint(v, 10, 64); n >= 1000 {
@@ -87,7 +89,7 @@ func TestVhostClientDaemonRestart(t *testing.T) {
 			})
 			tp.Command("stop")
 			// Deleting a client-mode vNIC leaves the VM's socket alone.
-			h.mustCLI("nic", "del", "vh-1")
+			h.MustCLI("nic", "del", "vh-1")
 			if fi, err := os.Lstat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
 				t.Errorf("nic del touched the VM's socket: %v", err)
 			}
@@ -96,10 +98,10 @@ func TestVhostClientDaemonRestart(t *testing.T) {
 }
 
 // waitRx waits until the VM's eth0 has received at least n frames.
-func waitRx(t *testing.T, v *vm, n uint64, what string) {
+func waitRx(t *testing.T, v *lab.VM, n uint64, what string) {
 	t.Helper()
-	eventually(t, settleTimeout, v.spec.id+" receives testpmd's frames "+what, func() error {
-		o, err := v.exec("cat", "/sys/class/net/eth0/statistics/rx_packets")
+	lab.Eventually(t, lab.SettleTimeout, v.Spec.ID+" receives testpmd's frames "+what, func() error {
+		o, err := v.Exec("cat", "/sys/class/net/eth0/statistics/rx_packets")
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/butterfly-go/butterfly/internal/lab"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,20 +22,20 @@ import (
 func TestVhostUserToTAP(t *testing.T) {
 	vhosttest.Need(t)
 	l := newLab(t)
-	h := l.singleHost(ipv4)
-	h.start(daemonOpts{})
-	dst := h.addVM(nicSpec{id: "tap-1", mac: macFor(1), vni: 42, addrs: []string{"198.18.0.2/24"}, bypass: true})
-	mac := macFor(2)
-	out := h.mustCLI("nic", "add", "--id", "vh-1", "--mac", mac, "--vni", "42", "--type", "VHOST_USER_SERVER", "--bypass-filtering")
-	sock := lastLine(out)
-	if want := filepath.Join(h.sockDir, "qemu-vhost-vh-1"); sock != want {
+	h := l.SingleHost(lab.IPv4)
+	h.Start(lab.DaemonOpts{})
+	dst := h.AddVM(lab.NICSpec{ID: "tap-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"198.18.0.2/24"}, Bypass: true})
+	mac := lab.MACFor(2)
+	out := h.MustCLI("nic", "add", "--id", "vh-1", "--mac", mac, "--vni", "42", "--type", "VHOST_USER_SERVER", "--bypass-filtering")
+	sock := lab.LastLine(out)
+	if want := filepath.Join(h.SockDir, "qemu-vhost-vh-1"); sock != want {
 		t.Fatalf("nic add printed %q, want %q", sock, want)
 	}
 	if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("vhost-user socket %s: %v", sock, err)
 	}
 	rxPackets := func() (uint64, error) {
-		o, err := dst.exec("cat", "/sys/class/net/eth0/statistics/rx_packets")
+		o, err := dst.Exec("cat", "/sys/class/net/eth0/statistics/rx_packets")
 		if err != nil {
 			return 0, err
 		}
@@ -43,9 +45,9 @@ func TestVhostUserToTAP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp := vhosttest.Start(t, sock, "txonly", vhosttest.Options{MAC: mac, EthPeer: dst.spec.mac})
+	tp := vhosttest.Start(t, sock, "txonly", vhosttest.Options{MAC: mac, EthPeer: dst.Spec.MAC})
 	tp.Command("start")
-	eventually(t, settleTimeout, "TAP VM receives testpmd's frames", func() error {
+	lab.Eventually(t, lab.SettleTimeout, "TAP VM receives testpmd's frames", func() error {
 		n, err := rxPackets()
 		if err != nil {
 			return err
@@ -60,15 +62,15 @@ func TestVhostUserToTAP(t *testing.T) {
 	// Every frame testpmd sent is counted by the daemon as received
 	// from the vNIC.
 	want := fmt.Sprintf("rx packets: %d\n", sent)
-	eventually(t, settleTimeout, "nic counters match testpmd's TX", func() error {
-		if o := h.mustCLI("nic", "counters", "vh-1"); !strings.Contains(o, want) {
+	lab.Eventually(t, lab.SettleTimeout, "nic counters match testpmd's TX", func() error {
+		if o := h.MustCLI("nic", "counters", "vh-1"); !strings.Contains(o, want) {
 			return fmt.Errorf("nic counters vh-1:\n%swant %q", o, want)
 		}
 		return nil
 	})
 	tp.Kill()
-	h.mustCLI("nic", "del", "vh-1")
-	if err := poll(5*time.Second, func() error {
+	h.MustCLI("nic", "del", "vh-1")
+	if err := lab.Poll(5*time.Second, func() error {
 		if _, err := os.Stat(sock); !os.IsNotExist(err) {
 			return fmt.Errorf("socket still there: %v", err)
 		}
