@@ -2,8 +2,9 @@
 // configuration through its API: it creates N vNICs (one request each),
 // then G security groups of R rules (one sg_rule_add request per rule; every
 // group is used by N/G of the vNICs, so each rule recompiles their
-// policies), and prints the times as "RESULT" lines. scripts/bench.sh runs
-// it against a daemon in a namespace of its own.
+// policies), and prints the times as "RESULT" lines. The api section of the benchmark
+// program (scripts/bench) makes these and more measures on a daemon of its own;
+// apibench is for a daemon already running.
 //
 //	apibench -e ipc:///tmp/x/api [-nics 1000] [-groups 100] [-rules 100] [-type VHOST_USER_SERVER]
 package main
@@ -18,7 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
-	"github.com/butterfly-go/butterfly/internal/apiclient"
+	"github.com/butterfly-go/butterfly/internal/lab"
 )
 
 func main() {
@@ -43,9 +44,9 @@ func run(endpoint string, nics, groups, rules int, typ, label string) error {
 	if groups < 1 || rules < 1 || rules > 65535 || nics < 0 || nics > 1<<24 {
 		return errors.New("need 1 <= groups, 1 <= rules <= 65535, 0 <= nics <= 2^24")
 	}
-	c, err := apiclient.Dial(endpoint, apiclient.Options{Timeout: 60 * time.Second})
+	c, err := lab.DialAPI(endpoint, 60*time.Second)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", endpoint, err)
+		return err
 	}
 	defer c.Close()
 
@@ -60,7 +61,7 @@ func run(endpoint string, nics, groups, rules int, typ, label string) error {
 			SecurityGroup: []string{fmt.Sprintf("sg-%d", i%groups)},
 			Type:          protocol.MessageV0_Nic_Type(t).Enum(),
 		}
-		if err := call(c, &protocol.MessageV0_Request{NicAdd: n}); err != nil {
+		if _, err := c.Call(&protocol.MessageV0_Request{NicAdd: n}); err != nil {
 			return fmt.Errorf("nic_add %d: %w", i, err)
 		}
 	}
@@ -81,7 +82,7 @@ func run(endpoint string, nics, groups, rules int, typ, label string) error {
 					Cidr:      &protocol.MessageV0_Cidr{Address: proto.String(fmt.Sprintf("10.%d.0.0", g%256)), MaskSize: proto.Uint32(16)},
 				},
 			}}
-			if err := call(c, req); err != nil {
+			if _, err := c.Call(req); err != nil {
 				return fmt.Errorf("sg_rule_add %d/%d: %w", g, r, err)
 			}
 		}
@@ -89,24 +90,5 @@ func run(endpoint string, nics, groups, rules int, typ, label string) error {
 	ruleTime := time.Since(start)
 	fmt.Printf("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s\n",
 		label, groups, rules, nics/groups, ruleTime.Seconds(), float64(groups*rules)/ruleTime.Seconds())
-	return nil
-}
-
-// call sends one MessageV0 request and checks its status.
-func call(c *apiclient.Client, req *protocol.MessageV0_Request) error {
-	resp, err := c.Call(&protocol.Messages{Messages: []*protocol.Message{{
-		Revision:  proto.Uint32(protocol.Revision),
-		Message_0: &protocol.MessageV0{Request: req},
-	}}})
-	if err != nil {
-		return err
-	}
-	if len(resp.GetMessages()) != 1 {
-		return fmt.Errorf("%d messages in reply, want 1", len(resp.GetMessages()))
-	}
-	st := resp.GetMessages()[0].GetMessage_0().GetResponse().GetStatus()
-	if !st.GetStatus() {
-		return fmt.Errorf("refused: %s", st.GetError().GetDescription())
-	}
 	return nil
 }

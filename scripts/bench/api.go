@@ -1,0 +1,469 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/lab"
+)
+
+// The api section: how fast one butterflyd applies a large configuration
+// through its API, and what it costs in memory, threads and fds. Run twice,
+// with the state file (persisted after every change, as in production)
+// and without one (labels "-no-state-file"), each on a fresh daemon started
+// with --metrics, in this order:
+//
+//	api-mem-fresh       the fresh daemon's Go heap in use (go_memstats_heap_inuse_bytes),
+//	                    RSS and threads (/proc/PID/status), fds (/proc/PID/fd)
+//	api-nic-add         -api-nics vNICs of -api-nic-type, one request each, spread over
+//	                    -api-groups groups; the mean request time of the first and last 10 %
+//	api-first-frame     nic_add of a TAP vNIC while a VM pings it every 0.2 ms: time from
+//	                    the request to the reply and to the first frame the daemon delivers
+//	                    to the new vNIC (its tx counter), resolution about 0.2 ms
+//	api-sg-rules        -api-groups x -api-rules sg_rule_add, each group used by
+//	                    api-nics / api-groups vNICs
+//	api-restart         (persisted only) SIGTERM, then a new daemon on the same state file:
+//	                    time to its API answering, to every vNIC listed, and to a frame
+//	                    forwarded to the probe vNIC again (including re-plugging the
+//	                    probe VM's TAP, which the new daemon recreates)
+//	api-delete          every vNIC and group deleted, one request each; the heap is
+//	                    compared with the fresh daemon's (the daemon offers no way to
+//	                    force a GC, so it is the heap as the runtime left it)
+//	api-nic-add-vhost   -api-nics VHOST_USER_SERVER vNICs in group sg-all (the first 10
+//	                    also in sg-ten), no front end connected; threads and fds per vNIC
+//	api-sg-rule-latency -api-latency-samples sg_rule_add each on sg-ten (10 vNICs) and on
+//	                    sg-all (every vNIC): p50 and p99
+//
+// Every line also goes to OUT/apibench.txt, which results.md quotes.
+func (b *bench) api() {
+	f, err := os.Create(b.cfg.out + "/apibench.txt")
+	if err != nil {
+		b.say("RESULT api | %v", err)
+		return
+	}
+	defer f.Close()
+	for _, mode := range []struct {
+		name, label string
+		extra       []string
+	}{{"persisted", "", nil}, {"volatile", "-no-state-file", []string{"--state-file", ""}}} {
+		s0 := stealSnap()
+		a := &apiRun{b: b, out: f, label: mode.label, persisted: mode.extra == nil}
+		if !b.cases.run("api"+mode.label, func(t *caseT) { a.run(t, mode.extra) }) && !a.stopped.Load() {
+			a.say("RESULT api%s | failed in phase %s (see the log above)", mode.label, a.phase.Load())
+		}
+		b.say("     (%s: steal %s%% load %s)", mode.name, stealSince(s0), load1())
+	}
+}
+
+// apiRun is one run of the api section on one daemon.
+type apiRun struct {
+	b         *bench
+	out       *os.File
+	label     string
+	persisted bool
+	phase     atomic.Value // string: the phase running
+	stopped   atomic.Bool  // by watchdog
+
+	t        *caseT
+	h        *lab.Host
+	memLimit float64 // see watchdog
+	api      *lab.API
+	fresh    memStat
+}
+
+func (a *apiRun) say(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	a.b.say("%s", line)
+	fmt.Fprintln(a.out, line)
+}
+
+// metricsAddr is where each api daemon serves Prometheus metrics (in its
+// own namespace).
+const metricsAddr = "127.0.0.1:9100"
+
+// memStat is what the daemon holds.
+type memStat struct {
+	heap, rss    float64 // bytes
+	threads, fds int
+	heapErr      error
+}
+
+func (m memStat) String() string {
+	heap := fmt.Sprintf("heap %.1f MB", m.heap/1e6)
+	if m.heapErr != nil {
+		heap = "heap ? (" + m.heapErr.Error() + ")"
+	}
+	return fmt.Sprintf("%s, RSS %.1f MB, %d threads, %d fds", heap, m.rss/1e6, m.threads, m.fds)
+}
+
+// mem reads the daemon's heap in use (from its metrics), RSS and threads
+// (/proc/PID/status) and open fds (/proc/PID/fd).
+func (a *apiRun) mem() memStat {
+	var m memStat
+	pid := a.h.PID()
+	out, err := lab.Run("ip", "netns", "exec", a.h.NS, "curl", "-sS", "--max-time", "10", "http://"+metricsAddr+"/metrics")
+	m.heapErr = err
+	if err == nil {
+		m.heapErr = fmt.Errorf("no go_memstats_heap_inuse_bytes")
+		for _, l := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(l, "go_memstats_heap_inuse_bytes "); ok {
+				m.heap, m.heapErr = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			}
+		}
+	}
+	if f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 2 {
+				continue
+			}
+			switch fs[0] {
+			case "VmRSS:":
+				kb, _ := strconv.ParseFloat(fs[1], 64)
+				m.rss = kb * 1024
+			case "Threads:":
+				m.threads, _ = strconv.Atoi(fs[1])
+			}
+		}
+		f.Close()
+	}
+	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
+		m.fds = len(ents)
+	}
+	return m
+}
+
+// watchdog kills the daemon (SIGKILL to its PID) once its RSS passes
+// a.memLimit: the daemon's memory grows with the vNIC count (and today
+// with their product with the rules), and the machine is shared. It runs
+// until the case ends.
+func (a *apiRun) watchdog() {
+	done := make(chan struct{})
+	a.t.Cleanup(func() { close(done) })
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			pid := a.h.PID()
+			if pid == 0 {
+				continue
+			}
+			if rss := rssOf(pid); rss > a.memLimit {
+				a.stopped.Store(true)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				a.say("RESULT api%s | stopped in phase %s: butterflyd's RSS %.1f GB passed half of the memory available at the start (%.1f GB); daemon killed",
+					a.label, a.phase.Load(), rss/1e9, 2*a.memLimit/1e9)
+				return
+			}
+		}
+	}()
+}
+
+// rssOf is VmRSS of process pid in bytes (0 if unknown).
+func rssOf(pid int) float64 {
+	for _, l := range readLines(fmt.Sprintf("/proc/%d/status", pid)) {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// memAvailable is MemAvailable from /proc/meminfo, in bytes (0 if unknown).
+func memAvailable() float64 {
+	for _, l := range readLines("/proc/meminfo") {
+		if v, ok := strings.CutPrefix(l, "MemAvailable:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func (a *apiRun) call(req *protocol.MessageV0_Request) *protocol.MessageV0_Response {
+	r, err := a.api.Call(req)
+	if err != nil {
+		a.t.Fatalf("%s: %v", a.phase.Load(), err)
+	}
+	return r
+}
+
+// addNICs sends one nic_add per vNIC i in [0, n): id PREFIX-i, MAC and
+// address from i and base, VNI 1000 + i%100, groups sgs(i). It returns the
+// total time and the mean time of the first and of the last 10 % of the
+// requests.
+func (a *apiRun) addNICs(prefix string, base, n int, typ string, sgs func(i int) []string) (total, first, last time.Duration) {
+	tv := protocol.MessageV0_Nic_Type(protocol.MessageV0_Nic_Type_value[typ])
+	tenth := max(1, n/10)
+	start := time.Now()
+	var firstEnd, lastStart time.Time
+	for i := range n {
+		if i == n-tenth {
+			lastStart = time.Now()
+		}
+		k := base + i + 1 // address 10.a.b.c from k: never .256
+		a.call(&protocol.MessageV0_Request{NicAdd: &protocol.MessageV0_Nic{
+			Id:            proto.String(fmt.Sprintf("%s-%d", prefix, i)),
+			Mac:           proto.String(lab.MACFor(base + i)),
+			Vni:           proto.Uint32(uint32(1000 + i%100)),
+			Ip:            []string{fmt.Sprintf("10.%d.%d.%d", k>>16&0xff, k>>8&0xff, k&0xff)},
+			SecurityGroup: sgs(i),
+			Type:          tv.Enum(),
+		}})
+		if i == tenth-1 {
+			firstEnd = time.Now()
+		}
+	}
+	end := time.Now()
+	return end.Sub(start), firstEnd.Sub(start) / time.Duration(tenth), end.Sub(lastStart) / time.Duration(tenth)
+}
+
+// ruleAdd is the r-th inbound TCP rule for group sg (port 1000+r from
+// 10.G.0.0/16).
+func ruleAdd(sg string, g, r int) *protocol.MessageV0_Request {
+	return &protocol.MessageV0_Request{SgRuleAdd: &protocol.MessageV0_SgRuleAddReq{
+		SgId: proto.String(sg),
+		Rule: &protocol.MessageV0_Rule{
+			Direction: protocol.MessageV0_Rule_INBOUND.Enum(),
+			Protocol:  proto.Int32(6),
+			PortStart: proto.Uint32(uint32(1000 + r)),
+			PortEnd:   proto.Uint32(uint32(1000 + r)),
+			Cidr:      &protocol.MessageV0_Cidr{Address: proto.String(fmt.Sprintf("10.%d.0.0", g%256)), MaskSize: proto.Uint32(16)},
+		},
+	}}
+}
+
+// txPackets is the number of frames the daemon delivered to vNIC id.
+func (a *apiRun) txPackets(id string) (uint64, error) {
+	r, err := a.api.Call(&protocol.MessageV0_Request{NicCounters: proto.String(id)})
+	if err != nil {
+		return 0, err
+	}
+	return r.GetNicCounters().GetTxPackets(), nil
+}
+
+// waitFrame polls vNIC id's tx counter until it exceeds base and returns
+// when that was seen.
+func (a *apiRun) waitFrame(id string, base uint64) time.Time {
+	deadline := time.Now().Add(lab.SettleTimeout)
+	for {
+		n, err := a.txPackets(id)
+		if err == nil && n > base {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("%s: no frame delivered to %s within %v (last error %v)", a.phase.Load(), id, lab.SettleTimeout, err)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+const (
+	probeMAC = "52:54:00:fe:00:02" // the vNIC whose first frame is timed
+	probeIP  = "10.80.0.2"
+)
+
+// pinger plugs VM "pinger" (TAP, VNI 42, 10.80.0.1, group sg-open) with a
+// static neighbour entry for the probe's address and starts pinging it
+// every 0.2 ms until the case ends; the probe need not exist.
+func (a *apiRun) pinger() *lab.VM {
+	v := a.h.AddVM(lab.NICSpec{ID: "pinger", MAC: "52:54:00:fe:00:01", VNI: 42, Addrs: []string{"10.80.0.1/24"}, SGs: []string{"sg-open"}})
+	a.neigh(v)
+	p, err := lab.StartProcess("ping", exec.Command("ip", "netns", "exec", v.NS, "ping", "-n", "-q", "-i", "0.0002", probeIP))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.t.Cleanup(func() { p.Stop(a.t, syscall.SIGINT) })
+	return v
+}
+
+func (a *apiRun) neigh(v *lab.VM) {
+	lab.Must(a.t, "ip", "-n", v.NS, "neigh", "replace", probeIP, "lladdr", probeMAC, "dev", "eth0", "nud", "permanent")
+}
+
+func (a *apiRun) run(t *caseT, extra []string) {
+	a.t = t
+	a.memLimit = memAvailable() / 2
+	c := a.b.cfg
+	a.phase.Store("setup")
+	l := a.b.newLab(t)
+	a.h = l.SingleHost(lab.IPv4)
+	opts := append([]string{"--metrics", metricsAddr}, extra...)
+	a.b.startDaemon(a.h, "api"+a.label, opts...)
+	a.api = a.h.API()
+	a.watchdog()
+
+	a.phase.Store("fresh")
+	a.fresh = a.mem()
+	a.say("RESULT api-mem-fresh%s | fresh daemon, no vNIC | %v", a.label, a.fresh)
+
+	a.phase.Store("nic-add")
+	n, g := c.apiNICs, c.apiGroups
+	total, first, last := a.addNICs("bench", 0, n, c.apiNICType, func(i int) []string { return []string{fmt.Sprintf("sg-%d", i%g)} })
+	a.say("RESULT api-nic-add%s | %d vNICs (%s), one request each | %.2f s | %.0f requests/s | first 10 %% %.2f ms, last 10 %% %.2f ms per request | %v",
+		a.label, n, c.apiNICType, total.Seconds(), float64(n)/total.Seconds(), ms(first), ms(last), a.mem())
+
+	a.phase.Store("first-frame")
+	for _, cidr := range []string{"0.0.0.0/0", "::/0"} {
+		a.call(&protocol.MessageV0_Request{SgRuleAdd: &protocol.MessageV0_SgRuleAddReq{SgId: proto.String("sg-open"),
+			Rule: &protocol.MessageV0_Rule{Direction: protocol.MessageV0_Rule_INBOUND.Enum(), Protocol: proto.Int32(-1),
+				Cidr: &protocol.MessageV0_Cidr{Address: proto.String(strings.Split(cidr, "/")[0]), MaskSize: proto.Uint32(0)}}}})
+	}
+	pinger := a.pinger()
+	t0 := time.Now()
+	a.call(&protocol.MessageV0_Request{NicAdd: &protocol.MessageV0_Nic{Id: proto.String("probe"), Mac: proto.String(probeMAC),
+		Vni: proto.Uint32(42), Ip: []string{probeIP}, SecurityGroup: []string{"sg-open"}, Type: protocol.MessageV0_Nic_TAP.Enum()}})
+	reply := time.Since(t0)
+	frame := a.waitFrame("probe", 0).Sub(t0)
+	a.say("RESULT api-first-frame%s | nic_add of a TAP vNIC with %d vNICs present, a VM pinging it every 0.2 ms | reply %.2f ms | first frame delivered %.2f ms",
+		a.label, n+1, ms(reply), ms(frame))
+
+	a.phase.Store("sg-rules")
+	start := time.Now()
+	for gi := range g {
+		for r := range c.apiRules {
+			a.call(ruleAdd(fmt.Sprintf("sg-%d", gi), gi, r))
+		}
+	}
+	rt := time.Since(start)
+	a.say("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s | %v",
+		a.label, g, c.apiRules, n/g, rt.Seconds(), float64(g*c.apiRules)/rt.Seconds(), a.mem())
+
+	if a.persisted {
+		a.phase.Store("restart")
+		a.restart(pinger, n+2, g*c.apiRules, opts)
+	}
+
+	a.phase.Store("delete")
+	start = time.Now()
+	for i := range n {
+		a.call(&protocol.MessageV0_Request{NicDel: proto.String(fmt.Sprintf("bench-%d", i))})
+	}
+	for _, id := range []string{"probe", "pinger"} {
+		a.call(&protocol.MessageV0_Request{NicDel: proto.String(id)})
+	}
+	for gi := range g {
+		a.call(&protocol.MessageV0_Request{SgDel: proto.String(fmt.Sprintf("sg-%d", gi))})
+	}
+	a.call(&protocol.MessageV0_Request{SgDel: proto.String("sg-open")})
+	dt := time.Since(start)
+	m := a.mem()
+	a.say("RESULT api-delete%s | %d vNICs and %d groups deleted, one request each | %.2f s | %v | heap %s of the fresh daemon's (no forced GC)",
+		a.label, n+2, g+1, dt.Seconds(), m, pct(m.heap, a.fresh.heap))
+
+	a.phase.Store("nic-add-vhost")
+	before := m
+	total, first, last = a.addNICs("vh", 1<<20, n, "VHOST_USER_SERVER", func(i int) []string {
+		if i < 10 {
+			return []string{"sg-all", "sg-ten"}
+		}
+		return []string{"sg-all"}
+	})
+	m = a.mem()
+	a.say("RESULT api-nic-add-vhost%s | %d vNICs (VHOST_USER_SERVER) in a group, no front end, one request each | %.2f s | %.0f requests/s | first 10 %% %.2f ms, last 10 %% %.2f ms per request | %v | per vNIC %.2f threads, %.2f fds",
+		a.label, n, total.Seconds(), float64(n)/total.Seconds(), ms(first), ms(last), m,
+		float64(m.threads-before.threads)/float64(n), float64(m.fds-before.fds)/float64(n))
+
+	a.phase.Store("sg-rule-latency")
+	for _, grp := range []struct {
+		sg    string
+		users int
+	}{{"sg-ten", min(10, n)}, {"sg-all", n}} {
+		lat := make([]time.Duration, c.apiLatSamples)
+		for i := range lat {
+			s := time.Now()
+			a.call(ruleAdd(grp.sg, 200, i))
+			lat[i] = time.Since(s)
+		}
+		a.say("RESULT api-sg-rule-latency-%d%s | sg_rule_add on a group used by %d vNICs (VHOST_USER_SERVER), %d requests | p50 %.2f ms | p99 %.2f ms | %v",
+			grp.users, a.label, grp.users, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)), a.mem())
+	}
+}
+
+// restart stops the daemon and starts a new one on the same state file
+// (nics vNICs and rules rules in it).
+func (a *apiRun) restart(pinger *lab.VM, nics, rules int, opts []string) {
+	a.api.Close()
+	a.h.Stop(syscall.SIGTERM)
+	t0 := time.Now()
+	p, err := a.h.Launch(a.b.daemonOpts(opts...))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	sock := strings.TrimPrefix(a.h.Endpoint, "ipc://")
+	var api *lab.API
+	lab.Eventually(a.t, 60*time.Second, "API of the restarted daemon", func() error {
+		if !p.Running() {
+			a.t.Fatalf("butterflyd exited: %s", a.h.LogTail())
+		}
+		if _, err := os.Stat(sock); err != nil {
+			return err
+		}
+		if api == nil {
+			if api, err = lab.DialAPI(a.h.Endpoint, 2*time.Second); err != nil {
+				return err
+			}
+		}
+		_, err := api.Call(&protocol.MessageV0_Request{AppStatus: proto.Bool(true)})
+		if err != nil {
+			api.Close()
+			api = nil
+		}
+		return err
+	})
+	tAPI := time.Since(t0)
+	a.api = api
+	a.t.Cleanup(func() { api.Close() })
+	lab.Eventually(a.t, 60*time.Second, "every vNIC restored", func() error {
+		r, err := api.Call(&protocol.MessageV0_Request{NicList: proto.Bool(true)})
+		if err != nil {
+			return err
+		}
+		if len(r.GetNicList()) < nics {
+			return fmt.Errorf("%d of %d vNICs listed", len(r.GetNicList()), nics)
+		}
+		return nil
+	})
+	tList := time.Since(t0)
+	// The daemon recreated the pinger's TAP in its namespace: plug it
+	// again (the ping keeps running in the VM); nothing reaches the probe
+	// before.
+	base, err := a.txPackets("probe")
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	ps := time.Now()
+	pinger.Plug()
+	a.neigh(pinger)
+	plug := time.Since(ps)
+	tFrame := a.waitFrame("probe", base).Sub(t0)
+	a.say("RESULT api-restart | %d vNICs and %d rules restored from the state file | API answering %.2f s | every vNIC listed %.2f s | frame forwarded to the probe vNIC %.2f s (%.0f ms of it re-plugging the pinging VM's TAP) | %v",
+		nics, rules, tAPI.Seconds(), tList.Seconds(), tFrame.Seconds(), ms(plug), a.mem())
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// pct is a as a percentage of b ("+12.3 %").
+func pct(a, b float64) string {
+	if b <= 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.1f %%", 100*a/b)
+}

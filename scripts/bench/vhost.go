@@ -1,0 +1,280 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/lab"
+)
+
+// The vhost section: VM to VM through vhost-user, Butterfly against DPDK's
+// own vhost back end (the C reference), in one run, each back end on one
+// core of the two:
+//
+//	endpoint  one dpdk-testpmd plays both VMs: virtio_user port 0 is VM A (socket A), port 1 VM B
+//	          (socket B); forwarding lcore on CPU 0.
+//	bf        butterflyd --workers 1 pinned to CPU 1, two VHOST_USER_SERVER vNICs on VNI 42 (A
+//	          198.18.0.1, B 198.18.0.2) in an all-open security group: anti-spoofing, stateful
+//	          firewall and learning switch as in production (-daemon-args applies).
+//	dpdk      dpdk-testpmd with two net_vhost ports and io forwarding between them, forwarding lcore
+//	          on CPU 1: DPDK's vhost library, no switching, no filtering.
+//	bfx       as bf with both vNICs --bypass-filtering: switching only, like the reference.
+//
+// The endpoint runs testpmd's 5tswap mode on each port (it swaps MACs, IPs
+// and UDP ports and sends the frame back out of the port it came in on),
+// primed with "start tx_first N" (N bursts per port of testpmd's UDP
+// 198.18.0.1:9 -> 198.18.0.2:9, A's to B's MAC and B's to A's). A frame
+// from A crosses the back end to B, comes back as B's reply to A, and so
+// on: one UDP flow answered both ways, which the firewall admits and the
+// switch learns. B's primed frames claim A's address, so bf's firewall
+// drops them; bfx and DPDK forward them. Frames in flight = primed - lost,
+// where lost = what the back end received and did not deliver, read once
+// the endpoint stopped.
+//
+// The rate is the sum of both ports' Rx-pps from the endpoint's "show port
+// stats all" over -vhost-seconds after -vhost-warm seconds: what the back
+// end delivers. Cases: 64 (64-byte frames, 8 bursts of 32 per port primed:
+// packets per second), 1500 (1500-byte frames, likewise: Gbit/s), lat
+// (64-byte frames, --burst=1, one burst: one or two frames in flight, so
+// in-flight / Rx-pps is the time of one crossing, back end plus the
+// endpoint's turnaround, with both sides busy-polling). Without hugepages.
+// Results: RESULT lines and OUT/vhost.md.
+func (b *bench) vhost() {
+	if _, err := exec.LookPath("dpdk-testpmd"); err != nil {
+		b.say("RESULT vhost | dpdk-testpmd missing (apt-get install dpdk)")
+		return
+	}
+	c := b.cfg
+	for r := 1; r <= c.vhRounds; r++ {
+		// each case on every back end back to back, so that all see the same machine load
+		for _, cs := range []struct {
+			name               string
+			len, burst, bursts int
+		}{{"64", 64, 32, 8}, {"1500", 1500, 32, 8}, {"lat", 64, 1, 1}} {
+			for _, be := range []string{"dpdk", "bf", "bfx"} {
+				b.vhCase(fmt.Sprintf("vh-%s-%s-%d", be, cs.name, r), be, cs.len, cs.burst, cs.bursts)
+			}
+		}
+	}
+	var sb strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&sb, format+"\n", args...) }
+	p("vhost-user, %s, %d CPUs; back end on CPU 1, endpoint testpmd (5tswap) on CPU 0;", nowUTC(), numCPU())
+	p("%d s per case after %d s; no hugepages. Shared machine: compare within a row only.", c.vhSecs, c.vhWarm)
+	p("")
+	p("| case | DPDK vhost (testpmd io) | Butterfly, firewall on | ratio | Butterfly, bypass filtering | ratio | frames in flight dpdk / bf / bfx | steal %% dpdk / bf / bfx | load dpdk / bf / bfx |")
+	p("|---|---|---|---|---|---|---|---|---|")
+	rs := b.r
+	for r := 1; r <= c.vhRounds; r++ {
+		for _, row := range []struct {
+			c, unit, key string
+			div          float64
+		}{{"64", "Mpps", "pps", 1e6}, {"1500", "Gbit/s", "bps", 1e9}, {"lat", "us", "hop", 1}} {
+			d, bf, x := fmt.Sprintf("vh-dpdk-%s-%d", row.c, r), fmt.Sprintf("vh-bf-%s-%d", row.c, r), fmt.Sprintf("vh-bfx-%s-%d", row.c, r)
+			v := func(L string) string {
+				f, err := strconv.ParseFloat(rs[L+"."+row.key], 64)
+				if err != nil || f <= 0 {
+					return "n/a"
+				}
+				return fmt.Sprintf("%.2f", f/row.div)
+			}
+			vd, vb, vx := v(d), v(bf), v(x)
+			p("| %s: %s (round %d) | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s / %s | %s / %s / %s |", row.c, row.unit, r,
+				vd, vb, ratio(vb, vd), vx, ratio(vx, vd),
+				rs.get(d+".fly"), rs.get(bf+".fly"), rs.get(x+".fly"),
+				rs.get(d+".steal"), rs.get(bf+".steal"), rs.get(x+".steal"),
+				rs.get(d+".load"), rs.get(bf+".load"), rs.get(x+".load"))
+		}
+	}
+	p("")
+	p("lat: microseconds per crossing of the back end (plus the endpoint's turnaround), lower is better.")
+	writeReport(b, "vhost", sb.String())
+}
+
+const (
+	vhMA = "52:54:00:00:00:1a"
+	vhMB = "52:54:00:00:00:1b"
+)
+
+// vhBackend is a started back end: its two sockets and how to count what
+// it lost.
+type vhBackend struct {
+	sockA, sockB string
+	lost         func() (uint64, error)
+}
+
+// startBackend starts back end be (bf, bfx or dpdk).
+func (b *bench) startBackend(t *caseT, l *lab.Lab, be string) vhBackend {
+	var v vhBackend
+	switch be {
+	case "bf", "bfx":
+		h := l.SingleHost(lab.IPv4)
+		b.startDaemon(h, "vhost-"+be, "--workers", "1")
+		h.OpenSG("sg-open")
+		lab.Must(t, "taskset", "-a", "-p", "-c", "1", strconv.Itoa(h.PID()))
+		add := func(id, mac, ip string) string {
+			args := []string{"nic", "add", "--id", id, "--mac", mac, "--vni", "42", "--ip", ip, "--sg", "sg-open", "--type", "VHOST_USER_SERVER"}
+			if be == "bfx" {
+				args = append(args, "--bypass-filtering")
+			}
+			return lab.LastLine(h.MustCLI(args...))
+		}
+		v.sockA, v.sockB = add("vh-a", vhMA, "198.18.0.1"), add("vh-b", vhMB, "198.18.0.2")
+		api := h.API()
+		v.lost = func() (uint64, error) {
+			// frames received from the two VMs and not delivered to either
+			// (flood copies towards the underlay at start-up are neither)
+			var rx, tx uint64
+			for _, id := range []string{"vh-a", "vh-b"} {
+				r, err := api.Call(&protocol.MessageV0_Request{NicCounters: proto.String(id)})
+				if err != nil {
+					return 0, err
+				}
+				rx += r.GetNicCounters().GetRxPackets()
+				tx += r.GetNicCounters().GetTxPackets()
+			}
+			if rx > tx {
+				return rx - tx, nil
+			}
+			return 0, nil
+		}
+	case "dpdk":
+		v.sockA, v.sockB = l.Dir+"/dpdk-a.sock", l.Dir+"/dpdk-b.sock"
+		log := b.cfg.out + "/vhost-dpdk.log"
+		tp, err := l.StartTestpmd("dpdk", "0@0,1@1", log,
+			"--vdev", "net_vhost0,iface="+v.sockA+",queues=1", "--vdev", "net_vhost1,iface="+v.sockB+",queues=1",
+			"--", "-i", "--nb-cores=1", "--forward-mode=io", "--port-topology=paired", "--total-num-mbufs=32768")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tp.Command("start"); err != nil {
+			t.Fatal(err)
+		}
+		v.lost = func() (uint64, error) {
+			n := strings.Count(tp.Output(), "Rx-pps")
+			if err := tp.Command("show port stats all"); err != nil {
+				return 0, err
+			}
+			if err := tp.WaitCount("Rx-pps", n+2, 10*time.Second); err != nil {
+				return 0, err
+			}
+			st := portStats(tp.Output())
+			if st.rx > st.tx {
+				return st.rx - st.tx, nil
+			}
+			return 0, nil
+		}
+	}
+	lab.Eventually(t, 5*time.Second, "vhost-user sockets", func() error {
+		for _, s := range []string{v.sockA, v.sockB} {
+			if fi, err := os.Stat(s); err != nil || fi.Mode()&os.ModeSocket == 0 {
+				return fmt.Errorf("%s: not a socket (%v)", s, err)
+			}
+		}
+		return nil
+	})
+	return v
+}
+
+// stats are the sums over the two ports of testpmd's last "show port
+// stats all".
+type stats struct{ pps, bps, rx, tx uint64 }
+
+// portStats reads the last two ports' blocks of testpmd's output.
+func portStats(out string) stats {
+	var rx, tx, pps, bps [2]uint64
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		num := func(i int) uint64 {
+			if i >= len(f) {
+				return 0
+			}
+			v, _ := strconv.ParseUint(f[i], 10, 64)
+			return v
+		}
+		switch f[0] {
+		case "RX-packets:":
+			rx[n%2] = num(1)
+		case "TX-packets:":
+			tx[n%2] = num(1)
+		case "Rx-pps:":
+			pps[n%2], bps[n%2] = num(1), num(3)
+			n++
+		}
+	}
+	return stats{pps: pps[0] + pps[1], bps: bps[0] + bps[1], rx: rx[0] + rx[1], tx: tx[0] + tx[1]}
+}
+
+// vhCase is one measurement; it sets L.pps, L.bps, L.fly, L.hop.
+func (b *bench) vhCase(L, be string, length, burst, bursts int) {
+	c := b.cfg
+	s0 := stealSnap()
+	primed := uint64(2 * burst * bursts)
+	r := b.r
+	r[L+".pps"], r[L+".bps"], r[L+".fly"], r[L+".hop"] = "0", "0", "0", "n/a"
+	started := false
+	ok := b.cases.run(L, func(t *caseT) {
+		l := b.newLab(t)
+		v := b.startBackend(t, l, be)
+		started = true
+		log := c.out + "/vhost-ep.log"
+		ep, err := l.StartTestpmd("ep", "0@1,1@0", log,
+			"--vdev", fmt.Sprintf("virtio_user0,path=%s,queues=1,queue_size=1024,mac=%s", v.sockA, vhMA),
+			"--vdev", fmt.Sprintf("virtio_user1,path=%s,queues=1,queue_size=1024,mac=%s", v.sockB, vhMB),
+			"--", "-i", "--nb-cores=1", "--forward-mode=5tswap", "--port-topology=loop", "--eth-peer=0,"+vhMB, "--eth-peer=1,"+vhMA,
+			"--txpkts="+strconv.Itoa(length), "--burst="+strconv.Itoa(burst), "--total-num-mbufs=32768")
+		if err != nil {
+			t.Fatal(err)
+		}
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(ep.Command(fmt.Sprintf("start tx_first %d", bursts)))
+		time.Sleep(time.Duration(c.vhWarm) * time.Second)
+		must(ep.Command("show port stats all"))
+		must(ep.WaitCount("Rx-pps", 2, 10*time.Second))
+		time.Sleep(time.Duration(c.vhSecs) * time.Second)
+		must(ep.Command("show port stats all"))
+		must(ep.WaitCount("Rx-pps", 4, 10*time.Second))
+		st := portStats(ep.Output())
+		must(ep.Command("stop")) // the frames settle in the endpoint's rings before the back end is asked
+		time.Sleep(time.Second)
+		_ = os.WriteFile(c.out+"/vhost-ep-"+L+".log", []byte(ep.Output()), 0o644)
+		lost, err := v.lost()
+		if err != nil {
+			t.Logf("lost frames: %v", err)
+		}
+		fly := primed - min(lost, primed)
+		// testpmd's Rx-bps stops at 2^31: bits from the packet rate (frames without FCS, as testpmd counts)
+		r[L+".pps"], r[L+".bps"], r[L+".fly"] = strconv.FormatUint(st.pps, 10), strconv.FormatUint(st.pps*uint64(length)*8, 10), strconv.FormatUint(fly, 10)
+		if st.pps > 0 && fly > 0 {
+			r[L+".hop"] = fmt.Sprintf("%.2f", 1e6*float64(fly)/float64(st.pps))
+		}
+		if be == "dpdk" {
+			if b, err := os.ReadFile(c.out + "/vhost-dpdk.log"); err == nil {
+				_ = os.WriteFile(c.out+"/vhost-dpdk-"+L+".log", b, 0o644)
+			}
+		}
+	})
+	r[L+".steal"], r[L+".load"] = stealSince(s0), load1()
+	if !ok && !started {
+		b.say("RESULT %s | back end %s did not start", L, be)
+		return
+	}
+	pps, _ := strconv.ParseFloat(r[L+".pps"], 64)
+	bps, _ := strconv.ParseFloat(r[L+".bps"], 64)
+	b.say("RESULT %s | Rx %.0f pps, %.3f Gbit/s, %s of %d primed frames in flight, %s us per crossing | steal %s%% load %s",
+		L, pps, bps/1e9, r[L+".fly"], primed, r[L+".hop"], r[L+".steal"], r[L+".load"])
+}
