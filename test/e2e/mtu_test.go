@@ -18,15 +18,16 @@ var mtuInPing = regexp.MustCompile(`(?i)(?:frag needed and DF set \(mtu = (\d+)\
 // with an ICMP error (fragmentation needed / packet too big) carrying the
 // MTU that fits, ping reports it, and packets of that size then pass.
 func TestOversizedFrame(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		underlay lab.Family
 		tenant   lab.Family
 		overhead int // VXLAN over the underlay family: 50 (IPv4) or 70 (IPv6)
 	}{
-		{"ipv4-underlay/lab.IPv4-vm", lab.IPv4, lab.IPv4, 50},
-		{"ipv6-underlay/lab.IPv4-vm", lab.IPv6, lab.IPv4, 70},
-		{"ipv4-underlay/lab.IPv6-vm", lab.IPv4, lab.IPv6, 50},
+		{"ipv4-underlay/ipv4-vm", lab.IPv4, lab.IPv4, 50},
+		{"ipv6-underlay/ipv4-vm", lab.IPv6, lab.IPv4, 70},
+		{"ipv4-underlay/ipv6-vm", lab.IPv4, lab.IPv6, 50},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLab(t)
