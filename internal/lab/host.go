@@ -23,6 +23,7 @@ const (
 	IPv6 Family = 6
 )
 
+// String is "ipv4" or "ipv6".
 func (f Family) String() string { return "ipv" + strconv.Itoa(int(f)) }
 
 // Host is a "hypervisor": a namespace with an underlay address and, once

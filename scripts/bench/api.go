@@ -98,6 +98,7 @@ type memStat struct {
 	heapErr      error
 }
 
+// String prints the figures as the RESULT lines show them.
 func (m memStat) String() string {
 	heap := fmt.Sprintf("heap %.1f MB", m.heap/1e6)
 	if m.heapErr != nil {

@@ -23,40 +23,64 @@ type caseT struct {
 	failed   bool
 }
 
-func (c *caseT) Helper()      {}
+// Helper does nothing: lines are not reported.
+func (c *caseT) Helper() {}
+
+// Name is the case's name.
 func (c *caseT) Name() string { return c.name }
 
+// Cleanup registers f to run when the case ends.
 func (c *caseT) Cleanup(f func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cleanups = append(c.cleanups, f)
 }
 
+// Log prints to standard error, prefixed with the case's name.
 func (c *caseT) Log(args ...any) {
 	fmt.Fprintln(os.Stderr, append([]any{"bench: " + c.name + ":"}, args...)...)
 }
+
+// Logf prints to standard error, prefixed with the case's name.
 func (c *caseT) Logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: %s: %s\n", c.name, fmt.Sprintf(format, args...))
 }
 
+// Error logs and marks the case failed.
 func (c *caseT) Error(args ...any) { c.Log(args...); c.fail() }
+
+// Errorf logs and marks the case failed.
 func (c *caseT) Errorf(format string, args ...any) {
 	c.Logf(format, args...)
 	c.fail()
 }
+
+// Fatal logs, marks the case failed and ends it.
 func (c *caseT) Fatal(args ...any) { c.Error(args...); runtime.Goexit() }
+
+// Fatalf logs, marks the case failed and ends it.
 func (c *caseT) Fatalf(format string, args ...any) {
 	c.Errorf(format, args...)
 	runtime.Goexit()
 }
+
+// FailNow marks the case failed and ends it.
 func (c *caseT) FailNow() { c.fail(); runtime.Goexit() }
-func (c *caseT) Fail()    { c.fail() }
+
+// Fail marks the case failed.
+func (c *caseT) Fail() { c.fail() }
+
+// Skip logs and ends the case, which counts as failed (its figures are missing).
 func (c *caseT) Skip(args ...any) {
 	c.Log(append([]any{"skipped:"}, args...)...)
 	c.fail()
 	runtime.Goexit()
 }
-func (c *caseT) SkipNow()                    { c.Skip() }
+
+// SkipNow is Skip without a message.
+func (c *caseT) SkipNow() { c.Skip() }
+
+// Skipf is Skip with a format.
 func (c *caseT) Skipf(f string, args ...any) { c.Skip(fmt.Sprintf(f, args...)) }
 
 func (c *caseT) fail() {
@@ -65,6 +89,7 @@ func (c *caseT) fail() {
 	c.mu.Unlock()
 }
 
+// Failed reports whether the case failed.
 func (c *caseT) Failed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
