@@ -29,6 +29,7 @@ func writeKey(t *testing.T, dir, name string) string {
 // daemon started with a key serves the CLI holding that key, refuses clear
 // requests and requests sealed with another key, and keeps serving.
 func TestEncryptedAPI(t *testing.T) {
+	t.Parallel()
 	l := newLab(t)
 	h := l.SingleHost(lab.IPv4)
 	key := writeKey(t, l.Dir, "api.key")

@@ -16,6 +16,9 @@
 // endpoint, state file and socket directory under a temporary directory,
 // polls with deadlines instead of sleeping, and at cleanup stops the
 // daemons it started (by PID) and deletes its namespaces and files.
+// Tests run in parallel (t.Parallel; 4 at a time unless -parallel says
+// otherwise) except those that measure throughput or keep CPUs busy
+// (iperf3, the concurrent firewall scenarios, QEMU guests, testpmd).
 //
 // Coverage: the original README's example (six VMs in VNIs 42, 51 and
 // 1337 over two hosts; IPv4 and IPv6 underlays, multicast and head-end

@@ -13,6 +13,7 @@ import (
 // configuration dumped with "butterfly dump", replayed with "butterfly
 // request" into a fresh daemon (no state), dumps to the same bytes.
 func TestDumpReplay(t *testing.T) {
+	t.Parallel()
 	l := newLab(t)
 	h := l.SingleHost(lab.IPv4)
 	h.Start(lab.DaemonOpts{})

@@ -1539,6 +1539,7 @@ func TestFirewallFlows(t *testing.T) {
 // only once ICMP is allowed too. Then fragmented UDP crosses the same
 // VXLAN path.
 func TestFirewallDHCP(t *testing.T) {
+	t.Parallel()
 	l := newLab(t)
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {

@@ -127,6 +127,7 @@ func ko6(from int, proto string, port int) fwCheck {
 // VM1 (nic-1: 42.0.0.1, fd42::1) and VM2 (nic-2: 42.0.0.2, fd42::2). Each
 // scenario starts with both vNICs in no group and no group defined.
 func TestFirewallScenarios(t *testing.T) {
+	t.Parallel()
 	l := newLab(t)
 	h := l.SingleHost(lab.IPv4)
 	h.Start(lab.DaemonOpts{})

@@ -28,6 +28,7 @@ func pingFrom(src string) []string {
 // get several addresses with nic update, and every address pair then
 // answers, IPv4, IPv6 or both.
 func TestNICUpdateIPs(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		a, b []string // the two VMs' addresses
@@ -91,6 +92,7 @@ func TestNICUpdateIPs(t *testing.T) {
 // IPv6 addresses (nic update on the API side, the same change inside the
 // VMs), several times; traffic follows each swap.
 func TestNICSwapIPs(t *testing.T) {
+	t.Parallel()
 	l := newLab(t)
 	h := l.SingleHost(lab.IPv4)
 	h.Start(lab.DaemonOpts{})

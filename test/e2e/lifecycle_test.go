@@ -38,6 +38,7 @@ func waitUnplugged(v *lab.VM, t *testing.T) {
 // re-adding it (on the same host, or on the other host as after a
 // migration) restores traffic with local and remote peers.
 func TestNICDeleteReadd(t *testing.T) {
+	t.Parallel()
 	l := newLab(t)
 	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
 	local, moving, remote := h1.AddVM(vnicSpec(1)), h1.AddVM(vnicSpec(2)), h2.AddVM(vnicSpec(3))
@@ -80,6 +81,7 @@ func TestNICDeleteReadd(t *testing.T) {
 // once the recreated TAPs are plugged again traffic flows, locally and
 // across hosts.
 func TestDaemonRestart(t *testing.T) {
+	t.Parallel()
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			l := newLab(t)

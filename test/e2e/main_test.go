@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,21 @@ import (
 // and never changes it after.
 var bin lab.Binaries
 
+// defaultParallel is how many tests that call t.Parallel run at once
+// unless -parallel says otherwise: they mostly wait (pings, timeouts,
+// daemons starting), so more than GOMAXPROCS, the go test default.
+const defaultParallel = "4"
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		if err := flag.Set("test.parallel", defaultParallel); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			os.Exit(1)
+		}
+	}
 	if os.Geteuid() != 0 {
 		// Every test calls newLab, which skips without root.
 		os.Exit(m.Run())

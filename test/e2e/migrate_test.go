@@ -136,6 +136,7 @@ func dropCount(h *lab.Host, t *testing.T, nic, reason string) int {
 // With nic export / nic add --fw-import the connection continues; the same
 // sequence without the import cuts it.
 func TestMigrateLiveTCP(t *testing.T) {
+	t.Parallel()
 	for _, withImport := range []bool{true, false} {
 		t.Run(map[bool]string{true: "with import", false: "without import"}[withImport], func(t *testing.T) {
 			t.Parallel()

@@ -56,6 +56,7 @@ func buildREADME(t *testing.T, l *lab.Lab, f lab.Family, o lab.DaemonOpts) []*la
 // of one VNI, on one host and across hosts, and never across VNIs; over IPv4
 // and IPv6 underlays, with multicast and head-end flooding.
 func TestREADMEExample(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		underlay lab.Family

@@ -12,6 +12,7 @@ import (
 // covers same-host and cross-host pairs) and reaches none of a sample of
 // vNICs of other VNIs.
 func TestFiftyNICsTenVNIs(t *testing.T) {
+	t.Parallel()
 	const nics, vnis = 50, 10
 	l := newLab(t)
 	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})

@@ -33,6 +33,7 @@ func spoofPairBypass(t *testing.T, antispoof, bypass bool) (spoofer, victim *lab
 // TestMACSpoofing: a VM that changes its MAC loses connectivity whatever its
 // anti-spoofing flag, and gets it back with its own MAC.
 func TestMACSpoofing(t *testing.T) {
+	t.Parallel()
 	for _, antispoof := range []bool{false, true} {
 		t.Run(fmt.Sprintf("antispoof=%v", antispoof), func(t *testing.T) {
 			spoofer, victim := spoofPair(t, antispoof)
@@ -58,6 +59,7 @@ func TestMACSpoofing(t *testing.T) {
 // OUTBOUND rule allows them or the vNIC bypasses filtering. Neighbour
 // entries are static so that no ARP is involved.
 func TestIPSpoofing(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		antispoof, outbound, bypass bool
 		passes                      bool
@@ -92,6 +94,7 @@ func TestIPSpoofing(t *testing.T) {
 // vNIC are dropped only with anti-spoofing on; the victim's neighbour table
 // shows whether the claim got through.
 func TestARPSpoofing(t *testing.T) {
+	t.Parallel()
 	for _, antispoof := range []bool{false, true} {
 		t.Run(fmt.Sprintf("antispoof=%v", antispoof), func(t *testing.T) {
 			spoofer, victim := spoofPair(t, antispoof)

@@ -67,6 +67,7 @@ func countEchoes(path string, srcIP, dstIP string, srcMAC, dstMAC string) (echoC
 // its traffic in the pcap file given; turned off, the file stops growing;
 // turned on again, it records again.
 func TestPacketTrace(t *testing.T) {
+	t.Parallel()
 	l := newLab(t)
 	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
 	trace := filepath.Join(l.Dir, "nic-1.pcap")
