@@ -387,6 +387,9 @@ func (a *apiRun) run(t *caseT, extra []string) {
 		sg    string
 		users int
 	}{{"sg-ten", min(10, n)}, {"sg-all", n}} {
+		if grp.sg == "sg-all" && n <= 10 {
+			break // the same vNICs as sg-ten's
+		}
 		lat := make([]time.Duration, c.apiLatSamples)
 		for i := range lat {
 			s := time.Now()
