@@ -247,6 +247,29 @@ func (h *Host) Stop(sig syscall.Signal) {
 	p.Stop(h.Lab.T, sig)
 }
 
+// Terminate sends SIGTERM to the daemon this lab started and waits up to
+// timeout for it to exit, then kills it (SIGKILL) and returns an error
+// saying so. It returns how long the daemon took to exit (0 when none ran).
+func (h *Host) Terminate(timeout time.Duration) (time.Duration, error) {
+	h.mu.Lock()
+	p := h.daemon
+	h.daemon = nil
+	h.mu.Unlock()
+	if p == nil {
+		return 0, nil
+	}
+	start := time.Now()
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.Exited:
+		return time.Since(start), nil
+	case <-time.After(timeout):
+		_ = p.Cmd.Process.Kill()
+		<-p.Exited
+		return time.Since(start), fmt.Errorf("%s (pid %d) still running %v after SIGTERM; killed", p.What, p.PID(), timeout)
+	}
+}
+
 // LogTail is the last 4,000 bytes of the daemon's log.
 func (h *Host) LogTail() string {
 	b, _ := os.ReadFile(h.LogPath)

@@ -32,7 +32,7 @@ import (
 //	                    to the new vNIC (its tx counter), resolution about 0.2 ms
 //	api-sg-rules        -api-groups x -api-rules sg_rule_add, each group used by
 //	                    api-nics / api-groups vNICs
-//	api-restart         (persisted only) SIGTERM, then a new daemon on the same state file:
+//	api-restart         (persisted only) SIGTERM (its exit time reported), then a new daemon on the same state file:
 //	                    time to its API answering, to every vNIC listed, and to a frame
 //	                    forwarded to the probe vNIC again (including re-plugging the
 //	                    probe VM's TAP, which the new daemon recreates)
@@ -43,6 +43,7 @@ import (
 //	                    also in sg-ten), no front end connected; threads and fds per vNIC
 //	api-sg-rule-latency -api-latency-samples sg_rule_add each on sg-ten (10 vNICs) and on
 //	                    sg-all (every vNIC): p50 and p99
+//	api-stop            SIGTERM to the daemon's exit (killed after a minute)
 //
 // Every line also goes to OUT/apibench.txt, which results.md quotes.
 func (b *bench) api() {
@@ -399,13 +400,16 @@ func (a *apiRun) run(t *caseT, extra []string) {
 		a.say("RESULT api-sg-rule-latency-%d%s | sg_rule_add on a group used by %d vNICs (VHOST_USER_SERVER), %d requests | p50 %.2f ms | p99 %.2f ms | %v",
 			grp.users, a.label, grp.users, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)), a.mem())
 	}
+
+	a.phase.Store("stop")
+	a.say("RESULT api-stop%s | SIGTERM to exit with %d vhost-user vNICs and their group | %s", a.label, n, a.terminate())
 }
 
 // restart stops the daemon and starts a new one on the same state file
 // (nics vNICs and rules rules in it).
 func (a *apiRun) restart(pinger *lab.VM, nics, rules int, opts []string) {
 	a.api.Close()
-	a.h.Stop(syscall.SIGTERM)
+	stop := a.terminate()
 	t0 := time.Now()
 	p, err := a.h.Launch(a.b.daemonOpts(opts...))
 	if err != nil {
@@ -458,8 +462,18 @@ func (a *apiRun) restart(pinger *lab.VM, nics, rules int, opts []string) {
 	a.neigh(pinger)
 	plug := time.Since(ps)
 	tFrame := a.waitFrame("probe", base).Sub(t0)
-	a.say("RESULT api-restart | %d vNICs and %d rules restored from the state file | API answering %.2f s | every vNIC listed %.2f s | frame forwarded to the probe vNIC %.2f s (%.0f ms of it re-plugging the pinging VM's TAP) | %v",
-		nics, rules, tAPI.Seconds(), tList.Seconds(), tFrame.Seconds(), ms(plug), a.mem())
+	a.say("RESULT api-restart | %d vNICs and %d rules restored from the state file | API answering %.2f s | every vNIC listed %.2f s | frame forwarded to the probe vNIC %.2f s (%.0f ms of it re-plugging the pinging VM's TAP) | %v | the old daemon's exit on SIGTERM: %s",
+		nics, rules, tAPI.Seconds(), tList.Seconds(), tFrame.Seconds(), ms(plug), a.mem(), stop)
+}
+
+// terminate stops the daemon (SIGTERM, SIGKILL after a minute) and says
+// how long it took.
+func (a *apiRun) terminate() string {
+	d, err := a.h.Terminate(time.Minute)
+	if err != nil {
+		return fmt.Sprintf("%.2f s (%v)", d.Seconds(), err)
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
