@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench.sh: Butterfly against the Linux kernel (and DPDK's vhost-user back end), measured side by
 # side in one run. A thin wrapper: it installs what the benchmark needs (Debian 12), builds the Go
-# benchmark program (scripts/bench, on the lab harness internal/lab) and runs it with the same
+# benchmark program (scripts/bench, on the lab harness internal/labtest) and runs it with the same
 # arguments. Sections and knobs are described in scripts/bench/main.go (go doc ./scripts/bench):
 #
 #   ./scripts/bench.sh [flags] [paths] [idle] [api] [go] [firewall] [vhost]   (default: paths idle api go)

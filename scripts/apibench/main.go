@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 func main() {
@@ -44,7 +44,7 @@ func run(endpoint string, nics, groups, rules int, typ, label string) error {
 	if groups < 1 || rules < 1 || rules > 65535 || nics < 0 || nics > 1<<24 {
 		return errors.New("need 1 <= groups, 1 <= rules <= 65535, 0 <= nics <= 2^24")
 	}
-	c, err := lab.DialAPI(endpoint, 60*time.Second)
+	c, err := labtest.DialAPI(endpoint, 60*time.Second)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // The api section: how fast one butterflyd applies a large configuration
@@ -76,9 +76,9 @@ type apiRun struct {
 	stopped   atomic.Bool  // by watchdog
 
 	t        *caseT
-	h        *lab.Host
+	h        *labtest.Host
 	memLimit float64 // see watchdog
-	api      *lab.API
+	api      *labtest.API
 	fresh    memStat
 }
 
@@ -113,7 +113,7 @@ func (m memStat) String() string {
 func (a *apiRun) mem() memStat {
 	var m memStat
 	pid := a.h.PID()
-	out, err := lab.Run("ip", "netns", "exec", a.h.NS, "curl", "-sS", "--max-time", "10", "http://"+metricsAddr+"/metrics")
+	out, err := labtest.Run("ip", "netns", "exec", a.h.NS, "curl", "-sS", "--max-time", "10", "http://"+metricsAddr+"/metrics")
 	m.heapErr = err
 	if err == nil {
 		m.heapErr = fmt.Errorf("no go_memstats_heap_inuse_bytes")
@@ -223,7 +223,7 @@ func (a *apiRun) addNICs(prefix string, base, n int, typ string, sgs func(i int)
 		k := base + i + 1 // address 10.a.b.c from k: never .256
 		a.call(&protocol.MessageV0_Request{NicAdd: &protocol.MessageV0_Nic{
 			Id:            proto.String(fmt.Sprintf("%s-%d", prefix, i)),
-			Mac:           proto.String(lab.MACFor(base + i)),
+			Mac:           proto.String(labtest.MACFor(base + i)),
 			Vni:           proto.Uint32(uint32(1000 + i%100)),
 			Ip:            []string{fmt.Sprintf("10.%d.%d.%d", k>>16&0xff, k>>8&0xff, k&0xff)},
 			SecurityGroup: sgs(i),
@@ -264,14 +264,14 @@ func (a *apiRun) txPackets(id string) (uint64, error) {
 // waitFrame polls vNIC id's tx counter until it exceeds base and returns
 // when that was seen.
 func (a *apiRun) waitFrame(id string, base uint64) time.Time {
-	deadline := time.Now().Add(lab.SettleTimeout)
+	deadline := time.Now().Add(labtest.SettleTimeout)
 	for {
 		n, err := a.txPackets(id)
 		if err == nil && n > base {
 			return time.Now()
 		}
 		if time.Now().After(deadline) {
-			a.t.Fatalf("%s: no frame delivered to %s within %v (last error %v)", a.phase.Load(), id, lab.SettleTimeout, err)
+			a.t.Fatalf("%s: no frame delivered to %s within %v (last error %v)", a.phase.Load(), id, labtest.SettleTimeout, err)
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
@@ -285,10 +285,10 @@ const (
 // pinger plugs VM "pinger" (TAP, VNI 42, 10.80.0.1, group sg-open) with a
 // static neighbour entry for the probe's address and starts pinging it
 // every 0.2 ms until the case ends; the probe need not exist.
-func (a *apiRun) pinger() *lab.VM {
-	v := a.h.AddVM(lab.NICSpec{ID: "pinger", MAC: "52:54:00:fe:00:01", VNI: 42, Addrs: []string{"10.80.0.1/24"}, SGs: []string{"sg-open"}})
+func (a *apiRun) pinger() *labtest.VM {
+	v := a.h.AddVM(labtest.NICSpec{ID: "pinger", MAC: "52:54:00:fe:00:01", VNI: 42, Addrs: []string{"10.80.0.1/24"}, SGs: []string{"sg-open"}})
 	a.neigh(v)
-	p, err := lab.StartProcess("ping", exec.Command("ip", "netns", "exec", v.NS, "ping", "-n", "-q", "-i", "0.0002", probeIP))
+	p, err := labtest.StartProcess("ping", exec.Command("ip", "netns", "exec", v.NS, "ping", "-n", "-q", "-i", "0.0002", probeIP))
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -296,8 +296,8 @@ func (a *apiRun) pinger() *lab.VM {
 	return v
 }
 
-func (a *apiRun) neigh(v *lab.VM) {
-	lab.Must(a.t, "ip", "-n", v.NS, "neigh", "replace", probeIP, "lladdr", probeMAC, "dev", "eth0", "nud", "permanent")
+func (a *apiRun) neigh(v *labtest.VM) {
+	labtest.Must(a.t, "ip", "-n", v.NS, "neigh", "replace", probeIP, "lladdr", probeMAC, "dev", "eth0", "nud", "permanent")
 }
 
 func (a *apiRun) run(t *caseT, extra []string) {
@@ -306,7 +306,7 @@ func (a *apiRun) run(t *caseT, extra []string) {
 	c := a.b.cfg
 	a.phase.Store("setup")
 	l := a.b.newLab(t)
-	a.h = l.SingleHost(lab.IPv4)
+	a.h = l.SingleHost(labtest.IPv4)
 	opts := append([]string{"--metrics", metricsAddr}, extra...)
 	a.b.startDaemon(a.h, "api"+a.label, opts...)
 	a.api = a.h.API()
@@ -407,7 +407,7 @@ func (a *apiRun) run(t *caseT, extra []string) {
 
 // restart stops the daemon and starts a new one on the same state file
 // (nics vNICs and rules rules in it).
-func (a *apiRun) restart(pinger *lab.VM, nics, rules int, opts []string) {
+func (a *apiRun) restart(pinger *labtest.VM, nics, rules int, opts []string) {
 	a.api.Close()
 	stop := a.terminate()
 	t0 := time.Now()
@@ -416,8 +416,8 @@ func (a *apiRun) restart(pinger *lab.VM, nics, rules int, opts []string) {
 		a.t.Fatal(err)
 	}
 	sock := strings.TrimPrefix(a.h.Endpoint, "ipc://")
-	var api *lab.API
-	lab.Eventually(a.t, 60*time.Second, "API of the restarted daemon", func() error {
+	var api *labtest.API
+	labtest.Eventually(a.t, 60*time.Second, "API of the restarted daemon", func() error {
 		if !p.Running() {
 			a.t.Fatalf("butterflyd exited: %s", a.h.LogTail())
 		}
@@ -425,7 +425,7 @@ func (a *apiRun) restart(pinger *lab.VM, nics, rules int, opts []string) {
 			return err
 		}
 		if api == nil {
-			if api, err = lab.DialAPI(a.h.Endpoint, 2*time.Second); err != nil {
+			if api, err = labtest.DialAPI(a.h.Endpoint, 2*time.Second); err != nil {
 				return err
 			}
 		}
@@ -439,7 +439,7 @@ func (a *apiRun) restart(pinger *lab.VM, nics, rules int, opts []string) {
 	tAPI := time.Since(t0)
 	a.api = api
 	a.t.Cleanup(func() { api.Close() })
-	lab.Eventually(a.t, 60*time.Second, "every vNIC restored", func() error {
+	labtest.Eventually(a.t, 60*time.Second, "every vNIC restored", func() error {
 		r, err := api.Call(&protocol.MessageV0_Request{NicList: proto.Bool(true)})
 		if err != nil {
 			return err

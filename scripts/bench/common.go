@@ -14,13 +14,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // bench is one run: its settings, binaries and results.
 type bench struct {
 	cfg   config
-	bin   lab.Binaries
+	bin   labtest.Binaries
 	r     results
 	cases *caseRunner
 }
@@ -46,16 +46,16 @@ func (b *bench) say(format string, args ...any) {
 }
 
 // newLab is a lab for one case of the benchmark.
-func (b *bench) newLab(t *caseT) *lab.Lab { return lab.New(t, b.bin, "bfb") }
+func (b *bench) newLab(t *caseT) *labtest.Lab { return labtest.New(t, b.bin, "bfb") }
 
 // daemonOpts are the options of every butterflyd the benchmark starts.
-func (b *bench) daemonOpts(extra ...string) lab.DaemonOpts {
-	return lab.DaemonOpts{LogLevel: "error", Extra: append(append([]string{}, b.cfg.daemonArgs...), extra...)}
+func (b *bench) daemonOpts(extra ...string) labtest.DaemonOpts {
+	return labtest.DaemonOpts{LogLevel: "error", Extra: append(append([]string{}, b.cfg.daemonArgs...), extra...)}
 }
 
 // startDaemon starts h's butterflyd with its log kept in the results
 // directory as butterflyd-LABEL-HOST.log.
-func (b *bench) startDaemon(h *lab.Host, label string, extra ...string) {
+func (b *bench) startDaemon(h *labtest.Host, label string, extra ...string) {
 	h.LogPath = fmt.Sprintf("%s/butterflyd-%s-%s.log", b.cfg.out, label, h.Name)
 	h.Start(b.daemonOpts(extra...))
 }

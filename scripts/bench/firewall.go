@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // The firewall section. One host, vmA -> vmB (iperf3 server in vmB), six
@@ -119,7 +119,7 @@ func fwFiller(i int) (proto string, port int, cidr string) {
 // in a group of 100 rules.
 func (b *bench) setupFWBF(t *caseT, mode string) (string, string) {
 	l := b.newLab(t)
-	h := l.SingleHost(lab.IPv4)
+	h := l.SingleHost(labtest.IPv4)
 	b.startDaemon(h, "fw-"+mode)
 	sg := "sg-open"
 	var flags []string
@@ -188,7 +188,7 @@ func (b *bench) setupKNFT(t *caseT, mode string, how *string) (string, string) {
 		*how = "bridge family"
 		return a, z
 	}
-	lab.Must(t, "ip", "netns", "exec", sw, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+	labtest.Must(t, "ip", "netns", "exec", sw, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
 	if err := nft("inet"); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat's times
@@ -56,7 +56,7 @@ func (b *bench) idleSample(t *caseT, pid int, key string) {
 }
 
 // nicAdd sends nic_add for one vNIC in group sg-open.
-func nicAdd(t *caseT, api *lab.API, id, mac string, vni uint32, ip, typ string) {
+func nicAdd(t *caseT, api *labtest.API, id, mac string, vni uint32, ip, typ string) {
 	_, err := api.Call(&protocol.MessageV0_Request{NicAdd: &protocol.MessageV0_Nic{
 		Id: proto.String(id), Mac: proto.String(mac), Vni: proto.Uint32(vni), Ip: []string{ip},
 		SecurityGroup: []string{"sg-open"},
@@ -75,7 +75,7 @@ func (b *bench) idle() {
 	phase := "idle-cpu"
 	ok := b.cases.run("idle", func(t *caseT) {
 		l := b.newLab(t)
-		h := l.SingleHost(lab.IPv4)
+		h := l.SingleHost(labtest.IPv4)
 		b.startDaemon(h, "idle")
 		h.OpenSG("sg-open")
 		api := h.API()

@@ -1,6 +1,6 @@
 // Command bench measures Butterfly against the Linux kernel (and DPDK's
 // vhost-user back end), side by side in one run, on the lab harness
-// (internal/lab): every "host" and "VM" is a network namespace it creates
+// (internal/labtest): every "host" and "VM" is a network namespace it creates
 // (prefix bfb<pid>), every process it starts is stopped by PID and every
 // namespace deleted when a case ends, also on failure or Ctrl-C.
 //
@@ -33,7 +33,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // config is the run's settings (flags).
@@ -130,7 +130,7 @@ func run(c config, sections []string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	bin, err := lab.Build(c.root, work)
+	bin, err := labtest.Build(c.root, work)
 	if err != nil {
 		return fmt.Errorf("build: %w", err)
 	}

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // The paths section:
@@ -56,24 +56,24 @@ func (b *bench) runPath(label string, setup func(*caseT) (string, string), pings
 }
 
 // vmPair creates the namespaces vmA and vmB.
-func vmPair(l *lab.Lab) (string, string) { return l.NetNS("vmA"), l.NetNS("vmB") }
+func vmPair(l *labtest.Lab) (string, string) { return l.NetNS("vmA"), l.NetNS("vmB") }
 
 // addrUp gives ns's eth0 addr (with prefix) and brings it up.
 func addrUp(t *caseT, ns, addr string) {
-	lab.Must(t, "ip", "-n", ns, "addr", "add", addr, "dev", "eth0")
-	lab.Must(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	labtest.Must(t, "ip", "-n", ns, "addr", "add", addr, "dev", "eth0")
+	labtest.Must(t, "ip", "-n", ns, "link", "set", "eth0", "up")
 }
 
 func (b *bench) setupKBridge(t *caseT) (string, string) {
 	l := b.newLab(t)
 	a, z := vmPair(l)
 	sw := l.NetNS("sw")
-	lab.Must(t, "ip", "-n", sw, "link", "add", "br0", "type", "bridge")
-	lab.Must(t, "ip", "-n", sw, "link", "set", "br0", "up")
+	labtest.Must(t, "ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+	labtest.Must(t, "ip", "-n", sw, "link", "set", "br0", "up")
 	for i, vm := range []string{a, z} {
 		port := fmt.Sprintf("sw%c", 'A'+i)
 		l.Veth(sw, port, vm, "eth0", 0)
-		lab.Must(t, "ip", "-n", sw, "link", "set", port, "master", "br0", "up")
+		labtest.Must(t, "ip", "-n", sw, "link", "set", port, "master", "br0", "up")
 	}
 	addrUp(t, a, "10.77.0.1/24")
 	addrUp(t, z, "10.77.0.2/24")
@@ -83,21 +83,21 @@ func (b *bench) setupKBridge(t *caseT) (string, string) {
 func (b *bench) setupKVXLAN(t *caseT) (string, string) {
 	l := b.newLab(t)
 	a, z := vmPair(l)
-	h1, h2 := l.HostPair(lab.IPv4)
+	h1, h2 := l.HostPair(labtest.IPv4)
 	for _, p := range []struct {
-		h      *lab.Host
+		h      *labtest.Host
 		vm     string
 		remote string
 	}{{h1, a, h2.VTEP.String()}, {h2, z, h1.VTEP.String()}} {
-		lab.Must(t, "ip", "-n", p.h.NS, "link", "add", "br0", "type", "bridge")
-		lab.Must(t, "ip", "-n", p.h.NS, "link", "set", "br0", "up")
-		lab.Must(t, "ip", "-n", p.h.NS, "link", "add", "vx42", "type", "vxlan", "id", "42", "local", p.h.VTEP.String(),
+		labtest.Must(t, "ip", "-n", p.h.NS, "link", "add", "br0", "type", "bridge")
+		labtest.Must(t, "ip", "-n", p.h.NS, "link", "set", "br0", "up")
+		labtest.Must(t, "ip", "-n", p.h.NS, "link", "add", "vx42", "type", "vxlan", "id", "42", "local", p.h.VTEP.String(),
 			"remote", p.remote, "dstport", "4789", "dev", "ul")
-		lab.Must(t, "ip", "-n", p.h.NS, "link", "set", "vx42", "master", "br0", "up")
+		labtest.Must(t, "ip", "-n", p.h.NS, "link", "set", "vx42", "master", "br0", "up")
 		l.Veth(p.h.NS, "port0", p.vm, "eth0", 0)
-		lab.Must(t, "ip", "-n", p.h.NS, "link", "set", "port0", "master", "br0", "up")
+		labtest.Must(t, "ip", "-n", p.h.NS, "link", "set", "port0", "master", "br0", "up")
 		// tenant MTU = 1500 - 50 bytes of VXLAN/UDP/IPv4/Ethernet
-		lab.Must(t, "ip", "-n", p.vm, "link", "set", "eth0", "mtu", "1450")
+		labtest.Must(t, "ip", "-n", p.vm, "link", "set", "eth0", "mtu", "1450")
 	}
 	addrUp(t, a, "10.77.0.1/24")
 	addrUp(t, z, "10.77.0.2/24")
@@ -106,8 +106,8 @@ func (b *bench) setupKVXLAN(t *caseT) (string, string) {
 
 // tapVM is vNIC id (VNI 42, group sg, address 10.77.0.N/24) plugged into a
 // VM namespace as eth0 with the given MTU.
-func tapVM(h *lab.Host, id string, n int, mtu int, sg string, flags ...string) *lab.VM {
-	s := lab.NICSpec{ID: id, MAC: fmt.Sprintf("52:54:00:00:00:%02x", 9+n), VNI: 42,
+func tapVM(h *labtest.Host, id string, n int, mtu int, sg string, flags ...string) *labtest.VM {
+	s := labtest.NICSpec{ID: id, MAC: fmt.Sprintf("52:54:00:00:00:%02x", 9+n), VNI: 42,
 		Addrs: []string{fmt.Sprintf("10.77.0.%d/24", n)}, SGs: []string{sg}, MTU: mtu}
 	for _, f := range flags {
 		if f == "--bypass-filtering" {
@@ -119,7 +119,7 @@ func tapVM(h *lab.Host, id string, n int, mtu int, sg string, flags ...string) *
 
 func (b *bench) setupBFLocal(t *caseT) (string, string) {
 	l := b.newLab(t)
-	h := l.SingleHost(lab.IPv4)
+	h := l.SingleHost(labtest.IPv4)
 	b.startDaemon(h, "bf-local")
 	h.OpenSG("sg-open")
 	return tapVM(h, "nic-a", 1, 1500, "sg-open").NS, tapVM(h, "nic-b", 2, 1500, "sg-open").NS
@@ -127,8 +127,8 @@ func (b *bench) setupBFLocal(t *caseT) (string, string) {
 
 func (b *bench) setupBFVXLAN(t *caseT) (string, string) {
 	l := b.newLab(t)
-	h1, h2 := l.HostPair(lab.IPv4)
-	for _, h := range []*lab.Host{h1, h2} {
+	h1, h2 := l.HostPair(labtest.IPv4)
+	for _, h := range []*labtest.Host{h1, h2} {
 		b.startDaemon(h, "bf-vxlan")
 		h.OpenSG("sg-open")
 	}
@@ -138,8 +138,8 @@ func (b *bench) setupBFVXLAN(t *caseT) (string, string) {
 
 // iperfServer starts a one-shot iperf3 server in ns and waits until it
 // listens on port 5201; it is stopped by PID at cleanup if still running.
-func iperfServer(t *caseT, ns string) *lab.Process {
-	p, err := lab.StartProcess("iperf3 server", exec.Command("ip", "netns", "exec", ns, "iperf3", "-s", "-1"))
+func iperfServer(t *caseT, ns string) *labtest.Process {
+	p, err := labtest.StartProcess("iperf3 server", exec.Command("ip", "netns", "exec", ns, "iperf3", "-s", "-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +148,8 @@ func iperfServer(t *caseT, ns string) *lab.Process {
 			p.Stop(t, syscall.SIGTERM)
 		}
 	})
-	lab.Eventually(t, 5*time.Second, "iperf3 server listening in "+ns, func() error {
-		out, err := lab.Run("ip", "netns", "exec", ns, "ss", "-Hltn", "sport = :5201")
+	labtest.Eventually(t, 5*time.Second, "iperf3 server listening in "+ns, func() error {
+		out, err := labtest.Run("ip", "netns", "exec", ns, "ss", "-Hltn", "sport = :5201")
 		if err == nil && strings.TrimSpace(out) == "" {
 			err = fmt.Errorf("not yet")
 		}

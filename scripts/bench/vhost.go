@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // The vhost section: VM to VM through vhost-user, Butterfly against DPDK's
@@ -110,20 +110,20 @@ type vhBackend struct {
 }
 
 // startBackend starts back end be (bf, bfx or dpdk).
-func (b *bench) startBackend(t *caseT, l *lab.Lab, be string) vhBackend {
+func (b *bench) startBackend(t *caseT, l *labtest.Lab, be string) vhBackend {
 	var v vhBackend
 	switch be {
 	case "bf", "bfx":
-		h := l.SingleHost(lab.IPv4)
+		h := l.SingleHost(labtest.IPv4)
 		b.startDaemon(h, "vhost-"+be, "--workers", "1")
 		h.OpenSG("sg-open")
-		lab.Must(t, "taskset", "-a", "-p", "-c", "1", strconv.Itoa(h.PID()))
+		labtest.Must(t, "taskset", "-a", "-p", "-c", "1", strconv.Itoa(h.PID()))
 		add := func(id, mac, ip string) string {
 			args := []string{"nic", "add", "--id", id, "--mac", mac, "--vni", "42", "--ip", ip, "--sg", "sg-open", "--type", "VHOST_USER_SERVER"}
 			if be == "bfx" {
 				args = append(args, "--bypass-filtering")
 			}
-			return lab.LastLine(h.MustCLI(args...))
+			return labtest.LastLine(h.MustCLI(args...))
 		}
 		v.sockA, v.sockB = add("vh-a", vhMA, "198.18.0.1"), add("vh-b", vhMB, "198.18.0.2")
 		api := h.API()
@@ -171,7 +171,7 @@ func (b *bench) startBackend(t *caseT, l *lab.Lab, be string) vhBackend {
 			return 0, nil
 		}
 	}
-	lab.Eventually(t, 5*time.Second, "vhost-user sockets", func() error {
+	labtest.Eventually(t, 5*time.Second, "vhost-user sockets", func() error {
 		for _, s := range []string{v.sockA, v.sockB} {
 			if fi, err := os.Stat(s); err != nil || fi.Mode()&os.ModeSocket == 0 {
 				return fmt.Errorf("%s: not a socket (%v)", s, err)

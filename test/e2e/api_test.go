@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"crypto/rand"
 	"encoding/base64"
@@ -31,11 +31,11 @@ func writeKey(t *testing.T, dir, name string) string {
 func TestEncryptedAPI(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	h := l.SingleHost(lab.IPv4)
+	h := l.SingleHost(labtest.IPv4)
 	key := writeKey(t, l.Dir, "api.key")
 	other := writeKey(t, l.Dir, "other.key")
 	h.CLIFlags = []string{"-k", key}
-	h.Start(lab.DaemonOpts{Extra: []string{"--key", key}})
+	h.Start(labtest.DaemonOpts{Extra: []string{"--key", key}})
 	h.OpenSG("sg-open")
 	for _, tc := range []struct {
 		name  string

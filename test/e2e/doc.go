@@ -10,7 +10,7 @@
 //	go test -count=1 ./test/e2e/
 //
 // The hosts, VMs, daemons and links come from the lab harness,
-// internal/lab, which the benchmark program (scripts/bench) uses too.
+// internal/labtest, which the benchmark program (scripts/bench) uses too.
 // TestMain builds butterflyd and butterfly once. Every test works in
 // namespaces named bfe<pid>x<n>-*, gives each daemon its own ipc:// API
 // endpoint, state file and socket directory under a temporary directory,

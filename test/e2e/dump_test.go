@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"os"
 	"path/filepath"
@@ -15,18 +15,18 @@ import (
 func TestDumpReplay(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	h := l.SingleHost(lab.IPv4)
-	h.Start(lab.DaemonOpts{})
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{})
 	h.OpenSG("sg-a")
 	h.MustCLI("sg", "rule", "add", "sg-b", "--ip-proto", "tcp", "--port", "22", "--cidr", "10.0.0.0/8")
 	h.MustCLI("sg", "rule", "add", "sg-b", "--ip-proto", "udp", "--port-start", "8000", "--port-end", "9000", "--sg-members", "sg-a")
 	h.MustCLI("sg", "member", "add", "sg-a", "42.0.0.1")
 	h.MustCLI("sg", "member", "add", "sg-a", "2001:db8::1")
-	specs := []lab.NICSpec{
-		{ID: "nic-1", MAC: lab.MACFor(1), VNI: 1, Addrs: []string{"42.0.0.1/24", "2001:db8::1/64"}, SGs: []string{"sg-a", "sg-b"}},
-		{ID: "nic-2", MAC: lab.MACFor(2), VNI: 2, Addrs: []string{"42.0.0.2/24"}, Antispoof: true, SGs: []string{"sg-b"}},
-		{ID: "nic-3", MAC: lab.MACFor(3), VNI: 3, Addrs: []string{"42.0.0.3/24"}, Bypass: true},
-		{ID: "nic-4", MAC: lab.MACFor(4), VNI: 1, Addrs: []string{"42.0.0.4/24"}, Trace: filepath.Join(l.Dir, "nic-4.pcap")},
+	specs := []labtest.NICSpec{
+		{ID: "nic-1", MAC: labtest.MACFor(1), VNI: 1, Addrs: []string{"42.0.0.1/24", "2001:db8::1/64"}, SGs: []string{"sg-a", "sg-b"}},
+		{ID: "nic-2", MAC: labtest.MACFor(2), VNI: 2, Addrs: []string{"42.0.0.2/24"}, Antispoof: true, SGs: []string{"sg-b"}},
+		{ID: "nic-3", MAC: labtest.MACFor(3), VNI: 3, Addrs: []string{"42.0.0.3/24"}, Bypass: true},
+		{ID: "nic-4", MAC: labtest.MACFor(4), VNI: 1, Addrs: []string{"42.0.0.4/24"}, Trace: filepath.Join(l.Dir, "nic-4.pcap")},
 	}
 	for _, s := range specs {
 		h.MustCLI(s.NICAddArgs()...)
@@ -43,7 +43,7 @@ func TestDumpReplay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h.Start(lab.DaemonOpts{})
+	h.Start(labtest.DaemonOpts{})
 	if out := h.MustCLI("nic", "list"); out != "" {
 		t.Fatalf("fresh daemon already has vNICs: %q", out)
 	}

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"bytes"
 	"context"
@@ -30,7 +30,7 @@ import (
 // koWait is how long a blocked-flow check waits for an answer that must
 // not come. A flow that passes answers within a millisecond on this
 // host; a slow machine can only make a KO check pass wrongly, never an OK
-// check fail (OK checks poll for lab.SettleTimeout).
+// check fail (OK checks poll for labtest.SettleTimeout).
 const koWait = 500 * time.Millisecond
 
 // inNS runs f on a dedicated OS thread that has joined the network
@@ -88,7 +88,7 @@ func (c *closers) closeAll() {
 // IPv6; datagrams up to 64 KiB, TCP connections until the peer closes),
 // from goroutines of the test process whose sockets live in v's namespace.
 // Everything is closed at the end of the test.
-func serveGo(v *lab.VM, t *testing.T, ports ...int) {
+func serveGo(v *labtest.VM, t *testing.T, ports ...int) {
 	t.Helper()
 	cl := &closers{}
 	t.Cleanup(cl.closeAll)
@@ -161,7 +161,7 @@ func sctpPacket(sport, dport uint16, tag uint32, typ byte) []byte {
 
 // serveSCTP answers SCTP requests to any port of v's addresses (IPv4 and
 // IPv6) until the test ends.
-func serveSCTP(v *lab.VM, t *testing.T, cl *closers) {
+func serveSCTP(v *labtest.VM, t *testing.T, cl *closers) {
 	t.Helper()
 	for _, network := range []string{"ip4:132", "ip6:132"} {
 		var pc net.PacketConn
@@ -192,7 +192,7 @@ func serveSCTP(v *lab.VM, t *testing.T, cl *closers) {
 
 // sctpAttempt sends one SCTP request from src to dst:port and waits for
 // its answer.
-func sctpAttempt(src *lab.VM, c fc, dst string, wait time.Duration) error {
+func sctpAttempt(src *labtest.VM, c fc, dst string, wait time.Duration) error {
 	network := "ip4:132"
 	if strings.Contains(dst, ":") {
 		network = "ip6:132"
@@ -313,7 +313,7 @@ func (c fc) String() string {
 }
 
 // dstAddr is the first address of v in the given family.
-func dstAddr(v *lab.VM, v6 bool) string {
+func dstAddr(v *labtest.VM, v6 bool) string {
 	for _, a := range v.Spec.Addrs {
 		if strings.Contains(a, ":") == v6 {
 			return strings.SplitN(a, "/", 2)[0]
@@ -325,7 +325,7 @@ func dstAddr(v *lab.VM, v6 bool) string {
 // attempt tries the flow of c once from src to dst, waiting wait for
 // each answer. It returns nil if the flow passed, an error wrapping
 // errTimeout if nothing came back, another error otherwise.
-func attempt(src *lab.VM, c fc, dst string, wait time.Duration) error {
+func attempt(src *labtest.VM, c fc, dst string, wait time.Duration) error {
 	switch c.proto {
 	case "icmp":
 		args := []string{"ping", "-n", "-c", "1", "-W", strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)}
@@ -334,7 +334,7 @@ func attempt(src *lab.VM, c fc, dst string, wait time.Duration) error {
 		}
 		out, err := src.Exec(append(args, dst)...)
 		if err != nil && strings.Contains(out, " 0 received") && !strings.Contains(out, "errors") {
-			return fmt.Errorf("%w: %s", errTimeout, lab.LastLine(out))
+			return fmt.Errorf("%w: %s", errTimeout, labtest.LastLine(out))
 		}
 		return err
 	case "nd":
@@ -506,9 +506,9 @@ func cat(s ...[]string) []string {
 type scenarioRun struct {
 	sc     fwScenario
 	hooks  map[int]hooks // by step index, from 0
-	h      *lab.Host
+	h      *labtest.Host
 	prefix string
-	vms    []*lab.VM
+	vms    []*labtest.VM
 }
 
 var localName = regexp.MustCompile(`^(nic|sg)-[0-9]+$`)
@@ -535,7 +535,7 @@ func (r *scenarioRun) setup(t *testing.T, vni uint32, macBase int, ports []int) 
 		for _, g := range d.sgs {
 			sgs = append(sgs, r.rename(g))
 		}
-		v := r.h.AddVM(lab.NICSpec{ID: r.rename(fmt.Sprintf("nic-%d", n)), MAC: lab.MACFor(macBase + n), VNI: vni,
+		v := r.h.AddVM(labtest.NICSpec{ID: r.rename(fmt.Sprintf("nic-%d", n)), MAC: labtest.MACFor(macBase + n), VNI: vni,
 			Addrs: addrs, NoAPIIPs: d.noIPs, SGs: sgs, Antispoof: d.antispoof, Quiet: true})
 		serveGo(v, t, ports...)
 		r.vms = append(r.vms, v)
@@ -590,12 +590,12 @@ func (r *scenarioRun) step(st fstep, hk hooks) error {
 	for _, c := range st.checks {
 		checks = append(checks, func() error { return r.check(c) })
 	}
-	if err := lab.Parallel(checks...); err != nil {
+	if err := labtest.Parallel(checks...); err != nil {
 		return err
 	}
 	for i, d := range st.drops {
 		id := r.vms[d.vm-1].Spec.ID
-		err := lab.Poll(lab.SettleTimeout, func() error {
+		err := labtest.Poll(labtest.SettleTimeout, func() error {
 			m, err := fwDrops(r.h, id)
 			if err != nil {
 				return err
@@ -615,7 +615,7 @@ func (r *scenarioRun) step(st fstep, hk hooks) error {
 	return nil
 }
 
-// check runs one expectation: an OK flow is retried until lab.SettleTimeout,
+// check runs one expectation: an OK flow is retried until labtest.SettleTimeout,
 // a KO flow is tried once and must get no answer at all.
 func (r *scenarioRun) check(c fc) error {
 	src := r.vms[c.from-1]
@@ -624,7 +624,7 @@ func (r *scenarioRun) check(c fc) error {
 		dst = dstAddr(r.vms[c.to-1], c.v6)
 	}
 	if c.refused {
-		err := lab.Poll(lab.SettleTimeout, func() error {
+		err := labtest.Poll(labtest.SettleTimeout, func() error {
 			err := attempt(src, c, dst, time.Second)
 			if err == nil {
 				return errors.New("it was answered (a server listens there?)")
@@ -646,7 +646,7 @@ func (r *scenarioRun) check(c fc) error {
 		return nil
 	}
 	if c.ok {
-		if err := lab.Poll(lab.SettleTimeout, func() error { return attempt(src, c, dst, time.Second) }); err != nil {
+		if err := labtest.Poll(labtest.SettleTimeout, func() error { return attempt(src, c, dst, time.Second) }); err != nil {
 			return fmt.Errorf("%v: %w", c, err)
 		}
 		return nil
@@ -663,7 +663,7 @@ func (r *scenarioRun) check(c fc) error {
 
 // fwDrops reads the drop counters of vNIC id ("drop <reason>: <n>" lines
 // of nic counters).
-func fwDrops(h *lab.Host, id string) (map[string]uint64, error) {
+func fwDrops(h *labtest.Host, id string) (map[string]uint64, error) {
 	out, err := h.CLI("nic", "counters", id)
 	if err != nil {
 		return nil, err
@@ -709,7 +709,7 @@ func dropSum(m map[string]uint64, reason string) uint64 {
 // concurrently, then reports each as a subtest. hk gives hooks by
 // scenario name and step index. Every scenario runs whatever -run says:
 // a subtest pattern only selects which results are reported.
-func runScenarios(t *testing.T, h *lab.Host, ports []int, scs []fwScenario, hk map[string]map[int]hooks) {
+func runScenarios(t *testing.T, h *labtest.Host, ports []int, scs []fwScenario, hk map[string]map[int]hooks) {
 	runs := make([]*scenarioRun, len(scs))
 	for i, sc := range scs {
 		r := &scenarioRun{sc: sc, hooks: hk[sc.name], h: h, prefix: fmt.Sprintf("s%d-", i)}
@@ -745,8 +745,8 @@ func runScenarios(t *testing.T, h *lab.Host, ports []int, scs []fwScenario, hk m
 // otherwise; every VM serves UDP and TCP echo on the ports below.
 func TestFirewallRuleScenarios(t *testing.T) {
 	l := newLab(t)
-	h := l.SingleHost(lab.IPv4)
-	h.Start(lab.DaemonOpts{})
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{})
 	two, three := make([]fvm, 2), make([]fvm, 3)
 	reasm := &reasmCheck{vm: 2}
 	vm2addrs := []string{"42.0.0.2/24", "42.0.0.3/24", "42.0.0.4/24", "42.0.0.5/24", "fd42::2/64", "fd42::3/64", "fd42::4/64", "fd42::5/64"}
@@ -988,7 +988,7 @@ func pingsBoth(from, to int, oks, kos []string) []fc {
 
 // reassembled reads the IPv4 and IPv6 "reassembly OK" counters of v's
 // namespace.
-func reassembled(v *lab.VM) (uint64, uint64, error) {
+func reassembled(v *labtest.VM) (uint64, uint64, error) {
 	var v4, v6 uint64
 	out, err := v.Exec("cat", "/proc/net/snmp", "/proc/net/snmp6")
 	if err != nil {
@@ -1055,20 +1055,20 @@ type ticker struct {
 
 // startTicker connects from src to dst:port and starts ticking; the
 // connection is closed at the end of the test.
-func startTicker(t *testing.T, src *lab.VM, dst string, port int) *ticker {
+func startTicker(t *testing.T, src *labtest.VM, dst string, port int) *ticker {
 	t.Helper()
 	return startTickerFrom(t, src, "", dst, port)
 }
 
 // startTickerFrom is startTicker from source address local ("" = any).
-func startTickerFrom(t *testing.T, src *lab.VM, local, dst string, port int) *ticker {
+func startTickerFrom(t *testing.T, src *labtest.VM, local, dst string, port int) *ticker {
 	t.Helper()
 	d := net.Dialer{Timeout: time.Second}
 	if local != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
 	var conn net.Conn
-	err := lab.Poll(lab.SettleTimeout, func() error {
+	err := labtest.Poll(labtest.SettleTimeout, func() error {
 		return inNS(src.NS, func() error {
 			var err error
 			conn, err = d.Dial("tcp", net.JoinHostPort(dst, strconv.Itoa(port)))
@@ -1112,7 +1112,7 @@ func startTickerFrom(t *testing.T, src *lab.VM, local, dst string, port int) *ti
 // waitEchoes waits until tk has seen n more echoes than from.
 func (tk *ticker) waitEchoes(t *testing.T, what string, from, n int64) {
 	t.Helper()
-	lab.Eventually(t, lab.SettleTimeout, what, func() error {
+	labtest.Eventually(t, labtest.SettleTimeout, what, func() error {
 		if got := tk.echoed.Load() - from; got < n {
 			return fmt.Errorf("%d echoes, want %d", got, n)
 		}
@@ -1122,7 +1122,7 @@ func (tk *ticker) waitEchoes(t *testing.T, what string, from, n int64) {
 
 // cutWhile checks that change cuts the tracked flow a, whose drops
 // (firewall_cut) show on vNIC id, while flow b goes on undisturbed.
-func cutWhile(t *testing.T, h *lab.Host, a, b *ticker, id string, change func()) {
+func cutWhile(t *testing.T, h *labtest.Host, a, b *ticker, id string, change func()) {
 	t.Helper()
 	a.waitEchoes(t, "flow A echoes", 0, 5)
 	b.waitEchoes(t, "flow B echoes", 0, 5)
@@ -1141,7 +1141,7 @@ func cutWhile(t *testing.T, h *lab.Host, a, b *ticker, id string, change func())
 }
 
 // dropsOf reads vNIC id's drop counters or fails the test.
-func dropsOf(t *testing.T, h *lab.Host, id string) map[string]uint64 {
+func dropsOf(t *testing.T, h *labtest.Host, id string) map[string]uint64 {
 	t.Helper()
 	m, err := fwDrops(h, id)
 	if err != nil {
@@ -1152,10 +1152,10 @@ func dropsOf(t *testing.T, h *lab.Host, id string) map[string]uint64 {
 
 // dropMoves waits until vNIC id's drop counter reason (a prefix when it
 // ends with "_") exceeds its value in before, and returns the counters.
-func dropMoves(t *testing.T, h *lab.Host, id, reason string, before map[string]uint64) map[string]uint64 {
+func dropMoves(t *testing.T, h *labtest.Host, id, reason string, before map[string]uint64) map[string]uint64 {
 	t.Helper()
 	var m map[string]uint64
-	lab.Eventually(t, lab.SettleTimeout, id+" drop counter "+reason+" moves", func() error {
+	labtest.Eventually(t, labtest.SettleTimeout, id+" drop counter "+reason+" moves", func() error {
 		var err error
 		if m, err = fwDrops(h, id); err != nil {
 			return err
@@ -1169,9 +1169,9 @@ func dropMoves(t *testing.T, h *lab.Host, id, reason string, before map[string]u
 }
 
 // checkFlow runs one fc from src to dst outside a scenario.
-func checkFlow(t *testing.T, src *lab.VM, c fc, dst string) {
+func checkFlow(t *testing.T, src *labtest.VM, c fc, dst string) {
 	t.Helper()
-	r := &scenarioRun{vms: []*lab.VM{src}}
+	r := &scenarioRun{vms: []*labtest.VM{src}}
 	c.from, c.dst = 1, dst
 	c.v6 = strings.Contains(dst, ":")
 	if err := r.check(c); err != nil {
@@ -1182,7 +1182,7 @@ func checkFlow(t *testing.T, src *lab.VM, c fc, dst string) {
 // sendTCP sends, from v's address src, bare TCP segments with the given
 // flags (no connection behind them) from each source port of sports to
 // dst:port through a raw socket.
-func sendTCP(v *lab.VM, src, dst string, sports []int, port int, flags byte) error {
+func sendTCP(v *labtest.VM, src, dst string, sports []int, port int, flags byte) error {
 	s, d := net.ParseIP(src).To4(), net.ParseIP(dst).To4()
 	var c net.PacketConn
 	if err := inNS(v.NS, func() error {
@@ -1224,7 +1224,7 @@ func sendTCP(v *lab.VM, src, dst string, sports []int, port int, flags byte) err
 
 // iperfServers runs an iperf3 server in v on each port until the end of
 // the test.
-func iperfServers(v *lab.VM, t *testing.T, ports ...int) {
+func iperfServers(v *labtest.VM, t *testing.T, ports ...int) {
 	t.Helper()
 	for _, p := range ports {
 		cmd := exec.Command("ip", "netns", "exec", v.NS, "iperf3", "-s", "-p", strconv.Itoa(p))
@@ -1235,7 +1235,7 @@ func iperfServers(v *lab.VM, t *testing.T, ports ...int) {
 			cmd.Process.Kill()
 			cmd.Wait()
 		})
-		lab.Eventually(t, lab.SettleTimeout, fmt.Sprintf("iperf3 listening on %s port %d", v.Spec.ID, p), func() error {
+		labtest.Eventually(t, labtest.SettleTimeout, fmt.Sprintf("iperf3 listening on %s port %d", v.Spec.ID, p), func() error {
 			out, err := v.Exec("ss", "-Hltn", "sport = :"+strconv.Itoa(p))
 			if err == nil && strings.TrimSpace(out) == "" {
 				err = errors.New("not yet")
@@ -1262,7 +1262,7 @@ type iperfResult struct {
 
 // iperf runs a 2-second iperf3 client (TCP, or UDP at 50 Mbit/s) from v to
 // dst:port, giving up after limit.
-func iperfFrom(v *lab.VM, dst string, port int, udp bool, limit time.Duration) (iperfResult, error) {
+func iperfFrom(v *labtest.VM, dst string, port int, udp bool, limit time.Duration) (iperfResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	args := []string{"netns", "exec", v.NS, "iperf3", "-c", dst, "-p", strconv.Itoa(port), "-t", "2", "-J", "--connect-timeout", "1000"}
@@ -1290,8 +1290,8 @@ func iperfFrom(v *lab.VM, dst string, port int, udp bool, limit time.Duration) (
 // invalid state, cut, table full).
 func TestFirewallFlows(t *testing.T) {
 	l := newLab(t)
-	h := l.SingleHost(lab.IPv4)
-	h.Start(lab.DaemonOpts{Extra: []string{"--conntrack-max", "100"}})
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{Extra: []string{"--conntrack-max", "100"}})
 	addrs := func(i int) []string { return []string{fmt.Sprintf("42.0.0.%d/24", i), fmt.Sprintf("fd42::%d/64", i)} }
 	h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "tcp", "--port", "7100", "--cidr", "0.0.0.0/0")
 	h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "tcp", "--port", "7200", "--cidr", "0.0.0.0/0")
@@ -1300,13 +1300,13 @@ func TestFirewallFlows(t *testing.T) {
 	h.MustCLI("sg", "rule", "add", "sg-2", "--ip-proto", "udp", "--port", "8000", "--cidr", "0.0.0.0/0")
 	h.MustCLI("sg", "rule", "add", "sg-3", "--ip-proto", "tcp", "--port", "7300", "--sg-members", "sg-4")
 	h.MustCLI("sg", "member", "add", "sg-4", "42.0.0.1")
-	var vms []*lab.VM
+	var vms []*labtest.VM
 	for i, sgs := range [][]string{nil, {"sg-1"}, {"sg-1"}, nil, {"sg-2"}, nil, {"sg-1"}, {"sg-3"}, nil} {
 		a := addrs(i + 1)
 		if i+1 == 9 {
 			a = append(a, "42.0.0.19/24")
 		}
-		v := h.AddVM(lab.NICSpec{ID: fmt.Sprintf("nic-%d", i+1), MAC: lab.MACFor(i + 1), VNI: 42, Addrs: a, SGs: sgs, Quiet: true})
+		v := h.AddVM(labtest.NICSpec{ID: fmt.Sprintf("nic-%d", i+1), MAC: labtest.MACFor(i + 1), VNI: 42, Addrs: a, SGs: sgs, Quiet: true})
 		serveGo(v, t, 7100, 7200, 7300, 8000, 9000)
 		vms = append(vms, v)
 	}
@@ -1349,7 +1349,7 @@ func TestFirewallFlows(t *testing.T) {
 				return nil
 			})
 		}
-		if err := lab.Parallel(kos...); err != nil {
+		if err := labtest.Parallel(kos...); err != nil {
 			t.Fatal(err)
 		}
 		after := dropMoves(t, h, "nic-2", "firewall_no_rule", before)
@@ -1395,7 +1395,7 @@ func TestFirewallFlows(t *testing.T) {
 		// open a new connection at once, not after the entry's 10 s
 		// timeout.
 		for i := range 3 {
-			err := lab.Poll(5*time.Second, func() error {
+			err := labtest.Poll(5*time.Second, func() error {
 				var conn net.Conn
 				d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("42.0.0.1"), Port: 45000}}
 				if err := inNS(vm1.NS, func() error {
@@ -1458,7 +1458,7 @@ func TestFirewallFlows(t *testing.T) {
 			_, err := c.Read(make([]byte, 16))
 			return err
 		}
-		lab.Eventually(t, lab.SettleTimeout, "tracked UDP flow VM4 -> VM5", func() error { return echoOn(kept) })
+		labtest.Eventually(t, labtest.SettleTimeout, "tracked UDP flow VM4 -> VM5", func() error { return echoOn(kept) })
 		before = dropsOf(t, h, "nic-4")
 		for range 150 {
 			if err := inNS(vm4.NS, func() error {
@@ -1498,7 +1498,7 @@ func TestFirewallFlows(t *testing.T) {
 		other.waitEchoes(t, "flow VM1 -> VM3", 0, 3)
 		// Resolve VM7 first: the guest's kernel would drop what exceeds
 		// its queue of packets waiting for ARP (unres_qlen_bytes).
-		lab.Must(t, "ip", "-n", vm6.NS, "neigh", "replace", "42.0.0.7", "lladdr", lab.MACFor(7), "dev", "eth0", "nud", "permanent")
+		labtest.Must(t, "ip", "-n", vm6.NS, "neigh", "replace", "42.0.0.7", "lladdr", labtest.MACFor(7), "dev", "eth0", "nud", "permanent")
 		before := dropsOf(t, h, "nic-6")
 		ports := make([]int, 300)
 		for i := range ports {
@@ -1508,7 +1508,7 @@ func TestFirewallFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 		// VM6 tracks nothing else: exactly 100 SYNs fit, 200 are dropped.
-		lab.Eventually(t, lab.SettleTimeout, "nic-6 drops 200 SYNs as table_full", func() error {
+		labtest.Eventually(t, labtest.SettleTimeout, "nic-6 drops 200 SYNs as table_full", func() error {
 			m, err := fwDrops(h, "nic-6")
 			if err != nil {
 				return err
@@ -1545,16 +1545,16 @@ func TestFirewallDHCP(t *testing.T) {
 	if err != nil {
 		t.Fatal("busybox is needed for udhcpd/udhcpc (scripts/setup.sh installs busybox-static)")
 	}
-	h1, h2 := l.HostPair(lab.IPv4)
-	for _, h := range []*lab.Host{h1, h2} {
-		h.Start(lab.DaemonOpts{})
+	h1, h2 := l.HostPair(labtest.IPv4)
+	for _, h := range []*labtest.Host{h1, h2} {
+		h.Start(labtest.DaemonOpts{})
 		h.MustCLI("sg", "add", "sg-1")
 	}
-	srv := h1.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24"}, SGs: []string{"sg-1"}, Quiet: true})
+	srv := h1.AddVM(labtest.NICSpec{ID: "nic-1", MAC: labtest.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24"}, SGs: []string{"sg-1"}, Quiet: true})
 	// The client's vNIC declares the address of its static lease; the
 	// guest starts without any address.
-	cli := &lab.VM{Host: h2, NS: l.NetNS("vm-nic-2"), Spec: lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, SGs: []string{"sg-1"}, Quiet: true}}
-	cli.TAP = lab.LastLine(h2.MustCLI(append(cli.Spec.NICAddArgs(), "--ip", "42.0.0.2")...))
+	cli := &labtest.VM{Host: h2, NS: l.NetNS("vm-nic-2"), Spec: labtest.NICSpec{ID: "nic-2", MAC: labtest.MACFor(2), VNI: 42, SGs: []string{"sg-1"}, Quiet: true}}
+	cli.TAP = labtest.LastLine(h2.MustCLI(append(cli.Spec.NICAddArgs(), "--ip", "42.0.0.2")...))
 	cli.Plug()
 
 	conf := fmt.Sprintf("start 42.0.0.2\nend 42.0.0.20\ninterface eth0\nlease_file %[1]s/udhcpd.leases\npidfile %[1]s/udhcpd.pid\n"+
@@ -1599,19 +1599,19 @@ func TestFirewallDHCP(t *testing.T) {
 	dropMoves(t, h1, "nic-1", "firewall_no_rule", before)
 
 	// OK once UDP 67 (to the server) and 68 (to the client) are open.
-	for _, h := range []*lab.Host{h1, h2} {
+	for _, h := range []*labtest.Host{h1, h2} {
 		h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "67", "--cidr", "0.0.0.0/0")
 		h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "udp", "--port", "68", "--cidr", "0.0.0.0/0")
 	}
-	lab.Eventually(t, lab.SettleTimeout, "DHCP lease", func() error { return dhcp(3) })
-	if out := lab.Must(t, "ip", "-n", cli.NS, "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "42.0.0.2/24") {
+	labtest.Eventually(t, labtest.SettleTimeout, "DHCP lease", func() error { return dhcp(3) })
+	if out := labtest.Must(t, "ip", "-n", cli.NS, "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "42.0.0.2/24") {
 		t.Fatalf("the lease was not applied:\n%s", out)
 	}
 
 	// Ping KO until ICMP is allowed.
 	checkFlow(t, srv, block(0, 0, "icmp", 0), "42.0.0.2")
 	checkFlow(t, cli, block(0, 0, "icmp", 0), "42.0.0.1")
-	for _, h := range []*lab.Host{h1, h2} {
+	for _, h := range []*labtest.Host{h1, h2} {
 		h.MustCLI("sg", "rule", "add", "sg-1", "--ip-proto", "icmp", "--cidr", "0.0.0.0/0")
 	}
 	checkFlow(t, srv, pass(0, 0, "icmp", 0), "42.0.0.2")

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"context"
 	"fmt"
@@ -64,7 +64,7 @@ sys.exit(0 if s.recv(100) == b"ping" else 1)
 var fwPorts = []int{4454, 4455, 5554, 5555, 8000, 9000}
 
 // serveEcho starts echoServer in v; it is killed at the end of the test.
-func serveEcho(v *lab.VM, t *testing.T) {
+func serveEcho(v *labtest.VM, t *testing.T) {
 	t.Helper()
 	args := []string{"netns", "exec", v.NS, "/usr/bin/python3", "-c", echoServer}
 	for _, p := range fwPorts {
@@ -81,13 +81,13 @@ func serveEcho(v *lab.VM, t *testing.T) {
 }
 
 // echo sends one UDP or TCP echo from v to dst:port.
-func echo(v *lab.VM, proto, dst string, port int) error {
+func echo(v *labtest.VM, proto, dst string, port int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", v.NS, "/usr/bin/python3", "-c", echoClient,
 		proto, dst, strconv.Itoa(port)).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s %s:%d from %s: %v: %s", proto, dst, port, v.Spec.ID, err, lab.LastLine(string(out)))
+		return fmt.Errorf("%s %s:%d from %s: %v: %s", proto, dst, port, v.Spec.ID, err, labtest.LastLine(string(out)))
 	}
 	return nil
 }
@@ -129,11 +129,11 @@ func ko6(from int, proto string, port int) fwCheck {
 func TestFirewallScenarios(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	h := l.SingleHost(lab.IPv4)
-	h.Start(lab.DaemonOpts{})
-	vms := []*lab.VM{
-		h.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24", "fd42::1/64"}}),
-		h.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: []string{"42.0.0.2/24", "fd42::2/64"}}),
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{})
+	vms := []*labtest.VM{
+		h.AddVM(labtest.NICSpec{ID: "nic-1", MAC: labtest.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24", "fd42::1/64"}}),
+		h.AddVM(labtest.NICSpec{ID: "nic-2", MAC: labtest.MACFor(2), VNI: 42, Addrs: []string{"42.0.0.2/24", "fd42::2/64"}}),
 	}
 	for _, v := range vms {
 		serveEcho(v, t)
@@ -223,7 +223,7 @@ func TestFirewallScenarios(t *testing.T) {
 					}
 					what := fmt.Sprintf("step %d: %s from VM%d to %s port %d", i+1, c.proto, c.from, addr, c.port)
 					if c.ok {
-						if err := lab.Poll(lab.SettleTimeout, try); err != nil {
+						if err := labtest.Poll(labtest.SettleTimeout, try); err != nil {
 							t.Fatalf("%s: want OK: %v", what, err)
 						}
 					} else if err := try(); err == nil {

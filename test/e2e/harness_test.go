@@ -4,13 +4,13 @@ import (
 	"os"
 	"testing"
 
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // newLab skips the test unless running as root and returns a fresh lab
-// (package internal/lab: hosts, VMs, daemons, links, cleanup) whose
+// (package internal/labtest: hosts, VMs, daemons, links, cleanup) whose
 // namespaces are named bfe<pid>x<n>-*.
-func newLab(t *testing.T) *lab.Lab {
+func newLab(t *testing.T) *labtest.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("end-to-end tests need root (network namespaces, TAP devices)")
@@ -18,5 +18,5 @@ func newLab(t *testing.T) *lab.Lab {
 	if bin.Daemon == "" {
 		t.Fatal("binaries were not built by TestMain")
 	}
-	return lab.New(t, bin, "bfe")
+	return labtest.New(t, bin, "bfe")
 }

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"strings"
 	"testing"
@@ -9,7 +9,7 @@ import (
 
 // setIPs replaces the vNIC's declared addresses with those of addrs
 // (prefix lengths dropped) through nic update.
-func setIPs(v *lab.VM, t *testing.T, addrs []string) {
+func setIPs(v *labtest.VM, t *testing.T, addrs []string) {
 	t.Helper()
 	args := []string{"nic", "update", "--id", v.Spec.ID}
 	for _, a := range addrs {
@@ -45,11 +45,11 @@ func TestNICUpdateIPs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLab(t)
-			h := l.SingleHost(lab.IPv4)
-			h.Start(lab.DaemonOpts{})
+			h := l.SingleHost(labtest.IPv4)
+			h.Start(labtest.DaemonOpts{})
 			h.OpenSG("sg-open")
-			a := h.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: tc.a, NoAPIIPs: true, Antispoof: true, SGs: []string{"sg-open"}})
-			b := h.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: tc.b, NoAPIIPs: true, Antispoof: true, SGs: []string{"sg-open"}})
+			a := h.AddVM(labtest.NICSpec{ID: "nic-1", MAC: labtest.MACFor(1), VNI: 42, Addrs: tc.a, NoAPIIPs: true, Antispoof: true, SGs: []string{"sg-open"}})
+			b := h.AddVM(labtest.NICSpec{ID: "nic-2", MAC: labtest.MACFor(2), VNI: 42, Addrs: tc.b, NoAPIIPs: true, Antispoof: true, SGs: []string{"sg-open"}})
 			// Nothing declared yet: the first address pair must not work.
 			if err := a.BlockedFrom(b.IP(0), pingFrom(tc.a[0])...); err != nil {
 				t.Fatal(err)
@@ -73,12 +73,12 @@ func TestNICUpdateIPs(t *testing.T) {
 						func() error { return b.Reach(strings.SplitN(src, "/", 2)[0], pingFrom(dst)...) })
 				}
 			}
-			if err := lab.Parallel(checks...); err != nil {
+			if err := labtest.Parallel(checks...); err != nil {
 				t.Fatal(err)
 			}
 			// Withdraw all but the first address of a: the others stop working.
 			setIPs(a, t, tc.a[:1])
-			if err := lab.Parallel(
+			if err := labtest.Parallel(
 				func() error { return a.Reach(b.IP(0), pingFrom(tc.a[0])...) },
 				func() error { return a.BlockedFrom(b.IP(0), pingFrom(tc.a[1])...) },
 			); err != nil {
@@ -94,33 +94,33 @@ func TestNICUpdateIPs(t *testing.T) {
 func TestNICSwapIPs(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	h := l.SingleHost(lab.IPv4)
-	h.Start(lab.DaemonOpts{})
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{})
 	h.OpenSG("sg-open")
 	x := []string{"42.0.0.1/24", "2001:db8:42::1/64"}
 	y := []string{"42.0.0.2/24", "2001:db8:42::2/64"}
-	a := h.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: x, Antispoof: true, SGs: []string{"sg-open"}})
-	b := h.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: y, Antispoof: true, SGs: []string{"sg-open"}})
+	a := h.AddVM(labtest.NICSpec{ID: "nic-1", MAC: labtest.MACFor(1), VNI: 42, Addrs: x, Antispoof: true, SGs: []string{"sg-open"}})
+	b := h.AddVM(labtest.NICSpec{ID: "nic-2", MAC: labtest.MACFor(2), VNI: 42, Addrs: y, Antispoof: true, SGs: []string{"sg-open"}})
 	for round := range 4 {
-		if err := lab.Parallel(
+		if err := labtest.Parallel(
 			func() error { return a.Reach(b.IP(0)) }, func() error { return a.Reach(b.IP(1)) },
 			func() error { return b.Reach(a.IP(0)) }, func() error { return b.Reach(a.IP(1)) },
 		); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		for _, v := range []*lab.VM{a, b} {
+		for _, v := range []*labtest.VM{a, b} {
 			for _, addr := range v.Spec.Addrs {
 				v.DelAddr(addr)
 			}
 		}
 		a.Spec.Addrs, b.Spec.Addrs = b.Spec.Addrs, a.Spec.Addrs
-		for _, v := range []*lab.VM{a, b} {
+		for _, v := range []*labtest.VM{a, b} {
 			setIPs(v, t, v.Spec.Addrs)
 			for _, addr := range v.Spec.Addrs {
 				v.AddAddr(addr)
 			}
 			// The peers' neighbour caches still map each address to the old MAC.
-			lab.Must(t, "ip", "-n", v.NS, "neigh", "flush", "dev", "eth0")
+			labtest.Must(t, "ip", "-n", v.NS, "neigh", "flush", "dev", "eth0")
 		}
 		details := h.MustCLI("nic", "details", "nic-1")
 		if want := "ip: " + a.IP(0); !strings.Contains(details, want) {

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"fmt"
 	"slices"
@@ -12,22 +12,22 @@ import (
 )
 
 // vnicSpec is a plain vNIC n in VNI 42 with address 42.0.0.n, all open.
-func vnicSpec(n int) lab.NICSpec {
-	return lab.NICSpec{ID: fmt.Sprintf("nic-%d", n), MAC: lab.MACFor(n), VNI: 42,
+func vnicSpec(n int) labtest.NICSpec {
+	return labtest.NICSpec{ID: fmt.Sprintf("nic-%d", n), MAC: labtest.MACFor(n), VNI: 42,
 		Addrs: []string{fmt.Sprintf("42.0.0.%d/24", n)}, SGs: []string{"sg-open"}}
 }
 
 // nicList returns the ids the daemon lists.
-func nicList(h *lab.Host, t *testing.T) []string {
+func nicList(h *labtest.Host, t *testing.T) []string {
 	t.Helper()
 	return strings.Fields(h.MustCLI("nic", "list"))
 }
 
 // waitUnplugged waits until the VM's eth0 (the TAP) is gone.
-func waitUnplugged(v *lab.VM, t *testing.T) {
+func waitUnplugged(v *labtest.VM, t *testing.T) {
 	t.Helper()
-	lab.Eventually(t, lab.SettleTimeout, v.Spec.ID+": TAP removed", func() error {
-		if _, err := lab.Run("ip", "-n", v.NS, "link", "show", "eth0"); err == nil {
+	labtest.Eventually(t, labtest.SettleTimeout, v.Spec.ID+": TAP removed", func() error {
+		if _, err := labtest.Run("ip", "-n", v.NS, "link", "show", "eth0"); err == nil {
 			return fmt.Errorf("eth0 still present in %s", v.NS)
 		}
 		return nil
@@ -40,11 +40,11 @@ func waitUnplugged(v *lab.VM, t *testing.T) {
 func TestNICDeleteReadd(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
+	h1, h2 := l.OpenHostPair(labtest.IPv4, labtest.DaemonOpts{})
 	local, moving, remote := h1.AddVM(vnicSpec(1)), h1.AddVM(vnicSpec(2)), h2.AddVM(vnicSpec(3))
 	check := func(t *testing.T) {
 		t.Helper()
-		if err := lab.Parallel(
+		if err := labtest.Parallel(
 			func() error { return local.Reach(moving.IP(0)) },
 			func() error { return remote.Reach(moving.IP(0)) },
 			func() error { return moving.Reach(local.IP(0)) },
@@ -55,7 +55,7 @@ func TestNICDeleteReadd(t *testing.T) {
 	}
 	check(t)
 
-	for round, to := range []*lab.Host{h1, h1, h2, h1} {
+	for round, to := range []*labtest.Host{h1, h1, h2, h1} {
 		from := moving.Host
 		// No subtests: the lab's helpers fail the test that built the lab.
 		t.Logf("round %d: %s deleted on %s, re-added on %s", round, moving.Spec.ID, from.Name, to.Name)
@@ -64,7 +64,7 @@ func TestNICDeleteReadd(t *testing.T) {
 		if slices.Contains(nicList(from, t), moving.Spec.ID) {
 			t.Fatalf("%s still listed after nic del", moving.Spec.ID)
 		}
-		if err := lab.Parallel(
+		if err := labtest.Parallel(
 			func() error { return local.BlockedFrom(moving.IP(0)) },
 			func() error { return remote.BlockedFrom(moving.IP(0)) },
 		); err != nil {
@@ -85,7 +85,7 @@ func TestDaemonRestart(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			l := newLab(t)
-			h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
+			h1, h2 := l.OpenHostPair(labtest.IPv4, labtest.DaemonOpts{})
 			a, b, c := h1.AddVM(vnicSpec(1)), h1.AddVM(vnicSpec(2)), h2.AddVM(vnicSpec(3))
 			a.Reaches(t, b.IP(0))
 			a.Reaches(t, c.IP(0))
@@ -98,7 +98,7 @@ func TestDaemonRestart(t *testing.T) {
 			if err := c.BlockedFrom(a.IP(0)); err != nil {
 				t.Fatal(err)
 			}
-			h1.Start(lab.DaemonOpts{})
+			h1.Start(labtest.DaemonOpts{})
 			if got := nicList(h1, t); !slices.Equal(got, []string{"nic-1", "nic-2"}) {
 				t.Fatalf("nic list after restart = %v, want [nic-1 nic-2]", got)
 			}
@@ -111,7 +111,7 @@ func TestDaemonRestart(t *testing.T) {
 			a.Plug()
 			b.Plug()
 			start := time.Now()
-			if err := lab.Parallel(
+			if err := labtest.Parallel(
 				func() error { return a.Reach(b.IP(0)) },
 				func() error { return b.Reach(a.IP(0)) },
 				func() error { return a.Reach(c.IP(0)) },

@@ -8,12 +8,12 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // bin holds the programs under test; TestMain sets it before any test runs
 // and never changes it after.
-var bin lab.Binaries
+var bin labtest.Binaries
 
 // defaultParallel is how many tests that call t.Parallel run at once
 // unless -parallel says otherwise: they mostly wait (pings, timeouts,
@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		b, err := lab.Build(moduleRoot(), dir)
+		b, err := labtest.Build(moduleRoot(), dir)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e:", err)
 			return 1

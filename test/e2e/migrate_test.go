@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"bufio"
 	"fmt"
@@ -114,7 +114,7 @@ func (p *pyProc) echoes(t *testing.T) int {
 }
 
 // dropCount reads one drop counter of a vNIC ("nic counters").
-func dropCount(h *lab.Host, t *testing.T, nic, reason string) int {
+func dropCount(h *labtest.Host, t *testing.T, nic, reason string) int {
 	t.Helper()
 	out := h.MustCLI("nic", "counters", nic)
 	for _, l := range strings.Split(out, "\n") {
@@ -147,28 +147,28 @@ func TestMigrateLiveTCP(t *testing.T) {
 
 func migrate(t *testing.T, withImport bool) {
 	l := newLab(t)
-	h1, h2 := l.HostPair(lab.IPv4)
-	for _, h := range []*lab.Host{h1, h2} {
-		h.Start(lab.DaemonOpts{})
+	h1, h2 := l.HostPair(labtest.IPv4)
+	for _, h := range []*labtest.Host{h1, h2} {
+		h.Start(labtest.DaemonOpts{})
 		// vm-a's group: SSH from a network vm-b is not in, no OUTBOUND
 		// rule (the default egress lets vm-a open connections).
 		h.MustCLI("sg", "rule", "add", "sg-a", "--ip-proto", "tcp", "--port", "22", "--cidr", "203.0.113.0/24")
 		// vm-b's group: TCP 5000 from vm-a only.
 		h.MustCLI("sg", "rule", "add", "sg-b", "--ip-proto", "tcp", "--port", "5000", "--cidr", "10.10.0.1/32")
 	}
-	specA := lab.NICSpec{ID: "vm-a", MAC: lab.MACFor(0xa), VNI: 42, Addrs: []string{"10.10.0.1/24"}, SGs: []string{"sg-a"}}
+	specA := labtest.NICSpec{ID: "vm-a", MAC: labtest.MACFor(0xa), VNI: 42, Addrs: []string{"10.10.0.1/24"}, SGs: []string{"sg-a"}}
 	a := h1.AddVM(specA)
-	b := h1.AddVM(lab.NICSpec{ID: "vm-b", MAC: lab.MACFor(0xb), VNI: 42, Addrs: []string{"10.10.0.2/24"}, SGs: []string{"sg-b"}})
+	b := h1.AddVM(labtest.NICSpec{ID: "vm-b", MAC: labtest.MACFor(0xb), VNI: 42, Addrs: []string{"10.10.0.2/24"}, SGs: []string{"sg-b"}})
 
 	srv := startPy(t, b.NS, migrateServer)
-	lab.Eventually(t, lab.SettleTimeout, "echo server listening", func() error {
+	labtest.Eventually(t, labtest.SettleTimeout, "echo server listening", func() error {
 		if n, _ := srv.count("listening"); n == 0 {
 			return fmt.Errorf("not yet")
 		}
 		return nil
 	})
 	cli := startPy(t, a.NS, migrateClient, b.IP(0))
-	lab.Eventually(t, lab.SettleTimeout, "10 echoes before the migration", func() error {
+	labtest.Eventually(t, labtest.SettleTimeout, "10 echoes before the migration", func() error {
 		if n := cli.echoes(t); n < 10 {
 			return fmt.Errorf("%d echoes", n)
 		}
@@ -191,27 +191,27 @@ func migrate(t *testing.T, withImport bool) {
 	ct := filepath.Join(l.Dir, "vm-a.ct")
 	h1.MustCLI("nic", "export", "vm-a", "--output", ct)
 	h1.MustCLI("nic", "del", "vm-a")
-	lab.Eventually(t, lab.SettleTimeout, "vm-a's TAP gone", func() error {
-		if _, err := lab.Run("ip", "-n", a.NS, "link", "show", "eth0"); err == nil {
+	labtest.Eventually(t, labtest.SettleTimeout, "vm-a's TAP gone", func() error {
+		if _, err := labtest.Run("ip", "-n", a.NS, "link", "show", "eth0"); err == nil {
 			return fmt.Errorf("eth0 still in %s", a.NS)
 		}
 		return nil
 	})
 	cut := cli.echoes(t)
 	start := time.Now()
-	a2 := &lab.VM{Host: h2, NS: a.NS, Spec: specA}
+	a2 := &labtest.VM{Host: h2, NS: a.NS, Spec: specA}
 	args := specA.NICAddArgs()
 	if withImport {
 		args = append(args, "--fw-import", ct)
 	}
-	a2.TAP = lab.LastLine(h2.MustCLI(args...))
+	a2.TAP = labtest.LastLine(h2.MustCLI(args...))
 	a2.Plug()
 
 	if withImport {
 		if out := h2.MustCLI("nic", "conntrack", "vm-a"); !strings.Contains(out, flow) {
 			t.Fatalf("host 2 does not list the imported flow %q:\n%s", flow, out)
 		}
-		lab.Eventually(t, 20*time.Second, "10 more echoes through host 2", func() error {
+		labtest.Eventually(t, 20*time.Second, "10 more echoes through host 2", func() error {
 			if n := cli.echoes(t); n < cut+10 {
 				return fmt.Errorf("%d echoes since the migration", n-cut)
 			}
@@ -225,7 +225,7 @@ func migrate(t *testing.T, withImport bool) {
 	// Without the import host 2 drops the flow's segments as invalid
 	// (not a SYN, no tracked flow): wait for vm-a's retransmissions to be
 	// dropped, then check nothing got through.
-	lab.Eventually(t, 20*time.Second, "vm-a's segments dropped on host 2", func() error {
+	labtest.Eventually(t, 20*time.Second, "vm-a's segments dropped on host 2", func() error {
 		if n := dropCount(h2, t, "vm-a", "firewall_invalid"); n < 2 {
 			return fmt.Errorf("%d dropped", n)
 		}

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"fmt"
 	"regexp"
@@ -21,30 +21,30 @@ func TestOversizedFrame(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name     string
-		underlay lab.Family
-		tenant   lab.Family
+		underlay labtest.Family
+		tenant   labtest.Family
 		overhead int // VXLAN over the underlay family: 50 (IPv4) or 70 (IPv6)
 	}{
-		{"ipv4-underlay/ipv4-vm", lab.IPv4, lab.IPv4, 50},
-		{"ipv6-underlay/ipv4-vm", lab.IPv6, lab.IPv4, 70},
-		{"ipv4-underlay/ipv6-vm", lab.IPv4, lab.IPv6, 50},
+		{"ipv4-underlay/ipv4-vm", labtest.IPv4, labtest.IPv4, 50},
+		{"ipv6-underlay/ipv4-vm", labtest.IPv6, labtest.IPv4, 70},
+		{"ipv4-underlay/ipv6-vm", labtest.IPv4, labtest.IPv6, 50},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLab(t)
-			h1, h2 := l.OpenHostPair(tc.underlay, lab.DaemonOpts{})
+			h1, h2 := l.OpenHostPair(tc.underlay, labtest.DaemonOpts{})
 			addr := func(n int) string {
-				if tc.tenant == lab.IPv6 {
+				if tc.tenant == labtest.IPv6 {
 					return fmt.Sprintf("2001:db8:42::%d/64", n)
 				}
 				return fmt.Sprintf("42.0.0.%d/24", n)
 			}
-			a := h1.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{addr(1)}, SGs: []string{"sg-open"}, MTU: 1500})
-			b := h2.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: []string{addr(2)}, SGs: []string{"sg-open"}, MTU: 1500})
+			a := h1.AddVM(labtest.NICSpec{ID: "nic-1", MAC: labtest.MACFor(1), VNI: 42, Addrs: []string{addr(1)}, SGs: []string{"sg-open"}, MTU: 1500})
+			b := h2.AddVM(labtest.NICSpec{ID: "nic-2", MAC: labtest.MACFor(2), VNI: 42, Addrs: []string{addr(2)}, SGs: []string{"sg-open"}, MTU: 1500})
 			a.Reaches(t, b.IP(0))
 
 			want := 1500 - tc.overhead
 			hdr := 28 // IPv4 + ICMP
-			if tc.tenant == lab.IPv6 {
+			if tc.tenant == labtest.IPv6 {
 				hdr = 48
 			}
 			// 1500-byte IP packets, DF (IPv6 never fragments in the path).

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"fmt"
 	"os"
@@ -46,24 +46,24 @@ func (v *qemuVM) uptime() (float64, error) {
 func TestQEMUVhostClientDaemonRestart(t *testing.T) {
 	l := newLab(t)
 	needQEMU(t)
-	h := l.SingleHost(lab.IPv4)
-	opts := lab.DaemonOpts{Extra: []string{"--vhost-client"}}
+	h := l.SingleHost(labtest.IPv4)
+	opts := labtest.DaemonOpts{Extra: []string{"--vhost-client"}}
 	h.Start(opts)
 	h.OpenSG("sg-open")
 	a1, a2 := "10.42.0.1/24", "10.42.0.2/24"
-	s1 := addVhostNIC(h, "vm-1", lab.MACFor(1), 42, a1, "sg-open")
-	s2 := addVhostNIC(h, "vm-2", lab.MACFor(2), 42, a2, "sg-open")
+	s1 := addVhostNIC(h, "vm-1", labtest.MACFor(1), 42, a1, "sg-open")
+	s2 := addVhostNIC(h, "vm-2", labtest.MACFor(2), 42, a2, "sg-open")
 	for _, id := range []string{"vm-1", "vm-2"} {
 		if d := h.MustCLI("nic", "details", id); !strings.Contains(d, "vhost-user client: true\n") {
 			t.Fatalf("nic details %s:\n%swant vhost-user client: true", id, d)
 		}
 	}
 	// QEMU creates the sockets; the daemon's vNICs are already dialing.
-	vm1 := startVM(l, vmOpts{name: "vm-1", socket: s1, server: true, mac: lab.MACFor(1), addr: a1})
-	vm2 := startVM(l, vmOpts{name: "vm-2", socket: s2, server: true, mac: lab.MACFor(2), addr: a2})
+	vm1 := startVM(l, vmOpts{name: "vm-1", socket: s1, server: true, mac: labtest.MACFor(1), addr: a1})
+	vm2 := startVM(l, vmOpts{name: "vm-2", socket: s2, server: true, mac: labtest.MACFor(2), addr: a2})
 	waitVMs(t, vm1, vm2)
 	ip1, ip2 := vmIP(a1), vmIP(a2)
-	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := labtest.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	pids := []int{vm1.pid(), vm2.pid()}
@@ -81,7 +81,7 @@ func TestQEMUVhostClientDaemonRestart(t *testing.T) {
 	}
 	start := time.Now()
 	h.Start(opts)
-	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := labtest.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("guests ping each other %v after the daemon restart", time.Since(start).Round(100*time.Millisecond))
@@ -104,7 +104,7 @@ func TestQEMUVhostClientDaemonRestart(t *testing.T) {
 	vm1.Blocked(t, ip2)
 	vm2.Start()
 	waitVMs(t, vm2)
-	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := labtest.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 }

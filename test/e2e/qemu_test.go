@@ -33,7 +33,7 @@ package e2e
 // checks what the guest negotiated); memMiB sizes the guest's memory.
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"bufio"
 	"errors"
@@ -129,7 +129,7 @@ type vmOpts struct {
 // qemuVM is one QEMU process (restartable) and the command agent of its
 // guest. Exec and the ping helpers may be called from several goroutines.
 type qemuVM struct {
-	Lab  *lab.Lab
+	Lab  *labtest.Lab
 	opts vmOpts
 	img  guestImage
 	dir  string
@@ -148,7 +148,7 @@ type qemuVM struct {
 // startVM starts a guest (it does not wait for it to boot: see waitVMs).
 // The QEMU process is killed by PID when the test ends, and the consoles
 // of every boot are logged if the test failed.
-func startVM(l *lab.Lab, o vmOpts) *qemuVM {
+func startVM(l *labtest.Lab, o vmOpts) *qemuVM {
 	t := l.T
 	t.Helper()
 	img := needQEMU(t)
@@ -268,7 +268,7 @@ func (v *qemuVM) signal(sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
-	lab.StopProcess(v.Lab.T, v.opts.name+": QEMU", cmd, exited, sig)
+	labtest.StopProcess(v.Lab.T, v.opts.name+": QEMU", cmd, exited, sig)
 }
 
 // Restart stops QEMU and starts it again on the same socket.
@@ -350,7 +350,7 @@ func (v *qemuVM) WaitReady(timeout time.Duration) error {
 	}
 	// "true" is harmless to repeat: short tries, so that a command lost
 	// on the serial line costs seconds, not the whole deadline.
-	err := lab.Poll(time.Until(deadline), func() error {
+	err := labtest.Poll(time.Until(deadline), func() error {
 		_, err := v.Exec(3*time.Second, "true")
 		return err
 	})
@@ -405,7 +405,7 @@ func waitVMs(t testing.TB, vms ...*qemuVM) {
 	for i, v := range vms {
 		fs[i] = func() error { return v.WaitReady(vmBootTimeout) }
 	}
-	if err := lab.Parallel(fs...); err != nil {
+	if err := labtest.Parallel(fs...); err != nil {
 		t.Fatal(err)
 	}
 	var boots []string
@@ -494,7 +494,7 @@ func (v *qemuVM) ping(dst string) error {
 // Reach returns nil once dst answers a ping from the guest, or an error
 // after vmPingTimeout.
 func (v *qemuVM) Reach(dst string) error {
-	if err := lab.Poll(vmPingTimeout, func() error { return v.ping(dst) }); err != nil {
+	if err := labtest.Poll(vmPingTimeout, func() error { return v.ping(dst) }); err != nil {
 		return fmt.Errorf("%s cannot reach %s: %w", v.opts.name, dst, err)
 	}
 	return nil
@@ -533,7 +533,7 @@ func vmIperf(client, server *qemuVM, dst string, secs int) (float64, error) {
 	}
 	cmd := fmt.Sprintf("iperf3 -c %s -t %d -f m --connect-timeout 3000", dst, secs)
 	var out string
-	err := lab.Poll(15*time.Second, func() error {
+	err := labtest.Poll(15*time.Second, func() error {
 		var err error
 		out, err = client.Exec(time.Duration(secs+20)*time.Second, cmd)
 		return err
@@ -556,7 +556,7 @@ func vmIperf(client, server *qemuVM, dst string, secs int) (float64, error) {
 // addVhostNIC creates a vhost-user vNIC (server mode) through the API and
 // returns the socket path the daemon printed. addr is the VM's address
 // with prefix length.
-func addVhostNIC(h *lab.Host, id, mac string, vni uint32, addr string, sgs ...string) string {
+func addVhostNIC(h *labtest.Host, id, mac string, vni uint32, addr string, sgs ...string) string {
 	t := h.Lab.T
 	t.Helper()
 	args := []string{"nic", "add", "--id", id, "--mac", mac, "--vni", strconv.FormatUint(uint64(vni), 10),
@@ -564,7 +564,7 @@ func addVhostNIC(h *lab.Host, id, mac string, vni uint32, addr string, sgs ...st
 	for _, sg := range sgs {
 		args = append(args, "--sg", sg)
 	}
-	sock := lab.LastLine(h.MustCLI(args...))
+	sock := labtest.LastLine(h.MustCLI(args...))
 	if want := filepath.Join(h.SockDir, "qemu-vhost-"+id); sock != want {
 		t.Fatalf("nic add %s printed %q, want %q", id, sock, want)
 	}
@@ -574,7 +574,7 @@ func addVhostNIC(h *lab.Host, id, mac string, vni uint32, addr string, sgs ...st
 // vhostLogClean fails the test if the daemon logged a warning or an error
 // about a vhost-user port: a request it refused or failed, a ring it did
 // not start or stopped. QEMU's front end must need none of that.
-func vhostLogClean(h *lab.Host, t testing.TB) {
+func vhostLogClean(h *labtest.Host, t testing.TB) {
 	t.Helper()
 	b, err := os.ReadFile(h.LogPath)
 	if err != nil {
@@ -596,7 +596,7 @@ func vhostLogClean(h *lab.Host, t testing.TB) {
 type nicTraffic struct{ rxPackets, rxBytes, txPackets, txBytes uint64 }
 
 // traffic reads a vNIC's packet and byte counters.
-func traffic(h *lab.Host, t testing.TB, id string) nicTraffic {
+func traffic(h *labtest.Host, t testing.TB, id string) nicTraffic {
 	t.Helper()
 	out := h.MustCLI("nic", "counters", id)
 	var c nicTraffic
@@ -614,7 +614,7 @@ func traffic(h *lab.Host, t testing.TB, id string) nicTraffic {
 }
 
 // logCounters logs `nic counters` of the vNICs (diagnostics).
-func logCounters(h *lab.Host, t testing.TB, ids ...string) {
+func logCounters(h *labtest.Host, t testing.TB, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
 		out, err := h.CLI("nic", "counters", id)
@@ -650,13 +650,13 @@ func vmIP(addr string) string { return strings.SplitN(addr, "/", 2)[0] }
 func TestQEMUOneHost(t *testing.T) {
 	l := newLab(t)
 	needQEMU(t)
-	h := l.SingleHost(lab.IPv4)
-	h.Start(lab.DaemonOpts{})
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{})
 	h.OpenSG("sg-open")
 	// A TAP VM in VNI 42: a third party that never goes away.
-	tap := h.AddVM(lab.NICSpec{ID: "tap-4", MAC: lab.MACFor(4), VNI: 42, Addrs: []string{"10.42.0.4/24"}, SGs: []string{"sg-open"}})
+	tap := h.AddVM(labtest.NICSpec{ID: "tap-4", MAC: labtest.MACFor(4), VNI: 42, Addrs: []string{"10.42.0.4/24"}, SGs: []string{"sg-open"}})
 	// And one in VNI 43, vm-3's only peer.
-	tap5 := h.AddVM(lab.NICSpec{ID: "tap-5", MAC: lab.MACFor(5), VNI: 43, Addrs: []string{"10.42.0.5/24"}, SGs: []string{"sg-open"}})
+	tap5 := h.AddVM(labtest.NICSpec{ID: "tap-5", MAC: labtest.MACFor(5), VNI: 43, Addrs: []string{"10.42.0.5/24"}, SGs: []string{"sg-open"}})
 
 	type spec struct {
 		id   string
@@ -666,7 +666,7 @@ func TestQEMUOneHost(t *testing.T) {
 	specs := []spec{{"vm-1", 42, "10.42.0.1/24"}, {"vm-2", 42, "10.42.0.2/24"}, {"vm-3", 43, "10.42.0.3/24"}}
 	vms := make([]*qemuVM, len(specs))
 	for i, s := range specs {
-		mac := lab.MACFor(i + 1)
+		mac := labtest.MACFor(i + 1)
 		sock := addVhostNIC(h, s.id, mac, s.vni, s.addr, "sg-open")
 		o := vmOpts{name: s.id, socket: sock, mac: mac, addr: s.addr}
 		switch s.id {
@@ -690,7 +690,7 @@ func TestQEMUOneHost(t *testing.T) {
 	// Subtests would share this lab's helpers, which fail the parent
 	// test: the phases run in line instead, each logged.
 	t.Log("phase 1: same VNI: ping both ways (and a TAP VM), iperf3 both ways")
-	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := labtest.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	vm1.Reaches(t, tap.IP(0))
@@ -738,7 +738,7 @@ func TestQEMUOneHost(t *testing.T) {
 	}
 	c3 := traffic(h, t, "vm-3")
 	var out string
-	if err := lab.Poll(15*time.Second, func() error {
+	if err := labtest.Poll(15*time.Second, func() error {
 		var err error
 		out, err = tap5.Exec("iperf3", "-c", ip3, "-t", "3", "-f", "m", "--connect-timeout", "3000")
 		return err
@@ -777,7 +777,7 @@ func TestQEMUOneHost(t *testing.T) {
 	t.Log("phase 5: nic del vm-2 while its guest runs")
 	sock2 := filepath.Join(h.SockDir, "qemu-vhost-vm-2")
 	h.MustCLI("nic", "del", "vm-2")
-	lab.Eventually(t, lab.SettleTimeout, "socket of vm-2 removed", func() error {
+	labtest.Eventually(t, labtest.SettleTimeout, "socket of vm-2 removed", func() error {
 		if _, err := os.Stat(sock2); !os.IsNotExist(err) {
 			return fmt.Errorf("%s still there: %v", sock2, err)
 		}
@@ -797,7 +797,7 @@ func TestQEMUOneHost(t *testing.T) {
 	// Back: the vNIC again, and the guest restarted on its socket.
 	// Back: the vNIC again. vm-2's QEMU redials (reconnect=1) and the
 	// running guest gets its link back; then a fresh boot on the socket.
-	addVhostNIC(h, "vm-2", lab.MACFor(2), 42, specs[1].addr, "sg-open")
+	addVhostNIC(h, "vm-2", labtest.MACFor(2), 42, specs[1].addr, "sg-open")
 	vm1.Reaches(t, ip2)
 	vm2.Restart()
 	waitVMs(t, vm2)
@@ -815,19 +815,19 @@ func TestQEMUOneHost(t *testing.T) {
 func TestQEMUTwoHosts(t *testing.T) {
 	l := newLab(t)
 	needQEMU(t)
-	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
+	h1, h2 := l.OpenHostPair(labtest.IPv4, labtest.DaemonOpts{})
 	a1, a2 := "10.42.0.1/24", "10.42.0.2/24"
-	s1 := addVhostNIC(h1, "vm-1", lab.MACFor(1), 42, a1, "sg-open")
-	s2 := addVhostNIC(h2, "vm-2", lab.MACFor(2), 42, a2, "sg-open")
+	s1 := addVhostNIC(h1, "vm-1", labtest.MACFor(1), 42, a1, "sg-open")
+	s2 := addVhostNIC(h2, "vm-2", labtest.MACFor(2), 42, a2, "sg-open")
 	// vm-1's QEMU redials its socket (the daemon's restart, below); its
 	// rings use flags, not EVENT_IDX, to suppress notifications.
-	vm1 := startVM(l, vmOpts{name: "vm-1", socket: s1, mac: lab.MACFor(1), addr: a1, reconnect: 1, noEventIdx: true})
+	vm1 := startVM(l, vmOpts{name: "vm-1", socket: s1, mac: labtest.MACFor(1), addr: a1, reconnect: 1, noEventIdx: true})
 	// vm-2 has 4.5 GiB: its rings and buffers live in two memory regions,
 	// one above 4 GiB at an offset of the memfd.
-	vm2 := startVM(l, vmOpts{name: "vm-2", socket: s2, mac: lab.MACFor(2), addr: a2, memMiB: 4608})
+	vm2 := startVM(l, vmOpts{name: "vm-2", socket: s2, mac: labtest.MACFor(2), addr: a2, memMiB: 4608})
 	waitVMs(t, vm1, vm2)
 	ip1, ip2 := vmIP(a1), vmIP(a2)
-	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := labtest.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	rate, err := vmIperf(vm1, vm2, ip2, 3)
@@ -848,9 +848,9 @@ func TestQEMUTwoHosts(t *testing.T) {
 	// original needed VM reboots).
 	h1.Stop(syscall.SIGKILL)
 	vm2.Blocked(t, ip1)
-	h1.Start(lab.DaemonOpts{})
+	h1.Start(labtest.DaemonOpts{})
 	start := time.Now()
-	if err := lab.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
+	if err := labtest.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("guests ping each other %v after the daemon restart", time.Since(start).Round(100*time.Millisecond))

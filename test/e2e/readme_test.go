@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"bufio"
 	"context"
@@ -34,16 +34,16 @@ func readmeLayout() []readmeVM {
 }
 
 // buildREADME starts both daemons and creates the six VMs.
-func buildREADME(t *testing.T, l *lab.Lab, f lab.Family, o lab.DaemonOpts) []*lab.VM {
+func buildREADME(t *testing.T, l *labtest.Lab, f labtest.Family, o labtest.DaemonOpts) []*labtest.VM {
 	t.Helper()
 	h1, h2 := l.OpenHostPair(f, o)
-	hosts := []*lab.Host{h1, h2}
+	hosts := []*labtest.Host{h1, h2}
 	layout := readmeLayout()
-	vms := make([]*lab.VM, len(layout))
+	vms := make([]*labtest.VM, len(layout))
 	for i, e := range layout {
-		vms[i] = hosts[e.host-1].AddVM(lab.NICSpec{
+		vms[i] = hosts[e.host-1].AddVM(labtest.NICSpec{
 			ID:    fmt.Sprintf("nic-%d", e.n),
-			MAC:   lab.MACFor(e.n),
+			MAC:   labtest.MACFor(e.n),
 			VNI:   e.vni,
 			Addrs: []string{fmt.Sprintf("42.0.0.%d/24", e.n), fmt.Sprintf("2001:db8:42::%d/64", e.n)},
 			SGs:   []string{"sg-open"},
@@ -59,17 +59,17 @@ func TestREADMEExample(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name     string
-		underlay lab.Family
+		underlay labtest.Family
 		headEnd  bool
 	}{
-		{"ipv4-multicast", lab.IPv4, false},
-		{"ipv4-headend", lab.IPv4, true},
-		{"ipv6-multicast", lab.IPv6, false},
-		{"ipv6-headend", lab.IPv6, true},
+		{"ipv4-multicast", labtest.IPv4, false},
+		{"ipv4-headend", labtest.IPv4, true},
+		{"ipv6-multicast", labtest.IPv6, false},
+		{"ipv6-headend", labtest.IPv6, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLab(t)
-			vms := buildREADME(t, l, tc.underlay, lab.DaemonOpts{HeadEnd: tc.headEnd})
+			vms := buildREADME(t, l, tc.underlay, labtest.DaemonOpts{HeadEnd: tc.headEnd})
 			layout := readmeLayout()
 			var same, other []func() error
 			for i, a := range vms {
@@ -91,10 +91,10 @@ func TestREADMEExample(t *testing.T) {
 			}
 			// Reachability first: it proves the VMs are up, so that the
 			// isolation checks below cannot pass because of a dead network.
-			if err := lab.Parallel(same...); err != nil {
+			if err := labtest.Parallel(same...); err != nil {
 				t.Fatal(err)
 			}
-			if err := lab.Parallel(other...); err != nil {
+			if err := labtest.Parallel(other...); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -187,9 +187,9 @@ func TestREADMERunningTheDaemon(t *testing.T) {
 		}
 	}
 	ns := l.Prefix + "rd"
-	lab.Must(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { _, _ = lab.Run("ip", "netns", "del", ns) })
-	lab.Must(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	labtest.Must(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _, _ = labtest.Run("ip", "netns", "del", ns) })
+	labtest.Must(t, "ip", "-n", ns, "link", "set", "lo", "up")
 
 	logf := filepath.Join(l.Dir, "butterflyd.log")
 	var sb strings.Builder

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"fmt"
 	"testing"
@@ -15,18 +15,18 @@ func TestFiftyNICsTenVNIs(t *testing.T) {
 	t.Parallel()
 	const nics, vnis = 50, 10
 	l := newLab(t)
-	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
-	vms := make([]*lab.VM, nics)
+	h1, h2 := l.OpenHostPair(labtest.IPv4, labtest.DaemonOpts{})
+	vms := make([]*labtest.VM, nics)
 	vni := func(k int) uint32 { return uint32(100 + k%vnis) }
 	for k := range nics {
 		h := h1
 		if k >= nics/2 {
 			h = h2
 		}
-		vms[k] = h.AddVM(lab.NICSpec{ID: fmt.Sprintf("n%d", k), MAC: lab.MACFor(0x1000 + k), VNI: vni(k),
+		vms[k] = h.AddVM(labtest.NICSpec{ID: fmt.Sprintf("n%d", k), MAC: labtest.MACFor(0x1000 + k), VNI: vni(k),
 			Addrs: []string{fmt.Sprintf("42.0.0.%d/24", k+1)}, SGs: []string{"sg-open"}})
 	}
-	for _, h := range []*lab.Host{h1, h2} {
+	for _, h := range []*labtest.Host{h1, h2} {
 		if got := len(nicList(h, t)); got != nics/2 {
 			t.Fatalf("%s lists %d vNICs, want %d", h.Name, got, nics/2)
 		}
@@ -40,10 +40,10 @@ func TestFiftyNICsTenVNIs(t *testing.T) {
 			isolated = append(isolated, func() error { return a.BlockedFrom(c.IP(0)) })
 		}
 	}
-	if err := lab.Parallel(reach...); err != nil {
+	if err := labtest.Parallel(reach...); err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.Parallel(isolated...); err != nil {
+	if err := labtest.Parallel(isolated...); err != nil {
 		t.Fatal(err)
 	}
 }

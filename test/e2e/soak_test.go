@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"bufio"
 	"fmt"
@@ -27,18 +27,18 @@ const soakDuration = 30 * time.Second
 // (late samples against samples taken once the churn runs).
 func TestSoakChurn(t *testing.T) {
 	l := newLab(t)
-	h := l.SingleHost(lab.IPv4)
-	h.Start(lab.DaemonOpts{Extra: []string{"--metrics", "127.0.0.1:9464"}})
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{Extra: []string{"--metrics", "127.0.0.1:9464"}})
 	h.MustCLI("sg", "rule", "add", "traffic", "--ip-proto", "all", "--sg-members", "traffic")
 	h.MustCLI("sg", "rule", "add", "traffic", "--dir", "out", "--ip-proto", "all", "--cidr", "0.0.0.0/0")
-	a := h.AddVM(lab.NICSpec{ID: "soak-a", MAC: lab.MACFor(1), VNI: 7, Addrs: []string{"42.0.0.1/24"}, SGs: []string{"traffic"}, Quiet: true})
-	b := h.AddVM(lab.NICSpec{ID: "soak-b", MAC: lab.MACFor(2), VNI: 7, Addrs: []string{"42.0.0.2/24"}, SGs: []string{"traffic"}, Quiet: true})
+	a := h.AddVM(labtest.NICSpec{ID: "soak-a", MAC: labtest.MACFor(1), VNI: 7, Addrs: []string{"42.0.0.1/24"}, SGs: []string{"traffic"}, Quiet: true})
+	b := h.AddVM(labtest.NICSpec{ID: "soak-b", MAC: labtest.MACFor(2), VNI: 7, Addrs: []string{"42.0.0.2/24"}, SGs: []string{"traffic"}, Quiet: true})
 	h.MustCLI("sg", "member", "add", "traffic", "42.0.0.1")
 	h.MustCLI("sg", "member", "add", "traffic", "42.0.0.2")
 	a.Reaches(t, b.IP(0))
 	iperfServers(b, t, 5201)
 
-	c, err := apiclient.Dial(h.Endpoint, apiclient.Options{Timeout: lab.CmdTimeout})
+	c, err := apiclient.Dial(h.Endpoint, apiclient.Options{Timeout: labtest.CmdTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestSoakChurn(t *testing.T) {
 		member := fmt.Sprintf("10.99.%d.%d", i/250%250, i%250+1)
 		steps := []*protocol.MessageV0_Request{
 			{NicAdd: &protocol.MessageV0_Nic{
-				Id: proto.String(id), Mac: proto.String(lab.MACFor(0x100 + i%8)), Vni: proto.Uint32(uint32(8 + i%3)),
+				Id: proto.String(id), Mac: proto.String(labtest.MACFor(0x100 + i%8)), Vni: proto.Uint32(uint32(8 + i%3)),
 				Ip: []string{fmt.Sprintf("43.0.0.%d", i%8+1)}, SecurityGroup: []string{"traffic"},
 				Type: protocol.MessageV0_Nic_TAP.Enum(),
 			}},
@@ -91,7 +91,7 @@ func TestSoakChurn(t *testing.T) {
 	type sample struct{ goroutines, fds, heap float64 }
 	scrape := func() sample {
 		t.Helper()
-		out := lab.Must(t, "ip", "netns", "exec", h.NS, "busybox", "wget", "-qO-", "http://127.0.0.1:9464/metrics")
+		out := labtest.Must(t, "ip", "netns", "exec", h.NS, "busybox", "wget", "-qO-", "http://127.0.0.1:9464/metrics")
 		m := map[string]float64{}
 		sc := bufio.NewScanner(strings.NewReader(out))
 		for sc.Scan() {

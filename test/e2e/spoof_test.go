@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"fmt"
 	"strings"
@@ -10,21 +10,21 @@ import (
 
 // spoofPair builds one host with a victim VM (42.0.0.2) and a VM under
 // test (42.0.0.1) whose anti-spoofing flag is antispoof.
-func spoofPair(t *testing.T, antispoof bool) (spoofer, victim *lab.VM) {
+func spoofPair(t *testing.T, antispoof bool) (spoofer, victim *labtest.VM) {
 	t.Helper()
 	return spoofPairBypass(t, antispoof, false)
 }
 
 // spoofPairBypass is spoofPair with the spoofer's bypass_filtering flag.
-func spoofPairBypass(t *testing.T, antispoof, bypass bool) (spoofer, victim *lab.VM) {
+func spoofPairBypass(t *testing.T, antispoof, bypass bool) (spoofer, victim *labtest.VM) {
 	t.Helper()
 	l := newLab(t)
-	h := l.SingleHost(lab.IPv4)
-	h.Start(lab.DaemonOpts{})
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{})
 	h.OpenSG("sg-open")
-	spoofer = h.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24"},
+	spoofer = h.AddVM(labtest.NICSpec{ID: "nic-1", MAC: labtest.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24"},
 		SGs: []string{"sg-open"}, Antispoof: antispoof, Bypass: bypass})
-	victim = h.AddVM(lab.NICSpec{ID: "nic-2", MAC: lab.MACFor(2), VNI: 42, Addrs: []string{"42.0.0.2/24"},
+	victim = h.AddVM(labtest.NICSpec{ID: "nic-2", MAC: labtest.MACFor(2), VNI: 42, Addrs: []string{"42.0.0.2/24"},
 		SGs: []string{"sg-open"}})
 	spoofer.Reaches(t, victim.IP(0))
 	return spoofer, victim
@@ -37,17 +37,17 @@ func TestMACSpoofing(t *testing.T) {
 	for _, antispoof := range []bool{false, true} {
 		t.Run(fmt.Sprintf("antispoof=%v", antispoof), func(t *testing.T) {
 			spoofer, victim := spoofPair(t, antispoof)
-			lab.Must(t, "ip", "-n", spoofer.NS, "link", "set", "eth0", "address", "52:54:00:66:66:66")
-			lab.Must(t, "ip", "-n", victim.NS, "neigh", "flush", "dev", "eth0")
-			lab.Must(t, "ip", "-n", spoofer.NS, "neigh", "flush", "dev", "eth0")
+			labtest.Must(t, "ip", "-n", spoofer.NS, "link", "set", "eth0", "address", "52:54:00:66:66:66")
+			labtest.Must(t, "ip", "-n", victim.NS, "neigh", "flush", "dev", "eth0")
+			labtest.Must(t, "ip", "-n", spoofer.NS, "neigh", "flush", "dev", "eth0")
 			spoofer.Blocked(t, victim.IP(0))
 			// Even with the victim knowing the forged MAC (no ARP needed),
 			// frames from it are dropped.
-			lab.Must(t, "ip", "-n", spoofer.NS, "neigh", "replace", victim.IP(0), "lladdr", victim.Spec.MAC, "dev", "eth0")
-			lab.Must(t, "ip", "-n", victim.NS, "neigh", "replace", spoofer.IP(0), "lladdr", "52:54:00:66:66:66", "dev", "eth0")
+			labtest.Must(t, "ip", "-n", spoofer.NS, "neigh", "replace", victim.IP(0), "lladdr", victim.Spec.MAC, "dev", "eth0")
+			labtest.Must(t, "ip", "-n", victim.NS, "neigh", "replace", spoofer.IP(0), "lladdr", "52:54:00:66:66:66", "dev", "eth0")
 			spoofer.Blocked(t, victim.IP(0))
-			lab.Must(t, "ip", "-n", spoofer.NS, "link", "set", "eth0", "address", spoofer.Spec.MAC)
-			lab.Must(t, "ip", "-n", victim.NS, "neigh", "replace", spoofer.IP(0), "lladdr", spoofer.Spec.MAC, "dev", "eth0")
+			labtest.Must(t, "ip", "-n", spoofer.NS, "link", "set", "eth0", "address", spoofer.Spec.MAC)
+			labtest.Must(t, "ip", "-n", victim.NS, "neigh", "replace", spoofer.IP(0), "lladdr", spoofer.Spec.MAC, "dev", "eth0")
 			spoofer.Reaches(t, victim.IP(0))
 		})
 	}
@@ -77,8 +77,8 @@ func TestIPSpoofing(t *testing.T) {
 				spoofer.Host.MustCLI("sg", "rule", "add", "sg-open", "--dir", "out", "--ip-proto", "all", "--cidr", "0.0.0.0/0")
 			}
 			spoofer.AddAddr("42.0.0.99/24")
-			lab.Must(t, "ip", "-n", spoofer.NS, "neigh", "replace", victim.IP(0), "lladdr", victim.Spec.MAC, "dev", "eth0", "nud", "permanent")
-			lab.Must(t, "ip", "-n", victim.NS, "neigh", "replace", "42.0.0.99", "lladdr", spoofer.Spec.MAC, "dev", "eth0", "nud", "permanent")
+			labtest.Must(t, "ip", "-n", spoofer.NS, "neigh", "replace", victim.IP(0), "lladdr", victim.Spec.MAC, "dev", "eth0", "nud", "permanent")
+			labtest.Must(t, "ip", "-n", victim.NS, "neigh", "replace", "42.0.0.99", "lladdr", spoofer.Spec.MAC, "dev", "eth0", "nud", "permanent")
 			// The declared address still works.
 			spoofer.Reaches(t, victim.IP(0))
 			if tc.passes {
@@ -121,7 +121,7 @@ func TestARPSpoofing(t *testing.T) {
 				}
 				return
 			}
-			lab.Eventually(t, lab.SettleTimeout, "victim learns 42.0.0.99", func() error {
+			labtest.Eventually(t, labtest.SettleTimeout, "victim learns 42.0.0.99", func() error {
 				_ = victim.PingOnce("42.0.0.99")
 				return learned()
 			})

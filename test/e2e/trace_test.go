@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"errors"
 	"fmt"
@@ -69,20 +69,20 @@ func countEchoes(path string, srcIP, dstIP string, srcMAC, dstMAC string) (echoC
 func TestPacketTrace(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	h1, h2 := l.OpenHostPair(lab.IPv4, lab.DaemonOpts{})
+	h1, h2 := l.OpenHostPair(labtest.IPv4, labtest.DaemonOpts{})
 	trace := filepath.Join(l.Dir, "nic-1.pcap")
-	a := h1.AddVM(lab.NICSpec{ID: "nic-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24"}, SGs: []string{"sg-open"}, Trace: trace})
+	a := h1.AddVM(labtest.NICSpec{ID: "nic-1", MAC: labtest.MACFor(1), VNI: 42, Addrs: []string{"42.0.0.1/24"}, SGs: []string{"sg-open"}, Trace: trace})
 	local := h1.AddVM(vnicSpec(2))
 	remote := h2.AddVM(vnicSpec(3))
 	a.Reaches(t, local.IP(0))
 	a.Reaches(t, remote.IP(0))
 
 	const n = 5
-	for _, peer := range []*lab.VM{local, remote} {
+	for _, peer := range []*labtest.VM{local, remote} {
 		if out, err := a.Exec("ping", "-n", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", peer.IP(0)); err != nil {
 			t.Fatalf("ping %s: %v\n%s", peer.IP(0), err, out)
 		}
-		lab.Eventually(t, lab.SettleTimeout, "trace holds the pings to "+peer.Spec.ID, func() error {
+		labtest.Eventually(t, labtest.SettleTimeout, "trace holds the pings to "+peer.Spec.ID, func() error {
 			c, err := countEchoes(trace, a.IP(0), peer.IP(0), a.Spec.MAC, peer.Spec.MAC)
 			if err != nil {
 				return err
@@ -103,7 +103,7 @@ func TestPacketTrace(t *testing.T) {
 		t.Fatalf("ping with trace off: %v\n%s", err, out)
 	}
 	// Give a (wrongly) still-running capture the time to write.
-	if err := lab.Poll(time.Second, func() error {
+	if err := labtest.Poll(time.Second, func() error {
 		c, err := countEchoes(trace, a.IP(0), remote.IP(0), a.Spec.MAC, remote.Spec.MAC)
 		if err == nil && c == before {
 			return errors.New("unchanged")
@@ -118,7 +118,7 @@ func TestPacketTrace(t *testing.T) {
 	if out, err := a.Exec("ping", "-n", "-c", fmt.Sprint(n), "-i", "0.05", "-W", "1", remote.IP(0)); err != nil {
 		t.Fatalf("ping with trace on again: %v\n%s", err, out)
 	}
-	lab.Eventually(t, lab.SettleTimeout, "trace records again", func() error {
+	labtest.Eventually(t, labtest.SettleTimeout, "trace records again", func() error {
 		c, err := countEchoes(trace, a.IP(0), remote.IP(0), a.Spec.MAC, remote.Spec.MAC)
 		if err != nil {
 			return err

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"encoding/json"
 	"fmt"
@@ -30,7 +30,7 @@ type iperfReport struct {
 
 // iperf runs a one-shot iperf3 server in srv and a client in cli towards
 // dst for secs seconds. extra are client flags (-u -b 50M for UDP).
-func iperf(t *testing.T, srv, cli *lab.VM, dst string, secs int, extra ...string) iperfReport {
+func iperf(t *testing.T, srv, cli *labtest.VM, dst string, secs int, extra ...string) iperfReport {
 	t.Helper()
 	server := exec.Command("ip", "netns", "exec", srv.NS, "iperf3", "-s", "-1", "-p", "5201")
 	if err := server.Start(); err != nil {
@@ -46,7 +46,7 @@ func iperf(t *testing.T, srv, cli *lab.VM, dst string, secs int, extra ...string
 			<-done
 		}
 	})
-	lab.Eventually(t, 5*time.Second, "iperf3 server listening", func() error {
+	labtest.Eventually(t, 5*time.Second, "iperf3 server listening", func() error {
 		out, err := srv.Exec("ss", "-Hltn", "sport = :5201")
 		if err == nil && strings.TrimSpace(out) == "" {
 			return fmt.Errorf("no listener yet")
@@ -68,18 +68,18 @@ func iperf(t *testing.T, srv, cli *lab.VM, dst string, secs int, extra ...string
 // TestIperf: TCP and UDP streams between two VMs on one host and across
 // two hosts over VXLAN, on IPv4 and IPv6 underlays.
 func TestIperf(t *testing.T) {
-	for _, f := range []lab.Family{lab.IPv4, lab.IPv6} {
+	for _, f := range []labtest.Family{labtest.IPv4, labtest.IPv6} {
 		t.Run(f.String()+"-underlay", func(t *testing.T) {
 			l := newLab(t)
-			h1, h2 := l.OpenHostPair(f, lab.DaemonOpts{})
+			h1, h2 := l.OpenHostPair(f, labtest.DaemonOpts{})
 			a, b, c := h1.AddVM(vnicSpec(1)), h1.AddVM(vnicSpec(2)), h2.AddVM(vnicSpec(3))
 			a.Reaches(t, b.IP(0))
 			a.Reaches(t, c.IP(0))
 			for _, tc := range []struct {
 				name string
-				dst  *lab.VM
+				dst  *labtest.VM
 			}{{"same-host", b}, {"across-hosts", c}} {
-				if f == lab.IPv6 && tc.dst.Host == h1 {
+				if f == labtest.IPv6 && tc.dst.Host == h1 {
 					continue // the local path does not depend on the underlay
 				}
 				t.Run(tc.name+"/tcp", func(t *testing.T) {

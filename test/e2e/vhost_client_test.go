@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"fmt"
 	"os"
@@ -28,21 +28,21 @@ func TestVhostClientDaemonRestart(t *testing.T) {
 	vhosttest.Need(t)
 	tests := []struct {
 		sig     syscall.Signal
-		daemon  lab.DaemonOpts
+		daemon  labtest.DaemonOpts
 		nicFlag []string
 	}{
-		{syscall.SIGTERM, lab.DaemonOpts{}, []string{"--vhost-client"}},
-		{syscall.SIGKILL, lab.DaemonOpts{Extra: []string{"--vhost-client"}}, nil},
+		{syscall.SIGTERM, labtest.DaemonOpts{}, []string{"--vhost-client"}},
+		{syscall.SIGKILL, labtest.DaemonOpts{Extra: []string{"--vhost-client"}}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.sig.String(), func(t *testing.T) {
 			l := newLab(t)
-			h := l.SingleHost(lab.IPv4)
+			h := l.SingleHost(labtest.IPv4)
 			h.Start(tc.daemon)
-			dst := h.AddVM(lab.NICSpec{ID: "tap-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"198.18.0.2/24"}, Bypass: true})
-			mac := lab.MACFor(2)
+			dst := h.AddVM(labtest.NICSpec{ID: "tap-1", MAC: labtest.MACFor(1), VNI: 42, Addrs: []string{"198.18.0.2/24"}, Bypass: true})
+			mac := labtest.MACFor(2)
 			args := append([]string{"nic", "add", "--id", "vh-1", "--mac", mac, "--vni", "42", "--bypass-filtering"}, tc.nicFlag...)
-			sock := lab.LastLine(h.MustCLI(args...))
+			sock := labtest.LastLine(h.MustCLI(args...))
 			if want := filepath.Join(h.SockDir, "qemu-vhost-vh-1"); sock != want {
 				t.Fatalf("nic add printed %q, want %q", sock, want)
 			}
@@ -76,7 +76,7 @@ func TestVhostClientDaemonRestart(t *testing.T) {
 			if err := syscall.Kill(pid, 0); err != nil {
 				t.Fatalf("testpmd (pid %d) is gone: %v", pid, err)
 			}
-			lab.Eventually(t, lab.SettleTimeout, "the restarted daemon counts vh-1's frames", func() error {
+			labtest.Eventually(t, labtest.SettleTimeout, "the restarted daemon counts vh-1's frames", func() error {
 				o := h.MustCLI("nic", "counters", "vh-1")
 				for _, line := range strings.Split(o, "\n") {
 					if v, ok := strings.CutPrefix(line, "rx packets: "); ok {
@@ -98,9 +98,9 @@ func TestVhostClientDaemonRestart(t *testing.T) {
 }
 
 // waitRx waits until the VM's eth0 has received at least n frames.
-func waitRx(t *testing.T, v *lab.VM, n uint64, what string) {
+func waitRx(t *testing.T, v *labtest.VM, n uint64, what string) {
 	t.Helper()
-	lab.Eventually(t, lab.SettleTimeout, v.Spec.ID+" receives testpmd's frames "+what, func() error {
+	labtest.Eventually(t, labtest.SettleTimeout, v.Spec.ID+" receives testpmd's frames "+what, func() error {
 		o, err := v.Exec("cat", "/sys/class/net/eth0/statistics/rx_packets")
 		if err != nil {
 			return err

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/lab"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 
 	"fmt"
 	"os"
@@ -22,12 +22,12 @@ import (
 func TestVhostUserToTAP(t *testing.T) {
 	vhosttest.Need(t)
 	l := newLab(t)
-	h := l.SingleHost(lab.IPv4)
-	h.Start(lab.DaemonOpts{})
-	dst := h.AddVM(lab.NICSpec{ID: "tap-1", MAC: lab.MACFor(1), VNI: 42, Addrs: []string{"198.18.0.2/24"}, Bypass: true})
-	mac := lab.MACFor(2)
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{})
+	dst := h.AddVM(labtest.NICSpec{ID: "tap-1", MAC: labtest.MACFor(1), VNI: 42, Addrs: []string{"198.18.0.2/24"}, Bypass: true})
+	mac := labtest.MACFor(2)
 	out := h.MustCLI("nic", "add", "--id", "vh-1", "--mac", mac, "--vni", "42", "--type", "VHOST_USER_SERVER", "--bypass-filtering")
-	sock := lab.LastLine(out)
+	sock := labtest.LastLine(out)
 	if want := filepath.Join(h.SockDir, "qemu-vhost-vh-1"); sock != want {
 		t.Fatalf("nic add printed %q, want %q", sock, want)
 	}
@@ -47,7 +47,7 @@ func TestVhostUserToTAP(t *testing.T) {
 	}
 	tp := vhosttest.Start(t, sock, "txonly", vhosttest.Options{MAC: mac, EthPeer: dst.Spec.MAC})
 	tp.Command("start")
-	lab.Eventually(t, lab.SettleTimeout, "TAP VM receives testpmd's frames", func() error {
+	labtest.Eventually(t, labtest.SettleTimeout, "TAP VM receives testpmd's frames", func() error {
 		n, err := rxPackets()
 		if err != nil {
 			return err
@@ -62,7 +62,7 @@ func TestVhostUserToTAP(t *testing.T) {
 	// Every frame testpmd sent is counted by the daemon as received
 	// from the vNIC.
 	want := fmt.Sprintf("rx packets: %d\n", sent)
-	lab.Eventually(t, lab.SettleTimeout, "nic counters match testpmd's TX", func() error {
+	labtest.Eventually(t, labtest.SettleTimeout, "nic counters match testpmd's TX", func() error {
 		if o := h.MustCLI("nic", "counters", "vh-1"); !strings.Contains(o, want) {
 			return fmt.Errorf("nic counters vh-1:\n%swant %q", o, want)
 		}
@@ -70,7 +70,7 @@ func TestVhostUserToTAP(t *testing.T) {
 	})
 	tp.Kill()
 	h.MustCLI("nic", "del", "vh-1")
-	if err := lab.Poll(5*time.Second, func() error {
+	if err := labtest.Poll(5*time.Second, func() error {
 		if _, err := os.Stat(sock); !os.IsNotExist(err) {
 			return fmt.Errorf("socket still there: %v", err)
 		}

@@ -1,4 +1,4 @@
-package lab
+package labtest
 
 import (
 	"fmt"
@@ -52,9 +52,6 @@ func (l *Lab) StartTestpmd(name, lcores, logPath string, args ...string) (*Testp
 	}
 	return tp, nil
 }
-
-// PID is testpmd's process id.
-func (tp *Testpmd) PID() int { return tp.proc.PID() }
 
 // Command sends one line to testpmd's prompt.
 func (tp *Testpmd) Command(line string) error {

@@ -1,4 +1,4 @@
-// Package lab builds throw-away networks for Butterfly's end-to-end tests
+// Package labtest builds throw-away networks for Butterfly's end-to-end tests
 // and benchmarks: "hosts" (network namespaces running one butterflyd each,
 // joined by a veth underlay), "VMs" (namespaces holding the TAP vNICs the
 // daemons create, moved there and renamed eth0), and the processes and
@@ -10,7 +10,7 @@
 // scratch directory removed. Namespace names are "<prefix><pid>x<n>-*",
 // unique per process and per lab, so labs can run in parallel. The
 // benchmark program (scripts/bench) drives a Lab through a TB of its own.
-package lab
+package labtest
 
 import (
 	"bytes"
