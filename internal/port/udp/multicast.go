@@ -59,6 +59,7 @@ func (p *Port) JoinGroup(group netip.Addr) error {
 		return fmt.Errorf("udp %v: join %v: epoll_ctl: %w", p.local, group, err)
 	}
 	delete(p.retired, group)
+	p.nRetired.Store(int32(len(p.retired)))
 	p.joined[group] = g
 	p.publish()
 	return nil
@@ -75,9 +76,10 @@ func (p *Port) LeaveGroup(group netip.Addr) error {
 		return fmt.Errorf("udp %v: leave %v: group not joined", p.local, group)
 	}
 	delete(p.joined, group)
-	// The socket stays open (a reader may be using it) until Close or a
-	// new join of the same group.
+	// The socket stays open (a reader may be using it) until the next
+	// ReadBatch, Close or a new join of the same group.
 	p.retired[group] = g
+	p.nRetired.Store(int32(len(p.retired)))
 	p.publish()
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, g.fd, nil)
 	if err := p.membership(g, false); err != nil {
@@ -170,4 +172,16 @@ func (p *Port) membership(g *mcastSock, join bool) error {
 		g.ifindex = int(idx)
 	}
 	return nil
+}
+
+// closeRetired closes the sockets of left groups. Only the reader calls
+// it, between two reads: no list of fds it loaded is in use then.
+func (p *Port) closeRetired() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for group, g := range p.retired {
+		unix.Close(g.fd)
+		delete(p.retired, group)
+	}
+	p.nRetired.Store(0)
 }

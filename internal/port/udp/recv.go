@@ -68,6 +68,9 @@ func (p *Port) Pending() bool { return p.rx.head < len(p.rx.pend) }
 // buffer pointers within bufs. When it returns a full batch, segments may
 // remain inside the port (see Pending): call it again before sleeping.
 func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
+	if p.nRetired.Load() != 0 {
+		p.closeRetired()
+	}
 	out := p.drainPending(bufs)
 	if out == len(bufs) {
 		return out, nil

@@ -119,7 +119,13 @@ type Port struct {
 
 	mu      sync.Mutex
 	joined  map[netip.Addr]*mcastSock
-	retired map[netip.Addr]*mcastSock // left groups; closed by Close
+	// retired are the sockets of left groups: the reader may still hold
+	// a list with their fds during a ReadBatch, so they are closed at the
+	// start of the next one (the reader is single) or by Close; a group
+	// joined again meanwhile takes its socket back. nRetired is their
+	// number, read by ReadBatch without the lock.
+	retired  map[netip.Addr]*mcastSock
+	nRetired atomic.Int32
 	active  atomic.Pointer[[]int]     // fds of joined groups, read by ReadBatch
 	closed  bool
 }
@@ -204,6 +210,8 @@ func (p *Port) Close() error {
 	for _, g := range p.retired {
 		errs = append(errs, unix.Close(g.fd))
 	}
+	clear(p.retired)
+	p.nRetired.Store(0)
 	p.active.Store(nil)
 	if p.epfd >= 0 {
 		errs = append(errs, unix.Close(p.epfd))

@@ -772,3 +772,58 @@ func BenchmarkLoopback(b *testing.B) {
 		}
 	}
 }
+
+// TestLeftGroupsClosed: the socket of a left group is closed by the next
+// ReadBatch (the reader no longer holds its fd then), so joining and
+// leaving ever new groups (a VNI's first vNIC added, its last deleted)
+// does not accumulate descriptors; a group joined again before that read
+// takes its socket back.
+func TestLeftGroupsClosed(t *testing.T) {
+	needRoot(t)
+	ns, h := newNS(t)
+	run(t, "ip", "-n", ns, "link", "set", "lo", "up", "multicast", "on")
+	var p *Port
+	if err := porttest.InNS(h, func() (err error) {
+		p, err = Listen(netip.MustParseAddr("127.0.0.1"), 0, Options{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	bufs := []*packet.Buf{packet.NewBuf()}
+	base := fds()
+	for i := range 200 {
+		g := netip.AddrFrom4([4]byte{239, 1, byte(i >> 8), byte(i)})
+		err := porttest.InNS(h, func() error {
+			if err := p.JoinGroup(g); err != nil {
+				return err
+			}
+			if i%2 == 0 {
+				// Left and joined again before any read: same socket.
+				if err := p.LeaveGroup(g); err != nil {
+					return err
+				}
+				if err := p.JoinGroup(g); err != nil {
+					return err
+				}
+			}
+			return p.LeaveGroup(g)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.ReadBatch(bufs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := fds(); n > base+1 {
+		t.Fatalf("200 groups joined and left: %d descriptors open, %d before", n, base)
+	}
+}
