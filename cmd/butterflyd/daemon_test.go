@@ -249,6 +249,15 @@ func TestPersistEveryMutation(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	resp, err = http.Get("http://" + r.metrics + "/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "heap profile") {
+		t.Errorf("heap profile: %s: %.200s", resp.Status, body)
+	}
 
 	a.must(&protocol.MessageV0_Request{AppQuit: proto.Bool(true)})
 	if err := r.wait(t); err != nil {

@@ -136,7 +136,7 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.StringVarP(&r.nicMTU, "nic-mtu", "m", "", "underlay `mtu` (or \"max\"); default: the MTU of the VTEP address's link")
 	fs.BoolVar(&r.noOffload, "no-offload", false, "disable checksum/TSO offloads on vNICs")
 	fs.StringVar(&r.stateFile, "state-file", DefaultStateFile, "persist the configuration in this `file` and restore it at start (\"\" = off)")
-	fs.StringVar(&r.metrics, "metrics", "", "serve Prometheus metrics on this `address` (host:port; default off)")
+	fs.StringVar(&r.metrics, "metrics", "", "serve Prometheus metrics (/metrics) and Go profiles (/debug/pprof/) on this `address` (host:port; default off; keep it on loopback)")
 	fs.StringVar(&r.peers, "vxlan-peers", "", "head-end replication: comma-separated remote VTEP `addresses` (default: multicast)")
 	fs.StringVar(&r.workers, "workers", strconv.Itoa(DefaultWorkers), "number of packet `workers`")
 	fs.StringVar(&r.pollIdle, "poll-idle", "", "busy-poll this `duration` after the last packet before sleeping (e.g. 100us, 2ms; \"never\" = never sleep; default 100us)")
