@@ -1,12 +1,12 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // TestDumpReplay follows the original's test 60 across processes: a

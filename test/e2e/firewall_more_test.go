@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -15,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // koWait is how long a blocked-flow check waits for an answer that must
@@ -32,30 +29,6 @@ import (
 // host; a slow machine can only make a KO check pass wrongly, never an OK
 // check fail (OK checks poll for labtest.SettleTimeout).
 const koWait = 500 * time.Millisecond
-
-// inNS runs f on a dedicated OS thread that has joined the network
-// namespace ns, so that the sockets f creates live there. Sockets keep
-// their namespace afterwards and may be used from any goroutine. The
-// thread never switches back: it stays locked to the goroutine that ran f
-// and exits with it, so neither the caller nor any other goroutine ever
-// runs in ns, whatever f did to the thread.
-func inNS(ns string, f func() error) error {
-	target, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		return fmt.Errorf("netns %s: %w", ns, err)
-	}
-	defer target.Close()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		done <- f()
-	}()
-	return <-done
-}
 
 // closers collects sockets to close at the end of a test.
 type closers struct {
@@ -96,7 +69,7 @@ func serveGo(v *labtest.VM, t *testing.T, ports ...int) {
 	for _, p := range ports {
 		var ln net.Listener
 		var pc net.PacketConn
-		err := inNS(v.NS, func() error {
+		err := labtest.InNS(v.NS, func() error {
 			var err error
 			if ln, err = net.Listen("tcp", ":"+strconv.Itoa(p)); err != nil {
 				return err
@@ -165,7 +138,7 @@ func serveSCTP(v *labtest.VM, t *testing.T, cl *closers) {
 	t.Helper()
 	for _, network := range []string{"ip4:132", "ip6:132"} {
 		var pc net.PacketConn
-		if err := inNS(v.NS, func() error {
+		if err := labtest.InNS(v.NS, func() error {
 			var err error
 			pc, err = net.ListenPacket(network, "")
 			return err
@@ -198,7 +171,7 @@ func sctpAttempt(src *labtest.VM, c fc, dst string, wait time.Duration) error {
 		network = "ip6:132"
 	}
 	var pc net.PacketConn
-	if err := inNS(src.NS, func() error {
+	if err := labtest.InNS(src.NS, func() error {
 		var err error
 		pc, err = net.ListenPacket(network, c.src)
 		return err
@@ -370,7 +343,7 @@ func attempt(src *labtest.VM, c fc, dst string, wait time.Duration) error {
 				d.LocalAddr = &net.UDPAddr{IP: ip}
 			}
 		}
-		err := inNS(src.NS, func() error {
+		err := labtest.InNS(src.NS, func() error {
 			var err error
 			conn, err = d.Dial(c.proto, hp)
 			return err
@@ -1069,7 +1042,7 @@ func startTickerFrom(t *testing.T, src *labtest.VM, local, dst string, port int)
 	}
 	var conn net.Conn
 	err := labtest.Poll(labtest.SettleTimeout, func() error {
-		return inNS(src.NS, func() error {
+		return labtest.InNS(src.NS, func() error {
 			var err error
 			conn, err = d.Dial("tcp", net.JoinHostPort(dst, strconv.Itoa(port)))
 			return err
@@ -1185,7 +1158,7 @@ func checkFlow(t *testing.T, src *labtest.VM, c fc, dst string) {
 func sendTCP(v *labtest.VM, src, dst string, sports []int, port int, flags byte) error {
 	s, d := net.ParseIP(src).To4(), net.ParseIP(dst).To4()
 	var c net.PacketConn
-	if err := inNS(v.NS, func() error {
+	if err := labtest.InNS(v.NS, func() error {
 		var err error
 		c, err = net.ListenPacket("ip4:tcp", src)
 		return err
@@ -1398,7 +1371,7 @@ func TestFirewallFlows(t *testing.T) {
 			err := labtest.Poll(5*time.Second, func() error {
 				var conn net.Conn
 				d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("42.0.0.1"), Port: 45000}}
-				if err := inNS(vm1.NS, func() error {
+				if err := labtest.InNS(vm1.NS, func() error {
 					var err error
 					conn, err = d.Dial("tcp", "42.0.0.3:7200")
 					return err
@@ -1442,7 +1415,7 @@ func TestFirewallFlows(t *testing.T) {
 		// before keeps working, new ones are dropped and counted, and
 		// other vNICs are unaffected.
 		var kept net.Conn
-		if err := inNS(vm4.NS, func() error {
+		if err := labtest.InNS(vm4.NS, func() error {
 			var err error
 			kept, err = net.Dial("udp", "42.0.0.5:8000")
 			return err
@@ -1461,7 +1434,7 @@ func TestFirewallFlows(t *testing.T) {
 		labtest.Eventually(t, labtest.SettleTimeout, "tracked UDP flow VM4 -> VM5", func() error { return echoOn(kept) })
 		before = dropsOf(t, h, "nic-4")
 		for range 150 {
-			if err := inNS(vm4.NS, func() error {
+			if err := labtest.InNS(vm4.NS, func() error {
 				c, err := net.Dial("udp", "42.0.0.5:8000")
 				if err != nil {
 					return err

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"context"
 	"fmt"
 	"os/exec"
@@ -10,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // echoServer serves UDP and TCP echo on the given ports (IPv4 and IPv6) in

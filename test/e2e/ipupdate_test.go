@@ -1,10 +1,10 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"strings"
 	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // setIPs replaces the vNIC's declared addresses with those of addrs

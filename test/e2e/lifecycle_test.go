@@ -1,14 +1,14 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"fmt"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // vnicSpec is a plain vNIC n in VNI 42 with address 42.0.0.n, all open.

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"bufio"
 	"fmt"
 	"os/exec"
@@ -12,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // migrateServer accepts one TCP connection on 5000 and echoes it.

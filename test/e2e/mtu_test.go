@@ -1,12 +1,12 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"fmt"
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // mtuInPing matches the MTU ping reports with an ICMP "fragmentation

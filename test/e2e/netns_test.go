@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // nsInode returns the inode of the network namespace of the calling
@@ -64,7 +66,7 @@ func TestInNS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var in uint64
-		err := inNS(ns, func() error {
+		err := labtest.InNS(ns, func() error {
 			var err error
 			if in, err = nsInode(""); err != nil {
 				return err

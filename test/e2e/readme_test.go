@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"bufio"
 	"context"
 	"errors"
@@ -14,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // readmeLayout is the original README's example: six VMs in three virtual

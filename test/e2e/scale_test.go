@@ -1,10 +1,10 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"fmt"
 	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // TestFiftyNICsTenVNIs: 50 vNICs in 10 VNIs (5 each) over two hosts, all in

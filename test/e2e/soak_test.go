@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"bufio"
 	"fmt"
 	"strconv"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/butterfly-go/butterfly/api/protocol"
 	"github.com/butterfly-go/butterfly/internal/apiclient"
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // soakDuration is how long TestSoakChurn churns the configuration.

@@ -1,11 +1,11 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // spoofPair builds one host with a victim VM (42.0.0.2) and a VM under

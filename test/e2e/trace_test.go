@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +13,8 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // echoCount counts the ICMP echo requests from src to dst and the echo

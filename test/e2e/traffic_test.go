@@ -1,14 +1,14 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"encoding/json"
 	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
 )
 
 // iperfReport is the part of iperf3's JSON output the tests read.

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/butterfly-go/butterfly/internal/labtest"
-
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butterfly-go/butterfly/internal/labtest"
 	"github.com/butterfly-go/butterfly/internal/port/vhostuser/vhosttest"
 )
 
