@@ -117,8 +117,8 @@ type Port struct {
 	// writer, read by anyone.
 	refused atomic.Uint64
 
-	mu      sync.Mutex
-	joined  map[netip.Addr]*mcastSock
+	mu     sync.Mutex
+	joined map[netip.Addr]*mcastSock
 	// retired are the sockets of left groups: the reader may still hold
 	// a list with their fds during a ReadBatch, so they are closed at the
 	// start of the next one (the reader is single) or by Close; a group
@@ -126,8 +126,8 @@ type Port struct {
 	// number, read by ReadBatch without the lock.
 	retired  map[netip.Addr]*mcastSock
 	nRetired atomic.Int32
-	active  atomic.Pointer[[]int]     // fds of joined groups, read by ReadBatch
-	closed  bool
+	active   atomic.Pointer[[]int] // fds of joined groups, read by ReadBatch
+	closed   bool
 }
 
 // Listen opens the underlay socket bound to local:port (local's family
