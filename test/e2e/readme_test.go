@@ -213,9 +213,9 @@ func TestREADMERunningTheDaemon(t *testing.T) {
 	// Wait (with a deadline) until the API answers with the key the
 	// daemon created, as a second terminal would.
 	fmt.Fprintf(&sb, `i=0
-until bin/butterfly -t 1000 status >/dev/null 2>&1; do
+until bin/butterfly -t 1000 status >/dev/null 2>%[1]q.cli; do
 	kill -0 $pid 2>/dev/null || { echo "butterflyd exited:"; cat %[1]q; exit 1; }
-	i=$((i+1)); [ $i -lt 150 ] || { echo "butterflyd API not up after 15 s:"; cat %[1]q; exit 1; }
+	i=$((i+1)); [ $i -lt 150 ] || { echo "butterflyd API not up after 150 tries (last CLI error: $(cat %[1]q.cli)):"; cat %[1]q; exit 1; }
 	sleep 0.1
 done
 echo "== second block"
