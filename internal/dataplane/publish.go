@@ -1,0 +1,152 @@
+package dataplane
+
+import (
+	"slices"
+	"time"
+
+	"github.com/butterfly-go/butterfly/internal/antispoof"
+	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/vxlan"
+)
+
+// publishLocked publishes a snapshot of the current configuration and
+// returns its generation. Its cost follows the change, not the size of
+// the configuration: the entries of unchanged vNICs, the VNIs and the
+// poll lists of unchanged workers are shared with the previous snapshot
+// (only the slot array of pointers is copied). Only the workers whose set
+// of ports changed are woken, to update their epoll set; the others pick
+// the snapshot up at their next batch, or when they wake.
+func (e *Engine) publishLocked() uint64 {
+	e.gen++
+	s := &snapshot{
+		gen:     e.gen,
+		nics:    make([]*nicConf, len(e.slots)),
+		vnis:    e.vniConfs,
+		polls:   e.polls,
+		under:   e.under,
+		txUnder: e.txUnder,
+		underFd: -1,
+		utrace:  e.utrace,
+		vtep:    e.cfg.VTEP,
+	}
+	if e.under != nil {
+		s.underFd = e.under.Fd()
+	}
+	s.mtu = vxlan.InnerMTU(e.cfg.UnderlayMTU, e.cfg.VTEP.Is6()) + packet.EthernetLen
+	s.mtuInner4 = uint16(s.mtu - 14)
+	s.mtuInner6 = uint32(s.mtu - 14)
+	for slot, ent := range e.slots {
+		if ent == nil {
+			continue
+		}
+		s.nics[slot] = e.nicConfOf(ent)
+	}
+	for vni := range e.vniDirty {
+		if v := e.vnis[vni]; v != nil {
+			ports := slices.Clone(v.members)
+			if s.under != nil {
+				ports = append(ports, underPort)
+			}
+			v.l2.SetPorts(ports)
+		}
+		delete(e.vniDirty, vni)
+	}
+	vnis := s.vnis
+	s.known = func(vni uint32) bool { return vnis[vni] != nil }
+	e.snap.Store(s)
+	for w, dirty := range e.portsDirty {
+		if dirty {
+			e.workers[w].wake()
+			e.portsDirty[w] = false
+		}
+	}
+	return s.gen
+}
+
+// nicConfOf returns the snapshot entry of ent: the one of the previous
+// snapshot while nothing it holds changed, else a new one.
+func (e *Engine) nicConfOf(ent *nicEntry) *nicConf {
+	pol := ent.pol
+	if ent.nic.Bypass {
+		pol = nil
+	}
+	if c := ent.conf; c != nil && !ent.stale && c.pol == pol && c.tracer == ent.tracer {
+		return c
+	}
+	ent.conf = &nicConf{
+		nicPort: ent.p,
+		mac:     ent.nic.MAC,
+		vni:     e.vniConfs[ent.nic.VNI],
+		bypass:  ent.nic.Bypass,
+		spoof:   antispoof.NewConfig(packet.MAC(ent.nic.MAC), ent.nic.IPs, ent.nic.IPAntiSpoof),
+		pol:     pol,
+		tracer:  ent.tracer,
+	}
+	ent.stale = false
+	return ent.conf
+}
+
+// setPolled adds (or removes) slot to the ports worker w polls; the
+// lists are copied on write, as snapshots share them.
+func (e *Engine) setPolled(w, slot int, on bool) {
+	polls := slices.Clone(e.polls)
+	if on {
+		polls[w] = append(slices.Clone(polls[w]), slot)
+	} else {
+		polls[w] = slices.DeleteFunc(slices.Clone(polls[w]), func(x int) bool { return x == slot })
+	}
+	e.polls = polls
+	e.portsDirty[w] = true
+}
+
+// quiesce waits until no worker can still use a snapshot older than gen,
+// so that resources only older snapshots referenced can be released: a
+// worker is past it once it has moved to generation gen or later, or
+// while it sleeps in epoll (it holds no configuration there: it loads the
+// newest snapshot before it touches a port again). It reports false when
+// a worker did not get there within cfg.StallTimeout; that worker is
+// logged as stuck.
+func (e *Engine) quiesce(gen uint64) bool {
+	if e.hooks.manual {
+		return true
+	}
+	deadline := time.Now().Add(e.cfg.StallTimeout)
+	for _, w := range e.workers {
+		for !w.pastGen(gen) {
+			if time.Now().After(deadline) {
+				e.log.Error("worker stuck: it has not reached the new configuration; resources it may use stay open until it does",
+					"worker", w.id, "tid", w.tid.Load(), "gen", gen, "at", w.ack.Load())
+				return false
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}
+	return true
+}
+
+// release runs free once no worker can use a snapshot older than gen: at
+// once when quiesce confirms it, else (a stuck worker) in the background
+// when the workers get there, or when the engine closes. A port is thus
+// never closed while a worker may still read it.
+func (e *Engine) release(gen uint64, free func()) {
+	if e.quiesce(gen) {
+		free()
+		return
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		for !e.stop.Load() {
+			past := true
+			for _, w := range e.workers {
+				past = past && w.pastGen(gen)
+			}
+			if past {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		e.log.Info("stuck worker moved on: releasing what it held", "gen", gen)
+		free()
+	}()
+}
