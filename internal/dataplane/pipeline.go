@@ -385,20 +385,9 @@ func (w *worker) putAll(bs []*packet.Buf) {
 // segPayload returns the payload per segment of a TSO frame, and false
 // when its segments would not fit the underlay.
 func (w *worker) segPayload(s *snapshot, b *packet.Buf) (int, bool) {
-	var l packet.Layers
-	f := b.Bytes()
-	if !packet.Parse(f, &l) || l.L4 == 0 {
+	hdr, err := packet.GSOHeaderLen(b)
+	if err != nil {
 		return 0, true // Segment reports the error
-	}
-	hdr := l.L4
-	switch l.Proto {
-	case packet.ProtoTCP:
-		if len(f) < l.L4+13 {
-			return 0, true
-		}
-		hdr += int(f[l.L4+12]>>4) * 4
-	case packet.ProtoUDP:
-		hdr += 8
 	}
 	if hdr+int(b.VNet.GSOSize) > s.mtu {
 		return 0, false

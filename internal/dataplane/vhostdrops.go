@@ -85,21 +85,8 @@ func guestSegPayload(p port.Port, b *packet.Buf) int {
 	if mtu <= 0 {
 		return 0
 	}
-	var l packet.Layers
-	f := b.Bytes()
-	if !packet.Parse(f, &l) || l.L4 == 0 {
-		return 0
-	}
-	hdr := l.L4
-	switch l.Proto {
-	case packet.ProtoTCP:
-		if len(f) < l.L4+13 {
-			return 0
-		}
-		hdr += int(f[l.L4+12]>>4) * 4
-	case packet.ProtoUDP:
-		hdr += 8
-	default:
+	hdr, err := packet.GSOHeaderLen(b)
+	if err != nil {
 		return 0
 	}
 	n := mtu + packet.EthernetLen - hdr

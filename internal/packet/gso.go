@@ -77,6 +77,14 @@ func gsoParse(src *Buf, maxPayload int) (gsoInfo, error) {
 	return g, nil
 }
 
+// GSOHeaderLen returns the length of the headers every segment of GSO
+// frame src repeats (Ethernet to its TCP or UDP header included), or the
+// error Segment would return.
+func GSOHeaderLen(src *Buf) (int, error) {
+	g, err := gsoParse(src, 0)
+	return g.hdrLen, err
+}
+
 // SegmentCount returns how many segments Segment will produce for src
 // with the same maxPayload, or 0 with the error Segment would return.
 func SegmentCount(src *Buf, maxPayload int) (int, error) {
