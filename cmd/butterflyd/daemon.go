@@ -103,8 +103,8 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	// request is served.
 	var ps *state.Store
 	if d.cfg.StateFile != "" {
-		opts.Persist = func(st model.State) error {
-			if err := ps.Save(st); err != nil {
+		opts.Persist = func(c model.Change) error {
+			if err := ps.SaveChange(c); err != nil {
 				d.log.Error("persisting state", "err", err)
 				return err
 			}
@@ -190,6 +190,14 @@ func (d *daemon) restore(store *model.Store) (*state.Store, error) {
 	got := store.State()
 	d.log.Info("configuration restored", "state_file", path,
 		"nics", len(got.NICs), "nics_saved", len(st.NICs), "sgs", len(got.SGs), "sgs_saved", len(st.SGs))
+	// Requests persist their changes only (SaveChange): make the files
+	// hold what was restored first (vNICs dropped, trace paths confined,
+	// paths the dataplane gave), one record if anything differs. If that
+	// fails, ps keeps the state and the next change writes a snapshot.
+	store.TakeChanges()
+	if err := ps.Save(got); err != nil {
+		d.log.Error("persisting the restored state", "err", err)
+	}
 	if rerr == nil {
 		return ps, nil
 	}

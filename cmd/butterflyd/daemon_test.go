@@ -307,9 +307,16 @@ func TestRestore(t *testing.T) {
 	if got := dp.NICIDs(); strings.Join(got, ",") != "n1,n2" {
 		t.Errorf("engine vNICs after restore = %q", got)
 	}
-	for id, want := range map[string]string{"n1": filepath.Join(cfg.TraceDir.Path(), "butterfly-4242-n1.pcap"), "n2": "kept.pcap"} {
+	wantTrace := map[string]string{"n1": filepath.Join(cfg.TraceDir.Path(), "butterfly-4242-n1.pcap"), "n2": "kept.pcap"}
+	for id, want := range wantTrace {
 		if n, _ := dp.NIC(id); !n.PacketTrace || n.TracePath != want {
 			t.Errorf("restored %s traces to %q (on: %t), want %q", id, n.TracePath, n.PacketTrace, want)
+		}
+	}
+	// The trace path replaced at restore is persisted.
+	for _, n := range loadState(t, cfg.StateFile).NICs {
+		if n.TracePath != wantTrace[n.ID] {
+			t.Errorf("state file: %s traces to %q, want %q", n.ID, n.TracePath, wantTrace[n.ID])
 		}
 	}
 	a.must(tapNIC("n3", 7, "52:54:00:00:00:03"))
@@ -374,6 +381,12 @@ func TestRestoreFailureKeepsCopy(t *testing.T) {
 	}
 	if st := loadState(t, copies[0]); len(st.NICs) != 2 {
 		t.Errorf("kept copy has %d vNICs, want 2", len(st.NICs))
+	}
+	// The state file holds what was restored, not the dropped vNIC, also
+	// after a change that does not touch it.
+	a.must(sgAdd("sg-new"))
+	if st := loadState(t, cfg.StateFile); len(st.NICs) != 1 || st.NICs[0].ID != "good" || len(st.SGs) != 1 {
+		t.Errorf("state file after the restore and sg_add: %+v", st)
 	}
 }
 

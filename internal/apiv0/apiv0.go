@@ -20,12 +20,15 @@ import (
 
 // Options configure a Handler. Every field is optional.
 type Options struct {
-	// Persist saves the state. It is called after every request that
-	// changed the state, before the reply; an error turns the reply into
-	// an error (the change stays applied in memory). The State comes from
-	// model.Store.State: its lists are shared with the Store and must not
-	// be written (Persist may keep them, as state.Store.Save does).
-	Persist func(model.State) error
+	// Persist saves a change of the state. It is called after every
+	// request that changed the state, before the reply, with what changed
+	// since the previous call (model.Store.TakeChanges: every change is
+	// given once); an error turns the reply into an error (the change
+	// stays applied in memory, and Persist must keep it for its next
+	// call, as state.Store.SaveChange does). The objects' lists are
+	// shared with the Store and must not be written (Persist may keep
+	// them).
+	Persist func(model.Change) error
 	// Quit is called by app_quit before the OK reply is returned; the
 	// server sends the reply, then stops.
 	Quit func()
@@ -227,7 +230,9 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 	return nil
 }
 
-// mutate runs op and, if the state changed, persists it.
+// mutate runs op and, if the state changed, persists the change. The
+// change is taken from the Store even without Persist, so that the
+// Store's change set stays small.
 func (h *Handler) mutate(op func() error) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -235,10 +240,14 @@ func (h *Handler) mutate(op func() error) error {
 	if err := op(); err != nil {
 		return err
 	}
-	if h.opts.Persist == nil || h.store.Generation() == before {
+	if h.store.Generation() == before {
 		return nil
 	}
-	if err := h.opts.Persist(h.store.State()); err != nil {
+	ch := h.store.TakeChanges()
+	if h.opts.Persist == nil {
+		return nil
+	}
+	if err := h.opts.Persist(ch); err != nil {
 		return &wrapError{"Internal error: the change is applied but the state could not be saved", err}
 	}
 	return nil

@@ -2,7 +2,9 @@ package apiv0_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +25,7 @@ type env struct {
 	h        *apiv0.Handler
 	store    *model.Store
 	dp       *modeltest.Dataplane
-	persists []model.State
+	persists []model.Change
 	persist  error
 	quits    int
 	levels   []string
@@ -37,8 +39,8 @@ func newEnv(t *testing.T) *env {
 		DefaultTracePath:   func(id string) string { return "/tmp/butterfly-5593-" + id + ".pcap" },
 	})
 	e.h = apiv0.New(e.store, apiv0.Options{
-		Persist: func(s model.State) error {
-			e.persists = append(e.persists, s)
+		Persist: func(c model.Change) error {
+			e.persists = append(e.persists, c)
 			return e.persist
 		},
 		Quit:        func() { e.quits++ },
@@ -538,9 +540,10 @@ func TestAppConfigAndQuit(t *testing.T) {
 func TestPersistence(t *testing.T) {
 	e := newEnv(t)
 	e.ok(t, nic1, `nic_add { path: "/tmp/qemu-vhost-nic-1" }`)
-	if len(e.persists) != 1 || len(e.persists[0].NICs) != 1 || e.persists[0].Version != 1 {
+	if len(e.persists) != 1 || len(e.persists[0].NICs) != 1 {
 		t.Fatalf("saves %+v", e.persists)
 	}
+	saved := replay(model.State{Version: model.StateVersion}, e.persists[0])
 	// Reads and no-op changes save nothing.
 	for _, r := range []string{`nic_list: true`, `nic_details: ""`, `sg_list: true`, `app_status: true`,
 		`nic_del: "unknown"`, `sg_del: "unknown"`, `nic_update { id: "nic-1" ip_anti_spoof: true }`,
@@ -567,8 +570,9 @@ func TestPersistence(t *testing.T) {
 			t.Errorf("%s: %d saves, want 1", r, len(e.persists)-n)
 			continue
 		}
-		if got := e.persists[len(e.persists)-1]; !reflect.DeepEqual(got, e.store.State()) {
-			t.Errorf("%s: saved state differs from the store's", r)
+		saved = replay(saved, e.persists[len(e.persists)-1])
+		if want := e.store.State(); !reflect.DeepEqual(saved, want) {
+			t.Errorf("%s: saved changes give\n%+v\nthe store has\n%+v", r, saved, want)
 		}
 	}
 	// A failed save is reported; the change stays applied.
@@ -580,4 +584,68 @@ func TestPersistence(t *testing.T) {
 	if l := e.store.SGList(); len(l) != 1 || l[0] != "sg-2" {
 		t.Errorf("sgs %q", l)
 	}
+}
+
+// TestPersistGetsTheChangeOnly: each request hands Persist the objects
+// it changed, not the whole state, whether 10 or 10,000 vNICs exist.
+func TestPersistGetsTheChangeOnly(t *testing.T) {
+	for _, nics := range []int{10, 10000} {
+		t.Run(fmt.Sprint(nics), func(t *testing.T) {
+			e := newEnv(t)
+			for i := range nics {
+				n := model.NIC{ID: fmt.Sprintf("n-%d", i), MACText: "52:54:00:00:00:01", SecurityGroups: []string{"sg-1"}}
+				if _, err := e.store.AddNIC(n); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.store.TakeChanges()
+			for _, tt := range []struct {
+				request string
+				want    model.Change
+			}{
+				{nic1, model.Change{NICs: []model.NIC{{ID: "nic-1"}}}},
+				{`sg_rule_add { sg_id: "sg-1" rule { direction: INBOUND protocol: 6 port_start: 22 port_end: 22 cidr { address: "10.0.0.0" mask_size: 8 } } }`,
+					model.Change{SGs: []model.SG{{ID: "sg-1"}}}},
+				{`sg_member_add { sg_id: "sg-1" member: "10.0.0.9" }`, model.Change{SGs: []model.SG{{ID: "sg-1"}}}},
+				{`nic_del: "n-5"`, model.Change{DelNICs: []string{"n-5"}}},
+			} {
+				n := len(e.persists)
+				e.do(t, tt.request)
+				if len(e.persists) != n+1 {
+					t.Fatalf("%s: %d saves, want 1", tt.request, len(e.persists)-n)
+				}
+				got := e.persists[n]
+				ids := func(c model.Change) [4][]string {
+					var out [4][]string
+					for _, x := range c.NICs {
+						out[0] = append(out[0], x.ID)
+					}
+					for _, x := range c.SGs {
+						out[1] = append(out[1], x.ID)
+					}
+					out[2], out[3] = c.DelNICs, c.DelSGs
+					return out
+				}
+				if !reflect.DeepEqual(ids(got), ids(tt.want)) {
+					t.Errorf("%s: Persist got %v, want %v", tt.request, ids(got), ids(tt.want))
+				}
+			}
+		})
+	}
+}
+
+// replay returns st with c applied, vNICs and groups sorted by id, as
+// model.Store.State returns them.
+func replay(st model.State, c model.Change) model.State {
+	nics := slices.DeleteFunc(slices.Clone(st.NICs), func(n model.NIC) bool {
+		return slices.Contains(c.DelNICs, n.ID) || slices.ContainsFunc(c.NICs, func(m model.NIC) bool { return m.ID == n.ID })
+	})
+	sgs := slices.DeleteFunc(slices.Clone(st.SGs), func(g model.SG) bool {
+		return slices.Contains(c.DelSGs, g.ID) || slices.ContainsFunc(c.SGs, func(h model.SG) bool { return h.ID == g.ID })
+	})
+	nics = append(nics, c.NICs...)
+	sgs = append(sgs, c.SGs...)
+	slices.SortFunc(nics, func(a, b model.NIC) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(sgs, func(a, b model.SG) int { return strings.Compare(a.ID, b.ID) })
+	return model.State{Version: model.StateVersion, NICs: append([]model.NIC{}, nics...), SGs: append([]model.SG{}, sgs...)}
 }

@@ -43,7 +43,8 @@ func largeStore(tb testing.TB, nics, sgs, rules int) *model.Store {
 }
 
 // BenchmarkStateLarge measures State on 1,000 vNICs and 100 security
-// groups of 100 rules: the cost apiv0 pays after every persisted change.
+// groups of 100 rules (butterflyd takes it once, after a restore; each
+// request persists its change only, see TakeChanges).
 func BenchmarkStateLarge(b *testing.B) {
 	s := largeStore(b, 1000, 100, 100)
 	b.ReportAllocs()

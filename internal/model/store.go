@@ -26,32 +26,68 @@ type Store struct {
 }
 
 // table is a map of objects by id that keeps the sorted ids, computed
-// again only after an id was added or removed. Read m directly; change it
-// through set, del and reset.
+// again only after an id was added or removed, and the ids changed since
+// the last take. Read m directly; change it through set, del and reset.
 type table[V any] struct {
 	m   map[string]*V
 	ids []string // m's ids sorted; nil when stale
+	// dirty holds the ids set, deleted or reset since the last take.
+	dirty map[string]struct{}
 }
 
-func newTable[V any]() table[V] { return table[V]{m: make(map[string]*V)} }
+func newTable[V any]() table[V] {
+	return table[V]{m: make(map[string]*V), dirty: make(map[string]struct{})}
+}
 
 func (t *table[V]) set(id string, v *V) {
 	if _, ok := t.m[id]; !ok {
 		t.ids = nil
 	}
 	t.m[id] = v
+	t.dirty[id] = struct{}{}
 }
 
 func (t *table[V]) del(id string) {
 	if _, ok := t.m[id]; ok {
 		delete(t.m, id)
 		t.ids = nil
+		t.dirty[id] = struct{}{}
 	}
 }
 
 func (t *table[V]) reset() {
+	for id := range t.m {
+		t.dirty[id] = struct{}{}
+	}
 	clear(t.m)
 	t.ids = nil
+}
+
+// smallDirty is the largest dirty set that take clears for reuse; a larger
+// one is dropped, since clearing a map costs its capacity, not its length.
+const smallDirty = 32
+
+// take returns the objects changed since the last take (their current
+// values, through share) and the ids removed since then, both sorted by
+// id, and starts a new change set. Its cost is that of the change, not of
+// the table.
+func (t *table[V]) take(share func(V) V) (up []V, del []string) {
+	if len(t.dirty) == 0 {
+		return nil, nil
+	}
+	for _, id := range sortedKeys(t.dirty) {
+		if v, ok := t.m[id]; ok {
+			up = append(up, share(*v))
+		} else {
+			del = append(del, id)
+		}
+	}
+	if len(t.dirty) > smallDirty {
+		t.dirty = make(map[string]struct{})
+	} else {
+		clear(t.dirty)
+	}
+	return up, del
 }
 
 // sorted returns the ids in order. The slice is shared: do not modify it.
@@ -212,6 +248,7 @@ func (s *Store) addNIC(n NIC) (string, error) {
 				e.Err = errors.Join(e.Err, fmt.Errorf("restoring the previous nic %q failed, it is removed: %w", old.ID, rerr))
 			} else {
 				old.Path = oldPath
+				s.nics.set(old.ID, old)
 				e.Err = errors.Join(e.Err, fmt.Errorf("previous nic %q restored", old.ID))
 			}
 		}
@@ -617,6 +654,25 @@ func (s *Store) State() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return State{Version: StateVersion, NICs: cloneSorted(&s.nics, shareNIC), SGs: cloneSorted(&s.sgs, shareSG)}
+}
+
+// TakeChanges returns what changed since the previous TakeChanges (or
+// since New): the vNICs and security groups added or replaced, as they are
+// now, and the ids of those removed, each list sorted by id; then it
+// starts a new change set. An object changed and then removed is only
+// removed; one removed and then added again is only added. Like State, the
+// objects' lists are shared with the Store: read-only. Its cost is
+// proportional to the change, not to the size of the state, so that a
+// caller persisting every change (apiv0 with state.Store.SaveChange) pays
+// for what changed only. Callers that take no changes leave the set to
+// grow up to the number of ids ever used.
+func (s *Store) TakeChanges() Change {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var c Change
+	c.NICs, c.DelNICs = s.nics.take(shareNIC)
+	c.SGs, c.DelSGs = s.sgs.take(shareSG)
+	return c
 }
 
 // shareNIC returns n with its lists clipped, for State.

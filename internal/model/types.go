@@ -186,6 +186,21 @@ type State struct {
 	SGs     []SG  `json:"sgs"`
 }
 
+// Change is a change of a Store's state (Store.TakeChanges): the vNICs
+// and security groups added or replaced, whole, and the ids of those
+// removed. An id is in at most one of NICs and DelNICs (SGs and DelSGs).
+type Change struct {
+	NICs    []NIC
+	SGs     []SG
+	DelNICs []string
+	DelSGs  []string
+}
+
+// Empty reports whether c changes nothing.
+func (c Change) Empty() bool {
+	return len(c.NICs) == 0 && len(c.SGs) == 0 && len(c.DelNICs) == 0 && len(c.DelSGs) == 0
+}
+
 // Options configure a Store.
 type Options struct {
 	// DefaultPacketTrace is the packet_trace value of a nic_add that does

@@ -15,8 +15,13 @@ import (
 	"github.com/butterfly-go/butterfly/internal/model"
 )
 
-// killChildEnv names the state path in the child process of TestKill9.
-const killChildEnv = "STATE_KILL9_CHILD_PATH"
+// killChildEnv names the state path in the child process of TestKill9,
+// killChangeEnv (set to "1") makes it save changes (SaveChange) instead
+// of whole states.
+const (
+	killChildEnv  = "STATE_KILL9_CHILD_PATH"
+	killChangeEnv = "STATE_KILL9_CHILD_CHANGES"
+)
 
 // killSaves is the length of TestKill9's sequence of states.
 const killSaves = 5000
@@ -35,9 +40,10 @@ func killState(i int) model.State {
 // every few saves) and reports each acknowledged save, kills it with
 // SIGKILL at a random moment, and checks that the files read back as the
 // last acknowledged state or the one after it (being written when killed).
+// Odd runs save each state as a change (SaveChange), even runs whole.
 func TestKill9(t *testing.T) {
 	if path := os.Getenv(killChildEnv); path != "" {
-		killChild(path)
+		killChild(path, os.Getenv(killChangeEnv) == "1")
 		return
 	}
 	if testing.Short() {
@@ -47,7 +53,7 @@ func TestKill9(t *testing.T) {
 	for run := range 4 {
 		path := filepath.Join(t.TempDir(), "state.json")
 		cmd := exec.Command(os.Args[0], "-test.run=^TestKill9$")
-		cmd.Env = append(os.Environ(), killChildEnv+"="+path)
+		cmd.Env = append(os.Environ(), killChildEnv+"="+path, fmt.Sprintf("%s=%d", killChangeEnv, run%2))
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -91,9 +97,10 @@ func TestKill9(t *testing.T) {
 	}
 }
 
-// killChild is TestKill9's child: save states[i] for i = 0, 1, ... and
-// print i once it is acknowledged.
-func killChild(path string) {
+// killChild is TestKill9's child: save states[i] for i = 0, 1, ... (the
+// change of its group if changes is set, else whole) and print i once it
+// is acknowledged.
+func killChild(path string, changes bool) {
 	s, _, err := Open(path, Options{CompactMin: 8 << 10})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -102,7 +109,11 @@ func killChild(path string) {
 	st := killState(-1)
 	for i := range killSaves {
 		st = withRule(st, i%3, uint32(i))
-		if err := s.Save(st); err != nil {
+		save := func() error { return s.Save(st) }
+		if changes && i > 0 {
+			save = func() error { return s.SaveChange(model.Change{SGs: []model.SG{st.SGs[i%3]}}) }
+		}
+		if err := save(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}

@@ -262,11 +262,14 @@ type Store struct {
 	// seq is the sequence number of the last record written (or of the
 	// snapshot).
 	seq uint64
-	// nics and sgs are the state last made durable; the Store owns them.
+	// nics and sgs are the state last saved (Save, SaveChange): the
+	// state the files hold unless broken is set. The Store owns the maps;
+	// the objects' lists are shared with the callers (read-only).
 	nics map[string]model.NIC
 	sgs  map[string]model.SG
-	// broken is set when a failed append could not be undone: the journal
-	// may end with garbage, so the next Save writes a snapshot instead.
+	// broken is set when a save failed: the files lack the last changes
+	// (and the journal may end with garbage), so the next save writes a
+	// snapshot instead of a record.
 	broken error
 	info   OpenInfo
 	// hook, if set, is called at each step of a write; the crash tests
@@ -367,7 +370,9 @@ func (s *Store) Close() error {
 // Save makes st durable before it returns: it appends a record of what
 // differs from the last saved state (changed vNICs and security groups,
 // compared by id, and deleted ids) to the journal and syncs it. Nothing
-// changed: nothing is written. Equal ids in st: the last one wins.
+// changed: nothing is written. Equal ids in st: the last one wins. Save
+// compares the whole state (O(vNICs + groups)); SaveChange costs only
+// what changed.
 //
 // The Store keeps st's lists (NIC.IPs, NIC.SecurityGroups, SG.Members,
 // SG.Rules) without copying them: the caller must not write into them
@@ -386,38 +391,83 @@ func (s *Store) Save(st model.State) error {
 		return errors.New("save state: store closed")
 	}
 	if s.broken != nil {
-		// The journal's end is unknown: replace everything by a snapshot
-		// whose sequence covers whatever the failed append left.
-		nics, sgs := s.nics, s.sgs
 		s.nics, s.sgs = maps(st)
-		if err := s.compact(s.seq + 1); err != nil {
-			s.nics, s.sgs = nics, sgs
-			return fmt.Errorf("save state (recovering from %v): %w", s.broken, err)
-		}
-		s.log.Info("state journal recovered by writing a snapshot", "path", s.path)
-		s.broken = nil
-		return nil
+		return s.recover()
 	}
-	r := s.diff(st)
+	return s.commit(s.diff(st))
+}
+
+// SaveChange makes the state last saved with c applied durable before it
+// returns, as Save does for a whole state: c's removals and the objects
+// of c that differ from the saved ones (compared one by one) go into one
+// journal record, synced; nothing else is read or written, so the cost is
+// that of the change, not of the state (compaction aside, which rewrites
+// the snapshot once the journal has grown past twice its size). Nothing
+// changed: nothing is written. c comes from model.Store.TakeChanges: ids
+// unique within each list, an id in at most one of NICs and DelNICs (SGs
+// and DelSGs); removing an unknown id is not an error. The Store keeps
+// c's lists, which the caller must not write into afterwards (as Save).
+//
+// If SaveChange fails the change is not durable, but the Store keeps it:
+// the next Save or SaveChange writes a snapshot holding it and the new
+// change, so that a caller taking every change once loses none.
+func (s *Store) SaveChange(c model.Change) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.j == nil {
+		return errors.New("save state: store closed")
+	}
+	r := s.changeRecord(c)
+	if s.broken != nil {
+		r.applyTo(s.nics, s.sgs)
+		return s.recover()
+	}
+	return s.commit(r)
+}
+
+// recover writes the Store's state as a snapshot whose sequence covers
+// whatever a failed write left in the journal, so that the files hold the
+// Store's state again. s.mu must be held and s.broken set.
+func (s *Store) recover() error {
+	if err := s.compact(s.seq + 1); err != nil {
+		return fmt.Errorf("save state (recovering from %v): %w", s.broken, err)
+	}
+	s.log.Info("state journal recovered by writing a snapshot", "path", s.path)
+	s.broken = nil
+	return nil
+}
+
+// commit appends r (its sequence set here) to the journal, syncs it and
+// applies it to the Store's state, then compacts if the journal has grown
+// enough. If r cannot be made durable the Store applies it all the same
+// and marks itself broken: the files then lag behind its state, and the
+// next save writes a snapshot. s.mu must be held.
+func (s *Store) commit(r record) error {
 	if r.empty() {
 		return nil
 	}
 	r.Seq = s.seq + 1
+	fail := func(err error) error {
+		r.applyTo(s.nics, s.sgs)
+		s.broken = err
+		return fmt.Errorf("save state: %w", err)
+	}
 	payload, err := json.Marshal(&r)
 	if err != nil {
-		return fmt.Errorf("save state: encode: %w", err)
+		return fail(fmt.Errorf("encode: %w", err))
 	}
 	if len(payload) > maxRecord {
-		return fmt.Errorf("save state: change of %d bytes is too large", len(payload))
+		return fail(fmt.Errorf("change of %d bytes is too large", len(payload)))
 	}
 	frame := appendFrame(make([]byte, 0, headerSize+len(payload)), payload)
 	if err := s.append(frame); err != nil {
-		// Undo a partial or unsynced append so that the next record
-		// follows a clean end.
+		// Undo a partial or unsynced append so that the snapshot the
+		// next save writes follows a clean end (its sequence covers
+		// this record in any case).
 		if terr := s.truncate(s.jsize); terr != nil {
-			s.broken = errors.Join(err, terr)
+			err = errors.Join(err, terr)
 		}
-		return fmt.Errorf("save state: %w", err)
+		return fail(err)
 	}
 	s.jsize += int64(len(frame))
 	s.seq = r.Seq
@@ -489,15 +539,67 @@ func (s *Store) diff(st model.State) record {
 	return r
 }
 
+// changeRecord returns the record of c's effect on the saved state (Seq
+// unset): removals of known ids, and the objects that are new or differ
+// from the saved ones. Upserted objects share c's lists.
+func (s *Store) changeRecord(c model.Change) record {
+	var r record
+	r.DelNICs = known(s.nics, c.DelNICs)
+	r.DelSGs = known(s.sgs, c.DelSGs)
+	r.NICs = changed(s.nics, c.NICs, r.DelNICs, func(n model.NIC) string { return n.ID }, model.NIC.Equal)
+	r.SGs = changed(s.sgs, c.SGs, r.DelSGs, func(g model.SG) string { return g.ID }, model.SG.Equal)
+	return r
+}
+
+// known returns the ids of ids that saved holds.
+func known[T any](saved map[string]T, ids []string) []string {
+	var out []string
+	for _, id := range ids {
+		if _, ok := saved[id]; ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// changed returns the objects of up that saved does not hold or holds
+// with another value; an object whose id is in del (removed by the same
+// record, before the upserts) is always kept.
+func changed[T any](saved map[string]T, up []T, del []string, key func(T) string, equal func(a, b T) bool) []T {
+	var out []T
+	for _, v := range up {
+		id := key(v)
+		if old, ok := saved[id]; ok && equal(old, v) && !slices.Contains(del, id) {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
 // changes returns the objects of cur that are not in saved or differ from
 // it (of equal ids, the last one), and the ids of saved that are not in
-// cur, sorted.
+// cur, sorted. It costs O(len(cur) + len(saved)) map look-ups, plus the
+// comparison of the objects whose lists are not the saved ones.
 func changes[T any](saved map[string]T, cur []T, key func(T) string, equal func(a, b T) bool) (up []T, del []string) {
-	known, sorted := 0, true
+	// Ids strictly increasing (as model.Store.State gives them): no
+	// duplicates. Otherwise last holds the index of each id's last copy.
+	var last map[string]int
+	strict := true
+	for i := 1; i < len(cur) && strict; i++ {
+		strict = key(cur[i-1]) < key(cur[i])
+	}
+	if !strict {
+		last = make(map[string]int, len(cur))
+		for i, v := range cur {
+			last[key(v)] = i
+		}
+	}
+	known := 0
 	for i, v := range cur {
 		id := key(v)
-		if i > 0 && key(cur[i-1]) >= id {
-			sorted = false
+		if last != nil && last[id] != i {
+			continue // a later duplicate wins
 		}
 		old, ok := saved[id]
 		if ok {
@@ -506,22 +608,19 @@ func changes[T any](saved map[string]T, cur []T, key func(T) string, equal func(
 				continue
 			}
 		}
-		if slices.ContainsFunc(cur[i+1:], func(w T) bool { return key(w) == id }) {
-			continue // a later duplicate wins (only changed objects get here)
-		}
 		up = append(up, v)
 	}
-	// Ids strictly increasing (no duplicates), all known and as many as
-	// saved: nothing was deleted.
-	if sorted && known == len(saved) {
-		return up, nil
-	}
-	present := make(map[string]struct{}, len(cur))
-	for _, v := range cur {
-		present[key(v)] = struct{}{}
+	if known == len(saved) {
+		return up, nil // every saved id is still there
 	}
 	for id := range saved {
-		if _, ok := present[id]; !ok {
+		present := false
+		if last != nil {
+			_, present = last[id]
+		} else {
+			_, present = slices.BinarySearchFunc(cur, id, func(v T, id string) int { return cmp.Compare(key(v), id) })
+		}
+		if !present {
 			del = append(del, id)
 		}
 	}

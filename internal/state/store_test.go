@@ -402,9 +402,9 @@ func TestCompaction(t *testing.T) {
 // crash is the panic value of the crash hook.
 type crash string
 
-// saveCrashing runs s.Save(st) and stops it at step, as kill -9 would.
-// It reports whether the step was reached.
-func saveCrashing(t *testing.T, s *Store, st model.State, step string) (reached bool) {
+// saveCrashing runs save(s) and stops it at step, as kill -9 would. It
+// reports whether the step was reached.
+func saveCrashing(t *testing.T, s *Store, save func(*Store) error, step string) (reached bool) {
 	t.Helper()
 	s.hook = func(at string) {
 		if at == step {
@@ -423,10 +423,22 @@ func saveCrashing(t *testing.T, s *Store, st model.State, step string) (reached 
 			s.Close()
 		}
 	}()
-	if err := s.Save(st); err != nil {
-		t.Fatalf("Save: %v", err)
+	if err := save(s); err != nil {
+		t.Fatalf("save: %v", err)
 	}
 	return false
+}
+
+// savers save a state whose group g just changed: whole (Save) or as the
+// change of that group (SaveChange).
+var savers = []struct {
+	name string
+	save func(s *Store, st model.State, g int) error
+}{
+	{"Save", func(s *Store, st model.State, _ int) error { return s.Save(st) }},
+	{"SaveChange", func(s *Store, st model.State, g int) error {
+		return s.SaveChange(model.Change{SGs: []model.SG{st.SGs[g]}})
+	}},
 }
 
 // TestCrashDuringSave stops a Save at each step of the append and of the
@@ -435,44 +447,50 @@ func saveCrashing(t *testing.T, s *Store, st model.State, step string) (reached 
 // a process crash leaves in the page cache) and that the Store opened on
 // them goes on correctly.
 func TestCrashDuringSave(t *testing.T) {
-	for _, step := range []string{stepJournalWrite, stepTempWritten, stepRenamed, stepDirSynced, stepTruncated} {
-		t.Run(step, func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "state.json")
-			s, _ := openT(t, path, Options{CompactMin: 2048})
-			st := big(5, 2, 3)
-			saveT(t, s, st)
-			reached := false
-			for i := 0; !reached; i++ {
-				if i > 500 {
-					t.Fatalf("step %s never reached", step)
-				}
-				st = withRule(st, i%2, uint32(100+i))
-				reached = saveCrashing(t, s, st, step)
-			}
-			got, err := load(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			assertState(t, "load after the crash", got, st)
-			s2, got := openT(t, path, Options{CompactMin: 2048})
-			assertState(t, "Open after the crash", got, st)
-			// Open removed the temporary snapshot a crash may leave.
-			ents, _ := os.ReadDir(dir)
-			for _, e := range ents {
-				if strings.HasPrefix(e.Name(), tempPrefix(path)) {
-					t.Errorf("temporary file %s left", e.Name())
-				}
-			}
-			for i := range 60 {
-				st = withRule(st, i%2, uint32(5000+i))
-				saveT(t, s2, st)
-			}
-			s2.Close()
-			_, got = openT(t, path, Options{})
-			assertState(t, "after more changes and compactions", got, st)
-		})
+	for _, sv := range savers {
+		for _, step := range []string{stepJournalWrite, stepTempWritten, stepRenamed, stepDirSynced, stepTruncated} {
+			t.Run(sv.name+"/"+step, func(t *testing.T) { testCrashDuringSave(t, step, sv.save) })
+		}
 	}
+}
+
+func testCrashDuringSave(t *testing.T, step string, save func(s *Store, st model.State, g int) error) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	s, _ := openT(t, path, Options{CompactMin: 2048})
+	st := big(5, 2, 3)
+	saveT(t, s, st)
+	reached := false
+	for i := 0; !reached; i++ {
+		if i > 500 {
+			t.Fatalf("step %s never reached", step)
+		}
+		st = withRule(st, i%2, uint32(100+i))
+		reached = saveCrashing(t, s, func(s *Store) error { return save(s, st, i%2) }, step)
+	}
+	got, err := load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertState(t, "load after the crash", got, st)
+	s2, got := openT(t, path, Options{CompactMin: 2048})
+	assertState(t, "Open after the crash", got, st)
+	// Open removed the temporary snapshot a crash may leave.
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), tempPrefix(path)) {
+			t.Errorf("temporary file %s left", e.Name())
+		}
+	}
+	for i := range 60 {
+		st = withRule(st, i%2, uint32(5000+i))
+		if err := save(s2, st, i%2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2.Close()
+	_, got = openT(t, path, Options{})
+	assertState(t, "after more changes and compactions", got, st)
 }
 
 // TestFailedAppendRecovers makes the journal unwritable: Save fails and
