@@ -84,7 +84,7 @@ type running struct {
 	cancel            context.CancelFunc
 }
 
-func testConfig(t *testing.T) config.Config {
+func testConfig(t testing.TB) config.Config {
 	dir := t.TempDir()
 	td, err := pcap.NewDir(filepath.Join(dir, "trace"))
 	if err != nil {
