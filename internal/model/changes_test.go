@@ -136,8 +136,8 @@ func TestTakeChanges(t *testing.T) {
 					t.Errorf("changed group %+v, the store has %+v (%v)", g, d, err)
 				}
 			}
-			if again := s.TakeChanges(); !again.Empty() {
-				t.Errorf("second TakeChanges: %+v, want nothing", idsOf(again))
+			if again := idsOf(s.TakeChanges()); !reflect.DeepEqual(again, changeIDs{}) {
+				t.Errorf("second TakeChanges: %+v, want nothing", again)
 			}
 		})
 	}

@@ -196,11 +196,6 @@ type Change struct {
 	DelSGs  []string
 }
 
-// Empty reports whether c changes nothing.
-func (c Change) Empty() bool {
-	return len(c.NICs) == 0 && len(c.SGs) == 0 && len(c.DelNICs) == 0 && len(c.DelSGs) == 0
-}
-
 // Options configure a Store.
 type Options struct {
 	// DefaultPacketTrace is the packet_trace value of a nic_add that does
