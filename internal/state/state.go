@@ -4,9 +4,10 @@
 // The state lives in two files: a JSON snapshot at the state path and an
 // append-only journal at "<path>.journal". A Store (Open) appends one
 // framed, checksummed record per change (the vNICs and security groups
-// that changed, whole, and the ids deleted) and syncs it before Save
-// returns, so a change costs a write of its own size instead of a rewrite
-// of the whole state. When the journal grows past twice the snapshot (at
+// that changed, whole, and the ids deleted) and syncs it before Save or
+// SaveChange returns, so a change costs a write of its own size instead
+// of a rewrite of the whole state; SaveChange, given the change itself
+// (model.Store.TakeChanges), also never looks at the rest of the state. When the journal grows past twice the snapshot (at
 // least 1 MiB) the Store writes a new snapshot atomically (temporary
 // file, fsync, rename, fsync of the directory) that names the last record
 // it includes, then empties the journal; a crash at any step leaves files
