@@ -392,7 +392,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	v := e.vnis[n.VNI]
 	v.members = append(v.members, uint32(slot))
 	e.vniDirty[n.VNI] = true
-	e.setPolled(ent.p.worker, slot, true)
+	e.setPolled(ent.p.worker, slot, ent.p.port, true)
 	// Return once no worker can use the old configuration, so that the
 	// VM's first frames after nic_add's reply meet the new one.
 	e.quiesce(e.publishLocked())
@@ -463,7 +463,7 @@ func (e *Engine) DeleteNIC(id string) error {
 	delete(e.taps, ent.p.path)
 	slot := ent.p.slot
 	e.slots[slot] = nil
-	e.setPolled(ent.p.worker, slot, false)
+	e.setPolled(ent.p.worker, slot, ent.p.port, false)
 	if v := e.vnis[ent.nic.VNI]; v != nil {
 		v.members = slices.DeleteFunc(v.members, func(x uint32) bool { return x == uint32(slot) })
 		e.vniDirty[v.vni] = true

@@ -51,8 +51,9 @@ type fakePort struct {
 	// efd, when > 0, is the descriptor Fd returns (an eventfd), so that
 	// idle workers sleep as with real ports; signal makes inject make it
 	// readable (ReadBatch resets it).
-	efd    int
-	signal bool
+	efd      int
+	signal   bool
+	fdClosed atomic.Bool
 }
 
 var _ port.Port = (*fakePort)(nil)
@@ -74,7 +75,11 @@ func (p *fakePort) withEventfd(t testing.TB) *fakePort {
 	if err != nil {
 		t.Fatalf("eventfd: %v", err)
 	}
-	t.Cleanup(func() { unix.Close(efd) })
+	t.Cleanup(func() {
+		if !p.fdClosed.Load() {
+			unix.Close(efd)
+		}
+	})
 	p.efd, p.signal = efd, true
 	return p
 }
@@ -157,6 +162,10 @@ func (p *fakePort) Fd() int {
 
 func (p *fakePort) Close() error {
 	p.closed.Store(true)
+	if p.signal && !p.fdClosed.Swap(true) {
+		// As a real port: its descriptor number may be reused at once.
+		unix.Close(p.efd)
+	}
 	return nil
 }
 

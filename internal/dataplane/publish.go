@@ -6,6 +6,7 @@ import (
 
 	"github.com/butterfly-go/butterfly/internal/antispoof"
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
 )
 
@@ -86,9 +87,11 @@ func (e *Engine) nicConfOf(ent *nicEntry) *nicConf {
 	return ent.conf
 }
 
-// setPolled adds (or removes) slot to the ports worker w polls; the
-// lists are copied on write, as snapshots share them.
-func (e *Engine) setPolled(w, slot int, on bool) {
+// setPolled adds port p in slot to the ports worker w polls (or removes
+// it) in the next snapshot: the poll lists are copied on write, as
+// snapshots share them, and the worker is told the change itself, so that
+// it updates its epoll set without looking at its other ports.
+func (e *Engine) setPolled(w, slot int, p port.Port, on bool) {
 	polls := slices.Clone(e.polls)
 	if on {
 		polls[w] = append(slices.Clone(polls[w]), slot)
@@ -97,6 +100,10 @@ func (e *Engine) setPolled(w, slot int, on bool) {
 	}
 	e.polls = polls
 	e.portsDirty[w] = true
+	wk := e.workers[w]
+	wk.deltaMu.Lock()
+	wk.deltas = append(wk.deltas, portDelta{gen: e.gen + 1, slot: slot, p: p, add: on})
+	wk.deltaMu.Unlock()
 }
 
 // quiesce waits until no worker can still use a snapshot older than gen,

@@ -89,6 +89,33 @@ func TestChangesWithWorkersAsleep(t *testing.T) {
 	}
 }
 
+// TestPortsComeAndGoWhileAsleep: vNICs added and deleted while every
+// worker sleeps, whose descriptors the kernel reuses at once, leave the
+// workers' epoll sets right: the vNIC that last got a reused descriptor
+// wakes its worker and gets its frames.
+func TestPortsComeAndGoWhileAsleep(t *testing.T) {
+	h := newHarnessFds(t, Config{Workers: 2}, false, true)
+	a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+	for i := range 20 {
+		waitFor(t, "every worker asleep", allSleeping(h.e))
+		id := fmt.Sprintf("x%d", i)
+		h.add(t, nicOf(id, mac(byte(10+i)), 5))
+		if err := h.e.DeleteNIC(id); err != nil {
+			t.Fatal(err)
+		}
+		// The next one likely gets the descriptor number just closed.
+		id = fmt.Sprintf("y%d", i)
+		y := h.add(t, nicOf(id, mac(byte(40+i)), 5))
+		y.inject(frame{data: udp4(t, mac(1), mac(byte(40+i)), "10.0.0.9", "10.0.0.1", 10, false)})
+		waitFor(t, "a frame from "+id, func() bool { return a.written.Load() == int64(i+1) })
+		if i%2 == 0 {
+			if err := h.e.DeleteNIC(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // stallPort is a fake port whose ReadBatch blocks while stall is set, as
 // a worker stuck in a port would.
 type stallPort struct {

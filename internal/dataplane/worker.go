@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,8 +80,15 @@ type worker struct {
 	// failedList lists them.
 	failed     []bool
 	failedList []int
-	// ports is the port of each slot this worker owns, as registered.
-	ports       []port.Port
+	// ports is the port of each slot this worker owns, as registered,
+	// and portFd its descriptor then (-1: none).
+	ports  []port.Port
+	portFd []int
+	// deltas are the control plane's changes of this worker's ports not
+	// applied yet (see syncPorts), guarded by deltaMu: taken only when
+	// the worker's ports change, never per packet.
+	deltaMu     sync.Mutex
+	deltas      []portDelta
 	underFailed bool
 	lastRx      int64
 	events      []unix.EpollEvent

@@ -38,10 +38,12 @@ func (w *worker) apply(s *snapshot) {
 		w.inActive = append(w.inActive, make([]bool, n-len(w.inActive))...)
 		w.failed = append(w.failed, make([]bool, n-len(w.failed))...)
 		w.ports = append(w.ports, make([]port.Port, n-len(w.ports))...)
+		for len(w.portFd) < n {
+			w.portFd = append(w.portFd, -1)
+		}
 	}
-	mine := s.polls[w.id]
-	if old := w.snap; old == nil || !samePolls(old.polls[w.id], mine) || old.under != s.under {
-		w.syncPorts(s, mine)
+	if old := w.snap; old == nil || !samePolls(old.polls[w.id], s.polls[w.id]) || old.under != s.under {
+		w.syncPorts(s)
 	}
 	for _, slot := range w.failedList {
 		w.failed[slot] = false
@@ -68,61 +70,59 @@ func samePolls(a, b []int) bool {
 	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
-// syncPorts brings the worker's epoll set and poll lists to the ports it
-// owns in s (mine): ports that left are forgotten, new ones registered
-// and polled at once.
-func (w *worker) syncPorts(s *snapshot, mine []int) {
-	gone := func(slot int, p port.Port) bool {
-		return slot >= len(s.nics) || s.nics[slot] == nil || s.nics[slot].port != p
+// portDelta is a change of the ports a worker owns, from the control
+// plane: port p enters (add) or leaves slot in the snapshot of generation
+// gen.
+type portDelta struct {
+	gen  uint64
+	slot int
+	p    port.Port
+	add  bool
+}
+
+// takeDeltas returns, in order, the port changes of snapshots up to gen;
+// later ones stay queued for a later snapshot.
+func (w *worker) takeDeltas(gen uint64) []portDelta {
+	w.deltaMu.Lock()
+	defer w.deltaMu.Unlock()
+	n := 0
+	for n < len(w.deltas) && w.deltas[n].gen <= gen {
+		n++
 	}
-	for fd, reg := range w.fdSlot {
-		if reg.slot == underSlot && reg.p == s.under {
-			continue
+	out := slices.Clone(w.deltas[:n])
+	w.deltas = slices.Delete(w.deltas, 0, n)
+	return out
+}
+
+// syncPorts applies the changes of the worker's ports up to snapshot s:
+// ports that left are forgotten (epoll set, poll lists), new ones
+// registered and polled at once. It costs what changed, not the number of
+// ports the worker owns.
+func (w *worker) syncPorts(s *snapshot) {
+	ds := w.takeDeltas(s.gen)
+	for i, d := range ds {
+		if old := w.ports[d.slot]; old != nil && (!d.add || old != d.p) {
+			w.forgetPort(d.slot)
 		}
-		if reg.slot == underSlot || gone(reg.slot, reg.p) {
-			unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-			delete(w.fdSlot, fd)
-		}
-	}
-	keep := func(slots []int) []int {
-		return slices.DeleteFunc(slots, func(slot int) bool {
-			if gone(slot, w.ports[slot]) {
-				w.inActive[slot] = false
-				return true
+		// A port that came and went since the last snapshot this worker
+		// used is not registered at all (it may be closed already).
+		left := d.add && slices.ContainsFunc(ds[i+1:], func(x portDelta) bool { return !x.add && x.slot == d.slot && x.p == d.p })
+		if d.add && !left && w.ports[d.slot] == nil {
+			w.ports[d.slot] = d.p
+			fd := d.p.Fd()
+			w.portFd[d.slot] = fd
+			if fd < 0 {
+				w.nofd = append(w.nofd, d.slot)
+				continue
 			}
-			return false
-		})
-	}
-	w.active, w.nofd = keep(w.active), keep(w.nofd)
-	owned := make(map[int]bool, len(mine))
-	for _, slot := range mine {
-		owned[slot] = true
-	}
-	for slot, p := range w.ports {
-		if p != nil && (!owned[slot] || gone(slot, p)) {
-			w.ports[slot] = nil
-			w.failed[slot] = false
+			w.watch(fd, fdReg{d.slot, d.p})
+			// A new port is polled until it has been idle for a while.
+			w.activate(d.slot)
 		}
 	}
 	w.sleepMs = 1000
-	for _, slot := range mine {
-		p := s.nics[slot].port
-		if w.ports[slot] == p {
-			if p.Fd() < 0 {
-				w.sleepMs = 1
-			}
-			continue
-		}
-		w.ports[slot] = p
-		fd := p.Fd()
-		if fd < 0 {
-			w.nofd = append(w.nofd, slot)
-			w.sleepMs = 1
-			continue
-		}
-		w.watch(fd, fdReg{slot, p})
-		// A new port is polled until it has been idle for a while.
-		w.activate(slot)
+	if len(w.nofd) > 0 {
+		w.sleepMs = 1
 	}
 	if w.id == 0 && s.under != nil {
 		if s.underFd < 0 {
@@ -132,6 +132,28 @@ func (w *worker) syncPorts(s *snapshot, mine []int) {
 			w.underActive, w.underLast = true, w.mono
 		}
 	}
+}
+
+// forgetPort drops the port of slot from the worker's epoll set and poll
+// lists. The port may be closed already (it left while the worker slept):
+// its descriptor is the one recorded at registration, and the epoll entry
+// is removed only if it is still that port's.
+func (w *worker) forgetPort(slot int) {
+	p, fd := w.ports[slot], w.portFd[slot]
+	if reg, ok := w.fdSlot[fd]; ok && fd >= 0 && reg.p == p {
+		unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		delete(w.fdSlot, fd)
+	}
+	drop := func(x int) bool { return x == slot }
+	if w.inActive[slot] {
+		w.active = slices.DeleteFunc(w.active, drop)
+		w.inActive[slot] = false
+	}
+	if fd < 0 {
+		w.nofd = slices.DeleteFunc(w.nofd, drop)
+	}
+	w.ports[slot], w.portFd[slot] = nil, -1
+	w.failed[slot] = false
 }
 
 // watch registers fd in the worker's epoll set, replacing what the same
