@@ -139,7 +139,7 @@ func (x *MessageV0_Rule_Direction) UnmarshalJSON(b []byte) error {
 
 // Deprecated: Use MessageV0_Rule_Direction.Descriptor instead.
 func (MessageV0_Rule_Direction) EnumDescriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 9, 0}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 11, 0}
 }
 
 type MessageV0 struct {
@@ -228,7 +228,10 @@ type MessageV0_Request struct {
 	AppConfig    *MessageV0_AppConfigReq   `protobuf:"bytes,19,opt,name=app_config,json=appConfig" json:"app_config,omitempty"`
 	SgDetails    *string                   `protobuf:"bytes,20,opt,name=sg_details,json=sgDetails" json:"sg_details,omitempty"`
 	// extension: per-vNIC packet and drop counters (id).
-	NicCounters   *string `protobuf:"bytes,100,opt,name=nic_counters,json=nicCounters" json:"nic_counters,omitempty"`
+	NicCounters *string `protobuf:"bytes,100,opt,name=nic_counters,json=nicCounters" json:"nic_counters,omitempty"`
+	// extension: what the dataplane would do now with a frame a vNIC
+	// sends (butterfly explain); nothing is sent or changed.
+	Explain       *MessageV0_ExplainReq `protobuf:"bytes,101,opt,name=explain" json:"explain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -410,6 +413,13 @@ func (x *MessageV0_Request) GetNicCounters() string {
 	return ""
 }
 
+func (x *MessageV0_Request) GetExplain() *MessageV0_ExplainReq {
+	if x != nil {
+		return x.Explain
+	}
+	return nil
+}
+
 type MessageV0_Response struct {
 	state        protoimpl.MessageState  `protogen:"open.v1"`
 	Status       *MessageV0_Status       `protobuf:"bytes,1,req,name=status" json:"status,omitempty"`
@@ -424,7 +434,9 @@ type MessageV0_Response struct {
 	AppStatus    *MessageV0_AppStatusRes `protobuf:"bytes,10,opt,name=app_status,json=appStatus" json:"app_status,omitempty"`
 	SgDetails    []*MessageV0_Sg         `protobuf:"bytes,11,rep,name=sg_details,json=sgDetails" json:"sg_details,omitempty"`
 	// extension: answer to Request.nic_counters.
-	NicCounters   *MessageV0_NicCounters `protobuf:"bytes,100,opt,name=nic_counters,json=nicCounters" json:"nic_counters,omitempty"`
+	NicCounters *MessageV0_NicCounters `protobuf:"bytes,100,opt,name=nic_counters,json=nicCounters" json:"nic_counters,omitempty"`
+	// extension: answer to Request.explain.
+	Explain       *MessageV0_ExplainRes `protobuf:"bytes,101,opt,name=explain" json:"explain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -539,6 +551,13 @@ func (x *MessageV0_Response) GetSgDetails() []*MessageV0_Sg {
 func (x *MessageV0_Response) GetNicCounters() *MessageV0_NicCounters {
 	if x != nil {
 		return x.NicCounters
+	}
+	return nil
+}
+
+func (x *MessageV0_Response) GetExplain() *MessageV0_ExplainRes {
+	if x != nil {
+		return x.Explain
 	}
 	return nil
 }
@@ -916,6 +935,178 @@ func (x *MessageV0_Counter) GetValue() uint64 {
 	return 0
 }
 
+// extension: a frame sent by vNIC nic_id, given whole (frame) or
+// described (dst and protocol at least).
+type MessageV0_ExplainReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	NicId *string                `protobuf:"bytes,1,req,name=nic_id,json=nicId" json:"nic_id,omitempty"`
+	// A whole Ethernet frame; the other fields are then ignored.
+	Frame []byte `protobuf:"bytes,2,opt,name=frame" json:"frame,omitempty"`
+	// Destination IP address.
+	Dst *string `protobuf:"bytes,3,opt,name=dst" json:"dst,omitempty"`
+	// Source IP address; default: the vNIC's first address of dst's family.
+	Src *string `protobuf:"bytes,4,opt,name=src" json:"src,omitempty"`
+	// IP protocol number (6 tcp, 17 udp, 1 or 58 icmp: echo request).
+	Protocol *uint32 `protobuf:"varint,5,opt,name=protocol" json:"protocol,omitempty"`
+	// Ports (TCP, UDP, SCTP); the echo identifier for ICMP.
+	Sport *uint32 `protobuf:"varint,6,opt,name=sport" json:"sport,omitempty"`
+	Dport *uint32 `protobuf:"varint,7,opt,name=dport" json:"dport,omitempty"`
+	// Destination MAC; default: the vNIC of the same VNI on this host
+	// that has dst, else a question without it is refused.
+	DstMac *string `protobuf:"bytes,8,opt,name=dst_mac,json=dstMac" json:"dst_mac,omitempty"`
+	// TCP flags (default: SYN, a connection's first segment).
+	TcpFlags      *uint32 `protobuf:"varint,9,opt,name=tcp_flags,json=tcpFlags" json:"tcp_flags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_ExplainReq) Reset() {
+	*x = MessageV0_ExplainReq{}
+	mi := &file_message_0_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_ExplainReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_ExplainReq) ProtoMessage() {}
+
+func (x *MessageV0_ExplainReq) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_ExplainReq.ProtoReflect.Descriptor instead.
+func (*MessageV0_ExplainReq) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 6}
+}
+
+func (x *MessageV0_ExplainReq) GetNicId() string {
+	if x != nil && x.NicId != nil {
+		return *x.NicId
+	}
+	return ""
+}
+
+func (x *MessageV0_ExplainReq) GetFrame() []byte {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+func (x *MessageV0_ExplainReq) GetDst() string {
+	if x != nil && x.Dst != nil {
+		return *x.Dst
+	}
+	return ""
+}
+
+func (x *MessageV0_ExplainReq) GetSrc() string {
+	if x != nil && x.Src != nil {
+		return *x.Src
+	}
+	return ""
+}
+
+func (x *MessageV0_ExplainReq) GetProtocol() uint32 {
+	if x != nil && x.Protocol != nil {
+		return *x.Protocol
+	}
+	return 0
+}
+
+func (x *MessageV0_ExplainReq) GetSport() uint32 {
+	if x != nil && x.Sport != nil {
+		return *x.Sport
+	}
+	return 0
+}
+
+func (x *MessageV0_ExplainReq) GetDport() uint32 {
+	if x != nil && x.Dport != nil {
+		return *x.Dport
+	}
+	return 0
+}
+
+func (x *MessageV0_ExplainReq) GetDstMac() string {
+	if x != nil && x.DstMac != nil {
+		return *x.DstMac
+	}
+	return ""
+}
+
+func (x *MessageV0_ExplainReq) GetTcpFlags() uint32 {
+	if x != nil && x.TcpFlags != nil {
+		return *x.TcpFlags
+	}
+	return 0
+}
+
+// extension: the decisions, in order, one line each, then the verdict:
+// "deliver <where>" or "drop <reason>" (a nic_counters reason name).
+type MessageV0_ExplainRes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          []string               `protobuf:"bytes,1,rep,name=step" json:"step,omitempty"`
+	Verdict       *string                `protobuf:"bytes,2,req,name=verdict" json:"verdict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_ExplainRes) Reset() {
+	*x = MessageV0_ExplainRes{}
+	mi := &file_message_0_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_ExplainRes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_ExplainRes) ProtoMessage() {}
+
+func (x *MessageV0_ExplainRes) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_ExplainRes.ProtoReflect.Descriptor instead.
+func (*MessageV0_ExplainRes) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 7}
+}
+
+func (x *MessageV0_ExplainRes) GetStep() []string {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+func (x *MessageV0_ExplainRes) GetVerdict() string {
+	if x != nil && x.Verdict != nil {
+		return *x.Verdict
+	}
+	return ""
+}
+
 type MessageV0_Cidr struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Address       *string                `protobuf:"bytes,1,req,name=address" json:"address,omitempty"`
@@ -926,7 +1117,7 @@ type MessageV0_Cidr struct {
 
 func (x *MessageV0_Cidr) Reset() {
 	*x = MessageV0_Cidr{}
-	mi := &file_message_0_proto_msgTypes[7]
+	mi := &file_message_0_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1129,7 @@ func (x *MessageV0_Cidr) String() string {
 func (*MessageV0_Cidr) ProtoMessage() {}
 
 func (x *MessageV0_Cidr) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[7]
+	mi := &file_message_0_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1142,7 @@ func (x *MessageV0_Cidr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Cidr.ProtoReflect.Descriptor instead.
 func (*MessageV0_Cidr) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 6}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 8}
 }
 
 func (x *MessageV0_Cidr) GetAddress() string {
@@ -977,7 +1168,7 @@ type MessageV0_FwData struct {
 
 func (x *MessageV0_FwData) Reset() {
 	*x = MessageV0_FwData{}
-	mi := &file_message_0_proto_msgTypes[8]
+	mi := &file_message_0_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1180,7 @@ func (x *MessageV0_FwData) String() string {
 func (*MessageV0_FwData) ProtoMessage() {}
 
 func (x *MessageV0_FwData) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[8]
+	mi := &file_message_0_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1193,7 @@ func (x *MessageV0_FwData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_FwData.ProtoReflect.Descriptor instead.
 func (*MessageV0_FwData) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 7}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 9}
 }
 
 func (x *MessageV0_FwData) GetData() []byte {
@@ -1023,7 +1214,7 @@ type MessageV0_Sg struct {
 
 func (x *MessageV0_Sg) Reset() {
 	*x = MessageV0_Sg{}
-	mi := &file_message_0_proto_msgTypes[9]
+	mi := &file_message_0_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1226,7 @@ func (x *MessageV0_Sg) String() string {
 func (*MessageV0_Sg) ProtoMessage() {}
 
 func (x *MessageV0_Sg) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[9]
+	mi := &file_message_0_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1239,7 @@ func (x *MessageV0_Sg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Sg.ProtoReflect.Descriptor instead.
 func (*MessageV0_Sg) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 8}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 10}
 }
 
 func (x *MessageV0_Sg) GetId() string {
@@ -1088,7 +1279,7 @@ type MessageV0_Rule struct {
 
 func (x *MessageV0_Rule) Reset() {
 	*x = MessageV0_Rule{}
-	mi := &file_message_0_proto_msgTypes[10]
+	mi := &file_message_0_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1291,7 @@ func (x *MessageV0_Rule) String() string {
 func (*MessageV0_Rule) ProtoMessage() {}
 
 func (x *MessageV0_Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[10]
+	mi := &file_message_0_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1304,7 @@ func (x *MessageV0_Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Rule.ProtoReflect.Descriptor instead.
 func (*MessageV0_Rule) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 9}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 11}
 }
 
 func (x *MessageV0_Rule) GetDirection() MessageV0_Rule_Direction {
@@ -1172,7 +1363,7 @@ type MessageV0_Error struct {
 
 func (x *MessageV0_Error) Reset() {
 	*x = MessageV0_Error{}
-	mi := &file_message_0_proto_msgTypes[11]
+	mi := &file_message_0_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1375,7 @@ func (x *MessageV0_Error) String() string {
 func (*MessageV0_Error) ProtoMessage() {}
 
 func (x *MessageV0_Error) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[11]
+	mi := &file_message_0_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1388,7 @@ func (x *MessageV0_Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Error.ProtoReflect.Descriptor instead.
 func (*MessageV0_Error) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 10}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 12}
 }
 
 func (x *MessageV0_Error) GetDescription() string {
@@ -1252,7 +1443,7 @@ type MessageV0_Status struct {
 
 func (x *MessageV0_Status) Reset() {
 	*x = MessageV0_Status{}
-	mi := &file_message_0_proto_msgTypes[12]
+	mi := &file_message_0_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1455,7 @@ func (x *MessageV0_Status) String() string {
 func (*MessageV0_Status) ProtoMessage() {}
 
 func (x *MessageV0_Status) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[12]
+	mi := &file_message_0_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1468,7 @@ func (x *MessageV0_Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Status.ProtoReflect.Descriptor instead.
 func (*MessageV0_Status) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 11}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 13}
 }
 
 func (x *MessageV0_Status) GetStatus() bool {
@@ -1308,7 +1499,7 @@ type MessageV0_NicUpdateReq struct {
 
 func (x *MessageV0_NicUpdateReq) Reset() {
 	*x = MessageV0_NicUpdateReq{}
-	mi := &file_message_0_proto_msgTypes[13]
+	mi := &file_message_0_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1511,7 @@ func (x *MessageV0_NicUpdateReq) String() string {
 func (*MessageV0_NicUpdateReq) ProtoMessage() {}
 
 func (x *MessageV0_NicUpdateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[13]
+	mi := &file_message_0_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1524,7 @@ func (x *MessageV0_NicUpdateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicUpdateReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicUpdateReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 12}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 14}
 }
 
 func (x *MessageV0_NicUpdateReq) GetId() string {
@@ -1387,7 +1578,7 @@ type MessageV0_NicAddRes struct {
 
 func (x *MessageV0_NicAddRes) Reset() {
 	*x = MessageV0_NicAddRes{}
-	mi := &file_message_0_proto_msgTypes[14]
+	mi := &file_message_0_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1590,7 @@ func (x *MessageV0_NicAddRes) String() string {
 func (*MessageV0_NicAddRes) ProtoMessage() {}
 
 func (x *MessageV0_NicAddRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[14]
+	mi := &file_message_0_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1603,7 @@ func (x *MessageV0_NicAddRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicAddRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicAddRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 13}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 15}
 }
 
 func (x *MessageV0_NicAddRes) GetPath() string {
@@ -1431,7 +1622,7 @@ type MessageV0_NicExportRes struct {
 
 func (x *MessageV0_NicExportRes) Reset() {
 	*x = MessageV0_NicExportRes{}
-	mi := &file_message_0_proto_msgTypes[15]
+	mi := &file_message_0_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1634,7 @@ func (x *MessageV0_NicExportRes) String() string {
 func (*MessageV0_NicExportRes) ProtoMessage() {}
 
 func (x *MessageV0_NicExportRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[15]
+	mi := &file_message_0_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1647,7 @@ func (x *MessageV0_NicExportRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicExportRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicExportRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 14}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 16}
 }
 
 func (x *MessageV0_NicExportRes) GetFwData() *MessageV0_FwData {
@@ -1476,7 +1667,7 @@ type MessageV0_SgRuleAddReq struct {
 
 func (x *MessageV0_SgRuleAddReq) Reset() {
 	*x = MessageV0_SgRuleAddReq{}
-	mi := &file_message_0_proto_msgTypes[16]
+	mi := &file_message_0_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1488,7 +1679,7 @@ func (x *MessageV0_SgRuleAddReq) String() string {
 func (*MessageV0_SgRuleAddReq) ProtoMessage() {}
 
 func (x *MessageV0_SgRuleAddReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[16]
+	mi := &file_message_0_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1501,7 +1692,7 @@ func (x *MessageV0_SgRuleAddReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgRuleAddReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgRuleAddReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 15}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 17}
 }
 
 func (x *MessageV0_SgRuleAddReq) GetSgId() string {
@@ -1528,7 +1719,7 @@ type MessageV0_SgRuleDelReq struct {
 
 func (x *MessageV0_SgRuleDelReq) Reset() {
 	*x = MessageV0_SgRuleDelReq{}
-	mi := &file_message_0_proto_msgTypes[17]
+	mi := &file_message_0_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1731,7 @@ func (x *MessageV0_SgRuleDelReq) String() string {
 func (*MessageV0_SgRuleDelReq) ProtoMessage() {}
 
 func (x *MessageV0_SgRuleDelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[17]
+	mi := &file_message_0_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1744,7 @@ func (x *MessageV0_SgRuleDelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgRuleDelReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgRuleDelReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 16}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 18}
 }
 
 func (x *MessageV0_SgRuleDelReq) GetSgId() string {
@@ -1580,7 +1771,7 @@ type MessageV0_SgMemberAddReq struct {
 
 func (x *MessageV0_SgMemberAddReq) Reset() {
 	*x = MessageV0_SgMemberAddReq{}
-	mi := &file_message_0_proto_msgTypes[18]
+	mi := &file_message_0_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1783,7 @@ func (x *MessageV0_SgMemberAddReq) String() string {
 func (*MessageV0_SgMemberAddReq) ProtoMessage() {}
 
 func (x *MessageV0_SgMemberAddReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[18]
+	mi := &file_message_0_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1796,7 @@ func (x *MessageV0_SgMemberAddReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgMemberAddReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgMemberAddReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 17}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 19}
 }
 
 func (x *MessageV0_SgMemberAddReq) GetSgId() string {
@@ -1632,7 +1823,7 @@ type MessageV0_SgMemberDelReq struct {
 
 func (x *MessageV0_SgMemberDelReq) Reset() {
 	*x = MessageV0_SgMemberDelReq{}
-	mi := &file_message_0_proto_msgTypes[19]
+	mi := &file_message_0_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1835,7 @@ func (x *MessageV0_SgMemberDelReq) String() string {
 func (*MessageV0_SgMemberDelReq) ProtoMessage() {}
 
 func (x *MessageV0_SgMemberDelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[19]
+	mi := &file_message_0_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1848,7 @@ func (x *MessageV0_SgMemberDelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgMemberDelReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgMemberDelReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 18}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 20}
 }
 
 func (x *MessageV0_SgMemberDelReq) GetSgId() string {
@@ -1686,7 +1877,7 @@ type MessageV0_AppStatusRes struct {
 
 func (x *MessageV0_AppStatusRes) Reset() {
 	*x = MessageV0_AppStatusRes{}
-	mi := &file_message_0_proto_msgTypes[20]
+	mi := &file_message_0_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1889,7 @@ func (x *MessageV0_AppStatusRes) String() string {
 func (*MessageV0_AppStatusRes) ProtoMessage() {}
 
 func (x *MessageV0_AppStatusRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[20]
+	mi := &file_message_0_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1902,7 @@ func (x *MessageV0_AppStatusRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_AppStatusRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_AppStatusRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 19}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 21}
 }
 
 func (x *MessageV0_AppStatusRes) GetStartDate() uint64 {
@@ -1751,7 +1942,7 @@ type MessageV0_AppConfigReq struct {
 
 func (x *MessageV0_AppConfigReq) Reset() {
 	*x = MessageV0_AppConfigReq{}
-	mi := &file_message_0_proto_msgTypes[21]
+	mi := &file_message_0_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1954,7 @@ func (x *MessageV0_AppConfigReq) String() string {
 func (*MessageV0_AppConfigReq) ProtoMessage() {}
 
 func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[21]
+	mi := &file_message_0_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1967,7 @@ func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_AppConfigReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_AppConfigReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 20}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 22}
 }
 
 func (x *MessageV0_AppConfigReq) GetLogLevel() string {
@@ -1790,12 +1981,12 @@ var File_message_0_proto protoreflect.FileDescriptor
 
 const file_message_0_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmessage_0.proto\"\x9b\x1e\n" +
+	"\x0fmessage_0.proto\"\x97!\n" +
 	"\tMessageV0\x12,\n" +
 	"\arequest\x18\x01 \x01(\v2\x12.MessageV0.RequestR\arequest\x12/\n" +
 	"\bresponse\x18\x02 \x01(\v2\x13.MessageV0.ResponseR\bresponse\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x03 \x01(\tR\tmessageId\x1a\xbd\x06\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\x1a\xee\x06\n" +
 	"\aRequest\x12'\n" +
 	"\anic_add\x18\x01 \x01(\v2\x0e.MessageV0.NicR\x06nicAdd\x126\n" +
 	"\n" +
@@ -1825,7 +2016,8 @@ const file_message_0_proto_rawDesc = "" +
 	"app_config\x18\x13 \x01(\v2\x17.MessageV0.AppConfigReqR\tappConfig\x12\x1d\n" +
 	"\n" +
 	"sg_details\x18\x14 \x01(\tR\tsgDetails\x12!\n" +
-	"\fnic_counters\x18d \x01(\tR\vnicCounters\x1a\xad\x04\n" +
+	"\fnic_counters\x18d \x01(\tR\vnicCounters\x12/\n" +
+	"\aexplain\x18e \x01(\v2\x15.MessageV0.ExplainReqR\aexplain\x1a\xde\x04\n" +
 	"\bResponse\x12)\n" +
 	"\x06status\x18\x01 \x02(\v2\x11.MessageV0.StatusR\x06status\x12-\n" +
 	"\anic_add\x18\x02 \x01(\v2\x14.MessageV0.NicAddResR\x06nicAdd\x12\x19\n" +
@@ -1844,7 +2036,8 @@ const file_message_0_proto_rawDesc = "" +
 	" \x01(\v2\x17.MessageV0.AppStatusResR\tappStatus\x12,\n" +
 	"\n" +
 	"sg_details\x18\v \x03(\v2\r.MessageV0.SgR\tsgDetails\x129\n" +
-	"\fnic_counters\x18d \x01(\v2\x16.MessageV0.NicCountersR\vnicCounters\x1a\xe6\x04\n" +
+	"\fnic_counters\x18d \x01(\v2\x16.MessageV0.NicCountersR\vnicCounters\x12/\n" +
+	"\aexplain\x18e \x01(\v2\x15.MessageV0.ExplainResR\aexplain\x1a\xe6\x04\n" +
 	"\x03Nic\x12\x0e\n" +
 	"\x02id\x18\x01 \x02(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x02(\tR\x03mac\x12\x10\n" +
@@ -1881,7 +2074,22 @@ const file_message_0_proto_rawDesc = "" +
 	"\x05drops\x18\x05 \x03(\v2\x12.MessageV0.CounterR\x05drops\x1a3\n" +
 	"\aCounter\x12\x12\n" +
 	"\x04name\x18\x01 \x02(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x02(\x04R\x05value\x1a=\n" +
+	"\x05value\x18\x02 \x02(\x04R\x05value\x1a\xdb\x01\n" +
+	"\n" +
+	"ExplainReq\x12\x15\n" +
+	"\x06nic_id\x18\x01 \x02(\tR\x05nicId\x12\x14\n" +
+	"\x05frame\x18\x02 \x01(\fR\x05frame\x12\x10\n" +
+	"\x03dst\x18\x03 \x01(\tR\x03dst\x12\x10\n" +
+	"\x03src\x18\x04 \x01(\tR\x03src\x12\x1a\n" +
+	"\bprotocol\x18\x05 \x01(\rR\bprotocol\x12\x14\n" +
+	"\x05sport\x18\x06 \x01(\rR\x05sport\x12\x14\n" +
+	"\x05dport\x18\a \x01(\rR\x05dport\x12\x17\n" +
+	"\adst_mac\x18\b \x01(\tR\x06dstMac\x12\x1b\n" +
+	"\ttcp_flags\x18\t \x01(\rR\btcpFlags\x1a:\n" +
+	"\n" +
+	"ExplainRes\x12\x12\n" +
+	"\x04step\x18\x01 \x03(\tR\x04step\x12\x18\n" +
+	"\averdict\x18\x02 \x02(\tR\averdict\x1a=\n" +
 	"\x04Cidr\x12\x18\n" +
 	"\aaddress\x18\x01 \x02(\tR\aaddress\x12\x1b\n" +
 	"\tmask_size\x18\x02 \x02(\rR\bmaskSize\x1a\x1c\n" +
@@ -1957,7 +2165,7 @@ func file_message_0_proto_rawDescGZIP() []byte {
 }
 
 var file_message_0_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_message_0_proto_goTypes = []any{
 	(MessageV0_Nic_Type)(0),          // 0: MessageV0.Nic.Type
 	(MessageV0_Rule_Direction)(0),    // 1: MessageV0.Rule.Direction
@@ -1968,57 +2176,61 @@ var file_message_0_proto_goTypes = []any{
 	(*MessageV0_NicStats)(nil),       // 6: MessageV0.NicStats
 	(*MessageV0_NicCounters)(nil),    // 7: MessageV0.NicCounters
 	(*MessageV0_Counter)(nil),        // 8: MessageV0.Counter
-	(*MessageV0_Cidr)(nil),           // 9: MessageV0.Cidr
-	(*MessageV0_FwData)(nil),         // 10: MessageV0.FwData
-	(*MessageV0_Sg)(nil),             // 11: MessageV0.Sg
-	(*MessageV0_Rule)(nil),           // 12: MessageV0.Rule
-	(*MessageV0_Error)(nil),          // 13: MessageV0.Error
-	(*MessageV0_Status)(nil),         // 14: MessageV0.Status
-	(*MessageV0_NicUpdateReq)(nil),   // 15: MessageV0.NicUpdateReq
-	(*MessageV0_NicAddRes)(nil),      // 16: MessageV0.NicAddRes
-	(*MessageV0_NicExportRes)(nil),   // 17: MessageV0.NicExportRes
-	(*MessageV0_SgRuleAddReq)(nil),   // 18: MessageV0.SgRuleAddReq
-	(*MessageV0_SgRuleDelReq)(nil),   // 19: MessageV0.SgRuleDelReq
-	(*MessageV0_SgMemberAddReq)(nil), // 20: MessageV0.SgMemberAddReq
-	(*MessageV0_SgMemberDelReq)(nil), // 21: MessageV0.SgMemberDelReq
-	(*MessageV0_AppStatusRes)(nil),   // 22: MessageV0.AppStatusRes
-	(*MessageV0_AppConfigReq)(nil),   // 23: MessageV0.AppConfigReq
+	(*MessageV0_ExplainReq)(nil),     // 9: MessageV0.ExplainReq
+	(*MessageV0_ExplainRes)(nil),     // 10: MessageV0.ExplainRes
+	(*MessageV0_Cidr)(nil),           // 11: MessageV0.Cidr
+	(*MessageV0_FwData)(nil),         // 12: MessageV0.FwData
+	(*MessageV0_Sg)(nil),             // 13: MessageV0.Sg
+	(*MessageV0_Rule)(nil),           // 14: MessageV0.Rule
+	(*MessageV0_Error)(nil),          // 15: MessageV0.Error
+	(*MessageV0_Status)(nil),         // 16: MessageV0.Status
+	(*MessageV0_NicUpdateReq)(nil),   // 17: MessageV0.NicUpdateReq
+	(*MessageV0_NicAddRes)(nil),      // 18: MessageV0.NicAddRes
+	(*MessageV0_NicExportRes)(nil),   // 19: MessageV0.NicExportRes
+	(*MessageV0_SgRuleAddReq)(nil),   // 20: MessageV0.SgRuleAddReq
+	(*MessageV0_SgRuleDelReq)(nil),   // 21: MessageV0.SgRuleDelReq
+	(*MessageV0_SgMemberAddReq)(nil), // 22: MessageV0.SgMemberAddReq
+	(*MessageV0_SgMemberDelReq)(nil), // 23: MessageV0.SgMemberDelReq
+	(*MessageV0_AppStatusRes)(nil),   // 24: MessageV0.AppStatusRes
+	(*MessageV0_AppConfigReq)(nil),   // 25: MessageV0.AppConfigReq
 }
 var file_message_0_proto_depIdxs = []int32{
 	3,  // 0: MessageV0.request:type_name -> MessageV0.Request
 	4,  // 1: MessageV0.response:type_name -> MessageV0.Response
 	5,  // 2: MessageV0.Request.nic_add:type_name -> MessageV0.Nic
-	15, // 3: MessageV0.Request.nic_update:type_name -> MessageV0.NicUpdateReq
-	11, // 4: MessageV0.Request.sg_add:type_name -> MessageV0.Sg
-	18, // 5: MessageV0.Request.sg_rule_add:type_name -> MessageV0.SgRuleAddReq
-	19, // 6: MessageV0.Request.sg_rule_del:type_name -> MessageV0.SgRuleDelReq
-	20, // 7: MessageV0.Request.sg_member_add:type_name -> MessageV0.SgMemberAddReq
-	21, // 8: MessageV0.Request.sg_member_del:type_name -> MessageV0.SgMemberDelReq
-	23, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
-	14, // 10: MessageV0.Response.status:type_name -> MessageV0.Status
-	16, // 11: MessageV0.Response.nic_add:type_name -> MessageV0.NicAddRes
-	5,  // 12: MessageV0.Response.nic_details:type_name -> MessageV0.Nic
-	17, // 13: MessageV0.Response.nic_export:type_name -> MessageV0.NicExportRes
-	6,  // 14: MessageV0.Response.nic_stats:type_name -> MessageV0.NicStats
-	12, // 15: MessageV0.Response.sg_rule_list:type_name -> MessageV0.Rule
-	22, // 16: MessageV0.Response.app_status:type_name -> MessageV0.AppStatusRes
-	11, // 17: MessageV0.Response.sg_details:type_name -> MessageV0.Sg
-	7,  // 18: MessageV0.Response.nic_counters:type_name -> MessageV0.NicCounters
-	0,  // 19: MessageV0.Nic.type:type_name -> MessageV0.Nic.Type
-	10, // 20: MessageV0.Nic.fw_import:type_name -> MessageV0.FwData
-	8,  // 21: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
-	12, // 22: MessageV0.Sg.rule:type_name -> MessageV0.Rule
-	1,  // 23: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
-	9,  // 24: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
-	13, // 25: MessageV0.Status.error:type_name -> MessageV0.Error
-	10, // 26: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
-	12, // 27: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
-	12, // 28: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	17, // 3: MessageV0.Request.nic_update:type_name -> MessageV0.NicUpdateReq
+	13, // 4: MessageV0.Request.sg_add:type_name -> MessageV0.Sg
+	20, // 5: MessageV0.Request.sg_rule_add:type_name -> MessageV0.SgRuleAddReq
+	21, // 6: MessageV0.Request.sg_rule_del:type_name -> MessageV0.SgRuleDelReq
+	22, // 7: MessageV0.Request.sg_member_add:type_name -> MessageV0.SgMemberAddReq
+	23, // 8: MessageV0.Request.sg_member_del:type_name -> MessageV0.SgMemberDelReq
+	25, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
+	9,  // 10: MessageV0.Request.explain:type_name -> MessageV0.ExplainReq
+	16, // 11: MessageV0.Response.status:type_name -> MessageV0.Status
+	18, // 12: MessageV0.Response.nic_add:type_name -> MessageV0.NicAddRes
+	5,  // 13: MessageV0.Response.nic_details:type_name -> MessageV0.Nic
+	19, // 14: MessageV0.Response.nic_export:type_name -> MessageV0.NicExportRes
+	6,  // 15: MessageV0.Response.nic_stats:type_name -> MessageV0.NicStats
+	14, // 16: MessageV0.Response.sg_rule_list:type_name -> MessageV0.Rule
+	24, // 17: MessageV0.Response.app_status:type_name -> MessageV0.AppStatusRes
+	13, // 18: MessageV0.Response.sg_details:type_name -> MessageV0.Sg
+	7,  // 19: MessageV0.Response.nic_counters:type_name -> MessageV0.NicCounters
+	10, // 20: MessageV0.Response.explain:type_name -> MessageV0.ExplainRes
+	0,  // 21: MessageV0.Nic.type:type_name -> MessageV0.Nic.Type
+	12, // 22: MessageV0.Nic.fw_import:type_name -> MessageV0.FwData
+	8,  // 23: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
+	14, // 24: MessageV0.Sg.rule:type_name -> MessageV0.Rule
+	1,  // 25: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
+	11, // 26: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
+	15, // 27: MessageV0.Status.error:type_name -> MessageV0.Error
+	12, // 28: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
+	14, // 29: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
+	14, // 30: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_message_0_proto_init() }
@@ -2032,7 +2244,7 @@ func file_message_0_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_message_0_proto_rawDesc), len(file_message_0_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -224,6 +224,8 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 			return err
 		}
 		res.NicCounters = countersToProto(c)
+	case r.Explain != nil:
+		return h.explain(r.Explain, res)
 	default:
 		return replyError("MessageV0 appears to not have any request")
 	}

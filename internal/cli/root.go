@@ -64,6 +64,7 @@ The exit status is 0 on success and 1 on any error.`,
 		shutdownCommand(seg),
 		requestCommand(seg),
 		dumpCommand(seg),
+		explainCommand(seg),
 	)
 	return root
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -115,14 +116,23 @@ func TestFirewall(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				src, dst := b, a
+				src, dst, from := b, a, "b"
 				if st.fromA {
-					src, dst = a, b
+					src, dst, from = a, b, "a"
 				}
-				src.inject(udpFlow(t, st.fromA, st.sport, st.dport))
-				h.step()
-				if got := len(dst.take()); got != map[bool]int{true: 1}[st.passes] {
+				f := udpFlow(t, st.fromA, st.sport, st.dport)
+				// Explain predicts what the step does.
+				x := explainStep(t, h, from, f.data, func() {
+					src.inject(f)
+					h.step()
+				})
+				got := len(dst.take())
+				if got != map[bool]int{true: 1}[st.passes] {
 					t.Fatalf("%s: %d frames arrived, want passes=%v", st.what, got, st.passes)
+				}
+				to := "vNIC " + map[bool]string{true: "b", false: "a"}[st.fromA]
+				if reached := explainDelivers(x, to); reached != st.passes {
+					t.Fatalf("%s: explain said %q: delivered to %s %v, want %v\n%s", st.what, x.Verdict, to, reached, st.passes, strings.Join(x.Steps, "\n"))
 				}
 			}
 			c, err := h.e.Counters("b")
@@ -205,9 +215,20 @@ func TestFirewallTableFull(t *testing.T) {
 	a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
 	b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
 	send := func(src, dst *fakePort, fromA bool, sport, dport uint16) int {
-		src.inject(udpFlow(t, fromA, sport, dport))
-		h.step()
-		return len(dst.take())
+		f := udpFlow(t, fromA, sport, dport)
+		from, to := "b", "vNIC a"
+		if fromA {
+			from, to = "a", "vNIC b"
+		}
+		x := explainStep(t, h, from, f.data, func() {
+			src.inject(f)
+			h.step()
+		})
+		n := len(dst.take())
+		if explainDelivers(x, to) != (n == 1) {
+			t.Fatalf("explain said %q, %d frames arrived", x.Verdict, n)
+		}
+		return n
 	}
 	// Each flow takes an entry in a's table (FromVM) and in b's (ToVM).
 	if send(a, b, true, 1, 53) != 1 || send(a, b, true, 2, 53) != 1 {
@@ -280,8 +301,14 @@ func TestFirewallCheckCutsFlows(t *testing.T) {
 		return err == nil && len(recs) == 0
 	})
 	// The flow's next packet is dropped as cut and the entry goes.
-	a.inject(udpFlow(t, true, 1000, 2000))
-	h.step()
+	f := udpFlow(t, true, 1000, 2000)
+	x := explainStep(t, h, "a", f.data, func() {
+		a.inject(f)
+		h.step()
+	})
+	if explainDelivers(x, "vNIC b") {
+		t.Errorf("explain said %q for a cut flow", x.Verdict)
+	}
 	if n := len(b.take()); n != 0 || ct.Len() != 0 {
 		t.Fatalf("after the cut: %d frames passed, %d entries left", n, ct.Len())
 	}

@@ -16,42 +16,95 @@ type tuple struct {
 	isICMP   bool
 }
 
-func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) Verdict {
+// frameInfo is a frame's description for the connection tracking: its flow
+// tuple, its fragment identity, and what parse decided on its own.
+type frameInfo struct {
+	t         tuple
+	fragID    uint32
+	fragProto uint8
+	// fragment: the frame is a fragment (first or not).
+	fragment bool
+	// why says what decided a frame parse decided alone (parseDone).
+	why why
+}
+
+// parseStep is what filter does after parse.
+type parseStep uint8
+
+const (
+	// parseDone: parse decided (the returned verdict), nothing to track.
+	parseDone parseStep = iota
+	// parseTrack: p.t goes through the connection table.
+	parseTrack
+	// parseFragment: a non-first fragment, passed if its first fragment
+	// was accepted.
+	parseFragment
+)
+
+// why is what decided a frame that parse decided alone.
+type why uint8
+
+// Reasons parse gives for the frames it decides alone.
+const (
+	whyNone why = iota
+	whyMalformed
+	whyNotIP
+	whyND
+	whyICMPErr
+	whyICMPFlow
+)
+
+// String describes w for Explain.
+func (w why) String() string {
+	switch w {
+	case whyMalformed:
+		return "malformed or truncated packet"
+	case whyNotIP:
+		return "not IP: passed untracked"
+	case whyND:
+		return "IPv6 neighbour discovery, router solicitation or MLD: passed untracked"
+	case whyICMPErr:
+		return "ICMP error about no tracked flow: policy"
+	case whyICMPFlow:
+		return "ICMP error about a tracked flow: passed untracked"
+	}
+	return ""
+}
+
+// parse describes frame into p; it never changes the table. A frame it
+// decides alone (parseDone) gets the verdict it returns.
+func (c *Conntrack) parse(frame []byte, dir Direction, pol *Policy, now int64, p *frameInfo) (Verdict, parseStep) {
 	var l packet.Layers
 	if !packet.Parse(frame, &l) {
-		return DropInvalid
+		p.why = whyMalformed
+		return DropInvalid, parseDone
 	}
-	var t tuple
+	t := &p.t
 	t.fk.dir = dir
-	var fragID uint32
-	var fragProto uint8
 	switch {
 	case l.IsIPv4():
 		ip := packet.IPv4(frame[l.L3:l.L3End])
 		t.fk.fam = fam4
 		t.fk.src, t.fk.dst = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes())
-		fragID, fragProto = uint32(ip.ID()), l.Proto
+		p.fragID, p.fragProto = uint32(ip.ID()), l.Proto
 	case l.IsIPv6():
 		ip := packet.IPv6(frame[l.L3:l.L3End])
 		t.fk.fam = fam6
 		t.fk.src, t.fk.dst = addrFromBytes(ip.SrcBytes()), addrFromBytes(ip.DstBytes())
 		if l.Fragment {
 			var ok bool
-			if fragID, fragProto, ok = ipv6Frag(ip); !ok {
-				return DropInvalid
+			if p.fragID, p.fragProto, ok = ipv6Frag(ip); !ok {
+				p.why = whyMalformed
+				return DropInvalid, parseDone
 			}
 		}
 	default:
-		return AcceptStateless
+		p.why = whyNotIP
+		return AcceptStateless, parseDone
 	}
+	p.fragment = l.Fragment
 	if l.Fragment && l.L4 == 0 {
-		fk := fragKey(&t.fk, fragID, fragProto)
-		h := c.hash(&fk)
-		if i, _ := c.find(&fk, h); i >= 0 && c.slots[i].expires > now {
-			c.slots[i].expires = now + TimeoutFragment
-			return AcceptStateless
-		}
-		return DropFragment
+		return 0, parseFragment
 	}
 	t.fk.proto = l.Proto
 	l4 := frame[l.L4:l.L3End]
@@ -59,7 +112,8 @@ func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) 
 	case packet.ProtoTCP:
 		tcp := packet.TCP(l4)
 		if !tcp.IsValid() {
-			return DropInvalid
+			p.why = whyMalformed
+			return DropInvalid, parseDone
 		}
 		t.fk.sport, t.fk.dport, t.fk.portsValid = tcp.SrcPort(), tcp.DstPort(), true
 		t.tcpFlags = tcp.Flags()
@@ -67,7 +121,8 @@ func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) 
 		t.tcpFrag = l.Fragment
 	case packet.ProtoUDP, packet.ProtoSCTP:
 		if len(l4) < 8 {
-			return DropInvalid
+			p.why = whyMalformed
+			return DropInvalid, parseDone
 		}
 		t.fk.sport = binary.BigEndian.Uint16(l4[0:2])
 		t.fk.dport = binary.BigEndian.Uint16(l4[2:4])
@@ -78,7 +133,8 @@ func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) 
 		}
 		ic := packet.ICMPv4(l4)
 		if !ic.IsValid() {
-			return DropInvalid
+			p.why = whyMalformed
+			return DropInvalid, parseDone
 		}
 		t.isICMP = true
 		t.icmpType = ic.Type()
@@ -86,11 +142,14 @@ func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) 
 		if t.fk.fam == fam6 {
 			isErr = packet.ICMPv6(l4).IsError()
 			if v, ok := ndVerdict(dir, frame[l.L3:], t.icmpType, &t.fk, pol); ok {
-				return v
+				p.why = whyND
+				return v, parseDone
 			}
 		}
 		if isErr {
-			return c.icmpError(&t.fk, l4[packet.ICMPHeaderLen:], pol, now)
+			p.why = whyICMPErr
+			v := c.icmpError(&t.fk, l4[packet.ICMPHeaderLen:], pol, now, &p.why)
+			return v, parseDone
 		}
 		if isEcho(t.fk.fam, t.icmpType) {
 			// Echo by identifier: both ports hold it, so request and
@@ -98,9 +157,27 @@ func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) 
 			t.fk.sport, t.fk.dport = ic.Ident(), ic.Ident()
 		}
 	}
-	v := c.track(&t, pol, now)
-	if v == Accept && l.Fragment {
-		c.recordFragment(&t.fk, fragID, fragProto, now)
+	return 0, parseTrack
+}
+
+func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) Verdict {
+	var p frameInfo
+	v, st := c.parse(frame, dir, pol, now, &p)
+	switch st {
+	case parseDone:
+		return v
+	case parseFragment:
+		fk := fragKey(&p.t.fk, p.fragID, p.fragProto)
+		h := c.hash(&fk)
+		if i, _ := c.find(&fk, h); i >= 0 && c.slots[i].expires > now {
+			c.slots[i].expires = now + TimeoutFragment
+			return AcceptStateless
+		}
+		return DropFragment
+	}
+	v = c.track(&p.t, pol, now)
+	if v == Accept && p.fragment {
+		c.recordFragment(&p.t.fk, p.fragID, p.fragProto, now)
 	}
 	return v
 }
@@ -183,8 +260,9 @@ func classify(pol *Policy, fk *flowKey) bool {
 
 // icmpError passes an ICMP error whose quoted packet belongs to a tracked
 // flow (the quoted packet was sent by the error's destination). Other
-// errors follow the policy, untracked.
-func (c *Conntrack) icmpError(outer *flowKey, q []byte, pol *Policy, now int64) Verdict {
+// errors follow the policy, untracked. It sets *w to whyICMPFlow when
+// a tracked flow passes the error.
+func (c *Conntrack) icmpError(outer *flowKey, q []byte, pol *Policy, now int64, w *why) Verdict {
 	var fk flowKey
 	fk.fam = outer.fam
 	var l4 []byte
@@ -235,6 +313,7 @@ func (c *Conntrack) icmpError(outer *flowKey, q []byte, pol *Policy, now int64) 
 	k, _ := canonical(&fk)
 	h := c.hash(&k)
 	if i, _ := c.find(&k, h); i >= 0 && c.slots[i].expires > now && c.slots[i].gen != genCut {
+		*w = whyICMPFlow
 		return AcceptStateless
 	}
 	return c.untracked(outer, pol)

@@ -115,7 +115,11 @@ func (c *Conntrack) track(t *tuple, pol *Policy, now int64) Verdict {
 			t.tcpFlags&tcpSynMask == packet.TCPFlagSYN:
 			c.deleteAt(uint32(i)) // reopened: a new connection
 		default:
-			return c.hit(e, uint32(i), t, srcIsA, pol, now)
+			v := hit(e, t, srcIsA, pol, now)
+			if v == DropCut {
+				c.deleteAt(uint32(i))
+			}
+			return v
 		}
 		_, free = c.find(&k, h)
 	}
@@ -157,7 +161,10 @@ func (c *Conntrack) track(t *tuple, pol *Policy, now int64) Verdict {
 	return Accept
 }
 
-func (c *Conntrack) hit(e *entry, i uint32, t *tuple, srcIsA bool, pol *Policy, now int64) Verdict {
+// hit updates tracked entry e for packet t and returns its verdict; on
+// DropCut the caller removes e. It reads and writes e only (Explain runs
+// it on a copy).
+func hit(e *entry, t *tuple, srcIsA bool, pol *Policy, now int64) Verdict {
 	fromOrig := srcIsA == (e.flags&flOrigIsA != 0)
 	origDir := ToVM
 	if e.flags&flOrigFrom != 0 {
@@ -173,7 +180,6 @@ func (c *Conntrack) hit(e *entry, i uint32, t *tuple, srcIsA bool, pol *Policy, 
 	if g := pol.Generation(); e.gen != g {
 		ok := origKey(e)
 		if e.gen == genCut || !classify(pol, &ok) {
-			c.deleteAt(i)
 			return DropCut
 		}
 		e.gen = g

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -31,13 +32,32 @@ type step struct {
 	want Verdict
 }
 
+// runSteps runs a scenario; before each packet, Explain must predict
+// Decide's verdict and change nothing.
 func runSteps(t *testing.T, ct *Conntrack, pol *Policy, steps []step) {
 	t.Helper()
 	for i, s := range steps {
-		if got := ct.Decide(s.p.build(), s.dir, pol, s.at*sec); got != s.want {
+		frame := s.p.build()
+		x := explainReadOnly(t, ct, frame, s.dir, pol, s.at*sec)
+		got := ct.Decide(frame, s.dir, pol, s.at*sec)
+		if got != s.want {
 			t.Fatalf("step %d (t=%ds %v %+v): got %v, want %v", i, s.at, s.dir, s.p, got, s.want)
 		}
+		if x.Verdict != got {
+			t.Fatalf("step %d (t=%ds %v %+v): Explain said %v (%+v), Decide %v", i, s.at, s.dir, s.p, x.Verdict, x, got)
+		}
 	}
+}
+
+// explainReadOnly calls Explain and fails if it changed the table.
+func explainReadOnly(t testing.TB, ct *Conntrack, frame []byte, dir Direction, pol *Policy, now int64) Explanation {
+	t.Helper()
+	slots, count, cursor, check := slices.Clone(ct.slots), ct.count, ct.cursor, ct.checkCursor
+	x := ct.Explain(frame, dir, pol, now)
+	if !slices.Equal(slots, ct.slots) || count != ct.count || cursor != ct.cursor || check != ct.checkCursor {
+		t.Fatalf("Explain changed the table")
+	}
+	return x
 }
 
 // defaultPolicy has no rule: default egress only.

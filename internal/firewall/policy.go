@@ -255,6 +255,8 @@ type table struct {
 	cidrPts  []addr // starts of elementary intervals, cidrPts[0] = 0
 	cidrBits []uint64
 	members  []memberRef
+	// refs are the rules the bits stand for, in bit order (Explain).
+	refs []RuleRef
 }
 
 type portTable struct {
@@ -298,6 +300,7 @@ func portsOf(r model.Rule) (lo, hi uint32) {
 func CompileRuleSet(groups []model.SG, members map[string]*MemberSet) (*RuleSet, error) {
 	rs := &RuleSet{}
 	var rules [2][2][]crule
+	var refs [2][2][]RuleRef
 	seen := make(map[model.Rule]bool)
 	usedSets := make(map[*MemberSet]bool)
 	for _, g := range groups {
@@ -332,6 +335,7 @@ func CompileRuleSet(groups []model.SG, members map[string]*MemberSet) (*RuleSet,
 					f = fam6
 				}
 				rules[d][f] = append(rules[d][f], c)
+				refs[d][f] = append(refs[d][f], RuleRef{Group: g.ID, Rule: r})
 				continue
 			}
 			c.sg = r.SG
@@ -342,11 +346,14 @@ func CompileRuleSet(groups []model.SG, members map[string]*MemberSet) (*RuleSet,
 			// A group rule applies to both families.
 			rules[d][fam4] = append(rules[d][fam4], c)
 			rules[d][fam6] = append(rules[d][fam6], c)
+			refs[d][fam4] = append(refs[d][fam4], RuleRef{Group: g.ID, Rule: r})
+			refs[d][fam6] = append(refs[d][fam6], RuleRef{Group: g.ID, Rule: r})
 		}
 	}
 	for d := range 2 {
 		for f := range 2 {
 			rs.tables[d][f] = buildTable(rules[d][f], f, members)
+			rs.tables[d][f].refs = refs[d][f]
 		}
 	}
 	return rs, nil

@@ -175,8 +175,20 @@ func TestClassifierDifferential(t *testing.T) {
 				if src.Is6() && packet.IsIPv6ExtHeader(proto) {
 					wantV = DropInvalid // no such header in the frame: malformed
 				}
-				if v := NewConntrack(1).Decide(p.build(), dir, pol, 0); v != wantV {
-					t.Fatalf("%s iter %d: Filter of %+v %v: %v, want %v", phase, iter, p, dir, v, wantV)
+				ct := NewConntrack(1)
+				x := explainReadOnly(t, ct, p.build(), dir, pol, 0)
+				if v := ct.Decide(p.build(), dir, pol, 0); v != wantV || x.Verdict != v {
+					t.Fatalf("%s iter %d: Filter of %+v %v: %v, want %v, Explain %v", phase, iter, p, dir, v, wantV, x.Verdict)
+				}
+				// The rule Explain names allows the packet on its own.
+				if x.Match.Kind == MatchRule {
+					one := []model.SG{{ID: x.Match.Rule.Group, Rules: []model.Rule{x.Match.Rule.Rule}}}
+					if !refAllows(ips, one, members, dir, proto, src, dst, sport, dport) {
+						t.Fatalf("%s iter %d: %+v %v: Explain names rule %+v, which does not allow it", phase, iter, p, dir, x.Match.Rule)
+					}
+				}
+				if x.Evaluated && (x.Match.Kind != MatchNone) != want {
+					t.Fatalf("%s iter %d: %+v %v: Explain's match %+v, reference allows %v", phase, iter, p, dir, x.Match, want)
 				}
 				cases++
 				if want {

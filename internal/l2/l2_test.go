@@ -1,6 +1,7 @@
 package l2_test
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -28,6 +29,16 @@ func frame(src, dst packet.MAC, in uint32) *packet.Buf {
 }
 
 const sec = int64(time.Second)
+
+// tableOf returns the live entries of tb: MAC -> port and last seen.
+func tableOf(tb *l2.Table, now int64) map[packet.MAC][2]int64 {
+	m := map[packet.MAC][2]int64{}
+	tb.Range(now, func(mac packet.MAC, v0, _ uint64, _ uint8, seen int64) bool {
+		m[mac] = [2]int64{int64(v0), seen}
+		return true
+	})
+	return m
+}
 
 func TestTableLearnLookupAging(t *testing.T) {
 	tb := l2.NewTable(64, 10*time.Second)
@@ -153,9 +164,21 @@ func TestSwitch(t *testing.T) {
 		t.Fatalf("ports %v vni %d", c.Ports(), c.VNI)
 	}
 	now := int64(100 * sec)
+	// decide checks first that Peek predicts the decision and changes
+	// no entry of the MAC table.
 	decide := func(src, dst packet.MAC, in uint32, at int64) l2.Decision {
+		t.Helper()
 		f := frame(src, dst, in)
-		return sw.DecideOne(sw.Config(), f.Bytes(), f.InPort, at)
+		before := tableOf(sw.Table(), at)
+		peek := sw.Peek(sw.Config(), f.Bytes(), in, at)
+		if after := tableOf(sw.Table(), at); !maps.Equal(before, after) {
+			t.Fatalf("Peek changed the MAC table: %v, then %v", before, after)
+		}
+		got := sw.DecideOne(sw.Config(), f.Bytes(), f.InPort, at)
+		if peek != got {
+			t.Fatalf("Peek %v -> %v on %d: %+v, DecideOne %+v", src, dst, in, peek, got)
+		}
+		return got
 	}
 	a, b := mac(0xa), mac(0xb)
 	tests := []struct {
@@ -176,6 +199,7 @@ func TestSwitch(t *testing.T) {
 		{"hairpin dropped", mac(0xc), b, 2, now, l2.Decision{Action: l2.Drop, Reason: l2.ReasonHairpin}},
 		{"foreign port dropped", a, b, 77, now, l2.Decision{Action: l2.Drop, Reason: l2.ReasonNotMember}},
 		{"multicast source dropped", packet.MAC{1, 0, 0x5e, 0, 0, 1}, b, 1, now, l2.Decision{Action: l2.Drop, Reason: l2.ReasonBadSource}},
+		{"to its own source MAC: hairpin", a, a, 1, now, l2.Decision{Action: l2.Drop, Reason: l2.ReasonHairpin}},
 		{"aged out floods", mac(0xd), a, 9, now + 31*sec, l2.Decision{Action: l2.Flood}},
 	}
 	for _, tt := range tests {

@@ -165,10 +165,16 @@ func (s *Switch) forget(p uint32) {
 // split a batch: flood with c.AppendFlood). now is a monotonic time in
 // nanoseconds. Nothing is allocated.
 func (s *Switch) DecideOne(c *Config, frame []byte, in uint32, now int64) Decision {
-	return s.decide(c, frame, in, now)
+	return s.decide(c, frame, in, now, true)
 }
 
-func (s *Switch) decide(c *Config, frame []byte, in uint32, now int64) Decision {
+// Peek is DecideOne without learning: the decision the switch would take
+// for frame now, the MAC table unchanged (butterfly explain).
+func (s *Switch) Peek(c *Config, frame []byte, in uint32, now int64) Decision {
+	return s.decide(c, frame, in, now, false)
+}
+
+func (s *Switch) decide(c *Config, frame []byte, in uint32, now int64, learn bool) Decision {
 	if len(frame) < packet.EthernetLen {
 		return Decision{Action: Drop, Reason: ReasonRunt}
 	}
@@ -180,7 +186,7 @@ func (s *Switch) decide(c *Config, frame []byte, in uint32, now int64) Decision 
 	if src.IsMulticast() {
 		return Decision{Action: Drop, Reason: ReasonBadSource}
 	}
-	if !src.IsZero() {
+	if learn && !src.IsZero() {
 		s.table.Learn(src, uint64(in), 0, 0, now)
 	}
 	dst := e.Dst()
@@ -191,6 +197,9 @@ func (s *Switch) decide(c *Config, frame []byte, in uint32, now int64) Decision 
 		return Decision{Action: Flood}
 	}
 	v0, _, _, ok := s.table.Lookup(dst, now)
+	if !learn && dst == src && !src.IsZero() {
+		v0, ok = uint64(in), true // what learning src would have made it
+	}
 	if !ok || !c.Has(uint32(v0)) {
 		return Decision{Action: Flood}
 	}

@@ -1,0 +1,30 @@
+package model
+
+// Explanation is a dataplane's account of what it would do now with a
+// frame a vNIC sends (butterfly explain): one line per decision, in the
+// order they are taken, and the verdict, "deliver <where>" or
+// "drop <reason>" (a reason of NICCounters.Drops).
+type Explanation struct {
+	Steps   []string
+	Verdict string
+}
+
+// Explainer is a Dataplane that can explain a frame without sending it
+// and without changing its state.
+type Explainer interface {
+	Explain(from string, frame []byte) (Explanation, error)
+}
+
+// Explain asks the dataplane what it would do now with frame if vNIC
+// from sent it. An unknown vNIC is a not-found error; a dataplane that
+// cannot explain is an invalid request.
+func (s *Store) Explain(from string, frame []byte) (Explanation, error) {
+	x, ok := s.dp.(Explainer)
+	if !ok {
+		return Explanation{}, Errorf(CodeInvalid, "Explain failed", "the dataplane cannot explain frames")
+	}
+	if len(frame) == 0 {
+		return Explanation{}, Errorf(CodeInvalid, "Explain failed", "empty frame")
+	}
+	return queryNIC(s, from, "Explain failed", func(id string) (Explanation, error) { return x.Explain(id, frame) })
+}
