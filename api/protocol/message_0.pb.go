@@ -139,7 +139,7 @@ func (x *MessageV0_Rule_Direction) UnmarshalJSON(b []byte) error {
 
 // Deprecated: Use MessageV0_Rule_Direction.Descriptor instead.
 func (MessageV0_Rule_Direction) EnumDescriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 11, 0}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 14, 0}
 }
 
 type MessageV0 struct {
@@ -231,7 +231,9 @@ type MessageV0_Request struct {
 	NicCounters *string `protobuf:"bytes,100,opt,name=nic_counters,json=nicCounters" json:"nic_counters,omitempty"`
 	// extension: what the dataplane would do now with a frame a vNIC
 	// sends (butterfly explain); nothing is sent or changed.
-	Explain       *MessageV0_ExplainReq `protobuf:"bytes,101,opt,name=explain" json:"explain,omitempty"`
+	Explain *MessageV0_ExplainReq `protobuf:"bytes,101,opt,name=explain" json:"explain,omitempty"`
+	// extension: the last frames a vNIC dropped (butterfly nic drops).
+	NicDrops      *MessageV0_NicDropsReq `protobuf:"bytes,102,opt,name=nic_drops,json=nicDrops" json:"nic_drops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -420,6 +422,13 @@ func (x *MessageV0_Request) GetExplain() *MessageV0_ExplainReq {
 	return nil
 }
 
+func (x *MessageV0_Request) GetNicDrops() *MessageV0_NicDropsReq {
+	if x != nil {
+		return x.NicDrops
+	}
+	return nil
+}
+
 type MessageV0_Response struct {
 	state        protoimpl.MessageState  `protogen:"open.v1"`
 	Status       *MessageV0_Status       `protobuf:"bytes,1,req,name=status" json:"status,omitempty"`
@@ -436,7 +445,9 @@ type MessageV0_Response struct {
 	// extension: answer to Request.nic_counters.
 	NicCounters *MessageV0_NicCounters `protobuf:"bytes,100,opt,name=nic_counters,json=nicCounters" json:"nic_counters,omitempty"`
 	// extension: answer to Request.explain.
-	Explain       *MessageV0_ExplainRes `protobuf:"bytes,101,opt,name=explain" json:"explain,omitempty"`
+	Explain *MessageV0_ExplainRes `protobuf:"bytes,101,opt,name=explain" json:"explain,omitempty"`
+	// extension: answer to Request.nic_drops.
+	NicDrops      *MessageV0_NicDrops `protobuf:"bytes,102,opt,name=nic_drops,json=nicDrops" json:"nic_drops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -558,6 +569,13 @@ func (x *MessageV0_Response) GetNicCounters() *MessageV0_NicCounters {
 func (x *MessageV0_Response) GetExplain() *MessageV0_ExplainRes {
 	if x != nil {
 		return x.Explain
+	}
+	return nil
+}
+
+func (x *MessageV0_Response) GetNicDrops() *MessageV0_NicDrops {
+	if x != nil {
+		return x.NicDrops
 	}
 	return nil
 }
@@ -1107,6 +1125,177 @@ func (x *MessageV0_ExplainRes) GetVerdict() string {
 	return ""
 }
 
+// extension: which drops of which vNIC.
+type MessageV0_NicDropsReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	NicId *string                `protobuf:"bytes,1,req,name=nic_id,json=nicId" json:"nic_id,omitempty"`
+	// At most this many, the most recent (default: all the daemon keeps).
+	Count         *uint32 `protobuf:"varint,2,opt,name=count" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_NicDropsReq) Reset() {
+	*x = MessageV0_NicDropsReq{}
+	mi := &file_message_0_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_NicDropsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_NicDropsReq) ProtoMessage() {}
+
+func (x *MessageV0_NicDropsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_NicDropsReq.ProtoReflect.Descriptor instead.
+func (*MessageV0_NicDropsReq) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 8}
+}
+
+func (x *MessageV0_NicDropsReq) GetNicId() string {
+	if x != nil && x.NicId != nil {
+		return *x.NicId
+	}
+	return ""
+}
+
+func (x *MessageV0_NicDropsReq) GetCount() uint32 {
+	if x != nil && x.Count != nil {
+		return *x.Count
+	}
+	return 0
+}
+
+// extension: dropped frames, oldest first.
+type MessageV0_NicDrops struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	Frame         []*MessageV0_DroppedFrame `protobuf:"bytes,1,rep,name=frame" json:"frame,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_NicDrops) Reset() {
+	*x = MessageV0_NicDrops{}
+	mi := &file_message_0_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_NicDrops) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_NicDrops) ProtoMessage() {}
+
+func (x *MessageV0_NicDrops) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_NicDrops.ProtoReflect.Descriptor instead.
+func (*MessageV0_NicDrops) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 9}
+}
+
+func (x *MessageV0_NicDrops) GetFrame() []*MessageV0_DroppedFrame {
+	if x != nil {
+		return x.Frame
+	}
+	return nil
+}
+
+// extension: one dropped frame.
+type MessageV0_DroppedFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it was dropped, in nanoseconds since the Unix epoch.
+	TimeNs *int64 `protobuf:"varint,1,req,name=time_ns,json=timeNs" json:"time_ns,omitempty"`
+	// The drop reason, as nic_counters names it.
+	Reason *string `protobuf:"bytes,2,req,name=reason" json:"reason,omitempty"`
+	Length *uint32 `protobuf:"varint,3,req,name=length" json:"length,omitempty"`
+	// A one-line decode of its first bytes.
+	Decode        *string `protobuf:"bytes,4,req,name=decode" json:"decode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_DroppedFrame) Reset() {
+	*x = MessageV0_DroppedFrame{}
+	mi := &file_message_0_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_DroppedFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_DroppedFrame) ProtoMessage() {}
+
+func (x *MessageV0_DroppedFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_DroppedFrame.ProtoReflect.Descriptor instead.
+func (*MessageV0_DroppedFrame) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 10}
+}
+
+func (x *MessageV0_DroppedFrame) GetTimeNs() int64 {
+	if x != nil && x.TimeNs != nil {
+		return *x.TimeNs
+	}
+	return 0
+}
+
+func (x *MessageV0_DroppedFrame) GetReason() string {
+	if x != nil && x.Reason != nil {
+		return *x.Reason
+	}
+	return ""
+}
+
+func (x *MessageV0_DroppedFrame) GetLength() uint32 {
+	if x != nil && x.Length != nil {
+		return *x.Length
+	}
+	return 0
+}
+
+func (x *MessageV0_DroppedFrame) GetDecode() string {
+	if x != nil && x.Decode != nil {
+		return *x.Decode
+	}
+	return ""
+}
+
 type MessageV0_Cidr struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Address       *string                `protobuf:"bytes,1,req,name=address" json:"address,omitempty"`
@@ -1117,7 +1306,7 @@ type MessageV0_Cidr struct {
 
 func (x *MessageV0_Cidr) Reset() {
 	*x = MessageV0_Cidr{}
-	mi := &file_message_0_proto_msgTypes[9]
+	mi := &file_message_0_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1318,7 @@ func (x *MessageV0_Cidr) String() string {
 func (*MessageV0_Cidr) ProtoMessage() {}
 
 func (x *MessageV0_Cidr) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[9]
+	mi := &file_message_0_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1331,7 @@ func (x *MessageV0_Cidr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Cidr.ProtoReflect.Descriptor instead.
 func (*MessageV0_Cidr) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 8}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 11}
 }
 
 func (x *MessageV0_Cidr) GetAddress() string {
@@ -1168,7 +1357,7 @@ type MessageV0_FwData struct {
 
 func (x *MessageV0_FwData) Reset() {
 	*x = MessageV0_FwData{}
-	mi := &file_message_0_proto_msgTypes[10]
+	mi := &file_message_0_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1369,7 @@ func (x *MessageV0_FwData) String() string {
 func (*MessageV0_FwData) ProtoMessage() {}
 
 func (x *MessageV0_FwData) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[10]
+	mi := &file_message_0_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1382,7 @@ func (x *MessageV0_FwData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_FwData.ProtoReflect.Descriptor instead.
 func (*MessageV0_FwData) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 9}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 12}
 }
 
 func (x *MessageV0_FwData) GetData() []byte {
@@ -1214,7 +1403,7 @@ type MessageV0_Sg struct {
 
 func (x *MessageV0_Sg) Reset() {
 	*x = MessageV0_Sg{}
-	mi := &file_message_0_proto_msgTypes[11]
+	mi := &file_message_0_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1415,7 @@ func (x *MessageV0_Sg) String() string {
 func (*MessageV0_Sg) ProtoMessage() {}
 
 func (x *MessageV0_Sg) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[11]
+	mi := &file_message_0_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1428,7 @@ func (x *MessageV0_Sg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Sg.ProtoReflect.Descriptor instead.
 func (*MessageV0_Sg) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 10}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 13}
 }
 
 func (x *MessageV0_Sg) GetId() string {
@@ -1279,7 +1468,7 @@ type MessageV0_Rule struct {
 
 func (x *MessageV0_Rule) Reset() {
 	*x = MessageV0_Rule{}
-	mi := &file_message_0_proto_msgTypes[12]
+	mi := &file_message_0_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1480,7 @@ func (x *MessageV0_Rule) String() string {
 func (*MessageV0_Rule) ProtoMessage() {}
 
 func (x *MessageV0_Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[12]
+	mi := &file_message_0_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1493,7 @@ func (x *MessageV0_Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Rule.ProtoReflect.Descriptor instead.
 func (*MessageV0_Rule) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 11}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 14}
 }
 
 func (x *MessageV0_Rule) GetDirection() MessageV0_Rule_Direction {
@@ -1363,7 +1552,7 @@ type MessageV0_Error struct {
 
 func (x *MessageV0_Error) Reset() {
 	*x = MessageV0_Error{}
-	mi := &file_message_0_proto_msgTypes[13]
+	mi := &file_message_0_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1564,7 @@ func (x *MessageV0_Error) String() string {
 func (*MessageV0_Error) ProtoMessage() {}
 
 func (x *MessageV0_Error) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[13]
+	mi := &file_message_0_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1577,7 @@ func (x *MessageV0_Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Error.ProtoReflect.Descriptor instead.
 func (*MessageV0_Error) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 12}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 15}
 }
 
 func (x *MessageV0_Error) GetDescription() string {
@@ -1443,7 +1632,7 @@ type MessageV0_Status struct {
 
 func (x *MessageV0_Status) Reset() {
 	*x = MessageV0_Status{}
-	mi := &file_message_0_proto_msgTypes[14]
+	mi := &file_message_0_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1644,7 @@ func (x *MessageV0_Status) String() string {
 func (*MessageV0_Status) ProtoMessage() {}
 
 func (x *MessageV0_Status) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[14]
+	mi := &file_message_0_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1657,7 @@ func (x *MessageV0_Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Status.ProtoReflect.Descriptor instead.
 func (*MessageV0_Status) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 13}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 16}
 }
 
 func (x *MessageV0_Status) GetStatus() bool {
@@ -1499,7 +1688,7 @@ type MessageV0_NicUpdateReq struct {
 
 func (x *MessageV0_NicUpdateReq) Reset() {
 	*x = MessageV0_NicUpdateReq{}
-	mi := &file_message_0_proto_msgTypes[15]
+	mi := &file_message_0_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1700,7 @@ func (x *MessageV0_NicUpdateReq) String() string {
 func (*MessageV0_NicUpdateReq) ProtoMessage() {}
 
 func (x *MessageV0_NicUpdateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[15]
+	mi := &file_message_0_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1713,7 @@ func (x *MessageV0_NicUpdateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicUpdateReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicUpdateReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 14}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 17}
 }
 
 func (x *MessageV0_NicUpdateReq) GetId() string {
@@ -1578,7 +1767,7 @@ type MessageV0_NicAddRes struct {
 
 func (x *MessageV0_NicAddRes) Reset() {
 	*x = MessageV0_NicAddRes{}
-	mi := &file_message_0_proto_msgTypes[16]
+	mi := &file_message_0_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1779,7 @@ func (x *MessageV0_NicAddRes) String() string {
 func (*MessageV0_NicAddRes) ProtoMessage() {}
 
 func (x *MessageV0_NicAddRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[16]
+	mi := &file_message_0_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1792,7 @@ func (x *MessageV0_NicAddRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicAddRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicAddRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 15}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 18}
 }
 
 func (x *MessageV0_NicAddRes) GetPath() string {
@@ -1622,7 +1811,7 @@ type MessageV0_NicExportRes struct {
 
 func (x *MessageV0_NicExportRes) Reset() {
 	*x = MessageV0_NicExportRes{}
-	mi := &file_message_0_proto_msgTypes[17]
+	mi := &file_message_0_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1823,7 @@ func (x *MessageV0_NicExportRes) String() string {
 func (*MessageV0_NicExportRes) ProtoMessage() {}
 
 func (x *MessageV0_NicExportRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[17]
+	mi := &file_message_0_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1836,7 @@ func (x *MessageV0_NicExportRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicExportRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicExportRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 16}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 19}
 }
 
 func (x *MessageV0_NicExportRes) GetFwData() *MessageV0_FwData {
@@ -1667,7 +1856,7 @@ type MessageV0_SgRuleAddReq struct {
 
 func (x *MessageV0_SgRuleAddReq) Reset() {
 	*x = MessageV0_SgRuleAddReq{}
-	mi := &file_message_0_proto_msgTypes[18]
+	mi := &file_message_0_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1868,7 @@ func (x *MessageV0_SgRuleAddReq) String() string {
 func (*MessageV0_SgRuleAddReq) ProtoMessage() {}
 
 func (x *MessageV0_SgRuleAddReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[18]
+	mi := &file_message_0_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1881,7 @@ func (x *MessageV0_SgRuleAddReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgRuleAddReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgRuleAddReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 17}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 20}
 }
 
 func (x *MessageV0_SgRuleAddReq) GetSgId() string {
@@ -1719,7 +1908,7 @@ type MessageV0_SgRuleDelReq struct {
 
 func (x *MessageV0_SgRuleDelReq) Reset() {
 	*x = MessageV0_SgRuleDelReq{}
-	mi := &file_message_0_proto_msgTypes[19]
+	mi := &file_message_0_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1920,7 @@ func (x *MessageV0_SgRuleDelReq) String() string {
 func (*MessageV0_SgRuleDelReq) ProtoMessage() {}
 
 func (x *MessageV0_SgRuleDelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[19]
+	mi := &file_message_0_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1933,7 @@ func (x *MessageV0_SgRuleDelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgRuleDelReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgRuleDelReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 18}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 21}
 }
 
 func (x *MessageV0_SgRuleDelReq) GetSgId() string {
@@ -1771,7 +1960,7 @@ type MessageV0_SgMemberAddReq struct {
 
 func (x *MessageV0_SgMemberAddReq) Reset() {
 	*x = MessageV0_SgMemberAddReq{}
-	mi := &file_message_0_proto_msgTypes[20]
+	mi := &file_message_0_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1972,7 @@ func (x *MessageV0_SgMemberAddReq) String() string {
 func (*MessageV0_SgMemberAddReq) ProtoMessage() {}
 
 func (x *MessageV0_SgMemberAddReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[20]
+	mi := &file_message_0_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1985,7 @@ func (x *MessageV0_SgMemberAddReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgMemberAddReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgMemberAddReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 19}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 22}
 }
 
 func (x *MessageV0_SgMemberAddReq) GetSgId() string {
@@ -1823,7 +2012,7 @@ type MessageV0_SgMemberDelReq struct {
 
 func (x *MessageV0_SgMemberDelReq) Reset() {
 	*x = MessageV0_SgMemberDelReq{}
-	mi := &file_message_0_proto_msgTypes[21]
+	mi := &file_message_0_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2024,7 @@ func (x *MessageV0_SgMemberDelReq) String() string {
 func (*MessageV0_SgMemberDelReq) ProtoMessage() {}
 
 func (x *MessageV0_SgMemberDelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[21]
+	mi := &file_message_0_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2037,7 @@ func (x *MessageV0_SgMemberDelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgMemberDelReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgMemberDelReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 20}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 23}
 }
 
 func (x *MessageV0_SgMemberDelReq) GetSgId() string {
@@ -1877,7 +2066,7 @@ type MessageV0_AppStatusRes struct {
 
 func (x *MessageV0_AppStatusRes) Reset() {
 	*x = MessageV0_AppStatusRes{}
-	mi := &file_message_0_proto_msgTypes[22]
+	mi := &file_message_0_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2078,7 @@ func (x *MessageV0_AppStatusRes) String() string {
 func (*MessageV0_AppStatusRes) ProtoMessage() {}
 
 func (x *MessageV0_AppStatusRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[22]
+	mi := &file_message_0_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2091,7 @@ func (x *MessageV0_AppStatusRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_AppStatusRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_AppStatusRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 21}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 24}
 }
 
 func (x *MessageV0_AppStatusRes) GetStartDate() uint64 {
@@ -1942,7 +2131,7 @@ type MessageV0_AppConfigReq struct {
 
 func (x *MessageV0_AppConfigReq) Reset() {
 	*x = MessageV0_AppConfigReq{}
-	mi := &file_message_0_proto_msgTypes[23]
+	mi := &file_message_0_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2143,7 @@ func (x *MessageV0_AppConfigReq) String() string {
 func (*MessageV0_AppConfigReq) ProtoMessage() {}
 
 func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[23]
+	mi := &file_message_0_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2156,7 @@ func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_AppConfigReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_AppConfigReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 22}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 25}
 }
 
 func (x *MessageV0_AppConfigReq) GetLogLevel() string {
@@ -1981,12 +2170,12 @@ var File_message_0_proto protoreflect.FileDescriptor
 
 const file_message_0_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmessage_0.proto\"\x97!\n" +
+	"\x0fmessage_0.proto\"\xe6#\n" +
 	"\tMessageV0\x12,\n" +
 	"\arequest\x18\x01 \x01(\v2\x12.MessageV0.RequestR\arequest\x12/\n" +
 	"\bresponse\x18\x02 \x01(\v2\x13.MessageV0.ResponseR\bresponse\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x03 \x01(\tR\tmessageId\x1a\xee\x06\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\x1a\xa3\a\n" +
 	"\aRequest\x12'\n" +
 	"\anic_add\x18\x01 \x01(\v2\x0e.MessageV0.NicR\x06nicAdd\x126\n" +
 	"\n" +
@@ -2017,7 +2206,8 @@ const file_message_0_proto_rawDesc = "" +
 	"\n" +
 	"sg_details\x18\x14 \x01(\tR\tsgDetails\x12!\n" +
 	"\fnic_counters\x18d \x01(\tR\vnicCounters\x12/\n" +
-	"\aexplain\x18e \x01(\v2\x15.MessageV0.ExplainReqR\aexplain\x1a\xde\x04\n" +
+	"\aexplain\x18e \x01(\v2\x15.MessageV0.ExplainReqR\aexplain\x123\n" +
+	"\tnic_drops\x18f \x01(\v2\x16.MessageV0.NicDropsReqR\bnicDrops\x1a\x90\x05\n" +
 	"\bResponse\x12)\n" +
 	"\x06status\x18\x01 \x02(\v2\x11.MessageV0.StatusR\x06status\x12-\n" +
 	"\anic_add\x18\x02 \x01(\v2\x14.MessageV0.NicAddResR\x06nicAdd\x12\x19\n" +
@@ -2037,7 +2227,8 @@ const file_message_0_proto_rawDesc = "" +
 	"\n" +
 	"sg_details\x18\v \x03(\v2\r.MessageV0.SgR\tsgDetails\x129\n" +
 	"\fnic_counters\x18d \x01(\v2\x16.MessageV0.NicCountersR\vnicCounters\x12/\n" +
-	"\aexplain\x18e \x01(\v2\x15.MessageV0.ExplainResR\aexplain\x1a\xe6\x04\n" +
+	"\aexplain\x18e \x01(\v2\x15.MessageV0.ExplainResR\aexplain\x120\n" +
+	"\tnic_drops\x18f \x01(\v2\x13.MessageV0.NicDropsR\bnicDrops\x1a\xe6\x04\n" +
 	"\x03Nic\x12\x0e\n" +
 	"\x02id\x18\x01 \x02(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x02(\tR\x03mac\x12\x10\n" +
@@ -2089,7 +2280,17 @@ const file_message_0_proto_rawDesc = "" +
 	"\n" +
 	"ExplainRes\x12\x12\n" +
 	"\x04step\x18\x01 \x03(\tR\x04step\x12\x18\n" +
-	"\averdict\x18\x02 \x02(\tR\averdict\x1a=\n" +
+	"\averdict\x18\x02 \x02(\tR\averdict\x1a:\n" +
+	"\vNicDropsReq\x12\x15\n" +
+	"\x06nic_id\x18\x01 \x02(\tR\x05nicId\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x1a9\n" +
+	"\bNicDrops\x12-\n" +
+	"\x05frame\x18\x01 \x03(\v2\x17.MessageV0.DroppedFrameR\x05frame\x1ao\n" +
+	"\fDroppedFrame\x12\x17\n" +
+	"\atime_ns\x18\x01 \x02(\x03R\x06timeNs\x12\x16\n" +
+	"\x06reason\x18\x02 \x02(\tR\x06reason\x12\x16\n" +
+	"\x06length\x18\x03 \x02(\rR\x06length\x12\x16\n" +
+	"\x06decode\x18\x04 \x02(\tR\x06decode\x1a=\n" +
 	"\x04Cidr\x12\x18\n" +
 	"\aaddress\x18\x01 \x02(\tR\aaddress\x12\x1b\n" +
 	"\tmask_size\x18\x02 \x02(\rR\bmaskSize\x1a\x1c\n" +
@@ -2165,7 +2366,7 @@ func file_message_0_proto_rawDescGZIP() []byte {
 }
 
 var file_message_0_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_message_0_proto_goTypes = []any{
 	(MessageV0_Nic_Type)(0),          // 0: MessageV0.Nic.Type
 	(MessageV0_Rule_Direction)(0),    // 1: MessageV0.Rule.Direction
@@ -2178,59 +2379,65 @@ var file_message_0_proto_goTypes = []any{
 	(*MessageV0_Counter)(nil),        // 8: MessageV0.Counter
 	(*MessageV0_ExplainReq)(nil),     // 9: MessageV0.ExplainReq
 	(*MessageV0_ExplainRes)(nil),     // 10: MessageV0.ExplainRes
-	(*MessageV0_Cidr)(nil),           // 11: MessageV0.Cidr
-	(*MessageV0_FwData)(nil),         // 12: MessageV0.FwData
-	(*MessageV0_Sg)(nil),             // 13: MessageV0.Sg
-	(*MessageV0_Rule)(nil),           // 14: MessageV0.Rule
-	(*MessageV0_Error)(nil),          // 15: MessageV0.Error
-	(*MessageV0_Status)(nil),         // 16: MessageV0.Status
-	(*MessageV0_NicUpdateReq)(nil),   // 17: MessageV0.NicUpdateReq
-	(*MessageV0_NicAddRes)(nil),      // 18: MessageV0.NicAddRes
-	(*MessageV0_NicExportRes)(nil),   // 19: MessageV0.NicExportRes
-	(*MessageV0_SgRuleAddReq)(nil),   // 20: MessageV0.SgRuleAddReq
-	(*MessageV0_SgRuleDelReq)(nil),   // 21: MessageV0.SgRuleDelReq
-	(*MessageV0_SgMemberAddReq)(nil), // 22: MessageV0.SgMemberAddReq
-	(*MessageV0_SgMemberDelReq)(nil), // 23: MessageV0.SgMemberDelReq
-	(*MessageV0_AppStatusRes)(nil),   // 24: MessageV0.AppStatusRes
-	(*MessageV0_AppConfigReq)(nil),   // 25: MessageV0.AppConfigReq
+	(*MessageV0_NicDropsReq)(nil),    // 11: MessageV0.NicDropsReq
+	(*MessageV0_NicDrops)(nil),       // 12: MessageV0.NicDrops
+	(*MessageV0_DroppedFrame)(nil),   // 13: MessageV0.DroppedFrame
+	(*MessageV0_Cidr)(nil),           // 14: MessageV0.Cidr
+	(*MessageV0_FwData)(nil),         // 15: MessageV0.FwData
+	(*MessageV0_Sg)(nil),             // 16: MessageV0.Sg
+	(*MessageV0_Rule)(nil),           // 17: MessageV0.Rule
+	(*MessageV0_Error)(nil),          // 18: MessageV0.Error
+	(*MessageV0_Status)(nil),         // 19: MessageV0.Status
+	(*MessageV0_NicUpdateReq)(nil),   // 20: MessageV0.NicUpdateReq
+	(*MessageV0_NicAddRes)(nil),      // 21: MessageV0.NicAddRes
+	(*MessageV0_NicExportRes)(nil),   // 22: MessageV0.NicExportRes
+	(*MessageV0_SgRuleAddReq)(nil),   // 23: MessageV0.SgRuleAddReq
+	(*MessageV0_SgRuleDelReq)(nil),   // 24: MessageV0.SgRuleDelReq
+	(*MessageV0_SgMemberAddReq)(nil), // 25: MessageV0.SgMemberAddReq
+	(*MessageV0_SgMemberDelReq)(nil), // 26: MessageV0.SgMemberDelReq
+	(*MessageV0_AppStatusRes)(nil),   // 27: MessageV0.AppStatusRes
+	(*MessageV0_AppConfigReq)(nil),   // 28: MessageV0.AppConfigReq
 }
 var file_message_0_proto_depIdxs = []int32{
 	3,  // 0: MessageV0.request:type_name -> MessageV0.Request
 	4,  // 1: MessageV0.response:type_name -> MessageV0.Response
 	5,  // 2: MessageV0.Request.nic_add:type_name -> MessageV0.Nic
-	17, // 3: MessageV0.Request.nic_update:type_name -> MessageV0.NicUpdateReq
-	13, // 4: MessageV0.Request.sg_add:type_name -> MessageV0.Sg
-	20, // 5: MessageV0.Request.sg_rule_add:type_name -> MessageV0.SgRuleAddReq
-	21, // 6: MessageV0.Request.sg_rule_del:type_name -> MessageV0.SgRuleDelReq
-	22, // 7: MessageV0.Request.sg_member_add:type_name -> MessageV0.SgMemberAddReq
-	23, // 8: MessageV0.Request.sg_member_del:type_name -> MessageV0.SgMemberDelReq
-	25, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
+	20, // 3: MessageV0.Request.nic_update:type_name -> MessageV0.NicUpdateReq
+	16, // 4: MessageV0.Request.sg_add:type_name -> MessageV0.Sg
+	23, // 5: MessageV0.Request.sg_rule_add:type_name -> MessageV0.SgRuleAddReq
+	24, // 6: MessageV0.Request.sg_rule_del:type_name -> MessageV0.SgRuleDelReq
+	25, // 7: MessageV0.Request.sg_member_add:type_name -> MessageV0.SgMemberAddReq
+	26, // 8: MessageV0.Request.sg_member_del:type_name -> MessageV0.SgMemberDelReq
+	28, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
 	9,  // 10: MessageV0.Request.explain:type_name -> MessageV0.ExplainReq
-	16, // 11: MessageV0.Response.status:type_name -> MessageV0.Status
-	18, // 12: MessageV0.Response.nic_add:type_name -> MessageV0.NicAddRes
-	5,  // 13: MessageV0.Response.nic_details:type_name -> MessageV0.Nic
-	19, // 14: MessageV0.Response.nic_export:type_name -> MessageV0.NicExportRes
-	6,  // 15: MessageV0.Response.nic_stats:type_name -> MessageV0.NicStats
-	14, // 16: MessageV0.Response.sg_rule_list:type_name -> MessageV0.Rule
-	24, // 17: MessageV0.Response.app_status:type_name -> MessageV0.AppStatusRes
-	13, // 18: MessageV0.Response.sg_details:type_name -> MessageV0.Sg
-	7,  // 19: MessageV0.Response.nic_counters:type_name -> MessageV0.NicCounters
-	10, // 20: MessageV0.Response.explain:type_name -> MessageV0.ExplainRes
-	0,  // 21: MessageV0.Nic.type:type_name -> MessageV0.Nic.Type
-	12, // 22: MessageV0.Nic.fw_import:type_name -> MessageV0.FwData
-	8,  // 23: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
-	14, // 24: MessageV0.Sg.rule:type_name -> MessageV0.Rule
-	1,  // 25: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
-	11, // 26: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
-	15, // 27: MessageV0.Status.error:type_name -> MessageV0.Error
-	12, // 28: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
-	14, // 29: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
-	14, // 30: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	11, // 11: MessageV0.Request.nic_drops:type_name -> MessageV0.NicDropsReq
+	19, // 12: MessageV0.Response.status:type_name -> MessageV0.Status
+	21, // 13: MessageV0.Response.nic_add:type_name -> MessageV0.NicAddRes
+	5,  // 14: MessageV0.Response.nic_details:type_name -> MessageV0.Nic
+	22, // 15: MessageV0.Response.nic_export:type_name -> MessageV0.NicExportRes
+	6,  // 16: MessageV0.Response.nic_stats:type_name -> MessageV0.NicStats
+	17, // 17: MessageV0.Response.sg_rule_list:type_name -> MessageV0.Rule
+	27, // 18: MessageV0.Response.app_status:type_name -> MessageV0.AppStatusRes
+	16, // 19: MessageV0.Response.sg_details:type_name -> MessageV0.Sg
+	7,  // 20: MessageV0.Response.nic_counters:type_name -> MessageV0.NicCounters
+	10, // 21: MessageV0.Response.explain:type_name -> MessageV0.ExplainRes
+	12, // 22: MessageV0.Response.nic_drops:type_name -> MessageV0.NicDrops
+	0,  // 23: MessageV0.Nic.type:type_name -> MessageV0.Nic.Type
+	15, // 24: MessageV0.Nic.fw_import:type_name -> MessageV0.FwData
+	8,  // 25: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
+	13, // 26: MessageV0.NicDrops.frame:type_name -> MessageV0.DroppedFrame
+	17, // 27: MessageV0.Sg.rule:type_name -> MessageV0.Rule
+	1,  // 28: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
+	14, // 29: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
+	18, // 30: MessageV0.Status.error:type_name -> MessageV0.Error
+	15, // 31: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
+	17, // 32: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
+	17, // 33: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_message_0_proto_init() }
@@ -2244,7 +2451,7 @@ func file_message_0_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_message_0_proto_rawDesc), len(file_message_0_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

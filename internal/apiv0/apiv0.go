@@ -226,6 +226,8 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 		res.NicCounters = countersToProto(c)
 	case r.Explain != nil:
 		return h.explain(r.Explain, res)
+	case r.NicDrops != nil:
+		return h.nicDrops(r.NicDrops, res)
 	default:
 		return replyError("MessageV0 appears to not have any request")
 	}

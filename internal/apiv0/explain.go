@@ -12,6 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// This file serves the diagnostic extensions: explain and nic_drops.
+
 // explainPrefix starts the description of a refused explain request.
 const explainPrefix = "Explain failed"
 
@@ -91,4 +93,27 @@ func question(r *protocol.MessageV0_ExplainReq) (explain.Question, error) {
 		q.DstMAC = &pm
 	}
 	return q, nil
+}
+
+// nicDrops answers Request.nic_drops.
+func (h *Handler) nicDrops(r *protocol.MessageV0_NicDropsReq, res *protocol.MessageV0_Response) error {
+	n := -1
+	if r.Count != nil {
+		n = int(min(r.GetCount(), 1<<20))
+	}
+	drops, err := h.store.NICDrops(r.GetNicId(), n)
+	if err != nil {
+		return err
+	}
+	out := &protocol.MessageV0_NicDrops{}
+	for _, d := range drops {
+		out.Frame = append(out.Frame, &protocol.MessageV0_DroppedFrame{
+			TimeNs: proto.Int64(d.Time.UnixNano()),
+			Reason: proto.String(d.Reason),
+			Length: proto.Uint32(uint32(d.Length)),
+			Decode: proto.String(d.Decode),
+		})
+	}
+	res.NicDrops = out
+	return nil
 }

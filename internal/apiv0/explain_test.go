@@ -14,8 +14,40 @@ import (
 // frame it is given.
 type explainingDP struct{ *modeltest.Dataplane }
 
+// Drops returns n drops (three when n < 0).
+func (d explainingDP) Drops(id string, n int) ([]model.Drop, error) {
+	if n < 0 {
+		n = 3
+	}
+	var out []model.Drop
+	for i := range n {
+		out = append(out, model.Drop{Time: time.Unix(10, int64(i)), Reason: "switch_hairpin", Length: 60 + i, Decode: id})
+	}
+	return out, nil
+}
+
 func (d explainingDP) Explain(from string, frame []byte) (model.Explanation, error) {
 	return model.Explanation{Steps: []string{from + ": " + packet.Describe(frame)}, Verdict: "deliver test"}, nil
+}
+
+// TestNICDrops: nic_drops passes the count and returns the drops, and
+// fails on unknown vNICs and on a dataplane without a drop log.
+func TestNICDrops(t *testing.T) {
+	e := &env{dp: modeltest.NewDataplane()}
+	e.store = model.New(explainingDP{e.dp}, model.Options{})
+	e.h = apiv0.New(e.store, apiv0.Options{})
+	e.ok(t, `nic_add { id: "a" mac: "52:54:00:00:00:01" vni: 7 type: TAP }`, `nic_add { path: "a" }`)
+	e.ok(t, `nic_drops { nic_id: "a" count: 2 }`, `nic_drops {
+		frame { time_ns: 10000000000 reason: "switch_hairpin" length: 60 decode: "a" }
+		frame { time_ns: 10000000001 reason: "switch_hairpin" length: 61 decode: "a" } }`)
+	e.ok(t, `nic_drops { nic_id: "a" count: 0 }`, `nic_drops { }`)
+	if got := e.do(t, `nic_drops { nic_id: "a" }`); len(got.GetNicDrops().GetFrame()) != 3 {
+		t.Errorf("nic_drops without count: %v, want all three", got)
+	}
+	e.fail(t, `nic_drops { nic_id: "x" }`, "NIC does not exist with id x")
+	plain := newEnv(t)
+	plain.ok(t, `nic_add { id: "a" mac: "52:54:00:00:00:01" vni: 7 type: TAP }`, `nic_add { path: "a" }`)
+	plain.fail(t, `nic_drops { nic_id: "a" }`, "NIC drops failed: the dataplane keeps no dropped frames")
 }
 
 // TestExplain: a described packet is built as the vNIC would send it (its

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
@@ -170,4 +171,49 @@ func explainRequest(c *cobra.Command, f *explainFlags) (*protocol.MessageV0_Expl
 		req.TcpFlags = proto.Uint32(flags)
 	}
 	return req, nil
+}
+
+// defaultDrops is the number of drops "nic drops" prints without -n.
+const defaultDrops = 10
+
+func nicDropsCommand(seg *segment) *cobra.Command {
+	var count int
+	return leaf(seg, leafSpec{
+		use:   "drops NIC [-n N]",
+		short: "Print the last frames a vNIC dropped, with the reason",
+		long: `Print the last frames dropped and counted on a vNIC, oldest first, one per
+line: the time (UTC), the drop reason as "nic counters" names it, and a
+decode of the frame's first bytes with its length. The daemon keeps the
+last 32 drops of each vNIC per packet worker. This command is an extension
+of this implementation.`,
+		example:  `  butterfly nic drops vm-1 -n 5`,
+		minArgs:  1,
+		maxArgs:  1,
+		argNames: []string{"NIC id"},
+		complete: []argKind{nicArg},
+		flags: func(c *cobra.Command) {
+			c.Flags().IntVarP(&count, "count", "n", defaultDrops, "print at most the last N drops")
+		},
+		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
+			if count < 0 {
+				return nil, usagef(c, "-n: want a number of drops, 0 or more, got %d", count)
+			}
+			return func(s *session) error {
+				r, err := s.exec1(&protocol.MessageV0_Request{NicDrops: &protocol.MessageV0_NicDropsReq{
+					NicId: proto.String(args[0]), Count: proto.Uint32(uint32(min(count, 1<<20)))}})
+				if err != nil {
+					return err
+				}
+				d := r.GetNicDrops()
+				if d == nil {
+					return errors.New("error: no nic drops received (the daemon does not implement nic_drops)")
+				}
+				for _, f := range d.GetFrame() {
+					fmt.Fprintf(s.stdout, "%s %s %s\n", time.Unix(0, f.GetTimeNs()).UTC().Format("2006-01-02T15:04:05.000000Z"),
+						f.GetReason(), f.GetDecode())
+				}
+				return nil
+			}, nil
+		},
+	})
 }

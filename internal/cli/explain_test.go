@@ -52,3 +52,31 @@ func TestExplainOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestNICDropsOptions: nic drops sends the count (10 by default) and
+// refuses a negative one before sending.
+func TestNICDropsOptions(t *testing.T) {
+	ts := startServer(t, serverOpts{})
+	ts.mustRun(t, splitLine(t, addA)...)
+	for _, c := range []struct{ cmd, req string }{
+		{"nic drops vm-a", `nic_drops{nic_id:"vm-a" count:10}`},
+		{"nic drops vm-a -n 3", `nic_drops{nic_id:"vm-a" count:3}`},
+	} {
+		r := ts.run(append(splitLine(t, c.cmd), "-v")...)
+		norm := strings.Join(strings.Fields(r.stderr+r.stdout), "")
+		if r.code != 1 || !strings.Contains(norm, strings.ReplaceAll(c.req, " ", "")) ||
+			!strings.Contains(r.stderr, "the dataplane keeps no dropped frames") {
+			t.Errorf("butterfly %s: exit %d, want the request %s sent and refused by the test daemon\nstdout: %s\nstderr: %s",
+				c.cmd, r.code, c.req, r.stdout, r.stderr)
+		}
+	}
+	for _, c := range []struct{ cmd, errHas string }{
+		{"nic drops vm-a -n -1", "-n: want a number of drops"},
+		{"nic drops", "missing NIC id"},
+	} {
+		r := ts.run(append(splitLine(t, c.cmd), "-v")...)
+		if r.code != 1 || !strings.Contains(r.stderr, c.errHas) || strings.Contains(r.stdout, "nic_drops") {
+			t.Errorf("butterfly %s: exit %d, want refused with %q before sending\nstdout: %s\nstderr: %s", c.cmd, r.code, c.errHas, r.stdout, r.stderr)
+		}
+	}
+}

@@ -26,6 +26,7 @@ func nicCommand(seg *segment) *cobra.Command {
 		nicDetailsCommand(seg),
 		nicStatsCommand(seg),
 		nicCountersCommand(seg),
+		nicDropsCommand(seg),
 		nicExportCommand(seg),
 		nicConntrackCommand(seg),
 		nicSGCommand(seg),

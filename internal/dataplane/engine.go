@@ -366,6 +366,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 		ct:     ct,
 		trace:  newElement("trace", "trace-"+n.ID, e.cfg.Workers),
 		tx:     newElement("port-tx", n.ID, e.cfg.Workers),
+		drops:  newDropLog(e.cfg.Workers),
 	}, pol: pol}
 	if n.PacketTrace {
 		if err := e.openNICTrace(ent, n); err != nil {

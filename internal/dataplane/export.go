@@ -33,11 +33,17 @@ func (w *worker) serveCTRequest() {
 // onOwner runs fn on the worker that owns p's connection tracking and
 // waits for it: a Conntrack is single-threaded (the data path takes no
 // lock), so the control plane never reads one from its own goroutine
-// while workers run. Without running workers (tests in manual mode, or a
-// worker that exited) fn runs here. e.mu must be held: there is one
-// request at a time, and Close cannot stop the workers meanwhile.
+// while workers run. e.mu must be held (see onWorker).
 func (e *Engine) onOwner(p *nicPort, fn func(now int64)) error {
-	w := e.workers[p.worker]
+	return e.onWorker(p.worker, fn)
+}
+
+// onWorker runs fn on worker wi, between two iterations, and waits for
+// it. Without running workers (tests in manual mode, or a worker that
+// exited) fn runs here. e.mu must be held: there is one request at a
+// time, and Close cannot stop the workers meanwhile.
+func (e *Engine) onWorker(wi int, fn func(now int64)) error {
+	w := e.workers[wi]
 	if e.hooks.manual || w.exited.Load() {
 		fn(int64(time.Since(e.start)))
 		return nil

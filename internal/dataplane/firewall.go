@@ -233,6 +233,7 @@ func (w *worker) filterToVM(nic *nicConf, frame []byte) bool {
 	}
 	if v := nic.ct.Decide(frame, firewall.ToVM, nic.pol, w.mono); !v.Allowed() {
 		nic.fw.drop(w.id, firewallDrop(v))
+		w.recordDrop(nic.nicPort, firewallDrop(v), frame)
 		return false
 	}
 	nic.fw.add(w.id, 1, 0)

@@ -47,6 +47,7 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 		if !nic.bypass {
 			if r := nic.spoof.Check(b.Bytes()); r != antispoof.OK {
 				nic.anti.drop(w.id, spoofDrop(r))
+				w.recordDrop(nic.nicPort, spoofDrop(r), b.Bytes())
 				w.put(b)
 				spoofed++
 				continue
@@ -56,6 +57,7 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 		if nic.pol != nil {
 			if v := nic.ct.Decide(b.Bytes(), firewall.FromVM, nic.pol, w.mono); !v.Allowed() {
 				nic.fw.drop(w.id, firewallDrop(v))
+				w.recordDrop(nic.nicPort, firewallDrop(v), b.Bytes())
 				w.put(b)
 				spoofed++
 				continue
@@ -175,6 +177,9 @@ func (w *worker) dropFrom(nic *nicConf, el *element, r dropReason, b *packet.Buf
 		nic.rx.drop(w.id, r)
 	}
 	if b != nil {
+		if nic != nil {
+			w.recordDrop(nic.nicPort, r, b.Bytes())
+		}
 		w.put(b)
 	}
 }

@@ -55,6 +55,8 @@ type nicPort struct {
 	ct    *firewall.Conntrack
 	trace *element // trace
 	tx    *element // port-tx: frames to the VM
+	// drops logs the last frames dropped and counted on this vNIC.
+	drops *dropLog
 }
 
 // nicConf is one version of a vNIC's settings.

@@ -1,5 +1,7 @@
 package model
 
+import "time"
+
 // Explanation is a dataplane's account of what it would do now with a
 // frame a vNIC sends (butterfly explain): one line per decision, in the
 // order they are taken, and the verdict, "deliver <where>" or
@@ -27,4 +29,31 @@ func (s *Store) Explain(from string, frame []byte) (Explanation, error) {
 		return Explanation{}, Errorf(CodeInvalid, "Explain failed", "empty frame")
 	}
 	return queryNIC(s, from, "Explain failed", func(id string) (Explanation, error) { return x.Explain(id, frame) })
+}
+
+// Drop is a frame a vNIC dropped (butterfly nic drops).
+type Drop struct {
+	Time time.Time
+	// Reason is the drop reason, as in NICCounters.Drops.
+	Reason string
+	// Length is the frame's length; Decode describes its first bytes on
+	// one line.
+	Length int
+	Decode string
+}
+
+// DropLogger is a Dataplane that keeps the last frames each vNIC dropped.
+type DropLogger interface {
+	Drops(id string, n int) ([]Drop, error)
+}
+
+// NICDrops returns the last n frames vNIC id dropped, oldest first (all
+// it keeps when n < 0). An unknown vNIC is a not-found error; a dataplane
+// that keeps no drops is an invalid request.
+func (s *Store) NICDrops(id string, n int) ([]Drop, error) {
+	d, ok := s.dp.(DropLogger)
+	if !ok {
+		return nil, Errorf(CodeInvalid, "NIC drops failed", "the dataplane keeps no dropped frames")
+	}
+	return queryNIC(s, id, "NIC drops failed", func(id string) ([]Drop, error) { return d.Drops(id, n) })
 }

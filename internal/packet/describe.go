@@ -41,6 +41,32 @@ func Describe(frame []byte) string {
 	return b.String()
 }
 
+// DescribeHead is Describe for head, the first bytes of a frame of n
+// bytes (a drop record): the IP length fields are taken as cut at head's
+// end, and the length printed is n.
+func DescribeHead(head []byte, n int) string {
+	if n <= len(head) || len(head) < EthernetLen {
+		return Describe(head)
+	}
+	f := append([]byte(nil), head...)
+	ip := f[EthernetLen:]
+	switch Ethernet(f).Type() {
+	case EtherTypeIPv4:
+		if len(ip) >= IPv4MinLen && IPv4(ip).TotalLen() > uint16(len(ip)) {
+			IPv4(ip).SetTotalLen(uint16(len(ip)))
+		}
+	case EtherTypeIPv6:
+		if len(ip) >= IPv6Len && int(IPv6(ip).PayloadLen()) > len(ip)-IPv6Len {
+			IPv6(ip).SetPayloadLen(uint16(len(ip) - IPv6Len))
+		}
+	}
+	d := Describe(f)
+	if i := strings.LastIndex(d, ", "); i >= 0 {
+		d = d[:i]
+	}
+	return fmt.Sprintf("%s, %d bytes", d, n)
+}
+
 func describeIP(b *strings.Builder, frame []byte, l *Layers) {
 	if l.IsIPv4() {
 		ip := IPv4(frame[l.L3:])

@@ -55,3 +55,26 @@ func TestDescribe(t *testing.T) {
 		}
 	}
 }
+
+// TestDescribeHead: the first bytes of a long frame are decoded as the
+// frame, with its real length.
+func TestDescribeHead(t *testing.T) {
+	f := make([]byte, 1514)
+	e := packet.Ethernet(f)
+	e.SetSrc(packet.MAC{2, 0, 0, 0, 0, 1})
+	e.SetDst(packet.MAC{2, 0, 0, 0, 0, 2})
+	e.SetType(packet.EtherTypeIPv6)
+	packet.IPv6(f[14:]).Encode(0, 0, 1460, packet.ProtoTCP, 64, netip.MustParseAddr("fd00::1"), netip.MustParseAddr("fd00::2"))
+	tcp := packet.TCP(f[54:])
+	tcp.SetSrcPort(5)
+	tcp.SetDstPort(80)
+	tcp.SetHeaderLen(20)
+	tcp.SetFlags(packet.TCPFlagACK | packet.TCPFlagPSH)
+	want := "02:00:00:00:00:01 > 02:00:00:00:00:02 IPv6 fd00::1 > fd00::2 TCP 5 > 80 [P.], 1514 bytes"
+	if got := packet.DescribeHead(f[:96], len(f)); got != want {
+		t.Errorf("DescribeHead = %q, want %q", got, want)
+	}
+	if got := packet.DescribeHead(f, len(f)); got != want {
+		t.Errorf("DescribeHead of the whole frame = %q, want %q", got, want)
+	}
+}

@@ -12,8 +12,8 @@ import (
 // with two VMs, agrees with what the daemon does: a flow the ingress rule
 // allows is delivered (and explain names the rule), another port is
 // dropped as firewall_no_rule (and the real packet is, counted so on the
-// destination); explaining tracks no connection; an invalid question
-// exits 1.
+// destination, and logged in its nic drops); explaining tracks no
+// connection; an invalid question exits 1.
 func TestExplainCLI(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
@@ -57,6 +57,13 @@ func TestExplainCLI(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The frame dropped is in nic-2's drop log, last.
+	drops := h.MustCLI("nic", "drops", "nic-2", "-n", "1")
+	if !strings.Contains(drops, " firewall_no_rule ") || !strings.Contains(drops, "IPv4 42.0.0.1 > 42.0.0.2 UDP ") ||
+		!strings.Contains(drops, " > 5555, ") || strings.Count(drops, "\n") != 1 {
+		t.Errorf("nic drops nic-2 -n 1:\n%s\nwant the UDP 5555 datagram dropped as firewall_no_rule", drops)
+	}
 
 	// An invalid question: no vNIC of VNI 42 here has 42.0.0.9.
 	if out, err := h.CLI("explain", "--from", "nic-1", "--dst", "42.0.0.9", "--proto", "tcp"); err == nil {
