@@ -2,8 +2,12 @@ package dataplane
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket/layers"
 
@@ -98,5 +102,49 @@ func BenchmarkRecordDrop(b *testing.B) {
 				w.recordDrop(p, dropNoRoute, f)
 			}
 		})
+	}
+}
+
+// TestDropsAndExplainWhileForwarding reads a vNIC's drop log and explains
+// its frames again and again while two running workers drop and pass its
+// traffic: each worker's rings and connection tables are read on that
+// worker (run with -race).
+func TestDropsAndExplainWhileForwarding(t *testing.T) {
+	h := newHarness(t, Config{Workers: 2}, false)
+	a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+	nb := nicOf("b", mac(2), 5, "10.0.0.2")
+	nb.SecurityGroups = nil // everything towards b is dropped
+	h.add(t, nb)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for p := 0; !stop.Load(); p++ {
+			a.inject(udpFlow(t, true, uint16(1+p%512), 53))
+			runtime.Gosched()
+		}
+	}()
+	probe := udpFlow(t, true, 7, 53).data
+	seen := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; i < 20 || seen == 0 && time.Now().Before(deadline); i++ {
+		d, err := h.e.Drops("b", -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = max(seen, len(d))
+		x, err := h.e.Explain("a", probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if x.Verdict != "drop firewall_no_rule" && !strings.HasSuffix(x.Verdict, "; drop vNIC b: firewall_no_rule") {
+			t.Fatalf("explain: %q, want b's firewall to drop it", x.Verdict)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if seen == 0 {
+		t.Fatal("no drop was logged")
 	}
 }
