@@ -1,8 +1,12 @@
 package apiv0_test
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/butterfly-go/butterfly/api/protocol"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/internal/apiv0"
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -93,6 +97,11 @@ func TestExplain(t *testing.T) {
 	}
 	for _, tt := range bad {
 		e.fail(t, tt.req, tt.prefix)
+	}
+	big := &protocol.MessageV0_Request{Explain: &protocol.MessageV0_ExplainReq{NicId: proto.String("a"), Frame: make([]byte, model.MaxExplainFrame+1)}}
+	if res := e.h.Handle(&protocol.MessageV0{Request: big}).GetResponse(); res.GetStatus().GetStatus() ||
+		!strings.HasPrefix(res.GetStatus().GetError().GetDescription(), "Explain failed: a frame of 65536 bytes") {
+		t.Errorf("explain of a 65536-byte frame: %v", res)
 	}
 	// A dataplane that cannot explain.
 	plain := newEnv(t)

@@ -11,6 +11,9 @@ type Explanation struct {
 	Verdict string
 }
 
+// MaxExplainFrame is the largest frame Explain takes (a TSO frame's size).
+const MaxExplainFrame = 65535
+
 // Explainer is a Dataplane that can explain a frame without sending it
 // and without changing its state.
 type Explainer interface {
@@ -25,8 +28,8 @@ func (s *Store) Explain(from string, frame []byte) (Explanation, error) {
 	if !ok {
 		return Explanation{}, Errorf(CodeInvalid, "Explain failed", "the dataplane cannot explain frames")
 	}
-	if len(frame) == 0 {
-		return Explanation{}, Errorf(CodeInvalid, "Explain failed", "empty frame")
+	if len(frame) == 0 || len(frame) > MaxExplainFrame {
+		return Explanation{}, Errorf(CodeInvalid, "Explain failed", "a frame of %d bytes (want 1 to %d)", len(frame), MaxExplainFrame)
 	}
 	return queryNIC(s, from, "Explain failed", func(id string) (Explanation, error) { return x.Explain(id, frame) })
 }
