@@ -476,7 +476,7 @@ func (e *Engine) DeleteNIC(id string) error {
 	// The port is closed only once no worker can read it any more.
 	e.release(gen, func() {
 		ent.p.ct.Release()
-		if err := ent.p.port.Close(); err != nil {
+		if err := removePort(ent.p.port); err != nil {
 			errs = append(errs, fmt.Errorf("dataplane: close vNIC %s: %w", id, err))
 		}
 		if ent.tracer != nil {

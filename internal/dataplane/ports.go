@@ -87,6 +87,13 @@ func (e *Engine) openPort(n model.NIC) (port.Port, string, func() bool, error) {
 		}
 		return p, path, p.GuestTSO, nil
 	}
+	if n.Netns != "" {
+		p, err := openNetnsTAP(n, !e.cfg.NoOffload, e.log)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return p, n.IfName, nil, nil
+	}
 	name, err := e.tapName(n.ID)
 	if err != nil {
 		return nil, "", nil, err
@@ -96,6 +103,28 @@ func (e *Engine) openPort(n model.NIC) (port.Port, string, func() bool, error) {
 		return nil, "", nil, fmt.Errorf("dataplane: vNIC %s: open TAP %s: %w", n.ID, name, err)
 	}
 	return p, path, nil, nil
+}
+
+// openNetnsTAP creates, or after a restart re-attaches to, the persistent
+// TAP n.IfName in the namespace n.Netns, with the vNIC's MAC, up.
+func openNetnsTAP(n model.NIC, offload bool, log *slog.Logger) (port.Port, error) {
+	p, err := tap.Open(n.IfName, tap.Options{Offload: offload, Netns: n.Netns, MAC: n.MAC[:]})
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: vNIC %s: %w", n.ID, err)
+	}
+	if p.Reattached() {
+		log.Info("vNIC re-attached to its TAP", "id", n.ID, "netns", n.Netns, "ifname", n.IfName, "ifindex", p.Ifindex())
+	}
+	return p, nil
+}
+
+// removePort closes a deleted vNIC's port and removes what it created
+// that would outlive the descriptor (a persistent TAP).
+func removePort(p port.Port) error {
+	if r, ok := p.(interface{ Remove() error }); ok {
+		return r.Remove()
+	}
+	return p.Close()
 }
 
 func openPcap(path string) (traceWriter, error) {
