@@ -1,11 +1,18 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/butterfly-go/butterfly/internal/labtest"
 )
@@ -135,4 +142,138 @@ func TestNetnsNIC(t *testing.T) {
 	if _, err := h.CLI("status"); err != nil {
 		t.Errorf("daemon not serving after a bad nic add: %v", err)
 	}
+}
+
+// stream is a TCP connection from one pod to another with a writer
+// pushing data as fast as it can and the reader counting it.
+type stream struct {
+	recv    atomic.Int64
+	readErr atomic.Value
+	wErr    atomic.Value
+	c, s    net.Conn
+}
+
+func startStream(t *testing.T, from, to *pod) *stream {
+	t.Helper()
+	var ln net.Listener
+	if err := labtest.InNS(to.ns, func() (err error) {
+		ln, err = net.Listen("tcp4", to.ip()+":7777")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	st := &stream{}
+	if err := labtest.InNS(from.ns, func() (err error) {
+		err = labtest.Poll(labtest.SettleTimeout, func() error {
+			st.c, err = net.DialTimeout("tcp4", to.ip()+":7777", time.Second)
+			return err
+		})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if st.s, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.c.Close(); st.s.Close() })
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := st.s.Read(buf)
+			st.recv.Add(int64(n))
+			if err != nil {
+				st.readErr.Store(err)
+				return
+			}
+		}
+	}()
+	go func() {
+		buf := make([]byte, 16<<10)
+		for {
+			if _, err := st.c.Write(buf); err != nil {
+				st.wErr.Store(err)
+				return
+			}
+		}
+	}()
+	return st
+}
+
+// flowing waits until another n bytes have arrived, with the connection
+// intact.
+func (st *stream) flowing(t *testing.T, what string, n int64) {
+	t.Helper()
+	start := st.recv.Load()
+	labtest.Eventually(t, labtest.SettleTimeout, what, func() error {
+		if err, _ := st.readErr.Load().(error); err != nil {
+			return fmt.Errorf("stream broken (reader): %v", err)
+		}
+		if err, _ := st.wErr.Load().(error); err != nil {
+			return fmt.Errorf("stream broken (writer): %v", err)
+		}
+		if got := st.recv.Load() - start; got < n {
+			return fmt.Errorf("%d bytes received, want %d", got, n)
+		}
+		return nil
+	})
+}
+
+// TestNetnsNICRestart: a TCP stream between two pods survives a SIGTERM
+// and a SIGKILL of the daemon: the restarted daemon re-attaches to the
+// same TAPs (same ifindex, the pods' addresses untouched) and the stream
+// resumes. The pods bypass filtering: the firewall's connection table
+// does not survive a restart, and a mid-stream segment without a tracked
+// connection is dropped as invalid. A pod whose namespace disappeared
+// while the daemon was down is reported in the log, the daemon serves,
+// and replaying its nic add re-creates it.
+func TestNetnsNICRestart(t *testing.T) {
+	l := newLab(t)
+	h := l.SingleHost(labtest.IPv4)
+	h.Start(labtest.DaemonOpts{})
+	p1 := addPod(h, 1, 42, "eth0", "--bypass-filtering")
+	p2 := addPod(h, 2, 42, "eth0", "--bypass-filtering")
+	st := startStream(t, p1, p2)
+	st.flowing(t, "stream before restart", 1<<20)
+	idx1, idx2 := p1.ifindex(t), p2.ifindex(t)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		h.Stop(sig)
+		h.Start(labtest.DaemonOpts{})
+		st.flowing(t, fmt.Sprintf("stream after %v and restart", sig), 1<<20)
+		if a, b := p1.ifindex(t), p2.ifindex(t); a != idx1 || b != idx2 {
+			t.Errorf("after %v: ifindex %d %d, want %d %d", sig, a, b, idx1, idx2)
+		}
+		for _, p := range []*pod{p1, p2} {
+			if out := labtest.Must(t, "ip", "-n", p.ns, "-o", "addr", "show", p.dev()); !strings.Contains(out, p.addr) {
+				t.Errorf("after %v: %s lost %s: %s", sig, p.id, p.addr, out)
+			}
+		}
+	}
+
+	// pod-3's namespace goes away while the daemon is down.
+	p3 := addPod(h, 3, 42, "eth0", "--bypass-filtering")
+	labtest.Eventually(t, labtest.SettleTimeout, "pod-3 pings pod-1", func() error { return p3.ping(p1.ip()) })
+	h.Stop(syscall.SIGKILL)
+	labtest.Must(t, "ip", "netns", "del", p3.ns)
+	h.Start(labtest.DaemonOpts{})
+	st.flowing(t, "stream after a restart without pod-3", 1<<20)
+	labtest.Eventually(t, labtest.SettleTimeout, "pod-3's missing namespace logged", func() error {
+		b, err := os.ReadFile(h.LogPath)
+		if err != nil {
+			return err
+		}
+		if !regexp.MustCompile(`restore failed.*pod-3.*` + regexp.QuoteMeta(netnsPath(p3.ns))).Match(b) {
+			return errors.New("no 'restore failed' line naming pod-3 and its namespace")
+		}
+		return nil
+	})
+	if ids := strings.Fields(h.MustCLI("nic", "list")); slices.Contains(ids, "pod-3") {
+		t.Errorf("pod-3 listed without its namespace: %v", ids)
+	}
+	// The orchestrator replays nic add once the pod is back.
+	labtest.Must(t, "ip", "netns", "add", p3.ns)
+	p3.plug()
+	labtest.Must(t, "ip", "-n", p3.ns, "addr", "add", p3.addr, "dev", p3.dev())
+	labtest.Eventually(t, labtest.SettleTimeout, "pod-3 pings pod-1 after nic add is replayed", func() error { return p3.ping(p1.ip()) })
 }
