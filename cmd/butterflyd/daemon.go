@@ -123,7 +123,16 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	}()
 	// The API is bound (a busy endpoint has stopped us before any vNIC
 	// exists) but not served yet: requests wait for the restore.
+	// The engine keeps vNICs whose namespace is gone, detached, instead
+	// of failing them (see dataplane.Engine.SetRestoring).
+	r, restoring := dp.(interface{ SetRestoring(bool) })
+	if restoring {
+		r.SetRestoring(true)
+	}
 	ps, err = d.restore(store)
+	if restoring {
+		r.SetRestoring(false)
+	}
 	if err != nil {
 		return err
 	}

@@ -75,6 +75,8 @@ type Engine struct {
 	nextW  int
 	// taps holds the interface names of the TAP vNICs.
 	taps map[string]bool
+	// restoring: see SetRestoring.
+	restoring bool
 	// What the next snapshot shares with the previous ones: the VNIs'
 	// entries (a new map when a VNI comes or goes) and, per worker, the
 	// slots it polls (copied on write). vniDirty lists the VNIs whose

@@ -226,8 +226,9 @@ func (st *stream) flowing(t *testing.T, what string, n int64) {
 // resumes. The pods bypass filtering: the firewall's connection table
 // does not survive a restart, and a mid-stream segment without a tracked
 // connection is dropped as invalid. A pod whose namespace disappeared
-// while the daemon was down is reported in the log, the daemon serves,
-// and replaying its nic add re-creates it.
+// while the daemon was down is kept detached and reported (log, nic
+// counters netns_gone), the daemon serves, and replaying its nic add
+// re-creates it.
 func TestNetnsNICRestart(t *testing.T) {
 	l := newLab(t)
 	h := l.SingleHost(labtest.IPv4)
@@ -263,14 +264,27 @@ func TestNetnsNICRestart(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !regexp.MustCompile(`restore failed.*pod-3.*` + regexp.QuoteMeta(netnsPath(p3.ns))).Match(b) {
-			return errors.New("no 'restore failed' line naming pod-3 and its namespace")
+		if !regexp.MustCompile(`namespace is gone.*pod-3.*` + regexp.QuoteMeta(netnsPath(p3.ns))).Match(b) {
+			return errors.New("no 'namespace is gone' line naming pod-3 and its namespace")
 		}
 		return nil
 	})
-	if ids := strings.Fields(h.MustCLI("nic", "list")); slices.Contains(ids, "pod-3") {
-		t.Errorf("pod-3 listed without its namespace: %v", ids)
+	if ids := strings.Fields(h.MustCLI("nic", "list")); !slices.Contains(ids, "pod-3") {
+		t.Errorf("pod-3 not kept: %v", ids)
 	}
+	// Frames for it are counted as netns_gone (pod-1's ARP requests,
+	// flooded to every vNIC of the VNI).
+	labtest.Eventually(t, labtest.SettleTimeout, "pod-3's counters report netns_gone", func() error {
+		_ = p1.ping(p3.ip())
+		out, err := h.CLI("nic", "counters", "pod-3")
+		if err != nil {
+			return err
+		}
+		if !regexp.MustCompile(`netns_gone\W+[1-9]`).MatchString(out) {
+			return fmt.Errorf("no netns_gone count:\n%s", out)
+		}
+		return nil
+	})
 	// The orchestrator replays nic add once the pod is back.
 	labtest.Must(t, "ip", "netns", "add", p3.ns)
 	p3.plug()
