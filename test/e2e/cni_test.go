@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/butterfly-go/butterfly/internal/labtest"
@@ -116,8 +118,8 @@ func podPing(ns, dst string) error {
 }
 
 // TestCNI drives butterfly-cni through cnitool with host-local IPAM: two
-// pods on two daemons (VXLAN) in one VNI ping each other, a pod in
-// another VNI (same subnet) cannot; ADD again returns the same result and
+// pods on two daemons (VXLAN) in one VNI ping each other and pass iperf3
+// TCP, a pod in another VNI (same subnet) cannot; ADD again returns the same result and
 // keeps the interface; CHECK passes, then detects a deleted TAP; DEL
 // twice succeeds; STATUS answers; errors are CNI error objects.
 func TestCNI(t *testing.T) {
@@ -142,6 +144,27 @@ func TestCNI(t *testing.T) {
 		if _, err := labtest.Run("ip", "netns", "exec", podA, "ping", "-n", "-c", "3", "-i", "0.3", "-W", "1", dst); err == nil {
 			t.Errorf("pod A reached pod C (%s) in another VNI", dst)
 		}
+	}
+
+	// iperf3 TCP from pod A to pod B, over VXLAN.
+	srv := exec.Command("ip", "netns", "exec", podB, "iperf3", "-s", "-1", "-p", "5301")
+	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-srv.Process.Pid, syscall.SIGKILL)
+		_ = srv.Wait()
+	})
+	var iperf string
+	labtest.Eventually(t, labtest.SettleTimeout, "iperf3 TCP from pod A to pod B", func() (err error) {
+		iperf, err = labtest.Run("ip", "netns", "exec", podA, "iperf3", "-c", ipB, "-p", "5301", "-t", "2", "-f", "m")
+		return err
+	})
+	if m := regexp.MustCompile(`([0-9.]+) Mbits/sec.*receiver`).FindStringSubmatch(iperf); m == nil {
+		t.Errorf("no receiver rate in iperf3's output:\n%s", iperf)
+	} else {
+		t.Logf("iperf3 TCP between two CNI pods on two hosts: %s Mbit/s", m[1])
 	}
 
 	// ADD again: same result, same interface.
