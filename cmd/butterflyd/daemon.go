@@ -162,6 +162,7 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 		return fmt.Errorf("API: %w", err)
 	}
 	d.log.Info("stopping: closing the API and removing vNICs")
+	d.saveConntrack(store, dp)
 	return nil
 }
 
@@ -195,6 +196,7 @@ func (d *daemon) restore(store *model.Store) (*state.Store, error) {
 		return ps, nil
 	}
 	d.confineTraces(&st)
+	d.loadConntrack(&st)
 	rerr := store.Restore(st)
 	got := store.State()
 	d.log.Info("configuration restored", "state_file", path,
