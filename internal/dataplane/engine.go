@@ -73,7 +73,8 @@ type Engine struct {
 	vnis   map[uint32]*vniLong
 	slots  []*nicEntry
 	nextW  int
-	// taps holds the interface names of the TAP vNICs.
+	// taps holds the interface names of the TAP vNICs in the daemon's
+	// namespace (not those created in a pod's, NIC.Netns).
 	taps map[string]bool
 	// restoring: see SetRestoring.
 	restoring bool
@@ -388,7 +389,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	ent.nic.Path = path
 	e.nics[n.ID] = ent
 	e.slots[slot] = ent
-	if n.Type == model.NICTap {
+	if n.Type == model.NICTap && n.Netns == "" {
 		e.taps[path] = true
 	}
 	v := e.vnis[n.VNI]
@@ -462,7 +463,9 @@ func (e *Engine) DeleteNIC(id string) error {
 		return nil
 	}
 	delete(e.nics, id)
-	delete(e.taps, ent.p.path)
+	if ent.nic.Netns == "" {
+		delete(e.taps, ent.p.path)
+	}
 	slot := ent.p.slot
 	e.slots[slot] = nil
 	e.setPolled(ent.p.worker, slot, ent.p.port, false)

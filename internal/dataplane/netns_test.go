@@ -46,3 +46,36 @@ func TestRestoreDetachesMissingNetns(t *testing.T) {
 		t.Fatalf("DeleteNIC of a detached vNIC: %v", err)
 	}
 }
+
+// TestNetnsNameNotReserved: a TAP in a pod's namespace neither takes its
+// name in the daemon's namespace nor frees it when deleted: a host TAP
+// vNIC whose id is that name gets it, and keeps it after the pod's vNIC
+// is deleted.
+func TestNetnsNameNotReserved(t *testing.T) {
+	const name = "abcdefghijklmno" // 15 bytes: ids starting with it map to it
+	h := newHarness(t, Config{}, true)
+	pod := nicOf("pod", mac(2), 42)
+	pod.Netns, pod.IfName = "/nonexistent/butterfly-test/ns", name
+	h.e.SetRestoring(true) // detached: no namespace needed
+	if _, err := h.e.AddNIC(pod); err != nil {
+		t.Fatal(err)
+	}
+	h.e.SetRestoring(false)
+	path, err := h.e.AddNIC(nicOf(name, mac(1), 42))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path != name {
+		t.Errorf("host TAP of vNIC %s named %q, want %s", name, path, name)
+	}
+	if err := h.e.DeleteNIC("pod"); err != nil {
+		t.Fatal(err)
+	}
+	path, err = h.e.AddNIC(nicOf(name+"X", mac(3), 42))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path != name[:13]+"-1" {
+		t.Errorf("host TAP of vNIC %sX named %q, want %s-1 (%s is taken)", name, path, name[:13], name)
+	}
+}
