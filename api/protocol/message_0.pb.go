@@ -610,8 +610,16 @@ type MessageV0_Nic struct {
 	// keeps reconnecting, so a daemon restart does not disturb the VM.
 	// Unset: the daemon's default (--vhost-client).
 	VhostUserClient *bool `protobuf:"varint,101,opt,name=vhost_user_client,json=vhostUserClient" json:"vhost_user_client,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// extension: path of the network namespace (a bind mount such as
+	// /var/run/netns/X, or /proc/PID/ns/net) a TAP vNIC's device lives
+	// in. The daemon creates the TAP there, persistent, with the vNIC's
+	// MAC, up; a restarted daemon re-attaches to it. TAP only.
+	Netns *string `protobuf:"bytes,102,opt,name=netns" json:"netns,omitempty"`
+	// extension: the TAP's interface name inside netns (default: derived
+	// from the id). Only with netns.
+	Ifname        *string `protobuf:"bytes,103,opt,name=ifname" json:"ifname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 // Default values for MessageV0_Nic fields.
@@ -768,6 +776,20 @@ func (x *MessageV0_Nic) GetVhostUserClient() bool {
 		return *x.VhostUserClient
 	}
 	return false
+}
+
+func (x *MessageV0_Nic) GetNetns() string {
+	if x != nil && x.Netns != nil {
+		return *x.Netns
+	}
+	return ""
+}
+
+func (x *MessageV0_Nic) GetIfname() string {
+	if x != nil && x.Ifname != nil {
+		return *x.Ifname
+	}
+	return ""
 }
 
 // Byte counters of a vNIC: in = from the VM, out = to the VM.
@@ -2170,7 +2192,7 @@ var File_message_0_proto protoreflect.FileDescriptor
 
 const file_message_0_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmessage_0.proto\"\xe6#\n" +
+	"\x0fmessage_0.proto\"\x94$\n" +
 	"\tMessageV0\x12,\n" +
 	"\arequest\x18\x01 \x01(\v2\x12.MessageV0.RequestR\arequest\x12/\n" +
 	"\bresponse\x18\x02 \x01(\v2\x13.MessageV0.ResponseR\bresponse\x12\x1d\n" +
@@ -2228,7 +2250,7 @@ const file_message_0_proto_rawDesc = "" +
 	"sg_details\x18\v \x03(\v2\r.MessageV0.SgR\tsgDetails\x129\n" +
 	"\fnic_counters\x18d \x01(\v2\x16.MessageV0.NicCountersR\vnicCounters\x12/\n" +
 	"\aexplain\x18e \x01(\v2\x15.MessageV0.ExplainResR\aexplain\x120\n" +
-	"\tnic_drops\x18f \x01(\v2\x13.MessageV0.NicDropsR\bnicDrops\x1a\xe6\x04\n" +
+	"\tnic_drops\x18f \x01(\v2\x13.MessageV0.NicDropsR\bnicDrops\x1a\x94\x05\n" +
 	"\x03Nic\x12\x0e\n" +
 	"\x02id\x18\x01 \x02(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x02(\tR\x03mac\x12\x10\n" +
@@ -2247,7 +2269,9 @@ const file_message_0_proto_rawDesc = "" +
 	"\x03dip\x18\x0e \x01(\tR\x03dip\x12\x12\n" +
 	"\x04dmac\x18\x0f \x01(\tR\x04dmac\x12.\n" +
 	"\tfw_import\x18d \x01(\v2\x11.MessageV0.FwDataR\bfwImport\x12*\n" +
-	"\x11vhost_user_client\x18e \x01(\bR\x0fvhostUserClient\"1\n" +
+	"\x11vhost_user_client\x18e \x01(\bR\x0fvhostUserClient\x12\x14\n" +
+	"\x05netns\x18f \x01(\tR\x05netns\x12\x16\n" +
+	"\x06ifname\x18g \x01(\tR\x06ifname\"1\n" +
 	"\x04Type\x12\x15\n" +
 	"\x11VHOST_USER_SERVER\x10\x00\x12\a\n" +
 	"\x03TAP\x10\x01\x12\t\n" +

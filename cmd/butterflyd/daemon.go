@@ -123,7 +123,16 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	}()
 	// The API is bound (a busy endpoint has stopped us before any vNIC
 	// exists) but not served yet: requests wait for the restore.
+	// The engine keeps vNICs whose namespace is gone, detached, instead
+	// of failing them (see dataplane.Engine.SetRestoring).
+	r, restoring := dp.(interface{ SetRestoring(bool) })
+	if restoring {
+		r.SetRestoring(true)
+	}
 	ps, err = d.restore(store)
+	if restoring {
+		r.SetRestoring(false)
+	}
 	if err != nil {
 		return err
 	}
@@ -153,6 +162,7 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 		return fmt.Errorf("API: %w", err)
 	}
 	d.log.Info("stopping: closing the API and removing vNICs")
+	d.saveConntrack(store, dp)
 	return nil
 }
 
@@ -186,6 +196,7 @@ func (d *daemon) restore(store *model.Store) (*state.Store, error) {
 		return ps, nil
 	}
 	d.confineTraces(&st)
+	d.loadConntrack(&st)
 	rerr := store.Restore(st)
 	got := store.State()
 	d.log.Info("configuration restored", "state_file", path,

@@ -29,6 +29,8 @@ func nicFromProto(m *protocol.MessageV0_Nic, defaultTrace, defaultClient bool) (
 		BType:          m.GetBtype(),
 		DIP:            m.GetDip(),
 		DMAC:           m.GetDmac(),
+		Netns:          m.GetNetns(),
+		IfName:         m.GetIfname(),
 	}
 	if m.PacketTrace != nil {
 		n.PacketTrace = *m.PacketTrace
@@ -93,6 +95,10 @@ func nicToProto(n model.NIC, defaultClient bool) *protocol.MessageV0_Nic {
 	}
 	if n.DMAC != "" {
 		m.Dmac = proto.String(n.DMAC)
+	}
+	if n.Netns != "" {
+		m.Netns = proto.String(n.Netns)
+		m.Ifname = proto.String(n.IfName)
 	}
 	if n.Type == model.NICVhostUser && (n.VhostClient || defaultClient) {
 		m.VhostUserClient = proto.Bool(n.VhostClient)

@@ -47,7 +47,7 @@ func nicAddCommand(seg *segment) *cobra.Command {
 	var (
 		id, mac, vni, typ, btype, dip, dmac string
 		trace, tracePath, vhostClient       string
-		fwImport                            string
+		fwImport, netns, ifname             string
 		ips, sgs                            []string
 		antispoof, bypass                   bool
 	)
@@ -70,10 +70,17 @@ The mode of a vNIC is set when it is added; nic update cannot change it.
 --fw-import FILE (an extension) starts the vNIC's firewall with the
 connections another host exported ("nic export"), so that a migrated VM
 keeps its established flows; those the vNIC's policy does not allow are
-left out. Invalid data fails the command and changes nothing.`,
+left out. Invalid data fails the command and changes nothing.
+
+--netns PATH (an extension, TAP vNICs only) creates the TAP in that network
+namespace (a bind mount such as /var/run/netns/X, or /proc/PID/ns/net) under
+the name --ifname (default: derived from the id), with the vNIC's MAC, up.
+The device is persistent: a restarted daemon re-attaches to it, and the
+container's addresses and routes on it are kept; nic del removes it.`,
 		example: `  butterfly nic add --id vm-1 --mac 52:54:00:12:34:01 --vni 42 --ip 10.0.0.1 --sg web --enable-antispoof
   butterfly nic add --id tap-1 --mac 52:54:00:12:34:02 --vni 42 --type TAP
-  butterfly nic add --id vm-2 --mac 52:54:00:12:34:03 --vni 42 --vhost-client`,
+  butterfly nic add --id vm-2 --mac 52:54:00:12:34:03 --vni 42 --vhost-client
+  butterfly nic add --id pod-1 --mac 52:54:00:12:34:04 --vni 42 --type TAP --netns /var/run/netns/pod-1 --ifname eth0`,
 		maxArgs: 0,
 		flags: func(c *cobra.Command) {
 			f := c.Flags()
@@ -93,6 +100,8 @@ left out. Invalid data fails the command and changes nothing.`,
 			f.StringVar(&vhostClient, "vhost-client", "", "true or false: vhost-user client mode, QEMU owns the socket (default: the daemon's setting)")
 			f.Lookup("vhost-client").NoOptDefVal = "true"
 			f.StringVar(&fwImport, "fw-import", "", `tracked connections to load into the vNIC's firewall: a file from "nic export" (raw or base64)`)
+			f.StringVar(&netns, "netns", "", "TAP vNIC: network namespace (path) to create the TAP in")
+			f.StringVar(&ifname, "ifname", "", "TAP vNIC: interface name in --netns (default: derived from the id)")
 			completeFlag(c, "sg", sgArg)
 			completeFlag(c, "type", anyArg, "VHOST_USER_SERVER", "TAP", "BENCH")
 			completeFlag(c, "btype", anyArg, "ICMP_SND_LIKE", "ICMP_RCV_LIKE")
@@ -145,6 +154,12 @@ left out. Invalid data fails the command and changes nothing.`,
 					return nil, err
 				}
 				nic.VhostUserClient = proto.Bool(v)
+			}
+			if netns != "" {
+				nic.Netns = proto.String(netns)
+			}
+			if ifname != "" {
+				nic.Ifname = proto.String(ifname)
 			}
 			if c.Flags().Changed("fw-import") {
 				data, err := readImport(fwImport)
@@ -318,6 +333,10 @@ func printNICDetails(s *session, n *protocol.MessageV0_Nic) {
 	}
 	if n.VhostUserClient != nil {
 		fmt.Fprintf(w, "vhost-user client: %t\n", n.GetVhostUserClient())
+	}
+	if n.Netns != nil {
+		fmt.Fprintf(w, "netns: %s\n", n.GetNetns())
+		fmt.Fprintf(w, "ifname: %s\n", n.GetIfname())
 	}
 }
 

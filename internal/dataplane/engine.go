@@ -73,8 +73,11 @@ type Engine struct {
 	vnis   map[uint32]*vniLong
 	slots  []*nicEntry
 	nextW  int
-	// taps holds the interface names of the TAP vNICs.
+	// taps holds the interface names of the TAP vNICs in the daemon's
+	// namespace (not those created in a pod's, NIC.Netns).
 	taps map[string]bool
+	// restoring: see SetRestoring.
+	restoring bool
 	// What the next snapshot shares with the previous ones: the VNIs'
 	// entries (a new map when a VNI comes or goes) and, per worker, the
 	// slots it polls (copied on write). vniDirty lists the VNIs whose
@@ -387,7 +390,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	ent.nic.Path = path
 	e.nics[n.ID] = ent
 	e.slots[slot] = ent
-	if n.Type == model.NICTap {
+	if n.Type == model.NICTap && n.Netns == "" {
 		e.taps[path] = true
 	}
 	v := e.vnis[n.VNI]
@@ -461,7 +464,9 @@ func (e *Engine) DeleteNIC(id string) error {
 		return nil
 	}
 	delete(e.nics, id)
-	delete(e.taps, ent.p.path)
+	if ent.nic.Netns == "" {
+		delete(e.taps, ent.p.path)
+	}
 	slot := ent.p.slot
 	e.slots[slot] = nil
 	e.setPolled(ent.p.worker, slot, ent.p.port, false)
@@ -477,7 +482,7 @@ func (e *Engine) DeleteNIC(id string) error {
 	// The port is closed only once no worker can read it any more.
 	e.release(gen, func() {
 		ent.p.ct.Release()
-		if err := ent.p.port.Close(); err != nil {
+		if err := removePort(ent.p.port); err != nil {
 			errs = append(errs, fmt.Errorf("dataplane: close vNIC %s: %w", id, err))
 		}
 		if ent.tracer != nil {

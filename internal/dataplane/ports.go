@@ -1,15 +1,20 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/butterfly-go/butterfly/internal/model"
 
+	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/pcap"
 	"github.com/butterfly-go/butterfly/internal/port"
 	"github.com/butterfly-go/butterfly/internal/port/tap"
@@ -87,6 +92,13 @@ func (e *Engine) openPort(n model.NIC) (port.Port, string, func() bool, error) {
 		}
 		return p, path, p.GuestTSO, nil
 	}
+	if n.Netns != "" {
+		p, err := openNetnsTAP(n, !e.cfg.NoOffload, e.restoring, e.log)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return p, n.IfName, nil, nil
+	}
 	name, err := e.tapName(n.ID)
 	if err != nil {
 		return nil, "", nil, err
@@ -96,6 +108,88 @@ func (e *Engine) openPort(n model.NIC) (port.Port, string, func() bool, error) {
 		return nil, "", nil, fmt.Errorf("dataplane: vNIC %s: open TAP %s: %w", n.ID, name, err)
 	}
 	return p, path, nil, nil
+}
+
+// openNetnsTAP creates, or after a restart re-attaches to, the persistent
+// TAP n.IfName in the namespace n.Netns, with the vNIC's MAC, up. While
+// restoring a saved state, a namespace that no longer exists gives a
+// detached port instead of an error: the vNIC stays, reported in the log
+// and in its counters (netns_gone), until nic_add replaces it.
+func openNetnsTAP(n model.NIC, offload, restoring bool, log *slog.Logger) (port.Port, error) {
+	p, err := tap.Open(n.IfName, tap.Options{Offload: offload, Netns: n.Netns, MAC: n.MAC[:]})
+	if err != nil && restoring && errors.Is(err, fs.ErrNotExist) {
+		d, derr := newDetachedPort()
+		if derr != nil {
+			return nil, fmt.Errorf("dataplane: vNIC %s: %w (and %w)", n.ID, err, derr)
+		}
+		log.Warn("vNIC's namespace is gone: vNIC kept detached until nic add is replayed",
+			"id", n.ID, "netns", n.Netns, "ifname", n.IfName, "err", err)
+		return d, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: vNIC %s: %w", n.ID, err)
+	}
+	if p.Reattached() {
+		log.Info("vNIC re-attached to its TAP", "id", n.ID, "netns", n.Netns, "ifname", n.IfName, "ifindex", p.Ifindex())
+	}
+	return p, nil
+}
+
+// SetRestoring tells whether the next AddNIC calls restore a saved state
+// (true) or serve requests (false); see openNetnsTAP.
+func (e *Engine) SetRestoring(on bool) {
+	e.mu.Lock()
+	e.restoring = on
+	e.mu.Unlock()
+}
+
+// dropNetnsGone names the frames a detached vNIC (its namespace gone)
+// could not deliver, in NICCounters.Drops.
+const dropNetnsGone = "netns_gone"
+
+// detachedPort stands for the TAP of a vNIC whose namespace is gone: it
+// never has frames to read and refuses, counting them, every frame to
+// write. Its descriptor is an eventfd that is never signalled.
+type detachedPort struct {
+	efd     int
+	refused atomic.Uint64
+}
+
+func newDetachedPort() (*detachedPort, error) {
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	return &detachedPort{efd: efd}, nil
+}
+
+// ReadBatch never returns a frame.
+func (p *detachedPort) ReadBatch([]*packet.Buf) (int, error) { return 0, nil }
+
+// WriteBatch refuses every frame.
+func (p *detachedPort) WriteBatch(bufs []*packet.Buf) (int, int, error) {
+	p.refused.Add(uint64(len(bufs)))
+	return 0, len(bufs), nil
+}
+
+// Fd is the never-ready eventfd.
+func (p *detachedPort) Fd() int { return p.efd }
+
+// Close releases the eventfd.
+func (p *detachedPort) Close() error {
+	if err := unix.Close(p.efd); err != nil {
+		return fmt.Errorf("detached port: close: %w", err)
+	}
+	return nil
+}
+
+// removePort closes a deleted vNIC's port and removes what it created
+// that would outlive the descriptor (a persistent TAP).
+func removePort(p port.Port) error {
+	if r, ok := p.(interface{ Remove() error }); ok {
+		return r.Remove()
+	}
+	return p.Close()
 }
 
 func openPcap(path string) (traceWriter, error) {

@@ -42,6 +42,11 @@ const dropUDPTxRefused = "udp_tx_refused"
 // nil. WriteBatch returns the frames a port refused apart from those it
 // sent, so the TX counters never included them.
 func addPortDrops(c *model.NICCounters, p port.Port) {
+	if d, ok := p.(*detachedPort); ok {
+		if v := d.refused.Load(); v != 0 {
+			c.Drops[dropNetnsGone] = v
+		}
+	}
 	if r, ok := p.(txRefuser); ok {
 		if v := r.TxRefused(); v != 0 {
 			c.Drops[dropTapTxRefused] = v

@@ -12,7 +12,7 @@ func (n NIC) Equal(o NIC) bool {
 		n.IPAntiSpoof == o.IPAntiSpoof && n.SniffTarget == o.SniffTarget && n.Bypass == o.Bypass &&
 		n.Type == o.Type && n.PacketTrace == o.PacketTrace && n.TracePath == o.TracePath &&
 		n.BType == o.BType && n.DIP == o.DIP && n.DMAC == o.DMAC && n.Path == o.Path &&
-		n.VhostClient == o.VhostClient
+		n.VhostClient == o.VhostClient && n.Netns == o.Netns && n.IfName == o.IfName
 }
 
 // Clone returns a copy of n that shares no list with it.

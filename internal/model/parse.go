@@ -3,8 +3,10 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // ParseIP parses an IPv4 or IPv6 address as inet_pton does: dotted quad or
@@ -109,4 +111,62 @@ func checkID(what, id string) error {
 		return fmt.Errorf("%s %q contains '/' or a control character", what, id)
 	}
 	return nil
+}
+
+// maxIfName is the longest Linux interface name (IFNAMSIZ - 1).
+const maxIfName = 15
+
+// checkNetns validates a vNIC's namespace fields: Netns only for TAP
+// vNICs, as a clean absolute path; IfName only with Netns, a name Linux
+// accepts (dev_valid_name), derived from the id when empty.
+func checkNetns(n *NIC) error {
+	if n.Netns == "" {
+		if n.IfName != "" {
+			return fmt.Errorf("ifname %q needs netns", n.IfName)
+		}
+		return nil
+	}
+	if n.Type != NICTap {
+		return fmt.Errorf("netns is only for TAP nics, not %s", n.Type)
+	}
+	if !path.IsAbs(n.Netns) || path.Clean(n.Netns) != n.Netns || strings.ContainsFunc(n.Netns, unicode.IsControl) {
+		return fmt.Errorf("netns %q is not a clean absolute path", n.Netns)
+	}
+	if n.IfName == "" {
+		n.IfName = defaultIfName(n.ID)
+		return nil
+	}
+	switch {
+	case len(n.IfName) > maxIfName:
+		return fmt.Errorf("ifname %q is longer than %d bytes", n.IfName, maxIfName)
+	case n.IfName == "." || n.IfName == "..":
+		return fmt.Errorf("ifname %q is not allowed", n.IfName)
+	case strings.ContainsFunc(n.IfName, badIfNameRune):
+		return fmt.Errorf("ifname %q contains '/', ':', a space or a control character", n.IfName)
+	}
+	return nil
+}
+
+// badIfNameRune reports the characters Linux refuses in interface names,
+// plus control and non-ASCII characters.
+func badIfNameRune(r rune) bool {
+	return r <= ' ' || r >= 0x7f || r == '/' || r == ':' || r == '%'
+}
+
+// defaultIfName derives an interface name from a vNIC id: refused
+// characters become '-', and the result is cut to 15 bytes.
+func defaultIfName(id string) string {
+	b := []byte(id)
+	for i, c := range b {
+		if badIfNameRune(rune(c)) {
+			b[i] = '-'
+		}
+	}
+	if len(b) > maxIfName {
+		b = b[:maxIfName]
+	}
+	if s := string(b); s != "." && s != ".." {
+		return s
+	}
+	return "vnic"
 }

@@ -158,6 +158,9 @@ func (s *Store) checkNIC(n NIC) (NIC, error) {
 		n.IPs = nil
 	}
 	n.SecurityGroups = uniqueIDs(n.SecurityGroups)
+	if err := checkNetns(&n); err != nil {
+		return bad("%v", err)
+	}
 	if n.Type != NICVhostUser {
 		n.VhostClient = false
 	}

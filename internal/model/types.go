@@ -62,6 +62,13 @@ type NIC struct {
 	// AddNIC uses it: the dataplane loads it into the new vNIC's firewall
 	// or fails. The Store never keeps, persists or reports it.
 	Import []byte `json:"-"`
+	// Netns is the path of the network namespace a TAP vNIC's device is
+	// created in (bind mount or /proc/PID/ns/net); "" = the daemon's.
+	Netns string `json:"netns,omitempty"`
+	// IfName is the TAP's interface name inside Netns. The Store sets it,
+	// when Netns is given without it, to a name derived from the id; it is
+	// persisted so that a restarted daemon finds the device again.
+	IfName string `json:"ifname,omitempty"`
 	// Path is the socket path or interface name the dataplane returned.
 	Path string `json:"path,omitempty"`
 }

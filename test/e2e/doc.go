@@ -30,5 +30,9 @@
 // replay (test 60); a vhost-user vNIC driven by a DPDK testpmd front end
 // delivering to a TAP VM; client-mode vhost-user vNICs (testpmd and QEMU
 // guests owning the sockets) that survive butterflyd SIGTERM and SIGKILL
-// restarts without touching the VMs.
+// restarts without touching the VMs; TAP vNICs the daemon creates in a
+// pod's namespace (nic add --netns), re-attached after SIGTERM and SIGKILL
+// with a TCP stream resuming; the CNI plugin driven by cnitool with
+// host-local IPAM (pods on two hosts, ping and iperf3, VNI isolation,
+// repeated ADD, CHECK, DEL).
 package e2e

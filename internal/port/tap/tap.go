@@ -13,8 +13,10 @@
 package tap
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -66,6 +68,15 @@ type Options struct {
 	NoUSO bool
 	// MTU sets the device MTU when non-zero (the kernel default is 1500).
 	MTU int
+	// Netns, when set, is the path of the network namespace the device
+	// lives in (a bind mount such as /var/run/netns/X, or
+	// /proc/PID/ns/net). The device is then persistent (TUNSETPERSIST):
+	// closing the port leaves it, with its addresses and routes, and the
+	// next Open of that name in that namespace re-attaches to it; Remove
+	// deletes it.
+	Netns string
+	// MAC, when set, becomes the device's MAC address.
+	MAC net.HardwareAddr
 }
 
 // Port is a TAP device. Like every port.Port it is driven by one worker at
@@ -77,6 +88,10 @@ type Port struct {
 	ifindex int
 	vnet    bool
 	uso     bool
+	// netns is Options.Netns; reattached tells that the persistent
+	// device existed before Open.
+	netns      string
+	reattached bool
 
 	// iov is the scratch vector for writev when a buffer has no
 	// headroom for the vnet header; hdr holds that header.
@@ -97,13 +112,20 @@ type Port struct {
 
 // Open creates the TAP device name, configures it and brings it up. It
 // fails with an error wrapping ErrNameInUse when an interface with that
-// name exists.
+// name exists. With opts.Netns the device is created in that namespace,
+// persistent, or, when a TAP of that name exists there and no one uses
+// it, re-attached to (same device, addresses and routes; Reattached);
+// another kind of interface or a TAP in use with that name is
+// ErrNameInUse.
 func Open(name string, opts Options) (*Port, error) {
 	if name == "" || len(name) > MaxNameLen {
 		return nil, fmt.Errorf("tap %q: name must be 1 to %d bytes", name, MaxNameLen)
 	}
 	if opts.MTU < 0 || opts.MTU > 65535 {
 		return nil, fmt.Errorf("tap %q: invalid MTU %d", name, opts.MTU)
+	}
+	if opts.Netns != "" {
+		return openIn(name, opts)
 	}
 	if _, err := netlink.LinkByName(name); err == nil {
 		return nil, fmt.Errorf("tap %q: %w", name, ErrNameInUse)
@@ -115,19 +137,25 @@ func Open(name string, opts Options) (*Port, error) {
 	}
 	p := &Port{fd: fd, name: name, vnet: opts.Offload}
 	p.goneErr = fmt.Errorf("tap %q: %w", name, ErrDeviceGone)
-	if err := p.setup(opts); err != nil {
+	if err := p.setup(opts, netlink.Handle{}, true); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tap %q: %w", name, err)
 	}
 	return p, nil
 }
 
-func (p *Port) setup(opts Options) error {
+// setup attaches the descriptor to the device (TUNSETIFF; excl: only a
+// new one), sets its offloads and configures it through h, a netlink
+// handle in the device's namespace.
+func (p *Port) setup(opts Options, h netlink.Handle, excl bool) error {
 	ifr, err := unix.NewIfreq(p.name)
 	if err != nil {
 		return fmt.Errorf("ifreq: %w", err)
 	}
-	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if excl {
+		flags |= unix.IFF_TUN_EXCL
+	}
 	if opts.Offload {
 		flags |= unix.IFF_VNET_HDR
 	}
@@ -136,7 +164,7 @@ func (p *Port) setup(opts Options) error {
 		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) || errors.Is(err, unix.EINVAL) {
 			// EBUSY: a TUN/TAP of that name exists (IFF_TUN_EXCL);
 			// EINVAL: a non-TUN interface has the name.
-			if _, lerr := netlink.LinkByName(p.name); lerr == nil {
+			if _, lerr := h.LinkByName(p.name); lerr == nil {
 				return fmt.Errorf("TUNSETIFF: %w (%v)", ErrNameInUse, err)
 			}
 		}
@@ -159,21 +187,44 @@ func (p *Port) setup(opts Options) error {
 			}
 		}
 	}
-	link, err := netlink.LinkByName(p.name)
+	if opts.Netns != "" {
+		if err := unix.IoctlSetInt(p.fd, unix.TUNSETPERSIST, 1); err != nil {
+			return fmt.Errorf("TUNSETPERSIST: %w", err)
+		}
+	}
+	return p.configure(h, opts)
+}
+
+// configure sets the device's MTU and MAC (when given) through h, a
+// netlink handle in the device's namespace, and brings it up.
+func (p *Port) configure(h netlink.Handle, opts Options) error {
+	link, err := h.LinkByName(p.name)
 	if err != nil {
 		return fmt.Errorf("find link: %w", err)
 	}
 	p.ifindex = link.Attrs().Index
 	if opts.MTU != 0 {
-		if err := netlink.LinkSetMTU(link, opts.MTU); err != nil {
+		if err := h.LinkSetMTU(link, opts.MTU); err != nil {
 			return fmt.Errorf("set MTU %d: %w", opts.MTU, err)
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if len(opts.MAC) > 0 && !bytes.Equal(link.Attrs().HardwareAddr, opts.MAC) {
+		if err := h.LinkSetHardwareAddr(link, opts.MAC); err != nil {
+			return fmt.Errorf("set MAC %v: %w", opts.MAC, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set link up: %w", err)
 	}
 	return nil
 }
+
+// Ifindex returns the device's interface index (in its namespace).
+func (p *Port) Ifindex() int { return p.ifindex }
+
+// Reattached reports whether Open found the persistent device of
+// Options.Netns in place and attached to it rather than creating it.
+func (p *Port) Reattached() bool { return p.reattached }
 
 // Name returns the interface name.
 func (p *Port) Name() string { return p.name }
@@ -189,23 +240,33 @@ func (p *Port) USO() bool { return p.uso }
 func (p *Port) Fd() int { return p.fd }
 
 // SetMTU changes the device MTU. It works while the device is in the
-// namespace the port was opened in.
+// namespace the port was opened in (Options.Netns, or the caller's).
 func (p *Port) SetMTU(mtu int) error {
 	if mtu < 68 || mtu > 65535 {
 		return fmt.Errorf("tap %q: invalid MTU %d", p.name, mtu)
 	}
-	link, err := netlink.LinkByName(p.name)
+	h := netlink.Handle{}
+	if p.netns != "" {
+		nh, err := handleAt(p.netns)
+		if err != nil {
+			return fmt.Errorf("tap %q: %w", p.name, err)
+		}
+		defer nh.Close()
+		h = *nh
+	}
+	link, err := h.LinkByName(p.name)
 	if err != nil {
 		return fmt.Errorf("tap %q: find link: %w", p.name, err)
 	}
-	if err := netlink.LinkSetMTU(link, mtu); err != nil {
+	if err := h.LinkSetMTU(link, mtu); err != nil {
 		return fmt.Errorf("tap %q: set MTU %d: %w", p.name, mtu, err)
 	}
 	return nil
 }
 
-// Close closes the descriptor, which destroys the (non-persistent)
-// device. The worker must have stopped using the port.
+// Close closes the descriptor, which destroys a non-persistent device
+// (a persistent one, Options.Netns, stays: see Remove). The worker must
+// have stopped using the port.
 func (p *Port) Close() error {
 	p.closeOnce.Do(func() {
 		if err := unix.Close(p.fd); err != nil {
