@@ -64,6 +64,18 @@ func validateRule(r Rule) error {
 	return nil
 }
 
+// findRule returns the index of the rule with r's Key in rules, which
+// normalizeRules ordered, or where to insert it (found false). It
+// computes O(log n) keys, where a scan would compute n.
+func findRule(rules []Rule, r Rule) (int, bool) {
+	k := r.Key()
+	h := cxxhash.String(k)
+	return slices.BinarySearchFunc(rules, r, func(x Rule, _ Rule) int {
+		xk := x.Key()
+		return cmp.Or(cmp.Compare(cxxhash.String(xk), h), cmp.Compare(xk, k))
+	})
+}
+
 // normalizeRules returns rules without duplicates (same Key), ordered by
 // Hash (ties, which need a hash collision, by Key).
 func normalizeRules(rules []Rule) []Rule {

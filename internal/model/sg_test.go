@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -462,5 +463,40 @@ func TestRestoreSetsGroupsFirst(t *testing.T) {
 	}
 	if l := s.NICList(); !slices.Equal(l, []string{"nic-1"}) {
 		t.Errorf("nics %q", l)
+	}
+}
+
+// TestRuleAddKeepsOrder: rules added one by one (each placed by binary
+// search), duplicates among them, give the same list as adding them all
+// at once, and each one can be deleted again.
+func TestRuleAddKeepsOrder(t *testing.T) {
+	var rules []model.Rule
+	for i := range 300 {
+		r := model.Rule{Protocol: 6, PortStart: uint32(i % 150), PortEnd: 1000,
+			CIDR: cidr(fmt.Sprintf("10.%d.0.0/16", i%150))}
+		rules = append(rules, r)
+	}
+	one, _ := newStore(t)
+	for _, r := range rules {
+		if err := one.AddRule("g", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, _ := newStore(t)
+	if err := all.AddSG(model.SG{ID: "g", Rules: rules}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := one.Rules("g")
+	b, _ := all.Rules("g")
+	if len(a) != 150 || !reflect.DeepEqual(a, b) {
+		t.Fatalf("%d rules added one by one, %d at once, or a different order", len(a), len(b))
+	}
+	for _, r := range rules {
+		if err := one.DeleteRule("g", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := one.Rules("g"); len(got) != 0 {
+		t.Fatalf("%d rules left after deleting them all", len(got))
 	}
 }

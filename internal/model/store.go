@@ -538,11 +538,13 @@ func (s *Store) AddRule(sgID string, r Rule) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sg := s.sgOrNew(sgID)
-	k := r.Key()
-	if slices.ContainsFunc(sg.Rules, func(x Rule) bool { return x.Key() == k }) {
+	// sg.Rules is normalized (every write goes through normalizeRules or
+	// keeps its order): the new rule goes in its place.
+	i, found := findRule(sg.Rules, r)
+	if found {
 		return nil
 	}
-	sg.Rules = normalizeRules(append(slices.Clip(sg.Rules), r))
+	sg.Rules = slices.Insert(slices.Clone(sg.Rules), i, r)
 	return s.commitSG(sg, "Security Group rule creation failed")
 }
 
@@ -558,9 +560,8 @@ func (s *Store) DeleteRule(sgID string, r Rule) error {
 	if !ok {
 		return nil
 	}
-	k := r.Key()
-	i := slices.IndexFunc(sg.Rules, func(x Rule) bool { return x.Key() == k })
-	if i < 0 {
+	i, found := findRule(sg.Rules, r)
+	if !found {
 		return nil
 	}
 	ns := *sg
