@@ -135,6 +135,18 @@ func sameList[T comparable](a, b []T) bool {
 // nor referenced by a rule: after the recompilations of SetSecurityGroups
 // no policy uses them. e.mu must be held.
 func (e *Engine) pruneMembers() {
+	// Only the sets of ids that are no group can go: most often there is
+	// none, and the rules need not be scanned.
+	orphans := false
+	for id := range e.members {
+		if _, ok := e.sgs[id]; !ok {
+			orphans = true
+			break
+		}
+	}
+	if !orphans {
+		return
+	}
 	referenced := map[string]bool{}
 	for _, g := range e.sgs {
 		for _, r := range g.Rules {
