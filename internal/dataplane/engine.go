@@ -95,7 +95,10 @@ type Engine struct {
 	// refer to but that do not exist); fwRules are the compiled rules by
 	// list of groups (see compile); fwGen numbers compiled policies;
 	// ctLimit bounds the tracked connections of all vNICs.
-	sgs     map[string]model.SG
+	sgs map[string]model.SG
+	// byGroup lists the vNICs of each group id their lists name, so a
+	// group change finds its vNICs without looking at the others.
+	byGroup map[string]map[*nicEntry]struct{}
 	members map[string]*firewall.MemberSet
 	fwRules map[string]ruleSet
 	fwGen   uint64
@@ -174,6 +177,7 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		vniDirty:   make(map[uint32]bool),
 		portsDirty: make([]bool, cfg.Workers),
 		sgs:        make(map[string]model.SG),
+		byGroup:    make(map[string]map[*nicEntry]struct{}),
 		members:    make(map[string]*firewall.MemberSet),
 		ctLimit:    firewall.NewLimit(cfg.ConntrackTotal),
 	}
@@ -389,6 +393,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	e.nextW++
 	ent.nic.Path = path
 	e.nics[n.ID] = ent
+	e.indexGroups(ent, nil, ent.nic.SecurityGroups)
 	e.slots[slot] = ent
 	if n.Type == model.NICTap && n.Netns == "" {
 		e.taps[path] = true
@@ -437,6 +442,7 @@ func (e *Engine) UpdateNIC(n model.NIC) error {
 	}
 	// ID, MAC, VNI and type never change through an update.
 	n.MAC, n.VNI, n.Type, n.Path = old.MAC, old.VNI, old.Type, old.Path
+	e.indexGroups(ent, ent.nic.SecurityGroups, n.SecurityGroups)
 	ent.nic = n
 	ent.pol = pol
 	ent.stale = true
@@ -464,6 +470,7 @@ func (e *Engine) DeleteNIC(id string) error {
 		return nil
 	}
 	delete(e.nics, id)
+	e.indexGroups(ent, ent.nic.SecurityGroups, nil)
 	if ent.nic.Netns == "" {
 		delete(e.taps, ent.p.path)
 	}

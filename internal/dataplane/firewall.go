@@ -50,19 +50,21 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	// once per list, into fresh; e.fwRules is updated on success only.
 	fresh := map[string]ruleSet{}
 	pols := map[*nicEntry]*firewall.Policy{}
-	for _, ent := range e.nics {
-		if !slices.ContainsFunc(ent.nic.SecurityGroups, isChanged) {
-			continue
-		}
-		p, err := e.compileIn(ent.nic, fresh)
-		if err != nil {
-			e.sgs = prev
-			for _, id := range created {
-				delete(e.members, id)
+	for id := range changed {
+		for ent := range e.byGroup[id] {
+			if _, done := pols[ent]; done {
+				continue
 			}
-			return err
+			p, err := e.compileIn(ent.nic, fresh)
+			if err != nil {
+				e.sgs = prev
+				for _, id := range created {
+					delete(e.members, id)
+				}
+				return err
+			}
+			pols[ent] = p
 		}
-		pols[ent] = p
 	}
 	for key, r := range e.fwRules {
 		if slices.ContainsFunc(r.groups, isChanged) {
@@ -159,6 +161,27 @@ func (e *Engine) pruneMembers() {
 		if _, ok := e.sgs[id]; !ok && !referenced[id] {
 			delete(e.members, id)
 		}
+	}
+}
+
+// indexGroups moves ent in byGroup from the groups of list old to those
+// of list cur. e.mu must be held.
+func (e *Engine) indexGroups(ent *nicEntry, old, cur []string) {
+	for _, id := range old {
+		if set := e.byGroup[id]; set != nil {
+			delete(set, ent)
+			if len(set) == 0 {
+				delete(e.byGroup, id)
+			}
+		}
+	}
+	for _, id := range cur {
+		set := e.byGroup[id]
+		if set == nil {
+			set = map[*nicEntry]struct{}{}
+			e.byGroup[id] = set
+		}
+		set[ent] = struct{}{}
 	}
 }
 
