@@ -87,9 +87,13 @@ type Engine struct {
 	polls      [][]int
 	vniDirty   map[uint32]bool
 	portsDirty []bool
-	under      underlay
-	txUnder    []underlay
-	utrace     traceWriter
+	// confs are the vNICs' snapshot entries by slot; touched lists the
+	// vNICs whose entry must be built anew.
+	confs   []*nicConf
+	touched []*nicEntry
+	under   underlay
+	txUnder []underlay
+	utrace  traceWriter
 	// sgs are the security groups by id, as the model last set them;
 	// members are their shared member sets (also for ids that rules
 	// refer to but that do not exist); fwRules are the compiled rules by
@@ -128,10 +132,8 @@ type nicEntry struct {
 	tracePath string
 	// pol is the vNIC's compiled firewall policy.
 	pol *firewall.Policy
-	// conf is the vNIC's entry in the last snapshot; stale marks it out
-	// of date (publishLocked rebuilds it).
-	conf  *nicConf
-	stale bool
+	// touched: its snapshot entry is out of date (see touch).
+	touched bool
 }
 
 var _ model.Dataplane = (*Engine)(nil)
@@ -395,6 +397,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	e.nics[n.ID] = ent
 	e.indexGroups(ent, nil, ent.nic.SecurityGroups)
 	e.slots[slot] = ent
+	e.touch(ent)
 	if n.Type == model.NICTap && n.Netns == "" {
 		e.taps[path] = true
 	}
@@ -445,7 +448,7 @@ func (e *Engine) UpdateNIC(n model.NIC) error {
 	e.indexGroups(ent, ent.nic.SecurityGroups, n.SecurityGroups)
 	ent.nic = n
 	ent.pol = pol
-	ent.stale = true
+	e.touch(ent)
 	// Return once no worker can use the old configuration (nor the old
 	// trace).
 	gen := e.publishLocked()
@@ -476,6 +479,7 @@ func (e *Engine) DeleteNIC(id string) error {
 	}
 	slot := ent.p.slot
 	e.slots[slot] = nil
+	e.confs[slot] = nil
 	e.setPolled(ent.p.worker, slot, ent.p.port, false)
 	if v := e.vnis[ent.nic.VNI]; v != nil {
 		v.members = slices.DeleteFunc(v.members, func(x uint32) bool { return x == uint32(slot) })

@@ -91,6 +91,7 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	}
 	for ent, p := range pols {
 		ent.pol = p
+		e.touch(ent)
 	}
 	e.pruneMembers()
 	if len(e.fwRules) > len(e.nics) {

@@ -12,16 +12,16 @@ import (
 
 // publishLocked publishes a snapshot of the current configuration and
 // returns its generation. Its cost follows the change, not the size of
-// the configuration: the entries of unchanged vNICs, the VNIs and the
-// poll lists of unchanged workers are shared with the previous snapshot
-// (only the slot array of pointers is copied). Only the workers whose set
+// the configuration: only the entries of the vNICs touched since are
+// built, those of the others, the VNIs and the poll lists of unchanged
+// workers are shared with the previous snapshot (only the slot array of
+// pointers is copied). Only the workers whose set
 // of ports changed are woken, to update their epoll set; the others pick
 // the snapshot up at their next batch, or when they wake.
 func (e *Engine) publishLocked() uint64 {
 	e.gen++
 	s := &snapshot{
 		gen:     e.gen,
-		nics:    make([]*nicConf, len(e.slots)),
 		vnis:    e.vniConfs,
 		polls:   e.polls,
 		under:   e.under,
@@ -36,12 +36,17 @@ func (e *Engine) publishLocked() uint64 {
 	s.mtu = vxlan.InnerMTU(e.cfg.UnderlayMTU, e.cfg.VTEP.Is6()) + packet.EthernetLen
 	s.mtuInner4 = uint16(s.mtu - 14)
 	s.mtuInner6 = uint32(s.mtu - 14)
-	for slot, ent := range e.slots {
-		if ent == nil {
-			continue
-		}
-		s.nics[slot] = e.nicConfOf(ent)
+	for len(e.confs) < len(e.slots) {
+		e.confs = append(e.confs, nil)
 	}
+	for _, ent := range e.touched {
+		ent.touched = false
+		if slot := ent.p.slot; e.slots[slot] == ent {
+			e.confs[slot] = e.nicConf(ent)
+		}
+	}
+	e.touched = e.touched[:0]
+	s.nics = slices.Clone(e.confs[:len(e.slots)])
 	for vni := range e.vniDirty {
 		if v := e.vnis[vni]; v != nil {
 			ports := slices.Clone(v.members)
@@ -64,17 +69,23 @@ func (e *Engine) publishLocked() uint64 {
 	return s.gen
 }
 
-// nicConfOf returns the snapshot entry of ent: the one of the previous
-// snapshot while nothing it holds changed, else a new one.
-func (e *Engine) nicConfOf(ent *nicEntry) *nicConf {
+// touch marks ent's snapshot entry out of date: the next publishLocked
+// builds it anew. Every change of what nicConf holds calls it. e.mu must
+// be held.
+func (e *Engine) touch(ent *nicEntry) {
+	if !ent.touched {
+		ent.touched = true
+		e.touched = append(e.touched, ent)
+	}
+}
+
+// nicConf builds ent's snapshot entry.
+func (e *Engine) nicConf(ent *nicEntry) *nicConf {
 	pol := ent.pol
 	if ent.nic.Bypass {
 		pol = nil
 	}
-	if c := ent.conf; c != nil && !ent.stale && c.pol == pol && c.tracer == ent.tracer {
-		return c
-	}
-	ent.conf = &nicConf{
+	return &nicConf{
 		nicPort: ent.p,
 		mac:     ent.nic.MAC,
 		vni:     e.vniConfs[ent.nic.VNI],
@@ -83,8 +94,6 @@ func (e *Engine) nicConfOf(ent *nicEntry) *nicConf {
 		pol:     pol,
 		tracer:  ent.tracer,
 	}
-	ent.stale = false
-	return ent.conf
 }
 
 // setPolled adds port p in slot to the ports worker w polls (or removes

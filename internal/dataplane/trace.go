@@ -51,6 +51,7 @@ func (e *Engine) openNICTrace(ent *nicEntry, n model.NIC) error {
 		return fmt.Errorf("dataplane: vNIC %s: packet trace %s: %w", n.ID, path, err)
 	}
 	ent.tracer = t
+	e.touch(ent)
 	ent.tracePath = path
 	return nil
 }
