@@ -288,17 +288,8 @@ func matchText(m firewall.Match, dir firewall.Direction) string {
 }
 
 func protoName(p uint8) string {
-	switch p {
-	case packet.ProtoTCP:
-		return "tcp"
-	case packet.ProtoUDP:
-		return "udp"
-	case packet.ProtoICMPv4:
-		return "icmp"
-	case packet.ProtoICMPv6:
-		return "icmpv6"
-	case packet.ProtoSCTP:
-		return "sctp"
+	if n, ok := packet.ProtoName(p); ok {
+		return n
 	}
 	return fmt.Sprint(p)
 }

@@ -538,17 +538,8 @@ func (r Record) String() string {
 
 // protoName names the common protocols, others by number.
 func protoName(p uint8) string {
-	switch p {
-	case packet.ProtoTCP:
-		return "tcp"
-	case packet.ProtoUDP:
-		return "udp"
-	case packet.ProtoICMPv4:
-		return "icmp"
-	case packet.ProtoICMPv6:
-		return "icmpv6"
-	case packet.ProtoSCTP:
-		return "sctp"
+	if n, ok := packet.ProtoName(p); ok {
+		return n
 	}
 	return fmt.Sprintf("proto-%d", p)
 }

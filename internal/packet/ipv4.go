@@ -137,3 +137,21 @@ func (b IPv4) Encode(tos uint8, totalLen, id, flagsFrag uint16, ttl, proto uint8
 }
 
 var ipv4Broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// ProtoName names the IP protocols Butterfly's tools print by name (tcp,
+// udp, icmp, icmpv6, sctp); ok is false for the others.
+func ProtoName(p uint8) (name string, ok bool) {
+	switch p {
+	case ProtoTCP:
+		return "tcp", true
+	case ProtoUDP:
+		return "udp", true
+	case ProtoICMPv4:
+		return "icmp", true
+	case ProtoICMPv6:
+		return "icmpv6", true
+	case ProtoSCTP:
+		return "sctp", true
+	}
+	return "", false
+}
