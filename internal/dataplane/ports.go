@@ -43,7 +43,7 @@ func openUDPEntropy(cfg *Config) (underlay, error) {
 // openTAP creates the TAP device name and returns its interface name as
 // the vNIC's path.
 func openTAP(name string, offload bool) (port.Port, string, error) {
-	p, err := tap.Open(name, tap.Options{Offload: offload})
+	p, err := tap.Open(name, tap.Options{Offload: offload, NoIPv6: true})
 	if err != nil {
 		return nil, "", err
 	}

@@ -555,3 +555,33 @@ func TestNamespaceDeleted(t *testing.T) {
 		t.Fatalf("Close of a dead port: %v", err)
 	}
 }
+
+// TestNoIPv6: with Options.NoIPv6 the device comes up without the
+// kernel's IPv6 (no link-local address, nothing sent by the host's stack
+// into the port), and a device moved to another namespace gets that
+// namespace's IPv6 defaults back, as a container's interface needs.
+func TestNoIPv6(t *testing.T) {
+	needRoot(t)
+	name := tapName()
+	p, err := Open(name, Options{NoIPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if v, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6"); err != nil || strings.TrimSpace(string(v)) != "1" {
+		t.Fatalf("disable_ipv6 = %q (%v), want 1", v, err)
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addrs, err := netlink.AddrList(link, netlink.FAMILY_V6); err != nil || len(addrs) != 0 {
+		t.Fatalf("IPv6 addresses %v (%v), want none", addrs, err)
+	}
+	ns, _ := newNS(t)
+	run(t, "ip", "link", "set", name, "netns", ns)
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "0" {
+		t.Fatalf("disable_ipv6 in the new namespace = %q (%v), want 0", out, err)
+	}
+}
