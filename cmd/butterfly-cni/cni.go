@@ -98,6 +98,20 @@ type daemon struct {
 	c *apiclient.Client
 }
 
+// loadAndDial reads the network configuration of args and connects to its
+// daemon.
+func loadAndDial(args *skel.CmdArgs) (*netConf, *daemon, error) {
+	c, err := loadConf(args.StdinData)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := dial(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, d, nil
+}
+
 func dial(c *netConf) (*daemon, error) {
 	var key []byte
 	switch path := c.KeyFile; path {
@@ -315,11 +329,7 @@ func configure(netnsPath, ifname string, r *current.Result) error {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	c, err := loadConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	d, err := dial(c)
+	c, d, err := loadAndDial(args)
 	if err != nil {
 		return err
 	}
@@ -402,11 +412,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 }
 
 func cmdStatus(args *skel.CmdArgs) error {
-	c, err := loadConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	d, err := dial(c)
+	c, d, err := loadAndDial(args)
 	if err != nil {
 		return err
 	}
