@@ -447,3 +447,64 @@ func TestRxRingNoKicks(t *testing.T) {
 		}
 	}
 }
+
+// TestEventIdxKickAfterDroppedFrames: frames the port drops itself
+// (malformed here) still move the ring on, so a port waiting for kicks
+// must move avail_event with them: otherwise the guest's next frames
+// never cross it, never kick, and its transmit queue stalls for good.
+// Every round ends with the port idle; the next good frame must kick.
+func TestEventIdxKickAfterDroppedFrames(t *testing.T) {
+	bad := hdr12(packet.VNetHdr{}, 0) // a virtio header and no frame
+	good := append(hdr12(packet.VNetHdr{}, 0), frameOf(60, 0)...)
+	tests := []struct {
+		name      string
+		bad, good int // frames posted before the kick that wakes the port
+	}{
+		{"one dropped frame", 1, 0},
+		{"dropped frames fill a batch", 8, 0},
+		{"dropped frames span batches", 20, 0},
+		{"good frame then dropped ones", 3, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := listenTest(t)
+			f := dialFrontEnd(t, p)
+			f.without = 0
+			f.setup()
+			bufs := newBufs(8)
+			if n, _ := p.ReadBatch(bufs); n != 0 {
+				t.Fatalf("ReadBatch of an empty ring: %d", n)
+			}
+			for round := 0; round < 3; round++ {
+				old := f.g.avail[1]
+				for i := 0; i < tt.good; i++ {
+					f.g.postTx(good, 4096)
+				}
+				for i := 0; i < tt.bad; i++ {
+					f.g.postTx(bad, 4096)
+				}
+				if !needEvent(f.g.availEvent(1), f.g.avail[1], old) {
+					t.Fatalf("round %d: the frames after an idle poll do not kick", round)
+				}
+				got := 0
+				for i := 0; i < 10; i++ {
+					n, _ := p.ReadBatch(bufs)
+					got += n
+				}
+				if got != tt.good {
+					t.Fatalf("round %d: ReadBatch returned %d frames, want %d", round, got, tt.good)
+				}
+				if !f.g.postTxKick() {
+					t.Fatalf("round %d: the guest's next frame does not kick an idle port (avail_event %d, avail %d)",
+						round, f.g.availEvent(1), f.g.avail[1])
+				}
+				if n, _ := p.ReadBatch(bufs); n != 1 {
+					t.Fatalf("round %d: ReadBatch %d, want the good frame", round, n)
+				}
+				if n, _ := p.ReadBatch(bufs); n != 0 {
+					t.Fatalf("round %d: ReadBatch %d on a drained ring", round, n)
+				}
+			}
+		})
+	}
+}

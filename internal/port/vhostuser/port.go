@@ -222,6 +222,9 @@ func (p *Port) Stats() Stats {
 	}
 }
 
+// maxRearms bounds the re-arm-and-look-again rounds of one ReadBatch.
+const maxRearms = 4
+
 // ReadBatch fills bufs with frames the guest transmitted. When it finds
 // none it re-enables guest kicks and rearms Fd.
 func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
@@ -236,14 +239,21 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 		var dropped int
 		var bytes uint64
 		n, dropped, bytes = r.dequeue(bufs)
-		if n == 0 && !r.broken && p.empty+1 >= p.idle {
-			// The worker may sleep on Fd after this poll: ask for kicks
-			// (first empty poll after activity) and harvest Fd when due,
-			// then look again, so that neither a frame that raced with
-			// the flag nor one whose kick the harvest consumed is left
-			// in the ring with nobody to wake up for it.
+		// The worker may sleep on Fd after an empty poll: ask for kicks
+		// at the next entry and harvest Fd when due, then look again, so
+		// that neither a frame that raced with the flag nor one whose
+		// kick the harvest consumed is left in the ring with nobody to
+		// wake up for it. Frames dropped on the way move the ring on
+		// without returning anything: kicks are re-armed after them.
+		for try := 0; n == 0 && !r.broken && p.empty+1 >= p.idle; try++ {
+			if try == maxRearms {
+				// A guest that keeps posting frames the port drops:
+				// leave Fd readable so the worker comes back.
+				p.signal()
+				break
+			}
 			again := false
-			if r.usedFlags != 0 {
+			if !r.kicksArmed() {
 				again = r.setNotify(true)
 			}
 			if harvest {
@@ -251,13 +261,14 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 				harvest = false
 				again = again || r.hasPending()
 			}
-			if again {
-				var d int
-				var b uint64
-				n, d, b = r.dequeue(bufs)
-				dropped += d
-				bytes += b
+			if !again {
+				break
 			}
+			var d int
+			var b uint64
+			n, d, b = r.dequeue(bufs)
+			dropped += d
+			bytes += b
 		}
 		// Kicks go off only when frames are returned: the worker polls
 		// again after those.

@@ -85,9 +85,12 @@ type vring struct {
 	// used.flags holds; with it used.flags stays 0 and avail_event does
 	// the work.
 	usedFlags uint16
-	broken    bool
-	callBuf   [8]byte
-	sink      byte // keeps warm's loads
+	// armedAt is the avail_event written when kicks were last enabled
+	// (EVENT_IDX): kicks are armed only while it is still lastAvail.
+	armedAt uint16
+	broken  bool
+	callBuf [8]byte
+	sink    byte // keeps warm's loads
 }
 
 // ringConf is what the front end configured for one ring.
@@ -268,6 +271,7 @@ func (r *vring) setNotify(on bool) bool {
 			return false
 		}
 		*r.availEvent = r.lastAvail
+		r.armedAt = r.lastAvail
 	}
 	r.storeUsed() // also the barrier between avail_event and the avail load
 	if !on {
@@ -275,6 +279,14 @@ func (r *vring) setNotify(on bool) bool {
 	}
 	p, _ := r.pending()
 	return p > 0
+}
+
+// kicksArmed reports whether the guest's next entry will kick: kicks
+// are enabled and, with EVENT_IDX, avail_event still names the next
+// entry the device reads (entries consumed since, even dropped ones,
+// leave it behind, and a guest only kicks when its index crosses it).
+func (r *vring) kicksArmed() bool {
+	return r.usedFlags == 0 && (!r.eventIdx || r.armedAt == r.lastAvail)
 }
 
 func (r *vring) head() uint16 {
