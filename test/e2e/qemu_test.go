@@ -627,7 +627,11 @@ func logCounters(h *labtest.Host, t testing.TB, ids ...string) {
 func logGuestNet(t testing.TB, vms ...*qemuVM) {
 	t.Helper()
 	for _, v := range vms {
-		out, err := v.Exec(10*time.Second, "cd /sys/class/net/eth0/statistics && grep . rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped; grep -v CPU0 /proc/interrupts | head -20")
+		// TCP's own view tells a lost frame (retransmissions, unacked
+		// bytes in tx_queue) from a stalled queue or an idle application.
+		out, err := v.Exec(10*time.Second, "cd /sys/class/net/eth0/statistics && grep . rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped; "+
+			"grep -v CPU0 /proc/interrupts | head -12; grep Tcp: /proc/net/snmp; cat /proc/net/tcp; "+
+			"cat /sys/class/net/eth0/queues/tx-0/tx_timeout 2>/dev/null; dmesg | tail -5")
 		t.Logf("%s: %v\n%s", v.opts.name, err, out)
 	}
 }
@@ -710,6 +714,8 @@ func TestQEMUOneHost(t *testing.T) {
 		if err != nil {
 			logCounters(h, t, "vm-1", "vm-2")
 			logGuestNet(t, vm1, vm2)
+			// Whether the path still works tells a stall from a loss.
+			t.Logf("%s -> %s ping after the failure: %v", d.fromID, d.toID, d.from.Reach(d.dst))
 			t.Fatal(err)
 		}
 		if rate <= 0 {
