@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -29,6 +30,13 @@ import (
 // host; a slow machine can only make a KO check pass wrongly, never an OK
 // check fail (OK checks poll for labtest.SettleTimeout).
 const koWait = 500 * time.Millisecond
+
+// onceWait is how long a first-attempt check waits for each answer. Its
+// flow must not lose a frame: the step also asserts that no drop counter
+// of the scenario's vNICs moved (a retransmitted TCP segment would hide a
+// drop from the check itself), so the wait only has to outlast a busy
+// machine's scheduling, not to detect loss.
+const onceWait = 10 * time.Second
 
 // closers collects sockets to close at the end of a test.
 type closers struct {
@@ -306,7 +314,8 @@ func attempt(src *labtest.VM, c fc, dst string, wait time.Duration) error {
 			args = append(args, "-I", c.src)
 		}
 		out, err := src.Exec(append(args, dst)...)
-		if err != nil && strings.Contains(out, " 0 received") && !strings.Contains(out, "errors") {
+		if err != nil && strings.Contains(out, " 0 received") &&
+			(!strings.Contains(out, "errors") || unresolved(out, src)) {
 			return fmt.Errorf("%w: %s", errTimeout, labtest.LastLine(out))
 		}
 		return err
@@ -389,6 +398,36 @@ func attempt(src *labtest.VM, c fc, dst string, wait time.Duration) error {
 		return nil
 	}
 	return fmt.Errorf("unknown protocol %q", c.proto)
+}
+
+// unresolved reports whether ping's output says that src's own stack
+// found no neighbour for the destination ("From <an address of src>
+// ... Destination Host Unreachable", or "Address unreachable" for IPv6):
+// nothing answered its ARP or neighbour solicitation, which is no answer
+// at all. A busy machine shows it instead of a timeout when
+// an earlier unanswered resolution left the neighbour entry FAILED.
+func unresolved(out string, src *labtest.VM) bool {
+	var from []string
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if f := strings.Fields(line); len(f) > 2 && f[0] == "From" &&
+			(strings.HasSuffix(line, "Destination Host Unreachable") || strings.HasSuffix(line, "Address unreachable")) {
+			from = append(from, f[1])
+		}
+	}
+	if len(from) == 0 {
+		return false
+	}
+	own, err := src.Exec("ip", "-o", "addr", "show", "dev", "eth0")
+	if err != nil {
+		return false
+	}
+	for _, a := range from {
+		if !strings.Contains(own, " "+a+"/") {
+			return false
+		}
+	}
+	return true
 }
 
 // timeoutOr wraps errTimeout around network timeouts.
@@ -560,11 +599,34 @@ func (r *scenarioRun) step(st fstep, hk hooks) error {
 		}
 	}
 	var checks []func() error
+	once := false
 	for _, c := range st.checks {
 		checks = append(checks, func() error { return r.check(c) })
+		once = once || c.once
+	}
+	// First-attempt checks lose nothing: no vNIC of the scenario drops a
+	// frame meanwhile.
+	var quiet []map[string]uint64
+	if once {
+		q, err := r.allDrops()
+		if err != nil {
+			return err
+		}
+		quiet = q
 	}
 	if err := labtest.Parallel(checks...); err != nil {
 		return err
+	}
+	if once {
+		after, err := r.allDrops()
+		if err != nil {
+			return err
+		}
+		for i := range after {
+			if !maps.Equal(quiet[i], after[i]) {
+				return fmt.Errorf("%s dropped frames during first-attempt checks: %v, then %v", r.vms[i].Spec.ID, quiet[i], after[i])
+			}
+		}
 	}
 	for i, d := range st.drops {
 		id := r.vms[d.vm-1].Spec.ID
@@ -613,7 +675,7 @@ func (r *scenarioRun) check(c fc) error {
 		return nil
 	}
 	if c.ok && c.once {
-		if err := attempt(src, c, dst, time.Second); err != nil {
+		if err := attempt(src, c, dst, onceWait); err != nil {
 			return fmt.Errorf("%v (first attempt): %w", c, err)
 		}
 		return nil
@@ -632,6 +694,19 @@ func (r *scenarioRun) check(c fc) error {
 		return fmt.Errorf("%v: expected no answer, got: %w", c, err)
 	}
 	return nil
+}
+
+// allDrops reads the drop counters of every vNIC of the scenario.
+func (r *scenarioRun) allDrops() ([]map[string]uint64, error) {
+	out := make([]map[string]uint64, len(r.vms))
+	for i, v := range r.vms {
+		m, err := fwDrops(r.h, v.Spec.ID)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = m
+	}
+	return out, nil
 }
 
 // fwDrops reads the drop counters of vNIC id ("drop <reason>: <n>" lines
