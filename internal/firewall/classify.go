@@ -152,9 +152,14 @@ func (c *Conntrack) parse(frame []byte, dir Direction, pol *Policy, now int64, p
 			return v, parseDone
 		}
 		if isEcho(t.fk.fam, t.icmpType) {
-			// Echo by identifier: both ports hold it, so request and
-			// reply share the key.
-			t.fk.sport, t.fk.dport = ic.Ident(), ic.Ident()
+			// Echo by identifier, oriented as a port pair: a request is
+			// (id, 0) and a reply (0, id), so a reply matches its
+			// request's flow the other way round while a request the
+			// other way round (same identifier) is a flow of its own.
+			t.fk.sport, t.fk.dport = ic.Ident(), 0
+			if t.icmpType == packet.ICMPv4EchoReply || t.icmpType == packet.ICMPv6EchoReply {
+				t.fk.sport, t.fk.dport = 0, ic.Ident()
+			}
 		}
 	}
 	return 0, parseTrack
@@ -307,7 +312,10 @@ func (c *Conntrack) icmpError(outer *flowKey, q []byte, pol *Policy, now int64, 
 		}
 		if isEcho(fk.fam, l4[0]) {
 			id := binary.BigEndian.Uint16(l4[4:6])
-			fk.sport, fk.dport = id, id
+			fk.sport, fk.dport = id, 0 // keyed as parse keys echo
+			if l4[0] == packet.ICMPv4EchoReply || l4[0] == packet.ICMPv6EchoReply {
+				fk.sport, fk.dport = 0, id
+			}
 		}
 	}
 	k, _ := canonical(&fk)

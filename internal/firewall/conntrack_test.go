@@ -177,6 +177,7 @@ func TestICMPEcho(t *testing.T) {
 			{0, FromVM, echo(c.vm, c.peer, c.req, 7), Accept},
 			{1, ToVM, echo(c.peer, c.vm, c.resp, 7), Accept},
 			{1, ToVM, echo(c.peer, c.vm, c.resp, 8), DropNoRule},  // another identifier
+			{1, ToVM, echo(c.peer, c.vm, c.req, 7), DropNoRule},   // a request the other way: not a reply
 			{32, ToVM, echo(c.peer, c.vm, c.resp, 7), DropNoRule}, // 30 s
 		})
 	}

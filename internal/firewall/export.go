@@ -230,6 +230,12 @@ func appendRecord(dst []byte, e *entry, now int64) []byte {
 	if e.flags&flOrigIsA != 0 {
 		src, sp, dst2, dp = e.k.a, e.k.pa, e.k.b, e.k.pb
 	}
+	if r[2] == recICMP {
+		// The record holds the echo identifier in both ports; the
+		// table keys the flow as (identifier, 0) from its originator.
+		sp |= dp
+		dp = sp
+	}
 	putAddr(r[8:24], src, fam)
 	putAddr(r[24:40], dst2, fam)
 	binary.BigEndian.PutUint16(r[40:], sp)
@@ -396,6 +402,7 @@ func parseRecord(r []byte) (parsed, error) {
 			if p.fk.sport != p.fk.dport {
 				return p, formatErr("ICMP record with identifiers %d and %d", p.fk.sport, p.fk.dport)
 			}
+			p.fk.dport = 0 // the table's key for an echo flow
 			timeout = TimeoutICMP
 		default:
 			if proto == packet.ProtoTCP || proto == packet.ProtoUDP || proto == icmp {
