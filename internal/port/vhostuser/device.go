@@ -27,13 +27,14 @@ const (
 // Protocol feature bits.
 const (
 	pfMQ                = 0
+	pfLogShmfd          = 1
 	pfReplyAck          = 3
 	pfNetMTU            = 4
 	pfConfigureMemSlots = 15
 )
 
 // offeredProto are the protocol features the port offers.
-const offeredProto = 1<<pfMQ | 1<<pfReplyAck | 1<<pfNetMTU | 1<<pfConfigureMemSlots
+const offeredProto = 1<<pfMQ | 1<<pfLogShmfd | 1<<pfReplyAck | 1<<pfNetMTU | 1<<pfConfigureMemSlots
 
 // ringCtl is the control side of one ring.
 type ringCtl struct {
@@ -56,6 +57,7 @@ type device struct {
 	proto    uint64
 	featSet  bool
 	mem      *memTable
+	dlog     *dirtyLog // the dirty-page log of SET_LOG_BASE, if any
 	rings    [2]ringCtl
 	ran      bool // a ring was started on this connection
 }
@@ -130,8 +132,8 @@ var handlers = [...]handler{
 	reqSetOwner:            (*device).setOwner,
 	reqResetOwner:          (*device).reset,
 	reqSetMemTable:         (*device).setMemTable,
-	reqSetLogBase:          (*device).unsupported,
-	reqSetLogFd:            (*device).unsupported,
+	reqSetLogBase:          (*device).setLogBase,
+	reqSetLogFd:            (*device).setLogFd,
 	reqSetVringNum:         (*device).setVringNum,
 	reqSetVringAddr:        (*device).setVringAddr,
 	reqSetVringBase:        (*device).setVringBase,
@@ -143,7 +145,6 @@ var handlers = [...]handler{
 	reqSetProtocolFeatures: (*device).setProtocolFeatures,
 	reqGetQueueNum:         (*device).getQueueNum,
 	reqSetVringEnable:      (*device).setVringEnable,
-	reqSendRARP:            (*device).unsupported,
 	reqNetSetMTU:           (*device).netSetMTU,
 	reqResetDevice:         (*device).reset,
 	reqGetMaxMemSlots:      (*device).getMaxMemSlots,
@@ -413,10 +414,39 @@ func (d *device) netSetMTU(m *msg) ([]byte, error) {
 	return nil, nil
 }
 
-// unsupported answers the requests of features the back end does not
-// offer (logging for live migration, RARP).
-func (d *device) unsupported(m *msg) ([]byte, error) {
-	return nil, fmt.Errorf("request %d not supported", m.req)
+// setLogBase maps the dirty-page log the front end shares for a live
+// migration (payload: size and offset; the fd comes with it) and moves
+// the rings to it. Its reply has no payload.
+func (d *device) setLogBase(m *msg) ([]byte, error) {
+	if d.proto&(1<<pfLogShmfd) == 0 {
+		return nil, errors.New("SET_LOG_BASE without the LOG_SHMFD protocol feature")
+	}
+	if len(m.payload) < 16 {
+		return nil, fmt.Errorf("%w: SET_LOG_BASE wants 16 bytes, got %d", errPayload, len(m.payload))
+	}
+	fd := m.takeFd()
+	if fd < 0 {
+		return nil, errors.New("SET_LOG_BASE carries no fd")
+	}
+	l, err := mapLog(fd, binary.LittleEndian.Uint64(m.payload), binary.LittleEndian.Uint64(m.payload[8:]))
+	if err != nil {
+		return nil, err
+	}
+	old := d.dlog
+	d.stopAll()
+	d.dlog = l
+	d.restartAll()
+	old.unmap()
+	return []byte{}, nil
+}
+
+// setLogFd takes the eventfd a front end may pass for log updates; the
+// back end has none to signal (it marks the log as it writes).
+func (d *device) setLogFd(m *msg) ([]byte, error) {
+	if fd := m.takeFd(); fd >= 0 {
+		unix.Close(fd)
+	}
+	return nil, nil
 }
 
 // stop takes ring i off the data path, waits for a batch in flight to
@@ -445,6 +475,9 @@ func (d *device) restart(i int) {
 		return
 	}
 	v.mtu, v.drops = &d.p.mtu, &d.p.drops
+	if d.features&(1<<fLogAll) != 0 {
+		v.dlog = d.dlog
+	}
 	d.p.rings[i].Store(v)
 	d.ran = true
 	d.p.signal()
@@ -479,5 +512,7 @@ func (d *device) teardown() {
 	d.resetRings()
 	d.mem.unmap()
 	d.mem = nil
+	d.dlog.unmap()
+	d.dlog = nil
 	d.p.mtu.Store(0)
 }

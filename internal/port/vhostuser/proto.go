@@ -31,7 +31,6 @@ const (
 	reqSetProtocolFeatures = 16
 	reqGetQueueNum         = 17
 	reqSetVringEnable      = 18
-	reqSendRARP            = 19
 	reqNetSetMTU           = 20
 	reqResetDevice         = 34
 	reqGetMaxMemSlots      = 36

@@ -73,6 +73,12 @@ type vring struct {
 	mtuNeg bool
 	// drops, when set, receives the drops by reason.
 	drops *dropCounters
+	// dlog, while dirty-page logging is on, receives every page the ring
+	// writes in guest memory; usedGPA and usedLen locate the used ring
+	// (usedLen is 0 when the front end did not ask for it to be logged).
+	dlog    *dirtyLog
+	usedGPA uint64
+	usedLen uint64
 
 	lastAvail uint16
 	usedIdx   uint16
@@ -143,6 +149,10 @@ func newVring(mem *memTable, c ringConf, base uint16, callFd int) (*vring, error
 	}
 	if r.mrg || f&(1<<fVersion1) != 0 {
 		r.hdrLen = 12
+	}
+	r.usedGPA = c.addr.lg
+	if c.addr.flags&vringFLog != 0 {
+		r.usedLen = uint64(len(used))
 	}
 	if u := uint16(atomic.LoadUint32(r.usedFI) >> 16); u != base {
 		r.lastAvail, r.usedIdx = u, u
@@ -240,6 +250,7 @@ func (r *vring) storeUsed() {
 func (r *vring) publish() {
 	old := r.signalled
 	r.signalled = r.usedIdx
+	r.logUsed()
 	r.storeUsed()
 	if r.callFd < 0 {
 		return
@@ -273,12 +284,23 @@ func (r *vring) setNotify(on bool) bool {
 		*r.availEvent = r.lastAvail
 		r.armedAt = r.lastAvail
 	}
+	r.logUsed()
 	r.storeUsed() // also the barrier between avail_event and the avail load
 	if !on {
 		return false
 	}
 	p, _ := r.pending()
 	return p > 0
+}
+
+// logUsed marks the used ring's pages while dirty-page logging is on.
+// Entries, index, flags and avail_event all lie in those few pages (at
+// most 3 for 1,024 entries), so the whole ring is marked once per write
+// of the index.
+func (r *vring) logUsed() {
+	if r.dlog != nil && r.usedLen != 0 {
+		r.dlog.mark(r.usedGPA, r.usedLen)
+	}
 }
 
 // kicksArmed reports whether the guest's next entry will kick: kicks
@@ -309,6 +331,7 @@ type chain struct {
 	idx   uint32
 	steps uint32
 	done  bool
+	addr  uint64 // guest physical address of the buffer next returned
 }
 
 func (r *vring) chainAt(head uint16) chain {
@@ -350,6 +373,7 @@ func (c *chain) next() (buf []byte, flags uint16, ok bool, err error) {
 		} else {
 			c.done = true
 		}
+		c.addr = addr
 		return buf, flags, true, nil
 	}
 	return nil, 0, false, nil
@@ -580,6 +604,7 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 				r.lastAvail, r.usedIdx = startAvail, startUsed
 				return writeBroken
 			}
+			h := 0
 			if hdrDst == nil {
 				if len(buf) < r.hdrLen {
 					// The spec requires every receive buffer to hold
@@ -589,11 +614,14 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 				}
 				hdrDst = buf[:r.hdrLen]
 				buf = buf[r.hdrLen:]
-				written += uint32(r.hdrLen)
+				h = r.hdrLen
 			}
 			k := copy(buf, frame)
 			frame = frame[k:]
-			written += uint32(k)
+			written += uint32(h + k)
+			if r.dlog != nil {
+				r.dlog.mark(c.addr, uint64(h+k))
+			}
 			if len(frame) == 0 {
 				break
 			}
