@@ -124,6 +124,9 @@ type vmOpts struct {
 	// 0 means 256. Above 3.5 GiB QEMU's pc machine maps part of it above
 	// 4 GiB: the daemon gets two regions at offsets of one file.
 	memMiB int
+	// incoming starts QEMU waiting for a live migration at this URI
+	// (-incoming): the guest runs once the migration has completed.
+	incoming string
 }
 
 // qemuVM is one QEMU process (restartable) and the command agent of its
@@ -193,15 +196,20 @@ func (v *qemuVM) args() []string {
 		device += ",event_idx=off"
 	}
 	mem := strconv.Itoa(o.memMiB) + "M"
-	return []string{
+	var incoming []string
+	if o.incoming != "" {
+		incoming = []string{"-incoming", o.incoming}
+	}
+	return append(incoming,
 		"-name", o.name,
 		"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", mem,
 		// vhost-user needs guest memory the daemon can map.
-		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on", "-numa", "node,memdev=mem",
+		"-object", "memory-backend-memfd,id=mem,size="+mem+",share=on", "-numa", "node,memdev=mem",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-serial", "file:" + v.consolePath(v.boot),
-		"-chardev", "socket,id=agent,path=" + v.agentPath() + ",server=on,wait=off",
+		"-serial", "file:"+v.consolePath(v.boot),
+		"-chardev", "socket,id=agent,path="+v.agentPath()+",server=on,wait=off",
 		"-serial", "chardev:agent",
+		"-qmp", "unix:"+v.qmpPath()+",server=on,wait=off",
 		"-chardev", vhost,
 		"-netdev", "vhost-user,id=net0,chardev=vhu",
 		// vectors=0: Debian's QEMU 7.2 segfaults when a vhost-user
@@ -209,7 +217,7 @@ func (v *qemuVM) args() []string {
 		"-device", device,
 		"-kernel", v.img.kernel, "-initrd", v.img.initrd,
 		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 mitigations=off bfip=%s bfmtu=%d bfmac=%s", o.addr, o.mtu, o.mac),
-	}
+	)
 }
 
 func (v *qemuVM) consolePath(boot int) string {
@@ -217,6 +225,8 @@ func (v *qemuVM) consolePath(boot int) string {
 }
 
 func (v *qemuVM) agentPath() string { return filepath.Join(v.dir, "agent.sock") }
+
+func (v *qemuVM) qmpPath() string { return filepath.Join(v.dir, "qmp.sock") }
 
 // Start boots the guest again (after Stop or Kill) with the same options,
 // on the same vhost-user socket. It does not wait for the boot.
