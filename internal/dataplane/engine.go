@@ -78,6 +78,8 @@ type Engine struct {
 	taps map[string]bool
 	// restoring: see SetRestoring.
 	restoring bool
+	// pickupEnded: see EndPickup.
+	pickupEnded bool
 	// What the next snapshot shares with the previous ones: the VNIs'
 	// entries (a new map when a VNI comes or goes) and, per worker, the
 	// slots it polls (copied on write). vniDirty lists the VNIs whose

@@ -124,24 +124,32 @@ func (c *Conntrack) peek(t *tuple, pol *Policy, now int64, x *Explanation) {
 			return
 		}
 	}
+	what, pickup := "new flow", false
 	if t.fk.proto == packet.ProtoTCP && t.tcpFlags&tcpSynMask != packet.TCPFlagSYN {
-		x.Verdict, x.Note = DropInvalid, "TCP segment other than a SYN and no tracked connection"
-		return
+		if !c.canPickup(t, now) {
+			x.Verdict, x.Note = DropInvalid, "TCP segment other than a SYN and no tracked connection"
+			return
+		}
+		what, pickup = "connection in progress picked up (loose pickup after a restart)", true
 	}
 	x.Evaluated = true
 	var ok bool
 	ok, x.Match = pol.explain(&t.fk)
-	if !ok {
+	switch {
+	case !ok && pickup:
+		x.Verdict, x.Note = DropInvalid, "TCP segment of no tracked connection: loose pickup refused, the policy would not let its sender open it"
+		return
+	case !ok:
 		x.Verdict = DropNoRule
 		return
 	}
 	switch c.roomFor(h, now) {
 	case noRoom:
-		x.Verdict, x.Note = DropTableFull, "new flow and the connection table is full"
+		x.Verdict, x.Note = DropTableFull, what+" and the connection table is full"
 	case roomByEviction:
-		x.Verdict, x.Note = Accept, "new flow; the table is full: a peer's half-open flow is evicted for it"
+		x.Verdict, x.Note = Accept, what+"; the table is full: a peer's half-open flow is evicted for it"
 	default:
-		x.Verdict, x.Note = Accept, "new flow"
+		x.Verdict, x.Note = Accept, what
 	}
 }
 

@@ -223,11 +223,11 @@ func (st *stream) flowing(t *testing.T, what string, n int64) {
 // TestNetnsNICRestart: a TCP stream between two pods survives a SIGTERM
 // and a SIGKILL of the daemon: the restarted daemon re-attaches to the
 // same TAPs (same ifindex, the pods' addresses untouched) and the stream
-// resumes. A stream between pods that filter resumes after SIGTERM (the
-// clean stop saves the connection tables, the restart loads them); after
-// SIGKILL the new firewall does not know the connection and drops its
-// segments as invalid, so the SIGKILL rounds use pods that bypass
-// filtering. A pod whose namespace disappeared
+// resumes. So does a stream between pods that filter (a security group
+// that lets in only the stream's port, default egress): after SIGTERM
+// because the clean stop saves the connection tables and the restart
+// loads them, after SIGKILL because the restarted firewall picks up the
+// connection in progress (--conntrack-pickup). A pod whose namespace disappeared
 // while the daemon was down is kept detached and reported (log, nic
 // counters netns_gone), the daemon serves, and replaying its nic add
 // re-creates it.
@@ -235,12 +235,14 @@ func TestNetnsNICRestart(t *testing.T) {
 	l := newLab(t)
 	h := l.SingleHost(labtest.IPv4)
 	h.Start(labtest.DaemonOpts{})
-	h.OpenSG("sg-open")
 	p1 := addPod(h, 1, 42, "eth0", "--bypass-filtering")
 	p2 := addPod(h, 2, 42, "eth0", "--bypass-filtering")
-	// pod-4 and pod-5 filter (security group, connection tracking).
-	p4 := addPod(h, 4, 42, "eth0", "--sg", "sg-open")
-	p5 := addPod(h, 5, 42, "eth0", "--sg", "sg-open")
+	// pod-4 and pod-5 filter (security group, connection tracking): only
+	// the stream's port is open towards them, so the ACKs pod-5 sends
+	// pod-4 pass pod-4's firewall as replies of a tracked connection only.
+	h.MustCLI("sg", "rule", "add", "sg-stream", "--ip-proto", "tcp", "--port", "7777", "--cidr", "42.0.0.0/24")
+	p4 := addPod(h, 4, 42, "eth0", "--sg", "sg-stream")
+	p5 := addPod(h, 5, 42, "eth0", "--sg", "sg-stream")
 	st := startStream(t, p1, p2)
 	st.flowing(t, "stream before restart", 1<<20)
 	fst := startStream(t, p4, p5)
@@ -250,10 +252,7 @@ func TestNetnsNICRestart(t *testing.T) {
 		h.Stop(sig)
 		h.Start(labtest.DaemonOpts{})
 		st.flowing(t, fmt.Sprintf("stream after %v and restart", sig), 1<<20)
-		if sig == syscall.SIGTERM {
-			// The clean stop saved the connection tables.
-			fst.flowing(t, "filtered stream after SIGTERM and restart", 1<<20)
-		}
+		fst.flowing(t, fmt.Sprintf("filtered stream after %v and restart", sig), 1<<20)
 		if a, b := p1.ifindex(t), p2.ifindex(t); a != idx1 || b != idx2 {
 			t.Errorf("after %v: ifindex %d %d, want %d %d", sig, a, b, idx1, idx2)
 		}
