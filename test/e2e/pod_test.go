@@ -227,10 +227,10 @@ func (st *stream) flowing(t *testing.T, what string, n int64) {
 // that lets in only the stream's port, default egress): after SIGTERM
 // because the clean stop saves the connection tables and the restart
 // loads them, after SIGKILL because the restarted firewall picks up the
-// connection in progress (--conntrack-pickup). A pod whose namespace disappeared
-// while the daemon was down is kept detached and reported (log, nic
-// counters netns_gone), the daemon serves, and replaying its nic add
-// re-creates it.
+// connection in progress (--conntrack-pickup). A pod whose namespace
+// disappeared while the daemon was down is kept detached and reported
+// (log, status, nic counters netns_gone), the daemon serves, and
+// replaying its nic add re-creates it (status no longer reports it).
 func TestNetnsNICRestart(t *testing.T) {
 	l := newLab(t)
 	h := l.SingleHost(labtest.IPv4)
@@ -283,6 +283,10 @@ func TestNetnsNICRestart(t *testing.T) {
 	if ids := strings.Fields(h.MustCLI("nic", "list")); !slices.Contains(ids, "pod-3") {
 		t.Errorf("pod-3 not kept: %v", ids)
 	}
+	issue := regexp.MustCompile(`(?m)^nic pod-3: network namespace ` + regexp.QuoteMeta(netnsPath(p3.ns)) + ` is gone`)
+	if out := h.MustCLI("status"); !issue.MatchString(out) || strings.Count(out, "\nnic ") != 1 {
+		t.Errorf("status does not report pod-3's namespace, or reports others:\n%s", out)
+	}
 	// Frames for it are counted as netns_gone (pod-1's ARP requests,
 	// flooded to every vNIC of the VNI).
 	labtest.Eventually(t, labtest.SettleTimeout, "pod-3's counters report netns_gone", func() error {
@@ -301,4 +305,7 @@ func TestNetnsNICRestart(t *testing.T) {
 	p3.plug()
 	labtest.Must(t, "ip", "-n", p3.ns, "addr", "add", p3.addr, "dev", p3.dev())
 	labtest.Eventually(t, labtest.SettleTimeout, "pod-3 pings pod-1 after nic add is replayed", func() error { return p3.ping(p1.ip()) })
+	if out := h.MustCLI("status"); strings.Contains(out, "\nnic ") {
+		t.Errorf("status still reports a vNIC issue after the replay:\n%s", out)
+	}
 }

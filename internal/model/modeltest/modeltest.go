@@ -48,6 +48,7 @@ type Dataplane struct {
 	fail     map[[2]string]*failure
 	dot      string
 	sgs      []model.SG
+	issues   []model.NICIssue
 }
 
 var _ model.Dataplane = (*Dataplane)(nil)
@@ -129,6 +130,20 @@ func (d *Dataplane) SetCounters(id string, c model.NICCounters) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.counters[id] = c
+}
+
+// SetIssues sets what NICIssues reports.
+func (d *Dataplane) SetIssues(is []model.NICIssue) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.issues = is
+}
+
+// NICIssues returns what SetIssues set (model.IssueReporter).
+func (d *Dataplane) NICIssues() []model.NICIssue {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.issues
 }
 
 // SetDOT sets the text DOT returns.
