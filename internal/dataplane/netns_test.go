@@ -42,6 +42,9 @@ func TestRestoreDetachesMissingNetns(t *testing.T) {
 	if c.Drops[dropNetnsGone] != 3 {
 		t.Errorf("drops %v, want %s: 3", c.Drops, dropNetnsGone)
 	}
+	if h.e.Attached(gone.ID) || h.e.Attached("peer") {
+		t.Error("Attached: true for a detached vNIC or one outside a namespace")
+	}
 	is := h.e.NICIssues()
 	if len(is) != 1 || is[0].ID != gone.ID || !strings.Contains(is[0].Reason, gone.Netns) || !strings.Contains(is[0].Reason, "gone") {
 		t.Errorf("issues %+v, want one for %s naming %s", is, gone.ID, gone.Netns)

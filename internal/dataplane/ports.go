@@ -202,6 +202,20 @@ func (e *Engine) NICIssues() []model.NICIssue {
 	return out
 }
 
+// Attached reports whether vNIC id is attached to its TAP in a network
+// namespace and that device is still in place (same ifindex and name);
+// false for other vNICs (model.AttachChecker).
+func (e *Engine) Attached(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.nics[id]
+	if !ok || ent.nic.Netns == "" {
+		return false
+	}
+	p, ok := ent.p.port.(*tap.Port)
+	return ok && p.InPlace()
+}
+
 // removePort closes a deleted vNIC's port and removes what it created
 // that would outlive the descriptor (a persistent TAP).
 func removePort(p port.Port) error {

@@ -85,3 +85,10 @@ func (s *Store) NICIssues() []NICIssue {
 	defer s.mu.Unlock()
 	return r.NICIssues()
 }
+
+// AttachChecker is a Dataplane that tells whether a vNIC in a network
+// namespace is attached to its device, in place (AddNIC uses it to keep
+// such a vNIC when the same nic_add is replayed).
+type AttachChecker interface {
+	Attached(id string) bool
+}

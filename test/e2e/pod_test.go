@@ -230,7 +230,9 @@ func (st *stream) flowing(t *testing.T, what string, n int64) {
 // connection in progress (--conntrack-pickup). A pod whose namespace
 // disappeared while the daemon was down is kept detached and reported
 // (log, status, nic counters netns_gone), the daemon serves, and
-// replaying its nic add re-creates it (status no longer reports it).
+// replaying its nic add re-creates it (status no longer reports it), while
+// replaying the nic add of an attached pod keeps its interface, addresses
+// and connections.
 func TestNetnsNICRestart(t *testing.T) {
 	l := newLab(t)
 	h := l.SingleHost(labtest.IPv4)
@@ -260,6 +262,22 @@ func TestNetnsNICRestart(t *testing.T) {
 			if out := labtest.Must(t, "ip", "-n", p.ns, "-o", "addr", "show", p.dev()); !strings.Contains(out, p.addr) {
 				t.Errorf("after %v: %s lost %s: %s", sig, p.id, p.addr, out)
 			}
+		}
+	}
+
+	// The orchestrator replays every nic add after the restart: the pods
+	// keep their interface, addresses and connections.
+	for _, p := range []*pod{p1, p2, p4, p5} {
+		p.plug()
+	}
+	st.flowing(t, "stream after nic add is replayed", 1<<20)
+	fst.flowing(t, "filtered stream after nic add is replayed", 1<<20)
+	if a, b := p1.ifindex(t), p2.ifindex(t); a != idx1 || b != idx2 {
+		t.Errorf("after the replay: ifindex %d %d, want %d %d", a, b, idx1, idx2)
+	}
+	for _, p := range []*pod{p1, p2, p4, p5} {
+		if out := labtest.Must(t, "ip", "-n", p.ns, "-o", "addr", "show", p.dev()); !strings.Contains(out, p.addr) {
+			t.Errorf("after the replay: %s lost %s: %s", p.id, p.addr, out)
 		}
 	}
 

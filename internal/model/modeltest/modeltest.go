@@ -49,6 +49,7 @@ type Dataplane struct {
 	dot      string
 	sgs      []model.SG
 	issues   []model.NICIssue
+	attached map[string]bool
 }
 
 var _ model.Dataplane = (*Dataplane)(nil)
@@ -130,6 +131,23 @@ func (d *Dataplane) SetCounters(id string, c model.NICCounters) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.counters[id] = c
+}
+
+// SetAttached sets what Attached reports for id.
+func (d *Dataplane) SetAttached(id string, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.attached == nil {
+		d.attached = map[string]bool{}
+	}
+	d.attached[id] = on
+}
+
+// Attached returns what SetAttached set for id (model.AttachChecker).
+func (d *Dataplane) Attached(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.attached[id]
 }
 
 // SetIssues sets what NICIssues reports.
