@@ -113,6 +113,8 @@ func (e *Engine) newConntrack(id string, pol *firewall.Policy, data []byte) (*fi
 		// The workers' clock (Decide's now) is the time since e.start.
 		if until := int64(e.cfg.ConntrackPickup); !e.pickupEnded && int64(time.Since(e.start)) < until {
 			ct.SetPickup(until)
+			e.log.Debug("vNIC picks up TCP connections in progress", "id", id,
+				"until", e.start.Add(e.cfg.ConntrackPickup).Format(time.RFC3339))
 		}
 		return ct, nil
 	}
