@@ -553,6 +553,11 @@ func (e *Engine) Counters(id string) (model.NICCounters, error) {
 		// full table (firewall.Conntrack.Evicted).
 		c.Drops["firewall_evicted"] = n
 	}
+	if n := p.ct.PickedUp(); n != 0 {
+		// Not a drop either: connections in progress tracked from the
+		// middle after a restart (firewall.Conntrack.SetPickup).
+		c.Drops["firewall_picked_up"] = n
+	}
 	addPortDrops(&c, p.port)
 	return c, nil
 }

@@ -62,6 +62,9 @@ func TestConntrackPickup(t *testing.T) {
 			if want := map[bool]uint64{false: 1}[c.passes]; cnt.Drops["firewall_invalid"] != want {
 				t.Errorf("b drops %v, want firewall_invalid %d", cnt.Drops, want)
 			}
+			if want := map[bool]uint64{true: 1}[c.passes]; cnt.Drops["firewall_picked_up"] != want {
+				t.Errorf("b counters %v, want firewall_picked_up %d", cnt.Drops, want)
+			}
 		})
 	}
 }

@@ -68,5 +68,10 @@ func (c *Conntrack) pickup(t *tuple, k *key, h uint32, free int, srcIsA bool, po
 	e.state = TCPEstablished
 	e.expires = now + TimeoutPickup
 	tcpWindow(e, true, &t.seg, t.tcpFlags) // liberal: learns, always passes
+	c.pickedUp.Add(1)
 	return Accept
 }
+
+// PickedUp returns how many connections in progress the zone picked up.
+// Safe for concurrent use.
+func (c *Conntrack) PickedUp() uint64 { return c.pickedUp.Load() }

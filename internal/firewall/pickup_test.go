@@ -87,6 +87,17 @@ func TestPickup(t *testing.T) {
 			ct := NewConntrack(16)
 			ct.SetPickup(tt.until * sec)
 			runSteps(t, ct, tt.pol(t), tt.steps)
+			// At most one connection per case: picked up at its first
+			// accepted segment, if any segment was accepted.
+			want := uint64(0)
+			for _, s := range tt.steps {
+				if s.want == Accept {
+					want = 1
+				}
+			}
+			if got := ct.PickedUp(); got != want {
+				t.Errorf("PickedUp() = %d, want %d", got, want)
+			}
 		})
 	}
 }

@@ -57,6 +57,8 @@ type Conntrack struct {
 	pickupUntil int64
 	// evicted counts flows earlyDrop removed.
 	evicted atomic.Uint64
+	// pickedUp counts the connections pickup tracked.
+	pickedUp atomic.Uint64
 }
 
 // minSlots is the size of an empty zone's table (3 KB).

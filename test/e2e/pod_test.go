@@ -255,6 +255,13 @@ func TestNetnsNICRestart(t *testing.T) {
 		h.Start(labtest.DaemonOpts{})
 		st.flowing(t, fmt.Sprintf("stream after %v and restart", sig), 1<<20)
 		fst.flowing(t, fmt.Sprintf("filtered stream after %v and restart", sig), 1<<20)
+		// Picked up after SIGKILL only: SIGTERM saved the tables.
+		for _, p := range []*pod{p4, p5} {
+			out := h.MustCLI("nic", "counters", p.id)
+			if picked := regexp.MustCompile(`firewall_picked_up\W+1\b`).MatchString(out); picked != (sig == syscall.SIGKILL) {
+				t.Errorf("after %v: %s picked up its connection: %t, want %t\n%s", sig, p.id, picked, sig == syscall.SIGKILL, out)
+			}
+		}
 		if a, b := p1.ifindex(t), p2.ifindex(t); a != idx1 || b != idx2 {
 			t.Errorf("after %v: ifindex %d %d, want %d %d", sig, a, b, idx1, idx2)
 		}
