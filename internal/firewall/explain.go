@@ -189,10 +189,15 @@ func flowOf(e *entry) Flow {
 	fk := origKey(e)
 	f := Flow{Dir: fk.dir, Proto: e.k.proto, Src: fk.src.netip(fk.fam), Dst: fk.dst.netip(fk.fam),
 		Replied: e.flags&flReplied != 0, Expires: e.expires}
-	// ICMP echo flows keep their identifier in both ports.
 	f.SrcPort, f.DstPort = e.k.pb, e.k.pa
 	if e.flags&flOrigIsA != 0 {
 		f.SrcPort, f.DstPort = e.k.pa, e.k.pb
+	}
+	if e.k.proto == packet.ProtoICMPv4 || e.k.proto == packet.ProtoICMPv6 {
+		// An echo flow is keyed (identifier, 0); Flow gives the
+		// identifier in both ports.
+		f.SrcPort |= f.DstPort
+		f.DstPort = f.SrcPort
 	}
 	if e.state <= TCPClose {
 		f.State = e.state
