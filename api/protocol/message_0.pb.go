@@ -2082,8 +2082,11 @@ type MessageV0_AppStatusRes struct {
 	CurrentDate    *uint64                `protobuf:"varint,2,opt,name=current_date,json=currentDate" json:"current_date,omitempty"`
 	RequestCounter *uint64                `protobuf:"varint,3,opt,name=request_counter,json=requestCounter" json:"request_counter,omitempty"`
 	GraphDot       *string                `protobuf:"bytes,4,opt,name=graph_dot,json=graphDot" json:"graph_dot,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// extension: the vNICs that cannot carry traffic now, and why (e.g. a
+	// TAP whose network namespace is gone), sorted by vNIC id.
+	NicIssues     []*MessageV0_NicIssue `protobuf:"bytes,100,rep,name=nic_issues,json=nicIssues" json:"nic_issues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MessageV0_AppStatusRes) Reset() {
@@ -2144,6 +2147,67 @@ func (x *MessageV0_AppStatusRes) GetGraphDot() string {
 	return ""
 }
 
+func (x *MessageV0_AppStatusRes) GetNicIssues() []*MessageV0_NicIssue {
+	if x != nil {
+		return x.NicIssues
+	}
+	return nil
+}
+
+// extension: a vNIC that cannot carry traffic now.
+type MessageV0_NicIssue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	NicId *string                `protobuf:"bytes,1,req,name=nic_id,json=nicId" json:"nic_id,omitempty"`
+	// What is wrong and what repairs it, one line.
+	Reason        *string `protobuf:"bytes,2,req,name=reason" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_NicIssue) Reset() {
+	*x = MessageV0_NicIssue{}
+	mi := &file_message_0_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_NicIssue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_NicIssue) ProtoMessage() {}
+
+func (x *MessageV0_NicIssue) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_NicIssue.ProtoReflect.Descriptor instead.
+func (*MessageV0_NicIssue) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 25}
+}
+
+func (x *MessageV0_NicIssue) GetNicId() string {
+	if x != nil && x.NicId != nil {
+		return *x.NicId
+	}
+	return ""
+}
+
+func (x *MessageV0_NicIssue) GetReason() string {
+	if x != nil && x.Reason != nil {
+		return *x.Reason
+	}
+	return ""
+}
+
 type MessageV0_AppConfigReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	LogLevel      *string                `protobuf:"bytes,1,opt,name=log_level,json=logLevel" json:"log_level,omitempty"`
@@ -2153,7 +2217,7 @@ type MessageV0_AppConfigReq struct {
 
 func (x *MessageV0_AppConfigReq) Reset() {
 	*x = MessageV0_AppConfigReq{}
-	mi := &file_message_0_proto_msgTypes[26]
+	mi := &file_message_0_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2229,7 @@ func (x *MessageV0_AppConfigReq) String() string {
 func (*MessageV0_AppConfigReq) ProtoMessage() {}
 
 func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[26]
+	mi := &file_message_0_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2242,7 @@ func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_AppConfigReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_AppConfigReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 25}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 26}
 }
 
 func (x *MessageV0_AppConfigReq) GetLogLevel() string {
@@ -2192,7 +2256,7 @@ var File_message_0_proto protoreflect.FileDescriptor
 
 const file_message_0_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmessage_0.proto\"\x94$\n" +
+	"\x0fmessage_0.proto\"\x83%\n" +
 	"\tMessageV0\x12,\n" +
 	"\arequest\x18\x01 \x01(\v2\x12.MessageV0.RequestR\arequest\x12/\n" +
 	"\bresponse\x18\x02 \x01(\v2\x13.MessageV0.ResponseR\bresponse\x12\x1d\n" +
@@ -2367,13 +2431,18 @@ const file_message_0_proto_rawDesc = "" +
 	"\x06member\x18\x02 \x02(\tR\x06member\x1a=\n" +
 	"\x0eSgMemberDelReq\x12\x13\n" +
 	"\x05sg_id\x18\x01 \x02(\tR\x04sgId\x12\x16\n" +
-	"\x06member\x18\x02 \x02(\tR\x06member\x1a\x96\x01\n" +
+	"\x06member\x18\x02 \x02(\tR\x06member\x1a\xca\x01\n" +
 	"\fAppStatusRes\x12\x1d\n" +
 	"\n" +
 	"start_date\x18\x01 \x01(\x04R\tstartDate\x12!\n" +
 	"\fcurrent_date\x18\x02 \x01(\x04R\vcurrentDate\x12'\n" +
 	"\x0frequest_counter\x18\x03 \x01(\x04R\x0erequestCounter\x12\x1b\n" +
-	"\tgraph_dot\x18\x04 \x01(\tR\bgraphDot\x1a+\n" +
+	"\tgraph_dot\x18\x04 \x01(\tR\bgraphDot\x122\n" +
+	"\n" +
+	"nic_issues\x18d \x03(\v2\x13.MessageV0.NicIssueR\tnicIssues\x1a9\n" +
+	"\bNicIssue\x12\x15\n" +
+	"\x06nic_id\x18\x01 \x02(\tR\x05nicId\x12\x16\n" +
+	"\x06reason\x18\x02 \x02(\tR\x06reason\x1a+\n" +
 	"\fAppConfigReq\x12\x1b\n" +
 	"\tlog_level\x18\x01 \x01(\tR\blogLevelB9Z7github.com/butterfly-go/butterfly/api/protocol;protocol"
 
@@ -2390,7 +2459,7 @@ func file_message_0_proto_rawDescGZIP() []byte {
 }
 
 var file_message_0_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_message_0_proto_goTypes = []any{
 	(MessageV0_Nic_Type)(0),          // 0: MessageV0.Nic.Type
 	(MessageV0_Rule_Direction)(0),    // 1: MessageV0.Rule.Direction
@@ -2420,7 +2489,8 @@ var file_message_0_proto_goTypes = []any{
 	(*MessageV0_SgMemberAddReq)(nil), // 25: MessageV0.SgMemberAddReq
 	(*MessageV0_SgMemberDelReq)(nil), // 26: MessageV0.SgMemberDelReq
 	(*MessageV0_AppStatusRes)(nil),   // 27: MessageV0.AppStatusRes
-	(*MessageV0_AppConfigReq)(nil),   // 28: MessageV0.AppConfigReq
+	(*MessageV0_NicIssue)(nil),       // 28: MessageV0.NicIssue
+	(*MessageV0_AppConfigReq)(nil),   // 29: MessageV0.AppConfigReq
 }
 var file_message_0_proto_depIdxs = []int32{
 	3,  // 0: MessageV0.request:type_name -> MessageV0.Request
@@ -2432,7 +2502,7 @@ var file_message_0_proto_depIdxs = []int32{
 	24, // 6: MessageV0.Request.sg_rule_del:type_name -> MessageV0.SgRuleDelReq
 	25, // 7: MessageV0.Request.sg_member_add:type_name -> MessageV0.SgMemberAddReq
 	26, // 8: MessageV0.Request.sg_member_del:type_name -> MessageV0.SgMemberDelReq
-	28, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
+	29, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
 	9,  // 10: MessageV0.Request.explain:type_name -> MessageV0.ExplainReq
 	11, // 11: MessageV0.Request.nic_drops:type_name -> MessageV0.NicDropsReq
 	19, // 12: MessageV0.Response.status:type_name -> MessageV0.Status
@@ -2457,11 +2527,12 @@ var file_message_0_proto_depIdxs = []int32{
 	15, // 31: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
 	17, // 32: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
 	17, // 33: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	28, // 34: MessageV0.AppStatusRes.nic_issues:type_name -> MessageV0.NicIssue
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_message_0_proto_init() }
@@ -2475,7 +2546,7 @@ func file_message_0_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_message_0_proto_rawDesc), len(file_message_0_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -51,7 +51,18 @@ type netConf struct {
 	// DataDir is where attachments' results are kept (default
 	// /var/lib/cni/butterfly).
 	DataDir string `json:"dataDir,omitempty"`
+	// MTU is the container interface's MTU (0: the TAP's default, 1500).
+	MTU int `json:"mtu,omitempty"`
 }
+
+// minMTU and maxMTU bound netConf.MTU: IPv4's minimum, and the largest
+// MTU Linux gives a TAP (65535 less its Ethernet header). minMTU6 is
+// IPv6's minimum, required when the IPAM plugin allocates IPv6 addresses.
+const (
+	minMTU  = 68
+	maxMTU  = 65535 - 14
+	minMTU6 = 1280
+)
 
 // loadConf parses and checks the network configuration.
 func loadConf(data []byte) (*netConf, error) {
@@ -69,6 +80,8 @@ func loadConf(data []byte) (*netConf, error) {
 		return bad("vni %d does not fit 24 bits", *c.VNI)
 	case c.IPAM.Type == "":
 		return bad("ipam.type is required: the plugin delegates addresses to an IPAM plugin (host-local, static, ...)")
+	case c.MTU != 0 && (c.MTU < minMTU || c.MTU > maxMTU):
+		return bad("mtu %d out of range: want %d to %d", c.MTU, minMTU, maxMTU)
 	}
 	if c.Endpoint == "" {
 		c.Endpoint = apiclient.DefaultEndpoint
@@ -79,15 +92,20 @@ func loadConf(data []byte) (*netConf, error) {
 	return c, nil
 }
 
+// nicPrefix starts the id of every vNIC the plugin creates.
+const nicPrefix = "cni-"
+
 // nicID names the vNIC of one attachment: a container's interface.
-func nicID(args *skel.CmdArgs) string {
-	return "cni-" + args.ContainerID + "-" + args.IfName
+func nicID(containerID, ifname string) string {
+	return nicPrefix + containerID + "-" + ifname
 }
 
 // nicMAC derives a stable, locally administered unicast MAC from the
-// vNIC id, so that a repeated ADD asks for the same vNIC.
-func nicMAC(id string) net.HardwareAddr {
-	h := sha256.Sum256([]byte(id))
+// network's name and the vNIC id, so that a repeated ADD asks for the same
+// vNIC. It is also the plugin's tag (see isOurs): a vNIC whose MAC is the
+// one network derives for its id was created by this plugin for network.
+func nicMAC(network, id string) net.HardwareAddr {
+	h := sha256.Sum256([]byte("butterfly-cni\x00" + network + "\x00" + id))
 	mac := net.HardwareAddr(h[:6])
 	mac[0] = mac[0]&0xfe | 0x02
 	return mac
@@ -194,8 +212,8 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	defer d.close()
-	id := nicID(args)
-	mac := nicMAC(id)
+	id := nicID(args.ContainerID, args.IfName)
+	mac := nicMAC(c.Name, id)
 
 	// A repeated ADD: the vNIC exists in this namespace and its result
 	// was kept: configure the namespace again and return it.
@@ -206,7 +224,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 			res, err := current.NewResult(b)
 			if err == nil {
 				r, _ := current.GetResult(res)
-				if err := configure(args.Netns, args.IfName, r); err != nil {
+				if err := configure(args.Netns, args.IfName, c.MTU, r); err != nil {
 					return err
 				}
 				return types.PrintResult(r, c.CNIVersion)
@@ -228,6 +246,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 		undo()
 		return types.NewError(types.ErrInvalidNetworkConfig, "IPAM plugin "+c.IPAM.Type+" returned no address", "")
 	}
+	for _, ip := range r.IPs {
+		if c.MTU != 0 && c.MTU < minMTU6 && ip.Address.IP.To4() == nil {
+			undo()
+			return types.NewError(types.ErrInvalidNetworkConfig, "invalid network configuration",
+				fmt.Sprintf("mtu %d is below IPv6's minimum %d and IPAM allocated %v", c.MTU, minMTU6, ip.Address.String()))
+		}
+	}
 	nic := &protocol.MessageV0_Nic{
 		Id:            proto.String(id),
 		Mac:           proto.String(mac.String()),
@@ -246,11 +271,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInternal, "butterflyd refused the vNIC "+id, err.Error())
 	}
 	zero := 0
-	r.Interfaces = []*current.Interface{{Name: args.IfName, Mac: mac.String(), Sandbox: args.Netns}}
+	r.Interfaces = []*current.Interface{{Name: args.IfName, Mac: mac.String(), Mtu: c.MTU, Sandbox: args.Netns}}
 	for _, ip := range r.IPs {
 		ip.Interface = &zero
 	}
-	if err := configure(args.Netns, args.IfName, r); err != nil {
+	if err := configure(args.Netns, args.IfName, c.MTU, r); err != nil {
 		_, _ = d.call(&protocol.MessageV0_Request{NicDel: proto.String(id)})
 		undo()
 		return err
@@ -282,14 +307,19 @@ func keepResult(c *netConf, id string, r *current.Result) error {
 	return nil
 }
 
-// configure sets the result's addresses and routes on ifname in the
-// namespace (replacing what is there, so it can run twice) and brings
-// it up.
-func configure(netnsPath, ifname string, r *current.Result) error {
+// configure sets the MTU (unless 0) and the result's addresses and routes
+// on ifname in the namespace (replacing what is there, so it can run
+// twice) and brings it up.
+func configure(netnsPath, ifname string, mtu int, r *current.Result) error {
 	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
 		link, err := netlink.LinkByName(ifname)
 		if err != nil {
 			return fmt.Errorf("find %s: %w", ifname, err)
+		}
+		if mtu != 0 {
+			if err := netlink.LinkSetMTU(link, mtu); err != nil {
+				return fmt.Errorf("set the MTU of %s to %d: %w", ifname, mtu, err)
+			}
 		}
 		if err := netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("set %s up: %w", ifname, err)
@@ -334,7 +364,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	defer d.close()
-	id := nicID(args)
+	id := nicID(args.ContainerID, args.IfName)
 	// nic_del of an unknown id succeeds, so a repeated DEL does too.
 	if _, err := d.call(&protocol.MessageV0_Request{NicDel: proto.String(id)}); err != nil {
 		return types.NewError(types.ErrTryAgainLater, "butterflyd could not delete the vNIC "+id, err.Error())
@@ -368,7 +398,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		return err
 	}
 	defer d.close()
-	id := nicID(args)
+	id := nicID(args.ContainerID, args.IfName)
 	n, err := d.details(id)
 	switch {
 	case err != nil:
@@ -382,7 +412,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err := ipam.ExecCheck(c.IPAM.Type, args.StdinData); err != nil {
 		return types.NewError(types.ErrInternal, "IPAM plugin "+c.IPAM.Type+" check failed", err.Error())
 	}
-	mac := nicMAC(id)
+	mac := nicMAC(c.Name, id)
 	err = ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
 		link, err := netlink.LinkByName(args.IfName)
 		if err != nil {
@@ -393,6 +423,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 		}
 		if !bytes.Equal(link.Attrs().HardwareAddr, mac) {
 			return fmt.Errorf("%s has MAC %v, want %v", args.IfName, link.Attrs().HardwareAddr, mac)
+		}
+		if c.MTU != 0 && link.Attrs().MTU != c.MTU {
+			return fmt.Errorf("%s has MTU %d, want %d", args.IfName, link.Attrs().MTU, c.MTU)
 		}
 		addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
 		if err != nil {

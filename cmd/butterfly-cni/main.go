@@ -1,5 +1,5 @@
 // Command butterfly-cni is a CNI plugin (spec 1.0 and 1.1: ADD, DEL,
-// CHECK, STATUS, VERSION) that attaches a container to a Butterfly
+// CHECK, STATUS, GC, VERSION) that attaches a container to a Butterfly
 // network: it asks butterflyd, over its API, for a TAP vNIC created in
 // the container's network namespace, delegates address allocation to the
 // configured IPAM plugin, and configures the addresses and routes in the
@@ -12,6 +12,6 @@ import (
 )
 
 func main() {
-	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus},
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC},
 		version.All, "butterfly-cni: Butterfly TAP vNICs for containers")
 }

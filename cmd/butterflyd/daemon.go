@@ -133,6 +133,11 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	if restoring {
 		r.SetRestoring(false)
 	}
+	// Only the restored vNICs pick up connections in progress: with a
+	// state file, a vNIC added from now on is a new one.
+	if p, ok := dp.(interface{ EndPickup() }); ok && d.cfg.StateFile != "" {
+		p.EndPickup()
+	}
 	if err != nil {
 		return err
 	}

@@ -88,17 +88,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	pid := os.Getpid()
 	dcfg := dataplane.Config{
-		VTEP:         cfg.VTEP,
-		Workers:      cfg.Workers,
-		CPUs:         usableCPUs(cfg.CPUs, runtime.NumCPU(), log),
-		UnderlayMTU:  cfg.UnderlayMTU,
-		HeadEnd:      cfg.VXLANPeers,
-		SocketDir:    cfg.SocketDir,
-		NoOffload:    cfg.NoOffload,
-		PollIdle:     cfg.PollIdle,
-		ConntrackMax: cfg.ConntrackMax,
-		TraceDir:     cfg.TraceDir,
-		Logger:       log,
+		VTEP:            cfg.VTEP,
+		Workers:         cfg.Workers,
+		CPUs:            usableCPUs(cfg.CPUs, runtime.NumCPU(), log),
+		UnderlayMTU:     cfg.UnderlayMTU,
+		HeadEnd:         cfg.VXLANPeers,
+		SocketDir:       cfg.SocketDir,
+		NoOffload:       cfg.NoOffload,
+		PollIdle:        cfg.PollIdle,
+		ConntrackMax:    cfg.ConntrackMax,
+		ConntrackPickup: cfg.ConntrackPickup,
+		TraceDir:        cfg.TraceDir,
+		Logger:          log,
 	}
 	if cfg.PacketTrace {
 		if err := cfg.TraceDir.Prepare(); err != nil {

@@ -198,6 +198,9 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 			CurrentDate: proto.Uint64(unixSeconds(h.opts.Now())),
 			GraphDot:    proto.String(s.DOT()),
 		}
+		for _, is := range s.NICIssues() {
+			st.NicIssues = append(st.NicIssues, &protocol.MessageV0_NicIssue{NicId: proto.String(is.ID), Reason: proto.String(is.Reason)})
+		}
 		if h.opts.Requests != nil {
 			st.RequestCounter = proto.Uint64(h.opts.Requests())
 		} else {

@@ -503,6 +503,10 @@ func TestStatsCountersStatus(t *testing.T) {
 	e.ok(t, `nic_counters: "nic-1"`, `nic_counters { rx_packets: 1 rx_bytes: 2 tx_packets: 3 tx_bytes: 4
 		drops { name: "antispoof" value: 5 } drops { name: "firewall" value: 7 } }`)
 	e.ok(t, `app_status: true`, `app_status { start_date: 1000 current_date: 2000 request_counter: 42 graph_dot: "strict graph G {}\n" }`)
+	e.dp.SetIssues([]model.NICIssue{{ID: "nic-1", Reason: "namespace gone"}, {ID: "nic-2", Reason: "also gone"}})
+	e.ok(t, `app_status: true`, `app_status { start_date: 1000 current_date: 2000 request_counter: 42 graph_dot: "strict graph G {}\n"
+		nic_issues { nic_id: "nic-1" reason: "namespace gone" } nic_issues { nic_id: "nic-2" reason: "also gone" } }`)
+	e.dp.SetIssues(nil)
 	e.dp.FailOn(modeltest.OpStats, "", errors.New("port gone"))
 	e.fail(t, `nic_stats: "nic-1"`, "NIC stats failed: nic \"nic-1\": port gone")
 }

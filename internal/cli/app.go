@@ -15,10 +15,12 @@ import (
 func statusCommand(seg *segment) *cobra.Command {
 	return leaf(seg, leafSpec{
 		use:   "status",
-		short: "Print the daemon's start time, request counter and dataplane graph",
+		short: "Print the daemon's start time, request counter, vNIC issues and dataplane graph",
 		long: `Print the daemon's start date and current date (Unix seconds), the number
-of API requests it has processed, and its dataplane graph in the DOT
-language (paste it into any Graphviz viewer).`,
+of API requests it has processed, a line "nic ID: REASON" for each vNIC
+that cannot carry traffic now (e.g. a TAP whose network namespace is
+gone), and its dataplane graph in the DOT language (paste it into any
+Graphviz viewer).`,
 		build: func(c *cobra.Command, args []string) (func(*session) error, error) {
 			return func(s *session) error {
 				r, err := s.exec1(&protocol.MessageV0_Request{AppStatus: proto.Bool(true)})
@@ -37,6 +39,9 @@ language (paste it into any Graphviz viewer).`,
 				}
 				if st.RequestCounter != nil {
 					fmt.Fprintf(s.stdout, "request counter: %d\n", st.GetRequestCounter())
+				}
+				for _, is := range st.GetNicIssues() {
+					fmt.Fprintf(s.stdout, "nic %s: %s\n", is.GetNicId(), is.GetReason())
 				}
 				if st.GraphDot != nil {
 					fmt.Fprintf(s.stdout, "dot graph: \n%s\n", st.GetGraphDot())

@@ -39,6 +39,11 @@ const (
 	MaxWorkers = 256
 	// MaxConntrack bounds --conntrack-max.
 	MaxConntrack = 1 << 24
+	// DefaultConntrackPickup is the default --conntrack-pickup: Linux's
+	// TCP_RTO_MAX, so that every TCP sender still retrying meets the
+	// window; MaxConntrackPickup bounds it.
+	DefaultConntrackPickup = 2 * time.Minute
+	MaxConntrackPickup     = time.Hour
 )
 
 // Config is the daemon's validated configuration.
@@ -92,6 +97,11 @@ type Config struct {
 	// ConntrackMax is the number of connections the firewall tracks per
 	// vNIC (--conntrack-max); 0 = the dataplane's default.
 	ConntrackMax int
+	// ConntrackPickup is the loose-pickup window after the start
+	// (--conntrack-pickup): vNICs restored without saved connection
+	// tables (without a state file: the vNICs added) pick up the TCP
+	// connections in progress the policy allows until it ends; 0 = off.
+	ConntrackPickup time.Duration
 	// VhostClient is the vhost-user mode of vNICs added without one
 	// (--vhost-client): true = client, the daemon connects to a socket
 	// the VM's QEMU listens on; false = server, as the original.
@@ -111,7 +121,7 @@ type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
 	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
 	peers, workers, pollIdle, conntrackMax, traceDir    string
-	autoKey                                             string
+	autoKey, conntrackPickup                            string
 	vhostClientINI                                      string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
 	vhostClient                                         bool
@@ -141,6 +151,7 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.StringVar(&r.workers, "workers", strconv.Itoa(DefaultWorkers), "number of packet `workers`")
 	fs.StringVar(&r.pollIdle, "poll-idle", "", "busy-poll this `duration` after the last packet before sleeping (e.g. 100us, 2ms; \"never\" = never sleep; default 100us)")
 	fs.StringVar(&r.conntrackMax, "conntrack-max", "", "connections tracked by the firewall per vNIC (`number`; default 65536)")
+	fs.StringVar(&r.conntrackPickup, "conntrack-pickup", DefaultConntrackPickup.String(), "for this `duration` after a start, vNICs restored without saved connection tables (after a SIGKILL or crash; without a state file, the vNICs added) pick up the TCP connections in progress their rules would let open (0 = never; at most 1h)")
 	fs.BoolVar(&r.vhostClient, "vhost-client", false, "vhost-user vNICs added without a mode are clients: the daemon connects to the socket the VM's QEMU listens on, and reconnects (default: server, the daemon listens)")
 	fs.StringVar(&r.dpdkArgs, "dpdk-args", "", "accepted for compatibility; no effect (no DPDK)")
 	fs.BoolVar(&r.dpdkHelp, "dpdk-help", false, "accepted for compatibility; no effect (no DPDK)")
@@ -159,8 +170,8 @@ Configuration file (-c): read after the command line; every key it sets
 overrides the matching option.
   [general]  log-level, ip, endpoint, socket-dir, graph-core-id (or
              graph-cpu-core), nic-mtu, state-file, metrics, vxlan-peers,
-             workers, poll-idle, conntrack-max, vhost-client (true or false),
-             trace-dir;
+             workers, poll-idle, conntrack-max, conntrack-pickup,
+             vhost-client (true or false), trace-dir;
              dpdk-args and dpdk-port are accepted without effect
   [security] encryption_key_path, auto_key_path
 `)
@@ -185,6 +196,7 @@ func iniKeys(r *raw) map[string]*string {
 		"general.workers":              &r.workers,
 		"general.poll-idle":            &r.pollIdle,
 		"general.conntrack-max":        &r.conntrackMax,
+		"general.conntrack-pickup":     &r.conntrackPickup,
 		"general.vhost-client":         &r.vhostClientINI,
 		"general.trace-dir":            &r.traceDir,
 		"security.encryption_key_path": &r.key,
@@ -339,6 +351,12 @@ func (cfg *Config) fill(r *raw) error {
 		} else {
 			cfg.ConntrackMax = n
 		}
+	}
+
+	if d, err := time.ParseDuration(strings.TrimSpace(r.conntrackPickup)); err != nil || d < 0 || d > MaxConntrackPickup {
+		bad("--conntrack-pickup: %q is not a duration between 0 and %v", r.conntrackPickup, MaxConntrackPickup)
+	} else {
+		cfg.ConntrackPickup = d
 	}
 
 	cfg.VhostClient = r.vhostClient

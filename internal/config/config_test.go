@@ -39,6 +39,7 @@ func TestDefaults(t *testing.T) {
 		AutoKeyFile: apiclient.DefaultKeyFile,
 		Workers:     1,
 	}
+	want.ConntrackPickup = DefaultConntrackPickup
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Parse defaults:\n got %+v\nwant %+v", cfg, want)
 	}
@@ -150,6 +151,15 @@ func TestFlags(t *testing.T) {
 		{"conntrack max zero", []string{"-i", "10.0.0.1", "-s", dir, "--conntrack-max", "0"}, nil, "--conntrack-max"},
 		{"conntrack max huge", []string{"-i", "10.0.0.1", "-s", dir, "--conntrack-max", "99999999999"}, nil, "--conntrack-max"},
 		{"workers text", []string{"-i", "10.0.0.1", "-s", dir, "--workers", "two"}, nil, "--workers"},
+		{"conntrack pickup default", []string{"-i", "10.0.0.1", "-s", dir},
+			func(c Config) bool { return c.ConntrackPickup == 2*time.Minute }, ""},
+		{"conntrack pickup", []string{"-i", "10.0.0.1", "-s", dir, "--conntrack-pickup", "30s"},
+			func(c Config) bool { return c.ConntrackPickup == 30*time.Second }, ""},
+		{"conntrack pickup off", []string{"-i", "10.0.0.1", "-s", dir, "--conntrack-pickup", "0"},
+			func(c Config) bool { return c.ConntrackPickup == 0 }, ""},
+		{"conntrack pickup negative", []string{"-i", "10.0.0.1", "-s", dir, "--conntrack-pickup", "-1s"}, nil, "--conntrack-pickup"},
+		{"conntrack pickup too long", []string{"-i", "10.0.0.1", "-s", dir, "--conntrack-pickup", "2h"}, nil, "--conntrack-pickup"},
+		{"conntrack pickup text", []string{"-i", "10.0.0.1", "-s", dir, "--conntrack-pickup", "long"}, nil, "--conntrack-pickup"},
 		{"vhost client", []string{"-i", "10.0.0.1", "-s", dir, "--vhost-client"},
 			func(c Config) bool { return c.VhostClient }, ""},
 		{"vhost client explicit false", []string{"-i", "10.0.0.1", "-s", dir, "--vhost-client=false"},
@@ -257,6 +267,8 @@ encryption_key_path=/etc/butterfly/key
 			func(c Config) bool { return !c.VhostClient }, ""},
 		{"ini vhost-client unset keeps the option", "[general]\nip=10.0.0.1\n", []string{"-s", dir, "--vhost-client"},
 			func(c Config) bool { return c.VhostClient }, ""},
+		{"ini conntrack-pickup", "[general]\nconntrack-pickup=45s\n", []string{"-i", "10.0.0.1", "-s", dir, "--conntrack-pickup", "1m"},
+			func(c Config) bool { return c.ConntrackPickup == 45*time.Second }, ""},
 		{"ini vhost-client invalid", "[general]\nvhost-client=sometimes\n", []string{"-i", "10.0.0.1", "-s", dir}, nil, "vhost-client"},
 		{"ini missing mandatory", "[general]\nlog-level=info\n", nil, nil, "IP to use is not set"},
 		{"not an ini file", "[general\nip", []string{"-i", "10.0.0.1", "-s", dir}, nil, "failed to open configuration file"},

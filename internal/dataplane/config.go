@@ -55,6 +55,13 @@ type Config struct {
 	// ConntrackTotal bounds the connections tracked by all the vNICs
 	// together (0 = 1048576).
 	ConntrackTotal int
+	// ConntrackPickup is the loose-pickup window: a vNIC created without
+	// saved connections (model.NIC.Import) before ConntrackPickup has
+	// passed since the engine started tracks the TCP connections in
+	// progress it meets until then (firewall.Conntrack.SetPickup), so
+	// that connections established before an unclean restart resume.
+	// 0 = none; at most maxConntrackPickup.
+	ConntrackPickup time.Duration
 	// StallTimeout is how long a configuration change waits for a busy
 	// worker to adopt it before that worker is reported stuck (0 = 5 s);
 	// what the worker may still use (a deleted vNIC's port) is released
@@ -88,6 +95,8 @@ const (
 	defaultConntrackMax   = 65536
 	defaultConntrackTotal = 1 << 20
 	maxConntrack          = 1 << 24
+	// maxConntrackPickup bounds Config.ConntrackPickup.
+	maxConntrackPickup = time.Hour
 	// minUnderlayMTU and maxUnderlayMTU bound Config.UnderlayMTU: the
 	// smallest datagram every IPv4 host must accept, the largest IP
 	// packet.
@@ -151,6 +160,9 @@ func (cfg *Config) normalize() error {
 	}
 	if cfg.ConntrackMax < 0 || cfg.ConntrackMax > maxConntrack || cfg.ConntrackTotal < 0 {
 		return fmt.Errorf("dataplane: conntrack sizes %d per vNIC, %d in total: want 1 to %d per vNIC", cfg.ConntrackMax, cfg.ConntrackTotal, maxConntrack)
+	}
+	if cfg.ConntrackPickup < 0 || cfg.ConntrackPickup > maxConntrackPickup {
+		return fmt.Errorf("dataplane: conntrack pickup window %v: want 0 to %v", cfg.ConntrackPickup, maxConntrackPickup)
 	}
 	return nil
 }

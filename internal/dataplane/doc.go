@@ -62,7 +62,11 @@
 // a flow is cut anyway at its next packet) and shrinks a table that is
 // mostly empty; tables start at a few KB and grow with their flows up to
 // Config.ConntrackMax. Drops are counted per vNIC as
-// firewall_<reason> (no_rule, invalid, table_full, cut, fragment).
+// firewall_<reason> (no_rule, invalid, table_full, cut, fragment). A
+// vNIC created without saved connections (model.NIC.Import) within
+// Config.ConntrackPickup of the start, and before EndPickup, picks up the
+// TCP connections in progress its policy allows until that window ends
+// (firewall.Conntrack.SetPickup), so that they survive an unclean restart.
 //
 // # Polling
 //

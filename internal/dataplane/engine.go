@@ -78,6 +78,8 @@ type Engine struct {
 	taps map[string]bool
 	// restoring: see SetRestoring.
 	restoring bool
+	// pickupEnded: see EndPickup.
+	pickupEnded bool
 	// What the next snapshot shares with the previous ones: the VNIs'
 	// entries (a new map when a VNI comes or goes) and, per worker, the
 	// slots it polls (copied on write). vniDirty lists the VNIs whose
@@ -550,6 +552,11 @@ func (e *Engine) Counters(id string) (model.NICCounters, error) {
 		// Not a packet drop: half-open flows of peers removed from a
 		// full table (firewall.Conntrack.Evicted).
 		c.Drops["firewall_evicted"] = n
+	}
+	if n := p.ct.PickedUp(); n != 0 {
+		// Not a drop either: connections in progress tracked from the
+		// middle after a restart (firewall.Conntrack.SetPickup).
+		c.Drops["firewall_picked_up"] = n
 	}
 	addPortDrops(&c, p.port)
 	return c, nil

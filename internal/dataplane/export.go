@@ -87,13 +87,35 @@ func (e *Engine) ExportNIC(id string) ([]byte, error) {
 	return data, nil
 }
 
+// EndPickup closes the pickup window (Config.ConntrackPickup) early for
+// the vNICs created from now on; those created before keep it. The
+// daemon calls it once the vNICs of its state file are restored: a vNIC
+// added later is a new one, whose connections all start with a SYN.
+// Without a state file the window stays open, for an orchestrator that
+// adds its vNICs again after a restart.
+func (e *Engine) EndPickup() {
+	e.mu.Lock()
+	e.pickupEnded = true
+	e.mu.Unlock()
+}
+
 // newConntrack returns the connection tracking of vNIC id under policy
-// pol, loaded with data (an export of another host) when it is set. The
-// table is not shared yet, so the control plane fills it directly.
+// pol, loaded with data (an export of another host, or the table a clean
+// stop saved) when it is set. Without data, within the pickup window
+// (Config.ConntrackPickup) after the engine's start and before EndPickup,
+// the zone picks up TCP connections in progress until the window ends.
+// e.mu is held. The table is not
+// shared yet, so the control plane fills it directly.
 func (e *Engine) newConntrack(id string, pol *firewall.Policy, data []byte) (*firewall.Conntrack, error) {
 	ct := firewall.NewConntrack(e.cfg.ConntrackMax)
 	ct.SetLimit(e.ctLimit)
 	if len(data) == 0 {
+		// The workers' clock (Decide's now) is the time since e.start.
+		if until := int64(e.cfg.ConntrackPickup); !e.pickupEnded && int64(time.Since(e.start)) < until {
+			ct.SetPickup(until)
+			e.log.Debug("vNIC picks up TCP connections in progress", "id", id,
+				"until", e.start.Add(e.cfg.ConntrackPickup).Format(time.RFC3339))
+		}
 		return ct, nil
 	}
 	st, err := ct.Import(data, pol, int64(time.Since(e.start)))

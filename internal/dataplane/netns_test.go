@@ -9,7 +9,7 @@ import (
 
 // TestRestoreDetachesMissingNetns: while restoring, a netns TAP vNIC whose
 // namespace is gone is added detached: it counts the frames it could not
-// deliver as netns_gone and can be deleted; outside a restore the same
+// deliver as netns_gone, is reported by NICIssues and can be deleted; outside a restore the same
 // vNIC is refused with an error naming the namespace.
 func TestRestoreDetachesMissingNetns(t *testing.T) {
 	h := newHarness(t, Config{}, true)
@@ -42,8 +42,18 @@ func TestRestoreDetachesMissingNetns(t *testing.T) {
 	if c.Drops[dropNetnsGone] != 3 {
 		t.Errorf("drops %v, want %s: 3", c.Drops, dropNetnsGone)
 	}
+	if h.e.Attached(gone.ID) || h.e.Attached("peer") {
+		t.Error("Attached: true for a detached vNIC or one outside a namespace")
+	}
+	is := h.e.NICIssues()
+	if len(is) != 1 || is[0].ID != gone.ID || !strings.Contains(is[0].Reason, gone.Netns) || !strings.Contains(is[0].Reason, "gone") {
+		t.Errorf("issues %+v, want one for %s naming %s", is, gone.ID, gone.Netns)
+	}
 	if err := h.e.DeleteNIC(gone.ID); err != nil {
 		t.Fatalf("DeleteNIC of a detached vNIC: %v", err)
+	}
+	if is := h.e.NICIssues(); len(is) != 0 {
+		t.Errorf("issues after the delete: %+v", is)
 	}
 }
 

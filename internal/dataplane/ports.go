@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -181,6 +182,38 @@ func (p *detachedPort) Close() error {
 		return fmt.Errorf("detached port: close: %w", err)
 	}
 	return nil
+}
+
+// NICIssues returns the vNICs that cannot carry traffic now, sorted by
+// id: those kept detached because their namespace was gone at the
+// restore (model.IssueReporter).
+func (e *Engine) NICIssues() []model.NICIssue {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []model.NICIssue
+	for id, ent := range e.nics {
+		if _, ok := ent.p.port.(*detachedPort); ok {
+			out = append(out, model.NICIssue{ID: id, Reason: fmt.Sprintf(
+				"network namespace %s is gone: detached, frames to it are dropped (%s) until nic add is replayed once it exists again",
+				ent.nic.Netns, dropNetnsGone)})
+		}
+	}
+	slices.SortFunc(out, func(a, b model.NICIssue) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Attached reports whether vNIC id is attached to its TAP in a network
+// namespace and that device is still in place (same ifindex and name);
+// false for other vNICs (model.AttachChecker).
+func (e *Engine) Attached(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ent, ok := e.nics[id]
+	if !ok || ent.nic.Netns == "" {
+		return false
+	}
+	p, ok := ent.p.port.(*tap.Port)
+	return ok && p.InPlace()
 }
 
 // removePort closes a deleted vNIC's port and removes what it created

@@ -20,7 +20,8 @@ import (
 //   - new connection: a TCP SYN allowed by the policy's last rule, which
 //     creates an entry; every SYN is a new 5-tuple and time advances so
 //     that entries expire and are collected, as in a steady stream of new
-//     connections (reported as conns/s).
+//     connections (reported as conns/s); likewise TCP connections in
+//     progress picked up (pickup.go).
 //
 // TestBenchZeroAllocs runs the same operations and asserts that none
 // allocates.
@@ -146,6 +147,29 @@ func newConnOp(tb testing.TB, n int) (benchOp, *Conntrack) {
 	}}, ct
 }
 
+// newPickupOp picks up a TCP connection in progress per call (a plain
+// ACK from 192.0.2.x:port to port 22, every 5-tuple different from the
+// previous 16 million), allowed by the last of n rules, in a zone whose
+// pickup window never ends.
+func newPickupOp(tb testing.TB, n int) (benchOp, *Conntrack) {
+	pol := allowPolicy(tb, n)
+	ct := NewConntrack(benchFlows)
+	ct.SetPickup(1 << 62)
+	f := pk{src: "192.0.2.0", dst: vm4, proto: 6, sport: 1, dport: 22, flags: packet.TCPFlagACK}.build()
+	ip := packet.IPv4(f[packet.EthernetLen:])
+	var i uint32
+	var now int64
+	return benchOp{fmt.Sprint("tcp-pickup/rules=", n), Accept, func() Verdict {
+		i++
+		binary.BigEndian.PutUint16(ip[20:], uint16(i))
+		ip[15] = byte(i >> 16) // source 192.0.2.x
+		now += TimeoutPickup / newConnLife
+		v := ct.Decide(f, ToVM, pol, now)
+		ct.Check(pol, now, checkPerPacket)
+		return v
+	}}, ct
+}
+
 // newEgressOp opens a new outbound UDP flow per call under the default
 // egress (the policy has n INBOUND rules and no OUTBOUND rule).
 func newEgressOp(tb testing.TB, n int) (benchOp, *Conntrack) {
@@ -211,6 +235,10 @@ func BenchmarkNewConnection(b *testing.B) {
 		o, _ := newEgressOp(b, 100)
 		report(b, o)
 	})
+	b.Run("tcp-pickup/rules=1000", func(b *testing.B) {
+		o, _ := newPickupOp(b, 1000)
+		report(b, o)
+	})
 }
 
 func BenchmarkCompile1000(b *testing.B) {
@@ -238,6 +266,8 @@ func TestBenchZeroAllocs(t *testing.T) {
 		cts = append(cts, ct)
 	}
 	o, ct := newEgressOp(t, 100)
+	ops, cts = append(ops, o), append(cts, ct)
+	o, ct = newPickupOp(t, 1000)
 	ops, cts = append(ops, o), append(cts, ct)
 	for _, o := range ops {
 		bad := 0

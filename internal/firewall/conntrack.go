@@ -124,6 +124,9 @@ func (c *Conntrack) track(t *tuple, pol *Policy, now int64) Verdict {
 		_, free = c.find(&k, h)
 	}
 	if t.fk.proto == packet.ProtoTCP && t.tcpFlags&tcpSynMask != packet.TCPFlagSYN {
+		if c.canPickup(t, now) {
+			return c.pickup(t, &k, h, free, srcIsA, pol, now)
+		}
 		return DropInvalid
 	}
 	if !classify(pol, &t.fk) {
@@ -206,6 +209,14 @@ func hit(e *entry, t *tuple, srcIsA bool, pol *Policy, now int64) Verdict {
 			return DropInvalid
 		}
 		e.expires = now + tcpTimeout(e.state)
+		if e.flags&flPickup != 0 {
+			// Picked up: confirmed by its other direction only.
+			if fromOrig {
+				e.expires = min(e.expires, now+TimeoutPickup)
+			} else {
+				e.flags &^= flPickup
+			}
+		}
 	}
 	return Accept
 }

@@ -70,7 +70,9 @@
 // until a reply is seen, then 180 s; ICMP 30 s; other protocols 600 s.
 // Time is passed in as monotonic nanoseconds.
 //
-// Only a packet the policy allows creates an entry (for TCP only a SYN).
+// Only a packet the policy allows creates an entry (for TCP only a SYN,
+// but for the loose pickup of connections in progress that a zone may
+// allow for a while after an unclean restart: SetPickup, pickup.go).
 // Packets of a tracked flow pass without rule evaluation, unless the entry's
 // policy generation differs from the current policy's: the flow's first
 // packet is then re-evaluated and the flow is cut if no longer allowed.

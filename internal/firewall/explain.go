@@ -124,24 +124,32 @@ func (c *Conntrack) peek(t *tuple, pol *Policy, now int64, x *Explanation) {
 			return
 		}
 	}
+	what, pickup := "new flow", false
 	if t.fk.proto == packet.ProtoTCP && t.tcpFlags&tcpSynMask != packet.TCPFlagSYN {
-		x.Verdict, x.Note = DropInvalid, "TCP segment other than a SYN and no tracked connection"
-		return
+		if !c.canPickup(t, now) {
+			x.Verdict, x.Note = DropInvalid, "TCP segment other than a SYN and no tracked connection"
+			return
+		}
+		what, pickup = "connection in progress picked up (loose pickup after a restart)", true
 	}
 	x.Evaluated = true
 	var ok bool
 	ok, x.Match = pol.explain(&t.fk)
-	if !ok {
+	switch {
+	case !ok && pickup:
+		x.Verdict, x.Note = DropInvalid, "TCP segment of no tracked connection: loose pickup refused, the policy would not let its sender open it"
+		return
+	case !ok:
 		x.Verdict = DropNoRule
 		return
 	}
 	switch c.roomFor(h, now) {
 	case noRoom:
-		x.Verdict, x.Note = DropTableFull, "new flow and the connection table is full"
+		x.Verdict, x.Note = DropTableFull, what+" and the connection table is full"
 	case roomByEviction:
-		x.Verdict, x.Note = Accept, "new flow; the table is full: a peer's half-open flow is evicted for it"
+		x.Verdict, x.Note = Accept, what+"; the table is full: a peer's half-open flow is evicted for it"
 	default:
-		x.Verdict, x.Note = Accept, "new flow"
+		x.Verdict, x.Note = Accept, what
 	}
 }
 
@@ -181,10 +189,15 @@ func flowOf(e *entry) Flow {
 	fk := origKey(e)
 	f := Flow{Dir: fk.dir, Proto: e.k.proto, Src: fk.src.netip(fk.fam), Dst: fk.dst.netip(fk.fam),
 		Replied: e.flags&flReplied != 0, Expires: e.expires}
-	// ICMP echo flows keep their identifier in both ports.
 	f.SrcPort, f.DstPort = e.k.pb, e.k.pa
 	if e.flags&flOrigIsA != 0 {
 		f.SrcPort, f.DstPort = e.k.pa, e.k.pb
+	}
+	if e.k.proto == packet.ProtoICMPv4 || e.k.proto == packet.ProtoICMPv6 {
+		// An echo flow is keyed (identifier, 0); Flow gives the
+		// identifier in both ports.
+		f.SrcPort |= f.DstPort
+		f.DstPort = f.SrcPort
 	}
 	if e.state <= TCPClose {
 		f.State = e.state

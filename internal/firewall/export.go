@@ -280,6 +280,11 @@ func ParseExport(data []byte) ([]Record, error) {
 				SrcPort: p.fk.sport, DstPort: p.fk.dport, State: p.state, Replied: p.flags&recReplied != 0},
 			Remaining: time.Duration(p.remaining),
 		}
+		if p.fk.proto == packet.ProtoICMPv4 || p.fk.proto == packet.ProtoICMPv6 {
+			// The record's identifier in both ports (parsed keeps the
+			// table's key: (identifier, 0)).
+			out[i].DstPort = out[i].SrcPort
+		}
 	}
 	return out, nil
 }

@@ -24,6 +24,7 @@ const (
 	flFinReply                 // the responder sent FIN
 	flFirstFinOrig             // the first FIN came from the originator
 	flLiberal                  // TCP windows are learnt, not enforced
+	// flPickup (1<<7) is in pickup.go.
 )
 
 type entry struct {
@@ -52,8 +53,12 @@ type Conntrack struct {
 	// checkCursor is Check's position.
 	checkCursor uint32
 	limit       *Limit
+	// pickupUntil ends the loose pickup of TCP connections (pickup.go).
+	pickupUntil int64
 	// evicted counts flows earlyDrop removed.
 	evicted atomic.Uint64
+	// pickedUp counts the connections pickup tracked.
+	pickedUp atomic.Uint64
 }
 
 // minSlots is the size of an empty zone's table (3 KB).
@@ -248,9 +253,11 @@ const earlyDropScan = 64
 // evictable reports whether e is a flow a peer opened towards the VM that
 // is not yet assured: a TCP connection short of ESTABLISHED, or another
 // flow the VM never answered. Such flows are what a flood of new
-// connections from outside leaves behind.
+// connections from outside leaves behind. A picked-up TCP flow whose
+// other direction was not seen yet (pickup.go) is evictable too, in
+// either direction.
 func (e *entry) evictable() bool {
-	if e.gen == genCut {
+	if e.gen == genCut || e.flags&flPickup != 0 {
 		return true
 	}
 	if e.flags&flOrigFrom != 0 {

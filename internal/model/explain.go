@@ -60,3 +60,35 @@ func (s *Store) NICDrops(id string, n int) ([]Drop, error) {
 	}
 	return queryNIC(s, id, "NIC drops failed", func(id string) ([]Drop, error) { return d.Drops(id, n) })
 }
+
+// NICIssue is a vNIC that cannot carry traffic now (app_status).
+type NICIssue struct {
+	ID string
+	// Reason says what is wrong and what repairs it, on one line.
+	Reason string
+}
+
+// IssueReporter is a Dataplane that reports the vNICs that cannot carry
+// traffic now (e.g. a TAP whose network namespace is gone).
+type IssueReporter interface {
+	NICIssues() []NICIssue
+}
+
+// NICIssues returns the vNICs that cannot carry traffic now, sorted by
+// id; none when the dataplane does not report them.
+func (s *Store) NICIssues() []NICIssue {
+	r, ok := s.dp.(IssueReporter)
+	if !ok {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return r.NICIssues()
+}
+
+// AttachChecker is a Dataplane that tells whether a vNIC in a network
+// namespace is attached to its device, in place (AddNIC uses it to keep
+// such a vNIC when the same nic_add is replayed).
+type AttachChecker interface {
+	Attached(id string) bool
+}

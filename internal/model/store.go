@@ -215,7 +215,9 @@ func uniqueIDs(ids []string) []string {
 // AddNIC creates a vNIC and returns the path the dataplane reports (socket
 // path or interface name). If a vNIC with the same id exists, it is
 // replaced, as in the original: the old one is removed from the dataplane
-// and the new one created. If creating the new one fails, the old one is
+// and the new one created; but the same nic_add of a vNIC in a network
+// namespace that is attached to its device changes nothing (see
+// keepAttached). If creating the new one fails, the old one is
 // recreated and kept (the error says whether that worked).
 //
 // n.Import, when set, becomes the new vNIC's connection-tracking state; a
@@ -235,6 +237,9 @@ func (s *Store) AddNIC(n NIC) (string, error) {
 
 func (s *Store) addNIC(n NIC) (string, error) {
 	old, exists := s.nics.m[n.ID]
+	if exists && keepAttached(s.dp, old, n) {
+		return old.Path, nil
+	}
 	if exists {
 		if err := s.dp.DeleteNIC(old.ID); err != nil {
 			return "", dataplaneErr("NIC deletion failed", fmt.Errorf("replacing nic %q: %w", old.ID, err))
@@ -262,6 +267,27 @@ func (s *Store) addNIC(n NIC) (string, error) {
 	s.nics.set(n.ID, &n)
 	s.gen++
 	return path, nil
+}
+
+// keepAttached reports whether replacing vNIC old with n would change
+// nothing but cut its traffic: n is the same vNIC in a network namespace
+// (an orchestrator replaying its nic_add after a restart), without an
+// import, and the dataplane has it attached to its device in place. Such
+// a replay keeps the vNIC, so the container keeps its interface,
+// addresses and connections; a detached vNIC (its namespace was gone) or
+// one whose device disappeared is replaced, which re-creates its TAP.
+func keepAttached(dp Dataplane, old *NIC, n NIC) bool {
+	if n.Netns == "" || len(n.Import) > 0 {
+		return false
+	}
+	n.Path = old.Path // output only
+	if !n.PacketTrace && !old.PacketTrace {
+		// No trace: the path has no effect, and the default one names
+		// the daemon's pid, which a restart changed.
+		n.TracePath = old.TracePath
+	}
+	a, ok := dp.(AttachChecker)
+	return ok && n.Equal(*old) && a.Attached(n.ID)
 }
 
 // UpdateNIC applies a partial update. An unknown id is an error

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bytes"
+	"crypto/sha512"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,6 +50,16 @@ func newCNIEnv(t *testing.T, l *labtest.Lab) *cniEnv {
 // 42.0.0.0/24.
 func (e *cniEnv) network(name string, h *labtest.Host, vni, first, last int) {
 	e.t.Helper()
+	e.networkMTU(name, h, vni, first, last, 0)
+}
+
+// networkMTU is network with the key mtu (unless 0).
+func (e *cniEnv) networkMTU(name string, h *labtest.Host, vni, first, last, mtu int) {
+	e.t.Helper()
+	mtuKey := ""
+	if mtu != 0 {
+		mtuKey = fmt.Sprintf(`"mtu": %d,`, mtu)
+	}
 	conf := fmt.Sprintf(`{
   "cniVersion": "1.1.0",
   "name": %q,
@@ -56,7 +69,7 @@ func (e *cniEnv) network(name string, h *labtest.Host, vni, first, last int) {
     "keyFile": "none",
     "vni": %d,
     "securityGroups": ["sg-open"],
-    "antispoof": true,
+    "antispoof": true,%s
     "dataDir": %q,
     "ipam": {
       "type": "host-local",
@@ -65,10 +78,50 @@ func (e *cniEnv) network(name string, h *labtest.Host, vni, first, last int) {
       "routes": [{"dst": "10.200.0.0/16"}]
     }
   }]
-}`, name, h.Endpoint, vni, filepath.Join(e.dir, "cni-data-"+name), filepath.Join(e.dir, "ipam-"+name), first, last)
+}`, name, h.Endpoint, vni, mtuKey, filepath.Join(e.dir, "cni-data-"+name), filepath.Join(e.dir, "ipam-"+name), first, last)
 	if err := os.WriteFile(filepath.Join(e.netDir, name+".conflist"), []byte(conf), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// gc runs the plugin's GC (CNI 1.1) for network with the attachments
+// (interface eth0) of the pods in namespaces valid, as a runtime would.
+func (e *cniEnv) gc(network string, valid ...string) (string, error) {
+	e.t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.netDir, network+".conflist"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var list struct {
+		Plugins []map[string]any `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		e.t.Fatal(err)
+	}
+	conf := list.Plugins[0]
+	conf["name"], conf["cniVersion"] = network, "1.1.0"
+	var atts []map[string]string
+	for _, ns := range valid {
+		atts = append(atts, map[string]string{"containerID": cnitoolContainerID(netnsPath(ns)), "ifname": "eth0"})
+	}
+	conf["cni.dev/valid-attachments"] = atts
+	if b, err = json.Marshal(conf); err != nil {
+		e.t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(e.bin, "butterfly-cni"))
+	cmd.Env = append(os.Environ(), "CNI_COMMAND=GC", "CNI_PATH="+e.bin)
+	cmd.Stdin = bytes.NewReader(b)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("GC of %s: %w: %s", network, err, out)
+	}
+	return string(out), nil
+}
+
+// cnitoolContainerID is the container id cnitool gives the pod in netns.
+func cnitoolContainerID(netns string) string {
+	s := sha512.Sum512([]byte(netns))
+	return fmt.Sprintf("cnitool-%x", s[:10])
 }
 
 // tool runs cnitool.
@@ -87,6 +140,7 @@ type cniResult struct {
 	CNIVersion string `json:"cniVersion"`
 	Interfaces []struct {
 		Name, Mac, Sandbox string
+		Mtu                int
 	} `json:"interfaces"`
 	IPs []struct {
 		Address   string `json:"address"`
@@ -126,7 +180,7 @@ func TestCNI(t *testing.T) {
 	l := newLab(t)
 	h1, h2 := l.OpenHostPair(labtest.IPv4, labtest.DaemonOpts{})
 	e := newCNIEnv(t, l)
-	e.network("h1-net42", h1, 42, 10, 19)
+	e.networkMTU("h1-net42", h1, 42, 10, 19, 1400)
 	e.network("h2-net42", h2, 42, 20, 29)
 	e.network("h2-net43", h2, 43, 30, 39)
 	podA, podB, podC := l.NetNS("cnia"), l.NetNS("cnib"), l.NetNS("cnic")
@@ -137,6 +191,13 @@ func TestCNI(t *testing.T) {
 	t.Logf("pods: A %s (h1, VNI 42), B %s (h2, VNI 42), C %s (h2, VNI 43)", ipA, ipB, ipC)
 	if route := labtest.Must(t, "ip", "-n", podA, "route", "show", "10.200.0.0/16"); !strings.Contains(route, "dev eth0") {
 		t.Errorf("IPAM route not configured in pod A: %q", route)
+	}
+	// Pod A's network sets mtu 1400; the others keep the TAP's 1500.
+	if link := labtest.Must(t, "ip", "-n", podA, "-o", "link", "show", "eth0"); !strings.Contains(link, " mtu 1400 ") || resA.Interfaces[0].Mtu != 1400 {
+		t.Errorf("pod A: result's MTU %d, link %q; want 1400", resA.Interfaces[0].Mtu, link)
+	}
+	if link := labtest.Must(t, "ip", "-n", podB, "-o", "link", "show", "eth0"); !strings.Contains(link, " mtu 1500 ") {
+		t.Errorf("pod B: link %q, want mtu 1500", link)
 	}
 	labtest.Eventually(t, labtest.SettleTimeout, "pod A pings pod B across hosts", func() error { return podPing(podA, ipB) })
 	labtest.Eventually(t, labtest.SettleTimeout, "pod B pings pod A across hosts", func() error { return podPing(podB, ipA) })
@@ -187,6 +248,10 @@ func TestCNI(t *testing.T) {
 	if out, err := e.tool("status", "h1-net42", netnsPath(podA)); err != nil {
 		t.Errorf("STATUS: %v %s", err, out)
 	}
+	labtest.Must(t, "ip", "-n", podA, "link", "set", "eth0", "mtu", "1500")
+	if out, err := e.tool("check", "h1-net42", netnsPath(podA)); err == nil || !strings.Contains(out, "eth0 has MTU 1500, want 1400") {
+		t.Errorf("CHECK after the MTU changed: %v %s", err, out)
+	}
 	labtest.Must(t, "ip", "-n", podA, "link", "del", "eth0")
 	out, err := e.tool("check", "h1-net42", netnsPath(podA))
 	if err == nil || !strings.Contains(out, "eth0 is missing") {
@@ -206,6 +271,44 @@ func TestCNI(t *testing.T) {
 	labtest.Must(t, "ip", "netns", "del", podC)
 	if out, err := e.tool("del", "h2-net43", netnsPath(podC)); err != nil {
 		t.Errorf("DEL after the namespace was deleted: %v %s", err, out)
+	}
+
+	// GC deletes the vNICs the plugin created for the network whose
+	// attachment is not valid any more (pod E's), and host-local's
+	// reservation; it leaves the valid ones (B, D), another network's on
+	// the same daemon and VNI (G), and a vNIC made by hand with the
+	// plugin's prefix (F).
+	e.network("h2-net42b", h2, 42, 40, 49)
+	podD, podE, podF, podG := l.NetNS("cnid"), l.NetNS("cnie"), l.NetNS("cnif"), l.NetNS("cnig")
+	e.add("h2-net42", podD)
+	_, ipE := e.add("h2-net42", podE)
+	e.add("h2-net42b", podG)
+	h2.MustCLI("nic", "add", "--id", "cni-byhand-eth0", "--mac", "52:54:00:00:00:99", "--vni", "42", "--type", "TAP",
+		"--netns", netnsPath(podF), "--ifname", "eth0")
+	reservation := filepath.Join(e.dir, "ipam-h2-net42", "h2-net42", ipE)
+	if _, err := os.Stat(reservation); err != nil {
+		t.Fatalf("host-local's reservation of pod E: %v", err)
+	}
+	if out, err := e.gc("h2-net42", podB, podD); err != nil {
+		t.Fatal(err, out)
+	}
+	want := []string{"cni-byhand-eth0"}
+	for _, ns := range []string{podB, podD, podG} {
+		want = append(want, "cni-"+cnitoolContainerID(netnsPath(ns))+"-eth0")
+	}
+	slices.Sort(want)
+	got := slices.Sorted(slices.Values(strings.Fields(h2.MustCLI("nic", "list"))))
+	if !slices.Equal(got, want) {
+		t.Errorf("vNICs on h2 after GC: %v, want %v", got, want)
+	}
+	if _, err := os.Stat(reservation); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pod E's address still reserved after GC: %v", err)
+	}
+	if _, err := labtest.Run("ip", "-n", podE, "link", "show", "eth0"); err == nil {
+		t.Error("pod E's TAP is still in its namespace after GC")
+	}
+	if err := podPing(podD, ipB); err != nil {
+		t.Errorf("pod D after GC: %v", err)
 	}
 
 	// Errors are CNI error objects.

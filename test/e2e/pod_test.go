@@ -223,24 +223,28 @@ func (st *stream) flowing(t *testing.T, what string, n int64) {
 // TestNetnsNICRestart: a TCP stream between two pods survives a SIGTERM
 // and a SIGKILL of the daemon: the restarted daemon re-attaches to the
 // same TAPs (same ifindex, the pods' addresses untouched) and the stream
-// resumes. A stream between pods that filter resumes after SIGTERM (the
-// clean stop saves the connection tables, the restart loads them); after
-// SIGKILL the new firewall does not know the connection and drops its
-// segments as invalid, so the SIGKILL rounds use pods that bypass
-// filtering. A pod whose namespace disappeared
-// while the daemon was down is kept detached and reported (log, nic
-// counters netns_gone), the daemon serves, and replaying its nic add
-// re-creates it.
+// resumes. So does a stream between pods that filter (a security group
+// that lets in only the stream's port, default egress): after SIGTERM
+// because the clean stop saves the connection tables and the restart
+// loads them, after SIGKILL because the restarted firewall picks up the
+// connection in progress (--conntrack-pickup). A pod whose namespace
+// disappeared while the daemon was down is kept detached and reported
+// (log, status, nic counters netns_gone), the daemon serves, and
+// replaying its nic add re-creates it (status no longer reports it), while
+// replaying the nic add of an attached pod keeps its interface, addresses
+// and connections.
 func TestNetnsNICRestart(t *testing.T) {
 	l := newLab(t)
 	h := l.SingleHost(labtest.IPv4)
 	h.Start(labtest.DaemonOpts{})
-	h.OpenSG("sg-open")
 	p1 := addPod(h, 1, 42, "eth0", "--bypass-filtering")
 	p2 := addPod(h, 2, 42, "eth0", "--bypass-filtering")
-	// pod-4 and pod-5 filter (security group, connection tracking).
-	p4 := addPod(h, 4, 42, "eth0", "--sg", "sg-open")
-	p5 := addPod(h, 5, 42, "eth0", "--sg", "sg-open")
+	// pod-4 and pod-5 filter (security group, connection tracking): only
+	// the stream's port is open towards them, so the ACKs pod-5 sends
+	// pod-4 pass pod-4's firewall as replies of a tracked connection only.
+	h.MustCLI("sg", "rule", "add", "sg-stream", "--ip-proto", "tcp", "--port", "7777", "--cidr", "42.0.0.0/24")
+	p4 := addPod(h, 4, 42, "eth0", "--sg", "sg-stream")
+	p5 := addPod(h, 5, 42, "eth0", "--sg", "sg-stream")
 	st := startStream(t, p1, p2)
 	st.flowing(t, "stream before restart", 1<<20)
 	fst := startStream(t, p4, p5)
@@ -250,9 +254,13 @@ func TestNetnsNICRestart(t *testing.T) {
 		h.Stop(sig)
 		h.Start(labtest.DaemonOpts{})
 		st.flowing(t, fmt.Sprintf("stream after %v and restart", sig), 1<<20)
-		if sig == syscall.SIGTERM {
-			// The clean stop saved the connection tables.
-			fst.flowing(t, "filtered stream after SIGTERM and restart", 1<<20)
+		fst.flowing(t, fmt.Sprintf("filtered stream after %v and restart", sig), 1<<20)
+		// Picked up after SIGKILL only: SIGTERM saved the tables.
+		for _, p := range []*pod{p4, p5} {
+			out := h.MustCLI("nic", "counters", p.id)
+			if picked := regexp.MustCompile(`firewall_picked_up\W+1\b`).MatchString(out); picked != (sig == syscall.SIGKILL) {
+				t.Errorf("after %v: %s picked up its connection: %t, want %t\n%s", sig, p.id, picked, sig == syscall.SIGKILL, out)
+			}
 		}
 		if a, b := p1.ifindex(t), p2.ifindex(t); a != idx1 || b != idx2 {
 			t.Errorf("after %v: ifindex %d %d, want %d %d", sig, a, b, idx1, idx2)
@@ -261,6 +269,22 @@ func TestNetnsNICRestart(t *testing.T) {
 			if out := labtest.Must(t, "ip", "-n", p.ns, "-o", "addr", "show", p.dev()); !strings.Contains(out, p.addr) {
 				t.Errorf("after %v: %s lost %s: %s", sig, p.id, p.addr, out)
 			}
+		}
+	}
+
+	// The orchestrator replays every nic add after the restart: the pods
+	// keep their interface, addresses and connections.
+	for _, p := range []*pod{p1, p2, p4, p5} {
+		p.plug()
+	}
+	st.flowing(t, "stream after nic add is replayed", 1<<20)
+	fst.flowing(t, "filtered stream after nic add is replayed", 1<<20)
+	if a, b := p1.ifindex(t), p2.ifindex(t); a != idx1 || b != idx2 {
+		t.Errorf("after the replay: ifindex %d %d, want %d %d", a, b, idx1, idx2)
+	}
+	for _, p := range []*pod{p1, p2, p4, p5} {
+		if out := labtest.Must(t, "ip", "-n", p.ns, "-o", "addr", "show", p.dev()); !strings.Contains(out, p.addr) {
+			t.Errorf("after the replay: %s lost %s: %s", p.id, p.addr, out)
 		}
 	}
 
@@ -284,6 +308,10 @@ func TestNetnsNICRestart(t *testing.T) {
 	if ids := strings.Fields(h.MustCLI("nic", "list")); !slices.Contains(ids, "pod-3") {
 		t.Errorf("pod-3 not kept: %v", ids)
 	}
+	issue := regexp.MustCompile(`(?m)^nic pod-3: network namespace ` + regexp.QuoteMeta(netnsPath(p3.ns)) + ` is gone`)
+	if out := h.MustCLI("status"); !issue.MatchString(out) || strings.Count(out, "\nnic ") != 1 {
+		t.Errorf("status does not report pod-3's namespace, or reports others:\n%s", out)
+	}
 	// Frames for it are counted as netns_gone (pod-1's ARP requests,
 	// flooded to every vNIC of the VNI).
 	labtest.Eventually(t, labtest.SettleTimeout, "pod-3's counters report netns_gone", func() error {
@@ -302,4 +330,7 @@ func TestNetnsNICRestart(t *testing.T) {
 	p3.plug()
 	labtest.Must(t, "ip", "-n", p3.ns, "addr", "add", p3.addr, "dev", p3.dev())
 	labtest.Eventually(t, labtest.SettleTimeout, "pod-3 pings pod-1 after nic add is replayed", func() error { return p3.ping(p1.ip()) })
+	if out := h.MustCLI("status"); strings.Contains(out, "\nnic ") {
+		t.Errorf("status still reports a vNIC issue after the replay:\n%s", out)
+	}
 }

@@ -48,6 +48,8 @@ type Dataplane struct {
 	fail     map[[2]string]*failure
 	dot      string
 	sgs      []model.SG
+	issues   []model.NICIssue
+	attached map[string]bool
 }
 
 var _ model.Dataplane = (*Dataplane)(nil)
@@ -129,6 +131,37 @@ func (d *Dataplane) SetCounters(id string, c model.NICCounters) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.counters[id] = c
+}
+
+// SetAttached sets what Attached reports for id.
+func (d *Dataplane) SetAttached(id string, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.attached == nil {
+		d.attached = map[string]bool{}
+	}
+	d.attached[id] = on
+}
+
+// Attached returns what SetAttached set for id (model.AttachChecker).
+func (d *Dataplane) Attached(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.attached[id]
+}
+
+// SetIssues sets what NICIssues reports.
+func (d *Dataplane) SetIssues(is []model.NICIssue) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.issues = is
+}
+
+// NICIssues returns what SetIssues set (model.IssueReporter).
+func (d *Dataplane) NICIssues() []model.NICIssue {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.issues
 }
 
 // SetDOT sets the text DOT returns.

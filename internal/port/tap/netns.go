@@ -106,3 +106,19 @@ func (p *Port) Remove() error {
 	}
 	return errors.Join(err, p.Close())
 }
+
+// InPlace reports whether the device this port opened is still there: in
+// its namespace (or the daemon's), same ifindex and name, a TAP. It asks
+// the kernel (netlink); for the control path only.
+func (p *Port) InPlace() bool {
+	h := &netlink.Handle{}
+	if p.netns != "" {
+		var err error
+		if h, err = handleAt(p.netns); err != nil {
+			return false
+		}
+		defer h.Close()
+	}
+	l, err := h.LinkByIndex(p.ifindex)
+	return err == nil && l.Attrs().Name == p.name && l.Type() == "tuntap"
+}

@@ -178,3 +178,27 @@ func TestOpenInNetnsDeleted(t *testing.T) {
 		t.Errorf("Open in a deleted namespace: %v, want a missing-file error", err)
 	}
 }
+
+// TestInPlace: a TAP just opened in a namespace is in place; renamed or
+// deleted behind the port's back, it is not.
+func TestInPlace(t *testing.T) {
+	needRoot(t)
+	ns, path := nsPath(t)
+	p, err := Open("eth0", Options{Netns: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Remove() })
+	if !p.InPlace() {
+		t.Fatal("a TAP just opened is not in place")
+	}
+	run(t, "ip", "-n", ns, "link", "set", "eth0", "down")
+	run(t, "ip", "-n", ns, "link", "set", "eth0", "name", "eth9")
+	if p.InPlace() {
+		t.Error("a renamed TAP is in place")
+	}
+	run(t, "ip", "-n", ns, "link", "del", "eth9")
+	if p.InPlace() {
+		t.Error("a deleted TAP is in place")
+	}
+}
