@@ -84,7 +84,7 @@ func Save(path string, s model.State) error {
 // temporary file, fsync, rename, fsync of the directory. hook, if not nil,
 // is called after each step (tests simulate crashes with it).
 func writeSnapshot(path string, s model.State, seq uint64, hook func(step string)) error {
-	data, err := json.MarshalIndent(snapshot{Version: model.StateVersion, Seq: seq, NICs: s.NICs, SGs: s.SGs}, "", "\t")
+	data, err := json.MarshalIndent(snapshot{Version: snapshotVersion, Seq: seq, NICs: s.NICs, SGs: s.SGs}, "", "\t")
 	if err != nil {
 		return fmt.Errorf("save state: encode: %w", err)
 	}

@@ -241,7 +241,7 @@ func TestCorrupt(t *testing.T) {
 
 func TestNewerVersionLeftAlone(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
-	data := fmt.Sprintf(`{"version":%d,"nics":[],"sgs":[]}`, model.StateVersion+1)
+	data := fmt.Sprintf(`{"version":%d,"nics":[],"sgs":[]}`, snapshotVersion+1)
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -45,17 +45,23 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func journalPath(path string) string { return path + ".journal" }
 
 // record is one journal entry: the objects that changed since the
-// previous record (whole) and the ids removed.
+// previous record (whole, or as patches for groups) and the ids removed.
 type record struct {
 	Seq     uint64      `json:"seq"`
 	NICs    []model.NIC `json:"nics,omitempty"`
 	SGs     []model.SG  `json:"sgs,omitempty"`
 	DelNICs []string    `json:"del_nics,omitempty"`
 	DelSGs  []string    `json:"del_sgs,omitempty"`
+	// SGPatches are groups changed in place (see sgPatch), applied after
+	// the rest; a group is in at most one of SGs, DelSGs and SGPatches.
+	SGPatches []sgPatch `json:"sg_patches,omitempty"`
+	// patched are the groups SGPatches give, whole (not written: the
+	// Store keeps them instead of applying its own patches again).
+	patched []model.SG
 }
 
 func (r *record) empty() bool {
-	return len(r.NICs) == 0 && len(r.SGs) == 0 && len(r.DelNICs) == 0 && len(r.DelSGs) == 0
+	return len(r.NICs) == 0 && len(r.SGs) == 0 && len(r.DelNICs) == 0 && len(r.DelSGs) == 0 && len(r.SGPatches) == 0
 }
 
 // appendFrame appends the framed payload to dst.
@@ -79,7 +85,9 @@ type loaded struct {
 	sgs  map[string]model.SG
 	// snapSeq is the snapshot's journal_seq, seq the last record applied.
 	snapSeq, seq uint64
-	snapSize     int64
+	// snapVersion is the snapshot file's version (0: no snapshot).
+	snapVersion int
+	snapSize    int64
 	// journalSize is the length of the valid journal prefix; tornBytes
 	// follow it (an incomplete last record).
 	journalSize, tornBytes int64
@@ -115,11 +123,12 @@ func readStore(path string) (*loaded, error) {
 		if err != nil {
 			return nil, &corruption{file: path, err: err}
 		}
-		if snap.Version > model.StateVersion {
+		if snap.Version > snapshotVersion {
 			// Written by a newer butterflyd: neither usable nor corrupt.
 			// Leave it alone so that nothing overwrites it.
-			return nil, fmt.Errorf("load state: %s has version %d, this butterflyd understands up to %d", path, snap.Version, model.StateVersion)
+			return nil, fmt.Errorf("load state: %s has version %d, this butterflyd understands up to %d", path, snap.Version, snapshotVersion)
 		}
+		ld.snapVersion = snap.Version
 		for _, n := range snap.NICs {
 			ld.nics[n.ID] = n
 		}
@@ -189,7 +198,9 @@ func (ld *loaded) replay(data []byte) error {
 			if r.Seq != ld.seq+1 {
 				return fmt.Errorf("record at offset %d: sequence %d, want %d (records missing)", off, r.Seq, ld.seq+1)
 			}
-			r.applyTo(ld.nics, ld.sgs)
+			if err := r.applyTo(ld.nics, ld.sgs); err != nil {
+				return fmt.Errorf("record at offset %d: %w", off, err)
+			}
 			ld.seq = r.Seq
 			ld.replayed++
 		}
@@ -200,8 +211,11 @@ func (ld *loaded) replay(data []byte) error {
 }
 
 // applyTo applies the change r records to the maps of vNICs and security
-// groups: deletions first, then additions and replacements.
-func (r *record) applyTo(nics map[string]model.NIC, sgs map[string]model.SG) {
+// groups: deletions first, then additions and replacements, then group
+// patches. It fails, leaving the maps partly changed, if a patch does not
+// fit the group it names (damage: the Store writes patches only against
+// what it holds).
+func (r *record) applyTo(nics map[string]model.NIC, sgs map[string]model.SG) error {
 	for _, id := range r.DelNICs {
 		delete(nics, id)
 	}
@@ -214,6 +228,29 @@ func (r *record) applyTo(nics map[string]model.NIC, sgs map[string]model.SG) {
 	for _, g := range r.SGs {
 		sgs[g.ID] = g
 	}
+	for i := range r.SGPatches {
+		p := &r.SGPatches[i]
+		g, ok := sgs[p.ID]
+		if !ok {
+			return fmt.Errorf("patch of group %q, which does not exist", p.ID)
+		}
+		ng, err := p.apply(g)
+		if err != nil {
+			return err
+		}
+		sgs[p.ID] = ng
+	}
+	return nil
+}
+
+// apply is applyTo for a record the Store made from its own state: the
+// patched groups are taken whole (diffSG checked that the patches give
+// them).
+func (r *record) apply(nics map[string]model.NIC, sgs map[string]model.SG) {
+	whole := *r
+	whole.SGs = append(slices.Clip(r.SGs), r.patched...)
+	whole.SGPatches = nil
+	whole.applyTo(nics, sgs) // no patch: cannot fail
 }
 
 func allZero(b []byte) bool {
@@ -262,6 +299,9 @@ type Store struct {
 	// seq is the sequence number of the last record written (or of the
 	// snapshot).
 	seq uint64
+	// snapVersion is the version of the snapshot file (0: none): group
+	// patches are journaled only after a version 2 snapshot.
+	snapVersion int
 	// nics and sgs are the state last saved (Save, SaveChange): the
 	// state the files hold unless broken is set. The Store owns the maps;
 	// the objects' lists are shared with the callers (read-only).
@@ -339,6 +379,7 @@ func Open(path string, opts Options) (*Store, model.State, error) {
 	for i := range state.SGs {
 		state.SGs[i] = state.SGs[i].Clone()
 	}
+	st.snapVersion = ld.snapVersion
 	if cerr != nil {
 		return st, state, cerr
 	}
@@ -419,7 +460,7 @@ func (s *Store) SaveChange(c model.Change) error {
 	}
 	r := s.changeRecord(c)
 	if s.broken != nil {
-		r.applyTo(s.nics, s.sgs)
+		r.apply(s.nics, s.sgs)
 		return s.recover()
 	}
 	return s.commit(r)
@@ -446,9 +487,20 @@ func (s *Store) commit(r record) error {
 	if r.empty() {
 		return nil
 	}
+	if len(r.SGPatches) > 0 && s.snapVersion < snapshotVersion {
+		// The first group patch: write a snapshot (version 2) holding
+		// the change instead, so that a butterflyd that reads only
+		// version 1 refuses the files rather than skip patches.
+		r.apply(s.nics, s.sgs)
+		if err := s.compact(s.seq + 1); err != nil {
+			s.broken = err
+			return fmt.Errorf("save state: %w", err)
+		}
+		return nil
+	}
 	r.Seq = s.seq + 1
 	fail := func(err error) error {
-		r.applyTo(s.nics, s.sgs)
+		r.apply(s.nics, s.sgs)
 		s.broken = err
 		return fmt.Errorf("save state: %w", err)
 	}
@@ -471,7 +523,7 @@ func (s *Store) commit(r record) error {
 	}
 	s.jsize += int64(len(frame))
 	s.seq = r.Seq
-	r.applyTo(s.nics, s.sgs)
+	r.apply(s.nics, s.sgs)
 	if s.jsize > max(s.min, 2*s.snapSize) {
 		// The change is durable already; a failed compaction only
 		// leaves a longer journal (retried at the next change).
@@ -516,7 +568,7 @@ func (s *Store) compact(seq uint64) error {
 	if err := writeSnapshot(s.path, st, seq, s.hook); err != nil {
 		return err
 	}
-	s.seq = seq
+	s.seq, s.snapVersion = seq, snapshotVersion
 	if fi, err := os.Stat(s.path); err == nil {
 		s.snapSize = fi.Size()
 	}
@@ -547,7 +599,17 @@ func (s *Store) changeRecord(c model.Change) record {
 	r.DelNICs = known(s.nics, c.DelNICs)
 	r.DelSGs = known(s.sgs, c.DelSGs)
 	r.NICs = changed(s.nics, c.NICs, r.DelNICs, func(n model.NIC) string { return n.ID }, model.NIC.Equal)
-	r.SGs = changed(s.sgs, c.SGs, r.DelSGs, func(g model.SG) string { return g.ID }, model.SG.Equal)
+	sgs := changed(s.sgs, c.SGs, r.DelSGs, func(g model.SG) string { return g.ID }, model.SG.Equal)
+	for _, g := range sgs {
+		if old, ok := s.sgs[g.ID]; ok && !slices.Contains(r.DelSGs, g.ID) {
+			if p, ok := diffSG(old, g); ok {
+				r.SGPatches = append(r.SGPatches, p)
+				r.patched = append(r.patched, g)
+				continue
+			}
+		}
+		r.SGs = append(r.SGs, g)
+	}
 	return r
 }
 
