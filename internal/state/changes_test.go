@@ -92,13 +92,13 @@ func TestSaveChangeWritesTheChangeOnly(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := m.TakeChanges()
-			size, seq := fileSize(t, journalPath(path)), ps.seq
+			size, seq := journalLen(t, path), ps.seq
 			if err := ps.SaveChange(c); err != nil {
 				t.Fatal(err)
 			}
 			costs[nics] = append(costs[nics], cost{
 				objects: len(c.NICs) + len(c.SGs) + len(c.DelNICs) + len(c.DelSGs),
-				bytes:   fileSize(t, journalPath(path)) - size,
+				bytes:   journalLen(t, path) - size,
 				records: ps.seq - seq,
 			})
 		}
@@ -190,7 +190,7 @@ func randomChange(t *testing.T, rng *rand.Rand, m *model.Store) {
 func TestSaveChangeUnchanged(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	m, ps := persistedModel(t, path, 3)
-	size := fileSize(t, journalPath(path))
+	size := journalLen(t, path)
 	if _, err := m.AddNIC(benchNIC(1)); err != nil { // the same vNIC again
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestSaveChangeUnchanged(t *testing.T) {
 	if err := ps.SaveChange(c); err != nil {
 		t.Fatal(err)
 	}
-	if got := fileSize(t, journalPath(path)); got != size {
+	if got := journalLen(t, path); got != size {
 		t.Errorf("journal grew from %d to %d bytes", size, got)
 	}
 }

@@ -89,9 +89,10 @@ type loaded struct {
 	snapVersion int
 	snapSize    int64
 	// journalSize is the length of the valid journal prefix; tornBytes
-	// follow it (an incomplete last record).
-	journalSize, tornBytes int64
-	replayed               int
+	// follow it (an incomplete last record), or zeroTail bytes of zeros
+	// (preallocated, never written).
+	journalSize, tornBytes, zeroTail int64
+	replayed                         int
 }
 
 // state returns the loaded state, vNICs and groups sorted by id (as
@@ -167,8 +168,8 @@ func (ld *loaded) replay(data []byte) error {
 		sum := binary.LittleEndian.Uint32(rest[4:])
 		if n == 0 || n > maxRecord {
 			if allZero(rest) {
-				// Space allocated but never written (power loss).
-				ld.tornBytes = int64(len(rest))
+				// The journal's preallocated space (see Store.append).
+				ld.zeroTail = int64(len(rest))
 				break
 			}
 			return fmt.Errorf("record at offset %d: invalid length %d", off, n)
@@ -180,7 +181,7 @@ func (ld *loaded) replay(data []byte) error {
 		}
 		payload := rest[headerSize:end]
 		if crc32.Checksum(payload, castagnoli) != sum {
-			if end == int64(len(rest)) {
+			if end == int64(len(rest)) || allZero(rest[end:]) {
 				ld.tornBytes = int64(len(rest))
 				break
 			}
@@ -294,8 +295,12 @@ type Store struct {
 	log  *slog.Logger
 	min  int64
 	j    *os.File // nil once closed
-	// jsize is the journal's length, snapSize the snapshot's.
-	jsize, snapSize int64
+	// jsize is the journal's length, snapSize the snapshot's. jalloc is
+	// the journal file's size: past jsize it holds zeros, written ahead so
+	// that appending a record does not change the file's size (its sync
+	// then writes data only, not the inode through the file system's
+	// journal).
+	jsize, snapSize, jalloc int64
 	// seq is the sequence number of the last record written (or of the
 	// snapshot).
 	seq uint64
@@ -369,6 +374,10 @@ func Open(path string, opts Options) (*Store, model.State, error) {
 	}
 	st.j = j
 	st.jsize, st.snapSize, st.seq = ld.journalSize, ld.snapSize, ld.seq
+	st.jalloc = ld.journalSize
+	if ld.tornBytes == 0 {
+		st.jalloc += ld.zeroTail
+	}
 	st.nics, st.sgs = ld.nics, ld.sgs
 	st.info = OpenInfo{SnapshotSeq: ld.snapSeq, Replayed: ld.replayed, TornBytes: ld.tornBytes}
 	state := ld.state()
@@ -534,8 +543,22 @@ func (s *Store) commit(r record) error {
 	return nil
 }
 
-// append writes frame at the journal's end and syncs it.
+// journalChunk is how much zeroed space the journal grows by.
+const journalChunk = 1 << 20
+
+// append writes frame at the journal's end and syncs it, first extending
+// the file with zeros when it has no room left.
 func (s *Store) append(frame []byte) error {
+	if end := s.jsize + int64(len(frame)); end > s.jalloc {
+		size := (end + journalChunk - 1) / journalChunk * journalChunk
+		zeros := make([]byte, 64<<10)
+		for off := s.jalloc; off < size; off += int64(len(zeros)) {
+			if _, err := s.j.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off); err != nil {
+				return fmt.Errorf("extend journal: %w", err)
+			}
+		}
+		s.jalloc = size
+	}
 	if _, err := s.j.WriteAt(frame, s.jsize); err != nil {
 		return fmt.Errorf("append to journal: %w", err)
 	}
@@ -548,6 +571,7 @@ func (s *Store) append(frame []byte) error {
 
 // truncate cuts the journal to size and syncs it.
 func (s *Store) truncate(size int64) error {
+	s.jalloc = size // or less: the next append extends it again
 	if err := s.j.Truncate(size); err != nil {
 		return fmt.Errorf("truncate journal: %w", err)
 	}

@@ -53,6 +53,18 @@ func assertState(t *testing.T, what string, got, want model.State) {
 	}
 }
 
+// journalLen is the length of the records in path's journal: the file
+// without the zeros preallocated after them (a record never ends with a
+// zero byte: its payload is a JSON object).
+func journalLen(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(journalPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(len(bytes.TrimRight(b, "\x00")))
+}
+
 func fileSize(t *testing.T, path string) int64 {
 	t.Helper()
 	fi, err := os.Stat(path)
@@ -130,9 +142,9 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 	// The returned state is the caller's: modifying it changes nothing.
 	got.NICs[0].IPs[0] = netip.MustParseAddr("1.2.3.4")
-	before := fileSize(t, journalPath(path))
+	before := journalLen(t, path)
 	saveT(t, s2, sample(4))
-	if after := fileSize(t, journalPath(path)); after != before {
+	if after := journalLen(t, path); after != before {
 		t.Errorf("Save of the opened state wrote %d bytes", after-before)
 	}
 }
@@ -144,7 +156,7 @@ func TestStoreNoWriteWhenUnchanged(t *testing.T) {
 	s, _ := openT(t, path, Options{})
 	base := big(20, 3, 5)
 	saveT(t, s, base)
-	size := fileSize(t, journalPath(path))
+	size := journalLen(t, path)
 	reordered := base
 	reordered.NICs = slices.Clone(base.NICs)
 	slices.Reverse(reordered.NICs)
@@ -156,13 +168,13 @@ func TestStoreNoWriteWhenUnchanged(t *testing.T) {
 	}
 	for name, st := range map[string]model.State{"same": base, "reordered": reordered, "with MAC": withMAC, "copy": sorted(base)} {
 		saveT(t, s, st)
-		if got := fileSize(t, journalPath(path)); got != size {
+		if got := journalLen(t, path); got != size {
 			t.Errorf("%s: journal grew from %d to %d", name, size, got)
 		}
 	}
 	// One changed rule writes one group, not the others.
 	saveT(t, s, withRule(base, 1, 4242))
-	grown := fileSize(t, journalPath(path)) - size
+	grown := journalLen(t, path) - size
 	data, _ := os.ReadFile(journalPath(path))
 	last := data[size:]
 	if !bytes.Contains(last, []byte(`"sg-001"`)) || bytes.Contains(last, []byte(`"sg-000"`)) || bytes.Contains(last, []byte(`"nic-`)) {
@@ -224,6 +236,7 @@ func TestTornTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	journal = bytes.TrimRight(journal, "\x00") // the preallocated space
 	start := lastRecord(t, journal)
 	prev, final := states[len(states)-2], states[len(states)-1]
 
@@ -241,7 +254,9 @@ func TestTornTail(t *testing.T) {
 	flipped[len(flipped)-2] ^= 0x40 // payload byte: bad checksum at the tail
 	cases = append(cases,
 		tc{"bad checksum in the last record", flipped, prev, int64(len(journal)) - start},
-		tc{"zeros after the last record", append(slices.Clone(journal), make([]byte, 4096)...), final, 4096},
+		// Preallocated space: nothing torn, nothing cut.
+		tc{"zeros after the last record", append(slices.Clone(journal), make([]byte, 4096)...), final, 0},
+		tc{"bad checksum in the last record, then zeros", append(slices.Clone(flipped), make([]byte, 4096)...), prev, int64(len(journal)) - start + 4096},
 		tc{"complete", journal, final, 0},
 	)
 	for _, c := range cases {
@@ -371,7 +386,7 @@ func TestCompaction(t *testing.T) {
 	s, _ := openT(t, path, Options{CompactMin: 4096})
 	st := big(10, 2, 2)
 	saveT(t, s, st)
-	for i := 0; fileSize(t, journalPath(path)) > 0; i++ {
+	for i := 0; journalLen(t, path) > 0; i++ {
 		if i > 1000 {
 			t.Fatal("no compaction after 1000 changes")
 		}
@@ -514,7 +529,7 @@ func TestFailedAppendRecovers(t *testing.T) {
 		t.Fatal("store not marked broken after an append it could not undo")
 	}
 	// Simulate garbage left by the failed append.
-	if _, err := rw.WriteAt([]byte("garbage that is not a record"), fileSize(t, journalPath(path))); err != nil {
+	if _, err := rw.WriteAt([]byte("garbage that is not a record"), journalLen(t, path)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Save(sample(3)); err == nil {
@@ -677,12 +692,12 @@ func TestStoreListReplaced(t *testing.T) {
 			s, _ := openT(t, path, Options{})
 			base := big(5, 3, 4)
 			saveT(t, s, base)
-			size := fileSize(t, journalPath(path))
+			size := journalLen(t, path)
 			st := base
 			st.NICs, st.SGs = slices.Clone(base.NICs), slices.Clone(base.SGs)
 			tt.change(&st)
 			saveT(t, s, st)
-			if grew := fileSize(t, journalPath(path)) > size; grew != tt.writes {
+			if grew := journalLen(t, path) > size; grew != tt.writes {
 				t.Errorf("journal grew: %v, want %v", grew, tt.writes)
 			}
 			got, err := load(path)
