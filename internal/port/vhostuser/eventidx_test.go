@@ -245,10 +245,10 @@ func TestEventIdxRingBounds(t *testing.T) {
 	}
 }
 
-// TestEventIdxSession negotiates EVENT_IDX through the protocol: the
-// guest needs to kick only after the port went idle, and gets one call
-// per WriteBatch that crosses used_event.
-func TestEventIdxSession(t *testing.T) {
+// idleEventIdxPort returns a port whose front end negotiated EVENT_IDX,
+// after one empty ReadBatch (the port waits for kicks), and 8 buffers.
+func idleEventIdxPort(t *testing.T) (*Port, *frontEnd, []*packet.Buf) {
+	t.Helper()
 	p := listenTest(t)
 	f := dialFrontEnd(t, p)
 	f.without = 0
@@ -257,6 +257,14 @@ func TestEventIdxSession(t *testing.T) {
 	if n, _ := p.ReadBatch(bufs); n != 0 {
 		t.Fatalf("ReadBatch of an empty ring: %d", n)
 	}
+	return p, f, bufs
+}
+
+// TestEventIdxSession negotiates EVENT_IDX through the protocol: the
+// guest needs to kick only after the port went idle, and gets one call
+// per WriteBatch that crosses used_event.
+func TestEventIdxSession(t *testing.T) {
+	p, f, bufs := idleEventIdxPort(t)
 	for round := 0; round < 3; round++ {
 		if !f.g.postTxKick() {
 			t.Fatalf("round %d: first frame after an idle poll does not need a kick", round)
@@ -467,14 +475,7 @@ func TestEventIdxKickAfterDroppedFrames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := listenTest(t)
-			f := dialFrontEnd(t, p)
-			f.without = 0
-			f.setup()
-			bufs := newBufs(8)
-			if n, _ := p.ReadBatch(bufs); n != 0 {
-				t.Fatalf("ReadBatch of an empty ring: %d", n)
-			}
+			p, f, bufs := idleEventIdxPort(t)
 			for round := 0; round < 3; round++ {
 				old := f.g.avail[1]
 				for i := 0; i < tt.good; i++ {
