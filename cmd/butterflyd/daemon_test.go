@@ -489,12 +489,17 @@ func TestJournalRestart(t *testing.T) {
 	if err := r.wait(t); err != nil {
 		t.Fatal(err)
 	}
-	// A torn record: a header announcing 100 bytes, then only 10.
-	f, err := os.OpenFile(cfg.StateFile+".journal", os.O_WRONLY|os.O_APPEND, 0)
+	// A torn record after the last one (the journal's preallocated zeros
+	// follow it): a header announcing 100 bytes, then only 10.
+	j, err := os.ReadFile(cfg.StateFile + ".journal")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.Write(append([]byte{100, 0, 0, 0, 1, 2, 3, 4}, make([]byte, 10)...)); err != nil {
+	f, err := os.OpenFile(cfg.StateFile+".journal", os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(append([]byte{100, 0, 0, 0, 1, 2, 3, 4}, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14), int64(len(bytes.TrimRight(j, "\x00")))); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
