@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -106,6 +107,9 @@ type Config struct {
 	// (--vhost-client): true = client, the daemon connects to a socket
 	// the VM's QEMU listens on; false = server, as the original.
 	VhostClient bool
+	// Cluster is the cluster-mode configuration ([cluster], --etcd,
+	// --node); its Endpoints are empty in standalone mode (the default).
+	Cluster Cluster
 	// ShowVersion is set by -V: print the version and exit.
 	ShowVersion bool
 	// Help is set by -h/--help: print Usage() and exit.
@@ -116,12 +120,30 @@ type Config struct {
 	Warnings []string
 }
 
+// DefaultClusterPrefix is the etcd key prefix of cluster mode.
+const DefaultClusterPrefix = "/butterfly/"
+
+// Cluster configures cluster mode: the daemon is programmed from etcd.
+type Cluster struct {
+	// Endpoints are the etcd client URLs (--etcd, [cluster] etcd); empty
+	// means standalone mode.
+	Endpoints []string
+	// Node is this daemon's node name (--node, [cluster] node).
+	Node string
+	// Prefix is the etcd key prefix, ending with "/" ([cluster] prefix).
+	Prefix string
+	// CA, Cert and Key are the TLS files for etcd ([cluster] etcd-ca,
+	// etcd-cert, etcd-key); empty CA and Cert mean plain connections.
+	CA, Cert, Key string
+}
+
 // raw holds option values as text, before the INI overlay and validation.
 type raw struct {
 	configFile, ip, endpoint, logLevel, socketDir, cpus string
 	nicMTU, dpdkArgs, dpdkPort, key, stateFile, metrics string
 	peers, workers, pollIdle, conntrackMax, traceDir    string
 	autoKey, conntrackPickup                            string
+	etcd, node, prefix, etcdCA, etcdCert, etcdKey       string
 	vhostClientINI                                      string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
 	vhostClient                                         bool
@@ -153,6 +175,8 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.StringVar(&r.conntrackMax, "conntrack-max", "", "connections tracked by the firewall per vNIC (`number`; default 65536)")
 	fs.StringVar(&r.conntrackPickup, "conntrack-pickup", DefaultConntrackPickup.String(), "for this `duration` after a start, vNICs restored without saved connection tables (after a SIGKILL or crash; without a state file, the vNICs added) pick up the TCP connections in progress their rules would let open (0 = never; at most 1h)")
 	fs.BoolVar(&r.vhostClient, "vhost-client", false, "vhost-user vNICs added without a mode are clients: the daemon connects to the socket the VM's QEMU listens on, and reconnects (default: server, the daemon listens)")
+	fs.StringVar(&r.etcd, "etcd", "", "cluster mode: comma-separated etcd client `URLs`; the daemon is programmed from etcd (default: standalone)")
+	fs.StringVar(&r.node, "node", "", "cluster mode: this daemon's node `name` (default: the host name)")
 	fs.StringVar(&r.dpdkArgs, "dpdk-args", "", "accepted for compatibility; no effect (no DPDK)")
 	fs.BoolVar(&r.dpdkHelp, "dpdk-help", false, "accepted for compatibility; no effect (no DPDK)")
 	fs.StringVar(&r.dpdkPort, "dpdk-port", "", "accepted for compatibility; no effect (no DPDK)")
@@ -174,6 +198,8 @@ overrides the matching option.
              vhost-client (true or false), trace-dir;
              dpdk-args and dpdk-port are accepted without effect
   [security] encryption_key_path, auto_key_path
+  [cluster]  etcd, node, prefix (default /butterfly/), etcd-ca, etcd-cert,
+             etcd-key
 `)
 	return b.String()
 }
@@ -201,6 +227,12 @@ func iniKeys(r *raw) map[string]*string {
 		"general.trace-dir":            &r.traceDir,
 		"security.encryption_key_path": &r.key,
 		"security.auto_key_path":       &r.autoKey,
+		"cluster.etcd":                 &r.etcd,
+		"cluster.node":                 &r.node,
+		"cluster.prefix":               &r.prefix,
+		"cluster.etcd-ca":              &r.etcdCA,
+		"cluster.etcd-cert":            &r.etcdCert,
+		"cluster.etcd-key":             &r.etcdKey,
 	}
 }
 
@@ -258,7 +290,7 @@ func applyINI(r *raw, path string) (warnings []string, err error) {
 		if name == ini.DefaultSection && len(sec.Keys()) == 0 {
 			continue
 		}
-		if name != "general" && name != "security" {
+		if name != "general" && name != "security" && name != "cluster" {
 			warnings = append(warnings, fmt.Sprintf("%s: unknown section [%s] ignored", path, name))
 			continue
 		}
@@ -408,6 +440,14 @@ func (cfg *Config) fill(r *raw) error {
 			cfg.AutoKeyFile = abs
 		}
 	}
+	if c, err := parseCluster(r); err != nil {
+		bad("cluster: %w", err)
+	} else {
+		cfg.Cluster = c
+		if len(c.Endpoints) > 0 && len(cfg.VXLANPeers) > 0 {
+			bad("cluster: --vxlan-peers and --etcd are exclusive (in cluster mode the flood lists come from etcd)")
+		}
+	}
 	cfg.PacketTrace = r.trace
 	cfg.Syslog = !r.noSyslog
 	cfg.NoOffload = r.noOffload
@@ -416,6 +456,54 @@ func (cfg *Config) fill(r *raw) error {
 		errs = append(errs, errors.New("some arguments are missing, see --help"))
 	}
 	return errors.Join(errs...)
+}
+
+// parseCluster checks the cluster options: without etcd URLs the other
+// keys must be unset (standalone); with them, every URL is http(s)://
+// host:port, the node name is given (default: the host name) and fits in
+// an etcd key, the prefix starts and ends with "/", and the TLS files
+// come as documented (a certificate needs its key).
+func parseCluster(r *raw) (Cluster, error) {
+	var c Cluster
+	if strings.TrimSpace(r.etcd) == "" {
+		for name, v := range map[string]string{"node": r.node, "prefix": r.prefix, "etcd-ca": r.etcdCA, "etcd-cert": r.etcdCert, "etcd-key": r.etcdKey} {
+			if strings.TrimSpace(v) != "" {
+				return Cluster{}, fmt.Errorf("%s is set but not etcd (--etcd): cluster mode needs the etcd URLs", name)
+			}
+		}
+		return c, nil
+	}
+	for _, u := range strings.Split(r.etcd, ",") {
+		u = strings.TrimSpace(u)
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.Port() == "" {
+			return Cluster{}, fmt.Errorf("--etcd: %q is not an http:// or https:// URL with a port", u)
+		}
+		c.Endpoints = append(c.Endpoints, u)
+	}
+	c.Node = strings.TrimSpace(r.node)
+	if c.Node == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return Cluster{}, fmt.Errorf("--node not given and no host name: %w", err)
+		}
+		c.Node = h
+	}
+	if len(c.Node) > 64 || strings.ContainsAny(c.Node, "/ \t\n") {
+		return Cluster{}, fmt.Errorf("--node: %q is not a node name (at most 64 characters, no '/' or spaces)", c.Node)
+	}
+	c.Prefix = strings.TrimSpace(r.prefix)
+	if c.Prefix == "" {
+		c.Prefix = DefaultClusterPrefix
+	}
+	if !strings.HasPrefix(c.Prefix, "/") || !strings.HasSuffix(c.Prefix, "/") {
+		return Cluster{}, fmt.Errorf("prefix: %q must start and end with '/'", c.Prefix)
+	}
+	c.CA, c.Cert, c.Key = strings.TrimSpace(r.etcdCA), strings.TrimSpace(r.etcdCert), strings.TrimSpace(r.etcdKey)
+	if (c.Cert == "") != (c.Key == "") {
+		return Cluster{}, errors.New("etcd-cert and etcd-key go together")
+	}
+	return c, nil
 }
 
 // traceDir parses the trace directory: not empty, made absolute.

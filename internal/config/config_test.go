@@ -331,3 +331,54 @@ func TestUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestCluster(t *testing.T) {
+	dir := t.TempDir()
+	base := []string{"-i", "10.0.0.1", "-s", dir}
+	tests := []struct {
+		name    string
+		args    []string
+		ini     string
+		want    Cluster
+		wantErr string
+	}{
+		{name: "standalone by default", args: nil},
+		{name: "flags", args: []string{"--etcd", "http://127.0.0.1:2379, http://127.0.0.2:2379", "--node", "h1"},
+			want: Cluster{Endpoints: []string{"http://127.0.0.1:2379", "http://127.0.0.2:2379"}, Node: "h1", Prefix: DefaultClusterPrefix}},
+		{name: "ini", ini: "[cluster]\netcd = https://10.1.1.1:2379\nnode = n2\nprefix = /bf/\netcd-ca = /ca.pem\netcd-cert = /c.pem\netcd-key = /k.pem\n",
+			want: Cluster{Endpoints: []string{"https://10.1.1.1:2379"}, Node: "n2", Prefix: "/bf/", CA: "/ca.pem", Cert: "/c.pem", Key: "/k.pem"}},
+		{name: "ini overrides flags", args: []string{"--etcd", "http://127.0.0.1:1", "--node", "a"}, ini: "[cluster]\nnode = b\n",
+			want: Cluster{Endpoints: []string{"http://127.0.0.1:1"}, Node: "b", Prefix: DefaultClusterPrefix}},
+		{name: "bad url", args: []string{"--etcd", "127.0.0.1:2379", "--node", "a"}, wantErr: "not an http:// or https:// URL"},
+		{name: "no port", args: []string{"--etcd", "http://127.0.0.1", "--node", "a"}, wantErr: "with a port"},
+		{name: "node without etcd", args: []string{"--node", "a"}, wantErr: "node is set but not etcd"},
+		{name: "bad node", args: []string{"--etcd", "http://h:1", "--node", "a/b"}, wantErr: "is not a node name"},
+		{name: "bad prefix", args: []string{"--etcd", "http://h:1", "--node", "a"}, ini: "[cluster]\nprefix = butterfly\n", wantErr: "must start and end with '/'"},
+		{name: "cert without key", args: []string{"--etcd", "http://h:1", "--node", "a"}, ini: "[cluster]\netcd-cert = /c\n", wantErr: "go together"},
+		{name: "exclusive with vxlan-peers", args: []string{"--etcd", "http://h:1", "--node", "a", "--vxlan-peers", "10.0.0.2"}, wantErr: "exclusive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append(append([]string(nil), base...), tt.args...)
+			if tt.ini != "" {
+				args = append(args, "-c", writeINI(t, t.TempDir(), tt.ini))
+			}
+			cfg, err := Parse(args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse(%q) error = %v, want %q", args, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(cfg.Cluster, tt.want) {
+				t.Errorf("Cluster = %+v, want %+v", cfg.Cluster, tt.want)
+			}
+			if len(cfg.Warnings) > 0 {
+				t.Errorf("warnings: %q", cfg.Warnings)
+			}
+		})
+	}
+}
