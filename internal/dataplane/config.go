@@ -28,6 +28,11 @@ type Config struct {
 	// HeadEnd, when non-empty, replaces the per-VNI multicast group:
 	// broadcast and unknown unicast are replicated to each of these VTEPs.
 	HeadEnd []netip.Addr
+	// Cluster selects cluster mode: no multicast group is joined, and the
+	// VTEPs datagrams are accepted from and each VNI's flood list come
+	// from SetRemotes (nothing is accepted or flooded before the first
+	// call). Exclusive with HeadEnd.
+	Cluster bool
 	// TraceUnderlay is the pcap path of the underlay trace ("" = off).
 	TraceUnderlay string
 	// TraceDir confines the vNICs' trace files: a vNIC's trace path is
@@ -123,6 +128,9 @@ func (cfg *Config) normalize() error {
 		if c < 0 || c >= 1024 {
 			return fmt.Errorf("dataplane: CPU %d out of range", c)
 		}
+	}
+	if cfg.Cluster && len(cfg.HeadEnd) > 0 {
+		return fmt.Errorf("dataplane: head-end VTEPs and cluster mode are exclusive")
 	}
 	for i, h := range cfg.HeadEnd {
 		h = h.Unmap()

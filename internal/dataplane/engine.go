@@ -121,6 +121,10 @@ type Engine struct {
 	stop     atomic.Bool
 
 	urx, decap, encap, utx, utraceEl *element
+	// sources are the VTEPs datagrams are accepted from (nil: any) and
+	// remoteFlood the flood lists of cluster mode by VNI (SetRemotes).
+	sources     map[netip.Addr]struct{}
+	remoteFlood map[uint32][]netip.AddrPort
 	// start is the origin of the workers' monotonic clock.
 	start time.Time
 }
@@ -184,6 +188,12 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		byGroup:    make(map[string]map[*nicEntry]struct{}),
 		members:    make(map[string]*firewall.MemberSet),
 		ctLimit:    firewall.NewLimit(cfg.ConntrackTotal),
+	}
+	if cfg.Cluster || len(cfg.HeadEnd) > 0 {
+		e.sources = make(map[netip.Addr]struct{}, len(cfg.HeadEnd))
+		for _, h := range cfg.HeadEnd {
+			e.sources[h] = struct{}{}
+		}
 	}
 	vt := "vtep4"
 	if cfg.VTEP.Is6() {

@@ -566,6 +566,11 @@ func (w *worker) rxUnderlay(s *snapshot) int {
 // decapOne checks and strips the VXLAN header and learns the remote
 // VTEP of the inner source MAC.
 func (w *worker) decapOne(s *snapshot, b *packet.Buf) (*vniConf, dropReason) {
+	if s.sources != nil {
+		if _, ok := s.sources[b.Peer.Addr().Unmap()]; !ok {
+			return nil, decapDrop(vxlan.DropUnknownSource)
+		}
+	}
 	vni, r := vxlan.Decap(b, s.known)
 	if r != vxlan.DropNone {
 		return nil, decapDrop(r)

@@ -29,6 +29,7 @@ func (e *Engine) publishLocked() uint64 {
 		underFd: -1,
 		utrace:  e.utrace,
 		vtep:    e.cfg.VTEP,
+		sources: e.sources,
 	}
 	if e.under != nil {
 		s.underFd = e.under.Fd()

@@ -32,6 +32,9 @@ type snapshot struct {
 	mtuInner6 uint32
 	// known reports whether a VNI exists (for vxlan.Decap).
 	known func(vni uint32) bool
+	// sources are the VTEPs datagrams are accepted from; nil accepts any
+	// (multicast underlay).
+	sources map[netip.Addr]struct{}
 }
 
 // nicPort is the long-lived part of a vNIC: its port and counters.

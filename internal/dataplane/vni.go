@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 
 	"github.com/butterfly-go/butterfly/internal/l2"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
@@ -21,7 +22,7 @@ func (e *Engine) attachVNI(vni uint32) (*vniLong, error) {
 		l2:  l2.New(vni, l2.Options{}),
 		fdb: vxlan.NewFDB(fdbSize, fdbMaxAge),
 	}
-	if len(e.cfg.HeadEnd) == 0 {
+	if len(e.cfg.HeadEnd) == 0 && !e.cfg.Cluster {
 		g := floodGroup(vni, e.cfg.VTEP.Is6())
 		if err := e.under.JoinGroup(g); err != nil {
 			return nil, fmt.Errorf("dataplane: VNI %d: join %v: %w", vni, g, err)
@@ -35,6 +36,9 @@ func (e *Engine) attachVNI(vni uint32) (*vniLong, error) {
 	}
 	for _, h := range e.cfg.HeadEnd {
 		c.flood = append(c.flood, netip.AddrPortFrom(h, vxlan.Port))
+	}
+	if e.cfg.Cluster {
+		c.flood = e.remoteFlood[vni]
 	}
 	confs := maps.Clone(e.vniConfs)
 	confs[vni] = c
@@ -66,4 +70,70 @@ func (e *Engine) detachVNI(v *vniLong) {
 			e.log.Warn("leaving multicast group", "vni", v.vni, "group", v.group, "err", err)
 		}
 	}
+}
+
+// Remotes is what cluster mode tells the engine about the other nodes.
+type Remotes struct {
+	// Sources are the VTEPs VXLAN datagrams are accepted from; those of
+	// any other address are dropped and counted (vxlan_unknown_source).
+	Sources []netip.Addr
+	// Flood lists, per VNI, the VTEPs its broadcast, multicast and
+	// unknown unicast frames are replicated to (head-end replication).
+	Flood map[uint32][]netip.Addr
+}
+
+// SetRemotes replaces the accepted sources and the flood lists (cluster
+// mode only: Config.Cluster). The VNIs whose list changed get a new
+// snapshot entry; it returns once every worker uses the new lists.
+func (e *Engine) SetRemotes(r Remotes) error {
+	if !e.cfg.Cluster {
+		return fmt.Errorf("dataplane: remotes are for cluster mode")
+	}
+	for _, a := range r.Sources {
+		if !a.IsValid() || a.Unmap().Is4() != e.cfg.VTEP.Is4() {
+			return fmt.Errorf("dataplane: remote VTEP %v: not an address of the VTEP's family", a)
+		}
+	}
+	flood := make(map[uint32][]netip.AddrPort, len(r.Flood))
+	for vni, l := range r.Flood {
+		for _, a := range l {
+			if !a.IsValid() || a.Unmap().Is4() != e.cfg.VTEP.Is4() {
+				return fmt.Errorf("dataplane: VNI %d: flood VTEP %v: not an address of the VTEP's family", vni, a)
+			}
+			flood[vni] = append(flood[vni], netip.AddrPortFrom(a.Unmap(), vxlan.Port))
+		}
+	}
+	src := make(map[netip.Addr]struct{}, len(r.Sources))
+	for _, a := range r.Sources {
+		src[a.Unmap()] = struct{}{}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return fmt.Errorf("dataplane: closed")
+	}
+	e.sources = src
+	e.remoteFlood = flood
+	var changed []uint32
+	for vni, c := range e.vniConfs {
+		if !slices.Equal(c.flood, flood[vni]) {
+			changed = append(changed, vni)
+		}
+	}
+	if len(changed) > 0 {
+		confs := maps.Clone(e.vniConfs)
+		for _, vni := range changed {
+			v := confs[vni].vniLong
+			confs[vni] = &vniConf{vniLong: v, flood: flood[vni]}
+			// The vNICs' entries point at their VNI's: build them anew.
+			for _, slot := range v.members {
+				if ent := e.slots[slot]; ent != nil {
+					e.touch(ent)
+				}
+			}
+		}
+		e.vniConfs = confs
+	}
+	e.quiesce(e.publishLocked())
+	return nil
 }

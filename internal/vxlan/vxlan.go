@@ -85,12 +85,16 @@ const (
 	DropUnknownVNI
 	// DropShortInner: the inner frame is shorter than an Ethernet header.
 	DropShortInner
+	// DropUnknownSource: the datagram comes from an address that is not a
+	// known VTEP (a cluster node, or a --vxlan-peers address); the
+	// dataplane checks it, not Decap.
+	DropUnknownSource
 	// NumDropReasons is one more than the largest DropReason, for sizing
 	// counter arrays.
 	NumDropReasons
 )
 
-var dropNames = [NumDropReasons]string{"none", "short", "bad_flags", "unknown_vni", "short_inner"}
+var dropNames = [NumDropReasons]string{"none", "short", "bad_flags", "unknown_vni", "short_inner", "unknown_source"}
 
 // String returns a short name usable as a counter label.
 func (r DropReason) String() string {

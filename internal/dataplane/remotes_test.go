@@ -1,0 +1,129 @@
+package dataplane
+
+import (
+	"net/netip"
+	"testing"
+)
+
+// TestHeadEndDropsUnknownSources: with --vxlan-peers, datagrams from an
+// address that is not a peer never reach a vNIC and are counted.
+func TestHeadEndDropsUnknownSources(t *testing.T) {
+	h := newHarness(t, Config{HeadEnd: []netip.Addr{remote}}, true)
+	a := h.add(t, nicOf("a", mac(1), 42))
+	inner := arp(t, mac(9), "10.0.0.9", "10.0.0.1")
+	stranger := netip.AddrPortFrom(netip.MustParseAddr("198.51.100.7"), 4789)
+	h.under.inject(frame{data: vxlanFrame(42, inner), peer: stranger},
+		frame{data: vxlanFrame(42, inner), peer: netip.AddrPortFrom(remote, 4789)})
+	h.step()
+	if got := a.take(); len(got) != 1 {
+		t.Fatalf("a got %d frames, want the peer's only", len(got))
+	}
+	_, _, drops := h.e.decap.totals()
+	if n := dropsNamed(drops, "vxlan_unknown_source"); n != 1 {
+		t.Errorf("vxlan_unknown_source = %d, want 1", n)
+	}
+}
+
+// TestMulticastAcceptsAnySource: without head-end or cluster mode (a
+// multicast underlay) every source is accepted, as before.
+func TestMulticastAcceptsAnySource(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	a := h.add(t, nicOf("a", mac(1), 42))
+	h.under.inject(frame{data: vxlanFrame(42, arp(t, mac(9), "10.0.0.9", "10.0.0.1")),
+		peer: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.7"), 4789)})
+	h.step()
+	if got := a.take(); len(got) != 1 {
+		t.Fatalf("a got %d frames, want 1", len(got))
+	}
+}
+
+// TestClusterRemotes: in cluster mode no group is joined, nothing is
+// accepted or flooded before SetRemotes, then each VNI floods to its own
+// list only, lists follow later calls, and sources outside the cluster
+// are dropped and counted.
+func TestClusterRemotes(t *testing.T) {
+	r2 := netip.MustParseAddr("192.0.2.3")
+	r3 := netip.MustParseAddr("192.0.2.4")
+	h := newHarness(t, Config{Cluster: true}, true)
+	a := h.add(t, nicOf("a", mac(1), 7))
+	b := h.add(t, nicOf("b", mac(2), 8))
+	if len(h.under.groups) != 0 {
+		t.Fatalf("joined %v in cluster mode", h.under.groups)
+	}
+	bcast := func(p *fakePort, m byte) []netip.Addr {
+		t.Helper()
+		p.inject(frame{data: arp(t, mac(m), "10.0.0.1", "10.0.0.2")})
+		h.step()
+		var to []netip.Addr
+		for _, f := range h.under.take() {
+			to = append(to, f.peer.Addr())
+		}
+		return to
+	}
+	if got := bcast(a, 1); len(got) != 0 {
+		t.Fatalf("flooded to %v before SetRemotes", got)
+	}
+	inner := arp(t, mac(9), "10.0.0.9", "10.0.0.1")
+	h.under.inject(frame{data: vxlanFrame(7, inner), peer: netip.AddrPortFrom(remote, 4789)})
+	h.step()
+	if got := a.take(); len(got) != 0 {
+		t.Fatal("accepted a datagram before SetRemotes")
+	}
+
+	if err := h.e.SetRemotes(Remotes{
+		Sources: []netip.Addr{remote, r2, r3},
+		Flood:   map[uint32][]netip.Addr{7: {remote, r2}, 8: {r3}, 9: {r2}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := bcast(a, 1); len(got) != 2 || got[0] != remote || got[1] != r2 {
+		t.Fatalf("VNI 7 flooded to %v, want [%v %v]", got, remote, r2)
+	}
+	if got := bcast(b, 2); len(got) != 1 || got[0] != r3 {
+		t.Fatalf("VNI 8 flooded to %v, want [%v]", got, r3)
+	}
+	// A VNI that appears later takes its list from the last call.
+	c := h.add(t, nicOf("c", mac(3), 9))
+	if got := bcast(c, 3); len(got) != 1 || got[0] != r2 {
+		t.Fatalf("VNI 9 flooded to %v, want [%v]", got, r2)
+	}
+	h.under.inject(frame{data: vxlanFrame(7, inner), peer: netip.AddrPortFrom(r2, 4789)},
+		frame{data: vxlanFrame(7, inner), peer: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.7"), 4789)})
+	h.step()
+	if got := a.take(); len(got) != 1 {
+		t.Fatalf("a got %d frames, want the cluster node's only", len(got))
+	}
+
+	// r2 leaves: VNI 7 floods to remote alone, r2's datagrams are dropped.
+	if err := h.e.SetRemotes(Remotes{Sources: []netip.Addr{remote, r3}, Flood: map[uint32][]netip.Addr{7: {remote}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := bcast(a, 1); len(got) != 1 || got[0] != remote {
+		t.Fatalf("VNI 7 flooded to %v after r2 left, want [%v]", got, remote)
+	}
+	if got := bcast(b, 2); len(got) != 0 {
+		t.Fatalf("VNI 8 flooded to %v, want nowhere", got)
+	}
+	h.under.inject(frame{data: vxlanFrame(7, inner), peer: netip.AddrPortFrom(r2, 4789)})
+	h.step()
+	if got := a.take(); len(got) != 0 {
+		t.Fatal("a datagram of a node that left was delivered")
+	}
+	_, _, drops := h.e.decap.totals()
+	if n := dropsNamed(drops, "vxlan_unknown_source"); n != 3 {
+		t.Errorf("vxlan_unknown_source = %d, want 3", n)
+	}
+	if err := h.e.SetRemotes(Remotes{Sources: []netip.Addr{netip.MustParseAddr("fd00::1")}}); err == nil {
+		t.Error("SetRemotes accepted an IPv6 source with an IPv4 VTEP")
+	}
+}
+
+func TestSetRemotesNeedsClusterMode(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	if err := h.e.SetRemotes(Remotes{}); err == nil {
+		t.Fatal("SetRemotes succeeded outside cluster mode")
+	}
+	if _, err := newEngine(Config{VTEP: vtep4, Cluster: true, HeadEnd: []netip.Addr{remote}}, hooks{}); err == nil {
+		t.Fatal("cluster mode with head-end VTEPs accepted")
+	}
+}
