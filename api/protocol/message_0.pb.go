@@ -83,7 +83,7 @@ func (x *MessageV0_Nic_Type) UnmarshalJSON(b []byte) error {
 
 // Deprecated: Use MessageV0_Nic_Type.Descriptor instead.
 func (MessageV0_Nic_Type) EnumDescriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 2, 0}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 5, 0}
 }
 
 type MessageV0_Rule_Direction int32
@@ -139,7 +139,7 @@ func (x *MessageV0_Rule_Direction) UnmarshalJSON(b []byte) error {
 
 // Deprecated: Use MessageV0_Rule_Direction.Descriptor instead.
 func (MessageV0_Rule_Direction) EnumDescriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 14, 0}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 17, 0}
 }
 
 type MessageV0 struct {
@@ -233,7 +233,13 @@ type MessageV0_Request struct {
 	// sends (butterfly explain); nothing is sent or changed.
 	Explain *MessageV0_ExplainReq `protobuf:"bytes,101,opt,name=explain" json:"explain,omitempty"`
 	// extension: the last frames a vNIC dropped (butterfly nic drops).
-	NicDrops      *MessageV0_NicDropsReq `protobuf:"bytes,102,opt,name=nic_drops,json=nicDrops" json:"nic_drops,omitempty"`
+	NicDrops *MessageV0_NicDropsReq `protobuf:"bytes,102,opt,name=nic_drops,json=nicDrops" json:"nic_drops,omitempty"`
+	// extension: the nodes of the cluster (cluster mode; butterfly
+	// cluster nodes).
+	ClusterNodes *bool `protobuf:"varint,103,opt,name=cluster_nodes,json=clusterNodes" json:"cluster_nodes,omitempty"`
+	// extension: the vNICs of every node of the cluster (cluster mode;
+	// butterfly cluster nics).
+	ClusterNics   *bool `protobuf:"varint,104,opt,name=cluster_nics,json=clusterNics" json:"cluster_nics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -429,6 +435,20 @@ func (x *MessageV0_Request) GetNicDrops() *MessageV0_NicDropsReq {
 	return nil
 }
 
+func (x *MessageV0_Request) GetClusterNodes() bool {
+	if x != nil && x.ClusterNodes != nil {
+		return *x.ClusterNodes
+	}
+	return false
+}
+
+func (x *MessageV0_Request) GetClusterNics() bool {
+	if x != nil && x.ClusterNics != nil {
+		return *x.ClusterNics
+	}
+	return false
+}
+
 type MessageV0_Response struct {
 	state        protoimpl.MessageState  `protogen:"open.v1"`
 	Status       *MessageV0_Status       `protobuf:"bytes,1,req,name=status" json:"status,omitempty"`
@@ -447,7 +467,11 @@ type MessageV0_Response struct {
 	// extension: answer to Request.explain.
 	Explain *MessageV0_ExplainRes `protobuf:"bytes,101,opt,name=explain" json:"explain,omitempty"`
 	// extension: answer to Request.nic_drops.
-	NicDrops      *MessageV0_NicDrops `protobuf:"bytes,102,opt,name=nic_drops,json=nicDrops" json:"nic_drops,omitempty"`
+	NicDrops *MessageV0_NicDrops `protobuf:"bytes,102,opt,name=nic_drops,json=nicDrops" json:"nic_drops,omitempty"`
+	// extension: answer to Request.cluster_nodes, sorted by name.
+	ClusterNodes []*MessageV0_ClusterNode `protobuf:"bytes,103,rep,name=cluster_nodes,json=clusterNodes" json:"cluster_nodes,omitempty"`
+	// extension: answer to Request.cluster_nics, sorted by node and id.
+	ClusterNics   []*MessageV0_ClusterNic `protobuf:"bytes,104,rep,name=cluster_nics,json=clusterNics" json:"cluster_nics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -580,6 +604,255 @@ func (x *MessageV0_Response) GetNicDrops() *MessageV0_NicDrops {
 	return nil
 }
 
+func (x *MessageV0_Response) GetClusterNodes() []*MessageV0_ClusterNode {
+	if x != nil {
+		return x.ClusterNodes
+	}
+	return nil
+}
+
+func (x *MessageV0_Response) GetClusterNics() []*MessageV0_ClusterNic {
+	if x != nil {
+		return x.ClusterNics
+	}
+	return nil
+}
+
+// extension: a node of a cluster. In etcd (<prefix>nodes/<name>) a
+// node writes name, vtep and version; alive and last_seen are output
+// only (answers to cluster_nodes).
+type MessageV0_ClusterNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  *string                `protobuf:"bytes,1,opt,name=name" json:"name,omitempty"`
+	// The node's VXLAN source address (butterflyd -i).
+	Vtep *string `protobuf:"bytes,2,opt,name=vtep" json:"vtep,omitempty"`
+	// The butterflyd version the node runs.
+	Version *string `protobuf:"bytes,3,opt,name=version" json:"version,omitempty"`
+	// Output only: the node's lease (<prefix>alive/<name>) is live.
+	Alive *bool `protobuf:"varint,4,opt,name=alive" json:"alive,omitempty"`
+	// Output only: when the answering daemon last saw the node alive,
+	// Unix seconds (0: never).
+	LastSeen      *uint64 `protobuf:"varint,5,opt,name=last_seen,json=lastSeen" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_ClusterNode) Reset() {
+	*x = MessageV0_ClusterNode{}
+	mi := &file_message_0_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_ClusterNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_ClusterNode) ProtoMessage() {}
+
+func (x *MessageV0_ClusterNode) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_ClusterNode.ProtoReflect.Descriptor instead.
+func (*MessageV0_ClusterNode) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 2}
+}
+
+func (x *MessageV0_ClusterNode) GetName() string {
+	if x != nil && x.Name != nil {
+		return *x.Name
+	}
+	return ""
+}
+
+func (x *MessageV0_ClusterNode) GetVtep() string {
+	if x != nil && x.Vtep != nil {
+		return *x.Vtep
+	}
+	return ""
+}
+
+func (x *MessageV0_ClusterNode) GetVersion() string {
+	if x != nil && x.Version != nil {
+		return *x.Version
+	}
+	return ""
+}
+
+func (x *MessageV0_ClusterNode) GetAlive() bool {
+	if x != nil && x.Alive != nil {
+		return *x.Alive
+	}
+	return false
+}
+
+func (x *MessageV0_ClusterNode) GetLastSeen() uint64 {
+	if x != nil && x.LastSeen != nil {
+		return *x.LastSeen
+	}
+	return 0
+}
+
+// extension: which node holds a vNIC (answer to cluster_nics).
+type MessageV0_ClusterNic struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *string                `protobuf:"bytes,1,opt,name=node" json:"node,omitempty"`
+	Id            *string                `protobuf:"bytes,2,opt,name=id" json:"id,omitempty"`
+	Vni           *uint32                `protobuf:"varint,3,opt,name=vni" json:"vni,omitempty"`
+	Mac           *string                `protobuf:"bytes,4,opt,name=mac" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_ClusterNic) Reset() {
+	*x = MessageV0_ClusterNic{}
+	mi := &file_message_0_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_ClusterNic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_ClusterNic) ProtoMessage() {}
+
+func (x *MessageV0_ClusterNic) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_ClusterNic.ProtoReflect.Descriptor instead.
+func (*MessageV0_ClusterNic) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 3}
+}
+
+func (x *MessageV0_ClusterNic) GetNode() string {
+	if x != nil && x.Node != nil {
+		return *x.Node
+	}
+	return ""
+}
+
+func (x *MessageV0_ClusterNic) GetId() string {
+	if x != nil && x.Id != nil {
+		return *x.Id
+	}
+	return ""
+}
+
+func (x *MessageV0_ClusterNic) GetVni() uint32 {
+	if x != nil && x.Vni != nil {
+		return *x.Vni
+	}
+	return 0
+}
+
+func (x *MessageV0_ClusterNic) GetMac() string {
+	if x != nil && x.Mac != nil {
+		return *x.Mac
+	}
+	return ""
+}
+
+// extension: the cluster-mode state of a daemon (app_status).
+type MessageV0_ClusterStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This daemon's node name.
+	Node *string `protobuf:"bytes,1,opt,name=node" json:"node,omitempty"`
+	// etcd answers (a quorum read succeeded within the last check).
+	Connected *bool `protobuf:"varint,2,opt,name=connected" json:"connected,omitempty"`
+	// The etcd revision this daemon's state reflects.
+	Revision *int64 `protobuf:"varint,3,opt,name=revision" json:"revision,omitempty"`
+	// The last etcd error, when not connected.
+	Error *string `protobuf:"bytes,4,opt,name=error" json:"error,omitempty"`
+	// Records ignored because they are invalid: "key: reason", sorted.
+	Invalid       []string `protobuf:"bytes,5,rep,name=invalid" json:"invalid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_ClusterStatus) Reset() {
+	*x = MessageV0_ClusterStatus{}
+	mi := &file_message_0_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_ClusterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_ClusterStatus) ProtoMessage() {}
+
+func (x *MessageV0_ClusterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_ClusterStatus.ProtoReflect.Descriptor instead.
+func (*MessageV0_ClusterStatus) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 4}
+}
+
+func (x *MessageV0_ClusterStatus) GetNode() string {
+	if x != nil && x.Node != nil {
+		return *x.Node
+	}
+	return ""
+}
+
+func (x *MessageV0_ClusterStatus) GetConnected() bool {
+	if x != nil && x.Connected != nil {
+		return *x.Connected
+	}
+	return false
+}
+
+func (x *MessageV0_ClusterStatus) GetRevision() int64 {
+	if x != nil && x.Revision != nil {
+		return *x.Revision
+	}
+	return 0
+}
+
+func (x *MessageV0_ClusterStatus) GetError() string {
+	if x != nil && x.Error != nil {
+		return *x.Error
+	}
+	return ""
+}
+
+func (x *MessageV0_ClusterStatus) GetInvalid() []string {
+	if x != nil {
+		return x.Invalid
+	}
+	return nil
+}
+
 type MessageV0_Nic struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    *string                `protobuf:"bytes,1,req,name=id" json:"id,omitempty"`
@@ -631,7 +904,7 @@ const (
 
 func (x *MessageV0_Nic) Reset() {
 	*x = MessageV0_Nic{}
-	mi := &file_message_0_proto_msgTypes[3]
+	mi := &file_message_0_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +916,7 @@ func (x *MessageV0_Nic) String() string {
 func (*MessageV0_Nic) ProtoMessage() {}
 
 func (x *MessageV0_Nic) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[3]
+	mi := &file_message_0_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +929,7 @@ func (x *MessageV0_Nic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Nic.ProtoReflect.Descriptor instead.
 func (*MessageV0_Nic) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 2}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 5}
 }
 
 func (x *MessageV0_Nic) GetId() string {
@@ -803,7 +1076,7 @@ type MessageV0_NicStats struct {
 
 func (x *MessageV0_NicStats) Reset() {
 	*x = MessageV0_NicStats{}
-	mi := &file_message_0_proto_msgTypes[4]
+	mi := &file_message_0_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1088,7 @@ func (x *MessageV0_NicStats) String() string {
 func (*MessageV0_NicStats) ProtoMessage() {}
 
 func (x *MessageV0_NicStats) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[4]
+	mi := &file_message_0_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1101,7 @@ func (x *MessageV0_NicStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicStats.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicStats) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 3}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 6}
 }
 
 func (x *MessageV0_NicStats) GetIn() uint64 {
@@ -859,7 +1132,7 @@ type MessageV0_NicCounters struct {
 
 func (x *MessageV0_NicCounters) Reset() {
 	*x = MessageV0_NicCounters{}
-	mi := &file_message_0_proto_msgTypes[5]
+	mi := &file_message_0_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1144,7 @@ func (x *MessageV0_NicCounters) String() string {
 func (*MessageV0_NicCounters) ProtoMessage() {}
 
 func (x *MessageV0_NicCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[5]
+	mi := &file_message_0_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1157,7 @@ func (x *MessageV0_NicCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicCounters.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicCounters) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 4}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 7}
 }
 
 func (x *MessageV0_NicCounters) GetRxPackets() uint64 {
@@ -933,7 +1206,7 @@ type MessageV0_Counter struct {
 
 func (x *MessageV0_Counter) Reset() {
 	*x = MessageV0_Counter{}
-	mi := &file_message_0_proto_msgTypes[6]
+	mi := &file_message_0_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1218,7 @@ func (x *MessageV0_Counter) String() string {
 func (*MessageV0_Counter) ProtoMessage() {}
 
 func (x *MessageV0_Counter) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[6]
+	mi := &file_message_0_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1231,7 @@ func (x *MessageV0_Counter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Counter.ProtoReflect.Descriptor instead.
 func (*MessageV0_Counter) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 5}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 8}
 }
 
 func (x *MessageV0_Counter) GetName() string {
@@ -1002,7 +1275,7 @@ type MessageV0_ExplainReq struct {
 
 func (x *MessageV0_ExplainReq) Reset() {
 	*x = MessageV0_ExplainReq{}
-	mi := &file_message_0_proto_msgTypes[7]
+	mi := &file_message_0_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1287,7 @@ func (x *MessageV0_ExplainReq) String() string {
 func (*MessageV0_ExplainReq) ProtoMessage() {}
 
 func (x *MessageV0_ExplainReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[7]
+	mi := &file_message_0_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1300,7 @@ func (x *MessageV0_ExplainReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_ExplainReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_ExplainReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 6}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 9}
 }
 
 func (x *MessageV0_ExplainReq) GetNicId() string {
@@ -1105,7 +1378,7 @@ type MessageV0_ExplainRes struct {
 
 func (x *MessageV0_ExplainRes) Reset() {
 	*x = MessageV0_ExplainRes{}
-	mi := &file_message_0_proto_msgTypes[8]
+	mi := &file_message_0_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1390,7 @@ func (x *MessageV0_ExplainRes) String() string {
 func (*MessageV0_ExplainRes) ProtoMessage() {}
 
 func (x *MessageV0_ExplainRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[8]
+	mi := &file_message_0_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1403,7 @@ func (x *MessageV0_ExplainRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_ExplainRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_ExplainRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 7}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 10}
 }
 
 func (x *MessageV0_ExplainRes) GetStep() []string {
@@ -1159,7 +1432,7 @@ type MessageV0_NicDropsReq struct {
 
 func (x *MessageV0_NicDropsReq) Reset() {
 	*x = MessageV0_NicDropsReq{}
-	mi := &file_message_0_proto_msgTypes[9]
+	mi := &file_message_0_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1444,7 @@ func (x *MessageV0_NicDropsReq) String() string {
 func (*MessageV0_NicDropsReq) ProtoMessage() {}
 
 func (x *MessageV0_NicDropsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[9]
+	mi := &file_message_0_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1457,7 @@ func (x *MessageV0_NicDropsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicDropsReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicDropsReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 8}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 11}
 }
 
 func (x *MessageV0_NicDropsReq) GetNicId() string {
@@ -1211,7 +1484,7 @@ type MessageV0_NicDrops struct {
 
 func (x *MessageV0_NicDrops) Reset() {
 	*x = MessageV0_NicDrops{}
-	mi := &file_message_0_proto_msgTypes[10]
+	mi := &file_message_0_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1496,7 @@ func (x *MessageV0_NicDrops) String() string {
 func (*MessageV0_NicDrops) ProtoMessage() {}
 
 func (x *MessageV0_NicDrops) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[10]
+	mi := &file_message_0_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1509,7 @@ func (x *MessageV0_NicDrops) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicDrops.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicDrops) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 9}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 12}
 }
 
 func (x *MessageV0_NicDrops) GetFrame() []*MessageV0_DroppedFrame {
@@ -1262,7 +1535,7 @@ type MessageV0_DroppedFrame struct {
 
 func (x *MessageV0_DroppedFrame) Reset() {
 	*x = MessageV0_DroppedFrame{}
-	mi := &file_message_0_proto_msgTypes[11]
+	mi := &file_message_0_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1547,7 @@ func (x *MessageV0_DroppedFrame) String() string {
 func (*MessageV0_DroppedFrame) ProtoMessage() {}
 
 func (x *MessageV0_DroppedFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[11]
+	mi := &file_message_0_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1560,7 @@ func (x *MessageV0_DroppedFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_DroppedFrame.ProtoReflect.Descriptor instead.
 func (*MessageV0_DroppedFrame) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 10}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 13}
 }
 
 func (x *MessageV0_DroppedFrame) GetTimeNs() int64 {
@@ -1328,7 +1601,7 @@ type MessageV0_Cidr struct {
 
 func (x *MessageV0_Cidr) Reset() {
 	*x = MessageV0_Cidr{}
-	mi := &file_message_0_proto_msgTypes[12]
+	mi := &file_message_0_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1613,7 @@ func (x *MessageV0_Cidr) String() string {
 func (*MessageV0_Cidr) ProtoMessage() {}
 
 func (x *MessageV0_Cidr) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[12]
+	mi := &file_message_0_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1626,7 @@ func (x *MessageV0_Cidr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Cidr.ProtoReflect.Descriptor instead.
 func (*MessageV0_Cidr) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 11}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 14}
 }
 
 func (x *MessageV0_Cidr) GetAddress() string {
@@ -1379,7 +1652,7 @@ type MessageV0_FwData struct {
 
 func (x *MessageV0_FwData) Reset() {
 	*x = MessageV0_FwData{}
-	mi := &file_message_0_proto_msgTypes[13]
+	mi := &file_message_0_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1664,7 @@ func (x *MessageV0_FwData) String() string {
 func (*MessageV0_FwData) ProtoMessage() {}
 
 func (x *MessageV0_FwData) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[13]
+	mi := &file_message_0_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1677,7 @@ func (x *MessageV0_FwData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_FwData.ProtoReflect.Descriptor instead.
 func (*MessageV0_FwData) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 12}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 15}
 }
 
 func (x *MessageV0_FwData) GetData() []byte {
@@ -1425,7 +1698,7 @@ type MessageV0_Sg struct {
 
 func (x *MessageV0_Sg) Reset() {
 	*x = MessageV0_Sg{}
-	mi := &file_message_0_proto_msgTypes[14]
+	mi := &file_message_0_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1710,7 @@ func (x *MessageV0_Sg) String() string {
 func (*MessageV0_Sg) ProtoMessage() {}
 
 func (x *MessageV0_Sg) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[14]
+	mi := &file_message_0_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1723,7 @@ func (x *MessageV0_Sg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Sg.ProtoReflect.Descriptor instead.
 func (*MessageV0_Sg) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 13}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 16}
 }
 
 func (x *MessageV0_Sg) GetId() string {
@@ -1490,7 +1763,7 @@ type MessageV0_Rule struct {
 
 func (x *MessageV0_Rule) Reset() {
 	*x = MessageV0_Rule{}
-	mi := &file_message_0_proto_msgTypes[15]
+	mi := &file_message_0_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1775,7 @@ func (x *MessageV0_Rule) String() string {
 func (*MessageV0_Rule) ProtoMessage() {}
 
 func (x *MessageV0_Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[15]
+	mi := &file_message_0_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1788,7 @@ func (x *MessageV0_Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Rule.ProtoReflect.Descriptor instead.
 func (*MessageV0_Rule) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 14}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 17}
 }
 
 func (x *MessageV0_Rule) GetDirection() MessageV0_Rule_Direction {
@@ -1574,7 +1847,7 @@ type MessageV0_Error struct {
 
 func (x *MessageV0_Error) Reset() {
 	*x = MessageV0_Error{}
-	mi := &file_message_0_proto_msgTypes[16]
+	mi := &file_message_0_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1859,7 @@ func (x *MessageV0_Error) String() string {
 func (*MessageV0_Error) ProtoMessage() {}
 
 func (x *MessageV0_Error) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[16]
+	mi := &file_message_0_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1872,7 @@ func (x *MessageV0_Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Error.ProtoReflect.Descriptor instead.
 func (*MessageV0_Error) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 15}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 18}
 }
 
 func (x *MessageV0_Error) GetDescription() string {
@@ -1654,7 +1927,7 @@ type MessageV0_Status struct {
 
 func (x *MessageV0_Status) Reset() {
 	*x = MessageV0_Status{}
-	mi := &file_message_0_proto_msgTypes[17]
+	mi := &file_message_0_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1939,7 @@ func (x *MessageV0_Status) String() string {
 func (*MessageV0_Status) ProtoMessage() {}
 
 func (x *MessageV0_Status) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[17]
+	mi := &file_message_0_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1952,7 @@ func (x *MessageV0_Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Status.ProtoReflect.Descriptor instead.
 func (*MessageV0_Status) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 16}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 19}
 }
 
 func (x *MessageV0_Status) GetStatus() bool {
@@ -1710,7 +1983,7 @@ type MessageV0_NicUpdateReq struct {
 
 func (x *MessageV0_NicUpdateReq) Reset() {
 	*x = MessageV0_NicUpdateReq{}
-	mi := &file_message_0_proto_msgTypes[18]
+	mi := &file_message_0_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1995,7 @@ func (x *MessageV0_NicUpdateReq) String() string {
 func (*MessageV0_NicUpdateReq) ProtoMessage() {}
 
 func (x *MessageV0_NicUpdateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[18]
+	mi := &file_message_0_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +2008,7 @@ func (x *MessageV0_NicUpdateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicUpdateReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicUpdateReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 17}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 20}
 }
 
 func (x *MessageV0_NicUpdateReq) GetId() string {
@@ -1789,7 +2062,7 @@ type MessageV0_NicAddRes struct {
 
 func (x *MessageV0_NicAddRes) Reset() {
 	*x = MessageV0_NicAddRes{}
-	mi := &file_message_0_proto_msgTypes[19]
+	mi := &file_message_0_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +2074,7 @@ func (x *MessageV0_NicAddRes) String() string {
 func (*MessageV0_NicAddRes) ProtoMessage() {}
 
 func (x *MessageV0_NicAddRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[19]
+	mi := &file_message_0_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +2087,7 @@ func (x *MessageV0_NicAddRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicAddRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicAddRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 18}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 21}
 }
 
 func (x *MessageV0_NicAddRes) GetPath() string {
@@ -1833,7 +2106,7 @@ type MessageV0_NicExportRes struct {
 
 func (x *MessageV0_NicExportRes) Reset() {
 	*x = MessageV0_NicExportRes{}
-	mi := &file_message_0_proto_msgTypes[20]
+	mi := &file_message_0_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +2118,7 @@ func (x *MessageV0_NicExportRes) String() string {
 func (*MessageV0_NicExportRes) ProtoMessage() {}
 
 func (x *MessageV0_NicExportRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[20]
+	mi := &file_message_0_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +2131,7 @@ func (x *MessageV0_NicExportRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicExportRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicExportRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 19}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 22}
 }
 
 func (x *MessageV0_NicExportRes) GetFwData() *MessageV0_FwData {
@@ -1878,7 +2151,7 @@ type MessageV0_SgRuleAddReq struct {
 
 func (x *MessageV0_SgRuleAddReq) Reset() {
 	*x = MessageV0_SgRuleAddReq{}
-	mi := &file_message_0_proto_msgTypes[21]
+	mi := &file_message_0_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2163,7 @@ func (x *MessageV0_SgRuleAddReq) String() string {
 func (*MessageV0_SgRuleAddReq) ProtoMessage() {}
 
 func (x *MessageV0_SgRuleAddReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[21]
+	mi := &file_message_0_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2176,7 @@ func (x *MessageV0_SgRuleAddReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgRuleAddReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgRuleAddReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 20}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 23}
 }
 
 func (x *MessageV0_SgRuleAddReq) GetSgId() string {
@@ -1930,7 +2203,7 @@ type MessageV0_SgRuleDelReq struct {
 
 func (x *MessageV0_SgRuleDelReq) Reset() {
 	*x = MessageV0_SgRuleDelReq{}
-	mi := &file_message_0_proto_msgTypes[22]
+	mi := &file_message_0_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2215,7 @@ func (x *MessageV0_SgRuleDelReq) String() string {
 func (*MessageV0_SgRuleDelReq) ProtoMessage() {}
 
 func (x *MessageV0_SgRuleDelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[22]
+	mi := &file_message_0_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2228,7 @@ func (x *MessageV0_SgRuleDelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgRuleDelReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgRuleDelReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 21}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 24}
 }
 
 func (x *MessageV0_SgRuleDelReq) GetSgId() string {
@@ -1982,7 +2255,7 @@ type MessageV0_SgMemberAddReq struct {
 
 func (x *MessageV0_SgMemberAddReq) Reset() {
 	*x = MessageV0_SgMemberAddReq{}
-	mi := &file_message_0_proto_msgTypes[23]
+	mi := &file_message_0_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2267,7 @@ func (x *MessageV0_SgMemberAddReq) String() string {
 func (*MessageV0_SgMemberAddReq) ProtoMessage() {}
 
 func (x *MessageV0_SgMemberAddReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[23]
+	mi := &file_message_0_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2280,7 @@ func (x *MessageV0_SgMemberAddReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgMemberAddReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgMemberAddReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 22}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 25}
 }
 
 func (x *MessageV0_SgMemberAddReq) GetSgId() string {
@@ -2034,7 +2307,7 @@ type MessageV0_SgMemberDelReq struct {
 
 func (x *MessageV0_SgMemberDelReq) Reset() {
 	*x = MessageV0_SgMemberDelReq{}
-	mi := &file_message_0_proto_msgTypes[24]
+	mi := &file_message_0_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2319,7 @@ func (x *MessageV0_SgMemberDelReq) String() string {
 func (*MessageV0_SgMemberDelReq) ProtoMessage() {}
 
 func (x *MessageV0_SgMemberDelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[24]
+	mi := &file_message_0_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2332,7 @@ func (x *MessageV0_SgMemberDelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgMemberDelReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgMemberDelReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 23}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 26}
 }
 
 func (x *MessageV0_SgMemberDelReq) GetSgId() string {
@@ -2084,14 +2357,16 @@ type MessageV0_AppStatusRes struct {
 	GraphDot       *string                `protobuf:"bytes,4,opt,name=graph_dot,json=graphDot" json:"graph_dot,omitempty"`
 	// extension: the vNICs that cannot carry traffic now, and why (e.g. a
 	// TAP whose network namespace is gone), sorted by vNIC id.
-	NicIssues     []*MessageV0_NicIssue `protobuf:"bytes,100,rep,name=nic_issues,json=nicIssues" json:"nic_issues,omitempty"`
+	NicIssues []*MessageV0_NicIssue `protobuf:"bytes,100,rep,name=nic_issues,json=nicIssues" json:"nic_issues,omitempty"`
+	// extension: set in cluster mode.
+	Cluster       *MessageV0_ClusterStatus `protobuf:"bytes,101,opt,name=cluster" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MessageV0_AppStatusRes) Reset() {
 	*x = MessageV0_AppStatusRes{}
-	mi := &file_message_0_proto_msgTypes[25]
+	mi := &file_message_0_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2103,7 +2378,7 @@ func (x *MessageV0_AppStatusRes) String() string {
 func (*MessageV0_AppStatusRes) ProtoMessage() {}
 
 func (x *MessageV0_AppStatusRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[25]
+	mi := &file_message_0_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2116,7 +2391,7 @@ func (x *MessageV0_AppStatusRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_AppStatusRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_AppStatusRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 24}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 27}
 }
 
 func (x *MessageV0_AppStatusRes) GetStartDate() uint64 {
@@ -2154,6 +2429,13 @@ func (x *MessageV0_AppStatusRes) GetNicIssues() []*MessageV0_NicIssue {
 	return nil
 }
 
+func (x *MessageV0_AppStatusRes) GetCluster() *MessageV0_ClusterStatus {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
 // extension: a vNIC that cannot carry traffic now.
 type MessageV0_NicIssue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2166,7 +2448,7 @@ type MessageV0_NicIssue struct {
 
 func (x *MessageV0_NicIssue) Reset() {
 	*x = MessageV0_NicIssue{}
-	mi := &file_message_0_proto_msgTypes[26]
+	mi := &file_message_0_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2460,7 @@ func (x *MessageV0_NicIssue) String() string {
 func (*MessageV0_NicIssue) ProtoMessage() {}
 
 func (x *MessageV0_NicIssue) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[26]
+	mi := &file_message_0_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2473,7 @@ func (x *MessageV0_NicIssue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicIssue.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicIssue) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 25}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 28}
 }
 
 func (x *MessageV0_NicIssue) GetNicId() string {
@@ -2217,7 +2499,7 @@ type MessageV0_AppConfigReq struct {
 
 func (x *MessageV0_AppConfigReq) Reset() {
 	*x = MessageV0_AppConfigReq{}
-	mi := &file_message_0_proto_msgTypes[27]
+	mi := &file_message_0_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2511,7 @@ func (x *MessageV0_AppConfigReq) String() string {
 func (*MessageV0_AppConfigReq) ProtoMessage() {}
 
 func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[27]
+	mi := &file_message_0_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2524,7 @@ func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_AppConfigReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_AppConfigReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 26}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 29}
 }
 
 func (x *MessageV0_AppConfigReq) GetLogLevel() string {
@@ -2256,12 +2538,12 @@ var File_message_0_proto protoreflect.FileDescriptor
 
 const file_message_0_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmessage_0.proto\"\x83%\n" +
+	"\x0fmessage_0.proto\"\xe1)\n" +
 	"\tMessageV0\x12,\n" +
 	"\arequest\x18\x01 \x01(\v2\x12.MessageV0.RequestR\arequest\x12/\n" +
 	"\bresponse\x18\x02 \x01(\v2\x13.MessageV0.ResponseR\bresponse\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x03 \x01(\tR\tmessageId\x1a\xa3\a\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\x1a\xeb\a\n" +
 	"\aRequest\x12'\n" +
 	"\anic_add\x18\x01 \x01(\v2\x0e.MessageV0.NicR\x06nicAdd\x126\n" +
 	"\n" +
@@ -2293,7 +2575,9 @@ const file_message_0_proto_rawDesc = "" +
 	"sg_details\x18\x14 \x01(\tR\tsgDetails\x12!\n" +
 	"\fnic_counters\x18d \x01(\tR\vnicCounters\x12/\n" +
 	"\aexplain\x18e \x01(\v2\x15.MessageV0.ExplainReqR\aexplain\x123\n" +
-	"\tnic_drops\x18f \x01(\v2\x16.MessageV0.NicDropsReqR\bnicDrops\x1a\x90\x05\n" +
+	"\tnic_drops\x18f \x01(\v2\x16.MessageV0.NicDropsReqR\bnicDrops\x12#\n" +
+	"\rcluster_nodes\x18g \x01(\bR\fclusterNodes\x12!\n" +
+	"\fcluster_nics\x18h \x01(\bR\vclusterNics\x1a\x87\x06\n" +
 	"\bResponse\x12)\n" +
 	"\x06status\x18\x01 \x02(\v2\x11.MessageV0.StatusR\x06status\x12-\n" +
 	"\anic_add\x18\x02 \x01(\v2\x14.MessageV0.NicAddResR\x06nicAdd\x12\x19\n" +
@@ -2314,7 +2598,27 @@ const file_message_0_proto_rawDesc = "" +
 	"sg_details\x18\v \x03(\v2\r.MessageV0.SgR\tsgDetails\x129\n" +
 	"\fnic_counters\x18d \x01(\v2\x16.MessageV0.NicCountersR\vnicCounters\x12/\n" +
 	"\aexplain\x18e \x01(\v2\x15.MessageV0.ExplainResR\aexplain\x120\n" +
-	"\tnic_drops\x18f \x01(\v2\x13.MessageV0.NicDropsR\bnicDrops\x1a\x94\x05\n" +
+	"\tnic_drops\x18f \x01(\v2\x13.MessageV0.NicDropsR\bnicDrops\x12;\n" +
+	"\rcluster_nodes\x18g \x03(\v2\x16.MessageV0.ClusterNodeR\fclusterNodes\x128\n" +
+	"\fcluster_nics\x18h \x03(\v2\x15.MessageV0.ClusterNicR\vclusterNics\x1a\x82\x01\n" +
+	"\vClusterNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04vtep\x18\x02 \x01(\tR\x04vtep\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
+	"\x05alive\x18\x04 \x01(\bR\x05alive\x12\x1b\n" +
+	"\tlast_seen\x18\x05 \x01(\x04R\blastSeen\x1aT\n" +
+	"\n" +
+	"ClusterNic\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x10\n" +
+	"\x03vni\x18\x03 \x01(\rR\x03vni\x12\x10\n" +
+	"\x03mac\x18\x04 \x01(\tR\x03mac\x1a\x8d\x01\n" +
+	"\rClusterStatus\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1c\n" +
+	"\tconnected\x18\x02 \x01(\bR\tconnected\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x18\n" +
+	"\ainvalid\x18\x05 \x03(\tR\ainvalid\x1a\x94\x05\n" +
 	"\x03Nic\x12\x0e\n" +
 	"\x02id\x18\x01 \x02(\tR\x02id\x12\x10\n" +
 	"\x03mac\x18\x02 \x02(\tR\x03mac\x12\x10\n" +
@@ -2431,7 +2735,7 @@ const file_message_0_proto_rawDesc = "" +
 	"\x06member\x18\x02 \x02(\tR\x06member\x1a=\n" +
 	"\x0eSgMemberDelReq\x12\x13\n" +
 	"\x05sg_id\x18\x01 \x02(\tR\x04sgId\x12\x16\n" +
-	"\x06member\x18\x02 \x02(\tR\x06member\x1a\xca\x01\n" +
+	"\x06member\x18\x02 \x02(\tR\x06member\x1a\xfe\x01\n" +
 	"\fAppStatusRes\x12\x1d\n" +
 	"\n" +
 	"start_date\x18\x01 \x01(\x04R\tstartDate\x12!\n" +
@@ -2439,7 +2743,8 @@ const file_message_0_proto_rawDesc = "" +
 	"\x0frequest_counter\x18\x03 \x01(\x04R\x0erequestCounter\x12\x1b\n" +
 	"\tgraph_dot\x18\x04 \x01(\tR\bgraphDot\x122\n" +
 	"\n" +
-	"nic_issues\x18d \x03(\v2\x13.MessageV0.NicIssueR\tnicIssues\x1a9\n" +
+	"nic_issues\x18d \x03(\v2\x13.MessageV0.NicIssueR\tnicIssues\x122\n" +
+	"\acluster\x18e \x01(\v2\x18.MessageV0.ClusterStatusR\acluster\x1a9\n" +
 	"\bNicIssue\x12\x15\n" +
 	"\x06nic_id\x18\x01 \x02(\tR\x05nicId\x12\x16\n" +
 	"\x06reason\x18\x02 \x02(\tR\x06reason\x1a+\n" +
@@ -2459,80 +2764,86 @@ func file_message_0_proto_rawDescGZIP() []byte {
 }
 
 var file_message_0_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_message_0_proto_goTypes = []any{
 	(MessageV0_Nic_Type)(0),          // 0: MessageV0.Nic.Type
 	(MessageV0_Rule_Direction)(0),    // 1: MessageV0.Rule.Direction
 	(*MessageV0)(nil),                // 2: MessageV0
 	(*MessageV0_Request)(nil),        // 3: MessageV0.Request
 	(*MessageV0_Response)(nil),       // 4: MessageV0.Response
-	(*MessageV0_Nic)(nil),            // 5: MessageV0.Nic
-	(*MessageV0_NicStats)(nil),       // 6: MessageV0.NicStats
-	(*MessageV0_NicCounters)(nil),    // 7: MessageV0.NicCounters
-	(*MessageV0_Counter)(nil),        // 8: MessageV0.Counter
-	(*MessageV0_ExplainReq)(nil),     // 9: MessageV0.ExplainReq
-	(*MessageV0_ExplainRes)(nil),     // 10: MessageV0.ExplainRes
-	(*MessageV0_NicDropsReq)(nil),    // 11: MessageV0.NicDropsReq
-	(*MessageV0_NicDrops)(nil),       // 12: MessageV0.NicDrops
-	(*MessageV0_DroppedFrame)(nil),   // 13: MessageV0.DroppedFrame
-	(*MessageV0_Cidr)(nil),           // 14: MessageV0.Cidr
-	(*MessageV0_FwData)(nil),         // 15: MessageV0.FwData
-	(*MessageV0_Sg)(nil),             // 16: MessageV0.Sg
-	(*MessageV0_Rule)(nil),           // 17: MessageV0.Rule
-	(*MessageV0_Error)(nil),          // 18: MessageV0.Error
-	(*MessageV0_Status)(nil),         // 19: MessageV0.Status
-	(*MessageV0_NicUpdateReq)(nil),   // 20: MessageV0.NicUpdateReq
-	(*MessageV0_NicAddRes)(nil),      // 21: MessageV0.NicAddRes
-	(*MessageV0_NicExportRes)(nil),   // 22: MessageV0.NicExportRes
-	(*MessageV0_SgRuleAddReq)(nil),   // 23: MessageV0.SgRuleAddReq
-	(*MessageV0_SgRuleDelReq)(nil),   // 24: MessageV0.SgRuleDelReq
-	(*MessageV0_SgMemberAddReq)(nil), // 25: MessageV0.SgMemberAddReq
-	(*MessageV0_SgMemberDelReq)(nil), // 26: MessageV0.SgMemberDelReq
-	(*MessageV0_AppStatusRes)(nil),   // 27: MessageV0.AppStatusRes
-	(*MessageV0_NicIssue)(nil),       // 28: MessageV0.NicIssue
-	(*MessageV0_AppConfigReq)(nil),   // 29: MessageV0.AppConfigReq
+	(*MessageV0_ClusterNode)(nil),    // 5: MessageV0.ClusterNode
+	(*MessageV0_ClusterNic)(nil),     // 6: MessageV0.ClusterNic
+	(*MessageV0_ClusterStatus)(nil),  // 7: MessageV0.ClusterStatus
+	(*MessageV0_Nic)(nil),            // 8: MessageV0.Nic
+	(*MessageV0_NicStats)(nil),       // 9: MessageV0.NicStats
+	(*MessageV0_NicCounters)(nil),    // 10: MessageV0.NicCounters
+	(*MessageV0_Counter)(nil),        // 11: MessageV0.Counter
+	(*MessageV0_ExplainReq)(nil),     // 12: MessageV0.ExplainReq
+	(*MessageV0_ExplainRes)(nil),     // 13: MessageV0.ExplainRes
+	(*MessageV0_NicDropsReq)(nil),    // 14: MessageV0.NicDropsReq
+	(*MessageV0_NicDrops)(nil),       // 15: MessageV0.NicDrops
+	(*MessageV0_DroppedFrame)(nil),   // 16: MessageV0.DroppedFrame
+	(*MessageV0_Cidr)(nil),           // 17: MessageV0.Cidr
+	(*MessageV0_FwData)(nil),         // 18: MessageV0.FwData
+	(*MessageV0_Sg)(nil),             // 19: MessageV0.Sg
+	(*MessageV0_Rule)(nil),           // 20: MessageV0.Rule
+	(*MessageV0_Error)(nil),          // 21: MessageV0.Error
+	(*MessageV0_Status)(nil),         // 22: MessageV0.Status
+	(*MessageV0_NicUpdateReq)(nil),   // 23: MessageV0.NicUpdateReq
+	(*MessageV0_NicAddRes)(nil),      // 24: MessageV0.NicAddRes
+	(*MessageV0_NicExportRes)(nil),   // 25: MessageV0.NicExportRes
+	(*MessageV0_SgRuleAddReq)(nil),   // 26: MessageV0.SgRuleAddReq
+	(*MessageV0_SgRuleDelReq)(nil),   // 27: MessageV0.SgRuleDelReq
+	(*MessageV0_SgMemberAddReq)(nil), // 28: MessageV0.SgMemberAddReq
+	(*MessageV0_SgMemberDelReq)(nil), // 29: MessageV0.SgMemberDelReq
+	(*MessageV0_AppStatusRes)(nil),   // 30: MessageV0.AppStatusRes
+	(*MessageV0_NicIssue)(nil),       // 31: MessageV0.NicIssue
+	(*MessageV0_AppConfigReq)(nil),   // 32: MessageV0.AppConfigReq
 }
 var file_message_0_proto_depIdxs = []int32{
 	3,  // 0: MessageV0.request:type_name -> MessageV0.Request
 	4,  // 1: MessageV0.response:type_name -> MessageV0.Response
-	5,  // 2: MessageV0.Request.nic_add:type_name -> MessageV0.Nic
-	20, // 3: MessageV0.Request.nic_update:type_name -> MessageV0.NicUpdateReq
-	16, // 4: MessageV0.Request.sg_add:type_name -> MessageV0.Sg
-	23, // 5: MessageV0.Request.sg_rule_add:type_name -> MessageV0.SgRuleAddReq
-	24, // 6: MessageV0.Request.sg_rule_del:type_name -> MessageV0.SgRuleDelReq
-	25, // 7: MessageV0.Request.sg_member_add:type_name -> MessageV0.SgMemberAddReq
-	26, // 8: MessageV0.Request.sg_member_del:type_name -> MessageV0.SgMemberDelReq
-	29, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
-	9,  // 10: MessageV0.Request.explain:type_name -> MessageV0.ExplainReq
-	11, // 11: MessageV0.Request.nic_drops:type_name -> MessageV0.NicDropsReq
-	19, // 12: MessageV0.Response.status:type_name -> MessageV0.Status
-	21, // 13: MessageV0.Response.nic_add:type_name -> MessageV0.NicAddRes
-	5,  // 14: MessageV0.Response.nic_details:type_name -> MessageV0.Nic
-	22, // 15: MessageV0.Response.nic_export:type_name -> MessageV0.NicExportRes
-	6,  // 16: MessageV0.Response.nic_stats:type_name -> MessageV0.NicStats
-	17, // 17: MessageV0.Response.sg_rule_list:type_name -> MessageV0.Rule
-	27, // 18: MessageV0.Response.app_status:type_name -> MessageV0.AppStatusRes
-	16, // 19: MessageV0.Response.sg_details:type_name -> MessageV0.Sg
-	7,  // 20: MessageV0.Response.nic_counters:type_name -> MessageV0.NicCounters
-	10, // 21: MessageV0.Response.explain:type_name -> MessageV0.ExplainRes
-	12, // 22: MessageV0.Response.nic_drops:type_name -> MessageV0.NicDrops
-	0,  // 23: MessageV0.Nic.type:type_name -> MessageV0.Nic.Type
-	15, // 24: MessageV0.Nic.fw_import:type_name -> MessageV0.FwData
-	8,  // 25: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
-	13, // 26: MessageV0.NicDrops.frame:type_name -> MessageV0.DroppedFrame
-	17, // 27: MessageV0.Sg.rule:type_name -> MessageV0.Rule
-	1,  // 28: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
-	14, // 29: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
-	18, // 30: MessageV0.Status.error:type_name -> MessageV0.Error
-	15, // 31: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
-	17, // 32: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
-	17, // 33: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
-	28, // 34: MessageV0.AppStatusRes.nic_issues:type_name -> MessageV0.NicIssue
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	8,  // 2: MessageV0.Request.nic_add:type_name -> MessageV0.Nic
+	23, // 3: MessageV0.Request.nic_update:type_name -> MessageV0.NicUpdateReq
+	19, // 4: MessageV0.Request.sg_add:type_name -> MessageV0.Sg
+	26, // 5: MessageV0.Request.sg_rule_add:type_name -> MessageV0.SgRuleAddReq
+	27, // 6: MessageV0.Request.sg_rule_del:type_name -> MessageV0.SgRuleDelReq
+	28, // 7: MessageV0.Request.sg_member_add:type_name -> MessageV0.SgMemberAddReq
+	29, // 8: MessageV0.Request.sg_member_del:type_name -> MessageV0.SgMemberDelReq
+	32, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
+	12, // 10: MessageV0.Request.explain:type_name -> MessageV0.ExplainReq
+	14, // 11: MessageV0.Request.nic_drops:type_name -> MessageV0.NicDropsReq
+	22, // 12: MessageV0.Response.status:type_name -> MessageV0.Status
+	24, // 13: MessageV0.Response.nic_add:type_name -> MessageV0.NicAddRes
+	8,  // 14: MessageV0.Response.nic_details:type_name -> MessageV0.Nic
+	25, // 15: MessageV0.Response.nic_export:type_name -> MessageV0.NicExportRes
+	9,  // 16: MessageV0.Response.nic_stats:type_name -> MessageV0.NicStats
+	20, // 17: MessageV0.Response.sg_rule_list:type_name -> MessageV0.Rule
+	30, // 18: MessageV0.Response.app_status:type_name -> MessageV0.AppStatusRes
+	19, // 19: MessageV0.Response.sg_details:type_name -> MessageV0.Sg
+	10, // 20: MessageV0.Response.nic_counters:type_name -> MessageV0.NicCounters
+	13, // 21: MessageV0.Response.explain:type_name -> MessageV0.ExplainRes
+	15, // 22: MessageV0.Response.nic_drops:type_name -> MessageV0.NicDrops
+	5,  // 23: MessageV0.Response.cluster_nodes:type_name -> MessageV0.ClusterNode
+	6,  // 24: MessageV0.Response.cluster_nics:type_name -> MessageV0.ClusterNic
+	0,  // 25: MessageV0.Nic.type:type_name -> MessageV0.Nic.Type
+	18, // 26: MessageV0.Nic.fw_import:type_name -> MessageV0.FwData
+	11, // 27: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
+	16, // 28: MessageV0.NicDrops.frame:type_name -> MessageV0.DroppedFrame
+	20, // 29: MessageV0.Sg.rule:type_name -> MessageV0.Rule
+	1,  // 30: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
+	17, // 31: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
+	21, // 32: MessageV0.Status.error:type_name -> MessageV0.Error
+	18, // 33: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
+	20, // 34: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
+	20, // 35: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
+	31, // 36: MessageV0.AppStatusRes.nic_issues:type_name -> MessageV0.NicIssue
+	7,  // 37: MessageV0.AppStatusRes.cluster:type_name -> MessageV0.ClusterStatus
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_message_0_proto_init() }
@@ -2546,7 +2857,7 @@ func file_message_0_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_message_0_proto_rawDesc), len(file_message_0_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

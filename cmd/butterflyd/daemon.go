@@ -18,10 +18,13 @@ import (
 
 	"github.com/butterfly-go/butterfly/internal/apiserver"
 	"github.com/butterfly-go/butterfly/internal/apiv0"
+	"github.com/butterfly-go/butterfly/internal/cluster"
 	"github.com/butterfly-go/butterfly/internal/config"
+	"github.com/butterfly-go/butterfly/internal/dataplane"
 	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/pcap"
 	"github.com/butterfly-go/butterfly/internal/state"
+	"github.com/butterfly-go/butterfly/internal/version"
 )
 
 // engine is what the daemon needs from the packet engine
@@ -79,11 +82,12 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	if err != nil {
 		return err
 	}
-	store := model.New(dp, model.Options{
+	storeOpts := model.Options{
 		DefaultPacketTrace: d.cfg.PacketTrace,
 		DefaultTracePath:   d.defaultTracePath,
 		DefaultVhostClient: d.cfg.VhostClient,
-	})
+	}
+	store := model.New(dp, storeOpts)
 
 	ctx, quit := context.WithCancel(ctx)
 	defer quit()
@@ -110,6 +114,15 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 			}
 			return nil
 		}
+	}
+	var agent *cluster.Agent
+	if len(d.cfg.Cluster.Endpoints) > 0 {
+		agent, err = d.newAgent(store, storeOpts, dp, opts.Persist)
+		if err != nil {
+			return err
+		}
+		defer agent.Close()
+		opts.Cluster = agent
 	}
 	h := apiv0.New(store, opts)
 	srv, err = apiserver.New(apiserver.Config{Endpoint: d.cfg.Endpoint, Key: key, Logger: d.log}, h)
@@ -149,9 +162,22 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 		}()
 	}
 
+	if agent != nil {
+		// The agent starts from the restored state (etcd may be down)
+		// and stops before the dataplane closes.
+		actx, stopAgent := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); agent.Run(actx) }()
+		defer func() { stopAgent(); <-done }()
+	}
+
 	var metricsAddr string
 	if d.cfg.Metrics != "" {
-		addr, stopMetrics, err := d.startMetrics(dp.Collector())
+		var extra []prometheus.Collector
+		if agent != nil {
+			extra = append(extra, agent.Collector())
+		}
+		addr, stopMetrics, err := d.startMetrics(dp.Collector(), extra...)
 		if err != nil {
 			return err
 		}
@@ -169,6 +195,29 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 	d.log.Info("stopping: closing the API and removing vNICs")
 	d.saveConntrack(store, dp)
 	return nil
+}
+
+// newAgent returns the cluster agent of cluster mode (--etcd): it
+// programs store and the engine's remotes from etcd and persists what it
+// changes with persist.
+func (d *daemon) newAgent(store *model.Store, opts model.Options, dp engine, persist func(model.Change) error) (*cluster.Agent, error) {
+	rem, ok := dp.(interface {
+		SetRemotes(dataplane.Remotes) error
+	})
+	if !ok {
+		return nil, errors.New("cluster mode: the dataplane cannot take remote VTEPs")
+	}
+	c := d.cfg.Cluster
+	a, err := cluster.New(cluster.Config{
+		Endpoints: c.Endpoints, Node: c.Node, VTEP: d.cfg.VTEP, Version: version.Version,
+		Prefix: c.Prefix, CA: c.CA, Cert: c.Cert, Key: c.Key,
+		Store: store, StoreOptions: opts, Remotes: rem, Persist: persist, Logger: d.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.log.Info("cluster mode", "node", c.Node, "etcd", strings.Join(c.Endpoints, ","), "prefix", c.Prefix)
+	return a, nil
 }
 
 // restore opens the state file (snapshot and journal) and loads it into
@@ -250,12 +299,13 @@ func (d *daemon) confineTraces(st *model.State) {
 // runtime and process) on cfg.Metrics. The listener is bound before it
 // returns so that a bad address stops the daemon at start; addr is the
 // address bound.
-func (d *daemon) startMetrics(c prometheus.Collector) (addr string, stop func(), err error) {
+func (d *daemon) startMetrics(c prometheus.Collector, extra ...prometheus.Collector) (addr string, stop func(), err error) {
 	reg := prometheus.NewRegistry()
 	cs := []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	if c != nil {
 		cs = append(cs, c)
 	}
+	cs = append(cs, extra...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return "", nil, fmt.Errorf("metrics: %w", err)

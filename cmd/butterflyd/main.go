@@ -93,6 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		CPUs:            usableCPUs(cfg.CPUs, runtime.NumCPU(), log),
 		UnderlayMTU:     cfg.UnderlayMTU,
 		HeadEnd:         cfg.VXLANPeers,
+		Cluster:         len(cfg.Cluster.Endpoints) > 0,
 		SocketDir:       cfg.SocketDir,
 		NoOffload:       cfg.NoOffload,
 		PollIdle:        cfg.PollIdle,

@@ -43,6 +43,42 @@ type Options struct {
 	Now func() time.Time
 	// Logger logs failed requests at debug level; nil means slog.Default.
 	Logger *slog.Logger
+	// Cluster, when set (cluster mode), takes every mutation instead of
+	// the Store: the Store then follows the cluster, and queries still
+	// read it. It also answers cluster_nodes and cluster_nics and adds
+	// its status to app_status.
+	Cluster Cluster
+}
+
+// Cluster is what the API needs of cluster mode (*cluster.Agent): the
+// mutations, with the Store's semantics and errors, and the cluster's
+// state.
+type Cluster interface {
+	AddNIC(n model.NIC) (path string, err error)
+	UpdateNIC(u model.NICUpdate) error
+	DeleteNIC(id string) error
+	AddSG(sg model.SG) error
+	DeleteSG(id string) error
+	AddRule(sgID string, r model.Rule) error
+	DeleteRule(sgID string, r model.Rule) error
+	AddMember(sgID, ip string) error
+	DeleteMember(sgID, ip string) error
+	Status() *protocol.MessageV0_ClusterStatus
+	Nodes() []*protocol.MessageV0_ClusterNode
+	NICs() []*protocol.MessageV0_ClusterNic
+}
+
+// mutations is what the requests change: the Store, or the cluster.
+type mutations interface {
+	AddNIC(n model.NIC) (string, error)
+	UpdateNIC(u model.NICUpdate) error
+	DeleteNIC(id string) error
+	AddSG(sg model.SG) error
+	DeleteSG(id string) error
+	AddRule(sgID string, r model.Rule) error
+	DeleteRule(sgID string, r model.Rule) error
+	AddMember(sgID, ip string) error
+	DeleteMember(sgID, ip string) error
 }
 
 // Handler answers MessageV0 requests. It is safe for concurrent use;
@@ -100,6 +136,10 @@ func (h *Handler) Handle(req *protocol.MessageV0) *protocol.MessageV0 {
 
 func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV0_Response) error {
 	s := h.store
+	var m mutations = s
+	if h.opts.Cluster != nil {
+		m = h.opts.Cluster
+	}
 	switch {
 	case r.NicAdd != nil:
 		n, err := nicFromProto(r.NicAdd, s.DefaultPacketTrace(), s.DefaultVhostClient())
@@ -108,7 +148,7 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 		}
 		var path string
 		err = h.mutate(func() (err error) {
-			path, err = s.AddNIC(n)
+			path, err = m.AddNIC(n)
 			return err
 		})
 		if err != nil {
@@ -117,9 +157,9 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 		res.NicAdd = &protocol.MessageV0_NicAddRes{Path: proto.String(path)}
 	case r.NicUpdate != nil:
 		u := nicUpdateFromProto(r.NicUpdate)
-		return h.mutate(func() error { return s.UpdateNIC(u) })
+		return h.mutate(func() error { return m.UpdateNIC(u) })
 	case r.NicDel != nil:
-		return h.mutate(func() error { return s.DeleteNIC(r.GetNicDel()) })
+		return h.mutate(func() error { return m.DeleteNIC(r.GetNicDel()) })
 	case r.NicList != nil:
 		res.NicList = s.NICList()
 	case r.NicDetails != nil:
@@ -155,9 +195,9 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 		if err != nil {
 			return err
 		}
-		return h.mutate(func() error { return s.AddSG(sg) })
+		return h.mutate(func() error { return m.AddSG(sg) })
 	case r.SgDel != nil:
-		return h.mutate(func() error { return s.DeleteSG(r.GetSgDel()) })
+		return h.mutate(func() error { return m.DeleteSG(r.GetSgDel()) })
 	case r.SgList != nil:
 		res.SgList = s.SGList()
 	case r.SgRuleAdd != nil:
@@ -165,13 +205,13 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 		if err != nil {
 			return model.Errorf(model.CodeInvalid, model.TextBadRule, "%v", err)
 		}
-		return h.mutate(func() error { return s.AddRule(r.SgRuleAdd.GetSgId(), rule) })
+		return h.mutate(func() error { return m.AddRule(r.SgRuleAdd.GetSgId(), rule) })
 	case r.SgRuleDel != nil:
 		rule, err := ruleFromProto(r.SgRuleDel.GetRule())
 		if err != nil {
 			return model.Errorf(model.CodeInvalid, model.TextBadRule, "%v", err)
 		}
-		return h.mutate(func() error { return s.DeleteRule(r.SgRuleDel.GetSgId(), rule) })
+		return h.mutate(func() error { return m.DeleteRule(r.SgRuleDel.GetSgId(), rule) })
 	case r.SgRuleList != nil:
 		rules, err := s.Rules(r.GetSgRuleList())
 		if err != nil {
@@ -181,11 +221,11 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 			res.SgRuleList = append(res.SgRuleList, ruleToProto(rule))
 		}
 	case r.SgMemberAdd != nil:
-		m := r.SgMemberAdd
-		return h.mutate(func() error { return s.AddMember(m.GetSgId(), m.GetMember()) })
+		sm := r.SgMemberAdd
+		return h.mutate(func() error { return m.AddMember(sm.GetSgId(), sm.GetMember()) })
 	case r.SgMemberDel != nil:
-		m := r.SgMemberDel
-		return h.mutate(func() error { return s.DeleteMember(m.GetSgId(), m.GetMember()) })
+		sm := r.SgMemberDel
+		return h.mutate(func() error { return m.DeleteMember(sm.GetSgId(), sm.GetMember()) })
 	case r.SgMemberList != nil:
 		members, err := s.Members(r.GetSgMemberList())
 		if err != nil {
@@ -205,6 +245,9 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 			st.RequestCounter = proto.Uint64(h.opts.Requests())
 		} else {
 			st.RequestCounter = proto.Uint64(0)
+		}
+		if h.opts.Cluster != nil {
+			st.Cluster = h.opts.Cluster.Status()
 		}
 		res.AppStatus = st
 	case r.AppQuit != nil:
@@ -231,6 +274,15 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 		return h.explain(r.Explain, res)
 	case r.NicDrops != nil:
 		return h.nicDrops(r.NicDrops, res)
+	case r.ClusterNodes != nil, r.ClusterNics != nil:
+		if h.opts.Cluster == nil {
+			return replyError("Cluster request failed: this daemon is not in cluster mode (butterflyd --etcd)")
+		}
+		if r.ClusterNodes != nil {
+			res.ClusterNodes = h.opts.Cluster.Nodes()
+		} else {
+			res.ClusterNics = h.opts.Cluster.NICs()
+		}
 	default:
 		return replyError("MessageV0 appears to not have any request")
 	}
@@ -239,8 +291,12 @@ func (h *Handler) dispatch(r *protocol.MessageV0_Request, res *protocol.MessageV
 
 // mutate runs op and, if the state changed, persists the change. The
 // change is taken from the Store even without Persist, so that the
-// Store's change set stays small.
+// Store's change set stays small. In cluster mode op writes to etcd and
+// the cluster agent applies and persists what changes.
 func (h *Handler) mutate(op func() error) error {
+	if h.opts.Cluster != nil {
+		return op()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	before := h.store.Generation()

@@ -1,0 +1,486 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/butterfly-go/butterfly/api/protocol"
+	"github.com/butterfly-go/butterfly/internal/dataplane"
+	"github.com/butterfly-go/butterfly/internal/model"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// Endpoints are etcd's client URLs.
+	Endpoints []string
+	// Node is this daemon's node name, VTEP its VXLAN address and
+	// Version its version (registered in etcd).
+	Node    string
+	VTEP    netip.Addr
+	Version string
+	// Prefix is the key prefix (starts and ends with '/').
+	Prefix string
+	// CA, Cert and Key are the TLS files ("" = plain).
+	CA, Cert, Key string
+	// Store is the daemon's store; the Agent is its only writer in
+	// cluster mode. StoreOptions are the options it was created with.
+	Store        *model.Store
+	StoreOptions model.Options
+	// Remotes receives the other nodes' VTEPs (*dataplane.Engine).
+	Remotes interface {
+		SetRemotes(dataplane.Remotes) error
+	}
+	// Persist saves the store's changes (the state file); nil = not.
+	Persist func(model.Change) error
+	// LeaseTTL is the node's lease (default 5 s): a node whose daemon
+	// stops renewing it leaves the other nodes' flood lists that long
+	// after.
+	LeaseTTL time.Duration
+	// Timeout bounds each etcd request of an API mutation (default 5 s).
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// Agent keeps the daemon's store and dataplane in line with etcd and
+// writes the API's mutations to etcd.
+type Agent struct {
+	cfg    Config
+	layout Layout
+	cli    *clientv3.Client
+	log    *slog.Logger
+
+	// mu guards what follows; apply runs under it.
+	mu      sync.Mutex
+	view    *View
+	applied int64 // etcd revision the store reflects
+	// notify is closed (and replaced) whenever applied grows.
+	notify    chan struct{}
+	applyErrs map[string]error // by "nic X" / "sg X"
+	remotes   dataplane.Remotes
+	pushed    bool
+	connected bool
+	lastErr   string
+	lastSeen  map[string]time.Time
+	resyncs   uint64
+}
+
+// New returns an Agent for cfg. It does not contact etcd yet (Run does),
+// so that a daemon starts, on its state file, while etcd is down.
+func New(cfg Config) (*Agent, error) {
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 5 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	tlsCfg, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		DialTimeout:          2 * time.Second,
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		TLS:                  tlsCfg,
+		Logger:               zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: etcd client: %w", err)
+	}
+	l := Layout{Prefix: cfg.Prefix}
+	return &Agent{
+		cfg:       cfg,
+		layout:    l,
+		cli:       cli,
+		log:       cfg.Logger.With("cluster_node", cfg.Node),
+		view:      NewView(l),
+		notify:    make(chan struct{}),
+		applyErrs: map[string]error{},
+		lastSeen:  map[string]time.Time{},
+		lastErr:   "not connected yet",
+	}, nil
+}
+
+// tlsConfig builds the client's TLS configuration from the files (nil
+// without CA or certificate).
+func tlsConfig(cfg Config) (*tls.Config, error) {
+	if cfg.CA == "" && cfg.Cert == "" {
+		return nil, nil
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CA != "" {
+		pem, err := os.ReadFile(cfg.CA)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: etcd-ca: %w", err)
+		}
+		t.RootCAs = x509.NewCertPool()
+		if !t.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("cluster: etcd-ca %s: no PEM certificate", cfg.CA)
+		}
+	}
+	if cfg.Cert != "" {
+		c, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: etcd-cert/etcd-key: %w", err)
+		}
+		t.Certificates = []tls.Certificate{c}
+	}
+	return t, nil
+}
+
+// Close closes the etcd client (Run must have returned).
+func (a *Agent) Close() error { return a.cli.Close() }
+
+// Run registers the node, keeps its lease and follows etcd until ctx is
+// done: a full read, then a watch from the next revision; after a
+// compaction or a watch failure it reads everything again. While etcd is
+// unreachable the store and the dataplane keep their last state.
+func (a *Agent) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.keepAlive(ctx) }()
+	go func() { defer wg.Done(); a.health(ctx) }()
+	defer wg.Wait()
+	for ctx.Err() == nil {
+		rev, err := a.resync(ctx)
+		if err != nil {
+			a.setErr(err)
+			sleep(ctx, 500*time.Millisecond)
+			continue
+		}
+		a.watch(ctx, rev)
+		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+// resync reads every key and applies the result; it returns the revision
+// read.
+func (a *Agent) resync(ctx context.Context) (int64, error) {
+	rctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	resp, err := a.cli.Get(rctx, a.cfg.Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("cluster: reading %s: %w", a.cfg.Prefix, err)
+	}
+	v := NewView(a.layout)
+	for _, kv := range resp.Kvs {
+		if err := v.Put(string(kv.Key), kv.Value); err != nil {
+			a.log.Warn("invalid cluster record ignored", "key", string(kv.Key), "err", err)
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.view = v
+	a.resyncs++
+	a.applyLocked(resp.Header.Revision)
+	a.log.Info("cluster state read", "revision", resp.Header.Revision, "keys", len(resp.Kvs),
+		"nics", len(v.NICs[a.cfg.Node]), "sgs", len(v.SGs), "nodes", len(v.Nodes), "invalid", len(v.Invalid))
+	return resp.Header.Revision, nil
+}
+
+// watch follows changes after rev until the watch fails or ctx is done.
+func (a *Agent) watch(ctx context.Context, rev int64) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := a.cli.Watch(wctx, a.cfg.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			a.log.Warn("cluster watch compacted: reading everything again", "compact_revision", resp.CompactRevision)
+			return
+		}
+		if err := resp.Err(); err != nil {
+			a.setErr(fmt.Errorf("cluster: watch: %w", err))
+			return
+		}
+		if len(resp.Events) == 0 {
+			continue
+		}
+		a.mu.Lock()
+		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
+			if ev.Type == clientv3.EventTypeDelete {
+				a.view.Delete(key)
+				continue
+			}
+			if err := a.view.Put(key, ev.Kv.Value); err != nil {
+				a.log.Warn("invalid cluster record ignored", "key", key, "err", err)
+			}
+		}
+		a.applyLocked(resp.Header.Revision)
+		a.mu.Unlock()
+	}
+}
+
+// applyLocked makes the store and the dataplane's remotes follow the
+// view, persists the change and publishes rev as applied. a.mu is held.
+func (a *Agent) applyLocked(rev int64) {
+	now := time.Now()
+	for name := range a.view.Alive {
+		a.lastSeen[name] = now
+	}
+	held, heldSGs := a.view.Held(a.cfg.Node)
+	ops := Diff(a.cfg.Store.State(), a.view.NICs[a.cfg.Node], a.view.SGs, held, heldSGs, a.cfg.StoreOptions.DefaultTracePath)
+	errs := Apply(a.cfg.Store, ops)
+	for what, err := range errs {
+		if prev, ok := a.applyErrs[what]; !ok || prev.Error() != err.Error() {
+			a.log.Error("cluster record not applied", "object", what, "err", err)
+		}
+	}
+	a.applyErrs = errs
+	if len(ops) > 0 {
+		a.log.Debug("cluster change applied", "revision", rev, "operations", len(ops), "failed", len(errs))
+	}
+	ch := a.cfg.Store.TakeChanges()
+	if a.cfg.Persist != nil && (len(ch.NICs)+len(ch.SGs)+len(ch.DelNICs)+len(ch.DelSGs) > 0) {
+		if err := a.cfg.Persist(ch); err != nil {
+			a.log.Error("persisting the cluster state", "err", err)
+		}
+	}
+	if r := a.view.Remotes(a.cfg.Node); a.cfg.Remotes != nil && (!a.pushed || !EqualRemotes(r, a.remotes)) {
+		if err := a.cfg.Remotes.SetRemotes(r); err != nil {
+			a.log.Error("programming the other nodes' VTEPs", "err", err)
+		} else {
+			a.remotes, a.pushed = r, true
+			a.log.Info("cluster peers", "sources", len(r.Sources), "vnis", len(r.Flood))
+		}
+	}
+	if rev > a.applied {
+		a.applied = rev
+		close(a.notify)
+		a.notify = make(chan struct{})
+	}
+}
+
+// keepAlive registers the node and keeps its lease alive, again after
+// every loss (etcd down longer than the TTL).
+func (a *Agent) keepAlive(ctx context.Context) {
+	for ctx.Err() == nil {
+		ka, err := a.register(ctx)
+		if err != nil {
+			a.setErr(err)
+			sleep(ctx, 500*time.Millisecond)
+			continue
+		}
+		for range ka {
+		}
+		if ctx.Err() == nil {
+			a.log.Warn("cluster lease lost: registering again")
+		}
+	}
+}
+
+func (a *Agent) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	rctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	val := string(EncodeNode(NodeInfo{Name: a.cfg.Node, VTEP: a.cfg.VTEP, Version: a.cfg.Version}))
+	lease, err := a.cli.Grant(rctx, int64((a.cfg.LeaseTTL+time.Second-1)/time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: lease: %w", err)
+	}
+	if _, err := a.cli.Txn(rctx).Then(
+		clientv3.OpPut(a.layout.Node(a.cfg.Node), val),
+		clientv3.OpPut(a.layout.Alive(a.cfg.Node), val, clientv3.WithLease(lease.ID)),
+	).Commit(); err != nil {
+		return nil, fmt.Errorf("cluster: registering node %s: %w", a.cfg.Node, err)
+	}
+	ka, err := a.cli.KeepAlive(ctx, lease.ID)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: lease keep-alive: %w", err)
+	}
+	a.log.Info("cluster node registered", "vtep", a.cfg.VTEP, "lease_ttl", a.cfg.LeaseTTL)
+	return ka, nil
+}
+
+// health checks every second that etcd answers a quorum read.
+func (a *Agent) health(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := a.cli.Get(rctx, a.layout.Node(a.cfg.Node))
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		a.mu.Lock()
+		was := a.connected
+		a.connected = err == nil
+		if err != nil {
+			a.lastErr = err.Error()
+		} else {
+			a.lastErr = ""
+		}
+		a.mu.Unlock()
+		if was != (err == nil) {
+			if err != nil {
+				a.log.Error("etcd unavailable: forwarding continues on the last state, mutations fail", "err", err)
+			} else {
+				a.log.Info("etcd available")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) setErr(err error) {
+	a.log.Warn("cluster", "err", err)
+	a.mu.Lock()
+	a.lastErr = err.Error()
+	a.mu.Unlock()
+}
+
+// waitApplied waits until the store reflects revision rev.
+func (a *Agent) waitApplied(ctx context.Context, rev int64) error {
+	for {
+		a.mu.Lock()
+		done, ch := a.applied >= rev, a.notify
+		a.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("committed in etcd (revision %d) but not yet applied on this node: %w", rev, ctx.Err())
+		}
+	}
+}
+
+// Status is the cluster part of app_status.
+func (a *Agent) Status() *protocol.MessageV0_ClusterStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := &protocol.MessageV0_ClusterStatus{
+		Node:      proto.String(a.cfg.Node),
+		Connected: proto.Bool(a.connected),
+		Revision:  proto.Int64(a.applied),
+		Invalid:   a.invalidLocked(),
+	}
+	if !a.connected && a.lastErr != "" {
+		st.Error = proto.String(a.lastErr)
+	}
+	return st
+}
+
+// invalidLocked lists the invalid records and the objects the store
+// refused, sorted.
+func (a *Agent) invalidLocked() []string {
+	out := a.view.InvalidList()
+	for what, err := range a.applyErrs {
+		out = append(out, what+": "+err.Error())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Nodes lists the registered nodes (cluster_nodes).
+func (a *Agent) Nodes() []*protocol.MessageV0_ClusterNode {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*protocol.MessageV0_ClusterNode
+	for _, name := range sortedIDs(a.view.Nodes) {
+		n := a.view.Nodes[name]
+		_, alive := a.view.Alive[name]
+		var seen uint64
+		if t, ok := a.lastSeen[name]; ok {
+			seen = uint64(t.Unix())
+		}
+		out = append(out, &protocol.MessageV0_ClusterNode{
+			Name: proto.String(name), Vtep: proto.String(n.VTEP.String()), Version: proto.String(n.Version),
+			Alive: proto.Bool(alive), LastSeen: proto.Uint64(seen),
+		})
+	}
+	return out
+}
+
+// NICs lists every node's vNICs (cluster_nics).
+func (a *Agent) NICs() []*protocol.MessageV0_ClusterNic {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*protocol.MessageV0_ClusterNic
+	for _, node := range sortedIDs(a.view.NICs) {
+		m := a.view.NICs[node]
+		for _, id := range sortedIDs(m) {
+			n := m[id]
+			out = append(out, &protocol.MessageV0_ClusterNic{
+				Node: proto.String(node), Id: proto.String(id), Vni: proto.Uint32(n.VNI), Mac: proto.String(n.MACText),
+			})
+		}
+	}
+	return out
+}
+
+// Collector returns the cluster metrics: butterfly_cluster_connected,
+// butterfly_cluster_revision, butterfly_cluster_invalid_records and
+// butterfly_cluster_resyncs_total.
+func (a *Agent) Collector() prometheus.Collector { return collector{a} }
+
+type collector struct{ a *Agent }
+
+var (
+	descConnected = prometheus.NewDesc("butterfly_cluster_connected", "1 when etcd answers quorum reads.", nil, nil)
+	descRevision  = prometheus.NewDesc("butterfly_cluster_revision", "etcd revision the node's state reflects.", nil, nil)
+	descInvalid   = prometheus.NewDesc("butterfly_cluster_invalid_records", "Cluster records ignored as invalid or refused by the node.", nil, nil)
+	descResyncs   = prometheus.NewDesc("butterfly_cluster_resyncs_total", "Full reads of the cluster state (start, compaction, watch failure).", nil, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descConnected
+	ch <- descRevision
+	ch <- descInvalid
+	ch <- descResyncs
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	a := c.a
+	a.mu.Lock()
+	conn := 0.0
+	if a.connected {
+		conn = 1
+	}
+	rev, inv, rs := float64(a.applied), float64(len(a.view.Invalid)+len(a.applyErrs)), float64(a.resyncs)
+	a.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, conn)
+	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, rev)
+	ch <- prometheus.MustNewConstMetric(descInvalid, prometheus.GaugeValue, inv)
+	ch <- prometheus.MustNewConstMetric(descResyncs, prometheus.CounterValue, rs)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// errUnavailable wraps an etcd failure of a mutation.
+func errUnavailable(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("cluster: etcd unavailable (unreachable or no quorum), the change is not confirmed and not applied here: %w", err)
+	}
+	return fmt.Errorf("cluster: etcd refused the change: %w", err)
+}
