@@ -1,0 +1,343 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/butterfly-go/butterfly/internal/dataplane"
+	"github.com/butterfly-go/butterfly/internal/labtest"
+	"github.com/butterfly-go/butterfly/internal/model"
+)
+
+// lockedDP is a recording dataplane safe for the agent's goroutine.
+type lockedDP struct {
+	mu      sync.Mutex
+	rec     recDP
+	remotes dataplane.Remotes
+	refuse  string // AddNIC of this id fails
+}
+
+func (d *lockedDP) AddNIC(n model.NIC) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n.ID == d.refuse {
+		return "", fmt.Errorf("cannot create %s", n.ID)
+	}
+	return d.rec.AddNIC(n)
+}
+func (d *lockedDP) UpdateNIC(n model.NIC) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rec.UpdateNIC(n)
+}
+func (d *lockedDP) DeleteNIC(id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rec.DeleteNIC(id)
+}
+func (d *lockedDP) SetSecurityGroups(sgs []model.SG) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rec.SetSecurityGroups(sgs)
+}
+func (d *lockedDP) Stats(string) (model.NICStats, error)       { return model.NICStats{}, nil }
+func (d *lockedDP) Counters(string) (model.NICCounters, error) { return model.NICCounters{}, nil }
+func (d *lockedDP) ExportNIC(string) ([]byte, error)           { return nil, nil }
+func (d *lockedDP) DOT() string                                { return "" }
+func (d *lockedDP) SetRemotes(r dataplane.Remotes) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.remotes = r
+	return nil
+}
+func (d *lockedDP) calls() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.rec.calls...)
+}
+func (d *lockedDP) getRemotes() dataplane.Remotes {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.remotes
+}
+
+type node struct {
+	a     *Agent
+	dp    *lockedDP
+	store *model.Store
+}
+
+func startNode(t *testing.T, endpoints []string, name, vtep string) *node {
+	t.Helper()
+	dp := &lockedDP{}
+	s := model.New(dp, model.Options{})
+	a, err := New(Config{
+		Endpoints: endpoints, Node: name, VTEP: netip.MustParseAddr(vtep), Version: "test",
+		Prefix: "/butterfly/", Store: s, Remotes: dp, LeaseTTL: 2 * time.Second, Timeout: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; a.Close() })
+	return &node{a: a, dp: dp, store: s}
+}
+
+func etcdClient(t *testing.T, endpoints []string) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ruleTCP(port uint32) model.Rule {
+	return model.Rule{Direction: model.Inbound, Protocol: 6, PortStart: port, PortEnd: port, CIDR: netip.MustParsePrefix("0.0.0.0/0")}
+}
+
+// TestAgent runs two agents on a real etcd: mutations through one reach
+// the other, replays change nothing, invalid records are reported and
+// ignored, a refused vNIC is put back, etcd down fails mutations clearly
+// while the state stays, and compaction forces a resync that converges.
+func TestAgent(t *testing.T) {
+	e := labtest.StartEtcd(t, t.TempDir(), labtest.EtcdSpec{IP: "127.0.0.1"})
+	eps := e.Endpoints()
+	n1 := startNode(t, eps, "n1", "10.0.0.1")
+	n2 := startNode(t, eps, "n2", "10.0.0.2")
+	cli := etcdClient(t, eps)
+	ctx := context.Background()
+
+	labtest.Eventually(t, 10*time.Second, "nodes see each other", func() error {
+		if r := n1.dp.getRemotes(); len(r.Sources) != 1 || r.Sources[0] != netip.MustParseAddr("10.0.0.2") {
+			return fmt.Errorf("n1 remotes %+v", r)
+		}
+		if l := n2.a.Nodes(); len(l) != 2 || !l[0].GetAlive() || !l[1].GetAlive() {
+			return fmt.Errorf("n2 nodes %v", l)
+		}
+		return nil
+	})
+
+	// A group and a rule through n1 reach n2's store.
+	if err := n1.a.AddSG(model.SG{ID: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.a.AddRule("web", ruleTCP(80)); err != nil {
+		t.Fatal(err)
+	}
+	labtest.Eventually(t, 5*time.Second, "rule on n2", func() error {
+		if r, err := n2.store.Rules("web"); err != nil || len(r) != 1 {
+			return fmt.Errorf("n2 rules %v, %v", r, err)
+		}
+		return nil
+	})
+	// The writer's node has it when the call returns.
+	if r, err := n1.store.Rules("web"); err != nil || len(r) != 1 {
+		t.Fatalf("n1 rules right after the reply: %v, %v", r, err)
+	}
+	// Replays with equal content write nothing (no new revision).
+	rev := func() int64 {
+		r, err := cli.Get(ctx, "/butterfly/sgs/web")
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("get: %v %v", r, err)
+		}
+		return r.Kvs[0].ModRevision
+	}
+	before := rev()
+	gen := n2.store.Generation()
+	if err := n1.a.AddRule("web", ruleTCP(80)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.a.AddSG(model.SG{ID: "web", Rules: []model.Rule{ruleTCP(80)}}); err != nil {
+		t.Fatal(err)
+	}
+	if after := rev(); after != before {
+		t.Fatalf("replays rewrote the record: revision %d -> %d", before, after)
+	}
+	if g := n2.store.Generation(); g != gen {
+		t.Fatalf("replays changed n2's store: generation %d -> %d", gen, g)
+	}
+	// Validation is the model's: same errors as standalone.
+	if err := n1.a.AddRule("web", model.Rule{Protocol: 6, PortStart: 9, PortEnd: 1, SG: "x"}); err == nil {
+		t.Fatal("bad rule accepted")
+	}
+
+	// A vNIC of n2: on n2's store, in n1's flood list for its VNI.
+	path, err := n2.a.AddNIC(model.NIC{ID: "vm2", MACText: "52:54:00:00:00:02", VNI: 42, Type: model.NICTap, SecurityGroups: []string{"web"}})
+	if err != nil || path != "tap-vm2" {
+		t.Fatalf("AddNIC = %q, %v", path, err)
+	}
+	labtest.Eventually(t, 5*time.Second, "n1 floods VNI 42 to n2", func() error {
+		if r := n1.dp.getRemotes(); len(r.Flood[42]) != 1 {
+			return fmt.Errorf("n1 remotes %+v", r)
+		}
+		return nil
+	})
+	if _, err := n1.store.NICDetails("vm2"); err == nil {
+		t.Fatal("n2's vNIC is on n1")
+	}
+	if l := n1.a.NICs(); len(l) != 1 || l[0].GetNode() != "n2" || l[0].GetId() != "vm2" {
+		t.Fatalf("n1 cluster nics %v", l)
+	}
+	if err := n2.a.UpdateNIC(model.NICUpdate{ID: "vm2", IPs: []string{"10.0.0.2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if c := n2.dp.calls(); c[len(c)-1] != "update vm2" {
+		t.Fatalf("nic_update made %v", c)
+	}
+	if err := n1.a.UpdateNIC(model.NICUpdate{ID: "vm2", IPs: []string{"10.0.0.3"}}); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("nic_update of another node's vNIC: %v", err)
+	}
+
+	// A vNIC this node's dataplane refuses: error, record put back.
+	n1.dp.mu.Lock()
+	n1.dp.refuse = "bad"
+	n1.dp.mu.Unlock()
+	if _, err := n1.a.AddNIC(model.NIC{ID: "bad", MACText: "52:54:00:00:00:09", VNI: 1, Type: model.NICTap}); err == nil || !strings.Contains(err.Error(), "cannot create bad") {
+		t.Fatalf("refused vNIC: %v", err)
+	}
+	if r, err := cli.Get(ctx, "/butterfly/nics/n1/bad"); err != nil || len(r.Kvs) != 0 {
+		t.Fatalf("refused vNIC's record left in etcd: %v %v", r, err)
+	}
+
+	// An invalid record written by another tool: reported, ignored.
+	if _, err := cli.Put(ctx, "/butterfly/sgs/web", `{"id":"web","rule":[{"direction":"INBOUND","protocol":6}]}`); err != nil {
+		t.Fatal(err)
+	}
+	labtest.Eventually(t, 5*time.Second, "invalid record reported", func() error {
+		for _, n := range []*node{n1, n2} {
+			st := n.a.Status()
+			if len(st.GetInvalid()) != 1 || !strings.HasPrefix(st.GetInvalid()[0], "/butterfly/sgs/web: ") {
+				return fmt.Errorf("status %v", st)
+			}
+		}
+		return nil
+	})
+	if r, err := n2.store.Rules("web"); err != nil || len(r) != 1 || r[0] != ruleTCP(80) {
+		t.Fatalf("n2's rules after the invalid record: %v, %v", r, err)
+	}
+	// The API replaces it with a valid one.
+	if err := n1.a.AddSG(model.SG{ID: "web", Rules: []model.Rule{ruleTCP(80), ruleTCP(443)}}); err != nil {
+		t.Fatal(err)
+	}
+	labtest.Eventually(t, 5*time.Second, "valid again", func() error {
+		if st := n2.a.Status(); len(st.GetInvalid()) != 0 {
+			return fmt.Errorf("status %v", st)
+		}
+		if r, _ := n2.store.Rules("web"); len(r) != 2 {
+			return fmt.Errorf("n2 rules %v", r)
+		}
+		return nil
+	})
+
+	// Compaction while n2 does not watch is covered by resync; here: a
+	// compaction past everything forces nothing wrong, state converges.
+	if _, err := cli.Put(ctx, "/butterfly/sgs/db", `{"id":"db"}`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, r.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	labtest.Eventually(t, 5*time.Second, "db on n2", func() error {
+		_, err := n2.store.SGDetails("db")
+		return err
+	})
+
+	// etcd down: mutations fail clearly, state stays, status shows it.
+	e.Members[0].Kill()
+	start := time.Now()
+	err = n1.a.AddRule("web", ruleTCP(22))
+	if err == nil || !strings.Contains(err.Error(), "etcd unavailable") {
+		t.Fatalf("mutation with etcd down: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("mutation took %v to fail", d)
+	}
+	labtest.Eventually(t, 5*time.Second, "status disconnected", func() error {
+		if st := n1.a.Status(); st.GetConnected() || st.GetError() == "" {
+			return fmt.Errorf("status %v", st)
+		}
+		return nil
+	})
+	if r, _ := n1.store.Rules("web"); len(r) != 2 {
+		t.Fatalf("n1 rules with etcd down: %v", r)
+	}
+	// Back: converges, and mutations work again.
+	if err := e.Members[0].Start(); err != nil {
+		t.Fatal(err)
+	}
+	labtest.Eventually(t, 15*time.Second, "mutation after etcd is back", func() error {
+		return n1.a.AddRule("web", ruleTCP(22))
+	})
+	labtest.Eventually(t, 10*time.Second, "rule 22 on n2", func() error {
+		if r, _ := n2.store.Rules("web"); len(r) != 3 {
+			return fmt.Errorf("n2 rules %v", r)
+		}
+		if st := n2.a.Status(); !st.GetConnected() {
+			return fmt.Errorf("n2 status %v", st)
+		}
+		return nil
+	})
+}
+
+// TestWatchCompacted: a watch from a revision that was compacted returns
+// (Run then reads everything again) instead of missing changes.
+func TestWatchCompacted(t *testing.T) {
+	e := labtest.StartEtcd(t, t.TempDir(), labtest.EtcdSpec{IP: "127.0.0.1"})
+	cli := etcdClient(t, e.Endpoints())
+	ctx := context.Background()
+	dp := &lockedDP{}
+	s := model.New(dp, model.Options{})
+	a, err := New(Config{Endpoints: e.Endpoints(), Node: "n", VTEP: netip.MustParseAddr("10.0.0.1"), Prefix: "/butterfly/",
+		Store: s, Remotes: dp, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	rev, err := a.resync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := cli.Put(ctx, "/butterfly/sgs/g"+fmt.Sprint(i), fmt.Sprintf(`{"id":"g%d"}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, r.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	a.watch(wctx, rev)
+	if wctx.Err() != nil {
+		t.Fatal("watch from a compacted revision did not return")
+	}
+	if _, err := a.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l := s.SGList(); len(l) != 3 {
+		t.Fatalf("groups after the resync: %v", l)
+	}
+}
