@@ -43,6 +43,7 @@ Graphviz viewer).`,
 				for _, is := range st.GetNicIssues() {
 					fmt.Fprintf(s.stdout, "nic %s: %s\n", is.GetNicId(), is.GetReason())
 				}
+				printClusterStatus(s, st.GetCluster())
 				if st.GraphDot != nil {
 					fmt.Fprintf(s.stdout, "dot graph: \n%s\n", st.GetGraphDot())
 				}

@@ -65,6 +65,7 @@ The exit status is 0 on success and 1 on any error.`,
 		requestCommand(seg),
 		dumpCommand(seg),
 		explainCommand(seg),
+		clusterCommand(seg),
 	)
 	return root
 }

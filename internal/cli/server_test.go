@@ -38,6 +38,8 @@ type serverOpts struct {
 	key []byte
 	// vhostClient is the daemon's default vhost-user mode.
 	vhostClient bool
+	// cluster, when set, puts the daemon in cluster mode.
+	cluster apiv0.Cluster
 }
 
 func startServer(t *testing.T, o serverOpts) *testServer {
@@ -64,6 +66,7 @@ func startServer(t *testing.T, o serverOpts) *testServer {
 		Requests:  func() uint64 { return ts.srv.Requests() },
 		StartTime: testStart,
 		Now:       func() time.Time { return testNow },
+		Cluster:   o.cluster,
 	})
 	srv, err := apiserver.New(apiserver.Config{Endpoint: ts.endpoint, Key: o.key, Logger: slog.New(slog.DiscardHandler)}, h)
 	if err != nil {
