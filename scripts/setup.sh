@@ -3,7 +3,7 @@
 # Idempotent: packages already present are left alone.
 set -euo pipefail
 
-pkgs=(libzmq3-dev pkg-config gcc libc6-dev g++ make git ca-certificates
+pkgs=(libzmq3-dev pkg-config gcc libc6-dev g++ make git ca-certificates etcd-server etcd-client
       python3-zmq python3-protobuf python3-cryptography protobuf-compiler
       iproute2 iputils-ping iperf3 ethtool tcpdump procps busybox-static nftables
       dpdk dpdk-dev librte-net-virtio23 librte-mempool-ring23

@@ -14,8 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
@@ -479,7 +482,8 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // errUnavailable wraps an etcd failure of a mutation.
 func errUnavailable(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, rpctypes.ErrNoLeader) ||
+		status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded {
 		return fmt.Errorf("cluster: etcd unavailable (unreachable or no quorum), the change is not confirmed and not applied here: %w", err)
 	}
 	return fmt.Errorf("cluster: etcd refused the change: %w", err)

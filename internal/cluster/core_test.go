@@ -73,7 +73,9 @@ func TestDecode(t *testing.T) {
 		{"nic unknown field", "/butterfly/nics/h1/vm1", `{"id":"vm1","mac":"52:54:00:00:00:01","vni":1,"color":"red"}`, "unknown field", nil},
 		{"not json", "/butterfly/sgs/web", `{`, "not a Sg message", nil},
 		{"sg", "/butterfly/sgs/web", sgJSON, "",
-			func(r Record) bool { return len(r.SG.Rules) == 1 && r.SG.Rules[0].PortStart == 80 && len(r.SG.Members) == 1 }},
+			func(r Record) bool {
+				return len(r.SG.Rules) == 1 && r.SG.Rules[0].PortStart == 80 && len(r.SG.Members) == 1
+			}},
 		{"sg bad rule", "/butterfly/sgs/web", `{"id":"web","rule":[{"direction":"INBOUND","protocol":6,"port_start":90,"port_end":80,"security_group":"x"}]}`, "rule", nil},
 		{"sg bad member", "/butterfly/sgs/web", `{"id":"web","member":["nope"]}`, "member", nil},
 		{"unknown key", "/butterfly/other/x", `{}`, "is not <prefix>", nil},
@@ -123,7 +125,9 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}
 }
 
-func nodeJSON(name, vtep string) []byte { return EncodeNode(NodeInfo{Name: name, VTEP: netip.MustParseAddr(vtep)}) }
+func nodeJSON(name, vtep string) []byte {
+	return EncodeNode(NodeInfo{Name: name, VTEP: netip.MustParseAddr(vtep)})
+}
 
 func nicRec(id string, vni uint32, last byte) []byte {
 	n := model.NIC{ID: id, MACText: "52:54:00:00:00:0" + string('0'+last), VNI: vni, Type: model.NICTap}

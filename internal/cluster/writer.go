@@ -95,7 +95,9 @@ func (a *Agent) mutate(key string, op func(*model.Store) error) error {
 		// refuses it, or it names nothing (deletions succeed).
 		return op(model.New(nopDataplane{}, model.Options{}))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Timeout)
+	// Without a leader the contacted member fails at once ("no
+	// leader") instead of waiting for the timeout.
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), a.cfg.Timeout)
 	defer cancel()
 	for range maxConflicts {
 		resp, err := a.cli.Get(ctx, key)

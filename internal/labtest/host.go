@@ -307,3 +307,28 @@ func (h *Host) OpenSG(id string) {
 	h.MustCLI("sg", "rule", "add", id, "--ip-proto", "all", "--cidr", "0.0.0.0/0")
 	h.MustCLI("sg", "rule", "add", id, "--ip-proto", "all", "--cidr", "::/0")
 }
+
+// HostsOnSwitch builds n hosts (h1...hn) whose "ul" links join a Linux
+// bridge in a namespace of its own (one L2 underlay segment), with their
+// VTEPs and no multicast route: flooding must be head-end replication.
+func (l *Lab) HostsOnSwitch(f Family, n int) []*Host {
+	l.T.Helper()
+	sw := l.NetNS("sw")
+	Must(l.T, "ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+	Must(l.T, "ip", "-n", sw, "link", "set", "br0", "up")
+	hosts := make([]*Host, n)
+	for i := range hosts {
+		h := l.NewHost(fmt.Sprintf("h%d", i+1), f, i+1)
+		port := fmt.Sprintf("p%d", i+1)
+		l.Veth(h.NS, "ul", sw, port, 1500)
+		Must(l.T, "ip", "-n", sw, "link", "set", port, "master", "br0", "up")
+		args := []string{"-n", h.NS, "addr", "add", h.VTEP.String() + "/24", "dev", "ul"}
+		if f == IPv6 {
+			args = []string{"-n", h.NS, "addr", "add", h.VTEP.String() + "/64", "dev", "ul", "nodad"}
+		}
+		Must(l.T, "ip", args...)
+		Must(l.T, "ip", "-n", h.NS, "link", "set", "ul", "up")
+		hosts[i] = h
+	}
+	return hosts
+}

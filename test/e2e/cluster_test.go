@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/butterfly-go/butterfly/internal/labtest"
+)
+
+// TestCluster runs three daemons in cluster mode on a three-member etcd
+// (one member in each host namespace), over a bridged underlay without
+// multicast route and without --vxlan-peers: traffic flows within a VNI
+// across all three hosts and not across VNIs; a rule added through node
+// 1's API opens node 3's vNIC; with one etcd member down everything
+// works, with two mutations fail clearly while forwarding continues, and
+// once they are back the nodes converge; an invalid record written with
+// etcdctl is reported and ignored.
+func TestCluster(t *testing.T) {
+	l := newLab(t)
+	hosts := l.HostsOnSwitch(labtest.IPv4, 3)
+	var specs []labtest.EtcdSpec
+	for _, h := range hosts {
+		specs = append(specs, labtest.EtcdSpec{NS: h.NS, IP: h.VTEP.String(), ClientPort: 2379, PeerPort: 2380})
+	}
+	etcd := labtest.StartEtcd(t, l.Dir, specs...)
+	eps := strings.Join(etcd.Endpoints(), ",")
+	for _, h := range hosts {
+		h.Start(labtest.DaemonOpts{Extra: []string{"--etcd", eps, "--node", h.Name}})
+	}
+	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
+	labtest.Eventually(t, labtest.SettleTimeout, "three live nodes", func() error {
+		out, err := h3.CLI("cluster", "nodes")
+		if err != nil {
+			return err
+		}
+		if n := strings.Count(out, " alive "); n != 3 {
+			return fmt.Errorf("%d alive:\n%s", n, out)
+		}
+		return nil
+	})
+
+	// Groups are the cluster's: created once, through node 1.
+	h1.OpenSG("sg-open")
+	h1.MustCLI("sg", "add", "web")
+	vm := func(h *labtest.Host, id string, vni uint32, n int, sg string) *labtest.VM {
+		return h.AddVM(labtest.NICSpec{ID: id, MAC: labtest.MACFor(n), VNI: vni,
+			Addrs: []string{fmt.Sprintf("42.0.0.%d/24", n)}, SGs: []string{sg}})
+	}
+	a1 := vm(h1, "a1", 42, 1, "sg-open")
+	a2 := vm(h2, "a2", 42, 2, "sg-open")
+	a3 := vm(h3, "a3", 42, 3, "sg-open")
+	b3 := vm(h3, "b3", 51, 4, "sg-open")
+	c3 := vm(h3, "c3", 42, 5, "web")
+	if out := h2.MustCLI("cluster", "nics"); !strings.Contains(out, "h3 c3 42 ") || !strings.Contains(out, "h1 a1 42 ") {
+		t.Fatalf("cluster nics on h2:\n%s", out)
+	}
+	if out := h1.MustCLI("nic", "list"); strings.TrimSpace(out) != "a1" {
+		t.Fatalf("h1 nic list: %q, want its own vNIC only", out)
+	}
+
+	// Within VNI 42 across the three hosts; VNI 51 is isolated.
+	if err := labtest.Parallel(
+		func() error { return a1.Reach(a2.IP(0)) },
+		func() error { return a1.Reach(a3.IP(0)) },
+		func() error { return a2.Reach(a3.IP(0)) },
+	); err != nil {
+		t.Fatal(err)
+	}
+	a1.Blocked(t, b3.IP(0))
+	// c3's group has no rule yet: closed. A rule added on node 1 opens it.
+	a1.Blocked(t, c3.IP(0))
+	h1.MustCLI("sg", "rule", "add", "web", "--ip-proto", "icmp", "--cidr", "42.0.0.0/24")
+	a1.Reaches(t, c3.IP(0))
+	if out := h3.MustCLI("sg", "rule", "list", "web"); !strings.Contains(out, "icmp") && !strings.Contains(out, "1") {
+		t.Fatalf("h3 sg rule list web:\n%s", out)
+	}
+
+	// One etcd member down: mutations still work (quorum 2 of 3).
+	etcd.Members[2].Kill()
+	h2.MustCLI("sg", "member", "add", "web", "42.0.0.99")
+	labtest.Eventually(t, labtest.SettleTimeout, "member on h1", func() error {
+		out, err := h1.CLI("sg", "member", "list", "web")
+		if err == nil && !strings.Contains(out, "42.0.0.99") {
+			err = fmt.Errorf("members: %q", out)
+		}
+		return err
+	})
+	a2.Reaches(t, a3.IP(0))
+
+	// Two down: no quorum. Mutations fail clearly, forwarding continues.
+	etcd.Members[1].Kill()
+	start := time.Now()
+	out, err := h1.CLI("sg", "rule", "add", "web", "--ip-proto", "tcp", "--port", "22", "--cidr", "0.0.0.0/0")
+	if err == nil || !strings.Contains(out, "etcd unavailable") {
+		t.Fatalf("mutation without quorum: %v\n%s", err, out)
+	}
+	t.Logf("mutation without quorum failed after %v: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+	labtest.Eventually(t, labtest.SettleTimeout, "status shows etcd down", func() error {
+		out, err := h1.CLI("status")
+		if err == nil && !strings.Contains(out, "cluster connected: false") {
+			err = fmt.Errorf("status:\n%s", out)
+		}
+		return err
+	})
+	if err := labtest.Parallel(
+		func() error { return a1.Reach(a3.IP(0)) },
+		func() error { return a1.Reach(c3.IP(0)) },
+	); err != nil {
+		t.Fatalf("forwarding without quorum: %v", err)
+	}
+	if out := h3.MustCLI("sg", "rule", "list", "web"); strings.Contains(out, "22") {
+		t.Fatalf("the failed mutation reached h3:\n%s", out)
+	}
+
+	// Back: the same mutation succeeds and reaches every node.
+	for _, m := range etcd.Members[1:] {
+		if err := m.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	labtest.Eventually(t, 2*labtest.SettleTimeout, "mutation after quorum is back", func() error {
+		_, err := h1.CLI("sg", "rule", "add", "web", "--ip-proto", "tcp", "--port", "22", "--cidr", "0.0.0.0/0")
+		return err
+	})
+	for _, h := range hosts {
+		labtest.Eventually(t, labtest.SettleTimeout, h.Name+" converged", func() error {
+			out, err := h.CLI("sg", "rule", "list", "web")
+			if err == nil && strings.Count(strings.TrimSpace(out), "\n") != 1 {
+				err = fmt.Errorf("rules:\n%s", out)
+			}
+			return err
+		})
+	}
+
+	// An invalid record written with etcdctl: reported, ignored.
+	if out, err := etcd.Ctl("put", "/butterfly/sgs/bad", `{"id":"bad","rule":[{"direction":"INBOUND","protocol":6}]}`); err != nil {
+		t.Fatalf("etcdctl put: %v %s", err, out)
+	}
+	labtest.Eventually(t, labtest.SettleTimeout, "invalid record in status", func() error {
+		out, err := h2.CLI("status")
+		if err == nil && !strings.Contains(out, "cluster invalid record: /butterfly/sgs/bad: ") {
+			err = fmt.Errorf("status:\n%s", out)
+		}
+		return err
+	})
+	if out := h2.MustCLI("sg", "list"); strings.Contains(out, "bad") {
+		t.Fatalf("the invalid group is on h2:\n%s", out)
+	}
+	a1.Reaches(t, a2.IP(0))
+}
