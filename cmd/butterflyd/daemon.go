@@ -208,10 +208,14 @@ func (d *daemon) newAgent(store *model.Store, opts model.Options, dp engine, per
 		return nil, errors.New("cluster mode: the dataplane cannot take remote VTEPs")
 	}
 	c := d.cfg.Cluster
+	var remotesFile string
+	if d.cfg.StateFile != "" {
+		remotesFile = d.cfg.StateFile + ".cluster"
+	}
 	a, err := cluster.New(cluster.Config{
 		Endpoints: c.Endpoints, Node: c.Node, VTEP: d.cfg.VTEP, Version: version.Version,
 		Prefix: c.Prefix, CA: c.CA, Cert: c.Cert, Key: c.Key,
-		Store: store, StoreOptions: opts, Remotes: rem, Persist: persist, Logger: d.log,
+		Store: store, StoreOptions: opts, Remotes: rem, Persist: persist, RemotesFile: remotesFile, Logger: d.log,
 	})
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,10 @@ type Config struct {
 	}
 	// Persist saves the store's changes (the state file); nil = not.
 	Persist func(model.Change) error
+	// RemotesFile keeps the last remotes given to the dataplane, so that
+	// a daemon restarted while etcd is down forwards to the other nodes
+	// as before ("" = not kept).
+	RemotesFile string
 	// LeaseTTL is the node's lease (default 5 s): a node whose daemon
 	// stops renewing it leaves the other nodes' flood lists that long
 	// after.
@@ -157,6 +162,17 @@ func (a *Agent) Close() error { return a.cli.Close() }
 // compaction or a watch failure it reads everything again. While etcd is
 // unreachable the store and the dataplane keep their last state.
 func (a *Agent) Run(ctx context.Context) {
+	if r, ok := a.loadRemotes(); ok && a.cfg.Remotes != nil {
+		a.mu.Lock()
+		if !a.pushed {
+			if err := a.cfg.Remotes.SetRemotes(r); err != nil {
+				a.log.Error("programming the saved VTEPs of the other nodes", "err", err)
+			} else {
+				a.log.Info("saved cluster peers restored", "file", a.cfg.RemotesFile, "sources", len(r.Sources), "vnis", len(r.Flood))
+			}
+		}
+		a.mu.Unlock()
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); a.keepAlive(ctx) }()
@@ -263,6 +279,7 @@ func (a *Agent) applyLocked(rev int64) {
 		} else {
 			a.remotes, a.pushed = r, true
 			a.log.Info("cluster peers", "sources", len(r.Sources), "vnis", len(r.Flood))
+			a.saveRemotes(r)
 		}
 	}
 	if rev > a.applied {
@@ -487,4 +504,42 @@ func errUnavailable(err error) error {
 		return fmt.Errorf("cluster: etcd unavailable (unreachable or no quorum), the change is not confirmed and not applied here: %w", err)
 	}
 	return fmt.Errorf("cluster: etcd refused the change: %w", err)
+}
+
+// loadRemotes reads RemotesFile; ok is false when there is none or it
+// cannot be read (logged).
+func (a *Agent) loadRemotes() (dataplane.Remotes, bool) {
+	if a.cfg.RemotesFile == "" {
+		return dataplane.Remotes{}, false
+	}
+	b, err := os.ReadFile(a.cfg.RemotesFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return dataplane.Remotes{}, false
+	}
+	var r dataplane.Remotes
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	if err != nil {
+		a.log.Error("saved cluster peers unreadable, ignored", "file", a.cfg.RemotesFile, "err", err)
+		return dataplane.Remotes{}, false
+	}
+	return r, true
+}
+
+// saveRemotes writes r to RemotesFile (atomically: a new file renamed).
+func (a *Agent) saveRemotes(r dataplane.Remotes) {
+	if a.cfg.RemotesFile == "" {
+		return
+	}
+	b, err := json.Marshal(r)
+	if err == nil {
+		tmp := a.cfg.RemotesFile + ".tmp"
+		if err = os.WriteFile(tmp, b, 0o600); err == nil {
+			err = os.Rename(tmp, a.cfg.RemotesFile)
+		}
+	}
+	if err != nil {
+		a.log.Error("saving the cluster peers", "file", a.cfg.RemotesFile, "err", err)
+	}
 }

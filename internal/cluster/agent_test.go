@@ -341,3 +341,44 @@ func TestWatchCompacted(t *testing.T) {
 		t.Fatalf("groups after the resync: %v", l)
 	}
 }
+
+// TestRemotesKeptAcrossRestart: a daemon restarted while etcd is down
+// programs its dataplane with the other nodes' VTEPs it last knew.
+func TestRemotesKeptAcrossRestart(t *testing.T) {
+	e := labtest.StartEtcd(t, t.TempDir(), labtest.EtcdSpec{IP: "127.0.0.1"})
+	file := t.TempDir() + "/state.json.cluster"
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	run := func(name, vtep string, eps []string) (*lockedDP, func()) {
+		dp := &lockedDP{}
+		a, err := New(Config{Endpoints: eps, Node: name, VTEP: netip.MustParseAddr(vtep), Prefix: "/butterfly/",
+			Store: model.New(dp, model.Options{}), Remotes: dp, RemotesFile: file, Logger: quiet, LeaseTTL: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); a.Run(ctx) }()
+		return dp, func() { cancel(); <-done; a.Close() }
+	}
+	other := startNode(t, e.Endpoints(), "other", "10.0.0.2")
+	if _, err := other.a.AddNIC(model.NIC{ID: "o1", MACText: "52:54:00:00:00:02", VNI: 7, Type: model.NICTap}); err != nil {
+		t.Fatal(err)
+	}
+	dp, stop := run("me", "10.0.0.1", e.Endpoints())
+	labtest.Eventually(t, 5*time.Second, "remotes", func() error {
+		if r := dp.getRemotes(); len(r.Flood[7]) != 1 {
+			return fmt.Errorf("remotes %+v", r)
+		}
+		return nil
+	})
+	stop()
+	down := []string{fmt.Sprintf("http://127.0.0.1:%d", labtest.FreePort(t))}
+	dp2, stop2 := run("me", "10.0.0.1", down)
+	defer stop2()
+	labtest.Eventually(t, 5*time.Second, "saved remotes without etcd", func() error {
+		if r := dp2.getRemotes(); len(r.Flood[7]) != 1 || r.Flood[7][0] != netip.MustParseAddr("10.0.0.2") || len(r.Sources) != 1 {
+			return fmt.Errorf("remotes %+v", r)
+		}
+		return nil
+	})
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,6 +114,20 @@ func TestCluster(t *testing.T) {
 	if out := h3.MustCLI("sg", "rule", "list", "web"); strings.Contains(out, "22") {
 		t.Fatalf("the failed mutation reached h3:\n%s", out)
 	}
+	// kill -9 node 3's daemon and restart it while etcd has no quorum:
+	// it starts from its state file and the peers it last knew.
+	h3.Stop(syscall.SIGKILL)
+	h3.Start(labtest.DaemonOpts{Extra: []string{"--etcd", eps, "--node", h3.Name}})
+	for _, v := range []*labtest.VM{a3, b3, c3} {
+		v.Plug()
+	}
+	if err := labtest.Parallel(
+		func() error { return a1.Reach(a3.IP(0)) },
+		func() error { return a2.Reach(c3.IP(0)) },
+	); err != nil {
+		t.Fatalf("node 3 restarted without etcd: %v", err)
+	}
+	a1.Blocked(t, b3.IP(0))
 
 	// Back: the same mutation succeeds and reaches every node.
 	for _, m := range etcd.Members[1:] {
@@ -149,4 +164,15 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("the invalid group is on h2:\n%s", out)
 	}
 	a1.Reaches(t, a2.IP(0))
+
+	// A node whose daemon dies: its lease expires, the others see it dead.
+	h2.Stop(syscall.SIGKILL)
+	labtest.Eventually(t, labtest.SettleTimeout, "h2 dead on h1", func() error {
+		out, err := h1.CLI("cluster", "nodes")
+		if err == nil && !strings.Contains(out, "h2 "+h2.VTEP.String()+" dead ") {
+			err = fmt.Errorf("nodes:\n%s", out)
+		}
+		return err
+	})
+	a1.Reaches(t, a3.IP(0))
 }
