@@ -152,13 +152,16 @@ func TestViewRemotes(t *testing.T) {
 	put(layout.NIC("b", "b2"), nicRec("b2", 8, 3))
 	put(layout.NIC("c", "c1"), nicRec("c1", 8, 4))
 	a1, b1 := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
-	want := dataplane.Remotes{Sources: []netip.Addr{a1, b1}, Flood: map[uint32][]netip.Addr{7: {a1}, 8: {a1, b1}}}
+	mac := func(last byte) [6]byte { return [6]byte{0x52, 0x54, 0, 0, 0, last} }
+	want := dataplane.Remotes{Sources: []netip.Addr{a1, b1}, Flood: map[uint32][]netip.Addr{7: {a1}, 8: {a1, b1}},
+		MACs: map[uint32][]dataplane.RemoteMAC{7: {{MAC: mac(2), VTEP: a1}}, 8: {{MAC: mac(3), VTEP: a1}, {MAC: mac(4), VTEP: b1}}}}
 	if got := v.Remotes("a"); !EqualRemotes(got, want) {
 		t.Fatalf("Remotes(a) = %+v, want %+v", got, want)
 	}
 	// b's lease expires: it leaves every flood list, stays a source.
 	v.Delete(layout.Alive("b"))
-	want = dataplane.Remotes{Sources: []netip.Addr{a1, b1}, Flood: map[uint32][]netip.Addr{8: {b1}}}
+	want = dataplane.Remotes{Sources: []netip.Addr{a1, b1}, Flood: map[uint32][]netip.Addr{8: {b1}},
+		MACs: map[uint32][]dataplane.RemoteMAC{8: {{MAC: mac(4), VTEP: b1}}}}
 	if got := v.Remotes("a"); !EqualRemotes(got, want) {
 		t.Fatalf("Remotes(a) after b's lease = %+v, want %+v", got, want)
 	}

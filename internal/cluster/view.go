@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"net/netip"
 	"slices"
 	"sort"
@@ -123,10 +124,11 @@ func (v *View) Held(node string) (nics, sgs map[string]bool) {
 // Remotes returns what node's dataplane needs of the other nodes: the
 // VTEPs of every registered node (accepted VXLAN sources) and, for each
 // VNI, the VTEPs of the live nodes that have a vNIC in it (head-end
-// replication), sorted. Nodes sharing node's VTEP are left out.
+// replication) and the MACs of their vNICs in it, sorted. Nodes sharing
+// node's VTEP are left out.
 func (v *View) Remotes(node string) dataplane.Remotes {
 	self := v.Nodes[node].VTEP
-	r := dataplane.Remotes{Flood: map[uint32][]netip.Addr{}}
+	r := dataplane.Remotes{Flood: map[uint32][]netip.Addr{}, MACs: map[uint32][]dataplane.RemoteMAC{}}
 	for name, n := range v.Nodes {
 		if name == node || n.VTEP == self {
 			continue
@@ -139,11 +141,20 @@ func (v *View) Remotes(node string) dataplane.Remotes {
 			if l := r.Flood[nic.VNI]; !slices.Contains(l, n.VTEP) {
 				r.Flood[nic.VNI] = append(l, n.VTEP)
 			}
+			r.MACs[nic.VNI] = append(r.MACs[nic.VNI], dataplane.RemoteMAC{MAC: nic.MAC, VTEP: n.VTEP})
 		}
 	}
 	r.Sources = sortAddrs(r.Sources)
 	for vni, l := range r.Flood {
 		r.Flood[vni] = sortAddrs(l)
+	}
+	for _, l := range r.MACs {
+		slices.SortFunc(l, func(a, b dataplane.RemoteMAC) int {
+			if c := bytes.Compare(a.MAC[:], b.MAC[:]); c != 0 {
+				return c
+			}
+			return a.VTEP.Compare(b.VTEP)
+		})
 	}
 	return r
 }
@@ -159,11 +170,16 @@ func sortAddrs(l []netip.Addr) []netip.Addr {
 // EqualRemotes reports whether a and b are the same remotes (as Remotes
 // builds them: sorted lists).
 func EqualRemotes(a, b dataplane.Remotes) bool {
-	if !slices.Equal(a.Sources, b.Sources) || len(a.Flood) != len(b.Flood) {
+	if !slices.Equal(a.Sources, b.Sources) || len(a.Flood) != len(b.Flood) || len(a.MACs) != len(b.MACs) {
 		return false
 	}
 	for vni, l := range a.Flood {
 		if m, ok := b.Flood[vni]; !ok || !slices.Equal(l, m) {
+			return false
+		}
+	}
+	for vni, l := range a.MACs {
+		if m, ok := b.MACs[vni]; !ok || !slices.Equal(l, m) {
 			return false
 		}
 	}

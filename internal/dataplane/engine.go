@@ -125,6 +125,7 @@ type Engine struct {
 	// remoteFlood the flood lists of cluster mode by VNI (SetRemotes).
 	sources     map[netip.Addr]struct{}
 	remoteFlood map[uint32][]netip.AddrPort
+	remoteMACs  map[uint32]map[packet.MAC]netip.AddrPort
 	// start is the origin of the workers' monotonic clock.
 	start time.Time
 }

@@ -112,6 +112,14 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 		w.dropFrom(nic, v.sw, switchDrop(d.Reason), b)
 		return
 	}
+	if v.macs != nil {
+		// Cluster mode: a unicast MAC of another node's vNIC goes to
+		// that node alone.
+		if dst, ok := v.macs[packet.Ethernet(b.Bytes()).Dst()]; ok {
+			w.encapsulate(s, nic, v, b, dst, nil)
+			return
+		}
+	}
 	if !w.flood(s, nic, v, cfg, b) {
 		w.put(b)
 	}

@@ -127,3 +127,38 @@ func TestSetRemotesNeedsClusterMode(t *testing.T) {
 		t.Fatal("cluster mode with head-end VTEPs accepted")
 	}
 }
+
+// TestClusterRemoteMACs: unicast to another node's vNIC MAC goes to that
+// node alone, not to the VNI's flood list; other unknown MACs and
+// broadcast still flood.
+func TestClusterRemoteMACs(t *testing.T) {
+	r2 := netip.MustParseAddr("192.0.2.3")
+	h := newHarness(t, Config{Cluster: true}, true)
+	a := h.add(t, nicOf("a", mac(1), 7))
+	if err := h.e.SetRemotes(Remotes{
+		Sources: []netip.Addr{remote, r2},
+		Flood:   map[uint32][]netip.Addr{7: {remote, r2}},
+		MACs:    map[uint32][]RemoteMAC{7: {{MAC: mac(9), VTEP: r2}}, 8: {{MAC: mac(8), VTEP: remote}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(dst [6]byte) []netip.Addr {
+		t.Helper()
+		a.inject(frame{data: udp4(t, dst, mac(1), "10.0.0.1", "10.0.0.9", 20, false)})
+		h.step()
+		var to []netip.Addr
+		for _, f := range h.under.take() {
+			to = append(to, f.peer.Addr())
+		}
+		return to
+	}
+	if got := send(mac(9)); len(got) != 1 || got[0] != r2 {
+		t.Fatalf("unicast to a remote vNIC's MAC went to %v, want [%v]", got, r2)
+	}
+	if got := send(mac(8)); len(got) != 2 {
+		t.Fatalf("unicast to a MAC of another VNI went to %v, want the flood list", got)
+	}
+	if got := send([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}); len(got) != 2 {
+		t.Fatalf("broadcast went to %v, want the flood list", got)
+	}
+}

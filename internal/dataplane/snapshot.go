@@ -6,6 +6,7 @@ import (
 	"github.com/butterfly-go/butterfly/internal/antispoof"
 	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/l2"
+	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/port"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
 )
@@ -93,4 +94,7 @@ type vniConf struct {
 	// flood are the underlay destinations of broadcast and unknown
 	// unicast: the multicast group or the head-end list.
 	flood []netip.AddrPort
+	// macs are the other nodes' vNIC MACs with their VTEP (cluster
+	// mode; nil otherwise): unicast to one of them is not flooded.
+	macs map[packet.MAC]netip.AddrPort
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/butterfly-go/butterfly/internal/l2"
+	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
 )
 
@@ -39,6 +40,7 @@ func (e *Engine) attachVNI(vni uint32) (*vniLong, error) {
 	}
 	if e.cfg.Cluster {
 		c.flood = e.remoteFlood[vni]
+		c.macs = e.remoteMACs[vni]
 	}
 	confs := maps.Clone(e.vniConfs)
 	confs[vni] = c
@@ -80,6 +82,16 @@ type Remotes struct {
 	// Flood lists, per VNI, the VTEPs its broadcast, multicast and
 	// unknown unicast frames are replicated to (head-end replication).
 	Flood map[uint32][]netip.Addr
+	// MACs lists, per VNI, the MACs of the other nodes' vNICs with their
+	// node's VTEP: a frame to one of them that the switch has not learnt
+	// goes to that VTEP alone instead of being flooded.
+	MACs map[uint32][]RemoteMAC
+}
+
+// RemoteMAC is a vNIC MAC behind a remote VTEP.
+type RemoteMAC struct {
+	MAC  [6]byte
+	VTEP netip.Addr
 }
 
 // SetRemotes replaces the accepted sources and the flood lists (cluster
@@ -103,6 +115,21 @@ func (e *Engine) SetRemotes(r Remotes) error {
 			flood[vni] = append(flood[vni], netip.AddrPortFrom(a.Unmap(), vxlan.Port))
 		}
 	}
+	macs := make(map[uint32]map[packet.MAC]netip.AddrPort, len(r.MACs))
+	for vni, l := range r.MACs {
+		m := make(map[packet.MAC]netip.AddrPort, len(l))
+		for _, rm := range l {
+			if !rm.VTEP.IsValid() || rm.VTEP.Unmap().Is4() != e.cfg.VTEP.Is4() {
+				return fmt.Errorf("dataplane: VNI %d: MAC %v: VTEP %v not of the VTEP's family", vni, packet.MAC(rm.MAC), rm.VTEP)
+			}
+			if mac := packet.MAC(rm.MAC); !mac.IsMulticast() && !mac.IsZero() {
+				m[mac] = netip.AddrPortFrom(rm.VTEP.Unmap(), vxlan.Port)
+			}
+		}
+		if len(m) > 0 {
+			macs[vni] = m
+		}
+	}
 	src := make(map[netip.Addr]struct{}, len(r.Sources))
 	for _, a := range r.Sources {
 		src[a.Unmap()] = struct{}{}
@@ -114,9 +141,10 @@ func (e *Engine) SetRemotes(r Remotes) error {
 	}
 	e.sources = src
 	e.remoteFlood = flood
+	e.remoteMACs = macs
 	var changed []uint32
 	for vni, c := range e.vniConfs {
-		if !slices.Equal(c.flood, flood[vni]) {
+		if !slices.Equal(c.flood, flood[vni]) || !maps.Equal(c.macs, macs[vni]) {
 			changed = append(changed, vni)
 		}
 	}
@@ -124,7 +152,7 @@ func (e *Engine) SetRemotes(r Remotes) error {
 		confs := maps.Clone(e.vniConfs)
 		for _, vni := range changed {
 			v := confs[vni].vniLong
-			confs[vni] = &vniConf{vniLong: v, flood: flood[vni]}
+			confs[vni] = &vniConf{vniLong: v, flood: flood[vni], macs: macs[vni]}
 			// The vNICs' entries point at their VNI's: build them anew.
 			for _, slot := range v.members {
 				if ent := e.slots[slot]; ent != nil {
