@@ -60,7 +60,12 @@ type Config struct {
 	LeaseTTL time.Duration
 	// Timeout bounds each etcd request of an API mutation (default 5 s).
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// HoldDown is how long the removal of a group's rules or members,
+	// or of a group, waits before it is enforced (default 1 s; additions
+	// apply at once): an orchestrator that replays a group by
+	// re-creating it empty and re-adding its rules within it cuts no flow.
+	HoldDown time.Duration
+	Logger   *slog.Logger
 }
 
 // Agent keeps the daemon's store and dataplane in line with etcd and
@@ -84,6 +89,11 @@ type Agent struct {
 	lastErr   string
 	lastSeen  map[string]time.Time
 	resyncs   uint64
+	// pending are the groups whose removals are deferred, with when
+	// they were first deferred; timer runs the apply that enforces them.
+	pending map[string]time.Time
+	timer   *time.Timer
+	closed  bool
 }
 
 // New returns an Agent for cfg. It does not contact etcd yet (Run does),
@@ -94,6 +104,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.HoldDown <= 0 {
+		cfg.HoldDown = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -123,6 +136,7 @@ func New(cfg Config) (*Agent, error) {
 		notify:    make(chan struct{}),
 		applyErrs: map[string]error{},
 		lastSeen:  map[string]time.Time{},
+		pending:   map[string]time.Time{},
 		lastErr:   "not connected yet",
 	}, nil
 }
@@ -173,6 +187,15 @@ func (a *Agent) Run(ctx context.Context) {
 		}
 		a.mu.Unlock()
 	}
+	defer func() {
+		// No deferred removal is applied once Run returned.
+		a.mu.Lock()
+		a.closed = true
+		if a.timer != nil {
+			a.timer.Stop()
+		}
+		a.mu.Unlock()
+	}()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); a.keepAlive(ctx) }()
@@ -256,7 +279,13 @@ func (a *Agent) applyLocked(rev int64) {
 		a.lastSeen[name] = now
 	}
 	held, heldSGs := a.view.Held(a.cfg.Node)
-	ops := Diff(a.cfg.Store.State(), a.view.NICs[a.cfg.Node], a.view.SGs, held, heldSGs, a.cfg.StoreOptions.DefaultTracePath)
+	hold := func(id string) bool {
+		t, ok := a.pending[id]
+		return !ok || now.Sub(t) < a.cfg.HoldDown
+	}
+	ops, deferred := Diff(a.cfg.Store.State(), a.view.NICs[a.cfg.Node], a.view.SGs, held, heldSGs,
+		a.cfg.StoreOptions.DefaultTracePath, hold)
+	a.deferLocked(deferred, now)
 	errs := Apply(a.cfg.Store, ops)
 	for what, err := range errs {
 		if prev, ok := a.applyErrs[what]; !ok || prev.Error() != err.Error() {
@@ -287,6 +316,40 @@ func (a *Agent) applyLocked(rev int64) {
 		close(a.notify)
 		a.notify = make(chan struct{})
 	}
+}
+
+// deferLocked records the groups whose removals wait (first time seen)
+// and arms the timer of the apply that enforces the oldest. a.mu is held.
+func (a *Agent) deferLocked(deferred []string, now time.Time) {
+	next := map[string]time.Time{}
+	for _, id := range deferred {
+		if t, ok := a.pending[id]; ok {
+			next[id] = t
+		} else {
+			next[id] = now
+		}
+	}
+	a.pending = next
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+	if len(next) == 0 {
+		return
+	}
+	oldest := now
+	for _, t := range next {
+		if t.Before(oldest) {
+			oldest = t
+		}
+	}
+	a.timer = time.AfterFunc(oldest.Add(a.cfg.HoldDown).Sub(now), func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if !a.closed {
+			a.applyLocked(a.applied)
+		}
+	})
 }
 
 // keepAlive registers the node and keeps its lease alive, again after

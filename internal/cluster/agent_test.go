@@ -382,3 +382,51 @@ func TestRemotesKeptAcrossRestart(t *testing.T) {
 		return nil
 	})
 }
+
+// TestReplayCutsNothing: an orchestrator replaying a group by re-creating
+// it empty and re-adding its rule changes nothing on the other node (its
+// dataplane never sees the group without the rule, its store's
+// generation stays); a real removal is enforced after the hold-down.
+func TestReplayCutsNothing(t *testing.T) {
+	e := labtest.StartEtcd(t, t.TempDir(), labtest.EtcdSpec{IP: "127.0.0.1"})
+	n1 := startNode(t, e.Endpoints(), "n1", "10.0.0.1")
+	n2 := startNode(t, e.Endpoints(), "n2", "10.0.0.2")
+	if err := n1.a.AddRule("web", ruleTCP(80)); err != nil {
+		t.Fatal(err)
+	}
+	labtest.Eventually(t, 5*time.Second, "rule on n2", func() error {
+		if r, _ := n2.store.Rules("web"); len(r) != 1 {
+			return fmt.Errorf("n2 rules %v", r)
+		}
+		return nil
+	})
+	gen, calls := n2.store.Generation(), len(n2.dp.calls())
+	if err := n1.a.AddSG(model.SG{ID: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.a.AddRule("web", ruleTCP(80)); err != nil {
+		t.Fatal(err)
+	}
+	// n1 applied both; give n2 the same revision, then past the hold-down.
+	time.Sleep(1500 * time.Millisecond) // the hold-down (1 s) must pass: nothing may happen meanwhile or after
+	if g, c := n2.store.Generation(), n2.dp.calls(); g != gen || len(c) != calls {
+		t.Fatalf("the replay changed n2: generation %d -> %d, dataplane calls %v", gen, g, c[calls:])
+	}
+	// A real removal: enforced once the hold-down passed.
+	start := time.Now()
+	if err := n1.a.DeleteRule("web", ruleTCP(80)); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := n1.store.Rules("web"); len(r) != 1 {
+		t.Fatalf("removal enforced at once on n1: rules %v", r)
+	}
+	labtest.Eventually(t, 5*time.Second, "removal on n2", func() error {
+		if r, _ := n2.store.Rules("web"); len(r) != 0 {
+			return fmt.Errorf("n2 rules %v", r)
+		}
+		return nil
+	})
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("removal enforced after %v, before the 1 s hold-down", d)
+	}
+}

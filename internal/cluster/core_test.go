@@ -210,7 +210,7 @@ func TestDiffApply(t *testing.T) {
 		t.Helper()
 		dp.calls = nil
 		held, heldSGs := v.Held("a")
-		ops := Diff(s.State(), v.NICs["a"], v.SGs, held, heldSGs, func(id string) string { return "/t/" + id })
+		ops, _ := Diff(s.State(), v.NICs["a"], v.SGs, held, heldSGs, func(id string) string { return "/t/" + id }, nil)
 		if errs := Apply(s, ops); len(errs) > 0 {
 			t.Fatalf("Apply: %v", errs)
 		}
@@ -264,4 +264,59 @@ func TestDiffApply(t *testing.T) {
 	if st := s.State(); len(st.NICs)+len(st.SGs) != 0 {
 		t.Fatalf("state after deletions: %+v", st)
 	}
+}
+
+// TestDiffDefersRemovals: while a group's removals are deferred, rules,
+// members and the group itself stay; additions apply; a replay that
+// empties the group and re-adds its rules produces no operation.
+func TestDiffDefersRemovals(t *testing.T) {
+	r80, r443 := model.Rule{Protocol: 6, PortStart: 80, PortEnd: 80, SG: "x"}, model.Rule{Protocol: 6, PortStart: 443, PortEnd: 443, SG: "x"}
+	m1 := netip.MustParseAddr("10.0.0.1")
+	cur := model.State{SGs: []model.SG{mustSG(t, model.SG{ID: "web", Rules: []model.Rule{r80}, Members: []netip.Addr{m1}}), {ID: "old"}}}
+	always := func(string) bool { return true }
+	tests := []struct {
+		name     string
+		want     map[string]model.SG
+		hold     func(string) bool
+		ops      []Op
+		deferred []string
+	}{
+		{name: "emptied, held", hold: always,
+			want:     map[string]model.SG{"web": {ID: "web"}, "old": {ID: "old"}},
+			deferred: []string{"web"}},
+		{name: "rule added while emptied, held", hold: always,
+			want:     map[string]model.SG{"web": mustSG(t, model.SG{ID: "web", Rules: []model.Rule{r443}}), "old": {ID: "old"}},
+			ops:      []Op{{Kind: OpAddSG, ID: "web", SG: mustSG(t, model.SG{ID: "web", Rules: []model.Rule{r80, r443}, Members: []netip.Addr{m1}})}},
+			deferred: []string{"web"}},
+		{name: "replayed content, nothing", hold: always,
+			want: map[string]model.SG{"web": cur.SGs[0], "old": {ID: "old"}}},
+		{name: "group deleted, held", hold: always,
+			want:     map[string]model.SG{"web": cur.SGs[0]},
+			deferred: []string{"old"}},
+		{name: "released", hold: func(string) bool { return false },
+			want: map[string]model.SG{"web": {ID: "web"}},
+			ops:  []Op{{Kind: OpAddSG, ID: "web", SG: model.SG{ID: "web"}}, {Kind: OpDelSG, ID: "old"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ops, deferred := Diff(cur, nil, tt.want, nil, nil, nil, tt.hold)
+			if len(ops) != len(tt.ops) || !reflect.DeepEqual(deferred, tt.deferred) {
+				t.Fatalf("Diff = %+v, deferred %v; want %+v, %v", ops, deferred, tt.ops, tt.deferred)
+			}
+			for i := range ops {
+				if ops[i].Kind != tt.ops[i].Kind || ops[i].ID != tt.ops[i].ID || !ops[i].SG.Equal(tt.ops[i].SG) {
+					t.Errorf("op %d = %+v, want %+v", i, ops[i], tt.ops[i])
+				}
+			}
+		})
+	}
+}
+
+func mustSG(t *testing.T, sg model.SG) model.SG {
+	t.Helper()
+	n, err := CheckSG(sg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -36,9 +36,15 @@ type Op struct {
 // store's Options.DefaultTracePath (want's vNICs come without the local
 // default). A vNIC that differs only in what nic_update changes is
 // updated in place, not re-created (its port and flows stay).
+//
+// For a group whose removals are deferred now (deferRemovals(id) true),
+// rules and members that want drops are kept and a deleted group stays:
+// additions apply at once, removals wait; deferred lists those groups.
+// A replay that re-creates a group empty and then re-adds its rules
+// within the deferral thus changes nothing.
 func Diff(cur model.State, wantNICs map[string]model.NIC, wantSGs map[string]model.SG,
-	heldNICs, heldSGs map[string]bool, defaultTrace func(string) string) []Op {
-	var ops []Op
+	heldNICs, heldSGs map[string]bool, defaultTrace func(string) string,
+	deferRemovals func(id string) bool) (ops []Op, deferred []string) {
 	curSGs := make(map[string]model.SG, len(cur.SGs))
 	for _, sg := range cur.SGs {
 		curSGs[sg.ID] = sg
@@ -47,8 +53,16 @@ func Diff(cur model.State, wantNICs map[string]model.NIC, wantSGs map[string]mod
 		if heldSGs[id] {
 			continue
 		}
-		if c, ok := curSGs[id]; !ok || !c.Equal(wantSGs[id]) {
-			ops = append(ops, Op{Kind: OpAddSG, ID: id, SG: wantSGs[id]})
+		w := wantSGs[id]
+		c, ok := curSGs[id]
+		if ok && deferRemovals != nil && deferRemovals(id) {
+			if m := union(c, w); !m.Equal(w) {
+				deferred = append(deferred, id)
+				w = m
+			}
+		}
+		if !ok || !c.Equal(w) {
+			ops = append(ops, Op{Kind: OpAddSG, ID: id, SG: w})
 		}
 	}
 	curNICs := make(map[string]model.NIC, len(cur.NICs))
@@ -83,10 +97,34 @@ func Diff(cur model.State, wantNICs map[string]model.NIC, wantSGs map[string]mod
 	}
 	for _, sg := range cur.SGs {
 		if _, ok := wantSGs[sg.ID]; !ok && !heldSGs[sg.ID] {
+			if deferRemovals != nil && deferRemovals(sg.ID) {
+				deferred = append(deferred, sg.ID)
+				continue
+			}
 			ops = append(ops, Op{Kind: OpDelSG, ID: sg.ID})
 		}
 	}
-	return ops
+	return ops, deferred
+}
+
+// union returns w with the rules and members of c it lacks, normalized
+// as the model stores groups (c and w are).
+func union(c, w model.SG) model.SG {
+	m := w.Clone()
+	for _, r := range c.Rules {
+		if !slices.Contains(m.Rules, r) {
+			m.Rules = append(m.Rules, r)
+		}
+	}
+	for _, a := range c.Members {
+		if !slices.Contains(m.Members, a) {
+			m.Members = append(m.Members, a)
+		}
+	}
+	if n, err := CheckSG(m); err == nil {
+		return n
+	}
+	return w
 }
 
 // inPlace returns the nic_update that turns c into w, if only fields
