@@ -1,0 +1,105 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/butterfly-go/butterfly/internal/dataplane"
+	"github.com/butterfly-go/butterfly/internal/labtest"
+	"github.com/butterfly-go/butterfly/internal/model"
+)
+
+// benchDP reports the highest TCP port of group "bench" it was given.
+type benchDP struct {
+	nopDataplane
+	ports chan uint32
+}
+
+func (d benchDP) SetSecurityGroups(sgs []model.SG) error {
+	for _, g := range sgs {
+		if g.ID != "bench" {
+			continue
+		}
+		var p uint32
+		for _, r := range g.Rules {
+			p = max(p, r.PortStart)
+		}
+		select {
+		case d.ports <- p:
+		default:
+		}
+	}
+	return nil
+}
+
+func (benchDP) SetRemotes(dataplane.Remotes) error { return nil }
+
+// BenchmarkPropagation measures how long a rule added through one
+// node's agent takes to reach the dataplane of every node (real etcd,
+// agents in this process), reported as p50 and p99.
+func BenchmarkPropagation(b *testing.B) {
+	for _, nodes := range []int{3, 100} {
+		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
+			e := labtest.StartEtcd(b, b.TempDir(), labtest.EtcdSpec{IP: "127.0.0.1"})
+			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+			var agents []*Agent
+			var dps []benchDP
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			for i := range nodes {
+				dp := benchDP{ports: make(chan uint32, 64)}
+				a, err := New(Config{Endpoints: e.Endpoints(), Node: fmt.Sprintf("n%d", i),
+					VTEP: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), Prefix: "/butterfly/",
+					Store: model.New(dp, model.Options{}), Remotes: dp, Logger: quiet})
+				if err != nil {
+					b.Fatal(err)
+				}
+				done := make(chan struct{})
+				go func() { defer close(done); a.Run(ctx) }()
+				b.Cleanup(func() { cancel(); <-done; a.Close() })
+				agents, dps = append(agents, a), append(dps, dp)
+			}
+			wait := func(port uint32) {
+				deadline := time.After(10 * time.Second)
+				for _, dp := range dps {
+					for got := uint32(0); got < port; {
+						select {
+						case got = <-dp.ports:
+						case <-deadline:
+							b.Fatalf("port %d not propagated", port)
+						}
+					}
+				}
+			}
+			if err := agents[0].AddRule("bench", benchRule(1)); err != nil {
+				b.Fatal(err)
+			}
+			wait(1)
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := range b.N {
+				port := uint32(i + 2)
+				start := time.Now()
+				if err := agents[0].AddRule("bench", benchRule(port)); err != nil {
+					b.Fatal(err)
+				}
+				wait(port)
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-us")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-us")
+		})
+	}
+}
+
+func benchRule(port uint32) model.Rule {
+	return model.Rule{Direction: model.Inbound, Protocol: 6, PortStart: port, PortEnd: port, CIDR: netip.MustParsePrefix("0.0.0.0/0")}
+}
