@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -229,6 +230,17 @@ func TestAgent(t *testing.T) {
 	})
 	if r, err := n2.store.Rules("web"); err != nil || len(r) != 1 || r[0] != ruleTCP(80) {
 		t.Fatalf("n2's rules after the invalid record: %v, %v", r, err)
+	}
+	const want = `
+# HELP butterfly_cluster_invalid_records Cluster records ignored as invalid or refused by the node.
+# TYPE butterfly_cluster_invalid_records gauge
+butterfly_cluster_invalid_records 1
+`
+	if err := testutil.CollectAndCompare(n2.a.Collector(), strings.NewReader(want), "butterfly_cluster_invalid_records"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(n2.a.Collector()); n != 4 {
+		t.Errorf("%d cluster metrics, want 4", n)
 	}
 	// The API replaces it with a valid one.
 	if err := n1.a.AddSG(model.SG{ID: "web", Rules: []model.Rule{ruleTCP(80), ruleTCP(443)}}); err != nil {
