@@ -124,11 +124,24 @@ func (v *View) Held(node string) (nics, sgs map[string]bool) {
 // Remotes returns what node's dataplane needs of the other nodes: the
 // VTEPs of every registered node (accepted VXLAN sources) and, for each
 // VNI, the VTEPs of the live nodes that have a vNIC in it (head-end
-// replication) and the MACs of their vNICs in it, sorted. Nodes sharing
-// node's VTEP are left out.
+// replication) and the MACs of their vNICs in it, sorted; and the IPv4
+// addresses of every node's vNICs by VNI (ARP suppression). Nodes sharing
+// node's VTEP are left out of the first three.
 func (v *View) Remotes(node string) dataplane.Remotes {
 	self := v.Nodes[node].VTEP
-	r := dataplane.Remotes{Flood: map[uint32][]netip.Addr{}, MACs: map[uint32][]dataplane.RemoteMAC{}}
+	r := dataplane.Remotes{Flood: map[uint32][]netip.Addr{}, MACs: map[uint32][]dataplane.RemoteMAC{},
+		Neighbors: map[uint32][]dataplane.Neighbor{}}
+	for _, name := range sortedIDs(v.NICs) {
+		m := v.NICs[name]
+		for _, id := range sortedIDs(m) {
+			n := m[id]
+			for _, ip := range n.IPs {
+				if ip.Is4() {
+					r.Neighbors[n.VNI] = append(r.Neighbors[n.VNI], dataplane.Neighbor{IP: ip, MAC: n.MAC})
+				}
+			}
+		}
+	}
 	for name, n := range v.Nodes {
 		if name == node || n.VTEP == self {
 			continue
@@ -180,6 +193,14 @@ func EqualRemotes(a, b dataplane.Remotes) bool {
 	}
 	for vni, l := range a.MACs {
 		if m, ok := b.MACs[vni]; !ok || !slices.Equal(l, m) {
+			return false
+		}
+	}
+	if len(a.Neighbors) != len(b.Neighbors) {
+		return false
+	}
+	for vni, l := range a.Neighbors {
+		if m, ok := b.Neighbors[vni]; !ok || !slices.Equal(l, m) {
 			return false
 		}
 	}

@@ -169,6 +169,32 @@ func pathCases() []pathCase {
 			h.under.replay = fs
 			return h, a, 1
 		}},
+		// Cluster mode: ARP requests answered locally, unicast to another
+		// node's vNIC MAC, and decapsulation with the source check.
+		{"cluster-arp-suppressed", func(t testing.TB) (*harness, *fakePort, int) {
+			h := clusterHarness(t)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			a.count = true
+			a.replay = replayBatch(frame{data: arp(t, mac(1), "10.0.0.1", "10.0.0.9")}, batchSize)
+			return h, a, batchSize
+		}},
+		{"cluster-remote-mac", func(t testing.TB) (*harness, *fakePort, int) {
+			h := clusterHarness(t)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			h.under.count = true
+			a.replay = replayBatch(frame{data: udp4(t, mac(9), mac(1), "10.0.0.1", "10.0.0.9", 64, false)}, batchSize)
+			return h, h.under, batchSize
+		}},
+		{"cluster-decap", func(t testing.TB) (*harness, *fakePort, int) {
+			h := clusterHarness(t)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			a.count = true
+			h.under.replay = replayBatch(frame{
+				data: vxlanFrame(5, udp4(t, mac(1), mac(9), "10.0.0.9", "10.0.0.1", 64, false)),
+				peer: netip.AddrPortFrom(remote, 4789),
+			}, batchSize)
+			return h, a, batchSize
+		}},
 		{"decap-traced-underlay", func(t testing.TB) (*harness, *fakePort, int) {
 			h := newHarness(t, Config{TraceUnderlay: "/u.pcap"}, true)
 			h.traces["/u.pcap"].count = true
@@ -181,6 +207,21 @@ func pathCases() []pathCase {
 			return h, a, batchSize
 		}},
 	}
+}
+
+// clusterHarness is a cluster-mode harness where remote (a node) has
+// mac 9 (10.0.0.9) in VNI 5.
+func clusterHarness(t testing.TB) *harness {
+	h := newHarness(t, Config{Cluster: true}, true)
+	if err := h.e.SetRemotes(Remotes{
+		Sources:   []netip.Addr{remote},
+		Flood:     map[uint32][]netip.Addr{5: {remote}},
+		MACs:      map[uint32][]RemoteMAC{5: {{MAC: mac(9), VTEP: remote}}},
+		Neighbors: map[uint32][]Neighbor{5: {{IP: netip.MustParseAddr("10.0.0.9"), MAC: mac(9)}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 // TestZeroAllocs pushes batches through every forwarding path and checks

@@ -126,6 +126,7 @@ type Engine struct {
 	sources     map[netip.Addr]struct{}
 	remoteFlood map[uint32][]netip.AddrPort
 	remoteMACs  map[uint32]map[packet.MAC]netip.AddrPort
+	neighbors   map[uint32]map[netip.Addr]packet.MAC
 	// start is the origin of the workers' monotonic clock.
 	start time.Time
 }

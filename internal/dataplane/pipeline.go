@@ -108,6 +108,9 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 		}
 		// The FDB aged out before the switch: flood.
 	case l2.Flood:
+		if v.neigh != nil && w.answerARP(s, nic, v, b) {
+			return
+		}
 	default:
 		w.dropFrom(nic, v.sw, switchDrop(d.Reason), b)
 		return
@@ -123,6 +126,37 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 	if !w.flood(s, nic, v, cfg, b) {
 		w.put(b)
 	}
+}
+
+// answerARP turns b, an ARP request from the local vNIC nic that the
+// switch would flood (broadcast, or to an unknown MAC), for
+// the IPv4 address of a vNIC known in VNI v (cluster mode), into the
+// reply that vNIC would give, in place, and gives it back to nic (ARP
+// suppression: the request does not cross the underlay). Gratuitous ARP
+// and unknown addresses are left to the flood (false).
+func (w *worker) answerARP(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf) bool {
+	f := b.Bytes()
+	if len(f) < packet.EthernetLen+packet.ARPLen {
+		return false
+	}
+	e := packet.Ethernet(f)
+	if e.Type() != packet.EtherTypeARP {
+		return false
+	}
+	a := packet.ARP(f[packet.EthernetLen:])
+	if !a.IsEthernetIPv4() || a.Op() != packet.ARPOpRequest {
+		return false
+	}
+	tip, sip, sha := a.TargetIP(), a.SenderIP(), a.SenderMAC()
+	mac, ok := v.neigh[tip]
+	if !ok || tip == sip || mac == sha {
+		return false
+	}
+	e.SetDst(sha)
+	e.SetSrc(mac)
+	a.Encode(packet.ARPOpReply, mac, tip, sha, sip)
+	w.toPort(s, nic.slot, b)
+	return true
 }
 
 // flood sends b, a frame of VNI v received on port b.InPort (from the

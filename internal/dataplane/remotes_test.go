@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/butterfly-go/butterfly/internal/packet"
 	"net/netip"
 	"testing"
 )
@@ -160,5 +161,54 @@ func TestClusterRemoteMACs(t *testing.T) {
 	}
 	if got := send([6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}); len(got) != 2 {
 		t.Fatalf("broadcast went to %v, want the flood list", got)
+	}
+}
+
+// TestClusterARPSuppression: an ARP request for a known vNIC address is
+// answered to the asking vNIC and never crosses the underlay; unknown
+// addresses, gratuitous ARP and addresses claimed by two MACs flood.
+func TestClusterARPSuppression(t *testing.T) {
+	h := newHarness(t, Config{Cluster: true}, true)
+	a := h.add(t, nicOf("a", mac(1), 7))
+	if err := h.e.SetRemotes(Remotes{
+		Sources: []netip.Addr{remote},
+		Flood:   map[uint32][]netip.Addr{7: {remote}},
+		Neighbors: map[uint32][]Neighbor{7: {
+			{IP: netip.MustParseAddr("10.0.0.9"), MAC: mac(9)},
+			{IP: netip.MustParseAddr("10.0.0.7"), MAC: mac(7)},
+			{IP: netip.MustParseAddr("10.0.0.7"), MAC: mac(8)},
+		}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a.inject(frame{data: arp(t, mac(1), "10.0.0.1", "10.0.0.9")})
+	h.step()
+	if got := h.under.take(); len(got) != 0 {
+		t.Fatalf("a suppressed ARP request crossed the underlay: %d datagrams", len(got))
+	}
+	got := a.take()
+	if len(got) != 1 {
+		t.Fatalf("a got %d frames, want the ARP reply", len(got))
+	}
+	e := packet.Ethernet(got[0].data)
+	r := packet.ARP(e.Payload())
+	if e.Dst() != packet.MAC(mac(1)) || e.Src() != packet.MAC(mac(9)) || e.Type() != packet.EtherTypeARP ||
+		r.Op() != packet.ARPOpReply || r.SenderMAC() != packet.MAC(mac(9)) || r.SenderIP() != netip.MustParseAddr("10.0.0.9") ||
+		r.TargetMAC() != packet.MAC(mac(1)) || r.TargetIP() != netip.MustParseAddr("10.0.0.1") {
+		t.Fatalf("reply % x", got[0].data)
+	}
+	for _, tc := range []struct{ name, sip, tip string }{
+		{"unknown", "10.0.0.1", "10.0.0.3"},
+		{"gratuitous", "10.0.0.9", "10.0.0.9"},
+		{"conflict", "10.0.0.1", "10.0.0.7"},
+	} {
+		a.inject(frame{data: arp(t, mac(1), tc.sip, tc.tip)})
+		h.step()
+		if got := h.under.take(); len(got) != 1 {
+			t.Errorf("%s ARP: %d datagrams, want the flood", tc.name, len(got))
+		}
+		if got := a.take(); len(got) != 0 {
+			t.Errorf("%s ARP answered", tc.name)
+		}
 	}
 }

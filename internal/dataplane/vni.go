@@ -41,6 +41,7 @@ func (e *Engine) attachVNI(vni uint32) (*vniLong, error) {
 	if e.cfg.Cluster {
 		c.flood = e.remoteFlood[vni]
 		c.macs = e.remoteMACs[vni]
+		c.neigh = e.neighbors[vni]
 	}
 	confs := maps.Clone(e.vniConfs)
 	confs[vni] = c
@@ -86,6 +87,17 @@ type Remotes struct {
 	// node's VTEP: a frame to one of them that the switch has not learnt
 	// goes to that VTEP alone instead of being flooded.
 	MACs map[uint32][]RemoteMAC
+	// Neighbors lists, per VNI, the IPv4 addresses of the cluster's
+	// vNICs (every node's) with their MAC: an ARP request from a local
+	// vNIC for one of them is answered here instead of being flooded
+	// (ARP suppression). Addresses claimed by two MACs are left out.
+	Neighbors map[uint32][]Neighbor
+}
+
+// Neighbor is an IPv4 address of a vNIC and its MAC.
+type Neighbor struct {
+	IP  netip.Addr
+	MAC [6]byte
 }
 
 // RemoteMAC is a vNIC MAC behind a remote VTEP.
@@ -130,6 +142,27 @@ func (e *Engine) SetRemotes(r Remotes) error {
 			macs[vni] = m
 		}
 	}
+	neigh := make(map[uint32]map[netip.Addr]packet.MAC, len(r.Neighbors))
+	for vni, l := range r.Neighbors {
+		m := make(map[netip.Addr]packet.MAC, len(l))
+		bad := map[netip.Addr]bool{}
+		for _, n := range l {
+			ip := n.IP.Unmap()
+			if !ip.Is4() {
+				continue
+			}
+			if old, ok := m[ip]; ok && old != packet.MAC(n.MAC) {
+				bad[ip] = true
+			}
+			m[ip] = packet.MAC(n.MAC)
+		}
+		for ip := range bad {
+			delete(m, ip)
+		}
+		if len(m) > 0 {
+			neigh[vni] = m
+		}
+	}
 	src := make(map[netip.Addr]struct{}, len(r.Sources))
 	for _, a := range r.Sources {
 		src[a.Unmap()] = struct{}{}
@@ -142,9 +175,10 @@ func (e *Engine) SetRemotes(r Remotes) error {
 	e.sources = src
 	e.remoteFlood = flood
 	e.remoteMACs = macs
+	e.neighbors = neigh
 	var changed []uint32
 	for vni, c := range e.vniConfs {
-		if !slices.Equal(c.flood, flood[vni]) || !maps.Equal(c.macs, macs[vni]) {
+		if !slices.Equal(c.flood, flood[vni]) || !maps.Equal(c.macs, macs[vni]) || !maps.Equal(c.neigh, neigh[vni]) {
 			changed = append(changed, vni)
 		}
 	}
@@ -152,7 +186,7 @@ func (e *Engine) SetRemotes(r Remotes) error {
 		confs := maps.Clone(e.vniConfs)
 		for _, vni := range changed {
 			v := confs[vni].vniLong
-			confs[vni] = &vniConf{vniLong: v, flood: flood[vni], macs: macs[vni]}
+			confs[vni] = &vniConf{vniLong: v, flood: flood[vni], macs: macs[vni], neigh: neigh[vni]}
 			// The vNICs' entries point at their VNI's: build them anew.
 			for _, slot := range v.members {
 				if ent := e.slots[slot]; ent != nil {
