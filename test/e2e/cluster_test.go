@@ -70,6 +70,19 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	a1.Blocked(t, b3.IP(0))
+	// ARP suppression: with a3's address gone from its VM (so that only
+	// the records know it), a1 still resolves it; an unknown address not.
+	a3.DelAddr("42.0.0.3/24")
+	labtest.Must(t, "ip", "-n", a1.NS, "neigh", "flush", "all")
+	_ = a1.PingOnce(a3.IP(0)) // the echo itself goes unanswered
+	_ = a1.PingOnce("42.0.0.77")
+	if out := labtest.Must(t, "ip", "-n", a1.NS, "neigh", "show", "42.0.0.3"); !strings.Contains(out, "lladdr "+a3.Spec.MAC) {
+		t.Fatalf("a1 did not resolve 42.0.0.3 from the records: %q", out)
+	}
+	if out := labtest.Must(t, "ip", "-n", a1.NS, "neigh", "show", "42.0.0.77"); strings.Contains(out, "lladdr") {
+		t.Fatalf("a1 resolved an unknown address: %q", out)
+	}
+	a3.AddAddr("42.0.0.3/24")
 	// c3's group has no rule yet: closed. A rule added through node 1
 	// opens TCP port 8000 of node 3's vNIC (and only that port).
 	serveEcho(c3, t)
