@@ -378,10 +378,19 @@ func (a *Agent) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveRe
 	if err != nil {
 		return nil, fmt.Errorf("cluster: lease: %w", err)
 	}
-	if _, err := a.cli.Txn(rctx).Then(
+	// The alive key is created only if no live lease holds it: two
+	// daemons never run as the same node. A daemon restarted before its
+	// previous lease expired waits for it (at most LeaseTTL).
+	alive := a.layout.Alive(a.cfg.Node)
+	tr, err := a.cli.Txn(rctx).If(clientv3.Compare(clientv3.Version(alive), "=", 0)).Then(
 		clientv3.OpPut(a.layout.Node(a.cfg.Node), val),
-		clientv3.OpPut(a.layout.Alive(a.cfg.Node), val, clientv3.WithLease(lease.ID)),
-	).Commit(); err != nil {
+		clientv3.OpPut(alive, val, clientv3.WithLease(lease.ID)),
+	).Commit()
+	if err == nil && !tr.Succeeded {
+		err = fmt.Errorf("node name %q is held by a live lease (another daemon with this --node, or this one before a restart): waiting for it to expire", a.cfg.Node)
+	}
+	if err != nil {
+		_, _ = a.cli.Revoke(rctx, lease.ID)
 		return nil, fmt.Errorf("cluster: registering node %s: %w", a.cfg.Node, err)
 	}
 	ka, err := a.cli.KeepAlive(ctx, lease.ID)

@@ -76,6 +76,8 @@ type node struct {
 	a     *Agent
 	dp    *lockedDP
 	store *model.Store
+	// stop stops the agent (again at cleanup: a no-op then).
+	stop func()
 }
 
 func startNode(t *testing.T, endpoints []string, name, vtep string) *node {
@@ -93,8 +95,10 @@ func startNode(t *testing.T, endpoints []string, name, vtep string) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; a.Close() })
-	return &node{a: a, dp: dp, store: s}
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done; a.Close() }) }
+	t.Cleanup(stop)
+	return &node{a: a, dp: dp, store: s, stop: stop}
 }
 
 func etcdClient(t *testing.T, endpoints []string) *clientv3.Client {
@@ -441,4 +445,49 @@ func TestReplayCutsNothing(t *testing.T) {
 	if d := time.Since(start); d < time.Second {
 		t.Fatalf("removal enforced after %v, before the 1 s hold-down", d)
 	}
+}
+
+// TestNodeNameTaken: a second daemon with the same node name does not
+// register while the first one's lease lives, and reports why; it
+// registers once that lease is gone.
+func TestNodeNameTaken(t *testing.T) {
+	e := labtest.StartEtcd(t, t.TempDir(), labtest.EtcdSpec{IP: "127.0.0.1"})
+	cli := etcdClient(t, e.Endpoints())
+	first := startNode(t, e.Endpoints(), "n1", "10.0.0.1")
+	labtest.Eventually(t, 5*time.Second, "first registered", func() error {
+		if l := first.a.Nodes(); len(l) != 1 || !l[0].GetAlive() {
+			return fmt.Errorf("nodes %v", l)
+		}
+		return nil
+	})
+	r, err := cli.Get(context.Background(), "/butterfly/alive/n1")
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("alive key: %v %v", r, err)
+	}
+	lease := r.Kvs[0].Lease
+	second := startNode(t, e.Endpoints(), "n1", "10.0.0.9")
+	labtest.Eventually(t, 5*time.Second, "second refused", func() error {
+		second.a.mu.Lock()
+		msg := second.a.lastErr
+		second.a.mu.Unlock()
+		if !strings.Contains(msg, "is held by a live lease") {
+			return fmt.Errorf("last error %q", msg)
+		}
+		return nil
+	})
+	if r, _ := cli.Get(context.Background(), "/butterfly/nodes/n1"); len(r.Kvs) != 1 || !strings.Contains(string(r.Kvs[0].Value), "10.0.0.1") {
+		t.Fatalf("the second daemon overwrote the node: %v", r.Kvs)
+	}
+	// The first one stops and its lease goes: the second registers.
+	first.stop()
+	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(lease)); err != nil {
+		t.Fatal(err)
+	}
+	labtest.Eventually(t, 10*time.Second, "second registered", func() error {
+		r, err := cli.Get(context.Background(), "/butterfly/nodes/n1")
+		if err == nil && (len(r.Kvs) != 1 || !strings.Contains(string(r.Kvs[0].Value), "10.0.0.9")) {
+			err = fmt.Errorf("node record %v", r.Kvs)
+		}
+		return err
+	})
 }
