@@ -164,7 +164,8 @@ func TestViewRemotes(t *testing.T) {
 		IPs: []netip.Addr{netip.MustParseAddr("10.9.0.5"), netip.MustParseAddr("fd00::5")}}))
 	put(layout.NIC("a", "a2"), EncodeNIC(model.NIC{ID: "a2", MACText: "52:54:00:00:00:06", VNI: 7, Type: model.NICTap,
 		IPs: []netip.Addr{netip.MustParseAddr("10.9.0.6")}}))
-	wantN := []dataplane.Neighbor{{IP: netip.MustParseAddr("10.9.0.6"), MAC: mac(6)}, {IP: netip.MustParseAddr("10.9.0.5"), MAC: mac(5)}}
+	wantN := []dataplane.Neighbor{{IP: netip.MustParseAddr("10.9.0.6"), MAC: mac(6)}, {IP: netip.MustParseAddr("10.9.0.5"), MAC: mac(5)},
+		{IP: netip.MustParseAddr("fd00::5"), MAC: mac(5)}}
 	if got := v.Remotes("a").Neighbors; len(got) != 1 || !slices.Equal(got[7], wantN) {
 		t.Fatalf("Neighbors = %+v, want VNI 7: %+v", got, wantN)
 	}

@@ -124,8 +124,8 @@ func (v *View) Held(node string) (nics, sgs map[string]bool) {
 // Remotes returns what node's dataplane needs of the other nodes: the
 // VTEPs of every registered node (accepted VXLAN sources) and, for each
 // VNI, the VTEPs of the live nodes that have a vNIC in it (head-end
-// replication) and the MACs of their vNICs in it, sorted; and the IPv4
-// addresses of every node's vNICs by VNI (ARP suppression). Nodes sharing
+// replication) and the MACs of their vNICs in it, sorted; and the
+// addresses of every node's vNICs by VNI (ARP and NS suppression). Nodes sharing
 // node's VTEP are left out of the first three.
 func (v *View) Remotes(node string) dataplane.Remotes {
 	self := v.Nodes[node].VTEP
@@ -136,9 +136,7 @@ func (v *View) Remotes(node string) dataplane.Remotes {
 		for _, id := range sortedIDs(m) {
 			n := m[id]
 			for _, ip := range n.IPs {
-				if ip.Is4() {
-					r.Neighbors[n.VNI] = append(r.Neighbors[n.VNI], dataplane.Neighbor{IP: ip, MAC: n.MAC})
-				}
+				r.Neighbors[n.VNI] = append(r.Neighbors[n.VNI], dataplane.Neighbor{IP: ip, MAC: n.MAC})
 			}
 		}
 	}

@@ -178,6 +178,13 @@ func pathCases() []pathCase {
 			a.replay = replayBatch(frame{data: arp(t, mac(1), "10.0.0.1", "10.0.0.9")}, batchSize)
 			return h, a, batchSize
 		}},
+		{"cluster-ns-suppressed", func(t testing.TB) (*harness, *fakePort, int) {
+			h := clusterHarness(t)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1", "fd00::1"))
+			a.count = true
+			a.replay = replayBatch(frame{data: nsFrame(t, mac(1), "fd00::1", "fd00::9")}, batchSize)
+			return h, a, batchSize
+		}},
 		{"cluster-remote-mac", func(t testing.TB) (*harness, *fakePort, int) {
 			h := clusterHarness(t)
 			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
@@ -210,14 +217,14 @@ func pathCases() []pathCase {
 }
 
 // clusterHarness is a cluster-mode harness where remote (a node) has
-// mac 9 (10.0.0.9) in VNI 5.
+// mac 9 (10.0.0.9, fd00::9) in VNI 5.
 func clusterHarness(t testing.TB) *harness {
 	h := newHarness(t, Config{Cluster: true}, true)
 	if err := h.e.SetRemotes(Remotes{
 		Sources:   []netip.Addr{remote},
 		Flood:     map[uint32][]netip.Addr{5: {remote}},
 		MACs:      map[uint32][]RemoteMAC{5: {{MAC: mac(9), VTEP: remote}}},
-		Neighbors: map[uint32][]Neighbor{5: {{IP: netip.MustParseAddr("10.0.0.9"), MAC: mac(9)}}},
+		Neighbors: map[uint32][]Neighbor{5: {{IP: netip.MustParseAddr("10.0.0.9"), MAC: mac(9)}, {IP: netip.MustParseAddr("fd00::9"), MAC: mac(9)}}},
 	}); err != nil {
 		t.Fatal(err)
 	}

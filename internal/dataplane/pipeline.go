@@ -108,7 +108,7 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 		}
 		// The FDB aged out before the switch: flood.
 	case l2.Flood:
-		if v.neigh != nil && w.answerARP(s, nic, v, b) {
+		if v.neigh != nil && (w.answerARP(s, nic, v, b) || w.answerNS(s, nic, v, b)) {
 			return
 		}
 	default:
@@ -155,6 +155,39 @@ func (w *worker) answerARP(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf)
 	e.SetDst(sha)
 	e.SetSrc(mac)
 	a.Encode(packet.ARPOpReply, mac, tip, sha, sip)
+	w.toPort(s, nic.slot, b)
+	return true
+}
+
+// answerNS is answerARP for IPv6: a neighbour solicitation (not duplicate
+// address detection) from the local vNIC nic for the address of a vNIC
+// known in VNI v becomes, in place, the solicited advertisement that vNIC
+// would send, given back to nic.
+func (w *worker) answerNS(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf) bool {
+	f := b.Bytes()
+	if len(f) < packet.EthernetLen+packet.IPv6Len+packet.NDPNSNALen || packet.Ethernet(f).Type() != packet.EtherTypeIPv6 {
+		return false
+	}
+	ip := packet.IPv6(f[packet.EthernetLen:])
+	if ip[6] != packet.ProtoICMPv6 || ip.HopLimit() != 255 { // next header: ICMPv6 right after the fixed header
+		return false
+	}
+	ic := packet.ICMPv6(ip[packet.IPv6Len:])
+	if !ic.IsNDPNSNA() || ic.Type() != packet.ICMPv6NeighborSolicit {
+		return false
+	}
+	src, target := ip.Src(), ic.NDPTarget()
+	mac, ok := v.neigh[target]
+	from := packet.Ethernet(f).Src()
+	if !ok || src.IsUnspecified() || mac == from {
+		return false
+	}
+	n, err := packet.BuildNeighborAdvert(b.Space(), mac, from, target, src)
+	if err != nil {
+		return false
+	}
+	b.SetLen(n)
+	b.VNet = packet.VNetHdr{}
 	w.toPort(s, nic.slot, b)
 	return true
 }

@@ -1,9 +1,14 @@
 package dataplane
 
 import (
-	"github.com/butterfly-go/butterfly/internal/packet"
+	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/butterfly-go/butterfly/internal/packet"
 )
 
 // TestHeadEndDropsUnknownSources: with --vxlan-peers, datagrams from an
@@ -209,6 +214,65 @@ func TestClusterARPSuppression(t *testing.T) {
 		}
 		if got := a.take(); len(got) != 0 {
 			t.Errorf("%s ARP answered", tc.name)
+		}
+	}
+}
+
+// nsFrame builds a neighbour solicitation from mac/sip for tip, to its
+// solicited-node multicast group, with the source link-layer option.
+func nsFrame(t testing.TB, src [6]byte, sip, tip string) []byte {
+	target := netip.MustParseAddr(tip).As16()
+	group := netip.AddrFrom16([16]byte{0xff, 0x02, 10: 0, 11: 1, 12: 0xff, 13: target[13], 14: target[14], 15: target[15]})
+	ip := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolICMPv6, HopLimit: 255,
+		SrcIP: net.ParseIP(sip), DstIP: group.AsSlice()}
+	ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeNeighborSolicitation, 0)}
+	ic.SetNetworkLayerForChecksum(ip)
+	ns := &layers.ICMPv6NeighborSolicitation{TargetAddress: target[:],
+		Options: layers.ICMPv6Options{{Type: layers.ICMPv6OptSourceAddress, Data: src[:]}}}
+	dst := [6]byte{0x33, 0x33, 0xff, target[13], target[14], target[15]}
+	return build(t, eth(dst, src, layers.EthernetTypeIPv6), ip, ic, ns)
+}
+
+// TestClusterNSSuppression: a neighbour solicitation for a known vNIC
+// address is answered with an NA to the asking vNIC, never crossing the
+// underlay; DAD and unknown targets flood.
+func TestClusterNSSuppression(t *testing.T) {
+	h := newHarness(t, Config{Cluster: true}, true)
+	a := h.add(t, nicOf("a", mac(1), 7))
+	if err := h.e.SetRemotes(Remotes{
+		Sources:   []netip.Addr{remote},
+		Flood:     map[uint32][]netip.Addr{7: {remote}},
+		Neighbors: map[uint32][]Neighbor{7: {{IP: netip.MustParseAddr("fd00::9"), MAC: mac(9)}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a.inject(frame{data: nsFrame(t, mac(1), "fd00::1", "fd00::9")})
+	h.step()
+	if got := h.under.take(); len(got) != 0 {
+		t.Fatalf("a suppressed NS crossed the underlay: %d datagrams", len(got))
+	}
+	got := a.take()
+	if len(got) != 1 {
+		t.Fatalf("a got %d frames, want the NA", len(got))
+	}
+	p := gopacket.NewPacket(got[0].data, layers.LayerTypeEthernet, gopacket.Default)
+	na, _ := p.Layer(layers.LayerTypeICMPv6NeighborAdvertisement).(*layers.ICMPv6NeighborAdvertisement)
+	ip, _ := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	if na == nil || ip == nil || !na.TargetAddress.Equal(net.ParseIP("fd00::9")) || !ip.DstIP.Equal(net.ParseIP("fd00::1")) ||
+		packet.Ethernet(got[0].data).Src() != packet.MAC(mac(9)) || packet.Ethernet(got[0].data).Dst() != packet.MAC(mac(1)) {
+		t.Fatalf("reply: %v", p)
+	}
+	for _, tc := range []struct{ name, sip, tip string }{
+		{"unknown", "fd00::1", "fd00::3"},
+		{"duplicate address detection", "::", "fd00::9"},
+	} {
+		a.inject(frame{data: nsFrame(t, mac(1), tc.sip, tc.tip)})
+		h.step()
+		if got := h.under.take(); len(got) != 1 {
+			t.Errorf("%s NS: %d datagrams, want the flood", tc.name, len(got))
+		}
+		if got := a.take(); len(got) != 0 {
+			t.Errorf("%s NS answered", tc.name)
 		}
 	}
 }

@@ -97,7 +97,8 @@ type vniConf struct {
 	// macs are the other nodes' vNIC MACs with their VTEP (cluster
 	// mode; nil otherwise): unicast to one of them is not flooded.
 	macs map[packet.MAC]netip.AddrPort
-	// neigh maps the IPv4 addresses of the cluster's vNICs in the VNI to
-	// their MAC (cluster mode; nil otherwise), for ARP suppression.
+	// neigh maps the addresses of the cluster's vNICs in the VNI to
+	// their MAC (cluster mode; nil otherwise), for ARP and NS
+	// suppression.
 	neigh map[netip.Addr]packet.MAC
 }

@@ -87,14 +87,15 @@ type Remotes struct {
 	// node's VTEP: a frame to one of them that the switch has not learnt
 	// goes to that VTEP alone instead of being flooded.
 	MACs map[uint32][]RemoteMAC
-	// Neighbors lists, per VNI, the IPv4 addresses of the cluster's
-	// vNICs (every node's) with their MAC: an ARP request from a local
-	// vNIC for one of them is answered here instead of being flooded
-	// (ARP suppression). Addresses claimed by two MACs are left out.
+	// Neighbors lists, per VNI, the addresses of the cluster's vNICs
+	// (every node's) with their MAC: an ARP request or IPv6 neighbour
+	// solicitation from a local vNIC for one of them is answered here
+	// instead of being flooded (suppression). Addresses claimed by two
+	// MACs are left out.
 	Neighbors map[uint32][]Neighbor
 }
 
-// Neighbor is an IPv4 address of a vNIC and its MAC.
+// Neighbor is an address of a vNIC and its MAC.
 type Neighbor struct {
 	IP  netip.Addr
 	MAC [6]byte
@@ -148,7 +149,7 @@ func (e *Engine) SetRemotes(r Remotes) error {
 		bad := map[netip.Addr]bool{}
 		for _, n := range l {
 			ip := n.IP.Unmap()
-			if !ip.Is4() {
+			if !ip.IsValid() || ip.Zone() != "" {
 				continue
 			}
 			if old, ok := m[ip]; ok && old != packet.MAC(n.MAC) {
