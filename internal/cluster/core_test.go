@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -333,4 +334,34 @@ func mustSG(t *testing.T, sg model.SG) model.SG {
 		t.Fatal(err)
 	}
 	return n
+}
+
+func TestTLSConfig(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := dir + "/ca.pem"
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{name: "plain", cfg: Config{}},
+		{name: "missing CA", cfg: Config{CA: dir + "/none.pem"}, wantErr: "etcd-ca"},
+		{name: "CA without certificate", cfg: Config{CA: notPEM}, wantErr: "no PEM certificate"},
+		{name: "missing client certificate", cfg: Config{Cert: dir + "/c.pem", Key: dir + "/k.pem"}, wantErr: "etcd-cert/etcd-key"},
+	}
+	for _, tt := range tests {
+		c, err := tlsConfig(tt.cfg)
+		if tt.wantErr == "" {
+			if err != nil || c != nil {
+				t.Errorf("%s: %v, %v; want no TLS", tt.name, c, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("%s: error %v, want %q", tt.name, err, tt.wantErr)
+		}
+	}
 }
