@@ -128,8 +128,10 @@ func (a *Agent) mutate(key string, op func(*model.Store) error) error {
 		}
 		next, exists := recordOf(s, k)
 		if (old == nil && !exists) || (exists && string(next) == string(old)) {
-			// Nothing to write; still make sure this node is there.
-			return a.waitApplied(ctx, resp.Header.Revision)
+			// Nothing to write; still make sure this node applied the
+			// record read (not the store's revision: keys outside the
+			// prefix, which the watch does not see, move it too).
+			return a.waitApplied(ctx, modRev)
 		}
 		cmp := clientv3.Compare(clientv3.ModRevision(key), "=", modRev)
 		put := clientv3.OpDelete(key)
