@@ -102,7 +102,20 @@ func (x *explainer) explain(nic *nicConf, frame []byte) {
 		if dstMAC.IsMulticast() {
 			why = "broadcast or multicast destination"
 		}
+		if v.neigh != nil {
+			if target, mac, ok := neighborQuery(v, frame); ok {
+				x.step("switch (VNI %d): asks for %v, which the cluster's records give to %v: answered to vNIC %s, not flooded (suppression)",
+					v.vni, target, mac, nic.id)
+				x.out.Verdict = "answered by the switch"
+				return
+			}
+		}
 		x.step("switch (VNI %d): %s %v: flood", v.vni, why, dstMAC)
+	}
+	if dst, ok := v.macs[dstMAC]; ok {
+		x.step("cluster: %v is a vNIC of the node at VTEP %v: sent there alone", dstMAC, dst.Addr())
+		x.finish([]outcome{x.remote(nic, v.vni, frame, dst.Addr().String())})
+		return
 	}
 	var outs []outcome
 	for _, p := range cfg.AppendFlood(nil, uint32(nic.slot)) {

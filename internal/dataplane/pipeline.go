@@ -108,7 +108,7 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 		}
 		// The FDB aged out before the switch: flood.
 	case l2.Flood:
-		if v.neigh != nil && (w.answerARP(s, nic, v, b) || w.answerNS(s, nic, v, b)) {
+		if v.neigh != nil && w.answerNeighbor(s, nic, v, b) {
 			return
 		}
 	default:
@@ -128,66 +128,75 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 	}
 }
 
-// answerARP turns b, an ARP request from the local vNIC nic that the
-// switch would flood (broadcast, or to an unknown MAC), for
-// the IPv4 address of a vNIC known in VNI v (cluster mode), into the
-// reply that vNIC would give, in place, and gives it back to nic (ARP
-// suppression: the request does not cross the underlay). Gratuitous ARP
-// and unknown addresses are left to the flood (false).
-func (w *worker) answerARP(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf) bool {
-	f := b.Bytes()
+// neighborQuery reports whether f, a frame from a local vNIC that the
+// switch would flood, is a question the switch answers itself in cluster
+// mode (suppression): an ARP request or an IPv6 neighbour solicitation
+// for an address of a vNIC the cluster's records give in VNI v, with mac
+// that vNIC's MAC. Gratuitous ARP, duplicate address detection (NS from
+// ::), unknown addresses and questions about the asker's own MAC are not.
+func neighborQuery(v *vniConf, f []byte) (target netip.Addr, mac packet.MAC, ok bool) {
 	if len(f) < packet.EthernetLen+packet.ARPLen {
+		return netip.Addr{}, packet.MAC{}, false
+	}
+	from := packet.Ethernet(f).Src()
+	switch packet.Ethernet(f).Type() {
+	case packet.EtherTypeARP:
+		a := packet.ARP(f[packet.EthernetLen:])
+		if !a.IsEthernetIPv4() || a.Op() != packet.ARPOpRequest || a.TargetIP() == a.SenderIP() {
+			return netip.Addr{}, packet.MAC{}, false
+		}
+		target, from = a.TargetIP(), a.SenderMAC()
+	case packet.EtherTypeIPv6:
+		if len(f) < packet.EthernetLen+packet.IPv6Len+packet.NDPNSNALen {
+			return netip.Addr{}, packet.MAC{}, false
+		}
+		ip := packet.IPv6(f[packet.EthernetLen:])
+		// Next header (byte 6): ICMPv6 right after the fixed header.
+		if ip[6] != packet.ProtoICMPv6 || ip.HopLimit() != 255 || ip.Src().IsUnspecified() {
+			return netip.Addr{}, packet.MAC{}, false
+		}
+		ic := packet.ICMPv6(ip[packet.IPv6Len:])
+		if !ic.IsNDPNSNA() || ic.Type() != packet.ICMPv6NeighborSolicit {
+			return netip.Addr{}, packet.MAC{}, false
+		}
+		target = ic.NDPTarget()
+	default:
+		return netip.Addr{}, packet.MAC{}, false
+	}
+	mac, ok = v.neigh[target]
+	if !ok || mac == from {
+		return netip.Addr{}, packet.MAC{}, false
+	}
+	return target, mac, true
+}
+
+// answerNeighbor turns b, a question neighborQuery accepts, into the
+// answer the vNIC asked about would give (ARP reply, or solicited
+// neighbour advertisement), in place, and gives it back to nic: the
+// question does not cross the underlay. It reports false, b untouched,
+// for any other frame.
+func (w *worker) answerNeighbor(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf) bool {
+	f := b.Bytes()
+	target, mac, ok := neighborQuery(v, f)
+	if !ok {
 		return false
 	}
 	e := packet.Ethernet(f)
-	if e.Type() != packet.EtherTypeARP {
-		return false
+	if target.Is4() {
+		a := packet.ARP(f[packet.EthernetLen:])
+		sha, sip := a.SenderMAC(), a.SenderIP()
+		e.SetDst(sha)
+		e.SetSrc(mac)
+		a.Encode(packet.ARPOpReply, mac, target, sha, sip)
+	} else {
+		src := packet.IPv6(f[packet.EthernetLen:]).Src()
+		n, err := packet.BuildNeighborAdvert(b.Space(), mac, e.Src(), target, src)
+		if err != nil {
+			return false
+		}
+		b.SetLen(n)
+		b.VNet = packet.VNetHdr{}
 	}
-	a := packet.ARP(f[packet.EthernetLen:])
-	if !a.IsEthernetIPv4() || a.Op() != packet.ARPOpRequest {
-		return false
-	}
-	tip, sip, sha := a.TargetIP(), a.SenderIP(), a.SenderMAC()
-	mac, ok := v.neigh[tip]
-	if !ok || tip == sip || mac == sha {
-		return false
-	}
-	e.SetDst(sha)
-	e.SetSrc(mac)
-	a.Encode(packet.ARPOpReply, mac, tip, sha, sip)
-	w.toPort(s, nic.slot, b)
-	return true
-}
-
-// answerNS is answerARP for IPv6: a neighbour solicitation (not duplicate
-// address detection) from the local vNIC nic for the address of a vNIC
-// known in VNI v becomes, in place, the solicited advertisement that vNIC
-// would send, given back to nic.
-func (w *worker) answerNS(s *snapshot, nic *nicConf, v *vniConf, b *packet.Buf) bool {
-	f := b.Bytes()
-	if len(f) < packet.EthernetLen+packet.IPv6Len+packet.NDPNSNALen || packet.Ethernet(f).Type() != packet.EtherTypeIPv6 {
-		return false
-	}
-	ip := packet.IPv6(f[packet.EthernetLen:])
-	if ip[6] != packet.ProtoICMPv6 || ip.HopLimit() != 255 { // next header: ICMPv6 right after the fixed header
-		return false
-	}
-	ic := packet.ICMPv6(ip[packet.IPv6Len:])
-	if !ic.IsNDPNSNA() || ic.Type() != packet.ICMPv6NeighborSolicit {
-		return false
-	}
-	src, target := ip.Src(), ic.NDPTarget()
-	mac, ok := v.neigh[target]
-	from := packet.Ethernet(f).Src()
-	if !ok || src.IsUnspecified() || mac == from {
-		return false
-	}
-	n, err := packet.BuildNeighborAdvert(b.Space(), mac, from, target, src)
-	if err != nil {
-		return false
-	}
-	b.SetLen(n)
-	b.VNet = packet.VNetHdr{}
 	w.toPort(s, nic.slot, b)
 	return true
 }

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/gopacket/gopacket"
@@ -273,6 +274,33 @@ func TestClusterNSSuppression(t *testing.T) {
 		}
 		if got := a.take(); len(got) != 0 {
 			t.Errorf("%s NS answered", tc.name)
+		}
+	}
+}
+
+// TestExplainCluster: explain tells what cluster mode does: questions
+// answered by the switch, unicast to another node's vNIC sent there
+// alone, the rest flooded to the VNI's nodes.
+func TestExplainCluster(t *testing.T) {
+	h := clusterHarness(t)
+	h.add(t, nicOf("a", mac(1), 5, "10.0.0.1", "fd00::1"))
+	tests := []struct {
+		name, verdict, step string
+		frame               []byte
+	}{
+		{"arp", "answered by the switch", "asks for 10.0.0.9", arp(t, mac(1), "10.0.0.1", "10.0.0.9")},
+		{"ns", "answered by the switch", "asks for fd00::9", nsFrame(t, mac(1), "fd00::1", "fd00::9")},
+		{"remote mac", "deliver ", "sent there alone", udp4(t, mac(9), mac(1), "10.0.0.1", "10.0.0.9", 10, false)},
+		{"unknown arp", "deliver ", "flood", arp(t, mac(1), "10.0.0.1", "10.0.0.3")},
+	}
+	for _, tt := range tests {
+		x, err := h.e.Explain("a", tt.frame)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		all := strings.Join(x.Steps, "\n")
+		if !strings.HasPrefix(x.Verdict, tt.verdict) || !strings.Contains(all, tt.step) {
+			t.Errorf("%s: verdict %q, steps:\n%s", tt.name, x.Verdict, all)
 		}
 	}
 }
