@@ -94,6 +94,9 @@ type Agent struct {
 	pending map[string]time.Time
 	timer   *time.Timer
 	closed  bool
+	// imports are the fw_import data of nic_add requests in flight, by
+	// vNIC id, given to the vNIC's creation when its record is applied.
+	imports map[string][]byte
 }
 
 // New returns an Agent for cfg. It does not contact etcd yet (Run does),
@@ -137,6 +140,7 @@ func New(cfg Config) (*Agent, error) {
 		applyErrs: map[string]error{},
 		lastSeen:  map[string]time.Time{},
 		pending:   map[string]time.Time{},
+		imports:   map[string][]byte{},
 		lastErr:   "not connected yet",
 	}, nil
 }
@@ -286,6 +290,12 @@ func (a *Agent) applyLocked(rev int64) {
 	ops, deferred := Diff(a.cfg.Store.State(), a.view.NICs[a.cfg.Node], a.view.SGs, held, heldSGs,
 		a.cfg.StoreOptions.DefaultTracePath, hold)
 	a.deferLocked(deferred, now)
+	for i, op := range ops {
+		if data, ok := a.imports[op.ID]; ok && op.Kind == OpAddNIC {
+			ops[i].NIC.Import = data
+			delete(a.imports, op.ID) // used once
+		}
+	}
 	errs := Apply(a.cfg.Store, ops)
 	for what, err := range errs {
 		if prev, ok := a.applyErrs[what]; !ok || prev.Error() != err.Error() {

@@ -26,6 +26,8 @@ type lockedDP struct {
 	rec     recDP
 	remotes dataplane.Remotes
 	refuse  string // AddNIC of this id fails
+	// imported is the Import of the vNICs created, by id.
+	imported map[string]string
 }
 
 func (d *lockedDP) AddNIC(n model.NIC) (string, error) {
@@ -34,6 +36,10 @@ func (d *lockedDP) AddNIC(n model.NIC) (string, error) {
 	if n.ID == d.refuse {
 		return "", fmt.Errorf("cannot create %s", n.ID)
 	}
+	if d.imported == nil {
+		d.imported = map[string]string{}
+	}
+	d.imported[n.ID] = string(n.Import)
 	return d.rec.AddNIC(n)
 }
 func (d *lockedDP) UpdateNIC(n model.NIC) error {
@@ -216,6 +222,21 @@ func TestAgent(t *testing.T) {
 	}
 	if err := n1.a.UpdateNIC(model.NICUpdate{ID: "vm2", IPs: []string{"10.0.0.3"}}); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("nic_update of another node's vNIC: %v", err)
+	}
+
+	// fw_import (live migration): given to this node's vNIC creation
+	// only, never stored in etcd.
+	if _, err := n1.a.AddNIC(model.NIC{ID: "mig", MACText: "52:54:00:00:00:07", VNI: 42, Type: model.NICTap, Import: []byte("flows")}); err != nil {
+		t.Fatal(err)
+	}
+	n1.dp.mu.Lock()
+	imported := n1.dp.imported["mig"]
+	n1.dp.mu.Unlock()
+	if imported != "flows" {
+		t.Fatalf("vNIC created with import %q, want %q", imported, "flows")
+	}
+	if r, err := cli.Get(ctx, "/butterfly/nics/n1/mig"); err != nil || len(r.Kvs) != 1 || strings.Contains(string(r.Kvs[0].Value), "fw_import") {
+		t.Fatalf("record: %v %v", r, err)
 	}
 
 	// A vNIC this node's dataplane refuses: error, record put back.

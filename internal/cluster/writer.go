@@ -25,12 +25,23 @@ const maxConflicts = 8
 
 // AddNIC creates or replaces a vNIC of this node (nic_add) and returns
 // the path this node's dataplane reports.
+//
+// n.Import (fw_import, live migration) is not part of the record: it is
+// kept here until this node applies the record, and given to that vNIC
+// creation only.
 func (a *Agent) AddNIC(n model.NIC) (string, error) {
-	if len(n.Import) > 0 {
-		return "", model.Errorf(model.CodeInvalid, model.TextBadNIC, "fw_import is not supported in cluster mode")
-	}
 	if _, err := CheckNIC(n, model.Options{}); err != nil {
 		return "", err
+	}
+	if len(n.Import) > 0 {
+		a.mu.Lock()
+		a.imports[n.ID] = n.Import
+		a.mu.Unlock()
+		defer func() {
+			a.mu.Lock()
+			delete(a.imports, n.ID)
+			a.mu.Unlock()
+		}()
 	}
 	key := a.layout.NIC(a.cfg.Node, n.ID)
 	if err := a.mutate(key, func(s *model.Store) error { _, err := s.AddNIC(n); return err }); err != nil {
