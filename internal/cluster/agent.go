@@ -364,9 +364,13 @@ func (a *Agent) deferLocked(deferred []string, now time.Time) {
 
 // keepAlive registers the node and keeps its lease alive, again after
 // every loss (etcd down longer than the TTL).
+//
+// When ctx ends (the daemon stops) the lease is revoked, so that the
+// other nodes drop this one from their flood lists at once and a restart
+// registers without waiting for it to expire.
 func (a *Agent) keepAlive(ctx context.Context) {
 	for ctx.Err() == nil {
-		ka, err := a.register(ctx)
+		ka, lease, err := a.register(ctx)
 		if err != nil {
 			a.setErr(err)
 			sleep(ctx, 500*time.Millisecond)
@@ -376,17 +380,23 @@ func (a *Agent) keepAlive(ctx context.Context) {
 		}
 		if ctx.Err() == nil {
 			a.log.Warn("cluster lease lost: registering again")
+			continue
 		}
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if _, err := a.cli.Revoke(rctx, lease); err != nil {
+			a.log.Warn("cluster: revoking the node's lease at stop", "err", err)
+		}
+		cancel()
 	}
 }
 
-func (a *Agent) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+func (a *Agent) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, clientv3.LeaseID, error) {
 	rctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
 	val := string(EncodeNode(NodeInfo{Name: a.cfg.Node, VTEP: a.cfg.VTEP, Version: a.cfg.Version}))
 	lease, err := a.cli.Grant(rctx, int64((a.cfg.LeaseTTL+time.Second-1)/time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("cluster: lease: %w", err)
+		return nil, 0, fmt.Errorf("cluster: lease: %w", err)
 	}
 	// The alive key is created only if no live lease holds it: two
 	// daemons never run as the same node. A daemon restarted before its
@@ -401,14 +411,14 @@ func (a *Agent) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveRe
 	}
 	if err != nil {
 		_, _ = a.cli.Revoke(rctx, lease.ID)
-		return nil, fmt.Errorf("cluster: registering node %s: %w", a.cfg.Node, err)
+		return nil, 0, fmt.Errorf("cluster: registering node %s: %w", a.cfg.Node, err)
 	}
 	ka, err := a.cli.KeepAlive(ctx, lease.ID)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: lease keep-alive: %w", err)
+		return nil, 0, fmt.Errorf("cluster: lease keep-alive: %w", err)
 	}
 	a.log.Info("cluster node registered", "vtep", a.cfg.VTEP, "lease_ttl", a.cfg.LeaseTTL)
-	return ka, nil
+	return ka, lease.ID, nil
 }
 
 // health checks every second that etcd answers a quorum read.

@@ -88,11 +88,16 @@ type node struct {
 
 func startNode(t *testing.T, endpoints []string, name, vtep string) *node {
 	t.Helper()
+	return startNodeTTL(t, endpoints, name, vtep, 2*time.Second)
+}
+
+func startNodeTTL(t *testing.T, endpoints []string, name, vtep string, ttl time.Duration) *node {
+	t.Helper()
 	dp := &lockedDP{}
 	s := model.New(dp, model.Options{})
 	a, err := New(Config{
 		Endpoints: endpoints, Node: name, VTEP: netip.MustParseAddr(vtep), Version: "test",
-		Prefix: "/butterfly/", Store: s, Remotes: dp, LeaseTTL: 2 * time.Second, Timeout: 2 * time.Second,
+		Prefix: "/butterfly/", Store: s, Remotes: dp, LeaseTTL: ttl, Timeout: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -484,7 +489,7 @@ func TestReplayCutsNothing(t *testing.T) {
 func TestNodeNameTaken(t *testing.T) {
 	e := labtest.StartEtcd(t, t.TempDir(), labtest.EtcdSpec{IP: "127.0.0.1"})
 	cli := etcdClient(t, e.Endpoints())
-	first := startNode(t, e.Endpoints(), "n1", "10.0.0.1")
+	first := startNodeTTL(t, e.Endpoints(), "n1", "10.0.0.1", time.Minute)
 	labtest.Eventually(t, 5*time.Second, "first registered", func() error {
 		if l := first.a.Nodes(); len(l) != 1 || !l[0].GetAlive() {
 			return fmt.Errorf("nodes %v", l)
@@ -509,10 +514,11 @@ func TestNodeNameTaken(t *testing.T) {
 	if r, _ := cli.Get(context.Background(), "/butterfly/nodes/n1"); len(r.Kvs) != 1 || !strings.Contains(string(r.Kvs[0].Value), "10.0.0.1") {
 		t.Fatalf("the second daemon overwrote the node: %v", r.Kvs)
 	}
-	// The first one stops and its lease goes: the second registers.
+	// The first one stops: it revokes its lease (a minute long), so the
+	// second registers at once.
 	first.stop()
-	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(lease)); err != nil {
-		t.Fatal(err)
+	if r, err := cli.TimeToLive(context.Background(), clientv3.LeaseID(lease)); err != nil || r.TTL != -1 {
+		t.Fatalf("the stopped node's lease: %+v, %v; want revoked", r, err)
 	}
 	labtest.Eventually(t, 10*time.Second, "second registered", func() error {
 		r, err := cli.Get(context.Background(), "/butterfly/nodes/n1")
