@@ -3,7 +3,11 @@
 // it. It watches etcd and drives the local model.Store exactly as the API
 // does (so validation and the dataplane path stay single), gives the
 // dataplane the other nodes' VTEPs (per-VNI flood lists and accepted
-// VXLAN sources), and turns the API's mutations into etcd transactions.
+// VXLAN sources), their vNICs' MACs and every vNIC's addresses (ARP and
+// NS suppression), and turns the API's mutations into etcd transactions
+// (compare-and-swap on the record, nothing written when nothing changes).
+// Removals from a group are enforced after a hold-down, so that a replay
+// that re-creates a group empty and then refills it changes nothing.
 //
 // The core is pure (keys.go, record.go, view.go, reconcile.go: decode,
 // validate, diff); the etcd I/O is in agent.go and writer.go.
