@@ -88,7 +88,13 @@
 // remote MAC, learned from every received datagram. Broadcast, multicast
 // and unknown unicast go to the VNI's multicast group (joined with its
 // first vNIC, left with its last) or, with Config.HeadEnd, to each
-// head-end VTEP. TSO frames are segmented and partial checksums completed
+// head-end VTEP. In cluster mode (Config.Cluster, SetRemotes) each VNI has
+// its own list, the VTEPs of the other nodes with a vNIC in it; unicast
+// to another node's vNIC MAC goes to that node alone even before the FDB
+// learnt it, and ARP requests and neighbour solicitations for an address
+// the cluster knows are answered by the switch (suppression). With
+// head-end replication or in cluster mode, datagrams from any address but
+// a peer's (a node's) are dropped and counted (vxlan_unknown_source). TSO frames are segmented and partial checksums completed
 // before encapsulation; between two local vNICs they pass untouched with
 // their offload metadata. A frame that would not fit the underlay MTU is
 // dropped and answered with ICMP "fragmentation needed" (IPv4 with DF) or
