@@ -650,10 +650,11 @@ func (w *worker) rxUnderlay(s *snapshot) int {
 // decapOne checks and strips the VXLAN header and learns the remote
 // VTEP of the inner source MAC.
 func (w *worker) decapOne(s *snapshot, b *packet.Buf) (*vniConf, dropReason) {
-	if s.sources != nil {
+	if s.sources != nil && (b.Peer != w.srcOK || s.gen != w.srcGen) {
 		if _, ok := s.sources[b.Peer.Addr().Unmap()]; !ok {
 			return nil, decapDrop(vxlan.DropUnknownSource)
 		}
+		w.srcOK, w.srcGen = b.Peer, s.gen
 	}
 	vni, r := vxlan.Decap(b, s.known)
 	if r != vxlan.DropNone {

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,11 @@ type worker struct {
 	groHeads []groHead
 	// fl is scratch for the ports a frame is flooded to.
 	fl []uint32
+	// srcOK is the last VXLAN source found in the sources of the
+	// snapshot of generation srcGen: datagrams come in runs from one
+	// peer, so most skip the map lookup.
+	srcOK  netip.AddrPort
+	srcGen uint64
 
 	snap *snapshot
 	// ack is the generation of snap, stored once the worker uses it.
