@@ -88,6 +88,7 @@ type Agent struct {
 	connected bool
 	lastErr   string
 	lastSeen  map[string]time.Time
+	lastAlive map[string]bool // the nodes live at the last apply
 	resyncs   uint64
 	// pending are the groups whose removals are deferred, with when
 	// they were first deferred; timer runs the apply that enforces them.
@@ -139,6 +140,7 @@ func New(cfg Config) (*Agent, error) {
 		notify:    make(chan struct{}),
 		applyErrs: map[string]error{},
 		lastSeen:  map[string]time.Time{},
+		lastAlive: map[string]bool{},
 		pending:   map[string]time.Time{},
 		imports:   map[string][]byte{},
 		lastErr:   "not connected yet",
@@ -279,8 +281,17 @@ func (a *Agent) watch(ctx context.Context, rev int64) {
 // view, persists the change and publishes rev as applied. a.mu is held.
 func (a *Agent) applyLocked(rev int64) {
 	now := time.Now()
+	// Last seen: now for the live nodes, and for those whose lease just
+	// went (they were live until this change).
+	for name := range a.lastAlive {
+		if _, ok := a.view.Alive[name]; !ok {
+			a.lastSeen[name] = now
+			delete(a.lastAlive, name)
+		}
+	}
 	for name := range a.view.Alive {
 		a.lastSeen[name] = now
+		a.lastAlive[name] = true
 	}
 	held, heldSGs := a.view.Held(a.cfg.Node)
 	hold := func(id string) bool {
@@ -516,7 +527,9 @@ func (a *Agent) Nodes() []*protocol.MessageV0_ClusterNode {
 		n := a.view.Nodes[name]
 		_, alive := a.view.Alive[name]
 		var seen uint64
-		if t, ok := a.lastSeen[name]; ok {
+		if alive {
+			seen = uint64(time.Now().Unix())
+		} else if t, ok := a.lastSeen[name]; ok {
 			seen = uint64(t.Unix())
 		}
 		out = append(out, &protocol.MessageV0_ClusterNode{

@@ -481,6 +481,21 @@ func TestReplayCutsNothing(t *testing.T) {
 	if d := time.Since(start); d < time.Second {
 		t.Fatalf("removal enforced after %v, before the 1 s hold-down", d)
 	}
+
+	// n2 stops: n1 lists it dead, last seen when its lease went.
+	stopped := time.Now().Unix()
+	n2.stop()
+	labtest.Eventually(t, 5*time.Second, "n2 dead on n1", func() error {
+		for _, n := range n1.a.Nodes() {
+			if n.GetName() == "n2" && !n.GetAlive() {
+				if n.GetLastSeen() < uint64(stopped) {
+					return fmt.Errorf("n2 last seen %d, before it stopped (%d)", n.GetLastSeen(), stopped)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("nodes %v", n1.a.Nodes())
+	})
 }
 
 // TestNodeNameTaken: a second daemon with the same node name does not
