@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -602,13 +603,32 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// errUnavailable wraps an etcd failure of a mutation.
+// errUnavailable wraps an etcd failure of a mutation: "unavailable"
+// when etcd could not be reached or could not commit (no quorum, no
+// leader, timeouts on either side), "refused" otherwise.
 func errUnavailable(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, rpctypes.ErrNoLeader) ||
-		status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded {
+	if unavailable(err) {
 		return fmt.Errorf("cluster: etcd unavailable (unreachable or no quorum), the change is not confirmed and not applied here: %w", err)
 	}
 	return fmt.Errorf("cluster: etcd refused the change: %w", err)
+}
+
+func unavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	switch rpctypes.Error(err) {
+	case rpctypes.ErrNoLeader, rpctypes.ErrLeaderChanged, rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
+		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex:
+		return true
+	}
+	// A server that timed out with the request's deadline answers
+	// "context deadline exceeded" with code Unknown.
+	return strings.Contains(err.Error(), context.DeadlineExceeded.Error())
 }
 
 // loadRemotes reads RemotesFile; ok is false when there is none or it

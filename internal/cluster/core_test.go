@@ -1,12 +1,18 @@
 package cluster
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/butterfly-go/butterfly/internal/dataplane"
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -362,6 +368,28 @@ func TestTLSConfig(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("%s: error %v, want %q", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+func TestErrUnavailable(t *testing.T) {
+	tests := []struct {
+		err         error
+		unavailable bool
+	}{
+		{context.DeadlineExceeded, true},
+		{fmt.Errorf("get: %w", context.Canceled), true},
+		{status.Error(codes.Unavailable, "connection refused"), true},
+		{status.Error(codes.Unknown, "context deadline exceeded"), true},
+		{rpctypes.ErrGRPCNoLeader, true},
+		{rpctypes.ErrGRPCTimeout, true},
+		{rpctypes.ErrGRPCRequestTooLarge, false},
+		{rpctypes.ErrGRPCPermissionDenied, false},
+	}
+	for _, tt := range tests {
+		got := errUnavailable(tt.err).Error()
+		if want := "cluster: etcd unavailable"; tt.unavailable != strings.HasPrefix(got, want) {
+			t.Errorf("errUnavailable(%v) = %q", tt.err, got)
 		}
 	}
 }
