@@ -118,7 +118,7 @@ func (m *EtcdMember) Start() error {
 		"--listen-peer-urls", m.peerURL(), "--initial-advertise-peer-urls", m.peerURL(),
 		"--initial-cluster", m.initCluster, "--initial-cluster-state", "new",
 		"--initial-cluster-token", filepath.Base(filepath.Dir(m.dir)),
-		"--heartbeat-interval", "50", "--election-timeout", "500",
+		"--heartbeat-interval", "100", "--election-timeout", "1000",
 		"--logger", "zap", "--log-outputs", "stderr"}
 	prog := "etcd"
 	if m.NS != "" {
