@@ -239,7 +239,7 @@ func (a *Agent) resync(ctx context.Context) (int64, error) {
 	defer a.mu.Unlock()
 	a.view = v
 	a.resyncs++
-	a.applyLocked(resp.Header.Revision)
+	a.applyLocked(resp.Header.Revision, everything)
 	a.log.Info("cluster state read", "revision", resp.Header.Revision, "keys", len(resp.Kvs),
 		"nics", len(v.NICs[a.cfg.Node]), "sgs", len(v.SGs), "nodes", len(v.Nodes), "invalid", len(v.Invalid))
 	return resp.Header.Revision, nil
@@ -263,8 +263,10 @@ func (a *Agent) watch(ctx context.Context, rev int64) {
 			continue
 		}
 		a.mu.Lock()
+		var what changed
 		for _, ev := range resp.Events {
 			key := string(ev.Kv.Key)
+			what |= a.affects(key)
 			if ev.Type == clientv3.EventTypeDelete {
 				a.view.Delete(key)
 				continue
@@ -273,14 +275,42 @@ func (a *Agent) watch(ctx context.Context, rev int64) {
 				a.log.Warn("invalid cluster record ignored", "key", key, "err", err)
 			}
 		}
-		a.applyLocked(resp.Header.Revision)
+		a.applyLocked(resp.Header.Revision, what)
 		a.mu.Unlock()
 	}
 }
 
-// applyLocked makes the store and the dataplane's remotes follow the
-// view, persists the change and publishes rev as applied. a.mu is held.
-func (a *Agent) applyLocked(rev int64) {
+// changed says what a batch of events may change on this node.
+type changed uint8
+
+const (
+	// changedStore: a security group or one of this node's vNICs.
+	changedStore changed = 1 << iota
+	// changedRemotes: a node, or any node's vNIC.
+	changedRemotes
+	everything = changedStore | changedRemotes
+)
+
+// affects returns what a change of key may change on this node (every
+// key the layout does not define: nothing but its report).
+func (a *Agent) affects(key string) changed {
+	k, err := a.layout.Parse(key)
+	if err != nil {
+		return 0
+	}
+	switch {
+	case k.Kind == KindSG:
+		return changedStore
+	case k.Kind == KindNIC && k.Node == a.cfg.Node:
+		return everything // its addresses are in the remotes (suppression)
+	}
+	return changedRemotes
+}
+
+// applyLocked makes the store (when what has changedStore) and the
+// dataplane's remotes (changedRemotes) follow the view, persists the
+// change and publishes rev as applied. a.mu is held.
+func (a *Agent) applyLocked(rev int64, what changed) {
 	now := time.Now()
 	// Last seen: now for the live nodes, and for those whose lease just
 	// went (they were live until this change).
@@ -294,6 +324,30 @@ func (a *Agent) applyLocked(rev int64) {
 		a.lastSeen[name] = now
 		a.lastAlive[name] = true
 	}
+	if what&changedStore != 0 {
+		a.applyStoreLocked(rev, now)
+	}
+	if what&changedRemotes != 0 && a.cfg.Remotes != nil {
+		if r := a.view.Remotes(a.cfg.Node); !a.pushed || !EqualRemotes(r, a.remotes) {
+			if err := a.cfg.Remotes.SetRemotes(r); err != nil {
+				a.log.Error("programming the other nodes' VTEPs", "err", err)
+			} else {
+				a.remotes, a.pushed = r, true
+				a.log.Info("cluster peers", "sources", len(r.Sources), "vnis", len(r.Flood))
+				a.saveRemotes(r)
+			}
+		}
+	}
+	if rev > a.applied {
+		a.applied = rev
+		close(a.notify)
+		a.notify = make(chan struct{})
+	}
+}
+
+// applyStoreLocked makes the store follow the view and persists the
+// change. a.mu is held.
+func (a *Agent) applyStoreLocked(rev int64, now time.Time) {
 	held, heldSGs := a.view.Held(a.cfg.Node)
 	hold := func(id string) bool {
 		t, ok := a.pending[id]
@@ -323,20 +377,6 @@ func (a *Agent) applyLocked(rev int64) {
 		if err := a.cfg.Persist(ch); err != nil {
 			a.log.Error("persisting the cluster state", "err", err)
 		}
-	}
-	if r := a.view.Remotes(a.cfg.Node); a.cfg.Remotes != nil && (!a.pushed || !EqualRemotes(r, a.remotes)) {
-		if err := a.cfg.Remotes.SetRemotes(r); err != nil {
-			a.log.Error("programming the other nodes' VTEPs", "err", err)
-		} else {
-			a.remotes, a.pushed = r, true
-			a.log.Info("cluster peers", "sources", len(r.Sources), "vnis", len(r.Flood))
-			a.saveRemotes(r)
-		}
-	}
-	if rev > a.applied {
-		a.applied = rev
-		close(a.notify)
-		a.notify = make(chan struct{})
 	}
 }
 
@@ -369,7 +409,7 @@ func (a *Agent) deferLocked(deferred []string, now time.Time) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		if !a.closed {
-			a.applyLocked(a.applied)
+			a.applyLocked(a.applied, changedStore)
 		}
 	})
 }
