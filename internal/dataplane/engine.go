@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/butterfly-go/butterfly/internal/antispoof"
 	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/packet"
@@ -140,6 +141,9 @@ type nicEntry struct {
 	tracePath string
 	// pol is the vNIC's compiled firewall policy.
 	pol *firewall.Policy
+	// spoof is the vNIC's anti-spoofing configuration (from its MAC and
+	// addresses: a change of its groups reuses it). Read-only once made.
+	spoof *antispoof.Config
 	// touched: its snapshot entry is out of date (see touch).
 	touched bool
 }
@@ -390,7 +394,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 		trace:  newElement("trace", "trace-"+n.ID, e.cfg.Workers),
 		tx:     newElement("port-tx", n.ID, e.cfg.Workers),
 		drops:  newDropLog(e.cfg.Workers),
-	}, pol: pol}
+	}, pol: pol, spoof: antispoof.NewConfig(packet.MAC(n.MAC), n.IPs, n.IPAntiSpoof)}
 	if n.PacketTrace {
 		if err := e.openNICTrace(ent, n); err != nil {
 			p.Close()
@@ -462,6 +466,7 @@ func (e *Engine) UpdateNIC(n model.NIC) error {
 	e.indexGroups(ent, ent.nic.SecurityGroups, n.SecurityGroups)
 	ent.nic = n
 	ent.pol = pol
+	ent.spoof = antispoof.NewConfig(packet.MAC(n.MAC), n.IPs, n.IPAntiSpoof)
 	e.touch(ent)
 	// Return once no worker can use the old configuration (nor the old
 	// trace).

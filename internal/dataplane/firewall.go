@@ -3,6 +3,7 @@ package dataplane
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/butterfly-go/butterfly/internal/firewall"
@@ -230,7 +231,9 @@ func (e *Engine) compileIn(n model.NIC, cache map[string]ruleSet) (*firewall.Pol
 		if _, ok := e.sgs[id]; ok {
 			ids = append(ids, id)
 			// Length-prefixed: no two lists share a key.
-			fmt.Fprintf(&kb, "%d:%s", len(id), id)
+			kb.WriteString(strconv.Itoa(len(id)))
+			kb.WriteByte(':')
+			kb.WriteString(id)
 		}
 	}
 	key := kb.String()

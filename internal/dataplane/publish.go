@@ -4,7 +4,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/butterfly-go/butterfly/internal/antispoof"
 	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/port"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
@@ -91,7 +90,7 @@ func (e *Engine) nicConf(ent *nicEntry) *nicConf {
 		mac:     ent.nic.MAC,
 		vni:     e.vniConfs[ent.nic.VNI],
 		bypass:  ent.nic.Bypass,
-		spoof:   antispoof.NewConfig(packet.MAC(ent.nic.MAC), ent.nic.IPs, ent.nic.IPAntiSpoof),
+		spoof:   ent.spoof,
 		pol:     pol,
 		tracer:  ent.tracer,
 	}
