@@ -39,7 +39,7 @@ const offeredProto = 1<<pfMQ | 1<<pfLogShmfd | 1<<pfReplyAck | 1<<pfNetMTU | 1<<
 // ringCtl is the control side of one ring.
 type ringCtl struct {
 	conf    ringConf
-	base    uint16
+	base    uint32 // SET_VRING_BASE's num (packed: wrap counter in bit 15)
 	addrSet bool
 	kicked  bool // SET_VRING_KICK received: the ring is started
 	enabled bool
@@ -294,7 +294,7 @@ func (d *device) setVringBase(m *msg) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.base = uint16(s.num)
+	r.base = s.num
 	d.restart(int(s.index))
 	return nil, nil
 }
@@ -457,7 +457,7 @@ func (d *device) stop(i int) {
 		return
 	}
 	d.p.quiesce(i)
-	d.rings[i].base = old.lastAvail
+	d.rings[i].base = (*old).state()
 	d.p.signal()
 }
 
@@ -469,16 +469,23 @@ func (d *device) restart(i int) {
 		return
 	}
 	r.conf.features = d.features
-	v, err := newVring(d.mem, r.conf, r.base, r.call)
+	var q queue
+	var err error
+	if d.features&(1<<fRingPacked) != 0 {
+		q, err = newPackedRing(d.mem, r.conf, r.base, r.call)
+	} else {
+		q, err = newVring(d.mem, r.conf, uint16(r.base), r.call)
+	}
 	if err != nil {
 		d.p.log.Warn("vhost-user ring not started", "ring", i, "err", err)
 		return
 	}
-	v.mtu, v.drops = &d.p.mtu, &d.p.drops
+	var dlog *dirtyLog
 	if d.features&(1<<fLogAll) != 0 {
-		v.dlog = d.dlog
+		dlog = d.dlog
 	}
-	d.p.rings[i].Store(v)
+	q.attach(&d.p.mtu, &d.p.drops, dlog)
+	d.p.rings[i].Store(&q)
 	d.ran = true
 	d.p.signal()
 }

@@ -251,7 +251,7 @@ func idleEventIdxPort(t *testing.T) (*Port, *frontEnd, []*packet.Buf) {
 	t.Helper()
 	p := listenTest(t)
 	f := dialFrontEnd(t, p)
-	f.without = 0
+	f.without = 1 << fRingPacked
 	f.setup()
 	bufs := newBufs(8)
 	if n, _ := p.ReadBatch(bufs); n != 0 {

@@ -96,3 +96,15 @@ func (t *memTable) user(a uint64, n uint64) []byte {
 	}
 	return nil
 }
+
+// gpaOf returns the guest physical address of front-end virtual address
+// a, or 0 when no region holds it.
+func (t *memTable) gpaOf(a uint64) uint64 {
+	for i := range t.regions {
+		r := &t.regions[i]
+		if a >= r.uaddr && a-r.uaddr < uint64(len(r.mem)) {
+			return r.gpa + (a - r.uaddr)
+		}
+	}
+	return 0
+}

@@ -92,7 +92,7 @@ type Port struct {
 	epfd   int
 	wake   int // eventfd in epfd, written on ring start and stop
 
-	rings [2]atomic.Pointer[vring]
+	rings [2]atomic.Pointer[queue]
 	seq   [2]atomic.Uint64 // odd while a batch uses the ring
 	evs   [4]unix.EpollEvent
 	empty uint32 // consecutive empty ReadBatch calls (worker-owned)
@@ -156,7 +156,7 @@ func newPort(path string, opts Options) (*Port, error) {
 	}
 	p.log = p.log.With("vhost-user", path)
 	p.idle = uint32(max(1, min(opts.IdlePolls, 1<<20)))
-	p.offered = 1<<fVersion1 | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU | 1<<fEventIdx | 1<<fLogAll
+	p.offered = 1<<fVersion1 | 1<<fRingPacked | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU | 1<<fEventIdx | 1<<fLogAll
 	if !opts.NoOffloads {
 		p.offered |= 1<<fCsum | 1<<fGuestCsum | 1<<fHostTSO4 | 1<<fHostTSO6 | 1<<fGuestTSO4 | 1<<fGuestTSO6
 	}
@@ -204,8 +204,16 @@ func (p *Port) MTU() int { return int(p.mtu.Load()) }
 // when it does not, so a caller segments them first. The answer can
 // change whenever the front end restarts the ring.
 func (p *Port) GuestTSO() bool {
-	r := p.rings[rxRing].Load()
-	return r != nil && r.guestTSO
+	r := p.ring(rxRing)
+	return r != nil && r.takesTSO()
+}
+
+// ring returns ring i, or nil while it is stopped.
+func (p *Port) ring(i int) queue {
+	if q := p.rings[i].Load(); q != nil {
+		return *q
+	}
+	return nil
 }
 
 // Ready reports whether both rings are running.
@@ -235,7 +243,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	// IdlePolls-th empty poll in a row and every 8th after that, so a
 	// stale wake-up costs a sleeping worker at most 8 spurious polls.
 	harvest := p.empty+1 >= p.idle && (p.empty+1-p.idle)%8 == 0
-	if r := p.rings[txRing].Load(); r != nil && !r.broken {
+	if r := p.ring(txRing); r != nil && !r.isBroken() {
 		var dropped int
 		var bytes uint64
 		n, dropped, bytes = r.dequeue(bufs)
@@ -245,7 +253,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 		// kick the harvest consumed is left in the ring with nobody to
 		// wake up for it. Frames dropped on the way move the ring on
 		// without returning anything: kicks are re-armed after them.
-		for try := 0; n == 0 && !r.broken && p.empty+1 >= p.idle; try++ {
+		for try := 0; n == 0 && !r.isBroken() && p.empty+1 >= p.idle; try++ {
 			if try == maxRearms {
 				// A guest that keeps posting frames the port drops:
 				// leave Fd readable so the worker comes back.
@@ -272,7 +280,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 		}
 		// Kicks go off only when frames are returned: the worker polls
 		// again after those.
-		if n > 0 && r.usedFlags == 0 {
+		if n > 0 && r.kicksOn() {
 			r.setNotify(false)
 		}
 		if n > 0 || dropped > 0 {
@@ -280,7 +288,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 			p.inBytes.Add(bytes)
 			p.inDropped.Add(uint64(dropped))
 		}
-		if r.broken {
+		if r.isBroken() {
 			p.markBroken(txRing)
 		}
 	}
@@ -302,7 +310,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 func (p *Port) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) {
 	s := &p.seq[rxRing]
 	s.Add(1)
-	if r := p.rings[rxRing].Load(); r != nil && !r.broken {
+	if r := p.ring(rxRing); r != nil && !r.isBroken() {
 		var n int
 		var bytes uint64
 		n, dropped, bytes = r.enqueue(bufs)
@@ -310,7 +318,7 @@ func (p *Port) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) {
 		p.outFrames.Add(uint64(sent))
 		p.outBytes.Add(bytes)
 		p.outDropped.Add(uint64(dropped))
-		if r.broken {
+		if r.isBroken() {
 			p.markBroken(rxRing)
 		}
 	}

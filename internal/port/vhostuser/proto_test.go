@@ -190,7 +190,7 @@ func newFrontEnd(t *testing.T, c *net.UnixConn) *frontEnd {
 	t.Cleanup(func() { unix.Munmap(mem) })
 	g := newFakeGuest(t, 256)
 	g.mem = mem
-	f := &frontEnd{t: t, c: c, g: g, mfd: mfd, without: 1 << fEventIdx}
+	f := &frontEnd{t: t, c: c, g: g, mfd: mfd, without: 1<<fEventIdx | 1<<fRingPacked}
 	for i := 0; i < 2; i++ {
 		f.kick[i] = eventfdPair(t)
 		f.call[i] = eventfdPair(t)

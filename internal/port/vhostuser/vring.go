@@ -99,6 +99,43 @@ type vring struct {
 	sink    byte // keeps warm's loads
 }
 
+// queue is a started virtqueue as the port drives it, split (vring) or
+// packed (packedRing). The port makes a handful of calls per batch
+// through it and none per frame: each layout has its own batch loops.
+type queue interface {
+	// dequeue reads frames the guest transmitted (see vring.dequeue).
+	dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64)
+	// enqueue delivers frames to the guest (see vring.enqueue).
+	enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64)
+	// setNotify enables or suppresses guest kicks; enabling reports
+	// whether entries arrived meanwhile.
+	setNotify(on bool) bool
+	// kicksArmed reports whether the guest's next entry will kick.
+	kicksArmed() bool
+	// kicksOn reports whether kicks are enabled.
+	kicksOn() bool
+	// hasPending reports whether the guest made entries available that
+	// the ring has not consumed.
+	hasPending() bool
+	// isBroken reports whether the guest corrupted the ring.
+	isBroken() bool
+	// takesTSO reports whether the guest accepts TSO frames.
+	takesTSO() bool
+	// state is the ring's position for GET_VRING_BASE and a restart.
+	state() uint32
+	// attach connects the ring to its port's MTU, drop counters and,
+	// while logging is on, dirty log (nil when off).
+	attach(mtu *atomic.Uint32, drops *dropCounters, dlog *dirtyLog)
+}
+
+func (r *vring) kicksOn() bool     { return r.usedFlags == 0 }
+func (r *vring) isBroken() bool    { return r.broken }
+func (r *vring) takesTSO() bool    { return r.guestTSO }
+func (r *vring) state() uint32     { return uint32(r.lastAvail) }
+func (r *vring) attach(mtu *atomic.Uint32, drops *dropCounters, dlog *dirtyLog) {
+	r.mtu, r.drops, r.dlog = mtu, drops, dlog
+}
+
 // ringConf is what the front end configured for one ring.
 type ringConf struct {
 	num      uint32
@@ -191,11 +228,15 @@ func needEvent(event, newIdx, old uint16) bool {
 // mtuLimit returns the largest untagged non-TSO frame the guest MTU
 // allows (MTU plus the Ethernet header), or 0 for no limit. It is read
 // once per batch.
-func (r *vring) mtuLimit() int {
-	if !r.mtuNeg || r.mtu == nil {
+func (r *vring) mtuLimit() int { return frameLimit(r.mtuNeg, r.mtu) }
+
+// frameLimit is mtuLimit for a ring that negotiated VIRTIO_NET_F_MTU
+// (neg) and reads the port's guest MTU from mtu.
+func frameLimit(neg bool, mtu *atomic.Uint32) int {
+	if !neg || mtu == nil {
 		return 0
 	}
-	if m := int(r.mtu.Load()); m > 0 {
+	if m := int(mtu.Load()); m > 0 {
 		return m + ethHdr
 	}
 	return 0

@@ -26,7 +26,7 @@ func TestNoLostWakeup(t *testing.T) {
 			p := listenTest(t)
 			f := dialFrontEnd(t, p)
 			if eventIdx {
-				f.without = 0
+				f.without = 1 << fRingPacked
 			}
 			f.setup()
 			g := f.g
@@ -90,7 +90,7 @@ func TestNoLostWakeup(t *testing.T) {
 					if pending := uint16(posted.Load()) - usedIdx(); pending != 0 {
 						close(stop)
 						<-done
-						r := p.rings[txRing].Load()
+						r := p.ring(txRing).(*vring)
 						t.Fatalf("lost wake-up after %d frames: %d frame(s) in the ring, Fd silent for 200 ms (ring: last avail %d, used flags %#x, avail_event %d; port: %d empty polls; guest kicked %v)",
 							got, pending, r.lastAvail, r.usedFlags, g.availEvent(1), p.empty, lastKick.Load())
 					}
