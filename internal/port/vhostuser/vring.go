@@ -128,10 +128,10 @@ type queue interface {
 	attach(mtu *atomic.Uint32, drops *dropCounters, dlog *dirtyLog)
 }
 
-func (r *vring) kicksOn() bool     { return r.usedFlags == 0 }
-func (r *vring) isBroken() bool    { return r.broken }
-func (r *vring) takesTSO() bool    { return r.guestTSO }
-func (r *vring) state() uint32     { return uint32(r.lastAvail) }
+func (r *vring) kicksOn() bool  { return r.usedFlags == 0 }
+func (r *vring) isBroken() bool { return r.broken }
+func (r *vring) takesTSO() bool { return r.guestTSO }
+func (r *vring) state() uint32  { return uint32(r.lastAvail) }
 func (r *vring) attach(mtu *atomic.Uint32, drops *dropCounters, dlog *dirtyLog) {
 	r.mtu, r.drops, r.dlog = mtu, drops, dlog
 }
