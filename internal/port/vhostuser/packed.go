@@ -418,7 +418,11 @@ func (r *packedRing) readChain(c *pchain, b *packet.Buf) (ok bool, err error) {
 		if !more {
 			break
 		}
-		if flags&descFWrite != 0 {
+		// A transmit buffer the guest marks writable is refused, except
+		// in an indirect table: DPDK's virtio driver presets WRITE on
+		// every entry of its packed indirect tables, transmit included;
+		// the device only reads them either way.
+		if flags&descFWrite != 0 && c.table == nil {
 			return false, errBroken
 		}
 		if got < r.hdrLen {

@@ -3,6 +3,8 @@ package vhostuser
 import (
 	"bytes"
 	"encoding/binary"
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
@@ -124,7 +126,9 @@ func (g *packedGuest) postTxIndirect(pkt []byte, split int) uint16 {
 		binary.LittleEndian.PutUint64(e, addr+dataOff+uint64(off))
 		binary.LittleEndian.PutUint32(e[8:], uint32(n))
 		binary.LittleEndian.PutUint16(e[12:], junkID)
-		binary.LittleEndian.PutUint16(e[14:], descFNext) // ignored in a table
+		// NEXT is ignored in a table; WRITE too on transmit (DPDK's
+		// driver sets it).
+		binary.LittleEndian.PutUint16(e[14:], descFNext|descFWrite)
 		k++
 	}
 	copy(buf[dataOff:], pkt)
@@ -143,7 +147,7 @@ func (g *packedGuest) postRx(k int, size uint32) {
 // checking that each is a used descriptor of the right wrap.
 func (g *packedGuest) usedElems(ring int) []usedElem {
 	var out []usedElem
-	for {
+	for len(g.chains[ring]) > 0 {
 		e := g.descAt(ring, g.used[ring])
 		f := binary.LittleEndian.Uint16(e[14:])
 		want := uint16(0)
@@ -166,6 +170,7 @@ func (g *packedGuest) usedElems(ring int) []usedElem {
 			g.usedWrap[ring] = !g.usedWrap[ring]
 		}
 	}
+	return out
 }
 
 // setDriverEvent writes the driver event suppression area of ring.
@@ -677,3 +682,56 @@ func benchPacked(b *testing.B, size int, rx bool) {
 // loop (and costs more here: it tracks ids in a map).
 func BenchmarkPackedDequeue64(b *testing.B) { benchPacked(b, 64, false) }
 func BenchmarkPackedEnqueue64(b *testing.B) { benchPacked(b, 64, true) }
+
+// TestPackedDirtyLog: with the log on, a packed ring marks the buffers
+// it fills, the descriptors it writes back (both ends of a batch that
+// wraps) and its device area, and nothing else.
+func TestPackedDirtyLog(t *testing.T) {
+	const num = 512 // two pages of descriptors per ring
+	descGPA := func(ring int) uint64 { return gpaBase + uint64(ring*ringArea) }
+	g := newPackedGuest(t, num)
+	l := &dirtyLog{words: make([]uint64, 1024)}
+	rx := g.ring(0, netFeatures)
+	rx.dlog = l
+	g.postRx(4, slotSize)
+	bufs := newBufs(2)
+	bufs[0].SetLen(100)
+	bufs[1].SetLen(3000)
+	if n, _, _ := rx.enqueue(bufs); n != 2 {
+		t.Fatalf("enqueue %d", n)
+	}
+	want := map[uint64]bool{}
+	for _, u := range g.usedElems(0) {
+		gpa, _ := g.slot(0, int(u.id))
+		pagesOf(want, gpa, uint64(u.n))
+	}
+	pagesOf(want, descGPA(0), 3*descSize)
+	if got, w := logPages(l.words), slices.Sorted(maps.Keys(want)); !slices.Equal(got, w) {
+		t.Fatalf("receive ring marked pages %#x, want %#x", got, w)
+	}
+
+	clear(l.words)
+	tx, err := newPackedRing(g.table, g.conf(1, netFeatures|1<<fRingPacked), wrapBit|(num-2), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.dlog = l
+	g.avail[1], g.used[1] = num-2, num-2
+	for i := range 4 {
+		g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, byte(i))...), 4096)
+	}
+	if n, _, _ := tx.dequeue(newBufs(8)); n != 4 {
+		t.Fatalf("dequeue %d", n)
+	}
+	if u := g.usedElems(1); len(u) != 4 {
+		t.Fatalf("%d used elements", len(u))
+	}
+	tx.setNotify(true)
+	want = map[uint64]bool{}
+	pagesOf(want, descGPA(1)+(num-2)*descSize, 2*descSize)
+	pagesOf(want, descGPA(1), 2*descSize)
+	pagesOf(want, descGPA(1)+0x8000, 4)
+	if got, w := logPages(l.words), slices.Sorted(maps.Keys(want)); !slices.Equal(got, w) {
+		t.Fatalf("transmit ring marked pages %#x, want %#x", got, w)
+	}
+}

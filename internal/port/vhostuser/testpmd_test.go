@@ -59,14 +59,48 @@ func drain(p *Port, bufs []*packet.Buf, quiet time.Duration, each func(*packet.B
 	}
 }
 
+// testpmdLayouts are the ring layouts the testpmd tests run with: split,
+// packed, and packed with two-segment frames, which DPDK's virtio driver
+// transmits through indirect descriptors.
+var testpmdLayouts = []struct {
+	name   string
+	packed bool
+	txpkts string // testpmd "set txpkts" ("" = one 64-byte segment)
+}{
+	{"split", false, ""},
+	{"packed", true, ""},
+	{"packed-indirect", true, "40,24"},
+}
+
+// checkLayout fails the test unless the port's rings have the layout.
+func checkLayout(t *testing.T, p *Port, packed bool) {
+	t.Helper()
+	for i := range 2 {
+		if _, ok := p.ring(i).(*packedRing); ok != packed {
+			t.Fatalf("ring %d: packed %v, want %v", i, ok, packed)
+		}
+	}
+}
+
 // TestTestpmdTxonly: the guest transmits; every frame testpmd counts as
-// sent reaches ReadBatch, with the right length. A second testpmd on the
-// same socket (a VM restart) gets the same service.
+// sent reaches ReadBatch, with the right length, through many laps of
+// the 256-entry ring. A second testpmd on the same socket (a VM restart)
+// gets the same service.
 func TestTestpmdTxonly(t *testing.T) {
+	for _, l := range testpmdLayouts {
+		t.Run(l.name, func(t *testing.T) { testTxonly(t, l.packed, l.txpkts) })
+	}
+}
+
+func testTxonly(t *testing.T, packed bool, txpkts string) {
 	p := listenTest(t)
 	for round := 1; round <= 2; round++ {
-		tp := vhosttest.Start(t, p.Path(), "txonly", vhosttest.Options{})
+		tp := vhosttest.Start(t, p.Path(), "txonly", vhosttest.Options{Packed: packed})
 		waitReady(t, p)
+		checkLayout(t, p, packed)
+		if txpkts != "" {
+			tp.Command("set txpkts " + txpkts)
+		}
 		tp.Command("start")
 		bufs := newBufs(64)
 		var got, badLen uint64
@@ -114,9 +148,16 @@ func TestTestpmdTxonly(t *testing.T) {
 // TestTestpmdLoopback: frames written with WriteBatch come back through
 // testpmd's io forwarding (port 0 to itself) intact and all counted.
 func TestTestpmdLoopback(t *testing.T) {
+	for _, l := range testpmdLayouts[:2] {
+		t.Run(l.name, func(t *testing.T) { testLoopback(t, l.packed) })
+	}
+}
+
+func testLoopback(t *testing.T, packed bool) {
 	p := listenTest(t)
-	tp := vhosttest.Start(t, p.Path(), "io", vhosttest.Options{})
+	tp := vhosttest.Start(t, p.Path(), "io", vhosttest.Options{Packed: packed})
 	waitReady(t, p)
+	checkLayout(t, p, packed)
 	tp.Command("start")
 	const total = 20000
 	out := newBufs(32)

@@ -40,6 +40,9 @@ type Options struct {
 	// socket, waits for the back end to connect before its prompt, and
 	// accepts it again after a disconnect.
 	Server bool
+	// Packed makes the virtio_user port use packed virtqueues (DPDK's
+	// "packed_vq=1"); the back end must offer VIRTIO_F_RING_PACKED.
+	Packed bool
 }
 
 type lockedWriter struct{ tp *Testpmd }
@@ -79,6 +82,9 @@ func Start(t testing.TB, sock, fwd string, opts Options) *Testpmd {
 	}
 	if opts.Server {
 		vdev += ",server=1"
+	}
+	if opts.Packed {
+		vdev += ",packed_vq=1"
 	}
 	args := []string{"-o0", bin, "--no-pci", "--no-huge", "-m", "512", "--file-prefix=" + prefix,
 		"--log-level=lib.eal:error", "--vdev", vdev,
