@@ -26,6 +26,9 @@ import (
 //	dpdk      dpdk-testpmd with two net_vhost ports and io forwarding between them, forwarding lcore
 //	          on CPU 1: DPDK's vhost library, no switching, no filtering.
 //	bfx       as bf with both vNICs --bypass-filtering: switching only, like the reference.
+//	dpdk-packed, bf-packed
+//	          as dpdk and bf with the endpoint's virtio_user ports on packed virtqueues
+//	          (packed_vq=1): packed against split rings on both back ends.
 //
 // The endpoint runs testpmd's 5tswap mode on each port (it swaps MACs, IPs
 // and UDP ports and sends the frame back out of the port it came in on),
@@ -58,7 +61,7 @@ func (b *bench) vhost() {
 			name               string
 			len, burst, bursts int
 		}{{"64", 64, 32, 8}, {"1500", 1500, 32, 8}, {"lat", 64, 1, 1}} {
-			for _, be := range []string{"dpdk", "bf", "bfx"} {
+			for _, be := range []string{"dpdk", "bf", "bfx", "dpdk-packed", "bf-packed"} {
 				b.vhCase(fmt.Sprintf("vh-%s-%s-%d", be, cs.name, r), be, cs.len, cs.burst, cs.bursts)
 			}
 		}
@@ -94,6 +97,27 @@ func (b *bench) vhost() {
 	}
 	p("")
 	p("lat: microseconds per crossing of the back end (plus the endpoint's turnaround), lower is better.")
+	p("")
+	p("Packed virtqueues (the endpoint's virtio_user ports with packed_vq=1) against split ones, per back end:")
+	p("")
+	p("| case | DPDK split | DPDK packed | ratio | Butterfly split | Butterfly packed | ratio |")
+	p("|---|---|---|---|---|---|---|")
+	for r := 1; r <= c.vhRounds; r++ {
+		for _, row := range []struct {
+			c, unit, key string
+			div          float64
+		}{{"64", "Mpps", "pps", 1e6}, {"1500", "Gbit/s", "bps", 1e9}, {"lat", "us", "hop", 1}} {
+			v := func(be string) string {
+				f, err := strconv.ParseFloat(rs[fmt.Sprintf("vh-%s-%s-%d.%s", be, row.c, r, row.key)], 64)
+				if err != nil || f <= 0 {
+					return "n/a"
+				}
+				return fmt.Sprintf("%.2f", f/row.div)
+			}
+			ds, dp, bs, bp := v("dpdk"), v("dpdk-packed"), v("bf"), v("bf-packed")
+			p("| %s: %s (round %d) | %s | %s | %s | %s | %s | %s |", row.c, row.unit, r, ds, dp, ratio(dp, ds), bs, bp, ratio(bp, bs))
+		}
+	}
 	writeReport(b, "vhost", sb.String())
 }
 
@@ -109,9 +133,11 @@ type vhBackend struct {
 	lost         func() (uint64, error)
 }
 
-// startBackend starts back end be (bf, bfx or dpdk).
+// startBackend starts back end be (bf, bfx or dpdk; the -packed ones
+// are bf and dpdk).
 func (b *bench) startBackend(t *caseT, l *labtest.Lab, be string) vhBackend {
 	var v vhBackend
+	be = strings.TrimSuffix(be, "-packed")
 	switch be {
 	case "bf", "bfx":
 		h := l.SingleHost(labtest.IPv4)
@@ -228,9 +254,13 @@ func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 		v := b.startBackend(t, l, be)
 		started = true
 		log := c.out + "/vhost-ep.log"
+		packed := ""
+		if strings.HasSuffix(be, "-packed") {
+			packed = ",packed_vq=1"
+		}
 		ep, err := l.StartTestpmd("ep", "0@1,1@0", log,
-			"--vdev", fmt.Sprintf("virtio_user0,path=%s,queues=1,queue_size=1024,mac=%s", v.sockA, vhMA),
-			"--vdev", fmt.Sprintf("virtio_user1,path=%s,queues=1,queue_size=1024,mac=%s", v.sockB, vhMB),
+			"--vdev", fmt.Sprintf("virtio_user0,path=%s,queues=1,queue_size=1024,mac=%s%s", v.sockA, vhMA, packed),
+			"--vdev", fmt.Sprintf("virtio_user1,path=%s,queues=1,queue_size=1024,mac=%s%s", v.sockB, vhMB, packed),
 			"--", "-i", "--nb-cores=1", "--forward-mode=5tswap", "--port-topology=loop", "--eth-peer=0,"+vhMB, "--eth-peer=1,"+vhMA,
 			"--txpkts="+strconv.Itoa(length), "--burst="+strconv.Itoa(burst), "--total-num-mbufs=32768")
 		if err != nil {
@@ -262,7 +292,7 @@ func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 		if st.pps > 0 && fly > 0 {
 			r[L+".hop"] = fmt.Sprintf("%.2f", 1e6*float64(fly)/float64(st.pps))
 		}
-		if be == "dpdk" {
+		if strings.HasPrefix(be, "dpdk") {
 			if b, err := os.ReadFile(c.out + "/vhost-dpdk.log"); err == nil {
 				_ = os.WriteFile(c.out+"/vhost-dpdk-"+L+".log", b, 0o644)
 			}

@@ -1,6 +1,7 @@
 // Package vhostuser is an in-house vhost-user back end for virtio-net
 // (QEMU docs/interop/vhost-user.rst): a port.Port whose frames live in a
-// VM's split virtqueues in shared memory.
+// VM's virtqueues in shared memory, split or, when the front end
+// negotiates VIRTIO_F_RING_PACKED, packed.
 //
 // Listen creates the unix socket (server mode) and serves one front end
 // at a time in its own goroutine. Dial (client mode) connects to a socket

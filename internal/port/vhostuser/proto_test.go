@@ -159,6 +159,8 @@ type frontEnd struct {
 	// features are removed from the offered set before SET_FEATURES
 	// (dialFrontEnd: EVENT_IDX, so that the flag-based tests see flags).
 	without uint64
+	// base is the ring state setup sends with SET_VRING_BASE.
+	base uint32
 }
 
 func dialFrontEnd(t *testing.T, p *Port) *frontEnd {
@@ -284,7 +286,7 @@ func (f *frontEnd) setup() {
 	}
 	for i := uint32(0); i < 2; i++ {
 		f.send(reqSetVringNum, 0, state(i, 256))
-		f.send(reqSetVringBase, 0, state(i, 0))
+		f.send(reqSetVringBase, 0, state(i, f.base))
 		c := f.g.conf(int(i), 0)
 		a := binary.LittleEndian.AppendUint32(nil, i)
 		a = binary.LittleEndian.AppendUint32(a, 0)
