@@ -849,6 +849,17 @@ func TestQEMUTwoHosts(t *testing.T) {
 	// (with EVENT_IDX: Linux asks for interrupts at a descriptor).
 	vm2 := startVM(l, vmOpts{name: "vm-2", socket: s2, mac: labtest.MACFor(2), addr: a2, memMiB: 4608, packed: true})
 	waitVMs(t, vm1, vm2)
+	// The guest's driver shows the features it negotiated, one
+	// character per bit: vm-2 runs packed rings, vm-1 split ones.
+	for _, c := range []struct {
+		vm     *qemuVM
+		packed bool
+	}{{vm1, false}, {vm2, true}} {
+		out, err := c.vm.Exec(10*time.Second, "cat /sys/bus/virtio/devices/virtio0/features")
+		if f := strings.TrimSpace(out); err != nil || len(f) <= 34 || (f[34] == '1') != c.packed {
+			t.Fatalf("%s: negotiated features %q (%v), want VIRTIO_F_RING_PACKED (bit 34) %v", c.vm.opts.name, f, err, c.packed)
+		}
+	}
 	ip1, ip2 := vmIP(a1), vmIP(a2)
 	if err := labtest.Parallel(func() error { return vm1.Reach(ip2) }, func() error { return vm2.Reach(ip1) }); err != nil {
 		t.Fatal(err)
