@@ -152,8 +152,13 @@ func (r *packedRing) state() uint32 {
 	return uint32(wrapped(r.lastAvail, r.availWrap)) | uint32(wrapped(r.usedIdx, r.usedWrap))<<16
 }
 
+// attach also marks the device area, written at start before the ring
+// had its log.
 func (r *packedRing) attach(mtu *atomic.Uint32, drops *dropCounters, dlog *dirtyLog) {
 	r.mtu, r.drops, r.dlog = mtu, drops, dlog
+	if dlog != nil {
+		dlog.mark(r.devGPA, 4)
+	}
 }
 
 // wrapped packs an index and a wrap counter as off_wrap does.
