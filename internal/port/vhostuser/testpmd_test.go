@@ -231,18 +231,19 @@ func testLoopback(t *testing.T, packed bool) {
 // (Sub-benchmark names must not contain '=' or ',': the socket path sits
 // in testpmd's device arguments.)
 func BenchmarkTestpmdTxonly(b *testing.B) {
-	b.Run("idle1", func(b *testing.B) { benchTxonly(b, 1) })
-	b.Run("idle64", func(b *testing.B) { benchTxonly(b, 64) })
+	b.Run("idle1", func(b *testing.B) { benchTxonly(b, 1, false) })
+	b.Run("idle64", func(b *testing.B) { benchTxonly(b, 64, false) })
+	b.Run("packed-idle64", func(b *testing.B) { benchTxonly(b, 64, true) })
 }
 
-func benchTxonly(b *testing.B, idle int) {
+func benchTxonly(b *testing.B, idle int, packed bool) {
 	sock := filepath.Join(b.TempDir(), "vhu.sock")
 	p, err := Listen(sock, Options{IdlePolls: idle})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	tp := vhosttest.Start(b, sock, "txonly", vhosttest.Options{})
+	tp := vhosttest.Start(b, sock, "txonly", vhosttest.Options{Packed: packed})
 	defer tp.Kill()
 	waitReady(b, p)
 	tp.Command("start")
@@ -261,13 +262,18 @@ func benchTxonly(b *testing.B, idle int) {
 // frames, batches of 32): the switch-to-guest packet rate. Frames the
 // guest has no room for are retried, so every op is one delivered frame.
 func BenchmarkTestpmdRxonly(b *testing.B) {
+	b.Run("split", func(b *testing.B) { benchRxonly(b, false) })
+	b.Run("packed", func(b *testing.B) { benchRxonly(b, true) })
+}
+
+func benchRxonly(b *testing.B, packed bool) {
 	sock := filepath.Join(b.TempDir(), "vhu.sock")
 	p, err := Listen(sock, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	tp := vhosttest.Start(b, sock, "rxonly", vhosttest.Options{})
+	tp := vhosttest.Start(b, sock, "rxonly", vhosttest.Options{Packed: packed})
 	defer tp.Kill()
 	waitReady(b, p)
 	tp.Command("start")
