@@ -26,6 +26,14 @@
 // holds three descriptors in server mode (socket, epoll, eventfd) and two
 // in client mode.
 //
+// A packed ring keeps no index in guest memory, so its position lives
+// only in the back end and in QEMU's last GET_VRING_BASE: when the
+// connection ends without one (the daemon killed, the vNIC deleted),
+// QEMU reconnects with a stale ring state and the guest's NIC stays
+// silent until its driver resets the device (a split ring resumes from
+// the used index in guest memory). QEMU has no in-flight tracking for
+// virtio-net that would close the gap.
+//
 // Fd returns an epoll descriptor that stays the same for the port's life:
 // it becomes readable when the guest kicks its transmit ring or when a
 // ring starts or stops. After Options.IdlePolls empty ReadBatch calls in
