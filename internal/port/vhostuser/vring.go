@@ -609,12 +609,27 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	end := r.lastAvail + uint16(p)
 	startUsed := r.usedIdx
 	r.warm(min(p, len(bufs)))
+	n, dropped, bytes, broken := fillRx(bufs, r.guestTSO, r.guestCsum, r.mtuLimit(), r.drops,
+		func(b *packet.Buf) int { return r.writeFrame(b, end) })
+	r.broken = broken
+	if r.usedIdx != startUsed {
+		r.publish()
+	}
+	return n, dropped, bytes
+}
+
+// fillRx is the receive side's loop for either ring kind: each frame is
+// checked (checkOut), then written by write (a write* result), until one
+// finds no room or the ring broken; frames refused are counted in drops
+// (if not nil). It returns enqueue's n, dropped and bytes, with bufs
+// ordered as enqueue says, and whether write found the ring broken.
+func fillRx(bufs []*packet.Buf, guestTSO, guestCsum bool, lim int, drops *dropCounters, write func(*packet.Buf) int) (n, dropped int, bytes uint64, broken bool) {
 	var offload, tooBig uint64
-	lim := r.mtuLimit()
 	sent := 0
+loop:
 	for sent+dropped < len(bufs) {
 		b := bufs[sent+dropped]
-		switch checkOut(b, r.guestTSO, r.guestCsum, lim) {
+		switch checkOut(b, guestTSO, guestCsum, lim) {
 		case outOffload:
 			offload++
 			dropped++
@@ -624,15 +639,13 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			dropped++
 			continue
 		}
-		res := r.writeFrame(b, end)
-		if res == writeBroken {
-			r.broken = true
-			break
-		}
-		if res == writeNoRoom {
-			break
-		}
-		if res == writeDropped {
+		switch write(b) {
+		case writeBroken:
+			broken = true
+			break loop
+		case writeNoRoom:
+			break loop
+		case writeDropped:
 			tooBig++
 			dropped++
 			continue
@@ -640,14 +653,11 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 		bytes += uint64(b.Len())
 		sent = port.MoveSent(bufs, sent, dropped)
 	}
-	if r.usedIdx != startUsed {
-		r.publish()
+	if dropped > 0 && drops != nil {
+		drops.outOffload.Add(offload)
+		drops.outTooBig.Add(tooBig)
 	}
-	if dropped > 0 && r.drops != nil {
-		r.drops.outOffload.Add(offload)
-		r.drops.outTooBig.Add(tooBig)
-	}
-	return sent + dropped, dropped, bytes
+	return sent + dropped, dropped, bytes, broken
 }
 
 const (
