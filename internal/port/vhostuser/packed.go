@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
 	"golang.org/x/sys/unix"
 )
 
@@ -434,12 +435,43 @@ func (r *packedRing) readChain(c *pchain, b *packet.Buf) (ok bool, err error) {
 // enqueue copies frames into the guest's receive buffers (vring.enqueue's
 // contract: it stops at the first frame that finds no room).
 func (r *packedRing) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
-	n, dropped, bytes, broken := fillRx(bufs, r.guestTSO, r.guestCsum, frameLimit(r.mtuNeg, r.mtu), r.drops, r.writeFrame)
-	if broken {
-		r.broken = true
+	var offload, tooBig uint64
+	lim := frameLimit(r.mtuNeg, r.mtu)
+	sent := 0
+	for sent+dropped < len(bufs) {
+		b := bufs[sent+dropped]
+		switch checkOut(b, r.guestTSO, r.guestCsum, lim) {
+		case outOffload:
+			offload++
+			dropped++
+			continue
+		case outTooBig:
+			tooBig++
+			dropped++
+			continue
+		}
+		res := r.writeFrame(b)
+		if res == writeBroken {
+			r.broken = true
+			break
+		}
+		if res == writeNoRoom {
+			break
+		}
+		if res == writeDropped {
+			tooBig++
+			dropped++
+			continue
+		}
+		bytes += uint64(b.Len())
+		sent = port.MoveSent(bufs, sent, dropped)
 	}
 	r.publish()
-	return n, dropped, bytes
+	if dropped > 0 && r.drops != nil {
+		r.drops.outOffload.Add(offload)
+		r.drops.outTooBig.Add(tooBig)
+	}
+	return sent + dropped, dropped, bytes
 }
 
 // writeFrame writes one frame with its header into as many receive

@@ -609,27 +609,12 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	end := r.lastAvail + uint16(p)
 	startUsed := r.usedIdx
 	r.warm(min(p, len(bufs)))
-	n, dropped, bytes, broken := fillRx(bufs, r.guestTSO, r.guestCsum, r.mtuLimit(), r.drops,
-		func(b *packet.Buf) int { return r.writeFrame(b, end) })
-	r.broken = broken
-	if r.usedIdx != startUsed {
-		r.publish()
-	}
-	return n, dropped, bytes
-}
-
-// fillRx is the receive side's loop for either ring kind: each frame is
-// checked (checkOut), then written by write (a write* result), until one
-// finds no room or the ring broken; frames refused are counted in drops
-// (if not nil). It returns enqueue's n, dropped and bytes, with bufs
-// ordered as enqueue says, and whether write found the ring broken.
-func fillRx(bufs []*packet.Buf, guestTSO, guestCsum bool, lim int, drops *dropCounters, write func(*packet.Buf) int) (n, dropped int, bytes uint64, broken bool) {
 	var offload, tooBig uint64
+	lim := r.mtuLimit()
 	sent := 0
-loop:
 	for sent+dropped < len(bufs) {
 		b := bufs[sent+dropped]
-		switch checkOut(b, guestTSO, guestCsum, lim) {
+		switch checkOut(b, r.guestTSO, r.guestCsum, lim) {
 		case outOffload:
 			offload++
 			dropped++
@@ -639,13 +624,15 @@ loop:
 			dropped++
 			continue
 		}
-		switch write(b) {
-		case writeBroken:
-			broken = true
-			break loop
-		case writeNoRoom:
-			break loop
-		case writeDropped:
+		res := r.writeFrame(b, end)
+		if res == writeBroken {
+			r.broken = true
+			break
+		}
+		if res == writeNoRoom {
+			break
+		}
+		if res == writeDropped {
 			tooBig++
 			dropped++
 			continue
@@ -653,11 +640,14 @@ loop:
 		bytes += uint64(b.Len())
 		sent = port.MoveSent(bufs, sent, dropped)
 	}
-	if dropped > 0 && drops != nil {
-		drops.outOffload.Add(offload)
-		drops.outTooBig.Add(tooBig)
+	if r.usedIdx != startUsed {
+		r.publish()
 	}
-	return sent + dropped, dropped, bytes, broken
+	if dropped > 0 && r.drops != nil {
+		r.drops.outOffload.Add(offload)
+		r.drops.outTooBig.Add(tooBig)
+	}
+	return sent + dropped, dropped, bytes
 }
 
 const (
