@@ -411,7 +411,10 @@ func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 // is false for a frame that is too short or too long; err breaks the
 // ring.
 func (r *packedRing) readChain(c *pchain, b *packet.Buf) (ok bool, err error) {
-	f := frameIn{hdrLen: r.hdrLen, space: b.Space()}
+	var gather [12]byte
+	var hdr []byte
+	got, total, tooBig := 0, 0, false
+	space := b.Space()
 	for {
 		buf, flags, more, err := c.next()
 		if err != nil {
@@ -427,9 +430,30 @@ func (r *packedRing) readChain(c *pchain, b *packet.Buf) (ok bool, err error) {
 		if flags&descFWrite != 0 && c.table == nil {
 			return false, errBroken
 		}
-		f.add(buf)
+		if got < r.hdrLen {
+			if got == 0 && len(buf) >= r.hdrLen {
+				hdr = buf[:r.hdrLen]
+				got = r.hdrLen
+				buf = buf[r.hdrLen:]
+			} else {
+				k := copy(gather[got:r.hdrLen], buf)
+				got += k
+				buf = buf[k:]
+				hdr = gather[:r.hdrLen]
+			}
+		}
+		if tooBig || total+len(buf) > len(space) {
+			tooBig = true
+			continue
+		}
+		total += copy(space[total:], buf)
 	}
-	return f.done(b), nil
+	if got < r.hdrLen || total == 0 || tooBig {
+		return false, nil
+	}
+	b.SetLen(total)
+	b.VNet.Decode(hdr)
+	return true, nil
 }
 
 // enqueue copies frames into the guest's receive buffers (vring.enqueue's
@@ -440,15 +464,23 @@ func (r *packedRing) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 	sent := 0
 	for sent+dropped < len(bufs) {
 		b := bufs[sent+dropped]
-		switch checkOut(b, r.guestTSO, r.guestCsum, lim) {
-		case outOffload:
-			offload++
-			dropped++
-			continue
-		case outTooBig:
+		if b.VNet.GSOType != packet.GSONone {
+			if !r.guestTSO {
+				offload++
+				dropped++
+				continue
+			}
+		} else if overMTU(b.Bytes(), lim) {
 			tooBig++
 			dropped++
 			continue
+		}
+		if b.VNet.Flags&packet.VNetFlagNeedsCsum != 0 && !r.guestCsum {
+			if packet.FinishChecksum(b) != nil {
+				offload++
+				dropped++
+				continue
+			}
 		}
 		res := r.writeFrame(b)
 		if res == writeBroken {

@@ -498,7 +498,10 @@ func (r *vring) warm(k int) {
 // header is decoded where it lies when one descriptor holds all of it
 // (the usual case), and gathered into a local copy otherwise.
 func (r *vring) readChain(head uint16, b *packet.Buf) (ok bool, err error) {
-	f := frameIn{hdrLen: r.hdrLen, space: b.Space()}
+	var gather [12]byte
+	var hdr []byte
+	got, total, tooBig := 0, 0, false
+	space := b.Space()
 	c := r.chainAt(head)
 	for {
 		buf, flags, more, err := c.next()
@@ -511,86 +514,30 @@ func (r *vring) readChain(head uint16, b *packet.Buf) (ok bool, err error) {
 		if flags&descFWrite != 0 {
 			return false, errBroken
 		}
-		f.add(buf)
-	}
-	return f.done(b), nil
-}
-
-// frameIn gathers one transmitted frame from the buffers of its chain,
-// for either ring kind: the virtio header (where it lies when the first
-// buffer holds all of it, the usual case, else gathered into a local
-// copy), then the frame into the packet buffer's space.
-type frameIn struct {
-	hdrLen  int
-	space   []byte
-	gather  [12]byte
-	hdr     []byte // the header in guest memory, unless gathered
-	got     int    // header bytes seen
-	total   int    // frame bytes copied
-	tooBig  bool   // the frame does not fit space
-	gathers bool   // the header is in gather
-}
-
-// add takes the chain's next buffer.
-func (f *frameIn) add(buf []byte) {
-	if f.got < f.hdrLen {
-		if f.got == 0 && len(buf) >= f.hdrLen {
-			f.hdr = buf[:f.hdrLen]
-			f.got = f.hdrLen
-			buf = buf[f.hdrLen:]
-		} else {
-			k := copy(f.gather[f.got:f.hdrLen], buf)
-			f.got += k
-			buf = buf[k:]
-			f.gathers = true
+		if got < r.hdrLen {
+			if got == 0 && len(buf) >= r.hdrLen {
+				hdr = buf[:r.hdrLen]
+				got = r.hdrLen
+				buf = buf[r.hdrLen:]
+			} else {
+				k := copy(gather[got:r.hdrLen], buf)
+				got += k
+				buf = buf[k:]
+				hdr = gather[:r.hdrLen]
+			}
 		}
-	}
-	if f.tooBig || f.total+len(buf) > len(f.space) {
-		f.tooBig = true
-		return
-	}
-	f.total += copy(f.space[f.total:], buf)
-}
-
-// done sets b's length and virtio metadata and reports whether the chain
-// held a frame: a whole header and at least one byte, within b.
-func (f *frameIn) done(b *packet.Buf) bool {
-	if f.got < f.hdrLen || f.total == 0 || f.tooBig {
-		return false
-	}
-	b.SetLen(f.total)
-	if f.gathers {
-		b.VNet.Decode(f.gather[:f.hdrLen])
-	} else {
-		b.VNet.Decode(f.hdr)
-	}
-	return true
-}
-
-// outDrop is why a receive ring refuses a frame before writing it.
-type outDrop int
-
-const (
-	outOK      outDrop = iota
-	outOffload         // TSO for a guest without GUEST_TSO, or a partial checksum not completed
-	outTooBig          // a non-TSO frame longer than the guest MTU (lim, from frameLimit)
-)
-
-// checkOut decides whether frame b can be written to a guest with these
-// offloads and MTU limit, completing its checksum when the guest takes
-// no partial ones.
-func checkOut(b *packet.Buf, guestTSO, guestCsum bool, lim int) outDrop {
-	if b.VNet.GSOType != packet.GSONone {
-		if !guestTSO {
-			return outOffload // the engine segments before sending to such a guest
+		if total+len(buf) > len(space) {
+			tooBig = true
+			continue
 		}
-	} else if overMTU(b.Bytes(), lim) {
-		return outTooBig
+		total += copy(space[total:], buf)
 	}
-	if b.VNet.Flags&packet.VNetFlagNeedsCsum != 0 && !guestCsum && packet.FinishChecksum(b) != nil {
-		return outOffload
+	if got < r.hdrLen || total == 0 || tooBig {
+		return false, nil
 	}
-	return outOK
+	b.SetLen(total)
+	b.VNet.Decode(hdr)
+	return true, nil
 }
 
 // enqueue copies frames into the guest's receive buffers and returns how
@@ -614,15 +561,23 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	sent := 0
 	for sent+dropped < len(bufs) {
 		b := bufs[sent+dropped]
-		switch checkOut(b, r.guestTSO, r.guestCsum, lim) {
-		case outOffload:
-			offload++
-			dropped++
-			continue
-		case outTooBig:
+		if b.VNet.GSOType != packet.GSONone {
+			if !r.guestTSO {
+				offload++ // the engine segments before sending to such a guest
+				dropped++
+				continue
+			}
+		} else if overMTU(b.Bytes(), lim) {
 			tooBig++
 			dropped++
 			continue
+		}
+		if b.VNet.Flags&packet.VNetFlagNeedsCsum != 0 && !r.guestCsum {
+			if packet.FinishChecksum(b) != nil {
+				offload++
+				dropped++
+				continue
+			}
 		}
 		res := r.writeFrame(b, end)
 		if res == writeBroken {
