@@ -98,6 +98,17 @@ func TestCluster(t *testing.T) {
 	}
 	h1.MustCLI("sg", "rule", "add", "web", "--ip-proto", "icmp", "--cidr", "42.0.0.0/24")
 	a1.Reaches(t, c3.IP(0))
+	// A member added through node 2 reaches node 3: TCP 9000 of c3 opens
+	// to the members of "trusted" only, and a1 becomes one.
+	h2.MustCLI("sg", "add", "trusted")
+	h1.MustCLI("sg", "rule", "add", "web", "--ip-proto", "tcp", "--port", "9000", "--sg-members", "trusted")
+	if err := echo(a1, "tcp", c3.IP(0), 9000); err == nil {
+		t.Fatal("TCP 9000 to c3 passed before a1 was a member of trusted")
+	}
+	h2.MustCLI("sg", "member", "add", "trusted", a1.IP(0))
+	labtest.Eventually(t, labtest.SettleTimeout, "TCP 9000 to c3 once a1 is a member", func() error {
+		return echo(a1, "tcp", c3.IP(0), 9000)
+	})
 
 	// One etcd member down: mutations still work (quorum 2 of 3).
 	etcd.Members[2].Kill()
@@ -163,7 +174,8 @@ func TestCluster(t *testing.T) {
 	for _, h := range hosts {
 		labtest.Eventually(t, labtest.SettleTimeout, h.Name+" converged", func() error {
 			out, err := h.CLI("sg", "rule", "list", "web")
-			if err == nil && strings.Count(strings.TrimSpace(out), "\n") != 2 {
+			// tcp 8000, icmp, tcp 9000 from trusted, tcp 22
+			if err == nil && strings.Count(strings.TrimSpace(out), "\n") != 3 {
 				err = fmt.Errorf("rules:\n%s", out)
 			}
 			return err
