@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,7 +19,8 @@ import (
 // 1's API opens node 3's vNIC; with one etcd member down everything
 // works, with two mutations fail clearly while forwarding continues, and
 // once they are back the nodes converge; an invalid record written with
-// etcdctl is reported and ignored.
+// etcdctl is reported and ignored; a node cut off etcd while changes are
+// made and compacted away resyncs and converges.
 func TestCluster(t *testing.T) {
 	l := newLab(t)
 	hosts := l.HostsOnSwitch(labtest.IPv4, 3)
@@ -198,6 +201,13 @@ func TestCluster(t *testing.T) {
 	}
 	a1.Reaches(t, a2.IP(0))
 
+	// Compaction forces a full resync: node 2's etcd connections are cut
+	// (reset), changes are made through nodes 1 and 3 and etcd is
+	// compacted past them; once node 2 reconnects its watch cannot resume
+	// from its revision, it reads everything again and converges.
+	compactResync(t, etcd, h1, h2, h3)
+	a1.Reaches(t, a2.IP(0))
+
 	// A node whose daemon dies: its lease expires, the others see it dead.
 	h2.Stop(syscall.SIGKILL)
 	labtest.Eventually(t, labtest.SettleTimeout, "h2 dead on h1", func() error {
@@ -208,4 +218,77 @@ func TestCluster(t *testing.T) {
 		return err
 	})
 	a1.Reaches(t, a3.IP(0))
+}
+
+// compactResync cuts h2's daemon off etcd (its TCP connections to the
+// client port are reset), deletes b3 on h3, adds a rule to "web" and
+// removes member 42.0.0.99 from it through h1, compacts etcd past these
+// changes and lets h2 reconnect: h2 must log the compacted watch, read
+// everything again and show the three changes.
+func compactResync(t *testing.T, etcd *labtest.Etcd, h1, h2, h3 *labtest.Host) {
+	t.Helper()
+	compacted := func() int {
+		b, _ := os.ReadFile(h2.LogPath)
+		return strings.Count(string(b), "cluster watch compacted")
+	}
+	before := compacted()
+	nft := func(args ...string) {
+		labtest.Must(t, "ip", append([]string{"netns", "exec", h2.NS, "nft"}, args...)...)
+	}
+	nft("add", "table", "inet", "bfcut")
+	cut := true
+	uncut := func() {
+		if cut {
+			nft("delete", "table", "inet", "bfcut")
+			cut = false
+		}
+	}
+	t.Cleanup(uncut)
+	nft("add", "chain", "inet", "bfcut", "out", "{ type filter hook output priority 0 ; }")
+	nft("add", "rule", "inet", "bfcut", "out", "tcp", "dport", "2379", "reject", "with", "tcp", "reset")
+	// The health check (every second) and the lease's keep-alives reset
+	// every connection of h2's daemon to etcd.
+	pid := fmt.Sprintf("pid=%d,", h2.PID())
+	labtest.Eventually(t, labtest.SettleTimeout, "h2's daemon without etcd connection", func() error {
+		out, err := labtest.Run("ip", "netns", "exec", h2.NS, "ss", "-Htnp", "state", "established", "dport", "=", ":2379")
+		if err == nil && strings.Contains(out, pid) {
+			err = fmt.Errorf("still connected:\n%s", out)
+		}
+		return err
+	})
+	h3.MustCLI("nic", "del", "b3")
+	h1.MustCLI("sg", "rule", "add", "web", "--ip-proto", "tcp", "--port", "7000", "--cidr", "42.0.0.0/24")
+	h1.MustCLI("sg", "member", "del", "web", "42.0.0.99")
+	out, err := etcd.Ctl("get", "/butterfly/", "--prefix", "--keys-only", "-w", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head struct {
+		Header struct{ Revision int64 } `json:"header"`
+	}
+	if err := json.Unmarshal([]byte(out), &head); err != nil || head.Header.Revision == 0 {
+		t.Fatalf("etcd revision: %v %q", err, out)
+	}
+	if out, err := etcd.Ctl("compact", fmt.Sprint(head.Header.Revision), "--physical"); err != nil {
+		t.Fatalf("compact: %v %s", err, out)
+	}
+	if out := h2.MustCLI("sg", "rule", "list", "web"); strings.Contains(out, "7000") {
+		t.Fatalf("h2 got the rule while cut off etcd:\n%s", out)
+	}
+	uncut()
+	labtest.Eventually(t, 3*labtest.SettleTimeout, "h2 converged after the compaction", func() error {
+		if n := compacted(); n == before {
+			return fmt.Errorf("no compacted watch logged")
+		}
+		if out, err := h2.CLI("sg", "rule", "list", "web"); err != nil || !strings.Contains(out, "7000") {
+			return fmt.Errorf("rules %v:\n%s", err, out)
+		}
+		if out, err := h2.CLI("sg", "member", "list", "web"); err != nil || strings.Contains(out, "42.0.0.99") {
+			return fmt.Errorf("members %v:\n%s", err, out)
+		}
+		if out, err := h2.CLI("cluster", "nics"); err != nil || strings.Contains(out, " b3 ") {
+			return fmt.Errorf("cluster nics %v:\n%s", err, out)
+		}
+		return nil
+	})
 }
