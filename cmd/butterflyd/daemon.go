@@ -162,6 +162,18 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 		}()
 	}
 
+	if agent != nil && d.cfg.Cluster.Import {
+		// Before the first read, which would remove the vNICs etcd
+		// does not hold.
+		res, err := agent.Import(ctx)
+		if err != nil {
+			return fmt.Errorf("--cluster-import (the state file's vNICs and groups to etcd; nothing applied from etcd yet): %w", err)
+		}
+		d.log.Info("cluster import: state file written to etcd", "written", len(res.Written), "kept", len(res.Kept))
+		for _, k := range res.Kept {
+			d.log.Warn("cluster import: etcd already holds this record, kept", "key", k)
+		}
+	}
 	if agent != nil {
 		// The agent starts from the restored state (etcd may be down)
 		// and stops before the dataplane closes.
@@ -214,7 +226,7 @@ func (d *daemon) newAgent(store *model.Store, opts model.Options, dp engine, per
 	}
 	a, err := cluster.New(cluster.Config{
 		Endpoints: c.Endpoints, Node: c.Node, VTEP: d.cfg.VTEP, Version: version.Version,
-		Prefix: c.Prefix, CA: c.CA, Cert: c.Cert, Key: c.Key,
+		Prefix: c.Prefix, CA: c.CA, Cert: c.Cert, Key: c.Key, NoARPSuppression: c.NoARPSuppression,
 		Store: store, StoreOptions: opts, Remotes: rem, Persist: persist, RemotesFile: remotesFile, Logger: d.log,
 	})
 	if err != nil {

@@ -66,7 +66,11 @@ type Config struct {
 	// apply at once): an orchestrator that replays a group by
 	// re-creating it empty and re-adding its rules within it cuts no flow.
 	HoldDown time.Duration
-	Logger   *slog.Logger
+	// NoARPSuppression leaves the addresses of the cluster's vNICs out
+	// of the remotes: ARP requests and neighbour solicitations for them
+	// flood to the VNI's nodes instead of being answered locally.
+	NoARPSuppression bool
+	Logger           *slog.Logger
 }
 
 // Agent keeps the daemon's store and dataplane in line with etcd and
@@ -328,7 +332,11 @@ func (a *Agent) applyLocked(rev int64, what changed) {
 		a.applyStoreLocked(rev, now)
 	}
 	if what&changedRemotes != 0 && a.cfg.Remotes != nil {
-		if r := a.view.Remotes(a.cfg.Node); !a.pushed || !EqualRemotes(r, a.remotes) {
+		r := a.view.Remotes(a.cfg.Node)
+		if a.cfg.NoARPSuppression {
+			r.Neighbors = nil
+		}
+		if !a.pushed || !EqualRemotes(r, a.remotes) {
 			if err := a.cfg.Remotes.SetRemotes(r); err != nil {
 				a.log.Error("programming the other nodes' VTEPs", "err", err)
 			} else {

@@ -93,13 +93,23 @@ func startNode(t *testing.T, endpoints []string, name, vtep string) *node {
 
 func startNodeTTL(t *testing.T, endpoints []string, name, vtep string, ttl time.Duration) *node {
 	t.Helper()
+	return startNodeCfg(t, endpoints, name, vtep, func(c *Config) { c.LeaseTTL = ttl })
+}
+
+// startNodeCfg starts an agent whose configuration set changes.
+func startNodeCfg(t *testing.T, endpoints []string, name, vtep string, set func(*Config)) *node {
+	t.Helper()
 	dp := &lockedDP{}
 	s := model.New(dp, model.Options{})
-	a, err := New(Config{
+	cfg := Config{
 		Endpoints: endpoints, Node: name, VTEP: netip.MustParseAddr(vtep), Version: "test",
-		Prefix: "/butterfly/", Store: s, Remotes: dp, LeaseTTL: ttl, Timeout: 2 * time.Second,
+		Prefix: "/butterfly/", Store: s, Remotes: dp, LeaseTTL: 2 * time.Second, Timeout: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if set != nil {
+		set(&cfg)
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,4 +552,107 @@ func TestNodeNameTaken(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// TestNoARPSuppression: with NoARPSuppression the dataplane gets the
+// other nodes' VTEPs and MACs but no address to answer for (ARP and NS
+// flood); with suppression (the default) it gets them.
+func TestNoARPSuppression(t *testing.T) {
+	e := labtest.StartEtcd(t, t.TempDir(), labtest.EtcdSpec{IP: "127.0.0.1"})
+	cli := etcdClient(t, e.Endpoints())
+	for _, n := range []model.NIC{
+		{ID: "a1", MACText: "52:54:00:00:00:01", VNI: 7, Type: model.NICTap, IPs: []netip.Addr{netip.MustParseAddr("10.9.0.1")}},
+		{ID: "b1", MACText: "52:54:00:00:00:02", VNI: 7, Type: model.NICTap, IPs: []netip.Addr{netip.MustParseAddr("10.9.0.2")}},
+	} {
+		if _, err := cli.Put(context.Background(), layout.NIC(n.ID[:1], n.ID), string(EncodeNIC(n))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	on := startNode(t, e.Endpoints(), "a", "10.0.0.1")
+	off := startNodeCfg(t, e.Endpoints(), "b", "10.0.0.2", func(c *Config) { c.NoARPSuppression = true })
+	for _, tt := range []struct {
+		n         *node
+		neighbors int
+	}{{on, 2}, {off, 0}} {
+		labtest.Eventually(t, 10*time.Second, tt.n.a.cfg.Node+"'s remotes", func() error {
+			r := tt.n.dp.getRemotes()
+			if len(r.Flood[7]) != 1 || len(r.MACs[7]) != 1 || len(r.Neighbors[7]) != tt.neighbors {
+				return fmt.Errorf("remotes %+v, want one VTEP and MAC in VNI 7 and %d neighbors", r, tt.neighbors)
+			}
+			return nil
+		})
+	}
+}
+
+// TestImport: a standalone node's state written to etcd before the
+// agent runs creates the records etcd lacks, keeps those it holds, and
+// the first read then removes none of the node's vNICs.
+func TestImport(t *testing.T) {
+	e := labtest.StartEtcd(t, t.TempDir(), labtest.EtcdSpec{IP: "127.0.0.1"})
+	cli := etcdClient(t, e.Endpoints())
+	ctx := context.Background()
+	shared := model.SG{ID: "shared", Rules: []model.Rule{ruleTCP(99)}}
+	if _, err := cli.Put(ctx, layout.SG("shared"), string(EncodeSG(shared))); err != nil {
+		t.Fatal(err)
+	}
+	dp := &lockedDP{}
+	trace := func(id string) string { return "/tmp/trace-" + id }
+	opts := model.Options{DefaultTracePath: trace}
+	s := model.New(dp, opts)
+	for _, sg := range []model.SG{{ID: "web", Rules: []model.Rule{ruleTCP(80)}}, {ID: "shared", Rules: []model.Rule{ruleTCP(22)}}} {
+		if err := s.AddSG(sg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, id := range []string{"n1", "n2"} {
+		if _, err := s.AddNIC(model.NIC{ID: id, MACText: fmt.Sprintf("52:54:00:00:00:0%d", i+1), VNI: 7, Type: model.NICTap,
+			SecurityGroups: []string{"web"}, PacketTrace: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := New(Config{Endpoints: e.Endpoints(), Node: "n", VTEP: netip.MustParseAddr("10.0.0.1"), Prefix: "/butterfly/",
+		Store: s, StoreOptions: opts, Remotes: dp, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	res, err := a.Import(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantW := []string{layout.SG("web"), layout.NIC("n", "n1"), layout.NIC("n", "n2")}
+	if fmt.Sprint(res.Written) != fmt.Sprint(wantW) || fmt.Sprint(res.Kept) != fmt.Sprint([]string{layout.SG("shared")}) {
+		t.Fatalf("Import = %+v, want written %v, kept [%s]", res, wantW, layout.SG("shared"))
+	}
+	r, err := cli.Get(ctx, layout.NIC("n", "n1"))
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("n1's record: %v %v", err, r)
+	}
+	if v := string(r.Kvs[0].Value); strings.Contains(v, "trace-n1") || strings.Contains(v, `"path"`) {
+		t.Fatalf("n1's record holds local paths: %s", v)
+	}
+	// A second import writes nothing.
+	if res, err := a.Import(ctx); err != nil || len(res.Written) != 0 || len(res.Kept) != 4 {
+		t.Fatalf("second Import = %+v, %v", res, err)
+	}
+	before := len(dp.calls())
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	labtest.Eventually(t, 10*time.Second, "shared from etcd", func() error {
+		l, err := s.SGDetails("shared")
+		if err != nil || len(l[0].Rules) != 1 || l[0].Rules[0].PortStart != 99 {
+			return fmt.Errorf("shared = %+v, %v", l, err)
+		}
+		return nil
+	})
+	for _, c := range dp.calls()[before:] {
+		if strings.HasPrefix(c, "del ") || strings.HasPrefix(c, "add ") {
+			t.Errorf("after the import, the first read changed a vNIC: %q", dp.calls()[before:])
+		}
+	}
+	if l := s.NICList(); len(l) != 2 {
+		t.Fatalf("vNICs after the first read: %v", l)
+	}
 }

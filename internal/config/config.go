@@ -135,6 +135,16 @@ type Cluster struct {
 	// CA, Cert and Key are the TLS files for etcd ([cluster] etcd-ca,
 	// etcd-cert, etcd-key); empty CA and Cert mean plain connections.
 	CA, Cert, Key string
+	// NoARPSuppression turns off the answering of ARP requests and
+	// neighbour solicitations for the cluster's addresses
+	// (--no-arp-suppression, [cluster] arp-suppression = false): they
+	// flood to the VNI's nodes like unknown ones.
+	NoARPSuppression bool
+	// Import writes the vNICs and security groups of the state file to
+	// etcd, where it has no record of them, before following etcd
+	// (--cluster-import): a standalone node moves to cluster mode with
+	// its state.
+	Import bool
 }
 
 // raw holds option values as text, before the INI overlay and validation.
@@ -144,9 +154,9 @@ type raw struct {
 	peers, workers, pollIdle, conntrackMax, traceDir    string
 	autoKey, conntrackPickup                            string
 	etcd, node, prefix, etcdCA, etcdCert, etcdKey       string
-	vhostClientINI                                      string
+	vhostClientINI, arpSuppressionINI                   string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
-	vhostClient                                         bool
+	vhostClient, noARPSuppression, clusterImport        bool
 }
 
 func newFlagSet(r *raw) *pflag.FlagSet {
@@ -177,6 +187,8 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.BoolVar(&r.vhostClient, "vhost-client", false, "vhost-user vNICs added without a mode are clients: the daemon connects to the socket the VM's QEMU listens on, and reconnects (default: server, the daemon listens)")
 	fs.StringVar(&r.etcd, "etcd", "", "cluster mode: comma-separated etcd client `URLs`; the daemon is programmed from etcd (default: standalone)")
 	fs.StringVar(&r.node, "node", "", "cluster mode: this daemon's node `name` (default: the host name)")
+	fs.BoolVar(&r.clusterImport, "cluster-import", false, "cluster mode: at start, write the vNICs and security groups of the state file to etcd where it has none of them (a standalone node moving to cluster mode keeps its state; etcd's records win)")
+	fs.BoolVar(&r.noARPSuppression, "no-arp-suppression", false, "cluster mode: do not answer ARP and neighbour solicitations for the cluster's addresses locally; they flood to the VNI's nodes")
 	fs.StringVar(&r.dpdkArgs, "dpdk-args", "", "accepted for compatibility; no effect (no DPDK)")
 	fs.BoolVar(&r.dpdkHelp, "dpdk-help", false, "accepted for compatibility; no effect (no DPDK)")
 	fs.StringVar(&r.dpdkPort, "dpdk-port", "", "accepted for compatibility; no effect (no DPDK)")
@@ -199,7 +211,7 @@ overrides the matching option.
              dpdk-args and dpdk-port are accepted without effect
   [security] encryption_key_path, auto_key_path
   [cluster]  etcd, node, prefix (default /butterfly/), etcd-ca, etcd-cert,
-             etcd-key
+             etcd-key, arp-suppression (true or false, default true)
 `)
 	return b.String()
 }
@@ -233,6 +245,7 @@ func iniKeys(r *raw) map[string]*string {
 		"cluster.etcd-ca":              &r.etcdCA,
 		"cluster.etcd-cert":            &r.etcdCert,
 		"cluster.etcd-key":             &r.etcdKey,
+		"cluster.arp-suppression":      &r.arpSuppressionINI,
 	}
 }
 
@@ -466,7 +479,14 @@ func (cfg *Config) fill(r *raw) error {
 func parseCluster(r *raw) (Cluster, error) {
 	var c Cluster
 	if strings.TrimSpace(r.etcd) == "" {
-		for name, v := range map[string]string{"node": r.node, "prefix": r.prefix, "etcd-ca": r.etcdCA, "etcd-cert": r.etcdCert, "etcd-key": r.etcdKey} {
+		if r.noARPSuppression {
+			r.arpSuppressionINI = "false"
+		}
+		if r.clusterImport {
+			return Cluster{}, errors.New("--cluster-import is set but not etcd (--etcd): cluster mode needs the etcd URLs")
+		}
+		for name, v := range map[string]string{"node": r.node, "prefix": r.prefix, "etcd-ca": r.etcdCA, "etcd-cert": r.etcdCert,
+			"etcd-key": r.etcdKey, "arp-suppression": r.arpSuppressionINI} {
 			if strings.TrimSpace(v) != "" {
 				return Cluster{}, fmt.Errorf("%s is set but not etcd (--etcd): cluster mode needs the etcd URLs", name)
 			}
@@ -502,6 +522,15 @@ func parseCluster(r *raw) (Cluster, error) {
 	c.CA, c.Cert, c.Key = strings.TrimSpace(r.etcdCA), strings.TrimSpace(r.etcdCert), strings.TrimSpace(r.etcdKey)
 	if (c.Cert == "") != (c.Key == "") {
 		return Cluster{}, errors.New("etcd-cert and etcd-key go together")
+	}
+	c.NoARPSuppression = r.noARPSuppression
+	c.Import = r.clusterImport
+	if v := strings.TrimSpace(r.arpSuppressionINI); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return Cluster{}, fmt.Errorf("arp-suppression: %q is not true or false", r.arpSuppressionINI)
+		}
+		c.NoARPSuppression = !b
 	}
 	return c, nil
 }

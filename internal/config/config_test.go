@@ -355,6 +355,17 @@ func TestCluster(t *testing.T) {
 		{name: "bad node", args: []string{"--etcd", "http://h:1", "--node", "a/b"}, wantErr: "is not a node name"},
 		{name: "bad prefix", args: []string{"--etcd", "http://h:1", "--node", "a"}, ini: "[cluster]\nprefix = butterfly\n", wantErr: "must start and end with '/'"},
 		{name: "cert without key", args: []string{"--etcd", "http://h:1", "--node", "a"}, ini: "[cluster]\netcd-cert = /c\n", wantErr: "go together"},
+		{name: "arp suppression off (flag)", args: []string{"--etcd", "http://h:1", "--node", "a", "--no-arp-suppression"},
+			want: Cluster{Endpoints: []string{"http://h:1"}, Node: "a", Prefix: DefaultClusterPrefix, NoARPSuppression: true}},
+		{name: "arp suppression off (ini)", args: []string{"--etcd", "http://h:1", "--node", "a"}, ini: "[cluster]\narp-suppression = false\n",
+			want: Cluster{Endpoints: []string{"http://h:1"}, Node: "a", Prefix: DefaultClusterPrefix, NoARPSuppression: true}},
+		{name: "arp suppression on (ini overrides the flag)", args: []string{"--etcd", "http://h:1", "--node", "a", "--no-arp-suppression"},
+			ini: "[cluster]\narp-suppression = true\n", want: Cluster{Endpoints: []string{"http://h:1"}, Node: "a", Prefix: DefaultClusterPrefix}},
+		{name: "bad arp-suppression", args: []string{"--etcd", "http://h:1", "--node", "a"}, ini: "[cluster]\narp-suppression = maybe\n", wantErr: "not true or false"},
+		{name: "import", args: []string{"--etcd", "http://h:1", "--node", "a", "--cluster-import"},
+			want: Cluster{Endpoints: []string{"http://h:1"}, Node: "a", Prefix: DefaultClusterPrefix, Import: true}},
+		{name: "import without etcd", args: []string{"--cluster-import"}, wantErr: "--cluster-import is set but not etcd"},
+		{name: "no-arp-suppression without etcd", args: []string{"--no-arp-suppression"}, wantErr: "arp-suppression is set but not etcd"},
 		{name: "exclusive with vxlan-peers", args: []string{"--etcd", "http://h:1", "--node", "a", "--vxlan-peers", "10.0.0.2"}, wantErr: "exclusive"},
 	}
 	for _, tt := range tests {

@@ -14,6 +14,9 @@
 //	go        the dataplane's and the API server's Go benchmarks
 //	firewall  butterfly's firewall against nftables (see firewall.go), writes firewall.md
 //	vhost     vhost-user VM to VM against DPDK's vhost back end (see vhost.go), writes vhost.md
+//	cluster   cluster mode on a real etcd: broadcast frames crossing the underlay with and
+//	          without ARP suppression, start-up of a node programming 1,000 vNICs and
+//	          100 groups of 100 rules from etcd (see cluster.go)
 //
 // Every figure is printed as a "RESULT label | ..." line with the
 // machine's hypervisor steal and load average over its measurement, and the
@@ -48,6 +51,8 @@ type config struct {
 	apiNICType                     string
 	apiLatSamples                  int
 	vhSecs, vhWarm, vhRounds       int
+	clusterARPs, clusterNICs       int
+	clusterGroups, clusterRules    int
 }
 
 func envInt(name string, def int) int {
@@ -86,8 +91,12 @@ func main() {
 	flag.IntVar(&c.vhSecs, "vhost-seconds", envInt("BENCH_VHOST_SECONDS", 10), "vhost section: measuring seconds per case (BENCH_VHOST_SECONDS)")
 	flag.IntVar(&c.vhWarm, "vhost-warm", envInt("BENCH_VHOST_WARM", 3), "vhost section: warm-up seconds per case (BENCH_VHOST_WARM)")
 	flag.IntVar(&c.vhRounds, "vhost-rounds", envInt("BENCH_VHOST_ROUNDS", 1), "vhost section: rounds (BENCH_VHOST_ROUNDS)")
+	flag.IntVar(&c.clusterARPs, "cluster-arps", envInt("BENCH_CLUSTER_ARPS", 100), "cluster section: ARP requests per case (BENCH_CLUSTER_ARPS)")
+	flag.IntVar(&c.clusterNICs, "cluster-nics", envInt("BENCH_CLUSTER_NICS", 1000), "cluster section: vNICs of the starting node (BENCH_CLUSTER_NICS)")
+	flag.IntVar(&c.clusterGroups, "cluster-groups", envInt("BENCH_CLUSTER_GROUPS", 100), "cluster section: security groups of the starting node (BENCH_CLUSTER_GROUPS)")
+	flag.IntVar(&c.clusterRules, "cluster-rules", envInt("BENCH_CLUSTER_RULES", 100), "cluster section: rules per group (BENCH_CLUSTER_RULES)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: bench [flags] [paths] [idle] [api] [go] [firewall] [vhost]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: bench [flags] [paths] [idle] [api] [go] [firewall] [vhost] [cluster]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -105,10 +114,10 @@ func run(c config, sections []string) error {
 	if len(sections) == 0 {
 		sections = []string{"paths", "idle", "api", "go"}
 	}
-	known := map[string]bool{"paths": true, "idle": true, "api": true, "go": true, "firewall": true, "vhost": true}
+	known := map[string]bool{"paths": true, "idle": true, "api": true, "go": true, "firewall": true, "vhost": true, "cluster": true}
 	for _, s := range sections {
 		if !known[s] {
-			return fmt.Errorf("unknown section %s (paths idle api go vhost firewall)", s)
+			return fmt.Errorf("unknown section %s (paths idle api go vhost firewall cluster)", s)
 		}
 	}
 	var err error
@@ -155,6 +164,8 @@ func run(c config, sections []string) error {
 			b.firewall()
 		case "vhost":
 			b.vhost()
+		case "cluster":
+			b.cluster()
 		}
 	}
 	return b.writeSummary()
