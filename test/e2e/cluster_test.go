@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"syscall"
@@ -31,7 +32,7 @@ func TestCluster(t *testing.T) {
 	etcd := labtest.StartEtcd(t, l.Dir, specs...)
 	eps := strings.Join(etcd.Endpoints(), ",")
 	for _, h := range hosts {
-		h.Start(labtest.DaemonOpts{Extra: []string{"--etcd", eps, "--node", h.Name}})
+		h.Start(labtest.DaemonOpts{Extra: []string{"--etcd", eps, "--node", h.Name, "--cluster-import"}})
 	}
 	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
 	labtest.Eventually(t, labtest.SettleTimeout, "three live nodes", func() error {
@@ -291,4 +292,52 @@ func compactResync(t *testing.T, etcd *labtest.Etcd, h1, h2, h3 *labtest.Host) {
 		}
 		return nil
 	})
+}
+
+// TestClusterImportIPv6 moves two standalone nodes to cluster mode over
+// an IPv6 underlay (VTEPs and etcd on IPv6 addresses): with
+// --cluster-import each writes its state file's vNICs and groups to etcd
+// before the first read, so both keep their vNICs and group, and their
+// VMs reach each other across the nodes in cluster mode.
+func TestClusterImportIPv6(t *testing.T) {
+	l := newLab(t)
+	hosts := l.HostsOnSwitch(labtest.IPv6, 2)
+	h1, h2 := hosts[0], hosts[1]
+	h1.Peers, h2.Peers = []netip.Addr{h2.VTEP}, []netip.Addr{h1.VTEP}
+	var vms []*labtest.VM
+	for i, h := range hosts {
+		h.Start(labtest.DaemonOpts{HeadEnd: true})
+		h.MustCLI("sg", "add", "web")
+		h.MustCLI("sg", "rule", "add", "web", "--ip-proto", "icmp", "--cidr", "42.0.0.0/24")
+		vms = append(vms, h.AddVM(labtest.NICSpec{ID: fmt.Sprintf("a%d", i+1), MAC: labtest.MACFor(i + 1), VNI: 42,
+			Addrs: []string{fmt.Sprintf("42.0.0.%d/24", i+1)}, SGs: []string{"web"}}))
+	}
+	vms[0].Reaches(t, vms[1].IP(0))
+
+	etcd := labtest.StartEtcd(t, l.Dir, labtest.EtcdSpec{NS: h1.NS, IP: h1.VTEP.String(), ClientPort: 2379, PeerPort: 2380})
+	for i, h := range hosts {
+		h.Stop(syscall.SIGTERM)
+		h.Start(labtest.DaemonOpts{Extra: []string{"--etcd", etcd.Endpoints()[0], "--node", h.Name, "--cluster-import"}})
+		vms[i].Plug()
+	}
+	for i, h := range hosts {
+		if out := h.MustCLI("nic", "list"); strings.TrimSpace(out) != vms[i].Spec.ID {
+			t.Fatalf("%s nic list after the import: %q", h.Name, out)
+		}
+	}
+	labtest.Eventually(t, labtest.SettleTimeout, "both nodes' vNICs in the cluster", func() error {
+		out, err := h1.CLI("cluster", "nics")
+		if err == nil && (!strings.Contains(out, "h1 a1 42 ") || !strings.Contains(out, "h2 a2 42 ")) {
+			err = fmt.Errorf("cluster nics:\n%s", out)
+		}
+		return err
+	})
+	if out := h2.MustCLI("sg", "rule", "list", "web"); !strings.Contains(out, "IP protocol: 1 ") {
+		t.Fatalf("h2's group after the import:\n%s", out)
+	}
+	if out, err := etcd.Ctl("get", "/butterfly/nics/h2/a2", "--print-value-only"); err != nil || !strings.Contains(out, `"vni":42`) {
+		t.Fatalf("a2's record: %v %s", err, out)
+	}
+	vms[0].Reaches(t, vms[1].IP(0))
+	vms[1].Reaches(t, vms[0].IP(0))
 }
