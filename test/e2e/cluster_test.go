@@ -32,7 +32,7 @@ func TestCluster(t *testing.T) {
 	etcd := labtest.StartEtcd(t, l.Dir, specs...)
 	eps := strings.Join(etcd.Endpoints(), ",")
 	for _, h := range hosts {
-		h.Start(labtest.DaemonOpts{Extra: []string{"--etcd", eps, "--node", h.Name, "--cluster-import"}})
+		h.Start(labtest.DaemonOpts{Extra: []string{"--etcd", eps, "--node", h.Name}})
 	}
 	h1, h2, h3 := hosts[0], hosts[1], hosts[2]
 	labtest.Eventually(t, labtest.SettleTimeout, "three live nodes", func() error {
