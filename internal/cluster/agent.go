@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -103,6 +105,13 @@ type Agent struct {
 	// imports are the fw_import data of nic_add requests in flight, by
 	// vNIC id, given to the vNIC's creation when its record is applied.
 	imports map[string][]byte
+	// The objects the next apply diffs: every one after a full read
+	// (dirtyAll), else the groups and this node's vNICs whose keys
+	// changed since the last apply (besides the groups whose removals
+	// wait and the objects the store refused, always diffed again).
+	dirtyAll  bool
+	dirtyNICs map[string]bool
+	dirtySGs  map[string]bool
 }
 
 // New returns an Agent for cfg. It does not contact etcd yet (Run does),
@@ -148,6 +157,8 @@ func New(cfg Config) (*Agent, error) {
 		lastAlive: map[string]bool{},
 		pending:   map[string]time.Time{},
 		imports:   map[string][]byte{},
+		dirtyNICs: map[string]bool{},
+		dirtySGs:  map[string]bool{},
 		lastErr:   "not connected yet",
 	}, nil
 }
@@ -243,6 +254,7 @@ func (a *Agent) resync(ctx context.Context) (int64, error) {
 	defer a.mu.Unlock()
 	a.view = v
 	a.resyncs++
+	a.dirtyAll = true
 	a.applyLocked(resp.Header.Revision, everything)
 	a.log.Info("cluster state read", "revision", resp.Header.Revision, "keys", len(resp.Kvs),
 		"nics", len(v.NICs[a.cfg.Node]), "sgs", len(v.SGs), "nodes", len(v.Nodes), "invalid", len(v.Invalid))
@@ -266,22 +278,46 @@ func (a *Agent) watch(ctx context.Context, rev int64) {
 		if len(resp.Events) == 0 {
 			continue
 		}
-		a.mu.Lock()
-		var what changed
-		for _, ev := range resp.Events {
-			key := string(ev.Kv.Key)
-			what |= a.affects(key)
-			if ev.Type == clientv3.EventTypeDelete {
-				a.view.Delete(key)
-				continue
-			}
-			if err := a.view.Put(key, ev.Kv.Value); err != nil {
-				a.log.Warn("invalid cluster record ignored", "key", key, "err", err)
-			}
+		evs := make([]event, len(resp.Events))
+		for i, ev := range resp.Events {
+			evs[i] = event{key: string(ev.Kv.Key), value: ev.Kv.Value, del: ev.Type == clientv3.EventTypeDelete}
 		}
-		a.applyLocked(resp.Header.Revision, what)
+		a.mu.Lock()
+		a.applyEventsLocked(resp.Header.Revision, evs)
 		a.mu.Unlock()
 	}
+}
+
+// event is one change of a key: its new value, or its deletion.
+type event struct {
+	key   string
+	value []byte
+	del   bool
+}
+
+// applyEventsLocked follows a batch of changes that etcd committed at
+// revision rev. a.mu is held.
+func (a *Agent) applyEventsLocked(rev int64, evs []event) {
+	var what changed
+	for _, ev := range evs {
+		what |= a.affects(ev.key)
+		if k, err := a.layout.Parse(ev.key); err == nil {
+			switch {
+			case k.Kind == KindSG:
+				a.dirtySGs[k.ID] = true
+			case k.Kind == KindNIC && k.Node == a.cfg.Node:
+				a.dirtyNICs[k.ID] = true
+			}
+		}
+		if ev.del {
+			a.view.Delete(ev.key)
+			continue
+		}
+		if err := a.view.Put(ev.key, ev.value); err != nil {
+			a.log.Warn("invalid cluster record ignored", "key", ev.key, "err", err)
+		}
+	}
+	a.applyLocked(rev, what)
 }
 
 // changed says what a batch of events may change on this node.
@@ -353,16 +389,17 @@ func (a *Agent) applyLocked(rev int64, what changed) {
 	}
 }
 
-// applyStoreLocked makes the store follow the view and persists the
-// change. a.mu is held.
+// applyStoreLocked makes the store follow the view for the objects that
+// may differ (see dirtyAll) and persists the change. a.mu is held.
 func (a *Agent) applyStoreLocked(rev int64, now time.Time) {
 	held, heldSGs := a.view.Held(a.cfg.Node)
 	hold := func(id string) bool {
 		t, ok := a.pending[id]
 		return !ok || now.Sub(t) < a.cfg.HoldDown
 	}
-	ops, deferred := Diff(a.cfg.Store.State(), a.view.NICs[a.cfg.Node], a.view.SGs, held, heldSGs,
-		a.cfg.StoreOptions.DefaultTracePath, hold)
+	all := a.dirtyAll
+	cur, wantNICs, wantSGs := a.dirtyLocked()
+	ops, deferred := Diff(cur, wantNICs, wantSGs, held, heldSGs, a.cfg.StoreOptions.DefaultTracePath, hold)
 	a.deferLocked(deferred, now)
 	for i, op := range ops {
 		if data, ok := a.imports[op.ID]; ok && op.Kind == OpAddNIC {
@@ -376,7 +413,20 @@ func (a *Agent) applyStoreLocked(rev int64, now time.Time) {
 			a.log.Error("cluster record not applied", "object", what, "err", err)
 		}
 	}
-	a.applyErrs = errs
+	if all {
+		a.applyErrs = errs
+	} else {
+		for id := range a.dirtyNICs {
+			delete(a.applyErrs, "nic "+id)
+		}
+		for id := range a.dirtySGs {
+			delete(a.applyErrs, "sg "+id)
+		}
+		maps.Copy(a.applyErrs, errs)
+	}
+	a.dirtyAll = false
+	clear(a.dirtyNICs)
+	clear(a.dirtySGs)
 	if len(ops) > 0 {
 		a.log.Debug("cluster change applied", "revision", rev, "operations", len(ops), "failed", len(errs))
 	}
@@ -386,6 +436,48 @@ func (a *Agent) applyStoreLocked(rev int64, now time.Time) {
 			a.log.Error("persisting the cluster state", "err", err)
 		}
 	}
+}
+
+// dirtyLocked returns what the next apply diffs: the store's whole state
+// and the view's desired state after a full read; else the store's and
+// the view's objects among the changed groups and vNICs, the groups whose
+// removals wait and the objects the store refused (added to dirtyNICs
+// and dirtySGs). a.mu is held.
+func (a *Agent) dirtyLocked() (cur model.State, nics map[string]model.NIC, sgs map[string]model.SG) {
+	if a.dirtyAll {
+		return a.cfg.Store.State(), a.view.NICs[a.cfg.Node], a.view.SGs
+	}
+	for id := range a.pending {
+		a.dirtySGs[id] = true
+	}
+	for what := range a.applyErrs {
+		if id, ok := strings.CutPrefix(what, "nic "); ok {
+			a.dirtyNICs[id] = true
+		} else if id, ok := strings.CutPrefix(what, "sg "); ok {
+			a.dirtySGs[id] = true
+		}
+	}
+	nics, sgs = map[string]model.NIC{}, map[string]model.SG{}
+	for id := range a.dirtySGs {
+		if l, err := a.cfg.Store.SGDetails(id); err == nil {
+			cur.SGs = append(cur.SGs, l[0])
+		}
+		if sg, ok := a.view.SGs[id]; ok {
+			sgs[id] = sg
+		}
+	}
+	for id := range a.dirtyNICs {
+		if l, err := a.cfg.Store.NICDetails(id); err == nil {
+			cur.NICs = append(cur.NICs, l[0])
+		}
+		if n, ok := a.view.NICs[a.cfg.Node][id]; ok {
+			nics[id] = n
+		}
+	}
+	// Diff's order: by id.
+	slices.SortFunc(cur.SGs, func(x, y model.SG) int { return strings.Compare(x.ID, y.ID) })
+	slices.SortFunc(cur.NICs, func(x, y model.NIC) int { return strings.Compare(x.ID, y.ID) })
+	return cur, nics, sgs
 }
 
 // deferLocked records the groups whose removals wait (first time seen)

@@ -656,3 +656,49 @@ func TestImport(t *testing.T) {
 		t.Fatalf("vNICs after the first read: %v", l)
 	}
 }
+
+// TestApplyIncremental: an apply diffs only the changed objects, yet an
+// object the store refused stays reported across unrelated changes and
+// is tried again at each apply until the store takes it.
+func TestApplyIncremental(t *testing.T) {
+	dp := &lockedDP{refuse: "bad"}
+	s := model.New(dp, model.Options{})
+	a, err := New(Config{Endpoints: []string{"http://127.0.0.1:1"}, Node: "me", VTEP: netip.MustParseAddr("10.1.0.1"),
+		Prefix: "/butterfly/", Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	sg := func(id string, port uint32) event {
+		return event{key: layout.SG(id), value: EncodeSG(model.SG{ID: id, Rules: []model.Rule{ruleTCP(port)}})}
+	}
+	nic := func(id string, last byte) event {
+		return event{key: layout.NIC("me", id), value: nicRec(id, 7, last)}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.applyEventsLocked(1, []event{sg("web", 80), nic("ok", 1), nic("bad", 2)})
+	invalid := func() string { return strings.Join(a.invalidLocked(), "; ") }
+	if !strings.Contains(invalid(), "nic bad: ") || len(s.NICList()) != 1 {
+		t.Fatalf("after the first apply: invalid %q, vNICs %v", invalid(), s.NICList())
+	}
+	a.applyEventsLocked(2, []event{sg("web", 81)})
+	if !strings.Contains(invalid(), "nic bad: ") {
+		t.Fatalf("the refused vNIC is no longer reported after a group change: %q", invalid())
+	}
+	if r, err := s.Rules("web"); err != nil || len(r) != 2 { // 80 held down, 81 added
+		t.Fatalf("web's rules: %v %v", r, err)
+	}
+	dp.mu.Lock()
+	dp.refuse = ""
+	dp.mu.Unlock()
+	a.applyEventsLocked(3, []event{sg("other", 22)})
+	if invalid() != "" || len(s.NICList()) != 2 {
+		t.Fatalf("the refused vNIC was not tried again: invalid %q, vNICs %v", invalid(), s.NICList())
+	}
+	// A vNIC removed from etcd goes, its neighbour stays.
+	a.applyEventsLocked(4, []event{{key: layout.NIC("me", "bad"), del: true}})
+	if l := s.NICList(); len(l) != 1 || l[0] != "ok" {
+		t.Fatalf("vNICs after bad's deletion: %v", l)
+	}
+}
