@@ -162,7 +162,7 @@ func TestREADMERunningTheDaemon(t *testing.T) {
 	notRun := map[string]string{
 		"Quick start (Debian 12, as root)":     "demo.sh and test.sh (the whole suite, which includes this test) are run by hand and by CI",
 		"Containers: TAP vNICs in a namespace": "needs a running daemon and a global namespace name; TestNetnsNIC runs the same steps in the lab's namespaces",
-		"Cluster mode":                         "needs an etcd cluster and several hosts; TestCluster starts daemons with the same options in the lab",
+		"Cluster mode":                         "needs an etcd cluster and several hosts; TestCluster starts daemons with the same options in the lab, TestClusterImportIPv6 with --cluster-import",
 	}
 	var run []readmeBlock
 	for _, b := range readmeShellBlocks(t, filepath.Join(root, "README.md")) {
