@@ -702,3 +702,23 @@ func TestApplyIncremental(t *testing.T) {
 		t.Fatalf("vNICs after bad's deletion: %v", l)
 	}
 }
+
+// TestImportEtcdDown: an import etcd cannot take fails with the
+// unavailability error (the daemon then stops before following etcd).
+func TestImportEtcdDown(t *testing.T) {
+	s := model.New(nopDataplane{}, model.Options{})
+	if err := s.AddSG(model.SG{ID: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Endpoints: []string{fmt.Sprintf("http://127.0.0.1:%d", labtest.FreePort(t))}, Node: "me",
+		VTEP: netip.MustParseAddr("10.1.0.1"), Prefix: "/butterfly/", Store: s, Timeout: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	res, err := a.Import(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "cluster import: writing /butterfly/sgs/web: cluster: etcd unavailable") {
+		t.Fatalf("Import without etcd = %+v, %v", res, err)
+	}
+}

@@ -192,31 +192,49 @@ func BenchmarkStartup(b *testing.B) {
 // faked, no etcd): the cost of the agent's apply and of the store's
 // operation.
 func BenchmarkApplyGroupChange(b *testing.B) {
+	benchApply(b, func(a *Agent, i, groups int) event { return benchGroup(a, i%groups, 2+i%2) })
+}
+
+// BenchmarkApplyNICChange is BenchmarkApplyGroupChange for a change of
+// one of the node's vNICs (its IP address: updated in place), which also
+// recomputes the peers (its addresses are suppressed ARP answers).
+func BenchmarkApplyNICChange(b *testing.B) {
+	benchApply(b, func(a *Agent, i, groups int) event { return benchNIC(a, i%groups, groups, byte(2+i%2)) })
+}
+
+func benchGroup(a *Agent, g, port int) event {
+	sg := model.SG{ID: fmt.Sprintf("sg%d", g)}
+	for r := range 10 {
+		sg.Rules = append(sg.Rules, benchRule(uint32(port+r)))
+	}
+	return event{key: a.layout.SG(sg.ID), value: EncodeSG(sg)}
+}
+
+func benchNIC(a *Agent, i, groups int, ip byte) event {
+	n := model.NIC{ID: fmt.Sprintf("vm%d", i), MACText: fmt.Sprintf("52:54:00:00:%02x:%02x", i>>8, i&0xff),
+		VNI: uint32(i % 10), Type: model.NICTap, SecurityGroups: []string{fmt.Sprintf("sg%d", i%groups)},
+		IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, ip, byte(i >> 8), byte(i)})}}
+	return event{key: a.layout.NIC("me", n.ID), value: EncodeNIC(n)}
+}
+
+// benchApply loads a node's agent with vNICs and groups, then applies
+// the change change(i) returns for each iteration i.
+func benchApply(b *testing.B, change func(a *Agent, i, groups int) event) {
 	for _, size := range []struct{ nics, groups int }{{100, 10}, {1000, 100}, {4000, 400}} {
 		b.Run(fmt.Sprintf("nics=%d/groups=%d", size.nics, size.groups), func(b *testing.B) {
 			s := model.New(nopDataplane{}, model.Options{})
 			a, err := New(Config{Endpoints: []string{"http://127.0.0.1:1"}, Node: "me", VTEP: netip.MustParseAddr("10.1.0.1"),
-				Prefix: "/butterfly/", Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				Prefix: "/butterfly/", Store: s, Remotes: benchDP{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer a.Close()
-			group := func(g, port int) event {
-				sg := model.SG{ID: fmt.Sprintf("sg%d", g)}
-				for r := range 10 {
-					sg.Rules = append(sg.Rules, benchRule(uint32(port+r)))
-				}
-				return event{key: a.layout.SG(sg.ID), value: EncodeSG(sg)}
-			}
 			var evs []event
 			for g := range size.groups {
-				evs = append(evs, group(g, 1))
+				evs = append(evs, benchGroup(a, g, 1))
 			}
 			for i := range size.nics {
-				n := model.NIC{ID: fmt.Sprintf("vm%d", i), MACText: fmt.Sprintf("52:54:00:00:%02x:%02x", i>>8, i&0xff),
-					VNI: uint32(i % 10), Type: model.NICTap, SecurityGroups: []string{fmt.Sprintf("sg%d", i%size.groups)},
-					IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)})}}
-				evs = append(evs, event{key: a.layout.NIC("me", n.ID), value: EncodeNIC(n)})
+				evs = append(evs, benchNIC(a, i, size.groups, 1))
 			}
 			a.mu.Lock()
 			defer a.mu.Unlock()
@@ -227,8 +245,7 @@ func BenchmarkApplyGroupChange(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				ev := group(i%size.groups, 2+i%2) // always a change
-				a.applyEventsLocked(int64(i+2), []event{ev})
+				a.applyEventsLocked(int64(i+2), []event{change(a, i, size.groups)}) // always a change
 			}
 		})
 	}
