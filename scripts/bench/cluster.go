@@ -16,7 +16,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/butterfly-go/butterfly/api/protocol"
 	"github.com/butterfly-go/butterfly/internal/cluster"
 	"github.com/butterfly-go/butterfly/internal/labtest"
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -33,6 +35,9 @@ import (
 //     broadcast frame that each host receives. With suppression (the
 //     default) the daemon answers them; with --no-arp-suppression they
 //     flood to every node of the VNI.
+//   - cluster-propagation (in the suppressed case's lab): -cluster-rules
+//     rules added one by one through host 1's API, each timed until hosts
+//     2 and 3 list it (p50, p99).
 //   - cluster-startup-vhost and cluster-startup-tap: etcd holds
 //     -cluster-nics vNICs of one node (vhost-user server sockets, then
 //     TAP devices) and -cluster-groups groups of -cluster-rules rules;
@@ -146,6 +151,47 @@ func (b *bench) clusterARP(t *caseT, label string, suppress bool) {
 	}
 	b.say("RESULT %s | %s: %d ARP requests from h1's vNIC for the addresses of the vNICs of h2 and h3 (VNI 42 on all three): %d broadcast frames crossed the underlay to h2 and h3 (received: %s) | %.1f ms per request and its ping | load %s",
 		label, mode, 2*((n+1)/2), crossed, strings.Join(per, ", "), float64(took.Microseconds())/1000/float64(2*((n+1)/2)), load1())
+	if suppress {
+		b.clusterPropagation(t, hosts)
+	}
+}
+
+// clusterPropagation adds -cluster-rules rules one by one to a new group
+// through the API of hosts[0] and times each from the request until the
+// rule is in the group on every other host (their API polled every
+// millisecond): p50 and p99.
+func (b *bench) clusterPropagation(t *caseT, hosts []*labtest.Host) {
+	hosts[0].MustCLI("sg", "add", "bench")
+	api := hosts[0].API()
+	var others []*labtest.API
+	for _, h := range hosts[1:] {
+		others = append(others, h.API())
+	}
+	list := &protocol.MessageV0_Request{SgRuleList: proto.String("bench")}
+	s0 := stealSnap()
+	var lat []time.Duration
+	for r := range b.cfg.clusterRules {
+		start := time.Now()
+		if _, err := api.Call(ruleAdd("bench", 1, r)); err != nil {
+			t.Fatalf("sg_rule_add: %v", err)
+		}
+		deadline := start.Add(10 * time.Second)
+		for _, o := range others {
+			for {
+				resp, err := o.Call(list)
+				if err == nil && len(resp.GetSgRuleList()) == r+1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("rule %d not propagated in 10 s: %v", r, err)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.say("RESULT cluster-propagation | %d rules added through h1's API, each until h2 and h3 hold it (3 real daemons, three-member etcd): p50 %.1f ms, p99 %.1f ms | steal %s%% load %s",
+		len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)), stealSince(s0), load1())
 }
 
 // nsDialer returns a gRPC dialer whose sockets are created in network
