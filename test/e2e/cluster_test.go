@@ -277,6 +277,8 @@ func compactResync(t *testing.T, etcd *labtest.Etcd, h1, h2, h3 *labtest.Host) {
 		t.Fatalf("h2 got the rule while cut off etcd:\n%s", out)
 	}
 	uncut()
+	back := time.Now()
+	defer func() { t.Logf("h2 converged %v after its etcd connections were let through", time.Since(back).Round(time.Millisecond)) }()
 	labtest.Eventually(t, 3*labtest.SettleTimeout, "h2 converged after the compaction", func() error {
 		if n := compacted(); n == before {
 			return fmt.Errorf("no compacted watch logged")
