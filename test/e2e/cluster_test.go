@@ -278,7 +278,9 @@ func compactResync(t *testing.T, etcd *labtest.Etcd, h1, h2, h3 *labtest.Host) {
 	}
 	uncut()
 	back := time.Now()
-	defer func() { t.Logf("h2 converged %v after its etcd connections were let through", time.Since(back).Round(time.Millisecond)) }()
+	defer func() {
+		t.Logf("h2 converged %v after its etcd connections were let through", time.Since(back).Round(time.Millisecond))
+	}()
 	labtest.Eventually(t, 3*labtest.SettleTimeout, "h2 converged after the compaction", func() error {
 		if n := compacted(); n == before {
 			return fmt.Errorf("no compacted watch logged")
