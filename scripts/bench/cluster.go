@@ -92,7 +92,10 @@ func (b *bench) startClusterHosts(t *caseT, label string, n int, extra ...string
 	return hosts, etcd
 }
 
-var nftPackets = regexp.MustCompile(`counter packets (\d+)`)
+var (
+	nftPackets      = regexp.MustCompile(`counter packets (\d+)`)
+	clusterRevision = regexp.MustCompile(`cluster revision: \d+`)
+)
 
 // clusterARP runs one ARP case.
 func (b *bench) clusterARP(t *caseT, label string, suppress bool) {
@@ -291,7 +294,7 @@ func (b *bench) clusterStartup(t *caseT, label, typ string) {
 			apiUp = time.Since(start)
 		}
 		if !strings.Contains(out, want) {
-			rev := regexp.MustCompile(`cluster revision: \d+`).FindString(out)
+			rev := clusterRevision.FindString(out)
 			return fmt.Errorf("%s, want %s", rev, strings.TrimSpace(want))
 		}
 		return nil
