@@ -7,10 +7,13 @@
 // NS suppression), and turns the API's mutations into etcd transactions
 // (compare-and-swap on the record, nothing written when nothing changes).
 // Removals from a group are enforced after a hold-down, so that a replay
-// that re-creates a group empty and then refills it changes nothing.
+// that re-creates a group empty and then refills it changes nothing. A
+// full read diffs the whole desired state; a watched change diffs only
+// the objects whose keys it touched. Import writes a standalone node's
+// state to etcd before it follows etcd (--cluster-import).
 //
 // The core is pure (keys.go, record.go, view.go, reconcile.go: decode,
-// validate, diff); the etcd I/O is in agent.go and writer.go.
+// validate, diff); the etcd I/O is in agent.go, writer.go and import.go.
 //
 // # Key layout
 //
