@@ -187,7 +187,7 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.BoolVar(&r.vhostClient, "vhost-client", false, "vhost-user vNICs added without a mode are clients: the daemon connects to the socket the VM's QEMU listens on, and reconnects (default: server, the daemon listens)")
 	fs.StringVar(&r.etcd, "etcd", "", "cluster mode: comma-separated etcd client `URLs`; the daemon is programmed from etcd (default: standalone)")
 	fs.StringVar(&r.node, "node", "", "cluster mode: this daemon's node `name` (default: the host name)")
-	fs.BoolVar(&r.clusterImport, "cluster-import", false, "cluster mode: at start, write the vNICs and security groups of the state file to etcd where it has none of them (a standalone node moving to cluster mode keeps its state; etcd's records win)")
+	fs.BoolVar(&r.clusterImport, "cluster-import", false, "cluster mode, the first start of a standalone node only: write the vNICs and security groups of its state file to etcd where it has none of them, so that it keeps them (etcd's records win)")
 	fs.BoolVar(&r.noARPSuppression, "no-arp-suppression", false, "cluster mode: do not answer ARP and neighbour solicitations for the cluster's addresses locally; they flood to the VNI's nodes")
 	fs.StringVar(&r.dpdkArgs, "dpdk-args", "", "accepted for compatibility; no effect (no DPDK)")
 	fs.BoolVar(&r.dpdkHelp, "dpdk-help", false, "accepted for compatibility; no effect (no DPDK)")
