@@ -53,6 +53,9 @@ func (l *Lab) StartTestpmd(name, lcores, logPath string, args ...string) (*Testp
 	return tp, nil
 }
 
+// PID is the process id of testpmd.
+func (tp *Testpmd) PID() int { return tp.proc.Cmd.Process.Pid }
+
 // Command sends one line to testpmd's prompt.
 func (tp *Testpmd) Command(line string) error {
 	if !tp.proc.Running() {

@@ -237,6 +237,7 @@ func fwStat(xs []float64) string {
 	return m
 }
 
+// median is the median of s, sorted and not empty.
 func median(s []float64) float64 {
 	if len(s)%2 == 1 {
 		return s[len(s)/2]

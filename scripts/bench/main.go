@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,6 +54,7 @@ type config struct {
 	vhSecs, vhWarm, vhRounds       int
 	clusterARPs, clusterNICs       int
 	clusterGroups, clusterRules    int
+	vhBackends, vhCases            []string
 }
 
 func envInt(name string, def int) int {
@@ -90,16 +92,19 @@ func main() {
 	flag.IntVar(&c.apiLatSamples, "api-latency-samples", envInt("BENCH_API_LATENCY_SAMPLES", 100), "api section: sg_rule_add requests timed per group (BENCH_API_LATENCY_SAMPLES)")
 	flag.IntVar(&c.vhSecs, "vhost-seconds", envInt("BENCH_VHOST_SECONDS", 10), "vhost section: measuring seconds per case (BENCH_VHOST_SECONDS)")
 	flag.IntVar(&c.vhWarm, "vhost-warm", envInt("BENCH_VHOST_WARM", 3), "vhost section: warm-up seconds per case (BENCH_VHOST_WARM)")
-	flag.IntVar(&c.vhRounds, "vhost-rounds", envInt("BENCH_VHOST_ROUNDS", 1), "vhost section: rounds (BENCH_VHOST_ROUNDS)")
 	flag.IntVar(&c.clusterARPs, "cluster-arps", envInt("BENCH_CLUSTER_ARPS", 100), "cluster section: ARP requests per case (BENCH_CLUSTER_ARPS)")
 	flag.IntVar(&c.clusterNICs, "cluster-nics", envInt("BENCH_CLUSTER_NICS", 1000), "cluster section: vNICs of the starting node (BENCH_CLUSTER_NICS)")
 	flag.IntVar(&c.clusterGroups, "cluster-groups", envInt("BENCH_CLUSTER_GROUPS", 100), "cluster section: security groups of the starting node (BENCH_CLUSTER_GROUPS)")
 	flag.IntVar(&c.clusterRules, "cluster-rules", envInt("BENCH_CLUSTER_RULES", 100), "cluster section: rules per group (BENCH_CLUSTER_RULES)")
+	flag.IntVar(&c.vhRounds, "vhost-rounds", envInt("BENCH_VHOST_ROUNDS", 3), "vhost section: rounds (BENCH_VHOST_ROUNDS)")
+	cases := flag.String("vhost-cases", envStr("BENCH_VHOST_CASES", "64,1500,lat"), "vhost section: cases, comma separated (BENCH_VHOST_CASES)")
+	backends := flag.String("vhost-backends", envStr("BENCH_VHOST_BACKENDS", strings.Join(vhAllBackends, ",")), "vhost section: back ends, comma separated (BENCH_VHOST_BACKENDS)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: bench [flags] [paths] [idle] [api] [go] [firewall] [vhost] [cluster]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	c.vhBackends, c.vhCases = strings.Split(*backends, ","), strings.Split(*cases, ",")
 	c.daemonArgs = strings.Fields(daemonArgs)
 	if err := run(c, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -118,6 +123,16 @@ func run(c config, sections []string) error {
 	for _, s := range sections {
 		if !known[s] {
 			return fmt.Errorf("unknown section %s (paths idle api go vhost firewall cluster)", s)
+		}
+	}
+	for _, be := range c.vhBackends {
+		if !slices.Contains(vhAllBackends, be) {
+			return fmt.Errorf("unknown vhost back end %q (%s)", be, strings.Join(vhAllBackends, " "))
+		}
+	}
+	for _, cs := range c.vhCases {
+		if !slices.ContainsFunc(vhCases, func(k vhCaseT) bool { return k.name == cs }) {
+			return fmt.Errorf("unknown vhost case %q (64 1500 lat)", cs)
 		}
 	}
 	var err error

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,11 +58,11 @@ func (b *bench) vhost() {
 	c := b.cfg
 	for r := 1; r <= c.vhRounds; r++ {
 		// each case on every back end back to back, so that all see the same machine load
-		for _, cs := range []struct {
-			name               string
-			len, burst, bursts int
-		}{{"64", 64, 32, 8}, {"1500", 1500, 32, 8}, {"lat", 64, 1, 1}} {
-			for _, be := range []string{"dpdk", "bf", "bfx", "dpdk-packed", "bf-packed"} {
+		for _, cs := range vhCases {
+			if !slices.Contains(c.vhCases, cs.name) {
+				continue
+			}
+			for _, be := range c.vhBackends {
 				b.vhCase(fmt.Sprintf("vh-%s-%s-%d", be, cs.name, r), be, cs.len, cs.burst, cs.bursts)
 			}
 		}
@@ -71,54 +72,118 @@ func (b *bench) vhost() {
 	p("vhost-user, %s, %d CPUs; back end on CPU 1, endpoint testpmd (5tswap) on CPU 0;", nowUTC(), numCPU())
 	p("%d s per case after %d s; no hugepages. Shared machine: compare within a row only.", c.vhSecs, c.vhWarm)
 	p("")
-	p("| case | DPDK vhost (testpmd io) | Butterfly, firewall on | ratio | Butterfly, bypass filtering | ratio | frames in flight dpdk / bf / bfx | steal %% dpdk / bf / bfx | load dpdk / bf / bfx |")
-	p("|---|---|---|---|---|---|---|---|---|")
-	rs := b.r
-	for r := 1; r <= c.vhRounds; r++ {
-		for _, row := range []struct {
-			c, unit, key string
-			div          float64
-		}{{"64", "Mpps", "pps", 1e6}, {"1500", "Gbit/s", "bps", 1e9}, {"lat", "us", "hop", 1}} {
-			d, bf, x := fmt.Sprintf("vh-dpdk-%s-%d", row.c, r), fmt.Sprintf("vh-bf-%s-%d", row.c, r), fmt.Sprintf("vh-bfx-%s-%d", row.c, r)
-			v := func(L string) string {
-				f, err := strconv.ParseFloat(rs[L+"."+row.key], 64)
-				if err != nil || f <= 0 {
-					return "n/a"
-				}
-				return fmt.Sprintf("%.2f", f/row.div)
-			}
-			vd, vb, vx := v(d), v(bf), v(x)
-			p("| %s: %s (round %d) | %s | %s | %s | %s | %s | %s / %s / %s | %s / %s / %s | %s / %s / %s |", row.c, row.unit, r,
-				vd, vb, ratio(vb, vd), vx, ratio(vx, vd),
-				rs.get(d+".fly"), rs.get(bf+".fly"), rs.get(x+".fly"),
-				rs.get(d+".steal"), rs.get(bf+".steal"), rs.get(x+".steal"),
-				rs.get(d+".load"), rs.get(bf+".load"), rs.get(x+".load"))
-		}
-	}
+	b.vhTable(p, "dpdk", []string{"bf", "bfx"}, "DPDK vhost (testpmd io)", []string{"Butterfly, firewall on", "Butterfly, bypass filtering"})
 	p("")
 	p("lat: microseconds per crossing of the back end (plus the endpoint's turnaround), lower is better.")
+	p("CPU: nanoseconds of the back end's CPU time (/proc/PID/stat, all threads) per frame it delivered")
+	p("in the measured window (a busy-polling back end spends its whole core whatever the rate).")
 	p("")
 	p("Packed virtqueues (the endpoint's virtio_user ports with packed_vq=1) against split ones, per back end:")
 	p("")
-	p("| case | DPDK split | DPDK packed | ratio | Butterfly split | Butterfly packed | ratio |")
-	p("|---|---|---|---|---|---|---|")
-	for r := 1; r <= c.vhRounds; r++ {
-		for _, row := range []struct {
-			c, unit, key string
-			div          float64
-		}{{"64", "Mpps", "pps", 1e6}, {"1500", "Gbit/s", "bps", 1e9}, {"lat", "us", "hop", 1}} {
-			v := func(be string) string {
-				f, err := strconv.ParseFloat(rs[fmt.Sprintf("vh-%s-%s-%d.%s", be, row.c, r, row.key)], 64)
-				if err != nil || f <= 0 {
-					return "n/a"
-				}
-				return fmt.Sprintf("%.2f", f/row.div)
+	b.vhTable(p, "dpdk", []string{"dpdk-packed"}, "DPDK split", []string{"DPDK packed"})
+	p("")
+	b.vhTable(p, "bf", []string{"bf-packed"}, "Butterfly split", []string{"Butterfly packed"})
+	writeReport(b, "vhost", sb.String())
+}
+
+// vhAllBackends are the back ends the vhost section knows (see vhost).
+var vhAllBackends = []string{"dpdk", "bf", "bfx", "dpdk-packed", "bf-packed"}
+
+// vhCases are the vhost section's cases: frame length, burst size and
+// bursts primed per port.
+var vhCases = []vhCaseT{{"64", 64, 32, 8}, {"1500", 1500, 32, 8}, {"lat", 64, 1, 1}}
+
+// vhCaseT is a case of the vhost section.
+type vhCaseT struct {
+	name               string
+	len, burst, bursts int
+}
+
+// vhTable prints one table comparing back ends others with ref: a row per
+// case and round with each one's figure, its ratio to ref's and the CPU
+// time per frame, then a row per case with the medians over the rounds
+// (of the figures and of the per-round ratios). Back ends not run show
+// n/a.
+func (b *bench) vhTable(p func(string, ...any), ref string, others []string, refName string, names []string) {
+	rs := b.r
+	rounds := b.cfg.vhRounds
+	head := "| case | " + refName + " | CPU ns/frame"
+	line := "|---|---|---"
+	for _, n := range names {
+		head += " | " + n + " | ratio | CPU ns/frame"
+		line += "|---|---|---"
+	}
+	p("%s | load |", head)
+	p("%s|---|", line)
+	type series struct{ v, ratio, cpu []float64 }
+	for _, row := range []struct {
+		c, unit, key string
+		div          float64
+	}{{"64", "Mpps", "pps", 1e6}, {"1500", "Gbit/s", "bps", 1e9}, {"lat", "us", "hop", 1}} {
+		val := func(be, field string, r int) float64 {
+			f, err := strconv.ParseFloat(rs[fmt.Sprintf("vh-%s-%s-%d.%s", be, row.c, r, field)], 64)
+			if err != nil || f <= 0 {
+				return 0
 			}
-			ds, dp, bs, bp := v("dpdk"), v("dpdk-packed"), v("bf"), v("bf-packed")
-			p("| %s: %s (round %d) | %s | %s | %s | %s | %s | %s |", row.c, row.unit, r, ds, dp, ratio(dp, ds), bs, bp, ratio(bp, bs))
+			return f
+		}
+		all := make([]series, len(others)+1)
+		for r := 1; r <= rounds; r++ {
+			vr := val(ref, row.key, r) / row.div
+			cells := fmt.Sprintf("| %s: %s (round %d) | %s | %s", row.c, row.unit, r, fnum(vr), fcpu(val(ref, "cpuns", r)))
+			all[0].v = append(all[0].v, vr)
+			all[0].cpu = append(all[0].cpu, val(ref, "cpuns", r))
+			loads := rs.get(fmt.Sprintf("vh-%s-%s-%d.load", ref, row.c, r))
+			for i, o := range others {
+				vo := val(o, row.key, r) / row.div
+				q := 0.0
+				if vo > 0 && vr > 0 {
+					q = vo / vr
+				}
+				s := &all[i+1]
+				s.v, s.ratio, s.cpu = append(s.v, vo), append(s.ratio, q), append(s.cpu, val(o, "cpuns", r))
+				cells += fmt.Sprintf(" | %s | %s | %s", fnum(vo), fnum(q), fcpu(val(o, "cpuns", r)))
+				loads += " / " + rs.get(fmt.Sprintf("vh-%s-%s-%d.load", o, row.c, r))
+			}
+			p("%s | %s |", cells, loads)
+		}
+		cells := fmt.Sprintf("| **%s: %s, median of %d** | %s | %s", row.c, row.unit, rounds, fnum(positiveMedian(all[0].v)), fcpu(positiveMedian(all[0].cpu)))
+		for _, s := range all[1:] {
+			cells += fmt.Sprintf(" | %s | **%s** | %s", fnum(positiveMedian(s.v)), fnum(positiveMedian(s.ratio)), fcpu(positiveMedian(s.cpu)))
+		}
+		p("%s | |", cells)
+	}
+}
+
+// fnum prints a positive figure with two decimals, or n/a.
+func fnum(x float64) string {
+	if x <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", x)
+}
+
+// fcpu prints a positive CPU time in whole nanoseconds, or n/a.
+func fcpu(x float64) string {
+	if x <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f", x)
+}
+
+// positiveMedian is the median of the positive values of xs (0 if none).
+func positiveMedian(xs []float64) float64 {
+	var s []float64
+	for _, x := range xs {
+		if x > 0 {
+			s = append(s, x)
 		}
 	}
-	writeReport(b, "vhost", sb.String())
+	if len(s) == 0 {
+		return 0
+	}
+	slices.Sort(s)
+	return median(s)
 }
 
 const (
@@ -130,6 +195,7 @@ const (
 // it lost.
 type vhBackend struct {
 	sockA, sockB string
+	pid          int // the back end's process, for its CPU time
 	lost         func() (uint64, error)
 }
 
@@ -153,6 +219,7 @@ func (b *bench) startBackend(t *caseT, l *labtest.Lab, be string) vhBackend {
 		}
 		v.sockA, v.sockB = add("vh-a", vhMA, "198.18.0.1"), add("vh-b", vhMB, "198.18.0.2")
 		api := h.API()
+		v.pid = h.PID()
 		v.lost = func() (uint64, error) {
 			// frames received from the two VMs and not delivered to either
 			// (flood copies towards the underlay at start-up are neither)
@@ -182,6 +249,7 @@ func (b *bench) startBackend(t *caseT, l *labtest.Lab, be string) vhBackend {
 		if err := tp.Command("start"); err != nil {
 			t.Fatal(err)
 		}
+		v.pid = tp.PID()
 		v.lost = func() (uint64, error) {
 			n := strings.Count(tp.Output(), "Rx-pps")
 			if err := tp.Command("show port stats all"); err != nil {
@@ -247,7 +315,7 @@ func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 	s0 := stealSnap()
 	primed := uint64(2 * burst * bursts)
 	r := b.r
-	r[L+".pps"], r[L+".bps"], r[L+".fly"], r[L+".hop"] = "0", "0", "0", "n/a"
+	r[L+".pps"], r[L+".bps"], r[L+".fly"], r[L+".hop"], r[L+".cpuns"] = "0", "0", "0", "n/a", "n/a"
 	started := false
 	ok := b.cases.run(L, func(t *caseT) {
 		l := b.newLab(t)
@@ -275,10 +343,17 @@ func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 		time.Sleep(time.Duration(c.vhWarm) * time.Second)
 		must(ep.Command("show port stats all"))
 		must(ep.WaitCount("Rx-pps", 2, 10*time.Second))
+		rx0 := portStats(ep.Output()).rx
+		cpu0, cpuErr := cpuTicks(v.pid)
 		time.Sleep(time.Duration(c.vhSecs) * time.Second)
 		must(ep.Command("show port stats all"))
 		must(ep.WaitCount("Rx-pps", 4, 10*time.Second))
+		cpu1, cpuErr1 := cpuTicks(v.pid)
 		st := portStats(ep.Output())
+		if cpuErr == nil && cpuErr1 == nil && st.rx > rx0 {
+			// CPU time of the back end per frame it delivered in the window
+			r[L+".cpuns"] = fmt.Sprintf("%.0f", float64(cpu1-cpu0)*1e9/clockTicks/float64(st.rx-rx0))
+		}
 		must(ep.Command("stop")) // the frames settle in the endpoint's rings before the back end is asked
 		time.Sleep(time.Second)
 		_ = os.WriteFile(c.out+"/vhost-ep-"+L+".log", []byte(ep.Output()), 0o644)
@@ -305,6 +380,6 @@ func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 	}
 	pps, _ := strconv.ParseFloat(r[L+".pps"], 64)
 	bps, _ := strconv.ParseFloat(r[L+".bps"], 64)
-	b.say("RESULT %s | Rx %.0f pps, %.3f Gbit/s, %s of %d primed frames in flight, %s us per crossing | steal %s%% load %s",
-		L, pps, bps/1e9, r[L+".fly"], primed, r[L+".hop"], r[L+".steal"], r[L+".load"])
+	b.say("RESULT %s | Rx %.0f pps, %.3f Gbit/s, %s of %d primed frames in flight, %s us per crossing, %s ns CPU per frame | steal %s%% load %s",
+		L, pps, bps/1e9, r[L+".fly"], primed, r[L+".hop"], r.get(L+".cpuns"), r[L+".steal"], r[L+".load"])
 }
