@@ -135,7 +135,9 @@ func newElement(kind, name string, workers int) *element {
 func (e *element) add(w int, packets, bytes uint64) {
 	s := &e.per[w]
 	atomic.AddUint64(&s.packets, packets)
-	atomic.AddUint64(&s.bytes, bytes)
+	if bytes != 0 {
+		atomic.AddUint64(&s.bytes, bytes)
+	}
 }
 
 // drop counts one frame dropped by the element on worker w.

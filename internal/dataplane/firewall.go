@@ -275,8 +275,25 @@ func (w *worker) filterToVM(nic *nicConf, frame []byte) bool {
 		w.recordDrop(nic.nicPort, firewallDrop(v), frame)
 		return false
 	}
-	nic.fw.add(w.id, 1, 0)
+	// Counted per run of frames to one vNIC and added once per batch
+	// (flushCounts): an atomic add per frame would wait, each time, for
+	// every store before it (the frames just written into guest memory)
+	// to reach the cache.
+	if w.fwRun != nic.fw {
+		w.flushFwRun()
+		w.fwRun = nic.fw
+	}
+	w.fwRunN++
 	return true
+}
+
+// flushFwRun adds the frames of the current run of filterToVM to their
+// element.
+func (w *worker) flushFwRun() {
+	if w.fwRunN > 0 {
+		w.fwRun.add(w.id, w.fwRunN, 0)
+		w.fwRunN = 0
+	}
 }
 
 // checkFirewalls does a bounded step of connection-tracking maintenance

@@ -371,8 +371,9 @@ func (w *worker) flushAll() {
 	w.flushUnderlay(s)
 }
 
-// flushCounts adds the counts the worker accumulates per frame (encap
-// and the switch of the network side) to their elements: one atomic add
+// flushCounts adds the counts the worker accumulates per frame (encap,
+// the switch of the network side, the firewall towards vNICs) to their
+// elements: one atomic add
 // per batch instead of one per frame.
 func (w *worker) flushCounts() {
 	if w.encapPkts > 0 {
@@ -384,6 +385,8 @@ func (w *worker) flushCounts() {
 		w.swRunN = 0
 	}
 	w.swRun = nil
+	w.flushFwRun()
+	w.fwRun = nil
 }
 
 // flushPort writes a vNIC's queue and returns its buffers to the pool.

@@ -40,6 +40,8 @@ type worker struct {
 	encapPkts, encapBytes uint64
 	swRun                 *vniLong
 	swRunN                uint64
+	fwRun                 *element // the firewall element of filterToVM's run
+	fwRunN                uint64
 	// groHeads is scratch for coalesce.
 	groHeads []groHead
 	// fl is scratch for the ports a frame is flooded to.

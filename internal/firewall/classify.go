@@ -220,16 +220,22 @@ func ndVerdict(dir Direction, ip6 []byte, typ uint8, fk *flowKey, pol *Policy) (
 	return 0, false
 }
 
-// canonical builds the canonical key of fk; origIsA tells whether fk's
+// canonical writes the canonical key of fk into k and reports whether fk's
 // source is endpoint a.
-func canonical(fk *flowKey) (key, bool) {
-	k := key{proto: fk.proto, kind: uint8(fk.fam)}
+func canonical(fk *flowKey, k *key) bool {
+	// Field by field, into the caller's key: a key returned by value, or
+	// an addr copied whole, is moved with wide loads of narrow stores
+	// that the CPU cannot forward, each waiting for every store before
+	// it (guest memory writes included) to reach the cache.
+	k.proto, k.kind = fk.proto, uint8(fk.fam)
 	if fk.src.less(fk.dst) || (fk.src == fk.dst && fk.sport <= fk.dport) {
-		k.a, k.pa, k.b, k.pb = fk.src, fk.sport, fk.dst, fk.dport
-		return k, true
+		k.a.hi, k.a.lo, k.pa = fk.src.hi, fk.src.lo, fk.sport
+		k.b.hi, k.b.lo, k.pb = fk.dst.hi, fk.dst.lo, fk.dport
+		return true
 	}
-	k.a, k.pa, k.b, k.pb = fk.dst, fk.dport, fk.src, fk.sport
-	return k, false
+	k.a.hi, k.a.lo, k.pa = fk.dst.hi, fk.dst.lo, fk.dport
+	k.b.hi, k.b.lo, k.pb = fk.src.hi, fk.src.lo, fk.sport
+	return false
 }
 
 func fragKey(fk *flowKey, id uint32, proto uint8) key {
@@ -318,7 +324,8 @@ func (c *Conntrack) icmpError(outer *flowKey, q []byte, pol *Policy, now int64, 
 			}
 		}
 	}
-	k, _ := canonical(&fk)
+	var k key
+	canonical(&fk, &k)
 	h := c.hash(&k)
 	if i, _ := c.find(&k, h); i >= 0 && c.slots[i].expires > now && c.slots[i].gen != genCut {
 		*w = whyICMPFlow

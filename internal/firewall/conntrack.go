@@ -103,7 +103,8 @@ func (c *Conntrack) recordFragment(fk *flowKey, id uint32, proto uint8, now int6
 const tcpSynMask = packet.TCPFlagSYN | packet.TCPFlagACK | packet.TCPFlagRST | packet.TCPFlagFIN
 
 func (c *Conntrack) track(t *tuple, pol *Policy, now int64) Verdict {
-	k, srcIsA := canonical(&t.fk)
+	var k key
+	srcIsA := canonical(&t.fk, &k)
 	h := c.hash(&k)
 	i, free := c.find(&k, h)
 	if i >= 0 {

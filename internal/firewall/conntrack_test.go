@@ -101,8 +101,9 @@ func TestTCPLifecycle(t *testing.T) {
 				{4 + 5*86400 - 3, ToVM, tcpIn(peer, vm, finack), Accept},
 				{4 + 5*86400 - 2, FromVM, tcpOut(vm, peer, ack), Accept},
 			})
-			k, _ := canonical(&flowKey{fam: famOf(vm), proto: 6, src: addrOf(netip.MustParseAddr(vm)),
-				dst: addrOf(netip.MustParseAddr(peer)), sport: 40000, dport: 80})
+			var k key
+			canonical(&flowKey{fam: famOf(vm), proto: 6, src: addrOf(netip.MustParseAddr(vm)),
+				dst: addrOf(netip.MustParseAddr(peer)), sport: 40000, dport: 80}, &k)
 			i, _ := ct.find(&k, ct.hash(&k))
 			if i < 0 || ct.slots[i].state != TCPTimeWait {
 				t.Fatalf("after the close handshake: slot %d state %v, want TIME_WAIT", i, ct.slots[i].state)

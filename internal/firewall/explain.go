@@ -100,7 +100,8 @@ func (c *Conntrack) Explain(frame []byte, dir Direction, pol *Policy, now int64)
 // peek is track without changes: the verdict of t against the table and
 // pol, explained in x.
 func (c *Conntrack) peek(t *tuple, pol *Policy, now int64, x *Explanation) {
-	k, srcIsA := canonical(&t.fk)
+	var k key
+	srcIsA := canonical(&t.fk, &k)
 	h := c.hash(&k)
 	if i, _ := c.find(&k, h); i >= 0 {
 		e := c.slots[i] // a copy: hit changes it

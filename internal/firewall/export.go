@@ -326,7 +326,8 @@ func parseExport(data []byte) ([]parsed, error) {
 		if err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
-		k, _ := canonical(&p.fk)
+		var k key
+		canonical(&p.fk, &k)
 		if j, dup := seen[k]; dup {
 			return nil, formatErr("record %d: same flow as record %d", i, j)
 		}
@@ -480,7 +481,8 @@ func (c *Conntrack) Import(data []byte, pol *Policy, now int64) (ImportStats, er
 			st.Denied++
 			continue
 		}
-		k, srcIsA := canonical(&p.fk)
+		var k key
+		srcIsA := canonical(&p.fk, &k)
 		h := c.hash(&k)
 		j, free := c.find(&k, h)
 		if j >= 0 {

@@ -13,6 +13,13 @@ type key struct {
 	kind   uint8 // family | direction<<1 (fragments only) | kindFrag
 }
 
+// equal reports whether k and o are the same key, field by field (see
+// canonical: a whole-struct comparison loads the key with wide loads).
+func (k *key) equal(o *key) bool {
+	return k.a.hi == o.a.hi && k.a.lo == o.a.lo && k.b.hi == o.b.hi && k.b.lo == o.b.lo &&
+		k.pa == o.pa && k.pb == o.pb && k.proto == o.proto && k.kind == o.kind
+}
+
 const kindFrag = 0x80
 
 // Entry flags.
@@ -187,7 +194,7 @@ func (c *Conntrack) find(k *key, h uint32) (int, int) {
 		if e.state == stEmpty {
 			return -1, int(i)
 		}
-		if e.hash == h && e.k == *k {
+		if e.hash == h && e.k.equal(k) {
 			return int(i), -1
 		}
 		i = (i + 1) & c.mask
