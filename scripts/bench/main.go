@@ -55,6 +55,7 @@ type config struct {
 	clusterARPs, clusterNICs       int
 	clusterGroups, clusterRules    int
 	vhBackends, vhCases            []string
+	vhPprof                        string
 }
 
 func envInt(name string, def int) int {
@@ -97,6 +98,7 @@ func main() {
 	flag.IntVar(&c.clusterGroups, "cluster-groups", envInt("BENCH_CLUSTER_GROUPS", 100), "cluster section: security groups of the starting node (BENCH_CLUSTER_GROUPS)")
 	flag.IntVar(&c.clusterRules, "cluster-rules", envInt("BENCH_CLUSTER_RULES", 100), "cluster section: rules per group (BENCH_CLUSTER_RULES)")
 	flag.IntVar(&c.vhRounds, "vhost-rounds", envInt("BENCH_VHOST_ROUNDS", 3), "vhost section: rounds (BENCH_VHOST_ROUNDS)")
+	flag.StringVar(&c.vhPprof, "vhost-pprof", os.Getenv("BENCH_VHOST_PPROF"), "vhost section: keep a CPU profile of butterflyd over each measured window in this directory (for scripts/pgo.sh; BENCH_VHOST_PPROF)")
 	cases := flag.String("vhost-cases", envStr("BENCH_VHOST_CASES", "64,1500,lat"), "vhost section: cases, comma separated (BENCH_VHOST_CASES)")
 	backends := flag.String("vhost-backends", envStr("BENCH_VHOST_BACKENDS", strings.Join(vhAllBackends, ",")), "vhost section: back ends, comma separated (BENCH_VHOST_BACKENDS)")
 	flag.Usage = func() {
@@ -133,6 +135,11 @@ func run(c config, sections []string) error {
 	for _, cs := range c.vhCases {
 		if !slices.ContainsFunc(vhCases, func(k vhCaseT) bool { return k.name == cs }) {
 			return fmt.Errorf("unknown vhost case %q (64 1500 lat)", cs)
+		}
+	}
+	if c.vhPprof != "" {
+		if err := os.MkdirAll(c.vhPprof, 0o755); err != nil {
+			return err
 		}
 	}
 	var err error

@@ -186,6 +186,10 @@ func positiveMedian(xs []float64) float64 {
 	return median(s)
 }
 
+// vhPprofAddr is where butterflyd serves its profiles with -vhost-pprof,
+// on its namespace's loopback.
+const vhPprofAddr = "127.0.0.1:9499"
+
 const (
 	vhMA = "52:54:00:00:00:1a"
 	vhMB = "52:54:00:00:00:1b"
@@ -195,7 +199,8 @@ const (
 // it lost.
 type vhBackend struct {
 	sockA, sockB string
-	pid          int // the back end's process, for its CPU time
+	pid          int    // the back end's process, for its CPU time
+	ns           string // butterflyd's namespace, whose loopback serves its profiles (-vhost-pprof)
 	lost         func() (uint64, error)
 }
 
@@ -207,7 +212,12 @@ func (b *bench) startBackend(t *caseT, l *labtest.Lab, be string) vhBackend {
 	switch be {
 	case "bf", "bfx":
 		h := l.SingleHost(labtest.IPv4)
-		b.startDaemon(h, "vhost-"+be, "--workers", "1")
+		args := []string{"--workers", "1"}
+		if b.cfg.vhPprof != "" {
+			args = append(args, "--metrics", vhPprofAddr)
+			v.ns = h.NS
+		}
+		b.startDaemon(h, "vhost-"+be, args...)
 		h.OpenSG("sg-open")
 		labtest.Must(t, "taskset", "-a", "-p", "-c", "1", strconv.Itoa(h.PID()))
 		add := func(id, mac, ip string) string {
@@ -345,11 +355,24 @@ func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 		must(ep.WaitCount("Rx-pps", 2, 10*time.Second))
 		rx0 := portStats(ep.Output()).rx
 		cpu0, cpuErr := cpuTicks(v.pid)
+		prof := make(chan error, 1)
+		if v.ns != "" {
+			go func() {
+				_, err := runFor(time.Duration(c.vhSecs+20)*time.Second, "ip", "netns", "exec", v.ns, "curl", "-sSf", "-o",
+					fmt.Sprintf("%s/%s.pprof", c.vhPprof, L), fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", vhPprofAddr, c.vhSecs))
+				prof <- err
+			}()
+		} else {
+			prof <- nil
+		}
 		time.Sleep(time.Duration(c.vhSecs) * time.Second)
 		must(ep.Command("show port stats all"))
 		must(ep.WaitCount("Rx-pps", 4, 10*time.Second))
 		cpu1, cpuErr1 := cpuTicks(v.pid)
 		st := portStats(ep.Output())
+		if err := <-prof; err != nil {
+			t.Logf("profile: %v", err)
+		}
 		if cpuErr == nil && cpuErr1 == nil && st.rx > rx0 {
 			// CPU time of the back end per frame it delivered in the window
 			r[L+".cpuns"] = fmt.Sprintf("%.0f", float64(cpu1-cpu0)*1e9/clockTicks/float64(st.rx-rx0))

@@ -506,34 +506,47 @@ func (r *vring) warm(k int) {
 	r.sink = sink
 }
 
-// warmWrite is warm for receive buffers the back end is about to
-// write: it stores a zero in the first byte of each (the virtio header's
-// flags, which writeFrame writes anyway), so that the core asks for the
-// lines it will write in one burst, with ownership, instead of fetching
-// them shared and then again exclusive frame after frame. A buffer the
-// guest made available is the device's to write until it is used; one
-// that stays unused keeps garbage the guest never reads. While dirty
-// pages are logged it only reads, as warm does.
-func (r *vring) warmWrite(k int) {
+// warmWrite is warm for the receive buffers the next k frames of bufs
+// will be written to: it stores a zero at the start of each cache line
+// the header and the first bytes of the frame will take (up to
+// warmLines lines), so that the core asks for the lines it will write in
+// one burst, with ownership, instead of fetching them frame after frame
+// as the copies reach them. Every byte it zeroes is written again by
+// writeFrame; a buffer the guest made available is the device's to write
+// until it is used, and one left unused holds garbage the guest never
+// reads. While dirty pages are logged it only reads, as warm does.
+func (r *vring) warmWrite(bufs []*packet.Buf, k int) {
 	if r.dlog != nil {
 		r.warm(k)
 		return
 	}
-	for i := 0; i < k; i++ {
+	for i := 0; i < k && i < len(bufs); i++ {
 		head := binary.LittleEndian.Uint16(r.availRing[2*((r.lastAvail+uint16(i))&r.mask):])
 		if head >= r.num {
 			continue
 		}
 		d := r.desc[int(head)*descSize : int(head)*descSize+descSize]
-		n := min(binary.LittleEndian.Uint32(d[8:]), 64)
-		if binary.LittleEndian.Uint16(d[12:])&(descFIndir|descFWrite) != descFWrite || n == 0 {
+		if binary.LittleEndian.Uint16(d[12:])&(descFIndir|descFWrite) != descFWrite {
 			continue
 		}
-		if buf := r.mem.guest(binary.LittleEndian.Uint64(d), n); buf != nil {
-			buf[0] = 0
+		addr := binary.LittleEndian.Uint64(d)
+		n := min(binary.LittleEndian.Uint32(d[8:]), uint32(r.hdrLen+bufs[i].Len()), warmLines*64)
+		buf := r.mem.guest(addr, n)
+		if buf == nil {
+			continue
+		}
+		// the first byte, then each line start after it (the guest's
+		// regions are page-aligned: guest and host addresses share
+		// their offset within a line)
+		buf[0] = 0
+		for off := 64 - uint32(addr&63); off < uint32(len(buf)); off += 64 {
+			buf[off] = 0
 		}
 	}
 }
+
+// warmLines bounds the cache lines of one receive buffer warmWrite claims.
+const warmLines = 3
 
 // readChain copies one guest frame into b. ok is false for a frame that
 // is too short or too long (dropped); err breaks the ring. The virtio
@@ -597,7 +610,7 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	}
 	end := r.lastAvail + uint16(p)
 	startUsed := r.usedIdx
-	r.warmWrite(min(p, len(bufs)))
+	r.warmWrite(bufs, min(p, len(bufs)))
 	var offload, tooBig uint64
 	lim := r.mtuLimit()
 	sent := 0
