@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
@@ -21,9 +22,10 @@ import (
 //
 //	endpoint  one dpdk-testpmd plays both VMs: virtio_user port 0 is VM A (socket A), port 1 VM B
 //	          (socket B); forwarding lcore on CPU 0.
-//	bf        butterflyd --workers 1 pinned to CPU 1, two VHOST_USER_SERVER vNICs on VNI 42 (A
-//	          198.18.0.1, B 198.18.0.2) in an all-open security group: anti-spoofing, stateful
-//	          firewall and learning switch as in production (-daemon-args applies).
+//	bf        butterflyd --workers 1, its packet worker pinned to CPU 1 (-u 1) and its other threads
+//	          on CPU 0 (as DPDK's main lcore and control threads); two VHOST_USER_SERVER vNICs on
+//	          VNI 42 (A 198.18.0.1, B 198.18.0.2) in an all-open security group: anti-spoofing,
+//	          stateful firewall and learning switch as in production (-daemon-args applies).
 //	dpdk      dpdk-testpmd with two net_vhost ports and io forwarding between them, forwarding lcore
 //	          on CPU 1: DPDK's vhost library, no switching, no filtering.
 //	bfx       as bf with both vNICs --bypass-filtering: switching only, like the reference.
@@ -212,14 +214,18 @@ func (b *bench) startBackend(t *caseT, l *labtest.Lab, be string) vhBackend {
 	switch be {
 	case "bf", "bfx":
 		h := l.SingleHost(labtest.IPv4)
-		args := []string{"--workers", "1"}
+		args := []string{"--workers", "1", "--graph-cpu-core", "1"}
 		if b.cfg.vhPprof != "" {
 			args = append(args, "--metrics", vhPprofAddr)
 			v.ns = h.NS
 		}
 		b.startDaemon(h, "vhost-"+be, args...)
 		h.OpenSG("sg-open")
-		labtest.Must(t, "taskset", "-a", "-p", "-c", "1", strconv.Itoa(h.PID()))
+		// As DPDK's back end: the packet worker alone on CPU 1 (pinned
+		// by butterflyd), every other thread (Go runtime, API, vhost-user
+		// control) on CPU 0, where DPDK's main lcore and its control
+		// threads run.
+		pinHousekeeping(t, h.PID(), 1, 0)
 		add := func(id, mac, ip string) string {
 			args := []string{"nic", "add", "--id", id, "--mac", mac, "--vni", "42", "--ip", ip, "--sg", "sg-open", "--type", "VHOST_USER_SERVER"}
 			if be == "bfx" {
@@ -284,6 +290,41 @@ func (b *bench) startBackend(t *caseT, l *labtest.Lab, be string) vhBackend {
 		return nil
 	})
 	return v
+}
+
+// pinHousekeeping moves every thread of process pid that is not pinned
+// to CPU worker alone onto CPU cpu. butterflyd's workers (-u) pin their
+// own threads; threads the Go runtime starts later are cloned by a thread
+// that is not a worker, so they stay off the worker's CPU.
+func pinHousekeeping(t *caseT, pid, worker, cpu int) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set, mine unix.CPUSet
+	mine.Set(worker)
+	set.Set(cpu)
+	pinned := 0
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		var cur unix.CPUSet
+		if err := unix.SchedGetaffinity(tid, &cur); err != nil {
+			continue // the thread exited
+		}
+		if cur == mine {
+			pinned++
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil {
+			t.Logf("thread %d of %d: %v", tid, pid, err)
+		}
+	}
+	if pinned == 0 {
+		t.Fatalf("no thread of %d pinned to CPU %d", pid, worker)
+	}
 }
 
 // stats are the sums over the two ports of testpmd's last "show port
