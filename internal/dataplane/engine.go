@@ -114,10 +114,9 @@ type Engine struct {
 	workers []*worker
 	// With several workers: fwd[u][v] carries frames from worker u to
 	// worker v (the owner of their output port), ret[u][v] returns
-	// buffers of v's pool that u released, and owner maps every buffer
-	// to the worker whose pool it belongs to. All nil with one worker.
+	// buffers of v's pool that u released (each buffer's Owner is the
+	// worker whose pool it belongs to). Both nil with one worker.
 	fwd, ret [][]*ring
-	owner    map[*packet.Buf]int
 	wg       sync.WaitGroup
 	stop     atomic.Bool
 
@@ -248,14 +247,13 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		e.workers = append(e.workers, w)
 	}
 	if cfg.Workers > 1 {
-		e.owner = map[*packet.Buf]int{}
 		e.fwd = make([][]*ring, cfg.Workers)
 		e.ret = make([][]*ring, cfg.Workers)
 		for u, w := range e.workers {
 			var all []*packet.Buf
 			for b := w.pool.Get(); b != nil; b = w.pool.Get() {
 				all = append(all, b)
-				e.owner[b] = u
+				b.Owner = u
 			}
 			for _, b := range all {
 				w.pool.Put(b)

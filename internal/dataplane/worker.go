@@ -394,11 +394,9 @@ func (w *worker) drainRings(s *snapshot) int {
 // put releases a buffer: to this worker's pool, or back to the worker
 // whose pool it came from.
 func (w *worker) put(b *packet.Buf) {
-	if w.e.owner != nil {
-		if o := w.e.owner[b]; o != w.id {
-			w.e.ret[w.id][o].push(handoff{b: b})
-			return
-		}
+	if w.e.ret != nil && b.Owner != w.id {
+		w.e.ret[w.id][b.Owner].push(handoff{b: b})
+		return
 	}
 	w.pool.Put(b)
 }

@@ -55,6 +55,9 @@ type Buf struct {
 	// Peer is the remote underlay endpoint of a VXLAN datagram: its
 	// source on receive, its destination on send.
 	Peer netip.AddrPort
+	// Owner is the index of the pool (the packet worker) the buffer
+	// belongs to, for those who release it elsewhere. Reset keeps it.
+	Owner int
 }
 
 // NewBuf allocates a buffer. Pools call it once per buffer at start.
