@@ -55,7 +55,7 @@ type groSegment struct {
 // that may be merged, and whether it is one.
 func groParse(b *packet.Buf) (groSegment, bool) {
 	var g groSegment
-	if b.VNet != (packet.VNetHdr{}) {
+	if !b.VNet.IsZero() {
 		return g, false
 	}
 	f := b.Bytes()

@@ -19,6 +19,15 @@ func (h *VNetHdr) Decode(b []byte) {
 	h.CsumOffset = binary.LittleEndian.Uint16(b[8:])
 }
 
+// IsZero reports whether h is the header of a plain frame (no offload).
+// It compares field by field: a whole-struct comparison loads the header
+// with wide loads, which the CPU cannot forward from Decode's narrow
+// stores, so each would wait for every store before it to reach the
+// cache.
+func (h *VNetHdr) IsZero() bool {
+	return h.Flags == 0 && h.GSOType == 0 && h.HdrLen == 0 && h.GSOSize == 0 && h.CsumStart == 0 && h.CsumOffset == 0
+}
+
 // Encode writes h as a little-endian virtio_net_hdr into b[:VNetHdrLen].
 func (h *VNetHdr) Encode(b []byte) {
 	_ = b[VNetHdrLen-1]

@@ -19,3 +19,23 @@ func TestVNetHdrEncodeDecode(t *testing.T) {
 		t.Fatalf("decoded %+v, want %+v", g, h)
 	}
 }
+
+func TestVNetHdrIsZero(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		h    VNetHdr
+		want bool
+	}{
+		{"plain", VNetHdr{}, true},
+		{"flags", VNetHdr{Flags: VNetFlagNeedsCsum}, false},
+		{"gso type", VNetHdr{GSOType: GSOTCPv4}, false},
+		{"hdr len", VNetHdr{HdrLen: 54}, false},
+		{"gso size", VNetHdr{GSOSize: 1448}, false},
+		{"csum start", VNetHdr{CsumStart: 34}, false},
+		{"csum offset", VNetHdr{CsumOffset: 16}, false},
+	} {
+		if got := tc.h.IsZero(); got != tc.want {
+			t.Errorf("%s: IsZero() = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
