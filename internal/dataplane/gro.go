@@ -51,29 +51,46 @@ type groSegment struct {
 	flags   uint8
 }
 
+// groCandidate is groParse's fast rejection: whether b is a plain frame
+// long enough for a TCP segment with data, whose IP header says TCP.
+func groCandidate(b *packet.Buf) bool {
+	if !b.VNet.IsZero() {
+		return false
+	}
+	f := b.Bytes()
+	switch {
+	case len(f) < 54:
+		return false
+	case f[12] == 0x08 && f[13] == 0x00:
+		return f[23] == packet.ProtoTCP
+	case f[12] == 0x86 && f[13] == 0xdd:
+		return f[20] == packet.ProtoTCP
+	}
+	return false
+}
+
+// groWorth reports whether coalescing q can merge anything: whether two
+// of its frames at least are candidates (see groCandidate).
+func groWorth(q []*packet.Buf) bool {
+	n := 0
+	for _, b := range q {
+		if groCandidate(b) {
+			if n++; n == 2 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // groParse returns the layout of a plain (no vnet metadata) TCP segment
 // that may be merged, and whether it is one.
 func groParse(b *packet.Buf) (groSegment, bool) {
 	var g groSegment
-	if !b.VNet.IsZero() {
+	if !groCandidate(b) {
 		return g, false
 	}
 	f := b.Bytes()
-	// Fast rejection of everything but TCP.
-	switch {
-	case len(f) < 54:
-		return g, false
-	case f[12] == 0x08 && f[13] == 0x00:
-		if f[23] != packet.ProtoTCP {
-			return g, false
-		}
-	case f[12] == 0x86 && f[13] == 0xdd:
-		if f[20] != packet.ProtoTCP {
-			return g, false
-		}
-	default:
-		return g, false
-	}
 	var l packet.Layers
 	if !packet.Parse(f, &l) || l.Proto != packet.ProtoTCP || l.L4 == 0 || l.Fragment || l.L3End != len(f) {
 		return g, false

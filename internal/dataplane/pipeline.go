@@ -396,7 +396,7 @@ func (w *worker) flushPort(s *snapshot, slot int) {
 		return
 	}
 	nic := s.nics[slot]
-	if nic.gro && len(q) > 1 && (nic.tsoOK == nil || nic.tsoOK()) {
+	if nic.gro && len(q) > 1 && (nic.tsoOK == nil || nic.tsoOK()) && groWorth(q) {
 		q = w.coalesce(q)
 	}
 	w.txq[slot] = w.writeQueue(nic.port, nic.tx, q)
