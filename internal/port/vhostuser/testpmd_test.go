@@ -79,6 +79,10 @@ func checkLayout(t *testing.T, p *Port, packed bool) {
 		if _, ok := p.ring(i).(*packedRing); ok != packed {
 			t.Fatalf("ring %d: packed %v, want %v", i, ok, packed)
 		}
+		// testpmd's virtio_user asks for IN_ORDER by default (in_order=1)
+		if r, ok := p.ring(i).(*vring); ok && !r.inOrder {
+			t.Fatalf("ring %d: VIRTIO_F_IN_ORDER not negotiated", i)
+		}
 	}
 }
 

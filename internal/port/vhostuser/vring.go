@@ -24,6 +24,10 @@ const (
 	// fEventIdx is VIRTIO_RING_F_EVENT_IDX: used_event (after the avail
 	// ring) and avail_event (after the used ring) replace the flags.
 	fEventIdx = 29
+	// fInOrder is VIRTIO_F_IN_ORDER: buffers are used in the order they
+	// were made available, so a batch of transmitted frames is returned
+	// with one used entry (the last chain's head) for the whole batch.
+	fInOrder = 35
 	// ethHdr and vlanTag bound a frame of a guest MTU: MTU plus the
 	// Ethernet header, plus one 802.1Q tag when the frame carries one.
 	ethHdr  = 14
@@ -64,8 +68,10 @@ type vring struct {
 	// eventIdx: VIRTIO_RING_F_EVENT_IDX. usedEvent is the driver's
 	// used_event (avail ring tail), availEvent the device's avail_event
 	// (used ring tail); both are guest memory.
-	eventIdx   bool
-	usedEvent  *uint16
+	eventIdx  bool
+	usedEvent *uint16
+	// inOrder: VIRTIO_F_IN_ORDER (see dequeue).
+	inOrder    bool
 	availEvent *uint16
 	// mtu points at the port's guest MTU (0: none announced); it is
 	// enforced when the guest negotiated VIRTIO_NET_F_MTU (mtuNeg).
@@ -183,6 +189,7 @@ func newVring(mem *memTable, c ringConf, base uint16, callFd int) (*vring, error
 		guestCsum: f&(1<<fGuestCsum) != 0,
 		guestTSO:  f&(1<<fGuestTSO4) != 0 && f&(1<<fGuestTSO6) != 0,
 		eventIdx:  tail != 0,
+		inOrder:   f&(1<<fInOrder) != 0,
 		mtuNeg:    f&(1<<fMTU) != 0,
 		lastAvail: base,
 		usedIdx:   base,
@@ -448,6 +455,10 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	r.warm(p)
 	var malformed, tooBig uint64
 	lim := r.mtuLimit()
+	// With IN_ORDER, one used entry returns the whole batch: the head of
+	// its last chain, the index moved past them all.
+	var last uint16
+	consumed := 0
 	for i := 0; i < p; i++ {
 		head := r.head()
 		r.lastAvail++
@@ -458,7 +469,12 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			r.lastAvail--
 			break
 		}
-		r.addUsed(head, 0)
+		if r.inOrder {
+			last = head
+			consumed++
+		} else {
+			r.addUsed(head, 0)
+		}
 		switch {
 		case !ok:
 			malformed++
@@ -469,6 +485,10 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			bytes += uint64(b.Len())
 			n++
 		}
+	}
+	if consumed > 0 {
+		r.usedIdx += uint16(consumed - 1)
+		r.addUsed(last, 0)
 	}
 	dropped = int(malformed + tooBig)
 	if n+dropped > 0 {

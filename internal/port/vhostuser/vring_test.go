@@ -3,6 +3,7 @@ package vhostuser
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"testing"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
@@ -177,6 +178,58 @@ func TestDequeue(t *testing.T) {
 			}
 			if n, _, _ := r.dequeue(bufs); n != 0 {
 				t.Fatalf("second dequeue got %d frames from an empty ring", n)
+			}
+		})
+	}
+}
+
+// TestDequeueInOrder: with VIRTIO_F_IN_ORDER a transmitted batch is
+// returned with one used entry, the head of its last chain (malformed
+// frames included), the index moved past the whole batch; without it,
+// one entry per chain.
+func TestDequeueInOrder(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		inOrder bool
+	}{{"in order", true}, {"not negotiated", false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newFakeGuest(t, 8)
+			features := uint64(netFeatures)
+			if tt.inOrder {
+				features |= 1 << fInOrder
+			}
+			r := g.vring(1, features)
+			used := g.mem[ringArea+0x8000+4:]
+			for i := range 8 * 8 {
+				used[i] = 0xee // never written by the driver
+			}
+			f := frameOf(60, 1)
+			g.postTx(append(hdr12(packet.VNetHdr{}, 0), f...), 4096) // head 0
+			g.postTx(append(hdr12(packet.VNetHdr{}, 0), f...), 40)   // heads 1, 2
+			g.postTx(hdr12(packet.VNetHdr{}, 0), 4096)               // head 3: no frame, dropped
+			g.postTx(append(hdr12(packet.VNetHdr{}, 0), f...), 4096) // head 4
+			bufs := newBufs(8)
+			n, dropped, _ := r.dequeue(bufs)
+			if n != 3 || dropped != 1 || r.broken {
+				t.Fatalf("dequeue = %d frames, %d dropped, broken %v; want 3, 1, false", n, dropped, r.broken)
+			}
+			if idx := binary.LittleEndian.Uint16(g.mem[ringArea+0x8000+2:]); idx != 4 {
+				t.Fatalf("used index %d, want 4", idx)
+			}
+			want := []usedElem{{0, 0}, {1, 0}, {3, 0}, {4, 0}}
+			if tt.inOrder {
+				want = []usedElem{{0xeeeeeeee, 0xeeeeeeee}, {0xeeeeeeee, 0xeeeeeeee}, {0xeeeeeeee, 0xeeeeeeee}, {4, 0}}
+			}
+			if got := g.used(1); !slices.Equal(got, want) {
+				t.Fatalf("used entries %v, want %v", got, want)
+			}
+			// the next batch goes on from there
+			g.postTx(append(hdr12(packet.VNetHdr{}, 0), f...), 4096) // head 5
+			if n, _, _ := r.dequeue(bufs); n != 1 {
+				t.Fatalf("second dequeue: %d frames, want 1", n)
+			}
+			if got := g.used(1); len(got) != 1 || got[0] != (usedElem{5, 0}) {
+				t.Fatalf("second batch's used entries %v, want [{5 0}]", got)
 			}
 		})
 	}
