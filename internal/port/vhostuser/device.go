@@ -19,6 +19,7 @@ const (
 	fHostTSO4         = 11
 	fHostTSO6         = 12
 	fMrgRxbuf         = 15
+	fNetMQ            = 22
 	fIndirectDesc     = 28
 	fProtocolFeatures = 30
 	fVersion1         = 32
@@ -58,7 +59,7 @@ type device struct {
 	featSet  bool
 	mem      *memTable
 	dlog     *dirtyLog // the dirty-page log of SET_LOG_BASE, if any
-	rings    [2]ringCtl
+	rings    [numRings]ringCtl
 	ran      bool // a ring was started on this connection
 }
 
@@ -74,7 +75,7 @@ func newDevice(p *Port, c *net.UnixConn) *device {
 func (d *device) resetRings() {
 	for i := range d.rings {
 		r := &d.rings[i]
-		closeFd(&r.kick, d.p, i == txRing)
+		closeFd(&r.kick, d.p, isTx(i))
 		closeFd(&r.call, nil, false)
 		closeFd(&r.err, nil, false)
 		*r = ringCtl{kick: -1, call: -1, err: -1}
@@ -198,7 +199,8 @@ func (d *device) reset(*msg) ([]byte, error) {
 	return nil, nil
 }
 
-func (d *device) getQueueNum(*msg) ([]byte, error) { return u64(1), nil }
+// getQueueNum reports the queue pairs the port serves (MaxQueuePairs).
+func (d *device) getQueueNum(*msg) ([]byte, error) { return u64(MaxQueuePairs), nil }
 
 func (d *device) getMaxMemSlots(*msg) ([]byte, error) { return u64(maxMemSlots), nil }
 
@@ -273,8 +275,8 @@ func (d *device) ringState(m *msg) (vringState, *ringCtl, error) {
 	if err != nil {
 		return s, nil, err
 	}
-	if s.index > 1 {
-		return s, nil, fmt.Errorf("ring %d does not exist", s.index)
+	if s.index >= numRings {
+		return s, nil, fmt.Errorf("ring %d does not exist (%d queue pairs)", s.index, MaxQueuePairs)
 	}
 	return s, &d.rings[s.index], nil
 }
@@ -307,7 +309,7 @@ func (d *device) getVringBase(m *msg) ([]byte, error) {
 	}
 	d.stop(int(s.index))
 	r.kicked = false
-	closeFd(&r.kick, d.p, s.index == txRing)
+	closeFd(&r.kick, d.p, isTx(int(s.index)))
 	return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, s.index), uint32(r.base)), nil
 }
 
@@ -326,8 +328,8 @@ func (d *device) setVringAddr(m *msg) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.index > 1 {
-		return nil, fmt.Errorf("ring %d does not exist", a.index)
+	if a.index >= numRings {
+		return nil, fmt.Errorf("ring %d does not exist (%d queue pairs)", a.index, MaxQueuePairs)
 	}
 	r := &d.rings[a.index]
 	r.conf.addr, r.addrSet = a, true
@@ -343,8 +345,8 @@ func (d *device) ringFd(m *msg) (int, int, error) {
 		return 0, -1, err
 	}
 	i := int(v & 0xff)
-	if i > 1 {
-		return 0, -1, fmt.Errorf("ring %d does not exist", i)
+	if i >= numRings {
+		return 0, -1, fmt.Errorf("ring %d does not exist (%d queue pairs)", i, MaxQueuePairs)
 	}
 	fd := -1
 	if v&0x100 == 0 {
@@ -364,9 +366,9 @@ func (d *device) setVringKick(m *msg) ([]byte, error) {
 	}
 	r := &d.rings[i]
 	d.stop(i)
-	closeFd(&r.kick, d.p, i == txRing)
+	closeFd(&r.kick, d.p, isTx(i))
 	r.kick, r.kicked = fd, true
-	if fd >= 0 && i == txRing {
+	if fd >= 0 && isTx(i) {
 		if err := d.p.watch(fd); err != nil {
 			return nil, err
 		}
@@ -486,6 +488,7 @@ func (d *device) restart(i int) {
 	}
 	q.attach(&d.p.mtu, &d.p.drops, dlog)
 	d.p.rings[i].Store(&q)
+	d.p.usePair(i / 2)
 	d.ran = true
 	d.p.signal()
 }

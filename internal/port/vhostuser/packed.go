@@ -135,7 +135,7 @@ func newPackedRing(mem *memTable, c ringConf, base uint32, callFd int) (*packedR
 	// The device never waits for receive buffers (it drops when the
 	// guest has none): the receive ring never asks for kicks. The
 	// transmit ring starts wanting them.
-	r.setNotify(c.addr.index != rxRing)
+	r.setNotify(isTx(int(c.addr.index)))
 	r.callBuf[0] = 1
 	return r, nil
 }

@@ -11,13 +11,22 @@
 // Close: a front end that restarts, or a back end restarted with the same
 // path, resumes where it stopped without the other side doing anything.
 //
-// The data path (ReadBatch reads the guest's transmit ring 1, WriteBatch
-// fills its receive ring 0) never locks: it loads each ring through an
+// The data path (ReadBatch reads the guest's transmit rings, WriteBatch
+// fills its receive rings) never locks: it loads each ring through an
 // atomic pointer that the control goroutine swaps, and the control
 // goroutine waits for a batch in flight to finish before it unmaps or
 // reuses anything that batch could touch. ReadBatch and WriteBatch use
 // separate rings and may run on different goroutines; each of them must
 // have one caller at a time.
+//
+// Multiqueue (VIRTIO_NET_F_MQ, protocol feature MQ): the port serves up
+// to MaxQueuePairs queue pairs, ring 2q being pair q's receive queue and
+// ring 2q+1 its transmit queue; a ring is used only while the front end
+// has it enabled (SET_VRING_ENABLE; QEMU turns the guest's
+// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET into these). ReadBatch takes frames
+// from every enabled transmit ring, WriteBatch spreads frames over the
+// enabled receive rings by flow hash, and QueueStats counts the frames
+// of each pair.
 //
 // Control sockets (the listening socket, the connection to the front
 // end) are on the Go runtime's poller, so a port waiting for a front
@@ -56,9 +65,17 @@ import (
 )
 
 const (
-	rxRing = 0 // guest receive queue: WriteBatch
-	txRing = 1 // guest transmit queue: ReadBatch
+	rxRing = 0 // guest receive queue of pair 0: WriteBatch
+	txRing = 1 // guest transmit queue of pair 0: ReadBatch
+	// MaxQueuePairs is the most queue pairs a port serves (what
+	// GET_QUEUE_NUM reports): ring 2q is pair q's receive queue, ring
+	// 2q+1 its transmit queue.
+	MaxQueuePairs = 8
+	numRings      = 2 * MaxQueuePairs
 )
+
+// isTx reports whether ring i is a transmit queue of the guest (odd).
+func isTx(i int) bool { return i&1 == 1 }
 
 // Options configures a port.
 type Options struct {
@@ -101,11 +118,19 @@ type Port struct {
 	epfd   int
 	wake   int // eventfd in epfd, written on ring start and stop
 
-	rings [2]atomic.Pointer[queue]
-	seq   [2]atomic.Uint64 // odd while a batch uses the ring
+	rings [numRings]atomic.Pointer[queue]
+	seq   [numRings]atomic.Uint64 // odd while a batch uses the ring
+	// pairs is one more than the highest queue pair a ring of which ever
+	// started (1 at least): the data path looks at no ring beyond.
+	pairs atomic.Uint32
 	evs   [4]unix.EpollEvent
 	empty uint32 // consecutive empty ReadBatch calls (worker-owned)
+	next  uint32 // ReadBatch calls, for its round robin (worker-owned)
 	idle  uint32 // Options.IdlePolls
+	// wq is WriteBatch's scratch: the frames for each receive ring.
+	wq [MaxQueuePairs][]*packet.Buf
+	// qin and qout count the frames of each queue pair (QueueStats).
+	qin, qout [MaxQueuePairs]atomic.Uint64
 
 	inFrames, inBytes, inDropped    atomic.Uint64
 	outFrames, outBytes, outDropped atomic.Uint64
@@ -165,7 +190,8 @@ func newPort(path string, opts Options) (*Port, error) {
 	}
 	p.log = p.log.With("vhost-user", path)
 	p.idle = uint32(max(1, min(opts.IdlePolls, 1<<20)))
-	p.offered = 1<<fVersion1 | 1<<fRingPacked | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU | 1<<fEventIdx | 1<<fLogAll | 1<<fInOrder
+	p.pairs.Store(1)
+	p.offered = 1<<fNetMQ | 1<<fVersion1 | 1<<fRingPacked | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU | 1<<fEventIdx | 1<<fLogAll | 1<<fInOrder
 	if !opts.NoOffloads {
 		p.offered |= 1<<fCsum | 1<<fGuestCsum | 1<<fHostTSO4 | 1<<fHostTSO6 | 1<<fGuestTSO4 | 1<<fGuestTSO6
 	}
@@ -242,27 +268,42 @@ func (p *Port) Stats() Stats {
 // maxRearms bounds the re-arm-and-look-again rounds of one ReadBatch.
 const maxRearms = 4
 
-// ReadBatch fills bufs with frames the guest transmitted. When it finds
-// none it re-enables guest kicks and rearms Fd.
+// ReadBatch fills bufs with frames the guest transmitted, from the
+// transmit rings of every queue pair that runs, starting with a
+// different pair at each call so that a busy pair cannot starve the
+// others. When it finds none it re-enables guest kicks and rearms Fd.
 func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
-	s := &p.seq[txRing]
-	s.Add(1)
-	n := 0
+	np := int(p.pairs.Load())
+	for q := range np {
+		p.seq[2*q+1].Add(1)
+	}
 	// Harvest Fd's edge-triggered events so it sleeps again: on the
 	// IdlePolls-th empty poll in a row and every 8th after that, so a
 	// stale wake-up costs a sleeping worker at most 8 spurious polls.
 	harvest := p.empty+1 >= p.idle && (p.empty+1-p.idle)%8 == 0
-	if r := p.ring(txRing); r != nil && !r.isBroken() {
+	var rs [MaxQueuePairs]queue
+	var qs [MaxQueuePairs]uint8
+	var got [MaxQueuePairs]int
+	live := 0
+	for q := range np {
+		if r := p.ring(2*q + 1); r != nil && !r.isBroken() {
+			rs[live], qs[live] = r, uint8(q)
+			live++
+		}
+	}
+	n := 0
+	if live > 0 {
+		start := int(p.next % uint32(live))
 		var dropped int
 		var bytes uint64
-		n, dropped, bytes = r.dequeue(bufs)
+		n, dropped, bytes = dequeueAll(rs[:live], got[:live], start, bufs)
 		// The worker may sleep on Fd after an empty poll: ask for kicks
 		// at the next entry and harvest Fd when due, then look again, so
 		// that neither a frame that raced with the flag nor one whose
-		// kick the harvest consumed is left in the ring with nobody to
-		// wake up for it. Frames dropped on the way move the ring on
+		// kick the harvest consumed is left in a ring with nobody to
+		// wake up for it. Frames dropped on the way move a ring on
 		// without returning anything: kicks are re-armed after them.
-		for try := 0; n == 0 && !r.isBroken() && p.empty+1 >= p.idle; try++ {
+		for try := 0; n == 0 && p.empty+1 >= p.idle; try++ {
 			if try == maxRearms {
 				// A guest that keeps posting frames the port drops:
 				// leave Fd readable so the worker comes back.
@@ -270,38 +311,49 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 				break
 			}
 			again := false
-			if !r.kicksArmed() {
-				again = r.setNotify(true)
+			for _, r := range rs[:live] {
+				if !r.isBroken() && !r.kicksArmed() {
+					again = r.setNotify(true) || again
+				}
 			}
 			if harvest {
 				unix.EpollWait(p.epfd, p.evs[:], 0)
 				harvest = false
-				again = again || r.hasPending()
+				for _, r := range rs[:live] {
+					again = again || (!r.isBroken() && r.hasPending())
+				}
 			}
 			if !again {
 				break
 			}
-			var d int
-			var b uint64
-			n, d, b = r.dequeue(bufs)
+			m, d, b := dequeueAll(rs[:live], got[:live], start, bufs)
+			n += m
 			dropped += d
 			bytes += b
 		}
-		// Kicks go off only when frames are returned: the worker polls
-		// again after those.
-		if n > 0 && r.kicksOn() {
-			r.setNotify(false)
+		for k, r := range rs[:live] {
+			// Kicks go off only on rings that returned frames: the
+			// worker polls again after those.
+			if got[k] > 0 {
+				p.qin[qs[k]].Add(uint64(got[k]))
+				if r.kicksOn() {
+					r.setNotify(false)
+				}
+			}
+			if r.isBroken() {
+				p.markBroken(2*int(qs[k]) + 1)
+			}
 		}
 		if n > 0 || dropped > 0 {
 			p.inFrames.Add(uint64(n))
 			p.inBytes.Add(bytes)
 			p.inDropped.Add(uint64(dropped))
 		}
-		if r.isBroken() {
-			p.markBroken(txRing)
-		}
 	}
-	s.Add(1)
+	p.next++
+	for q := range np {
+		p.seq[2*q+1].Add(1)
+	}
 	if n == 0 {
 		p.empty++
 		if harvest {
@@ -313,26 +365,129 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	return n, nil
 }
 
+// dequeueAll reads from the rings rs in turn, from rs[start] on, until
+// bufs is full, adding to got the frames each ring returned.
+func dequeueAll(rs []queue, got []int, start int, bufs []*packet.Buf) (n, dropped int, bytes uint64) {
+	for j := range rs {
+		if n == len(bufs) {
+			break
+		}
+		k := start + j
+		if k >= len(rs) {
+			k -= len(rs)
+		}
+		if rs[k].isBroken() {
+			continue
+		}
+		m, d, b := rs[k].dequeue(bufs[n:])
+		got[k] += m
+		n += m
+		dropped += d
+		bytes += b
+	}
+	return n, dropped, bytes
+}
+
 // WriteBatch delivers bufs to the guest (port.Port's contract): it sends
 // frames until the guest has no room, and refuses, counting them in
-// Drops, the frames it cannot express to this guest.
+// Drops, the frames it cannot express to this guest. With several queue
+// pairs running it spreads the frames over their receive rings by flow
+// hash (packet.FlowHash), so the frames of one flow keep their order.
 func (p *Port) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) {
-	s := &p.seq[rxRing]
-	s.Add(1)
-	if r := p.ring(rxRing); r != nil && !r.isBroken() {
-		var n int
-		var bytes uint64
-		n, dropped, bytes = r.enqueue(bufs)
-		sent = n - dropped
-		p.outFrames.Add(uint64(sent))
-		p.outBytes.Add(bytes)
-		p.outDropped.Add(uint64(dropped))
-		if r.isBroken() {
-			p.markBroken(rxRing)
+	np := int(p.pairs.Load())
+	for q := range np {
+		p.seq[2*q].Add(1)
+	}
+	var rs [MaxQueuePairs]queue
+	var qs [MaxQueuePairs]uint8
+	live := 0
+	for q := range np {
+		if r := p.ring(2 * q); r != nil && !r.isBroken() {
+			rs[live], qs[live] = r, uint8(q)
+			live++
 		}
 	}
-	s.Add(1)
+	switch live {
+	case 0:
+	case 1:
+		sent, dropped = p.writeRing(rs[0], int(qs[0]), bufs)
+	default:
+		sent, dropped = p.steer(rs[:live], qs[:live], bufs)
+	}
+	for q := range np {
+		p.seq[2*q].Add(1)
+	}
 	return sent, dropped, nil
+}
+
+// writeRing delivers bufs to receive ring r of queue pair q and counts
+// what it sent and refused.
+func (p *Port) writeRing(r queue, q int, bufs []*packet.Buf) (sent, dropped int) {
+	n, dropped, bytes := r.enqueue(bufs)
+	sent = n - dropped
+	p.outFrames.Add(uint64(sent))
+	p.outBytes.Add(bytes)
+	p.outDropped.Add(uint64(dropped))
+	p.qout[q].Add(uint64(sent))
+	if r.isBroken() {
+		p.markBroken(2 * q)
+	}
+	return sent, dropped
+}
+
+// steer spreads bufs over the receive rings rs (of the pairs qs) by flow
+// hash, keeping the order of each ring's frames, and then lays bufs out
+// as WriteBatch promises: the frames sent, the frames refused, the
+// frames not taken.
+func (p *Port) steer(rs []queue, qs []uint8, bufs []*packet.Buf) (sent, dropped int) {
+	k := uint32(len(rs))
+	for i := range rs {
+		p.wq[i] = p.wq[i][:0]
+	}
+	for _, b := range bufs {
+		i := packet.FlowHash(b.Bytes()) % k
+		p.wq[i] = append(p.wq[i], b)
+	}
+	var res [MaxQueuePairs][2]int
+	for i, r := range rs {
+		s, d := p.writeRing(r, int(qs[i]), p.wq[i])
+		res[i] = [2]int{s, d}
+		sent += s
+		dropped += d
+	}
+	a, b, c := 0, sent, sent+dropped
+	for i := range rs {
+		w, s, d := p.wq[i], res[i][0], res[i][1]
+		a += copy(bufs[a:], w[:s])
+		b += copy(bufs[b:], w[s:s+d])
+		c += copy(bufs[c:], w[s+d:])
+	}
+	return sent, dropped
+}
+
+// QueueStats are the frames of one queue pair: In read from its
+// transmit ring, Out written to its receive ring.
+type QueueStats struct {
+	In, Out uint64
+}
+
+// QueueStats returns the frames of each queue pair up to the highest
+// one that ever ran on the port (pair 0 at least). They add up to
+// Stats' InFrames and OutFrames.
+func (p *Port) QueueStats() []QueueStats {
+	out := make([]QueueStats, p.pairs.Load())
+	for q := range out {
+		out[q] = QueueStats{In: p.qin[q].Load(), Out: p.qout[q].Load()}
+	}
+	return out
+}
+
+// usePair records that a ring of queue pair q started, so that the data
+// path looks at the rings of the pairs up to q (control goroutine).
+func (p *Port) usePair(q int) {
+	if uint32(q) >= p.pairs.Load() {
+		p.pairs.Store(uint32(q) + 1)
+	}
 }
 
 // markBroken records that the guest corrupted ring i. It runs once per

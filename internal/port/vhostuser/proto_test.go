@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -154,8 +155,8 @@ type frontEnd struct {
 	c    *net.UnixConn
 	g    *fakeGuest
 	mfd  int
-	kick [2]int
-	call [2]int
+	kick [4]int // per ring, two queue pairs
+	call [4]int
 	// features are removed from the offered set before SET_FEATURES
 	// (dialFrontEnd: EVENT_IDX, so that the flag-based tests see flags).
 	without uint64
@@ -193,7 +194,7 @@ func newFrontEnd(t *testing.T, c *net.UnixConn) *frontEnd {
 	g := newFakeGuest(t, 256)
 	g.mem = mem
 	f := &frontEnd{t: t, c: c, g: g, mfd: mfd, without: 1<<fEventIdx | 1<<fRingPacked}
-	for i := 0; i < 2; i++ {
+	for i := range f.kick {
 		f.kick[i] = eventfdPair(t)
 		f.call[i] = eventfdPair(t)
 	}
@@ -284,22 +285,39 @@ func (f *frontEnd) setup() {
 	if ack := binary.LittleEndian.Uint64(f.recv(reqSetMemTable)); ack != 0 {
 		f.t.Fatalf("SET_MEM_TABLE ack %d", ack)
 	}
-	for i := uint32(0); i < 2; i++ {
-		f.send(reqSetVringNum, 0, state(i, 256))
-		f.send(reqSetVringBase, 0, state(i, f.base))
-		c := f.g.conf(int(i), 0)
-		a := binary.LittleEndian.AppendUint32(nil, i)
-		a = binary.LittleEndian.AppendUint32(a, 0)
-		for _, v := range []uint64{c.addr.desc, c.addr.used, c.addr.avail, 0} {
-			a = binary.LittleEndian.AppendUint64(a, v)
-		}
-		f.send(reqSetVringAddr, 0, a)
-		f.call64(reqSetVringCall, uint64(i), false, f.call[i])
-		f.call64(reqSetVringKick, uint64(i), false, f.kick[i])
-		f.send(reqSetVringEnable, flagNeedReply, state(i, 1))
-		if ack := binary.LittleEndian.Uint64(f.recv(reqSetVringEnable)); ack != 0 {
-			f.t.Fatalf("SET_VRING_ENABLE ack %d", ack)
-		}
+	for i := range 2 {
+		f.startRing(i, true)
+	}
+}
+
+// startRing configures ring i and gives it its eventfds, the way QEMU
+// does, then enables it or not.
+func (f *frontEnd) startRing(i int, enable bool) {
+	f.t.Helper()
+	f.send(reqSetVringNum, 0, state(uint32(i), 256))
+	f.send(reqSetVringBase, 0, state(uint32(i), f.base))
+	c := f.g.conf(i, 0)
+	a := binary.LittleEndian.AppendUint32(nil, uint32(i))
+	a = binary.LittleEndian.AppendUint32(a, 0)
+	for _, v := range []uint64{c.addr.desc, c.addr.used, c.addr.avail, 0} {
+		a = binary.LittleEndian.AppendUint64(a, v)
+	}
+	f.send(reqSetVringAddr, 0, a)
+	f.call64(reqSetVringCall, uint64(i), false, f.call[i])
+	f.call64(reqSetVringKick, uint64(i), false, f.kick[i])
+	f.enable(i, enable)
+}
+
+// enable sends SET_VRING_ENABLE for ring i and checks its ack.
+func (f *frontEnd) enable(i int, on bool) {
+	f.t.Helper()
+	var v uint32
+	if on {
+		v = 1
+	}
+	f.send(reqSetVringEnable, flagNeedReply, state(uint32(i), v))
+	if ack := binary.LittleEndian.Uint64(f.recv(reqSetVringEnable)); ack != 0 {
+		f.t.Fatalf("SET_VRING_ENABLE(%d, %d) ack %d", i, v, ack)
 	}
 }
 
@@ -513,35 +531,57 @@ func TestCloseWhileConnected(t *testing.T) {
 }
 
 // TestPortZeroAllocs: ReadBatch and WriteBatch on running rings, empty
-// polls included, allocate nothing.
+// polls included, allocate nothing, with one queue pair and with two
+// (frames spread over both by flow hash).
 func TestPortZeroAllocs(t *testing.T) {
-	p := listenTest(t)
-	f := dialFrontEnd(t, p)
-	f.setup()
-	in := newBufs(32)
-	out := newBufs(32)
-	for _, b := range out {
-		b.SetLen(64)
-	}
-	pkt := append(hdr12(packet.VNetHdr{}, 0), frameOf(64, 0)...)
-	allocs := testing.AllocsPerRun(50, func() {
-		for i := 0; i < 32; i++ {
-			f.g.postTx(pkt, 4096)
-		}
-		f.g.postRx(32, 2048)
-		if n, _ := p.ReadBatch(in); n != 32 {
-			t.Fatalf("ReadBatch %d", n)
-		}
-		if n, _ := p.ReadBatch(in); n != 0 {
-			t.Fatalf("empty ReadBatch %d", n)
-		}
-		if n, _, _ := p.WriteBatch(out); n != 32 {
-			t.Fatalf("WriteBatch %d", n)
-		}
-		f.g.seen = [2]uint16{}
-	})
-	if allocs != 0 {
-		t.Fatalf("%v allocations per round, want 0", allocs)
+	for _, pairs := range []int{1, 2} {
+		t.Run(fmt.Sprintf("pairs%d", pairs), func(t *testing.T) {
+			p := listenTest(t)
+			f := dialFrontEnd(t, p)
+			f.setup()
+			if pairs == 2 {
+				f.startRing(2, true)
+				f.startRing(3, true)
+			}
+			in := newBufs(32)
+			out := newBufs(32)
+			for i, b := range out {
+				udpFrame(b, uint16(i), 0)
+			}
+			pkt := append(hdr12(packet.VNetHdr{}, 0), frameOf(64, 0)...)
+			allocs := testing.AllocsPerRun(50, func() {
+				for i := 0; i < 32; i++ {
+					f.g.postTxOn(1+2*(i%pairs), pkt, 4096)
+				}
+				for q := range pairs {
+					f.g.postRxOn(2*q, 32, 2048)
+				}
+				got := 0
+				for got < 32 {
+					n, _ := p.ReadBatch(in[got:])
+					if n == 0 {
+						t.Fatalf("ReadBatch: %d of 32 frames", got)
+					}
+					got += n
+				}
+				if n, _ := p.ReadBatch(in); n != 0 {
+					t.Fatalf("empty ReadBatch %d", n)
+				}
+				if n, _, _ := p.WriteBatch(out); n != 32 {
+					t.Fatalf("WriteBatch %d", n)
+				}
+				f.g.seen = [4]uint16{}
+				for q := range pairs {
+					// The buffers the guest did not use are posted again.
+					used := binary.LittleEndian.Uint16(f.g.mem[2*q*ringArea+0x8000+2:])
+					f.g.next[2*q], f.g.avail[2*q] = used, used
+					binary.LittleEndian.PutUint16(f.g.mem[2*q*ringArea+0x4000+2:], used)
+				}
+			})
+			if allocs != 0 {
+				t.Fatalf("%v allocations per round, want 0", allocs)
+			}
+		})
 	}
 }
 

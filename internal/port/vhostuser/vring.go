@@ -209,7 +209,7 @@ func newVring(mem *memTable, c ringConf, base uint16, callFd int) (*vring, error
 		r.usedEvent = (*uint16)(unsafe.Pointer(&avail[4+2*int(n)]))
 		r.availEvent = (*uint16)(unsafe.Pointer(&used[4+8*int(n)]))
 	}
-	if c.addr.index == rxRing {
+	if !isTx(int(c.addr.index)) {
 		// The device never waits for receive buffers (it drops when the
 		// guest has none), so kicks on the receive ring would only cost
 		// the guest exits: suppress them for good, with the flag or with

@@ -18,9 +18,9 @@ type fakeGuest struct {
 	mem   []byte
 	table *memTable
 	num   uint16
-	avail [2]uint16 // driver's avail idx
-	seen  [2]uint16 // used entries already read
-	next  [2]uint16 // next free descriptor
+	avail [4]uint16 // driver's avail idx, per ring (two queue pairs)
+	seen  [4]uint16 // used entries already read
+	next  [4]uint16 // next free descriptor
 }
 
 const (
@@ -79,12 +79,15 @@ func (g *fakeGuest) setAvailFlags(ring int, f uint16) {
 }
 
 // postTx queues pkt (header included) split into pieces of at most split bytes.
-func (g *fakeGuest) postTx(pkt []byte, split int) {
-	head := g.next[1]
+func (g *fakeGuest) postTx(pkt []byte, split int) { g.postTxOn(1, pkt, split) }
+
+// postTxOn is postTx on transmit ring ring.
+func (g *fakeGuest) postTxOn(ring int, pkt []byte, split int) {
+	head := g.next[ring]
 	for len(pkt) > 0 {
-		i := g.next[1] % g.num
-		g.next[1]++
-		addr, buf := g.slot(1, int(i))
+		i := g.next[ring] % g.num
+		g.next[ring]++
+		addr, buf := g.slot(ring, int(i))
 		n := min(len(pkt), split, slotSize)
 		copy(buf, pkt[:n])
 		pkt = pkt[n:]
@@ -92,19 +95,22 @@ func (g *fakeGuest) postTx(pkt []byte, split int) {
 		if len(pkt) > 0 {
 			flags = descFNext
 		}
-		g.setDesc(1, i, addr, uint32(n), flags, (i+1)%g.num)
+		g.setDesc(ring, i, addr, uint32(n), flags, (i+1)%g.num)
 	}
-	g.pushAvail(1, head%g.num)
+	g.pushAvail(ring, head%g.num)
 }
 
 // postRx queues k receive buffers of size bytes each.
-func (g *fakeGuest) postRx(k int, size uint32) {
+func (g *fakeGuest) postRx(k int, size uint32) { g.postRxOn(0, k, size) }
+
+// postRxOn is postRx on receive ring ring.
+func (g *fakeGuest) postRxOn(ring, k int, size uint32) {
 	for j := 0; j < k; j++ {
-		i := g.next[0] % g.num
-		g.next[0]++
-		addr, _ := g.slot(0, int(i))
-		g.setDesc(0, i, addr, size, descFWrite, 0)
-		g.pushAvail(0, i)
+		i := g.next[ring] % g.num
+		g.next[ring]++
+		addr, _ := g.slot(ring, int(i))
+		g.setDesc(ring, i, addr, size, descFWrite, 0)
+		g.pushAvail(ring, i)
 	}
 }
 
@@ -501,7 +507,7 @@ func TestZeroAllocs(t *testing.T) {
 		if n, _, _ := rx.enqueue(out); n != 32 {
 			t.Fatalf("enqueue %d", n)
 		}
-		g.seen = [2]uint16{} // the driver does not read used entries here
+		g.seen = [4]uint16{} // the driver does not read used entries here
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per batch pair, want 0", allocs)

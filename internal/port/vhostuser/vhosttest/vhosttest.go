@@ -43,6 +43,10 @@ type Options struct {
 	// Packed makes the virtio_user port use packed virtqueues (DPDK's
 	// "packed_vq=1"); the back end must offer VIRTIO_F_RING_PACKED.
 	Packed bool
+	// Queues is the number of queue pairs of the virtio_user port
+	// (DPDK's "queues=N", testpmd's --rxq and --txq; 0 = 1). testpmd
+	// enables them all through the control queue it emulates.
+	Queues int
 }
 
 type lockedWriter struct{ tp *Testpmd }
@@ -76,7 +80,8 @@ func Start(t testing.TB, sock, fwd string, opts Options) *Testpmd {
 	// One runtime directory per socket, so several instances can run.
 	prefix := fmt.Sprintf("vhutest%d-%08x", os.Getpid(), crc32.ChecksumIEEE([]byte(sock)))
 	tp := &Testpmd{t: t, prefix: prefix}
-	vdev := "virtio_user0,path=" + sock + ",queues=1,queue_size=256"
+	queues := max(opts.Queues, 1)
+	vdev := fmt.Sprintf("virtio_user0,path=%s,queues=%d,queue_size=256", sock, queues)
 	if opts.MAC != "" {
 		vdev += ",mac=" + opts.MAC
 	}
@@ -89,7 +94,7 @@ func Start(t testing.TB, sock, fwd string, opts Options) *Testpmd {
 	args := []string{"-o0", bin, "--no-pci", "--no-huge", "-m", "512", "--file-prefix=" + prefix,
 		"--log-level=lib.eal:error", "--vdev", vdev,
 		"--", "-i", "--total-num-mbufs=8192", "--nb-cores=1", "--port-topology=loop",
-		"--forward-mode=" + fwd}
+		"--forward-mode=" + fwd, fmt.Sprintf("--rxq=%d", queues), fmt.Sprintf("--txq=%d", queues)}
 	if opts.EthPeer != "" {
 		args = append(args, "--eth-peer=0,"+opts.EthPeer)
 	}
