@@ -75,17 +75,19 @@ func newDevice(p *Port, c *net.UnixConn) *device {
 func (d *device) resetRings() {
 	for i := range d.rings {
 		r := &d.rings[i]
-		closeFd(&r.kick, d.p, isTx(i))
-		closeFd(&r.call, nil, false)
-		closeFd(&r.err, nil, false)
+		closeFd(&r.kick, d.p.kickEpfd(i))
+		closeFd(&r.call, -1)
+		closeFd(&r.err, -1)
 		*r = ringCtl{kick: -1, call: -1, err: -1}
 	}
 }
 
-func closeFd(fd *int, p *Port, watched bool) {
+// closeFd closes *fd, if open, after taking it out of the epoll set
+// epfd (-1: none), and sets it to -1.
+func closeFd(fd *int, epfd int) {
 	if *fd >= 0 {
-		if watched {
-			unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, *fd, nil)
+		if epfd >= 0 {
+			unix.EpollCtl(epfd, unix.EPOLL_CTL_DEL, *fd, nil)
 		}
 		unix.Close(*fd)
 		*fd = -1
@@ -309,7 +311,7 @@ func (d *device) getVringBase(m *msg) ([]byte, error) {
 	}
 	d.stop(int(s.index))
 	r.kicked = false
-	closeFd(&r.kick, d.p, isTx(int(s.index)))
+	closeFd(&r.kick, d.p.kickEpfd(int(s.index)))
 	return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, s.index), uint32(r.base)), nil
 }
 
@@ -366,10 +368,10 @@ func (d *device) setVringKick(m *msg) ([]byte, error) {
 	}
 	r := &d.rings[i]
 	d.stop(i)
-	closeFd(&r.kick, d.p, isTx(i))
+	closeFd(&r.kick, d.p.kickEpfd(i))
 	r.kick, r.kicked = fd, true
-	if fd >= 0 && isTx(i) {
-		if err := d.p.watch(fd); err != nil {
+	if ep := d.p.kickEpfd(i); fd >= 0 && ep >= 0 {
+		if err := d.p.watch(ep, fd); err != nil {
 			return nil, err
 		}
 	}
@@ -387,7 +389,7 @@ func (d *device) setVringCall(m *msg) ([]byte, error) {
 	}
 	r := &d.rings[i]
 	d.stop(i)
-	closeFd(&r.call, nil, false)
+	closeFd(&r.call, -1)
 	r.call = fd
 	d.restart(i)
 	return nil, nil
@@ -399,7 +401,7 @@ func (d *device) setVringErr(m *msg) ([]byte, error) {
 		return nil, err
 	}
 	r := &d.rings[i]
-	closeFd(&r.err, nil, false)
+	closeFd(&r.err, -1)
 	r.err = fd
 	return nil, nil
 }

@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"encoding/binary"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -145,5 +146,84 @@ func TestMultiqueueBadRingIndex(t *testing.T) {
 	}
 	if qs := p.QueueStats(); len(qs) != 1 {
 		t.Fatalf("queue stats %+v: refused rings made pairs appear", qs)
+	}
+}
+
+// TestMultiqueueReaders: with two readers, the port's own ReadBatch reads
+// pair 0 and Reader(1) pair 1; a kick on a pair's transmit ring wakes
+// only its reader's Fd; frames towards the guest still reach both pairs
+// through the port's WriteBatch.
+func TestMultiqueueReaders(t *testing.T) {
+	p, err := Listen(filepath.Join(t.TempDir(), "r.sock"), Options{Readers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	r1 := p.Reader(1)
+	if p.Reader(1) != r1 || r1.Fd() == p.Fd() {
+		t.Fatal("Reader(1) not stable, or sharing the port's Fd")
+	}
+	f := dialFrontEnd(t, p)
+	f.setup()
+	f.startRing(2, true)
+	f.startRing(3, true)
+	bufs := newBufs(8)
+	read := func(r interface {
+		ReadBatch([]*packet.Buf) (int, error)
+	}) int {
+		for _, b := range bufs {
+			b.Reset()
+		}
+		n, _ := r.ReadBatch(bufs)
+		return n
+	}
+	// Empty polls arm kicks and quiet both Fds.
+	read(p)
+	read(r1)
+	if fdReadable(t, p.Fd(), 0) || fdReadable(t, r1.Fd(), 0) {
+		t.Fatal("Fds readable after empty polls")
+	}
+	kick := func(ring int) {
+		unix.Write(f.kick[ring], binary.LittleEndian.AppendUint64(nil, 1))
+	}
+	f.g.postTxOn(3, append(hdr12(packet.VNetHdr{}, 0), frameOf(60, 1)...), 4096)
+	kick(3)
+	if !fdReadable(t, r1.Fd(), time.Second) || fdReadable(t, p.Fd(), 0) {
+		t.Fatal("a kick on ring 3 must wake Reader(1)'s Fd only")
+	}
+	if n := read(p); n != 0 {
+		t.Fatalf("the port's ReadBatch read %d frames of pair 1", n)
+	}
+	if n := read(r1); n != 1 || bufs[0].Len() != 60 {
+		t.Fatalf("Reader(1).ReadBatch: %d frames", n)
+	}
+	f.g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(70, 2)...), 4096)
+	kick(1)
+	if !fdReadable(t, p.Fd(), time.Second) {
+		t.Fatal("a kick on ring 1 did not wake the port's Fd")
+	}
+	if n := read(r1); n != 0 {
+		t.Fatalf("Reader(1) read %d frames of pair 0", n)
+	}
+	if n := read(p); n != 1 || bufs[0].Len() != 70 {
+		t.Fatalf("the port's ReadBatch: %d frames", n)
+	}
+	if qs := p.QueueStats(); len(qs) != 2 || qs[0].In != 1 || qs[1].In != 1 {
+		t.Fatalf("queue stats %+v, want one frame in on each pair", qs)
+	}
+	if s := p.Stats(); s.InFrames != 2 {
+		t.Fatalf("InFrames %d, want 2", s.InFrames)
+	}
+	f.g.postRxOn(0, 64, 2048)
+	f.g.postRxOn(2, 64, 2048)
+	out := newBufs(32)
+	for i, b := range out {
+		udpFrame(b, uint16(i), 0)
+	}
+	if sent, _, _ := p.WriteBatch(out); sent != 32 || len(f.g.used(0)) == 0 || len(f.g.used(2)) == 0 {
+		t.Fatalf("WriteBatch: %d sent; want 32 over both receive rings", sent)
+	}
+	if sent, dropped, _ := r1.WriteBatch(out); sent != 0 || dropped != 0 {
+		t.Fatalf("Reader.WriteBatch took %d frames", sent+dropped)
 	}
 }

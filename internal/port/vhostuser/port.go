@@ -92,6 +92,12 @@ type Options struct {
 	// more (say 64) so that the guest does not kick, and the port does
 	// not rearm Fd, between bursts.
 	IdlePolls int
+	// Readers splits the reading of the guest's transmit rings between
+	// this many callers (1 to MaxQueuePairs; 0 means 1), so that the
+	// queue pairs of one port can be read on several threads: pair q is
+	// read by reader q%Readers, reader 0 being the port's own ReadBatch
+	// and Fd, the others Reader(k).
+	Readers int
 }
 
 // Stats are a port's counters, from the switch's point of view: In is
@@ -115,18 +121,19 @@ type Port struct {
 	sockID fileID            // the socket file ln is bound to
 	client bool              // client mode: dial path, never create or remove it
 	stop   chan struct{}
-	epfd   int
-	wake   int // eventfd in epfd, written on ring start and stop
+	epfd   int // reader 0's epoll descriptor (Fd)
+	wake   int // eventfd in every reader's epoll, written on ring start and stop
 
 	rings [numRings]atomic.Pointer[queue]
 	seq   [numRings]atomic.Uint64 // odd while a batch uses the ring
 	// pairs is one more than the highest queue pair a ring of which ever
 	// started (1 at least): the data path looks at no ring beyond.
 	pairs atomic.Uint32
-	evs   [4]unix.EpollEvent
-	empty uint32 // consecutive empty ReadBatch calls (worker-owned)
-	next  uint32 // ReadBatch calls, for its round robin (worker-owned)
 	idle  uint32 // Options.IdlePolls
+	// r0 is the port's own reader (ReadBatch, Fd); rd are all the
+	// readers, r0 first (Options.Readers).
+	r0 Reader
+	rd []*Reader
 	// wq is WriteBatch's scratch: the frames for each receive ring.
 	wq [MaxQueuePairs][]*packet.Buf
 	// qin and qout count the frames of each queue pair (QueueStats).
@@ -203,31 +210,91 @@ func newPort(path string, opts Options) (*Port, error) {
 		unix.Close(p.epfd)
 		return nil, fmt.Errorf("vhost-user %s: eventfd: %w", path, err)
 	}
-	if err := p.watch(p.wake); err != nil {
-		p.closeFds()
-		return nil, err
+	n := max(1, min(opts.Readers, MaxQueuePairs))
+	p.r0 = Reader{p: p, k: 0, n: n, epfd: p.epfd}
+	p.rd = []*Reader{&p.r0}
+	for k := 1; k < n; k++ {
+		r := &Reader{p: p, k: k, n: n, epfd: -1}
+		p.rd = append(p.rd, r)
+		if r.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+			p.closeFds()
+			return nil, fmt.Errorf("vhost-user %s: epoll: %w", path, err)
+		}
+	}
+	for _, r := range p.rd {
+		if err := p.watch(r.epfd, p.wake); err != nil {
+			p.closeFds()
+			return nil, err
+		}
 	}
 	return p, nil
 }
 
-func (p *Port) watch(fd int) error {
+// watch adds fd to the epoll set epfd, edge-triggered.
+func (p *Port) watch(epfd, fd int) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
-	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return fmt.Errorf("vhost-user %s: epoll add fd %d: %w", p.path, fd, err)
 	}
 	return nil
 }
 
+// kickEpfd returns the epoll set that watches the kicks of ring i: its
+// reader's for a transmit ring, -1 for a receive ring (not watched).
+func (p *Port) kickEpfd(i int) int {
+	if !isTx(i) {
+		return -1
+	}
+	return p.rd[(i/2)%len(p.rd)].epfd
+}
+
 func (p *Port) closeFds() {
 	unix.Close(p.wake)
+	for _, r := range p.rd[1:] {
+		if r.epfd >= 0 {
+			unix.Close(r.epfd)
+		}
+	}
 	unix.Close(p.epfd)
 }
 
 // Path returns the socket path.
 func (p *Port) Path() string { return p.path }
 
-// Fd returns the port's epoll descriptor (see the package comment).
+// Fd returns the port's epoll descriptor (see the package comment); with
+// several readers it wakes for reader 0's queue pairs.
 func (p *Port) Fd() int { return p.epfd }
+
+// Reader returns reader k of the port (Options.Readers), 1 <= k <
+// Readers: a port.Port whose ReadBatch reads the transmit rings of the
+// queue pairs q with q%Readers == k, as the port's own ReadBatch does
+// for reader 0, and whose Fd wakes for those rings. Its WriteBatch takes
+// nothing (the port's WriteBatch writes every receive ring) and its Close
+// does nothing (the port's Close releases it). The same k gives the same
+// Reader.
+func (p *Port) Reader(k int) *Reader { return p.rd[k] }
+
+// Reader reads the transmit rings of a share of a port's queue pairs
+// (see Port.Reader); one caller at a time.
+type Reader struct {
+	p    *Port
+	k, n int // the pairs q with q%n == k
+	epfd int
+	evs  [4]unix.EpollEvent
+	// empty counts consecutive empty ReadBatch calls; next counts the
+	// calls, for the round robin over the pairs.
+	empty, next uint32
+}
+
+// Fd returns the reader's epoll descriptor: readable when the guest
+// kicks one of its transmit rings or a ring starts or stops.
+func (r *Reader) Fd() int { return r.epfd }
+
+// WriteBatch takes no frame: frames for the guest go to Port.WriteBatch.
+func (r *Reader) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) { return 0, 0, nil }
+
+// Close does nothing: the reader lives as long as its port.
+func (r *Reader) Close() error { return nil }
 
 // MTU returns the guest MTU the front end announced with NET_SET_MTU
 // (QEMU's host_mtu), or 0 if it announced none. Frames larger than MTU
@@ -269,23 +336,28 @@ func (p *Port) Stats() Stats {
 const maxRearms = 4
 
 // ReadBatch fills bufs with frames the guest transmitted, from the
-// transmit rings of every queue pair that runs, starting with a
-// different pair at each call so that a busy pair cannot starve the
-// others. When it finds none it re-enables guest kicks and rearms Fd.
-func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
+// transmit rings of every queue pair that runs (of reader 0's pairs with
+// several readers), starting with a different pair at each call so that
+// a busy pair cannot starve the others. When it finds none it re-enables
+// guest kicks and rearms Fd.
+func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) { return p.r0.ReadBatch(bufs) }
+
+// ReadBatch is Port.ReadBatch for the reader's queue pairs.
+func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
+	p := rd.p
 	np := int(p.pairs.Load())
-	for q := range np {
+	for q := rd.k; q < np; q += rd.n {
 		p.seq[2*q+1].Add(1)
 	}
 	// Harvest Fd's edge-triggered events so it sleeps again: on the
 	// IdlePolls-th empty poll in a row and every 8th after that, so a
 	// stale wake-up costs a sleeping worker at most 8 spurious polls.
-	harvest := p.empty+1 >= p.idle && (p.empty+1-p.idle)%8 == 0
+	harvest := rd.empty+1 >= p.idle && (rd.empty+1-p.idle)%8 == 0
 	var rs [MaxQueuePairs]queue
 	var qs [MaxQueuePairs]uint8
 	var got [MaxQueuePairs]int
 	live := 0
-	for q := range np {
+	for q := rd.k; q < np; q += rd.n {
 		if r := p.ring(2*q + 1); r != nil && !r.isBroken() {
 			rs[live], qs[live] = r, uint8(q)
 			live++
@@ -293,7 +365,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 	}
 	n := 0
 	if live > 0 {
-		start := int(p.next % uint32(live))
+		start := int(rd.next % uint32(live))
 		var dropped int
 		var bytes uint64
 		n, dropped, bytes = dequeueAll(rs[:live], got[:live], start, bufs)
@@ -303,11 +375,11 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 		// kick the harvest consumed is left in a ring with nobody to
 		// wake up for it. Frames dropped on the way move a ring on
 		// without returning anything: kicks are re-armed after them.
-		for try := 0; n == 0 && p.empty+1 >= p.idle; try++ {
+		for try := 0; n == 0 && rd.empty+1 >= p.idle; try++ {
 			if try == maxRearms {
 				// A guest that keeps posting frames the port drops:
 				// leave Fd readable so the worker comes back.
-				p.signal()
+				rd.signal()
 				break
 			}
 			again := false
@@ -317,7 +389,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 				}
 			}
 			if harvest {
-				unix.EpollWait(p.epfd, p.evs[:], 0)
+				unix.EpollWait(rd.epfd, rd.evs[:], 0)
 				harvest = false
 				for _, r := range rs[:live] {
 					again = again || (!r.isBroken() && r.hasPending())
@@ -350,17 +422,17 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) {
 			p.inDropped.Add(uint64(dropped))
 		}
 	}
-	p.next++
-	for q := range np {
+	rd.next++
+	for q := rd.k; q < np; q += rd.n {
 		p.seq[2*q+1].Add(1)
 	}
 	if n == 0 {
-		p.empty++
+		rd.empty++
 		if harvest {
-			unix.EpollWait(p.epfd, p.evs[:], 0)
+			unix.EpollWait(rd.epfd, rd.evs[:], 0)
 		}
 	} else {
-		p.empty = 0
+		rd.empty = 0
 	}
 	return n, nil
 }
@@ -530,9 +602,13 @@ func (p *Port) quiesce(i int) {
 	}
 }
 
-// signal wakes Fd (a ring started or stopped).
+// signal wakes every reader's Fd (a ring started or stopped).
 func (p *Port) signal() {
 	var one [8]byte
 	one[0] = 1
 	unix.Write(p.wake, one[:])
 }
+
+// signal leaves the reader's Fd readable: it rearms the port's wake-up
+// eventfd (the other readers wake for nothing once).
+func (rd *Reader) signal() { rd.p.signal() }

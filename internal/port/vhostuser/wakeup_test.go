@@ -92,7 +92,7 @@ func TestNoLostWakeup(t *testing.T) {
 						<-done
 						r := p.ring(txRing).(*vring)
 						t.Fatalf("lost wake-up after %d frames: %d frame(s) in the ring, Fd silent for 200 ms (ring: last avail %d, used flags %#x, avail_event %d; port: %d empty polls; guest kicked %v)",
-							got, pending, r.lastAvail, r.usedFlags, g.availEvent(1), p.empty, lastKick.Load())
+							got, pending, r.lastAvail, r.usedFlags, g.availEvent(1), p.r0.empty, lastKick.Load())
 					}
 				}
 			}
