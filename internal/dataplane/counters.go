@@ -26,6 +26,7 @@ const (
 	dropTxError
 	dropRxError
 	dropCaptureFull
+	dropHandoffFull
 	numEngineDrops
 
 	dropSwitchBase = numEngineDrops
@@ -88,6 +89,8 @@ func engineDropName(r dropReason) string {
 		return "rx_error"
 	case dropCaptureFull:
 		return "capture_full"
+	case dropHandoffFull:
+		return "handoff_full"
 	}
 	return "unknown"
 }

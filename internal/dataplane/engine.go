@@ -171,7 +171,10 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		h.openTAP = openTAP
 	}
 	if h.openVhost == nil {
-		h.openVhost = openVhost
+		readers := queueReaders(cfg.Workers)
+		h.openVhost = func(path string, offload bool, log *slog.Logger) (vhostPort, error) {
+			return openVhost(path, offload, readers, log)
+		}
 	}
 	if h.openTrace == nil {
 		h.openTrace = openPcap
@@ -421,6 +424,7 @@ func (e *Engine) AddNIC(n model.NIC) (string, error) {
 	v.members = append(v.members, uint32(slot))
 	e.vniDirty[n.VNI] = true
 	e.setPolled(ent.p.worker, slot, ent.p.port, true)
+	e.addShares(ent.p)
 	// Return once no worker can use the old configuration, so that the
 	// VM's first frames after nic_add's reply meet the new one.
 	e.quiesce(e.publishLocked())
@@ -498,6 +502,7 @@ func (e *Engine) DeleteNIC(id string) error {
 	e.slots[slot] = nil
 	e.confs[slot] = nil
 	e.setPolled(ent.p.worker, slot, ent.p.port, false)
+	e.removeShares(ent.p)
 	if v := e.vnis[ent.nic.VNI]; v != nil {
 		v.members = slices.DeleteFunc(v.members, func(x uint32) bool { return x == uint32(slot) })
 		e.vniDirty[v.vni] = true

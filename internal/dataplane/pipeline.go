@@ -14,6 +14,9 @@ import (
 // rxNIC reads one batch from a vNIC and pushes it through port-rx, trace,
 // antispoof, firewall (FromVM) and the VNI's switch.
 func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
+	if nic.worker != w.id {
+		return w.rxShare(s, nic)
+	}
 	if w.rxn == 0 {
 		w.refillRx()
 		if w.rxn == 0 {
@@ -35,10 +38,20 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	if n > w.rxn {
 		n = w.rxn
 	}
-	var bytes, passed, spoofed, filtered uint64
+	bytes := w.fromVM(s, nic, w.rx[:n])
+	nic.rx.add(w.id, uint64(n), bytes)
+	w.take(n)
+	w.flushAll()
+	return n
+}
+
+// fromVM pushes frames the vNIC sent through trace, antispoof, firewall
+// (FromVM) and the VNI's switch, counting them on those elements, and
+// returns their bytes (for port-rx, which its caller counts).
+func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) (bytes uint64) {
+	var passed, spoofed, filtered uint64
 	cfg := nic.vni.l2.Config()
-	for i := 0; i < n; i++ {
-		b := w.rx[i]
+	for _, b := range bufs {
 		bytes += uint64(b.Len())
 		b.InPort = uint32(nic.slot)
 		if nic.tracer != nil {
@@ -66,19 +79,16 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 		}
 		w.switchFromVM(s, nic, cfg, b)
 	}
-	nic.rx.add(w.id, uint64(n), bytes)
 	if passed > 0 {
 		nic.anti.add(w.id, passed, 0)
 	}
 	if filtered > 0 {
 		nic.fw.add(w.id, filtered, 0)
 	}
-	if fwd := uint64(n) - spoofed; fwd > 0 {
+	if fwd := uint64(len(bufs)) - spoofed; fwd > 0 {
 		nic.vni.sw.add(w.id, fwd, 0)
 	}
-	w.take(n)
-	w.flushAll()
-	return n
+	return bytes
 }
 
 // capture records frame in a trace, counting it on el.

@@ -58,18 +58,19 @@ type vhostPort interface {
 	GuestTSO() bool
 }
 
-// openVhost creates a vhost-user server socket at path; a worker may
-// sleep on its Fd after one empty ReadBatch, which is what the workers
-// do (they poll a port until it has been idle for a while).
-func openVhost(path string, offload bool, log *slog.Logger) (vhostPort, error) {
-	return vhostuser.Listen(path, vhostuser.Options{Logger: log, NoOffloads: !offload, IdlePolls: 1})
+// openVhost creates a vhost-user server socket at path whose transmit
+// rings readers workers read (see addShares); a worker may sleep on its
+// Fd after one empty ReadBatch, which is what the workers do (they poll a
+// port until it has been idle for a while).
+func openVhost(path string, offload bool, readers int, log *slog.Logger) (vhostPort, error) {
+	return vhostuser.Listen(path, vhostuser.Options{Logger: log, NoOffloads: !offload, IdlePolls: 1, Readers: readers})
 }
 
 // dialVhost starts a vhost-user client port on path, the socket the VM's
 // QEMU listens on; it connects in the background and keeps reconnecting,
 // so it succeeds whether or not the VM runs yet.
-func dialVhost(path string, offload bool, log *slog.Logger) (vhostPort, error) {
-	return vhostuser.Dial(path, vhostuser.Options{Logger: log, NoOffloads: !offload, IdlePolls: 1})
+func dialVhost(path string, offload bool, readers int, log *slog.Logger) (vhostPort, error) {
+	return vhostuser.Dial(path, vhostuser.Options{Logger: log, NoOffloads: !offload, IdlePolls: 1, Readers: readers})
 }
 
 // openPort opens a vNIC's port: a TAP device named after the vNIC, or
@@ -85,7 +86,9 @@ func (e *Engine) openPort(n model.NIC) (port.Port, string, func() bool, error) {
 		path := filepath.Join(e.cfg.SocketDir, "qemu-vhost-"+n.ID)
 		open := e.hooks.openVhost
 		if n.VhostClient {
-			open = dialVhost
+			open = func(path string, offload bool, log *slog.Logger) (vhostPort, error) {
+				return dialVhost(path, offload, queueReaders(e.cfg.Workers), log)
+			}
 		}
 		p, err := open(path, !e.cfg.NoOffload, e.log)
 		if err != nil {

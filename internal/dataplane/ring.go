@@ -7,10 +7,13 @@ import (
 )
 
 // handoff is a frame passed from one worker to the worker that owns its
-// output port: a vNIC (to) or the underlay (to == nil).
+// output port: a vNIC (to) or the underlay (to == nil); or, with fromVM,
+// a frame the vNIC to sent, read from one of its queues by another
+// worker, for its home worker to process (see rxShare).
 type handoff struct {
-	b  *packet.Buf
-	to *nicPort
+	b      *packet.Buf
+	to     *nicPort
+	fromVM bool
 }
 
 // ring is a single-producer single-consumer queue between two workers.

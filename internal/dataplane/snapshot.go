@@ -61,6 +61,10 @@ type nicPort struct {
 	tx    *element // port-tx: frames to the VM
 	// drops logs the last frames dropped and counted on this vNIC.
 	drops *dropLog
+	// shares are the other workers that read some of the port's queue
+	// pairs (vhost-user multiqueue, see addShares); worker is the home
+	// worker, which reads the rest, writes every queue and owns ct.
+	shares []share
 }
 
 // nicConf is one version of a vNIC's settings.

@@ -46,6 +46,10 @@ type worker struct {
 	groHeads []groHead
 	// fl is scratch for the ports a frame is flooded to.
 	fl []uint32
+	// share batches the frames other workers read from queues of a
+	// vNIC of shareFrom, whose home this worker is (see shareIn).
+	share     []*packet.Buf
+	shareFrom *nicPort
 	// srcOK is the last VXLAN source found in the sources of the
 	// snapshot of generation srcGen: datagrams come in runs from one
 	// peer, so most skip the map lookup.
@@ -124,6 +128,7 @@ func newWorker(e *Engine, id, cpu int) (*worker, error) {
 		rx:       make([]*packet.Buf, batchSize),
 		segs:     make([]*packet.Buf, 0, 64),
 		fl:       make([]uint32, 0, 1024),
+		share:    make([]*packet.Buf, 0, batchSize),
 		groHeads: make([]groHead, 0, groMaxFlows),
 		fdSlot:   map[int]fdReg{},
 		events:   make([]unix.EpollEvent, 16),
@@ -371,6 +376,8 @@ func (w *worker) drainRings(s *snapshot) int {
 			}
 			n++
 			switch {
+			case h.fromVM:
+				w.shareIn(s, h)
 			case h.to == nil:
 				if s.under == nil {
 					w.put(h.b)
@@ -384,6 +391,7 @@ func (w *worker) drainRings(s *snapshot) int {
 				w.put(h.b)
 			}
 		}
+		w.shareFlush(s)
 	}
 	if n > 0 {
 		w.flushAll()

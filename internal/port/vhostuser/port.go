@@ -61,6 +61,7 @@ import (
 	"time"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port"
 	"golang.org/x/sys/unix"
 )
 
@@ -265,14 +266,17 @@ func (p *Port) Path() string { return p.path }
 // several readers it wakes for reader 0's queue pairs.
 func (p *Port) Fd() int { return p.epfd }
 
+// Readers returns the number of readers of the port (Options.Readers).
+func (p *Port) Readers() int { return len(p.rd) }
+
 // Reader returns reader k of the port (Options.Readers), 1 <= k <
-// Readers: a port.Port whose ReadBatch reads the transmit rings of the
+// Readers: a port.Port (a *Reader) whose ReadBatch reads the transmit rings of the
 // queue pairs q with q%Readers == k, as the port's own ReadBatch does
 // for reader 0, and whose Fd wakes for those rings. Its WriteBatch takes
 // nothing (the port's WriteBatch writes every receive ring) and its Close
 // does nothing (the port's Close releases it). The same k gives the same
 // Reader.
-func (p *Port) Reader(k int) *Reader { return p.rd[k] }
+func (p *Port) Reader(k int) port.Port { return p.rd[k] }
 
 // Reader reads the transmit rings of a share of a port's queue pairs
 // (see Port.Reader); one caller at a time.

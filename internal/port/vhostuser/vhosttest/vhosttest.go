@@ -47,6 +47,9 @@ type Options struct {
 	// (DPDK's "queues=N", testpmd's --rxq and --txq; 0 = 1). testpmd
 	// enables them all through the control queue it emulates.
 	Queues int
+	// MultiFlow makes txonly vary the source IP address of its frames
+	// (testpmd's --txonly-multi-flow), so they belong to many flows.
+	MultiFlow bool
 }
 
 type lockedWriter struct{ tp *Testpmd }
@@ -97,6 +100,9 @@ func Start(t testing.TB, sock, fwd string, opts Options) *Testpmd {
 		"--forward-mode=" + fwd, fmt.Sprintf("--rxq=%d", queues), fmt.Sprintf("--txq=%d", queues)}
 	if opts.EthPeer != "" {
 		args = append(args, "--eth-peer=0,"+opts.EthPeer)
+	}
+	if opts.MultiFlow {
+		args = append(args, "--txonly-multi-flow")
 	}
 	// stdbuf: testpmd's printf output would otherwise sit in a pipe
 	// buffer while its prompt (written directly) arrives.
