@@ -139,7 +139,7 @@ func (x *MessageV0_Rule_Direction) UnmarshalJSON(b []byte) error {
 
 // Deprecated: Use MessageV0_Rule_Direction.Descriptor instead.
 func (MessageV0_Rule_Direction) EnumDescriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 17, 0}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 18, 0}
 }
 
 type MessageV0 struct {
@@ -1120,12 +1120,15 @@ func (x *MessageV0_NicStats) GetOut() uint64 {
 
 // extension: packet counters of a vNIC, with drops by reason.
 type MessageV0_NicCounters struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RxPackets     *uint64                `protobuf:"varint,1,opt,name=rx_packets,json=rxPackets" json:"rx_packets,omitempty"`
-	RxBytes       *uint64                `protobuf:"varint,2,opt,name=rx_bytes,json=rxBytes" json:"rx_bytes,omitempty"`
-	TxPackets     *uint64                `protobuf:"varint,3,opt,name=tx_packets,json=txPackets" json:"tx_packets,omitempty"`
-	TxBytes       *uint64                `protobuf:"varint,4,opt,name=tx_bytes,json=txBytes" json:"tx_bytes,omitempty"`
-	Drops         []*MessageV0_Counter   `protobuf:"bytes,5,rep,name=drops" json:"drops,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RxPackets *uint64                `protobuf:"varint,1,opt,name=rx_packets,json=rxPackets" json:"rx_packets,omitempty"`
+	RxBytes   *uint64                `protobuf:"varint,2,opt,name=rx_bytes,json=rxBytes" json:"rx_bytes,omitempty"`
+	TxPackets *uint64                `protobuf:"varint,3,opt,name=tx_packets,json=txPackets" json:"tx_packets,omitempty"`
+	TxBytes   *uint64                `protobuf:"varint,4,opt,name=tx_bytes,json=txBytes" json:"tx_bytes,omitempty"`
+	Drops     []*MessageV0_Counter   `protobuf:"bytes,5,rep,name=drops" json:"drops,omitempty"`
+	// Per queue pair of a vhost-user vNIC whose guest used more than one;
+	// their frames add up to rx_packets (from the VM) and tx_packets.
+	Queues        []*MessageV0_QueueCounters `protobuf:"bytes,6,rep,name=queues" json:"queues,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1195,6 +1198,74 @@ func (x *MessageV0_NicCounters) GetDrops() []*MessageV0_Counter {
 	return nil
 }
 
+func (x *MessageV0_NicCounters) GetQueues() []*MessageV0_QueueCounters {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+// extension: the frames of one queue pair of a multiqueue vNIC.
+type MessageV0_QueueCounters struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         *uint32                `protobuf:"varint,1,req,name=queue" json:"queue,omitempty"`
+	RxPackets     *uint64                `protobuf:"varint,2,opt,name=rx_packets,json=rxPackets" json:"rx_packets,omitempty"`
+	TxPackets     *uint64                `protobuf:"varint,3,opt,name=tx_packets,json=txPackets" json:"tx_packets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageV0_QueueCounters) Reset() {
+	*x = MessageV0_QueueCounters{}
+	mi := &file_message_0_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageV0_QueueCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageV0_QueueCounters) ProtoMessage() {}
+
+func (x *MessageV0_QueueCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_message_0_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageV0_QueueCounters.ProtoReflect.Descriptor instead.
+func (*MessageV0_QueueCounters) Descriptor() ([]byte, []int) {
+	return file_message_0_proto_rawDescGZIP(), []int{0, 8}
+}
+
+func (x *MessageV0_QueueCounters) GetQueue() uint32 {
+	if x != nil && x.Queue != nil {
+		return *x.Queue
+	}
+	return 0
+}
+
+func (x *MessageV0_QueueCounters) GetRxPackets() uint64 {
+	if x != nil && x.RxPackets != nil {
+		return *x.RxPackets
+	}
+	return 0
+}
+
+func (x *MessageV0_QueueCounters) GetTxPackets() uint64 {
+	if x != nil && x.TxPackets != nil {
+		return *x.TxPackets
+	}
+	return 0
+}
+
 // extension: a named counter.
 type MessageV0_Counter struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1206,7 +1277,7 @@ type MessageV0_Counter struct {
 
 func (x *MessageV0_Counter) Reset() {
 	*x = MessageV0_Counter{}
-	mi := &file_message_0_proto_msgTypes[9]
+	mi := &file_message_0_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1289,7 @@ func (x *MessageV0_Counter) String() string {
 func (*MessageV0_Counter) ProtoMessage() {}
 
 func (x *MessageV0_Counter) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[9]
+	mi := &file_message_0_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1302,7 @@ func (x *MessageV0_Counter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Counter.ProtoReflect.Descriptor instead.
 func (*MessageV0_Counter) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 8}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 9}
 }
 
 func (x *MessageV0_Counter) GetName() string {
@@ -1275,7 +1346,7 @@ type MessageV0_ExplainReq struct {
 
 func (x *MessageV0_ExplainReq) Reset() {
 	*x = MessageV0_ExplainReq{}
-	mi := &file_message_0_proto_msgTypes[10]
+	mi := &file_message_0_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1358,7 @@ func (x *MessageV0_ExplainReq) String() string {
 func (*MessageV0_ExplainReq) ProtoMessage() {}
 
 func (x *MessageV0_ExplainReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[10]
+	mi := &file_message_0_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1371,7 @@ func (x *MessageV0_ExplainReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_ExplainReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_ExplainReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 9}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 10}
 }
 
 func (x *MessageV0_ExplainReq) GetNicId() string {
@@ -1378,7 +1449,7 @@ type MessageV0_ExplainRes struct {
 
 func (x *MessageV0_ExplainRes) Reset() {
 	*x = MessageV0_ExplainRes{}
-	mi := &file_message_0_proto_msgTypes[11]
+	mi := &file_message_0_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1461,7 @@ func (x *MessageV0_ExplainRes) String() string {
 func (*MessageV0_ExplainRes) ProtoMessage() {}
 
 func (x *MessageV0_ExplainRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[11]
+	mi := &file_message_0_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1474,7 @@ func (x *MessageV0_ExplainRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_ExplainRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_ExplainRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 10}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 11}
 }
 
 func (x *MessageV0_ExplainRes) GetStep() []string {
@@ -1432,7 +1503,7 @@ type MessageV0_NicDropsReq struct {
 
 func (x *MessageV0_NicDropsReq) Reset() {
 	*x = MessageV0_NicDropsReq{}
-	mi := &file_message_0_proto_msgTypes[12]
+	mi := &file_message_0_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1444,7 +1515,7 @@ func (x *MessageV0_NicDropsReq) String() string {
 func (*MessageV0_NicDropsReq) ProtoMessage() {}
 
 func (x *MessageV0_NicDropsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[12]
+	mi := &file_message_0_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1528,7 @@ func (x *MessageV0_NicDropsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicDropsReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicDropsReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 11}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 12}
 }
 
 func (x *MessageV0_NicDropsReq) GetNicId() string {
@@ -1484,7 +1555,7 @@ type MessageV0_NicDrops struct {
 
 func (x *MessageV0_NicDrops) Reset() {
 	*x = MessageV0_NicDrops{}
-	mi := &file_message_0_proto_msgTypes[13]
+	mi := &file_message_0_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1567,7 @@ func (x *MessageV0_NicDrops) String() string {
 func (*MessageV0_NicDrops) ProtoMessage() {}
 
 func (x *MessageV0_NicDrops) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[13]
+	mi := &file_message_0_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1580,7 @@ func (x *MessageV0_NicDrops) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicDrops.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicDrops) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 12}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 13}
 }
 
 func (x *MessageV0_NicDrops) GetFrame() []*MessageV0_DroppedFrame {
@@ -1535,7 +1606,7 @@ type MessageV0_DroppedFrame struct {
 
 func (x *MessageV0_DroppedFrame) Reset() {
 	*x = MessageV0_DroppedFrame{}
-	mi := &file_message_0_proto_msgTypes[14]
+	mi := &file_message_0_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1618,7 @@ func (x *MessageV0_DroppedFrame) String() string {
 func (*MessageV0_DroppedFrame) ProtoMessage() {}
 
 func (x *MessageV0_DroppedFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[14]
+	mi := &file_message_0_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1631,7 @@ func (x *MessageV0_DroppedFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_DroppedFrame.ProtoReflect.Descriptor instead.
 func (*MessageV0_DroppedFrame) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 13}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 14}
 }
 
 func (x *MessageV0_DroppedFrame) GetTimeNs() int64 {
@@ -1601,7 +1672,7 @@ type MessageV0_Cidr struct {
 
 func (x *MessageV0_Cidr) Reset() {
 	*x = MessageV0_Cidr{}
-	mi := &file_message_0_proto_msgTypes[15]
+	mi := &file_message_0_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1684,7 @@ func (x *MessageV0_Cidr) String() string {
 func (*MessageV0_Cidr) ProtoMessage() {}
 
 func (x *MessageV0_Cidr) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[15]
+	mi := &file_message_0_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1697,7 @@ func (x *MessageV0_Cidr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Cidr.ProtoReflect.Descriptor instead.
 func (*MessageV0_Cidr) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 14}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 15}
 }
 
 func (x *MessageV0_Cidr) GetAddress() string {
@@ -1652,7 +1723,7 @@ type MessageV0_FwData struct {
 
 func (x *MessageV0_FwData) Reset() {
 	*x = MessageV0_FwData{}
-	mi := &file_message_0_proto_msgTypes[16]
+	mi := &file_message_0_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1735,7 @@ func (x *MessageV0_FwData) String() string {
 func (*MessageV0_FwData) ProtoMessage() {}
 
 func (x *MessageV0_FwData) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[16]
+	mi := &file_message_0_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1748,7 @@ func (x *MessageV0_FwData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_FwData.ProtoReflect.Descriptor instead.
 func (*MessageV0_FwData) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 15}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 16}
 }
 
 func (x *MessageV0_FwData) GetData() []byte {
@@ -1698,7 +1769,7 @@ type MessageV0_Sg struct {
 
 func (x *MessageV0_Sg) Reset() {
 	*x = MessageV0_Sg{}
-	mi := &file_message_0_proto_msgTypes[17]
+	mi := &file_message_0_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1781,7 @@ func (x *MessageV0_Sg) String() string {
 func (*MessageV0_Sg) ProtoMessage() {}
 
 func (x *MessageV0_Sg) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[17]
+	mi := &file_message_0_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1794,7 @@ func (x *MessageV0_Sg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Sg.ProtoReflect.Descriptor instead.
 func (*MessageV0_Sg) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 16}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 17}
 }
 
 func (x *MessageV0_Sg) GetId() string {
@@ -1763,7 +1834,7 @@ type MessageV0_Rule struct {
 
 func (x *MessageV0_Rule) Reset() {
 	*x = MessageV0_Rule{}
-	mi := &file_message_0_proto_msgTypes[18]
+	mi := &file_message_0_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1846,7 @@ func (x *MessageV0_Rule) String() string {
 func (*MessageV0_Rule) ProtoMessage() {}
 
 func (x *MessageV0_Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[18]
+	mi := &file_message_0_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1859,7 @@ func (x *MessageV0_Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Rule.ProtoReflect.Descriptor instead.
 func (*MessageV0_Rule) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 17}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 18}
 }
 
 func (x *MessageV0_Rule) GetDirection() MessageV0_Rule_Direction {
@@ -1847,7 +1918,7 @@ type MessageV0_Error struct {
 
 func (x *MessageV0_Error) Reset() {
 	*x = MessageV0_Error{}
-	mi := &file_message_0_proto_msgTypes[19]
+	mi := &file_message_0_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +1930,7 @@ func (x *MessageV0_Error) String() string {
 func (*MessageV0_Error) ProtoMessage() {}
 
 func (x *MessageV0_Error) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[19]
+	mi := &file_message_0_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +1943,7 @@ func (x *MessageV0_Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Error.ProtoReflect.Descriptor instead.
 func (*MessageV0_Error) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 18}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 19}
 }
 
 func (x *MessageV0_Error) GetDescription() string {
@@ -1927,7 +1998,7 @@ type MessageV0_Status struct {
 
 func (x *MessageV0_Status) Reset() {
 	*x = MessageV0_Status{}
-	mi := &file_message_0_proto_msgTypes[20]
+	mi := &file_message_0_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2010,7 @@ func (x *MessageV0_Status) String() string {
 func (*MessageV0_Status) ProtoMessage() {}
 
 func (x *MessageV0_Status) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[20]
+	mi := &file_message_0_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2023,7 @@ func (x *MessageV0_Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_Status.ProtoReflect.Descriptor instead.
 func (*MessageV0_Status) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 19}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 20}
 }
 
 func (x *MessageV0_Status) GetStatus() bool {
@@ -1983,7 +2054,7 @@ type MessageV0_NicUpdateReq struct {
 
 func (x *MessageV0_NicUpdateReq) Reset() {
 	*x = MessageV0_NicUpdateReq{}
-	mi := &file_message_0_proto_msgTypes[21]
+	mi := &file_message_0_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2066,7 @@ func (x *MessageV0_NicUpdateReq) String() string {
 func (*MessageV0_NicUpdateReq) ProtoMessage() {}
 
 func (x *MessageV0_NicUpdateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[21]
+	mi := &file_message_0_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2079,7 @@ func (x *MessageV0_NicUpdateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicUpdateReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicUpdateReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 20}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 21}
 }
 
 func (x *MessageV0_NicUpdateReq) GetId() string {
@@ -2062,7 +2133,7 @@ type MessageV0_NicAddRes struct {
 
 func (x *MessageV0_NicAddRes) Reset() {
 	*x = MessageV0_NicAddRes{}
-	mi := &file_message_0_proto_msgTypes[22]
+	mi := &file_message_0_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2145,7 @@ func (x *MessageV0_NicAddRes) String() string {
 func (*MessageV0_NicAddRes) ProtoMessage() {}
 
 func (x *MessageV0_NicAddRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[22]
+	mi := &file_message_0_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2158,7 @@ func (x *MessageV0_NicAddRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicAddRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicAddRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 21}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 22}
 }
 
 func (x *MessageV0_NicAddRes) GetPath() string {
@@ -2106,7 +2177,7 @@ type MessageV0_NicExportRes struct {
 
 func (x *MessageV0_NicExportRes) Reset() {
 	*x = MessageV0_NicExportRes{}
-	mi := &file_message_0_proto_msgTypes[23]
+	mi := &file_message_0_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2189,7 @@ func (x *MessageV0_NicExportRes) String() string {
 func (*MessageV0_NicExportRes) ProtoMessage() {}
 
 func (x *MessageV0_NicExportRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[23]
+	mi := &file_message_0_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2202,7 @@ func (x *MessageV0_NicExportRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicExportRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicExportRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 22}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 23}
 }
 
 func (x *MessageV0_NicExportRes) GetFwData() *MessageV0_FwData {
@@ -2151,7 +2222,7 @@ type MessageV0_SgRuleAddReq struct {
 
 func (x *MessageV0_SgRuleAddReq) Reset() {
 	*x = MessageV0_SgRuleAddReq{}
-	mi := &file_message_0_proto_msgTypes[24]
+	mi := &file_message_0_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2234,7 @@ func (x *MessageV0_SgRuleAddReq) String() string {
 func (*MessageV0_SgRuleAddReq) ProtoMessage() {}
 
 func (x *MessageV0_SgRuleAddReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[24]
+	mi := &file_message_0_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2247,7 @@ func (x *MessageV0_SgRuleAddReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgRuleAddReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgRuleAddReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 23}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 24}
 }
 
 func (x *MessageV0_SgRuleAddReq) GetSgId() string {
@@ -2203,7 +2274,7 @@ type MessageV0_SgRuleDelReq struct {
 
 func (x *MessageV0_SgRuleDelReq) Reset() {
 	*x = MessageV0_SgRuleDelReq{}
-	mi := &file_message_0_proto_msgTypes[25]
+	mi := &file_message_0_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2286,7 @@ func (x *MessageV0_SgRuleDelReq) String() string {
 func (*MessageV0_SgRuleDelReq) ProtoMessage() {}
 
 func (x *MessageV0_SgRuleDelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[25]
+	mi := &file_message_0_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2299,7 @@ func (x *MessageV0_SgRuleDelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgRuleDelReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgRuleDelReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 24}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 25}
 }
 
 func (x *MessageV0_SgRuleDelReq) GetSgId() string {
@@ -2255,7 +2326,7 @@ type MessageV0_SgMemberAddReq struct {
 
 func (x *MessageV0_SgMemberAddReq) Reset() {
 	*x = MessageV0_SgMemberAddReq{}
-	mi := &file_message_0_proto_msgTypes[26]
+	mi := &file_message_0_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2338,7 @@ func (x *MessageV0_SgMemberAddReq) String() string {
 func (*MessageV0_SgMemberAddReq) ProtoMessage() {}
 
 func (x *MessageV0_SgMemberAddReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[26]
+	mi := &file_message_0_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2351,7 @@ func (x *MessageV0_SgMemberAddReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgMemberAddReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgMemberAddReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 25}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 26}
 }
 
 func (x *MessageV0_SgMemberAddReq) GetSgId() string {
@@ -2307,7 +2378,7 @@ type MessageV0_SgMemberDelReq struct {
 
 func (x *MessageV0_SgMemberDelReq) Reset() {
 	*x = MessageV0_SgMemberDelReq{}
-	mi := &file_message_0_proto_msgTypes[27]
+	mi := &file_message_0_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2390,7 @@ func (x *MessageV0_SgMemberDelReq) String() string {
 func (*MessageV0_SgMemberDelReq) ProtoMessage() {}
 
 func (x *MessageV0_SgMemberDelReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[27]
+	mi := &file_message_0_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2403,7 @@ func (x *MessageV0_SgMemberDelReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_SgMemberDelReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_SgMemberDelReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 26}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 27}
 }
 
 func (x *MessageV0_SgMemberDelReq) GetSgId() string {
@@ -2366,7 +2437,7 @@ type MessageV0_AppStatusRes struct {
 
 func (x *MessageV0_AppStatusRes) Reset() {
 	*x = MessageV0_AppStatusRes{}
-	mi := &file_message_0_proto_msgTypes[28]
+	mi := &file_message_0_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2449,7 @@ func (x *MessageV0_AppStatusRes) String() string {
 func (*MessageV0_AppStatusRes) ProtoMessage() {}
 
 func (x *MessageV0_AppStatusRes) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[28]
+	mi := &file_message_0_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2462,7 @@ func (x *MessageV0_AppStatusRes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_AppStatusRes.ProtoReflect.Descriptor instead.
 func (*MessageV0_AppStatusRes) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 27}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 28}
 }
 
 func (x *MessageV0_AppStatusRes) GetStartDate() uint64 {
@@ -2448,7 +2519,7 @@ type MessageV0_NicIssue struct {
 
 func (x *MessageV0_NicIssue) Reset() {
 	*x = MessageV0_NicIssue{}
-	mi := &file_message_0_proto_msgTypes[29]
+	mi := &file_message_0_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2531,7 @@ func (x *MessageV0_NicIssue) String() string {
 func (*MessageV0_NicIssue) ProtoMessage() {}
 
 func (x *MessageV0_NicIssue) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[29]
+	mi := &file_message_0_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2544,7 @@ func (x *MessageV0_NicIssue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_NicIssue.ProtoReflect.Descriptor instead.
 func (*MessageV0_NicIssue) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 28}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 29}
 }
 
 func (x *MessageV0_NicIssue) GetNicId() string {
@@ -2499,7 +2570,7 @@ type MessageV0_AppConfigReq struct {
 
 func (x *MessageV0_AppConfigReq) Reset() {
 	*x = MessageV0_AppConfigReq{}
-	mi := &file_message_0_proto_msgTypes[30]
+	mi := &file_message_0_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2511,7 +2582,7 @@ func (x *MessageV0_AppConfigReq) String() string {
 func (*MessageV0_AppConfigReq) ProtoMessage() {}
 
 func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
-	mi := &file_message_0_proto_msgTypes[30]
+	mi := &file_message_0_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2524,7 +2595,7 @@ func (x *MessageV0_AppConfigReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageV0_AppConfigReq.ProtoReflect.Descriptor instead.
 func (*MessageV0_AppConfigReq) Descriptor() ([]byte, []int) {
-	return file_message_0_proto_rawDescGZIP(), []int{0, 29}
+	return file_message_0_proto_rawDescGZIP(), []int{0, 30}
 }
 
 func (x *MessageV0_AppConfigReq) GetLogLevel() string {
@@ -2538,7 +2609,7 @@ var File_message_0_proto protoreflect.FileDescriptor
 
 const file_message_0_proto_rawDesc = "" +
 	"\n" +
-	"\x0fmessage_0.proto\"\xe1)\n" +
+	"\x0fmessage_0.proto\"\xf8*\n" +
 	"\tMessageV0\x12,\n" +
 	"\arequest\x18\x01 \x01(\v2\x12.MessageV0.RequestR\arequest\x12/\n" +
 	"\bresponse\x18\x02 \x01(\v2\x13.MessageV0.ResponseR\bresponse\x12\x1d\n" +
@@ -2646,7 +2717,7 @@ const file_message_0_proto_rawDesc = "" +
 	"\x05BENCH\x10\x02\x1a,\n" +
 	"\bNicStats\x12\x0e\n" +
 	"\x02in\x18\x01 \x02(\x04R\x02in\x12\x10\n" +
-	"\x03out\x18\x02 \x02(\x04R\x03out\x1a\xab\x01\n" +
+	"\x03out\x18\x02 \x02(\x04R\x03out\x1a\xdd\x01\n" +
 	"\vNicCounters\x12\x1d\n" +
 	"\n" +
 	"rx_packets\x18\x01 \x01(\x04R\trxPackets\x12\x19\n" +
@@ -2654,7 +2725,14 @@ const file_message_0_proto_rawDesc = "" +
 	"\n" +
 	"tx_packets\x18\x03 \x01(\x04R\ttxPackets\x12\x19\n" +
 	"\btx_bytes\x18\x04 \x01(\x04R\atxBytes\x12(\n" +
-	"\x05drops\x18\x05 \x03(\v2\x12.MessageV0.CounterR\x05drops\x1a3\n" +
+	"\x05drops\x18\x05 \x03(\v2\x12.MessageV0.CounterR\x05drops\x120\n" +
+	"\x06queues\x18\x06 \x03(\v2\x18.MessageV0.QueueCountersR\x06queues\x1ac\n" +
+	"\rQueueCounters\x12\x14\n" +
+	"\x05queue\x18\x01 \x02(\rR\x05queue\x12\x1d\n" +
+	"\n" +
+	"rx_packets\x18\x02 \x01(\x04R\trxPackets\x12\x1d\n" +
+	"\n" +
+	"tx_packets\x18\x03 \x01(\x04R\ttxPackets\x1a3\n" +
 	"\aCounter\x12\x12\n" +
 	"\x04name\x18\x01 \x02(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x02(\x04R\x05value\x1a\xdb\x01\n" +
@@ -2764,7 +2842,7 @@ func file_message_0_proto_rawDescGZIP() []byte {
 }
 
 var file_message_0_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_message_0_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_message_0_proto_goTypes = []any{
 	(MessageV0_Nic_Type)(0),          // 0: MessageV0.Nic.Type
 	(MessageV0_Rule_Direction)(0),    // 1: MessageV0.Rule.Direction
@@ -2777,73 +2855,75 @@ var file_message_0_proto_goTypes = []any{
 	(*MessageV0_Nic)(nil),            // 8: MessageV0.Nic
 	(*MessageV0_NicStats)(nil),       // 9: MessageV0.NicStats
 	(*MessageV0_NicCounters)(nil),    // 10: MessageV0.NicCounters
-	(*MessageV0_Counter)(nil),        // 11: MessageV0.Counter
-	(*MessageV0_ExplainReq)(nil),     // 12: MessageV0.ExplainReq
-	(*MessageV0_ExplainRes)(nil),     // 13: MessageV0.ExplainRes
-	(*MessageV0_NicDropsReq)(nil),    // 14: MessageV0.NicDropsReq
-	(*MessageV0_NicDrops)(nil),       // 15: MessageV0.NicDrops
-	(*MessageV0_DroppedFrame)(nil),   // 16: MessageV0.DroppedFrame
-	(*MessageV0_Cidr)(nil),           // 17: MessageV0.Cidr
-	(*MessageV0_FwData)(nil),         // 18: MessageV0.FwData
-	(*MessageV0_Sg)(nil),             // 19: MessageV0.Sg
-	(*MessageV0_Rule)(nil),           // 20: MessageV0.Rule
-	(*MessageV0_Error)(nil),          // 21: MessageV0.Error
-	(*MessageV0_Status)(nil),         // 22: MessageV0.Status
-	(*MessageV0_NicUpdateReq)(nil),   // 23: MessageV0.NicUpdateReq
-	(*MessageV0_NicAddRes)(nil),      // 24: MessageV0.NicAddRes
-	(*MessageV0_NicExportRes)(nil),   // 25: MessageV0.NicExportRes
-	(*MessageV0_SgRuleAddReq)(nil),   // 26: MessageV0.SgRuleAddReq
-	(*MessageV0_SgRuleDelReq)(nil),   // 27: MessageV0.SgRuleDelReq
-	(*MessageV0_SgMemberAddReq)(nil), // 28: MessageV0.SgMemberAddReq
-	(*MessageV0_SgMemberDelReq)(nil), // 29: MessageV0.SgMemberDelReq
-	(*MessageV0_AppStatusRes)(nil),   // 30: MessageV0.AppStatusRes
-	(*MessageV0_NicIssue)(nil),       // 31: MessageV0.NicIssue
-	(*MessageV0_AppConfigReq)(nil),   // 32: MessageV0.AppConfigReq
+	(*MessageV0_QueueCounters)(nil),  // 11: MessageV0.QueueCounters
+	(*MessageV0_Counter)(nil),        // 12: MessageV0.Counter
+	(*MessageV0_ExplainReq)(nil),     // 13: MessageV0.ExplainReq
+	(*MessageV0_ExplainRes)(nil),     // 14: MessageV0.ExplainRes
+	(*MessageV0_NicDropsReq)(nil),    // 15: MessageV0.NicDropsReq
+	(*MessageV0_NicDrops)(nil),       // 16: MessageV0.NicDrops
+	(*MessageV0_DroppedFrame)(nil),   // 17: MessageV0.DroppedFrame
+	(*MessageV0_Cidr)(nil),           // 18: MessageV0.Cidr
+	(*MessageV0_FwData)(nil),         // 19: MessageV0.FwData
+	(*MessageV0_Sg)(nil),             // 20: MessageV0.Sg
+	(*MessageV0_Rule)(nil),           // 21: MessageV0.Rule
+	(*MessageV0_Error)(nil),          // 22: MessageV0.Error
+	(*MessageV0_Status)(nil),         // 23: MessageV0.Status
+	(*MessageV0_NicUpdateReq)(nil),   // 24: MessageV0.NicUpdateReq
+	(*MessageV0_NicAddRes)(nil),      // 25: MessageV0.NicAddRes
+	(*MessageV0_NicExportRes)(nil),   // 26: MessageV0.NicExportRes
+	(*MessageV0_SgRuleAddReq)(nil),   // 27: MessageV0.SgRuleAddReq
+	(*MessageV0_SgRuleDelReq)(nil),   // 28: MessageV0.SgRuleDelReq
+	(*MessageV0_SgMemberAddReq)(nil), // 29: MessageV0.SgMemberAddReq
+	(*MessageV0_SgMemberDelReq)(nil), // 30: MessageV0.SgMemberDelReq
+	(*MessageV0_AppStatusRes)(nil),   // 31: MessageV0.AppStatusRes
+	(*MessageV0_NicIssue)(nil),       // 32: MessageV0.NicIssue
+	(*MessageV0_AppConfigReq)(nil),   // 33: MessageV0.AppConfigReq
 }
 var file_message_0_proto_depIdxs = []int32{
 	3,  // 0: MessageV0.request:type_name -> MessageV0.Request
 	4,  // 1: MessageV0.response:type_name -> MessageV0.Response
 	8,  // 2: MessageV0.Request.nic_add:type_name -> MessageV0.Nic
-	23, // 3: MessageV0.Request.nic_update:type_name -> MessageV0.NicUpdateReq
-	19, // 4: MessageV0.Request.sg_add:type_name -> MessageV0.Sg
-	26, // 5: MessageV0.Request.sg_rule_add:type_name -> MessageV0.SgRuleAddReq
-	27, // 6: MessageV0.Request.sg_rule_del:type_name -> MessageV0.SgRuleDelReq
-	28, // 7: MessageV0.Request.sg_member_add:type_name -> MessageV0.SgMemberAddReq
-	29, // 8: MessageV0.Request.sg_member_del:type_name -> MessageV0.SgMemberDelReq
-	32, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
-	12, // 10: MessageV0.Request.explain:type_name -> MessageV0.ExplainReq
-	14, // 11: MessageV0.Request.nic_drops:type_name -> MessageV0.NicDropsReq
-	22, // 12: MessageV0.Response.status:type_name -> MessageV0.Status
-	24, // 13: MessageV0.Response.nic_add:type_name -> MessageV0.NicAddRes
+	24, // 3: MessageV0.Request.nic_update:type_name -> MessageV0.NicUpdateReq
+	20, // 4: MessageV0.Request.sg_add:type_name -> MessageV0.Sg
+	27, // 5: MessageV0.Request.sg_rule_add:type_name -> MessageV0.SgRuleAddReq
+	28, // 6: MessageV0.Request.sg_rule_del:type_name -> MessageV0.SgRuleDelReq
+	29, // 7: MessageV0.Request.sg_member_add:type_name -> MessageV0.SgMemberAddReq
+	30, // 8: MessageV0.Request.sg_member_del:type_name -> MessageV0.SgMemberDelReq
+	33, // 9: MessageV0.Request.app_config:type_name -> MessageV0.AppConfigReq
+	13, // 10: MessageV0.Request.explain:type_name -> MessageV0.ExplainReq
+	15, // 11: MessageV0.Request.nic_drops:type_name -> MessageV0.NicDropsReq
+	23, // 12: MessageV0.Response.status:type_name -> MessageV0.Status
+	25, // 13: MessageV0.Response.nic_add:type_name -> MessageV0.NicAddRes
 	8,  // 14: MessageV0.Response.nic_details:type_name -> MessageV0.Nic
-	25, // 15: MessageV0.Response.nic_export:type_name -> MessageV0.NicExportRes
+	26, // 15: MessageV0.Response.nic_export:type_name -> MessageV0.NicExportRes
 	9,  // 16: MessageV0.Response.nic_stats:type_name -> MessageV0.NicStats
-	20, // 17: MessageV0.Response.sg_rule_list:type_name -> MessageV0.Rule
-	30, // 18: MessageV0.Response.app_status:type_name -> MessageV0.AppStatusRes
-	19, // 19: MessageV0.Response.sg_details:type_name -> MessageV0.Sg
+	21, // 17: MessageV0.Response.sg_rule_list:type_name -> MessageV0.Rule
+	31, // 18: MessageV0.Response.app_status:type_name -> MessageV0.AppStatusRes
+	20, // 19: MessageV0.Response.sg_details:type_name -> MessageV0.Sg
 	10, // 20: MessageV0.Response.nic_counters:type_name -> MessageV0.NicCounters
-	13, // 21: MessageV0.Response.explain:type_name -> MessageV0.ExplainRes
-	15, // 22: MessageV0.Response.nic_drops:type_name -> MessageV0.NicDrops
+	14, // 21: MessageV0.Response.explain:type_name -> MessageV0.ExplainRes
+	16, // 22: MessageV0.Response.nic_drops:type_name -> MessageV0.NicDrops
 	5,  // 23: MessageV0.Response.cluster_nodes:type_name -> MessageV0.ClusterNode
 	6,  // 24: MessageV0.Response.cluster_nics:type_name -> MessageV0.ClusterNic
 	0,  // 25: MessageV0.Nic.type:type_name -> MessageV0.Nic.Type
-	18, // 26: MessageV0.Nic.fw_import:type_name -> MessageV0.FwData
-	11, // 27: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
-	16, // 28: MessageV0.NicDrops.frame:type_name -> MessageV0.DroppedFrame
-	20, // 29: MessageV0.Sg.rule:type_name -> MessageV0.Rule
-	1,  // 30: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
-	17, // 31: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
-	21, // 32: MessageV0.Status.error:type_name -> MessageV0.Error
-	18, // 33: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
-	20, // 34: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
-	20, // 35: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
-	31, // 36: MessageV0.AppStatusRes.nic_issues:type_name -> MessageV0.NicIssue
-	7,  // 37: MessageV0.AppStatusRes.cluster:type_name -> MessageV0.ClusterStatus
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	19, // 26: MessageV0.Nic.fw_import:type_name -> MessageV0.FwData
+	12, // 27: MessageV0.NicCounters.drops:type_name -> MessageV0.Counter
+	11, // 28: MessageV0.NicCounters.queues:type_name -> MessageV0.QueueCounters
+	17, // 29: MessageV0.NicDrops.frame:type_name -> MessageV0.DroppedFrame
+	21, // 30: MessageV0.Sg.rule:type_name -> MessageV0.Rule
+	1,  // 31: MessageV0.Rule.direction:type_name -> MessageV0.Rule.Direction
+	18, // 32: MessageV0.Rule.cidr:type_name -> MessageV0.Cidr
+	22, // 33: MessageV0.Status.error:type_name -> MessageV0.Error
+	19, // 34: MessageV0.NicExportRes.fw_data:type_name -> MessageV0.FwData
+	21, // 35: MessageV0.SgRuleAddReq.rule:type_name -> MessageV0.Rule
+	21, // 36: MessageV0.SgRuleDelReq.rule:type_name -> MessageV0.Rule
+	32, // 37: MessageV0.AppStatusRes.nic_issues:type_name -> MessageV0.NicIssue
+	7,  // 38: MessageV0.AppStatusRes.cluster:type_name -> MessageV0.ClusterStatus
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_message_0_proto_init() }
@@ -2857,7 +2937,7 @@ func file_message_0_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_message_0_proto_rawDesc), len(file_message_0_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

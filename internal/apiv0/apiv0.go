@@ -348,6 +348,10 @@ func countersToProto(c model.NICCounters) *protocol.MessageV0_NicCounters {
 	for _, k := range names {
 		m.Drops = append(m.Drops, &protocol.MessageV0_Counter{Name: proto.String(k), Value: proto.Uint64(c.Drops[k])})
 	}
+	for i, q := range c.Queues {
+		m.Queues = append(m.Queues, &protocol.MessageV0_QueueCounters{
+			Queue: proto.Uint32(uint32(i)), RxPackets: proto.Uint64(q.RxPackets), TxPackets: proto.Uint64(q.TxPackets)})
+	}
 	return m
 }
 

@@ -502,6 +502,11 @@ func TestStatsCountersStatus(t *testing.T) {
 	e.ok(t, `nic_stats: "nic-1"`, `nic_stats { in: 1500 out: 9000 }`)
 	e.ok(t, `nic_counters: "nic-1"`, `nic_counters { rx_packets: 1 rx_bytes: 2 tx_packets: 3 tx_bytes: 4
 		drops { name: "antispoof" value: 5 } drops { name: "firewall" value: 7 } }`)
+	// A multiqueue vNIC: its queue pairs, in order.
+	e.dp.SetCounters("nic-1", model.NICCounters{RxPackets: 5, TxPackets: 7,
+		Queues: []model.QueueCounters{{RxPackets: 2, TxPackets: 0}, {RxPackets: 3, TxPackets: 7}}})
+	e.ok(t, `nic_counters: "nic-1"`, `nic_counters { rx_packets: 5 rx_bytes: 0 tx_packets: 7 tx_bytes: 0
+		queues { queue: 0 rx_packets: 2 tx_packets: 0 } queues { queue: 1 rx_packets: 3 tx_packets: 7 } }`)
 	e.ok(t, `app_status: true`, `app_status { start_date: 1000 current_date: 2000 request_counter: 42 graph_dot: "strict graph G {}\n" }`)
 	e.dp.SetIssues([]model.NICIssue{{ID: "nic-1", Reason: "namespace gone"}, {ID: "nic-2", Reason: "also gone"}})
 	e.ok(t, `app_status: true`, `app_status { start_date: 1000 current_date: 2000 request_counter: 42 graph_dot: "strict graph G {}\n"

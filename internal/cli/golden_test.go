@@ -65,7 +65,8 @@ var scenarios = []struct {
 			ts.dp.SetStats("nic_1", model.NICStats{In: 1234, Out: 5678})
 			ts.dp.SetCounters("nic_1", model.NICCounters{
 				RxPackets: 10, RxBytes: 1000, TxPackets: 20, TxBytes: 2000,
-				Drops: map[string]uint64{"firewall": 3, "antispoof": 1},
+				Drops:  map[string]uint64{"firewall": 3, "antispoof": 1},
+				Queues: []model.QueueCounters{{RxPackets: 4, TxPackets: 20}, {RxPackets: 6, TxPackets: 0}},
 			})
 		},
 		lines: `

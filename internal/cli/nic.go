@@ -394,6 +394,10 @@ This command is an extension of this implementation.`,
 				for _, d := range drops {
 					fmt.Fprintf(s.stdout, "drop %s: %d\n", d.GetName(), d.GetValue())
 				}
+				for _, q := range nc.GetQueues() {
+					fmt.Fprintf(s.stdout, "queue %d rx packets: %d\nqueue %d tx packets: %d\n",
+						q.GetQueue(), q.GetRxPackets(), q.GetQueue(), q.GetTxPackets())
+				}
 				return nil
 			}, nil
 		},

@@ -579,5 +579,6 @@ func (e *Engine) Counters(id string) (model.NICCounters, error) {
 		c.Drops["firewall_picked_up"] = n
 	}
 	addPortDrops(&c, p.port)
+	c.Queues = queueCounters(p.port)
 	return c, nil
 }

@@ -16,6 +16,7 @@ type collector struct {
 	nicRxP, nicRxB, nicTxP, nicTxB     *prometheus.Desc
 	nicDrops, fdbEntries, traceDropped *prometheus.Desc
 	workerSleeps                       *prometheus.Desc
+	queueRxP, queueTxP                 *prometheus.Desc
 }
 
 // Collector returns a prometheus.Collector of the per-element and
@@ -33,12 +34,14 @@ func (e *Engine) Collector() prometheus.Collector {
 		nicDrops:     prometheus.NewDesc("butterfly_nic_drops_total", "Frames of a vNIC dropped, by reason.", []string{"nic", "reason"}, nil),
 		fdbEntries:   prometheus.NewDesc("butterfly_vni_mac_entries", "Remote MACs learned in a VNI (live entries of its FDB).", []string{"vni"}, nil),
 		workerSleeps: prometheus.NewDesc("butterfly_worker_sleeps_total", "Times a worker went to sleep in epoll after an idle spell.", []string{"worker"}, nil),
+		queueRxP:     prometheus.NewDesc("butterfly_nic_queue_rx_packets_total", "Frames received from the VM on one queue pair of a multiqueue vNIC.", []string{"nic", "queue"}, nil),
+		queueTxP:     prometheus.NewDesc("butterfly_nic_queue_tx_packets_total", "Frames delivered to the VM on one queue pair of a multiqueue vNIC.", []string{"nic", "queue"}, nil),
 		traceDropped: prometheus.NewDesc("butterfly_trace_dropped_total", "Frames a packet trace writer could not keep up with.", []string{"name"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.elPackets, c.elBytes, c.elDrops, c.nicRxP, c.nicRxB, c.nicTxP, c.nicTxB, c.nicDrops, c.fdbEntries, c.traceDropped, c.workerSleeps} {
+	for _, d := range []*prometheus.Desc{c.elPackets, c.elBytes, c.elDrops, c.nicRxP, c.nicRxB, c.nicTxP, c.nicTxB, c.nicDrops, c.fdbEntries, c.traceDropped, c.workerSleeps, c.queueRxP, c.queueTxP} {
 		ch <- d
 	}
 }
@@ -102,6 +105,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.nicTxB, prometheus.CounterValue, float64(n.TxBytes), id)
 		for r, v := range n.Drops {
 			ch <- prometheus.MustNewConstMetric(c.nicDrops, prometheus.CounterValue, float64(v), id, r)
+		}
+		for q, v := range n.Queues {
+			ch <- prometheus.MustNewConstMetric(c.queueRxP, prometheus.CounterValue, float64(v.RxPackets), id, strconv.Itoa(q))
+			ch <- prometheus.MustNewConstMetric(c.queueTxP, prometheus.CounterValue, float64(v.TxPackets), id, strconv.Itoa(q))
 		}
 	}
 	for _, v := range vnis {

@@ -126,6 +126,15 @@ func TestVhostUserMultiqueueWorkers(t *testing.T) {
 			if qb[0].Out+qb[1].Out != cb.TxPackets {
 				t.Fatalf("B's queue stats %+v do not add up to %d delivered", qb, cb.TxPackets)
 			}
+			// The per-queue counters in Counters and the metrics.
+			if len(ca.Queues) != 2 || ca.Queues[0].RxPackets+ca.Queues[1].RxPackets != ca.RxPackets ||
+				len(cb.Queues) != 2 || cb.Queues[0].TxPackets != qb[0].Out || cb.Queues[1].TxPackets != qb[1].Out {
+				t.Fatalf("Counters' queues: a %+v (rx %d), b %+v (port %+v)", ca.Queues, ca.RxPackets, cb.Queues, qb)
+			}
+			checkMetrics(t, e, []metricWant{
+				{"butterfly_nic_queue_rx_packets_total", map[string]string{"nic": "a", "queue": "1"}, float64(ca.Queues[1].RxPackets)},
+				{"butterfly_nic_queue_tx_packets_total", map[string]string{"nic": "b", "queue": "0"}, float64(qb[0].Out)},
+			})
 			if tt.multiFlow && (qb[0].Out == 0 || qb[1].Out == 0) {
 				t.Fatalf("B's queue stats %+v: flows not spread over both receive queues", qb)
 			}

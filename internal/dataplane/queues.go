@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/port"
 	"github.com/butterfly-go/butterfly/internal/port/vhostuser"
 )
@@ -135,3 +136,21 @@ func (w *worker) shareFlush(s *snapshot) {
 }
 
 var _ splitPort = (*vhostuser.Port)(nil)
+
+// queueCounters returns the frames of each queue pair of a vhost-user
+// port whose guest used more than one, nil for other ports.
+func queueCounters(p port.Port) []model.QueueCounters {
+	vp, ok := p.(*vhostuser.Port)
+	if !ok {
+		return nil
+	}
+	qs := vp.QueueStats()
+	if len(qs) < 2 {
+		return nil
+	}
+	out := make([]model.QueueCounters, len(qs))
+	for i, q := range qs {
+		out[i] = model.QueueCounters{RxPackets: q.In, TxPackets: q.Out}
+	}
+	return out
+}

@@ -84,6 +84,15 @@ type NICCounters struct {
 	RxPackets, RxBytes uint64 // from the VM
 	TxPackets, TxBytes uint64 // to the VM
 	Drops              map[string]uint64
+	// Queues are the frames of each queue pair of a vhost-user vNIC
+	// whose guest used more than one (nil otherwise).
+	Queues []QueueCounters
+}
+
+// QueueCounters are the frames of one queue pair of a vNIC: from the VM
+// (read from its transmit queue) and to it.
+type QueueCounters struct {
+	RxPackets, TxPackets uint64
 }
 
 // Dataplane is what the model drives. Each call is made after validation
