@@ -6,8 +6,8 @@
 #   vmlinuz       Debian's stock kernel (the package linux-image-amd64 points to)
 #   vmlinux       the same kernel uncompressed (ELF): QEMU boots it through the
 #                 PVH entry point, about twice as fast as vmlinuz under TCG
-#   initramfs.gz  busybox-static, iperf3 with its libraries (all from their
-#                 .debs), the virtio-net modules and our /init
+#   initramfs.gz  busybox-static, iperf3 and ethtool with their libraries
+#                 (all from their .debs), the virtio-net modules and our /init
 #   stamp         what the guest was built from
 # The guest is rebuilt only when this script's content or the candidate
 # version of the kernel package changes. Run as root (it checks the guest's
@@ -55,7 +55,7 @@ rm -rf "$OUT"/work.* # left by a killed build (we hold the lock)
 WORK=$(mktemp -d "$OUT/work.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
-USERLAND=(busybox-static iperf3 libiperf0 libsctp1 libssl3 libc6)
+USERLAND=(busybox-static iperf3 libiperf0 libsctp1 libssl3 ethtool libmnl0 libc6)
 # The work directory is private: download as root, not as _apt.
 apt-get download -q -o APT::Sandbox::User=root "$KPKG" "${USERLAND[@]}" >/dev/null
 
@@ -78,6 +78,7 @@ rm -rf "$R"/usr/share "$R"/usr/lib/x86_64-linux-gnu/gconv "$R"/etc/init.d "$R"/u
 	"$R"/usr/lib/x86_64-linux-gnu/engines-3 "$R"/usr/lib/x86_64-linux-gnu/ossl-modules "$R"/sbin/ldconfig
 # The userland must run as it is: try it here (same architecture).
 chroot "$R" /usr/bin/iperf3 --version >/dev/null
+chroot "$R" /sbin/ethtool --version >/dev/null
 chroot "$R" /bin/busybox true
 
 # virtio-net over PCI and its dependencies, in load order (modprobe works

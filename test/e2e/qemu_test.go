@@ -30,7 +30,9 @@ package e2e
 // that connection before it boots the guest. vmOpts.reconnect makes QEMU,
 // as a client, reconnect to the daemon's socket after it went away.
 // noOffloads, noMrgRxbuf and noEventIdx turn device features off (WaitReady
-// checks what the guest negotiated); memMiB sizes the guest's memory.
+// checks what the guest negotiated); memMiB sizes the guest's memory;
+// queues gives the NIC several queue pairs (ethtool -L in the guest
+// enables them).
 
 import (
 	"github.com/butterfly-go/butterfly/internal/labtest"
@@ -130,6 +132,10 @@ type vmOpts struct {
 	// incoming starts QEMU waiting for a live migration at this URI
 	// (-incoming): the guest runs once the migration has completed.
 	incoming string
+	// queues gives the NIC this many queue pairs (vhost-user queues=N,
+	// mq=on); 0 or 1 means one. The guest's driver starts with one per
+	// vCPU (one): "ethtool -L eth0 combined N" enables the others.
+	queues int
 }
 
 // qemuVM is one QEMU process (restartable) and the command agent of its
@@ -201,6 +207,11 @@ func (v *qemuVM) args() []string {
 	if o.packed {
 		device += ",packed=on"
 	}
+	netdev := "vhost-user,id=net0,chardev=vhu"
+	if o.queues > 1 {
+		device += ",mq=on"
+		netdev += ",queues=" + strconv.Itoa(o.queues)
+	}
 	mem := strconv.Itoa(o.memMiB) + "M"
 	var incoming []string
 	if o.incoming != "" {
@@ -217,7 +228,7 @@ func (v *qemuVM) args() []string {
 		"-serial", "chardev:agent",
 		"-qmp", "unix:"+v.qmpPath()+",server=on,wait=off",
 		"-chardev", vhost,
-		"-netdev", "vhost-user,id=net0,chardev=vhu",
+		"-netdev", netdev,
 		// vectors=0: Debian's QEMU 7.2 segfaults when a vhost-user
 		// virtio-net device starts with MSI-X under TCG.
 		"-device", device,
