@@ -33,7 +33,8 @@
 // end, for a redial or for the next message holds no OS thread: the
 // number of threads does not grow with the number of ports. An idle port
 // holds three descriptors in server mode (socket, epoll, eventfd) and two
-// in client mode.
+// in client mode, plus an epoll descriptor per reader beyond the first
+// (Options.Readers).
 //
 // A packed ring keeps no index in guest memory, so its position lives
 // only in the back end and in QEMU's last GET_VRING_BASE: when the
