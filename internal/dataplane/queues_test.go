@@ -144,3 +144,35 @@ func TestZeroAllocsShares(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkShares measures the cost per frame delivered to b of batches
+// read by a vNIC's second worker: handed to the home worker through the
+// firewall and back to b's worker (filtered), or switched where they
+// were read (bypass); both workers run in turn on one thread. Compare
+// with BenchmarkPath's local-switch cases (one worker).
+func BenchmarkShares(b *testing.B) {
+	for _, bypass := range []bool{false, true} {
+		name := "filtered"
+		if bypass {
+			name = "bypass"
+		}
+		b.Run(name, func(b *testing.B) {
+			h, sp, sink := splitHarness(b, bypass, 0)
+			sink.count = true
+			sp.r1.replay = replayBatch(frame{data: udp4(b, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
+			w0, w1 := h.e.workers[0], h.e.workers[1]
+			w1.iterate()
+			w0.iterate()
+			before := sink.written.Load()
+			b.ResetTimer()
+			out := int64(0)
+			for out < int64(b.N) {
+				w1.iterate()
+				w0.iterate()
+				out = sink.written.Load() - before
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(out), "ns/pkt")
+		})
+	}
+}
