@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +46,43 @@ func TestQEMUMultiqueue(t *testing.T) {
 		if n := len(regexp.MustCompile(`(?m)^Combined:\s+4$`).FindAllString(out, -1)); n != 2 {
 			t.Fatalf("%s: ethtool -l after -L combined 4:\n%s", v.opts.name, out)
 		}
+	}
+	// QEMU answers the guest's VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET itself
+	// and tells the daemon which rings to use with SET_VRING_ENABLE: at
+	// boot (one vCPU, so one pair) rings 2 to 7 are off, after ethtool
+	// all eight are on.
+	enabled := func(sock string) (on [8]bool, seq []string) {
+		b, err := os.ReadFile(h.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		re := regexp.MustCompile(`SET_VRING_ENABLE.*ring=(\d+) enabled=(true|false)`)
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, sock) {
+				continue
+			}
+			if m := re.FindStringSubmatch(line); m != nil {
+				if i, _ := strconv.Atoi(m[1]); i < len(on) {
+					on[i] = m[2] == "true"
+					seq = append(seq, m[1]+map[bool]string{true: "+", false: "-"}[on[i]])
+				}
+			}
+		}
+		return on, seq
+	}
+	for _, v := range vms {
+		var seq []string
+		err := labtest.Poll(5*time.Second, func() error {
+			var on [8]bool
+			if on, seq = enabled(v.opts.socket); on != [8]bool{true, true, true, true, true, true, true, true} {
+				return fmt.Errorf("%s: rings enabled %v after SET_VRING_ENABLE %v, want all 8", v.opts.name, on, seq)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: SET_VRING_ENABLE (ring, + on, - off) in order: %s", v.opts.name, strings.Join(seq, " "))
 	}
 	vm1.Reaches(t, ip2)
 	if _, err := vm2.Exec(10*time.Second, "iperf3 -s -D"); err != nil {

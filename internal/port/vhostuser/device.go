@@ -321,6 +321,7 @@ func (d *device) setVringEnable(m *msg) ([]byte, error) {
 		return nil, err
 	}
 	r.enabled = s.num != 0
+	d.p.log.Debug("vhost-user SET_VRING_ENABLE", "ring", s.index, "enabled", r.enabled)
 	d.restart(int(s.index))
 	return nil, nil
 }
