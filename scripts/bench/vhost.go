@@ -32,6 +32,13 @@ import (
 //	dpdk-packed, bf-packed
 //	          as dpdk and bf with the endpoint's virtio_user ports on packed virtqueues
 //	          (packed_vq=1): packed against split rings on both back ends.
+//	dpdk-mq, bf-mq1, bf-mq2, bfx-mq2
+//	          multiqueue, run only when named in -vhost-backends: the endpoint's ports have 2 queue
+//	          pairs each (queues=2, --rxq=2 --txq=2, still one forwarding lcore on CPU 0); dpdk-mq is
+//	          dpdk with queues=2 on its one lcore; bf-mq1 is bf (one worker, CPU 1); bf-mq2 is bf with
+//	          --workers 2 pinned to CPUs 0 and 1, so that its second worker shares CPU 0 with the
+//	          endpoint (the machine has two); bfx-mq2 is bf-mq2 bypassing filtering (the second
+//	          worker then switches what it reads instead of handing it to the vNIC's home worker).
 //
 // The endpoint runs testpmd's 5tswap mode on each port (it swaps MACs, IPs
 // and UDP ports and sends the frame back out of the port it came in on),
@@ -85,11 +92,39 @@ func (b *bench) vhost() {
 	b.vhTable(p, "dpdk", []string{"dpdk-packed"}, "DPDK split", []string{"DPDK packed"})
 	p("")
 	b.vhTable(p, "bf", []string{"bf-packed"}, "Butterfly split", []string{"Butterfly packed"})
+	if slices.ContainsFunc(c.vhBackends, func(be string) bool { return strings.Contains(be, "-mq") }) {
+		p("")
+		p("Multiqueue: the endpoint's ports with 2 queue pairs (one UDP flow each way, primed on both queues;")
+		p("the back ends read both pairs and steer towards a guest by flow hash, so one queue of each port")
+		p("carries the replies). Butterfly with 2 workers shares CPU 0 with the endpoint: on a 2-CPU machine")
+		p("this measures the spreading of the queues, not a third core.")
+		p("")
+		b.vhTable(p, "dpdk", []string{"dpdk-mq"}, "DPDK 1 pair", []string{"DPDK 2 pairs"})
+		p("")
+		b.vhTable(p, "bf", []string{"bf-mq1", "bf-mq2", "bfx-mq2"}, "Butterfly 1 pair, 1 worker",
+			[]string{"2 pairs, 1 worker", "2 pairs, 2 workers", "2 pairs, 2 workers, bypass"})
+	}
 	writeReport(b, "vhost", sb.String())
 }
 
-// vhAllBackends are the back ends the vhost section knows (see vhost).
-var vhAllBackends = []string{"dpdk", "bf", "bfx", "dpdk-packed", "bf-packed"}
+// vhAllBackends are the back ends the vhost section knows (see vhost);
+// vhDefaultBackends those it runs unless -vhost-backends names others.
+var (
+	vhAllBackends     = append(slices.Clone(vhDefaultBackends), "dpdk-mq", "bf-mq1", "bf-mq2", "bfx-mq2")
+	vhDefaultBackends = []string{"dpdk", "bf", "bfx", "dpdk-packed", "bf-packed"}
+)
+
+// vhQueues returns the queue pairs of the endpoint's ports and the
+// back end's workers for back end be.
+func vhQueues(be string) (queues, workers int) {
+	switch {
+	case strings.HasSuffix(be, "-mq2"):
+		return 2, 2
+	case strings.Contains(be, "-mq"):
+		return 2, 1
+	}
+	return 1, 1
+}
 
 // vhCases are the vhost section's cases: frame length, burst size and
 // bursts primed per port.
@@ -210,11 +245,17 @@ type vhBackend struct {
 // are bf and dpdk).
 func (b *bench) startBackend(t *caseT, l *labtest.Lab, be string) vhBackend {
 	var v vhBackend
+	queues, workers := vhQueues(be)
 	be = strings.TrimSuffix(be, "-packed")
+	be = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(be, "-mq"), "-mq1"), "-mq2")
 	switch be {
 	case "bf", "bfx":
 		h := l.SingleHost(labtest.IPv4)
 		args := []string{"--workers", "1", "--graph-cpu-core", "1"}
+		if workers > 1 {
+			// worker 0 on CPU 0 (with the endpoint), worker 1 on CPU 1
+			args = []string{"--workers", "2", "--graph-cpu-core", "0,1"}
+		}
 		if b.cfg.vhPprof != "" {
 			args = append(args, "--metrics", vhPprofAddr)
 			v.ns = h.NS
@@ -256,9 +297,11 @@ func (b *bench) startBackend(t *caseT, l *labtest.Lab, be string) vhBackend {
 	case "dpdk":
 		v.sockA, v.sockB = l.Dir+"/dpdk-a.sock", l.Dir+"/dpdk-b.sock"
 		log := b.cfg.out + "/vhost-dpdk.log"
+		q := strconv.Itoa(queues)
 		tp, err := l.StartTestpmd("dpdk", "0@0,1@1", log,
-			"--vdev", "net_vhost0,iface="+v.sockA+",queues=1", "--vdev", "net_vhost1,iface="+v.sockB+",queues=1",
-			"--", "-i", "--nb-cores=1", "--forward-mode=io", "--port-topology=paired", "--total-num-mbufs=32768")
+			"--vdev", "net_vhost0,iface="+v.sockA+",queues="+q, "--vdev", "net_vhost1,iface="+v.sockB+",queues="+q,
+			"--", "-i", "--nb-cores=1", "--forward-mode=io", "--port-topology=paired", "--total-num-mbufs=32768",
+			"--rxq="+q, "--txq="+q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -364,7 +407,8 @@ func portStats(out string) stats {
 func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 	c := b.cfg
 	s0 := stealSnap()
-	primed := uint64(2 * burst * bursts)
+	queues, _ := vhQueues(be)
+	primed := uint64(2 * queues * burst * bursts) // tx_first primes every queue of both ports
 	r := b.r
 	r[L+".pps"], r[L+".bps"], r[L+".fly"], r[L+".hop"], r[L+".cpuns"] = "0", "0", "0", "n/a", "n/a"
 	started := false
@@ -378,10 +422,11 @@ func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 			packed = ",packed_vq=1"
 		}
 		ep, err := l.StartTestpmd("ep", "0@1,1@0", log,
-			"--vdev", fmt.Sprintf("virtio_user0,path=%s,queues=1,queue_size=1024,mac=%s%s", v.sockA, vhMA, packed),
-			"--vdev", fmt.Sprintf("virtio_user1,path=%s,queues=1,queue_size=1024,mac=%s%s", v.sockB, vhMB, packed),
+			"--vdev", fmt.Sprintf("virtio_user0,path=%s,queues=%d,queue_size=1024,mac=%s%s", v.sockA, queues, vhMA, packed),
+			"--vdev", fmt.Sprintf("virtio_user1,path=%s,queues=%d,queue_size=1024,mac=%s%s", v.sockB, queues, vhMB, packed),
 			"--", "-i", "--nb-cores=1", "--forward-mode=5tswap", "--port-topology=loop", "--eth-peer=0,"+vhMB, "--eth-peer=1,"+vhMA,
-			"--txpkts="+strconv.Itoa(length), "--burst="+strconv.Itoa(burst), "--total-num-mbufs=32768")
+			"--txpkts="+strconv.Itoa(length), "--burst="+strconv.Itoa(burst), "--total-num-mbufs=32768",
+			fmt.Sprintf("--rxq=%d", queues), fmt.Sprintf("--txq=%d", queues))
 		if err != nil {
 			t.Fatal(err)
 		}
