@@ -26,7 +26,11 @@
 // to worker 0. A frame whose output port belongs to another worker is
 // handed over through a single-producer single-consumer ring, and the
 // buffer goes back to its pool (Config.PoolSize buffers per worker)
-// through a return ring.
+// through a return ring. The queue pairs of a multiqueue vhost-user vNIC
+// are read by up to min(workers, 8) workers (queues.go): the others hand
+// what they read to the owner through the same rings (or switch it
+// themselves when the vNIC has neither firewall nor trace), and the owner
+// alone writes to the vNIC, spreading frames over its queues by flow hash.
 //
 // # Configuration
 //
