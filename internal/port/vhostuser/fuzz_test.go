@@ -25,7 +25,11 @@ func FuzzMessage(f *testing.F) {
 	f.Add(rawMsg(reqSetVringKick, flagVersion, binary.LittleEndian.AppendUint64(nil, 0x101)))
 	f.Add(rawMsg(reqAddMemReg, flagVersion, make([]byte, 40)))
 	f.Add(rawMsg(reqRemMemReg, flagVersion, make([]byte, 40)))
-	p, err := Listen(filepath.Join(f.TempDir(), "fuzz.sock"), Options{Logger: slog.New(slog.DiscardHandler)})
+	// Multiqueue: the last ring of the eighth pair, the first beyond.
+	f.Add(append(rawMsg(reqGetQueueNum, flagVersion, nil), rawMsg(reqSetVringEnable, flagVersion, state(numRings-1, 1))...))
+	f.Add(rawMsg(reqSetVringNum, flagVersion, state(numRings, 256)))
+	f.Add(rawMsg(reqSetVringKick, flagVersion, binary.LittleEndian.AppendUint64(nil, 0x100|numRings-1)))
+	p, err := Listen(filepath.Join(f.TempDir(), "fuzz.sock"), Options{Logger: slog.New(slog.DiscardHandler), Readers: 2})
 	if err != nil {
 		f.Fatal(err)
 	}
