@@ -307,7 +307,9 @@ func (w *worker) checkFirewalls(s *snapshot) {
 	}
 	w.fwChecked = w.mono
 	for _, slot := range s.polls[w.id] {
-		if nic := s.nics[slot]; nic != nil && nic.pol != nil {
+		// Only the tables of the vNICs this worker owns: it may also
+		// read queues of others' (rxShare).
+		if nic := s.nics[slot]; nic != nil && nic.pol != nil && nic.worker == w.id {
 			nic.ct.Check(nic.pol, w.mono, fwCheckBudget)
 		}
 	}

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/port"
@@ -174,5 +175,46 @@ func BenchmarkShares(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(out), "ns/pkt")
 		})
+	}
+}
+
+// TestQueueSharesRunning: the same with the workers running (go test
+// -race): while frames cross a filtered multiqueue vNIC from both of its
+// workers for long enough that each worker runs its periodic connection
+// table check several times, only the home worker touches the vNIC's
+// table (the second worker once checked it too: a data race).
+func TestQueueSharesRunning(t *testing.T) {
+	h := newHarnessFds(t, Config{Workers: 2}, false, true)
+	sp := &fakeSplit{}
+	sp.withEventfd(t)
+	sp.r1.withEventfd(t)
+	h.e.hooks.openVhost = func(string, bool, *slog.Logger) (vhostPort, error) { return sp, nil }
+	nv := nicOf("v", mac(1), 5, "10.0.0.1")
+	nv.Type = model.NICVhostUser
+	if _, err := h.e.AddNIC(nv); err != nil {
+		t.Fatal(err)
+	}
+	b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+	b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+	waitFor(t, "b's frame to reach v", func() bool { return len(sp.take()) == 1 })
+	// Traffic paced over 160 ms, so that both workers pass their 10 ms
+	// table check several times while frames cross.
+	const rounds = 40
+	for i := range rounds {
+		for j := range 5 {
+			sp.r1.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 20+j, false)})
+			sp.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 20+j, false)})
+		}
+		if i%10 == 0 {
+			// new flows too, so that the table changes
+			sp.r1.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.3", 20+i, false)})
+		}
+		time.Sleep(4 * time.Millisecond)
+	}
+	want := rounds*10 + rounds/10
+	got := 0
+	waitFor(t, "frames to reach b", func() bool { got += len(b.take()); return got >= want })
+	if got != want {
+		t.Fatalf("b got %d frames, want %d", got, want)
 	}
 }
