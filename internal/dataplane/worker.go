@@ -103,6 +103,7 @@ type worker struct {
 	deltas      []portDelta
 	underFailed bool
 	lastRx      int64
+	checkedAt   int64 // w.mono at the last readiness check (sleep(0))
 	events      []unix.EpollEvent
 	sleepMs     int
 	now         int64 // wall clock, for traces
@@ -200,13 +201,23 @@ func (w *worker) run() {
 		switch {
 		case w.idleNow():
 			w.sleep(w.sleepMs)
-		case n == 0 || i%16 == 0:
-			// Pick up ports that became readable meanwhile.
+		case (n == 0 || i%16 == 0) && w.mono-w.checkedAt >= epollCheckEvery:
+			// Pick up ports that became readable meanwhile: after an
+			// empty iteration or every 16, at most every
+			// epollCheckEvery. A system call per empty iteration was
+			// most of the worker's time with one frame in flight, and
+			// each one delays the frames of the ports it polls.
+			w.checkedAt = w.mono
 			w.sleep(0)
 		}
 	}
 	w.drop()
 }
+
+// epollCheckEvery is the least time between two readiness checks of a
+// polling worker, in nanoseconds: ports outside the active set become
+// readable for it at most this late.
+const epollCheckEvery = int64(20 * time.Microsecond)
 
 // idleNow reports whether every port has been idle for the idle spell:
 // no port with a descriptor left in the active set and nothing received
