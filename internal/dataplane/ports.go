@@ -59,18 +59,18 @@ type vhostPort interface {
 }
 
 // openVhost creates a vhost-user server socket at path whose transmit
-// rings readers workers read (see addShares); a worker may sleep on its
-// Fd after one empty ReadBatch, which is what the workers do (they poll a
-// port until it has been idle for a while).
+// rings readers workers read (see addShares). The guest does not kick
+// while a worker polls the port: the worker asks for kicks
+// (PrepareSleep) when the port leaves its active set.
 func openVhost(path string, offload bool, readers int, log *slog.Logger) (vhostPort, error) {
-	return vhostuser.Listen(path, vhostuser.Options{Logger: log, NoOffloads: !offload, IdlePolls: 1, Readers: readers})
+	return vhostuser.Listen(path, vhostuser.Options{Logger: log, NoOffloads: !offload, ArmOnSleep: true, Readers: readers})
 }
 
 // dialVhost starts a vhost-user client port on path, the socket the VM's
 // QEMU listens on; it connects in the background and keeps reconnecting,
-// so it succeeds whether or not the VM runs yet.
+// so it succeeds whether or not the VM runs yet. Kicks as in openVhost.
 func dialVhost(path string, offload bool, readers int, log *slog.Logger) (vhostPort, error) {
-	return vhostuser.Dial(path, vhostuser.Options{Logger: log, NoOffloads: !offload, IdlePolls: 1, Readers: readers})
+	return vhostuser.Dial(path, vhostuser.Options{Logger: log, NoOffloads: !offload, ArmOnSleep: true, Readers: readers})
 }
 
 // openPort opens a vNIC's port: a TAP device named after the vNIC, or

@@ -219,6 +219,27 @@ func (w *worker) run() {
 // readable for it at most this late.
 const epollCheckEvery = int64(20 * time.Microsecond)
 
+// sleepPreparer is a port whose wake-ups stay off while it is polled
+// (vhost-user: guest kicks): the worker turns them on with PrepareSleep
+// when the port leaves the active set, from then on watched through its
+// Fd; PrepareSleep reports whether frames are waiting already.
+type sleepPreparer interface{ PrepareSleep() bool }
+
+// stillBusy readies the port this worker polls for slot, idle for the
+// idle spell, to be watched through its Fd, and reports whether it must
+// stay in the active set instead: frames arrived meanwhile.
+func (w *worker) stillBusy(slot int) bool {
+	if w.failed[slot] {
+		return false
+	}
+	sp, ok := w.ports[slot].(sleepPreparer)
+	if !ok || !sp.PrepareSleep() {
+		return false
+	}
+	w.last[slot] = w.mono
+	return true
+}
+
 // idleNow reports whether every port has been idle for the idle spell:
 // no port with a descriptor left in the active set and nothing received
 // recently on the others.
@@ -293,7 +314,7 @@ func (w *worker) iterate() int {
 		if n > 0 {
 			w.last[slot] = w.mono
 		}
-		if w.mono-w.last[slot] < idle && !w.failed[slot] {
+		if w.mono-w.last[slot] < idle && !w.failed[slot] || w.stillBusy(slot) {
 			w.active[j] = slot
 			j++
 		} else {

@@ -100,6 +100,11 @@ type Options struct {
 	// read by reader q%Readers, reader 0 being the port's own ReadBatch
 	// and Fd, the others Reader(k).
 	Readers int
+	// ArmOnSleep leaves kicks off in ReadBatch whatever IdlePolls says:
+	// the reader asks for them with PrepareSleep before it sleeps on Fd.
+	// A busy-polling reader then never has the guest kick, nor rearms
+	// Fd, while it polls.
+	ArmOnSleep bool
 }
 
 // Stats are a port's counters, from the switch's point of view: In is
@@ -132,6 +137,8 @@ type Port struct {
 	// started (1 at least): the data path looks at no ring beyond.
 	pairs atomic.Uint32
 	idle  uint32 // Options.IdlePolls
+	// armOnSleep is Options.ArmOnSleep.
+	armOnSleep bool
 	// r0 is the port's own reader (ReadBatch, Fd); rd are all the
 	// readers, r0 first (Options.Readers).
 	r0 Reader
@@ -199,6 +206,7 @@ func newPort(path string, opts Options) (*Port, error) {
 	}
 	p.log = p.log.With("vhost-user", path)
 	p.idle = uint32(max(1, min(opts.IdlePolls, 1<<20)))
+	p.armOnSleep = opts.ArmOnSleep
 	p.pairs.Store(1)
 	p.offered = 1<<fNetMQ | 1<<fVersion1 | 1<<fRingPacked | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU | 1<<fEventIdx | 1<<fLogAll | 1<<fInOrder
 	if !opts.NoOffloads {
@@ -357,7 +365,7 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 	// Harvest Fd's edge-triggered events so it sleeps again: on the
 	// IdlePolls-th empty poll in a row and every 8th after that, so a
 	// stale wake-up costs a sleeping worker at most 8 spurious polls.
-	harvest := rd.empty+1 >= p.idle && (rd.empty+1-p.idle)%8 == 0
+	harvest := !p.armOnSleep && rd.empty+1 >= p.idle && (rd.empty+1-p.idle)%8 == 0
 	var rs [MaxQueuePairs]queue
 	var qs [MaxQueuePairs]uint8
 	var got [MaxQueuePairs]int
@@ -380,7 +388,7 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 		// kick the harvest consumed is left in a ring with nobody to
 		// wake up for it. Frames dropped on the way move a ring on
 		// without returning anything: kicks are re-armed after them.
-		for try := 0; n == 0 && rd.empty+1 >= p.idle; try++ {
+		for try := 0; n == 0 && !p.armOnSleep && rd.empty+1 >= p.idle; try++ {
 			if try == maxRearms {
 				// A guest that keeps posting frames the port drops:
 				// leave Fd readable so the worker comes back.
@@ -440,6 +448,41 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 		rd.empty = 0
 	}
 	return n, nil
+}
+
+// PrepareSleep readies the port for a worker about to sleep on Fd (the
+// port's first reader; see Reader.PrepareSleep).
+func (p *Port) PrepareSleep() bool { return p.r0.PrepareSleep() }
+
+// PrepareSleep readies the reader for a worker about to sleep on its Fd:
+// it rearms Fd (an epoll_wait with a zero timeout), asks the guest for a
+// kick at the next entry of each of its transmit rings, and reports
+// whether frames are waiting already, in which case the worker must poll
+// again instead of sleeping. Fd is rearmed first: a kick after that
+// makes it readable again, and a frame posted before the kicks were
+// asked for is seen by the last check. It is the reader's call, never
+// concurrent with its ReadBatch; the next ReadBatch that returns frames
+// from a ring turns that ring's kicks off.
+func (rd *Reader) PrepareSleep() bool {
+	p := rd.p
+	np := int(p.pairs.Load())
+	for q := rd.k; q < np; q += rd.n {
+		p.seq[2*q+1].Add(1)
+	}
+	unix.EpollWait(rd.epfd, rd.evs[:], 0)
+	pending := false
+	for q := rd.k; q < np; q += rd.n {
+		if r := p.ring(2*q + 1); r != nil && !r.isBroken() {
+			if !r.kicksArmed() {
+				pending = r.setNotify(true) || pending
+			}
+			pending = pending || r.hasPending()
+		}
+	}
+	for q := rd.k; q < np; q += rd.n {
+		p.seq[2*q+1].Add(1)
+	}
+	return pending
 }
 
 // dequeueAll reads from the rings rs in turn, from rs[start] on, until

@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"encoding/binary"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,14 +17,23 @@ import (
 // nothing, sleeps on Fd as the dataplane's workers do. A frame left in
 // the ring while Fd stays silent is a lost wake-up: the worker would
 // sleep until the guest's next frame, which here never comes.
+//
+// With ArmOnSleep the worker calls PrepareSleep before it sleeps (and
+// polls again if it reports frames), as the dataplane does, and empty
+// polls must leave the guest's kicks off.
 func TestNoLostWakeup(t *testing.T) {
-	for _, eventIdx := range []bool{false, true} {
-		name := "flags"
-		if eventIdx {
-			name = "event_idx"
-		}
-		t.Run(name, func(t *testing.T) {
-			p := listenTest(t)
+	for _, tc := range []struct {
+		name                 string
+		eventIdx, armOnSleep bool
+	}{{"flags", false, false}, {"event_idx", true, false}, {"flags/arm_on_sleep", false, true}, {"event_idx/arm_on_sleep", true, true}} {
+		eventIdx := tc.eventIdx
+		t.Run(tc.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "vhu.sock")
+			p, err := Listen(sock, Options{ArmOnSleep: tc.armOnSleep})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.Close() })
 			f := dialFrontEnd(t, p)
 			if eventIdx {
 				f.without = 1 << fRingPacked
@@ -74,6 +84,21 @@ func TestNoLostWakeup(t *testing.T) {
 			for {
 				if n, _ := p.ReadBatch(bufs); n > 0 {
 					got += n
+					if tc.armOnSleep {
+						// polling: the guest must not be asked to kick
+						if n, _ := p.ReadBatch(bufs); n > 0 {
+							got += n
+							continue
+						}
+						if r := p.ring(txRing).(*vring); r.kicksArmed() {
+							close(stop)
+							<-done
+							t.Fatalf("kicks armed by an empty ReadBatch with ArmOnSleep (used flags %#x)", r.usedFlags)
+						}
+					}
+					continue
+				}
+				if tc.armOnSleep && p.PrepareSleep() {
 					continue
 				}
 				select {
