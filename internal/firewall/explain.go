@@ -233,7 +233,7 @@ func (p *Policy) explain(k *flowKey) (bool, Match) {
 	if i < 0 {
 		return false, Match{}
 	}
-	return true, Match{Kind: MatchRule, Rule: t.refs[i]}
+	return true, Match{Kind: MatchRule, Rule: p.rules.ref(t.refs[i])}
 }
 
 // firstMatch is match returning the index of the lowest rule that allows

@@ -189,6 +189,7 @@ type RuleSet struct {
 	tables      [2][2]table // [Direction][family]
 	hasOutbound bool
 	sets        []*MemberSet
+	groups      []model.SG // compiled from (read-only), for Explain
 }
 
 // Policy is one vNIC's compiled, immutable policy: a shared RuleSet, the
@@ -256,7 +257,7 @@ type table struct {
 	cidrBits []uint64
 	members  []memberRef
 	// refs are the rules the bits stand for, in bit order (Explain).
-	refs []RuleRef
+	refs []ruleIdx
 }
 
 type portTable struct {
@@ -296,31 +297,62 @@ func portsOf(r model.Rule) (lo, hi uint32) {
 // refers to a group uses members[group] (shared, so member changes need
 // no recompilation); a group absent from members matches nothing. It fails
 // on a rule the model would not accept (bad direction, protocol or port
-// range, neither or both of CIDR and group).
+// range, neither or both of CIDR and group). The RuleSet keeps groups (its
+// Explain answers name their rules): the caller must not modify the slice
+// or the groups' rule lists afterwards.
+//
+// Its cost is linear in the rules and the elementary intervals they cut,
+// and its allocations are a fixed number per table (at most one port table
+// per protocol used, one CIDR table and one per member set, for each
+// direction and family), whatever the number of rules: the scratch space
+// of the sweeps is shared by all the tables of one call. Rules that
+// compile alike are not merged: a duplicate costs one bit and matches the
+// same packets.
 func CompileRuleSet(groups []model.SG, members map[string]*MemberSet) (*RuleSet, error) {
-	rs := &RuleSet{}
-	var rules [2][2][]crule
-	var refs [2][2][]RuleRef
-	seen := make(map[model.Rule]bool)
-	usedSets := make(map[*MemberSet]bool)
+	rs := &RuleSet{groups: groups}
+	// First pass: check, and count the rules of each table.
+	var n [2][2]int
 	for _, g := range groups {
 		for _, r := range g.Rules {
 			if err := checkRule(r); err != nil {
 				return nil, fmt.Errorf("firewall: compile: group %q: %w", g.ID, err)
 			}
-			key := r
-			if !hasPorts(r.Protocol) {
-				key.PortStart, key.PortEnd = 0, 0
-			}
-			if seen[key] {
-				continue
-			}
-			seen[key] = true
 			d := ToVM
 			if r.Direction == model.Outbound {
 				d = FromVM
 				rs.hasOutbound = true
 			}
+			switch {
+			case !r.CIDR.IsValid(): // a group rule applies to both families
+				n[d][fam4]++
+				n[d][fam6]++
+			case r.CIDR.Addr().Unmap().Is4():
+				n[d][fam4]++
+			default:
+				n[d][fam6]++
+			}
+		}
+	}
+	total := n[0][0] + n[0][1] + n[1][0] + n[1][1]
+	all := make([]crule, 0, total)
+	refs := make([]ruleIdx, 0, total)
+	var rules [2][2][]crule
+	var tref [2][2][]ruleIdx
+	for d := range 2 {
+		for f := range 2 {
+			rules[d][f] = all[len(all) : len(all) : len(all)+n[d][f]]
+			tref[d][f] = refs[len(refs) : len(refs) : len(refs)+n[d][f]]
+			all = all[:len(all)+n[d][f]]
+			refs = refs[:len(refs)+n[d][f]]
+		}
+	}
+	for gi, g := range groups {
+		for ri, r := range g.Rules {
+			d := ToVM
+			if r.Direction == model.Outbound {
+				d = FromVM
+			}
+			ref := ruleIdx{int32(gi), int32(ri)}
 			c := crule{proto: r.Protocol}
 			c.portLo, c.portHi = portsOf(r)
 			if r.CIDR.IsValid() {
@@ -335,28 +367,36 @@ func CompileRuleSet(groups []model.SG, members map[string]*MemberSet) (*RuleSet,
 					f = fam6
 				}
 				rules[d][f] = append(rules[d][f], c)
-				refs[d][f] = append(refs[d][f], RuleRef{Group: g.ID, Rule: r})
+				tref[d][f] = append(tref[d][f], ref)
 				continue
 			}
 			c.sg = r.SG
-			if s := members[r.SG]; s != nil && !usedSets[s] {
-				usedSets[s] = true
+			if s := members[r.SG]; s != nil && !slices.Contains(rs.sets, s) {
 				rs.sets = append(rs.sets, s)
 			}
-			// A group rule applies to both families.
-			rules[d][fam4] = append(rules[d][fam4], c)
-			rules[d][fam6] = append(rules[d][fam6], c)
-			refs[d][fam4] = append(refs[d][fam4], RuleRef{Group: g.ID, Rule: r})
-			refs[d][fam6] = append(refs[d][fam6], RuleRef{Group: g.ID, Rule: r})
+			for f := range 2 {
+				rules[d][f] = append(rules[d][f], c)
+				tref[d][f] = append(tref[d][f], ref)
+			}
 		}
 	}
+	sc := newScratch(max(n[0][0], n[0][1], n[1][0], n[1][1]))
 	for d := range 2 {
 		for f := range 2 {
-			rs.tables[d][f] = buildTable(rules[d][f], f, members)
-			rs.tables[d][f].refs = refs[d][f]
+			rs.tables[d][f] = sc.buildTable(rules[d][f], f, members)
+			rs.tables[d][f].refs = tref[d][f]
 		}
 	}
 	return rs, nil
+}
+
+// ruleIdx locates a rule in a RuleSet's groups: Rules[r] of groups[g].
+type ruleIdx struct{ g, r int32 }
+
+// ref returns the rule i locates, for Explain.
+func (rs *RuleSet) ref(i ruleIdx) RuleRef {
+	g := &rs.groups[i.g]
+	return RuleRef{Group: g.ID, Rule: g.Rules[i.r]}
 }
 
 func checkRule(r model.Rule) error {
@@ -377,27 +417,59 @@ func checkRule(r model.Rule) error {
 
 func setBit(b []uint64, i int) { b[i>>6] |= 1 << (i & 63) }
 
-func buildTable(rs []crule, fam int, members map[string]*MemberSet) table {
+// scratch is the working space of the sweeps of one compilation, reused
+// from table to table; only what a table keeps is allocated for it.
+type scratch struct {
+	u32   []uint32
+	spans []span
+	ints  []int32
+	cur   []uint64
+}
+
+// newScratch returns the scratch space for tables of up to n rules: n
+// rules cut at most 2n+1 elementary intervals.
+func newScratch(n int) *scratch {
+	pts := 2*n + 1
+	return &scratch{
+		u32:   make([]uint32, 0, pts),
+		spans: make([]span, 0, n),
+		ints:  make([]int32, 4*(pts+2)+2*n),
+		cur:   make([]uint64, (n+63)/64),
+	}
+}
+
+func (sc *scratch) buildTable(rs []crule, fam int, members map[string]*MemberSet) table {
 	t := table{w: (len(rs) + 63) / 64}
 	if len(rs) == 0 {
 		return t
 	}
 	w := t.w
-	// Protocols: table 0 holds the any-protocol rules only.
-	var protos []int32
+	// Protocols: table 0 holds the any-protocol rules only; the others
+	// follow in protocol order.
+	var used [4]uint64
+	nprotos := 0
 	for _, r := range rs {
-		if r.proto >= 0 && !slices.Contains(protos, r.proto) {
-			protos = append(protos, r.proto)
+		if p := r.proto; p >= 0 && used[p>>6]&(1<<(p&63)) == 0 {
+			used[p>>6] |= 1 << (p & 63)
+			nprotos++
 		}
 	}
-	slices.Sort(protos)
-	t.ports = append(t.ports, buildPorts(rs, w, -1))
-	for i, pr := range protos {
-		t.protoIdx[pr] = uint16(i + 1)
-		t.ports = append(t.ports, buildPorts(rs, w, pr))
+	t.ports = make([]portTable, 1, 1+nprotos)
+	t.ports[0] = sc.buildPorts(rs, w, -1)
+	for pr := range int32(256) {
+		if used[pr>>6]&(1<<(pr&63)) != 0 {
+			t.protoIdx[pr] = uint16(len(t.ports))
+			t.ports = append(t.ports, sc.buildPorts(rs, w, pr))
+		}
 	}
 	// CIDR elementary intervals.
-	pts := []addr{{}}
+	ncidr := 1
+	for _, r := range rs {
+		if r.hasCIDR {
+			ncidr += 2
+		}
+	}
+	pts := make([]addr, 1, ncidr)
 	for _, r := range rs {
 		if !r.hasCIDR {
 			continue
@@ -416,9 +488,9 @@ func buildTable(rs []crule, fam int, members map[string]*MemberSet) table {
 		}
 		return 0
 	})
-	pts = slices.Compact(pts)
+	pts = slices.Clip(slices.Compact(pts))
 	t.cidrPts = pts
-	var spans []span
+	spans := sc.spans[:0]
 	for ri, r := range rs {
 		if !r.hasCIDR {
 			continue
@@ -431,7 +503,8 @@ func buildTable(rs []crule, fam int, members map[string]*MemberSet) table {
 		}
 		spans = append(spans, span{ri, searchAddr(pts, r.lo), end})
 	}
-	t.cidrBits = sweepBits(len(pts), w, spans)
+	sc.spans = spans
+	t.cidrBits = sc.sweepBits(len(pts), w, spans)
 	// Group references.
 	for ri, r := range rs {
 		if r.hasCIDR {
@@ -453,9 +526,9 @@ func buildTable(rs []crule, fam int, members map[string]*MemberSet) table {
 
 // buildPorts builds the port table of protocol proto (-1: any-protocol
 // rules only).
-func buildPorts(rs []crule, w int, proto int32) portTable {
+func (sc *scratch) buildPorts(rs []crule, w int, proto int32) portTable {
 	in := func(r crule) bool { return r.proto == -1 || r.proto == proto }
-	pts := []uint32{0}
+	pts := append(sc.u32[:0], 0)
 	for _, r := range rs {
 		if !in(r) {
 			continue
@@ -469,9 +542,10 @@ func buildPorts(rs []crule, w int, proto int32) portTable {
 			pts = append(pts, hi+1)
 		}
 	}
+	sc.u32 = pts
 	slices.Sort(pts)
-	pts = slices.Compact(pts)
-	var spans []span
+	pts = slices.Clone(slices.Compact(pts))
+	spans := sc.spans[:0]
 	for ri, r := range rs {
 		if !in(r) {
 			continue
@@ -486,7 +560,8 @@ func buildPorts(rs []crule, w int, proto int32) portTable {
 		}
 		spans = append(spans, span{ri, searchU32(pts, lo), end})
 	}
-	return portTable{pts: pts, bits: sweepBits(len(pts), w, spans)}
+	sc.spans = spans
+	return portTable{pts: pts, bits: sc.sweepBits(len(pts), w, spans)}
 }
 
 // span says that rule covers the elementary intervals [first, end).
@@ -495,12 +570,21 @@ type span struct{ rule, first, end int }
 // sweepBits returns the bitsets of n elementary intervals (w words each)
 // with a sweep over the spans' boundaries: O(n*w + len(spans)). The
 // spans starting and ending at each interval are bucketed in two flat
-// arrays (counting sort), not in a slice per interval.
-func sweepBits(n, w int, spans []span) []uint64 {
+// arrays (counting sort), not in a slice per interval; all but the result
+// lives in sc.
+func (sc *scratch) sweepBits(n, w int, spans []span) []uint64 {
 	// addAt[i]..addAt[i+1] index the rules starting at interval i in adds;
-	// likewise for the rules ending there.
-	addAt := make([]int32, n+2)
-	delAt := make([]int32, n+2)
+	// likewise for the rules ending there. fillA and fillD are the next
+	// free places while the rules are bucketed.
+	need := 4*(n+2) + 2*len(spans)
+	if cap(sc.ints) < need {
+		sc.ints = make([]int32, need)
+	}
+	ints := sc.ints[:need]
+	clear(ints[:2*(n+2)])
+	addAt, delAt := ints[:n+2], ints[n+2:2*(n+2)]
+	fillA, fillD := ints[2*(n+2):3*(n+2)], ints[3*(n+2):4*(n+2)]
+	adds, dels := ints[4*(n+2):4*(n+2)+len(spans)], ints[4*(n+2)+len(spans):]
 	for _, s := range spans {
 		addAt[s.first+1]++
 		delAt[s.end+1]++
@@ -509,10 +593,8 @@ func sweepBits(n, w int, spans []span) []uint64 {
 		addAt[i] += addAt[i-1]
 		delAt[i] += delAt[i-1]
 	}
-	adds := make([]int32, len(spans))
-	dels := make([]int32, len(spans))
-	fillA := slices.Clone(addAt)
-	fillD := slices.Clone(delAt)
+	copy(fillA, addAt)
+	copy(fillD, delAt)
 	for _, s := range spans {
 		adds[fillA[s.first]] = int32(s.rule)
 		fillA[s.first]++
@@ -520,7 +602,11 @@ func sweepBits(n, w int, spans []span) []uint64 {
 		fillD[s.end]++
 	}
 	bits := make([]uint64, n*w)
-	cur := make([]uint64, w)
+	if cap(sc.cur) < w {
+		sc.cur = make([]uint64, w)
+	}
+	cur := sc.cur[:w]
+	clear(cur)
 	for i := range n {
 		for _, r := range dels[delAt[i]:delAt[i+1]] {
 			cur[r>>6] &^= 1 << (r & 63)

@@ -279,3 +279,74 @@ func TestSCTPRuleWithoutPorts(t *testing.T) {
 		})
 	}
 }
+
+// TestCompileAllocsIndependentOfRules: compiling a group allocates a fixed
+// number of times whatever its number of rules (the tables it keeps; the
+// scratch space of the sweeps is shared), so that a rule change costs
+// memory in proportion to what the compiled rules hold, not in growing
+// slices and maps.
+func TestCompileAllocsIndependentOfRules(t *testing.T) {
+	rules := func(n int) []model.Rule {
+		rs := make([]model.Rule, n)
+		for i := range rs {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+			proto := []int32{6, 17}[i%2]
+			rs[i] = model.Rule{Direction: model.Inbound, Protocol: proto, PortStart: uint32(1000 + i), PortEnd: uint32(1000 + i), CIDR: p}
+		}
+		return rs
+	}
+	var want float64
+	for _, n := range []int{10, 100, 1000, 3000} {
+		groups := []model.SG{{ID: "g", Rules: rules(n)}}
+		got := testing.AllocsPerRun(20, func() {
+			if _, err := CompileRuleSet(groups, nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if want == 0 {
+			want = got
+		}
+		t.Logf("%d rules: %v allocations", n, got)
+		if got != want {
+			t.Errorf("%d rules: %v allocations, want %v as with 10 rules", n, got, want)
+		}
+	}
+}
+
+// TestCompileDuplicateRules: a rule present in two groups of a list, or
+// twice in the same form in one group (ports of a protocol without ports),
+// allows what it allows once, and Explain names its first occurrence.
+func TestCompileDuplicateRules(t *testing.T) {
+	icmp := func(port uint32) model.Rule {
+		return model.Rule{Direction: model.Inbound, Protocol: 1, PortStart: port, PortEnd: port, CIDR: netip.MustParsePrefix("192.0.2.0/24")}
+	}
+	tcp := cidrRule(model.Inbound, 6, 22, 22, "198.51.100.0/24")
+	groups := []model.SG{
+		{ID: "a", Rules: []model.Rule{icmp(1), icmp(2), tcp}},
+		{ID: "b", Rules: []model.Rule{tcp, icmp(3)}},
+	}
+	p := mustCompile(t, CompileInput{Generation: 1, IPs: addrs(vm4), Groups: groups})
+	tests := []struct {
+		proto uint8
+		src   string
+		dport uint16
+		want  bool
+		rule  RuleRef
+	}{
+		{1, "192.0.2.7", 0, true, RuleRef{Group: "a", Rule: icmp(1)}},
+		{6, "198.51.100.9", 22, true, RuleRef{Group: "a", Rule: tcp}},
+		{6, "198.51.100.9", 23, false, RuleRef{}},
+		{1, "203.0.113.1", 0, false, RuleRef{}},
+	}
+	for _, tt := range tests {
+		src := netip.MustParseAddr(tt.src)
+		if got := p.Allows(ToVM, tt.proto, src, netip.MustParseAddr(vm4), 1234, tt.dport); got != tt.want {
+			t.Errorf("proto %d from %s to port %d: allowed %v, want %v", tt.proto, tt.src, tt.dport, got, tt.want)
+		}
+		k := flowKey{dir: ToVM, fam: fam4, proto: tt.proto, src: addrOf(src), dst: addrOf(netip.MustParseAddr(vm4)), sport: 1234, dport: tt.dport, portsValid: tt.proto == 6}
+		ok, m := p.explain(&k)
+		if ok != tt.want || ok && m.Rule != tt.rule {
+			t.Errorf("proto %d from %s to port %d: explain %v %+v, want %v %+v", tt.proto, tt.src, tt.dport, ok, m.Rule, tt.want, tt.rule)
+		}
+	}
+}
