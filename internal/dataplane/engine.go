@@ -103,6 +103,11 @@ type Engine struct {
 	// list of groups (see compile); fwGen numbers compiled policies;
 	// ctLimit bounds the tracked connections of all vNICs.
 	sgs map[string]model.SG
+	// sgList is the list of the last SetSecurityGroups, sorted by id.
+	sgList []model.SG
+	// polMark numbers the SetSecurityGroups calls: nicEntry.polMark
+	// says a call already gave the vNIC a new policy.
+	polMark uint64
 	// byGroup lists the vNICs of each group id their lists name, so a
 	// group change finds its vNICs without looking at the others.
 	byGroup map[string]map[*nicEntry]struct{}
@@ -145,6 +150,9 @@ type nicEntry struct {
 	spoof *antispoof.Config
 	// touched: its snapshot entry is out of date (see touch).
 	touched bool
+	// polMark is the Engine.polMark of the last SetSecurityGroups that
+	// rebuilt its policy.
+	polMark uint64
 }
 
 var _ model.Dataplane = (*Engine)(nil)

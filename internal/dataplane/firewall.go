@@ -25,76 +25,118 @@ const (
 // new policy sharing the result. On error nothing changes. The lists of
 // sgs are kept: the caller must not modify them (the model never writes a
 // list it stored).
+//
+// Its cost follows the change: sgs is compared with the previous list in
+// one merge walk (the model passes them sorted by id and shares the lists
+// of unchanged groups), and only the vNICs of changed groups are visited.
 func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	next := make(map[string]model.SG, len(sgs))
-	for _, g := range sgs {
-		next[g.ID] = g
+	sgs = sortedGroups(sgs)
+	// undo restores e.sgs if compiling fails.
+	type undo struct {
+		id  string
+		old model.SG
+		had bool
 	}
-	changed := map[string]bool{}
-	for id, g := range next {
-		if old, ok := e.sgs[id]; !ok || !sameList(old.Rules, g.Rules) {
-			changed[id] = true
+	var undos []undo
+	var changed []string // groups added, removed or with other rules
+	setSG := func(id string, g *model.SG) {
+		old, had := e.sgs[id]
+		undos = append(undos, undo{id, old, had})
+		if g == nil {
+			delete(e.sgs, id)
+		} else {
+			e.sgs[id] = *g
 		}
 	}
-	for id := range e.sgs {
-		if _, ok := next[id]; !ok {
-			changed[id] = true
+	prev := e.sgList
+	for i, j := 0, 0; i < len(prev) || j < len(sgs); {
+		switch {
+		case j == len(sgs) || i < len(prev) && prev[i].ID < sgs[j].ID:
+			changed = append(changed, prev[i].ID)
+			setSG(prev[i].ID, nil)
+			i++
+		case i == len(prev) || sgs[j].ID < prev[i].ID:
+			changed = append(changed, sgs[j].ID)
+			setSG(sgs[j].ID, &sgs[j])
+			j++
+		default:
+			if !sameList(prev[i].Rules, sgs[j].Rules) {
+				changed = append(changed, sgs[j].ID)
+			}
+			if !sameList(prev[i].Rules, sgs[j].Rules) || !sameList(prev[i].Members, sgs[j].Members) {
+				setSG(sgs[j].ID, &sgs[j])
+			}
+			i++
+			j++
 		}
 	}
-	isChanged := func(id string) bool { return changed[id] }
-	prev := e.sgs
-	e.sgs = next
 	created := e.createMemberSets(changed)
 	// The rule sets of the lists with a changed group are compiled anew,
 	// once per list, into fresh; e.fwRules is updated on success only.
 	fresh := map[string]ruleSet{}
-	pols := map[*nicEntry]*firewall.Policy{}
-	for id := range changed {
+	type newPolicy struct {
+		ent *nicEntry
+		pol *firewall.Policy
+	}
+	var pols []newPolicy
+	e.polMark++
+	for _, id := range changed {
 		for ent := range e.byGroup[id] {
-			if _, done := pols[ent]; done {
+			if ent.polMark == e.polMark {
 				continue
 			}
+			ent.polMark = e.polMark
 			p, err := e.compileIn(ent.nic, fresh)
 			if err != nil {
-				e.sgs = prev
+				for k := len(undos) - 1; k >= 0; k-- {
+					if u := undos[k]; u.had {
+						e.sgs[u.id] = u.old
+					} else {
+						delete(e.sgs, u.id)
+					}
+				}
 				for _, id := range created {
 					delete(e.members, id)
 				}
 				return err
 			}
-			pols[ent] = p
+			pols = append(pols, newPolicy{ent, p})
 		}
 	}
-	for key, r := range e.fwRules {
-		if slices.ContainsFunc(r.groups, isChanged) {
-			delete(e.fwRules, key)
+	if len(changed) > 0 {
+		for key, r := range e.fwRules {
+			if slices.ContainsFunc(r.groups, func(id string) bool { return slices.Contains(changed, id) }) {
+				delete(e.fwRules, key)
+			}
 		}
 	}
 	for key, r := range fresh {
 		e.fwRules[key] = r
 	}
-	for id, g := range next {
-		old, ok := prev[id]
-		if ms := e.members[id]; ms == nil {
-			e.members[id] = firewall.NewMemberSet(g.Members)
-		} else if !ok || !sameList(old.Members, g.Members) {
+	e.sgList = sgs
+	for _, u := range undos {
+		g, ok := e.sgs[u.id]
+		if ms := e.members[u.id]; ms == nil {
+			if ok {
+				e.members[u.id] = firewall.NewMemberSet(g.Members)
+			}
+		} else if !ok {
+			if ms.Len() > 0 {
+				ms.Set(nil)
+			}
+		} else if !u.had || !sameList(u.old.Members, g.Members) {
 			ms.Set(g.Members)
 		}
 	}
-	for id := range prev {
-		if _, ok := next[id]; !ok {
-			if ms := e.members[id]; ms != nil && ms.Len() > 0 {
-				ms.Set(nil)
-			}
-		}
+	for _, np := range pols {
+		np.ent.pol = np.pol
+		e.touch(np.ent)
 	}
-	for ent, p := range pols {
-		ent.pol = p
-		e.touch(ent)
+	if len(changed) > 0 {
+		e.pruneMembers()
 	}
-	e.pruneMembers()
 	if len(e.fwRules) > len(e.nics) {
 		e.pruneRules()
 	}
@@ -105,13 +147,40 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	return nil
 }
 
+// sortedGroups returns sgs sorted by id, each id once (the last one
+// wins); sgs itself when it already is, as the model passes it.
+func sortedGroups(sgs []model.SG) []model.SG {
+	ok := true
+	for i := 1; i < len(sgs); i++ {
+		if sgs[i-1].ID >= sgs[i].ID {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return sgs
+	}
+	out := slices.Clone(sgs)
+	slices.SortStableFunc(out, func(a, b model.SG) int { return strings.Compare(a.ID, b.ID) })
+	// Keep the last of equal ids.
+	k := 0
+	for i := range out {
+		if i+1 < len(out) && out[i+1].ID == out[i].ID {
+			continue
+		}
+		out[k] = out[i]
+		k++
+	}
+	return out[:k]
+}
+
 // createMemberSets creates the (empty) member sets that the rules of the
 // changed groups refer to and that do not exist yet, so that compile
 // creates none; it returns their ids, for SetSecurityGroups to remove
 // them if it fails. e.mu must be held.
-func (e *Engine) createMemberSets(changed map[string]bool) []string {
+func (e *Engine) createMemberSets(changed []string) []string {
 	var created []string
-	for id := range changed {
+	for _, id := range changed {
 		for _, r := range e.sgs[id].Rules {
 			if r.SG != "" && e.members[r.SG] == nil {
 				e.members[r.SG] = firewall.NewMemberSet(e.sgs[r.SG].Members)

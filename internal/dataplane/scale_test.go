@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -125,5 +126,86 @@ func BenchmarkSGRuleAdd(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(liveHeap())/(1<<20), "heap-MB")
 		})
+	}
+}
+
+// TestSGRuleChangeAllocs: a rule change on a group used by 10 vNICs
+// allocates as much whatever the number of other groups and the size of
+// the group (the change is found by a merge walk of the sorted lists, the
+// compilation allocates a fixed number of tables).
+func TestSGRuleChangeAllocs(t *testing.T) {
+	var want float64
+	for _, tc := range []struct{ groups, rules int }{{0, 10}, {0, 1000}, {300, 10}, {300, 1000}} {
+		h := newHarness(t, Config{}, true)
+		others := []model.SG{openSG()}
+		for i := range tc.groups {
+			others = append(others, model.SG{ID: fmt.Sprintf("other-%04d", i), Rules: scaleRules(3)})
+		}
+		rules := scaleRules(tc.rules + 1)
+		a := append(slices.Clone(others), model.SG{ID: "g", Rules: rules[:tc.rules]})
+		c := append(slices.Clone(others), model.SG{ID: "g", Rules: rules})
+		for _, l := range [][]model.SG{a, c} {
+			slices.SortFunc(l, func(x, y model.SG) int { return strings.Compare(x.ID, y.ID) })
+		}
+		if err := h.e.SetSecurityGroups(a); err != nil {
+			t.Fatal(err)
+		}
+		addScaleNICs(t, h, 10, "g")
+		i := 0
+		got := testing.AllocsPerRun(20, func() {
+			sgs := a
+			if i%2 == 0 {
+				sgs = c
+			}
+			i++
+			if err := h.e.SetSecurityGroups(sgs); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Logf("%d other groups, %d rules: %v allocations per change", tc.groups, tc.rules, got)
+		if want == 0 {
+			want = got
+		}
+		if got != want {
+			t.Errorf("%d other groups, %d rules: %v allocations per change, want %v as with no other group and 10 rules", tc.groups, tc.rules, got, want)
+		}
+	}
+}
+
+// TestSGChangeFailsWhole: a group list that does not compile (a rule the
+// model would refuse) changes nothing, neither the groups nor the vNICs'
+// policies, and the next valid change applies as if it had not happened.
+func TestSGChangeFailsWhole(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	rules := scaleRules(3)
+	good := []model.SG{{ID: "g", Rules: rules[:2]}, openSG(), {ID: "z", Members: []netip.Addr{netip.MustParseAddr("10.9.9.9")}}}
+	if err := h.e.SetSecurityGroups(good); err != nil {
+		t.Fatal(err)
+	}
+	addScaleNICs(t, h, 3, "g")
+	pol := h.e.nics["s0"].pol
+	bad := []model.SG{
+		{ID: "a", Rules: rules[2:]}, // a new group,
+		{ID: "g", Rules: append(slices.Clone(rules[:2]), model.Rule{Direction: model.Inbound, Protocol: 300, CIDR: rules[0].CIDR})},
+		openSG(), // "z" removed
+	}
+	if err := h.e.SetSecurityGroups(bad); err == nil {
+		t.Fatal("a rule of protocol 300 was accepted")
+	}
+	if got := h.e.nics["s0"].pol; got != pol {
+		t.Error("the failed change gave s0 a new policy")
+	}
+	if len(h.e.sgs) != 3 || len(h.e.sgs["g"].Rules) != 2 || len(h.e.sgs["z"].Members) != 1 || h.e.sgs["a"].ID != "" {
+		t.Errorf("groups after the failed change: %v, want those before", h.e.sgs)
+	}
+	next := []model.SG{{ID: "g", Rules: rules}, openSG(), {ID: "z", Members: []netip.Addr{netip.MustParseAddr("10.9.9.9")}}}
+	if err := h.e.SetSecurityGroups(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.e.nics["s0"].pol; got == pol || got.RuleSet() != h.e.nics["s2"].pol.RuleSet() {
+		t.Error("the valid change did not give the vNICs of g one new shared rule set")
+	}
+	if len(h.e.sgs["g"].Rules) != 3 {
+		t.Errorf("group g has %d rules, want 3", len(h.e.sgs["g"].Rules))
 	}
 }
