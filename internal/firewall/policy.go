@@ -715,3 +715,127 @@ func (p *Policy) allows(k *flowKey) bool {
 	return k.fam == fam4 && k.proto == 17 && k.portsValid && k.src == (addr{}) &&
 		k.dst == addr{0, 0xffffffff} && k.sport == 68 && k.dport == 67
 }
+
+// WithRule returns rs with one more rule, in place of compiling groups
+// again: groups is the list rs was compiled from with rule ri of group gi
+// inserted, the rest unchanged. The new rule takes the next number (Explain
+// names the lowest-numbered rule that allows a flow). It costs a copy of
+// the two tables the rule touches (its protocol's ports, the CIDRs) and of
+// the rule references, with no sort and no sweep. ok is false when the
+// rule cannot be added so (a rule of any protocol or on a group's members,
+// a protocol new to the table, a table whose bitsets would need one more
+// word, a rule the model would not accept): compile groups instead.
+func (rs *RuleSet) WithRule(groups []model.SG, gi, ri int) (_ *RuleSet, ok bool) {
+	if gi < 0 || gi >= len(groups) || ri < 0 || ri >= len(groups[gi].Rules) || len(groups) != len(rs.groups) {
+		return nil, false
+	}
+	r := groups[gi].Rules[ri]
+	if checkRule(r) != nil || !r.CIDR.IsValid() || r.Protocol < 0 {
+		return nil, false
+	}
+	d := ToVM
+	if r.Direction == model.Outbound {
+		d = FromVM
+	}
+	pf := netip.PrefixFrom(r.CIDR.Addr().Unmap(), r.CIDR.Bits())
+	if r.CIDR.Addr().Is4In6() {
+		pf = netip.PrefixFrom(r.CIDR.Addr().Unmap(), max(r.CIDR.Bits()-96, 0))
+	}
+	f := fam4
+	if pf.Addr().Is6() {
+		f = fam6
+	}
+	t := &rs.tables[d][f]
+	n := len(t.refs)
+	pi := t.protoIdx[r.Protocol]
+	if n%64 == 0 || pi == 0 {
+		return nil, false
+	}
+	nrs := &RuleSet{tables: rs.tables, hasOutbound: rs.hasOutbound || d == FromVM, sets: rs.sets, groups: groups}
+	// The rules from ri on in group gi moved up by one.
+	for d2 := range 2 {
+		for f2 := range 2 {
+			nrs.tables[d2][f2].refs = shiftRefs(nrs.tables[d2][f2].refs, int32(gi), int32(ri))
+		}
+	}
+	nrs.tables[d][f].refs = append(slices.Clip(nrs.tables[d][f].refs), ruleIdx{int32(gi), int32(ri)})
+	nt := &nrs.tables[d][f]
+	w := nt.w
+	nt.ports = slices.Clone(nt.ports)
+	lo, hi := portsOf(r)
+	nt.ports[pi] = nt.ports[pi].withRule(n, w, lo, hi)
+	clo, chi := prefixRange(pf)
+	nt.cidrPts, nt.cidrBits = withCIDRRule(nt.cidrPts, nt.cidrBits, n, w, f, clo, chi)
+	return nrs, true
+}
+
+// shiftRefs returns refs with the references to rules ri and after of
+// group gi moved up by one, copied only if one changes.
+func shiftRefs(refs []ruleIdx, gi, ri int32) []ruleIdx {
+	var out []ruleIdx
+	for i, x := range refs {
+		if x.g != gi || x.r < ri {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(refs)
+		}
+		out[i].r++
+	}
+	if out == nil {
+		return refs
+	}
+	return out
+}
+
+// withRule returns pt with rule n (bitsets of w words) allowing ports lo
+// to hi: the intervals its bounds split are duplicated, then its bit is
+// set in those it covers. pt is not modified.
+func (pt portTable) withRule(n, w int, lo, hi uint32) portTable {
+	// Room for the two intervals the rule may split: one allocation each.
+	pts := append(make([]uint32, 0, len(pt.pts)+2), pt.pts...)
+	bits := append(make([]uint64, 0, len(pt.bits)+2*w), pt.bits...)
+	split := func(x uint32) {
+		k := searchU32(pts, x)
+		if pts[k] == x {
+			return
+		}
+		pts = slices.Insert(pts, k+1, x)
+		bits = slices.Insert(bits, (k+1)*w, bits[k*w:(k+1)*w]...)
+	}
+	split(lo)
+	end := len(pts)
+	if hi < 65535 {
+		split(hi + 1)
+		end = searchU32(pts, hi+1)
+	}
+	for i := searchU32(pts, lo); i < end; i++ {
+		setBit(bits[i*w:(i+1)*w], n)
+	}
+	return portTable{pts: pts, bits: bits}
+}
+
+// withCIDRRule is withRule for the CIDR intervals of family fam: rule n
+// covers addresses lo to hi.
+func withCIDRRule(pts0 []addr, bits0 []uint64, n, w, fam int, lo, hi addr) ([]addr, []uint64) {
+	pts := append(make([]addr, 0, len(pts0)+2), pts0...)
+	bits := append(make([]uint64, 0, len(bits0)+2*w), bits0...)
+	split := func(x addr) {
+		k := searchAddr(pts, x)
+		if pts[k] == x {
+			return
+		}
+		pts = slices.Insert(pts, k+1, x)
+		bits = slices.Insert(bits, (k+1)*w, bits[k*w:(k+1)*w]...)
+	}
+	split(lo)
+	end := len(pts)
+	if next, ok := hi.inc(); ok && (fam == fam6 || next.lo <= 0xffffffff) {
+		split(next)
+		end = searchAddr(pts, next)
+	}
+	for i := searchAddr(pts, lo); i < end; i++ {
+		setBit(bits[i*w:(i+1)*w], n)
+	}
+	return pts, bits
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -348,5 +349,112 @@ func TestCompileDuplicateRules(t *testing.T) {
 		if ok != tt.want || ok && m.Rule != tt.rule {
 			t.Errorf("proto %d from %s to port %d: explain %v %+v, want %v %+v", tt.proto, tt.src, tt.dport, ok, m.Rule, tt.want, tt.rule)
 		}
+	}
+}
+
+// TestWithRuleDifferential adds random rules one at a time to groups of
+// random rules, in place (WithRule) when it can, by compiling again when
+// it cannot, and checks at every step that the policy decides as the
+// reference loop over the rules, that Explain names a rule that allows
+// the packet and that the rule set matches a fresh compilation.
+func TestWithRuleDifferential(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 77))
+	sgNames := []string{"g0", "g1"}
+	members := map[string][]netip.Addr{"g0": {randAddr(rng, false), randAddr(rng, true)}, "g1": nil}
+	sets := map[string]*MemberSet{"g0": NewMemberSet(members["g0"]), "g1": NewMemberSet(nil)}
+	inPlace, again := 0, 0
+	for iter := range 40 {
+		var groups []model.SG
+		for gi := range 1 + rng.IntN(3) {
+			g := model.SG{ID: fmt.Sprint("sg", gi)}
+			for range rng.IntN(30) {
+				g.Rules = append(g.Rules, randRule(rng, sgNames))
+			}
+			groups = append(groups, g)
+		}
+		rs, err := CompileRuleSet(groups, sets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ips := []netip.Addr{randAddr(rng, false), randAddr(rng, true)}
+		for step := range 40 {
+			// Insert a rule (mostly CIDR rules of protocols already used).
+			next := slices.Clone(groups)
+			gi := rng.IntN(len(next))
+			r := randRule(rng, sgNames)
+			if rng.IntN(4) != 0 && len(next[gi].Rules) > 0 {
+				old := next[gi].Rules[rng.IntN(len(next[gi].Rules))]
+				if old.Protocol >= 0 {
+					r.Protocol, r.Direction = old.Protocol, old.Direction
+					if !hasPorts(r.Protocol) {
+						r.PortStart, r.PortEnd = 0, 0
+					}
+				}
+				if r.SG != "" {
+					r.SG, r.CIDR = "", netip.PrefixFrom(randAddr(rng, rng.IntN(2) == 0), 24+rng.IntN(9))
+					if r.CIDR.Addr().Is6() {
+						r.CIDR = netip.PrefixFrom(r.CIDR.Addr(), 100+rng.IntN(29))
+					}
+				}
+			}
+			ri := rng.IntN(len(next[gi].Rules) + 1)
+			next[gi].Rules = slices.Insert(slices.Clone(next[gi].Rules), ri, r)
+			if nrs, ok := rs.WithRule(next, gi, ri); ok {
+				rs = nrs
+				inPlace++
+			} else {
+				if rs, err = CompileRuleSet(next, sets); err != nil {
+					t.Fatal(err)
+				}
+				again++
+			}
+			groups = next
+			pol, err := NewPolicy(1, ips, rs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fresh, err := CompileRuleSet(groups, sets)
+			if err != nil {
+				t.Fatal(err)
+			}
+			freshPol, _ := NewPolicy(1, ips, fresh)
+			for range 40 {
+				v6 := rng.IntN(2) == 0
+				src, dst := randAddr(rng, v6), randAddr(rng, v6)
+				dir := Direction(rng.IntN(2))
+				proto := uint8(testProtos[1+rng.IntN(len(testProtos)-1)])
+				sport, dport := uint16(rng.IntN(45)), uint16(rng.IntN(45))
+				if !hasPorts(int32(proto)) {
+					sport, dport = 0, 0
+				}
+				want := refAllows(ips, groups, members, dir, proto, src, dst, sport, dport)
+				if got := pol.Allows(dir, proto, src, dst, sport, dport); got != want {
+					t.Fatalf("iter %d step %d: %v proto %d %v -> %v:%d: %v, reference %v\nrules %+v", iter, step, dir, proto, src, dst, dport, got, want, groups)
+				}
+				if got := freshPol.Allows(dir, proto, src, dst, sport, dport); got != want {
+					t.Fatalf("iter %d step %d: fresh compilation says %v, reference %v", iter, step, got, want)
+				}
+				k := flowKey{dir: dir, fam: fam4, proto: proto, src: addrOf(src), dst: addrOf(dst), sport: sport, dport: dport, portsValid: hasPorts(int32(proto))}
+				if v6 {
+					k.fam = fam6
+				}
+				ok, m := pol.explain(&k)
+				if ok != want {
+					t.Fatalf("iter %d step %d: explain says %v, reference %v", iter, step, ok, want)
+				}
+				if m.Kind == MatchRule {
+					one := []model.SG{{ID: m.Rule.Group, Rules: []model.Rule{m.Rule.Rule}}}
+					if !refAllows(ips, one, members, dir, proto, src, dst, sport, dport) || !slices.ContainsFunc(groups, func(g model.SG) bool {
+						return g.ID == m.Rule.Group && slices.Contains(g.Rules, m.Rule.Rule)
+					}) {
+						t.Fatalf("iter %d step %d: explain names %+v, which is not a rule of the groups allowing the packet", iter, step, m.Rule)
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d rules added in place, %d by compiling again", inPlace, again)
+	if inPlace < again {
+		t.Errorf("only %d of %d rules added in place", inPlace, inPlace+again)
 	}
 }
