@@ -41,6 +41,7 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	}
 	var undos []undo
 	var changed []string // groups added, removed or with other rules
+	var ins *ruleInsert  // the change is one rule inserted in one group
 	setSG := func(id string, g *model.SG) {
 		old, had := e.sgs[id]
 		undos = append(undos, undo{id, old, had})
@@ -64,6 +65,9 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 		default:
 			if !sameList(prev[i].Rules, sgs[j].Rules) {
 				changed = append(changed, sgs[j].ID)
+				if at := insertedAt(prev[i].Rules, sgs[j].Rules); at >= 0 {
+					ins = &ruleInsert{id: sgs[j].ID, at: at}
+				}
 			}
 			if !sameList(prev[i].Rules, sgs[j].Rules) || !sameList(prev[i].Members, sgs[j].Members) {
 				setSG(sgs[j].ID, &sgs[j])
@@ -71,6 +75,9 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 			i++
 			j++
 		}
+	}
+	if len(changed) != 1 || ins != nil && ins.id != changed[0] {
+		ins = nil
 	}
 	created := e.createMemberSets(changed)
 	// The rule sets of the lists with a changed group are compiled anew,
@@ -88,7 +95,7 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 				continue
 			}
 			ent.polMark = e.polMark
-			p, err := e.compileIn(ent.nic, fresh)
+			p, err := e.compileIn(ent.nic, fresh, ins)
 			if err != nil {
 				for k := len(undos) - 1; k >= 0; k-- {
 					if u := undos[k]; u.had {
@@ -289,11 +296,38 @@ func (e *Engine) compile(n model.NIC) (*firewall.Policy, error) {
 	if len(e.fwRules) > len(e.nics)+8 {
 		e.pruneRules()
 	}
-	return e.compileIn(n, e.fwRules)
+	return e.compileIn(n, e.fwRules, nil)
 }
 
-// compileIn is compile with the rule sets of cache. e.mu must be held.
-func (e *Engine) compileIn(n model.NIC, cache map[string]ruleSet) (*firewall.Policy, error) {
+// ruleInsert says that the only change of a SetSecurityGroups is one rule
+// inserted at index at of group id's rules: the rule sets of the lists
+// with that group are then updated in place (firewall.RuleSet.WithRule)
+// rather than compiled again.
+type ruleInsert struct {
+	id string
+	at int
+}
+
+// insertedAt returns the index of the one rule b has more than a, -1 if
+// b is not a with one rule inserted.
+func insertedAt(a, b []model.Rule) int {
+	if len(b) != len(a)+1 {
+		return -1
+	}
+	i := 0
+	for i < len(a) && a[i] == b[i] {
+		i++
+	}
+	if !slices.Equal(a[i:], b[i+1:]) {
+		return -1
+	}
+	return i
+}
+
+// compileIn is compile with the rule sets of cache. With ins, a list
+// missing from cache whose previous rule set is still in e.fwRules gets
+// that one with the inserted rule when it can. e.mu must be held.
+func (e *Engine) compileIn(n model.NIC, cache map[string]ruleSet, ins *ruleInsert) (*firewall.Policy, error) {
 	var ids []string
 	var kb strings.Builder
 	for _, id := range n.SecurityGroups {
@@ -317,9 +351,17 @@ func (e *Engine) compileIn(n model.NIC, cache map[string]ruleSet) (*firewall.Pol
 				}
 			}
 		}
-		rs, err := firewall.CompileRuleSet(groups, e.members)
-		if err != nil {
-			return nil, fmt.Errorf("dataplane: vNIC %s: %w", n.ID, err)
+		var rs *firewall.RuleSet
+		if old, had := e.fwRules[key]; had && ins != nil {
+			if gi := slices.Index(ids, ins.id); gi >= 0 {
+				rs, _ = old.rules.WithRule(groups, gi, ins.at)
+			}
+		}
+		if rs == nil {
+			var err error
+			if rs, err = firewall.CompileRuleSet(groups, e.members); err != nil {
+				return nil, fmt.Errorf("dataplane: vNIC %s: %w", n.ID, err)
+			}
 		}
 		r = ruleSet{groups: ids, rules: rs}
 		cache[key] = r

@@ -83,6 +83,14 @@ func TestFirewall(t *testing.T) {
 			{what: "rule removed: tracked flow cut", sgs: []model.SG{open, g()}, fromA: true, sport: 1000, dport: 2000},
 			{what: "rule back", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "10.0.0.1/32", ""))}, fromA: true, sport: 1000, dport: 2000, passes: true},
 		}, drops: map[string]uint64{"firewall_no_rule": 1, "firewall_cut": 1}},
+		{name: "rules inserted in place (one group changed by one rule)", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "10.0.0.0/24", ""), udpRule(model.Inbound, 3000, "10.0.0.0/24", ""))}, steps: []fwStep{
+			{what: "a->b port not allowed yet", fromA: true, sport: 1000, dport: 2500},
+			{what: "rule inserted between", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "10.0.0.0/24", ""), udpRule(model.Inbound, 2500, "10.0.0.1/32", ""), udpRule(model.Inbound, 3000, "10.0.0.0/24", ""))}, fromA: true, sport: 1000, dport: 2500, passes: true},
+			{what: "a->b the first rule still", fromA: true, sport: 1001, dport: 2000, passes: true},
+			{what: "a->b a port range not allowed yet", fromA: true, sport: 1001, dport: 1500},
+			{what: "range inserted first", sgs: []model.SG{open, g(model.Rule{Direction: model.Inbound, Protocol: 17, PortStart: 1400, PortEnd: 1600, CIDR: netip.MustParsePrefix("10.0.0.0/30")}, udpRule(model.Inbound, 2000, "10.0.0.0/24", ""), udpRule(model.Inbound, 2500, "10.0.0.1/32", ""), udpRule(model.Inbound, 3000, "10.0.0.0/24", ""))}, fromA: true, sport: 1001, dport: 1500, passes: true},
+			{what: "a->b just past the range", fromA: true, sport: 1002, dport: 1601},
+		}, drops: map[string]uint64{"firewall_no_rule": 3}},
 		{name: "member add and remove toggle", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "", "m")), members()}, steps: []fwStep{
 			{what: "no member", fromA: true, sport: 1000, dport: 2000},
 			{what: "a added", sgs: []model.SG{open, g(udpRule(model.Inbound, 2000, "", "m")), members("10.0.0.1")}, fromA: true, sport: 1000, dport: 2000, passes: true},
