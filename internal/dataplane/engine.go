@@ -155,7 +155,10 @@ type nicEntry struct {
 	polMark uint64
 }
 
-var _ model.Dataplane = (*Engine)(nil)
+var (
+	_ model.Dataplane = (*Engine)(nil)
+	_ model.SGUpdater = (*Engine)(nil)
+)
 
 // New starts an engine: it opens the underlay socket (VTEP:4789) and
 // starts the workers.

@@ -33,6 +33,72 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	sgs = sortedGroups(sgs)
+	prev := e.sgList
+	if prev == nil && len(e.sgs) > 0 { // after UpdateSecurityGroup
+		prev = make([]model.SG, 0, len(e.sgs))
+		for _, g := range e.sgs {
+			prev = append(prev, g)
+		}
+		slices.SortFunc(prev, func(a, b model.SG) int { return strings.Compare(a.ID, b.ID) })
+	}
+	var diffs []sgDiff
+	for i, j := 0, 0; i < len(prev) || j < len(sgs); {
+		switch {
+		case j == len(sgs) || i < len(prev) && prev[i].ID < sgs[j].ID:
+			diffs = append(diffs, sgDiff{prev[i].ID, nil})
+			i++
+		case i == len(prev) || sgs[j].ID < prev[i].ID:
+			diffs = append(diffs, sgDiff{sgs[j].ID, &sgs[j]})
+			j++
+		default:
+			if !sameList(prev[i].Rules, sgs[j].Rules) || !sameList(prev[i].Members, sgs[j].Members) {
+				diffs = append(diffs, sgDiff{sgs[j].ID, &sgs[j]})
+			}
+			i++
+			j++
+		}
+	}
+	if err := e.applyGroups(diffs); err != nil {
+		return err
+	}
+	e.sgList = sgs
+	return nil
+}
+
+// UpdateSecurityGroup replaces security group id by sg, adds it, or
+// removes it when sg is nil; the other groups stay as the last call of
+// SetSecurityGroups or UpdateSecurityGroup left them. It is
+// SetSecurityGroups for a change of one group, at a cost independent of
+// the number of groups (model.SGUpdater). sg's lists are kept, read-only.
+func (e *Engine) UpdateSecurityGroup(id string, sg *model.SG) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, had := e.sgs[id]
+	switch {
+	case sg == nil && !had:
+		return nil
+	case sg != nil && had && sameList(old.Rules, sg.Rules) && sameList(old.Members, sg.Members):
+		return nil
+	case sg != nil && sg.ID != id:
+		return fmt.Errorf("dataplane: security group %q given as %q", sg.ID, id)
+	}
+	if err := e.applyGroups([]sgDiff{{id, sg}}); err != nil {
+		return err
+	}
+	e.sgList = nil // SetSecurityGroups sorts e.sgs again if it comes
+	return nil
+}
+
+// sgDiff is a change of one group: its new value, nil if removed.
+type sgDiff struct {
+	id string
+	sg *model.SG
+}
+
+// applyGroups applies changed groups (each id once) to e.sgs, the member
+// sets and the policies of the vNICs of groups whose rules changed; on
+// error nothing changes. e.mu must be held.
+func (e *Engine) applyGroups(diffs []sgDiff) error {
 	// undo restores e.sgs if compiling fails.
 	type undo struct {
 		id  string
@@ -42,38 +108,21 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	var undos []undo
 	var changed []string // groups added, removed or with other rules
 	var ins *ruleInsert  // the change is one rule inserted in one group
-	setSG := func(id string, g *model.SG) {
-		old, had := e.sgs[id]
-		undos = append(undos, undo{id, old, had})
-		if g == nil {
-			delete(e.sgs, id)
+	for _, d := range diffs {
+		old, had := e.sgs[d.id]
+		undos = append(undos, undo{d.id, old, had})
+		if d.sg == nil {
+			delete(e.sgs, d.id)
 		} else {
-			e.sgs[id] = *g
+			e.sgs[d.id] = *d.sg
 		}
-	}
-	prev := e.sgList
-	for i, j := 0, 0; i < len(prev) || j < len(sgs); {
-		switch {
-		case j == len(sgs) || i < len(prev) && prev[i].ID < sgs[j].ID:
-			changed = append(changed, prev[i].ID)
-			setSG(prev[i].ID, nil)
-			i++
-		case i == len(prev) || sgs[j].ID < prev[i].ID:
-			changed = append(changed, sgs[j].ID)
-			setSG(sgs[j].ID, &sgs[j])
-			j++
-		default:
-			if !sameList(prev[i].Rules, sgs[j].Rules) {
-				changed = append(changed, sgs[j].ID)
-				if at := insertedAt(prev[i].Rules, sgs[j].Rules); at >= 0 {
-					ins = &ruleInsert{id: sgs[j].ID, at: at}
+		if d.sg == nil || !had || !sameList(old.Rules, d.sg.Rules) {
+			changed = append(changed, d.id)
+			if had && d.sg != nil {
+				if at := insertedAt(old.Rules, d.sg.Rules); at >= 0 {
+					ins = &ruleInsert{id: d.id, at: at}
 				}
 			}
-			if !sameList(prev[i].Rules, sgs[j].Rules) || !sameList(prev[i].Members, sgs[j].Members) {
-				setSG(sgs[j].ID, &sgs[j])
-			}
-			i++
-			j++
 		}
 	}
 	if len(changed) != 1 || ins != nil && ins.id != changed[0] {
@@ -122,7 +171,6 @@ func (e *Engine) SetSecurityGroups(sgs []model.SG) error {
 	for key, r := range fresh {
 		e.fwRules[key] = r
 	}
-	e.sgList = sgs
 	for _, u := range undos {
 		g, ok := e.sgs[u.id]
 		if ms := e.members[u.id]; ms == nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -107,53 +108,98 @@ func TestFirewall(t *testing.T) {
 		}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, Config{}, true)
-			if tc.sgs != nil {
-				if err := h.e.SetSecurityGroups(tc.sgs); err != nil {
-					t.Fatal(err)
-				}
+		for _, each := range []bool{false, true} {
+			name := tc.name
+			if each {
+				name += " (UpdateSecurityGroup)"
 			}
-			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
-			nb := nicOf("b", mac(2), 5, "10.0.0.2")
-			nb.SecurityGroups, nb.Bypass = []string{"g"}, tc.bypass
-			b := h.add(t, nb)
-			for _, st := range tc.steps {
-				if st.sgs != nil {
-					if err := h.e.SetSecurityGroups(st.sgs); err != nil {
+			t.Run(name, func(t *testing.T) {
+				h := newHarness(t, Config{}, true)
+				var cur []model.SG
+				apply := func(sgs []model.SG) {
+					t.Helper()
+					var err error
+					if each {
+						err = updateEach(h.e, cur, sgs)
+					} else {
+						err = h.e.SetSecurityGroups(sgs)
+					}
+					if err != nil {
 						t.Fatal(err)
 					}
+					cur = sgs
 				}
-				src, dst, from := b, a, "b"
-				if st.fromA {
-					src, dst, from = a, b, "a"
+				if tc.sgs != nil {
+					apply(tc.sgs)
 				}
-				f := udpFlow(t, st.fromA, st.sport, st.dport)
-				// Explain predicts what the step does.
-				x := explainStep(t, h, from, f.data, func() {
-					src.inject(f)
-					h.step()
-				})
-				got := len(dst.take())
-				if got != map[bool]int{true: 1}[st.passes] {
-					t.Fatalf("%s: %d frames arrived, want passes=%v", st.what, got, st.passes)
-				}
-				to := "vNIC " + map[bool]string{true: "b", false: "a"}[st.fromA]
-				if reached := explainDelivers(x, to); reached != st.passes {
-					t.Fatalf("%s: explain said %q: delivered to %s %v, want %v\n%s", st.what, x.Verdict, to, reached, st.passes, strings.Join(x.Steps, "\n"))
-				}
+				runFirewallSteps(t, h, tc.bypass, tc.steps, tc.drops, apply)
+			})
+		}
+	}
+}
+
+// updateEach applies the groups of next that differ from prev, then
+// removes those next lacks, one UpdateSecurityGroup each.
+func updateEach(e *Engine, prev, next []model.SG) error {
+	old := map[string]model.SG{}
+	for _, g := range prev {
+		old[g.ID] = g
+	}
+	for _, g := range next {
+		if o, ok := old[g.ID]; !ok || !reflect.DeepEqual(o, g) {
+			if err := e.UpdateSecurityGroup(g.ID, &g); err != nil {
+				return err
 			}
-			c, err := h.e.Counters("b")
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range []string{"firewall_no_rule", "firewall_cut", "firewall_invalid"} {
-				if c.Drops[r] != tc.drops[r] {
-					t.Errorf("b drops %v, want %v", c.Drops, tc.drops)
-					break
-				}
-			}
+		}
+		delete(old, g.ID)
+	}
+	for id := range old {
+		if err := e.UpdateSecurityGroup(id, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runFirewallSteps adds vNICs a (all open) and b (group "g"), then runs
+// steps (apply sets their groups) and checks b's drops at the end.
+func runFirewallSteps(t *testing.T, h *harness, bypass bool, steps []fwStep, drops map[string]uint64, apply func([]model.SG)) {
+	a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+	nb := nicOf("b", mac(2), 5, "10.0.0.2")
+	nb.SecurityGroups, nb.Bypass = []string{"g"}, bypass
+	b := h.add(t, nb)
+	for _, st := range steps {
+		if st.sgs != nil {
+			apply(st.sgs)
+		}
+		src, dst, from := b, a, "b"
+		if st.fromA {
+			src, dst, from = a, b, "a"
+		}
+		f := udpFlow(t, st.fromA, st.sport, st.dport)
+		// Explain predicts what the step does.
+		x := explainStep(t, h, from, f.data, func() {
+			src.inject(f)
+			h.step()
 		})
+		got := len(dst.take())
+		if got != map[bool]int{true: 1}[st.passes] {
+			t.Fatalf("%s: %d frames arrived, want passes=%v", st.what, got, st.passes)
+		}
+		to := "vNIC " + map[bool]string{true: "b", false: "a"}[st.fromA]
+		if reached := explainDelivers(x, to); reached != st.passes {
+			t.Fatalf("%s: explain said %q: delivered to %s %v, want %v\n%s", st.what, x.Verdict, to, reached, st.passes, strings.Join(x.Steps, "\n"))
+		}
+	}
+	c, err := h.e.Counters("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"firewall_no_rule", "firewall_cut", "firewall_invalid"} {
+		if c.Drops[r] != drops[r] {
+			t.Errorf("b drops %v, want %v", c.Drops, drops)
+			break
+		}
 	}
 }
 

@@ -209,3 +209,55 @@ func TestSGChangeFailsWhole(t *testing.T) {
 		t.Errorf("group g has %d rules, want 3", len(h.e.sgs["g"].Rules))
 	}
 }
+
+// TestUpdateSecurityGroupThenSet: groups changed one at a time
+// (UpdateSecurityGroup) and then with a whole list (SetSecurityGroups)
+// end as the list says; a change that does not compile changes nothing.
+func TestUpdateSecurityGroupThenSet(t *testing.T) {
+	h := newHarness(t, Config{}, true)
+	rules := scaleRules(3)
+	if err := h.e.SetSecurityGroups([]model.SG{{ID: "g", Rules: rules[:1]}}); err != nil {
+		t.Fatal(err)
+	}
+	addScaleNICs(t, h, 2, "g")
+	ids := func() []string {
+		var l []string
+		for id := range h.e.sgs {
+			l = append(l, id)
+		}
+		slices.Sort(l)
+		return l
+	}
+	steps := []struct {
+		what string
+		do   func() error
+		want []string // group ids after
+		ok   bool
+	}{
+		{"add h", func() error { return h.e.UpdateSecurityGroup("h", &model.SG{ID: "h", Rules: rules[1:2]}) }, []string{"g", "h"}, true},
+		{"rule inserted in g", func() error { return h.e.UpdateSecurityGroup("g", &model.SG{ID: "g", Rules: rules[:2]}) }, []string{"g", "h"}, true},
+		{"bad rule in g", func() error {
+			return h.e.UpdateSecurityGroup("g", &model.SG{ID: "g", Rules: []model.Rule{{Protocol: 300, CIDR: rules[0].CIDR}}})
+		}, []string{"g", "h"}, false},
+		{"wrong id", func() error { return h.e.UpdateSecurityGroup("g", &model.SG{ID: "x"}) }, []string{"g", "h"}, false},
+		{"list without h", func() error { return h.e.SetSecurityGroups([]model.SG{{ID: "g", Rules: rules[:2]}}) }, []string{"g"}, true},
+		{"remove g", func() error { return h.e.UpdateSecurityGroup("g", nil) }, nil, true},
+		{"list with both", func() error {
+			return h.e.SetSecurityGroups([]model.SG{{ID: "g", Rules: rules}, {ID: "h"}})
+		}, []string{"g", "h"}, true},
+	}
+	for _, st := range steps {
+		if err := st.do(); (err == nil) != st.ok {
+			t.Fatalf("%s: error %v, want success %v", st.what, err, st.ok)
+		}
+		if got := ids(); !slices.Equal(got, st.want) {
+			t.Fatalf("%s: groups %v, want %v", st.what, got, st.want)
+		}
+	}
+	if n := len(h.e.sgs["g"].Rules); n != 3 {
+		t.Errorf("g has %d rules, want 3", n)
+	}
+	if p0, p1 := h.e.nics["s0"].pol, h.e.nics["s1"].pol; p0.RuleSet() != p1.RuleSet() {
+		t.Error("the vNICs of g do not share one rule set")
+	}
+}

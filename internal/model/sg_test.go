@@ -500,3 +500,68 @@ func TestRuleAddKeepsOrder(t *testing.T) {
 		t.Fatalf("%d rules left after deleting them all", len(got))
 	}
 }
+
+// updaterDP is a dataplane that takes one group at a time.
+type updaterDP struct {
+	*modeltest.Dataplane
+	updates []string // "id" or "-id" (removed), in call order
+	fail    error
+}
+
+func (d *updaterDP) UpdateSecurityGroup(id string, sg *model.SG) error {
+	if d.fail != nil {
+		return d.fail
+	}
+	if sg == nil {
+		d.updates = append(d.updates, "-"+id)
+	} else {
+		d.updates = append(d.updates, fmt.Sprintf("%s:%d rules,%d members", sg.ID, len(sg.Rules), len(sg.Members)))
+	}
+	return nil
+}
+
+// TestSGUpdater: with a dataplane that is an SGUpdater, each change of a
+// group reaches it alone (never the whole list), a refused change leaves
+// the Store as it was, and Restore still gives the whole list.
+func TestSGUpdater(t *testing.T) {
+	dp := &updaterDP{Dataplane: modeltest.NewDataplane()}
+	s := model.New(dp, model.Options{})
+	rule := model.Rule{Protocol: 6, PortStart: 22, PortEnd: 22, CIDR: cidr("10.0.0.0/8")}
+	steps := []struct {
+		op   func() error
+		want string
+	}{
+		{func() error { return s.AddSG(model.SG{ID: "a"}) }, "a:0 rules,0 members"},
+		{func() error { return s.AddRule("a", rule) }, "a:1 rules,0 members"},
+		{func() error { return s.AddRule("a", rule) }, ""}, // already there
+		{func() error { return s.AddMember("b", "10.0.0.1") }, "b:0 rules,1 members"},
+		{func() error { return s.DeleteRule("a", rule) }, "a:0 rules,0 members"},
+		{func() error { return s.DeleteSG("b") }, "-b"},
+	}
+	for i, st := range steps {
+		dp.updates = nil
+		if err := st.op(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if got := strings.Join(dp.updates, " "); got != st.want {
+			t.Errorf("step %d: updates %q, want %q", i, got, st.want)
+		}
+	}
+	for _, c := range dp.Calls() {
+		if c.Op == modeltest.OpSetSecurityGroups {
+			t.Fatalf("SetSecurityGroups called with %v", c.SGs)
+		}
+	}
+	dp.fail = errors.New("boom")
+	wantErr(t, s.AddRule("a", rule), model.CodeDataplane, "Security Group")
+	if r, err := s.Rules("a"); err != nil || len(r) != 0 {
+		t.Fatalf("after a refused rule: rules %v, %v, want none", r, err)
+	}
+	dp.fail = nil
+	if err := s.Restore(model.State{Version: model.StateVersion, SGs: []model.SG{{ID: "z"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := dp.SecurityGroups(); len(got) != 1 || got[0].ID != "z" {
+		t.Fatalf("Restore gave the dataplane %v, want [z]", got)
+	}
+}

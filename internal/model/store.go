@@ -513,9 +513,21 @@ func (s *Store) commitSG(sg SG, failure string) error {
 }
 
 // pushSGs gives the dataplane every security group, sorted by id, with
-// the group id replaced by sg (removed when sg is nil). The lists are
-// shared with the Store (read-only). s.mu must be held.
+// the group id replaced by sg (removed when sg is nil), or that one group
+// alone if the dataplane is an SGUpdater. The lists are shared with the
+// Store (read-only). s.mu must be held.
 func (s *Store) pushSGs(id string, sg *SG, failure string) error {
+	if u, ok := s.dp.(SGUpdater); ok {
+		var g *SG
+		if sg != nil {
+			shared := shareSG(*sg)
+			g = &shared
+		}
+		if err := u.UpdateSecurityGroup(id, g); err != nil {
+			return dataplaneErr(failure, fmt.Errorf("security group %q: %w", id, err))
+		}
+		return nil
+	}
 	ids := s.sgs.sorted()
 	list := make([]SG, 0, len(ids)+1)
 	added := sg == nil

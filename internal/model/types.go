@@ -125,6 +125,19 @@ type Dataplane interface {
 	SetSecurityGroups(sgs []SG) error
 }
 
+// SGUpdater is implemented by a Dataplane that takes the change of one
+// security group alone. The Store then calls UpdateSecurityGroup for each
+// change of a group, its rules or its members, instead of
+// SetSecurityGroups with every group, so that a change costs what it
+// changes; Restore still calls SetSecurityGroups.
+type SGUpdater interface {
+	// UpdateSecurityGroup replaces group id by sg, adds it, or removes it
+	// when sg is nil; the other groups are as the last call of either
+	// method left them. On error nothing changes. sg's lists are shared
+	// with the model: read-only.
+	UpdateSecurityGroup(id string, sg *SG) error
+}
+
 // RuleDirection is the direction of a security group rule; the values are
 // the wire protocol's MessageV0.Rule.Direction.
 type RuleDirection int32
