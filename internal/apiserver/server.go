@@ -9,7 +9,7 @@
 // at a time, in arrival order, with no artificial delay. Each Server has
 // its own ZeroMQ context, which retries calls interrupted by the Go
 // runtime's preemption signals (EINTR, see the zmq4 README); Serve also
-// treats an interrupted poll as a spurious wake-up.
+// treats an interrupted receive as a spurious wake-up.
 //
 // Robustness against peers: frames over Config.MaxMessageSize make libzmq
 // drop that peer's connection; peers that connect and stay silent, or
@@ -42,8 +42,8 @@ const DefaultMaxMessageSize = 64 << 20
 
 const (
 	// pollInterval bounds how long Serve takes to notice a cancelled
-	// context. It adds no latency to requests: the poll returns as soon as
-	// one arrives.
+	// context (the socket's receive timeout). It adds no latency to
+	// requests: the receive returns as soon as one arrives.
 	pollInterval = 50 * time.Millisecond
 	// sendTimeout bounds a reply send (REP never blocks in practice: it
 	// drops replies to vanished peers).
@@ -173,6 +173,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if err := sock.SetSndtimeo(sendTimeout); err != nil {
 		return fail("setting send timeout", err)
 	}
+	if err := sock.SetRcvtimeo(pollInterval); err != nil {
+		return fail("setting receive timeout", err)
+	}
 	if err := sock.Bind(endpoint); err != nil {
 		return fail("binding "+endpoint, err)
 	}
@@ -225,8 +228,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 	}()
 
-	poller := zmq.NewPoller()
-	poller.Add(sock, zmq.POLLIN)
+	// The receive itself waits, for up to pollInterval (the socket's
+	// receive timeout): one call into libzmq per request, where a poll
+	// then a receive made two.
 	s.log.Info("api: serving", "endpoint", s.Endpoint(), "encrypted", len(s.key) != 0)
 	for {
 		select {
@@ -235,16 +239,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		case <-s.stop:
 			return nil
 		default:
-		}
-		polled, err := poller.Poll(pollInterval)
-		if err != nil {
-			if isErrno(err, syscall.EINTR) {
-				continue
-			}
-			return fmt.Errorf("apiserver: polling socket: %w", err)
-		}
-		if len(polled) == 0 {
-			continue
 		}
 		if err := s.serveOne(sock); err != nil {
 			return err
@@ -255,10 +249,10 @@ func (s *Server) Serve(ctx context.Context) error {
 // serveOne receives one request (all its frames) and sends its reply.
 // Only an unusable socket is an error; a bad request gets an error reply.
 func (s *Server) serveOne(sock *zmq.Socket) error {
-	frame, err := sock.RecvBytes(zmq.DONTWAIT)
+	frame, err := sock.RecvBytes(0)
 	if err != nil {
 		if isErrno(err, syscall.EAGAIN) || isErrno(err, syscall.EINTR) {
-			return nil // spurious wake-up
+			return nil // no request within pollInterval, or interrupted
 		}
 		return fmt.Errorf("apiserver: receiving request: %w", err)
 	}
