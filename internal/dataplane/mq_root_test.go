@@ -69,25 +69,7 @@ func TestVhostUserMultiqueueWorkers(t *testing.T) {
 			vA, vB := pa.port.(*vhostuser.Port), pb.port.(*vhostuser.Port)
 			waitPairs(t, vA, 2)
 			waitPairs(t, vB, 2)
-			tpB.Command("start")
-			tpA.Command("start")
-			deadline := time.Now().Add(10 * time.Second)
-			for counters("b").TxPackets < 50000 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			tpA.Command("stop")
-			_, sent := tpA.PortStats()
-			if sent == 0 {
-				t.Fatal("testpmd A sent nothing")
-			}
-			deadline = time.Now().Add(5 * time.Second)
-			for counters("a").RxPackets != sent && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			ca := counters("a")
-			if ca.RxPackets != sent {
-				t.Fatalf("engine received %d frames from A, testpmd A sent %d (drops %v)", ca.RxPackets, sent, ca.Drops)
-			}
+			sent, ca := sendAtoB(t, tpA, tpB, counters)
 			// Both workers read A's queues, each frame counted once.
 			var perWorker [2]uint64
 			for w := range perWorker {
@@ -103,7 +85,7 @@ func TestVhostUserMultiqueueWorkers(t *testing.T) {
 			// counted as dropped, once the frames in flight have landed.
 			var cb model.NICCounters
 			var rx, dropped uint64
-			deadline = time.Now().Add(5 * time.Second)
+			deadline := time.Now().Add(5 * time.Second)
 			for {
 				ca, cb = counters("a"), counters("b")
 				dropped = 0

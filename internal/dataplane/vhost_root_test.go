@@ -17,32 +17,13 @@ import (
 // delivered to B is counted by testpmd B.
 func TestVhostUserTestpmdSwitching(t *testing.T) {
 	tpA, tpB, counters := testpmdPair(t, 77, "01")
-	tpB.Command("start")
-	tpA.Command("start")
-	deadline := time.Now().Add(10 * time.Second)
-	for counters("b").TxPackets < 50000 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	tpA.Command("stop")
-	_, sent := tpA.PortStats()
-	if sent == 0 {
-		t.Fatal("testpmd A sent nothing")
-	}
-	// Everything testpmd A sent reaches the engine.
-	deadline = time.Now().Add(5 * time.Second)
-	for counters("a").RxPackets != sent && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	ca := counters("a")
-	if ca.RxPackets != sent {
-		t.Fatalf("engine received %d frames from A, testpmd A sent %d (drops %v)", ca.RxPackets, sent, ca.Drops)
-	}
+	sent, ca := sendAtoB(t, tpA, tpB, counters)
 	if len(ca.Drops) != 0 {
 		t.Errorf("drops on A's path: %v", ca.Drops)
 	}
 	// Everything the engine handed to B's ring is counted by testpmd B.
 	var rx uint64
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		rx, _ = tpB.PortStats()
 		if rx == counters("b").TxPackets || time.Now().After(deadline) {
@@ -60,6 +41,34 @@ func TestVhostUserTestpmdSwitching(t *testing.T) {
 		t.Errorf("B: delivered %d + ring-full drops %v != %d sent by A", cb.TxPackets, cb.Drops, sent)
 	}
 	t.Logf("A sent %d, B received %d, drops to B %v", sent, rx, cb.Drops)
+}
+
+// sendAtoB starts testpmd B (rxonly) then A (txonly), stops A once the
+// engine delivered 50,000 frames to B (or after 10 s), and checks that
+// every frame A sent reached the engine; it returns how many A sent and
+// A's counters then.
+func sendAtoB(t *testing.T, tpA, tpB *vhosttest.Testpmd, counters func(id string) model.NICCounters) (uint64, model.NICCounters) {
+	t.Helper()
+	tpB.Command("start")
+	tpA.Command("start")
+	deadline := time.Now().Add(10 * time.Second)
+	for counters("b").TxPackets < 50000 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	tpA.Command("stop")
+	_, sent := tpA.PortStats()
+	if sent == 0 {
+		t.Fatal("testpmd A sent nothing")
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for counters("a").RxPackets != sent && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ca := counters("a")
+	if ca.RxPackets != sent {
+		t.Fatalf("engine received %d frames from A, testpmd A sent %d (drops %v)", ca.RxPackets, sent, ca.Drops)
+	}
+	return sent, ca
 }
 
 // testpmdPair starts an engine with two vhost-user vNICs a (198.18.0.1)
