@@ -8,10 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A worker polls the port while frames flow and sleeps in epoll on Fd
-// once ReadBatch has found nothing IdlePolls times in a row.
+// A worker polls the port while frames flow (the guest does not kick
+// meanwhile) and, once ReadBatch has found nothing 64 times in a row,
+// asks for kicks and sleeps in epoll on Fd.
 func Example() {
-	p, err := vhostuser.Listen("/run/butterfly/qemu-vhost-nic0", vhostuser.Options{IdlePolls: 64})
+	p, err := vhostuser.Listen("/run/butterfly/qemu-vhost-nic0", vhostuser.Options{ArmOnSleep: true})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func Example() {
 			// Switch bufs[:n]; frames for this VM go out with p.WriteBatch.
 			continue
 		}
-		if empty++; empty >= 64 {
+		if empty++; empty >= 64 && !p.PrepareSleep() {
 			unix.EpollWait(ep, events, -1) // a kick, or a ring started or stopped
 			empty = 0
 		}

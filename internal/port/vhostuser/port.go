@@ -46,11 +46,12 @@
 //
 // Fd returns an epoll descriptor that stays the same for the port's life:
 // it becomes readable when the guest kicks its transmit ring or when a
-// ring starts or stops. After Options.IdlePolls empty ReadBatch calls in
-// a row (default 1) ReadBatch enables guest kicks and rearms Fd (one
-// epoll_wait with a zero timeout, repeated every 8th empty call after
-// that); from then on a worker may sleep on Fd, and wakes at most 8
-// times for nothing.
+// ring starts or stops. By default an empty ReadBatch enables guest kicks
+// and rearms Fd (one epoll_wait with a zero timeout, on the first empty
+// call in a row and every 8th after that): a worker may sleep on Fd after
+// any empty ReadBatch, and wakes at most 8 times for nothing. With
+// Options.ArmOnSleep kicks stay off while the port is polled, and the
+// worker asks for them with PrepareSleep before it sleeps.
 package vhostuser
 
 import (
@@ -87,21 +88,14 @@ type Options struct {
 	// NoOffloads withholds CSUM, GUEST_CSUM and the TSO features, so the
 	// guest sends complete, unsegmented frames.
 	NoOffloads bool
-	// IdlePolls is how many ReadBatch calls in a row must find nothing
-	// before the port asks the guest for kicks and rearms Fd; a worker
-	// must not sleep on Fd before that many. The default, 1, lets a
-	// worker sleep after any empty ReadBatch; a busy-polling worker sets
-	// more (say 64) so that the guest does not kick, and the port does
-	// not rearm Fd, between bursts.
-	IdlePolls int
 	// Readers splits the reading of the guest's transmit rings between
 	// this many callers (1 to MaxQueuePairs; 0 means 1), so that the
 	// queue pairs of one port can be read on several threads: pair q is
 	// read by reader q%Readers, reader 0 being the port's own ReadBatch
 	// and Fd, the others Reader(k).
 	Readers int
-	// ArmOnSleep leaves kicks off in ReadBatch whatever IdlePolls says:
-	// the reader asks for them with PrepareSleep before it sleeps on Fd.
+	// ArmOnSleep leaves kicks off in ReadBatch: the reader asks for them
+	// with PrepareSleep before it sleeps on Fd.
 	// A busy-polling reader then never has the guest kick, nor rearms
 	// Fd, while it polls.
 	ArmOnSleep bool
@@ -136,7 +130,6 @@ type Port struct {
 	// pairs is one more than the highest queue pair a ring of which ever
 	// started (1 at least): the data path looks at no ring beyond.
 	pairs atomic.Uint32
-	idle  uint32 // Options.IdlePolls
 	// armOnSleep is Options.ArmOnSleep.
 	armOnSleep bool
 	// r0 is the port's own reader (ReadBatch, Fd); rd are all the
@@ -205,7 +198,6 @@ func newPort(path string, opts Options) (*Port, error) {
 		p.log = slog.Default()
 	}
 	p.log = p.log.With("vhost-user", path)
-	p.idle = uint32(max(1, min(opts.IdlePolls, 1<<20)))
 	p.armOnSleep = opts.ArmOnSleep
 	p.pairs.Store(1)
 	p.offered = 1<<fNetMQ | 1<<fVersion1 | 1<<fRingPacked | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU | 1<<fEventIdx | 1<<fLogAll | 1<<fInOrder
@@ -363,9 +355,9 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 		p.seq[2*q+1].Add(1)
 	}
 	// Harvest Fd's edge-triggered events so it sleeps again: on the
-	// IdlePolls-th empty poll in a row and every 8th after that, so a
-	// stale wake-up costs a sleeping worker at most 8 spurious polls.
-	harvest := !p.armOnSleep && rd.empty+1 >= p.idle && (rd.empty+1-p.idle)%8 == 0
+	// first empty poll in a row and every 8th after that, so a stale
+	// wake-up costs a sleeping worker at most 8 spurious polls.
+	harvest := !p.armOnSleep && rd.empty%8 == 0
 	var rs [MaxQueuePairs]queue
 	var qs [MaxQueuePairs]uint8
 	var got [MaxQueuePairs]int
@@ -388,7 +380,7 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 		// kick the harvest consumed is left in a ring with nobody to
 		// wake up for it. Frames dropped on the way move a ring on
 		// without returning anything: kicks are re-armed after them.
-		for try := 0; n == 0 && !p.armOnSleep && rd.empty+1 >= p.idle; try++ {
+		for try := 0; n == 0 && !p.armOnSleep; try++ {
 			if try == maxRearms {
 				// A guest that keeps posting frames the port drops:
 				// leave Fd readable so the worker comes back.

@@ -9,7 +9,7 @@ import (
 // benchPortOf makes a port for the benchmarks, without socket or epoll:
 // it never rearms (frames are always there).
 func benchPortOf() *Port {
-	p := &Port{idle: 1 << 20}
+	p := &Port{armOnSleep: true}
 	p.pairs.Store(1)
 	p.r0 = Reader{p: p, n: 1, epfd: -1}
 	p.rd = []*Reader{&p.r0}

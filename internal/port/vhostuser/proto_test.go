@@ -585,10 +585,11 @@ func TestPortZeroAllocs(t *testing.T) {
 	}
 }
 
-// TestIdlePolls: with IdlePolls 3, guest kicks stay suppressed and Fd
-// stays armed-as-is until the third empty ReadBatch in a row.
-func TestIdlePolls(t *testing.T) {
-	p, err := Listen(filepath.Join(t.TempDir(), "i.sock"), Options{IdlePolls: 3})
+// TestArmOnSleep: with ArmOnSleep, empty ReadBatch calls leave guest
+// kicks suppressed and Fd as it is; PrepareSleep rearms Fd and asks for
+// kicks, a kick then wakes Fd, and frames turn kicks off again.
+func TestArmOnSleep(t *testing.T) {
+	p, err := Listen(filepath.Join(t.TempDir(), "i.sock"), Options{ArmOnSleep: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,17 +599,23 @@ func TestIdlePolls(t *testing.T) {
 	usedFlags := func() uint16 { return binary.LittleEndian.Uint16(f.g.mem[ringArea+0x8000:]) }
 	bufs := newBufs(4)
 	for round := 0; round < 2; round++ {
-		for i := 1; i <= 3; i++ {
+		readable := fdReadable(t, p.Fd(), 0)
+		for i := 1; i <= 20; i++ {
 			if n, _ := p.ReadBatch(bufs); n != 0 {
 				t.Fatalf("round %d: ReadBatch %d on an empty ring", round, n)
 			}
-			armed := !fdReadable(t, p.Fd(), 0)
-			if armed != (i == 3) {
-				t.Fatalf("round %d, empty poll %d: Fd rearmed %v", round, i, armed)
+			if got := fdReadable(t, p.Fd(), 0); got != readable {
+				t.Fatalf("round %d, empty poll %d: Fd readable %v, was %v (rearmed by ReadBatch)", round, i, got, readable)
 			}
-			if round > 0 && (usedFlags()&usedFNoNotif == 0) != (i == 3) {
-				t.Fatalf("round %d, empty poll %d: used flags %#x", round, i, usedFlags())
+			if round > 0 && usedFlags()&usedFNoNotif == 0 {
+				t.Fatalf("round %d, empty poll %d: kicks asked for (used flags %#x)", round, i, usedFlags())
 			}
+		}
+		if p.PrepareSleep() {
+			t.Fatalf("round %d: PrepareSleep reports frames on an empty ring", round)
+		}
+		if fdReadable(t, p.Fd(), 0) || usedFlags()&usedFNoNotif != 0 {
+			t.Fatalf("round %d: after PrepareSleep Fd readable %v, used flags %#x; want rearmed, kicks on", round, fdReadable(t, p.Fd(), 0), usedFlags())
 		}
 		f.g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, 5)...), 4096)
 		unix.Write(f.kick[1], binary.LittleEndian.AppendUint64(nil, 1))

@@ -235,14 +235,14 @@ func testLoopback(t *testing.T, packed bool) {
 // (Sub-benchmark names must not contain '=' or ',': the socket path sits
 // in testpmd's device arguments.)
 func BenchmarkTestpmdTxonly(b *testing.B) {
-	b.Run("idle1", func(b *testing.B) { benchTxonly(b, 1, false) })
-	b.Run("idle64", func(b *testing.B) { benchTxonly(b, 64, false) })
-	b.Run("packed-idle64", func(b *testing.B) { benchTxonly(b, 64, true) })
+	b.Run("arm-each-poll", func(b *testing.B) { benchTxonly(b, false, false) })
+	b.Run("arm-on-sleep", func(b *testing.B) { benchTxonly(b, true, false) })
+	b.Run("packed-arm-on-sleep", func(b *testing.B) { benchTxonly(b, true, true) })
 }
 
-func benchTxonly(b *testing.B, idle int, packed bool) {
+func benchTxonly(b *testing.B, armOnSleep, packed bool) {
 	sock := filepath.Join(b.TempDir(), "vhu.sock")
-	p, err := Listen(sock, Options{IdlePolls: idle})
+	p, err := Listen(sock, Options{ArmOnSleep: armOnSleep})
 	if err != nil {
 		b.Fatal(err)
 	}
