@@ -510,11 +510,10 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 func (r *vring) warm(k int) {
 	var sink byte
 	for i := 0; i < k; i++ {
-		head := binary.LittleEndian.Uint16(r.availRing[2*((r.lastAvail+uint16(i))&r.mask):])
-		if head >= r.num {
+		d := r.aheadDesc(i)
+		if d == nil {
 			continue
 		}
-		d := r.desc[int(head)*descSize : int(head)*descSize+descSize]
 		n := min(binary.LittleEndian.Uint32(d[8:]), 64)
 		if binary.LittleEndian.Uint16(d[12:])&descFIndir != 0 || n == 0 {
 			continue
@@ -541,12 +540,8 @@ func (r *vring) warmWrite(bufs []*packet.Buf, k int) {
 		return
 	}
 	for i := 0; i < k && i < len(bufs); i++ {
-		head := binary.LittleEndian.Uint16(r.availRing[2*((r.lastAvail+uint16(i))&r.mask):])
-		if head >= r.num {
-			continue
-		}
-		d := r.desc[int(head)*descSize : int(head)*descSize+descSize]
-		if binary.LittleEndian.Uint16(d[12:])&(descFIndir|descFWrite) != descFWrite {
+		d := r.aheadDesc(i)
+		if d == nil || binary.LittleEndian.Uint16(d[12:])&(descFIndir|descFWrite) != descFWrite {
 			continue
 		}
 		addr := binary.LittleEndian.Uint64(d)
@@ -563,6 +558,17 @@ func (r *vring) warmWrite(bufs []*packet.Buf, k int) {
 			buf[off] = 0
 		}
 	}
+}
+
+// aheadDesc returns the head descriptor of the avail entry i places
+// after the next one the ring reads, or nil if its index is out of the
+// table (the walk will break the ring on it).
+func (r *vring) aheadDesc(i int) []byte {
+	head := binary.LittleEndian.Uint16(r.availRing[2*((r.lastAvail+uint16(i))&r.mask):])
+	if head >= r.num {
+		return nil
+	}
+	return r.desc[int(head)*descSize : int(head)*descSize+descSize]
 }
 
 // warmLines bounds the cache lines of one receive buffer warmWrite claims.
