@@ -90,9 +90,12 @@ type Engine struct {
 	polls      [][]int
 	vniDirty   map[uint32]bool
 	portsDirty []bool
-	// confs are the vNICs' snapshot entries by slot; touched lists the
-	// vNICs whose entry must be built anew.
-	confs   []*nicConf
+	// confs are the vNICs' snapshot entries by slot; the chunks marked
+	// in owned are not shared with a published snapshot yet (setConf
+	// copies the others before writing). touched lists the vNICs whose
+	// entry must be built anew.
+	confs   nicTable
+	owned   []bool
 	touched []*nicEntry
 	under   underlay
 	txUnder []underlay
@@ -511,7 +514,7 @@ func (e *Engine) DeleteNIC(id string) error {
 	}
 	slot := ent.p.slot
 	e.slots[slot] = nil
-	e.confs[slot] = nil
+	e.setConf(slot, nil)
 	e.setPolled(ent.p.worker, slot, ent.p.port, false)
 	e.removeShares(ent.p)
 	if v := e.vnis[ent.nic.VNI]; v != nil {

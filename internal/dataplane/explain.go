@@ -31,11 +31,15 @@ func (e *Engine) Explain(from string, frame []byte) (model.Explanation, error) {
 		return model.Explanation{}, fmt.Errorf("dataplane: vNIC %q does not exist", from)
 	}
 	s := e.snap.Load()
-	if s == nil || ent.p.slot >= len(s.nics) || s.nics[ent.p.slot] == nil || s.nics[ent.p.slot].nicPort != ent.p {
+	var nic *nicConf
+	if s != nil {
+		nic = s.nics.at(ent.p.slot)
+	}
+	if nic == nil || nic.nicPort != ent.p {
 		return model.Explanation{}, fmt.Errorf("dataplane: vNIC %q is not published yet", from)
 	}
 	x := &explainer{e: e, s: s}
-	x.explain(s.nics[ent.p.slot], frame)
+	x.explain(nic, frame)
 	return x.out, x.err
 }
 
@@ -168,8 +172,8 @@ func (x *explainer) finish(outs []outcome) {
 }
 
 func (x *explainer) portName(p uint32) string {
-	if int(p) < len(x.s.nics) && x.s.nics[p] != nil {
-		return x.s.nics[p].id
+	if nic := x.s.nics.at(int(p)); nic != nil {
+		return nic.id
 	}
 	return fmt.Sprintf("(port %d)", p)
 }
@@ -177,12 +181,11 @@ func (x *explainer) portName(p uint32) string {
 // local follows toLocal and enqueue: the port must be in the VNI, then
 // the vNIC's ingress firewall decides.
 func (x *explainer) local(src *nicConf, v *vniConf, p uint32, frame []byte) outcome {
-	s := x.s
-	if int(p) >= len(s.nics) || s.nics[p] == nil || s.nics[p].vni.vniLong != v.vniLong {
+	dst := x.s.nics.at(int(p))
+	if dst == nil || dst.vni.vniLong != v.vniLong {
 		x.step("to port %d: not in VNI %d any more: drop (no_route), counted on vNIC %s", p, v.vni, src.id)
 		return outcome{where: fmt.Sprintf("port %d", p), drop: dropNoRoute, dropped: true}
 	}
-	dst := s.nics[p]
 	if !x.firewall(dst, frame, firewall.ToVM) {
 		return outcome{where: "vNIC " + dst.id, drop: x.lastFw, dropped: true}
 	}

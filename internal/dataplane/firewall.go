@@ -468,7 +468,7 @@ func (w *worker) checkFirewalls(s *snapshot) {
 	for _, slot := range s.polls[w.id] {
 		// Only the tables of the vNICs this worker owns: it may also
 		// read queues of others' (rxShare).
-		if nic := s.nics[slot]; nic != nil && nic.pol != nil && nic.worker == w.id {
+		if nic := s.nics.at(slot); nic != nil && nic.pol != nil && nic.worker == w.id {
 			nic.ct.Check(nic.pol, w.mono, fwCheckBudget)
 		}
 	}

@@ -242,7 +242,7 @@ func (w *worker) flood(s *snapshot, nic *nicConf, v *vniConf, cfg *l2.Config, b 
 // toLocal queues a frame for local port p of VNI v if the snapshot agrees
 // that p is in v (the switch's port set may be newer).
 func (w *worker) toLocal(s *snapshot, src *nicConf, v *vniConf, p uint32, b *packet.Buf) {
-	if int(p) >= len(s.nics) || s.nics[p] == nil || s.nics[p].vni.vniLong != v.vniLong {
+	if dst := s.nics.at(int(p)); dst == nil || dst.vni.vniLong != v.vniLong {
 		w.dropFrom(src, v.sw, dropNoRoute, b)
 		return
 	}
@@ -281,7 +281,7 @@ func (w *worker) dropFrom(nic *nicConf, el *element, r dropReason, b *packet.Buf
 // toPort queues a frame for a local vNIC (port-tx), handing it to the
 // worker that owns the port if needed.
 func (w *worker) toPort(s *snapshot, slot int, b *packet.Buf) {
-	nic := s.nics[slot]
+	nic := s.nics.at(slot)
 	if nic.worker != w.id {
 		w.handoff(nic.worker, handoff{b: b, to: nic.nicPort})
 		return
@@ -293,7 +293,7 @@ func (w *worker) toPort(s *snapshot, slot int, b *packet.Buf) {
 // worker owns, traces it (the trace holds what the vNIC is given: frames
 // the firewall dropped are not in it) and appends it to the port's queue.
 func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
-	nic := s.nics[slot]
+	nic := s.nics.at(slot)
 	if !w.filterToVM(nic, b.Bytes()) {
 		w.put(b)
 		return
@@ -312,7 +312,7 @@ func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
 // TSO frames and queues the segments, each within the guest's MTU when
 // the port knows it.
 func (w *worker) segmentToPort(s *snapshot, slot int, b *packet.Buf) {
-	nic := s.nics[slot]
+	nic := s.nics.at(slot)
 	segs, r := w.segment(b, guestSegPayload(nic.port, b))
 	if r != dropNone {
 		nic.tx.drop(w.id, r)
@@ -405,7 +405,7 @@ func (w *worker) flushPort(s *snapshot, slot int) {
 	if len(q) == 0 {
 		return
 	}
-	nic := s.nics[slot]
+	nic := s.nics.at(slot)
 	if nic.gro && len(q) > 1 && (nic.tsoOK == nil || nic.tsoOK()) && groWorth(q) {
 		q = w.coalesce(q)
 	}

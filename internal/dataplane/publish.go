@@ -12,9 +12,9 @@ import (
 // publishLocked publishes a snapshot of the current configuration and
 // returns its generation. Its cost follows the change, not the size of
 // the configuration: only the entries of the vNICs touched since are
-// built, those of the others, the VNIs and the poll lists of unchanged
-// workers are shared with the previous snapshot (only the slot array of
-// pointers is copied). Only the workers whose set
+// built, those of the others (in chunks of nicChunk slots), the VNIs and
+// the poll lists of unchanged workers are shared with the previous
+// snapshot. Only the workers whose set
 // of ports changed are woken, to update their epoll set; the others pick
 // the snapshot up at their next batch, or when they wake.
 func (e *Engine) publishLocked() uint64 {
@@ -36,17 +36,17 @@ func (e *Engine) publishLocked() uint64 {
 	s.mtu = vxlan.InnerMTU(e.cfg.UnderlayMTU, e.cfg.VTEP.Is6()) + packet.EthernetLen
 	s.mtuInner4 = uint16(s.mtu - 14)
 	s.mtuInner6 = uint32(s.mtu - 14)
-	for len(e.confs) < len(e.slots) {
-		e.confs = append(e.confs, nil)
-	}
 	for _, ent := range e.touched {
 		ent.touched = false
 		if slot := ent.p.slot; e.slots[slot] == ent {
-			e.confs[slot] = e.nicConf(ent)
+			e.setConf(slot, e.nicConf(ent))
 		}
 	}
 	e.touched = e.touched[:0]
-	s.nics = slices.Clone(e.confs[:len(e.slots)])
+	e.growConfs(len(e.slots))
+	e.confs.n = len(e.slots)
+	s.nics = nicTable{chunks: slices.Clone(e.confs.chunks), n: e.confs.n}
+	clear(e.owned)
 	for vni := range e.vniDirty {
 		if v := e.vnis[vni]; v != nil {
 			ports := slices.Clone(v.members)
@@ -67,6 +67,27 @@ func (e *Engine) publishLocked() uint64 {
 		}
 	}
 	return s.gen
+}
+
+// setConf sets the snapshot entry of slot for the next snapshot. A chunk
+// the published snapshots share is copied first. e.mu must be held.
+func (e *Engine) setConf(slot int, c *nicConf) {
+	e.growConfs(slot + 1)
+	i := slot / nicChunk
+	if !e.owned[i] {
+		chunk := *e.confs.chunks[i]
+		e.confs.chunks[i] = &chunk
+		e.owned[i] = true
+	}
+	e.confs.chunks[i][slot%nicChunk] = c
+}
+
+// growConfs adds chunks to e.confs until it has room for n slots.
+func (e *Engine) growConfs(n int) {
+	for len(e.confs.chunks)*nicChunk < n {
+		e.confs.chunks = append(e.confs.chunks, new([nicChunk]*nicConf))
+		e.owned = append(e.owned, true)
+	}
 }
 
 // touch marks ent's snapshot entry out of date: the next publishLocked

@@ -123,8 +123,8 @@ func (w *worker) shareFlush(s *snapshot) {
 		return
 	}
 	p := w.shareFrom
-	if p.slot < len(s.nics) && s.nics[p.slot] != nil && s.nics[p.slot].nicPort == p {
-		w.fromVM(s, s.nics[p.slot], w.share)
+	if nic := s.nics.at(p.slot); nic != nil && nic.nicPort == p {
+		w.fromVM(s, nic, w.share)
 	} else { // the vNIC left meanwhile
 		for _, b := range w.share {
 			w.put(b)

@@ -172,6 +172,47 @@ func TestSGRuleChangeAllocs(t *testing.T) {
 	}
 }
 
+// TestSGRuleChangeBytes: the memory a rule change on a group used by 10
+// vNICs allocates does not grow with the number of other vNICs (the
+// snapshot shares the entries of the vNICs the change does not touch).
+func TestSGRuleChangeBytes(t *testing.T) {
+	const changes = 50
+	var base float64
+	for _, others := range []int{0, 3000} {
+		h := newHarness(t, Config{}, true)
+		rules := scaleRules(101)
+		a := []model.SG{openSG(), {ID: "g", Rules: rules[:100]}}
+		c := []model.SG{openSG(), {ID: "g", Rules: rules}}
+		if err := h.e.SetSecurityGroups(a); err != nil {
+			t.Fatal(err)
+		}
+		for i := range others {
+			h.add(t, nicOf(fmt.Sprintf("o%d", i), [6]byte{0x02, 2, 0, 0, byte(i >> 8), byte(i)}, 6,
+				netip.AddrFrom4([4]byte{10, 201, byte(i >> 8), byte(i)}).String()))
+		}
+		addScaleNICs(t, h, 10, "g")
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for i := range changes {
+			sgs := a
+			if i%2 == 0 {
+				sgs = c
+			}
+			if err := h.e.SetSecurityGroups(sgs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		got := float64(after.TotalAlloc-before.TotalAlloc) / changes
+		t.Logf("%d other vNICs: %.0f bytes allocated per change", others, got)
+		if others == 0 {
+			base = got
+		} else if got > base+2048 {
+			t.Errorf("%d other vNICs: %.0f bytes allocated per rule change, want <= %.0f (as with none, + 2 KB)", others, got, base+2048)
+		}
+	}
+}
+
 // TestSGChangeFailsWhole: a group list that does not compile (a rule the
 // model would refuse) changes nothing, neither the groups nor the vNICs'
 // policies, and the next valid change applies as if it had not happened.

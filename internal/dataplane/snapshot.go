@@ -15,8 +15,9 @@ import (
 // it is published; the control plane builds a new one for every change.
 type snapshot struct {
 	gen uint64
-	// nics is indexed by port slot; nil entries are free slots.
-	nics []*nicConf
+	// nics are the vNICs' entries by port slot; nil entries are free
+	// slots.
+	nics nicTable
 	vnis map[uint32]*vniConf
 	// polls lists, per worker, the slots whose port it reads.
 	polls [][]int
@@ -36,6 +37,29 @@ type snapshot struct {
 	// sources are the VTEPs datagrams are accepted from; nil accepts any
 	// (multicast underlay).
 	sources map[netip.Addr]struct{}
+}
+
+// nicChunk is the number of entries of a nicTable chunk.
+const nicChunk = 64
+
+// nicTable holds the snapshot's vNIC entries by port slot, in chunks that
+// successive snapshots share: a snapshot copies the list of chunks and
+// the chunks whose entries changed, so that publishing a change costs
+// what changed rather than the number of vNICs.
+type nicTable struct {
+	chunks []*[nicChunk]*nicConf
+	n      int // slots: len(chunks)*nicChunk >= n
+}
+
+// len returns the number of slots.
+func (t *nicTable) len() int { return t.n }
+
+// at returns the entry of slot, or nil for a free or out-of-range slot.
+func (t *nicTable) at(slot int) *nicConf {
+	if uint(slot) >= uint(t.n) {
+		return nil
+	}
+	return t.chunks[slot/nicChunk][slot%nicChunk]
 }
 
 // nicPort is the long-lived part of a vNIC: its port and counters.

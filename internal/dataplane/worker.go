@@ -309,7 +309,7 @@ func (w *worker) iterate() int {
 	}
 	j := 0
 	for _, slot := range w.active {
-		n := w.rxNIC(s, s.nics[slot])
+		n := w.rxNIC(s, s.nics.at(slot))
 		total += n
 		if n > 0 {
 			w.last[slot] = w.mono
@@ -324,7 +324,7 @@ func (w *worker) iterate() int {
 	w.active = w.active[:j]
 	for _, slot := range w.nofd {
 		if !w.failed[slot] {
-			total += w.rxNIC(s, s.nics[slot])
+			total += w.rxNIC(s, s.nics.at(slot))
 		}
 	}
 	if w.id == 0 && s.under != nil && !w.underFailed && (w.underActive || s.underFd < 0) {
@@ -416,7 +416,7 @@ func (w *worker) drainRings(s *snapshot) int {
 					continue
 				}
 				w.queueUnderlay(s, h.b)
-			case h.to.slot < len(s.nics) && s.nics[h.to.slot] != nil && s.nics[h.to.slot].nicPort == h.to:
+			case s.nics.at(h.to.slot) != nil && s.nics.at(h.to.slot).nicPort == h.to:
 				w.enqueue(s, h.to.slot, h.b)
 			default: // the port left meanwhile
 				h.to.tx.drop(w.id, dropNoRoute)

@@ -30,10 +30,10 @@ func (w *worker) apply(s *snapshot) {
 	for len(w.utx) < len(s.txUnder) {
 		w.utx = append(w.utx, make([]*packet.Buf, 0, batchSize))
 	}
-	for len(w.txq) < len(s.nics) {
+	for len(w.txq) < s.nics.len() {
 		w.txq = append(w.txq, make([]*packet.Buf, 0, batchSize))
 	}
-	if n := len(s.nics); len(w.last) < n {
+	if n := s.nics.len(); len(w.last) < n {
 		w.last = append(w.last, make([]int64, n-len(w.last))...)
 		w.inActive = append(w.inActive, make([]bool, n-len(w.inActive))...)
 		w.failed = append(w.failed, make([]bool, n-len(w.failed))...)
@@ -47,7 +47,7 @@ func (w *worker) apply(s *snapshot) {
 	}
 	for _, slot := range w.failedList {
 		w.failed[slot] = false
-		if c := s.nics[slot]; c != nil && c.port == w.ports[slot] {
+		if c := s.nics.at(slot); c != nil && c.port == w.ports[slot] {
 			w.watch(c.port.Fd(), fdReg{slot, c.port})
 			w.activate(slot)
 		}
