@@ -557,11 +557,23 @@ func (s *Store) pushSGs(id string, sg *SG, failure string) error {
 // deleteAt returns a copy of l without its element i, nil if none is left.
 // The array of l is left untouched.
 func deleteAt[T any](l []T, i int) []T {
-	l = slices.Delete(slices.Clone(l), i, i+1)
-	if len(l) == 0 {
+	if len(l) == 1 {
 		return nil
 	}
-	return l
+	c := make([]T, len(l)-1)
+	copy(c, l[:i])
+	copy(c[i:], l[i+1:])
+	return c
+}
+
+// insertAt returns a copy of l with v inserted at index i. The array of
+// l is left untouched.
+func insertAt[T any](l []T, i int, v T) []T {
+	c := make([]T, len(l)+1)
+	copy(c, l[:i])
+	c[i] = v
+	copy(c[i+1:], l[i:])
+	return c
 }
 
 // AddRule adds a rule to a security group, creating the group if needed.
@@ -582,7 +594,7 @@ func (s *Store) AddRule(sgID string, r Rule) error {
 	if found {
 		return nil
 	}
-	sg.Rules = slices.Insert(slices.Clone(sg.Rules), i, r)
+	sg.Rules = insertAt(sg.Rules, i, r)
 	return s.commitSG(sg, "Security Group rule creation failed")
 }
 
