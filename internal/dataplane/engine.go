@@ -116,6 +116,9 @@ type Engine struct {
 	byGroup map[string]map[*nicEntry]struct{}
 	members map[string]*firewall.MemberSet
 	fwRules map[string]ruleSet
+	// listsOf indexes the keys of fwRules by the groups of their list
+	// (setRules, dropRules keep it).
+	listsOf map[string]map[string]struct{}
 	fwGen   uint64
 	ctLimit *firewall.Limit
 

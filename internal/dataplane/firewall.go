@@ -161,15 +161,13 @@ func (e *Engine) applyGroups(diffs []sgDiff) error {
 			pols = append(pols, newPolicy{ent, p})
 		}
 	}
-	if len(changed) > 0 {
-		for key, r := range e.fwRules {
-			if slices.ContainsFunc(r.groups, func(id string) bool { return slices.Contains(changed, id) }) {
-				delete(e.fwRules, key)
-			}
+	for _, id := range changed {
+		for key := range e.listsOf[id] {
+			e.dropRules(key)
 		}
 	}
 	for key, r := range fresh {
-		e.fwRules[key] = r
+		e.setRules(key, r)
 	}
 	for _, u := range undos {
 		g, ok := e.sgs[u.id]
@@ -190,7 +188,17 @@ func (e *Engine) applyGroups(diffs []sgDiff) error {
 		e.touch(np.ent)
 	}
 	if len(changed) > 0 {
-		e.pruneMembers()
+		// Only a group removed, or one a removed rule referred to, can
+		// leave a member set no one needs.
+		orphans := e.orphan(changed...)
+		for _, u := range undos {
+			for _, r := range u.old.Rules {
+				orphans = orphans || r.SG != "" && e.orphan(r.SG)
+			}
+		}
+		if orphans {
+			e.pruneMembers()
+		}
 	}
 	if len(e.fwRules) > len(e.nics) {
 		e.pruneRules()
@@ -259,22 +267,22 @@ func sameList[T comparable](a, b []T) bool {
 	return slices.Equal(a, b)
 }
 
+// orphan reports whether one of ids has a member set but no group.
+func (e *Engine) orphan(ids ...string) bool {
+	for _, id := range ids {
+		if _, ok := e.members[id]; ok {
+			if _, ok := e.sgs[id]; !ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // pruneMembers forgets the member sets of ids that are neither a group
 // nor referenced by a rule: after the recompilations of SetSecurityGroups
 // no policy uses them. e.mu must be held.
 func (e *Engine) pruneMembers() {
-	// Only the sets of ids that are no group can go: most often there is
-	// none, and the rules need not be scanned.
-	orphans := false
-	for id := range e.members {
-		if _, ok := e.sgs[id]; !ok {
-			orphans = true
-			break
-		}
-	}
-	if !orphans {
-		return
-	}
 	referenced := map[string]bool{}
 	for _, g := range e.sgs {
 		for _, r := range g.Rules {
@@ -327,7 +335,43 @@ func (e *Engine) pruneRules() {
 	}
 	for key, r := range e.fwRules {
 		if !used[r.rules] {
-			delete(e.fwRules, key)
+			e.dropRules(key)
+		}
+	}
+}
+
+// setRules records the compiled rule set of list key. e.mu must be held.
+func (e *Engine) setRules(key string, r ruleSet) {
+	if e.fwRules == nil {
+		e.fwRules = map[string]ruleSet{}
+		e.listsOf = map[string]map[string]struct{}{}
+	}
+	e.dropRules(key)
+	e.fwRules[key] = r
+	for _, id := range r.groups {
+		keys := e.listsOf[id]
+		if keys == nil {
+			keys = map[string]struct{}{}
+			e.listsOf[id] = keys
+		}
+		keys[key] = struct{}{}
+	}
+}
+
+// dropRules forgets the compiled rule set of list key, if any. e.mu must
+// be held.
+func (e *Engine) dropRules(key string) {
+	r, ok := e.fwRules[key]
+	if !ok {
+		return
+	}
+	delete(e.fwRules, key)
+	for _, id := range r.groups {
+		if keys := e.listsOf[id]; keys != nil {
+			delete(keys, key)
+			if len(keys) == 0 {
+				delete(e.listsOf, id)
+			}
 		}
 	}
 }
@@ -338,13 +382,10 @@ func (e *Engine) pruneRules() {
 // the groups the rules refer to are created if needed (empty), so that
 // members added later take effect without a rebuild. e.mu must be held.
 func (e *Engine) compile(n model.NIC) (*firewall.Policy, error) {
-	if e.fwRules == nil {
-		e.fwRules = map[string]ruleSet{}
-	}
 	if len(e.fwRules) > len(e.nics)+8 {
 		e.pruneRules()
 	}
-	return e.compileIn(n, e.fwRules, nil)
+	return e.compileIn(n, nil, nil)
 }
 
 // ruleInsert says that the only change of a SetSecurityGroups is one rule
@@ -372,10 +413,11 @@ func insertedAt(a, b []model.Rule) int {
 	return i
 }
 
-// compileIn is compile with the rule sets of cache. With ins, a list
-// missing from cache whose previous rule set is still in e.fwRules gets
-// that one with the inserted rule when it can. e.mu must be held.
-func (e *Engine) compileIn(n model.NIC, cache map[string]ruleSet, ins *ruleInsert) (*firewall.Policy, error) {
+// compileIn is compile with the rule sets of fresh, where the rule sets
+// it compiles go (nil: those of e.fwRules). With ins, a list missing
+// from fresh whose previous rule set is still in e.fwRules gets that one
+// with the inserted rule when it can. e.mu must be held.
+func (e *Engine) compileIn(n model.NIC, fresh map[string]ruleSet, ins *ruleInsert) (*firewall.Policy, error) {
 	var ids []string
 	var kb strings.Builder
 	for _, id := range n.SecurityGroups {
@@ -388,7 +430,13 @@ func (e *Engine) compileIn(n model.NIC, cache map[string]ruleSet, ins *ruleInser
 		}
 	}
 	key := kb.String()
-	r, ok := cache[key]
+	var r ruleSet
+	var ok bool
+	if fresh != nil {
+		r, ok = fresh[key]
+	} else {
+		r, ok = e.fwRules[key]
+	}
 	if !ok {
 		groups := make([]model.SG, len(ids))
 		for i, id := range ids {
@@ -412,7 +460,11 @@ func (e *Engine) compileIn(n model.NIC, cache map[string]ruleSet, ins *ruleInser
 			}
 		}
 		r = ruleSet{groups: ids, rules: rs}
-		cache[key] = r
+		if fresh != nil {
+			fresh[key] = r
+		} else {
+			e.setRules(key, r)
+		}
 	}
 	e.fwGen++
 	p, err := firewall.NewPolicy(e.fwGen, n.IPs, r.rules)

@@ -478,6 +478,50 @@ func TestFirewallSharesRuleSets(t *testing.T) {
 	check("after a rule change")
 }
 
+// TestFirewallUnusedListForgotten: the compiled rules of a group list no
+// vNIC uses any more are kept for a while; a change of one of its groups
+// meanwhile must not leave them to a vNIC that takes that list again.
+func TestFirewallUnusedListForgotten(t *testing.T) {
+	for _, each := range []bool{false, true} {
+		t.Run(map[bool]string{false: "SetSecurityGroups", true: "UpdateSecurityGroup"}[each], func(t *testing.T) {
+			h := newHarness(t, Config{}, true)
+			g := model.SG{ID: "g", Rules: []model.Rule{udpRule(model.Inbound, 2000, "10.0.0.0/8", "")}}
+			k := model.SG{ID: "k", Rules: []model.Rule{udpRule(model.Inbound, 3000, "10.0.0.0/8", "")}}
+			cur := []model.SG{openSG(), g, k}
+			if err := h.e.SetSecurityGroups(cur); err != nil {
+				t.Fatal(err)
+			}
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			for i := range 3 { // more vNICs than lists: unused lists are kept
+				h.add(t, nicOf(fmt.Sprintf("o%d", i), mac(byte(10+i)), 5, fmt.Sprintf("10.0.0.%d", 10+i)))
+			}
+			nb := nicOf("b", mac(2), 5, "10.0.0.2")
+			nb.SecurityGroups = []string{"g", "k"}
+			h.add(t, nb)
+			if err := h.e.DeleteNIC("b"); err != nil {
+				t.Fatal(err)
+			}
+			k.Rules = append(slices.Clone(k.Rules), udpRule(model.Inbound, 3001, "10.0.0.0/8", ""))
+			next := []model.SG{openSG(), g, k}
+			var err error
+			if each {
+				err = updateEach(h.e, cur, next)
+			} else {
+				err = h.e.SetSecurityGroups(next)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := h.add(t, nb)
+			a.inject(udpFlow(t, true, 1000, 3001))
+			h.step()
+			if got := len(b.take()); got != 1 {
+				t.Fatalf("a->b to the port of the rule added while no vNIC used b's groups: %d frames arrived, want 1", got)
+			}
+		})
+	}
+}
+
 // TestFirewallRuleSetKeys: group lists that would read the same once
 // joined (["a", "b"] and ["a\x00b"]) get different rule sets.
 func TestFirewallRuleSetKeys(t *testing.T) {

@@ -40,7 +40,7 @@ type snapshot struct {
 }
 
 // nicChunk is the number of entries of a nicTable chunk.
-const nicChunk = 64
+const nicChunk = 16
 
 // nicTable holds the snapshot's vNIC entries by port slot, in chunks that
 // successive snapshots share: a snapshot copies the list of chunks and
