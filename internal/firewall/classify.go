@@ -168,6 +168,11 @@ func (c *Conntrack) parse(frame []byte, dir Direction, pol *Policy, now int64, p
 func (c *Conntrack) filter(frame []byte, dir Direction, pol *Policy, now int64) Verdict {
 	var p frameInfo
 	v, st := c.parse(frame, dir, pol, now, &p)
+	return c.filterParsed(v, st, &p, pol, now)
+}
+
+// filterParsed is filter after parse returned v and st for p.
+func (c *Conntrack) filterParsed(v Verdict, st parseStep, p *frameInfo, pol *Policy, now int64) Verdict {
 	switch st {
 	case parseDone:
 		return v

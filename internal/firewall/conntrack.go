@@ -119,6 +119,8 @@ func (c *Conntrack) track(t *tuple, pol *Policy, now int64) Verdict {
 			v := hit(e, t, srcIsA, pol, now)
 			if v == DropCut {
 				c.deleteAt(uint32(i))
+			} else if v == Accept {
+				c.last = Ref{epoch: c.epoch, slot: uint32(i), srcIsA: srcIsA, ok: true}
 			}
 			return v
 		}
@@ -162,6 +164,7 @@ func (c *Conntrack) track(t *tuple, pol *Policy, now int64) Verdict {
 		e.state = stOther
 		e.expires = now + TimeoutOther
 	}
+	c.last = Ref{epoch: c.epoch, slot: c.inserted, srcIsA: srcIsA, ok: true}
 	return Accept
 }
 

@@ -67,6 +67,13 @@ type Conntrack struct {
 	evicted atomic.Uint64
 	// pickedUp counts the connections pickup tracked.
 	pickedUp atomic.Uint64
+	// epoch counts the changes that move or remove entries (deleteAt,
+	// resize): a Ref taken in another epoch is stale.
+	epoch uint64
+	// last is the entry the current DecideRef's packet hit or created;
+	// inserted is the slot of the last entry insert created.
+	last     Ref
+	inserted uint32
 }
 
 // minSlots is the size of an empty zone's table (3 KB).
@@ -92,6 +99,7 @@ func NewConntrack(capacity int) *Conntrack {
 // change.
 func (c *Conntrack) resize(n int) {
 	old := c.slots
+	c.epoch++
 	c.slots = make([]entry, n)
 	c.mask = uint32(n - 1)
 	for i := range old {
@@ -203,6 +211,7 @@ func (c *Conntrack) find(k *key, h uint32) (int, int) {
 
 // deleteAt empties slot i and shifts back the entries of its cluster.
 func (c *Conntrack) deleteAt(i uint32) {
+	c.epoch++
 	c.count--
 	if c.limit != nil {
 		c.limit.n.Add(-1)
@@ -327,5 +336,6 @@ func (c *Conntrack) insert(k *key, h uint32, free int, now int64) (*entry, bool)
 	c.count++
 	e := &c.slots[free]
 	*e = entry{k: *k, hash: h}
+	c.inserted = uint32(free)
 	return e, true
 }
