@@ -208,3 +208,60 @@ func (s *Switch) decide(c *Config, frame []byte, in uint32, now int64, learn boo
 	}
 	return Decision{Action: Forward, Port: uint32(v0)}
 }
+
+// Hint records the MAC table entries a Forward decision read, so that
+// later frames of the same source and destination MACs on the same
+// ingress port can skip the table walks while the table does not change
+// (Usable, Touch). The zero Hint is unusable.
+type Hint struct {
+	ver      uint64
+	src, dst int32
+	ok       bool
+}
+
+// Valid reports whether h was made for a Forward decision (it may be
+// stale: see Usable).
+func (h Hint) Valid() bool { return h.ok }
+
+// DecideHint is DecideOne, and also returns a Hint for a Forward
+// decision (the zero Hint for others, or when the table changed during
+// the decision).
+func (s *Switch) DecideHint(c *Config, frame []byte, in uint32, now int64) (Decision, Hint) {
+	t := s.table
+	ver := t.ver.Load()
+	d := s.decide(c, frame, in, now, true)
+	if d.Action != Forward {
+		return d, Hint{}
+	}
+	e := packet.Ethernet(frame)
+	src := e.Src()
+	if src.IsZero() {
+		return d, Hint{}
+	}
+	si, di := t.slotOf(src, uint64(in), now, true), t.slotOf(e.Dst(), uint64(d.Port), now, false)
+	if si < 0 || di < 0 || t.ver.Load() != ver {
+		return d, Hint{}
+	}
+	return d, Hint{ver: ver, src: int32(si), dst: int32(di), ok: true}
+}
+
+// Usable reports whether DecideOne, at now, for a frame with the source
+// and destination MACs and ingress port of the frame h was returned for,
+// under the same Config, would still decide the same Forward: no entry of
+// the table changed since and the destination's entry is still live. It
+// changes nothing.
+func (s *Switch) Usable(h Hint, now int64) bool {
+	t := s.table
+	return h.ok && t.ver.Load() == h.ver && t.live(t.slots[h.dst].seen.Load(), now)
+}
+
+// Touch does the learning DecideOne does for a frame from src on port in
+// whose Hint h is Usable: it refreshes src's entry when DecideOne would
+// (so that MACs age as without hints).
+func (s *Switch) Touch(h Hint, src packet.MAC, in uint32, now int64) {
+	t := s.table
+	if now-t.slots[h.src].seen.Load() < t.refresh {
+		return
+	}
+	t.Learn(src, uint64(in), 0, 0, now)
+}

@@ -47,6 +47,11 @@ type Table struct {
 	bmask   uint64 // number of buckets - 1
 	maxAge  int64
 	refresh int64
+	// ver counts the writes that change what a lookup or a learning may
+	// find (a key or value changed, an aged entry revived, an entry
+	// removed), so that a Hint can tell whether its entries still hold.
+	// Refreshes of live entries do not change it.
+	ver atomic.Uint64
 }
 
 type slot struct {
@@ -135,6 +140,9 @@ func (t *Table) write(i int, expect, key, v0, v1 uint64, now int64) bool {
 	}
 	ok := t.keys[i].Load() == expect
 	if ok {
+		if expect != key || s.v0.Load() != v0 || s.v1.Load() != v1 || !t.live(s.seen.Load(), now) {
+			t.ver.Add(1)
+		}
 		s.v0.Store(v0)
 		s.v1.Store(v1)
 		s.seen.Store(now)
@@ -199,6 +207,7 @@ func (t *Table) RemoveIf(match func(mac packet.MAC, v0, v1 uint64, tag uint8) bo
 		q := t.claim(i)
 		s := &t.slots[i]
 		if k := t.keys[i].Load(); k != 0 && match(packet.MACFromUint64(k&(keyUsed-1)), s.v0.Load(), s.v1.Load(), uint8(k>>tagBits)) {
+			t.ver.Add(1)
 			t.keys[i].Store(0)
 			n++
 		}
@@ -218,6 +227,7 @@ func (t *Table) Remove(mac packet.MAC) bool {
 		}
 		q := t.claim(i)
 		if k := t.keys[i].Load(); k != 0 && k&(keyUsed-1) == m {
+			t.ver.Add(1)
 			t.keys[i].Store(0)
 			found = true
 		}
@@ -257,4 +267,36 @@ func (t *Table) Range(now int64, fn func(mac packet.MAC, v0, v1 uint64, tag uint
 			return
 		}
 	}
+}
+
+// slotOf returns the slot Lookup(mac, now) reads when it finds mac with
+// values (v0, 0) and tag 0, and -1 when it would find anything else.
+// With first, that slot must also be the first one holding mac, the one
+// Learn updates.
+func (t *Table) slotOf(mac packet.MAC, v0 uint64, now int64, first bool) int {
+	m := mac.Uint64()
+	base := t.bucket(m)
+	for i := base; i < base+probe; i++ {
+		k := t.keys[i].Load()
+		if k == 0 || k&(keyUsed-1) != m {
+			continue
+		}
+		s := &t.slots[i]
+		q := s.seq.Load()
+		a, b, seen := s.v0.Load(), s.v1.Load(), s.seen.Load()
+		if q&1 != 0 || s.seq.Load() != q || t.keys[i].Load() != k {
+			return -1
+		}
+		if !t.live(seen, now) {
+			if first {
+				return -1
+			}
+			continue
+		}
+		if k != m|keyUsed || a != v0 || b != 0 {
+			return -1
+		}
+		return i
+	}
+	return -1
 }
