@@ -67,6 +67,10 @@ type Config struct {
 	// that connections established before an unclean restart resume.
 	// 0 = none; at most maxConntrackPickup.
 	ConntrackPickup time.Duration
+	// NoFlowCache turns the workers' flow cache off: every frame then
+	// takes the full path (parse, anti-spoofing, both connection-table
+	// lookups, MAC table). The decisions are the same either way.
+	NoFlowCache bool
 	// StallTimeout is how long a configuration change waits for a busy
 	// worker to adopt it before that worker is reported stuck (0 = 5 s);
 	// what the worker may still use (a deleted vNIC's port) is released

@@ -56,6 +56,9 @@ type hooks struct {
 	openTrace func(path string) (traceWriter, error)
 	// manual: no worker goroutines; tests call worker.iterate.
 	manual bool
+	// clock replaces time.Now for the engine's start and the workers'
+	// clocks (tests that replay the same traffic on two engines).
+	clock func() time.Time
 }
 
 // Engine is the packet engine. It implements model.Dataplane; its methods
@@ -200,7 +203,7 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		hooks: h,
-		start: time.Now(),
+		start: h.now(),
 		nics:  make(map[string]*nicEntry),
 		vnis:  make(map[uint32]*vniLong),
 		taps:  make(map[string]bool),
@@ -598,4 +601,13 @@ func (e *Engine) Counters(id string) (model.NICCounters, error) {
 	addPortDrops(&c, p.port)
 	c.Queues = queueCounters(p.port)
 	return c, nil
+}
+
+// now is the time the engine's clocks read: time.Now, or the test's
+// clock.
+func (h *hooks) now() time.Time {
+	if h.clock != nil {
+		return h.clock()
+	}
+	return time.Now()
 }

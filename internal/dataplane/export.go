@@ -45,7 +45,7 @@ func (e *Engine) onOwner(p *nicPort, fn func(now int64)) error {
 func (e *Engine) onWorker(wi int, fn func(now int64)) error {
 	w := e.workers[wi]
 	if e.hooks.manual || w.exited.Load() {
-		fn(int64(time.Since(e.start)))
+		fn(int64(e.hooks.now().Sub(e.start)))
 		return nil
 	}
 	r := &ctRequest{fn: fn, done: make(chan struct{})}

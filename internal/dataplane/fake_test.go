@@ -251,6 +251,12 @@ func newHarness(t testing.TB, cfg Config, manual bool) *harness {
 // set, have descriptors that inject signals, so that idle workers sleep
 // in epoll for as long as nothing comes, as with real ports.
 func newHarnessFds(t testing.TB, cfg Config, manual, fds bool) *harness {
+	return newHarnessClock(t, cfg, manual, fds, nil)
+}
+
+// newHarnessClock is newHarnessFds whose engine reads clock instead of
+// time.Now (nil: time.Now).
+func newHarnessClock(t testing.TB, cfg Config, manual, fds bool, clock func() time.Time) *harness {
 	h := &harness{under: &fakePort{}, ports: map[string]*fakePort{}, traces: map[string]*fakeTrace{}, vhosts: map[string]*fakeVhost{}}
 	if fds {
 		h.under.withEventfd(t)
@@ -272,6 +278,7 @@ func newHarnessFds(t testing.TB, cfg Config, manual, fds bool) *harness {
 	}
 	e, err := newEngine(cfg, hooks{
 		manual:       manual,
+		clock:        clock,
 		openUnderlay: func(*Config) (underlay, error) { return h.under, nil },
 		openTAP: func(name string, offload bool) (port.Port, string, error) {
 			h.mu.Lock()

@@ -481,11 +481,31 @@ func (w *worker) filterToVM(nic *nicConf, frame []byte) bool {
 	if nic.pol == nil {
 		return true
 	}
-	if v := nic.ct.Decide(frame, firewall.ToVM, nic.pol, w.mono); !v.Allowed() {
-		nic.fw.drop(w.id, firewallDrop(v))
-		w.recordDrop(nic.nicPort, firewallDrop(v), frame)
+	var v firewall.Verdict
+	if w.fc != nil && w.fc.pend.active {
+		var r firewall.Ref
+		v, r = nic.ct.DecideRef(frame, firewall.ToVM, nic.pol, w.mono)
+		w.fcRecordIn(nic, r)
+	} else {
+		v = nic.ct.Decide(frame, firewall.ToVM, nic.pol, w.mono)
+	}
+	if !v.Allowed() {
+		w.fwDrop(nic, v, frame)
 		return false
 	}
+	w.fwPassed(nic)
+	return true
+}
+
+// fwDrop counts and records frame, which nic's firewall dropped with
+// verdict v.
+func (w *worker) fwDrop(nic *nicConf, v firewall.Verdict, frame []byte) {
+	nic.fw.drop(w.id, firewallDrop(v))
+	w.recordDrop(nic.nicPort, firewallDrop(v), frame)
+}
+
+// fwPassed counts a frame nic's firewall (ToVM) passed.
+func (w *worker) fwPassed(nic *nicConf) {
 	// Counted per run of frames to one vNIC and added once per batch
 	// (flushCounts): an atomic add per frame would wait, each time, for
 	// every store before it (the frames just written into guest memory)
@@ -495,7 +515,6 @@ func (w *worker) filterToVM(nic *nicConf, frame []byte) bool {
 		w.fwRun = nic.fw
 	}
 	w.fwRunN++
-	return true
 }
 
 // flushFwRun adds the frames of the current run of filterToVM to their

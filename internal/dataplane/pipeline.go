@@ -57,6 +57,24 @@ func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) (bytes ui
 		if nic.tracer != nil {
 			w.capture(nic.tracer, nic.trace, b.Bytes())
 		}
+		if w.fc != nil {
+			switch w.fcForward(s, nic, cfg, b) {
+			case fcSent:
+				if !nic.bypass {
+					passed++
+				}
+				if nic.pol != nil {
+					filtered++
+				}
+				continue
+			case fcFiltered:
+				if !nic.bypass {
+					passed++
+				}
+				spoofed++
+				continue
+			}
+		}
 		if !nic.bypass {
 			if r := nic.spoof.Check(b.Bytes()); r != antispoof.OK {
 				nic.anti.drop(w.id, spoofDrop(r))
@@ -68,7 +86,8 @@ func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) (bytes ui
 			passed++
 		}
 		if nic.pol != nil {
-			if v := nic.ct.Decide(b.Bytes(), firewall.FromVM, nic.pol, w.mono); !v.Allowed() {
+			v := w.decideFromVM(nic, b.Bytes())
+			if !v.Allowed() {
 				nic.fw.drop(w.id, firewallDrop(v))
 				w.recordDrop(nic.nicPort, firewallDrop(v), b.Bytes())
 				w.put(b)
@@ -78,6 +97,9 @@ func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) (bytes ui
 			filtered++
 		}
 		w.switchFromVM(s, nic, cfg, b)
+		if w.fc != nil {
+			w.fcCommit(s, nic)
+		}
 	}
 	if passed > 0 {
 		nic.anti.add(w.id, passed, 0)
@@ -89,6 +111,17 @@ func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) (bytes ui
 		nic.vni.sw.add(w.id, fwd, 0)
 	}
 	return bytes
+}
+
+// decideFromVM runs nic's firewall (FromVM) on frame, recording the
+// connection-tracking entry for the flow cache's pending entry.
+func (w *worker) decideFromVM(nic *nicConf, frame []byte) firewall.Verdict {
+	if w.fc == nil || !w.fc.pend.active {
+		return nic.ct.Decide(frame, firewall.FromVM, nic.pol, w.mono)
+	}
+	v, r := nic.ct.DecideRef(frame, firewall.FromVM, nic.pol, w.mono)
+	w.fc.pend.ent.egress = r
+	return v
 }
 
 // capture records frame in a trace, counting it on el.
@@ -105,7 +138,16 @@ func (w *worker) capture(t traceWriter, el *element, frame []byte) {
 // behind the destination, or flooded to both.
 func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.Buf) {
 	v := nic.vni
-	d := v.l2.DecideOne(cfg, b.Bytes(), b.InPort, w.mono)
+	var d l2.Decision
+	if w.fc != nil && w.fc.pend.active {
+		var h l2.Hint
+		d, h = v.l2.DecideHint(cfg, b.Bytes(), b.InPort, w.mono)
+		if d.Action == l2.Forward && d.Port != underPort {
+			w.fcRecordOut(s, v, d.Port, h)
+		}
+	} else {
+		d = v.l2.DecideOne(cfg, b.Bytes(), b.InPort, w.mono)
+	}
 	switch d.Action {
 	case l2.Forward:
 		if d.Port != underPort {
@@ -298,6 +340,14 @@ func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
 		w.put(b)
 		return
 	}
+	w.admit(s, slot, b)
+}
+
+// admit traces a frame the firewall (ToVM) of a port this worker owns
+// passed and appends it to the port's queue (segmented if the guest
+// does not take TSO frames).
+func (w *worker) admit(s *snapshot, slot int, b *packet.Buf) {
+	nic := s.nics[slot]
 	if nic.tracer != nil {
 		w.capture(nic.tracer, nic.trace, b.Bytes())
 	}
@@ -397,6 +447,9 @@ func (w *worker) flushCounts() {
 	w.swRun = nil
 	w.flushFwRun()
 	w.fwRun = nil
+	if w.fc != nil {
+		w.fc.publish()
+	}
 }
 
 // flushPort writes a vNIC's queue and returns its buffers to the pool.

@@ -56,6 +56,9 @@ type worker struct {
 	srcOK  netip.AddrPort
 	srcGen uint64
 
+	// fc is the worker's flow cache (nil: Config.NoFlowCache).
+	fc *flowCache
+
 	snap *snapshot
 	// ack is the generation of snap, stored once the worker uses it.
 	ack atomic.Uint64
@@ -136,6 +139,9 @@ func newWorker(e *Engine, id, cpu int) (*worker, error) {
 		scratch:  make([]byte, packet.BufSize+64),
 		epfd:     -1,
 		evfd:     -1,
+	}
+	if !e.cfg.NoFlowCache {
+		w.fc = &flowCache{}
 	}
 	var err error
 	w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -299,7 +305,7 @@ func (w *worker) iterate() int {
 		w.apply(s)
 	}
 	s := w.snap
-	t := time.Now()
+	t := w.e.hooks.now()
 	w.now = t.UnixNano()
 	w.mono = int64(t.Sub(w.e.start))
 	idle := int64(w.e.cfg.PollIdle)

@@ -1,0 +1,274 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"sync/atomic"
+
+	"github.com/butterfly-go/butterfly/internal/firewall"
+	"github.com/butterfly-go/butterfly/internal/l2"
+	"github.com/butterfly-go/butterfly/internal/packet"
+)
+
+// The flow cache is a worker's exact-match cache of the decisions taken
+// for the frames a local vNIC sends to another local vNIC (the idea of
+// OVS's EMC). Its key is the ingress port and every header field those
+// decisions read: both MACs, the EtherType, both IP addresses, the
+// protocol and the ports (for ICMP echo, the identifier and the type).
+// Its entry holds the whole decision: the output port, the anti-spoofing
+// verdict (pass: drops are never cached), the MAC table entries the
+// switch used (l2.Hint) and references to the sender's and the
+// receiver's connection-tracking entries (firewall.Ref).
+//
+// A hit skips the parses of anti-spoofing and connection tracking, both
+// connection-table lookups and the MAC table walks, but does everything
+// per frame that the full path does and that can be observed: TCP state
+// and window tracking and timers on both entries (firewall.Conntrack.Hit
+// runs the full path's code on them), the refresh of the source MAC's
+// entry, the counters of every element, traces and drop records.
+//
+// Correctness never depends on the cache: an entry is used only if the
+// snapshot it was made under is still the worker's (any configuration or
+// policy change publishes a new one), the VNI's port set is the same, no
+// entry of the MAC table changed and the destination's is still live,
+// and neither connection table moved or removed an entry since
+// (firewall.Conntrack.Usable). Member-set changes of security groups do
+// not publish a snapshot: Conntrack.Hit checks the policy generation per
+// frame as the full path does. Anything else takes the full path, which
+// records what a later frame of the flow may reuse.
+//
+// Only frames that are plain unicast TCP (without SYN, FIN or RST), UDP
+// or ICMP echo over IPv4 or IPv6, unfragmented, from a vNIC to a vNIC of
+// the same host are looked up; the rest (broadcast, ARP, neighbour
+// discovery, fragments, VXLAN) always takes the full path.
+
+// fcSize is the number of entries of a worker's flow cache (a power of
+// two; about 150 KiB).
+const fcSize = 1024
+
+// fcKey is a frame's flow-cache key (see fcKeyOf).
+type fcKey [7]uint64
+
+// fcEntry is one cached decision.
+type fcEntry struct {
+	key fcKey
+	// gen is the snapshot generation the entry was made under (0: empty).
+	gen uint64
+	cfg *l2.Config
+	// out is the slot of the destination vNIC.
+	out  uint32
+	hint l2.Hint
+	// egress and ingress name the sender's and the receiver's entries;
+	// ingress is unset when the receiver bypasses filtering or belongs
+	// to another worker (which filters it on its own, uncached).
+	egress, ingress firewall.Ref
+}
+
+// flowCache is a worker's cache; only its worker uses it.
+type flowCache struct {
+	ents [fcSize]fcEntry
+	// pend is the entry the full path is filling for the current frame.
+	pend fcPending
+	// hits and misses count frames looked up, per batch (plain adds);
+	// flushCounts publishes them to the atomics the metrics read.
+	hits, misses       uint64
+	hitsPub, missesPub atomic.Uint64
+}
+
+// fcPending records, during the full path of a frame that missed, what
+// its entry needs.
+type fcPending struct {
+	active  bool
+	idx     uint32
+	haveOut bool
+	haveIn  bool
+	ent     fcEntry
+}
+
+// fcResult is the outcome of flowCache.forward.
+type fcResult uint8
+
+const (
+	// fcMiss: nothing was done; the frame takes the full path.
+	fcMiss fcResult = iota
+	// fcSent: the frame went to its destination (or was dropped by the
+	// receiver's firewall).
+	fcSent
+	// fcFiltered: the sender's firewall dropped the frame.
+	fcFiltered
+)
+
+// fcKeyOf returns the flow-cache key of frame, received on port in, and
+// its layers and TCP header (nil for other protocols); ok is false for a
+// frame that is not looked up (see the package comment above).
+func fcKeyOf(frame []byte, in uint32, l *packet.Layers) (k fcKey, tcp packet.TCP, ok bool) {
+	if !packet.Parse(frame, l) || l.Fragment || l.L4 == 0 || frame[0]&1 != 0 {
+		return k, nil, false
+	}
+	l4 := frame[l.L4:l.L3End]
+	var ports uint64
+	switch l.Proto {
+	case packet.ProtoTCP:
+		tcp = packet.TCP(l4)
+		if !tcp.IsValid() || tcp.Flags()&(packet.TCPFlagSYN|packet.TCPFlagFIN|packet.TCPFlagRST) != 0 {
+			return k, nil, false
+		}
+		ports = uint64(tcp.SrcPort())<<16 | uint64(tcp.DstPort())
+	case packet.ProtoUDP:
+		if len(l4) < packet.UDPLen {
+			return k, nil, false
+		}
+		ports = uint64(binary.BigEndian.Uint32(l4))
+	case packet.ProtoICMPv4:
+		if !l.IsIPv4() || len(l4) < packet.ICMPHeaderLen || l4[0] != packet.ICMPv4Echo && l4[0] != packet.ICMPv4EchoReply {
+			return k, nil, false
+		}
+		ports = uint64(binary.BigEndian.Uint16(l4[4:]))<<16 | uint64(l4[0])
+	case packet.ProtoICMPv6:
+		if !l.IsIPv6() || len(l4) < packet.ICMPHeaderLen || l4[0] != packet.ICMPv6EchoRequest && l4[0] != packet.ICMPv6EchoReply {
+			return k, nil, false
+		}
+		ports = uint64(binary.BigEndian.Uint16(l4[4:]))<<16 | uint64(l4[0])
+	default:
+		return k, nil, false
+	}
+	k[0] = binary.BigEndian.Uint64(frame[0:8])  // destination MAC, 2 bytes of the source
+	k[1] = binary.BigEndian.Uint64(frame[6:14]) // source MAC, EtherType
+	k[2] = uint64(in)<<40 | uint64(l.Proto)<<32 | ports
+	ip := frame[l.L3:]
+	if l.IsIPv4() {
+		k[3] = binary.BigEndian.Uint64(ip[12:20]) // source, destination
+	} else {
+		k[3] = binary.BigEndian.Uint64(ip[8:16])
+		k[4] = binary.BigEndian.Uint64(ip[16:24])
+		k[5] = binary.BigEndian.Uint64(ip[24:32])
+		k[6] = binary.BigEndian.Uint64(ip[32:40])
+	}
+	return k, tcp, true
+}
+
+// index returns k's entry index.
+func (k *fcKey) index() uint32 {
+	h := k[0]*0x9e3779b97f4a7c15 ^ k[1]*0xbf58476d1ce4e5b9 ^ k[2]*0x94d049bb133111eb ^
+		k[3]*0xd6e8feb86659fd93 ^ (k[4]^k[6])*0xa0761d6478bd642f ^ k[5]*0xe7037ed1a0b428db
+	h ^= h >> 32
+	return uint32(h^h>>16) & (fcSize - 1)
+}
+
+// fcForward looks frame b of nic (switch configuration cfg) up in the
+// flow cache and, on a hit, forwards it as the full path would. On a
+// miss of a frame that is looked up, it prepares the entry that the full
+// path fills (fcRecord*) and fcCommit stores.
+func (w *worker) fcForward(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.Buf) fcResult {
+	fc := w.fc
+	fc.pend.active = false
+	f := b.Bytes()
+	var l packet.Layers
+	k, tcp, ok := fcKeyOf(f, b.InPort, &l)
+	if !ok {
+		return fcMiss
+	}
+	i := k.index()
+	ent := &fc.ents[i]
+	if ent.gen != s.gen || ent.key != k || ent.cfg != cfg || !w.fcUsable(s, nic, ent, tcp) {
+		fc.misses++
+		fc.pend = fcPending{active: true, idx: i}
+		fc.pend.ent = fcEntry{key: k, gen: s.gen, cfg: cfg}
+		return fcMiss
+	}
+	fc.hits++
+	if nic.pol != nil {
+		if v := nic.ct.Hit(ent.egress, tcp, firewall.FromVM, nic.pol, w.mono); !v.Allowed() {
+			nic.fw.drop(w.id, firewallDrop(v))
+			w.recordDrop(nic.nicPort, firewallDrop(v), f)
+			w.put(b)
+			return fcFiltered
+		}
+	}
+	v := nic.vni
+	v.l2.Touch(ent.hint, packet.Ethernet(f).Src(), b.InPort, w.mono)
+	dst := s.nics[ent.out]
+	if dst.worker != w.id {
+		w.handoff(dst.worker, handoff{b: b, to: dst.nicPort})
+		return fcSent
+	}
+	if dst.pol != nil {
+		if v := dst.ct.Hit(ent.ingress, tcp, firewall.ToVM, dst.pol, w.mono); !v.Allowed() {
+			w.fwDrop(dst, v, f)
+			w.put(b)
+			return fcSent
+		}
+		w.fwPassed(dst)
+	}
+	w.admit(s, int(ent.out), b)
+	return fcSent
+}
+
+// fcUsable reports whether every part of ent still holds for a frame of
+// nic with TCP header tcp (nil: not TCP); ent has the frame's key and
+// the worker's snapshot s.
+func (w *worker) fcUsable(s *snapshot, nic *nicConf, ent *fcEntry, tcp packet.TCP) bool {
+	var flags uint8
+	if tcp != nil {
+		flags = tcp.Flags()
+	}
+	if nic.pol != nil && !nic.ct.Usable(ent.egress, flags, w.mono) {
+		return false
+	}
+	if !nic.vni.l2.Usable(ent.hint, w.mono) {
+		return false
+	}
+	dst := s.nics[ent.out]
+	return dst.worker != w.id || dst.pol == nil || dst.ct.Usable(ent.ingress, flags, w.mono)
+}
+
+// fcCommit stores the entry the full path filled for the frame just
+// forwarded from nic, if it is complete.
+func (w *worker) fcCommit(s *snapshot, nic *nicConf) {
+	p := &w.fc.pend
+	if !p.active {
+		return
+	}
+	p.active = false
+	if !p.haveOut || !p.ent.hint.Valid() || nic.pol != nil && !p.ent.egress.Valid() {
+		return
+	}
+	dst := s.nics[p.ent.out]
+	if dst.worker == w.id && dst.pol != nil && (!p.haveIn || !p.ent.ingress.Valid()) {
+		return
+	}
+	if dst.worker != w.id || dst.pol == nil {
+		p.ent.ingress = firewall.Ref{}
+	}
+	w.fc.ents[p.idx] = p.ent
+}
+
+// fcRecordOut records the local destination the switch chose.
+func (w *worker) fcRecordOut(s *snapshot, v *vniConf, out uint32, h l2.Hint) {
+	p := &w.fc.pend
+	if int(out) >= len(s.nics) || s.nics[out] == nil || s.nics[out].vni.vniLong != v.vniLong {
+		p.active = false
+		return
+	}
+	p.haveOut, p.ent.out, p.ent.hint = true, out, h
+}
+
+// fcRecordIn records the receiver's connection-tracking entry, when
+// filterToVM ran for the pending frame's destination.
+func (w *worker) fcRecordIn(nic *nicConf, r firewall.Ref) {
+	if p := &w.fc.pend; p.active && p.haveOut && !p.haveIn && uint32(nic.slot) == p.ent.out {
+		p.haveIn, p.ent.ingress = true, r
+	}
+}
+
+// publish adds the batch's hits and misses to the counters the
+// metrics read.
+func (fc *flowCache) publish() {
+	if fc.hits > 0 {
+		fc.hitsPub.Add(fc.hits)
+		fc.hits = 0
+	}
+	if fc.misses > 0 {
+		fc.missesPub.Add(fc.misses)
+		fc.misses = 0
+	}
+}
