@@ -339,3 +339,81 @@ func TestSwitchConcurrent(t *testing.T) {
 		t.Fatalf("%d bad forwards", bad[0]+bad[1])
 	}
 }
+
+// TestHint checks that a Hint stays usable while the decision it
+// recorded holds, and no longer once the MAC table changes in a way a
+// lookup or learning would see; and that Touch refreshes the source as
+// DecideOne does.
+func TestHint(t *testing.T) {
+	const maxAge = 30 * time.Second
+	tests := []struct {
+		name   string
+		change func(sw *l2.Switch, now int64) int64 // returns the time of the check
+		usable bool
+	}{
+		{"nothing", func(sw *l2.Switch, now int64) int64 { return now + sec }, true},
+		{"refresh of a live entry", func(sw *l2.Switch, now int64) int64 {
+			sw.DecideOne(sw.Config(), frame(mac(2), mac(1), 2).Bytes(), 2, now+5*sec)
+			return now + 5*sec
+		}, true},
+		{"another MAC learned", func(sw *l2.Switch, now int64) int64 {
+			sw.DecideOne(sw.Config(), frame(mac(7), mac(1), 3).Bytes(), 3, now)
+			return now
+		}, false},
+		{"destination moved", func(sw *l2.Switch, now int64) int64 {
+			sw.DecideOne(sw.Config(), frame(mac(2), mac(1), 3).Bytes(), 3, now)
+			return now
+		}, false},
+		{"destination aged", func(sw *l2.Switch, now int64) int64 { return now + int64(maxAge) + sec }, false},
+		{"destination removed", func(sw *l2.Switch, now int64) int64 {
+			sw.Table().Remove(mac(2))
+			return now
+		}, false},
+		{"port left", func(sw *l2.Switch, now int64) int64 {
+			sw.SetPorts([]uint32{1, 3})
+			return now
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sw := l2.New(5, l2.Options{MaxAge: maxAge})
+			sw.SetPorts([]uint32{1, 2, 3})
+			now := int64(100 * sec)
+			sw.DecideOne(sw.Config(), frame(mac(2), mac(1), 2).Bytes(), 2, now)
+			sw.DecideOne(sw.Config(), frame(mac(1), mac(2), 1).Bytes(), 1, now)
+			d, h := sw.DecideHint(sw.Config(), frame(mac(1), mac(2), 1).Bytes(), 1, now)
+			if d.Action != l2.Forward || d.Port != 2 || !h.Valid() {
+				t.Fatalf("DecideHint = %+v, hint valid %v; want forward to 2 with a hint", d, h.Valid())
+			}
+			at := tc.change(sw, now)
+			if got := sw.Usable(h, at); got != tc.usable {
+				t.Fatalf("Usable = %v, want %v", got, tc.usable)
+			}
+			if got := sw.Usable(h, at); got && sw.DecideOne(sw.Config(), frame(mac(1), mac(2), 1).Bytes(), 1, at) != d {
+				t.Fatal("usable hint, but DecideOne decides otherwise")
+			}
+		})
+	}
+	// Touch refreshes the source exactly when DecideOne would.
+	for _, dt := range []int64{sec / 2, 2 * sec, 20 * sec} {
+		sws := [2]*l2.Switch{l2.New(5, l2.Options{MaxAge: maxAge}), l2.New(5, l2.Options{MaxAge: maxAge})}
+		now := int64(100 * sec)
+		var h l2.Hint
+		for i, sw := range sws {
+			sw.SetPorts([]uint32{1, 2})
+			sw.DecideOne(sw.Config(), frame(mac(2), mac(1), 2).Bytes(), 2, now)
+			sw.DecideOne(sw.Config(), frame(mac(1), mac(2), 1).Bytes(), 1, now)
+			if i == 0 {
+				_, h = sw.DecideHint(sw.Config(), frame(mac(1), mac(2), 1).Bytes(), 1, now)
+			}
+		}
+		if !sws[0].Usable(h, now+dt) {
+			t.Fatalf("after %v: hint unusable", time.Duration(dt))
+		}
+		sws[0].Touch(h, mac(1), 1, now+dt)
+		sws[1].DecideOne(sws[1].Config(), frame(mac(1), mac(2), 1).Bytes(), 1, now+dt)
+		if a, b := tableOf(sws[0].Table(), now+dt), tableOf(sws[1].Table(), now+dt); !maps.Equal(a, b) {
+			t.Errorf("after %v: Touch left %v, DecideOne %v", time.Duration(dt), a, b)
+		}
+	}
+}
