@@ -96,6 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Cluster:         len(cfg.Cluster.Endpoints) > 0,
 		SocketDir:       cfg.SocketDir,
 		NoOffload:       cfg.NoOffload,
+		NoFlowCache:     cfg.NoFlowCache,
 		PollIdle:        cfg.PollIdle,
 		ConntrackMax:    cfg.ConntrackMax,
 		ConntrackPickup: cfg.ConntrackPickup,

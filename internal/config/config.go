@@ -76,6 +76,9 @@ type Config struct {
 	UnderlayMTU int
 	// NoOffload disables TAP/vhost offloads (--no-offload).
 	NoOffload bool
+	// NoFlowCache turns the packet workers' flow cache off
+	// (--no-flow-cache): every frame takes the full path.
+	NoFlowCache bool
 	// KeyFile is the API encryption key file given with -k ("" = not
 	// given); it must exist.
 	KeyFile string
@@ -157,6 +160,7 @@ type raw struct {
 	vhostClientINI, arpSuppressionINI                   string
 	trace, noSyslog, noOffload, dpdkHelp, version, help bool
 	vhostClient, noARPSuppression, clusterImport        bool
+	noFlowCache                                         bool
 }
 
 func newFlagSet(r *raw) *pflag.FlagSet {
@@ -177,6 +181,7 @@ func newFlagSet(r *raw) *pflag.FlagSet {
 	fs.BoolVar(&r.noSyslog, "no-syslog", false, "log to stderr only, not to syslog")
 	fs.StringVarP(&r.nicMTU, "nic-mtu", "m", "", "underlay `mtu` (or \"max\"); default: the MTU of the VTEP address's link")
 	fs.BoolVar(&r.noOffload, "no-offload", false, "disable checksum/TSO offloads on vNICs")
+	fs.BoolVar(&r.noFlowCache, "no-flow-cache", false, "turn the packet workers' flow cache off: every frame is parsed, checked and looked up in full (same decisions, more CPU; for diagnosis)")
 	fs.StringVar(&r.stateFile, "state-file", DefaultStateFile, "persist the configuration in this `file` and restore it at start (\"\" = off)")
 	fs.StringVar(&r.metrics, "metrics", "", "serve Prometheus metrics (/metrics) and Go profiles (/debug/pprof/) on this `address` (host:port; default off; keep it on loopback)")
 	fs.StringVar(&r.peers, "vxlan-peers", "", "head-end replication: comma-separated remote VTEP `addresses` (default: multicast)")
@@ -464,6 +469,7 @@ func (cfg *Config) fill(r *raw) error {
 	cfg.PacketTrace = r.trace
 	cfg.Syslog = !r.noSyslog
 	cfg.NoOffload = r.noOffload
+	cfg.NoFlowCache = r.noFlowCache
 
 	if missing {
 		errs = append(errs, errors.New("some arguments are missing, see --help"))

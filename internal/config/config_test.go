@@ -80,19 +80,19 @@ func TestFlags(t *testing.T) {
 		wantErr string // substring; "" = success
 	}{
 		{"long forms", []string{"--ip", "::101", "--socket-dir", dir, "--endpoint", "ipc:///tmp/x", "--log-level", "debug",
-			"--graph-cpu-core", "1", "--packet-trace", "--no-syslog", "--nic-mtu", "9000", "--no-offload", "--key", "/k",
+			"--graph-cpu-core", "1", "--packet-trace", "--no-syslog", "--nic-mtu", "9000", "--no-offload", "--no-flow-cache", "--key", "/k",
 			"--state-file", "", "--metrics", "127.0.0.1:9100", "--vxlan-peers", "::102,::103", "--workers", "2"},
 			func(c Config) bool {
 				return c.VTEP == netip.MustParseAddr("::101") && c.Endpoint == "ipc:///tmp/x" && c.LogLevel == "debug" &&
 					reflect.DeepEqual(c.CPUs, []int{1}) && c.PacketTrace && !c.Syslog && c.UnderlayMTU == 9000 &&
-					c.NoOffload && c.KeyFile == "/k" && c.StateFile == "" && c.Metrics == "127.0.0.1:9100" &&
+					c.NoOffload && c.NoFlowCache && c.KeyFile == "/k" && c.StateFile == "" && c.Metrics == "127.0.0.1:9100" &&
 					reflect.DeepEqual(c.VXLANPeers, []netip.Addr{netip.MustParseAddr("::102"), netip.MustParseAddr("::103")}) &&
 					c.Workers == 2
 			}, ""},
 		{"short forms", []string{"-i", "10.0.0.1", "-s", dir, "-e", "tcp://0.0.0.0:1", "-l", "none", "-u", "3,1,3", "-t", "-m", "max", "-k", "key"},
 			func(c Config) bool {
 				return c.Endpoint == "tcp://0.0.0.0:1" && c.LogLevel == "none" && reflect.DeepEqual(c.CPUs, []int{1, 3}) &&
-					c.PacketTrace && c.UnderlayMTU == 0 && c.KeyFile == "key"
+					c.PacketTrace && c.UnderlayMTU == 0 && c.KeyFile == "key" && !c.NoFlowCache
 			}, ""},
 		{"equals form", []string{"--ip=10.0.0.1", "-s" + dir, "--nic-mtu=1500"},
 			func(c Config) bool { return c.UnderlayMTU == 1500 }, ""},
@@ -325,7 +325,7 @@ func TestShippedINI(t *testing.T) {
 func TestUsage(t *testing.T) {
 	u := Usage()
 	for _, want := range []string{"--ip", "-i,", "--socket-dir", "--state-file", "--trace-dir", "--metrics", "--vxlan-peers", "--workers",
-		"--no-syslog", "--nic-mtu", "--dpdk-args", "override", "encryption_key_path", "graph-core-id", "--help"} {
+		"--no-syslog", "--nic-mtu", "--no-flow-cache", "--dpdk-args", "override", "encryption_key_path", "graph-core-id", "--help"} {
 		if !strings.Contains(u, want) {
 			t.Errorf("usage lacks %q", want)
 		}

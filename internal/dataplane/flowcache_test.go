@@ -13,6 +13,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -523,5 +524,69 @@ func compareState(t *testing.T, rigs [2]*diffRig, nics []*diffNIC) {
 		if x[0] != x[1] {
 			t.Errorf("%s counters differ: with cache %+v, without %+v", name, x[0], x[1])
 		}
+	}
+}
+
+// TestFlowCacheHits checks that the frames of an established flow hit
+// the cache (counted in the metrics), that misses stay bounded, that
+// the hit path allocates nothing, and that an engine without the cache
+// exports no such counters.
+func TestFlowCacheHits(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoFlowCache=%v", off), func(t *testing.T) {
+			h := newHarness(t, Config{NoFlowCache: off}, true)
+			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+			b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+			// b opens the flow; a's frames are its replies.
+			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+			h.step()
+			if got := len(a.take()); got != 1 {
+				t.Fatalf("a got %d frames, want 1", got)
+			}
+			reply := udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)
+			for range 100 {
+				a.inject(frame{data: reply})
+				h.step()
+			}
+			if got := len(b.take()); got != 100 {
+				t.Fatalf("b got %d frames, want 100", got)
+			}
+			reg := prometheus.NewPedanticRegistry()
+			reg.MustRegister(h.e.Collector())
+			got, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			hits, okH := metricValue(t, got, "butterfly_worker_flow_cache_hits_total", map[string]string{"worker": "0"})
+			misses, okM := metricValue(t, got, "butterfly_worker_flow_cache_misses_total", map[string]string{"worker": "0"})
+			if off {
+				if okH || okM {
+					t.Fatalf("flow cache counters exported without the cache: hits %v, misses %v", hits, misses)
+				}
+				return
+			}
+			// b's first frame and a's first reply miss and are not
+			// cached (each taught the MAC table its sender: a change),
+			// a's second reply misses and is cached; every later reply
+			// hits.
+			if hits < 98 || misses > 3 {
+				t.Fatalf("%v hits and %v misses for 101 frames, want >= 98 hits and <= 3 misses", hits, misses)
+			}
+
+			b.count = true
+			a.replay = replayBatch(frame{data: reply}, batchSize)
+			w := h.e.workers[0]
+			w.iterate()
+			before, sent := w.fc.hitsPub.Load(), b.written.Load()
+			if allocs := testing.AllocsPerRun(50, func() { w.iterate() }); allocs != 0 {
+				t.Errorf("%.1f allocations per batch of hits, want 0", allocs)
+			}
+			if got := w.fc.hitsPub.Load() - before; got != 51*batchSize {
+				t.Errorf("%d hits over 51 batches, want %d", got, 51*batchSize)
+			}
+			if got := b.written.Load() - sent; got != 51*batchSize {
+				t.Errorf("b got %d frames over 51 batches, want %d", got, 51*batchSize)
+			}
+		})
 	}
 }
