@@ -149,7 +149,9 @@ func TestRefStale(t *testing.T) {
 	// A SYN on a closed connection reopens it: Decide's job.
 	tcp := NewConntrack(16)
 	ssh := openInbound(t, 1, 6, 22, 22)
-	in := func(f uint8) []byte { return pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: f}.build() }
+	in := func(f uint8) []byte {
+		return pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: f}.build()
+	}
 	tcp.Decide(in(syn), ToVM, ssh, 0)
 	tcp.Decide(pk{src: vm4, dst: peer4, proto: 6, sport: 22, dport: 5555, flags: synack}.build(), FromVM, ssh, 0)
 	_, r = tcp.DecideRef(in(rst), ToVM, ssh, 0)
@@ -162,7 +164,9 @@ func TestRefStale(t *testing.T) {
 func TestHitAllocs(t *testing.T) {
 	pol := openInbound(t, 1, 6, 22, 22)
 	ct := NewConntrack(16)
-	in := func(f uint8) []byte { return pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: f}.build() }
+	in := func(f uint8) []byte {
+		return pk{src: peer4, dst: vm4, proto: 6, sport: 5555, dport: 22, flags: f}.build()
+	}
 	ct.Decide(in(syn), ToVM, pol, 0)
 	ct.Decide(pk{src: vm4, dst: peer4, proto: 6, sport: 22, dport: 5555, flags: synack}.build(), FromVM, pol, 0)
 	f := in(ack)
