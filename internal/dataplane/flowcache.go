@@ -97,12 +97,13 @@ const (
 	fcFiltered
 )
 
-// fcKeyOf returns the flow-cache key of frame, received on port in, and
-// its layers and TCP header (nil for other protocols); ok is false for a
-// frame that is not looked up (see the package comment above).
-func fcKeyOf(frame []byte, in uint32, l *packet.Layers) (k fcKey, tcp packet.TCP, ok bool) {
+// fcKeyOf writes the flow-cache key of frame, received on port in, into
+// k (zeroed) and its layers into l, and returns its TCP header (nil for
+// other protocols); ok is false for a frame that is not looked up (see
+// the comment at the top of this file).
+func fcKeyOf(k *fcKey, frame []byte, in uint32, l *packet.Layers) (tcp packet.TCP, ok bool) {
 	if !packet.Parse(frame, l) || l.Fragment || l.L4 == 0 || frame[0]&1 != 0 {
-		return k, nil, false
+		return nil, false
 	}
 	l4 := frame[l.L4:l.L3End]
 	var ports uint64
@@ -110,26 +111,26 @@ func fcKeyOf(frame []byte, in uint32, l *packet.Layers) (k fcKey, tcp packet.TCP
 	case packet.ProtoTCP:
 		tcp = packet.TCP(l4)
 		if !tcp.IsValid() || tcp.Flags()&(packet.TCPFlagSYN|packet.TCPFlagFIN|packet.TCPFlagRST) != 0 {
-			return k, nil, false
+			return nil, false
 		}
 		ports = uint64(tcp.SrcPort())<<16 | uint64(tcp.DstPort())
 	case packet.ProtoUDP:
 		if len(l4) < packet.UDPLen {
-			return k, nil, false
+			return nil, false
 		}
 		ports = uint64(binary.BigEndian.Uint32(l4))
 	case packet.ProtoICMPv4:
 		if !l.IsIPv4() || len(l4) < packet.ICMPHeaderLen || l4[0] != packet.ICMPv4Echo && l4[0] != packet.ICMPv4EchoReply {
-			return k, nil, false
+			return nil, false
 		}
 		ports = uint64(binary.BigEndian.Uint16(l4[4:]))<<16 | uint64(l4[0])
 	case packet.ProtoICMPv6:
 		if !l.IsIPv6() || len(l4) < packet.ICMPHeaderLen || l4[0] != packet.ICMPv6EchoRequest && l4[0] != packet.ICMPv6EchoReply {
-			return k, nil, false
+			return nil, false
 		}
 		ports = uint64(binary.BigEndian.Uint16(l4[4:]))<<16 | uint64(l4[0])
 	default:
-		return k, nil, false
+		return nil, false
 	}
 	k[0] = binary.BigEndian.Uint64(frame[0:8])  // destination MAC, 2 bytes of the source
 	k[1] = binary.BigEndian.Uint64(frame[6:14]) // source MAC, EtherType
@@ -143,7 +144,13 @@ func fcKeyOf(frame []byte, in uint32, l *packet.Layers) (k fcKey, tcp packet.TCP
 		k[5] = binary.BigEndian.Uint64(ip[24:32])
 		k[6] = binary.BigEndian.Uint64(ip[32:40])
 	}
-	return k, tcp, true
+	return tcp, true
+}
+
+// equal reports whether k and o are the same key (word by word: no call
+// to the runtime's memequal).
+func (k *fcKey) equal(o *fcKey) bool {
+	return k[0] == o[0] && k[1] == o[1] && k[2] == o[2] && k[3] == o[3] && k[4] == o[4] && k[5] == o[5] && k[6] == o[6]
 }
 
 // index returns k's entry index.
@@ -163,13 +170,14 @@ func (w *worker) fcForward(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.
 	fc.pend.active = false
 	f := b.Bytes()
 	var l packet.Layers
-	k, tcp, ok := fcKeyOf(f, b.InPort, &l)
+	var k fcKey
+	tcp, ok := fcKeyOf(&k, f, b.InPort, &l)
 	if !ok {
 		return fcMiss
 	}
 	i := k.index()
 	ent := &fc.ents[i]
-	if ent.gen != s.gen || ent.key != k || ent.cfg != cfg || !w.fcUsable(s, nic, ent, tcp) {
+	if ent.gen != s.gen || !ent.key.equal(&k) || ent.cfg != cfg || !w.fcUsable(s, nic, ent, tcp) {
 		fc.misses++
 		fc.pend = fcPending{active: true, idx: i}
 		fc.pend.ent = fcEntry{key: k, gen: s.gen, cfg: cfg}

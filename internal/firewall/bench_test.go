@@ -100,9 +100,22 @@ func hitOps(tb testing.TB) []benchOp {
 		}
 	}
 	data := pk{src: peer4, dst: vm4, proto: 6, sport: 80, dport: 40000, flags: packet.TCPFlagACK | packet.TCPFlagPSH}.build()
+	// The same through a Ref, as the dataplane's flow cache does: no
+	// parse of the addresses, no lookup.
+	_, udpRef := ct.DecideRef(reply, ToVM, pol, sec)
+	_, tcpRef := ct.DecideRef(data, ToVM, pol, sec)
+	tcp := packet.TCP(data[packet.EthernetLen+packet.IPv4MinLen:])
+	viaRef := func(r Ref, tcp packet.TCP, flags uint8) Verdict {
+		if !ct.Usable(r, flags, sec) {
+			return DropInvalid
+		}
+		return ct.Hit(r, tcp, ToVM, pol, sec)
+	}
 	return []benchOp{
 		{"udp-reply", Accept, func() Verdict { return ct.Decide(reply, ToVM, pol, sec) }},
 		{"tcp-established", Accept, func() Verdict { return ct.Decide(data, ToVM, pol, sec) }},
+		{"udp-reply-ref", Accept, func() Verdict { return viaRef(udpRef, nil, 0) }},
+		{"tcp-established-ref", Accept, func() Verdict { return viaRef(tcpRef, tcp, tcp.Flags()) }},
 	}
 }
 
