@@ -11,6 +11,16 @@
 //	                                                                     \-> vxlan-encap -> underlay-tx
 //	from the network: underlay-rx -> vxlan-decap -> switch -> firewall -> trace -> port-tx
 //
+// Frames from a local vNIC to a local vNIC go through a per-worker
+// exact-match flow cache first (flowcache.go; Config.NoFlowCache turns it
+// off): one parse and one lookup give the output port, the
+// anti-spoofing pass, the MAC table entries and both connection-tracking
+// entries, which are still updated per frame (TCP tracking, timers,
+// learning refresh, counters, traces and drop records as on the full
+// path). Entries are used only under the snapshot, port set, MAC table
+// version and connection-table epochs they were made with; anything else
+// takes the full path.
+//
 // A vNIC's trace thus holds what the VM sent (before anti-spoofing and its
 // firewall) and what it is given (after its firewall). A frame the port
 // then fails to take (its queue full) is still in the trace; port-tx

@@ -102,6 +102,12 @@
 // SYNs fills its own table, not its target's; flows the VM opened and
 // established flows are never evicted.
 //
+// DecideRef also returns a Ref to the entry a packet used; while the zone
+// removes and moves no entry (its epoch), Usable and Hit decide the next
+// packets of that flow and direction exactly as Decide, with the same
+// effects, without parsing addresses or looking the table up (the
+// dataplane's flow cache).
+//
 // # Export and import (live migration)
 //
 // Export serializes a zone's live flows in a versioned, checksummed,

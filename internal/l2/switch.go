@@ -1,6 +1,7 @@
 // Package l2 is the per-VNI learning switch of the dataplane: a MAC table
 // with aging shared lock-free by the workers, and the forwarding decision
-// for a frame (forward to one port, flood, or drop).
+// for a frame (forward to one port, flood, or drop), with hints that let
+// a caller reuse a forwarding decision while the table does not change.
 package l2
 
 import (
