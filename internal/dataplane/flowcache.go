@@ -10,14 +10,16 @@ import (
 )
 
 // The flow cache is a worker's exact-match cache of the decisions taken
-// for the frames a local vNIC sends to another local vNIC (the idea of
-// OVS's EMC). Its key is the ingress port and every header field those
+// for the frames a local vNIC sends to another local vNIC or through the
+// underlay (the idea of OVS's EMC). Its key is the ingress port and every header field those
 // decisions read: both MACs, the EtherType, both IP addresses, the
 // protocol and the ports (for ICMP echo, the identifier and the type).
-// Its entry holds the whole decision: the output port, the anti-spoofing
-// verdict (pass: drops are never cached), the MAC table entries the
-// switch used (l2.Hint) and references to the sender's and the
-// receiver's connection-tracking entries (firewall.Ref).
+// Its entry holds the whole decision: the output port (a vNIC, or the
+// underlay: the VTEP is then looked up in the VNI's FDB per frame, as on
+// the full path), the anti-spoofing verdict (pass: drops are never
+// cached), the MAC table entries the switch used (l2.Hint) and
+// references to the sender's and the receiver's connection-tracking
+// entries (firewall.Ref).
 //
 // A hit skips the parses of anti-spoofing and connection tracking, both
 // connection-table lookups and the MAC table walks, but does everything
@@ -36,10 +38,12 @@ import (
 // frame as the full path does. Anything else takes the full path, which
 // records what a later frame of the flow may reuse.
 //
-// Only frames that are plain unicast TCP (without SYN, FIN or RST), UDP
-// or ICMP echo over IPv4 or IPv6, unfragmented, from a vNIC to a vNIC of
-// the same host are looked up; the rest (broadcast, ARP, neighbour
-// discovery, fragments, VXLAN) always takes the full path.
+// Only frames that local vNICs send and that are plain unicast TCP
+// (without SYN, FIN or RST), UDP or ICMP echo over IPv4 or IPv6,
+// unfragmented, are looked up, and only those the switch forwards (to a
+// vNIC or the underlay) are cached; the rest (broadcast, flooding, ARP,
+// neighbour discovery, fragments, frames from the underlay) always takes
+// the full path.
 
 // fcSize is the number of entries of a worker's flow cache (a power of
 // two; about 150 KiB).
@@ -54,7 +58,8 @@ type fcEntry struct {
 	// gen is the snapshot generation the entry was made under (0: empty).
 	gen uint64
 	cfg *l2.Config
-	// out is the slot of the destination vNIC.
+	// out is the slot of the destination vNIC, or underPort: the VTEP
+	// is then looked up in the VNI's FDB per frame, as on the full path.
 	out  uint32
 	hint l2.Hint
 	// egress and ingress name the sender's and the receiver's entries;
@@ -194,6 +199,10 @@ func (w *worker) fcForward(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.
 	}
 	v := nic.vni
 	v.l2.Touch(ent.hint, packet.Ethernet(f).Src(), b.InPort, w.mono)
+	if ent.out == underPort {
+		w.toRemote(s, nic, v, cfg, b)
+		return fcSent
+	}
 	dst := s.nics[ent.out]
 	if dst.worker != w.id {
 		w.handoff(dst.worker, handoff{b: b, to: dst.nicPort})
@@ -225,6 +234,9 @@ func (w *worker) fcUsable(s *snapshot, nic *nicConf, ent *fcEntry, tcp packet.TC
 	if !nic.vni.l2.Usable(ent.hint, w.mono) {
 		return false
 	}
+	if ent.out == underPort {
+		return true
+	}
 	dst := s.nics[ent.out]
 	return dst.worker != w.id || dst.pol == nil || dst.ct.Usable(ent.ingress, flags, w.mono)
 }
@@ -240,20 +252,23 @@ func (w *worker) fcCommit(s *snapshot, nic *nicConf) {
 	if !p.haveOut || !p.ent.hint.Valid() || nic.pol != nil && !p.ent.egress.Valid() {
 		return
 	}
-	dst := s.nics[p.ent.out]
-	if dst.worker == w.id && dst.pol != nil && (!p.haveIn || !p.ent.ingress.Valid()) {
-		return
-	}
-	if dst.worker != w.id || dst.pol == nil {
-		p.ent.ingress = firewall.Ref{}
+	if p.ent.out != underPort {
+		dst := s.nics[p.ent.out]
+		if dst.worker == w.id && dst.pol != nil && (!p.haveIn || !p.ent.ingress.Valid()) {
+			return
+		}
+		if dst.worker != w.id || dst.pol == nil {
+			p.ent.ingress = firewall.Ref{}
+		}
 	}
 	w.fc.ents[p.idx] = p.ent
 }
 
-// fcRecordOut records the local destination the switch chose.
+// fcRecordOut records the destination the switch chose: a local vNIC or
+// the underlay.
 func (w *worker) fcRecordOut(s *snapshot, v *vniConf, out uint32, h l2.Hint) {
 	p := &w.fc.pend
-	if int(out) >= len(s.nics) || s.nics[out] == nil || s.nics[out].vni.vniLong != v.vniLong {
+	if out != underPort && (int(out) >= len(s.nics) || s.nics[out] == nil || s.nics[out].vni.vniLong != v.vniLong) {
 		p.active = false
 		return
 	}

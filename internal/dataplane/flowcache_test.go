@@ -20,14 +20,16 @@ import (
 )
 
 // diffNIC is a vNIC of the differential test; ids change when it is
-// deleted and added again (its MAC moves to another slot).
+// deleted and added again (its MAC moves to another slot). A remote one
+// is a VM on another host: its frames come from the underlay.
 type diffNIC struct {
-	base model.NIC
-	id   string
-	gen  int
-	up   bool
-	v4   string
-	v6   string
+	base   model.NIC
+	id     string
+	gen    int
+	up     bool
+	remote bool
+	v4     string
+	v6     string
 }
 
 // diffFlow is a flow between two vNICs of the differential test, with
@@ -106,6 +108,7 @@ func runDifferential(t *testing.T, seed uint64, workers int, steady bool, rounds
 		{base: nicOf("b", mac(2), 5, "10.0.0.2", "fd00::2"), v4: "10.0.0.2", v6: "fd00::2"},
 		{base: nicOf("c", mac(3), 5, "10.0.0.3", "fd00::3"), v4: "10.0.0.3", v6: "fd00::3"},
 		{base: bypassed(nicOf("d", mac(4), 5, "10.0.0.4", "fd00::4")), v4: "10.0.0.4", v6: "fd00::4"},
+		{base: nicOf("r", mac(9), 5), id: "remote", up: true, remote: true, v4: "10.0.0.9", v6: "fd00::9"},
 	}
 	nics[0].base.IPAntiSpoof = true
 	nics[1].base.SecurityGroups = []string{"web"}
@@ -140,8 +143,11 @@ func runDifferential(t *testing.T, seed uint64, workers int, steady bool, rounds
 		n.up = false
 	}
 	for _, n := range nics {
-		addNIC(n)
+		if !n.remote {
+			addNIC(n)
+		}
 	}
+	local := nics[:len(nics)-1]
 
 	var flows []*diffFlow
 	newFlow := func() *diffFlow {
@@ -168,7 +174,9 @@ func runDifferential(t *testing.T, seed uint64, workers int, steady bool, rounds
 		&diffFlow{cli: 2, srv: 0, proto: 6, v6: true, sport: 40001, dport: 80, cseq: 7000, sseq: 9000},
 		&diffFlow{cli: 0, srv: 2, proto: 17, sport: 40002, dport: 5000},
 		&diffFlow{cli: 3, srv: 1, proto: 1, sport: 7},
-		&diffFlow{cli: 3, srv: 0, proto: 6, sport: 40003, dport: 22, cseq: 1, sseq: 2})
+		&diffFlow{cli: 3, srv: 0, proto: 6, sport: 40003, dport: 22, cseq: 1, sseq: 2},
+		&diffFlow{cli: 0, srv: 4, proto: 17, sport: 40004, dport: 5000},
+		&diffFlow{cli: 2, srv: 4, proto: 6, sport: 40005, dport: 443, cseq: 11, sseq: 12})
 	for range 6 {
 		newFlow()
 	}
@@ -194,13 +202,13 @@ func runDifferential(t *testing.T, seed uint64, workers int, steady bool, rounds
 			}
 			setGroups()
 		case r < 9:
-			n := nics[rng.IntN(len(nics))] // deleted and added again: its MAC moves
+			n := local[rng.IntN(len(local))] // deleted and added again: its MAC moves
 			if n.up {
 				delNIC(n)
 			}
 			addNIC(n)
 		case r < 10:
-			if n := nics[rng.IntN(len(nics))]; n.up {
+			if n := local[rng.IntN(len(local))]; n.up {
 				delNIC(n)
 			}
 		case r < 13:
@@ -220,7 +228,7 @@ func runDifferential(t *testing.T, seed uint64, workers int, steady bool, rounds
 				}
 			}
 		}
-		for _, n := range nics {
+		for _, n := range local {
 			if !n.up && !steady && rng.IntN(4) == 0 {
 				addNIC(n)
 			}
@@ -247,7 +255,11 @@ func runDifferential(t *testing.T, seed uint64, workers int, steady bool, rounds
 		runFrom := ""
 		flush := func() {
 			for _, r := range rigs {
-				if len(run) > 0 {
+				switch {
+				case len(run) == 0:
+				case runFrom == "remote":
+					r.h.under.inject(run...)
+				default:
 					r.ports[runFrom].inject(run...)
 				}
 				r.h.step()
@@ -263,7 +275,16 @@ func runDifferential(t *testing.T, seed uint64, workers int, steady bool, rounds
 				flush()
 			}
 			runFrom = from.id
-			run = append(run, frame{data: data})
+			f := frame{data: data}
+			if from.remote {
+				// Mostly from one VTEP; sometimes the VM moved to another.
+				vtep := remote
+				if rng.IntN(20) == 0 {
+					vtep = netip.MustParseAddr("192.0.2.3")
+				}
+				f = frame{data: vxlanFrame(5, data), peer: netip.AddrPortFrom(vtep, 4789)}
+			}
+			run = append(run, f)
 		}
 		flush()
 		compareOutputs(t, round, rigs, nics)
@@ -286,10 +307,10 @@ func runDifferential(t *testing.T, seed uint64, workers int, steady bool, rounds
 func diffFrame(t *testing.T, rng *rand.Rand, nics []*diffNIC, flows []*diffFlow, steady bool) (*diffNIC, []byte) {
 	f := flows[rng.IntN(len(flows))]
 	if rng.IntN(3) != 0 {
-		f = flows[rng.IntN(5)]
+		f = flows[rng.IntN(7)]
 	}
 	if steady {
-		f = flows[[]int{0, 2}[rng.IntN(2)]]
+		f = flows[[]int{0, 2, 5}[rng.IntN(3)]]
 	}
 	cli, srv := nics[f.cli], nics[f.srv]
 	fromCli := rng.IntN(2) == 0
@@ -431,7 +452,7 @@ func compareOutputs(t *testing.T, round int, rigs [2]*diffRig, nics []*diffNIC) 
 		}
 	}
 	for _, n := range nics {
-		if n.up {
+		if n.up && !n.remote {
 			check(n.id, rigs[0].ports[n.id].take(), rigs[1].ports[n.id].take())
 		}
 	}
@@ -452,7 +473,7 @@ func compareState(t *testing.T, rigs [2]*diffRig, nics []*diffNIC) {
 		return x
 	}
 	for _, n := range nics {
-		if !n.up {
+		if !n.up || n.remote {
 			continue
 		}
 		var st [2][]elTotals
@@ -512,13 +533,11 @@ func compareState(t *testing.T, rigs [2]*diffRig, nics []*diffNIC) {
 			t.Errorf("VNI %d switch counters differ: with cache %+v, without %+v", vni, sw[0], sw[1])
 		}
 	}
-	for _, name := range []string{"encap", "utx"} {
+	for _, name := range []string{"underlay-rx", "vxlan-decap", "vxlan-encap", "underlay-tx"} {
 		var x [2]elTotals
 		for i, r := range rigs {
-			el := r.h.e.encap
-			if name == "utx" {
-				el = r.h.e.utx
-			}
+			e := r.h.e
+			el := map[string]*element{"underlay-rx": e.urx, "vxlan-decap": e.decap, "vxlan-encap": e.encap, "underlay-tx": e.utx}[name]
 			x[i] = totals(el)
 		}
 		if x[0] != x[1] {

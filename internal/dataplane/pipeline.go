@@ -142,7 +142,7 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 	if w.fc != nil && w.fc.pend.active {
 		var h l2.Hint
 		d, h = v.l2.DecideHint(cfg, b.Bytes(), b.InPort, w.mono)
-		if d.Action == l2.Forward && d.Port != underPort {
+		if d.Action == l2.Forward {
 			w.fcRecordOut(s, v, d.Port, h)
 		}
 	} else {
@@ -154,11 +154,8 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 			w.toLocal(s, nic, v, d.Port, b)
 			return
 		}
-		if vtep, ok := v.fdb.Lookup(packet.Ethernet(b.Bytes()).Dst(), w.mono); ok {
-			w.encapsulate(s, nic, v, b, netip.AddrPortFrom(vtep, vxlan.Port), nil)
-			return
-		}
-		// The FDB aged out before the switch: flood.
+		w.toRemote(s, nic, v, cfg, b)
+		return
 	case l2.Flood:
 		if v.neigh != nil && w.answerNeighbor(s, nic, v, b) {
 			return
@@ -167,6 +164,24 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 		w.dropFrom(nic, v.sw, switchDrop(d.Reason), b)
 		return
 	}
+	w.floodFromVM(s, nic, v, cfg, b)
+}
+
+// toRemote sends b, a frame from the local vNIC nic that the switch
+// forwards to the underlay, to the VTEP the FDB gives for its
+// destination, or floods it if the FDB aged out before the switch.
+func (w *worker) toRemote(s *snapshot, nic *nicConf, v *vniConf, cfg *l2.Config, b *packet.Buf) {
+	if vtep, ok := v.fdb.Lookup(packet.Ethernet(b.Bytes()).Dst(), w.mono); ok {
+		w.encapsulate(s, nic, v, b, netip.AddrPortFrom(vtep, vxlan.Port), nil)
+		return
+	}
+	w.floodFromVM(s, nic, v, cfg, b)
+}
+
+// floodFromVM floods b, a frame from the local vNIC nic that the switch
+// did not forward: in cluster mode to the node of its destination MAC if
+// that is another node's vNIC, else to every port of the VNI but nic's.
+func (w *worker) floodFromVM(s *snapshot, nic *nicConf, v *vniConf, cfg *l2.Config, b *packet.Buf) {
 	if v.macs != nil {
 		// Cluster mode: a unicast MAC of another node's vNIC goes to
 		// that node alone.
