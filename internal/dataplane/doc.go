@@ -11,12 +11,13 @@
 //	                                                                     \-> vxlan-encap -> underlay-tx
 //	from the network: underlay-rx -> vxlan-decap -> switch -> firewall -> trace -> port-tx
 //
-// Frames from a local vNIC to a local vNIC go through a per-worker
-// exact-match flow cache first (flowcache.go; Config.NoFlowCache turns it
-// off): one parse and one lookup give the output port, the
-// anti-spoofing pass, the MAC table entries and both connection-tracking
-// entries, which are still updated per frame (TCP tracking, timers,
-// learning refresh, counters, traces and drop records as on the full
+// Frames from a VM that the switch forwards to one vNIC or to the
+// underlay go through a per-worker exact-match flow cache first
+// (flowcache.go; Config.NoFlowCache turns it off): one parse and one
+// lookup give the output port, the anti-spoofing pass, the MAC table
+// entries and both connection-tracking entries, which are still updated
+// per frame (TCP tracking, timers, learning refresh, the FDB lookup of a
+// remote destination, counters, traces and drop records as on the full
 // path). Entries are used only under the snapshot, port set, MAC table
 // version and connection-table epochs they were made with; anything else
 // takes the full path.

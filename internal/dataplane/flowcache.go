@@ -46,7 +46,7 @@ import (
 // the full path.
 
 // fcSize is the number of entries of a worker's flow cache (a power of
-// two; about 150 KiB).
+// two; 136 bytes an entry, 136 KiB a worker).
 const fcSize = 1024
 
 // fcKey is a frame's flow-cache key (see fcKeyOf).
@@ -89,7 +89,7 @@ type fcPending struct {
 	ent     fcEntry
 }
 
-// fcResult is the outcome of flowCache.forward.
+// fcResult is the outcome of worker.fcForward.
 type fcResult uint8
 
 const (
