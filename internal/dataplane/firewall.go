@@ -485,7 +485,7 @@ func (w *worker) filterToVM(nic *nicConf, frame []byte) bool {
 	if w.fc != nil && w.fc.pend.active {
 		var r firewall.Ref
 		v, r = nic.ct.DecideRef(frame, firewall.ToVM, nic.pol, w.mono)
-		w.fcRecordIn(nic, r)
+		w.fcRecordIn(nic, v, r)
 	} else {
 		v = nic.ct.Decide(frame, firewall.ToVM, nic.pol, w.mono)
 	}

@@ -66,7 +66,22 @@ type fcEntry struct {
 	// ingress is unset when the receiver bypasses filtering or belongs
 	// to another worker (which filters it on its own, uncached).
 	egress, ingress firewall.Ref
+	// neg, when not 0, makes the entry negative: the full path did not
+	// yield a decision to cache for this key (a drop, a flood), so the
+	// next neg frames with the key take the full path without recording
+	// what it does; the one after tries again.
+	neg uint8
+	// negL2: the negative entry holds only while the MAC table does
+	// not change (the switch decided: a flood may become a forward).
+	negL2 bool
 }
+
+// fcRetry is how many frames of a key that yielded nothing to cache take
+// the full path before one tries to record its decision again: it bounds
+// the recording's cost on flows that are never cached (dropped or
+// flooded frames) and the wait of a flow that became cacheable without a
+// change the entry checks (a group member added).
+const fcRetry = 64
 
 // flowCache is a worker's cache; only its worker uses it.
 type flowCache struct {
@@ -86,7 +101,11 @@ type fcPending struct {
 	idx     uint32
 	haveOut bool
 	haveIn  bool
-	ent     fcEntry
+	// inDropped: the receiver's firewall dropped the frame.
+	inDropped bool
+	// haveHint: the switch decided (ent.hint is its hint).
+	haveHint bool
+	ent      fcEntry
 }
 
 // fcResult is the outcome of worker.fcForward.
@@ -107,7 +126,7 @@ const (
 // other protocols); ok is false for a frame that is not looked up (see
 // the comment at the top of this file).
 func fcKeyOf(k *fcKey, frame []byte, in uint32, l *packet.Layers) (tcp packet.TCP, ok bool) {
-	if !packet.Parse(frame, l) || l.Fragment || l.L4 == 0 || frame[0]&1 != 0 {
+	if len(frame) == 0 || frame[0]&1 != 0 || !packet.Parse(frame, l) || l.Fragment || l.L4 == 0 {
 		return nil, false
 	}
 	l4 := frame[l.L4:l.L3End]
@@ -172,7 +191,10 @@ func (k *fcKey) index() uint32 {
 // path fills (fcRecord*) and fcCommit stores.
 func (w *worker) fcForward(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.Buf) fcResult {
 	fc := w.fc
-	fc.pend.active = false
+	if fc.pend.active {
+		// The previous frame's full path ended before fcCommit (a drop).
+		fc.giveUp()
+	}
 	f := b.Bytes()
 	var l packet.Layers
 	var k fcKey
@@ -182,6 +204,11 @@ func (w *worker) fcForward(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.
 	}
 	i := k.index()
 	ent := &fc.ents[i]
+	if ent.neg > 0 && ent.gen == s.gen && ent.key.equal(&k) && (!ent.negL2 || nic.vni.l2.Unchanged(ent.hint)) {
+		ent.neg--
+		fc.misses++
+		return fcMiss
+	}
 	if ent.gen != s.gen || !ent.key.equal(&k) || ent.cfg != cfg || !w.fcUsable(s, nic, ent, tcp) {
 		fc.misses++
 		fc.pend = fcPending{active: true, idx: i}
@@ -248,8 +275,17 @@ func (w *worker) fcCommit(s *snapshot, nic *nicConf) {
 	if !p.active {
 		return
 	}
+	if !p.haveOut || p.inDropped {
+		// Flooded, dropped as hairpin or no_route, or by the
+		// receiver's firewall: nothing to cache for a while.
+		w.fc.giveUp()
+		return
+	}
 	p.active = false
-	if !p.haveOut || !p.ent.hint.Valid() || nic.pol != nil && !p.ent.egress.Valid() {
+	// A decision made while the MAC table changed (the frame taught
+	// it its source), or a flow accepted without an entry to name (a
+	// pickup): the next frame tries again.
+	if !p.ent.hint.Valid() || nic.pol != nil && !p.ent.egress.Valid() {
 		return
 	}
 	if p.ent.out != underPort {
@@ -264,22 +300,29 @@ func (w *worker) fcCommit(s *snapshot, nic *nicConf) {
 	w.fc.ents[p.idx] = p.ent
 }
 
+// giveUp ends the pending entry, whose frame yielded nothing to cache,
+// with a negative entry for its key.
+func (fc *flowCache) giveUp() {
+	p := &fc.pend
+	p.active = false
+	fc.ents[p.idx] = fcEntry{key: p.ent.key, gen: p.ent.gen, neg: fcRetry, negL2: p.haveHint, hint: p.ent.hint}
+}
+
 // fcRecordOut records the destination the switch chose: a local vNIC or
 // the underlay.
-func (w *worker) fcRecordOut(s *snapshot, v *vniConf, out uint32, h l2.Hint) {
+func (w *worker) fcRecordOut(s *snapshot, v *vniConf, out uint32) {
 	p := &w.fc.pend
 	if out != underPort && (int(out) >= len(s.nics) || s.nics[out] == nil || s.nics[out].vni.vniLong != v.vniLong) {
-		p.active = false
-		return
+		return // dropped as no_route: nothing to cache
 	}
-	p.haveOut, p.ent.out, p.ent.hint = true, out, h
+	p.haveOut, p.ent.out = true, out
 }
 
 // fcRecordIn records the receiver's connection-tracking entry, when
 // filterToVM ran for the pending frame's destination.
-func (w *worker) fcRecordIn(nic *nicConf, r firewall.Ref) {
+func (w *worker) fcRecordIn(nic *nicConf, v firewall.Verdict, r firewall.Ref) {
 	if p := &w.fc.pend; p.active && p.haveOut && !p.haveIn && uint32(nic.slot) == p.ent.out {
-		p.haveIn, p.ent.ingress = true, r
+		p.haveIn, p.inDropped, p.ent.ingress = true, !v.Allowed(), r
 	}
 }
 

@@ -57,7 +57,9 @@ func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) (bytes ui
 		if nic.tracer != nil {
 			w.capture(nic.tracer, nic.trace, b.Bytes())
 		}
-		if w.fc != nil {
+		// Broadcast and multicast frames are never looked up: tested
+		// here, without a call.
+		if w.fc != nil && b.Len() > 0 && b.Bytes()[0]&1 == 0 {
 			switch w.fcForward(s, nic, cfg, b) {
 			case fcSent:
 				if !nic.bypass {
@@ -142,8 +144,9 @@ func (w *worker) switchFromVM(s *snapshot, nic *nicConf, cfg *l2.Config, b *pack
 	if w.fc != nil && w.fc.pend.active {
 		var h l2.Hint
 		d, h = v.l2.DecideHint(cfg, b.Bytes(), b.InPort, w.mono)
+		w.fc.pend.ent.hint, w.fc.pend.haveHint = h, true
 		if d.Action == l2.Forward {
-			w.fcRecordOut(s, v, d.Port, h)
+			w.fcRecordOut(s, v, d.Port)
 		}
 	} else {
 		d = v.l2.DecideOne(cfg, b.Bytes(), b.InPort, w.mono)

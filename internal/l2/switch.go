@@ -224,15 +224,15 @@ type Hint struct {
 // stale: see Usable).
 func (h Hint) Valid() bool { return h.ok }
 
-// DecideHint is DecideOne, and also returns a Hint for a Forward
-// decision (the zero Hint for others, or when the table changed during
-// the decision).
+// DecideHint is DecideOne, and also returns a Hint: a Valid one for a
+// Forward decision made while the table did not change; for other
+// decisions one that only Unchanged accepts.
 func (s *Switch) DecideHint(c *Config, frame []byte, in uint32, now int64) (Decision, Hint) {
 	t := s.table
 	ver := t.ver.Load()
 	d := s.decide(c, frame, in, now, true)
 	if d.Action != Forward {
-		return d, Hint{}
+		return d, Hint{ver: ver}
 	}
 	e := packet.Ethernet(frame)
 	src := e.Src()
@@ -245,6 +245,11 @@ func (s *Switch) DecideHint(c *Config, frame []byte, in uint32, now int64) (Deci
 	}
 	return d, Hint{ver: ver, src: int32(si), dst: int32(di), ok: true}
 }
+
+// Unchanged reports whether no entry of the MAC table changed since h
+// was made (a decision that was not Forward may then still be the same,
+// unless entries aged).
+func (s *Switch) Unchanged(h Hint) bool { return s.table.ver.Load() == h.ver }
 
 // Usable reports whether DecideOne, at now, for a frame with the source
 // and destination MACs and ingress port of the frame h was returned for,
