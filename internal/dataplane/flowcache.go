@@ -126,7 +126,13 @@ const (
 // other protocols); ok is false for a frame that is not looked up (see
 // the comment at the top of this file).
 func fcKeyOf(k *fcKey, frame []byte, in uint32, l *packet.Layers) (tcp packet.TCP, ok bool) {
-	if len(frame) == 0 || frame[0]&1 != 0 || !packet.Parse(frame, l) || l.Fragment || l.L4 == 0 {
+	if len(frame) < packet.EthernetLen || frame[0]&1 != 0 {
+		return nil, false
+	}
+	if et := packet.Ethernet(frame).Type(); et != packet.EtherTypeIPv4 && et != packet.EtherTypeIPv6 {
+		return nil, false
+	}
+	if !packet.Parse(frame, l) || l.Fragment || l.L4 == 0 {
 		return nil, false
 	}
 	l4 := frame[l.L4:l.L3End]

@@ -394,6 +394,20 @@ func TestHint(t *testing.T) {
 			}
 		})
 	}
+	// A hint of another decision (a flood) only says whether the table
+	// changed.
+	sw := l2.New(5, l2.Options{MaxAge: maxAge})
+	sw.SetPorts([]uint32{1, 2})
+	sw.DecideOne(sw.Config(), frame(mac(1), mac(2), 1).Bytes(), 1, 0)
+	d, h := sw.DecideHint(sw.Config(), frame(mac(1), mac(2), 1).Bytes(), 1, 0)
+	if d.Action != l2.Flood || h.Valid() || sw.Usable(h, 0) || !sw.Unchanged(h) {
+		t.Fatalf("flood: %+v, hint valid %v, usable %v, unchanged %v; want a flood with an invalid, unchanged hint", d, h.Valid(), sw.Usable(h, 0), sw.Unchanged(h))
+	}
+	sw.DecideOne(sw.Config(), frame(mac(2), mac(1), 2).Bytes(), 2, 0)
+	if sw.Unchanged(h) {
+		t.Fatal("hint unchanged after the destination was learned")
+	}
+
 	// Touch refreshes the source exactly when DecideOne would.
 	for _, dt := range []int64{sec / 2, 2 * sec, 20 * sec} {
 		sws := [2]*l2.Switch{l2.New(5, l2.Options{MaxAge: maxAge}), l2.New(5, l2.Options{MaxAge: maxAge})}
