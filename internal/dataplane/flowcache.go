@@ -121,18 +121,23 @@ const (
 	fcFiltered
 )
 
+// fcCandidate reports whether frame may be looked up: unicast IPv4 or
+// IPv6 (the rest never is; small enough to be inlined, so that ARP and
+// broadcast frames cost no call).
+func fcCandidate(frame []byte) bool {
+	if len(frame) < packet.EthernetLen || frame[0]&1 != 0 {
+		return false
+	}
+	et := binary.BigEndian.Uint16(frame[12:14])
+	return et == packet.EtherTypeIPv4 || et == packet.EtherTypeIPv6
+}
+
 // fcKeyOf writes the flow-cache key of frame, received on port in, into
 // k (zeroed) and its layers into l, and returns its TCP header (nil for
 // other protocols); ok is false for a frame that is not looked up (see
 // the comment at the top of this file).
 func fcKeyOf(k *fcKey, frame []byte, in uint32, l *packet.Layers) (tcp packet.TCP, ok bool) {
-	if len(frame) < packet.EthernetLen || frame[0]&1 != 0 {
-		return nil, false
-	}
-	if et := packet.Ethernet(frame).Type(); et != packet.EtherTypeIPv4 && et != packet.EtherTypeIPv6 {
-		return nil, false
-	}
-	if !packet.Parse(frame, l) || l.Fragment || l.L4 == 0 {
+	if !fcCandidate(frame) || !packet.Parse(frame, l) || l.Fragment || l.L4 == 0 {
 		return nil, false
 	}
 	l4 := frame[l.L4:l.L3End]

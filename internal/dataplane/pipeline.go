@@ -57,9 +57,7 @@ func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) (bytes ui
 		if nic.tracer != nil {
 			w.capture(nic.tracer, nic.trace, b.Bytes())
 		}
-		// Broadcast and multicast frames are never looked up: tested
-		// here, without a call.
-		if w.fc != nil && b.Len() > 0 && b.Bytes()[0]&1 == 0 {
+		if w.fc != nil && fcCandidate(b.Bytes()) {
 			switch w.fcForward(s, nic, cfg, b) {
 			case fcSent:
 				if !nic.bypass {
