@@ -241,7 +241,7 @@ func (w *worker) fcForward(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.
 		w.toRemote(s, nic, v, cfg, b)
 		return fcSent
 	}
-	dst := s.nics[ent.out]
+	dst := s.nics.at(int(ent.out))
 	if dst.worker != w.id {
 		w.handoff(dst.worker, handoff{b: b, to: dst.nicPort})
 		return fcSent
@@ -275,7 +275,7 @@ func (w *worker) fcUsable(s *snapshot, nic *nicConf, ent *fcEntry, tcp packet.TC
 	if ent.out == underPort {
 		return true
 	}
-	dst := s.nics[ent.out]
+	dst := s.nics.at(int(ent.out))
 	return dst.worker != w.id || dst.pol == nil || dst.ct.Usable(ent.ingress, flags, w.mono)
 }
 
@@ -300,7 +300,7 @@ func (w *worker) fcCommit(s *snapshot, nic *nicConf) {
 		return
 	}
 	if p.ent.out != underPort {
-		dst := s.nics[p.ent.out]
+		dst := s.nics.at(int(p.ent.out))
 		if dst.worker == w.id && dst.pol != nil && (!p.haveIn || !p.ent.ingress.Valid()) {
 			return
 		}
@@ -323,7 +323,7 @@ func (fc *flowCache) giveUp() {
 // the underlay.
 func (w *worker) fcRecordOut(s *snapshot, v *vniConf, out uint32) {
 	p := &w.fc.pend
-	if out != underPort && (int(out) >= len(s.nics) || s.nics[out] == nil || s.nics[out].vni.vniLong != v.vniLong) {
+	if out != underPort && (s.nics.at(int(out)) == nil || s.nics.at(int(out)).vni.vniLong != v.vniLong) {
 		return // dropped as no_route: nothing to cache
 	}
 	p.haveOut, p.ent.out = true, out

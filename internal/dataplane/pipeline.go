@@ -363,7 +363,7 @@ func (w *worker) enqueue(s *snapshot, slot int, b *packet.Buf) {
 // passed and appends it to the port's queue (segmented if the guest
 // does not take TSO frames).
 func (w *worker) admit(s *snapshot, slot int, b *packet.Buf) {
-	nic := s.nics[slot]
+	nic := s.nics.at(slot)
 	if nic.tracer != nil {
 		w.capture(nic.tracer, nic.trace, b.Bytes())
 	}
