@@ -165,6 +165,9 @@ func (e *Engine) applyGroups(diffs []sgDiff) error {
 		for key := range e.listsOf[id] {
 			e.dropRules(key)
 		}
+		if _, ok := e.sgs[id]; !ok {
+			delete(e.listsOf, id)
+		}
 	}
 	for key, r := range fresh {
 		e.setRules(key, r)
@@ -367,12 +370,9 @@ func (e *Engine) dropRules(key string) {
 	}
 	delete(e.fwRules, key)
 	for _, id := range r.groups {
-		if keys := e.listsOf[id]; keys != nil {
-			delete(keys, key)
-			if len(keys) == 0 {
-				delete(e.listsOf, id)
-			}
-		}
+		// An empty set stays while its group exists: the group's next
+		// list reuses it (applyGroups drops those of removed groups).
+		delete(e.listsOf[id], key)
 	}
 }
 
