@@ -1,7 +1,9 @@
 package model
 
 import (
+	"net/netip"
 	"slices"
+	"strconv"
 	"testing"
 )
 
@@ -33,5 +35,41 @@ func TestInsertDeleteAt(t *testing.T) {
 	}
 	if got := insertAt([]int(nil), 0, 9); !slices.Equal(got, []int{9}) {
 		t.Errorf("insertAt(nil, 0, 9) = %v, want [9]", got)
+	}
+}
+
+// TestFindRule: in a normalized list, findRule finds each rule where it is
+// and gives an absent rule the index that keeps the list in order, without
+// allocating (it runs for every rule added or removed).
+func TestFindRule(t *testing.T) {
+	var all []Rule
+	for i := range 300 {
+		r := Rule{Direction: RuleDirection(i % 2), Protocol: 6, PortStart: uint32(i), PortEnd: uint32(i),
+			CIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 16)}
+		switch i % 3 {
+		case 1:
+			r.CIDR, r.SG = netip.Prefix{}, "sg-with-a-rather-long-name-"+strconv.Itoa(i)
+		case 2:
+			r.CIDR = netip.MustParsePrefix("::10.0.0." + strconv.Itoa(i%250+1) + "/128")
+		}
+		all = append(all, r)
+	}
+	in := normalizeRules(all[:200])
+	for i, r := range in {
+		if at, found := findRule(in, r); !found || at != i {
+			t.Errorf("rule %s at %d: findRule = %d, %v", r.Key(), i, at, found)
+		}
+	}
+	for _, r := range all[200:] {
+		at, found := findRule(in, r)
+		if found {
+			t.Fatalf("absent rule %s found at %d", r.Key(), at)
+		}
+		if got := insertAt(in, at, r); !slices.Equal(got, normalizeRules(got)) {
+			t.Fatalf("absent rule %s: inserting it at %d breaks the order", r.Key(), at)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { findRule(in, all[250]) }); n != 0 {
+		t.Errorf("findRule allocates %v times per call, want 0", n)
 	}
 }

@@ -69,7 +69,13 @@ func ParseCIDR(addr string, bits uint32) (netip.Prefix, error) {
 // uses for every address it reports. It differs from netip.Addr.String only
 // for IPv4-compatible IPv6 addresses (::/96 with a non-zero seventh group),
 // written "::a.b.c.d".
-func IPString(a netip.Addr) string {
+func IPString(a netip.Addr) string { return string(appendIP(nil, a)) }
+
+// appendIP appends IPString(a) to dst.
+func appendIP(dst []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(dst, a.String()...)
+	}
 	if a.Is6() && !a.Is4In6() {
 		b := a.As16()
 		zero := true
@@ -80,10 +86,10 @@ func IPString(a netip.Addr) string {
 			}
 		}
 		if zero && (b[12] != 0 || b[13] != 0) {
-			return "::" + netip.AddrFrom4([4]byte(b[12:])).String()
+			return netip.AddrFrom4([4]byte(b[12:])).AppendTo(append(dst, "::"...))
 		}
 	}
-	return a.String()
+	return a.AppendTo(dst)
 }
 
 // CIDRString formats a rule CIDR as "<address>/<bits>" with IPString, or ""

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"slices"
@@ -15,16 +16,27 @@ import (
 // "<inet_ntop address>/<bits>" and an absent CIDR as "/0" (the original
 // prints its empty address and zero mask), an absent SG as "". Examples:
 // "0-6-22-22-10.0.0.0/24-", "0-17-8000-8000-/0-sg-1".
-func (r Rule) Key() string {
-	cidr := "/0"
+func (r Rule) Key() string { return string(r.appendKey(nil)) }
+
+// appendKey appends the rule's Key to dst.
+func (r Rule) appendKey(dst []byte) []byte {
+	dst = strconv.AppendInt(dst, int64(r.Direction), 10)
+	dst = append(dst, '-')
+	dst = strconv.AppendInt(dst, int64(r.Protocol), 10)
+	dst = append(dst, '-')
+	dst = strconv.AppendUint(dst, uint64(r.PortStart), 10)
+	dst = append(dst, '-')
+	dst = strconv.AppendUint(dst, uint64(r.PortEnd), 10)
+	dst = append(dst, '-')
 	if r.CIDR.IsValid() {
-		cidr = CIDRString(r.CIDR)
+		dst = appendIP(dst, r.CIDR.Addr())
+		dst = append(dst, '/')
+		dst = strconv.AppendInt(dst, int64(r.CIDR.Bits()), 10)
+	} else {
+		dst = append(dst, "/0"...)
 	}
-	return strconv.Itoa(int(r.Direction)) + "-" +
-		strconv.Itoa(int(r.Protocol)) + "-" +
-		strconv.FormatUint(uint64(r.PortStart), 10) + "-" +
-		strconv.FormatUint(uint64(r.PortEnd), 10) + "-" +
-		cidr + "-" + r.SG
+	dst = append(dst, '-')
+	return append(dst, r.SG...)
 }
 
 // Hash is libstdc++'s std::hash of Key, the original's rule identity. Rules
@@ -68,12 +80,22 @@ func validateRule(r Rule) error {
 // normalizeRules ordered, or where to insert it (found false). It
 // computes O(log n) keys, where a scan would compute n.
 func findRule(rules []Rule, r Rule) (int, bool) {
-	k := r.Key()
-	h := cxxhash.String(k)
-	return slices.BinarySearchFunc(rules, r, func(x Rule, _ Rule) int {
-		xk := x.Key()
-		return cmp.Or(cmp.Compare(cxxhash.String(xk), h), cmp.Compare(xk, k))
-	})
+	// The keys are built in buffers on the stack: no allocation per
+	// comparison.
+	var kb, xb [128]byte
+	k := r.appendKey(kb[:0])
+	h := cxxhash.Bytes(k, cxxhash.Seed)
+	lo, hi := 0, len(rules)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		xk := rules[m].appendKey(xb[:0])
+		if cmp.Or(cmp.Compare(cxxhash.Bytes(xk, cxxhash.Seed), h), bytes.Compare(xk, k)) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(rules) && bytes.Equal(rules[lo].appendKey(xb[:0]), k)
 }
 
 // normalizeRules returns rules without duplicates (same Key), ordered by
