@@ -13,9 +13,11 @@ import (
 // memory the back end writes is marked in that log, a bitmap over guest
 // physical addresses with one bit per 4 KiB page, so that QEMU sends the
 // page again. The back end writes receive buffers and the used rings
-// (entries, index, flags and avail_event); it marks them before the used
-// index that hands them to the guest is published, with atomic ORs
-// (QEMU reads and clears the log concurrently).
+// (entries, index, flags and avail_event); it marks each page with an
+// atomic OR after its last write to it (QEMU reads and clears the log
+// concurrently: a mark made before a write could be cleared by a sync
+// that copied the page before the write, and the page would reach the
+// destination stale).
 
 const (
 	// fLogAll is VHOST_F_LOG_ALL: dirty-page logging is on.
@@ -34,6 +36,9 @@ const (
 type dirtyLog struct {
 	words []uint64 // the bitmap, bit n of word w is page 64*w+n
 	mmap  []byte   // the whole mapping
+	// marked, if set, runs after each mark (tests play the front end's
+	// concurrent sync of the log there).
+	marked func()
 }
 
 // mapLog maps the log of a SET_LOG_BASE: size bytes of fd from offset.
@@ -85,5 +90,8 @@ func (l *dirtyLog) mark(gpa, n uint64) {
 		if atomic.LoadUint64(&l.words[w])&bit == 0 {
 			atomic.OrUint64(&l.words[w], bit)
 		}
+	}
+	if l.marked != nil {
+		l.marked()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"unsafe"
 
@@ -222,5 +223,48 @@ func TestDirtyLogProtocol(t *testing.T) {
 	deliver()
 	if got := logPages(words); len(got) != 0 {
 		t.Fatalf("pages marked after logging stopped: %#x", got)
+	}
+}
+
+// TestDirtyLogAfterWrite: the front end syncs the log while the back end
+// runs (it takes the marks and copies the pages marked). Here a sync runs
+// right after every mark, and once more at the end, as QEMU's last one
+// once the guest is stopped. The copy of the used index it ends with
+// must be the index the guest sees. A mark made before the write (the
+// index store) is taken by a sync that copies the old index, and nothing
+// marks the page again: the destination would get a stale used ring.
+func TestDirtyLogAfterWrite(t *testing.T) {
+	usedGPA := uint64(gpaBase + 0x8000) // ring 0's used ring
+	g := newFakeGuest(t, 256)
+	l := &dirtyLog{words: make([]uint64, 1024)}
+	idx := func() uint16 { return binary.LittleEndian.Uint16(g.mem[0x8000+2:]) }
+	copied := idx()
+	sync := func() {
+		page := usedGPA >> logPageShift
+		w, bit := page/64, uint64(1)<<(page%64)
+		if atomic.SwapUint64(&l.words[w], 0)&bit != 0 {
+			copied = idx()
+		}
+		clear(l.words)
+	}
+	l.marked = sync
+	c := g.conf(0, netFeatures)
+	c.addr.flags, c.addr.lg = vringFLog, usedGPA
+	rx, err := newVring(g.table, c, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx.dlog = l
+	g.postRx(8, slotSize)
+	for i := range 3 {
+		b := packet.NewBuf()
+		b.SetLen(100)
+		if n, _, _ := rx.enqueue([]*packet.Buf{b}); n != 1 {
+			t.Fatalf("frame %d not delivered", i)
+		}
+		sync() // the last sync, had the guest stopped here
+		if copied != idx() {
+			t.Fatalf("after frame %d: the log's last sync copied used index %d, the guest's is %d", i, copied, idx())
+		}
 	}
 }

@@ -227,8 +227,8 @@ func (r *packedRing) publish() {
 	if r.headSlot < 0 {
 		return
 	}
-	r.logDescs()
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&r.desc[r.headSlot*descSize+12])), r.headWord)
+	r.logDescs()
 	r.headSlot = -1
 	old := r.signalled
 	r.signalled = r.usedIdx
@@ -290,10 +290,10 @@ func (r *packedRing) setNotify(on bool) bool {
 	if on {
 		r.devFlags = evEnable
 	}
+	atomic.StoreUint32(r.dev, uint32(r.devFlags)<<16)
 	if r.dlog != nil {
 		r.dlog.mark(r.devGPA, 4)
 	}
-	atomic.StoreUint32(r.dev, uint32(r.devFlags)<<16)
 	return on && r.hasPending()
 }
 

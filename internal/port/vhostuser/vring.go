@@ -301,8 +301,8 @@ func (r *vring) storeUsed() {
 func (r *vring) publish() {
 	old := r.signalled
 	r.signalled = r.usedIdx
-	r.logUsed()
 	r.storeUsed()
+	r.logUsed()
 	if r.callFd < 0 {
 		return
 	}
@@ -335,8 +335,8 @@ func (r *vring) setNotify(on bool) bool {
 		*r.availEvent = r.lastAvail
 		r.armedAt = r.lastAvail
 	}
-	r.logUsed()
 	r.storeUsed() // also the barrier between avail_event and the avail load
+	r.logUsed()
 	if !on {
 		return false
 	}
@@ -344,10 +344,10 @@ func (r *vring) setNotify(on bool) bool {
 	return p > 0
 }
 
-// logUsed marks the used ring's pages while dirty-page logging is on.
-// Entries, index, flags and avail_event all lie in those few pages (at
-// most 3 for 1,024 entries), so the whole ring is marked once per write
-// of the index.
+// logUsed marks the used ring's pages while dirty-page logging is on,
+// after the store of the index. Entries, index, flags and avail_event
+// all lie in those few pages (at most 3 for 1,024 entries), so the whole
+// ring is marked once per write of the index.
 func (r *vring) logUsed() {
 	if r.dlog != nil && r.usedLen != 0 {
 		r.dlog.mark(r.usedGPA, r.usedLen)
