@@ -30,32 +30,28 @@ func learnRemote(t testing.TB, h *harness, vni uint32) {
 	h.step()
 }
 
+// localSwitch sets up an engine with cfg, two vNICs of an all-open group
+// and a flow from a to b that b answered once: the local-switch case.
+func localSwitch(cfg Config) func(t testing.TB) (*harness, *fakePort, int) {
+	return func(t testing.TB) (*harness, *fakePort, int) {
+		h := newHarness(t, cfg, true)
+		a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+		b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+		b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+		h.step()
+		a.take()
+		b.count = true
+		a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
+		return h, b, batchSize
+	}
+}
+
 func pathCases() []pathCase {
 	return []pathCase{
-		{"local-switch", func(t testing.TB) (*harness, *fakePort, int) {
-			h := newHarness(t, Config{}, true)
-			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
-			b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
-			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
-			h.step()
-			a.take()
-			b.count = true
-			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
-			return h, b, batchSize
-		}},
+		{"local-switch", localSwitch(Config{})},
 		// The same without the flow cache: every frame takes the full
 		// path (anti-spoofing, both connection tables, MAC table).
-		{"local-switch-no-flow-cache", func(t testing.TB) (*harness, *fakePort, int) {
-			h := newHarness(t, Config{NoFlowCache: true}, true)
-			a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
-			b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
-			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
-			h.step()
-			a.take()
-			b.count = true
-			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
-			return h, b, batchSize
-		}},
+		{"local-switch-no-flow-cache", localSwitch(Config{NoFlowCache: true})},
 		// The same with both vNICs bypassing filtering (no anti-spoofing,
 		// no firewall), and with b's group holding 100 rules, the flow
 		// matching the last: the firewall's cost per packet.

@@ -33,9 +33,9 @@ func (e *Engine) Explain(from string, frame []byte) (model.Explanation, error) {
 	s := e.snap.Load()
 	var nic *nicConf
 	if s != nil {
-		nic = s.nics.at(ent.p.slot)
+		nic = s.nics.of(ent.p)
 	}
-	if nic == nil || nic.nicPort != ent.p {
+	if nic == nil {
 		return model.Explanation{}, fmt.Errorf("dataplane: vNIC %q is not published yet", from)
 	}
 	x := &explainer{e: e, s: s}

@@ -118,13 +118,7 @@ func TestFirewall(t *testing.T) {
 				var cur []model.SG
 				apply := func(sgs []model.SG) {
 					t.Helper()
-					var err error
-					if each {
-						err = updateEach(h.e, cur, sgs)
-					} else {
-						err = h.e.SetSecurityGroups(sgs)
-					}
-					if err != nil {
+					if err := setGroups(h.e, each, cur, sgs); err != nil {
 						t.Fatal(err)
 					}
 					cur = sgs
@@ -136,6 +130,15 @@ func TestFirewall(t *testing.T) {
 			})
 		}
 	}
+}
+
+// setGroups moves e from groups prev to next: in one SetSecurityGroups,
+// or with each one UpdateSecurityGroup per changed group (updateEach).
+func setGroups(e *Engine, each bool, prev, next []model.SG) error {
+	if each {
+		return updateEach(e, prev, next)
+	}
+	return e.SetSecurityGroups(next)
 }
 
 // updateEach applies the groups of next that differ from prev, then
@@ -503,13 +506,7 @@ func TestFirewallUnusedListForgotten(t *testing.T) {
 			}
 			k.Rules = append(slices.Clone(k.Rules), udpRule(model.Inbound, 3001, "10.0.0.0/8", ""))
 			next := []model.SG{openSG(), g, k}
-			var err error
-			if each {
-				err = updateEach(h.e, cur, next)
-			} else {
-				err = h.e.SetSecurityGroups(next)
-			}
-			if err != nil {
+			if err := setGroups(h.e, each, cur, next); err != nil {
 				t.Fatal(err)
 			}
 			b := h.add(t, nb)

@@ -123,7 +123,7 @@ func (w *worker) shareFlush(s *snapshot) {
 		return
 	}
 	p := w.shareFrom
-	if nic := s.nics.at(p.slot); nic != nil && nic.nicPort == p {
+	if nic := s.nics.of(p); nic != nil {
 		w.fromVM(s, nic, w.share)
 	} else { // the vNIC left meanwhile
 		for _, b := range w.share {

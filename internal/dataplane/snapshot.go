@@ -62,6 +62,15 @@ func (t *nicTable) at(slot int) *nicConf {
 	return t.chunks[slot/nicChunk][slot%nicChunk]
 }
 
+// of returns the entry of port p's slot if it is still p's (the vNIC may
+// have left, and its slot be reused), else nil.
+func (t *nicTable) of(p *nicPort) *nicConf {
+	if c := t.at(p.slot); c != nil && c.nicPort == p {
+		return c
+	}
+	return nil
+}
+
 // nicPort is the long-lived part of a vNIC: its port and counters.
 type nicPort struct {
 	id     string

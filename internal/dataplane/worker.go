@@ -422,7 +422,7 @@ func (w *worker) drainRings(s *snapshot) int {
 					continue
 				}
 				w.queueUnderlay(s, h.b)
-			case s.nics.at(h.to.slot) != nil && s.nics.at(h.to.slot).nicPort == h.to:
+			case s.nics.of(h.to) != nil:
 				w.enqueue(s, h.to.slot, h.b)
 			default: // the port left meanwhile
 				h.to.tx.drop(w.id, dropNoRoute)
