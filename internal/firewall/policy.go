@@ -250,8 +250,8 @@ func NewPolicy(gen uint64, ips []netip.Addr, rs *RuleSet) (*Policy, error) {
 }
 
 type table struct {
-	w        int // bitset words
-	protoIdx [256]uint16
+	w        int          // bitset words
+	protoIdx *[256]uint16 // ports index by protocol; nil when w == 0, shared by the tables WithRule derives
 	ports    []portTable
 	cidrPts  []addr // starts of elementary intervals, cidrPts[0] = 0
 	cidrBits []uint64
@@ -454,6 +454,7 @@ func (sc *scratch) buildTable(rs []crule, fam int, members map[string]*MemberSet
 			nprotos++
 		}
 	}
+	t.protoIdx = new([256]uint16)
 	t.ports = make([]portTable, 1, 1+nprotos)
 	t.ports[0] = sc.buildPorts(rs, w, -1)
 	for pr := range int32(256) {
@@ -747,10 +748,10 @@ func (rs *RuleSet) WithRule(groups []model.SG, gi, ri int) (_ *RuleSet, ok bool)
 	}
 	t := &rs.tables[d][f]
 	n := len(t.refs)
-	pi := t.protoIdx[r.Protocol]
-	if n%64 == 0 || pi == 0 {
+	if n%64 == 0 || t.protoIdx[r.Protocol] == 0 {
 		return nil, false
 	}
+	pi := t.protoIdx[r.Protocol]
 	nrs := &RuleSet{tables: rs.tables, hasOutbound: rs.hasOutbound || d == FromVM, sets: rs.sets, groups: groups}
 	// The rules from ri on in group gi moved up by one.
 	for d2 := range 2 {
