@@ -59,3 +59,17 @@ func (h *Host) API() *API {
 	h.Lab.T.Cleanup(func() { a.Close() })
 	return a
 }
+
+// RoundTrips sends n sg_member_list requests for group sg, one at a time,
+// and returns the time they took: the API's round trip with next to no
+// work in the daemon, the floor under a series of n changes.
+func (a *API) RoundTrips(n int, sg string) (time.Duration, error) {
+	req := &protocol.MessageV0_Request{SgMemberList: proto.String(sg)}
+	start := time.Now()
+	for i := range n {
+		if _, err := a.Call(req); err != nil {
+			return 0, fmt.Errorf("sg_member_list %d of %d: %w", i+1, n, err)
+		}
+	}
+	return time.Since(start), nil
+}

@@ -90,5 +90,12 @@ func run(endpoint string, nics, groups, rules int, typ, label string) error {
 	ruleTime := time.Since(start)
 	fmt.Printf("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s\n",
 		label, groups, rules, nics/groups, ruleTime.Seconds(), float64(groups*rules)/ruleTime.Seconds())
+
+	rtt, err := c.RoundTrips(groups*rules, "sg-0")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("RESULT api-round-trip%s | %d sg_member_list requests (no change), one each | %.2f s | %.0f µs each\n",
+		label, groups*rules, rtt.Seconds(), float64(rtt.Microseconds())/float64(groups*rules))
 	return nil
 }

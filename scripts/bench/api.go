@@ -32,6 +32,9 @@ import (
 //	                    to the new vNIC (its tx counter), resolution about 0.2 ms
 //	api-sg-rules        -api-groups x -api-rules sg_rule_add, each group used by
 //	                    api-nics / api-groups vNICs
+//	api-round-trip      as many sg_member_list requests (a read of an empty list) as
+//	                    api-sg-rules sent: the time the API's transport and envelope
+//	                    take alone, the floor under api-sg-rules in the same run
 //	api-restart         (persisted only) SIGTERM (its exit time reported), then a new daemon on the same state file:
 //	                    time to its API answering, to every vNIC listed, and to a frame
 //	                    forwarded to the probe vNIC again (including re-plugging the
@@ -380,6 +383,14 @@ func (a *apiRun) run(t *caseT, extra []string) {
 	rt := time.Since(start)
 	a.say("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s | %v",
 		a.label, g, c.apiRules, n/g, rt.Seconds(), float64(g*c.apiRules)/rt.Seconds(), a.mem())
+
+	a.phase.Store("round-trip")
+	rtt, err := a.api.RoundTrips(g*c.apiRules, "sg-0")
+	if err != nil {
+		a.t.Fatalf("%s: %v", a.phase.Load(), err)
+	}
+	a.say("RESULT api-round-trip%s | %d sg_member_list requests (no change), one each | %.2f s | %.0f µs each",
+		a.label, g*c.apiRules, rtt.Seconds(), float64(rtt.Microseconds())/float64(g*c.apiRules))
 
 	if a.persisted {
 		a.phase.Store("restart")
