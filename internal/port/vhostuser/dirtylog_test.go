@@ -3,7 +3,9 @@ package vhostuser
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"maps"
+	mathbits "math/bits"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -226,45 +228,116 @@ func TestDirtyLogProtocol(t *testing.T) {
 	}
 }
 
-// TestDirtyLogAfterWrite: the front end syncs the log while the back end
-// runs (it takes the marks and copies the pages marked). Here a sync runs
-// right after every mark, and once more at the end, as QEMU's last one
-// once the guest is stopped. The copy of the used index it ends with
-// must be the index the guest sees. A mark made before the write (the
-// index store) is taken by a sync that copies the old index, and nothing
-// marks the page again: the destination would get a stale used ring.
+// migration plays the copy of guest memory of a live migration against
+// a dirty log: the front end syncs the log (copies every marked page to
+// the destination and clears its bit) after each mark the back end makes,
+// the worst moment, and once more when checked, as QEMU's last sync with
+// the guest stopped; the guest's own writes reach the destination at once
+// (guestWrote). A back end that marks a page before it writes there lets
+// a sync copy the page without the write, and nothing marks it again: the
+// destination then differs.
+type migration struct {
+	t    *testing.T
+	mem  []byte // guest memory, at gpaBase
+	dest []byte // the destination's copy
+	l    *dirtyLog
+}
+
+func newMigration(t *testing.T, mem []byte, l *dirtyLog) *migration {
+	m := &migration{t: t, mem: mem, dest: slices.Clone(mem), l: l}
+	l.marked = m.sync
+	return m
+}
+
+func (m *migration) sync() {
+	const page = 1 << logPageShift
+	for w := range m.l.words {
+		for bits := atomic.SwapUint64(&m.l.words[w], 0); bits != 0; bits &= bits - 1 {
+			off := uint64(w*64+mathbits.TrailingZeros64(bits))<<logPageShift - gpaBase
+			if off >= uint64(len(m.mem)) {
+				m.t.Fatalf("page at guest address %#x marked, outside guest memory", off+gpaBase)
+			}
+			copy(m.dest[off:off+page], m.mem[off:off+page])
+		}
+	}
+}
+
+func (m *migration) guestWrote() { copy(m.dest, m.mem) }
+
+// check runs the last sync and fails if the destination differs.
+func (m *migration) check(what string) {
+	m.t.Helper()
+	m.sync()
+	if bytes.Equal(m.dest, m.mem) {
+		return
+	}
+	for i := range m.dest {
+		if m.dest[i] != m.mem[i] {
+			m.t.Fatalf("%s: the destination differs at guest address %#x (offset %#x in a ring area, %#x past the buffers' start)",
+				what, gpaBase+i, i%ringArea, i-bufArea)
+		}
+	}
+}
+
+// migrationRing is what migrationSteps drives: a split or packed ring.
+type migrationRing interface {
+	enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64)
+	dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64)
+	setNotify(on bool) bool
+}
+
+// migrationSteps delivers frame i on rx (the guest posted a receive
+// buffer), takes the frame the guest posted on tx, and switches
+// notifications off and on, checking the destination after each step.
+func migrationSteps(t *testing.T, m *migration, rx, tx migrationRing, i int) {
+	t.Helper()
+	b := packet.NewBuf()
+	b.SetLen(100 + i)
+	b.Bytes()[0] = byte(i + 1)
+	if n, _, _ := rx.enqueue([]*packet.Buf{b}); n != 1 {
+		t.Fatalf("frame %d not delivered", i)
+	}
+	m.check(fmt.Sprintf("receive %d", i))
+	if n, _, _ := tx.dequeue(newBufs(4)); n != 1 {
+		t.Fatalf("frame %d not dequeued", i)
+	}
+	m.check(fmt.Sprintf("transmit %d", i))
+	for _, on := range []bool{i%2 == 0, i%2 != 0} {
+		rx.setNotify(on)
+		tx.setNotify(on)
+		m.check(fmt.Sprintf("notifications %v after frame %d", on, i))
+	}
+}
+
+// TestDirtyLogAfterWrite: on split rings, a live migration's destination
+// gets every byte the back end wrote (buffers with their headers, used
+// entries, index and flags, avail_event), however its syncs of the log
+// fall (see migration). With a mark before the store of the used index,
+// the last sync copied the old index.
 func TestDirtyLogAfterWrite(t *testing.T) {
-	usedGPA := uint64(gpaBase + 0x8000) // ring 0's used ring
-	g := newFakeGuest(t, 256)
-	l := &dirtyLog{words: make([]uint64, 1024)}
-	idx := func() uint16 { return binary.LittleEndian.Uint16(g.mem[0x8000+2:]) }
-	copied := idx()
-	sync := func() {
-		page := usedGPA >> logPageShift
-		w, bit := page/64, uint64(1)<<(page%64)
-		if atomic.SwapUint64(&l.words[w], 0)&bit != 0 {
-			copied = idx()
+	for _, features := range []uint64{netFeatures, netFeatures | 1<<fEventIdx} {
+		g := newFakeGuest(t, 256)
+		l := &dirtyLog{words: make([]uint64, 1024)}
+		m := newMigration(t, g.mem, l)
+		var rings [2]*vring
+		for i := range rings {
+			c := g.conf(i, features)
+			c.addr.flags, c.addr.lg = vringFLog, gpaBase+uint64(i*ringArea)+0x8000
+			r, err := newVring(g.table, c, 0, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.attach(nil, nil, l)
+			rings[i] = r
 		}
-		clear(l.words)
-	}
-	l.marked = sync
-	c := g.conf(0, netFeatures)
-	c.addr.flags, c.addr.lg = vringFLog, usedGPA
-	rx, err := newVring(g.table, c, 0, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rx.dlog = l
-	g.postRx(8, slotSize)
-	for i := range 3 {
-		b := packet.NewBuf()
-		b.SetLen(100)
-		if n, _, _ := rx.enqueue([]*packet.Buf{b}); n != 1 {
-			t.Fatalf("frame %d not delivered", i)
-		}
-		sync() // the last sync, had the guest stopped here
-		if copied != idx() {
-			t.Fatalf("after frame %d: the log's last sync copied used index %d, the guest's is %d", i, copied, idx())
+		m.check("attach")
+		for i := range 5 {
+			g.postRx(1, slotSize)
+			g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, byte(i))...), 4096)
+			m.guestWrote()
+			migrationSteps(t, m, rings[0], rings[1], i)
+			g.used(0)
+			g.used(1)
 		}
 	}
 }

@@ -514,6 +514,9 @@ func (r *packedRing) writeFrame(b *packet.Buf) int {
 	frame := b.Bytes()
 	slot, wrap := r.lastAvail, r.availWrap
 	var hdrDst []byte
+	// The header's buffer is marked dirty after the header is written,
+	// last; the other buffers as soon as the frame's bytes are in.
+	var hdrGPA, hdrSpan uint64
 	recs := r.recs[:0]
 	slots := uint32(0)
 	for hdrDst == nil || len(frame) > 0 {
@@ -549,8 +552,10 @@ func (r *packedRing) writeFrame(b *packet.Buf) int {
 			k := copy(buf, frame)
 			frame = frame[k:]
 			written += uint32(h + k)
-			if r.dlog != nil && h+k > 0 {
-				r.dlog.mark(c.addr, uint64(h+k))
+			if h != 0 {
+				hdrGPA, hdrSpan = c.addr, uint64(h+k)
+			} else if r.dlog != nil && k > 0 {
+				r.dlog.mark(c.addr, uint64(k))
 			}
 		}
 		if hdrDst == nil {
@@ -565,6 +570,9 @@ func (r *packedRing) writeFrame(b *packet.Buf) int {
 	b.VNet.Encode(hdrDst)
 	if r.hdrLen == 12 {
 		binary.LittleEndian.PutUint16(hdrDst[10:], uint16(len(recs)))
+	}
+	if r.dlog != nil {
+		r.dlog.mark(hdrGPA, hdrSpan)
 	}
 	for _, u := range recs {
 		r.addUsed(u.id, u.n, u.slots, descFWrite)

@@ -143,6 +143,7 @@ func (r *vring) takesTSO() bool { return r.guestTSO }
 func (r *vring) state() uint32  { return uint32(r.lastAvail) }
 func (r *vring) attach(mtu *atomic.Uint32, drops *dropCounters, dlog *dirtyLog) {
 	r.mtu, r.drops, r.dlog = mtu, drops, dlog
+	r.logUsed() // newVring wrote the used ring's flags and avail_event
 }
 
 // ringConf is what the front end configured for one ring.
@@ -699,6 +700,9 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 	frame := b.Bytes()
 	startAvail, startUsed := r.lastAvail, r.usedIdx
 	var hdrDst []byte
+	// The header's buffer is marked dirty after the header is written,
+	// last; the other buffers as soon as the frame's bytes are in.
+	var hdrGPA, hdrSpan uint64
 	nbufs := uint16(0)
 	for hdrDst == nil || len(frame) > 0 {
 		if r.lastAvail == end || (!r.mrg && nbufs == 1) {
@@ -741,8 +745,10 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 			k := copy(buf, frame)
 			frame = frame[k:]
 			written += uint32(h + k)
-			if r.dlog != nil {
-				r.dlog.mark(c.addr, uint64(h+k))
+			if h != 0 {
+				hdrGPA, hdrSpan = c.addr, uint64(h+k)
+			} else if r.dlog != nil {
+				r.dlog.mark(c.addr, uint64(k))
 			}
 			if len(frame) == 0 {
 				break
@@ -759,6 +765,9 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 	b.VNet.Encode(hdrDst)
 	if r.hdrLen == 12 {
 		binary.LittleEndian.PutUint16(hdrDst[10:], nbufs)
+	}
+	if r.dlog != nil {
+		r.dlog.mark(hdrGPA, hdrSpan)
 	}
 	return writeOK
 }
