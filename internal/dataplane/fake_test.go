@@ -54,6 +54,8 @@ type fakePort struct {
 	efd      int
 	signal   bool
 	fdClosed atomic.Bool
+	// closing, when set, runs at the start of Close.
+	closing func()
 }
 
 var _ port.Port = (*fakePort)(nil)
@@ -161,6 +163,9 @@ func (p *fakePort) Fd() int {
 }
 
 func (p *fakePort) Close() error {
+	if p.closing != nil {
+		p.closing()
+	}
 	p.closed.Store(true)
 	if p.signal && !p.fdClosed.Swap(true) {
 		// As a real port: its descriptor number may be reused at once.
