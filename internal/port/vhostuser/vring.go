@@ -88,6 +88,11 @@ type vring struct {
 
 	// walk is the chain walker of readChain and writeFrame (chainAt).
 	walk chain
+	// ahead is the batch's avail entries as resolve found them, the
+	// first one at avail index aheadAt; aheadN of them are valid.
+	ahead   [maxAhead]aheadEntry
+	aheadAt uint16
+	aheadN  uint16
 
 	lastAvail uint16
 	usedIdx   uint16
@@ -105,7 +110,7 @@ type vring struct {
 	armedAt uint16
 	broken  bool
 	callBuf [8]byte
-	sink    byte // keeps warm's loads
+	sink    byte // keeps resolve's loads
 }
 
 // queue is a started virtqueue as the port drives it, split (vring) or
@@ -453,7 +458,7 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	if p == 0 {
 		return 0, 0, 0
 	}
-	r.warm(p)
+	r.resolve(p, false, nil)
 	var malformed, tooBig uint64
 	lim := r.mtuLimit()
 	// With IN_ORDER, one used entry returns the whole batch: the head of
@@ -461,10 +466,23 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	var last uint16
 	consumed := 0
 	for i := 0; i < p; i++ {
-		head := r.head()
-		r.lastAvail++
+		var head uint16
+		var ok bool
+		var err error
 		b := bufs[n]
-		ok, err := r.readChain(head, b)
+		if a := r.resolved(); a == nil {
+			head = r.head()
+			r.lastAvail++
+			ok, err = r.readChain(head, b)
+		} else {
+			head = a.head
+			r.lastAvail++
+			if a.buf != nil && a.flags&descFWrite == 0 && len(a.buf) >= r.hdrLen {
+				ok = r.readOne(a.buf, b)
+			} else {
+				ok, err = r.readChain(head, b)
+			}
+		}
 		if err != nil {
 			r.broken = true
 			r.lastAvail--
@@ -487,6 +505,7 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			n++
 		}
 	}
+	r.aheadN = 0
 	if consumed > 0 {
 		r.usedIdx += uint16(consumed - 1)
 		r.addUsed(last, 0)
@@ -502,78 +521,106 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	return n, dropped, bytes
 }
 
-// warm loads the head descriptor and the first bytes of the buffer of
-// the next k avail entries before the chains are walked. The guest's core
-// wrote those lines, so each is a cache miss; loaded here, independently
-// of each other, the misses overlap instead of adding up frame after
-// frame (Go has no prefetch instruction). Every index and address is
-// checked as in the walk; nothing is consumed.
-func (r *vring) warm(k int) {
+// maxAhead bounds the avail entries resolve reads ahead in one batch.
+const maxAhead = 64
+
+// aheadEntry is an avail entry as resolve found it: the head of its
+// chain and, when that chain is one descriptor (no NEXT, no INDIRECT)
+// whose buffer lies in guest memory, the buffer, its guest address and
+// flags. Any other chain has buf nil and is walked descriptor by
+// descriptor, with every check of the walk.
+type aheadEntry struct {
+	buf   []byte
+	addr  uint64
+	head  uint16
+	flags uint16
+}
+
+// resolve reads the next k avail entries (at most maxAhead) and their
+// head descriptors in one pass before any frame is copied, and touches
+// the first bytes of each buffer: the guest's core wrote those lines, so
+// each is a cache miss, and loaded here, independently of each other,
+// the misses overlap instead of adding up frame after frame (Go has no
+// prefetch instruction). For the receive ring (write set) it stores a
+// zero at the start of each cache line the header and the first bytes of
+// frame i of bufs will take (up to warmLines lines), so the core asks for
+// the lines it will write in one burst, with ownership; every byte it
+// zeroes is written again by writeFrame, and a buffer left unused holds
+// garbage the guest never reads (it is the device's to write until it is
+// used). While dirty pages are logged it only reads. Every index and
+// address is checked as in the walk; nothing is consumed. The copies
+// then take each entry's head and one-descriptor buffer from r.ahead
+// without reading the ring again.
+func (r *vring) resolve(k int, write bool, bufs []*packet.Buf) {
+	k = min(k, maxAhead)
+	r.aheadAt, r.aheadN = r.lastAvail, uint16(k)
+	claim := write && r.dlog == nil
 	var sink byte
-	for i := 0; i < k; i++ {
-		d := r.aheadDesc(i)
-		if d == nil {
+	for i := range r.ahead[:k] {
+		a := &r.ahead[i]
+		a.buf = nil
+		head := binary.LittleEndian.Uint16(r.availRing[2*((r.lastAvail+uint16(i))&r.mask):])
+		a.head = head
+		if head >= r.num {
+			continue // the walk breaks the ring on it
+		}
+		d := r.desc[int(head)*descSize : int(head)*descSize+descSize]
+		addr := binary.LittleEndian.Uint64(d)
+		n := binary.LittleEndian.Uint32(d[8:])
+		flags := binary.LittleEndian.Uint16(d[12:])
+		if flags&descFIndir != 0 || n == 0 {
 			continue
 		}
-		n := min(binary.LittleEndian.Uint32(d[8:]), 64)
-		if binary.LittleEndian.Uint16(d[12:])&descFIndir != 0 || n == 0 {
+		buf := r.mem.guest(addr, n)
+		if buf == nil {
 			continue
 		}
-		if buf := r.mem.guest(binary.LittleEndian.Uint64(d), n); buf != nil {
+		if flags&descFNext == 0 {
+			a.buf, a.addr, a.flags = buf, addr, flags
+		}
+		if !claim || flags&descFWrite == 0 || i >= len(bufs) {
 			sink ^= buf[0]
+			continue
+		}
+		// the first byte, then each line start after it, up to the
+		// header and frame (the guest's regions are page-aligned: guest
+		// and host addresses share their offset within a line)
+		m := min(uint32(len(buf)), uint32(r.hdrLen+bufs[i].Len()), warmLines*64)
+		buf[0] = 0
+		for off := 64 - uint32(addr&63); off < m; off += 64 {
+			buf[off] = 0
 		}
 	}
 	r.sink = sink
 }
 
-// warmWrite is warm for the receive buffers the next k frames of bufs
-// will be written to: it stores a zero at the start of each cache line
-// the header and the first bytes of the frame will take (up to
-// warmLines lines), so that the core asks for the lines it will write in
-// one burst, with ownership, instead of fetching them frame after frame
-// as the copies reach them. Every byte it zeroes is written again by
-// writeFrame; a buffer the guest made available is the device's to write
-// until it is used, and one left unused holds garbage the guest never
-// reads. While dirty pages are logged it only reads, as warm does.
-func (r *vring) warmWrite(bufs []*packet.Buf, k int) {
-	if r.dlog != nil {
-		r.warm(k)
-		return
-	}
-	for i := 0; i < k && i < len(bufs); i++ {
-		d := r.aheadDesc(i)
-		if d == nil || binary.LittleEndian.Uint16(d[12:])&(descFIndir|descFWrite) != descFWrite {
-			continue
-		}
-		addr := binary.LittleEndian.Uint64(d)
-		n := min(binary.LittleEndian.Uint32(d[8:]), uint32(r.hdrLen+bufs[i].Len()), warmLines*64)
-		buf := r.mem.guest(addr, n)
-		if buf == nil {
-			continue
-		}
-		// the first byte, then each line start after it (the guest's
-		// regions are page-aligned: guest and host addresses share
-		// their offset within a line)
-		buf[0] = 0
-		for off := 64 - uint32(addr&63); off < uint32(len(buf)); off += 64 {
-			buf[off] = 0
-		}
-	}
-}
-
-// aheadDesc returns the head descriptor of the avail entry i places
-// after the next one the ring reads, or nil if its index is out of the
-// table (the walk will break the ring on it).
-func (r *vring) aheadDesc(i int) []byte {
-	head := binary.LittleEndian.Uint16(r.availRing[2*((r.lastAvail+uint16(i))&r.mask):])
-	if head >= r.num {
+// resolved returns the avail entry at r.lastAvail as resolve found it,
+// or nil when resolve did not reach it in this batch.
+func (r *vring) resolved() *aheadEntry {
+	i := r.lastAvail - r.aheadAt
+	if i >= r.aheadN || int(i) >= len(r.ahead) {
 		return nil
 	}
-	return r.desc[int(head)*descSize : int(head)*descSize+descSize]
+	return &r.ahead[i]
 }
 
-// warmLines bounds the cache lines of one receive buffer warmWrite claims.
+// warmLines bounds the cache lines of one receive buffer resolve claims.
 const warmLines = 3
+
+// readOne copies into b the frame of a chain of one descriptor whose
+// buffer buf (at least the header long) holds the header and the frame:
+// readChain's work without the walk. ok is false for a frame that is
+// empty or larger than b.
+func (r *vring) readOne(buf []byte, b *packet.Buf) (ok bool) {
+	frame := buf[r.hdrLen:]
+	space := b.Space()
+	if len(frame) == 0 || len(frame) > len(space) {
+		return false
+	}
+	b.SetLen(copy(space, frame))
+	b.VNet.Decode(buf[:r.hdrLen])
+	return true
+}
 
 // readChain copies one guest frame into b. ok is false for a frame that
 // is too short or too long (dropped); err breaks the ring. The virtio
@@ -637,7 +684,7 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	}
 	end := r.lastAvail + uint16(p)
 	startUsed := r.usedIdx
-	r.warmWrite(bufs, min(p, len(bufs)))
+	r.resolve(min(p, len(bufs)), true, bufs)
 	var offload, tooBig uint64
 	lim := r.mtuLimit()
 	sent := 0
@@ -677,6 +724,7 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 		bytes += uint64(b.Len())
 		sent = port.MoveSent(bufs, sent, dropped)
 	}
+	r.aheadN = 0
 	if r.usedIdx != startUsed {
 		r.publish()
 	}
@@ -698,6 +746,22 @@ const (
 // as it needs (one without MRG_RXBUF), rolling back if it does not fit.
 func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 	frame := b.Bytes()
+	if a := r.resolved(); a != nil && a.buf != nil && a.flags&descFWrite != 0 &&
+		r.lastAvail != end && len(frame) <= len(a.buf)-r.hdrLen && len(a.buf) >= r.hdrLen {
+		// One descriptor takes the header and the whole frame.
+		buf := a.buf
+		k := r.hdrLen + copy(buf[r.hdrLen:], frame)
+		b.VNet.Encode(buf)
+		if r.hdrLen == 12 {
+			binary.LittleEndian.PutUint16(buf[10:], 1)
+		}
+		if r.dlog != nil {
+			r.dlog.mark(a.addr, uint64(k))
+		}
+		r.lastAvail++
+		r.addUsed(a.head, uint32(k))
+		return writeOK
+	}
 	startAvail, startUsed := r.lastAvail, r.usedIdx
 	var hdrDst []byte
 	// The header's buffer is marked dirty after the header is written,
