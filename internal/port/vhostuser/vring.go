@@ -93,6 +93,9 @@ type vring struct {
 	ahead   [maxAhead]aheadEntry
 	aheadAt uint16
 	aheadN  uint16
+	// lines is resolve's scratch: the addresses it prefetches (a
+	// buffer's first warmLines*64 bytes span at most warmLines+1 lines).
+	lines [maxAhead * (warmLines + 1)]uintptr
 
 	lastAvail uint16
 	usedIdx   uint16
@@ -110,7 +113,6 @@ type vring struct {
 	armedAt uint16
 	broken  bool
 	callBuf [8]byte
-	sink    byte // keeps resolve's loads
 }
 
 // queue is a started virtqueue as the port drives it, split (vring) or
@@ -537,30 +539,34 @@ type aheadEntry struct {
 }
 
 // resolve reads the next k avail entries (at most maxAhead) and their
-// head descriptors in one pass before any frame is copied, and touches
-// the first bytes of each buffer: the guest's core wrote those lines, so
-// each is a cache miss, and loaded here, independently of each other,
-// the misses overlap instead of adding up frame after frame (Go has no
-// prefetch instruction). For the receive ring (write set) it stores a
-// zero at the start of each cache line the header and the first bytes of
-// frame i of bufs will take (up to warmLines lines), so the core asks for
-// the lines it will write in one burst, with ownership; every byte it
-// zeroes is written again by writeFrame, and a buffer left unused holds
-// garbage the guest never reads (it is the device's to write until it is
-// used). While dirty pages are logged it only reads. Every index and
-// address is checked as in the walk; nothing is consumed. The copies
-// then take each entry's head and one-descriptor buffer from r.ahead
-// without reading the ring again.
+// head descriptors before any frame is copied, and has the CPU fetch the
+// lines of guest memory the copies will touch: the guest's core wrote
+// them last, so each is a cache miss, and asked for together the misses
+// of the batch overlap instead of adding up frame after frame. A first
+// pass reads the avail entries and prefetches their head descriptors; a
+// second reads the descriptors and prefetches the first warmLines lines
+// of each buffer, for writing (with ownership) on the receive ring (write
+// set), up to the header and frame i of bufs will take. Every index and
+// address is checked as in the walk; nothing is consumed and nothing is
+// written. The copies then take each entry's head and one-descriptor
+// buffer from r.ahead without reading the ring again.
 func (r *vring) resolve(k int, write bool, bufs []*packet.Buf) {
 	k = min(k, maxAhead)
 	r.aheadAt, r.aheadN = r.lastAvail, uint16(k)
-	claim := write && r.dlog == nil
-	var sink byte
+	lines := r.lines[:0]
 	for i := range r.ahead[:k] {
 		a := &r.ahead[i]
-		a.buf = nil
 		head := binary.LittleEndian.Uint16(r.availRing[2*((r.lastAvail+uint16(i))&r.mask):])
-		a.head = head
+		a.head, a.buf = head, nil
+		if head < r.num {
+			lines = append(lines, uintptr(unsafe.Pointer(&r.desc[int(head)*descSize])))
+		}
+	}
+	prefetchLines(lines, false)
+	lines = lines[:0]
+	for i := range r.ahead[:k] {
+		a := &r.ahead[i]
+		head := a.head
 		if head >= r.num {
 			continue // the walk breaks the ring on it
 		}
@@ -578,20 +584,21 @@ func (r *vring) resolve(k int, write bool, bufs []*packet.Buf) {
 		if flags&descFNext == 0 {
 			a.buf, a.addr, a.flags = buf, addr, flags
 		}
-		if !claim || flags&descFWrite == 0 || i >= len(bufs) {
-			sink ^= buf[0]
-			continue
+		m := min(uint32(len(buf)), warmLines*64)
+		if write && i < len(bufs) {
+			m = min(m, uint32(r.hdrLen+bufs[i].Len()))
 		}
-		// the first byte, then each line start after it, up to the
-		// header and frame (the guest's regions are page-aligned: guest
-		// and host addresses share their offset within a line)
-		m := min(uint32(len(buf)), uint32(r.hdrLen+bufs[i].Len()), warmLines*64)
-		buf[0] = 0
+		// the first byte, then each line start after it (the guest's
+		// regions are page-aligned: guest and host addresses share their
+		// offset within a line); a transmitted header often ends a line
+		// and its frame starts the next
+		p := uintptr(unsafe.Pointer(&buf[0]))
+		lines = append(lines, p)
 		for off := 64 - uint32(addr&63); off < m; off += 64 {
-			buf[off] = 0
+			lines = append(lines, p+uintptr(off))
 		}
 	}
-	r.sink = sink
+	prefetchLines(lines, write)
 }
 
 // resolved returns the avail entry at r.lastAvail as resolve found it,
@@ -604,7 +611,7 @@ func (r *vring) resolved() *aheadEntry {
 	return &r.ahead[i]
 }
 
-// warmLines bounds the cache lines of one receive buffer resolve claims.
+// warmLines bounds the cache lines of one buffer resolve prefetches.
 const warmLines = 3
 
 // readOne copies into b the frame of a chain of one descriptor whose
