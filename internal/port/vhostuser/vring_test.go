@@ -326,6 +326,71 @@ func TestEnqueue(t *testing.T) {
 	}
 }
 
+// TestEnqueueManyBuffers spreads frames over more used entries than a
+// batch stages (maxAhead), and has a frame find no room after some of
+// its entries were staged or already written: the guest must see
+// exactly the frames delivered, each whole, and a frame refused for room
+// must arrive whole once the guest posts more buffers.
+func TestEnqueueManyBuffers(t *testing.T) {
+	const bufSize, frame = 256, 5000 // 20 buffers a frame
+	perFrame := (12 + frame + bufSize - 1) / bufSize
+	tests := []struct {
+		name     string
+		posted   int
+		frames   int
+		wantSent int
+	}{
+		{"80 entries in one batch", 100, 4, 4},
+		{"no room after a flush", 70, 4, 3},
+		{"no room before any flush", 30, 2, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newFakeGuest(t, 256)
+			r := g.vring(0, netFeatures)
+			g.postRx(tt.posted, bufSize)
+			var bufs []*packet.Buf
+			var frames [][]byte
+			for i := range tt.frames {
+				b := packet.NewBuf()
+				f := frameOf(frame, byte(i))
+				b.SetLen(copy(b.Space(), f))
+				bufs, frames = append(bufs, b), append(frames, f)
+			}
+			check := func(u []usedElem, want [][]byte) {
+				t.Helper()
+				if len(u) != len(want)*perFrame {
+					t.Fatalf("%d used entries, want %d", len(u), len(want)*perFrame)
+				}
+				for i, f := range want {
+					var got []byte
+					for _, e := range u[i*perFrame : (i+1)*perFrame] {
+						_, s := g.slot(0, int(e.id))
+						got = append(got, s[:e.n]...)
+					}
+					if w := append(hdr12(packet.VNetHdr{}, uint16(perFrame)), f...); !bytes.Equal(got, w) {
+						t.Fatalf("frame %d: guest received %d bytes, want %d", i, len(got), len(w))
+					}
+				}
+			}
+			n, drops, _ := r.enqueue(bufs)
+			if n != tt.wantSent || drops != 0 || r.broken {
+				t.Fatalf("enqueue = %d, %d drops, broken %v; want %d sent", n, drops, r.broken, tt.wantSent)
+			}
+			check(g.used(0), frames[:n])
+			if n == tt.frames {
+				return
+			}
+			g.postRx(perFrame*(tt.frames-n), bufSize)
+			m, drops, _ := r.enqueue(bufs[n:])
+			if m != tt.frames-n || drops != 0 || r.broken {
+				t.Fatalf("second enqueue = %d, %d drops, broken %v; want %d sent", m, drops, r.broken, tt.frames-n)
+			}
+			check(g.used(0), frames[n:])
+		})
+	}
+}
+
 func TestEnqueueOffloadFallback(t *testing.T) {
 	g := newFakeGuest(t, 256)
 	r := g.vring(0, 1<<fVersion1|1<<fMrgRxbuf) // no GUEST_CSUM, no GUEST_TSO
