@@ -99,10 +99,6 @@ type vring struct {
 	staged   [maxAhead]uint64
 	stagedAt uint16
 	nStaged  int
-	// nextLen is the length of the last frame enqueue wrote: what
-	// resolve expects of the frames after it when it resolves receive
-	// buffers ahead of the batch that will fill them.
-	nextLen int
 	// lines is resolve's scratch: the addresses it prefetches (a
 	// buffer's first warmLines*64 bytes span at most warmLines+1 lines).
 	lines [maxAhead * (warmLines + 1)]uintptr
@@ -498,12 +494,14 @@ func (c *chain) next() (buf []byte, flags uint16, ok bool, err error) {
 // and non-TSO frames longer than the guest MTU are returned to the guest
 // unread.
 func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
-	avail, _ := r.pending()
-	p := min(avail, len(bufs))
+	p, _ := r.pending()
+	if p > len(bufs) {
+		p = len(bufs)
+	}
 	if p == 0 {
 		return 0, 0, 0
 	}
-	r.resolveBatch(p, false, bufs)
+	r.resolve(p, false, nil)
 	var malformed, tooBig uint64
 	lim := r.mtuLimit()
 	// With IN_ORDER, one used entry returns the whole batch: the head of
@@ -550,7 +548,7 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			n++
 		}
 	}
-	r.resolveNext(avail-(n+int(malformed+tooBig)), false)
+	r.aheadN = 0
 	if consumed > 0 {
 		r.usedIdx += uint16(consumed - 1)
 		r.addUsed(last, 0)
@@ -628,12 +626,8 @@ func (r *vring) resolve(k int, write bool, bufs []*packet.Buf) {
 			a.buf, a.addr, a.flags = buf, addr, flags
 		}
 		m := min(uint32(len(buf)), warmLines*64)
-		if write {
-			f := r.nextLen
-			if i < len(bufs) {
-				f = bufs[i].Len()
-			}
-			m = min(m, uint32(r.hdrLen+f))
+		if write && i < len(bufs) {
+			m = min(m, uint32(r.hdrLen+bufs[i].Len()))
 		}
 		// the first byte, then each line start after it (the guest's
 		// regions are page-aligned: guest and host addresses share their
@@ -646,30 +640,6 @@ func (r *vring) resolve(k int, write bool, bufs []*packet.Buf) {
 		}
 	}
 	prefetchLines(lines, write)
-}
-
-// resolveBatch makes r.ahead hold the next k avail entries (up to
-// maxAhead) for a batch of frames bufs: those the previous batch
-// resolved ahead (resolveNext) are taken as they are, or all are
-// resolved now.
-func (r *vring) resolveBatch(k int, write bool, bufs []*packet.Buf) {
-	if r.aheadAt == r.lastAvail && int(r.aheadN) >= min(k, maxAhead) {
-		return
-	}
-	r.resolve(k, write, bufs)
-}
-
-// resolveNext resolves, at the end of a batch, the next k avail entries
-// the guest already made available (k may be 0 or less: none), so that
-// the lines of the next batch come while the worker does other work
-// (the frames of this batch, its other ports) instead of at the start of
-// that batch. A broken ring resolves nothing.
-func (r *vring) resolveNext(k int, write bool) {
-	if k <= 0 || r.broken {
-		r.aheadN = 0
-		return
-	}
-	r.resolve(k, write, nil)
 }
 
 // resolved returns the avail entry at r.lastAvail as resolve found it,
@@ -763,7 +733,7 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	end := r.lastAvail + uint16(p)
 	startUsed := r.usedIdx
 	r.stagedAt, r.nStaged = r.usedIdx, 0
-	r.resolveBatch(min(p, len(bufs)), true, bufs)
+	r.resolve(min(p, len(bufs)), true, bufs)
 	var offload, tooBig uint64
 	lim := r.mtuLimit()
 	sent := 0
@@ -801,14 +771,13 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			continue
 		}
 		bytes += uint64(b.Len())
-		r.nextLen = b.Len()
 		sent = port.MoveSent(bufs, sent, dropped)
 	}
+	r.aheadN = 0
 	r.flushUsed()
 	if r.usedIdx != startUsed {
 		r.publish()
 	}
-	r.resolveNext(int(end-r.lastAvail), true)
 	if dropped > 0 && r.drops != nil {
 		r.drops.outOffload.Add(offload)
 		r.drops.outTooBig.Add(tooBig)
