@@ -93,12 +93,6 @@ type vring struct {
 	ahead   [maxAhead]aheadEntry
 	aheadAt uint16
 	aheadN  uint16
-	// staged are used entries (id | len<<32) enqueue has not written to
-	// the used ring yet, the first one at used index stagedAt; nStaged
-	// of them are valid (see stageUsed).
-	staged   [maxAhead]uint64
-	stagedAt uint16
-	nStaged  int
 	// lines is resolve's scratch: the addresses it prefetches (a
 	// buffer's first warmLines*64 bytes span at most warmLines+1 lines).
 	lines [maxAhead * (warmLines + 1)]uintptr
@@ -385,41 +379,6 @@ func (r *vring) addUsed(id uint16, n uint32) {
 	binary.LittleEndian.PutUint32(e, uint32(id))
 	binary.LittleEndian.PutUint32(e[4:], n)
 	r.usedIdx++
-}
-
-// stageUsed adds a used entry as addUsed does, but keeps it in r.staged
-// until flushUsed writes the batch's entries to the used ring in one
-// pass, so that the stores into the used ring, whose lines the guest's
-// core reads, do not interleave with the copies of the frames.
-func (r *vring) stageUsed(id uint16, n uint32) {
-	if r.nStaged == len(r.staged) {
-		r.flushUsed()
-	}
-	r.staged[r.nStaged] = uint64(id) | uint64(n)<<32
-	r.nStaged++
-	r.usedIdx++
-}
-
-// flushUsed writes the staged used entries to the used ring.
-func (r *vring) flushUsed() {
-	for i, v := range r.staged[:r.nStaged] {
-		binary.LittleEndian.PutUint64(r.usedRing[8*((r.stagedAt+uint16(i))&r.mask):], v)
-	}
-	r.stagedAt += uint16(r.nStaged)
-	r.nStaged = 0
-}
-
-// rollback returns the ring to avail index avail and used index used,
-// dropping the used entries staged since (entries already flushed past
-// used are overwritten later: the guest sees none before publish).
-func (r *vring) rollback(avail, used uint16) {
-	back := int(r.usedIdx - used)
-	r.lastAvail, r.usedIdx = avail, used
-	if back <= r.nStaged {
-		r.nStaged -= back
-	} else {
-		r.stagedAt, r.nStaged = used, 0
-	}
 }
 
 // chain iterates over a descriptor chain, following one level of
@@ -732,7 +691,6 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	}
 	end := r.lastAvail + uint16(p)
 	startUsed := r.usedIdx
-	r.stagedAt, r.nStaged = r.usedIdx, 0
 	r.resolve(min(p, len(bufs)), true, bufs)
 	var offload, tooBig uint64
 	lim := r.mtuLimit()
@@ -774,7 +732,6 @@ func (r *vring) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 		sent = port.MoveSent(bufs, sent, dropped)
 	}
 	r.aheadN = 0
-	r.flushUsed()
 	if r.usedIdx != startUsed {
 		r.publish()
 	}
@@ -809,7 +766,7 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 			r.dlog.mark(a.addr, uint64(k))
 		}
 		r.lastAvail++
-		r.stageUsed(a.head, uint32(k))
+		r.addUsed(a.head, uint32(k))
 		return writeOK
 	}
 	startAvail, startUsed := r.lastAvail, r.usedIdx
@@ -821,7 +778,7 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 	for hdrDst == nil || len(frame) > 0 {
 		if r.lastAvail == end || (!r.mrg && nbufs == 1) {
 			noRoom := r.lastAvail == end
-			r.rollback(startAvail, startUsed)
+			r.lastAvail, r.usedIdx = startAvail, startUsed
 			if noRoom {
 				return writeNoRoom
 			}
@@ -834,14 +791,14 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 		for {
 			buf, flags, more, err := c.next()
 			if err != nil {
-				r.rollback(startAvail, startUsed)
+				r.lastAvail, r.usedIdx = startAvail, startUsed
 				return writeBroken
 			}
 			if !more {
 				break
 			}
 			if flags&descFWrite == 0 {
-				r.rollback(startAvail, startUsed)
+				r.lastAvail, r.usedIdx = startAvail, startUsed
 				return writeBroken
 			}
 			h := 0
@@ -849,7 +806,7 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 				if len(buf) < r.hdrLen {
 					// The spec requires every receive buffer to hold
 					// at least the header.
-					r.rollback(startAvail, startUsed)
+					r.lastAvail, r.usedIdx = startAvail, startUsed
 					return writeBroken
 				}
 				hdrDst = buf[:r.hdrLen]
@@ -869,10 +826,10 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 			}
 		}
 		if hdrDst == nil {
-			r.rollback(startAvail, startUsed)
+			r.lastAvail, r.usedIdx = startAvail, startUsed
 			return writeBroken // an empty receive chain
 		}
-		r.stageUsed(head, written)
+		r.addUsed(head, written)
 		nbufs++
 	}
 	// The header goes straight into the guest's first buffer.
