@@ -94,9 +94,8 @@ type vring struct {
 	aheadAt uint16
 	aheadN  uint16
 	// lines is resolve's scratch: the addresses it prefetches (a
-	// buffer's first warmLines*64 bytes span at most warmLines+1 lines;
-	// the descriptors are one line each, plus one guessed).
-	lines [maxAhead*(warmLines+1) + 1]uintptr
+	// buffer's first warmLines*64 bytes span at most warmLines+1 lines).
+	lines [maxAhead * (warmLines + 1)]uintptr
 
 	lastAvail uint16
 	usedIdx   uint16
@@ -559,13 +558,6 @@ func (r *vring) resolve(k int, write bool, bufs []*packet.Buf) {
 	k = min(k, maxAhead)
 	r.aheadAt, r.aheadN = r.lastAvail, uint16(k)
 	lines := r.lines[:0]
-	if k > 0 {
-		// Drivers that use descriptors in ring order (DPDK's in-order
-		// virtio, VIRTIO_F_IN_ORDER) make the next entry's head its
-		// own index: asked for before the avail entry is loaded, that
-		// descriptor's line comes with it instead of after it.
-		lines = append(lines, uintptr(unsafe.Pointer(&r.desc[int(r.lastAvail&r.mask)*descSize])))
-	}
 	for i := range r.ahead[:k] {
 		a := &r.ahead[i]
 		head := binary.LittleEndian.Uint16(r.availRing[2*((r.lastAvail+uint16(i))&r.mask):])
