@@ -2,6 +2,6 @@
 
 package vhostuser
 
-// prefetchLines does nothing on this architecture (see the amd64
-// version: it only hints the CPU).
-func prefetchLines(lines []uintptr, write bool) {}
+// prefetch does nothing on this architecture (see the amd64 version: it
+// only hints the CPU).
+func prefetch(lines []uintptr, write bool) {}

@@ -566,7 +566,7 @@ func (r *vring) resolve(k int, write bool, bufs []*packet.Buf) {
 			lines = append(lines, uintptr(unsafe.Pointer(&r.desc[int(head)*descSize])))
 		}
 	}
-	prefetchLines(lines, false)
+	prefetch(lines, false)
 	lines = lines[:0]
 	for i := range r.ahead[:k] {
 		a := &r.ahead[i]
@@ -602,7 +602,7 @@ func (r *vring) resolve(k int, write bool, bufs []*packet.Buf) {
 			lines = append(lines, p+uintptr(off))
 		}
 	}
-	prefetchLines(lines, write)
+	prefetch(lines, write)
 }
 
 // resolved returns the avail entry at r.lastAvail as resolve found it,
