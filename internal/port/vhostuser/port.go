@@ -138,13 +138,16 @@ type Port struct {
 	rd []*Reader
 	// wq is WriteBatch's scratch: the frames for each receive ring.
 	wq [MaxQueuePairs][]*packet.Buf
-	// qin and qout count the frames of each queue pair (QueueStats).
+	// qin and qout count the frames of each queue pair (QueueStats);
+	// their sums are Stats' InFrames and OutFrames. A batch adds to a
+	// counter only what it changes: each add is a locked instruction,
+	// which waits for the batch's stores into guest memory.
 	qin, qout [MaxQueuePairs]atomic.Uint64
 
-	inFrames, inBytes, inDropped    atomic.Uint64
-	outFrames, outBytes, outDropped atomic.Uint64
-	broken, conns                   atomic.Uint64
-	mtu                             atomic.Uint32
+	inBytes, inDropped   atomic.Uint64
+	outBytes, outDropped atomic.Uint64
+	broken, conns        atomic.Uint64
+	mtu                  atomic.Uint32
 	// drops are the frames the rings dropped, by reason (see Drops).
 	drops dropCounters
 
@@ -330,9 +333,14 @@ func (p *Port) Ready() bool {
 
 // Stats returns a snapshot of the counters.
 func (p *Port) Stats() Stats {
+	var in, out uint64
+	for q := range p.qin {
+		in += p.qin[q].Load()
+		out += p.qout[q].Load()
+	}
 	return Stats{
-		InFrames: p.inFrames.Load(), InBytes: p.inBytes.Load(), InDropped: p.inDropped.Load(),
-		OutFrames: p.outFrames.Load(), OutBytes: p.outBytes.Load(), OutDropped: p.outDropped.Load(),
+		InFrames: in, InBytes: p.inBytes.Load(), InDropped: p.inDropped.Load(),
+		OutFrames: out, OutBytes: p.outBytes.Load(), OutDropped: p.outDropped.Load(),
 		Broken: p.broken.Load(), Connections: p.conns.Load(),
 	}
 }
@@ -421,9 +429,10 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 				p.markBroken(2*int(qs[k]) + 1)
 			}
 		}
-		if n > 0 || dropped > 0 {
-			p.inFrames.Add(uint64(n))
+		if n > 0 {
 			p.inBytes.Add(bytes)
+		}
+		if dropped > 0 {
 			p.inDropped.Add(uint64(dropped))
 		}
 	}
@@ -537,10 +546,13 @@ func (p *Port) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) {
 func (p *Port) writeRing(r queue, q int, bufs []*packet.Buf) (sent, dropped int) {
 	n, dropped, bytes := r.enqueue(bufs)
 	sent = n - dropped
-	p.outFrames.Add(uint64(sent))
-	p.outBytes.Add(bytes)
-	p.outDropped.Add(uint64(dropped))
-	p.qout[q].Add(uint64(sent))
+	if sent > 0 {
+		p.qout[q].Add(uint64(sent))
+		p.outBytes.Add(bytes)
+	}
+	if dropped > 0 {
+		p.outDropped.Add(uint64(dropped))
+	}
 	if r.isBroken() {
 		p.markBroken(2 * q)
 	}
