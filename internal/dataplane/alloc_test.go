@@ -31,41 +31,41 @@ func learnRemote(t testing.TB, h *harness, vni uint32) {
 }
 
 // localSwitch sets up an engine with cfg, two vNICs of an all-open group
-// and a flow from a to b that b answered once: the local-switch case.
-func localSwitch(cfg Config) func(t testing.TB) (*harness, *fakePort, int) {
+// (both bypassing filtering with bypass) and a flow from a to b that b
+// answered once: the local-switch case.
+func localSwitch(cfg Config, bypass bool) func(t testing.TB) (*harness, *fakePort, int) {
 	return func(t testing.TB) (*harness, *fakePort, int) {
 		h := newHarness(t, cfg, true)
-		a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
-		b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
-		b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
-		h.step()
-		a.take()
-		b.count = true
-		a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
-		return h, b, batchSize
+		na, nb := nicOf("a", mac(1), 5, "10.0.0.1"), nicOf("b", mac(2), 5, "10.0.0.2")
+		if bypass {
+			na, nb = bypassed(na), bypassed(nb)
+		}
+		return answered(t, h, h.add(t, na), h.add(t, nb))
 	}
+}
+
+// answered has b (10.0.0.2) answer a (10.0.0.1) once, then makes a replay
+// a batch of a's frames to b, whose frames are counted: the set-up of the
+// cases where every frame of a reaches b.
+func answered(t testing.TB, h *harness, a, b *fakePort) (*harness, *fakePort, int) {
+	b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+	h.step()
+	a.take()
+	b.count = true
+	a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
+	return h, b, batchSize
 }
 
 func pathCases() []pathCase {
 	return []pathCase{
-		{"local-switch", localSwitch(Config{})},
+		{"local-switch", localSwitch(Config{}, false)},
 		// The same without the flow cache: every frame takes the full
 		// path (anti-spoofing, both connection tables, MAC table).
-		{"local-switch-no-flow-cache", localSwitch(Config{NoFlowCache: true})},
+		{"local-switch-no-flow-cache", localSwitch(Config{NoFlowCache: true}, false)},
 		// The same with both vNICs bypassing filtering (no anti-spoofing,
 		// no firewall), and with b's group holding 100 rules, the flow
 		// matching the last: the firewall's cost per packet.
-		{"local-switch-bypass", func(t testing.TB) (*harness, *fakePort, int) {
-			h := newHarness(t, Config{}, true)
-			a := h.add(t, bypassed(nicOf("a", mac(1), 5, "10.0.0.1")))
-			b := h.add(t, bypassed(nicOf("b", mac(2), 5, "10.0.0.2")))
-			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
-			h.step()
-			a.take()
-			b.count = true
-			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
-			return h, b, batchSize
-		}},
+		{"local-switch-bypass", localSwitch(Config{}, true)},
 		{"local-switch-100-rules", func(t testing.TB) (*harness, *fakePort, int) {
 			h := newHarness(t, Config{}, true)
 			g := model.SG{ID: "g"}
@@ -80,12 +80,7 @@ func pathCases() []pathCase {
 			nb := nicOf("b", mac(2), 5, "10.0.0.2")
 			nb.SecurityGroups = []string{"g"}
 			b := h.add(t, nb)
-			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
-			h.step()
-			a.take()
-			b.count = true
-			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
-			return h, b, batchSize
+			return answered(t, h, a, b)
 		}},
 		{"local-switch-traced", func(t testing.TB) (*harness, *fakePort, int) {
 			h := newHarness(t, Config{}, true)
@@ -99,12 +94,7 @@ func pathCases() []pathCase {
 			nb.PacketTrace, nb.TracePath = true, "/tb.pcap"
 			b := h.add(t, nb)
 			h.traces["/tb.pcap"].count = true
-			b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
-			h.step()
-			a.take()
-			b.count = true
-			a.replay = replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}, batchSize)
-			return h, b, batchSize
+			return answered(t, h, a, b)
 		}},
 		{"firewall-no-rule", func(t testing.TB) (*harness, *fakePort, int) {
 			// b is in no group: every frame of a is dropped at b's

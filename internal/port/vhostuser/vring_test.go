@@ -326,9 +326,9 @@ func TestEnqueue(t *testing.T) {
 	}
 }
 
-// TestEnqueueManyBuffers spreads frames over more used entries than a
-// batch stages (maxAhead), and has a frame find no room after some of
-// its entries were staged or already written: the guest must see
+// TestEnqueueManyBuffers spreads frames over many receive buffers (more
+// used entries in one batch than maxAhead), and has a frame find no room
+// after some of its buffers were written (rolled back): the guest must see
 // exactly the frames delivered, each whole, and a frame refused for room
 // must arrive whole once the guest posts more buffers.
 func TestEnqueueManyBuffers(t *testing.T) {
@@ -341,8 +341,8 @@ func TestEnqueueManyBuffers(t *testing.T) {
 		wantSent int
 	}{
 		{"80 entries in one batch", 100, 4, 4},
-		{"no room after a flush", 70, 4, 3},
-		{"no room before any flush", 30, 2, 1},
+		{"no room for the 4th frame", 70, 4, 3},
+		{"no room for the 2nd frame", 30, 2, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
