@@ -57,9 +57,14 @@ type packedRing struct {
 	guestCsum bool    // the guest accepts NEEDS_CSUM frames
 	guestTSO  bool    // the guest accepts TSO frames (both families)
 	eventIdx  bool    // VIRTIO_RING_F_EVENT_IDX: the driver may ask for evDesc
-	mtu       *atomic.Uint32
-	mtuNeg    bool
-	drops     *dropCounters
+	// inOrder: VIRTIO_F_IN_ORDER. A transmitted batch is then returned
+	// with one used element, at the batch's first slot, carrying the
+	// buffer id of its last chain: the driver, which made the chains
+	// available in that order, takes every chain up to it as used.
+	inOrder bool
+	mtu     *atomic.Uint32
+	mtuNeg  bool
+	drops   *dropCounters
 	// dlog, while dirty-page logging is on, receives every page the
 	// ring writes: buffers, descriptors written back, the device area.
 	dlog    *dirtyLog
@@ -84,6 +89,15 @@ type packedRing struct {
 	broken     bool
 	recs       []usedRec // capacity num, reused by every receive frame
 	callBuf    [8]byte
+
+	// ahead is the batch's run of one-descriptor chains as resolve
+	// found them, from slot lastAvail on (head is the buffer id);
+	// aheadI is the next one to take and aheadN the end of the run.
+	ahead  [maxAhead]aheadEntry
+	aheadI int
+	aheadN int
+	// lines is resolve's scratch (see vring.lines).
+	lines [maxAhead * (warmLines + 1)]uintptr
 }
 
 // newPackedRing validates the ring geometry against mem. base is the
@@ -120,6 +134,7 @@ func newPackedRing(mem *memTable, c ringConf, base uint32, callFd int) (*packedR
 		guestCsum: f&(1<<fGuestCsum) != 0,
 		guestTSO:  f&(1<<fGuestTSO4) != 0 && f&(1<<fGuestTSO6) != 0,
 		eventIdx:  f&(1<<fEventIdx) != 0,
+		inOrder:   f&(1<<fInOrder) != 0,
 		mtuNeg:    f&(1<<fMTU) != 0,
 		descGPA:   mem.gpaOf(c.addr.desc),
 		devGPA:    mem.gpaOf(c.addr.used),
@@ -177,12 +192,16 @@ func (r *packedRing) flagsAt(i uint16) uint16 {
 
 // availAt reports whether slot i is available under the driver's wrap
 // counter w.
-func (r *packedRing) availAt(i uint16, w bool) bool {
+func (r *packedRing) availAt(i uint16, w bool) bool { return isAvail(r.flagsAt(i), w) }
+
+// isAvail reports whether descriptor flags f say available under the
+// driver's wrap counter w.
+func isAvail(f uint16, w bool) bool {
 	want := uint16(pdescFUsed)
 	if w {
 		want = pdescFAvail
 	}
-	return r.flagsAt(i)&(pdescFAvail|pdescFUsed) == want
+	return f&(pdescFAvail|pdescFUsed) == want
 }
 
 func (r *packedRing) hasPending() bool { return r.availAt(r.lastAvail, r.availWrap) }
@@ -376,16 +395,43 @@ func (c *pchain) next() (buf []byte, flags uint16, ok bool, err error) {
 func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	var malformed, tooBig uint64
 	lim := frameLimit(r.mtuNeg, r.mtu)
-	for n+int(malformed+tooBig) < len(bufs) && r.hasPending() {
+	r.resolve(len(bufs), false, nil)
+	// With IN_ORDER the batch's chains are returned by one used element
+	// (see inOrder): the last id and the slots taken so far.
+	var lastID uint16
+	var inSlots uint16
+	for n+int(malformed+tooBig) < len(bufs) {
 		b := bufs[n]
-		c := r.chainAt(r.lastAvail)
-		ok, err := r.readChain(&c, b)
-		if err != nil {
-			r.broken = true
-			break
+		var ok bool
+		var id, slots uint16
+		if r.aheadI < r.aheadN {
+			a := &r.ahead[r.aheadI]
+			r.aheadI++
+			ok, id, slots = readOne(a.buf, r.hdrLen, b), a.head, 1
+		} else {
+			if !r.hasPending() {
+				break
+			}
+			c := r.chainAt(r.lastAvail)
+			var err error
+			ok, err = r.readChain(&c, b)
+			if err != nil {
+				r.broken = true
+				break
+			}
+			id, slots = c.id, c.slots
 		}
-		r.lastAvail, r.availWrap = r.advance(r.lastAvail, r.availWrap, c.slots)
-		r.addUsed(c.id, 0, c.slots, 0)
+		r.lastAvail, r.availWrap = r.advance(r.lastAvail, r.availWrap, slots)
+		if !r.inOrder {
+			r.addUsed(id, 0, slots, 0)
+		} else {
+			if uint32(inSlots)+uint32(slots) > uint32(r.num) {
+				// one element never spans more than the ring
+				r.addUsed(lastID, 0, inSlots, 0)
+				inSlots = 0
+			}
+			lastID, inSlots = id, inSlots+slots
+		}
 		switch {
 		case !ok:
 			malformed++
@@ -397,6 +443,10 @@ func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 			n++
 		}
 	}
+	r.aheadN = 0
+	if inSlots > 0 {
+		r.addUsed(lastID, 0, inSlots, 0)
+	}
 	dropped = int(malformed + tooBig)
 	r.publish()
 	if dropped > 0 && r.drops != nil {
@@ -404,6 +454,63 @@ func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 		r.drops.inTooBig.Add(tooBig)
 	}
 	return n, dropped, bytes
+}
+
+// resolve reads the run of available chains of one descriptor from slot
+// lastAvail on, at most k (and maxAhead) of them, into r.ahead before any
+// frame is copied, and has the CPU fetch what the copies will touch:
+// first the lines of those descriptors (consecutive slots, four to a
+// line), then the first lines of each buffer, for writing on the
+// receive ring (write set; up to the header and frame i of bufs). A
+// descriptor is taken when its flags, loaded once, say available under
+// the driver's wrap counter, it has neither NEXT nor INDIRECT, its WRITE
+// flag is write, its buffer lies in guest memory and holds at least the
+// header; the run stops at the first that is not, and the chain walk
+// takes over from there with every check of its own. Nothing is
+// consumed and nothing is written.
+func (r *packedRing) resolve(k int, write bool, bufs []*packet.Buf) {
+	k = min(k, maxAhead, int(r.num))
+	r.aheadI, r.aheadN = 0, 0
+	lines := r.lines[:0]
+	base := uintptr(unsafe.Pointer(&r.desc[0]))
+	slot := r.lastAvail
+	for i := 0; i < k; i++ {
+		if p := base + uintptr(slot)*descSize; i == 0 || p&63 == 0 {
+			lines = append(lines, p)
+		}
+		if slot++; slot == r.num {
+			slot = 0
+		}
+	}
+	prefetch(lines, false)
+	lines = lines[:0]
+	want := uint16(0)
+	if write {
+		want = descFWrite
+	}
+	slot, wrap := r.lastAvail, r.availWrap
+	for i := 0; i < k; i++ {
+		f := r.flagsAt(slot)
+		if !isAvail(f, wrap) || f&(descFNext|descFIndir|descFWrite) != want {
+			break
+		}
+		d := r.desc[int(slot)*descSize : int(slot)*descSize+descSize]
+		addr := binary.LittleEndian.Uint64(d)
+		n := binary.LittleEndian.Uint32(d[8:])
+		if n < uint32(r.hdrLen) {
+			break
+		}
+		buf := r.mem.guest(addr, n)
+		if buf == nil {
+			break
+		}
+		a := &r.ahead[i]
+		a.buf, a.addr, a.head, a.flags = buf, addr, binary.LittleEndian.Uint16(d[12:]), f
+		r.aheadN = i + 1
+		lines = bufLines(lines, buf, addr, write, r.hdrLen, bufs, i)
+		slot, wrap = r.advance(slot, wrap, 1)
+	}
+	prefetch(lines, write)
 }
 
 // readChain copies one guest frame into b, walking the whole chain (its
@@ -462,6 +569,7 @@ func (r *packedRing) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 	var offload, tooBig uint64
 	lim := frameLimit(r.mtuNeg, r.mtu)
 	sent := 0
+	r.resolve(len(bufs), true, bufs)
 	for sent+dropped < len(bufs) {
 		b := bufs[sent+dropped]
 		if b.VNet.GSOType != packet.GSONone {
@@ -498,6 +606,7 @@ func (r *packedRing) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 		bytes += uint64(b.Len())
 		sent = port.MoveSent(bufs, sent, dropped)
 	}
+	r.aheadN = 0
 	r.publish()
 	if dropped > 0 && r.drops != nil {
 		r.drops.outOffload.Add(offload)
@@ -512,6 +621,23 @@ func (r *packedRing) enqueue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 // descriptors, which a frame that does not fit leaves for the next one.
 func (r *packedRing) writeFrame(b *packet.Buf) int {
 	frame := b.Bytes()
+	if r.aheadI < r.aheadN {
+		a := &r.ahead[r.aheadI]
+		if len(frame) <= len(a.buf)-r.hdrLen {
+			// One descriptor takes the header and the whole frame.
+			r.aheadI++
+			k := writeOne(a.buf, r.hdrLen, b)
+			if r.dlog != nil {
+				r.dlog.mark(a.addr, uint64(k))
+			}
+			r.addUsed(a.head, uint32(k), 1, descFWrite)
+			r.lastAvail, r.availWrap = r.advance(r.lastAvail, r.availWrap, 1)
+			return writeOK
+		}
+		// The walk below starts at lastAvail: the rest of the run is
+		// read again there.
+		r.aheadI, r.aheadN = 0, 0
+	}
 	slot, wrap := r.lastAvail, r.availWrap
 	var hdrDst []byte
 	// The header's buffer is marked dirty after the header is written,

@@ -3,8 +3,10 @@ package vhostuser
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
@@ -25,6 +27,8 @@ type packedGuest struct {
 	nextID    [2]uint16
 	out       [2]int      // chains outstanding
 	chains    [2][]uint16 // by outstanding id: chain slots (0: not outstanding)
+	posted    [2][]uint16 // outstanding ids in the order they were posted
+	inOrder   bool        // VIRTIO_F_IN_ORDER: a used id returns the chains before it
 }
 
 // pd is one descriptor a test posts.
@@ -51,6 +55,7 @@ func (g *packedGuest) ring(ring int, features uint64) *packedRing {
 	if err != nil {
 		g.t.Fatal(err)
 	}
+	g.inOrder = features&(1<<fInOrder) != 0
 	return r
 }
 
@@ -96,6 +101,7 @@ func (g *packedGuest) post(ring int, ds []pd) uint16 {
 	}
 	binary.LittleEndian.PutUint16(g.descAt(ring, head)[14:], headFlags)
 	g.chains[ring][id] = uint16(len(ds))
+	g.posted[ring] = append(g.posted[ring], id)
 	g.out[ring]++
 	return id
 }
@@ -145,8 +151,12 @@ func (g *packedGuest) postRx(k int, size uint32) {
 	}
 }
 
-// used returns the used elements written back since the last call,
-// checking that each is a used descriptor of the right wrap.
+// usedElems returns the chains returned since the last call, one
+// element each, checking that each used descriptor is of the right wrap
+// and names an outstanding id. As a driver of VIRTIO_F_IN_ORDER does, a
+// used descriptor returns every chain posted before the one it names
+// too (with length 0); without IN_ORDER the device must write one per
+// chain, in order.
 func (g *packedGuest) usedElems(ring int) []usedElem {
 	var out []usedElem
 	for g.out[ring] > 0 {
@@ -160,17 +170,31 @@ func (g *packedGuest) usedElems(ring int) []usedElem {
 			return out
 		}
 		id := binary.LittleEndian.Uint16(e[12:])
-		k := g.chains[ring][id]
-		if k == 0 {
+		if g.chains[ring][id] == 0 {
 			g.t.Fatalf("ring %d slot %d: used id %#x was not outstanding", ring, g.used[ring], id)
 		}
-		g.chains[ring][id] = 0
-		g.out[ring]--
-		out = append(out, usedElem{uint32(id), binary.LittleEndian.Uint32(e[8:])})
-		g.used[ring] += k
-		if g.used[ring] >= g.num {
-			g.used[ring] -= g.num
-			g.usedWrap[ring] = !g.usedWrap[ring]
+		for {
+			first := g.posted[ring][0]
+			g.posted[ring] = g.posted[ring][1:]
+			if first != id && !g.inOrder {
+				g.t.Fatalf("ring %d slot %d: used id %#x, want %#x (no IN_ORDER)", ring, g.used[ring], id, first)
+			}
+			n := uint32(0)
+			if first == id {
+				n = binary.LittleEndian.Uint32(e[8:])
+			}
+			out = append(out, usedElem{uint32(first), n})
+			k := g.chains[ring][first]
+			g.chains[ring][first] = 0
+			g.out[ring]--
+			g.used[ring] += k
+			if g.used[ring] >= g.num {
+				g.used[ring] -= g.num
+				g.usedWrap[ring] = !g.usedWrap[ring]
+			}
+			if first == id {
+				break
+			}
 		}
 	}
 	return out
@@ -235,6 +259,123 @@ func TestPackedDequeue(t *testing.T) {
 	}
 	if !g.availWrap[1] && g.avail[1] == 0 {
 		t.Fatal("test did not wrap")
+	}
+}
+
+// TestPackedDequeueInOrder: with VIRTIO_F_IN_ORDER a transmitted batch
+// (chains of one descriptor, chained and indirect, round a small ring
+// many times) is returned with one used descriptor, at the batch's first
+// slot, naming its last chain; without it, one per chain.
+func TestPackedDequeueInOrder(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		features uint64
+		perBatch func(chains int) int // used descriptors written per batch
+	}{
+		{"in order", netFeatures | 1<<fInOrder, func(int) int { return 1 }},
+		{"out of order", netFeatures, func(chains int) int { return chains }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newPackedGuest(t, 16)
+			r := g.ring(1, tt.features)
+			bufs := newBufs(8)
+			for round := range 40 {
+				var want [][]byte
+				chains := 1 + round%5
+				slots := 0
+				for k := range chains {
+					f := frameOf(60+k, byte(round+k))
+					pkt := append(hdr12(packet.VNetHdr{}, 0), f...)
+					switch k % 3 {
+					case 0, 2:
+						g.postTx(pkt, 4096)
+						slots++
+					default:
+						g.postTx(pkt, 40) // two descriptors
+						slots += 2
+					}
+					want = append(want, f)
+				}
+				if round%4 == 3 {
+					g.postTxIndirect(append(hdr12(packet.VNetHdr{}, 0), frameOf(90, 7)...), 50)
+					want = append(want, frameOf(90, 7))
+					slots++
+					chains++
+				}
+				start, wrap := g.used[1], g.usedWrap[1]
+				n, dropped, _ := r.dequeue(bufs)
+				if n != chains || dropped != 0 || r.broken {
+					t.Fatalf("round %d: n=%d dropped=%d broken=%v, want %d", round, n, dropped, r.broken, chains)
+				}
+				for i := range want {
+					if !bytes.Equal(bufs[i].Bytes(), want[i]) {
+						t.Fatalf("round %d frame %d: %d bytes, want %d", round, i, bufs[i].Len(), len(want[i]))
+					}
+				}
+				// Count the descriptors of the batch's slots written back.
+				written := 0
+				for i, s, w := 0, start, wrap; i < slots; i++ {
+					f := binary.LittleEndian.Uint16(g.descAt(1, s)[14:])
+					if (f&pdescFAvail != 0) == w && (f&pdescFUsed != 0) == w {
+						written++
+					}
+					if s++; s == g.num {
+						s, w = 0, !w
+					}
+				}
+				if want := tt.perBatch(chains); written != want {
+					t.Fatalf("round %d: %d used descriptors written for %d chains, want %d", round, written, chains, want)
+				}
+				if u := g.usedElems(1); len(u) != chains {
+					t.Fatalf("round %d: %d chains returned, want %d", round, len(u), chains)
+				}
+			}
+			if g.out[1] != 0 || r.lastAvail != g.used[1] {
+				t.Fatalf("ring at %d, guest at %d with %d outstanding", r.lastAvail, g.used[1], g.out[1])
+			}
+		})
+	}
+}
+
+// TestPackedEnqueueRunThenWalk: receive buffers of one descriptor each,
+// which a batch resolves ahead, then a frame they cannot take in one:
+// it and the frames after it are written by the chain walk from where
+// the run stopped, across mergeable buffers, and every buffer is
+// returned in order with its length.
+func TestPackedEnqueueRunThenWalk(t *testing.T) {
+	g := newPackedGuest(t, 16)
+	r := g.ring(0, netFeatures)
+	sizes := []int{60, 2000, 61, 62}
+	for round := range 10 {
+		g.postRx(5, 1024)
+		out := newBufs(len(sizes))
+		for i, b := range out {
+			copy(b.Space(), frameOf(sizes[i], byte(round+i)))
+			b.SetLen(sizes[i])
+		}
+		if n, dropped, _ := r.enqueue(out); n != 4 || dropped != 0 || r.broken {
+			t.Fatalf("round %d: n=%d dropped=%d broken=%v", round, n, dropped, r.broken)
+		}
+		u := g.usedElems(0)
+		wantN := []uint32{72, 1024, 2012 - 1024, 73, 74}
+		if len(u) != len(wantN) {
+			t.Fatalf("round %d: used %v", round, u)
+		}
+		for i, e := range u {
+			if e.n != wantN[i] {
+				t.Fatalf("round %d: used %v, want lengths %v", round, u, wantN)
+			}
+		}
+		_, b0 := g.slot(0, int(u[1].id%uint32(g.num)))
+		_, b1 := g.slot(0, int(u[2].id%uint32(g.num)))
+		got := append(append([]byte{}, b0[12:1024]...), b1[:2012-1024]...)
+		if !bytes.Equal(got, frameOf(2000, byte(round+1))) || binary.LittleEndian.Uint16(b0[10:]) != 2 {
+			t.Fatalf("round %d: the 2000-byte frame did not arrive whole over two buffers", round)
+		}
+		_, b3 := g.slot(0, int(u[4].id%uint32(g.num)))
+		if !bytes.Equal(b3[12:74], frameOf(62, byte(round+3))) {
+			t.Fatalf("round %d: last frame wrong", round)
+		}
 	}
 }
 
@@ -575,6 +716,41 @@ func TestPackedHostileRings(t *testing.T) {
 			tt.setup(g)
 			playHostile(t, r, tt.ring, func() int { return len(g.usedElems(tt.ring)) })
 		})
+		// The same descriptor after two good chains of one descriptor,
+		// which a batch resolves ahead: those two go through and are
+		// returned, then the ring breaks, with or without IN_ORDER. (A
+		// chain of the ring's size has no room after them.)
+		if strings.Contains(tt.name, "longer than the ring") {
+			continue
+		}
+		for _, inOrder := range []uint64{0, 1 << fInOrder} {
+			t.Run(fmt.Sprintf("%s after a run, in order %v", tt.name, inOrder != 0), func(t *testing.T) {
+				g := newPackedGuest(t, 16)
+				r := g.ring(tt.ring, tt.features|inOrder)
+				bufs := newBufs(8)
+				for _, b := range bufs {
+					b.SetLen(60)
+				}
+				var n int
+				if tt.ring == 1 {
+					for i := range 2 {
+						g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, byte(i))...), 4096)
+					}
+					tt.setup(g)
+					n, _, _ = r.dequeue(bufs)
+				} else {
+					g.postRx(2, 2048)
+					tt.setup(g)
+					n, _, _ = r.enqueue(bufs[:3])
+				}
+				if n != 2 || !r.broken {
+					t.Fatalf("n=%d broken=%v, want the 2 good frames and a broken ring", n, r.broken)
+				}
+				if u := g.usedElems(tt.ring); len(u) != 2 {
+					t.Fatalf("%d chains returned, want the 2 good ones", len(u))
+				}
+			})
+		}
 	}
 }
 
@@ -739,7 +915,7 @@ func TestPackedProtocolSession(t *testing.T) {
 			t.Fatalf("ring %d is not packed", i)
 		}
 	}
-	g := &packedGuest{fakeGuest: f.g}
+	g := &packedGuest{fakeGuest: f.g, inOrder: true} // the port offers IN_ORDER
 	for i := range 2 {
 		g.avail[i], g.used[i] = 254, 254
 		g.availWrap[i], g.usedWrap[i] = true, true

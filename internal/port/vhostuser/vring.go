@@ -484,7 +484,7 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 			head = a.head
 			r.lastAvail++
 			if a.buf != nil && a.flags&descFWrite == 0 && len(a.buf) >= r.hdrLen {
-				ok = r.readOne(a.buf, b)
+				ok = readOne(a.buf, r.hdrLen, b)
 			} else {
 				ok, err = r.readChain(head, b)
 			}
@@ -588,21 +588,29 @@ func (r *vring) resolve(k int, write bool, bufs []*packet.Buf) {
 		if flags&descFNext == 0 {
 			a.buf, a.addr, a.flags = buf, addr, flags
 		}
-		m := min(uint32(len(buf)), warmLines*64)
-		if write && i < len(bufs) {
-			m = min(m, uint32(r.hdrLen+bufs[i].Len()))
-		}
-		// the first byte, then each line start after it (the guest's
-		// regions are page-aligned: guest and host addresses share their
-		// offset within a line); a transmitted header often ends a line
-		// and its frame starts the next
-		p := uintptr(unsafe.Pointer(&buf[0]))
-		lines = append(lines, p)
-		for off := 64 - uint32(addr&63); off < m; off += 64 {
-			lines = append(lines, p+uintptr(off))
-		}
+		lines = bufLines(lines, buf, addr, write, r.hdrLen, bufs, i)
 	}
 	prefetch(lines, write)
+}
+
+// bufLines appends to lines the cache lines of buf (at guest address
+// addr, not empty) that a copy will touch first: its first byte, then
+// each line start after it within warmLines*64 bytes, and for a receive
+// buffer (write) within the header and frame i of bufs. The guest's
+// regions are page-aligned, so guest and host addresses share their
+// offset within a line; a transmitted header often ends a line and its
+// frame starts the next.
+func bufLines(lines []uintptr, buf []byte, addr uint64, write bool, hdrLen int, bufs []*packet.Buf, i int) []uintptr {
+	m := min(uint32(len(buf)), warmLines*64)
+	if write && i < len(bufs) {
+		m = min(m, uint32(hdrLen+bufs[i].Len()))
+	}
+	p := uintptr(unsafe.Pointer(&buf[0]))
+	lines = append(lines, p)
+	for off := 64 - uint32(addr&63); off < m; off += 64 {
+		lines = append(lines, p+uintptr(off))
+	}
+	return lines
 }
 
 // resolved returns the avail entry at r.lastAvail as resolve found it,
@@ -619,18 +627,31 @@ func (r *vring) resolved() *aheadEntry {
 const warmLines = 3
 
 // readOne copies into b the frame of a chain of one descriptor whose
-// buffer buf (at least the header long) holds the header and the frame:
-// readChain's work without the walk. ok is false for a frame that is
-// empty or larger than b.
-func (r *vring) readOne(buf []byte, b *packet.Buf) (ok bool) {
-	frame := buf[r.hdrLen:]
+// buffer buf (at least hdrLen long) holds the virtio header and the
+// frame: readChain's work without the walk, for both ring layouts. ok is
+// false for a frame that is empty or larger than b.
+func readOne(buf []byte, hdrLen int, b *packet.Buf) (ok bool) {
+	frame := buf[hdrLen:]
 	space := b.Space()
 	if len(frame) == 0 || len(frame) > len(space) {
 		return false
 	}
 	b.SetLen(copy(space, frame))
-	b.VNet.Decode(buf[:r.hdrLen])
+	b.VNet.Decode(buf[:hdrLen])
 	return true
+}
+
+// writeOne writes b's frame and its virtio header (hdrLen bytes, with
+// num_buffers 1 when there is room for it) into the receive buffer buf,
+// which must hold both, and returns the bytes written: writeFrame's work
+// for a frame that one descriptor takes, for both ring layouts.
+func writeOne(buf []byte, hdrLen int, b *packet.Buf) int {
+	k := hdrLen + copy(buf[hdrLen:], b.Bytes())
+	b.VNet.Encode(buf)
+	if hdrLen == 12 {
+		binary.LittleEndian.PutUint16(buf[10:], 1)
+	}
+	return k
 }
 
 // readChain copies one guest frame into b. ok is false for a frame that
@@ -778,12 +799,7 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 	if a := r.resolved(); a != nil && a.buf != nil && a.flags&descFWrite != 0 &&
 		r.lastAvail != end && len(frame) <= len(a.buf)-r.hdrLen && len(a.buf) >= r.hdrLen {
 		// One descriptor takes the header and the whole frame.
-		buf := a.buf
-		k := r.hdrLen + copy(buf[r.hdrLen:], frame)
-		b.VNet.Encode(buf)
-		if r.hdrLen == 12 {
-			binary.LittleEndian.PutUint16(buf[10:], 1)
-		}
+		k := writeOne(a.buf, r.hdrLen, b)
 		if r.dlog != nil {
 			r.dlog.mark(a.addr, uint64(k))
 		}
