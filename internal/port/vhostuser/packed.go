@@ -57,14 +57,9 @@ type packedRing struct {
 	guestCsum bool    // the guest accepts NEEDS_CSUM frames
 	guestTSO  bool    // the guest accepts TSO frames (both families)
 	eventIdx  bool    // VIRTIO_RING_F_EVENT_IDX: the driver may ask for evDesc
-	// inOrder: VIRTIO_F_IN_ORDER. A transmitted batch is then returned
-	// with one used element, at the batch's first slot, carrying the
-	// buffer id of its last chain: the driver, which made the chains
-	// available in that order, takes every chain up to it as used.
-	inOrder bool
-	mtu     *atomic.Uint32
-	mtuNeg  bool
-	drops   *dropCounters
+	mtu       *atomic.Uint32
+	mtuNeg    bool
+	drops     *dropCounters
 	// dlog, while dirty-page logging is on, receives every page the
 	// ring writes: buffers, descriptors written back, the device area.
 	dlog    *dirtyLog
@@ -134,7 +129,6 @@ func newPackedRing(mem *memTable, c ringConf, base uint32, callFd int) (*packedR
 		guestCsum: f&(1<<fGuestCsum) != 0,
 		guestTSO:  f&(1<<fGuestTSO4) != 0 && f&(1<<fGuestTSO6) != 0,
 		eventIdx:  f&(1<<fEventIdx) != 0,
-		inOrder:   f&(1<<fInOrder) != 0,
 		mtuNeg:    f&(1<<fMTU) != 0,
 		descGPA:   mem.gpaOf(c.addr.desc),
 		devGPA:    mem.gpaOf(c.addr.used),
@@ -396,10 +390,6 @@ func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 	var malformed, tooBig uint64
 	lim := frameLimit(r.mtuNeg, r.mtu)
 	r.resolve(len(bufs), false, nil)
-	// With IN_ORDER the batch's chains are returned by one used element
-	// (see inOrder): the last id and the slots taken so far.
-	var lastID uint16
-	var inSlots uint16
 	for n+int(malformed+tooBig) < len(bufs) {
 		b := bufs[n]
 		var ok bool
@@ -422,16 +412,7 @@ func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 			id, slots = c.id, c.slots
 		}
 		r.lastAvail, r.availWrap = r.advance(r.lastAvail, r.availWrap, slots)
-		if !r.inOrder {
-			r.addUsed(id, 0, slots, 0)
-		} else {
-			if uint32(inSlots)+uint32(slots) > uint32(r.num) {
-				// one element never spans more than the ring
-				r.addUsed(lastID, 0, inSlots, 0)
-				inSlots = 0
-			}
-			lastID, inSlots = id, inSlots+slots
-		}
+		r.addUsed(id, 0, slots, 0)
 		switch {
 		case !ok:
 			malformed++
@@ -444,9 +425,6 @@ func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 		}
 	}
 	r.aheadN = 0
-	if inSlots > 0 {
-		r.addUsed(lastID, 0, inSlots, 0)
-	}
 	dropped = int(malformed + tooBig)
 	r.publish()
 	if dropped > 0 && r.drops != nil {

@@ -3,7 +3,6 @@ package vhostuser
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -27,8 +26,6 @@ type packedGuest struct {
 	nextID    [2]uint16
 	out       [2]int      // chains outstanding
 	chains    [2][]uint16 // by outstanding id: chain slots (0: not outstanding)
-	posted    [2][]uint16 // outstanding ids in the order they were posted
-	inOrder   bool        // VIRTIO_F_IN_ORDER: a used id returns the chains before it
 }
 
 // pd is one descriptor a test posts.
@@ -55,7 +52,6 @@ func (g *packedGuest) ring(ring int, features uint64) *packedRing {
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	g.inOrder = features&(1<<fInOrder) != 0
 	return r
 }
 
@@ -101,7 +97,6 @@ func (g *packedGuest) post(ring int, ds []pd) uint16 {
 	}
 	binary.LittleEndian.PutUint16(g.descAt(ring, head)[14:], headFlags)
 	g.chains[ring][id] = uint16(len(ds))
-	g.posted[ring] = append(g.posted[ring], id)
 	g.out[ring]++
 	return id
 }
@@ -151,12 +146,8 @@ func (g *packedGuest) postRx(k int, size uint32) {
 	}
 }
 
-// usedElems returns the chains returned since the last call, one
-// element each, checking that each used descriptor is of the right wrap
-// and names an outstanding id. As a driver of VIRTIO_F_IN_ORDER does, a
-// used descriptor returns every chain posted before the one it names
-// too (with length 0); without IN_ORDER the device must write one per
-// chain, in order.
+// used returns the used elements written back since the last call,
+// checking that each is a used descriptor of the right wrap.
 func (g *packedGuest) usedElems(ring int) []usedElem {
 	var out []usedElem
 	for g.out[ring] > 0 {
@@ -170,31 +161,17 @@ func (g *packedGuest) usedElems(ring int) []usedElem {
 			return out
 		}
 		id := binary.LittleEndian.Uint16(e[12:])
-		if g.chains[ring][id] == 0 {
+		k := g.chains[ring][id]
+		if k == 0 {
 			g.t.Fatalf("ring %d slot %d: used id %#x was not outstanding", ring, g.used[ring], id)
 		}
-		for {
-			first := g.posted[ring][0]
-			g.posted[ring] = g.posted[ring][1:]
-			if first != id && !g.inOrder {
-				g.t.Fatalf("ring %d slot %d: used id %#x, want %#x (no IN_ORDER)", ring, g.used[ring], id, first)
-			}
-			n := uint32(0)
-			if first == id {
-				n = binary.LittleEndian.Uint32(e[8:])
-			}
-			out = append(out, usedElem{uint32(first), n})
-			k := g.chains[ring][first]
-			g.chains[ring][first] = 0
-			g.out[ring]--
-			g.used[ring] += k
-			if g.used[ring] >= g.num {
-				g.used[ring] -= g.num
-				g.usedWrap[ring] = !g.usedWrap[ring]
-			}
-			if first == id {
-				break
-			}
+		g.chains[ring][id] = 0
+		g.out[ring]--
+		out = append(out, usedElem{uint32(id), binary.LittleEndian.Uint32(e[8:])})
+		g.used[ring] += k
+		if g.used[ring] >= g.num {
+			g.used[ring] -= g.num
+			g.usedWrap[ring] = !g.usedWrap[ring]
 		}
 	}
 	return out
@@ -259,81 +236,6 @@ func TestPackedDequeue(t *testing.T) {
 	}
 	if !g.availWrap[1] && g.avail[1] == 0 {
 		t.Fatal("test did not wrap")
-	}
-}
-
-// TestPackedDequeueInOrder: with VIRTIO_F_IN_ORDER a transmitted batch
-// (chains of one descriptor, chained and indirect, round a small ring
-// many times) is returned with one used descriptor, at the batch's first
-// slot, naming its last chain; without it, one per chain.
-func TestPackedDequeueInOrder(t *testing.T) {
-	for _, tt := range []struct {
-		name     string
-		features uint64
-		perBatch func(chains int) int // used descriptors written per batch
-	}{
-		{"in order", netFeatures | 1<<fInOrder, func(int) int { return 1 }},
-		{"out of order", netFeatures, func(chains int) int { return chains }},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			g := newPackedGuest(t, 16)
-			r := g.ring(1, tt.features)
-			bufs := newBufs(8)
-			for round := range 40 {
-				var want [][]byte
-				chains := 1 + round%5
-				slots := 0
-				for k := range chains {
-					f := frameOf(60+k, byte(round+k))
-					pkt := append(hdr12(packet.VNetHdr{}, 0), f...)
-					switch k % 3 {
-					case 0, 2:
-						g.postTx(pkt, 4096)
-						slots++
-					default:
-						g.postTx(pkt, 40) // two descriptors
-						slots += 2
-					}
-					want = append(want, f)
-				}
-				if round%4 == 3 {
-					g.postTxIndirect(append(hdr12(packet.VNetHdr{}, 0), frameOf(90, 7)...), 50)
-					want = append(want, frameOf(90, 7))
-					slots++
-					chains++
-				}
-				start, wrap := g.used[1], g.usedWrap[1]
-				n, dropped, _ := r.dequeue(bufs)
-				if n != chains || dropped != 0 || r.broken {
-					t.Fatalf("round %d: n=%d dropped=%d broken=%v, want %d", round, n, dropped, r.broken, chains)
-				}
-				for i := range want {
-					if !bytes.Equal(bufs[i].Bytes(), want[i]) {
-						t.Fatalf("round %d frame %d: %d bytes, want %d", round, i, bufs[i].Len(), len(want[i]))
-					}
-				}
-				// Count the descriptors of the batch's slots written back.
-				written := 0
-				for i, s, w := 0, start, wrap; i < slots; i++ {
-					f := binary.LittleEndian.Uint16(g.descAt(1, s)[14:])
-					if (f&pdescFAvail != 0) == w && (f&pdescFUsed != 0) == w {
-						written++
-					}
-					if s++; s == g.num {
-						s, w = 0, !w
-					}
-				}
-				if want := tt.perBatch(chains); written != want {
-					t.Fatalf("round %d: %d used descriptors written for %d chains, want %d", round, written, chains, want)
-				}
-				if u := g.usedElems(1); len(u) != chains {
-					t.Fatalf("round %d: %d chains returned, want %d", round, len(u), chains)
-				}
-			}
-			if g.out[1] != 0 || r.lastAvail != g.used[1] {
-				t.Fatalf("ring at %d, guest at %d with %d outstanding", r.lastAvail, g.used[1], g.out[1])
-			}
-		})
 	}
 }
 
@@ -718,39 +620,37 @@ func TestPackedHostileRings(t *testing.T) {
 		})
 		// The same descriptor after two good chains of one descriptor,
 		// which a batch resolves ahead: those two go through and are
-		// returned, then the ring breaks, with or without IN_ORDER. (A
-		// chain of the ring's size has no room after them.)
+		// returned, then the ring breaks. (A chain of the ring's size
+		// has no room after them.)
 		if strings.Contains(tt.name, "longer than the ring") {
 			continue
 		}
-		for _, inOrder := range []uint64{0, 1 << fInOrder} {
-			t.Run(fmt.Sprintf("%s after a run, in order %v", tt.name, inOrder != 0), func(t *testing.T) {
-				g := newPackedGuest(t, 16)
-				r := g.ring(tt.ring, tt.features|inOrder)
-				bufs := newBufs(8)
-				for _, b := range bufs {
-					b.SetLen(60)
+		t.Run(tt.name+" after a run", func(t *testing.T) {
+			g := newPackedGuest(t, 16)
+			r := g.ring(tt.ring, tt.features)
+			bufs := newBufs(8)
+			for _, b := range bufs {
+				b.SetLen(60)
+			}
+			var n int
+			if tt.ring == 1 {
+				for i := range 2 {
+					g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, byte(i))...), 4096)
 				}
-				var n int
-				if tt.ring == 1 {
-					for i := range 2 {
-						g.postTx(append(hdr12(packet.VNetHdr{}, 0), frameOf(60, byte(i))...), 4096)
-					}
-					tt.setup(g)
-					n, _, _ = r.dequeue(bufs)
-				} else {
-					g.postRx(2, 2048)
-					tt.setup(g)
-					n, _, _ = r.enqueue(bufs[:3])
-				}
-				if n != 2 || !r.broken {
-					t.Fatalf("n=%d broken=%v, want the 2 good frames and a broken ring", n, r.broken)
-				}
-				if u := g.usedElems(tt.ring); len(u) != 2 {
-					t.Fatalf("%d chains returned, want the 2 good ones", len(u))
-				}
-			})
-		}
+				tt.setup(g)
+				n, _, _ = r.dequeue(bufs)
+			} else {
+				g.postRx(2, 2048)
+				tt.setup(g)
+				n, _, _ = r.enqueue(bufs[:3])
+			}
+			if n != 2 || !r.broken {
+				t.Fatalf("n=%d broken=%v, want the 2 good frames and a broken ring", n, r.broken)
+			}
+			if u := g.usedElems(tt.ring); len(u) != 2 {
+				t.Fatalf("%d chains returned, want the 2 good ones", len(u))
+			}
+		})
 	}
 }
 
@@ -915,7 +815,7 @@ func TestPackedProtocolSession(t *testing.T) {
 			t.Fatalf("ring %d is not packed", i)
 		}
 	}
-	g := &packedGuest{fakeGuest: f.g, inOrder: true} // the port offers IN_ORDER
+	g := &packedGuest{fakeGuest: f.g}
 	for i := range 2 {
 		g.avail[i], g.used[i] = 254, 254
 		g.availWrap[i], g.usedWrap[i] = true, true
