@@ -534,7 +534,8 @@ const maxAhead = 64
 // chain and, when that chain is one descriptor (no NEXT, no INDIRECT)
 // whose buffer lies in guest memory, the buffer, its guest address and
 // flags. Any other chain has buf nil and is walked descriptor by
-// descriptor, with every check of the walk.
+// descriptor, with every check of the walk. A packed ring's resolve keeps
+// only chains of one descriptor, with their buffer id in head.
 type aheadEntry struct {
 	buf   []byte
 	addr  uint64
@@ -641,8 +642,8 @@ func readOne(buf []byte, hdrLen int, b *packet.Buf) (ok bool) {
 	return true
 }
 
-// writeOne writes b's frame and its virtio header (hdrLen bytes, with
-// num_buffers 1 when there is room for it) into the receive buffer buf,
+// writeOne writes b's frame and its virtio header (hdrLen bytes; a
+// 12-byte one says num_buffers 1) into the receive buffer buf,
 // which must hold both, and returns the bytes written: writeFrame's work
 // for a frame that one descriptor takes, for both ring layouts.
 func writeOne(buf []byte, hdrLen int, b *packet.Buf) int {
