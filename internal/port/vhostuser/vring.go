@@ -647,12 +647,11 @@ func readOne(buf []byte, hdrLen int, b *packet.Buf) (ok bool) {
 // which must hold both, and returns the bytes written: writeFrame's work
 // for a frame that one descriptor takes, for both ring layouts.
 func writeOne(buf []byte, hdrLen int, b *packet.Buf) int {
-	k := hdrLen + copy(buf[hdrLen:], b.Bytes())
 	b.VNet.Encode(buf)
 	if hdrLen == 12 {
 		binary.LittleEndian.PutUint16(buf[10:], 1)
 	}
-	return k
+	return hdrLen + copy(buf[hdrLen:], b.Bytes())
 }
 
 // readChain copies one guest frame into b. ok is false for a frame that
