@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +40,80 @@ func TestBinary(t *testing.T) {
 	t.Run("corrupt state file", func(t *testing.T) { testCorruptStateFile(t, bin) })
 	t.Run("trace files confined", func(t *testing.T) { testTraceConfined(t, bin) })
 	t.Run("auto key", func(t *testing.T) { testAutoKey(t, bin) })
+	t.Run("gc percent", func(t *testing.T) { testGCPercent(t, bin) })
+}
+
+// testGCPercent: the daemon runs with a GC target of defaultGCPercent
+// unless the environment sets GOGC, which then wins; the target is read
+// from the daemon's own metrics (go_gc_gogc_percent).
+func testGCPercent(t *testing.T, bin string) {
+	tests := []struct {
+		name string
+		gogc string // "" = not in the environment
+		want string
+	}{
+		{"default", "", strconv.Itoa(defaultGCPercent)},
+		{"GOGC=100", "100", "100"},
+		{"GOGC=60", "60", "60"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := daemonGCPercent(t, bin, tt.gogc); got != tt.want {
+				t.Errorf("go_gc_gogc_percent %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// daemonGCPercent starts butterflyd on loopback with GOGC=gogc in its
+// environment ("" = unset) and its metrics on, returns the value of its
+// go_gc_gogc_percent metric, and stops it.
+func daemonGCPercent(t *testing.T, bin, gogc string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "-i", "127.0.0.1", "-s", dir, "-e", "ipc://"+filepath.Join(dir, "api"),
+		"--state-file", "", "--no-syslog", "-l", "error", "--auto-key", "none",
+		"--trace-dir", filepath.Join(dir, "trace"), "--metrics", addr)
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOGC=") })
+	if gogc != "" {
+		cmd.Env = append(cmd.Env, "GOGC="+gogc)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			time.Sleep(20 * time.Millisecond) // poll until the listener is up
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(body)) {
+			if v, ok := strings.CutPrefix(line, "go_gc_gogc_percent "); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+		t.Fatalf("no go_gc_gogc_percent in the metrics:\n%s", body)
+	}
+	t.Fatalf("metrics at %s not up after 15 s; stderr:\n%s", addr, stderr.String())
+	return ""
 }
 
 func testOptionErrors(t *testing.T, bin string) {
