@@ -449,6 +449,11 @@ func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 func (r *packedRing) resolve(k int, write bool, bufs []*packet.Buf) {
 	k = min(k, maxAhead, int(r.num))
 	r.aheadI, r.aheadN = 0, 0
+	if k == 0 || !r.hasPending() {
+		// An empty poll: no descriptor lines fetched from the guest,
+		// which is writing them.
+		return
+	}
 	lines := r.lines[:0]
 	base := uintptr(unsafe.Pointer(&r.desc[0]))
 	slot := r.lastAvail
