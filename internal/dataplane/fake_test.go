@@ -241,6 +241,10 @@ type harness struct {
 	ports  map[string]*fakePort
 	traces map[string]*fakeTrace
 	vhosts map[string]*fakeVhost
+	// replays, by TAP name, is what the TAP ports opened by that name
+	// return at every ReadBatch (set before the port exists: a worker
+	// may read it as soon as it is added).
+	replays map[string][]frame
 }
 
 var (
@@ -288,7 +292,7 @@ func newHarnessClock(t testing.TB, cfg Config, manual, fds bool, clock func() ti
 		openTAP: func(name string, offload bool) (port.Port, string, error) {
 			h.mu.Lock()
 			defer h.mu.Unlock()
-			p := &fakePort{}
+			p := &fakePort{replay: h.replays[name]}
 			if fds {
 				p.withEventfd(t)
 			}

@@ -302,3 +302,33 @@ func TestUpdateSecurityGroupThenSet(t *testing.T) {
 		t.Error("the vNICs of g do not share one rule set")
 	}
 }
+
+// BenchmarkSGRuleAddBusyWorker measures a rule change on a group used by
+// 10 vNICs while the worker is busy forwarding (a port has frames at
+// every poll): the change returns once the worker has moved to it, at
+// its next batch.
+func BenchmarkSGRuleAddBusyWorker(b *testing.B) {
+	h := newHarnessFds(b, Config{Workers: 1}, false, true)
+	rules := scaleRules(11)
+	a, c := model.SG{ID: "g", Rules: rules[:10]}, model.SG{ID: "g", Rules: rules}
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), a}); err != nil {
+		b.Fatal(err)
+	}
+	addScaleNICs(b, h, 10, "g")
+	f := frame{data: udp4(b, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}
+	h.replays = map[string][]frame{"src": replayBatch(f, 8)}
+	dst := h.add(b, nicOf("dst", mac(2), 5, "10.0.0.2"))
+	dst.count = true                              // before any frame goes to it
+	h.add(b, nicOf("src", mac(1), 5, "10.0.0.1")) // polled at once, then at every batch
+	waitFor(b, "frames forwarded", func() bool { return dst.written.Load() > 1000 })
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		sg := &a
+		if i%2 == 0 {
+			sg = &c
+		}
+		if err := h.e.UpdateSecurityGroup("g", sg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
