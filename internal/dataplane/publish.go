@@ -1,14 +1,13 @@
 package dataplane
 
 import (
-	"runtime"
 	"slices"
 	"time"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/port"
+	"github.com/butterfly-go/butterfly/internal/spinwait"
 	"github.com/butterfly-go/butterfly/internal/vxlan"
-	"golang.org/x/sys/unix"
 )
 
 // publishLocked publishes a snapshot of the current configuration and
@@ -149,38 +148,17 @@ func (e *Engine) quiesce(gen uint64) bool {
 	if e.hooks.manual {
 		return true
 	}
-	start := time.Now()
-	deadline := start.Add(e.cfg.StallTimeout)
+	deadline := time.Now().Add(e.cfg.StallTimeout)
 	for _, w := range e.workers {
-		for !w.pastGen(gen) {
-			switch now := time.Now(); {
-			case now.Sub(start) < quiesceSpin:
-				// A busy worker moves on at its next batch, within
-				// microseconds.
-				runtime.Gosched()
-			case now.After(deadline):
-				e.log.Error("worker stuck: it has not reached the new configuration; resources it may use stay open until it does",
-					"worker", w.id, "tid", w.tid.Load(), "gen", gen, "at", w.ack.Load())
-				return false
-			default:
-				// On the thread: a Go timer this short can take a
-				// millisecond or more to fire in a process with
-				// nothing else to do (the runtime sleeps in epoll
-				// with millisecond timeouts).
-				unix.Nanosleep(&unix.Timespec{Nsec: int64(quiesceNap)}, nil)
-			}
+		// A busy worker moves on at its next batch, within microseconds.
+		if !spinwait.Until(func() bool { return w.pastGen(gen) }, deadline) {
+			e.log.Error("worker stuck: it has not reached the new configuration; resources it may use stay open until it does",
+				"worker", w.id, "tid", w.tid.Load(), "gen", gen, "at", w.ack.Load())
+			return false
 		}
 	}
 	return true
 }
-
-// quiesceSpin is how long quiesce checks the workers' progress in a
-// loop, yielding the processor between checks, before it naps
-// quiesceNap between checks.
-const (
-	quiesceSpin = 200 * time.Microsecond
-	quiesceNap  = 20 * time.Microsecond
-)
 
 // release runs free once no worker can use a snapshot older than gen: at
 // once when quiesce confirms it, else (a stuck worker) in the background

@@ -64,6 +64,7 @@ import (
 
 	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/port"
+	"github.com/butterfly-go/butterfly/internal/spinwait"
 	"golang.org/x/sys/unix"
 )
 
@@ -649,9 +650,7 @@ func (p *Port) quiesce(i int) {
 	if s&1 == 0 {
 		return
 	}
-	for p.seq[i].Load() == s {
-		time.Sleep(10 * time.Microsecond)
-	}
+	spinwait.Until(func() bool { return p.seq[i].Load() != s }, time.Time{})
 }
 
 // signal wakes every reader's Fd (a ring started or stopped).

@@ -151,7 +151,7 @@ func TestPayloadBounds(t *testing.T) {
 // frontEnd is a minimal vhost-user front end driving a Port over its
 // socket, with guest memory in a memfd.
 type frontEnd struct {
-	t    *testing.T
+	t    testing.TB
 	c    *net.UnixConn
 	g    *fakeGuest
 	mfd  int
@@ -164,7 +164,7 @@ type frontEnd struct {
 	base uint32
 }
 
-func dialFrontEnd(t *testing.T, p *Port) *frontEnd {
+func dialFrontEnd(t testing.TB, p *Port) *frontEnd {
 	t.Helper()
 	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: p.Path(), Net: "unix"})
 	if err != nil {
@@ -175,7 +175,7 @@ func dialFrontEnd(t *testing.T, p *Port) *frontEnd {
 
 // newFrontEnd makes a front end on the connected socket c (closed at
 // the end of the test).
-func newFrontEnd(t *testing.T, c *net.UnixConn) *frontEnd {
+func newFrontEnd(t testing.TB, c *net.UnixConn) *frontEnd {
 	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	mfd, err := unix.MemfdCreate("vhu-guest", unix.MFD_CLOEXEC)
@@ -685,4 +685,34 @@ func TestCloseWhileReplyBlocked(t *testing.T) {
 	if _, err := io.Copy(io.Discard, f.c); err != nil && !errors.Is(err, unix.ECONNRESET) {
 		t.Fatalf("front end after Close: %v, want EOF or a reset", err)
 	}
+}
+
+// BenchmarkRingStopBusyReader measures GET_VRING_BASE, which stops a
+// ring once the batch in flight on it (if any) has left, and the ring's
+// restart, while a reader polls the port without pause.
+func BenchmarkRingStopBusyReader(b *testing.B) {
+	p := listenTest(b)
+	f := dialFrontEnd(b, p)
+	f.setup()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bufs := newBufs(32)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				p.ReadBatch(bufs)
+			}
+		}
+	}()
+	for b.Loop() {
+		f.send(reqGetVringBase, 0, state(1, 0))
+		f.recv(reqGetVringBase)
+		f.startRing(1, true)
+	}
+	close(stop)
+	<-done
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/butterfly-go/butterfly/internal/port/vhostuser/vhosttest"
 )
 
-func listenTest(t *testing.T) *Port {
+func listenTest(t testing.TB) *Port {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "vhu.sock")
 	p, err := Listen(sock, Options{})

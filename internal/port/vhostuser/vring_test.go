@@ -625,7 +625,7 @@ func TestZeroAllocs(t *testing.T) {
 	}
 }
 
-func eventfdPair(t *testing.T) int {
+func eventfdPair(t testing.TB) int {
 	t.Helper()
 	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
