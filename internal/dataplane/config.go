@@ -51,8 +51,10 @@ type Config struct {
 	PollIdle time.Duration
 	// PoolSize is the number of packet buffers of each worker (64 KiB
 	// each; 0 = 1024; 64, one read batch, to 8192). Buffers in transmit queues, in rings
-	// between workers and in GRO hold come from it; when it runs dry,
-	// frames are dropped as no_buffer.
+	// between workers and in GRO hold come from it; while it is dry, the
+	// worker reads no port (their frames wait there) and frames that need
+	// a buffer of their own on the way (flood copies, segments, VXLAN
+	// encapsulation) are dropped as no_buffer.
 	PoolSize int
 	// ConntrackMax is the number of connections tracked per vNIC (0 =
 	// 65536); new connections beyond it are dropped (firewall_table_full).

@@ -16,6 +16,7 @@ type collector struct {
 	nicRxP, nicRxB, nicTxP, nicTxB     *prometheus.Desc
 	nicDrops, fdbEntries, traceDropped *prometheus.Desc
 	workerSleeps                       *prometheus.Desc
+	workerPoolEmpty                    *prometheus.Desc
 	flowHits, flowMisses               *prometheus.Desc
 	queueRxP, queueTxP                 *prometheus.Desc
 }
@@ -24,27 +25,28 @@ type collector struct {
 // per-vNIC counters.
 func (e *Engine) Collector() prometheus.Collector {
 	return &collector{
-		e:            e,
-		elPackets:    prometheus.NewDesc("butterfly_element_packets_total", "Frames processed by a dataplane element.", []string{"type", "name"}, nil),
-		elBytes:      prometheus.NewDesc("butterfly_element_bytes_total", "Bytes processed by a dataplane element (elements that count bytes).", []string{"type", "name"}, nil),
-		elDrops:      prometheus.NewDesc("butterfly_element_drops_total", "Frames dropped by a dataplane element, by reason.", []string{"type", "name", "reason"}, nil),
-		nicRxP:       prometheus.NewDesc("butterfly_nic_rx_packets_total", "Frames received from the VM.", []string{"nic"}, nil),
-		nicRxB:       prometheus.NewDesc("butterfly_nic_rx_bytes_total", "Bytes received from the VM.", []string{"nic"}, nil),
-		nicTxP:       prometheus.NewDesc("butterfly_nic_tx_packets_total", "Frames delivered to the VM.", []string{"nic"}, nil),
-		nicTxB:       prometheus.NewDesc("butterfly_nic_tx_bytes_total", "Bytes delivered to the VM.", []string{"nic"}, nil),
-		nicDrops:     prometheus.NewDesc("butterfly_nic_drops_total", "Frames of a vNIC dropped, by reason.", []string{"nic", "reason"}, nil),
-		fdbEntries:   prometheus.NewDesc("butterfly_vni_mac_entries", "Remote MACs learned in a VNI (live entries of its FDB).", []string{"vni"}, nil),
-		workerSleeps: prometheus.NewDesc("butterfly_worker_sleeps_total", "Times a worker went to sleep in epoll after an idle spell.", []string{"worker"}, nil),
-		flowHits:     prometheus.NewDesc("butterfly_worker_flow_cache_hits_total", "Frames a worker forwarded from its flow cache.", []string{"worker"}, nil),
-		flowMisses:   prometheus.NewDesc("butterfly_worker_flow_cache_misses_total", "Frames a worker looked up in its flow cache without a usable entry (they took the full path).", []string{"worker"}, nil),
-		queueRxP:     prometheus.NewDesc("butterfly_nic_queue_rx_packets_total", "Frames received from the VM on one queue pair of a multiqueue vNIC.", []string{"nic", "queue"}, nil),
-		queueTxP:     prometheus.NewDesc("butterfly_nic_queue_tx_packets_total", "Frames delivered to the VM on one queue pair of a multiqueue vNIC.", []string{"nic", "queue"}, nil),
-		traceDropped: prometheus.NewDesc("butterfly_trace_dropped_total", "Frames a packet trace writer could not keep up with.", []string{"name"}, nil),
+		e:               e,
+		elPackets:       prometheus.NewDesc("butterfly_element_packets_total", "Frames processed by a dataplane element.", []string{"type", "name"}, nil),
+		elBytes:         prometheus.NewDesc("butterfly_element_bytes_total", "Bytes processed by a dataplane element (elements that count bytes).", []string{"type", "name"}, nil),
+		elDrops:         prometheus.NewDesc("butterfly_element_drops_total", "Frames dropped by a dataplane element, by reason.", []string{"type", "name", "reason"}, nil),
+		nicRxP:          prometheus.NewDesc("butterfly_nic_rx_packets_total", "Frames received from the VM.", []string{"nic"}, nil),
+		nicRxB:          prometheus.NewDesc("butterfly_nic_rx_bytes_total", "Bytes received from the VM.", []string{"nic"}, nil),
+		nicTxP:          prometheus.NewDesc("butterfly_nic_tx_packets_total", "Frames delivered to the VM.", []string{"nic"}, nil),
+		nicTxB:          prometheus.NewDesc("butterfly_nic_tx_bytes_total", "Bytes delivered to the VM.", []string{"nic"}, nil),
+		nicDrops:        prometheus.NewDesc("butterfly_nic_drops_total", "Frames of a vNIC dropped, by reason.", []string{"nic", "reason"}, nil),
+		fdbEntries:      prometheus.NewDesc("butterfly_vni_mac_entries", "Remote MACs learned in a VNI (live entries of its FDB).", []string{"vni"}, nil),
+		workerSleeps:    prometheus.NewDesc("butterfly_worker_sleeps_total", "Times a worker went to sleep in epoll after an idle spell.", []string{"worker"}, nil),
+		workerPoolEmpty: prometheus.NewDesc("butterfly_worker_pool_empty_total", "Port reads a worker skipped because its buffer pool was empty; the frames waited in their port.", []string{"worker"}, nil),
+		flowHits:        prometheus.NewDesc("butterfly_worker_flow_cache_hits_total", "Frames a worker forwarded from its flow cache.", []string{"worker"}, nil),
+		flowMisses:      prometheus.NewDesc("butterfly_worker_flow_cache_misses_total", "Frames a worker looked up in its flow cache without a usable entry (they took the full path).", []string{"worker"}, nil),
+		queueRxP:        prometheus.NewDesc("butterfly_nic_queue_rx_packets_total", "Frames received from the VM on one queue pair of a multiqueue vNIC.", []string{"nic", "queue"}, nil),
+		queueTxP:        prometheus.NewDesc("butterfly_nic_queue_tx_packets_total", "Frames delivered to the VM on one queue pair of a multiqueue vNIC.", []string{"nic", "queue"}, nil),
+		traceDropped:    prometheus.NewDesc("butterfly_trace_dropped_total", "Frames a packet trace writer could not keep up with.", []string{"name"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.elPackets, c.elBytes, c.elDrops, c.nicRxP, c.nicRxB, c.nicTxP, c.nicTxB, c.nicDrops, c.fdbEntries, c.traceDropped, c.workerSleeps, c.flowHits, c.flowMisses, c.queueRxP, c.queueTxP} {
+	for _, d := range []*prometheus.Desc{c.elPackets, c.elBytes, c.elDrops, c.nicRxP, c.nicRxB, c.nicTxP, c.nicTxB, c.nicDrops, c.fdbEntries, c.traceDropped, c.workerSleeps, c.workerPoolEmpty, c.flowHits, c.flowMisses, c.queueRxP, c.queueTxP} {
 		ch <- d
 	}
 }
@@ -125,6 +127,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, w := range e.workers {
 		ch <- prometheus.MustNewConstMetric(c.workerSleeps, prometheus.CounterValue, float64(w.sleeps.Load()), strconv.Itoa(w.id))
+		ch <- prometheus.MustNewConstMetric(c.workerPoolEmpty, prometheus.CounterValue, float64(w.poolEmpty.Load()), strconv.Itoa(w.id))
 		if w.fc != nil {
 			ch <- prometheus.MustNewConstMetric(c.flowHits, prometheus.CounterValue, float64(w.fc.hitsPub.Load()), strconv.Itoa(w.id))
 			ch <- prometheus.MustNewConstMetric(c.flowMisses, prometheus.CounterValue, float64(w.fc.missesPub.Load()), strconv.Itoa(w.id))

@@ -20,7 +20,7 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	if w.rxn == 0 {
 		w.refillRx()
 		if w.rxn == 0 {
-			nic.rx.drop(w.id, dropNoBuffer)
+			w.poolEmpty.Add(1)
 			return 0
 		}
 	}
@@ -688,7 +688,7 @@ func (w *worker) rxUnderlay(s *snapshot) int {
 	if w.rxn == 0 {
 		w.refillRx()
 		if w.rxn == 0 {
-			w.e.urx.drop(w.id, dropNoBuffer)
+			w.poolEmpty.Add(1)
 			return 0
 		}
 	}

@@ -68,7 +68,7 @@ func (w *worker) rxShare(s *snapshot, nic *nicConf) int {
 	if w.rxn == 0 {
 		w.refillRx()
 		if w.rxn == 0 {
-			nic.rx.drop(w.id, dropNoBuffer)
+			w.poolEmpty.Add(1)
 			return 0
 		}
 	}

@@ -73,6 +73,9 @@ type worker struct {
 	pushed   uint64
 	// sleeps counts the epoll sleeps (for tests and tuning).
 	sleeps atomic.Uint64
+	// poolEmpty counts the reads of a port skipped because the pool had
+	// no buffer: the port's frames wait in it for the next poll.
+	poolEmpty atomic.Uint64
 	// exited is set when run returns; tid is the OS thread of run.
 	exited atomic.Bool
 	tid    atomic.Int64
