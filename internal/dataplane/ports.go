@@ -234,7 +234,8 @@ func openPcap(path string) (traceWriter, error) {
 
 // tapName derives a free interface name (at most 15 bytes) from a vNIC
 // id: characters the kernel refuses are replaced, and a short suffix is
-// added when the name is taken.
+// added when the name is taken. A name whose deleted vNIC's TAP is still
+// being removed is waited for, not taken.
 func (e *Engine) tapName(id string) (string, error) {
 	var sb strings.Builder
 	for _, r := range id {
@@ -256,6 +257,7 @@ func (e *Engine) tapName(id string) (string, error) {
 		if e.taps[n] {
 			return true
 		}
+		e.waitRemoved(n)
 		// One RTM_GETLINK by name (net.InterfaceByName lists every
 		// interface, which made nic_add cost grow with their number).
 		_, err := netlink.LinkByName(n)

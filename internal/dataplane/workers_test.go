@@ -98,9 +98,7 @@ func TestLiveChangesUnderTraffic(t *testing.T) {
 				if err := h.e.DeleteNIC(id); err != nil {
 					t.Fatal(err)
 				}
-				if !p.closed.Load() {
-					t.Fatalf("%s not closed by DeleteNIC", id)
-				}
+				waitFor(t, id+"'s port closed after DeleteNIC", p.closed.Load)
 			}
 			close(stop)
 			wg.Wait()
