@@ -39,7 +39,9 @@ import (
 //	                    time to its API answering, to every vNIC listed, and to a frame
 //	                    forwarded to the probe vNIC again (including re-plugging the
 //	                    probe VM's TAP, which the new daemon recreates)
-//	api-delete          every vNIC and group deleted, one request each; the heap is
+//	api-delete          every vNIC and group deleted, one request each, and the time until
+//	                    their TAP devices are gone (the daemon removes them in the
+//	                    background); the heap is
 //	                    compared with the fresh daemon's (the daemon offers no way to
 //	                    force a GC, so it is the heap as the runtime left it)
 //	api-nic-add-vhost   -api-nics VHOST_USER_SERVER vNICs in group sg-all (the first 10
@@ -410,9 +412,20 @@ func (a *apiRun) run(t *caseT, extra []string) {
 	}
 	a.call(&protocol.MessageV0_Request{SgDel: proto.String("sg-open")})
 	dt := time.Since(start)
+	// The daemon removes deleted vNICs' TAP devices in the background.
+	if err := labtest.Poll(time.Minute, func() error {
+		out, err := labtest.Run("ip", "-n", a.h.NS, "-o", "link", "show")
+		if err == nil && strings.Contains(out, ": bench-") {
+			err = fmt.Errorf("TAP devices of deleted vNICs still present")
+		}
+		return err
+	}); err != nil {
+		a.t.Fatalf("%s: %v", a.phase.Load(), err)
+	}
+	gone := time.Since(start)
 	m := a.memAfterGC()
-	a.say("RESULT api-delete%s | %d vNICs and %d groups deleted, one request each | %.2f s | %v | heap after a GC %s of the fresh daemon's",
-		a.label, n+2, g+1, dt.Seconds(), m, pct(m.heap, a.fresh.heap))
+	a.say("RESULT api-delete%s | %d vNICs and %d groups deleted, one request each | %.2f s | their TAP devices gone %.2f s after the first request | %v | heap after a GC %s of the fresh daemon's",
+		a.label, n+2, g+1, dt.Seconds(), gone.Seconds(), m, pct(m.heap, a.fresh.heap))
 
 	a.phase.Store("nic-add-vhost")
 	before := m
