@@ -1,5 +1,7 @@
-// Package vhosttest runs DPDK testpmd with a virtio_user port as the
-// front end ("the VM") of a vhost-user socket, for tests.
+// Package vhosttest provides vhost-user front ends ("the VM") for tests
+// and benchmarks: Start runs DPDK testpmd with a virtio_user port on a
+// socket, and FrontEnd is a minimal in-process front end that brings a
+// virtio-net device up on a server-mode socket and holds it until Close.
 package vhosttest
 
 import (
