@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/butterfly-go/butterfly/api/protocol"
 	"github.com/butterfly-go/butterfly/internal/labtest"
+	"github.com/butterfly-go/butterfly/internal/port/vhostuser/vhosttest"
 )
 
 // The api section: how fast one butterflyd applies a large configuration
@@ -46,8 +49,14 @@ import (
 //	                    force a GC, so it is the heap as the runtime left it)
 //	api-nic-add-vhost   -api-nics VHOST_USER_SERVER vNICs in group sg-all (the first 10
 //	                    also in sg-ten), no front end connected; threads and fds per vNIC
+//	api-vhost-connected a front end (vhosttest.FrontEnd: what QEMU does to start a
+//	                    virtio-net device, one queue pair) dialed to -api-vhost-connected
+//	                    (default half) of those vNICs, spread evenly, one after the other:
+//	                    time, threads and fds beyond the idle vNICs
+//	api-vhost-disconnected the front ends closed: time until the daemon's fds are back
+//	                    to the idle figure (polled, 30 s at most), threads
 //	api-sg-rule-latency -api-latency-samples sg_rule_add each on sg-ten (10 vNICs) and on
-//	                    sg-all (every vNIC): p50 and p99
+//	                    sg-all (every vNIC), no front end connected: p50 and p99
 //	api-stop            SIGTERM to the daemon's exit (killed after a minute)
 //
 // Every line also goes to OUT/apibench.txt, which results.md quotes.
@@ -155,10 +164,31 @@ func (a *apiRun) mem() memStat {
 		}
 		f.Close()
 	}
-	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
-		m.fds = len(ents)
-	}
+	m.fds = fdsOf(pid)
 	return m
+}
+
+// fdsOf is the number of fds process pid has open (0 if unknown).
+func fdsOf(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0
+	}
+	return len(ents)
+}
+
+// fdLimit is process pid's soft limit on open fds (/proc/PID/limits;
+// 0 if unknown).
+func fdLimit(pid int) int {
+	for _, l := range readLines(fmt.Sprintf("/proc/%d/limits", pid)) {
+		if v, ok := strings.CutPrefix(l, "Max open files"); ok {
+			if fs := strings.Fields(v); len(fs) > 0 {
+				n, _ := strconv.Atoi(fs[0])
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // watchdog kills the daemon (SIGKILL to its PID) once its RSS passes
@@ -440,6 +470,8 @@ func (a *apiRun) run(t *caseT, extra []string) {
 		a.label, n, total.Seconds(), float64(n)/total.Seconds(), ms(first), ms(last), m,
 		float64(m.threads-before.threads)/float64(n), float64(m.fds-before.fds)/float64(n))
 
+	a.vhostFrontEnds(n, m)
+
 	a.phase.Store("sg-rule-latency")
 	for _, grp := range []struct {
 		sg    string
@@ -454,12 +486,80 @@ func (a *apiRun) run(t *caseT, extra []string) {
 			a.call(ruleAdd(grp.sg, 200, i))
 			lat[i] = time.Since(s)
 		}
-		a.say("RESULT api-sg-rule-latency-%d%s | sg_rule_add on a group used by %d vNICs (VHOST_USER_SERVER), %d requests | p50 %.2f ms | p99 %.2f ms | %v",
+		a.say("RESULT api-sg-rule-latency-%d%s | sg_rule_add on a group used by %d vNICs (VHOST_USER_SERVER, no front end connected), %d requests | p50 %.2f ms | p99 %.2f ms | %v",
 			grp.users, a.label, grp.users, len(lat), ms(percentile(lat, 50)), ms(percentile(lat, 99)), a.mem())
 	}
 
 	a.phase.Store("stop")
 	a.say("RESULT api-stop%s | SIGTERM to exit with %d vhost-user vNICs and their group | %s", a.label, n, a.terminate())
+}
+
+// Fds a front end holds: in the bench, its socket, memfd and four
+// eventfds; in the daemon, at most as many (the connection, the four
+// eventfds, the memfd until mapped).
+const feFds = 6
+
+// vhostFrontEnds dials a vhosttest.FrontEnd to -api-vhost-connected of the
+// n vhost-user vNICs "vh-i" (spread evenly, one after the other; fewer if
+// the bench's or the daemon's fd limit would not hold them, which the line
+// says) and reports the time and the daemon's cost beyond idle, its figures
+// with the n vNICs and no front end. Then it closes them and waits for the
+// daemon's fds to come back to the idle figure.
+func (a *apiRun) vhostFrontEnds(n int, idle memStat) {
+	a.phase.Store("vhost-connect")
+	k := int(math.Round(a.b.cfg.apiVhostConnected * float64(n)))
+	want, capped := k, ""
+	pid := a.h.PID()
+	if room := (fdLimit(os.Getpid()) - fdsOf(os.Getpid()) - 64) / feFds; k > room {
+		k, capped = max(room, 0), fmt.Sprintf(" (capped from %d by the bench's fd limit %d)", want, fdLimit(os.Getpid()))
+	}
+	if room := (fdLimit(pid) - idle.fds - 64) / feFds; k > room {
+		k, capped = max(room, 0), fmt.Sprintf(" (capped from %d by butterflyd's fd limit %d)", want, fdLimit(pid))
+	}
+	if k == 0 {
+		a.say("RESULT api-vhost-connected%s | no front end connected (-api-vhost-connected %v of %d vNICs%s)", a.label, a.b.cfg.apiVhostConnected, n, capped)
+		return
+	}
+	var fes []*vhosttest.FrontEnd
+	closeAll := func() {
+		for _, f := range fes {
+			f.Close()
+		}
+		fes = nil
+	}
+	a.t.Cleanup(closeAll)
+	start := time.Now()
+	for j := range k {
+		i := j * n / k
+		f, err := vhosttest.Dial(filepath.Join(a.h.SockDir, fmt.Sprintf("qemu-vhost-vh-%d", i)))
+		if err != nil {
+			a.t.Fatalf("%s: vNIC vh-%d: %v", a.phase.Load(), i, err)
+		}
+		fes = append(fes, f)
+	}
+	ct := time.Since(start)
+	m := a.mem()
+	a.say("RESULT api-vhost-connected%s | %d of %d vhost-user vNICs given a front end (VERSION_1, REPLY_ACK, one queue pair running), one after the other%s | %.2f s | %.2f ms each | %v | beyond the idle vNICs: %+d threads, %.2f fds per connected vNIC",
+		a.label, k, n, capped, ct.Seconds(), ms(ct)/float64(k), m, m.threads-idle.threads, float64(m.fds-idle.fds)/float64(k))
+
+	a.phase.Store("vhost-disconnect")
+	start = time.Now()
+	closeAll()
+	const settle = 30 * time.Second
+	err := labtest.Poll(settle, func() error {
+		if fds := fdsOf(pid); fds > idle.fds {
+			return fmt.Errorf("%d fds, %d when idle", fds, idle.fds)
+		}
+		return nil
+	})
+	back := time.Since(start)
+	m = a.mem()
+	if err != nil {
+		a.say("RESULT api-vhost-disconnected%s | %d front ends closed | butterflyd's fds not back to the idle figure within %v: %v | %v", a.label, k, settle, err, m)
+		return
+	}
+	a.say("RESULT api-vhost-disconnected%s | %d front ends closed | fds back to the idle figure (%d) in %.2f s (polled every 50 ms) | %v | %+d threads from idle",
+		a.label, k, idle.fds, back.Seconds(), m, m.threads-idle.threads)
 }
 
 // restart stops the daemon and starts a new one on the same state file

@@ -51,6 +51,7 @@ type config struct {
 	apiNICs, apiGroups, apiRules   int
 	apiNICType                     string
 	apiLatSamples                  int
+	apiVhostConnected              float64
 	vhSecs, vhWarm, vhRounds       int
 	clusterARPs, clusterNICs       int
 	clusterGroups, clusterRules    int
@@ -60,6 +61,13 @@ type config struct {
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envFloat(name string, def float64) float64 {
+	if v, err := strconv.ParseFloat(os.Getenv(name), 64); err == nil {
 		return v
 	}
 	return def
@@ -91,6 +99,7 @@ func main() {
 	flag.IntVar(&c.apiRules, "api-rules", envInt("BENCH_API_RULES", 100), "api section: rules per group (BENCH_API_RULES)")
 	flag.StringVar(&c.apiNICType, "api-nic-type", envStr("BENCH_API_NIC_TYPE", "TAP"), "api section: type of the first vNIC phase, TAP or VHOST_USER_SERVER (BENCH_API_NIC_TYPE)")
 	flag.IntVar(&c.apiLatSamples, "api-latency-samples", envInt("BENCH_API_LATENCY_SAMPLES", 100), "api section: sg_rule_add requests timed per group (BENCH_API_LATENCY_SAMPLES)")
+	flag.Float64Var(&c.apiVhostConnected, "api-vhost-connected", envFloat("BENCH_API_VHOST_CONNECTED", 0.5), "api section: fraction (0 to 1) of the vhost-user vNICs given a front end after api-nic-add-vhost (BENCH_API_VHOST_CONNECTED)")
 	flag.IntVar(&c.vhSecs, "vhost-seconds", envInt("BENCH_VHOST_SECONDS", 10), "vhost section: measuring seconds per case (BENCH_VHOST_SECONDS)")
 	flag.IntVar(&c.vhWarm, "vhost-warm", envInt("BENCH_VHOST_WARM", 3), "vhost section: warm-up seconds per case (BENCH_VHOST_WARM)")
 	flag.IntVar(&c.clusterARPs, "cluster-arps", envInt("BENCH_CLUSTER_ARPS", 100), "cluster section: ARP requests per case (BENCH_CLUSTER_ARPS)")
@@ -137,10 +146,16 @@ func run(c config, sections []string) error {
 			return fmt.Errorf("unknown vhost case %q (64 1500 lat)", cs)
 		}
 	}
+	if c.apiVhostConnected < 0 || c.apiVhostConnected > 1 {
+		return fmt.Errorf("-api-vhost-connected %v: want a fraction from 0 to 1", c.apiVhostConnected)
+	}
 	if c.vhPprof != "" {
 		if err := os.MkdirAll(c.vhPprof, 0o755); err != nil {
 			return err
 		}
+	}
+	if err := raiseFdLimit(); err != nil {
+		return err
 	}
 	var err error
 	if c.root == "" {
@@ -191,6 +206,23 @@ func run(c config, sections []string) error {
 		}
 	}
 	return b.writeSummary()
+}
+
+// raiseFdLimit sets the soft limit on open fds to the hard one: the api
+// section's vhost-user front ends hold six each. (Go's runtime does so at
+// start too, since Go 1.19; this keeps the bench independent of that.)
+func raiseFdLimit() error {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return fmt.Errorf("fd limit: %w", err)
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			return fmt.Errorf("raising the fd limit to %d: %w", rl.Max, err)
+		}
+	}
+	return nil
 }
 
 // moduleRoot is the nearest directory holding go.mod, from the working
