@@ -143,11 +143,12 @@ func (f *FrontEnd) setup() error {
 	if err := f.send(reqSetProtocolFeatures, 0, u64(1<<protoReplyAck)); err != nil {
 		return err
 	}
-	steps := []struct {
+	type step struct {
 		req     uint32
 		payload []byte
 		fds     []int
-	}{
+	}
+	steps := []step{
 		{reqSetOwner, nil, nil},
 		{reqSetFeatures, u64(want), nil},
 		{reqSetMemTable, f.memTable(), []int{f.mfd}},
@@ -160,11 +161,7 @@ func (f *FrontEnd) setup() error {
 		for _, v := range []uint64{ua + base, ua + base + usedOff, ua + base + availOff, 0} {
 			addr = binary.LittleEndian.AppendUint64(addr, v)
 		}
-		steps = append(steps, []struct {
-			req     uint32
-			payload []byte
-			fds     []int
-		}{
+		steps = append(steps, []step{
 			{reqSetVringNum, ringState(i, queueSize), nil},
 			{reqSetVringBase, ringState(i, 0), nil},
 			{reqSetVringAddr, addr, nil},
