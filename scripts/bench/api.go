@@ -52,7 +52,8 @@ import (
 //	api-vhost-connected a front end (vhosttest.FrontEnd: what QEMU does to start a
 //	                    virtio-net device, one queue pair) dialed to -api-vhost-connected
 //	                    (default half) of those vNICs, spread evenly, one after the other:
-//	                    time, threads and fds beyond the idle vNICs
+//	                    time, threads (also the most seen after any connect) and fds
+//	                    beyond the idle vNICs
 //	api-vhost-disconnected the front ends closed: time until the daemon's fds are back
 //	                    to the idle figure (polled, 30 s at most), threads
 //	api-sg-rule-latency -api-latency-samples sg_rule_add each on sg-ten (10 vNICs) and on
@@ -175,6 +176,17 @@ func fdsOf(pid int) int {
 		return 0
 	}
 	return len(ents)
+}
+
+// threadsOf is process pid's OS thread count (0 if unknown).
+func threadsOf(pid int) int {
+	for _, l := range readLines(fmt.Sprintf("/proc/%d/status", pid)) {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }
 
 // fdLimit is process pid's soft limit on open fds (/proc/PID/limits;
@@ -528,6 +540,7 @@ func (a *apiRun) vhostFrontEnds(n int, idle memStat) {
 		fes = nil
 	}
 	a.t.Cleanup(closeAll)
+	peak := 0 // the daemon's most threads seen, read after each connect
 	start := time.Now()
 	for j := range k {
 		i := j * n / k
@@ -536,11 +549,12 @@ func (a *apiRun) vhostFrontEnds(n int, idle memStat) {
 			a.t.Fatalf("%s: vNIC vh-%d: %v", a.phase.Load(), i, err)
 		}
 		fes = append(fes, f)
+		peak = max(peak, threadsOf(pid))
 	}
 	ct := time.Since(start)
 	m := a.mem()
-	a.say("RESULT api-vhost-connected%s | %d of %d vhost-user vNICs given a front end (VERSION_1, REPLY_ACK, one queue pair running), one after the other%s | %.2f s | %.2f ms each | %v | beyond the idle vNICs: %+d threads, %.2f fds per connected vNIC",
-		a.label, k, n, capped, ct.Seconds(), ms(ct)/float64(k), m, m.threads-idle.threads, float64(m.fds-idle.fds)/float64(k))
+	a.say("RESULT api-vhost-connected%s | %d of %d vhost-user vNICs given a front end (VERSION_1, REPLY_ACK, one queue pair running), one after the other%s | %.2f s | %.2f ms each | %v | beyond the idle vNICs: %+d threads (at most %+d after any connect), %.2f fds per connected vNIC",
+		a.label, k, n, capped, ct.Seconds(), ms(ct)/float64(k), m, m.threads-idle.threads, peak-idle.threads, float64(m.fds-idle.fds)/float64(k))
 
 	a.phase.Store("vhost-disconnect")
 	start = time.Now()
