@@ -55,7 +55,8 @@ import (
 //	                    time, threads (also the most seen after any connect) and fds
 //	                    beyond the idle vNICs
 //	api-vhost-disconnected the front ends closed: time until the daemon's fds are back
-//	                    to the idle figure (polled, 30 s at most), threads
+//	                    to the idle figure (polled, 30 s at most), threads, heap after a
+//	                    GC against idle's (taken after a GC before the connects)
 //	api-sg-rule-latency -api-latency-samples sg_rule_add each on sg-ten (10 vNICs) and on
 //	                    sg-all (every vNIC), no front end connected: p50 and p99
 //	api-stop            SIGTERM to the daemon's exit (killed after a minute)
@@ -482,7 +483,7 @@ func (a *apiRun) run(t *caseT, extra []string) {
 		a.label, n, total.Seconds(), float64(n)/total.Seconds(), ms(first), ms(last), m,
 		float64(m.threads-before.threads)/float64(n), float64(m.fds-before.fds)/float64(n))
 
-	a.vhostFrontEnds(n, m)
+	a.vhostFrontEnds(n)
 
 	a.phase.Store("sg-rule-latency")
 	for _, grp := range []struct {
@@ -515,10 +516,12 @@ const feFds = 6
 // n vhost-user vNICs "vh-i" (spread evenly, one after the other; fewer if
 // the bench's or the daemon's fd limit would not hold them, which the line
 // says) and reports the time and the daemon's cost beyond idle, its figures
-// with the n vNICs and no front end. Then it closes them and waits for the
-// daemon's fds to come back to the idle figure.
-func (a *apiRun) vhostFrontEnds(n int, idle memStat) {
+// with the n vNICs and no front end (after a GC). Then it closes them,
+// waits for the daemon's fds to come back to the idle figure and compares
+// its heap after a GC with idle's.
+func (a *apiRun) vhostFrontEnds(n int) {
 	a.phase.Store("vhost-connect")
+	idle := a.memAfterGC()
 	k := int(math.Round(a.b.cfg.apiVhostConnected * float64(n)))
 	want, capped := k, ""
 	pid := a.h.PID()
@@ -567,13 +570,13 @@ func (a *apiRun) vhostFrontEnds(n int, idle memStat) {
 		return nil
 	})
 	back := time.Since(start)
-	m = a.mem()
+	m = a.memAfterGC()
 	if err != nil {
-		a.say("RESULT api-vhost-disconnected%s | %d front ends closed | butterflyd's fds not back to the idle figure within %v: %v | %v", a.label, k, settle, err, m)
+		a.say("RESULT api-vhost-disconnected%s | %d front ends closed | butterflyd's fds not back to the idle figure within %v: %v | after a GC: %v", a.label, k, settle, err, m)
 		return
 	}
-	a.say("RESULT api-vhost-disconnected%s | %d front ends closed | fds back to the idle figure (%d) in %.2f s (polled every 50 ms) | %v | %+d threads from idle",
-		a.label, k, idle.fds, back.Seconds(), m, m.threads-idle.threads)
+	a.say("RESULT api-vhost-disconnected%s | %d front ends closed | fds back to the idle figure (%d) in %.2f s (polled every 50 ms) | after a GC: %v | %+d threads, heap %+.1f MB from idle after a GC (%v)",
+		a.label, k, idle.fds, back.Seconds(), m, m.threads-idle.threads, (m.heap-idle.heap)/1e6, idle)
 }
 
 // restart stops the daemon and starts a new one on the same state file
