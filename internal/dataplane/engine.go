@@ -81,13 +81,12 @@ type Engine struct {
 	// namespace (not those created in a pod's, NIC.Netns).
 	taps map[string]bool
 	// removing holds, under removingMu, the TAP interfaces of deleted
-	// vNICs in the daemon's namespace that a goroutine is still removing
-	// (the kernel takes 15 to 40 ms per device); each channel is closed
-	// when its device is gone. removers counts those goroutines, of
-	// which removeParallel at a time hold a slot of removeSlots and
-	// remove their device (each in a system call, on an OS thread).
+	// vNICs in the daemon's namespace not removed yet (the kernel takes
+	// 15 to 40 ms per device; see tapRemoval). removers counts the
+	// goroutines that remove them, of which removeParallel at a time
+	// hold a slot of removeSlots.
 	removingMu  sync.Mutex
-	removing    map[string]chan struct{}
+	removing    map[string]*tapRemoval
 	removers    sync.WaitGroup
 	removeSlots chan struct{}
 	// restoring: see SetRestoring.
@@ -217,7 +216,7 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		nics:        make(map[string]*nicEntry),
 		vnis:        make(map[uint32]*vniLong),
 		taps:        make(map[string]bool),
-		removing:    make(map[string]chan struct{}),
+		removing:    make(map[string]*tapRemoval),
 		removeSlots: make(chan struct{}, removeParallel),
 
 		vniConfs:   make(map[uint32]*vniConf),
@@ -591,19 +590,15 @@ func (e *Engine) DeleteNIC(id string) error {
 	// A TAP of the daemon's namespace is removed in the background: the
 	// reply does not wait the kernel's 15 to 40 ms, and a new vNIC
 	// taking its name waits for it instead (tapName).
-	var removed chan struct{}
+	var r *tapRemoval
 	if ent.nic.Type == model.NICTap && ent.nic.Netns == "" {
-		removed = make(chan struct{})
-		e.removingMu.Lock()
-		e.removing[ent.p.path] = removed
-		e.removingMu.Unlock()
-		e.removers.Add(1)
+		r = e.newTAPRemoval(id, ent.p.path, ent.p.port)
 	}
 	// The port is closed only once no worker can read it any more.
 	e.release(gen, func() {
 		ent.p.ct.Release()
-		if removed != nil {
-			go e.removeTAP(id, ent.p.path, ent.p.port, removed)
+		if r != nil {
+			r.start()
 		} else if err := removePort(ent.p.port); err != nil {
 			errs = append(errs, fmt.Errorf("dataplane: close vNIC %s: %w", id, err))
 		}
@@ -615,35 +610,6 @@ func (e *Engine) DeleteNIC(id string) error {
 	})
 	e.log.Info("vNIC deleted", "id", id)
 	return errors.Join(errs...)
-}
-
-// removeTAP closes the port of deleted vNIC id, TAP interface name, then
-// closes removed and forgets it.
-func (e *Engine) removeTAP(id, name string, p port.Port, removed chan struct{}) {
-	defer e.removers.Done()
-	e.removeSlots <- struct{}{}
-	err := removePort(p)
-	<-e.removeSlots
-	if err != nil {
-		e.log.Error("removing a deleted vNIC's TAP", "id", id, "tap", name, "err", err)
-	}
-	close(removed)
-	e.removingMu.Lock()
-	if e.removing[name] == removed {
-		delete(e.removing, name)
-	}
-	e.removingMu.Unlock()
-}
-
-// waitRemoved waits until the TAP interface name of a deleted vNIC, if
-// one is being removed, is gone.
-func (e *Engine) waitRemoved(name string) {
-	e.removingMu.Lock()
-	removed := e.removing[name]
-	e.removingMu.Unlock()
-	if removed != nil {
-		<-removed
-	}
 }
 
 // Stats returns the vNIC's byte counters: In from the VM, Out to it.

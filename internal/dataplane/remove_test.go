@@ -71,3 +71,38 @@ func TestDeleteNICRemovesTAPInBackground(t *testing.T) {
 		t.Error("Close returned before the deleted vNIC's TAP was removed")
 	}
 }
+
+// TestReaddDoesNotQueueBehindRemovals: a vNIC re-added with the id of one
+// just deleted removes the old TAP device itself when the removals in
+// the background are all busy, rather than wait behind them.
+func TestReaddDoesNotQueueBehindRemovals(t *testing.T) {
+	h := newHarnessFds(t, Config{}, false, true)
+	old := h.add(t, nicOf("x", mac(1), 5))
+	for range removeParallel { // every removal slot busy
+		h.e.removeSlots <- struct{}{}
+	}
+	t.Cleanup(func() {
+		for range removeParallel {
+			<-h.e.removeSlots
+		}
+	})
+	if err := h.e.DeleteNIC("x"); err != nil {
+		t.Fatal(err)
+	}
+	added := make(chan error, 1)
+	go func() {
+		_, err := h.e.AddNIC(nicOf("x", mac(1), 5))
+		added <- err
+	}()
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the re-added vNIC waited for a removal slot")
+	}
+	if !old.closed.Load() {
+		t.Error("the old TAP was not removed before the new one was opened")
+	}
+}
