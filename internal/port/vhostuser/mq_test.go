@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port/vhostuser/vhosttest"
 	"golang.org/x/sys/unix"
 )
 
@@ -95,7 +96,7 @@ func TestMultiqueueBadRingIndex(t *testing.T) {
 	p := listenTest(t)
 	f := dialFrontEnd(t, p)
 	f.setup()
-	before := openFds(t)
+	before := vhosttest.OpenFds(t)
 	addr := binary.LittleEndian.AppendUint32(nil, numRings)
 	addr = append(addr, make([]byte, 36)...)
 	tests := []struct {
@@ -129,7 +130,7 @@ func TestMultiqueueBadRingIndex(t *testing.T) {
 			t.Errorf("%s: acked as success", tt.name)
 		}
 	}
-	if after := openFds(t); after != before+3 {
+	if after := vhosttest.OpenFds(t); after != before+3 {
 		t.Fatalf("%d descriptors open, want %d (the test's own eventfds only: the port closed the refused ones)", after, before+3)
 	}
 	// The session still works.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port/vhostuser/vhosttest"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,16 +50,6 @@ func unixConn(t testing.TB, fd int) *net.UnixConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c.(*net.UnixConn)
-}
-
-// openFds counts this process's open file descriptors.
-func openFds(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 func TestConnRead(t *testing.T) {
@@ -99,13 +90,13 @@ func TestConnRead(t *testing.T) {
 			}
 			unix.Shutdown(a, unix.SHUT_WR)
 			c := newConn(unixConn(t, b))
-			before := openFds(t)
+			before := vhosttest.OpenFds(t)
 			m, err := c.read()
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("read error %v, want %v", err, tt.wantErr)
 				}
-				if after := openFds(t); after != before {
+				if after := vhosttest.OpenFds(t); after != before {
 					t.Fatalf("received fds leaked: %d open before, %d after", before, after)
 				}
 				return

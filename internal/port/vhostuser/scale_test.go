@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/butterfly-go/butterfly/internal/packet"
+	"github.com/butterfly-go/butterfly/internal/port/vhostuser/vhosttest"
 	"golang.org/x/sys/unix"
 )
 
@@ -63,7 +64,7 @@ func TestIdlePortsCost(t *testing.T) {
 	)
 	dir := t.TempDir()
 	quiet := Options{Logger: slog.New(slog.DiscardHandler)}
-	threads0, fds0 := maxThreads(t, 100*time.Millisecond), openFds(t)
+	threads0, fds0 := maxThreads(t, 100*time.Millisecond), vhosttest.OpenFds(t)
 	var ports []*Port
 	closeAll := func() {
 		for _, p := range ports {
@@ -83,7 +84,7 @@ func TestIdlePortsCost(t *testing.T) {
 		}
 		ports = append(ports, s, c)
 	}
-	threads1, fds1 := maxThreads(t, 500*time.Millisecond), openFds(t)
+	threads1, fds1 := maxThreads(t, 500*time.Millisecond), vhosttest.OpenFds(t)
 	t.Logf("%d idle ports (%d server, %d client): OS threads %d -> %d, fds %d -> %d (%.2f per port)",
 		2*idle, idle, idle, threads0, threads1, fds0, fds1, float64(fds1-fds0)/float64(2*idle))
 

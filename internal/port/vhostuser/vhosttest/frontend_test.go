@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,16 +14,6 @@ import (
 	"github.com/butterfly-go/butterfly/internal/packet"
 	"github.com/butterfly-go/butterfly/internal/port/vhostuser"
 )
-
-// openFds counts this process's open file descriptors.
-func openFds(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
 
 // eventually polls cond every 10 ms until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -46,7 +35,7 @@ func TestFrontEndBringsPortUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	fds0 := openFds(t)
+	fds0 := OpenFds(t)
 	for round := 1; round <= 2; round++ {
 		f, err := Dial(p.Path())
 		if err != nil {
@@ -74,7 +63,7 @@ func TestFrontEndBringsPortUp(t *testing.T) {
 			t.Fatalf("round %d: Close: %v", round, err)
 		}
 		eventually(t, 5*time.Second, "port sees the disconnect", func() bool { return !p.Ready() })
-		eventually(t, 5*time.Second, "fds back to the count before Dial", func() bool { return openFds(t) == fds0 })
+		eventually(t, 5*time.Second, "fds back to the count before Dial", func() bool { return OpenFds(t) == fds0 })
 	}
 }
 

@@ -193,3 +193,13 @@ func (tp *Testpmd) PortStats() (rx, tx uint64) {
 	}
 	return rx, tx
 }
+
+// OpenFds counts this process's open file descriptors.
+func OpenFds(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
