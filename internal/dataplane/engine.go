@@ -339,7 +339,7 @@ func (e *Engine) Close() error {
 const closeParallel = 32
 
 // removeParallel bounds the TAP devices of deleted vNICs removed at once
-// (removeTAP), each on an OS thread in a system call that the Go runtime
+// (tapRemoval), each on an OS thread in a system call that the Go runtime
 // keeps afterwards: 8 remove about 400 devices per second here.
 const removeParallel = 8
 
