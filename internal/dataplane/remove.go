@@ -12,8 +12,8 @@ import (
 // for. A goroutine removes it once no worker can use the port (start),
 // up to removeParallel devices at a time (each removal is a system call
 // that holds an OS thread). A vNIC that wants the same interface name
-// waits for it (wait), and removes the device itself if no goroutine has
-// begun to, rather than wait behind a queue of others.
+// waits for it (waitRemoved), and removes the device itself if no
+// goroutine has begun to, rather than wait behind a queue of others.
 type tapRemoval struct {
 	e        *Engine
 	id, name string
