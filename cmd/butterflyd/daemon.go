@@ -185,7 +185,7 @@ func (d *daemon) serve(ctx context.Context, dp engine, key []byte) (err error) {
 
 	var metricsAddr string
 	if d.cfg.Metrics != "" {
-		var extra []prometheus.Collector
+		extra := []prometheus.Collector{h.Collector()}
 		if agent != nil {
 			extra = append(extra, agent.Collector())
 		}

@@ -244,7 +244,8 @@ func TestPersistEveryMutation(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"butterfly_fake_engine_total 3", "go_goroutines", "process_"} {
+	for _, want := range []string{"butterfly_fake_engine_total 3", "go_goroutines", "process_",
+		`butterfly_api_requests_total{request="nic_add",result="error"} 1`, `butterfly_api_request_seconds_count{request="nic_add"}`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}

@@ -89,7 +89,8 @@ type Handler struct {
 	opts  Options
 	log   *slog.Logger
 	// mu serializes mutations with their Persist call.
-	mu sync.Mutex
+	mu      sync.Mutex
+	metrics *metrics
 }
 
 // New returns a Handler serving store.
@@ -101,13 +102,15 @@ func New(store *model.Store, opts Options) *Handler {
 	if l == nil {
 		l = slog.Default()
 	}
-	return &Handler{store: store, opts: opts, log: l}
+	return &Handler{store: store, opts: opts, log: l, metrics: newMetrics()}
 }
 
 // Handle answers one MessageV0. The reply is never nil: it carries the
 // request's message_id and a response with its status set. Only the first
-// request field set (in field-number order) is served.
+// request field set (in field-number order) is served. Each request is
+// counted and timed (Collector).
 func (h *Handler) Handle(req *protocol.MessageV0) *protocol.MessageV0 {
+	start := time.Now()
 	res := &protocol.MessageV0_Response{}
 	reply := &protocol.MessageV0{Response: res}
 	if req != nil && req.MessageId != nil {
@@ -119,6 +122,7 @@ func (h *Handler) Handle(req *protocol.MessageV0) *protocol.MessageV0 {
 	} else {
 		err = h.dispatch(req.GetRequest(), res)
 	}
+	h.metrics.observe(requestKind(req.GetRequest()), time.Since(start), err != nil)
 	if err != nil {
 		h.log.Debug("api request failed", "message_id", req.GetMessageId(), "error", err)
 		desc := err.Error()

@@ -37,7 +37,9 @@ import (
 //	                    to the new vNIC (its tx counter, read back to back: resolution
 //	                    one API round trip and the pinger's 0.1 ms)
 //	api-sg-rules        -api-groups x -api-rules sg_rule_add, each group used by
-//	                    api-nics / api-groups vNICs
+//	                    api-nics / api-groups vNICs; the daemon's mean time per request
+//	                    (its butterfly_api_request_seconds) and the frames per second
+//	                    the probe got meanwhile
 //	api-round-trip      as many sg_member_list requests (a read of an empty list) as
 //	                    api-sg-rules sent: the time the API's transport and envelope
 //	                    take alone, the floor under api-sg-rules in the same run
@@ -139,19 +141,38 @@ func (a *apiRun) memAfterGC() memStat {
 	return a.mem()
 }
 
+// metric reads the value of the daemon's metric name (with its labels,
+// as the metrics page writes them).
+func (a *apiRun) metric(name string) (float64, error) {
+	out, err := labtest.Run("ip", "netns", "exec", a.h.NS, "curl", "-sS", "--max-time", "10", "http://"+metricsAddr+"/metrics")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("no metric %s", name)
+}
+
+// handled is the number of requests of a kind the daemon answered and
+// the time it took on them (butterfly_api_request_seconds).
+func (a *apiRun) handled(kind string) (n, secs float64) {
+	n, err := a.metric(`butterfly_api_request_seconds_count{request="` + kind + `"}`)
+	if err == nil {
+		secs, err = a.metric(`butterfly_api_request_seconds_sum{request="` + kind + `"}`)
+	}
+	if err != nil {
+		a.t.Fatalf("%s: %v", a.phase.Load(), err)
+	}
+	return n, secs
+}
+
 func (a *apiRun) mem() memStat {
 	var m memStat
 	pid := a.h.PID()
-	out, err := labtest.Run("ip", "netns", "exec", a.h.NS, "curl", "-sS", "--max-time", "10", "http://"+metricsAddr+"/metrics")
-	m.heapErr = err
-	if err == nil {
-		m.heapErr = fmt.Errorf("no go_memstats_heap_inuse_bytes")
-		for _, l := range strings.Split(out, "\n") {
-			if v, ok := strings.CutPrefix(l, "go_memstats_heap_inuse_bytes "); ok {
-				m.heap, m.heapErr = strconv.ParseFloat(strings.TrimSpace(v), 64)
-			}
-		}
-	}
+	m.heap, m.heapErr = a.metric("go_memstats_heap_inuse_bytes")
 	if f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -440,6 +461,7 @@ func (a *apiRun) run(t *caseT, extra []string) {
 
 	a.phase.Store("sg-rules")
 	rx0, _ := a.txPackets("probe")
+	n0, secs0 := a.handled("sg_rule_add")
 	start := time.Now()
 	for gi := range g {
 		for r := range c.apiRules {
@@ -448,8 +470,9 @@ func (a *apiRun) run(t *caseT, extra []string) {
 	}
 	rt := time.Since(start)
 	rx1, _ := a.txPackets("probe")
-	a.say("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s | meanwhile %.0f frames/s delivered to the probe | %v",
-		a.label, g, c.apiRules, n/g, rt.Seconds(), float64(g*c.apiRules)/rt.Seconds(), float64(rx1-rx0)/rt.Seconds(), a.mem())
+	n1, secs1 := a.handled("sg_rule_add")
+	a.say("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s | the daemon's time per request %.0f µs (butterfly_api_request_seconds) | meanwhile %.0f frames/s delivered to the probe | %v",
+		a.label, g, c.apiRules, n/g, rt.Seconds(), float64(g*c.apiRules)/rt.Seconds(), (secs1-secs0)/(n1-n0)*1e6, float64(rx1-rx0)/rt.Seconds(), a.mem())
 
 	a.phase.Store("round-trip")
 	rtt, err := a.api.RoundTrips(g*c.apiRules, "sg-0")
