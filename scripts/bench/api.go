@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -37,12 +38,15 @@ import (
 //	                    to the new vNIC (its tx counter, read back to back: resolution
 //	                    one API round trip and the pinger's 0.1 ms)
 //	api-sg-rules        -api-groups x -api-rules sg_rule_add, each group used by
-//	                    api-nics / api-groups vNICs; the daemon's mean time per request
-//	                    (its butterfly_api_request_seconds) and the frames per second
-//	                    the probe got meanwhile
+//	                    api-nics / api-groups vNICs, the VM paused; the daemon's mean
+//	                    time per request (its butterfly_api_request_seconds)
 //	api-round-trip      as many sg_member_list requests (a read of an empty list) as
 //	                    api-sg-rules sent: the time the API's transport and envelope
 //	                    take alone, the floor under api-sg-rules in the same run
+//	api-sg-rules-traffic the same rules deleted (sg_rule_del), then added again, one
+//	                    request each, while the VM sends again; with the frames per
+//	                    second the probe got meanwhile
+//	api-round-trip-traffic api-round-trip while the VM sends
 //	api-restart         (persisted only) SIGTERM (its exit time reported), then a new daemon on the same state file:
 //	                    time to its API answering, to every vNIC listed, and to a frame
 //	                    forwarded to the probe vNIC again (including re-plugging the
@@ -101,6 +105,20 @@ type apiRun struct {
 	memLimit float64 // see watchdog
 	api      *labtest.API
 	fresh    memStat
+	// The pinger sends nothing while pingOff is set (pausePing); pingOn
+	// wakes it (resumePing).
+	pingOff atomic.Bool
+	pingOn  chan struct{}
+}
+
+func (a *apiRun) pausePing() { a.pingOff.Store(true) }
+
+func (a *apiRun) resumePing() {
+	a.pingOff.Store(false)
+	select {
+	case a.pingOn <- struct{}{}:
+	default:
+	}
 }
 
 func (a *apiRun) say(format string, args ...any) {
@@ -153,8 +171,11 @@ func (a *apiRun) metric(name string) (float64, error) {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return 0, fmt.Errorf("no metric %s", name)
+	return 0, fmt.Errorf("%w %s", errNoMetric, name)
 }
+
+// errNoMetric is metric's error for a metric the page does not list.
+var errNoMetric = errors.New("no metric")
 
 // handled is the number of requests of a kind the daemon answered and
 // the time it took on them (butterfly_api_request_seconds).
@@ -162,6 +183,9 @@ func (a *apiRun) handled(kind string) (n, secs float64) {
 	n, err := a.metric(`butterfly_api_request_seconds_count{request="` + kind + `"}`)
 	if err == nil {
 		secs, err = a.metric(`butterfly_api_request_seconds_sum{request="` + kind + `"}`)
+	}
+	if errors.Is(err, errNoMetric) {
+		return 0, 0 // none answered yet
 	}
 	if err != nil {
 		a.t.Fatalf("%s: %v", a.phase.Load(), err)
@@ -334,6 +358,46 @@ func ruleAdd(sg string, g, r int) *protocol.MessageV0_Request {
 	}}
 }
 
+// ruleDel is the deletion of ruleAdd(sg, g, r).
+func ruleDel(sg string, g, r int) *protocol.MessageV0_Request {
+	add := ruleAdd(sg, g, r).SgRuleAdd
+	return &protocol.MessageV0_Request{SgRuleDel: &protocol.MessageV0_SgRuleDelReq{SgId: add.SgId, Rule: add.Rule}}
+}
+
+// phaseStat is what timePhase measured.
+type phaseStat struct {
+	d      time.Duration
+	perReq float64 // the daemon's mean time per request of the kind, µs
+	fps    float64 // frames delivered to the probe per second
+}
+
+// timePhase runs f, a series of requests of kind, and measures it.
+func (a *apiRun) timePhase(kind string, f func()) phaseStat {
+	rx0, _ := a.txPackets("probe")
+	n0, secs0 := a.handled(kind)
+	start := time.Now()
+	f()
+	d := time.Since(start)
+	rx1, _ := a.txPackets("probe")
+	n1, secs1 := a.handled(kind)
+	return phaseStat{d: d, perReq: (secs1 - secs0) / (n1 - n0) * 1e6, fps: float64(rx1-rx0) / d.Seconds()}
+}
+
+// roundTrips times n requests that change nothing (api-round-trip).
+func (a *apiRun) roundTrips(suffix string, n int) {
+	a.phase.Store("round-trip" + suffix)
+	rtt, err := a.api.RoundTrips(n, "sg-0")
+	if err != nil {
+		a.t.Fatalf("%s: %v", a.phase.Load(), err)
+	}
+	traffic := "no traffic"
+	if suffix != "" {
+		traffic = "while the VM sends"
+	}
+	a.say("RESULT api-round-trip%s%s | %d sg_member_list requests (no change), one each, %s | %.2f s | %.0f µs each",
+		suffix, a.label, n, traffic, rtt.Seconds(), float64(rtt.Microseconds())/float64(n))
+}
+
 // txPackets is the number of frames the daemon delivered to vNIC id.
 func (a *apiRun) txPackets(id string) (uint64, error) {
 	r, err := a.api.Call(&protocol.MessageV0_Request{NicCounters: proto.String(id)})
@@ -382,6 +446,7 @@ func (a *apiRun) pinger() *labtest.VM {
 		a.t.Fatal(err)
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
+	a.pingOn = make(chan struct{}, 1)
 	go func() {
 		defer close(done)
 		runtime.LockOSThread()
@@ -393,6 +458,14 @@ func (a *apiRun) pinger() *labtest.VM {
 			case <-stop:
 				return
 			default:
+			}
+			if a.pingOff.Load() {
+				select {
+				case <-a.pingOn:
+				case <-stop:
+					return
+				}
+				start, sent = time.Now(), 0
 			}
 			due := int64(time.Since(start) * pingRate / time.Second)
 			for n := 0; sent < due && n < pingBurst; n++ {
@@ -459,28 +532,29 @@ func (a *apiRun) run(t *caseT, extra []string) {
 	a.say("RESULT api-first-frame%s | nic_add of a TAP vNIC with %d vNICs present, a VM sending to it %d frames/s | reply %.2f ms | first frame delivered %.2f ms",
 		a.label, n+1, pingRate, ms(reply), ms(frame))
 
-	a.phase.Store("sg-rules")
-	rx0, _ := a.txPackets("probe")
-	n0, secs0 := a.handled("sg_rule_add")
-	start := time.Now()
-	for gi := range g {
-		for r := range c.apiRules {
-			a.call(ruleAdd(fmt.Sprintf("sg-%d", gi), gi, r))
+	// The rules without traffic first, then deleted and added again
+	// while the VM sends.
+	a.pausePing()
+	rules := func(mk func(sg string, g, r int) *protocol.MessageV0_Request) {
+		for gi := range g {
+			for r := range c.apiRules {
+				a.call(mk(fmt.Sprintf("sg-%d", gi), gi, r))
+			}
 		}
 	}
-	rt := time.Since(start)
-	rx1, _ := a.txPackets("probe")
-	n1, secs1 := a.handled("sg_rule_add")
-	a.say("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group | %.2f s | %.0f requests/s | the daemon's time per request %.0f µs (butterfly_api_request_seconds) | meanwhile %.0f frames/s delivered to the probe | %v",
-		a.label, g, c.apiRules, n/g, rt.Seconds(), float64(g*c.apiRules)/rt.Seconds(), (secs1-secs0)/(n1-n0)*1e6, float64(rx1-rx0)/rt.Seconds(), a.mem())
+	a.phase.Store("sg-rules")
+	p := a.timePhase("sg_rule_add", func() { rules(ruleAdd) })
+	a.say("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group, no traffic | %.2f s | %.0f requests/s | the daemon's time per request %.0f µs (butterfly_api_request_seconds) | %v",
+		a.label, g, c.apiRules, n/g, p.d.Seconds(), float64(g*c.apiRules)/p.d.Seconds(), p.perReq, a.mem())
+	a.roundTrips("", g*c.apiRules)
 
-	a.phase.Store("round-trip")
-	rtt, err := a.api.RoundTrips(g*c.apiRules, "sg-0")
-	if err != nil {
-		a.t.Fatalf("%s: %v", a.phase.Load(), err)
-	}
-	a.say("RESULT api-round-trip%s | %d sg_member_list requests (no change), one each | %.2f s | %.0f µs each",
-		a.label, g*c.apiRules, rtt.Seconds(), float64(rtt.Microseconds())/float64(g*c.apiRules))
+	a.resumePing()
+	a.phase.Store("sg-rules-traffic")
+	del := a.timePhase("sg_rule_del", func() { rules(ruleDel) })
+	add := a.timePhase("sg_rule_add", func() { rules(ruleAdd) })
+	a.say("RESULT api-sg-rules-traffic%s | the same rules deleted, then added again, one request each, while the VM sends | sg_rule_del %.2f s (daemon %.0f µs per request) | sg_rule_add %.2f s (daemon %.0f µs per request) | %.0f frames/s delivered to the probe meanwhile | %v",
+		a.label, del.d.Seconds(), del.perReq, add.d.Seconds(), add.perReq, add.fps, a.mem())
+	a.roundTrips("-traffic", g*c.apiRules)
 
 	if a.persisted {
 		a.phase.Store("restart")
@@ -488,7 +562,7 @@ func (a *apiRun) run(t *caseT, extra []string) {
 	}
 
 	a.phase.Store("delete")
-	start = time.Now()
+	start := time.Now()
 	for i := range n {
 		a.call(&protocol.MessageV0_Request{NicDel: proto.String(fmt.Sprintf("bench-%d", i))})
 	}
