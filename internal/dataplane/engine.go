@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/butterfly-go/butterfly/internal/antispoof"
 	"github.com/butterfly-go/butterfly/internal/firewall"
 	"github.com/butterfly-go/butterfly/internal/model"
@@ -133,6 +135,9 @@ type Engine struct {
 	listsOf map[string]map[string]struct{}
 	fwGen   uint64
 	ctLimit *firewall.Limit
+	// waits times quiesce: how long each change waited for the awake
+	// workers to adopt it (butterfly_engine_worker_wait_seconds).
+	waits prometheus.Histogram
 
 	workers []*worker
 	// With several workers: fwd[u][v] carries frames from worker u to
@@ -227,6 +232,12 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		byGroup:    make(map[string]map[*nicEntry]struct{}),
 		members:    make(map[string]*firewall.MemberSet),
 		ctLimit:    firewall.NewLimit(cfg.ConntrackTotal),
+		waits: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "butterfly_engine_worker_wait_seconds",
+			Help: "Time a configuration change waited for the awake packet workers to move to it (a sleeping worker is not waited for).",
+			// 1 µs to 1 s.
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 11),
+		}),
 	}
 	if cfg.Cluster || len(cfg.HeadEnd) > 0 {
 		e.sources = make(map[netip.Addr]struct{}, len(cfg.HeadEnd))

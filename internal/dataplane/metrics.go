@@ -21,8 +21,9 @@ type collector struct {
 	queueRxP, queueTxP                 *prometheus.Desc
 }
 
-// Collector returns a prometheus.Collector of the per-element and
-// per-vNIC counters.
+// Collector returns a prometheus.Collector of the per-element, per-vNIC
+// and per-worker counters, and of the time changes waited for the
+// workers.
 func (e *Engine) Collector() prometheus.Collector {
 	return &collector{
 		e:               e,
@@ -46,6 +47,7 @@ func (e *Engine) Collector() prometheus.Collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	c.e.waits.Describe(ch)
 	for _, d := range []*prometheus.Desc{c.elPackets, c.elBytes, c.elDrops, c.nicRxP, c.nicRxB, c.nicTxP, c.nicTxB, c.nicDrops, c.fdbEntries, c.traceDropped, c.workerSleeps, c.workerPoolEmpty, c.flowHits, c.flowMisses, c.queueRxP, c.queueTxP} {
 		ch <- d
 	}
@@ -53,6 +55,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	e := c.e
+	e.waits.Collect(ch)
 	e.mu.Lock()
 	els := []*element{e.urx, e.decap, e.encap, e.utx}
 	if e.utrace != nil {

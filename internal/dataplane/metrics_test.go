@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -131,4 +132,68 @@ func gather(t *testing.T, e *Engine) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	return fams
+}
+
+// TestWorkerWaitMetric checks that each configuration change records the
+// time it waited for the workers, whether the worker is busy (a port has
+// frames at every poll) or asleep.
+func TestWorkerWaitMetric(t *testing.T) {
+	h := newHarnessFds(t, Config{Workers: 1}, false, true)
+	rules := scaleRules(2)
+	a, b := model.SG{ID: "g", Rules: rules[:1]}, model.SG{ID: "g", Rules: rules}
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), a}); err != nil {
+		t.Fatal(err)
+	}
+	addScaleNICs(t, h, 2, "g")
+	waits := func() uint64 {
+		t.Helper()
+		for _, f := range gather(t, h.e) {
+			if f.GetName() == "butterfly_engine_worker_wait_seconds" {
+				return f.GetMetric()[0].GetHistogram().GetSampleCount()
+			}
+		}
+		t.Fatal("no butterfly_engine_worker_wait_seconds")
+		return 0
+	}
+	// Each call changes the group: b and a alternate from where the
+	// last call left it.
+	changes := 0
+	change := func(n int) {
+		t.Helper()
+		for range n {
+			sg := &a
+			if changes%2 == 0 {
+				sg = &b
+			}
+			changes++
+			if err := h.e.UpdateSecurityGroup("g", sg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		setup func()
+	}{
+		{"worker asleep", func() {
+			waitFor(t, "the worker asleep", func() bool { return h.e.workers[0].sleeping.Load() })
+		}},
+		{"worker busy", func() {
+			f := frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}
+			h.replays = map[string][]frame{"src": replayBatch(f, 8)}
+			dst := h.add(t, nicOf("dst", mac(2), 5, "10.0.0.2"))
+			dst.count = true
+			h.add(t, nicOf("src", mac(1), 5, "10.0.0.1"))
+			waitFor(t, "frames forwarded", func() bool { return dst.written.Load() > 100 })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.setup()
+			before := waits()
+			change(5)
+			if got := waits() - before; got != 5 {
+				t.Errorf("%d waits recorded for 5 changes", got)
+			}
+		})
+	}
 }

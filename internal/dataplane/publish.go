@@ -143,12 +143,14 @@ func (e *Engine) setPolled(w, slot int, p port.Port, on bool) {
 // while it sleeps in epoll (it holds no configuration there: it loads the
 // newest snapshot before it touches a port again). It reports false when
 // a worker did not get there within cfg.StallTimeout; that worker is
-// logged as stuck.
+// logged as stuck. The wait is timed in e.waits.
 func (e *Engine) quiesce(gen uint64) bool {
 	if e.hooks.manual {
 		return true
 	}
-	deadline := time.Now().Add(e.cfg.StallTimeout)
+	start := time.Now()
+	defer func() { e.waits.Observe(time.Since(start).Seconds()) }()
+	deadline := start.Add(e.cfg.StallTimeout)
 	for _, w := range e.workers {
 		// A busy worker moves on at its next batch, within microseconds.
 		if !spinwait.Until(func() bool { return w.pastGen(gen) }, deadline) {

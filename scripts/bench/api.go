@@ -39,7 +39,8 @@ import (
 //	                    one API round trip and the pinger's 0.1 ms)
 //	api-sg-rules        -api-groups x -api-rules sg_rule_add, each group used by
 //	                    api-nics / api-groups vNICs, the VM paused; the daemon's mean
-//	                    time per request (its butterfly_api_request_seconds)
+//	                    time per request (its butterfly_api_request_seconds) and, of
+//	                    it, the wait for the workers (butterfly_engine_worker_wait_seconds)
 //	api-round-trip      as many sg_member_list requests (a read of an empty list) as
 //	                    api-sg-rules sent: the time the API's transport and envelope
 //	                    take alone, the floor under api-sg-rules in the same run
@@ -180,17 +181,23 @@ var errNoMetric = errors.New("no metric")
 // handled is the number of requests of a kind the daemon answered and
 // the time it took on them (butterfly_api_request_seconds).
 func (a *apiRun) handled(kind string) (n, secs float64) {
-	n, err := a.metric(`butterfly_api_request_seconds_count{request="` + kind + `"}`)
+	return a.histogram(`butterfly_api_request_seconds`, `{request="`+kind+`"}`)
+}
+
+// histogram reads the count and sum of the daemon's histogram name with
+// labels ("" or "{...}"); none yet is zero.
+func (a *apiRun) histogram(name, labels string) (n, sum float64) {
+	n, err := a.metric(name + "_count" + labels)
 	if err == nil {
-		secs, err = a.metric(`butterfly_api_request_seconds_sum{request="` + kind + `"}`)
+		sum, err = a.metric(name + "_sum" + labels)
 	}
 	if errors.Is(err, errNoMetric) {
-		return 0, 0 // none answered yet
+		return 0, 0
 	}
 	if err != nil {
 		a.t.Fatalf("%s: %v", a.phase.Load(), err)
 	}
-	return n, secs
+	return n, sum
 }
 
 func (a *apiRun) mem() memStat {
@@ -368,19 +375,24 @@ func ruleDel(sg string, g, r int) *protocol.MessageV0_Request {
 type phaseStat struct {
 	d      time.Duration
 	perReq float64 // the daemon's mean time per request of the kind, µs
+	wait   float64 // of which waiting for the workers, µs per request
 	fps    float64 // frames delivered to the probe per second
 }
+
+const waitMetric = "butterfly_engine_worker_wait_seconds"
 
 // timePhase runs f, a series of requests of kind, and measures it.
 func (a *apiRun) timePhase(kind string, f func()) phaseStat {
 	rx0, _ := a.txPackets("probe")
 	n0, secs0 := a.handled(kind)
+	_, w0 := a.histogram(waitMetric, "")
 	start := time.Now()
 	f()
 	d := time.Since(start)
 	rx1, _ := a.txPackets("probe")
 	n1, secs1 := a.handled(kind)
-	return phaseStat{d: d, perReq: (secs1 - secs0) / (n1 - n0) * 1e6, fps: float64(rx1-rx0) / d.Seconds()}
+	_, w1 := a.histogram(waitMetric, "")
+	return phaseStat{d: d, perReq: (secs1 - secs0) / (n1 - n0) * 1e6, wait: (w1 - w0) / (n1 - n0) * 1e6, fps: float64(rx1-rx0) / d.Seconds()}
 }
 
 // roundTrips times n requests that change nothing (api-round-trip).
@@ -544,16 +556,16 @@ func (a *apiRun) run(t *caseT, extra []string) {
 	}
 	a.phase.Store("sg-rules")
 	p := a.timePhase("sg_rule_add", func() { rules(ruleAdd) })
-	a.say("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group, no traffic | %.2f s | %.0f requests/s | the daemon's time per request %.0f µs (butterfly_api_request_seconds) | %v",
-		a.label, g, c.apiRules, n/g, p.d.Seconds(), float64(g*c.apiRules)/p.d.Seconds(), p.perReq, a.mem())
+	a.say("RESULT api-sg-rules%s | %d groups x %d rules, one request each, %d vNICs per group, no traffic | %.2f s | %.0f requests/s | the daemon's time per request %.0f µs (butterfly_api_request_seconds), of which %.1f µs waiting for the workers | %v",
+		a.label, g, c.apiRules, n/g, p.d.Seconds(), float64(g*c.apiRules)/p.d.Seconds(), p.perReq, p.wait, a.mem())
 	a.roundTrips("", g*c.apiRules)
 
 	a.resumePing()
 	a.phase.Store("sg-rules-traffic")
 	del := a.timePhase("sg_rule_del", func() { rules(ruleDel) })
 	add := a.timePhase("sg_rule_add", func() { rules(ruleAdd) })
-	a.say("RESULT api-sg-rules-traffic%s | the same rules deleted, then added again, one request each, while the VM sends | sg_rule_del %.2f s (daemon %.0f µs per request) | sg_rule_add %.2f s (daemon %.0f µs per request) | %.0f frames/s delivered to the probe meanwhile | %v",
-		a.label, del.d.Seconds(), del.perReq, add.d.Seconds(), add.perReq, add.fps, a.mem())
+	a.say("RESULT api-sg-rules-traffic%s | the same rules deleted, then added again, one request each, while the VM sends | sg_rule_del %.2f s (daemon %.0f µs per request, %.1f µs of it waiting for the workers) | sg_rule_add %.2f s (daemon %.0f µs, %.1f µs waiting) | %.0f frames/s delivered to the probe meanwhile | %v",
+		a.label, del.d.Seconds(), del.perReq, del.wait, add.d.Seconds(), add.perReq, add.wait, add.fps, a.mem())
 	a.roundTrips("-traffic", g*c.apiRules)
 
 	if a.persisted {
