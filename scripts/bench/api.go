@@ -383,9 +383,9 @@ const waitMetric = "butterfly_engine_worker_wait_seconds"
 
 // timePhase runs f, a series of requests of kind, and measures it.
 func (a *apiRun) timePhase(kind string, f func()) phaseStat {
-	rx0, _ := a.txPackets("probe")
 	n0, secs0 := a.handled(kind)
 	_, w0 := a.histogram(waitMetric, "")
+	rx0, _ := a.txPackets("probe")
 	start := time.Now()
 	f()
 	d := time.Since(start)
