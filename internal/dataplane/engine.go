@@ -53,6 +53,8 @@ type hooks struct {
 	// openEntropy opens an extra send socket (nil: none).
 	openEntropy func(cfg *Config) (underlay, error)
 	openTAP     func(name string, offload bool) (port.Port, string, error)
+	// openNetnsTAP opens a TAP in a pod's namespace (see openNetnsTAP).
+	openNetnsTAP func(n model.NIC, offload, restoring bool, log *slog.Logger) (port.Port, error)
 	// openVhost creates a vhost-user server socket at path.
 	openVhost func(path string, offload bool, log *slog.Logger) (vhostPort, error)
 	openTrace func(path string) (traceWriter, error)
@@ -83,8 +85,8 @@ type Engine struct {
 	// namespace (not those created in a pod's, NIC.Netns).
 	taps map[string]bool
 	// removing holds, under removingMu, the TAP interfaces of deleted
-	// vNICs in the daemon's namespace not removed yet (the kernel takes
-	// 15 to 40 ms per device; see tapRemoval). removers counts the
+	// vNICs not removed yet, by removalKey (the kernel takes 15 to 40 ms
+	// per device; see tapRemoval). removers counts the
 	// goroutines that remove them, of which removeParallel at a time
 	// hold a slot of removeSlots.
 	removingMu  sync.Mutex
@@ -200,6 +202,9 @@ func newEngine(cfg Config, h hooks) (*Engine, error) {
 		if h.openEntropy == nil {
 			h.openEntropy = openUDPEntropy
 		}
+	}
+	if h.openNetnsTAP == nil {
+		h.openNetnsTAP = openNetnsTAP
 	}
 	if h.openTAP == nil {
 		h.openTAP = openTAP
@@ -569,9 +574,9 @@ func (e *Engine) UpdateNIC(n model.NIC) error {
 }
 
 // DeleteNIC removes the vNIC; its port is closed once no worker uses it.
-// A TAP interface in the daemon's namespace is removed in the background
-// (errors are logged): a new vNIC taking its name waits for it, and Close
-// for every one.
+// A TAP interface, in the daemon's namespace or in a pod's, is removed in
+// the background (errors are logged): a new vNIC taking its name in that
+// namespace waits for it, and Close for every one.
 func (e *Engine) DeleteNIC(id string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -598,12 +603,12 @@ func (e *Engine) DeleteNIC(id string) error {
 	}
 	gen := e.publishLocked()
 	var errs []error
-	// A TAP of the daemon's namespace is removed in the background: the
-	// reply does not wait the kernel's 15 to 40 ms, and a new vNIC
-	// taking its name waits for it instead (tapName).
+	// A TAP is removed in the background: the reply does not wait the
+	// kernel's 15 to 40 ms, and a new vNIC taking its name (in the same
+	// namespace) waits for it instead (tapName, openPort).
 	var r *tapRemoval
-	if ent.nic.Type == model.NICTap && ent.nic.Netns == "" {
-		r = e.newTAPRemoval(id, ent.p.path, ent.p.port)
+	if ent.nic.Type == model.NICTap {
+		r = e.newTAPRemoval(id, removalKey(ent.nic.Netns, ent.p.path), ent.p.port)
 	}
 	// The port is closed only once no worker can read it any more.
 	e.release(gen, func() {

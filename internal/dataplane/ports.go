@@ -97,7 +97,10 @@ func (e *Engine) openPort(n model.NIC) (port.Port, string, func() bool, error) {
 		return p, path, p.GuestTSO, nil
 	}
 	if n.Netns != "" {
-		p, err := openNetnsTAP(n, !e.cfg.NoOffload, e.restoring, e.log)
+		// The TAP of a deleted vNIC of that name in that namespace
+		// must be gone first.
+		e.waitRemoved(removalKey(n.Netns, n.IfName))
+		p, err := e.hooks.openNetnsTAP(n, !e.cfg.NoOffload, e.restoring, e.log)
 		if err != nil {
 			return nil, "", nil, err
 		}

@@ -1,10 +1,13 @@
 package dataplane
 
 import (
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/butterfly-go/butterfly/internal/model"
 	"github.com/butterfly-go/butterfly/internal/port"
 )
 
@@ -104,5 +107,83 @@ func TestReaddDoesNotQueueBehindRemovals(t *testing.T) {
 	}
 	if !old.closed.Load() {
 		t.Error("the old TAP was not removed before the new one was opened")
+	}
+}
+
+// TestDeleteNICRemovesPodTAPInBackground: a TAP in a pod's namespace is
+// removed after DeleteNIC returns, like one in the daemon's; a vNIC
+// with its interface name in that namespace waits for it, one with that
+// name in another namespace does not.
+func TestDeleteNICRemovesPodTAPInBackground(t *testing.T) {
+	h := newHarnessFds(t, Config{}, false, true)
+	var mu sync.Mutex
+	pods := map[string]*fakePort{} // by namespace
+	var oldGoneAtOpen atomic.Bool
+	var old *fakePort
+	h.e.hooks.openNetnsTAP = func(n model.NIC, _, _ bool, _ *slog.Logger) (port.Port, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if old != nil && n.Netns == "/ns/1" {
+			oldGoneAtOpen.Store(old.closed.Load())
+		}
+		p := &fakePort{}
+		p.withEventfd(t)
+		pods[n.Netns] = p
+		return p, nil
+	}
+	pod := func(id, netns string, m byte) model.NIC {
+		n := nicOf(id, mac(m), 5)
+		n.Netns, n.IfName = netns, "eth0"
+		return n
+	}
+	if _, err := h.e.AddNIC(pod("a", "/ns/1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	old = pods["/ns/1"]
+	mu.Unlock()
+	unblock := make(chan struct{})
+	old.closing = func() { // the kernel's teardown, held (at most 5 s)
+		select {
+		case <-unblock:
+		case <-time.After(5 * time.Second):
+		}
+	}
+
+	if err := h.e.DeleteNIC("a"); err != nil {
+		t.Fatal(err)
+	}
+	if old.closed.Load() {
+		t.Fatal("the pod's TAP was removed before DeleteNIC returned")
+	}
+	// eth0 in another pod: no wait.
+	other := make(chan error, 1)
+	go func() {
+		_, err := h.e.AddNIC(pod("b", "/ns/2", 2))
+		other <- err
+	}()
+	select {
+	case err := <-other:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a vNIC in another namespace waited for the removal")
+	}
+	if old.closed.Load() {
+		t.Fatal("the old TAP was removed before its removal was released")
+	}
+	// eth0 in the same pod again: waits until the old one is gone.
+	again := make(chan error, 1)
+	go func() {
+		_, err := h.e.AddNIC(pod("a", "/ns/1", 1))
+		again <- err
+	}()
+	close(unblock)
+	if err := <-again; err != nil {
+		t.Fatal(err)
+	}
+	if !oldGoneAtOpen.Load() {
+		t.Error("the pod's new TAP was opened before the old one of the same name was removed")
 	}
 }

@@ -304,9 +304,13 @@ func TestCNI(t *testing.T) {
 	if _, err := os.Stat(reservation); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pod E's address still reserved after GC: %v", err)
 	}
-	if _, err := labtest.Run("ip", "-n", podE, "link", "show", "eth0"); err == nil {
-		t.Error("pod E's TAP is still in its namespace after GC")
-	}
+	// The daemon removes a deleted vNIC's TAP in the background.
+	labtest.Eventually(t, labtest.SettleTimeout, "pod E's TAP removed from its namespace after GC", func() error {
+		if _, err := labtest.Run("ip", "-n", podE, "link", "show", "eth0"); err == nil {
+			return errors.New("still there")
+		}
+		return nil
+	})
 	if err := podPing(podD, ipB); err != nil {
 		t.Errorf("pod D after GC: %v", err)
 	}
