@@ -18,13 +18,7 @@ import (
 func TestDeleteNICRemovesTAPInBackground(t *testing.T) {
 	h := newHarnessFds(t, Config{}, false, true)
 	old := h.add(t, nicOf("x", mac(1), 5))
-	unblock := make(chan struct{})
-	old.closing = func() { // the kernel's teardown, held (at most 5 s)
-		select {
-		case <-unblock:
-		case <-time.After(5 * time.Second):
-		}
-	}
+	unblock := holdClose(old)
 
 	if err := h.e.DeleteNIC("x"); err != nil {
 		t.Fatal(err)
@@ -142,13 +136,7 @@ func TestDeleteNICRemovesPodTAPInBackground(t *testing.T) {
 	mu.Lock()
 	old = pods["/ns/1"]
 	mu.Unlock()
-	unblock := make(chan struct{})
-	old.closing = func() { // the kernel's teardown, held (at most 5 s)
-		select {
-		case <-unblock:
-		case <-time.After(5 * time.Second):
-		}
-	}
+	unblock := holdClose(old)
 
 	if err := h.e.DeleteNIC("a"); err != nil {
 		t.Fatal(err)
@@ -186,4 +174,17 @@ func TestDeleteNICRemovesPodTAPInBackground(t *testing.T) {
 	if !oldGoneAtOpen.Load() {
 		t.Error("the pod's new TAP was opened before the old one of the same name was removed")
 	}
+}
+
+// holdClose holds p's close, as the kernel's teardown of a TAP would,
+// until the returned channel is closed (at most 5 s).
+func holdClose(p *fakePort) chan struct{} {
+	unblock := make(chan struct{})
+	p.closing = func() {
+		select {
+		case <-unblock:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return unblock
 }

@@ -311,16 +311,8 @@ func BenchmarkSGRuleAddBusyWorker(b *testing.B) {
 	h := newHarnessFds(b, Config{Workers: 1}, false, true)
 	rules := scaleRules(11)
 	a, c := model.SG{ID: "g", Rules: rules[:10]}, model.SG{ID: "g", Rules: rules}
-	if err := h.e.SetSecurityGroups([]model.SG{openSG(), a}); err != nil {
-		b.Fatal(err)
-	}
-	addScaleNICs(b, h, 10, "g")
-	f := frame{data: udp4(b, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}
-	h.replays = map[string][]frame{"src": replayBatch(f, 8)}
-	dst := h.add(b, nicOf("dst", mac(2), 5, "10.0.0.2"))
-	dst.count = true                              // before any frame goes to it
-	h.add(b, nicOf("src", mac(1), 5, "10.0.0.1")) // polled at once, then at every batch
-	waitFor(b, "frames forwarded", func() bool { return dst.written.Load() > 1000 })
+	groupOf(b, h, a, 10)
+	keepBusy(b, h)
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		sg := &a
@@ -331,4 +323,26 @@ func BenchmarkSGRuleAddBusyWorker(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// groupOf sets the harness's groups to the open one and sg, and adds m
+// vNICs in sg.
+func groupOf(t testing.TB, h *harness, sg model.SG, m int) {
+	t.Helper()
+	if err := h.e.SetSecurityGroups([]model.SG{openSG(), sg}); err != nil {
+		t.Fatal(err)
+	}
+	addScaleNICs(t, h, m, sg.ID)
+}
+
+// keepBusy adds vNIC src, which has frames for vNIC dst at every poll,
+// and returns once the worker forwards them.
+func keepBusy(t testing.TB, h *harness) {
+	t.Helper()
+	f := frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)}
+	h.replays = map[string][]frame{"src": replayBatch(f, 8)}
+	dst := h.add(t, nicOf("dst", mac(2), 5, "10.0.0.2"))
+	dst.count = true                              // before any frame goes to it
+	h.add(t, nicOf("src", mac(1), 5, "10.0.0.1")) // polled at once, then at every batch
+	waitFor(t, "frames forwarded", func() bool { return dst.written.Load() > 1000 })
 }
