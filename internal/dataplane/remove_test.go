@@ -86,19 +86,7 @@ func TestReaddDoesNotQueueBehindRemovals(t *testing.T) {
 	if err := h.e.DeleteNIC("x"); err != nil {
 		t.Fatal(err)
 	}
-	added := make(chan error, 1)
-	go func() {
-		_, err := h.e.AddNIC(nicOf("x", mac(1), 5))
-		added <- err
-	}()
-	select {
-	case err := <-added:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the re-added vNIC waited for a removal slot")
-	}
+	addWithoutWait(t, h, nicOf("x", mac(1), 5), "the re-added vNIC waited for a removal slot")
 	if !old.closed.Load() {
 		t.Error("the old TAP was not removed before the new one was opened")
 	}
@@ -145,19 +133,7 @@ func TestDeleteNICRemovesPodTAPInBackground(t *testing.T) {
 		t.Fatal("the pod's TAP was removed before DeleteNIC returned")
 	}
 	// eth0 in another pod: no wait.
-	other := make(chan error, 1)
-	go func() {
-		_, err := h.e.AddNIC(pod("b", "/ns/2", 2))
-		other <- err
-	}()
-	select {
-	case err := <-other:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a vNIC in another namespace waited for the removal")
-	}
+	addWithoutWait(t, h, pod("b", "/ns/2", 2), "a vNIC in another namespace waited for the removal")
 	if old.closed.Load() {
 		t.Fatal("the old TAP was removed before its removal was released")
 	}
@@ -187,4 +163,23 @@ func holdClose(p *fakePort) chan struct{} {
 		}
 	}
 	return unblock
+}
+
+// addWithoutWait adds n and fails with waited if that takes over 5 s
+// (the add would be waiting for something held).
+func addWithoutWait(t *testing.T, h *harness, n model.NIC, waited string) {
+	t.Helper()
+	added := make(chan error, 1)
+	go func() {
+		_, err := h.e.AddNIC(n)
+		added <- err
+	}()
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal(waited)
+	}
 }
