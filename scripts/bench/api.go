@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -160,50 +159,57 @@ func (a *apiRun) memAfterGC() memStat {
 	return a.mem()
 }
 
-// metric reads the value of the daemon's metric name (with its labels,
-// as the metrics page writes them).
-func (a *apiRun) metric(name string) (float64, error) {
-	out, err := labtest.Run("ip", "netns", "exec", a.h.NS, "curl", "-sS", "--max-time", "10", "http://"+metricsAddr+"/metrics")
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(out, "\n") {
+// metrics fetches the daemon's metrics page.
+func (a *apiRun) metrics() (string, error) {
+	return labtest.Run("ip", "netns", "exec", a.h.NS, "curl", "-sS", "--max-time", "10", "http://"+metricsAddr+"/metrics")
+}
+
+// metricIn reads the value of metric name (with its labels, as the page
+// writes them) from a metrics page.
+func metricIn(page, name string) (float64, error) {
+	for _, l := range strings.Split(page, "\n") {
 		if v, ok := strings.CutPrefix(l, name+" "); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return 0, fmt.Errorf("%w %s", errNoMetric, name)
+	return 0, fmt.Errorf("no metric %s", name)
 }
 
-// errNoMetric is metric's error for a metric the page does not list.
-var errNoMetric = errors.New("no metric")
-
-// handled is the number of requests of a kind the daemon answered and
-// the time it took on them (butterfly_api_request_seconds).
-func (a *apiRun) handled(kind string) (n, secs float64) {
-	return a.histogram(`butterfly_api_request_seconds`, `{request="`+kind+`"}`)
+// reqTimes is what the daemon's metrics say of one kind of request.
+type reqTimes struct {
+	n, secs float64 // answered, and the time taken (butterfly_api_request_seconds)
+	wait    float64 // seconds all changes waited for the workers (waitMetric)
 }
 
-// histogram reads the count and sum of the daemon's histogram name with
-// labels ("" or "{...}"); none yet is zero.
-func (a *apiRun) histogram(name, labels string) (n, sum float64) {
-	n, err := a.metric(name + "_count" + labels)
-	if err == nil {
-		sum, err = a.metric(name + "_sum" + labels)
-	}
-	if errors.Is(err, errNoMetric) {
-		return 0, 0
-	}
+const waitMetric = "butterfly_engine_worker_wait_seconds"
+
+// requestTimes reads reqTimes for requests of kind from one metrics page
+// (a histogram not there yet counts as zero).
+func (a *apiRun) requestTimes(kind string) reqTimes {
+	page, err := a.metrics()
 	if err != nil {
 		a.t.Fatalf("%s: %v", a.phase.Load(), err)
 	}
-	return n, sum
+	sum := func(name string) float64 {
+		v, _ := metricIn(page, name)
+		return v
+	}
+	l := `{request="` + kind + `"}`
+	return reqTimes{
+		n:    sum("butterfly_api_request_seconds_count" + l),
+		secs: sum("butterfly_api_request_seconds_sum" + l),
+		wait: sum(waitMetric + "_sum"),
+	}
 }
 
 func (a *apiRun) mem() memStat {
 	var m memStat
 	pid := a.h.PID()
-	m.heap, m.heapErr = a.metric("go_memstats_heap_inuse_bytes")
+	page, err := a.metrics()
+	m.heapErr = err
+	if err == nil {
+		m.heap, m.heapErr = metricIn(page, "go_memstats_heap_inuse_bytes")
+	}
 	if f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -379,20 +385,17 @@ type phaseStat struct {
 	fps    float64 // frames delivered to the probe per second
 }
 
-const waitMetric = "butterfly_engine_worker_wait_seconds"
-
 // timePhase runs f, a series of requests of kind, and measures it.
 func (a *apiRun) timePhase(kind string, f func()) phaseStat {
-	n0, secs0 := a.handled(kind)
-	_, w0 := a.histogram(waitMetric, "")
+	t0 := a.requestTimes(kind)
 	rx0, _ := a.txPackets("probe")
 	start := time.Now()
 	f()
 	d := time.Since(start)
 	rx1, _ := a.txPackets("probe")
-	n1, secs1 := a.handled(kind)
-	_, w1 := a.histogram(waitMetric, "")
-	return phaseStat{d: d, perReq: (secs1 - secs0) / (n1 - n0) * 1e6, wait: (w1 - w0) / (n1 - n0) * 1e6, fps: float64(rx1-rx0) / d.Seconds()}
+	t1 := a.requestTimes(kind)
+	n := t1.n - t0.n
+	return phaseStat{d: d, perReq: (t1.secs - t0.secs) / n * 1e6, wait: (t1.wait - t0.wait) / n * 1e6, fps: float64(rx1-rx0) / d.Seconds()}
 }
 
 // roundTrips times n requests that change nothing (api-round-trip).
