@@ -676,9 +676,10 @@ func (r *packedRing) writeFrame(b *packet.Buf) int {
 		recs = append(recs, usedRec{id: c.id, slots: c.slots, n: written})
 		slot, wrap = r.advance(slot, wrap, c.slots)
 	}
-	b.VNet.Encode(hdrDst)
 	if r.hdrLen == 12 {
-		binary.LittleEndian.PutUint16(hdrDst[10:], uint16(len(recs)))
+		b.VNet.EncodeNumBuffers(hdrDst, uint16(len(recs)))
+	} else {
+		b.VNet.Encode(hdrDst)
 	}
 	if r.dlog != nil {
 		r.dlog.mark(hdrGPA, hdrSpan)

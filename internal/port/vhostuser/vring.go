@@ -379,9 +379,9 @@ func (r *vring) head() uint16 {
 }
 
 func (r *vring) addUsed(id uint16, n uint32) {
-	e := r.usedRing[8*(r.usedIdx&r.mask):]
-	binary.LittleEndian.PutUint32(e, uint32(id))
-	binary.LittleEndian.PutUint32(e[4:], n)
+	// One store: each store into guest memory waits in the store queue
+	// until the guest's core gives up the line.
+	binary.LittleEndian.PutUint64(r.usedRing[8*(r.usedIdx&r.mask):], uint64(id)|uint64(n)<<32)
 	r.usedIdx++
 }
 
@@ -647,9 +647,10 @@ func readOne(buf []byte, hdrLen int, b *packet.Buf) (ok bool) {
 // which must hold both, and returns the bytes written: writeFrame's work
 // for a frame that one descriptor takes, for both ring layouts.
 func writeOne(buf []byte, hdrLen int, b *packet.Buf) int {
-	b.VNet.Encode(buf)
 	if hdrLen == 12 {
-		binary.LittleEndian.PutUint16(buf[10:], 1)
+		b.VNet.EncodeNumBuffers(buf, 1)
+	} else {
+		b.VNet.Encode(buf)
 	}
 	return hdrLen + copy(buf[hdrLen:], b.Bytes())
 }
@@ -871,9 +872,10 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 		nbufs++
 	}
 	// The header goes straight into the guest's first buffer.
-	b.VNet.Encode(hdrDst)
 	if r.hdrLen == 12 {
-		binary.LittleEndian.PutUint16(hdrDst[10:], nbufs)
+		b.VNet.EncodeNumBuffers(hdrDst, nbufs)
+	} else {
+		b.VNet.Encode(hdrDst)
 	}
 	if r.dlog != nil {
 		r.dlog.mark(hdrGPA, hdrSpan)
