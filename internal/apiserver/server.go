@@ -6,7 +6,13 @@
 //
 // One goroutine owns the socket: the one running Serve (Close waits for
 // Serve to return before it touches the socket). Requests are served one
-// at a time, in arrival order, with no artificial delay. Each Server has
+// at a time, in arrival order, with no artificial delay. Between requests
+// Serve waits in the Go runtime's poller, on the descriptor libzmq
+// signals (ZMQ_FD), never inside libzmq: a goroutine blocked in a cgo
+// call holds an OS thread in what the runtime counts as a system call,
+// and the runtime's monitor thread then keeps taking its processor back
+// and polling every 20 µs (about 1,900 wake-ups a second on the CPUs the
+// daemon shares with VMs, while a packet worker is busy). Each Server has
 // its own ZeroMQ context, which retries calls interrupted by the Go
 // runtime's preemption signals (EINTR, see the zmq4 README); Serve also
 // treats an interrupted receive as a spurious wake-up.
@@ -23,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +37,7 @@ import (
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
+	"golang.org/x/sys/unix"
 
 	"github.com/butterfly-go/butterfly/api/protocol"
 	"github.com/butterfly-go/butterfly/internal/crypto"
@@ -41,10 +49,6 @@ import (
 const DefaultMaxMessageSize = 64 << 20
 
 const (
-	// pollInterval bounds how long Serve takes to notice a cancelled
-	// context (the socket's receive timeout). It adds no latency to
-	// requests: the receive returns as soon as one arrives.
-	pollInterval = 50 * time.Millisecond
 	// sendTimeout bounds a reply send (REP never blocks in practice: it
 	// drops replies to vanished peers).
 	sendTimeout = time.Second
@@ -101,9 +105,14 @@ type Server struct {
 	stopOnce sync.Once
 	stop     chan struct{} // closed by Close
 
-	mu       sync.Mutex // guards the fields below; hands the socket over
-	zctx     *zmq.Context
-	sock     *zmq.Socket
+	mu   sync.Mutex // guards the fields below; hands the socket over
+	zctx *zmq.Context
+	sock *zmq.Socket
+	// events is a duplicate of the socket's ZMQ_FD in the runtime's
+	// poller, readable when libzmq signals a change of the socket's
+	// state (see waitRequest); eventsRC is its raw connection.
+	events   *os.File
+	eventsRC syscall.RawConn
 	endpoint string
 	serving  bool
 	done     chan struct{} // closed when the running Serve returns
@@ -173,11 +182,12 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if err := sock.SetSndtimeo(sendTimeout); err != nil {
 		return fail("setting send timeout", err)
 	}
-	if err := sock.SetRcvtimeo(pollInterval); err != nil {
-		return fail("setting receive timeout", err)
-	}
 	if err := sock.Bind(endpoint); err != nil {
 		return fail("binding "+endpoint, err)
+	}
+	events, rc, err := pollableEvents(sock)
+	if err != nil {
+		return fail("watching the socket", err)
 	}
 	bound, err := sock.GetLastEndpoint()
 	if err != nil {
@@ -185,7 +195,39 @@ func New(cfg Config, h Handler) (*Server, error) {
 	}
 	bound = unmapEndpoint(bound)
 	s.zctx, s.sock, s.endpoint = zctx, sock, bound
+	s.events, s.eventsRC = events, rc
 	return s, nil
+}
+
+// pollableEvents returns a duplicate of sock's ZMQ_FD registered with the
+// Go runtime's poller, and its raw connection. libzmq keeps that
+// descriptor non-blocking; a duplicate shares its readiness, and closing
+// it leaves libzmq's own untouched.
+func pollableEvents(sock *zmq.Socket) (*os.File, syscall.RawConn, error) {
+	fd, err := sock.GetFd()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading ZMQ_FD: %w", err)
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("duplicating ZMQ_FD: %w", err)
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, nil, fmt.Errorf("ZMQ_FD: %w", err)
+	}
+	f := os.NewFile(uintptr(dup), "zmq-events")
+	// Only a descriptor in the poller takes a deadline.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("ZMQ_FD is not pollable: %w", err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("ZMQ_FD: %w", err)
+	}
+	return f, rc, nil
 }
 
 // Endpoint returns the endpoint the socket is bound to, with the actual
@@ -217,6 +259,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 		return errors.New("apiserver: already serving")
 	}
+	// Clear the wake-up of an earlier Serve's context (see wake); Close
+	// is seen through s.stop before any wait.
+	if err := s.events.SetReadDeadline(time.Time{}); err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("apiserver: %w", err)
+	}
 	s.serving = true
 	s.done = make(chan struct{})
 	sock := s.sock
@@ -227,10 +275,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		close(s.done)
 		s.mu.Unlock()
 	}()
+	defer context.AfterFunc(ctx, s.wake)()
 
-	// The receive itself waits, for up to pollInterval (the socket's
-	// receive timeout): one call into libzmq per request, where a poll
-	// then a receive made two.
 	s.log.Info("api: serving", "endpoint", s.Endpoint(), "encrypted", len(s.key) != 0)
 	for {
 		select {
@@ -246,13 +292,17 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-// serveOne receives one request (all its frames) and sends its reply.
-// Only an unusable socket is an error; a bad request gets an error reply.
+// serveOne receives one request (all its frames) and sends its reply, or
+// waits until one may have arrived or Serve must stop. Only an unusable socket is an
+// error; a bad request gets an error reply.
 func (s *Server) serveOne(sock *zmq.Socket) error {
-	frame, err := sock.RecvBytes(0)
+	frame, err := sock.RecvBytes(zmq.DONTWAIT)
 	if err != nil {
-		if isErrno(err, syscall.EAGAIN) || isErrno(err, syscall.EINTR) {
-			return nil // no request within pollInterval, or interrupted
+		if isErrno(err, syscall.EAGAIN) {
+			return s.waitRequest(sock)
+		}
+		if isErrno(err, syscall.EINTR) {
+			return nil
 		}
 		return fmt.Errorf("apiserver: receiving request: %w", err)
 	}
@@ -286,11 +336,49 @@ func (s *Server) serveOne(sock *zmq.Socket) error {
 	return nil
 }
 
+// waitRequest returns when sock has a request to receive, or when Serve
+// must stop (wake: a deadline in the past). It parks the goroutine in the runtime's poller until
+// libzmq signals the socket's descriptor; that signal only says the state
+// may have changed, and libzmq may take it while serving any call on the
+// socket, so ZMQ_EVENTS is read again before each wait (after the poller
+// has been armed: no signal is missed in between).
+func (s *Server) waitRequest(sock *zmq.Socket) error {
+	var evErr error
+	err := s.eventsRC.Read(func(uintptr) bool {
+		ev, err := sock.GetEvents()
+		if err != nil && !isErrno(err, syscall.EINTR) {
+			evErr = err
+			return true
+		}
+		return ev&zmq.POLLIN != 0
+	})
+	if evErr != nil {
+		return fmt.Errorf("apiserver: reading socket events: %w", evErr)
+	}
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("apiserver: waiting for requests: %w", err)
+	}
+	return nil
+}
+
+// wake makes a waiting Serve, and any later wait, return (a deadline in
+// the past stays set), so that Serve sees its context or Close.
+func (s *Server) wake() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.events != nil {
+		_ = s.events.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
 // Close stops Serve (waiting for the reply in flight) and releases the
 // socket and its context. It is safe to call more than once and from any
 // goroutine.
 func (s *Server) Close() error {
-	s.stopOnce.Do(func() { close(s.stop) })
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.wake()
+	})
 	s.mu.Lock()
 	for s.serving {
 		done := s.done
@@ -307,6 +395,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	var errs []error
+	if err := s.events.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing the socket's descriptor: %w", err))
+	}
 	// Give the last reply (app_quit) a moment to leave.
 	if err := s.sock.SetLinger(closeLinger); err != nil {
 		errs = append(errs, fmt.Errorf("setting linger: %w", err))
@@ -317,7 +408,7 @@ func (s *Server) Close() error {
 	if err := s.zctx.Term(); err != nil {
 		errs = append(errs, fmt.Errorf("terminating ZeroMQ context: %w", err))
 	}
-	s.sock, s.zctx = nil, nil
+	s.sock, s.zctx, s.events, s.eventsRC = nil, nil, nil, nil
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("apiserver: close: %w", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,5 +212,38 @@ func TestNoEndpoint(t *testing.T) {
 	if err == nil {
 		s.Close()
 		t.Fatal("New without an endpoint succeeded")
+	}
+}
+
+// TestServeWaitsOutsideLibzmq checks that a Serve waiting for requests
+// parks in the Go runtime's poller rather than in a call into libzmq: a
+// goroutine in a cgo call counts as not in Go, holds an OS thread, and
+// keeps the runtime's monitor thread polling.
+func TestServeWaitsOutsideLibzmq(t *testing.T) {
+	s := startServer(t, Config{}, nil)
+	c := dial(t, s.Endpoint(), apiclient.Options{})
+	if _, err := c.Call(msgs(v0("x", nicList()))); err != nil {
+		t.Fatal(err)
+	}
+	// The reply is out: Serve is waiting for the next request.
+	sample := []metrics.Sample{{Name: "/sched/goroutines/not-in-go:goroutines"}}
+	const n = 200
+	outside := 0
+	for range n {
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			t.Fatalf("metric %s unsupported", sample[0].Name)
+		}
+		if sample[0].Value.Uint64() > 0 {
+			outside++
+		}
+		runtime.Gosched()
+	}
+	if outside > n/2 {
+		t.Errorf("a goroutine was in a system call or cgo call in %d of %d samples while Serve waited", outside, n)
+	}
+	// Still serving after the wait.
+	if _, err := c.Call(msgs(v0("y", nicList()))); err != nil {
+		t.Fatal(err)
 	}
 }
