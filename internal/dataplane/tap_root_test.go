@@ -248,9 +248,14 @@ func TestIdleCPU(t *testing.T) {
 	used, wall, k1 := cpu()-c0, time.Since(t0), ticks()
 	t.Logf("during the measurement: %d epoll sleeps, %d frames received", e.workers[0].sleeps.Load()-s0, rx()-r0)
 	// The workers' own threads: a worker that polls instead of sleeping
-	// takes 200 ticks (of 10 ms) in 2 s; one asleep in epoll none.
+	// takes 200 ticks (of 10 ms) in 2 s; one asleep in epoll takes 0 to
+	// 5 (seen in the race pass, where the runtime's signals for the
+	// collector reach every thread): a tenth of a polling worker's
+	// share separates the two.
 	for i := range k1 {
-		if d := k1[i] - k0[i]; d > 2 {
+		d := k1[i] - k0[i]
+		t.Logf("worker %d: %d clock ticks of CPU", i, d)
+		if d > 20 {
 			t.Errorf("worker %d used %d clock ticks of CPU over %v: it does not sleep", i, d, wall.Round(time.Millisecond))
 		}
 	}
