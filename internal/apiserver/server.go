@@ -11,7 +11,7 @@
 // signals (ZMQ_FD), never inside libzmq: a goroutine blocked in a cgo
 // call holds an OS thread in what the runtime counts as a system call,
 // and the runtime's monitor thread then keeps taking its processor back
-// and polling every 20 µs (about 1,900 wake-ups a second on the CPUs the
+// and polling every 20 µs (about 1,650 wake-ups a second on the CPUs the
 // daemon shares with VMs, while a packet worker is busy). Each Server has
 // its own ZeroMQ context, which retries calls interrupted by the Go
 // runtime's preemption signals (EINTR, see the zmq4 README); Serve also
@@ -293,8 +293,8 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // serveOne receives one request (all its frames) and sends its reply, or
-// waits until one may have arrived or Serve must stop. Only an unusable socket is an
-// error; a bad request gets an error reply.
+// waits until one may have arrived or Serve must stop. Only an unusable
+// socket is an error; a bad request gets an error reply.
 func (s *Server) serveOne(sock *zmq.Socket) error {
 	frame, err := sock.RecvBytes(zmq.DONTWAIT)
 	if err != nil {
@@ -337,11 +337,12 @@ func (s *Server) serveOne(sock *zmq.Socket) error {
 }
 
 // waitRequest returns when sock has a request to receive, or when Serve
-// must stop (wake: a deadline in the past). It parks the goroutine in the runtime's poller until
-// libzmq signals the socket's descriptor; that signal only says the state
-// may have changed, and libzmq may take it while serving any call on the
-// socket, so ZMQ_EVENTS is read again before each wait (after the poller
-// has been armed: no signal is missed in between).
+// must stop (wake: a deadline in the past). It parks the goroutine in the
+// runtime's poller until libzmq signals the socket's descriptor; that
+// signal only says the state may have changed, and libzmq may take it
+// while serving any call on the socket, so ZMQ_EVENTS is read again
+// before each wait (after the poller has been armed: no signal is missed
+// in between).
 func (s *Server) waitRequest(sock *zmq.Socket) error {
 	var evErr error
 	err := s.eventsRC.Read(func(uintptr) bool {

@@ -248,10 +248,9 @@ func TestIdleCPU(t *testing.T) {
 	used, wall, k1 := cpu()-c0, time.Since(t0), ticks()
 	t.Logf("during the measurement: %d epoll sleeps, %d frames received", e.workers[0].sleeps.Load()-s0, rx()-r0)
 	// The workers' own threads: a worker that polls instead of sleeping
-	// takes 200 ticks (of 10 ms) in 2 s; one asleep in epoll takes 0 to
-	// 5 (seen in the race pass, where the runtime's signals for the
-	// collector reach every thread): a tenth of a polling worker's
-	// share separates the two.
+	// takes 200 ticks (of 10 ms) in 2 s; one asleep in epoll took 0, and
+	// once 5 in CI's race pass: a tenth of a polling worker's share
+	// separates the two.
 	for i := range k1 {
 		d := k1[i] - k0[i]
 		t.Logf("worker %d: %d clock ticks of CPU", i, d)

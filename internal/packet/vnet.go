@@ -30,27 +30,11 @@ func (h *VNetHdr) IsZero() bool {
 
 // Encode writes h as a little-endian virtio_net_hdr into b[:VNetHdrLen],
 // in two stores: where b is guest memory, each store waits in the CPU's
-// store queue until the line is owned, so fewer stores stall less.
+// store queue until the line is owned, so fewer stores stall less. The
+// fields are read one by one (see IsZero).
 func (h *VNetHdr) Encode(b []byte) {
 	_ = b[VNetHdrLen-1]
-	binary.LittleEndian.PutUint64(b, h.head())
+	binary.LittleEndian.PutUint64(b, uint64(h.Flags)|uint64(h.GSOType)<<8|uint64(h.HdrLen)<<16|
+		uint64(h.GSOSize)<<32|uint64(h.CsumStart)<<48)
 	binary.LittleEndian.PutUint16(b[8:], h.CsumOffset)
-}
-
-// EncodeNumBuffers writes h followed by num_buffers n, the 12-byte header
-// of virtio 1.0 and VIRTIO_NET_F_MRG_RXBUF, into b[:VNetHdrLen+2], in
-// three stores (see Encode; one 4-byte store for the last two fields
-// would be split into byte stores wherever n is a constant).
-func (h *VNetHdr) EncodeNumBuffers(b []byte, n uint16) {
-	_ = b[VNetHdrLen+1]
-	binary.LittleEndian.PutUint64(b, h.head())
-	binary.LittleEndian.PutUint16(b[8:], h.CsumOffset)
-	binary.LittleEndian.PutUint16(b[10:], n)
-}
-
-// head returns the header's first 8 bytes as a little-endian word, read
-// field by field (see IsZero).
-func (h *VNetHdr) head() uint64 {
-	return uint64(h.Flags) | uint64(h.GSOType)<<8 | uint64(h.HdrLen)<<16 |
-		uint64(h.GSOSize)<<32 | uint64(h.CsumStart)<<48
 }

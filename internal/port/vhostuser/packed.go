@@ -676,10 +676,9 @@ func (r *packedRing) writeFrame(b *packet.Buf) int {
 		recs = append(recs, usedRec{id: c.id, slots: c.slots, n: written})
 		slot, wrap = r.advance(slot, wrap, c.slots)
 	}
+	b.VNet.Encode(hdrDst)
 	if r.hdrLen == 12 {
-		b.VNet.EncodeNumBuffers(hdrDst, uint16(len(recs)))
-	} else {
-		b.VNet.Encode(hdrDst)
+		binary.LittleEndian.PutUint16(hdrDst[10:], uint16(len(recs)))
 	}
 	if r.dlog != nil {
 		r.dlog.mark(hdrGPA, hdrSpan)

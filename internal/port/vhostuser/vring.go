@@ -647,10 +647,9 @@ func readOne(buf []byte, hdrLen int, b *packet.Buf) (ok bool) {
 // which must hold both, and returns the bytes written: writeFrame's work
 // for a frame that one descriptor takes, for both ring layouts.
 func writeOne(buf []byte, hdrLen int, b *packet.Buf) int {
+	b.VNet.Encode(buf)
 	if hdrLen == 12 {
-		b.VNet.EncodeNumBuffers(buf, 1)
-	} else {
-		b.VNet.Encode(buf)
+		binary.LittleEndian.PutUint16(buf[10:], 1)
 	}
 	return hdrLen + copy(buf[hdrLen:], b.Bytes())
 }
@@ -872,10 +871,9 @@ func (r *vring) writeFrame(b *packet.Buf, end uint16) int {
 		nbufs++
 	}
 	// The header goes straight into the guest's first buffer.
+	b.VNet.Encode(hdrDst)
 	if r.hdrLen == 12 {
-		b.VNet.EncodeNumBuffers(hdrDst, nbufs)
-	} else {
-		b.VNet.Encode(hdrDst)
+		binary.LittleEndian.PutUint16(hdrDst[10:], nbufs)
 	}
 	if r.dlog != nil {
 		r.dlog.mark(hdrGPA, hdrSpan)
