@@ -38,7 +38,16 @@ import (
 // frame as the full path does. Anything else takes the full path, which
 // records what a later frame of the flow may reuse.
 //
-// Only frames that local vNICs send and that are plain unicast TCP
+// A vNIC that bypasses filtering has no anti-spoofing and no connection
+// table, so the switch's decision for its frames depends only on their
+// MACs, EtherType and port, unless the receiver filters them on this
+// worker. For such a vNIC, the cache also remembers which entry its last
+// hit used (fcMemo): a frame with the same MACs and EtherType reuses that
+// entry, whatever its addresses, protocol and ports, without the parse
+// and the hash, after the same checks as any hit (snapshot, port set,
+// MAC table) and provided the receiver still does not filter it here.
+//
+// Otherwise only frames that local vNICs send and that are plain unicast TCP
 // (without SYN, FIN or RST), UDP or ICMP echo over IPv4 or IPv6,
 // unfragmented, are looked up, and only those the switch forwards (to a
 // vNIC or the underlay) are cached; the rest (broadcast, flooding, ARP,
@@ -76,6 +85,10 @@ type fcEntry struct {
 	negL2 bool
 }
 
+// fcMemoSize is the number of ingress ports whose last entry a worker's
+// cache remembers (a power of two; ports share slots modulo it).
+const fcMemoSize = 64
+
 // fcRetry is how many frames of a key that yielded nothing to cache take
 // the full path before one tries to record its decision again: it bounds
 // the recording's cost on flows that are never cached (dropped or
@@ -86,6 +99,12 @@ const fcRetry = 64
 // flowCache is a worker's cache; only its worker uses it.
 type flowCache struct {
 	ents [fcSize]fcEntry
+	// memo holds, per ingress port modulo fcMemoSize, the index of the
+	// entry the port's last hit used, when that port bypasses filtering
+	// and the entry's receiver does not filter on this worker (see the
+	// comment at the top of this file). An index is only a guess: the
+	// entry is checked as on any hit.
+	memo [fcMemoSize]uint32
 	// pend is the entry the full path is filling for the current frame.
 	pend fcPending
 	// hits and misses count frames looked up, per batch (plain adds);
@@ -207,32 +226,44 @@ func (w *worker) fcForward(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.
 		fc.giveUp()
 	}
 	f := b.Bytes()
-	var l packet.Layers
-	var k fcKey
-	tcp, ok := fcKeyOf(&k, f, b.InPort, &l)
-	if !ok {
-		return fcMiss
+	var ent *fcEntry
+	var tcp packet.TCP
+	if nic.bypass {
+		ent = w.fcMemoHit(s, nic, cfg, f, b.InPort)
 	}
-	i := k.index()
-	ent := &fc.ents[i]
-	if ent.neg > 0 && ent.gen == s.gen && ent.key.equal(&k) && (!ent.negL2 || nic.vni.l2.Unchanged(ent.hint)) {
-		ent.neg--
-		fc.misses++
-		return fcMiss
-	}
-	if ent.gen != s.gen || !ent.key.equal(&k) || ent.cfg != cfg || !w.fcUsable(s, nic, ent, tcp) {
-		fc.misses++
-		fc.pend = fcPending{active: true, idx: i}
-		fc.pend.ent = fcEntry{key: k, gen: s.gen, cfg: cfg}
-		return fcMiss
-	}
-	fc.hits++
-	if nic.pol != nil {
-		if v := nic.ct.Hit(ent.egress, tcp, firewall.FromVM, nic.pol, w.mono); !v.Allowed() {
-			nic.fw.drop(w.id, firewallDrop(v))
-			w.recordDrop(nic.nicPort, firewallDrop(v), f)
-			w.put(b)
-			return fcFiltered
+	if ent != nil {
+		fc.hits++
+	} else {
+		var l packet.Layers
+		var k fcKey
+		var ok bool
+		if tcp, ok = fcKeyOf(&k, f, b.InPort, &l); !ok {
+			return fcMiss
+		}
+		i := k.index()
+		ent = &fc.ents[i]
+		if ent.neg > 0 && ent.gen == s.gen && ent.key.equal(&k) && (!ent.negL2 || nic.vni.l2.Unchanged(ent.hint)) {
+			ent.neg--
+			fc.misses++
+			return fcMiss
+		}
+		if ent.gen != s.gen || !ent.key.equal(&k) || ent.cfg != cfg || !w.fcUsable(s, nic, ent, tcp) {
+			fc.misses++
+			fc.pend = fcPending{active: true, idx: i}
+			fc.pend.ent = fcEntry{key: k, gen: s.gen, cfg: cfg}
+			return fcMiss
+		}
+		fc.hits++
+		if nic.pol != nil {
+			if v := nic.ct.Hit(ent.egress, tcp, firewall.FromVM, nic.pol, w.mono); !v.Allowed() {
+				nic.fw.drop(w.id, firewallDrop(v))
+				w.recordDrop(nic.nicPort, firewallDrop(v), f)
+				w.put(b)
+				return fcFiltered
+			}
+		}
+		if nic.bypass && !w.filtersHere(s, ent.out) {
+			fc.memo[b.InPort&(fcMemoSize-1)] = i
 		}
 	}
 	v := nic.vni
@@ -247,6 +278,7 @@ func (w *worker) fcForward(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.
 		return fcSent
 	}
 	if dst.pol != nil {
+		// Never on a memo hit (see fcMemoHit): tcp is the frame's.
 		if v := dst.ct.Hit(ent.ingress, tcp, firewall.ToVM, dst.pol, w.mono); !v.Allowed() {
 			w.fwDrop(dst, v, f)
 			w.put(b)
@@ -256,6 +288,32 @@ func (w *worker) fcForward(s *snapshot, nic *nicConf, cfg *l2.Config, b *packet.
 	}
 	w.admit(s, int(ent.out), b)
 	return fcSent
+}
+
+// filtersHere reports whether out, an entry's output, is a vNIC with a
+// firewall that this worker owns: its connection table then decides per
+// flow.
+func (w *worker) filtersHere(s *snapshot, out uint32) bool {
+	if out == underPort {
+		return false
+	}
+	dst := s.nics.at(int(out))
+	return dst.worker == w.id && dst.pol != nil
+}
+
+// fcMemoHit returns the entry that the last hit of in, a port of nic
+// (which bypasses filtering), used, if frame f has its MACs, EtherType
+// and port and the entry still holds for it; otherwise nil.
+func (w *worker) fcMemoHit(s *snapshot, nic *nicConf, cfg *l2.Config, f []byte, in uint32) *fcEntry {
+	ent := &w.fc.ents[w.fc.memo[in&(fcMemoSize-1)]&(fcSize-1)]
+	if ent.key[0] != binary.BigEndian.Uint64(f[0:8]) || ent.key[1] != binary.BigEndian.Uint64(f[6:14]) ||
+		uint32(ent.key[2]>>40) != in || ent.gen != s.gen || ent.neg != 0 || ent.cfg != cfg {
+		return nil
+	}
+	if !nic.vni.l2.Usable(ent.hint, w.mono) || w.filtersHere(s, ent.out) {
+		return nil
+	}
+	return ent
 }
 
 // fcUsable reports whether every part of ent still holds for a frame of

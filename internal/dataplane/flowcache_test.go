@@ -609,3 +609,69 @@ func TestFlowCacheHits(t *testing.T) {
 		})
 	}
 }
+
+// TestFlowCacheMemo checks the memo of a vNIC that bypasses filtering:
+// once one of its frames hit, frames with the same MACs that the cache
+// does not look up by their flow (TCP SYNs) hit too, if the receiver
+// does not filter them, and never if it does: its firewall still decides
+// each of them.
+func TestFlowCacheMemo(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		filtered bool
+	}{{"receiver bypasses", false}, {"receiver filters", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{}, true)
+			web := model.SG{ID: "web", Rules: []model.Rule{
+				udpRule(model.Inbound, 2000, "10.0.0.0/24", ""),
+				{Direction: model.Inbound, Protocol: 6, PortStart: 80, PortEnd: 80, CIDR: netip.MustParsePrefix("10.0.0.0/24")},
+			}}
+			if err := h.e.SetSecurityGroups([]model.SG{openSG(), web}); err != nil {
+				t.Fatal(err)
+			}
+			a := h.add(t, bypassed(nicOf("a", mac(1), 5, "10.0.0.1")))
+			bn := bypassed(nicOf("b", mac(2), 5, "10.0.0.2"))
+			if tc.filtered {
+				bn = nicOf("b", mac(2), 5, "10.0.0.2")
+				bn.SecurityGroups = []string{"web"}
+			}
+			b := h.add(t, bn)
+			// b's broadcast teaches the switch its MAC.
+			b.inject(frame{data: arp(t, mac(2), "10.0.0.2", "10.0.0.1")})
+			h.step()
+			a.take()
+			fc := h.e.workers[0].fc
+			for range 100 {
+				a.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 64, false)})
+				h.step()
+			}
+			if got := len(b.take()); got != 100 {
+				t.Fatalf("b got %d UDP frames, want 100", got)
+			}
+			before := fc.hitsPub.Load()
+			if before < 95 {
+				t.Fatalf("%d hits for 100 UDP frames, want >= 95", before)
+			}
+			// SYNs to ports 80 (allowed by web) and 81 (not), each of
+			// a new connection.
+			for i := range 100 {
+				syn := build(t, eth(mac(2), mac(1), layers.EthernetTypeIPv4),
+					&layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP,
+						SrcIP: net.ParseIP("10.0.0.1").To4(), DstIP: net.ParseIP("10.0.0.2").To4()},
+					&layers.TCP{SrcPort: layers.TCPPort(3000 + i), DstPort: layers.TCPPort(80 + i%2), SYN: true, Seq: 1, Window: 65535})
+				a.inject(frame{data: syn})
+				h.step()
+			}
+			wantFrames, wantHits := 100, uint64(100)
+			if tc.filtered {
+				wantFrames, wantHits = 50, 0
+			}
+			if got := len(b.take()); got != wantFrames {
+				t.Errorf("b got %d SYNs, want %d", got, wantFrames)
+			}
+			if got := fc.hitsPub.Load() - before; got != wantHits {
+				t.Errorf("%d hits for 100 SYNs, want %d", got, wantHits)
+			}
+		})
+	}
+}
