@@ -108,7 +108,7 @@ func main() {
 	flag.IntVar(&c.clusterRules, "cluster-rules", envInt("BENCH_CLUSTER_RULES", 100), "cluster section: rules per group (BENCH_CLUSTER_RULES)")
 	flag.IntVar(&c.vhRounds, "vhost-rounds", envInt("BENCH_VHOST_ROUNDS", 3), "vhost section: rounds (BENCH_VHOST_ROUNDS)")
 	flag.StringVar(&c.vhPprof, "vhost-pprof", os.Getenv("BENCH_VHOST_PPROF"), "vhost section: keep a CPU profile of butterflyd over each measured window in this directory (for scripts/pgo.sh; BENCH_VHOST_PPROF)")
-	cases := flag.String("vhost-cases", envStr("BENCH_VHOST_CASES", "64,1500,lat"), "vhost section: cases, comma separated (BENCH_VHOST_CASES)")
+	cases := flag.String("vhost-cases", envStr("BENCH_VHOST_CASES", "64,1500,lat,lat1"), "vhost section: cases, comma separated (BENCH_VHOST_CASES)")
 	backends := flag.String("vhost-backends", envStr("BENCH_VHOST_BACKENDS", strings.Join(vhDefaultBackends, ",")), "vhost section: back ends, comma separated, of "+strings.Join(vhAllBackends, " ")+" (BENCH_VHOST_BACKENDS)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: bench [flags] [paths] [idle] [api] [go] [firewall] [vhost] [cluster]\n")

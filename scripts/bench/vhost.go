@@ -58,7 +58,8 @@ import (
 // packets per second), 1500 (1500-byte frames, likewise: Gbit/s), lat
 // (64-byte frames, --burst=1, one burst: one or two frames in flight, so
 // in-flight / Rx-pps is the time of one crossing, back end plus the
-// endpoint's turnaround, with both sides busy-polling). Without hugepages.
+// endpoint's turnaround, with both sides busy-polling) and lat1 (lat with
+// only A primed: one frame in flight on every back end). Without hugepages.
 //
 // Each case first measures how long a cache line takes to go from CPU 0
 // to CPU 1 and back (coreRoundTrip) and reports it: the host moves this
@@ -79,7 +80,7 @@ func (b *bench) vhost() {
 				continue
 			}
 			for _, be := range c.vhBackends {
-				b.vhCase(fmt.Sprintf("vh-%s-%s-%d", be, cs.name, r), be, cs.len, cs.burst, cs.bursts)
+				b.vhCase(fmt.Sprintf("vh-%s-%s-%d", be, cs.name, r), be, cs)
 			}
 		}
 	}
@@ -90,7 +91,9 @@ func (b *bench) vhost() {
 	p("")
 	b.vhTable(p, "dpdk", []string{"bf", "bfx"}, "DPDK vhost (testpmd io)", []string{"Butterfly, firewall on", "Butterfly, bypass filtering"})
 	p("")
-	p("lat: microseconds per crossing of the back end (plus the endpoint's turnaround), lower is better.")
+	p("lat: microseconds per crossing of the back end (plus the endpoint's turnaround), lower is better;")
+	p("one frame primed per port (bf's firewall drops B's: one in flight there, two on the others).")
+	p("lat1: the same with only port A primed, one frame in flight on every back end.")
 	p("CPU: nanoseconds of the back end's CPU time (/proc/PID/stat, all threads) per frame it delivered")
 	p("in the measured window (a busy-polling back end spends its whole core whatever the rate).")
 	p("")
@@ -139,12 +142,21 @@ func vhQueues(be string) (queues, workers int) {
 
 // vhCases are the vhost section's cases: frame length, burst size and
 // bursts primed per port.
-var vhCases = []vhCaseT{{"64", 64, 32, 8}, {"1500", 1500, 32, 8}, {"lat", 64, 1, 1}}
+var vhCases = []vhCaseT{
+	{name: "64", len: 64, burst: 32, bursts: 8},
+	{name: "1500", len: 1500, burst: 32, bursts: 8},
+	{name: "lat", len: 64, burst: 1, bursts: 1},
+	{name: "lat1", len: 64, burst: 1, bursts: 1, onePort: true},
+}
 
 // vhCaseT is a case of the vhost section.
 type vhCaseT struct {
 	name               string
 	len, burst, bursts int
+	// onePort: only port A is primed, so that every back end has the
+	// same frames in flight (lat primes both ports, and bf's firewall
+	// drops B's frame: one in flight there, two for bfx and DPDK).
+	onePort bool
 }
 
 // vhTable prints one table comparing back ends others with ref: a row per
@@ -167,7 +179,7 @@ func (b *bench) vhTable(p func(string, ...any), ref string, others []string, ref
 	for _, row := range []struct {
 		c, unit, key string
 		div          float64
-	}{{"64", "Mpps", "pps", 1e6}, {"1500", "Gbit/s", "bps", 1e9}, {"lat", "us", "hop", 1}} {
+	}{{"64", "Mpps", "pps", 1e6}, {"1500", "Gbit/s", "bps", 1e9}, {"lat", "us", "hop", 1}, {"lat1", "us", "hop", 1}} {
 		val := func(be, field string, r int) float64 {
 			f, err := strconv.ParseFloat(rs[fmt.Sprintf("vh-%s-%s-%d.%s", be, row.c, r, field)], 64)
 			if err != nil || f <= 0 {
@@ -417,11 +429,15 @@ func portStats(out string) stats {
 }
 
 // vhCase is one measurement; it sets L.pps, L.bps, L.fly, L.hop.
-func (b *bench) vhCase(L, be string, length, burst, bursts int) {
+func (b *bench) vhCase(L, be string, cs vhCaseT) {
 	c := b.cfg
 	s0 := stealSnap()
 	queues, _ := vhQueues(be)
-	primed := uint64(2 * queues * burst * bursts) // tx_first primes every queue of both ports
+	length, burst := cs.len, cs.burst
+	primed := uint64(2 * queues * burst * cs.bursts) // tx_first primes every queue of both ports
+	if cs.onePort {
+		primed /= 2
+	}
 	r := b.r
 	r[L+".pps"], r[L+".bps"], r[L+".fly"], r[L+".hop"], r[L+".cpuns"], r[L+".c2c"] = "0", "0", "0", "n/a", "n/a", "n/a"
 	// Where the host put the two vCPUs, before anything busy-polls.
@@ -438,12 +454,16 @@ func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 		if strings.HasSuffix(be, "-packed") {
 			packed = ",packed_vq=1"
 		}
-		ep, err := l.StartTestpmd("ep", "0@1,1@0", log,
+		args := []string{
 			"--vdev", fmt.Sprintf("virtio_user0,path=%s,queues=%d,queue_size=1024,mac=%s%s", v.sockA, queues, vhMA, packed),
 			"--vdev", fmt.Sprintf("virtio_user1,path=%s,queues=%d,queue_size=1024,mac=%s%s", v.sockB, queues, vhMB, packed),
-			"--", "-i", "--nb-cores=1", "--forward-mode=5tswap", "--port-topology=loop", "--eth-peer=0,"+vhMB, "--eth-peer=1,"+vhMA,
-			"--txpkts="+strconv.Itoa(length), "--burst="+strconv.Itoa(burst), "--total-num-mbufs=32768",
-			fmt.Sprintf("--rxq=%d", queues), fmt.Sprintf("--txq=%d", queues))
+			"--", "-i", "--nb-cores=1", "--forward-mode=5tswap", "--port-topology=loop", "--eth-peer=0," + vhMB, "--eth-peer=1," + vhMA,
+			"--txpkts=" + strconv.Itoa(length), "--burst=" + strconv.Itoa(burst), "--total-num-mbufs=32768",
+			fmt.Sprintf("--rxq=%d", queues), fmt.Sprintf("--txq=%d", queues)}
+		if cs.onePort {
+			args = append(args, "--no-flush-rx")
+		}
+		ep, err := l.StartTestpmd("ep", "0@1,1@0", log, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -452,7 +472,18 @@ func (b *bench) vhCase(L, be string, length, burst, bursts int) {
 				t.Fatal(err)
 			}
 		}
-		must(ep.Command(fmt.Sprintf("start tx_first %d", bursts)))
+		if cs.onePort {
+			// Forward port A alone while priming: its frames cross to
+			// B's receive ring and wait there (--no-flush-rx keeps them
+			// when forwarding starts again) until both ports forward.
+			must(ep.Command("set nbport 1"))
+			must(ep.Command(fmt.Sprintf("start tx_first %d", cs.bursts)))
+			must(ep.Command("stop"))
+			must(ep.Command("set nbport 2"))
+			must(ep.Command("start"))
+		} else {
+			must(ep.Command(fmt.Sprintf("start tx_first %d", cs.bursts)))
+		}
 		time.Sleep(time.Duration(c.vhWarm) * time.Second)
 		must(ep.Command("show port stats all"))
 		must(ep.WaitCount("Rx-pps", 2, 10*time.Second))
