@@ -38,18 +38,45 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	if n > w.rxn {
 		n = w.rxn
 	}
-	bytes := w.fromVM(s, nic, w.rx[:n])
-	nic.rx.add(w.id, uint64(n), bytes)
+	c := w.fromVM(s, nic, w.rx[:n])
 	w.take(n)
 	w.flushAll()
+	// Counted once the frames are out: the atomic adds are not in the
+	// frames' way.
+	nic.rx.add(w.id, uint64(n), c.bytes)
+	w.countFromVM(nic, c)
 	return n
 }
 
+// vmCounts are what fromVM counts for its caller to add to the vNIC's
+// elements (countFromVM), after the frames are sent.
+type vmCounts struct {
+	// bytes of the frames, for port-rx, which the caller counts.
+	bytes uint64
+	// passed anti-spoofing, passed the firewall (FromVM), forwarded by
+	// the switch.
+	passed, filtered, switched uint64
+}
+
+// countFromVM adds c to the anti-spoofing, firewall and switch elements of
+// nic.
+func (w *worker) countFromVM(nic *nicConf, c vmCounts) {
+	if c.passed > 0 {
+		nic.anti.add(w.id, c.passed, 0)
+	}
+	if c.filtered > 0 {
+		nic.fw.add(w.id, c.filtered, 0)
+	}
+	if c.switched > 0 {
+		nic.vni.sw.add(w.id, c.switched, 0)
+	}
+}
+
 // fromVM pushes frames the vNIC sent through trace, antispoof, firewall
-// (FromVM) and the VNI's switch, counting them on those elements, and
-// returns their bytes (for port-rx, which its caller counts).
-func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) (bytes uint64) {
-	var passed, spoofed, filtered uint64
+// (FromVM) and the VNI's switch and returns what its caller counts on
+// those elements and on port-rx.
+func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) vmCounts {
+	var bytes, passed, spoofed, filtered uint64
 	cfg := nic.vni.l2.Config()
 	for _, b := range bufs {
 		bytes += uint64(b.Len())
@@ -101,16 +128,7 @@ func (w *worker) fromVM(s *snapshot, nic *nicConf, bufs []*packet.Buf) (bytes ui
 			w.fcCommit(s, nic)
 		}
 	}
-	if passed > 0 {
-		nic.anti.add(w.id, passed, 0)
-	}
-	if filtered > 0 {
-		nic.fw.add(w.id, filtered, 0)
-	}
-	if fwd := uint64(len(bufs)) - spoofed; fwd > 0 {
-		nic.vni.sw.add(w.id, fwd, 0)
-	}
-	return bytes
+	return vmCounts{bytes: bytes, passed: passed, filtered: filtered, switched: uint64(len(bufs)) - spoofed}
 }
 
 // decideFromVM runs nic's firewall (FromVM) on frame, recording the
@@ -437,7 +455,6 @@ func (w *worker) queue(s *snapshot, slot int, b *packet.Buf) {
 
 // flushAll writes every non-empty transmit queue.
 func (w *worker) flushAll() {
-	w.flushCounts()
 	s := w.snap
 	for len(w.dirty) > 0 {
 		slot := w.dirty[len(w.dirty)-1]
@@ -445,6 +462,7 @@ func (w *worker) flushAll() {
 		w.flushPort(s, slot)
 	}
 	w.flushUnderlay(s)
+	w.flushCounts()
 }
 
 // flushCounts adds the counts the worker accumulates per frame (encap,

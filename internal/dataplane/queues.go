@@ -86,21 +86,25 @@ func (w *worker) rxShare(s *snapshot, nic *nicConf) int {
 	n = min(n, w.rxn)
 	bufs := w.rx[:n]
 	if nic.pol == nil && nic.tracer == nil {
-		nic.rx.add(w.id, uint64(n), w.fromVM(s, nic, bufs))
-	} else {
-		var bytes uint64
-		q := w.e.fwd[w.id][nic.worker]
-		for _, b := range bufs {
-			bytes += uint64(b.Len())
-			if !q.push(handoff{b: b, to: nic.nicPort, fromVM: true}) {
-				nic.rx.drop(w.id, dropHandoffFull)
-				w.recordDrop(nic.nicPort, dropHandoffFull, b.Bytes())
-				w.put(b)
-			}
-		}
-		nic.rx.add(w.id, uint64(n), bytes)
-		w.pushed |= 1 << nic.worker
+		c := w.fromVM(s, nic, bufs)
+		w.take(n)
+		w.flushAll()
+		nic.rx.add(w.id, uint64(n), c.bytes)
+		w.countFromVM(nic, c)
+		return n
 	}
+	var bytes uint64
+	q := w.e.fwd[w.id][nic.worker]
+	for _, b := range bufs {
+		bytes += uint64(b.Len())
+		if !q.push(handoff{b: b, to: nic.nicPort, fromVM: true}) {
+			nic.rx.drop(w.id, dropHandoffFull)
+			w.recordDrop(nic.nicPort, dropHandoffFull, b.Bytes())
+			w.put(b)
+		}
+	}
+	nic.rx.add(w.id, uint64(n), bytes)
+	w.pushed |= 1 << nic.worker
 	w.take(n)
 	w.flushAll()
 	return n
@@ -124,7 +128,7 @@ func (w *worker) shareFlush(s *snapshot) {
 	}
 	p := w.shareFrom
 	if nic := s.nics.of(p); nic != nil {
-		w.fromVM(s, nic, w.share)
+		w.countFromVM(nic, w.fromVM(s, nic, w.share))
 	} else { // the vNIC left meanwhile
 		for _, b := range w.share {
 			w.put(b)
