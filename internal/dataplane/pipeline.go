@@ -38,11 +38,16 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	if n > w.rxn {
 		n = w.rxn
 	}
+	return w.forwardRead(s, nic, n)
+}
+
+// forwardRead pushes the n frames just read from nic into w.rx through
+// fromVM, sends them, and only then counts them on port-rx and fromVM's
+// elements: the atomic adds are not in the frames' way.
+func (w *worker) forwardRead(s *snapshot, nic *nicConf, n int) int {
 	c := w.fromVM(s, nic, w.rx[:n])
 	w.take(n)
 	w.flushAll()
-	// Counted once the frames are out: the atomic adds are not in the
-	// frames' way.
 	nic.rx.add(w.id, uint64(n), c.bytes)
 	w.countFromVM(nic, c)
 	return n
@@ -453,7 +458,8 @@ func (w *worker) queue(s *snapshot, slot int, b *packet.Buf) {
 	}
 }
 
-// flushAll writes every non-empty transmit queue.
+// flushAll writes every non-empty transmit queue, then publishes the
+// worker's batch counts.
 func (w *worker) flushAll() {
 	s := w.snap
 	for len(w.dirty) > 0 {

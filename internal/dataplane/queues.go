@@ -84,18 +84,12 @@ func (w *worker) rxShare(s *snapshot, nic *nicConf) int {
 		return 0
 	}
 	n = min(n, w.rxn)
-	bufs := w.rx[:n]
 	if nic.pol == nil && nic.tracer == nil {
-		c := w.fromVM(s, nic, bufs)
-		w.take(n)
-		w.flushAll()
-		nic.rx.add(w.id, uint64(n), c.bytes)
-		w.countFromVM(nic, c)
-		return n
+		return w.forwardRead(s, nic, n)
 	}
 	var bytes uint64
 	q := w.e.fwd[w.id][nic.worker]
-	for _, b := range bufs {
+	for _, b := range w.rx[:n] {
 		bytes += uint64(b.Len())
 		if !q.push(handoff{b: b, to: nic.nicPort, fromVM: true}) {
 			nic.rx.drop(w.id, dropHandoffFull)
