@@ -76,6 +76,32 @@ func TestDropLog(t *testing.T) {
 	}
 }
 
+// TestDropTimes: a drop is logged with the engine clock's wall time,
+// which the worker derives from its monotonic clock between two wall
+// clock reads: exact across small steps and steps past wallEvery.
+func TestDropTimes(t *testing.T) {
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := newHarnessClock(t, Config{}, true, false, func() time.Time { return clock })
+	a := h.add(t, nicOf("a", mac(1), 5, "10.0.0.1"))
+	nb := nicOf("b", mac(2), 5, "10.0.0.2")
+	nb.SecurityGroups = nil // everything towards b is dropped
+	h.add(t, nb)
+	steps := []time.Duration{0, time.Microsecond, 300 * time.Millisecond, 900 * time.Millisecond,
+		1500 * time.Millisecond, time.Nanosecond, 3 * time.Hour, 999 * time.Millisecond}
+	for i, step := range steps {
+		clock = clock.Add(step)
+		a.inject(udpFlow(t, true, uint16(1000+i), 2000))
+		h.step()
+		d, err := h.e.Drops("b", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(d) != 1 || !d[0].Time.Equal(clock) {
+			t.Fatalf("after a step of %v: drops %+v, want one at %v", step, d, clock)
+		}
+	}
+}
+
 // TestRecordDropAllocs: logging a drop allocates nothing.
 func TestRecordDropAllocs(t *testing.T) {
 	h := newHarness(t, Config{}, true)

@@ -112,11 +112,13 @@ type worker struct {
 	checkedAt   int64 // w.mono at the last readiness check (sleep(0))
 	events      []unix.EpollEvent
 	sleepMs     int
-	now         int64 // wall clock, for traces
+	now         int64 // wall clock, for traces (see tick)
 	mono        int64 // monotonic, for MAC ageing and conntrack
-	fwChecked   int64 // mono of the last checkFirewalls
-	scratch     []byte
-	ipID        uint16
+	// wallOff is the wall clock minus mono, read at mono wallAt.
+	wallOff, wallAt int64
+	fwChecked       int64 // mono of the last checkFirewalls
+	scratch         []byte
+	ipID            uint16
 }
 
 // pastGen reports whether the worker can no longer use a snapshot older
@@ -308,9 +310,7 @@ func (w *worker) iterate() int {
 		w.apply(s)
 	}
 	s := w.snap
-	t := w.e.hooks.now()
-	w.now = t.UnixNano()
-	w.mono = int64(t.Sub(w.e.start))
+	w.tick()
 	idle := int64(w.e.cfg.PollIdle)
 	total := 0
 	if w.e.fwd != nil {
@@ -358,6 +358,24 @@ func (w *worker) iterate() int {
 	}
 	return total
 }
+
+// tick reads the worker's clock: mono, and now derived from it. The
+// wall clock is read only once a second (wallEvery), to follow its
+// steps: every iteration reads the clock, and a wall clock read costs as
+// much as a monotonic one.
+func (w *worker) tick() {
+	w.mono = w.e.hooks.since(w.e.start)
+	if w.wallAt == 0 || w.mono-w.wallAt >= wallEvery {
+		t := w.e.hooks.now()
+		w.wallAt = int64(t.Sub(w.e.start))
+		w.wallOff = t.UnixNano() - w.wallAt
+	}
+	w.now = w.wallOff + w.mono
+}
+
+// wallEvery is how often, in monotonic nanoseconds, a worker reads the
+// wall clock for the times of its traces and drop records.
+const wallEvery = int64(time.Second)
 
 // portFailed stops polling a port whose reads fail, so that a broken
 // descriptor (always readable, always failing) cannot make the worker
