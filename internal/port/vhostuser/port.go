@@ -127,7 +127,12 @@ type Port struct {
 	wake   int // eventfd in every reader's epoll, written on ring start and stop
 
 	rings [numRings]atomic.Pointer[queue]
-	seq   [numRings]atomic.Uint64 // odd while a batch uses the ring
+	// seq is odd while a batch uses the ring: the data path adds one
+	// before and after (bump), quiesce reads it atomically.
+	seq [numRings]uint64
+	// fenced: the data path marks seq with plain stores and quiesce
+	// fences first (see canFence).
+	fenced bool
 	// pairs is one more than the highest queue pair a ring of which ever
 	// started (1 at least): the data path looks at no ring beyond.
 	pairs atomic.Uint32
@@ -203,6 +208,7 @@ func newPort(path string, opts Options) (*Port, error) {
 	}
 	p.log = p.log.With("vhost-user", path)
 	p.armOnSleep = opts.ArmOnSleep
+	p.fenced = canFence()
 	p.pairs.Store(1)
 	p.offered = 1<<fNetMQ | 1<<fVersion1 | 1<<fRingPacked | 1<<fMrgRxbuf | 1<<fIndirectDesc | 1<<fProtocolFeatures | 1<<fMTU | 1<<fEventIdx | 1<<fLogAll | 1<<fInOrder
 	if !opts.NoOffloads {
@@ -361,7 +367,7 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 	p := rd.p
 	np := int(p.pairs.Load())
 	for q := rd.k; q < np; q += rd.n {
-		p.seq[2*q+1].Add(1)
+		bump(&p.seq[2*q+1], p.fenced)
 	}
 	// Harvest Fd's edge-triggered events so it sleeps again: on the
 	// first empty poll in a row and every 8th after that, so a stale
@@ -439,7 +445,7 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 	}
 	rd.next++
 	for q := rd.k; q < np; q += rd.n {
-		p.seq[2*q+1].Add(1)
+		bump(&p.seq[2*q+1], p.fenced)
 	}
 	if n == 0 {
 		rd.empty++
@@ -469,7 +475,7 @@ func (rd *Reader) PrepareSleep() bool {
 	p := rd.p
 	np := int(p.pairs.Load())
 	for q := rd.k; q < np; q += rd.n {
-		p.seq[2*q+1].Add(1)
+		bump(&p.seq[2*q+1], p.fenced)
 	}
 	unix.EpollWait(rd.epfd, rd.evs[:], 0)
 	pending := false
@@ -482,7 +488,7 @@ func (rd *Reader) PrepareSleep() bool {
 		}
 	}
 	for q := rd.k; q < np; q += rd.n {
-		p.seq[2*q+1].Add(1)
+		bump(&p.seq[2*q+1], p.fenced)
 	}
 	return pending
 }
@@ -518,7 +524,7 @@ func dequeueAll(rs []queue, got []int, start int, bufs []*packet.Buf) (n, droppe
 func (p *Port) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) {
 	np := int(p.pairs.Load())
 	for q := range np {
-		p.seq[2*q].Add(1)
+		bump(&p.seq[2*q], p.fenced)
 	}
 	var rs [MaxQueuePairs]queue
 	var qs [MaxQueuePairs]uint8
@@ -537,7 +543,7 @@ func (p *Port) WriteBatch(bufs []*packet.Buf) (sent, dropped int, err error) {
 		sent, dropped = p.steer(rs[:live], qs[:live], bufs)
 	}
 	for q := range np {
-		p.seq[2*q].Add(1)
+		bump(&p.seq[2*q], p.fenced)
 	}
 	return sent, dropped, nil
 }
@@ -645,12 +651,19 @@ func (p *Port) Close() error {
 }
 
 // quiesce waits until a batch in flight on ring i, if any, has left it.
+// The caller has taken the ring off the data path: a batch that starts
+// later does not see it.
 func (p *Port) quiesce(i int) {
-	s := p.seq[i].Load()
+	if p.fenced {
+		if err := fence(); err != nil {
+			p.log.Error("membarrier failed: a batch's mark may not be seen yet", "ring", i, "err", err)
+		}
+	}
+	s := atomic.LoadUint64(&p.seq[i])
 	if s&1 == 0 {
 		return
 	}
-	spinwait.Until(func() bool { return p.seq[i].Load() != s }, time.Time{})
+	spinwait.Until(func() bool { return atomic.LoadUint64(&p.seq[i]) != s }, time.Time{})
 }
 
 // signal wakes every reader's Fd (a ring started or stopped).

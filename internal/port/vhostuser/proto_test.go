@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -675,6 +676,79 @@ func TestCloseWhileReplyBlocked(t *testing.T) {
 	f.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.Copy(io.Discard, f.c); err != nil && !errors.Is(err, unix.ECONNRESET) {
 		t.Fatalf("front end after Close: %v, want EOF or a reset", err)
+	}
+}
+
+// TestRingStopBusyReader stops and restarts the transmit ring again and
+// again while a reader polls it without pause and the guest keeps posting
+// frames: the base GET_VRING_BASE reports is always exactly the number of
+// frames the reader returned (the stop waited for the batch in flight),
+// and across the restarts every frame arrives once, in order.
+func TestRingStopBusyReader(t *testing.T) {
+	p := listenTest(t)
+	f := dialFrontEnd(t, p)
+	f.setup()
+	var read atomic.Int64
+	var bad atomic.Value
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bufs := newBufs(32)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, _ := p.ReadBatch(bufs)
+			for _, b := range bufs[:n] {
+				want := uint32(read.Load())
+				if got := binary.LittleEndian.Uint32(b.Bytes()); got != want {
+					bad.CompareAndSwap(nil, fmt.Sprintf("frame %d where %d was due", got, want))
+				}
+				read.Add(1)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	waitRead := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for read.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("the reader returned %d frames, want %d", read.Load(), n)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	posted := 0
+	frame := frameOf(60, 1)
+	for round := range 300 {
+		// The guest stays at most 256 descriptors (the ring) ahead.
+		waitRead(int64(posted - 192))
+		for range 64 {
+			binary.LittleEndian.PutUint32(frame, uint32(posted))
+			f.g.postTx(append(hdr12(packet.VNetHdr{}, 0), frame...), 4096)
+			posted++
+		}
+		f.send(reqGetVringBase, 0, state(1, 0))
+		base := binary.LittleEndian.Uint32(f.recv(reqGetVringBase)[4:])
+		// The batch that was in flight may still be returning its
+		// frames: wait for them, then the count must match the base.
+		waitRead(int64(base))
+		if got := read.Load(); got != int64(base) {
+			t.Fatalf("round %d: GET_VRING_BASE %d after the reader returned %d frames", round, base, got)
+		}
+		if msg := bad.Load(); msg != nil {
+			t.Fatalf("round %d: %s", round, msg)
+		}
+		f.base = base
+		f.startRing(1, true)
+	}
+	waitRead(int64(posted))
+	if msg := bad.Load(); msg != nil {
+		t.Fatal(msg)
 	}
 }
 
