@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -139,6 +140,53 @@ func TestIdleWorkerSleeps(t *testing.T) {
 	a.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 10, false)})
 	waitFor(t, "delivery", func() bool { return b.written.Load() == 1 })
 	_ = netip.Addr{}
+}
+
+// TestIdlePortServedWhileBusy: a port that went idle leaves the set the
+// worker polls and is watched through its descriptor; while another port
+// keeps the worker busy (it never sleeps in epoll), the idle port's next
+// frame is still picked up, by the worker's readiness checks.
+func TestIdlePortServedWhileBusy(t *testing.T) {
+	h := newHarnessFds(t, Config{PollIdle: 5 * time.Millisecond}, false, true)
+	b := h.add(t, nicOf("b", mac(2), 5))
+	b.count = true
+	c := h.add(t, nicOf("c", mac(3), 5))
+	d := h.add(t, nicOf("d", mac(4), 5))
+	// The switch learns b (its frame floods to c and d).
+	b.inject(frame{data: udp4(t, mac(9), mac(2), "10.0.0.2", "10.0.0.9", 10, false)})
+	waitFor(t, "b's frame at d", func() bool { return d.written.Load() == 1 })
+	d.take()
+	// a has frames for b on every poll.
+	h.replays = map[string][]frame{"a": replayBatch(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 10, false)}, 4)}
+	a := h.add(t, nicOf("a", mac(1), 5))
+	w := h.e.workers[0]
+	// c left the poll set: a was read 1,000 times while c was not.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c0, a0 := c.reads.Load(), a.reads.Load()
+		for a.reads.Load()-a0 < 1000 {
+			if time.Now().After(deadline) {
+				t.Fatal("a was not polled")
+			}
+			runtime.Gosched()
+		}
+		if c.reads.Load() == c0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("c stayed in the poll set while idle")
+		}
+	}
+	slept := w.sleeps.Load()
+	want := udp4(t, mac(4), mac(3), "10.0.0.3", "10.0.0.4", 10, false)
+	c.inject(frame{data: want})
+	waitFor(t, "c's frame at d", func() bool { return d.written.Load() == 2 })
+	if got := d.take(); len(got) != 1 || !bytes.Equal(got[0].data, want) {
+		t.Fatalf("d got %d frames, want c's", len(got))
+	}
+	if n := w.sleeps.Load() - slept; n != 0 {
+		t.Fatalf("the worker slept %d times with a always busy", n)
+	}
 }
 
 // TestNeverIdleWorkerBusyPolls: with a negative PollIdle the worker
