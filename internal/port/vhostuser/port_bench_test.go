@@ -7,9 +7,10 @@ import (
 )
 
 // benchPortOf makes a port for the benchmarks, without socket or epoll:
-// it never rearms (frames are always there).
+// it never rearms (frames are always there). It marks its batches as
+// Listen's ports do (see canFence).
 func benchPortOf() *Port {
-	p := &Port{armOnSleep: true}
+	p := &Port{armOnSleep: true, fenced: canFence()}
 	p.pairs.Store(1)
 	p.r0 = Reader{p: p, n: 1, epfd: -1}
 	p.rd = []*Reader{&p.r0}
@@ -130,3 +131,41 @@ func benchPairs(b *testing.B, rx bool) {
 
 func BenchmarkPortRead64Split2Pairs(b *testing.B)   { benchPairs(b, false) }
 func BenchmarkPortWrite100Split2Pairs(b *testing.B) { benchPairs(b, true) }
+
+// BenchmarkPortPoll measures what a worker's poll of a vhost-user port
+// costs when the guest has sent nothing (empty) or one 64-byte frame
+// (one, as with one frame in flight): with the batch marks as plain
+// stores where the kernel has membarrier (fenced) and as atomic adds.
+func BenchmarkPortPoll(b *testing.B) {
+	for _, c := range []struct {
+		name          string
+		frames        int
+		fenced, needs bool
+	}{
+		{"empty/atomic", 0, false, false},
+		{"empty/fenced", 0, true, true},
+		{"one/atomic", 1, false, false},
+		{"one/fenced", 1, true, true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			p := benchPortOf()
+			if c.needs && !p.fenced {
+				b.Skip("no membarrier private expedited command here")
+			}
+			p.fenced = c.fenced
+			g := newFakeGuest(b, 256)
+			var q queue = g.vring(txRing, netFeatures)
+			p.rings[txRing].Store(&q)
+			bufs := newBufs(32)
+			pkt := append(hdr12(packet.VNetHdr{}, 0), frameOf(64, 0)...)
+			for b.Loop() {
+				for range c.frames {
+					g.postTx(pkt, 4096)
+				}
+				if n, _ := p.ReadBatch(bufs); n != c.frames {
+					b.Fatalf("batch of %d, want %d", n, c.frames)
+				}
+			}
+		})
+	}
+}
