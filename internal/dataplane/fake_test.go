@@ -228,7 +228,23 @@ func (t *fakeTrace) Close() error    { t.closed.Store(true); return nil }
 // tso is set.
 type fakeVhost struct {
 	fakePort
+	fakeCompleter
 	tso atomic.Bool
+}
+
+// fakeCompleter records the CompleteReads calls of a fake vhost-user
+// port: how many, and at each the value check returns (nil: none).
+type fakeCompleter struct {
+	calls atomic.Int64
+	check func() int64
+	seen  []int64
+}
+
+func (c *fakeCompleter) CompleteReads() {
+	c.calls.Add(1)
+	if c.check != nil {
+		c.seen = append(c.seen, c.check())
+	}
 }
 
 func (p *fakeVhost) GuestTSO() bool { return p.tso.Load() }

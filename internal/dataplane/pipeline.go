@@ -38,19 +38,35 @@ func (w *worker) rxNIC(s *snapshot, nic *nicConf) int {
 	if n > w.rxn {
 		n = w.rxn
 	}
-	return w.forwardRead(s, nic, n)
+	return w.forwardRead(s, nic, nic.port, n)
 }
 
-// forwardRead pushes the n frames just read from nic into w.rx through
-// fromVM, sends them, and only then counts them on port-rx and fromVM's
-// elements: the atomic adds are not in the frames' way.
-func (w *worker) forwardRead(s *snapshot, nic *nicConf, n int) int {
+// forwardRead pushes the n frames just read from p, a port of nic, into
+// w.rx through fromVM, sends them, and only then completes the read on p
+// and counts the frames on port-rx and fromVM's elements: neither the
+// guest's used ring nor the atomic adds are in the frames' way.
+func (w *worker) forwardRead(s *snapshot, nic *nicConf, p port.Port, n int) int {
 	c := w.fromVM(s, nic, w.rx[:n])
 	w.take(n)
 	w.flushAll()
+	completeReads(p)
 	nic.rx.add(w.id, uint64(n), c.bytes)
 	w.countFromVM(nic, c)
 	return n
+}
+
+// readCompleter is a port that gives the guest back the buffers of the
+// frames ReadBatch took only when told, once they are forwarded
+// (vhost-user: the used entries of its transmit rings; see
+// vhostuser.Port.CompleteReads).
+type readCompleter interface{ CompleteReads() }
+
+// completeReads tells p, if it waits to be told, that the frames of its
+// last ReadBatch are forwarded.
+func completeReads(p port.Port) {
+	if c, ok := p.(readCompleter); ok {
+		c.CompleteReads()
+	}
 }
 
 // vmCounts are what fromVM counts for its caller to add to the vNIC's

@@ -85,7 +85,7 @@ func (w *worker) rxShare(s *snapshot, nic *nicConf) int {
 	}
 	n = min(n, w.rxn)
 	if nic.pol == nil && nic.tracer == nil {
-		return w.forwardRead(s, nic, n)
+		return w.forwardRead(s, nic, p, n)
 	}
 	var bytes uint64
 	q := w.e.fwd[w.id][nic.worker]
@@ -101,6 +101,7 @@ func (w *worker) rxShare(s *snapshot, nic *nicConf) int {
 	w.pushed |= 1 << nic.worker
 	w.take(n)
 	w.flushAll()
+	completeReads(p)
 	return n
 }
 

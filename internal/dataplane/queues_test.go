@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -13,7 +14,14 @@ import (
 // (reader 0) and reader 1, each an in-memory port.
 type fakeSplit struct {
 	fakeVhost
-	r1 fakePort
+	r1 fakeReader
+}
+
+// fakeReader is a fake vhost-user reader: an in-memory port that records
+// its CompleteReads calls.
+type fakeReader struct {
+	fakePort
+	fakeCompleter
 }
 
 func (p *fakeSplit) Readers() int         { return 2 }
@@ -39,6 +47,59 @@ func splitHarness(t testing.TB, bypass bool, pool int) (*harness, *fakeSplit, *f
 	h.step()
 	sp.take()
 	return h, sp, b
+}
+
+// TestReadsCompleted: a worker tells a vhost-user reader it read frames
+// from that they are forwarded (CompleteReads) once per batch with
+// frames, after it sent them on: on the vNIC's home worker, and on
+// another worker reading its second reader, whether that worker switches
+// the frames itself (bypass) or hands them to the home worker.
+func TestReadsCompleted(t *testing.T) {
+	t.Run("home", func(t *testing.T) {
+		h := newHarness(t, Config{}, true)
+		nv := nicOf("v", mac(1), 5, "10.0.0.1")
+		nv.Type = model.NICVhostUser
+		path, err := h.e.AddNIC(nv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := h.vhosts[path]
+		b := h.add(t, nicOf("b", mac(2), 5, "10.0.0.2"))
+		b.inject(frame{data: udp4(t, mac(1), mac(2), "10.0.0.2", "10.0.0.1", 10, false)})
+		h.step()
+		v.check = b.written.Load
+		for i := range 5 {
+			v.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 20+i, false)})
+		}
+		h.step()
+		if v.calls.Load() != 1 || v.seen[0] != 5 {
+			t.Fatalf("CompleteReads called %d times, seeing %v frames at b; want once, after the 5", v.calls.Load(), v.seen)
+		}
+	})
+	for _, bypass := range []bool{false, true} {
+		t.Run(fmt.Sprint("share, bypass ", bypass), func(t *testing.T) {
+			h, sp, b := splitHarness(t, bypass, 0)
+			w0 := b.written.Load()
+			sp.r1.check = b.written.Load
+			for i := range 10 {
+				sp.r1.inject(frame{data: udp4(t, mac(2), mac(1), "10.0.0.1", "10.0.0.2", 20+i, false)})
+			}
+			h.step()
+			if n := b.written.Load() - w0; n != 10 {
+				t.Fatalf("b got %d frames, want 10", n)
+			}
+			if sp.r1.calls.Load() != 1 {
+				t.Fatalf("CompleteReads of reader 1 called %d times, want once", sp.r1.calls.Load())
+			}
+			// Switched where they were read: sent before the call.
+			if bypass && sp.r1.seen[0]-w0 != 10 {
+				t.Fatalf("CompleteReads of reader 1 with %d of the 10 frames at b", sp.r1.seen[0]-w0)
+			}
+			if sp.calls.Load() != 0 {
+				t.Fatalf("CompleteReads of reader 0 called %d times without frames", sp.calls.Load())
+			}
+		})
+	}
 }
 
 // TestQueueShares: frames the vNIC's second worker reads from its

@@ -462,6 +462,9 @@ func (d *device) stop(i int) {
 		return
 	}
 	d.p.quiesce(i)
+	// The used entries a reader left for CompleteReads go out before
+	// the front end takes the ring back.
+	(*old).complete()
 	d.rings[i].base = (*old).state()
 	d.p.signal()
 }
@@ -474,6 +477,7 @@ func (d *device) restart(i int) {
 		return
 	}
 	r.conf.features = d.features
+	r.conf.lazy = isTx(i)
 	var q queue
 	var err error
 	if d.features&(1<<fRingPacked) != 0 {

@@ -80,10 +80,12 @@ type packedRing struct {
 	headSlot   int
 	headWord   uint32
 	batchSlots uint32
-	devFlags   uint16 // what the device area says: evEnable or evDisable
-	broken     bool
-	recs       []usedRec // capacity num, reused by every receive frame
-	callBuf    [8]byte
+	// lazy is ringConf.lazy: dequeue leaves the head for complete.
+	lazy     bool
+	devFlags uint16 // what the device area says: evEnable or evDisable
+	broken   bool
+	recs     []usedRec // capacity num, reused by every receive frame
+	callBuf  [8]byte
 
 	// ahead is the batch's run of one-descriptor chains as resolve
 	// found them, from slot lastAvail on (head is the buffer id);
@@ -120,6 +122,7 @@ func newPackedRing(mem *memTable, c ringConf, base uint32, callFd int) (*packedR
 	f := c.features
 	r := &packedRing{
 		mem: mem, num: uint16(n), desc: desc,
+		lazy:      c.lazy,
 		drv:       (*uint32)(unsafe.Pointer(&drv[0])),
 		dev:       (*uint32)(unsafe.Pointer(&dev[0])),
 		callFd:    callFd,
@@ -260,6 +263,9 @@ func (r *packedRing) publish() {
 	unix.Write(r.callFd, r.callBuf[:])
 }
 
+// complete publishes the used elements dequeue left on a lazy ring.
+func (r *packedRing) complete() { r.publish() }
+
 // passed reports whether moving the used index from old to usedIdx (a
 // non-empty batch, at most one lap) passed the slot of offWrap: the
 // indices are laid on one line, the earlier lap below zero, and the
@@ -387,6 +393,7 @@ func (c *pchain) next() (buf []byte, flags uint16, ok bool, err error) {
 // dequeue moves up to len(bufs) frames the guest transmitted into bufs
 // (vring.dequeue's contract).
 func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
+	r.complete()
 	var malformed, tooBig uint64
 	lim := frameLimit(r.mtuNeg, r.mtu)
 	r.resolve(len(bufs), false, nil)
@@ -426,7 +433,9 @@ func (r *packedRing) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) 
 	}
 	r.aheadN = 0
 	dropped = int(malformed + tooBig)
-	r.publish()
+	if !r.lazy {
+		r.publish()
+	}
 	if dropped > 0 && r.drops != nil {
 		r.drops.inMalformed.Add(malformed)
 		r.drops.inTooBig.Add(tooBig)

@@ -828,6 +828,11 @@ func TestPackedProtocolSession(t *testing.T) {
 	if n, _ := p.ReadBatch(bufs); n != 3 || bufs[2].Len() != 62 {
 		t.Fatalf("ReadBatch: %d frames", n)
 	}
+	// The used elements wait for CompleteReads.
+	if u := g.usedElems(1); len(u) != 0 {
+		t.Fatalf("%d used elements on the transmit ring before CompleteReads", len(u))
+	}
+	p.CompleteReads()
 	if u := g.usedElems(1); len(u) != 3 {
 		t.Fatalf("%d used elements on the transmit ring", len(u))
 	}

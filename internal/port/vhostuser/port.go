@@ -17,7 +17,9 @@
 // goroutine waits for a batch in flight to finish before it unmaps or
 // reuses anything that batch could touch. ReadBatch and WriteBatch use
 // separate rings and may run on different goroutines; each of them must
-// have one caller at a time.
+// have one caller at a time. ReadBatch leaves the guest's used entries
+// for the frames it took to CompleteReads, which the caller makes once
+// it has forwarded them (or to the next ReadBatch or PrepareSleep).
 //
 // Multiqueue (VIRTIO_NET_F_MQ, protocol feature MQ): the port serves up
 // to MaxQueuePairs queue pairs, ring 2q being pair q's receive queue and
@@ -458,6 +460,33 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 	return n, nil
 }
 
+// CompleteReads returns to the guest the buffers of the frames the
+// port's ReadBatch took: it publishes the used entries of its transmit
+// rings, which ReadBatch leaves for this call, to be made once the frames
+// are forwarded. The store of a used index is a cache miss on a line the
+// guest reads, followed by a full barrier: made before the frames are
+// forwarded, it delays them by a transfer of that line between cores.
+// The next ReadBatch or PrepareSleep publishes them when nobody calls
+// this, and so does a stop of the ring.
+func (p *Port) CompleteReads() { p.r0.CompleteReads() }
+
+// CompleteReads is Port.CompleteReads for the reader's queue pairs.
+func (rd *Reader) CompleteReads() {
+	p := rd.p
+	np := int(p.pairs.Load())
+	for q := rd.k; q < np; q += rd.n {
+		bump(&p.seq[2*q+1], p.fenced)
+	}
+	for q := rd.k; q < np; q += rd.n {
+		if r := p.ring(2*q + 1); r != nil {
+			r.complete()
+		}
+	}
+	for q := rd.k; q < np; q += rd.n {
+		bump(&p.seq[2*q+1], p.fenced)
+	}
+}
+
 // PrepareSleep readies the port for a worker about to sleep on Fd (the
 // port's first reader; see Reader.PrepareSleep).
 func (p *Port) PrepareSleep() bool { return p.r0.PrepareSleep() }
@@ -480,7 +509,11 @@ func (rd *Reader) PrepareSleep() bool {
 	unix.EpollWait(rd.epfd, rd.evs[:], 0)
 	pending := false
 	for q := rd.k; q < np; q += rd.n {
-		if r := p.ring(2*q + 1); r != nil && !r.isBroken() {
+		r := p.ring(2*q + 1)
+		if r != nil {
+			r.complete()
+		}
+		if r != nil && !r.isBroken() {
 			if !r.kicksArmed() {
 				pending = r.setNotify(true) || pending
 			}

@@ -752,6 +752,52 @@ func TestRingStopBusyReader(t *testing.T) {
 	}
 }
 
+// TestCompleteReads: the guest gets back the buffers of the frames
+// ReadBatch took (used entries on its transmit ring) when the caller
+// says they are forwarded, with CompleteReads, and otherwise at the
+// latest with the next ReadBatch, with PrepareSleep, or when the front
+// end stops the ring.
+func TestCompleteReads(t *testing.T) {
+	tx := append(hdr12(packet.VNetHdr{}, 0), frameOf(60, 5)...)
+	for _, tt := range []struct {
+		name    string
+		publish func(t *testing.T, p *Port, f *frontEnd)
+	}{
+		{"CompleteReads", func(t *testing.T, p *Port, f *frontEnd) { p.CompleteReads() }},
+		{"next ReadBatch", func(t *testing.T, p *Port, f *frontEnd) {
+			if n, _ := p.ReadBatch(newBufs(8)); n != 0 {
+				t.Fatalf("second ReadBatch: %d frames", n)
+			}
+		}},
+		{"PrepareSleep", func(t *testing.T, p *Port, f *frontEnd) { p.PrepareSleep() }},
+		{"GET_VRING_BASE", func(t *testing.T, p *Port, f *frontEnd) {
+			f.send(reqGetVringBase, 0, state(1, 0))
+			if b := f.recv(reqGetVringBase); binary.LittleEndian.Uint32(b[4:]) != 3 {
+				t.Fatalf("GET_VRING_BASE = % x, want base 3", b)
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := listenTest(t)
+			f := dialFrontEnd(t, p)
+			f.setup()
+			for range 3 {
+				f.g.postTx(tx, 4096)
+			}
+			if n, _ := p.ReadBatch(newBufs(8)); n != 3 {
+				t.Fatalf("ReadBatch: %d frames", n)
+			}
+			if u := f.g.used(1); len(u) != 0 {
+				t.Fatalf("%d used entries before the frames were forwarded", len(u))
+			}
+			tt.publish(t, p, f)
+			if u := f.g.used(1); len(u) != 3 {
+				t.Fatalf("%d used entries, want 3", len(u))
+			}
+		})
+	}
+}
+
 // BenchmarkRingStopBusyReader measures GET_VRING_BASE, which stops a
 // ring once the batch in flight on it (if any) has left, and the ring's
 // restart, while a reader polls the port without pause.

@@ -105,6 +105,9 @@ type vring struct {
 	// signalled is the used index at the last publish: the old index of
 	// the vring_need_event test.
 	signalled uint16
+	// lazy is ringConf.lazy; unpublished is set while dequeue's used
+	// entries wait for complete.
+	lazy, unpublished bool
 	// usedFlags is the device's notification state: usedFNoNotif while
 	// the worker polls (kicks suppressed), 0 when it wants kicks; the
 	// receive ring keeps usedFNoNotif. Without EVENT_IDX it is what
@@ -145,6 +148,9 @@ type queue interface {
 	// attach connects the ring to its port's MTU, drop counters and,
 	// while logging is on, dirty log (nil when off).
 	attach(mtu *atomic.Uint32, drops *dropCounters, dlog *dirtyLog)
+	// complete publishes the used entries a lazy ring's dequeue left
+	// (see ringConf.lazy); it does nothing when there are none.
+	complete()
 }
 
 func (r *vring) kicksOn() bool  { return r.usedFlags == 0 }
@@ -161,6 +167,10 @@ type ringConf struct {
 	num      uint32
 	addr     vringAddr
 	features uint64
+	// lazy: dequeue leaves the used entries of the frames it took for
+	// complete to publish, or for the next dequeue (a port's transmit
+	// rings; see Port.CompleteReads).
+	lazy bool
 }
 
 // newVring validates the ring geometry against mem. base is the
@@ -188,6 +198,7 @@ func newVring(mem *memTable, c ringConf, base uint16, callFd int) (*vring, error
 	}
 	r := &vring{
 		mem: mem, num: uint16(n), mask: uint16(n - 1),
+		lazy:      c.lazy,
 		desc:      desc,
 		availFI:   (*uint32)(unsafe.Pointer(&avail[0])),
 		availRing: avail[4:],
@@ -293,7 +304,9 @@ func (r *vring) hasPending() bool {
 }
 
 // storeUsed writes used.flags and used.idx with one 32-bit store (the
-// device owns used.flags). On amd64 the store is an XCHG, a full barrier:
+// device owns used.flags); the index is the one of the last publish
+// (signalled), so that a change of flags publishes no entry a lazy ring
+// keeps for complete. On amd64 the store is an XCHG, a full barrier:
 // loads of the driver's flags or used_event after it see what the driver
 // wrote before it read our index.
 func (r *vring) storeUsed() {
@@ -301,7 +314,7 @@ func (r *vring) storeUsed() {
 	if r.eventIdx {
 		flags = 0
 	}
-	atomic.StoreUint32(r.usedFI, uint32(r.usedIdx)<<16|uint32(flags))
+	atomic.StoreUint32(r.usedFI, uint32(r.signalled)<<16|uint32(flags))
 }
 
 // publish makes the used entries added since the last publish visible
@@ -326,6 +339,14 @@ func (r *vring) publish() {
 		return
 	}
 	unix.Write(r.callFd, r.callBuf[:])
+}
+
+// complete publishes the used entries dequeue left on a lazy ring.
+func (r *vring) complete() {
+	if r.unpublished {
+		r.unpublished = false
+		r.publish()
+	}
 }
 
 // setNotify enables (or suppresses) guest kicks and, when enabling,
@@ -457,6 +478,7 @@ func (c *chain) next() (buf []byte, flags uint16, ok bool, err error) {
 // and non-TSO frames longer than the guest MTU are returned to the guest
 // unread.
 func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
+	r.complete()
 	p, _ := r.pending()
 	if p > len(bufs) {
 		p = len(bufs)
@@ -518,7 +540,11 @@ func (r *vring) dequeue(bufs []*packet.Buf) (n, dropped int, bytes uint64) {
 	}
 	dropped = int(malformed + tooBig)
 	if n+dropped > 0 {
-		r.publish()
+		if r.lazy {
+			r.unpublished = true
+		} else {
+			r.publish()
+		}
 	}
 	if dropped > 0 && r.drops != nil {
 		r.drops.inMalformed.Add(malformed)
