@@ -690,28 +690,16 @@ func TestRingStopBusyReader(t *testing.T) {
 	f.setup()
 	var read atomic.Int64
 	var bad atomic.Value
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		bufs := newBufs(32)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	stop := busyReader(p, func(bufs []*packet.Buf) {
+		for _, b := range bufs {
+			want := uint32(read.Load())
+			if got := binary.LittleEndian.Uint32(b.Bytes()); got != want {
+				bad.CompareAndSwap(nil, fmt.Sprintf("frame %d where %d was due", got, want))
 			}
-			n, _ := p.ReadBatch(bufs)
-			for _, b := range bufs[:n] {
-				want := uint32(read.Load())
-				if got := binary.LittleEndian.Uint32(b.Bytes()); got != want {
-					bad.CompareAndSwap(nil, fmt.Sprintf("frame %d where %d was due", got, want))
-				}
-				read.Add(1)
-			}
+			read.Add(1)
 		}
-	}()
-	defer func() { close(stop); <-done }()
+	})
+	defer stop()
 	waitRead := func(n int64) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -805,25 +793,32 @@ func BenchmarkRingStopBusyReader(b *testing.B) {
 	p := listenTest(b)
 	f := dialFrontEnd(b, p)
 	f.setup()
-	stop := make(chan struct{})
+	stop := busyReader(p, func([]*packet.Buf) {})
+	for b.Loop() {
+		f.send(reqGetVringBase, 0, state(1, 0))
+		f.recv(reqGetVringBase)
+		f.startRing(1, true)
+	}
+	stop()
+}
+
+// busyReader polls p's ReadBatch without pause on a goroutine, handing
+// each batch's frames to got, until the returned stop is called.
+func busyReader(p *Port, got func([]*packet.Buf)) (stop func()) {
+	quit := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		bufs := newBufs(32)
 		for {
 			select {
-			case <-stop:
+			case <-quit:
 				return
 			default:
-				p.ReadBatch(bufs)
 			}
+			n, _ := p.ReadBatch(bufs)
+			got(bufs[:n])
 		}
 	}()
-	for b.Loop() {
-		f.send(reqGetVringBase, 0, state(1, 0))
-		f.recv(reqGetVringBase)
-		f.startRing(1, true)
-	}
-	close(stop)
-	<-done
+	return func() { close(quit); <-done }
 }
