@@ -48,8 +48,8 @@ type dropCounters struct {
 }
 
 // vring is a started split virtqueue. Everything but lastAvail, usedIdx,
-// signalled, usedFlags and broken is fixed at start; those belong to the
-// one worker that drives the ring.
+// signalled, unpublished, guess, usedFlags, broken and the scratch is
+// fixed at start; those belong to the one worker that drives the ring.
 type vring struct {
 	mem       *memTable
 	num       uint16
