@@ -368,9 +368,7 @@ func (p *Port) ReadBatch(bufs []*packet.Buf) (int, error) { return p.r0.ReadBatc
 func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 	p := rd.p
 	np := int(p.pairs.Load())
-	for q := rd.k; q < np; q += rd.n {
-		bump(&p.seq[2*q+1], p.fenced)
-	}
+	rd.mark(np)
 	// Harvest Fd's edge-triggered events so it sleeps again: on the
 	// first empty poll in a row and every 8th after that, so a stale
 	// wake-up costs a sleeping worker at most 8 spurious polls.
@@ -446,9 +444,7 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 		}
 	}
 	rd.next++
-	for q := rd.k; q < np; q += rd.n {
-		bump(&p.seq[2*q+1], p.fenced)
-	}
+	rd.mark(np)
 	if n == 0 {
 		rd.empty++
 		if harvest {
@@ -458,6 +454,14 @@ func (rd *Reader) ReadBatch(bufs []*packet.Buf) (int, error) {
 		rd.empty = 0
 	}
 	return n, nil
+}
+
+// mark adds one to the batch marks (Port.seq) of the transmit rings of
+// the reader's first np queue pairs: before and after each use of them.
+func (rd *Reader) mark(np int) {
+	for q := rd.k; q < np; q += rd.n {
+		bump(&rd.p.seq[2*q+1], rd.p.fenced)
+	}
 }
 
 // CompleteReads returns to the guest the buffers of the frames the
@@ -474,17 +478,13 @@ func (p *Port) CompleteReads() { p.r0.CompleteReads() }
 func (rd *Reader) CompleteReads() {
 	p := rd.p
 	np := int(p.pairs.Load())
-	for q := rd.k; q < np; q += rd.n {
-		bump(&p.seq[2*q+1], p.fenced)
-	}
+	rd.mark(np)
 	for q := rd.k; q < np; q += rd.n {
 		if r := p.ring(2*q + 1); r != nil {
 			r.complete()
 		}
 	}
-	for q := rd.k; q < np; q += rd.n {
-		bump(&p.seq[2*q+1], p.fenced)
-	}
+	rd.mark(np)
 }
 
 // PrepareSleep readies the port for a worker about to sleep on Fd (the
@@ -503,26 +503,23 @@ func (p *Port) PrepareSleep() bool { return p.r0.PrepareSleep() }
 func (rd *Reader) PrepareSleep() bool {
 	p := rd.p
 	np := int(p.pairs.Load())
-	for q := rd.k; q < np; q += rd.n {
-		bump(&p.seq[2*q+1], p.fenced)
-	}
+	rd.mark(np)
 	unix.EpollWait(rd.epfd, rd.evs[:], 0)
 	pending := false
 	for q := rd.k; q < np; q += rd.n {
 		r := p.ring(2*q + 1)
-		if r != nil {
-			r.complete()
+		if r == nil {
+			continue
 		}
-		if r != nil && !r.isBroken() {
+		r.complete()
+		if !r.isBroken() {
 			if !r.kicksArmed() {
 				pending = r.setNotify(true) || pending
 			}
 			pending = pending || r.hasPending()
 		}
 	}
-	for q := rd.k; q < np; q += rd.n {
-		bump(&p.seq[2*q+1], p.fenced)
-	}
+	rd.mark(np)
 	return pending
 }
 
